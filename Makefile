@@ -1,0 +1,46 @@
+# Trellis — top-level make targets. Component targets live in mk/*.mk.
+#
+#   make demo   bring up the demo (installs what it needs)
+#   make test   every test tier: unit, real-kernel (netns), lab end-to-end
+#
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+export PATH := /usr/local/go/bin:$(PATH)
+export GOTOOLCHAIN := local
+GO ?= go
+BIN := $(CURDIR)/bin
+# Machine-wide cache of pinned third-party binaries (Kubernetes, etcd, CNI
+# reference plugins), keyed by version, shared by every clone on the machine.
+TRELLIS_CACHE ?= /var/cache/trellis
+export TRELLIS_CACHE
+
+COMMANDS := $(notdir $(wildcard cmd/*))
+
+.PHONY: build deps test test-unit test-kernel test-fuzz-seeds vet clean
+build:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS))
+
+# Host packages every tier needs (idempotent; apt only when something is missing).
+deps:
+	@hack/install-deps.sh
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags kernel ./...
+
+# Tier 0: pure Go, no root. Includes fuzz seed corpora (go test runs them).
+test-unit:
+	$(GO) test -count=1 ./...
+
+# Tier 1: real kernel, throwaway network namespaces, root.
+test-kernel: deps build
+	$(GO) test -count=1 -p 1 -tags kernel -run '^TestKernel' ./...
+
+test: deps vet test-unit test-kernel test-e2e
+
+clean:
+	rm -rf $(BIN)
+
+-include mk/*.mk

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Trellis' builds, tests and lab need. Idempotent:
+# apt runs only when a command is missing. Must run as root.
+set -euo pipefail
+
+# command -> Debian package
+declare -A need=(
+  [ip]=iproute2
+  [nft]=nftables
+  [iperf3]=iperf3
+  [containerd]=containerd
+  [runc]=runc
+  [conntrack]=conntrack
+  [socat]=socat
+  [tcpdump]=tcpdump
+  [ethtool]=ethtool
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${need[$cmd]}")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages (${missing[*]}) and not root: run as root or install them" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,81 @@
+// Package nodestate defines the node state file: the hand-off from the
+// Trellis agent (writer) to the CNI plugin (reader) on one node. The agent
+// writes it atomically; the plugin reads it on every call that needs the
+// node's pod subnets (ADD when ipam.subnets is absent) or readiness (STATUS).
+package nodestate
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/trellisnet/trellis/internal/atomicfile"
+)
+
+// DefaultPath is where the agent writes, and the plugin reads, the file.
+const DefaultPath = "/var/lib/trellis/node-state.json"
+
+// CurrentVersion is the schema version written by this build.
+const CurrentVersion = 1
+
+// State is the content of the node state file.
+type State struct {
+	// Version of the schema; readers refuse versions they do not know.
+	Version int `json:"version"`
+	// NodeName is the Kubernetes Node this file describes.
+	NodeName string `json:"nodeName,omitempty"`
+	// PodCIDRs are the node's pod subnets (Node.spec.podCIDRs), one per family.
+	PodCIDRs []netip.Prefix `json:"podCIDRs"`
+	// MTU for pod interfaces, when the agent computed one (0: use the conflist's).
+	MTU int `json:"mtu,omitempty"`
+	// Ready is true once the agent has programmed this node's routes.
+	Ready bool `json:"ready"`
+	// Reason explains Ready=false for operators (shown by CNI STATUS).
+	Reason string `json:"reason,omitempty"`
+	// UpdatedAt is when the agent last wrote the file.
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// ErrNotExist is returned (wrapped) by Read when the file is absent.
+var ErrNotExist = errors.New("node state file does not exist")
+
+// Read loads and validates the state file at path.
+func Read(path string) (*State, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotExist, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read node state file: %w", err)
+	}
+	var s State
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("parse node state file %s: %w", path, err)
+	}
+	if s.Version != CurrentVersion {
+		return nil, fmt.Errorf("node state file %s has version %d, this build reads version %d", path, s.Version, CurrentVersion)
+	}
+	for _, p := range s.PodCIDRs {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("node state file %s: invalid pod CIDR", path)
+		}
+	}
+	return &s, nil
+}
+
+// Write stores s at path atomically (readers see the old or the new file).
+func Write(path string, s *State) error {
+	c := *s
+	c.Version = CurrentVersion
+	if c.UpdatedAt.IsZero() {
+		c.UpdatedAt = time.Now().UTC()
+	}
+	data, err := json.MarshalIndent(&c, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode node state: %w", err)
+	}
+	return atomicfile.Write(path, append(data, '\n'), 0o644)
+}
