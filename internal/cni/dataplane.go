@@ -1,0 +1,217 @@
+package cni
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// HostVethPrefix starts the name of every host-side pod interface.
+const HostVethPrefix = "trl"
+
+// aliasPrefix marks host-side interfaces made by the plugin; the full alias
+// is trellis:<network>:<containerID>:<ifname>, so GC knows exactly which
+// attachment (and which network) an interface belongs to.
+const aliasPrefix = "trellis:"
+
+// GatewayV4 is the link-local next hop every pod routes through. It is not
+// configured anywhere: the pod holds a permanent neighbour entry mapping it
+// to the host-side veth's MAC.
+var GatewayV4 = netip.MustParseAddr("169.254.1.1")
+
+// HostVethName is the deterministic host-side interface name of an
+// attachment, so DEL finds it even when the pod's namespace is gone.
+func HostVethName(containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
+	return HostVethPrefix + hex.EncodeToString(sum[:])[:11]
+}
+
+func attachmentAlias(network, containerID, ifName string) string {
+	return aliasPrefix + network + ":" + containerID + ":" + ifName
+}
+
+// parseAlias is the inverse of attachmentAlias.
+func parseAlias(alias string) (network, containerID, ifName string, ok bool) {
+	rest, ok := strings.CutPrefix(alias, aliasPrefix)
+	if !ok {
+		return "", "", "", false
+	}
+	network, rest, ok1 := strings.Cut(rest, ":")
+	i := strings.LastIndex(rest, ":")
+	if !ok1 || i < 0 {
+		return "", "", "", false
+	}
+	return network, rest[:i], rest[i+1:], true
+}
+
+// podLink describes what setupPod built.
+type podLink struct {
+	hostName  string
+	hostIndex int
+	hostMAC   net.HardwareAddr
+	podIndex  int
+	podMAC    net.HardwareAddr
+}
+
+// nsHandle opens a netlink handle inside the network namespace at path, so
+// the pod's side is programmed without switching the calling thread.
+func nsHandle(netnsPath string) (*netlink.Handle, error) {
+	h, err := netns.GetFromPath(netnsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return netlink.NewHandleAt(h)
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.ENOENT)
+}
+
+// setupPod creates the veth pair (host end in the current namespace, pod end
+// in podNS as ifName), addresses the pod end with addrs as host routes, and
+// routes the pod through the link-local gateway. It returns what it built;
+// on error the caller rolls back with teardown.
+func setupPod(podNS ns.NetNS, network, containerID, ifName string, mtu int, addrs []netip.Addr) (*podLink, error) {
+	hostName := HostVethName(containerID, ifName)
+	podH, err := nsHandle(podNS.Path())
+	if err != nil {
+		return nil, fmt.Errorf("open netlink in %s: %w", podNS.Path(), err)
+	}
+	defer podH.Close()
+
+	// A host-side interface with our deterministic name but no pod end (the
+	// caller checked ifName is absent) is debris of an interrupted ADD.
+	if old, err := netlinksafe.LinkByName(hostName); err == nil {
+		if err := netlink.LinkDel(old); err != nil && !isNotFound(err) {
+			return nil, fmt.Errorf("remove stale host interface %s: %w", hostName, err)
+		}
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = hostName
+	attrs.MTU = mtu
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ifName, PeerMTU: uint32(mtu), PeerNamespace: netlink.NsFd(int(podNS.Fd()))}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
+	}
+	host, err := netlinksafe.LinkByName(hostName)
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", hostName, err)
+	}
+	pl := &podLink{hostName: hostName, hostIndex: host.Attrs().Index, hostMAC: host.Attrs().HardwareAddr}
+	if err := netlink.LinkSetAlias(host, attachmentAlias(network, containerID, ifName)); err != nil {
+		return pl, fmt.Errorf("set alias on %s: %w", hostName, err)
+	}
+	// The host side owns its routes: no router advertisements.
+	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+hostName+"/accept_ra", []byte("0"), 0o644)
+	if err := netlink.LinkSetUp(host); err != nil {
+		return pl, fmt.Errorf("set %s up: %w", hostName, err)
+	}
+	if err := configurePodSide(podH, ifName, pl, addrs); err != nil {
+		return pl, err
+	}
+	for _, a := range addrs {
+		r := &netlink.Route{LinkIndex: pl.hostIndex, Dst: hostPrefix(a), Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteReplace(r); err != nil {
+			return pl, fmt.Errorf("add host route %s dev %s: %w", a, hostName, err)
+		}
+	}
+	return pl, nil
+}
+
+func configurePodSide(podH *netlink.Handle, ifName string, pl *podLink, addrs []netip.Addr) error {
+	pod, err := podH.LinkByName(ifName)
+	if err != nil {
+		return fmt.Errorf("look up %s in pod namespace: %w", ifName, err)
+	}
+	pl.podIndex, pl.podMAC = pod.Attrs().Index, pod.Attrs().HardwareAddr
+	for _, a := range addrs {
+		if err := podH.AddrAdd(pod, &netlink.Addr{IPNet: hostPrefix(a)}); err != nil {
+			return fmt.Errorf("add address %s to %s: %w", a, ifName, err)
+		}
+	}
+	if err := podH.LinkSetUp(pod); err != nil {
+		return fmt.Errorf("set %s up: %w", ifName, err)
+	}
+	for _, a := range addrs {
+		gw := gatewayFor(a)
+		neigh := &netlink.Neigh{LinkIndex: pl.podIndex, IP: gw.AsSlice(), HardwareAddr: pl.hostMAC, State: netlink.NUD_PERMANENT, Family: family(a)}
+		if err := podH.NeighSet(neigh); err != nil {
+			return fmt.Errorf("add neighbour %s on %s: %w", gw, ifName, err)
+		}
+		def := &netlink.Route{LinkIndex: pl.podIndex, Dst: defaultRoute(a), Gw: gw.AsSlice(), Flags: int(netlink.FLAG_ONLINK)}
+		if err := podH.RouteReplace(def); err != nil {
+			return fmt.Errorf("add default route via %s dev %s: %w", gw, ifName, err)
+		}
+	}
+	return nil
+}
+
+// teardown removes the attachment's host-side interface (which removes the
+// pod end and the host route with it). A missing interface is success.
+func teardown(containerID, ifName string) error {
+	name := HostVethName(containerID, ifName)
+	link, err := netlinksafe.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// ownedLinks lists the host-side interfaces the plugin made for network.
+func ownedLinks(network string) ([]netlink.Link, error) {
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []netlink.Link
+	for _, l := range links {
+		if n, _, _, ok := parseAlias(l.Attrs().Alias); ok && n == network && strings.HasPrefix(l.Attrs().Name, HostVethPrefix) {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+func gatewayFor(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return GatewayV4
+	}
+	return GatewayV6
+}
+
+// GatewayV6 is the IPv6 counterpart of GatewayV4 (a link-local address).
+var GatewayV6 = netip.MustParseAddr("fe80::1")
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+func hostPrefix(a netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
+}
+
+func defaultRoute(a netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: make(net.IP, a.BitLen()/8), Mask: net.CIDRMask(0, a.BitLen())}
+}
