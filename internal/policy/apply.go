@@ -1,0 +1,212 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+)
+
+// ApplyStats describes what one Apply changed.
+type ApplyStats struct {
+	// Operations is the number of operations in the transaction.
+	Operations int
+	// ElementsAdded and ElementsDeleted count set and map element changes.
+	ElementsAdded, ElementsDeleted int
+	// ChainsCreated and ObjectsDeleted count group chains created and stale
+	// chains/sets/maps deleted.
+	ChainsCreated, ObjectsDeleted int
+}
+
+// existing is what the table holds before the sync.
+type existing struct {
+	chains, sets, maps map[string]bool
+}
+
+// Apply makes the table hold exactly d, in one transaction, without flushing
+// the table or any set: it adds what is missing, deletes what is stale and
+// rewrites only the static chains (atomically, inside the transaction). nft
+// must be bound to the inet family and TableName.
+func Apply(ctx context.Context, nft knftables.Interface, d *Desired) (ApplyStats, error) {
+	var st ApplyStats
+	ex, err := listExisting(ctx, nft)
+	if err != nil {
+		return st, err
+	}
+	tx := nft.NewTransaction()
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("Trellis NetworkPolicy (managed by trellis-agent)")})
+	for _, name := range sortedKeys(d.Sets) {
+		s := d.Sets[name]
+		obj := &knftables.Set{Name: name, Type: s.Type}
+		if s.Interval {
+			obj.Flags = []knftables.SetFlag{knftables.IntervalFlag}
+		}
+		tx.Add(obj)
+	}
+	for _, name := range sortedKeys(d.Maps) {
+		tx.Add(&knftables.Map{Name: name, Type: d.Maps[name].Type})
+	}
+	writeChains(tx, d, ex, &st)
+	if err := diffElements(ctx, nft, tx, d, ex, &st); err != nil {
+		return st, err
+	}
+	deleteStale(tx, d, ex, &st)
+	st.Operations = tx.NumOperations()
+	if err := nft.Run(ctx, tx); err != nil {
+		return st, fmt.Errorf("apply policy table (%d operations): %w", st.Operations, err)
+	}
+	return st, nil
+}
+
+func listExisting(ctx context.Context, nft knftables.Interface) (*existing, error) {
+	ex := &existing{chains: map[string]bool{}, sets: map[string]bool{}, maps: map[string]bool{}}
+	for kind, dst := range map[string]map[string]bool{"chain": ex.chains, "set": ex.sets, "map": ex.maps} {
+		names, err := nft.List(ctx, kind)
+		if knftables.IsNotFound(err) {
+			return ex, nil // no table yet
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %ss of table %s: %w", kind, TableName, err)
+		}
+		for _, n := range names {
+			dst[n] = true
+		}
+	}
+	return ex, nil
+}
+
+func writeChains(tx *knftables.Transaction, d *Desired, ex *existing, st *ApplyStats) {
+	names := sortedKeys(d.Chains)
+	for _, name := range names {
+		c := d.Chains[name]
+		obj := &knftables.Chain{Name: name}
+		if c.Hook != "" {
+			obj.Type = knftables.PtrTo(knftables.FilterType)
+			obj.Hook = knftables.PtrTo(knftables.BaseChainHook(c.Hook))
+			obj.Priority = knftables.PtrTo(knftables.FilterPriority)
+			obj.Policy = knftables.PtrTo(knftables.AcceptPolicy)
+		}
+		tx.Add(obj)
+	}
+	for _, name := range names {
+		c := d.Chains[name]
+		switch {
+		case c.Static:
+			if ex.chains[name] {
+				tx.Flush(&knftables.Chain{Name: name})
+			}
+		case ex.chains[name]:
+			continue // content-addressed: already holds these rules
+		default:
+			st.ChainsCreated++
+		}
+		for _, r := range c.Rules {
+			tx.Add(&knftables.Rule{Chain: name, Rule: r})
+		}
+	}
+}
+
+// elementKey is the comparable form of an element key: fields joined by
+// " . ", quotes dropped (nft lists ifname values without them).
+func elementKey(fields []string) string {
+	return strings.ReplaceAll(strings.Join(fields, " . "), `"`, "")
+}
+
+func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Transaction,
+	d *Desired, ex *existing, st *ApplyStats) error {
+	for _, name := range sortedKeys(d.Sets) {
+		have := map[string][]string{}
+		if ex.sets[name] {
+			elems, err := nft.ListElements(ctx, "set", name)
+			if err != nil {
+				return fmt.Errorf("list elements of set %s: %w", name, err)
+			}
+			for _, e := range elems {
+				have[elementKey(e.Key)] = e.Key
+			}
+		}
+		want := map[string]bool{}
+		for _, k := range d.Sets[name].Elements {
+			ks := elementKey(k)
+			want[ks] = true
+			if _, ok := have[ks]; !ok {
+				tx.Add(&knftables.Element{Set: name, Key: k})
+				st.ElementsAdded++
+			}
+		}
+		for _, ks := range sortedKeys(have) {
+			if !want[ks] {
+				tx.Delete(&knftables.Element{Set: name, Key: have[ks]})
+				st.ElementsDeleted++
+			}
+		}
+	}
+	for _, name := range sortedKeys(d.Maps) {
+		type kv struct {
+			key   []string
+			value string
+		}
+		have := map[string]kv{}
+		if ex.maps[name] {
+			elems, err := nft.ListElements(ctx, "map", name)
+			if err != nil {
+				return fmt.Errorf("list elements of map %s: %w", name, err)
+			}
+			for _, e := range elems {
+				have[elementKey(e.Key)] = kv{e.Key, strings.Join(e.Value, " ")}
+			}
+		}
+		want := map[string]bool{}
+		for _, e := range d.Maps[name].Elements {
+			ks := elementKey(e.Key)
+			want[ks] = true
+			old, ok := have[ks]
+			if ok && old.value == e.Value {
+				continue
+			}
+			if ok {
+				tx.Delete(&knftables.Element{Map: name, Key: old.key})
+				st.ElementsDeleted++
+			}
+			tx.Add(&knftables.Element{Map: name, Key: e.Key, Value: []string{e.Value}})
+			st.ElementsAdded++
+		}
+		for _, ks := range sortedKeys(have) {
+			if !want[ks] {
+				tx.Delete(&knftables.Element{Map: name, Key: have[ks].key})
+				st.ElementsDeleted++
+			}
+		}
+	}
+	return nil
+}
+
+// deleteStale removes chains, then sets and maps, that the table holds but
+// d does not. Map entries pointing at stale chains were already deleted by
+// diffElements; flushing stale chains first drops their set references.
+func deleteStale(tx *knftables.Transaction, d *Desired, ex *existing, st *ApplyStats) {
+	var stale []string
+	for _, name := range sortedKeys(ex.chains) {
+		if _, ok := d.Chains[name]; !ok {
+			stale = append(stale, name)
+			tx.Flush(&knftables.Chain{Name: name})
+		}
+	}
+	for _, name := range stale {
+		tx.Delete(&knftables.Chain{Name: name})
+		st.ObjectsDeleted++
+	}
+	for _, name := range sortedKeys(ex.sets) {
+		if _, ok := d.Sets[name]; !ok {
+			tx.Delete(&knftables.Set{Name: name})
+			st.ObjectsDeleted++
+		}
+	}
+	for _, name := range sortedKeys(ex.maps) {
+		if _, ok := d.Maps[name]; !ok {
+			tx.Delete(&knftables.Map{Name: name})
+			st.ObjectsDeleted++
+		}
+	}
+}

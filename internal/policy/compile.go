@@ -1,0 +1,429 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// direction is ingress or egress.
+type direction int
+
+const (
+	ingress direction = iota
+	egress
+)
+
+// allowList is the exact set of peers/ports a pod may talk to in one direction.
+type allowList struct {
+	all   []ipRange // any protocol, any port
+	ports []portBox // protocol + port range
+}
+
+// index holds the snapshot's lookups used throughout one compilation.
+type index struct {
+	snap     *Snapshot
+	nsLabels map[string]labels.Set
+	// pods are the non-hostNetwork pods with an IPv4 address: the only pods
+	// that selectors can match.
+	pods []*podInfo
+}
+
+type podInfo struct {
+	pod  *Pod
+	ip   uint32
+	ipOK bool
+}
+
+// Compile computes the complete desired content of the policy table for
+// snap.NodeName. It has no side effects.
+func Compile(snap *Snapshot) *Desired {
+	ix := newIndex(snap)
+	d := staticObjects()
+	groups := map[string]bool{}
+	for i := range snap.Pods {
+		p := &snap.Pods[i]
+		ip, ok := firstIPv4(p)
+		if p.HostNetwork || p.NodeName != snap.NodeName || p.Interface == "" || !ok {
+			continue
+		}
+		iface := p.Interface
+		d.Sets[SetPodIfaces].Elements = append(d.Sets[SetPodIfaces].Elements,
+			[]string{quote(iface), u32ToAddr(ip).String()})
+		for _, dir := range []direction{ingress, egress} {
+			pols := ix.selectingPolicies(p, dir)
+			if len(pols) == 0 {
+				continue // not isolated in this direction
+			}
+			al := ix.allowFor(p, dir, pols)
+			name := addGroup(d, dir, al, groups)
+			m := MapIngressPods
+			if dir == egress {
+				m = MapEgressPods
+			}
+			d.Maps[m].Elements = append(d.Maps[m].Elements,
+				MapElement{Key: []string{quote(iface)}, Value: "goto " + name})
+		}
+	}
+	return d
+}
+
+func newIndex(snap *Snapshot) *index {
+	ix := &index{snap: snap, nsLabels: map[string]labels.Set{}}
+	for _, ns := range snap.Namespaces {
+		ix.nsLabels[ns.Name] = labels.Set(ns.Labels)
+	}
+	for i := range snap.Pods {
+		p := &snap.Pods[i]
+		if p.HostNetwork {
+			continue
+		}
+		if ip, ok := firstIPv4(p); ok {
+			ix.pods = append(ix.pods, &podInfo{pod: p, ip: ip, ipOK: true})
+		}
+	}
+	return ix
+}
+
+func firstIPv4(p *Pod) (uint32, bool) {
+	for _, a := range p.IPs {
+		if a.Is4() {
+			return addrToU32(a), true
+		}
+	}
+	return 0, false
+}
+
+func quote(s string) string { return `"` + s + `"` }
+
+// policyTypes applies the API's defaulting: Ingress always when unset,
+// Egress when unset and the policy has egress rules.
+func policyTypes(np *networkingv1.NetworkPolicy) (bool, bool) {
+	if len(np.Spec.PolicyTypes) == 0 {
+		return true, len(np.Spec.Egress) > 0
+	}
+	var in, out bool
+	for _, t := range np.Spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			in = true
+		case networkingv1.PolicyTypeEgress:
+			out = true
+		}
+	}
+	return in, out
+}
+
+// selector converts a label selector; nil means "nothing" here and callers
+// handle the nil cases the API gives a meaning to. An invalid selector
+// selects nothing.
+func selector(ls *metav1.LabelSelector) labels.Selector {
+	if ls == nil {
+		return labels.Nothing()
+	}
+	s, err := metav1.LabelSelectorAsSelector(ls)
+	if err != nil {
+		return labels.Nothing()
+	}
+	return s
+}
+
+func (ix *index) selectingPolicies(p *Pod, dir direction) []*networkingv1.NetworkPolicy {
+	var out []*networkingv1.NetworkPolicy
+	for _, np := range ix.snap.Policies {
+		if np.Namespace != p.Namespace {
+			continue
+		}
+		in, eg := policyTypes(np)
+		if (dir == ingress && !in) || (dir == egress && !eg) {
+			continue
+		}
+		if selector(&np.Spec.PodSelector).Matches(labels.Set(p.Labels)) {
+			out = append(out, np)
+		}
+	}
+	return out
+}
+
+// allowFor computes the allow list of pod p (local, isolated) in dir.
+func (ix *index) allowFor(p *Pod, dir direction, pols []*networkingv1.NetworkPolicy) allowList {
+	var al allowList
+	for _, np := range pols {
+		if dir == ingress {
+			for _, r := range np.Spec.Ingress {
+				ix.addRule(&al, np.Namespace, r.From, r.Ports, p, dir)
+			}
+		} else {
+			for _, r := range np.Spec.Egress {
+				ix.addRule(&al, np.Namespace, r.To, r.Ports, p, dir)
+			}
+		}
+	}
+	al.all = mergeRanges(al.all)
+	al.ports = disjointBoxes(al.ports)
+	return al
+}
+
+// addRule adds one ingress/egress rule's contribution for local pod p.
+func (ix *index) addRule(al *allowList, ns string, peers []networkingv1.NetworkPolicyPeer,
+	ports []networkingv1.NetworkPolicyPort, p *Pod, dir direction) {
+	peerRanges := ix.peerRanges(ns, peers)
+	if len(ports) == 0 {
+		al.all = append(al.all, peerRanges...)
+		return
+	}
+	for _, pp := range ports {
+		proto, ok := protoNumber(pp.Protocol)
+		if !ok {
+			continue
+		}
+		switch {
+		case pp.Port == nil:
+			al.ports = appendBoxes(al.ports, peerRanges, proto, 0, 65535)
+		case pp.Port.Type == intstr.Int:
+			lo, hi := pp.Port.IntVal, pp.Port.IntVal
+			if pp.EndPort != nil {
+				hi = *pp.EndPort
+			}
+			if lo < 0 || hi > 65535 || hi < lo {
+				continue // invalid (the API rejects it): admits nothing
+			}
+			al.ports = appendBoxes(al.ports, peerRanges, proto, uint16(lo), uint16(hi))
+		case dir == ingress: // named port, resolved on the selected pod
+			if n, ok := namedPort(p, pp.Port.StrVal, proto); ok {
+				al.ports = appendBoxes(al.ports, peerRanges, proto, n, n)
+			}
+		default: // named port on egress, resolved on each destination pod
+			for _, q := range ix.pods {
+				if !inRanges(peerRanges, q.ip) || !ix.podMatchesAnyPeer(ns, peers, q) {
+					continue
+				}
+				if n, ok := namedPort(q.pod, pp.Port.StrVal, proto); ok {
+					al.ports = append(al.ports, portBox{src: ipRange{q.ip, q.ip}, proto: proto, lo: n, hi: n})
+				}
+			}
+		}
+	}
+}
+
+func appendBoxes(out []portBox, rs []ipRange, proto uint8, lo, hi uint16) []portBox {
+	for _, r := range rs {
+		out = append(out, portBox{src: r, proto: proto, lo: lo, hi: hi})
+	}
+	return out
+}
+
+func inRanges(rs []ipRange, ip uint32) bool {
+	for _, r := range rs {
+		if r.lo <= ip && ip <= r.hi {
+			return true
+		}
+	}
+	return false
+}
+
+func protoNumber(p *corev1.Protocol) (uint8, bool) {
+	if p == nil {
+		return 6, true
+	}
+	switch *p {
+	case corev1.ProtocolTCP:
+		return 6, true
+	case corev1.ProtocolUDP:
+		return 17, true
+	case corev1.ProtocolSCTP:
+		return 132, true
+	}
+	return 0, false
+}
+
+func namedPort(p *Pod, name string, proto uint8) (uint16, bool) {
+	for _, cp := range p.Ports {
+		if cp.Name != name {
+			continue
+		}
+		cpProto := corev1.ProtocolTCP
+		if cp.Protocol != "" {
+			cpProto = cp.Protocol
+		}
+		if n, ok := protoNumber(&cpProto); ok && n == proto {
+			return uint16(cp.Port), true
+		}
+	}
+	return 0, false
+}
+
+// peerRanges returns the union of the addresses a rule's peers admit. An
+// empty peer list admits every address.
+func (ix *index) peerRanges(ns string, peers []networkingv1.NetworkPolicyPeer) []ipRange {
+	if len(peers) == 0 {
+		return []ipRange{allIPv4}
+	}
+	var out []ipRange
+	for i := range peers {
+		peer := &peers[i]
+		if peer.IPBlock != nil {
+			out = append(out, ipBlockRanges(peer.IPBlock)...)
+			continue
+		}
+		for _, q := range ix.pods {
+			if ix.podMatchesPeer(ns, peer, q) {
+				out = append(out, ipRange{q.ip, q.ip})
+			}
+		}
+	}
+	return mergeRanges(out)
+}
+
+// podMatchesAnyPeer reports whether pod q is admitted by the peers as a
+// pod (selector) or by address (ipBlock); empty peers admit every pod.
+func (ix *index) podMatchesAnyPeer(ns string, peers []networkingv1.NetworkPolicyPeer, q *podInfo) bool {
+	if len(peers) == 0 {
+		return true
+	}
+	for i := range peers {
+		if peers[i].IPBlock != nil {
+			if inRanges(ipBlockRanges(peers[i].IPBlock), q.ip) {
+				return true
+			}
+			continue
+		}
+		if ix.podMatchesPeer(ns, &peers[i], q) {
+			return true
+		}
+	}
+	return false
+}
+
+func (ix *index) podMatchesPeer(ns string, peer *networkingv1.NetworkPolicyPeer, q *podInfo) bool {
+	if peer.NamespaceSelector == nil && peer.PodSelector == nil {
+		return false
+	}
+	if peer.NamespaceSelector == nil {
+		if q.pod.Namespace != ns {
+			return false
+		}
+	} else if !selector(peer.NamespaceSelector).Matches(ix.nsLabels[q.pod.Namespace]) {
+		return false
+	}
+	if peer.PodSelector == nil {
+		return true
+	}
+	return selector(peer.PodSelector).Matches(labels.Set(q.pod.Labels))
+}
+
+// ipBlockRanges is cidr minus except, IPv4 only (an IPv6 block admits no
+// IPv4 address); an unparsable block admits nothing.
+func ipBlockRanges(b *networkingv1.IPBlock) []ipRange {
+	p, err := parsePrefix(b.CIDR)
+	if err != nil {
+		return nil
+	}
+	r, ok := prefixRange(p)
+	if !ok {
+		return nil
+	}
+	out := []ipRange{r}
+	for _, e := range b.Except {
+		ep, err := parsePrefix(e)
+		if err != nil {
+			continue
+		}
+		if er, ok := prefixRange(ep); ok {
+			out = subtract(out, er)
+		}
+	}
+	return out
+}
+
+// addGroup adds the chain and sets of an allow list (content-addressed) and
+// returns the chain's name.
+func addGroup(d *Desired, dir direction, al allowList, seen map[string]bool) string {
+	allElems := make([][]string, 0, len(al.all))
+	for _, r := range al.all {
+		allElems = append(allElems, []string{formatRange(r)})
+	}
+	portElems := make([][]string, 0, len(al.ports))
+	for _, b := range al.ports {
+		portElems = append(portElems, []string{formatRange(b.src), protoNames[b.proto], formatPorts(b.lo, b.hi)})
+	}
+	prefix, field := "ing-", "ip saddr"
+	if dir == egress {
+		prefix, field = "eg-", "ip daddr"
+	}
+	h := sha256.New()
+	h.Write([]byte(layoutVersion + "\n" + prefix + "\n"))
+	for _, e := range allElems {
+		h.Write([]byte("a " + strings.Join(e, " . ") + "\n"))
+	}
+	for _, e := range portElems {
+		h.Write([]byte("p " + strings.Join(e, " . ") + "\n"))
+	}
+	name := prefix + hex.EncodeToString(h.Sum(nil))[:16]
+	if seen[name] {
+		return name
+	}
+	seen[name] = true
+	d.Sets[name+"-all"] = &Set{Type: "ipv4_addr", Interval: true, Elements: allElems}
+	d.Sets[name+"-ports"] = &Set{Type: "ipv4_addr . inet_proto . inet_service", Interval: true, Elements: portElems}
+	d.Chains[name] = &Chain{Rules: []string{
+		field + " @" + name + "-all return",
+		field + " . meta l4proto . th dport @" + name + "-ports return",
+		"counter drop",
+	}}
+	return name
+}
+
+// staticObjects returns the chains, sets and maps present in every table.
+func staticObjects() *Desired {
+	return &Desired{
+		Chains: map[string]*Chain{
+			ChainForward: {Hook: "forward", Static: true, Rules: []string{
+				`iifname "trl*" jump ` + ChainAntiSpoof,
+				`ct state established,related accept`,
+				`iifname "trl*" jump ` + ChainEgress,
+				`oifname "trl*" jump ` + ChainIngress,
+			}},
+			ChainInput: {Hook: "input", Static: true, Rules: []string{
+				`iifname "trl*" jump ` + ChainAntiSpoof,
+				`ct state established,related accept`,
+				`iifname "trl*" jump ` + ChainEgress,
+			}},
+			ChainAntiSpoof: {Static: true, Rules: []string{
+				`iifname . ip saddr @` + SetPodIfaces + ` return`,
+				`counter drop`,
+			}},
+			ChainEgress: {Static: true, Rules: []string{
+				`iifname vmap @` + MapEgressPods,
+			}},
+			ChainIngress: {Static: true, Rules: []string{
+				`oifname . ip daddr != @` + SetPodIfaces + ` counter drop`,
+				`oifname vmap @` + MapIngressPods,
+			}},
+		},
+		Sets: map[string]*Set{
+			SetPodIfaces: {Type: "ifname . ipv4_addr"},
+		},
+		Maps: map[string]*Map{
+			MapEgressPods:  {Type: "ifname : verdict"},
+			MapIngressPods: {Type: "ifname : verdict"},
+		},
+	}
+}
+
+// sortedKeys returns a map's keys in order (deterministic transactions).
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,203 @@
+package policy_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/knftables"
+
+	"github.com/trellisnet/trellis/internal/policy"
+	"github.com/trellisnet/trellis/internal/policy/nfttrace"
+	"github.com/trellisnet/trellis/internal/policy/oracle"
+)
+
+// world is a small cluster: API objects (the oracle's input) and, per
+// node, a fake nftables table programmed by Compile+Apply.
+type world struct {
+	nodes   []string
+	nodeIP  map[string]string
+	cluster oracle.Cluster
+	fakes   map[string]*knftables.Fake
+}
+
+const underlayIface = "eth0"
+
+func newWorld() *world {
+	return &world{
+		nodes:  []string{"n1", "n2"},
+		nodeIP: map[string]string{"n1": "192.168.0.1", "n2": "192.168.0.2"},
+	}
+}
+
+func ifaceFor(p *corev1.Pod) string {
+	h := sha256.Sum256([]byte(p.Namespace + "/" + p.Name))
+	return "trl" + hex.EncodeToString(h[:])[:11]
+}
+
+func (w *world) addNamespace(name string, lbl map[string]string) {
+	l := map[string]string{"kubernetes.io/metadata.name": name}
+	for k, v := range lbl {
+		l[k] = v
+	}
+	w.cluster.Namespaces = append(w.cluster.Namespaces, corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}})
+}
+
+// addPod adds a pod; for hostNetwork pods ip is ignored (node address).
+func (w *world) addPod(ns, name, node, ip string, hostNet bool, lbl map[string]string, ports ...corev1.ContainerPort) {
+	if hostNet {
+		ip = w.nodeIP[node]
+	}
+	w.cluster.Pods = append(w.cluster.Pods, corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: lbl},
+		Spec: corev1.PodSpec{NodeName: node, HostNetwork: hostNet,
+			Containers: []corev1.Container{{Name: "c", Ports: ports}}},
+		Status: corev1.PodStatus{PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}},
+	})
+}
+
+func (w *world) addPolicy(np networkingv1.NetworkPolicy) {
+	w.cluster.Policies = append(w.cluster.Policies, np)
+}
+
+// snapshot converts the API objects to the compiler's input for one node.
+func (w *world) snapshot(node string) *policy.Snapshot {
+	s := &policy.Snapshot{NodeName: node}
+	for i := range w.cluster.Namespaces {
+		s.Namespaces = append(s.Namespaces, policy.NamespaceFromAPI(&w.cluster.Namespaces[i]))
+	}
+	for i := range w.cluster.Pods {
+		p := &w.cluster.Pods[i]
+		iface := ""
+		if p.Spec.NodeName == node && !p.Spec.HostNetwork {
+			iface = ifaceFor(p)
+		}
+		s.Pods = append(s.Pods, policy.PodFromAPI(p, iface))
+	}
+	for i := range w.cluster.Policies {
+		s.Policies = append(s.Policies, &w.cluster.Policies[i])
+	}
+	return s
+}
+
+// program compiles and applies every node's table (on top of whatever the
+// fakes already hold) and validates the result.
+func (w *world) program(t testing.TB) {
+	t.Helper()
+	if w.fakes == nil {
+		w.fakes = map[string]*knftables.Fake{}
+	}
+	for _, n := range w.nodes {
+		if w.fakes[n] == nil {
+			w.fakes[n] = knftables.NewFake(knftables.InetFamily, policy.TableName)
+		}
+		if _, err := policy.Apply(context.Background(), w.fakes[n], policy.Compile(w.snapshot(n))); err != nil {
+			t.Fatalf("apply on %s: %v", n, err)
+		}
+		if err := nfttrace.Validate(w.fakes[n]); err != nil {
+			t.Fatalf("node %s table would be refused by the kernel: %v", n, err)
+		}
+	}
+}
+
+var protoNum = map[corev1.Protocol]uint8{corev1.ProtocolTCP: 6, corev1.ProtocolUDP: 17, corev1.ProtocolSCTP: 132, oracle.ProtocolICMP: 1}
+
+// traced answers whether a new connection src→dst passes every hook on its
+// way, the way the routed data path takes it.
+func (w *world) traced(src, dst *corev1.Pod, proto corev1.Protocol, port int32) (bool, error) {
+	type step struct {
+		node string
+		pkt  nfttrace.Packet
+	}
+	base := nfttrace.Packet{
+		Src: netip.MustParseAddr(src.Status.PodIP), Dst: netip.MustParseAddr(dst.Status.PodIP),
+		Proto: protoNum[proto], DPort: uint16(port), CTState: "new",
+	}
+	at := func(node, hook, iif, oif string) step {
+		p := base
+		p.Hook, p.IIF, p.OIF = hook, iif, oif
+		return step{node, p}
+	}
+	sameNode := src.Spec.NodeName == dst.Spec.NodeName
+	dstIf := underlayIface
+	if sameNode {
+		dstIf = "lo"
+	}
+	if !dst.Spec.HostNetwork {
+		dstIf = ifaceFor(dst)
+	}
+	var steps []step
+	switch {
+	case src.Spec.HostNetwork && sameNode:
+		steps = append(steps, at(src.Spec.NodeName, "output", "", dstIf))
+	case src.Spec.HostNetwork:
+		steps = append(steps, at(src.Spec.NodeName, "output", "", underlayIface))
+	case sameNode && dst.Spec.HostNetwork:
+		steps = append(steps, at(src.Spec.NodeName, "input", ifaceFor(src), ""))
+	case sameNode:
+		steps = append(steps, at(src.Spec.NodeName, "forward", ifaceFor(src), dstIf))
+	default:
+		steps = append(steps, at(src.Spec.NodeName, "forward", ifaceFor(src), underlayIface))
+	}
+	if !sameNode {
+		if dst.Spec.HostNetwork {
+			steps = append(steps, at(dst.Spec.NodeName, "input", underlayIface, ""))
+		} else {
+			steps = append(steps, at(dst.Spec.NodeName, "forward", underlayIface, dstIf))
+		}
+	}
+	for _, s := range steps {
+		v, err := nfttrace.Trace(w.fakes[s.node], s.pkt)
+		if err != nil {
+			return false, fmt.Errorf("trace on %s: %w", s.node, err)
+		}
+		if v != nfttrace.Accept {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+type probe struct {
+	proto corev1.Protocol
+	port  int32
+}
+
+var defaultProbes = []probe{
+	{corev1.ProtocolTCP, 80}, {corev1.ProtocolTCP, 81}, {corev1.ProtocolTCP, 8080},
+	{corev1.ProtocolUDP, 80}, {corev1.ProtocolUDP, 81}, {corev1.ProtocolSCTP, 80},
+	{corev1.ProtocolSCTP, 81}, {oracle.ProtocolICMP, 0},
+}
+
+// mismatches compares tracer and oracle over every ordered pod pair and
+// probe, returning a readable list of disagreements.
+func (w *world) mismatches(t testing.TB, probes []probe) []string {
+	t.Helper()
+	var out []string
+	for i := range w.cluster.Pods {
+		for j := range w.cluster.Pods {
+			if i == j {
+				continue
+			}
+			src, dst := &w.cluster.Pods[i], &w.cluster.Pods[j]
+			for _, pr := range probes {
+				want := w.cluster.Allowed(src, dst, pr.proto, pr.port)
+				got, err := w.traced(src, dst, pr.proto, pr.port)
+				if err != nil {
+					t.Fatalf("%s/%s -> %s/%s %s/%d: %v", src.Namespace, src.Name, dst.Namespace, dst.Name, pr.proto, pr.port, err)
+				}
+				if got != want {
+					out = append(out, fmt.Sprintf("%s/%s(%s) -> %s/%s(%s) %s/%d: tracer=%v oracle=%v",
+						src.Namespace, src.Name, src.Status.PodIP, dst.Namespace, dst.Name, dst.Status.PodIP, pr.proto, pr.port, got, want))
+				}
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,240 @@
+// Package nfttrace walks a knftables.Fake ruleset for one packet and answers
+// accept or drop. It understands only a small vocabulary — the one
+// internal/policy emits — and returns an error for anything else, so a test
+// can never pass because the tracer silently skipped a rule it did not know:
+//
+//	matches:    iifname|oifname "literal" (trailing * = prefix),
+//	            ct state a,b,
+//	            EXPR [. EXPR]... [!=] @set
+//	statements: EXPR [. EXPR]... vmap @map, counter,
+//	            accept, drop, return, jump CHAIN, goto CHAIN
+//	EXPR:       iifname, oifname, ip saddr, ip daddr, meta l4proto, th dport
+//
+// Set and map element fields may be single values, prefixes (a/n) or ranges
+// (lo-hi) of ipv4_addr, inet_proto and inet_service, or ifname strings.
+package nfttrace
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+)
+
+// Packet is the packet being traced.
+type Packet struct {
+	// Hook is the netfilter hook it traverses: "forward", "input" or "output".
+	Hook     string
+	IIF, OIF string
+	Src, Dst netip.Addr
+	// Proto is the IP protocol number (6 TCP, 17 UDP, 132 SCTP, 1 ICMP).
+	Proto uint8
+	// DPort is the destination port (ignored for protocols without ports).
+	DPort uint16
+	// CTState is the conntrack state: "new", "established", ...
+	CTState string
+}
+
+// Verdict of a trace.
+type Verdict string
+
+const (
+	Accept Verdict = "accept"
+	Drop   Verdict = "drop"
+)
+
+const maxDepth = 16
+
+// Trace runs pkt through every base chain of pkt.Hook in every table of
+// fake. The packet is dropped if any base chain drops it.
+func Trace(fake *knftables.Fake, pkt Packet) (Verdict, error) {
+	fake.RLock()
+	defer fake.RUnlock()
+	for _, nt := range tables(fake) {
+		t := nt.table
+		for _, cname := range sortedKeys(t.Chains) {
+			c := t.Chains[cname]
+			if c.Hook == nil || string(*c.Hook) != pkt.Hook {
+				continue
+			}
+			v, err := runChain(t, c, &pkt, 0)
+			if err != nil {
+				return "", fmt.Errorf("table %s chain %s: %w", nt.name, cname, err)
+			}
+			if v == Drop {
+				return Drop, nil
+			}
+			if v == "" && c.Policy != nil && *c.Policy == knftables.DropPolicy {
+				return Drop, nil
+			}
+		}
+	}
+	return Accept, nil
+}
+
+type namedTable struct {
+	name  string
+	table *knftables.FakeTable
+}
+
+// tables lists the fake's tables in a stable order; the caller holds the lock.
+func tables(fake *knftables.Fake) []namedTable {
+	var out []namedTable
+	for _, fam := range sortedKeys(fake.Tables) {
+		for _, tname := range sortedKeys(fake.Tables[fam]) {
+			out = append(out, namedTable{string(fam) + " " + tname, fake.Tables[fam][tname]})
+		}
+	}
+	return out
+}
+
+func sortedKeys[K ~string, V any](m map[K]V) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// runChain returns Accept, Drop, or "" when the chain returns/falls off.
+func runChain(t *knftables.FakeTable, c *knftables.FakeChain, pkt *Packet, depth int) (Verdict, error) {
+	if depth > maxDepth {
+		return "", fmt.Errorf("chain depth over %d at %s", maxDepth, c.Name)
+	}
+	for _, r := range c.Rules {
+		v, err := runRule(t, r.Rule, pkt)
+		if err != nil {
+			return "", fmt.Errorf("rule %q: %w", r.Rule, err)
+		}
+		switch {
+		case v.kind == "":
+			continue
+		case v.kind == "accept":
+			return Accept, nil
+		case v.kind == "drop":
+			return Drop, nil
+		case v.kind == "return":
+			return "", nil
+		case v.kind == "jump" || v.kind == "goto":
+			target := t.Chains[v.target]
+			if target == nil {
+				return "", fmt.Errorf("no chain %q", v.target)
+			}
+			res, err := runChain(t, target, pkt, depth+1)
+			if err != nil {
+				return "", err
+			}
+			if res != "" || v.kind == "goto" {
+				return res, nil
+			}
+		}
+	}
+	return "", nil
+}
+
+type verdict struct {
+	kind   string // "", accept, drop, return, jump, goto
+	target string
+}
+
+// tokenize splits a rule on spaces, keeping quoted strings whole.
+func tokenize(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote := false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			inQuote = !inQuote
+			cur.WriteRune(r)
+		case r == ' ' && !inQuote:
+			if cur.Len() > 0 {
+				out = append(out, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// runRule evaluates one rule: kind "" means no verdict (a match failed or a
+// vmap had no entry).
+func runRule(t *knftables.FakeTable, rule string, pkt *Packet) (verdict, error) {
+	toks := tokenize(rule)
+	for i := 0; i < len(toks); {
+		switch tok := toks[i]; tok {
+		case "counter":
+			i++
+		case "accept", "drop", "return":
+			if i != len(toks)-1 {
+				return verdict{}, fmt.Errorf("tokens after %s", tok)
+			}
+			return verdict{kind: tok}, nil
+		case "jump", "goto":
+			if i != len(toks)-2 {
+				return verdict{}, fmt.Errorf("%s needs exactly one chain at the end", tok)
+			}
+			return verdict{kind: tok, target: toks[i+1]}, nil
+		case "ct":
+			if i+2 >= len(toks) || toks[i+1] != "state" {
+				return verdict{}, fmt.Errorf("unsupported ct expression")
+			}
+			if !contains(strings.Split(toks[i+2], ","), pkt.CTState) {
+				return verdict{}, nil
+			}
+			i += 3
+		default:
+			vals, n, err := parseExprs(toks[i:], pkt)
+			if err != nil {
+				return verdict{}, err
+			}
+			i += n
+			if i >= len(toks) {
+				return verdict{}, fmt.Errorf("expression without operator")
+			}
+			if toks[i] == "vmap" {
+				if i+2 != len(toks) {
+					return verdict{}, fmt.Errorf("vmap must end the rule")
+				}
+				return lookupVmap(t, toks[i+1], vals)
+			}
+			neg := false
+			if toks[i] == "!=" {
+				neg = true
+				i++
+			}
+			if i >= len(toks) {
+				return verdict{}, fmt.Errorf("missing operand")
+			}
+			if vals == nil { // expression does not apply: no match either way
+				return verdict{}, nil
+			}
+			ok, err := matchOperand(t, toks[i], vals)
+			if err != nil {
+				return verdict{}, err
+			}
+			i++
+			if ok == neg {
+				return verdict{}, nil
+			}
+		}
+	}
+	return verdict{}, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,221 @@
+// Package oracle is a reference evaluator of networking.k8s.io/v1
+// NetworkPolicy semantics, written straight from the specification for use
+// as a test oracle. It shares no code with internal/policy on purpose: it
+// answers "is this connection allowed?" for one connection at a time, by
+// brute force, with no precomputation.
+package oracle
+
+import (
+	"net"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// ProtocolICMP stands for any protocol without ports.
+const ProtocolICMP corev1.Protocol = "ICMP"
+
+// Cluster is the API state the answer depends on.
+type Cluster struct {
+	Namespaces []corev1.Namespace
+	Pods       []corev1.Pod
+	Policies   []networkingv1.NetworkPolicy
+}
+
+// Allowed reports whether a new connection from src to dst with protocol
+// proto and destination port is allowed: src's egress policies must allow it
+// and dst's ingress policies must allow it.
+func (c *Cluster) Allowed(src, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
+	return c.egressAllowed(src, dst, proto, port) && c.ingressAllowed(src, dst, proto, port)
+}
+
+func (c *Cluster) egressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
+	if src.Spec.HostNetwork {
+		return true // host-network pods are not isolated
+	}
+	isolated := false
+	for i := range c.Policies {
+		np := &c.Policies[i]
+		if !appliesTo(np, src, networkingv1.PolicyTypeEgress) {
+			continue
+		}
+		isolated = true
+		for _, rule := range np.Spec.Egress {
+			if c.peersMatch(np.Namespace, rule.To, dst) && portsMatch(rule.Ports, dst, proto, port) {
+				return true
+			}
+		}
+	}
+	return !isolated
+}
+
+func (c *Cluster) ingressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
+	if dst.Spec.HostNetwork {
+		return true
+	}
+	// Traffic from the destination pod's own node is always allowed.
+	if src.Spec.HostNetwork && src.Spec.NodeName == dst.Spec.NodeName {
+		return true
+	}
+	isolated := false
+	for i := range c.Policies {
+		np := &c.Policies[i]
+		if !appliesTo(np, dst, networkingv1.PolicyTypeIngress) {
+			continue
+		}
+		isolated = true
+		for _, rule := range np.Spec.Ingress {
+			if c.peersMatch(np.Namespace, rule.From, src) && portsMatch(rule.Ports, dst, proto, port) {
+				return true
+			}
+		}
+	}
+	return !isolated
+}
+
+// appliesTo: the policy is in the pod's namespace, its podSelector selects
+// the pod, and it has the policy type (with the API's defaulting).
+func appliesTo(np *networkingv1.NetworkPolicy, pod *corev1.Pod, typ networkingv1.PolicyType) bool {
+	if pod.Spec.HostNetwork || np.Namespace != pod.Namespace {
+		return false
+	}
+	if !selectorMatches(&np.Spec.PodSelector, pod.Labels) {
+		return false
+	}
+	types := np.Spec.PolicyTypes
+	if len(types) == 0 {
+		types = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+		if len(np.Spec.Egress) > 0 {
+			types = append(types, networkingv1.PolicyTypeEgress)
+		}
+	}
+	for _, t := range types {
+		if t == typ {
+			return true
+		}
+	}
+	return false
+}
+
+func selectorMatches(sel *metav1.LabelSelector, l map[string]string) bool {
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return false
+	}
+	return s.Matches(labels.Set(l))
+}
+
+// peersMatch: an empty peer list matches everyone; otherwise any peer.
+func (c *Cluster) peersMatch(policyNS string, peers []networkingv1.NetworkPolicyPeer, other *corev1.Pod) bool {
+	if len(peers) == 0 {
+		return true
+	}
+	for _, peer := range peers {
+		if c.peerMatches(policyNS, peer, other) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Cluster) peerMatches(policyNS string, peer networkingv1.NetworkPolicyPeer, other *corev1.Pod) bool {
+	if peer.IPBlock != nil {
+		return ipBlockMatches(peer.IPBlock, other.Status.PodIP)
+	}
+	if other.Spec.HostNetwork {
+		return false // host-network pods match only ipBlock peers
+	}
+	if peer.NamespaceSelector != nil {
+		if !selectorMatches(peer.NamespaceSelector, c.namespaceLabels(other.Namespace)) {
+			return false
+		}
+	} else if other.Namespace != policyNS {
+		return false
+	}
+	if peer.PodSelector != nil {
+		return selectorMatches(peer.PodSelector, other.Labels)
+	}
+	return peer.NamespaceSelector != nil
+}
+
+func (c *Cluster) namespaceLabels(name string) map[string]string {
+	for _, ns := range c.Namespaces {
+		if ns.Name == name {
+			return ns.Labels
+		}
+	}
+	return nil
+}
+
+func ipBlockMatches(b *networkingv1.IPBlock, ip string) bool {
+	addr := net.ParseIP(ip)
+	if addr == nil {
+		return false
+	}
+	_, cidr, err := net.ParseCIDR(b.CIDR)
+	if err != nil || !cidr.Contains(addr) {
+		return false
+	}
+	for _, e := range b.Except {
+		if _, ex, err := net.ParseCIDR(e); err == nil && ex.Contains(addr) {
+			return false
+		}
+	}
+	return true
+}
+
+// portsMatch: an empty list matches everything (every protocol); otherwise
+// some entry must have the protocol and cover the port. A named port is
+// looked up on the destination pod.
+func portsMatch(ports []networkingv1.NetworkPolicyPort, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
+	if len(ports) == 0 {
+		return true
+	}
+	for _, p := range ports {
+		pp := corev1.ProtocolTCP
+		if p.Protocol != nil {
+			pp = *p.Protocol
+		}
+		if pp != proto {
+			continue
+		}
+		if p.Port == nil {
+			return true
+		}
+		if p.Port.Type == intstr.String {
+			if n, ok := namedPort(dst, p.Port.StrVal, proto); ok && n == port {
+				return true
+			}
+			continue
+		}
+		end := p.Port.IntVal
+		if p.EndPort != nil {
+			end = *p.EndPort
+		}
+		if p.Port.IntVal <= port && port <= end {
+			return true
+		}
+	}
+	return false
+}
+
+func namedPort(pod *corev1.Pod, name string, proto corev1.Protocol) (int32, bool) {
+	if pod.Spec.HostNetwork {
+		return 0, false
+	}
+	for _, ctr := range pod.Spec.Containers {
+		for _, cp := range ctr.Ports {
+			p := cp.Protocol
+			if p == "" {
+				p = corev1.ProtocolTCP
+			}
+			if cp.Name == name && p == proto {
+				return cp.ContainerPort, true
+			}
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,112 @@
+// Package policy compiles Kubernetes NetworkPolicies (networking.k8s.io/v1)
+// into the desired content of Trellis's nftables table and applies it through
+// a knftables.Interface in one transaction per sync. See docs/policy.md for
+// the table layout and the reasoning behind it.
+//
+// Compile is pure: a Snapshot in, a Desired out, no side effects. Apply is
+// the only function that talks to nftables.
+package policy
+
+import (
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// Names of the table and its static objects.
+const (
+	TableName = "trellis-policy"
+
+	ChainForward   = "forward"
+	ChainInput     = "input"
+	ChainAntiSpoof = "pod-antispoof"
+	ChainEgress    = "pod-egress"
+	ChainIngress   = "pod-ingress"
+
+	SetPodIfaces   = "pod-ifaces"
+	MapEgressPods  = "egress-pods"
+	MapIngressPods = "ingress-pods"
+
+	// HostIfacePrefix is the prefix of every pod's host-side interface (shared
+	// contract with the CNI plugin).
+	HostIfacePrefix = "trl"
+
+	// layoutVersion is mixed into group hashes: bump it when the rules a group
+	// chain holds change, so old chains are replaced rather than reused.
+	layoutVersion = "v1"
+)
+
+// Snapshot is everything the compiler needs, as plain data.
+type Snapshot struct {
+	// NodeName is the node this table is compiled for.
+	NodeName   string
+	Namespaces []Namespace
+	Pods       []Pod
+	Policies   []*networkingv1.NetworkPolicy
+}
+
+// Namespace is a namespace's name and labels.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Pod is what the compiler needs to know about one pod.
+type Pod struct {
+	Namespace string
+	Name      string
+	Labels    map[string]string
+	// IPs are the pod's addresses; only IPv4 ones are used by this instance.
+	IPs      []netip.Addr
+	NodeName string
+	// HostNetwork pods are never isolated and match peers only via ipBlock.
+	HostNetwork bool
+	// Interface is the host-side interface name (trl…) when the pod runs on
+	// NodeName and the agent has found its interface; empty otherwise.
+	Interface string
+	Ports     []ContainerPort
+}
+
+// ContainerPort is one container port of a pod (named or not).
+type ContainerPort struct {
+	Name     string
+	Protocol corev1.Protocol
+	Port     int32
+}
+
+// Desired is the complete content of the policy table.
+type Desired struct {
+	Chains map[string]*Chain
+	Sets   map[string]*Set
+	Maps   map[string]*Map
+}
+
+// Chain is one chain; Hook is empty for regular chains.
+type Chain struct {
+	Hook  string // "forward", "input" or ""
+	Rules []string
+	// Static chains are rewritten on every sync (flush + add in the same
+	// transaction); non-static (group) chains are content-addressed and
+	// written only when created.
+	Static bool
+}
+
+// Set is one set; each element key is its list of concatenated fields.
+type Set struct {
+	Type     string
+	Interval bool
+	Elements [][]string
+}
+
+// Map is one map; Elements maps a key (fields joined by " . ") to a value.
+type Map struct {
+	Type     string
+	Elements []MapElement
+}
+
+// MapElement is one key → value entry of a Map.
+type MapElement struct {
+	Key   []string
+	Value string
+}
