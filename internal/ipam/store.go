@@ -95,20 +95,33 @@ func (s *Store) lock(ctx context.Context, exclusive bool) (func(), error) {
 		return nil, fmt.Errorf("create IPAM directory %s: %w", s.dir, err)
 	}
 	fl := flock.New(filepath.Join(s.dir, lockFile))
-	ctx, cancel := context.WithTimeout(ctx, s.LockTimeout)
-	defer cancel()
-	try := fl.TryLockContext
+	acquire := fl.Lock
 	if !exclusive {
-		try = fl.TryRLockContext
+		acquire = fl.RLock
 	}
-	ok, err := try(ctx, 2*time.Millisecond)
-	if err != nil || !ok {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w %s after %s", ErrLockTimeout, fl.Path(), s.LockTimeout)
+	// A blocking flock queues in the kernel, which is fair under heavy
+	// contention (polling with TryLock starves waiters). The wait is bounded
+	// by running it aside: on timeout the waiter gives up, and should the
+	// lock arrive later it is released at once.
+	done := make(chan error, 1)
+	go func() { done <- acquire() }()
+	timer := time.NewTimer(s.LockTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, fmt.Errorf("lock %s: %w", fl.Path(), err)
 		}
-		return nil, fmt.Errorf("lock %s: %w", fl.Path(), err)
+		return func() { _ = fl.Unlock() }, nil
+	case <-ctx.Done():
+	case <-timer.C:
 	}
-	return func() { _ = fl.Unlock() }, nil
+	go func() {
+		if err := <-done; err == nil {
+			_ = fl.Unlock()
+		}
+	}()
+	return nil, fmt.Errorf("%w %s after %s", ErrLockTimeout, fl.Path(), s.LockTimeout)
 }
 
 func (s *Store) load() (*State, error) {
