@@ -108,7 +108,7 @@ func newFixture(t *testing.T, o confOpts) *fixture {
 		t.Fatal(err)
 	}
 	plugin := map[string]any{
-		"type": "trellis-cni",
+		"type":          "trellis-cni",
 		"ipam":          map[string]any{"dataDir": f.dataDir},
 		"nodeStateFile": filepath.Join(f.stateDir, "node-state.json"),
 		"logFile":       filepath.Join(f.stateDir, "cni.log"),
