@@ -116,6 +116,12 @@ func elementKey(fields []string) string {
 func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Transaction,
 	d *Desired, ex *existing, st *ApplyStats) error {
 	for _, name := range sortedKeys(d.Sets) {
+		if d.Sets[name].ContentAddressed {
+			if err := fillContentAddressed(ctx, nft, tx, name, d.Sets[name], ex, st); err != nil {
+				return err
+			}
+			continue
+		}
 		have := map[string][]string{}
 		if ex.sets[name] {
 			elems, err := nft.ListElements(ctx, "set", name)
@@ -178,6 +184,29 @@ func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Tr
 				st.ElementsDeleted++
 			}
 		}
+	}
+	return nil
+}
+
+// fillContentAddressed writes a group set when it is new, and rewrites it
+// (flush + add inside the transaction, so no window) when its element count
+// shows that someone else changed it.
+func fillContentAddressed(ctx context.Context, nft knftables.Interface, tx *knftables.Transaction,
+	name string, s *Set, ex *existing, st *ApplyStats) error {
+	if ex.sets[name] {
+		elems, err := nft.ListElements(ctx, "set", name)
+		if err != nil {
+			return fmt.Errorf("list elements of set %s: %w", name, err)
+		}
+		if len(elems) == len(s.Elements) {
+			return nil
+		}
+		tx.Flush(&knftables.Set{Name: name})
+		st.ElementsDeleted += len(elems)
+	}
+	for _, k := range s.Elements {
+		tx.Add(&knftables.Element{Set: name, Key: k})
+		st.ElementsAdded++
 	}
 	return nil
 }

@@ -201,8 +201,10 @@ func (ix *index) addRule(al *allowList, ns string, peers []networkingv1.NetworkP
 				al.ports = appendBoxes(al.ports, peerRanges, proto, n, n)
 			}
 		default: // named port on egress, resolved on each destination pod
+			// peerRanges holds the /32 of every selected pod and the
+			// ipBlocks, so membership is exactly "q matches a peer".
 			for _, q := range ix.pods {
-				if !inRanges(peerRanges, q.ip) || !ix.podMatchesAnyPeer(ns, peers, q) {
+				if !inRanges(peerRanges, q.ip) {
 					continue
 				}
 				if n, ok := namedPort(q.pod, pp.Port.StrVal, proto); ok {
@@ -282,26 +284,6 @@ func (ix *index) peerRanges(ns string, peers []networkingv1.NetworkPolicyPeer) [
 	return mergeRanges(out)
 }
 
-// podMatchesAnyPeer reports whether pod q is admitted by the peers as a
-// pod (selector) or by address (ipBlock); empty peers admit every pod.
-func (ix *index) podMatchesAnyPeer(ns string, peers []networkingv1.NetworkPolicyPeer, q *podInfo) bool {
-	if len(peers) == 0 {
-		return true
-	}
-	for i := range peers {
-		if peers[i].IPBlock != nil {
-			if inRanges(ipBlockRanges(peers[i].IPBlock), q.ip) {
-				return true
-			}
-			continue
-		}
-		if ix.podMatchesPeer(ns, &peers[i], q) {
-			return true
-		}
-	}
-	return false
-}
-
 func (ix *index) podMatchesPeer(ns string, peer *networkingv1.NetworkPolicyPeer, q *podInfo) bool {
 	if peer.NamespaceSelector == nil && peer.PodSelector == nil {
 		return false
@@ -371,8 +353,8 @@ func addGroup(d *Desired, dir direction, al allowList, seen map[string]bool) str
 		return name
 	}
 	seen[name] = true
-	d.Sets[name+"-all"] = &Set{Type: "ipv4_addr", Interval: true, Elements: allElems}
-	d.Sets[name+"-ports"] = &Set{Type: "ipv4_addr . inet_proto . inet_service", Interval: true, Elements: portElems}
+	d.Sets[name+"-all"] = &Set{Type: "ipv4_addr", Interval: true, ContentAddressed: true, Elements: allElems}
+	d.Sets[name+"-ports"] = &Set{Type: "ipv4_addr . inet_proto . inet_service", Interval: true, ContentAddressed: true, Elements: portElems}
 	d.Chains[name] = &Chain{Rules: []string{
 		field + " @" + name + "-all return",
 		field + " . meta l4proto . th dport @" + name + "-ports return",

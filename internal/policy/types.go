@@ -97,6 +97,12 @@ type Set struct {
 	Type     string
 	Interval bool
 	Elements [][]string
+	// ContentAddressed sets (those of group chains) hold exactly what their
+	// name implies: Apply fills them when it creates them and afterwards only
+	// checks their element count, rewriting them (atomically, inside the
+	// transaction) if someone else changed them. knftables cannot list range
+	// elements back, so an element-by-element diff is impossible for them.
+	ContentAddressed bool
 }
 
 // Map is one map; Elements maps a key (fields joined by " . ") to a value.
