@@ -1,0 +1,234 @@
+// Package agent wires the trellis-agent together: the Kubernetes client and
+// informers, one controller per concern each behind a rate-limited sync
+// runner, the event recorder and the metrics/health server.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/dataplane"
+	"github.com/trellisnet/trellis/internal/metrics"
+	"github.com/trellisnet/trellis/internal/nodesetup"
+	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/syncrunner"
+)
+
+// RESTConfig builds the client configuration: the kubeconfig when given,
+// in-cluster otherwise.
+func RESTConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config (pass --kubeconfig outside a pod): %w", err)
+		}
+		return c, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+	}
+	return c, nil
+}
+
+// Run starts the agent and blocks until ctx is cancelled. Stopping never
+// removes datapath state: routes, devices and rules stay for the next run.
+func Run(ctx context.Context, cfg *config.Config) error {
+	logger := klog.FromContext(ctx).WithValues("node", cfg.NodeName)
+	ctx = klog.NewContext(ctx, logger)
+	rc, err := RESTConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	rc.UserAgent = "trellis-agent/" + cfg.NodeName
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("create Kubernetes client: %w", err)
+	}
+	return run(ctx, cfg, client, &dataplane.Netlink{})
+}
+
+func run(ctx context.Context, cfg *config.Config, client kubernetes.Interface, dp *dataplane.Netlink) error {
+	logger := klog.FromContext(ctx)
+	m := metrics.New()
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "trellis-agent", Host: cfg.NodeName})
+
+	factory := informers.NewSharedInformerFactory(client, 0)
+	nodes := factory.Core().V1().Nodes()
+	runnerOpts := syncrunner.Options{MinInterval: cfg.MinSyncInterval.Duration, MaxInterval: cfg.MaxSyncInterval.Duration, Observer: m}
+
+	var nodeRunner *syncrunner.Runner
+	routeCtl := routing.NewController(cfg.NodeName, routing.Params{Mode: cfg.RoutingMode, VXLAN: cfg.VXLAN, MTU: cfg.MTU},
+		nodes.Lister(), dp, recorder, m, func() { nodeRunner.Trigger() })
+	routeRunner := syncrunner.New("routing", routeCtl.Sync, runnerOpts)
+	setupCtl := nodesetup.New(cfg, client, nodes.Lister(), routeCtl, dp, nodesetup.ProcSysctls{})
+	nodeRunner = syncrunner.New("nodesetup", setupCtl.Sync, runnerOpts)
+
+	runners := []*syncrunner.Runner{routeRunner, nodeRunner}
+	masqRunner, err := newMasqRunner(cfg, nodes.Lister(), m, runnerOpts)
+	if err != nil {
+		return err
+	}
+	if masqRunner != nil {
+		runners = append(runners, masqRunner)
+	}
+
+	if _, err := nodes.Informer().AddEventHandler(nodeHandler(cfg.NodeName, routeRunner, nodeRunner, masqRunner)); err != nil {
+		return fmt.Errorf("add node event handler: %w", err)
+	}
+	// The NetworkPolicy controller (internal/policy, issue 5) is wired here:
+	// it gets the same factory (pods, namespaces, networkpolicies informers),
+	// its own syncrunner, and its Run(ctx) joins the goroutines below.
+
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	logger.Info("Waiting for informer caches to sync")
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("informer cache for %v did not sync: %w", typ, ctx.Err())
+		}
+	}
+	logger.Info("Informer caches synced; starting controllers", "routingMode", cfg.RoutingMode)
+
+	var wg sync.WaitGroup
+	errCh := make(chan error, 1)
+	if cfg.MetricsBindAddress != "" {
+		h := m.Handler(
+			[]metrics.Check{{Name: "informers", Fn: func() error { return informersSynced(nodes.Informer()) }}},
+			readyChecks(routeCtl, nodeRunner),
+		)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := metrics.Serve(ctx, cfg.MetricsBindAddress, h); err != nil {
+				select {
+				case errCh <- err:
+				default:
+				}
+			}
+		}()
+	}
+	for _, r := range runners {
+		wg.Add(1)
+		go func(r *syncrunner.Runner) {
+			defer wg.Done()
+			r.Run(ctx)
+		}(r)
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errCh:
+	}
+	logger.Info("Stopping; datapath state is left in place")
+	if runErr != nil {
+		return runErr
+	}
+	wg.Wait()
+	return nil
+}
+
+func informersSynced(inf cache.SharedIndexInformer) error {
+	if !inf.HasSynced() {
+		return errors.New("node informer not synced")
+	}
+	return nil
+}
+
+func readyChecks(rc *routing.Controller, nodeRunner *syncrunner.Runner) []metrics.Check {
+	return []metrics.Check{
+		{Name: "routing", Fn: func() error {
+			if ok, reason := rc.Ready(); !ok {
+				return errors.New(reason)
+			}
+			return nil
+		}},
+		{Name: "nodesetup", Fn: func() error {
+			if nodeRunner.LastSuccess().IsZero() {
+				if err := nodeRunner.LastError(); err != nil {
+					return err
+				}
+				return errors.New("no successful sync yet")
+			}
+			return nil
+		}},
+	}
+}
+
+// nodeHandler triggers the controllers a Node change concerns. Updates that
+// touch nothing the agent reads (status heartbeats) are ignored.
+func nodeHandler(self string, routeRunner, nodeRunner, masqRunner *syncrunner.Runner) cache.ResourceEventHandler {
+	trigger := func(name string) {
+		routeRunner.Trigger()
+		if masqRunner != nil {
+			masqRunner.Trigger()
+		}
+		if name == self {
+			nodeRunner.Trigger()
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if n, ok := obj.(*v1.Node); ok {
+				trigger(n.Name)
+			}
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*v1.Node)
+			n, ok2 := newObj.(*v1.Node)
+			if !ok1 || !ok2 {
+				return
+			}
+			if n.Name == self && !reflect.DeepEqual(networkCondition(o), networkCondition(n)) {
+				nodeRunner.Trigger()
+			}
+			if relevantChange(o, n) {
+				trigger(n.Name)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			switch n := obj.(type) {
+			case *v1.Node:
+				trigger(n.Name)
+			case cache.DeletedFinalStateUnknown:
+				trigger(n.Key)
+			}
+		},
+	}
+}
+
+func relevantChange(o, n *v1.Node) bool {
+	return !reflect.DeepEqual(o.Spec.PodCIDRs, n.Spec.PodCIDRs) || o.Spec.PodCIDR != n.Spec.PodCIDR ||
+		!reflect.DeepEqual(o.Status.Addresses, n.Status.Addresses) ||
+		!reflect.DeepEqual(o.Annotations, n.Annotations)
+}
+
+func networkCondition(n *v1.Node) *v1.NodeCondition {
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == v1.NodeNetworkUnavailable {
+			c := n.Status.Conditions[i]
+			c.LastHeartbeatTime = metav1.Time{}
+			return &c
+		}
+	}
+	return nil
+}

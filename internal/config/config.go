@@ -1,0 +1,223 @@
+// Package config holds the trellis-agent configuration: defaults, the
+// optional config file (YAML or JSON, the ConfigMap in deploy/trellis.yaml)
+// and validation that reports every problem at once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// RoutingMode selects how traffic to remote nodes' pod subnets is carried.
+type RoutingMode string
+
+// Routing modes.
+const (
+	// ModeNative routes remote pod subnets via the remote node IP (same L2 only).
+	ModeNative RoutingMode = "native"
+	// ModeVXLAN carries all cross-node pod traffic in a VXLAN overlay.
+	ModeVXLAN RoutingMode = "vxlan"
+	// ModeAuto is native to same-subnet nodes and VXLAN to the others.
+	ModeAuto RoutingMode = "auto"
+)
+
+// Defaults.
+const (
+	DefaultRoutingMode        = ModeAuto
+	DefaultMetricsBindAddress = "0.0.0.0:9465"
+	DefaultCNIBinDir          = "/opt/cni/bin"
+	DefaultCNIConfDir         = "/etc/cni/net.d"
+	DefaultNodeStateFile      = "/var/lib/trellis/node-state.json"
+	DefaultIPAMDataDir        = "/var/lib/trellis/ipam"
+	DefaultCNILogFile         = "/var/log/trellis/cni.log"
+	DefaultCNILogLevel        = "info"
+	DefaultVXLANDevice        = "trellis.vxlan"
+	DefaultVXLANVNI           = 4096
+	DefaultVXLANPort          = 4789
+	DefaultMinSyncInterval    = 100 * time.Millisecond
+	DefaultMaxSyncInterval    = 60 * time.Second
+)
+
+// VXLAN configures the overlay device.
+type VXLAN struct {
+	// Device is the name of the VXLAN interface (at most 15 characters).
+	Device string `json:"device,omitempty"`
+	// VNI is the VXLAN network identifier (1..16777215).
+	VNI int `json:"vni,omitempty"`
+	// Port is the UDP destination port.
+	Port int `json:"port,omitempty"`
+	// DisableTxChecksumOffload turns off tx checksum offload on the device
+	// (workaround for NICs/kernels that corrupt VXLAN checksums).
+	DisableTxChecksumOffload bool `json:"disableTxChecksumOffload,omitempty"`
+}
+
+// Config is the agent's complete configuration.
+type Config struct {
+	Kubeconfig         string         `json:"-"`
+	NodeName           string         `json:"nodeName,omitempty"`
+	RoutingMode        RoutingMode    `json:"routingMode,omitempty"`
+	ClusterCIDRs       []netip.Prefix `json:"clusterCIDRs,omitempty"`
+	NonMasqueradeCIDRs []netip.Prefix `json:"nonMasqueradeCIDRs,omitempty"`
+	Masquerade         *bool          `json:"masquerade,omitempty"`
+	MTU                int            `json:"mtu,omitempty"`
+	MetricsBindAddress string         `json:"metricsBindAddress,omitempty"`
+	CNIPluginSource    string         `json:"cniPluginSource,omitempty"`
+	CNIBinDir          string         `json:"cniBinDir,omitempty"`
+	CNIConfDir         string         `json:"cniConfDir,omitempty"`
+	NodeStateFile      string         `json:"nodeStateFile,omitempty"`
+	IPAMDataDir        string         `json:"ipamDataDir,omitempty"`
+	CNILogFile         string         `json:"cniLogFile,omitempty"`
+	CNILogLevel        string         `json:"cniLogLevel,omitempty"`
+	VXLAN              VXLAN          `json:"vxlan,omitempty"`
+	MinSyncInterval    Duration       `json:"minSyncInterval,omitempty"`
+	MaxSyncInterval    Duration       `json:"maxSyncInterval,omitempty"`
+}
+
+// Duration is a time.Duration that reads "1s"-style strings from files.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON accepts a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: %w", s, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + d.String() + `"`), nil
+}
+
+// MasqueradeEnabled reports whether masquerading is on (default true).
+func (c *Config) MasqueradeEnabled() bool { return c.Masquerade == nil || *c.Masquerade }
+
+// Default returns a configuration with every default filled in.
+func Default() *Config {
+	c := &Config{}
+	c.ApplyDefaults()
+	return c
+}
+
+// ApplyDefaults fills zero-valued fields with their defaults.
+func (c *Config) ApplyDefaults() {
+	setStr := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	if c.RoutingMode == "" {
+		c.RoutingMode = DefaultRoutingMode
+	}
+	setStr(&c.MetricsBindAddress, DefaultMetricsBindAddress)
+	setStr(&c.CNIBinDir, DefaultCNIBinDir)
+	setStr(&c.CNIConfDir, DefaultCNIConfDir)
+	setStr(&c.NodeStateFile, DefaultNodeStateFile)
+	setStr(&c.IPAMDataDir, DefaultIPAMDataDir)
+	setStr(&c.CNILogFile, DefaultCNILogFile)
+	setStr(&c.CNILogLevel, DefaultCNILogLevel)
+	setStr(&c.VXLAN.Device, DefaultVXLANDevice)
+	if c.VXLAN.VNI == 0 {
+		c.VXLAN.VNI = DefaultVXLANVNI
+	}
+	if c.VXLAN.Port == 0 {
+		c.VXLAN.Port = DefaultVXLANPort
+	}
+	if c.MinSyncInterval.Duration == 0 {
+		c.MinSyncInterval.Duration = DefaultMinSyncInterval
+	}
+	if c.MaxSyncInterval.Duration == 0 {
+		c.MaxSyncInterval.Duration = DefaultMaxSyncInterval
+	}
+}
+
+// ParseFile decodes a YAML or JSON config file into c, leaving fields the
+// file does not mention untouched. Unknown keys are errors (typos must not
+// be silently ignored).
+func ParseFile(data []byte, c *Config) error {
+	if err := yaml.UnmarshalStrict(data, c); err != nil {
+		return fmt.Errorf("parse config file: %w", err)
+	}
+	return nil
+}
+
+// LoadFile reads path and decodes it into c.
+func LoadFile(path string, c *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config file: %w", err)
+	}
+	if err := ParseFile(data, c); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+var validLogLevels = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
+
+// Validate returns every problem in c joined into one error, or nil.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.NodeName == "" {
+		add("nodeName: required (--node-name or env NODE_NAME)")
+	}
+	switch c.RoutingMode {
+	case ModeNative, ModeVXLAN, ModeAuto:
+	default:
+		add("routingMode: %q is not one of native, vxlan, auto", c.RoutingMode)
+	}
+	for i, p := range c.ClusterCIDRs {
+		if !p.IsValid() || !p.Addr().Is4() {
+			add("clusterCIDRs[%d]: %v is not a valid IPv4 prefix", i, p)
+		} else if p.Masked() != p {
+			add("clusterCIDRs[%d]: %v has host bits set (did you mean %v?)", i, p, p.Masked())
+		}
+	}
+	for i, p := range c.NonMasqueradeCIDRs {
+		if !p.IsValid() || !p.Addr().Is4() {
+			add("nonMasqueradeCIDRs[%d]: %v is not a valid IPv4 prefix", i, p)
+		}
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		add("mtu: %d is outside 576..65535 (0 means detect)", c.MTU)
+	}
+	for name, v := range map[string]string{"cniBinDir": c.CNIBinDir, "cniConfDir": c.CNIConfDir, "nodeStateFile": c.NodeStateFile, "ipamDataDir": c.IPAMDataDir} {
+		if v == "" || v[0] != '/' {
+			add("%s: %q must be an absolute path", name, v)
+		}
+	}
+	if c.CNIPluginSource != "" && c.CNIPluginSource[0] != '/' {
+		add("cniPluginSource: %q must be an absolute path", c.CNIPluginSource)
+	}
+	if !validLogLevels[c.CNILogLevel] {
+		add("cniLogLevel: %q is not one of debug, info, warn, error", c.CNILogLevel)
+	}
+	if n := len(c.VXLAN.Device); n == 0 || n > 15 {
+		add("vxlan.device: %q must be 1..15 characters", c.VXLAN.Device)
+	}
+	if c.VXLAN.VNI < 1 || c.VXLAN.VNI > 1<<24-1 {
+		add("vxlan.vni: %d is outside 1..16777215", c.VXLAN.VNI)
+	}
+	if c.VXLAN.Port < 1 || c.VXLAN.Port > 65535 {
+		add("vxlan.port: %d is outside 1..65535", c.VXLAN.Port)
+	}
+	if c.MinSyncInterval.Duration <= 0 {
+		add("minSyncInterval: %v must be positive", c.MinSyncInterval.Duration)
+	}
+	if c.MaxSyncInterval.Duration < c.MinSyncInterval.Duration {
+		add("maxSyncInterval: %v must be at least minSyncInterval (%v)", c.MaxSyncInterval.Duration, c.MinSyncInterval.Duration)
+	}
+	return errors.Join(errs...)
+}

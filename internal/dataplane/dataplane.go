@@ -1,0 +1,253 @@
+// Package dataplane programs the routing controller's desired state into
+// the kernel with netlink: the VXLAN device, routes to remote pod subnets
+// (tagged with RouteProtocol so leftovers are recognised), static FDB and
+// neighbour entries. Every operation is idempotent; nothing is flushed:
+// existing state is adopted when it matches and replaced or deleted when not.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/trellisnet/trellis/internal/routing"
+)
+
+// RouteProtocol tags every route the agent installs (rtnetlink protocol
+// number; /etc/iproute2/rt_protos names it "trellis" if an operator adds it).
+const RouteProtocol netlink.RouteProtocol = 0x9e // 158
+
+// Netlink is the real kernel dataplane. The zero value uses the calling
+// thread's network namespace; Handle may target another one (tests).
+type Netlink struct {
+	// Handle is the netlink handle to use (nil: the default namespace handle).
+	Handle *netlink.Handle
+	// Table is the routing table (0: main).
+	Table int
+}
+
+var _ routing.Dataplane = (*Netlink)(nil)
+
+func (n *Netlink) h() *netlink.Handle {
+	if n.Handle != nil {
+		return n.Handle
+	}
+	return &netlink.Handle{}
+}
+
+func (n *Netlink) table() int {
+	if n.Table == 0 {
+		return unix.RT_TABLE_MAIN
+	}
+	return n.Table
+}
+
+// Underlay finds the interface that holds nodeIP.
+func (n *Netlink) Underlay(nodeIP netip.Addr) (routing.Underlay, error) {
+	addrs, err := retryEINTR(func() ([]netlink.Addr, error) { return n.h().AddrList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return routing.Underlay{}, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || ip.Unmap() != nodeIP {
+			continue
+		}
+		link, err := n.h().LinkByIndex(a.LinkIndex)
+		if err != nil {
+			return routing.Underlay{}, fmt.Errorf("link %d holding %s: %w", a.LinkIndex, nodeIP, err)
+		}
+		ones, _ := a.Mask.Size()
+		return routing.Underlay{Device: link.Attrs().Name, Prefix: netip.PrefixFrom(nodeIP, ones), MTU: link.Attrs().MTU}, nil
+	}
+	return routing.Underlay{}, fmt.Errorf("no interface holds the node IP %s", nodeIP)
+}
+
+// Apply programs d. Order: device, FDB and neighbours, routes (add/replace),
+// then deletions of what is no longer wanted (routes first).
+func (n *Netlink) Apply(ctx context.Context, d *routing.Desired) error {
+	logger := klog.FromContext(ctx).WithName("dataplane")
+	var vx netlink.Link
+	if d.VXLAN != nil {
+		l, err := n.ensureVXLAN(logger, d.VXLAN)
+		if err != nil {
+			return err
+		}
+		vx = l
+		if err := n.syncFDB(logger, vx, d.FDB); err != nil {
+			return err
+		}
+		if err := n.syncNeighbors(logger, vx, d.Neighbors); err != nil {
+			return err
+		}
+	}
+	if err := n.syncRoutes(logger, d); err != nil {
+		return err
+	}
+	if d.RemoveVXLAN != "" {
+		return n.deleteVXLAN(logger, d.RemoveVXLAN)
+	}
+	return nil
+}
+
+// deleteVXLAN removes the agent's VXLAN device (mode changed to native).
+// Only a device of type vxlan with that name is touched.
+func (n *Netlink) deleteVXLAN(logger klog.Logger, name string) error {
+	l, err := n.h().LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if _, ok := l.(*netlink.Vxlan); !ok {
+		return nil
+	}
+	logger.Info("Deleting VXLAN device no longer needed", "device", name)
+	if err := n.h().LinkDel(l); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+func (n *Netlink) ensureVXLAN(logger klog.Logger, want *routing.VXLANDevice) (netlink.Link, error) {
+	under, err := n.h().LinkByName(want.Underlay)
+	if err != nil {
+		return nil, fmt.Errorf("underlay link %s: %w", want.Underlay, err)
+	}
+	mac, err := net.ParseMAC(want.MAC)
+	if err != nil {
+		return nil, fmt.Errorf("VTEP MAC %q: %w", want.MAC, err)
+	}
+	spec := &netlink.Vxlan{
+		LinkAttrs:    netlink.LinkAttrs{Name: want.Name, MTU: want.MTU, HardwareAddr: mac},
+		VxlanId:      want.VNI,
+		VtepDevIndex: under.Attrs().Index,
+		SrcAddr:      net.IP(want.Local.AsSlice()),
+		Port:         want.Port,
+		Learning:     false,
+	}
+	existing, err := n.h().LinkByName(want.Name)
+	var nf netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &nf):
+		existing = nil
+	case err != nil:
+		return nil, fmt.Errorf("look up %s: %w", want.Name, err)
+	}
+	if existing != nil && !vxlanCompatible(existing, spec) {
+		logger.Info("Recreating incompatible VXLAN device", "device", want.Name)
+		if err := n.h().LinkDel(existing); err != nil {
+			return nil, fmt.Errorf("delete incompatible %s: %w", want.Name, err)
+		}
+		existing = nil
+	}
+	if existing == nil {
+		logger.Info("Creating VXLAN device", "device", want.Name, "vni", want.VNI, "port", want.Port, "local", want.Local)
+		if err := n.h().LinkAdd(spec); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create %s: %w", want.Name, err)
+		}
+		if existing, err = n.h().LinkByName(want.Name); err != nil {
+			return nil, fmt.Errorf("look up created %s: %w", want.Name, err)
+		}
+	}
+	attrs := existing.Attrs()
+	if attrs.MTU != want.MTU {
+		if err := n.h().LinkSetMTU(existing, want.MTU); err != nil {
+			return nil, fmt.Errorf("set MTU of %s: %w", want.Name, err)
+		}
+	}
+	if attrs.HardwareAddr.String() != mac.String() {
+		if err := n.h().LinkSetHardwareAddr(existing, mac); err != nil {
+			return nil, fmt.Errorf("set MAC of %s: %w", want.Name, err)
+		}
+	}
+	if err := n.ensureAddr(existing, want.Addr); err != nil {
+		return nil, err
+	}
+	if attrs.Flags&net.FlagUp == 0 {
+		if err := n.h().LinkSetUp(existing); err != nil {
+			return nil, fmt.Errorf("set %s up: %w", want.Name, err)
+		}
+	}
+	if want.DisableTxChecksumOffload {
+		if err := disableTxChecksum(want.Name); err != nil {
+			return nil, err
+		}
+	}
+	return existing, nil
+}
+
+func vxlanCompatible(l netlink.Link, want *netlink.Vxlan) bool {
+	v, ok := l.(*netlink.Vxlan)
+	if !ok {
+		return false
+	}
+	return v.VxlanId == want.VxlanId && v.Port == want.Port && !v.Learning &&
+		v.SrcAddr.Equal(want.SrcAddr) && v.VtepDevIndex == want.VtepDevIndex
+}
+
+// ensureAddr makes addr the only IPv4 address on link.
+func (n *Netlink) ensureAddr(link netlink.Link, addr netip.Prefix) error {
+	have, err := retryEINTR(func() ([]netlink.Addr, error) { return n.h().AddrList(link, netlink.FAMILY_V4) })
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
+	}
+	found := false
+	for _, a := range have {
+		p, _ := netip.AddrFromSlice(a.IP)
+		ones, _ := a.Mask.Size()
+		if netip.PrefixFrom(p.Unmap(), ones) == addr {
+			found = true
+			continue
+		}
+		if err := n.h().AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, link.Attrs().Name, err)
+		}
+	}
+	if found {
+		return nil
+	}
+	a := &netlink.Addr{IPNet: prefixToIPNet(addr)}
+	if err := n.h().AddrReplace(link, a); err != nil {
+		return fmt.Errorf("add %s to %s: %w", addr, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+func disableTxChecksum(dev string) error {
+	out, err := exec.Command("ethtool", "-K", dev, "tx", "off").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ethtool -K %s tx off: %w: %s", dev, err, out)
+	}
+	return nil
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	bits := 32
+	if p.Addr().Is6() {
+		bits = 128
+	}
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
+}
+
+// retryEINTR retries netlink dumps the kernel interrupted (ErrDumpInterrupted).
+func retryEINTR[T any](f func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for i := 0; i < 5; i++ {
+		v, err = f()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) && !errors.Is(err, unix.EINTR) {
+			return v, err
+		}
+	}
+	return v, err
+}

@@ -1,0 +1,135 @@
+// Package masq SNATs pod traffic leaving the cluster to the node's address,
+// in the agent's own nftables table (TableName). The ruleset is static: the
+// pod source prefixes and the exempt destinations live in interval sets, so
+// per-packet cost does not grow with the number of nodes. Every sync is one
+// atomic transaction; restarts never remove the table.
+package masq
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+
+	"sigs.k8s.io/knftables"
+)
+
+// Names of the objects in the agent's table.
+const (
+	TableName     = "trellis-masq"
+	ChainName     = "postrouting"
+	SetPodSources = "pod-sources"
+	SetNoMasqDst  = "no-masquerade-dst"
+)
+
+// Desired is what the masquerade table should hold.
+type Desired struct {
+	// PodSources are the prefixes whose traffic may be masqueraded (this node's pod CIDRs).
+	PodSources []netip.Prefix
+	// NoMasquerade are destinations never masqueraded (cluster and pod CIDRs, nonMasqueradeCIDRs).
+	NoMasquerade []netip.Prefix
+}
+
+// Compute builds the desired state: sources are this node's IPv4 pod CIDRs;
+// exempt destinations are the cluster CIDRs, every node's pod CIDRs and the
+// configured nonMasqueradeCIDRs, with prefixes covered by others removed.
+func Compute(localPodCIDRs, clusterCIDRs, allPodCIDRs, nonMasq []netip.Prefix) Desired {
+	var exempt []netip.Prefix
+	exempt = append(exempt, clusterCIDRs...)
+	exempt = append(exempt, allPodCIDRs...)
+	exempt = append(exempt, nonMasq...)
+	return Desired{PodSources: Collapse(localPodCIDRs), NoMasquerade: Collapse(exempt)}
+}
+
+// Collapse returns the IPv4 prefixes of in, masked, sorted, without
+// duplicates and without prefixes contained in another one (interval sets
+// refuse overlapping elements).
+func Collapse(in []netip.Prefix) []netip.Prefix {
+	var v4 []netip.Prefix
+	for _, p := range in {
+		if p.IsValid() && p.Addr().Is4() {
+			v4 = append(v4, p.Masked())
+		}
+	}
+	sort.Slice(v4, func(i, j int) bool {
+		if v4[i].Bits() != v4[j].Bits() {
+			return v4[i].Bits() < v4[j].Bits()
+		}
+		return v4[i].Addr().Less(v4[j].Addr())
+	})
+	var out []netip.Prefix
+	for _, p := range v4 {
+		covered := false
+		for _, q := range out {
+			if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr().Less(out[j].Addr()) })
+	return out
+}
+
+// New returns the knftables interface for the agent's table.
+func New() (knftables.Interface, error) {
+	nft, err := knftables.New(knftables.IPv4Family, TableName)
+	if err != nil {
+		return nil, fmt.Errorf("nftables for table %s: %w", TableName, err)
+	}
+	return nft, nil
+}
+
+// Apply makes the table hold exactly d, in one transaction. The chain and
+// sets are declared with Add (kept if present); their contents are flushed
+// and re-filled inside the same transaction, which the kernel applies
+// atomically, so no packet ever sees a partial state.
+func Apply(ctx context.Context, nft knftables.Interface, d Desired) error {
+	tx := nft.NewTransaction()
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("trellis-agent: masquerade of pod traffic leaving the cluster")})
+	for _, name := range []string{SetPodSources, SetNoMasqDst} {
+		s := &knftables.Set{Name: name, Type: "ipv4_addr", Flags: []knftables.SetFlag{knftables.IntervalFlag}}
+		tx.Add(s)
+		tx.Flush(s)
+	}
+	for _, p := range d.PodSources {
+		tx.Add(&knftables.Element{Set: SetPodSources, Key: []string{p.String()}})
+	}
+	for _, p := range d.NoMasquerade {
+		tx.Add(&knftables.Element{Set: SetNoMasqDst, Key: []string{p.String()}})
+	}
+	chain := &knftables.Chain{
+		Name: ChainName, Type: knftables.PtrTo(knftables.NATType),
+		Hook: knftables.PtrTo(knftables.PostroutingHook), Priority: knftables.PtrTo(knftables.SNATPriority),
+	}
+	tx.Add(chain)
+	tx.Flush(chain)
+	tx.Add(&knftables.Rule{
+		Chain: ChainName,
+		Rule: knftables.Concat(
+			"ip saddr", "@"+SetPodSources,
+			"ip daddr !=", "@"+SetNoMasqDst,
+			"fib daddr type != local",
+			"counter masquerade",
+		),
+		Comment: knftables.PtrTo("masquerade pod traffic leaving the cluster"),
+	})
+	if err := nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("program nftables table %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// Remove deletes the agent's table (masquerade disabled by configuration).
+func Remove(ctx context.Context, nft knftables.Interface) error {
+	tx := nft.NewTransaction()
+	tx.Delete(&knftables.Table{})
+	err := nft.Run(ctx, tx)
+	if err == nil || knftables.IsNotFound(err) {
+		return nil
+	}
+	return fmt.Errorf("remove nftables table %s: %w", TableName, err)
+}

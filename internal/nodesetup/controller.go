@@ -1,0 +1,236 @@
+// Package nodesetup prepares this node for pods: it reads the own Node,
+// writes the node state file and then the CNI conflist (conflist last, both
+// atomic), installs the plugin binary, sets the forwarding sysctl, publishes
+// what peers need as Node annotations, and sets the NetworkUnavailable
+// condition to False once the routing controller has programmed routes.
+package nodesetup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"reflect"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/nodestate"
+	"github.com/trellisnet/trellis/internal/routing"
+)
+
+// Condition values set on the Node.
+const (
+	ConditionReason  = "TrellisRouteCreated"
+	ConditionMessage = "Trellis agent programmed the routes to this node's pods"
+)
+
+// RouteStatus tells whether the routing controller has programmed routes.
+type RouteStatus interface {
+	Ready() (bool, string)
+}
+
+// UnderlayFinder finds the interface that carries the node IP.
+type UnderlayFinder interface {
+	Underlay(nodeIP netip.Addr) (routing.Underlay, error)
+}
+
+// Sysctls sets kernel parameters.
+type Sysctls interface {
+	Set(path, value string) error
+}
+
+// Controller is the node-setup controller.
+type Controller struct {
+	cfg      *config.Config
+	client   kubernetes.Interface
+	lister   corelisters.NodeLister
+	routes   RouteStatus
+	underlay UnderlayFinder
+	sysctls  Sysctls
+	now      func() time.Time
+}
+
+// New returns a node-setup controller.
+func New(cfg *config.Config, client kubernetes.Interface, lister corelisters.NodeLister,
+	routes RouteStatus, underlay UnderlayFinder, sysctls Sysctls) *Controller {
+	return &Controller{cfg: cfg, client: client, lister: lister, routes: routes, underlay: underlay, sysctls: sysctls, now: time.Now}
+}
+
+// Sync performs one full node-setup pass.
+func (c *Controller) Sync(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithName("nodesetup")
+	node, err := c.lister.Get(c.cfg.NodeName)
+	if apierrors.IsNotFound(err) {
+		_ = c.writeState(nil, 0, false, "Node object "+c.cfg.NodeName+" not found")
+		return fmt.Errorf("node %s not found", c.cfg.NodeName)
+	}
+	if err != nil {
+		return fmt.Errorf("get node %s: %w", c.cfg.NodeName, err)
+	}
+	if err := c.sysctls.Set("net/ipv4/ip_forward", "1"); err != nil {
+		return err
+	}
+	if _, err := InstallPlugin(c.cfg.CNIPluginSource, c.cfg.CNIBinDir); err != nil {
+		return err
+	}
+	podCIDRs := routing.PodCIDRs(node)
+	nodeIP := routing.NodeIP(node)
+	if !nodeIP.IsValid() {
+		_ = c.writeState(podCIDRs, 0, false, "Node has no IPv4 InternalIP")
+		return fmt.Errorf("node %s has no IPv4 InternalIP", node.Name)
+	}
+	ul, err := c.underlay.Underlay(nodeIP)
+	if err != nil {
+		_ = c.writeState(podCIDRs, 0, false, "node IP interface not found")
+		return fmt.Errorf("find node IP interface: %w", err)
+	}
+	mtu := routing.PodMTU(routing.Params{Mode: c.cfg.RoutingMode, MTU: c.cfg.MTU}, ul.MTU)
+	if err := c.publishAnnotations(ctx, node, nodeIP); err != nil {
+		return err
+	}
+	if len(podCIDRs) == 0 {
+		if err := c.writeState(nil, mtu, false, "no pod CIDR allocated to this Node yet (spec.podCIDRs)"); err != nil {
+			return err
+		}
+		return fmt.Errorf("node %s has no spec.podCIDRs yet", node.Name)
+	}
+	ready, reason := c.routes.Ready()
+	if !ready && reason == "" {
+		reason = "routes not programmed yet"
+	}
+	if err := c.writeState(podCIDRs, mtu, ready, reason); err != nil {
+		return err
+	}
+	conf, err := RenderConflist(ConflistParams{
+		MTU: mtu, NodeStateFile: c.cfg.NodeStateFile, IPAMDataDir: c.cfg.IPAMDataDir,
+		LogFile: c.cfg.CNILogFile, LogLevel: c.cfg.CNILogLevel,
+	})
+	if err != nil {
+		return err
+	}
+	wrote, err := writeIfChanged(filepath.Join(c.cfg.CNIConfDir, ConflistName), conf, 0o644)
+	if err != nil {
+		return fmt.Errorf("write conflist: %w", err)
+	}
+	if wrote {
+		logger.Info("Wrote CNI conflist", "path", filepath.Join(c.cfg.CNIConfDir, ConflistName), "mtu", mtu)
+	}
+	if ready {
+		if err := c.setNetworkAvailable(ctx, node); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeState writes the node state file when its content (other than the
+// timestamp) changes.
+func (c *Controller) writeState(podCIDRs []netip.Prefix, mtu int, ready bool, reason string) error {
+	want := nodestate.State{NodeName: c.cfg.NodeName, PodCIDRs: podCIDRs, MTU: mtu, Ready: ready, Reason: reason}
+	if want.PodCIDRs == nil {
+		want.PodCIDRs = []netip.Prefix{}
+	}
+	if cur, err := nodestate.Read(c.cfg.NodeStateFile); err == nil {
+		cmp := *cur
+		cmp.UpdatedAt, cmp.Version = time.Time{}, 0
+		if cmp.PodCIDRs == nil {
+			cmp.PodCIDRs = []netip.Prefix{}
+		}
+		if reflect.DeepEqual(cmp, want) {
+			return nil
+		}
+	}
+	want.UpdatedAt = c.now().UTC()
+	if err := nodestate.Write(c.cfg.NodeStateFile, &want); err != nil {
+		return fmt.Errorf("write node state file: %w", err)
+	}
+	return nil
+}
+
+// publishAnnotations sets the trellis.dev/ annotations peers read.
+func (c *Controller) publishAnnotations(ctx context.Context, node *v1.Node, nodeIP netip.Addr) error {
+	want := map[string]string{
+		routing.AnnotationNodeIP: nodeIP.String(),
+	}
+	if c.cfg.RoutingMode != config.ModeNative {
+		want[routing.AnnotationVTEPMAC] = routing.VTEPMAC(node.Name)
+	}
+	patch := map[string]any{}
+	for k, v := range want {
+		if node.Annotations[k] != v {
+			patch[k] = v
+		}
+	}
+	if c.cfg.RoutingMode == config.ModeNative {
+		if _, ok := node.Annotations[routing.AnnotationVTEPMAC]; ok {
+			patch[routing.AnnotationVTEPMAC] = nil
+		}
+	}
+	if len(patch) == 0 {
+		return nil
+	}
+	data, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": patch}})
+	if err != nil {
+		return fmt.Errorf("encode annotation patch: %w", err)
+	}
+	if _, err := c.client.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, data, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("publish node annotations: %w", err)
+	}
+	klog.FromContext(ctx).Info("Published node annotations", "annotations", patch)
+	return nil
+}
+
+// setNetworkAvailable sets NetworkUnavailable=False unless it already is.
+func (c *Controller) setNetworkAvailable(ctx context.Context, node *v1.Node) error {
+	for _, cond := range node.Status.Conditions {
+		if cond.Type == v1.NodeNetworkUnavailable && cond.Status == v1.ConditionFalse && cond.Reason == ConditionReason {
+			return nil
+		}
+	}
+	now := metav1.NewTime(c.now())
+	cond := v1.NodeCondition{
+		Type: v1.NodeNetworkUnavailable, Status: v1.ConditionFalse,
+		Reason: ConditionReason, Message: ConditionMessage,
+		LastTransitionTime: now, LastHeartbeatTime: now,
+	}
+	data, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []v1.NodeCondition{cond}}})
+	if err != nil {
+		return fmt.Errorf("encode condition patch: %w", err)
+	}
+	if _, err := c.client.CoreV1().Nodes().PatchStatus(ctx, node.Name, data); err != nil {
+		return fmt.Errorf("set NetworkUnavailable=False: %w", err)
+	}
+	klog.FromContext(ctx).Info("Set node condition NetworkUnavailable=False", "node", node.Name)
+	return nil
+}
+
+// ProcSysctls writes under /proc/sys.
+type ProcSysctls struct{ Root string }
+
+// Set implements Sysctls.
+func (p ProcSysctls) Set(path, value string) error {
+	root := p.Root
+	if root == "" {
+		root = "/proc/sys"
+	}
+	return setSysctl(root, path, value)
+}
+
+var errEmptyPath = errors.New("empty sysctl path")
+
+func setSysctl(root, path, value string) error {
+	if path == "" {
+		return errEmptyPath
+	}
+	return writeSysctl(filepath.Join(root, path), value)
+}

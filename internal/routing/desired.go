@@ -1,0 +1,269 @@
+// Package routing computes and applies the routes, VXLAN FDB entries and
+// neighbour entries that carry pod traffic to remote nodes. Desired state is
+// a pure function of the Nodes (Compute); applying it to the kernel goes
+// through the narrow Dataplane interface (implemented in internal/dataplane).
+package routing
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/trellisnet/trellis/internal/config"
+)
+
+// Path is how traffic to one remote node travels.
+type Path string
+
+// Paths.
+const (
+	PathNative Path = "native"
+	PathVXLAN  Path = "vxlan"
+)
+
+// Problem reasons (also metric label values and Event reasons).
+const (
+	ReasonNotOnSameSubnet = "PeerNotOnSameSubnet"
+	ReasonNoNodeIP        = "PeerHasNoNodeIP"
+	ReasonNoPodCIDR       = "PeerHasNoPodCIDR"
+	ReasonBadVTEPMAC      = "PeerHasInvalidVTEPMAC"
+)
+
+// Underlay describes the interface that carries this node's IP.
+type Underlay struct {
+	// Device is the interface name.
+	Device string
+	// Prefix is the node IP with the interface's prefix length (e.g. 10.0.1.5/24).
+	Prefix netip.Prefix
+	// MTU of the interface.
+	MTU int
+}
+
+// LocalNode is what Compute needs to know about this node.
+type LocalNode struct {
+	Name     string
+	NodeIP   netip.Addr
+	Underlay Underlay
+	PodCIDRs []netip.Prefix
+}
+
+// Peer is a remote node as seen in the API.
+type Peer struct {
+	Name     string
+	NodeIP   netip.Addr
+	PodCIDRs []netip.Prefix
+	// VTEPMAC is the MAC the peer published (annotation); empty: derived from Name.
+	VTEPMAC string
+}
+
+// Params are the mode and VXLAN settings.
+type Params struct {
+	Mode  config.RoutingMode
+	VXLAN config.VXLAN
+	// MTU is the pod MTU override (0: derived from the underlay).
+	MTU int
+}
+
+// VXLANDevice is the desired overlay device.
+type VXLANDevice struct {
+	Name     string
+	VNI      int
+	Port     int
+	Local    netip.Addr
+	Underlay string
+	MTU      int
+	MAC      string
+	// Addr is the VTEP address (the node's first pod CIDR's network address, /32).
+	Addr netip.Prefix
+	// DisableTxChecksumOffload applies the checksum workaround.
+	DisableTxChecksumOffload bool
+}
+
+// Route to a remote pod subnet.
+type Route struct {
+	Dst    netip.Prefix
+	Gw     netip.Addr
+	Dev    string
+	OnLink bool
+	Path   Path
+	Node   string
+}
+
+// FDBEntry maps a remote VTEP MAC to the remote node IP (outer destination).
+type FDBEntry struct {
+	MAC  string
+	Dst  netip.Addr
+	Node string
+}
+
+// Neighbor maps a remote VTEP address to its MAC on the VXLAN device.
+type Neighbor struct {
+	IP   netip.Addr
+	MAC  string
+	Node string
+}
+
+// Problem is a peer that cannot be reached in the configured mode.
+type Problem struct {
+	Node    string
+	Reason  string
+	Message string
+}
+
+// Desired is everything the kernel should hold for remote nodes.
+type Desired struct {
+	// VXLAN is the overlay device, nil when the mode needs none.
+	VXLAN     *VXLANDevice
+	Routes    []Route
+	FDB       []FDBEntry
+	Neighbors []Neighbor
+	Problems  []Problem
+	// Peers counts remote nodes by path ("native", "vxlan", "none").
+	Peers map[string]int
+	// RemoveVXLAN names the agent's VXLAN device to delete (native mode).
+	RemoveVXLAN string
+}
+
+// VXLANOverhead is the IPv4 VXLAN encapsulation overhead in bytes
+// (outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
+const VXLANOverhead = 50
+
+// PodMTU is the MTU for pod interfaces: the override when set, else the
+// underlay MTU minus the overhead of the mode (auto may encapsulate, so it
+// reserves the VXLAN overhead too).
+func PodMTU(p Params, underlayMTU int) int {
+	if p.MTU > 0 {
+		return p.MTU
+	}
+	if p.Mode == config.ModeNative {
+		return underlayMTU
+	}
+	return underlayMTU - VXLANOverhead
+}
+
+// VTEPMAC derives this node's stable VTEP MAC from its name: locally
+// administered, unicast, the same after a reboot or device recreation.
+func VTEPMAC(nodeName string) string {
+	h := sha256.Sum256([]byte("trellis-vtep/" + nodeName))
+	mac := net.HardwareAddr(h[:6])
+	mac[0] = (mac[0] &^ 0x01) | 0x02
+	return mac.String()
+}
+
+// vtepAddr is the VTEP address of a node: the network address of its first
+// IPv4 pod CIDR (never handed to a pod by the IPAM).
+func vtepAddr(podCIDRs []netip.Prefix) (netip.Addr, bool) {
+	for _, p := range podCIDRs {
+		if p.Addr().Is4() {
+			return p.Masked().Addr(), true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func ipv4Prefixes(in []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range in {
+		if p.IsValid() && p.Addr().Is4() {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+// Compute returns the desired state for local given its peers. It is pure:
+// same input, same output, sorted for stable comparison.
+func Compute(local LocalNode, peers []Peer, p Params) *Desired {
+	d := &Desired{Peers: map[string]int{}}
+	if p.Mode == config.ModeNative {
+		d.RemoveVXLAN = p.VXLAN.Device
+	} else {
+		if addr, ok := vtepAddr(local.PodCIDRs); ok {
+			d.VXLAN = &VXLANDevice{
+				Name: p.VXLAN.Device, VNI: p.VXLAN.VNI, Port: p.VXLAN.Port,
+				Local: local.NodeIP, Underlay: local.Underlay.Device,
+				MTU:  local.Underlay.MTU - VXLANOverhead,
+				MAC:  VTEPMAC(local.Name),
+				Addr: netip.PrefixFrom(addr, 32),
+
+				DisableTxChecksumOffload: p.VXLAN.DisableTxChecksumOffload,
+			}
+		}
+	}
+	for _, peer := range peers {
+		if peer.Name == local.Name {
+			continue
+		}
+		path, prob := choosePath(local, peer, p, d.VXLAN != nil)
+		if prob != nil {
+			d.Problems = append(d.Problems, *prob)
+			d.Peers["none"]++
+			continue
+		}
+		d.Peers[string(path)]++
+		cidrs := ipv4Prefixes(peer.PodCIDRs)
+		switch path {
+		case PathNative:
+			for _, c := range cidrs {
+				d.Routes = append(d.Routes, Route{Dst: c, Gw: peer.NodeIP, Dev: local.Underlay.Device, Path: PathNative, Node: peer.Name})
+			}
+		case PathVXLAN:
+			mac := peer.VTEPMAC
+			if mac == "" {
+				mac = VTEPMAC(peer.Name)
+			}
+			vtep, _ := vtepAddr(peer.PodCIDRs)
+			d.FDB = append(d.FDB, FDBEntry{MAC: mac, Dst: peer.NodeIP, Node: peer.Name})
+			d.Neighbors = append(d.Neighbors, Neighbor{IP: vtep, MAC: mac, Node: peer.Name})
+			for _, c := range cidrs {
+				d.Routes = append(d.Routes, Route{Dst: c, Gw: vtep, Dev: d.VXLAN.Name, OnLink: true, Path: PathVXLAN, Node: peer.Name})
+			}
+		}
+	}
+	sortDesired(d)
+	return d
+}
+
+func choosePath(local LocalNode, peer Peer, p Params, haveVXLAN bool) (Path, *Problem) {
+	prob := func(reason, format string, a ...any) (Path, *Problem) {
+		return "", &Problem{Node: peer.Name, Reason: reason, Message: fmt.Sprintf(format, a...)}
+	}
+	if len(ipv4Prefixes(peer.PodCIDRs)) == 0 {
+		return prob(ReasonNoPodCIDR, "node %s has no IPv4 pod CIDR yet", peer.Name)
+	}
+	if !peer.NodeIP.IsValid() || !peer.NodeIP.Is4() {
+		return prob(ReasonNoNodeIP, "node %s has no IPv4 InternalIP", peer.Name)
+	}
+	if peer.VTEPMAC != "" {
+		if _, err := net.ParseMAC(peer.VTEPMAC); err != nil {
+			return prob(ReasonBadVTEPMAC, "node %s published an invalid VTEP MAC %q", peer.Name, peer.VTEPMAC)
+		}
+	}
+	sameSubnet := local.Underlay.Prefix.IsValid() && local.Underlay.Prefix.Masked().Contains(peer.NodeIP)
+	switch p.Mode {
+	case config.ModeNative:
+		if !sameSubnet {
+			return prob(ReasonNotOnSameSubnet,
+				"routingMode native: node %s (%s) is not on this node's subnet %s; no route installed (use routingMode auto or vxlan)",
+				peer.Name, peer.NodeIP, local.Underlay.Prefix.Masked())
+		}
+		return PathNative, nil
+	case config.ModeAuto:
+		if sameSubnet {
+			return PathNative, nil
+		}
+	}
+	if !haveVXLAN {
+		return prob(ReasonNoPodCIDR, "this node has no IPv4 pod CIDR yet, cannot set up VXLAN to %s", peer.Name)
+	}
+	return PathVXLAN, nil
+}
+
+func sortDesired(d *Desired) {
+	sort.Slice(d.Routes, func(i, j int) bool { return d.Routes[i].Dst.String() < d.Routes[j].Dst.String() })
+	sort.Slice(d.FDB, func(i, j int) bool { return d.FDB[i].MAC < d.FDB[j].MAC })
+	sort.Slice(d.Neighbors, func(i, j int) bool { return d.Neighbors[i].IP.Less(d.Neighbors[j].IP) })
+	sort.Slice(d.Problems, func(i, j int) bool { return d.Problems[i].Node < d.Problems[j].Node })
+}
