@@ -1,0 +1,211 @@
+// Package cli is the command-line interface of trellis-lab.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trellisnet/trellis/internal/lab"
+)
+
+// ExitError carries a specific exit status.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+func (e *ExitError) Unwrap() error { return e.Err }
+
+type globals struct {
+	dir    string
+	binDir string
+	deploy string
+	cache  string
+}
+
+func (g *globals) paths() lab.Paths { return lab.Paths{Root: g.dir} }
+
+func (g *globals) env(out io.Writer) (lab.Env, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return lab.Env{}, fmt.Errorf("locating trellis-lab: %w", err)
+	}
+	return lab.Env{Cache: g.cache, BinDir: g.binDir, Deploy: g.deploy, LabBin: self, Out: out}, nil
+}
+
+func (g *globals) state() (*lab.State, error) {
+	st, err := lab.LoadState(g.paths())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, errors.New("no lab is running (run `trellis-lab up`)")
+	}
+	return st, err
+}
+
+// New returns the root command.
+func New() *cobra.Command {
+	g := &globals{}
+	self, _ := os.Executable()
+	binDir := filepath.Dir(self)
+	cache := os.Getenv("TRELLIS_CACHE")
+	if cache == "" {
+		cache = "/var/cache/trellis"
+	}
+	root := &cobra.Command{
+		Use:           "trellis-lab",
+		Short:         "A real Kubernetes cluster on this machine: control plane and nodes in network namespaces",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.dir, "dir", lab.Dir(), "lab state directory")
+	root.PersistentFlags().StringVar(&g.binDir, "bin-dir", binDir, "directory with trellis-agent, trellis-cni and trellis-pause")
+	root.PersistentFlags().StringVar(&g.deploy, "deploy-dir", filepath.Join(binDir, "..", "deploy"), "directory with the shipped manifests (rbac.yaml)")
+	root.PersistentFlags().StringVar(&g.cache, "cache", cache, "cache of pinned binaries ($TRELLIS_CACHE)")
+	root.AddCommand(upCmd(g), downCmd(g), statusCmd(g), kubeconfigCmd(g), kubectlCmd(g), execCmd(g),
+		probeCmd(g), matrixCmd(g), restartAgentCmd(g), nodeCmd(g, "stop-node"), nodeCmd(g, "start-node"),
+		apiserverCmd(g, "stop-apiserver"), apiserverCmd(g, "start-apiserver"), logsCmd(g))
+	root.AddCommand(internalCmds()...)
+	return root
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+}
+
+func upCmd(g *globals) *cobra.Command {
+	o := lab.Options{}
+	c := &cobra.Command{
+		Use:   "up",
+		Short: "Bring a lab up (removes leftovers of a previous lab first)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			e, err := g.env(cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			return lab.Up(ctx, e, g.paths(), o)
+		},
+	}
+	c.Flags().IntVar(&o.Nodes, "nodes", 3, "number of nodes")
+	c.Flags().IntVar(&o.Subnets, "subnets", 2, "number of underlay subnets (L2 segments joined by a router)")
+	c.Flags().StringVar(&o.RoutingMode, "routing-mode", "auto", "Trellis agent routing mode: native, vxlan or auto")
+	c.Flags().IntVar(&o.APIPort, "api-port", 16443, "loopback port forwarded to the API server")
+	return c
+}
+
+func downCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Remove every namespace, process, cgroup, mount and file of the lab (idempotent)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if os.Geteuid() != 0 {
+				return errors.New("trellis-lab must run as root")
+			}
+			e, err := g.env(cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			if err := lab.Down(context.Background(), e, g.paths()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "trellis-lab: lab removed (%s)\n", time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+}
+
+func statusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the lab's processes, nodes and pods whose network setup failed",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return lab.Status(cmd.Context(), g.paths(), cmd.OutOrStdout())
+		},
+	}
+}
+
+func kubeconfigCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "kubeconfig",
+		Short: "Print the path of the admin kubeconfig",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := g.state(); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), g.paths().AdminKubeconfig())
+			return nil
+		},
+	}
+}
+
+// passthrough runs a command with the terminal attached and propagates its
+// exit status.
+func passthrough(name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return &ExitError{Code: ee.ExitCode()}
+	}
+	return err
+}
+
+func kubectlCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:                "kubectl -- ARGS",
+		Short:              "Run the lab's kubectl with the admin kubeconfig",
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			st, err := g.state()
+			if err != nil {
+				return err
+			}
+			if len(args) > 0 && args[0] == "--" {
+				args = args[1:]
+			}
+			return passthrough(st.Binaries["kubectl"], append([]string{"--kubeconfig", g.paths().AdminKubeconfig()}, args...)...)
+		},
+	}
+}
+
+func execCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "exec NS/POD -- CMD...",
+		Short: "Run a command in a pod (kubectl exec)",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			st, err := g.state()
+			if err != nil {
+				return err
+			}
+			ns, pod, err := lab.SplitPodRef(args[0])
+			if err != nil {
+				return &ExitError{Code: 2, Err: err}
+			}
+			kargs := []string{"--kubeconfig", g.paths().AdminKubeconfig(), "exec", "-n", ns, pod, "--"}
+			return passthrough(st.Binaries["kubectl"], append(kargs, args[1:]...)...)
+		},
+	}
+}

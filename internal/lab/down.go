@@ -1,0 +1,79 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Down removes everything a lab made: it stops the recorded processes (the
+// node supervisors stop their containers), then every process still in the
+// lab's cgroups, removes those cgroups, the lab's network namespaces, the
+// mount-point directories it created and its state directory. It works from
+// the state file when there is one and from the kernel's records (the lab
+// cgroup tree, netns names with the lab prefix) when the state is gone, so it
+// also cleans up after a kill -9. Idempotent.
+func Down(ctx context.Context, e Env, p Paths) error {
+	st, err := LoadState(p)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		e.logf("trellis-lab: unreadable state (%v); cleaning from kernel records", err)
+	}
+	var errs []error
+	if st != nil {
+		// Nodes first (they stop their pods), then the control plane.
+		for _, pr := range st.Processes {
+			if strings.HasPrefix(pr.Name, "node/") {
+				if Alive(pr.PID, "__node") {
+					_ = syscall.Kill(pr.PID, syscall.SIGTERM)
+				}
+			}
+		}
+		for _, pr := range st.Processes {
+			if strings.HasPrefix(pr.Name, "node/") {
+				waitGone(pr.PID, "__node", 15*time.Second)
+			}
+		}
+		for i := len(st.Processes) - 1; i >= 0; i-- {
+			pr := st.Processes[i]
+			if !strings.HasPrefix(pr.Name, "node/") && len(pr.Argv) > 0 {
+				StopPID(pr.PID, filepath.Base(pr.Argv[0]), 5*time.Second)
+			}
+		}
+	}
+	if err := KillCgroup("", 3*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	if err := RemoveCgroups(); err != nil {
+		errs = append(errs, err)
+	}
+	names, err := ListLabNetns()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := DeleteNetns(ctx, names); err != nil {
+		errs = append(errs, err)
+	}
+	if st != nil {
+		for i := len(st.CreatedDirs) - 1; i >= 0; i-- {
+			_ = os.Remove(st.CreatedDirs[i]) // only if still empty
+		}
+	}
+	if len(errs) == 0 {
+		if err := os.RemoveAll(p.Root); err != nil {
+			errs = append(errs, fmt.Errorf("removing %s: %w", p.Root, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func waitGone(pid int, want string, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for Alive(pid, want) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,181 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// run executes a command and returns its error with its output attached.
+func run(ctx context.Context, name string, args ...string) error {
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// inNetns runs argv inside the named network namespace.
+func inNetns(ctx context.Context, netns string, argv ...string) error {
+	return run(ctx, "nsenter", append([]string{"--net=/run/netns/" + netns, "--"}, argv...)...)
+}
+
+// ListLabNetns returns the existing network namespaces whose name carries the
+// lab prefix (including leftovers of a crashed lab).
+func ListLabNetns() ([]string, error) {
+	entries, err := os.ReadDir("/run/netns")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing /run/netns: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), NetnsPrefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// DeleteNetns removes the named namespaces; missing ones are fine.
+func DeleteNetns(ctx context.Context, names []string) error {
+	var errs []error
+	for _, n := range names {
+		if _, err := os.Stat("/run/netns/" + n); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := run(ctx, "ip", "netns", "delete", n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// veth creates a veth pair with one end in each namespace, directly (the
+// machine's own namespace never holds either end).
+func veth(ctx context.Context, nsA, nameA, nsB, nameB string) error {
+	return run(ctx, "ip", "link", "add", "name", nameA, "netns", nsA, "type", "veth",
+		"peer", "name", nameB, "netns", nsB)
+}
+
+func ipn(ctx context.Context, netns string, args ...string) error {
+	return run(ctx, "ip", append([]string{"-n", netns}, args...)...)
+}
+
+func sysctl(ctx context.Context, netns, key, value string) error {
+	return inNetns(ctx, netns, "sysctl", "-q", "-w", key+"="+value)
+}
+
+// BuildNetwork creates every namespace, bridge, veth, address and route of t.
+// The caller records t.Netnses() in the state first so a failure part-way is
+// cleaned by `down`.
+func BuildNetwork(ctx context.Context, t Topology) error {
+	for _, n := range t.Netnses() {
+		if err := run(ctx, "ip", "netns", "add", n); err != nil {
+			return err
+		}
+		if err := ipn(ctx, n, "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+	}
+	sw, rt := t.SwitchNetns, t.RouterNetns
+	for _, s := range t.Subnets {
+		if err := ipn(ctx, sw, "link", "add", s.Bridge, "type", "bridge"); err != nil {
+			return err
+		}
+		if err := ipn(ctx, sw, "link", "set", s.Bridge, "up"); err != nil {
+			return err
+		}
+		rIf := fmt.Sprintf("sub%d", s.Index+1)
+		if err := attach(ctx, t, rt, rIf, fmt.Sprintf("rt-%d", s.Index+1), s.Bridge,
+			netip.PrefixFrom(s.Gateway, s.Prefix.Bits()), netip.Addr{}); err != nil {
+			return err
+		}
+	}
+	hosts := append([]Host{t.ControlPlane}, t.Nodes...)
+	for _, h := range hosts {
+		s := t.Subnets[h.Subnet]
+		if err := attach(ctx, t, h.Netns, "eth0", h.Name, s.Bridge,
+			netip.PrefixFrom(h.Addr, h.Prefix), h.Gateway); err != nil {
+			return err
+		}
+	}
+	// The external host hangs off the router on its own point-to-point subnet.
+	ext := t.External
+	if err := veth(ctx, ext.Netns, "eth0", rt, "external"); err != nil {
+		return err
+	}
+	for _, step := range [][]string{
+		{ext.Netns, "addr", "add", netip.PrefixFrom(ext.Addr, ext.Prefix).String(), "dev", "eth0"},
+		{ext.Netns, "link", "set", "eth0", "up"},
+		{ext.Netns, "route", "add", "default", "via", ext.Gateway.String()},
+		{rt, "addr", "add", t.ExternalGW.String(), "dev", "external"},
+		{rt, "link", "set", "external", "up"},
+	} {
+		if err := ipn(ctx, step[0], step[1:]...); err != nil {
+			return err
+		}
+	}
+	if err := sysctl(ctx, rt, "net.ipv4.ip_forward", "1"); err != nil {
+		return err
+	}
+	for _, n := range t.Nodes {
+		if err := sysctl(ctx, n.Netns, "net.ipv4.ip_forward", "1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// attach connects namespace ns (interface ifName, address addr, default route
+// via gw if valid) to bridge in the switch namespace through a veth whose
+// switch end is swName.
+func attach(ctx context.Context, t Topology, ns, ifName, swName, bridge string, addr netip.Prefix, gw netip.Addr) error {
+	if err := veth(ctx, ns, ifName, t.SwitchNetns, swName); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{t.SwitchNetns, "link", "set", swName, "master", bridge},
+		{t.SwitchNetns, "link", "set", swName, "up"},
+		{ns, "addr", "add", addr.String(), "dev", ifName},
+		{ns, "link", "set", ifName, "up"},
+	}
+	if gw.IsValid() {
+		steps = append(steps, []string{ns, "route", "add", "default", "via", gw.String()})
+	}
+	for _, s := range steps {
+		if err := ipn(ctx, s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// HostPrefixes returns the IPv4 addresses and routes of the machine's own
+// network namespace, to check the lab ranges against.
+func HostPrefixes(ctx context.Context) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, args := range [][]string{{"-4", "-o", "addr", "show"}, {"-4", "route", "show", "table", "all"}} {
+		b, err := exec.CommandContext(ctx, "ip", args...).Output()
+		if err != nil {
+			return nil, fmt.Errorf("ip %s: %w", strings.Join(args, " "), err)
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if p, err := netip.ParsePrefix(f); err == nil && p.Addr().Is4() {
+				out = append(out, p.Masked())
+			} else if a, err := netip.ParseAddr(f); err == nil && a.Is4() && !a.IsLoopback() {
+				out = append(out, netip.PrefixFrom(a, 32))
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,230 @@
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Image names the nodes' containerd must hold (imported, never pulled).
+const (
+	AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	PauseImage   = "registry.k8s.io/pause:3.10.1"
+)
+
+// Bind is one bind mount of a node-private directory onto a standard path.
+type Bind struct {
+	Src string `json:"src"`
+	Dst string `json:"dst"`
+}
+
+// NodeSpec is everything the node supervisor (`trellis-lab __node`) needs.
+type NodeSpec struct {
+	Name        string            `json:"name"`
+	Addr        string            `json:"addr"`
+	Group       string            `json:"group"` // cgroup below CgroupRoot
+	Dir         string            `json:"dir"`
+	Binds       []Bind            `json:"binds"`
+	Images      []string          `json:"images"` // image tarballs to import
+	Bin         map[string]string `json:"bin"`
+	RoutingMode string            `json:"routingMode"`
+}
+
+// nodeMounts are the standard paths every node gets its own copy of.
+var nodeMounts = []string{
+	"/etc/cni/net.d", "/opt/cni/bin", "/var/lib/kubelet", "/run/containerd", "/var/lib/containerd",
+	"/var/lib/trellis", "/var/log/trellis", "/var/log/pods", "/var/log/containers", "/var/lib/cni",
+	"/run/netns", "/opt/trellis", "/etc/trellis", "/run/trellis",
+}
+
+// MountPoints lists the host paths node namespaces mount over.
+func MountPoints() []string { return append([]string(nil), nodeMounts...) }
+
+// In-node paths of the node's configuration (under /etc/trellis, which is
+// node-private).
+const (
+	nodeEtc            = "/etc/trellis"
+	nodeLabDir         = "/etc/trellis/lab"
+	containerdSock     = "/run/containerd/containerd.sock"
+	agentKubeconfig    = "/etc/trellis/kubeconfig"
+	agentInstallDir    = "/opt/trellis/bin"
+	kubeletKubeconfig  = nodeLabDir + "/kubelet.conf"
+	kubeProxyConfig    = nodeLabDir + "/kube-proxy.yaml"
+	kubeletConfigPath  = nodeLabDir + "/kubelet.yaml"
+	containerdConfPath = nodeLabDir + "/containerd.toml"
+	caPath             = nodeLabDir + "/ca.crt"
+)
+
+// NewNodeSpec lays out node n's private directories under p.
+func NewNodeSpec(p Paths, n Host, bin map[string]string, images []string, mode string) NodeSpec {
+	dir := p.Node(n.Name)
+	s := NodeSpec{Name: n.Name, Addr: n.Addr.String(), Group: n.Name, Dir: dir, Images: images, Bin: bin, RoutingMode: mode}
+	for _, m := range nodeMounts {
+		s.Binds = append(s.Binds, Bind{Src: filepath.Join(dir, "fs", strings.ReplaceAll(strings.TrimPrefix(m, "/"), "/", "-")), Dst: m})
+	}
+	return s
+}
+
+// hostPath maps an in-node path to where it lives on the host.
+func (s NodeSpec) hostPath(inNode string) string {
+	for _, b := range s.Binds {
+		if inNode == b.Dst || strings.HasPrefix(inNode, b.Dst+"/") {
+			return filepath.Join(b.Src, strings.TrimPrefix(inNode, b.Dst))
+		}
+	}
+	return ""
+}
+
+// ContainerdConfig renders the node's containerd configuration.
+func ContainerdConfig() string {
+	return fmt.Sprintf(`version = 2
+root = "/var/lib/containerd"
+state = "/run/containerd"
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = %q
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/opt/cni/bin"
+    conf_dir = "/etc/cni/net.d"
+`, containerdSock, PauseImage)
+}
+
+// KubeletConfig renders the node's KubeletConfiguration: the settings this
+// machine needs (cgroup v1, no oom_score_adj changes, pods in a cgroup of
+// their own per node).
+func KubeletConfig(s NodeSpec) string {
+	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: %s
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: %s}
+authorization: {mode: Webhook}
+containerRuntimeEndpoint: unix://%s
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+cgroupRoot: /%s/%s
+enforceNodeAllocatable: []
+failCgroupV1: false
+failSwapOn: false
+oomScoreAdj: 0
+clusterDNS: [%s]
+clusterDomain: %s
+resolvConf: ""
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
+podPidsLimit: -1
+maxPods: 250
+`, s.Addr, caPath, containerdSock, CgroupRoot, s.Group, ClusterDNSIP, ClusterDomain)
+}
+
+// KubeProxyConfig renders kube-proxy's configuration (nftables mode).
+func KubeProxyConfig(s NodeSpec) string {
+	return fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection: {kubeconfig: %s/kube-proxy.conf}
+hostnameOverride: %s
+clusterCIDR: %s
+metricsBindAddress: 127.0.0.1:10249
+healthzBindAddress: 0.0.0.0:10256
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+`, nodeLabDir, s.Name, ClusterCIDR)
+}
+
+// AgentArgs is exactly the command line a DaemonSet would run the agent with.
+func AgentArgs(s NodeSpec) []string {
+	return []string{agentInstallDir + "/trellis-agent", "--kubeconfig=" + agentKubeconfig, "--node-name=" + s.Name,
+		"--routing-mode=" + s.RoutingMode, "--cluster-cidr=" + ClusterCIDR}
+}
+
+// WriteNodeFiles creates the node's directories and writes its configuration,
+// credentials and binaries. labKC is the directory of component kubeconfigs.
+func WriteNodeFiles(p Paths, s NodeSpec) error {
+	for _, b := range s.Binds {
+		if err := os.MkdirAll(b.Src, 0o755); err != nil {
+			return fmt.Errorf("creating %s: %w", b.Src, err)
+		}
+	}
+	files := map[string][]byte{
+		containerdConfPath: []byte(ContainerdConfig()),
+		kubeletConfigPath:  []byte(KubeletConfig(s)),
+		kubeProxyConfig:    []byte(KubeProxyConfig(s)),
+	}
+	copies := map[string]string{
+		kubeletKubeconfig:                 p.kc("kubelet-" + s.Name + ".conf"),
+		nodeLabDir + "/kube-proxy.conf":   p.kc("kube-proxy.conf"),
+		caPath:                            p.pki("ca.crt"),
+		"/opt/cni/bin/loopback":           s.Bin["loopback"],
+		agentInstallDir + "/trellis-cni":  s.Bin["trellis-cni"],
+		agentInstallDir + "/trellis-agent": s.Bin["trellis-agent"],
+		agentKubeconfig:                   p.kc("trellis-agent.conf"),
+	}
+	for dst, src := range copies {
+		if src == "" {
+			continue
+		}
+		data, err := os.ReadFile(src)
+		if err != nil {
+			if os.IsNotExist(err) && (strings.Contains(dst, "trellis-") || dst == agentKubeconfig) {
+				continue // the agent is optional until it exists
+			}
+			return fmt.Errorf("node %s: %w", s.Name, err)
+		}
+		files[dst] = data
+	}
+	for inNode, data := range files {
+		hp := s.hostPath(inNode)
+		if hp == "" {
+			return fmt.Errorf("node %s: %s is not on a node-private path", s.Name, inNode)
+		}
+		if err := os.MkdirAll(filepath.Dir(hp), 0o755); err != nil {
+			return fmt.Errorf("creating %s: %w", filepath.Dir(hp), err)
+		}
+		mode := os.FileMode(0o600)
+		if strings.Contains(inNode, "/bin/") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(hp, data, mode); err != nil {
+			return fmt.Errorf("writing %s: %w", hp, err)
+		}
+	}
+	spec, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding node spec: %w", err)
+	}
+	return os.WriteFile(filepath.Join(s.Dir, "node.json"), spec, 0o644)
+}
+
+// LoadNodeSpec reads a node spec written by WriteNodeFiles.
+func LoadNodeSpec(path string) (NodeSpec, error) {
+	var s NodeSpec
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return s, fmt.Errorf("reading node spec: %w", err)
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return s, fmt.Errorf("parsing %s: %w", path, err)
+	}
+	return s, nil
+}

@@ -1,0 +1,164 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// ErrUsage marks a bad probe request (exit status 2).
+var ErrUsage = errors.New("usage")
+
+// Target is what a probe connects to.
+type Target struct {
+	Addr  string // IP address
+	Port  int
+	Proto string // tcp or udp
+}
+
+// ParsePortProto parses "80/tcp".
+func ParsePortProto(s string) (int, string, error) {
+	ps, proto, ok := strings.Cut(strings.ToLower(s), "/")
+	if !ok {
+		proto = "tcp"
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 1 || port > 65535 {
+		return 0, "", fmt.Errorf("%w: bad port %q (want PORT/PROTO, e.g. 80/tcp)", ErrUsage, s)
+	}
+	switch proto {
+	case "tcp", "udp":
+	case "sctp":
+		return 0, "", fmt.Errorf("%w: SCTP probes are not supported on this kernel (no SCTP sockets)", ErrUsage)
+	default:
+		return 0, "", fmt.Errorf("%w: unknown protocol %q (tcp or udp)", ErrUsage, proto)
+	}
+	return port, proto, nil
+}
+
+// SplitPodRef parses "NS/POD".
+func SplitPodRef(s string) (string, string, error) {
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("%w: %q is not NAMESPACE/POD", ErrUsage, s)
+	}
+	return ns, name, nil
+}
+
+// PodNetns returns the path of the network namespace of a running pod, found
+// through its first running container's cgroup (the lab's kubelets put pod
+// containers in /trellis-lab/<node>/<container-id>).
+func PodNetns(pod *corev1.Pod) (string, error) {
+	if pod.Spec.NodeName == "" {
+		return "", fmt.Errorf("pod %s/%s is not scheduled", pod.Namespace, pod.Name)
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.State.Running == nil {
+			continue
+		}
+		_, id, ok := strings.Cut(cs.ContainerID, "://")
+		if !ok {
+			continue
+		}
+		procs := filepath.Join(cgroupFS, "pids", CgroupRoot, pod.Spec.NodeName, id, "cgroup.procs")
+		data, err := os.ReadFile(procs)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				return fmt.Sprintf("/proc/%d/ns/net", pid), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("pod %s/%s has no running container to probe from", pod.Namespace, pod.Name)
+}
+
+// ProbeFromNetns connects to t from inside the network namespace at nsPath:
+// TCP succeeds on an established connection; UDP succeeds when agnhost's
+// netexec UDP server answers "hostname".
+func ProbeFromNetns(nsPath string, t Target, timeout time.Duration) error {
+	addr := net.JoinHostPort(t.Addr, strconv.Itoa(t.Port))
+	conn, err := DialInNetns(nsPath, t.Proto, addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if t.Proto != "udp" {
+		return nil
+	}
+	buf := make([]byte, 512)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := conn.Write([]byte("hostname")); err != nil {
+			return err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(min(300*time.Millisecond, time.Until(deadline))))
+		n, err := conn.Read(buf)
+		if err == nil && n > 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("no UDP answer from %s", addr)
+}
+
+// Prober probes between lab pods.
+type Prober struct {
+	CS      kubernetes.Interface
+	Timeout time.Duration
+}
+
+// ResolveTarget turns "NS/POD" or an IP address into an address.
+func (pr Prober) ResolveTarget(ctx context.Context, s string) (string, error) {
+	if ip := net.ParseIP(s); ip != nil {
+		return ip.String(), nil
+	}
+	ns, name, err := SplitPodRef(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: target %q is neither NS/POD nor an IP address", ErrUsage, s)
+	}
+	pod, err := pr.CS.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("target pod %s: %w", s, err)
+	}
+	if pod.Status.PodIP == "" {
+		return "", fmt.Errorf("target pod %s has no IP yet", s)
+	}
+	return pod.Status.PodIP, nil
+}
+
+// Probe connects from pod src (NS/POD) to target (NS/POD or address).
+// It returns (false, nil) for "no answer" and an error for a bad request.
+func (pr Prober) Probe(ctx context.Context, src, target string, port int, proto string) (bool, error) {
+	ns, name, err := SplitPodRef(src)
+	if err != nil {
+		return false, err
+	}
+	pod, err := pr.CS.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("source pod %s: %w", src, err)
+	}
+	nsPath, err := PodNetns(pod)
+	if err != nil {
+		return false, err
+	}
+	addr, err := pr.ResolveTarget(ctx, target)
+	if err != nil {
+		return false, err
+	}
+	timeout := pr.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	return ProbeFromNetns(nsPath, Target{Addr: addr, Port: port, Proto: proto}, timeout) == nil, nil
+}

@@ -1,0 +1,106 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Status prints the lab's processes, nodes and any pod whose sandbox (CNI
+// ADD) failed.
+func Status(ctx context.Context, p Paths, w io.Writer) error {
+	st, err := LoadState(p)
+	if err != nil {
+		return errNoLab
+	}
+	t := st.Topology
+	fmt.Fprintf(w, "lab: %d nodes, %d subnets, routing mode %s, phase %s, created %s\n", len(t.Nodes), len(t.Subnets),
+		t.Options.RoutingMode, st.Phase, st.CreatedAt.Format("15:04:05"))
+	fmt.Fprintf(w, "kubeconfig: %s (API forwarded on 127.0.0.1:%d)\n", p.AdminKubeconfig(), t.Options.APIPort)
+	if st.AgentError != "" {
+		fmt.Fprintf(w, "agent: %s\n", st.AgentError)
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nPROCESS\tPID\tSTATE")
+	for _, pr := range st.Processes {
+		want := "__node"
+		if !strings.HasPrefix(pr.Name, "node/") && len(pr.Argv) > 0 {
+			want = pr.Argv[0]
+		}
+		state := "running"
+		if !Alive(pr.PID, want) {
+			state = "STOPPED"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", pr.Name, pr.PID, state)
+		if strings.HasPrefix(pr.Name, "node/") && state == "running" {
+			np, err := ReadNodePIDs(p.Node(strings.TrimPrefix(pr.Name, "node/")))
+			if err == nil {
+				names := make([]string, 0, len(np.PIDs))
+				for n := range np.PIDs {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				for _, n := range names {
+					s := "running"
+					if !Alive(np.PIDs[n], n) {
+						s = "STOPPED"
+					}
+					if r := np.Restarts[n]; r > 0 {
+						s += fmt.Sprintf(" (%d restarts)", r)
+					}
+					fmt.Fprintf(tw, "  %s\t%d\t%s\n", n, np.PIDs[n], s)
+				}
+			}
+		}
+	}
+	tw.Flush()
+	cs, _, err := Client(p.AdminKubeconfig())
+	if err != nil {
+		return err
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		fmt.Fprintf(w, "\nAPI server: unreachable: %v\n", err)
+		return nil
+	}
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nNODE\tREADY\tADDRESS\tPOD CIDR\tSUBNET")
+	for _, n := range nodes.Items {
+		h, _ := t.Node(n.Name)
+		sub := ""
+		if h.Subnet >= 0 && h.Subnet < len(t.Subnets) {
+			sub = t.Subnets[h.Subnet].Prefix.String()
+		}
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\n", n.Name, NodeReady(&n), h.Addr, strings.Join(n.Spec.PodCIDRs, ","), sub)
+	}
+	tw.Flush()
+	evs, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "reason=FailedCreatePodSandBox"})
+	if err == nil && len(evs.Items) > 0 {
+		fmt.Fprintln(w, "\nPods whose network setup (CNI ADD) failed:")
+		seen := map[string]bool{}
+		for _, ev := range evs.Items {
+			k := ev.InvolvedObject.Namespace + "/" + ev.InvolvedObject.Name
+			if seen[k] || !podPending(ctx, p, ev.InvolvedObject) {
+				continue
+			}
+			seen[k] = true
+			fmt.Fprintf(w, "  %s: %s\n", k, ev.Message)
+		}
+	}
+	return nil
+}
+
+func podPending(ctx context.Context, p Paths, ref corev1.ObjectReference) bool {
+	cs, _, err := Client(p.AdminKubeconfig())
+	if err != nil {
+		return false
+	}
+	pod, err := cs.CoreV1().Pods(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	return err == nil && pod.UID == ref.UID && !PodReady(pod)
+}

@@ -1,0 +1,232 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Env says where the lab finds its binaries.
+type Env struct {
+	Cache   string // TRELLIS_CACHE
+	BinDir  string // Trellis' own binaries: trellis-agent, trellis-cni, trellis-pause
+	Deploy  string // the shipped manifests (deploy/), for the agent's RBAC
+	LabBin  string // the trellis-lab executable
+	Out     io.Writer
+	Verbose bool
+}
+
+// pinned names the versioned cache entries hack/build-pinned.sh produces.
+var pinned = map[string]string{
+	"kube-apiserver": "v1.37.2", "kube-controller-manager": "v1.37.2", "kube-scheduler": "v1.37.2",
+	"kubelet": "v1.37.2", "kube-proxy": "v1.37.2", "kubectl": "v1.37.2", "agnhost": "v1.37.2",
+	"etcd": "v3.7.3", "loopback": "v1.10.0",
+}
+
+// requiredTools maps a command the lab runs to the Debian package with it.
+var requiredTools = map[string]string{
+	"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "containerd": "containerd",
+	"ctr": "containerd", "runc": "runc", "nft": "nftables", "conntrack": "conntrack", "sysctl": "procps",
+}
+
+// Binaries resolves every binary the lab needs; missing ones are reported in
+// one error that says how to build them.
+func (e Env) Binaries() (map[string]string, error) {
+	bin := map[string]string{}
+	var missing []string
+	for name, v := range pinned {
+		p := filepath.Join(e.Cache, name+"-"+v, name)
+		if _, err := os.Stat(p); err != nil {
+			missing = append(missing, name)
+			continue
+		}
+		bin[name] = p
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("pinned binaries not built: %v (run `make lab-binaries` or hack/build-pinned.sh)", missing)
+	}
+	for _, name := range []string{"trellis-cni", "trellis-pause"} {
+		p := filepath.Join(e.BinDir, name)
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("%s not found in %s (run `make build lab-build`)", name, e.BinDir)
+		}
+		bin[name] = p
+	}
+	if p := filepath.Join(e.BinDir, "trellis-agent"); fileExists(p) {
+		bin["trellis-agent"] = p
+	}
+	bin["containerd"] = "/usr/bin/containerd"
+	return bin, nil
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// Preflight checks the things `up` needs before it changes anything.
+func Preflight(o Options) error {
+	if os.Geteuid() != 0 {
+		return errors.New("trellis-lab must run as root (it creates network namespaces and mounts)")
+	}
+	for tool, pkg := range requiredTools {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("missing tool %q: install the Debian package %s (or run `make deps`)", tool, pkg)
+		}
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(o.APIPort)))
+	if err != nil {
+		return fmt.Errorf("API port 127.0.0.1:%d is already in use; pick another with --api-port", o.APIPort)
+	}
+	l.Close()
+	return nil
+}
+
+func (e Env) logf(format string, args ...any) {
+	if e.Out != nil {
+		fmt.Fprintf(e.Out, format+"\n", args...)
+	}
+}
+
+// Leftovers reports whether anything of a previous lab is still present.
+func Leftovers(p Paths) bool {
+	ns, _ := ListLabNetns()
+	pids, _ := CgroupPIDs("")
+	return Exists(p) || len(ns) > 0 || len(pids) > 0
+}
+
+// Up brings a lab up. On failure the partial lab stays for inspection and
+// `down` removes it.
+func Up(ctx context.Context, e Env, p Paths, o Options) error {
+	start := time.Now()
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	if Leftovers(p) {
+		e.logf("trellis-lab: found leftovers of a previous lab; removing them first")
+		if err := Down(ctx, e, p); err != nil {
+			return fmt.Errorf("cleaning leftovers: %w", err)
+		}
+	}
+	if err := Preflight(o); err != nil {
+		return err
+	}
+	bin, err := e.Binaries()
+	if err != nil {
+		return err
+	}
+	hp, err := HostPrefixes(ctx)
+	if err != nil {
+		return err
+	}
+	if ov := Overlaps(hp); len(ov) > 0 {
+		return fmt.Errorf("the machine's network %v overlaps the lab's ranges %v", ov, LabRanges())
+	}
+	t, err := Plan(o)
+	if err != nil {
+		return err
+	}
+	st := &State{Topology: t, CreatedAt: time.Now().UTC(), Phase: "network", Netns: t.Netnses(), Binaries: bin}
+	if err := st.Save(p); err != nil {
+		return err
+	}
+	labBin := filepath.Join(p.Bin(), "trellis-lab")
+	if err := copyFile(e.LabBin, labBin, 0o755); err != nil {
+		return err
+	}
+	for _, m := range MountPoints() {
+		if !fileExists(m) {
+			if err := os.MkdirAll(m, 0o755); err != nil {
+				return fmt.Errorf("creating mount point %s: %w", m, err)
+			}
+			st.CreatedDirs = append(st.CreatedDirs, m)
+		}
+	}
+	if err := st.Save(p); err != nil {
+		return err
+	}
+	e.logf("trellis-lab: network: %d nodes over %d subnets (%s)", o.Nodes, o.Subnets, time.Since(start).Round(time.Millisecond))
+	if err := BuildNetwork(ctx, t); err != nil {
+		return fmt.Errorf("building the lab network: %w", err)
+	}
+	if err := GeneratePKI(p, t); err != nil {
+		return err
+	}
+	st.Phase = "control-plane"
+	if err := StartControlPlane(ctx, e, p, st, labBin); err != nil {
+		return err
+	}
+	e.logf("trellis-lab: control plane up (%s); API at https://127.0.0.1:%d", time.Since(start).Round(time.Millisecond), o.APIPort)
+	cs, _, err := Client(p.AdminKubeconfig())
+	if err != nil {
+		return err
+	}
+	if err := setupAgentAccess(ctx, e, p, t, cs); err != nil {
+		st.AgentError = err.Error()
+		e.logf("trellis-lab: WARNING: agent credentials: %v", err)
+	}
+	imgDir := filepath.Join(e.Cache, "lab-images")
+	var images []string
+	for _, s := range LabImages(bin["agnhost"], bin["trellis-pause"]) {
+		img, err := BuildImage(imgDir, s)
+		if err != nil {
+			return err
+		}
+		images = append(images, img)
+	}
+	if _, ok := bin["trellis-agent"]; !ok {
+		st.AgentError = "bin/trellis-agent not built: nodes run without the agent (same-node traffic only)"
+		e.logf("trellis-lab: WARNING: %s", st.AgentError)
+	}
+	st.Phase = "nodes"
+	for _, n := range t.Nodes {
+		if err := StartNode(p, st, labBin, NewNodeSpec(p, n, bin, images, o.RoutingMode), true); err != nil {
+			return err
+		}
+	}
+	if err := st.Save(p); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(t.Nodes))
+	for _, n := range t.Nodes {
+		names = append(names, n.Name)
+	}
+	if err := WaitNodes(ctx, cs, names, 120*time.Second, func(n *corev1.Node) bool { return len(n.Spec.PodCIDRs) > 0 }); err != nil {
+		return fmt.Errorf("nodes did not register with a pod CIDR (see `trellis-lab logs NODE kubelet`): %w", err)
+	}
+	if _, ok := bin["trellis-agent"]; !ok {
+		if err := writeFallbackCNIConfig(ctx, p, cs, t); err != nil {
+			return err
+		}
+	}
+	if err := WaitNodes(ctx, cs, names, 120*time.Second, NodeReady); err != nil {
+		return fmt.Errorf("nodes did not become Ready (see `trellis-lab status` and `trellis-lab logs NODE`): %w", err)
+	}
+	st.Phase = "running"
+	if err := st.Save(p); err != nil {
+		return err
+	}
+	e.logf("trellis-lab: %d nodes Ready in %s; kubeconfig: %s", len(names), time.Since(start).Round(time.Millisecond), p.AdminKubeconfig())
+	return nil
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", src, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", filepath.Dir(dst), err)
+	}
+	tmp := dst + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return fmt.Errorf("writing %s: %w", dst, err)
+	}
+	return os.Rename(tmp, dst)
+}
