@@ -1,0 +1,138 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func TestDefaultIsValidOnceNodeNameSet(t *testing.T) {
+	c := Default()
+	c.NodeName = "n1"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults invalid: %v", err)
+	}
+	if c.RoutingMode != ModeAuto || c.VXLAN.Device != "trellis.vxlan" || c.VXLAN.Port != 4789 || !c.MasqueradeEnabled() {
+		t.Errorf("unexpected defaults: %+v", c)
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Default()
+	c.RoutingMode = "bgp"
+	c.MTU = 100
+	c.VXLAN.Device = "a-very-long-device-name"
+	c.VXLAN.VNI = 1 << 24
+	c.VXLAN.Port = 70000
+	c.ClusterCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.1.1/16")}
+	c.CNIBinDir = "relative/bin"
+	c.CNILogLevel = "loud"
+	c.MaxSyncInterval.Duration = time.Millisecond
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted an invalid config")
+	}
+	for _, want := range []string{"nodeName", "routingMode", "mtu", "vxlan.device", "vxlan.vni", "vxlan.port",
+		"clusterCIDRs[0]", "cniBinDir", "cniLogLevel", "maxSyncInterval"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s:\n%v", want, err)
+		}
+	}
+}
+
+func TestParseFileYAMLAndStrict(t *testing.T) {
+	c := &Config{}
+	err := ParseFile([]byte(`
+routingMode: vxlan
+clusterCIDRs: ["10.244.0.0/16"]
+nonMasqueradeCIDRs: ["192.168.0.0/16"]
+masquerade: false
+mtu: 1400
+vxlan: {vni: 7, port: 8472, disableTxChecksumOffload: true}
+maxSyncInterval: 2m
+`), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RoutingMode != ModeVXLAN || c.ClusterCIDRs[0] != netip.MustParsePrefix("10.244.0.0/16") ||
+		c.MasqueradeEnabled() || c.MTU != 1400 || c.VXLAN.VNI != 7 || !c.VXLAN.DisableTxChecksumOffload ||
+		c.MaxSyncInterval.Duration != 2*time.Minute || len(c.NonMasqueradeCIDRs) != 1 {
+		t.Errorf("parsed %+v", c)
+	}
+	if err := ParseFile([]byte("routingMod: vxlan\n"), &Config{}); err == nil {
+		t.Error("unknown key accepted (typos must fail)")
+	}
+	if err := ParseFile([]byte(`clusterCIDRs: ["nope"]`), &Config{}); err == nil {
+		t.Error("bad CIDR accepted")
+	}
+}
+
+func TestFlagsOverrideFileOverridesDefaults(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(file, []byte("routingMode: vxlan\nmtu: 1400\ncniBinDir: /file/bin\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var f Flags
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	f.AddFlags(fs)
+	if err := fs.Parse([]string{"--config", file, "--routing-mode", "native", "--cluster-cidr", "10.244.0.0/16,10.245.0.0/16"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.Complete(func(k string) string {
+		if k == "NODE_NAME" {
+			return "from-env"
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RoutingMode != ModeNative {
+		t.Errorf("flag did not override file: mode %s", c.RoutingMode)
+	}
+	if c.MTU != 1400 || c.CNIBinDir != "/file/bin" {
+		t.Errorf("file values lost: mtu %d cniBinDir %s", c.MTU, c.CNIBinDir)
+	}
+	if c.NodeName != "from-env" || len(c.ClusterCIDRs) != 2 || c.CNIConfDir != DefaultCNIConfDir {
+		t.Errorf("env/flag/default: %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+func TestFlagsBadCIDRStillValidatesRest(t *testing.T) {
+	var f Flags
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	f.AddFlags(fs)
+	if err := fs.Parse([]string{"--cluster-cidr", "bad", "--routing-mode", "x"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.Complete(nil)
+	if err == nil || c == nil {
+		t.Fatalf("Complete = %v, %v; want config and error", c, err)
+	}
+	if verr := c.Validate(); verr == nil || !strings.Contains(verr.Error(), "routingMode") {
+		t.Errorf("Validate after a flag error: %v", verr)
+	}
+}
+
+func FuzzParseFile(f *testing.F) {
+	f.Add([]byte("routingMode: auto\n"))
+	f.Add([]byte(`{"vxlan":{"vni":1},"clusterCIDRs":["10.0.0.0/8"]}`))
+	f.Add([]byte("minSyncInterval: 1s\nmaxSyncInterval: x\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := &Config{}
+		if err := ParseFile(data, c); err != nil {
+			return
+		}
+		c.ApplyDefaults()
+		_ = c.Validate()
+	})
+}
