@@ -1,0 +1,256 @@
+//go:build e2e
+
+// Package framework is the Trellis end-to-end test harness: it brings a
+// trellis-lab cluster up (or reuses one, TRELLIS_LAB_REUSE=1), creates
+// objects through client-go, waits for them, probes connectivity from inside
+// pods and compares truth tables in the style of the upstream NetworkPolicy
+// e2e suite (expected vs observed, printed on failure).
+package framework
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/trellisnet/trellis/internal/lab"
+)
+
+// Lab is a running lab as seen by tests.
+type Lab struct {
+	Bin    string
+	Paths  lab.Paths
+	State  *lab.State
+	CS     *kubernetes.Clientset
+	Prober lab.Prober
+	owned  bool // brought up by this harness: take it down at the end
+}
+
+// repoBin finds bin/trellis-lab relative to this source file when
+// TRELLIS_LAB_BIN is not set.
+func repoBin() string {
+	if b := os.Getenv("TRELLIS_LAB_BIN"); b != "" {
+		return b
+	}
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "trellis-lab")
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// Setup brings a lab up (TRELLIS_LAB_NODES/SUBNETS/ROUTING, defaults 3/2/auto)
+// or, with TRELLIS_LAB_REUSE=1, attaches to the running one.
+func Setup(ctx context.Context) (*Lab, error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("the e2e tests need root (they run a lab of network namespaces)")
+	}
+	l := &Lab{Bin: repoBin(), Paths: lab.Paths{Root: lab.Dir()}}
+	if os.Getenv("TRELLIS_LAB_REUSE") != "1" {
+		mode := os.Getenv("TRELLIS_LAB_ROUTING")
+		if mode == "" {
+			mode = "auto"
+		}
+		cmd := exec.CommandContext(ctx, l.Bin, "up", "--nodes", strconv.Itoa(envInt("TRELLIS_LAB_NODES", 3)),
+			"--subnets", strconv.Itoa(envInt("TRELLIS_LAB_SUBNETS", 2)), "--routing-mode", mode)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("trellis-lab up: %w", err)
+		}
+		fmt.Printf("framework: lab up in %s\n", time.Since(start).Round(time.Millisecond))
+		l.owned = true
+	}
+	st, err := lab.LoadState(l.Paths)
+	if err != nil {
+		return nil, fmt.Errorf("no lab to use (TRELLIS_LAB_REUSE=1 needs a running lab): %w", err)
+	}
+	l.State = st
+	cs, _, err := lab.Client(l.Paths.AdminKubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	l.CS = cs
+	l.Prober = lab.Prober{CS: cs, Timeout: 2 * time.Second}
+	return l, nil
+}
+
+// Teardown removes the lab if this harness brought it up (keep it with
+// TRELLIS_LAB_KEEP=1).
+func (l *Lab) Teardown() error {
+	if l == nil || !l.owned || os.Getenv("TRELLIS_LAB_KEEP") == "1" {
+		return nil
+	}
+	cmd := exec.Command(l.Bin, "down")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	return cmd.Run()
+}
+
+// HasAgent reports whether the lab's nodes run the Trellis agent.
+func (l *Lab) HasAgent() bool { return l.State.Binaries["trellis-agent"] != "" && l.State.AgentError == "" }
+
+// Nodes returns the lab's node names in order.
+func (l *Lab) Nodes() []string {
+	var out []string
+	for _, n := range l.State.Topology.Nodes {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+// SameSubnet reports whether two nodes share an underlay subnet.
+func (l *Lab) SameSubnet(a, b string) bool {
+	na, _ := l.State.Topology.Node(a)
+	nb, _ := l.State.Topology.Node(b)
+	return na.Subnet == nb.Subnet
+}
+
+// Namespace creates a uniquely named namespace, deleted when t ends.
+func (l *Lab) Namespace(t testing.TB, base string, labels map[string]string) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: base + "-", Labels: labels}}
+	got, err := l.CS.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = l.CS.CoreV1().Namespaces().Delete(context.Background(), got.Name, metav1.DeleteOptions{})
+	})
+	return got.Name
+}
+
+// PodSpec describes an agnhost netexec pod: HTTP (TCP) on 80, UDP on 81.
+type PodSpec struct {
+	Name   string
+	Node   string // pin to a node; "" lets kube-scheduler choose
+	Labels map[string]string
+}
+
+// AgnhostPod returns the pod object for s in namespace ns.
+func AgnhostPod(ns string, s PodSpec) *corev1.Pod {
+	labels := map[string]string{"pod": s.Name}
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	zero := int64(0)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: ns, Labels: labels},
+		Spec: corev1.PodSpec{
+			NodeName:                      s.Node,
+			TerminationGracePeriodSeconds: &zero,
+			Containers: []corev1.Container{{
+				Name:            "agnhost",
+				Image:           lab.AgnhostImage,
+				ImagePullPolicy: corev1.PullIfNotPresent,
+				Args:            []string{"netexec", "--http-port=80", "--udp-port=81"},
+				Ports: []corev1.ContainerPort{
+					{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP},
+					{Name: "udp", ContainerPort: 81, Protocol: corev1.ProtocolUDP},
+				},
+				ReadinessProbe: &corev1.Probe{
+					ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: portOf(80)}},
+					PeriodSeconds: 1,
+				},
+			}},
+		},
+	}
+}
+
+// CreatePods creates the pods and waits until all are Ready.
+func (l *Lab) CreatePods(t testing.TB, ns string, specs []PodSpec, timeout time.Duration) []string {
+	t.Helper()
+	ctx := context.Background()
+	var names []string
+	for _, s := range specs {
+		if _, err := l.CS.CoreV1().Pods(ns).Create(ctx, AgnhostPod(ns, s), metav1.CreateOptions{}); err != nil {
+			t.Fatalf("creating pod %s/%s: %v", ns, s.Name, err)
+		}
+		names = append(names, ns+"/"+s.Name)
+	}
+	if err := l.WaitPodsReady(ctx, ns, len(specs), timeout); err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// WaitPodsReady waits until n pods in ns are Ready; on timeout the error
+// names the pods that are not, with their last sandbox error if any.
+func (l *Lab) WaitPodsReady(ctx context.Context, ns string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		list, err := l.CS.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		ready := 0
+		var notReady []string
+		if err == nil {
+			for i := range list.Items {
+				if lab.PodReady(&list.Items[i]) {
+					ready++
+				} else {
+					notReady = append(notReady, list.Items[i].Name)
+				}
+			}
+		}
+		if err == nil && ready >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			evs, _ := l.CS.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "type=Warning"})
+			msg := ""
+			if evs != nil && len(evs.Items) > 0 {
+				last := evs.Items[len(evs.Items)-1]
+				msg = fmt.Sprintf("; last warning: %s %s: %s", last.InvolvedObject.Name, last.Reason, last.Message)
+			}
+			return fmt.Errorf("%d of %d pods Ready in %s after %s (not ready: %v)%s", ready, n, ns, timeout, notReady, msg)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// NodeOf returns the node a pod (NS/POD) runs on.
+func (l *Lab) NodeOf(t testing.TB, ref string) string {
+	t.Helper()
+	ns, name, err := lab.SplitPodRef(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.CS.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Spec.NodeName
+}
+
+// ExpectMatrix probes every pair of pods and fails t with the expected and
+// observed truth tables when they differ. A wrong cell is re-probed a few
+// times before it counts (first packets may race route programming).
+func (l *Lab) ExpectMatrix(t testing.TB, pods []string, port int, proto string, expected *lab.Matrix) {
+	t.Helper()
+	ctx := context.Background()
+	var observed *lab.Matrix
+	for attempt := 0; attempt < 3; attempt++ {
+		var err error
+		observed, err = l.Prober.ProbeAll(ctx, pods, port, proto, 8)
+		if err != nil {
+			t.Fatalf("probing: %v", err)
+		}
+		if expected.Diff(observed) == 0 {
+			t.Logf("%d/%s truth table as expected over %d pods", port, proto, len(pods))
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	t.Errorf("%d/%s connectivity differs from the expectation:\n%s", port, proto, lab.Report(expected, observed))
+}
