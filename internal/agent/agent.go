@@ -21,9 +21,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/knftables"
 
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/dataplane"
+	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing"
@@ -61,11 +63,32 @@ func Run(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	return run(ctx, cfg, client, &dataplane.Netlink{})
+	d := deps{client: client, dp: &dataplane.Netlink{}, sysctls: nodesetup.ProcSysctls{}}
+	// With masquerade disabled the controller still runs to remove a
+	// table left by an earlier configuration; without nft there is none.
+	nft, err := masq.New()
+	switch {
+	case err == nil:
+		d.nft = nft
+	case cfg.MasqueradeEnabled():
+		return err
+	}
+	return run(ctx, cfg, d)
 }
 
-func run(ctx context.Context, cfg *config.Config, client kubernetes.Interface, dp *dataplane.Netlink) error {
+// deps are the agent's connections to the outside world (the API server,
+// netlink, sysctls, nftables), replaceable in tests.
+type deps struct {
+	client  kubernetes.Interface
+	dp      *dataplane.Netlink
+	sysctls nodesetup.Sysctls
+	// nft is the masquerade table's interface; nil disables the controller.
+	nft knftables.Interface
+}
+
+func run(ctx context.Context, cfg *config.Config, d deps) error {
 	logger := klog.FromContext(ctx)
+	client, dp := d.client, d.dp
 	m := metrics.New()
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
@@ -80,15 +103,13 @@ func run(ctx context.Context, cfg *config.Config, client kubernetes.Interface, d
 	routeCtl := routing.NewController(cfg.NodeName, routing.Params{Mode: cfg.RoutingMode, VXLAN: cfg.VXLAN, MTU: cfg.MTU},
 		nodes.Lister(), dp, recorder, m, func() { nodeRunner.Trigger() })
 	routeRunner := syncrunner.New("routing", routeCtl.Sync, runnerOpts)
-	setupCtl := nodesetup.New(cfg, client, nodes.Lister(), routeCtl, dp, nodesetup.ProcSysctls{})
+	setupCtl := nodesetup.New(cfg, client, nodes.Lister(), routeCtl, dp, d.sysctls)
 	nodeRunner = syncrunner.New("nodesetup", setupCtl.Sync, runnerOpts)
 
 	runners := []*syncrunner.Runner{routeRunner, nodeRunner}
-	masqRunner, err := newMasqRunner(cfg, nodes.Lister(), m, runnerOpts)
-	if err != nil {
-		return err
-	}
-	if masqRunner != nil {
+	var masqRunner *syncrunner.Runner
+	if d.nft != nil {
+		masqRunner = newMasqRunner(cfg, nodes.Lister(), d.nft, m, runnerOpts)
 		runners = append(runners, masqRunner)
 	}
 

@@ -24,13 +24,9 @@ type masqController struct {
 	m      *metrics.Metrics
 }
 
-func newMasqRunner(cfg *config.Config, lister corelisters.NodeLister, m *metrics.Metrics, opts syncrunner.Options) (*syncrunner.Runner, error) {
-	nft, err := masq.New()
-	if err != nil {
-		return nil, err
-	}
+func newMasqRunner(cfg *config.Config, lister corelisters.NodeLister, nft knftables.Interface, m *metrics.Metrics, opts syncrunner.Options) *syncrunner.Runner {
 	c := &masqController{cfg: cfg, lister: lister, nft: nft, m: m}
-	return syncrunner.New("masquerade", c.Sync, opts), nil
+	return syncrunner.New("masquerade", c.Sync, opts)
 }
 
 // Sync programs the masquerade table from the current Nodes.

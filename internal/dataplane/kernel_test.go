@@ -6,68 +6,24 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 
-	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
-	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/dataplane/dataplanetest"
 	"github.com/trellisnet/trellis/internal/routing"
 )
 
-// testNode is a throwaway network namespace with a dummy "underlay"
-// interface ul0 holding 10.0.1.11/24, and a Netlink dataplane bound to it.
 type testNode struct {
-	ns ns.NetNS
 	h  *netlink.Handle
 	dp *Netlink
 }
 
 func newTestNode(t *testing.T) *testNode {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("TestKernel* tests need root (real network namespaces); run them as root via make test-kernel")
-	}
-	netns, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("create netns: %v", err)
-	}
-	h, err := netlink.NewHandleAt(vns.NsHandle(int(netns.Fd())))
-	if err != nil {
-		t.Fatalf("netlink handle in netns: %v", err)
-	}
-	t.Cleanup(func() {
-		h.Close()
-		netns.Close()
-		_ = testutils.UnmountNS(netns)
-	})
-	// This kernel has no dummy driver: a veth pair (peer ul0p) stands in.
-	ul := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ul0", MTU: 1500}, PeerName: "ul0p"}
-	if err := h.LinkAdd(ul); err != nil {
-		t.Fatalf("add ul0: %v", err)
-	}
-	link, err := h.LinkByName("ul0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, _ := netlink.ParseAddr("10.0.1.11/24")
-	if err := h.AddrAdd(link, addr); err != nil {
-		t.Fatalf("address ul0: %v", err)
-	}
-	for _, l := range []string{"lo", "ul0", "ul0p"} {
-		ll, err := h.LinkByName(l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.LinkSetUp(ll); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return &testNode{ns: netns, h: h, dp: &Netlink{Handle: h}}
+	n := dataplanetest.NewNode(t, "10.0.1.11/24")
+	return &testNode{h: n.Handle, dp: &Netlink{Handle: n.Handle}}
 }
 
 var (
