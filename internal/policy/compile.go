@@ -48,12 +48,8 @@ func Compile(snap *Snapshot) *Desired {
 	ix := newIndex(snap)
 	d := staticObjects()
 	groups := map[string]bool{}
-	for i := range snap.Pods {
-		p := &snap.Pods[i]
-		ip, ok := firstIPv4(p)
-		if p.HostNetwork || p.NodeName != snap.NodeName || p.Interface == "" || !ok {
-			continue
-		}
+	for _, p := range localPods(snap) {
+		ip, _ := firstIPv4(p)
 		iface := p.Interface
 		d.Sets[SetPodIfaces].Elements = append(d.Sets[SetPodIfaces].Elements,
 			[]string{quote(iface), u32ToAddr(ip).String()})

@@ -183,6 +183,25 @@ func TestKernelPacketsMatchTracer(t *testing.T) {
 			k.serve(p.Namespace+"/"+p.Name, port)
 		}
 	}
+	// The agent finds pod interfaces from the plugin's host routes.
+	if err := k.node.Do(func(ns.NetNS) error {
+		got, err := policy.RouteInterfaces{}.PodInterfaces()
+		if err != nil {
+			return err
+		}
+		for i := range w.cluster.Pods {
+			p := &w.cluster.Pods[i]
+			if got[netip.MustParseAddr(p.Status.PodIP)] != ifaceFor(p) {
+				return fmt.Errorf("RouteInterfaces: %s -> %q, want %q (all: %v)", p.Status.PodIP, got[netip.MustParseAddr(p.Status.PodIP)], ifaceFor(p), got)
+			}
+		}
+		if len(got) != len(w.cluster.Pods) {
+			return fmt.Errorf("RouteInterfaces found %d pods, want %d: %v", len(got), len(w.cluster.Pods), got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	w.program(t) // the fake, for the tracer
 	err := k.node.Do(func(ns.NetNS) error {
 		nft, err := knftables.New(knftables.InetFamily, policy.TableName)

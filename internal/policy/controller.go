@@ -1,0 +1,212 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	netlisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/knftables"
+
+	"github.com/trellisnet/trellis/internal/syncrunner"
+)
+
+// InterfaceLister tells which host interface carries each local pod
+// address (the plugin's /32 host route on a trl… device).
+type InterfaceLister interface {
+	PodInterfaces() (map[netip.Addr]string, error)
+}
+
+// Config wires a Controller.
+type Config struct {
+	NodeName string
+	// Informers is the agent's shared factory; NewController registers the
+	// pod, namespace and networkpolicy informers on it.
+	Informers informers.SharedInformerFactory
+	// NFT is bound to the inet family and TableName.
+	NFT        knftables.Interface
+	Interfaces InterfaceLister
+	// Registerer receives the policy metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// Observer, if set, is told about every sync (e.g. the agent's metrics).
+	Observer syncrunner.Observer
+	// MinSyncInterval and MaxSyncInterval bound the sync rate (defaults
+	// 100ms and 1m); MaxSyncInterval is also the drift-repair period.
+	MinSyncInterval, MaxSyncInterval time.Duration
+}
+
+// Controller keeps the policy table in sync with the API.
+type Controller struct {
+	cfg      Config
+	pods     corelisters.PodLister
+	nss      corelisters.NamespaceLister
+	policies netlisters.NetworkPolicyLister
+	synced   []cache.InformerSynced
+	runner   *syncrunner.Runner
+	metrics  *controllerMetrics
+
+	mu           sync.Mutex
+	pendingSince time.Time // first API change not yet programmed
+}
+
+// NewController registers the informers it needs on cfg.Informers (call it
+// before the factory is started, or let Run start it).
+func NewController(cfg Config) (*Controller, error) {
+	if cfg.NodeName == "" || cfg.Informers == nil || cfg.NFT == nil || cfg.Interfaces == nil {
+		return nil, fmt.Errorf("policy controller: NodeName, Informers, NFT and Interfaces are required")
+	}
+	if cfg.MinSyncInterval <= 0 {
+		cfg.MinSyncInterval = 100 * time.Millisecond
+	}
+	if cfg.MaxSyncInterval <= 0 {
+		cfg.MaxSyncInterval = time.Minute
+	}
+	podInf := cfg.Informers.Core().V1().Pods()
+	nsInf := cfg.Informers.Core().V1().Namespaces()
+	npInf := cfg.Informers.Networking().V1().NetworkPolicies()
+	c := &Controller{
+		cfg: cfg, pods: podInf.Lister(), nss: nsInf.Lister(), policies: npInf.Lister(),
+		metrics: newControllerMetrics(),
+	}
+	c.runner = syncrunner.New("policy", c.Sync, syncrunner.Options{
+		MinInterval: cfg.MinSyncInterval, MaxInterval: cfg.MaxSyncInterval, Observer: cfg.Observer,
+	})
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { c.changed() },
+		UpdateFunc: func(oldObj, newObj any) {
+			if o, ok := oldObj.(interface{ GetResourceVersion() string }); ok {
+				if n, ok := newObj.(interface{ GetResourceVersion() string }); ok &&
+					o.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion() {
+					return // informer resync, nothing changed
+				}
+			}
+			c.changed()
+		},
+		DeleteFunc: func(any) { c.changed() },
+	}
+	for _, inf := range []cache.SharedIndexInformer{podInf.Informer(), nsInf.Informer(), npInf.Informer()} {
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return nil, fmt.Errorf("policy controller: add event handler: %w", err)
+		}
+		c.synced = append(c.synced, inf.HasSynced)
+	}
+	if cfg.Registerer != nil {
+		if err := c.metrics.register(cfg.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// changed records an API change and asks for a sync.
+func (c *Controller) changed() {
+	c.mu.Lock()
+	if c.pendingSince.IsZero() {
+		c.pendingSince = time.Now()
+	}
+	c.mu.Unlock()
+	c.runner.Trigger()
+}
+
+// Run starts the informers (if not yet started), waits for their caches,
+// then syncs on every change through the rate-limited runner until ctx is
+// cancelled.
+func (c *Controller) Run(ctx context.Context) error {
+	c.cfg.Informers.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return fmt.Errorf("policy controller: caches did not sync: %w", ctx.Err())
+	}
+	klog.FromContext(ctx).WithName("policy").Info("Caches synced, starting policy syncs", "node", c.cfg.NodeName)
+	c.runner.Run(ctx)
+	return nil
+}
+
+// LastSuccess is when the last successful sync finished (health checks).
+func (c *Controller) LastSuccess() time.Time { return c.runner.LastSuccess() }
+
+// Sync is one full-state sync: snapshot from the listers and the kernel's
+// interfaces, compile, apply in one transaction.
+func (c *Controller) Sync(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithName("policy")
+	c.mu.Lock()
+	since := c.pendingSince
+	c.pendingSince = time.Time{}
+	c.mu.Unlock()
+	err := c.sync(ctx, logger)
+	if err != nil {
+		c.mu.Lock()
+		if !since.IsZero() && (c.pendingSince.IsZero() || since.Before(c.pendingSince)) {
+			c.pendingSince = since // still not programmed
+		}
+		c.mu.Unlock()
+		return err
+	}
+	if !since.IsZero() {
+		c.metrics.latency.Observe(time.Since(since).Seconds())
+	}
+	return nil
+}
+
+func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
+	snap, err := c.snapshot()
+	if err != nil {
+		return err
+	}
+	d := Compile(snap)
+	st, err := Apply(ctx, c.cfg.NFT, d)
+	if err != nil {
+		return err
+	}
+	c.metrics.observe(snap, d)
+	logger.V(4).Info("Policy table synced", "operations", st.Operations, "elementsAdded", st.ElementsAdded,
+		"elementsDeleted", st.ElementsDeleted, "chainsCreated", st.ChainsCreated, "objectsDeleted", st.ObjectsDeleted)
+	return nil
+}
+
+func (c *Controller) snapshot() (*Snapshot, error) {
+	ifaces, err := c.cfg.Interfaces.PodInterfaces()
+	if err != nil {
+		return nil, fmt.Errorf("list pod interfaces: %w", err)
+	}
+	nss, err := c.nss.List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list namespaces: %w", err)
+	}
+	pods, err := c.pods.List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list pods: %w", err)
+	}
+	nps, err := c.policies.List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list networkpolicies: %w", err)
+	}
+	snap := &Snapshot{NodeName: c.cfg.NodeName, Policies: nps}
+	for _, ns := range nss {
+		snap.Namespaces = append(snap.Namespaces, NamespaceFromAPI(ns))
+	}
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue // finished: its address may already belong to a new pod
+		}
+		sp := PodFromAPI(p, "")
+		if sp.NodeName == c.cfg.NodeName && !sp.HostNetwork {
+			for _, a := range sp.IPs {
+				if name, ok := ifaces[a]; ok {
+					sp.Interface = name
+					break
+				}
+			}
+		}
+		snap.Pods = append(snap.Pods, sp)
+	}
+	return snap, nil
+}

@@ -1,0 +1,168 @@
+package policy_test
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	"sigs.k8s.io/knftables"
+
+	"github.com/trellisnet/trellis/internal/policy"
+	"github.com/trellisnet/trellis/internal/policy/nfttrace"
+)
+
+type staticIfaces struct {
+	mu sync.Mutex
+	m  map[netip.Addr]string
+}
+
+func (s *staticIfaces) PodInterfaces() (map[netip.Addr]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[netip.Addr]string{}
+	for k, v := range s.m {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestControllerFollowsTheAPI: policy create, pod label change and policy
+// delete reach the table through informers and the sync runner, and the
+// programming latency histogram records them.
+func TestControllerFollowsTheAPI(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewSimpleClientset()
+	nft := knftables.NewFake(knftables.InetFamily, policy.TableName)
+	reg := prometheus.NewRegistry()
+	ifaces := &staticIfaces{m: map[netip.Addr]string{netip.MustParseAddr("10.244.1.10"): "trl00000000aaa"}}
+	c, err := policy.NewController(policy.Config{
+		NodeName: "n1", Informers: informers.NewSharedInformerFactory(client, 0), NFT: nft,
+		Interfaces: ifaces, Registerer: reg, MinSyncInterval: 10 * time.Millisecond, MaxSyncInterval: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+
+	mustCreate := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x",
+		Labels: map[string]string{"kubernetes.io/metadata.name": "x"}}}, metav1.CreateOptions{})
+	mustCreate(err)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "a", Labels: map[string]string{"app": "web"}},
+		Spec:   corev1.PodSpec{NodeName: "n1"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.10", PodIPs: []corev1.PodIP{{IP: "10.244.1.10"}}}}
+	_, err = client.CoreV1().Pods("x").Create(ctx, pod, metav1.CreateOptions{})
+	mustCreate(err)
+
+	mapHas := func(m string) func() bool {
+		return func() bool {
+			nft.RLock()
+			defer nft.RUnlock()
+			return nft.Table != nil && nft.Table.Maps[m] != nil && len(nft.Table.Maps[m].Elements) == 1
+		}
+	}
+	ifaceKnown := func() bool {
+		nft.RLock()
+		defer nft.RUnlock()
+		return nft.Table != nil && len(nft.Table.Sets[policy.SetPodIfaces].Elements) == 1
+	}
+	waitFor(t, "pod programmed in pod-ifaces", ifaceKnown)
+
+	deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "deny-web"},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}
+	_, err = client.NetworkingV1().NetworkPolicies("x").Create(ctx, deny, metav1.CreateOptions{})
+	mustCreate(err)
+	waitFor(t, "pod isolated for ingress", mapHas(policy.MapIngressPods))
+	probe := nfttrace.Packet{Hook: "forward", IIF: "eth0", OIF: "trl00000000aaa", Src: netip.MustParseAddr("10.244.2.7"),
+		Dst: netip.MustParseAddr("10.244.1.10"), Proto: 6, DPort: 80, CTState: "new"}
+	if v, err := nfttrace.Trace(nft, probe); err != nil || v != nfttrace.Drop {
+		t.Fatalf("after deny policy: %v %v", v, err)
+	}
+	if got := gaugeValue(t, reg, "trellis_agent_policy_selected_local_pods"); got != 1 {
+		t.Fatalf("selected pods gauge = %v, want 1", got)
+	}
+
+	pod.Labels = map[string]string{"app": "db"}
+	_, err = client.CoreV1().Pods("x").Update(ctx, pod, metav1.UpdateOptions{})
+	mustCreate(err)
+	waitFor(t, "label change un-isolates the pod", func() bool { return !mapHas(policy.MapIngressPods)() })
+	if v, err := nfttrace.Trace(nft, probe); err != nil || v != nfttrace.Accept {
+		t.Fatalf("after label change: %v %v", v, err)
+	}
+
+	pod.Labels = map[string]string{"app": "web"}
+	_, err = client.CoreV1().Pods("x").Update(ctx, pod, metav1.UpdateOptions{})
+	mustCreate(err)
+	waitFor(t, "pod isolated again", mapHas(policy.MapIngressPods))
+	mustCreate(client.NetworkingV1().NetworkPolicies("x").Delete(ctx, "deny-web", metav1.DeleteOptions{}))
+	waitFor(t, "policy delete un-isolates the pod", func() bool { return !mapHas(policy.MapIngressPods)() })
+	nft.RLock()
+	for name := range nft.Table.Chains {
+		if strings.HasPrefix(name, "ing-") || strings.HasPrefix(name, "eg-") {
+			t.Errorf("stale group chain %s left after the policy was deleted", name)
+		}
+	}
+	nft.RUnlock()
+
+	var samples uint64
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "trellis_agent_policy_programming_latency_seconds" {
+			samples = mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	if samples < 4 {
+		t.Fatalf("latency histogram has %d samples, want >= 4 (one per change)", samples)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gaugeValue returns the value of the single series of a gauge in reg.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no single-series gauge %s", name)
+	return 0
+}
