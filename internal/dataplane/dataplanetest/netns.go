@@ -1,9 +1,10 @@
-// Package dataplanetest gives tier-1 tests a throwaway network namespace
-// that looks like a node: an "underlay" interface with an address.
+// Package dataplanetest gives tier-1 tests throwaway network namespaces
+// that look like nodes: an "underlay" interface ul0 with an address.
 package dataplanetest
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -13,8 +14,7 @@ import (
 	vns "github.com/vishvananda/netns"
 )
 
-// Node is a network namespace with interface ul0 (a veth whose peer ul0p
-// stays in the namespace: this kernel has no dummy driver) holding Addr.
+// Node is a network namespace with interface ul0.
 type Node struct {
 	NS     ns.NetNS
 	Handle *netlink.Handle
@@ -22,9 +22,7 @@ type Node struct {
 	Name string
 }
 
-// NewNode creates the namespace; it is removed in t.Cleanup. It fails the
-// test loudly when not root.
-func NewNode(t *testing.T, addr string) *Node {
+func newNS(t *testing.T) *Node {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("TestKernel* tests need root (real network namespaces); run them as root via make test-kernel")
@@ -42,10 +40,48 @@ func NewNode(t *testing.T, addr string) *Node {
 		netns.Close()
 		_ = testutils.UnmountNS(netns)
 	})
-	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ul0", MTU: 1500}, PeerName: "ul0p"}); err != nil {
+	return &Node{NS: netns, Handle: h, Name: filepath.Base(netns.Path())}
+}
+
+// NewNode creates a namespace whose ul0 holds addr (a veth whose peer ul0p
+// stays in the namespace: this kernel has no dummy driver). It is removed in
+// t.Cleanup. It fails the test loudly when not root.
+func NewNode(t *testing.T, addr string) *Node {
+	t.Helper()
+	n := newNS(t)
+	if err := n.Handle.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ul0", MTU: 1500}, PeerName: "ul0p"}); err != nil {
 		t.Fatalf("add ul0: %v", err)
 	}
-	link, err := h.LinkByName("ul0")
+	n.setUp(t, "ul0p")
+	n.Configure(t, "ul0", addr)
+	return n
+}
+
+// NewLinkedNodes creates two namespaces whose ul0 interfaces are the two
+// ends of one veth (one L2 segment), holding addrA and addrB.
+func NewLinkedNodes(t *testing.T, addrA, addrB string) (*Node, *Node) {
+	t.Helper()
+	a, b := newNS(t), newNS(t)
+	if err := a.Handle.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ul0", MTU: 1500},
+		PeerName: "ul0b", PeerNamespace: netlink.NsFd(int(b.NS.Fd()))}); err != nil {
+		t.Fatalf("add veth between namespaces: %v", err)
+	}
+	peer, err := b.Handle.LinkByName("ul0b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Handle.LinkSetName(peer, "ul0"); err != nil {
+		t.Fatal(err)
+	}
+	a.Configure(t, "ul0", addrA)
+	b.Configure(t, "ul0", addrB)
+	return a, b
+}
+
+// Configure adds addr to link and sets it and lo up.
+func (n *Node) Configure(t *testing.T, link, addr string) {
+	t.Helper()
+	l, err := n.Handle.LinkByName(link)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,17 +89,26 @@ func NewNode(t *testing.T, addr string) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.AddrAdd(link, a); err != nil {
-		t.Fatalf("address ul0: %v", err)
+	if err := n.Handle.AddrAdd(l, a); err != nil {
+		t.Fatalf("address %s: %v", link, err)
 	}
-	for _, l := range []string{"lo", "ul0", "ul0p"} {
-		ll, err := h.LinkByName(l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.LinkSetUp(ll); err != nil {
-			t.Fatal(err)
-		}
+	n.setUp(t, "lo")
+	n.setUp(t, link)
+}
+
+func (n *Node) setUp(t *testing.T, name string) {
+	t.Helper()
+	l, err := n.Handle.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return &Node{NS: netns, Handle: h, Name: filepath.Base(netns.Path())}
+	if err := n.Handle.LinkSetUp(l); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Exec runs a command inside the namespace and returns its combined output.
+func (n *Node) Exec(args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...).CombinedOutput()
+	return string(out), err
 }
