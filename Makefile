@@ -15,12 +15,11 @@ BIN := $(CURDIR)/bin
 TRELLIS_CACHE ?= /var/cache/trellis
 export TRELLIS_CACHE
 
-COMMANDS := $(notdir $(wildcard cmd/*))
 
 .PHONY: build deps test test-unit test-kernel test-fuzz-seeds vet clean
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/...
 
 # Host packages every tier needs (idempotent; apt only when something is missing).
 deps:

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -21,21 +22,32 @@ import (
 const DefaultDataDir = "/var/lib/trellis/ipam"
 
 const (
-	stateFile = "allocations.json"
-	lockFile  = "lock"
-	// stateVersion is the on-disk schema version.
-	stateVersion = 1
+	lockFile   = "lock"
+	cursorFile = "cursor.json"
+	// entryPrefix starts the name of every allocation entry:
+	// a_<address>_<containerID>_<ifname>, parts escaped (see escapePart).
+	entryPrefix = "a_"
+	maxNameLen  = 255
 )
 
 // ErrLockTimeout is returned (wrapped) when another process holds the store
 // lock for longer than the store's lock timeout.
 var ErrLockTimeout = errors.New("timed out waiting for the IPAM lock")
 
-// Store persists a State in one directory (one per CNI network). Every
-// mutation runs under an exclusive file lock, so concurrent plugin processes
-// are serialized, and is written with write-then-rename + fsync, so a crash
-// or kill -9 at any point leaves either the previous or the new state, and an
-// allocation is durable before Update returns.
+// Store persists a State in one directory (one per CNI network).
+//
+// Every allocation is an empty file whose name carries the address and the
+// attachment key. Creating or removing one directory entry is atomic, so a
+// crash or kill -9 at any point leaves each allocation either recorded or
+// not, never half-written, and there is no shared file to corrupt. Every
+// mutation runs under an exclusive flock (concurrent plugin processes are
+// serialized); the directory is fsynced after the lock is released and
+// before Update returns, so an allocation is durable before ADD returns
+// while concurrent callers' fsyncs overlap instead of queueing.
+//
+// The round-robin cursor (State.Last) is replaced with write-then-rename
+// under the lock but not fsynced: losing it to a power cut only changes the
+// order in which free addresses are reused.
 type Store struct {
 	dir         string
 	LockTimeout time.Duration
@@ -49,31 +61,31 @@ func NewStore(dataDir, network string) *Store {
 // Dir is the directory holding the store's files.
 func (s *Store) Dir() string { return s.dir }
 
-type onDisk struct {
-	Version int `json:"version"`
-	State
+// Update runs fn on the current state under the exclusive lock and persists
+// what fn changed. When fn returns an error nothing is written.
+func (s *Store) Update(ctx context.Context, fn func(*State) error) error {
+	changed, err := s.update(ctx, fn)
+	if err != nil || !changed {
+		return err
+	}
+	return atomicfile.SyncDir(s.dir)
 }
 
-// Update runs fn on the current state under the exclusive lock and persists
-// the result when fn changed it. When fn returns an error nothing is written.
-func (s *Store) Update(ctx context.Context, fn func(*State) error) error {
+func (s *Store) update(ctx context.Context, fn func(*State) error) (bool, error) {
 	unlock, err := s.lock(ctx, true)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer unlock()
 	st, err := s.load()
 	if err != nil {
-		return err
+		return false, err
 	}
-	before := cloneState(st)
+	before := State{Allocations: slices.Clone(st.Allocations), Last: maps.Clone(st.Last)}
 	if err := fn(st); err != nil {
-		return err
+		return false, err
 	}
-	if equalState(&before, st) {
-		return nil
-	}
-	return s.save(st)
+	return s.save(&before, st)
 }
 
 // View runs fn on the current state under a shared lock.
@@ -125,45 +137,145 @@ func (s *Store) lock(ctx context.Context, exclusive bool) (func(), error) {
 }
 
 func (s *Store) load() (*State, error) {
-	path := filepath.Join(s.dir, stateFile)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return &State{}, nil
-	}
+	d, err := os.Open(s.dir)
 	if err != nil {
-		return nil, fmt.Errorf("read IPAM state: %w", err)
+		return nil, fmt.Errorf("open IPAM directory: %w", err)
 	}
-	var d onDisk
-	if err := json.Unmarshal(data, &d); err != nil {
-		// Never start from empty here: that would hand out addresses in use.
-		return nil, fmt.Errorf("IPAM state %s is unreadable (refusing to allocate): %w", path, err)
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return nil, fmt.Errorf("list IPAM directory %s: %w", s.dir, err)
 	}
-	if d.Version != stateVersion {
-		return nil, fmt.Errorf("IPAM state %s has version %d, this build reads version %d", path, d.Version, stateVersion)
+	st := &State{}
+	for _, n := range names {
+		if !strings.HasPrefix(n, entryPrefix) {
+			continue
+		}
+		a, err := parseEntry(n)
+		if err != nil {
+			// Never skip an entry we cannot read: that could hand out an address in use.
+			return nil, fmt.Errorf("IPAM entry %s in %s is unreadable (refusing to allocate): %w", n, s.dir, err)
+		}
+		st.Allocations = append(st.Allocations, a)
 	}
-	return &d.State, nil
+	data, err := os.ReadFile(filepath.Join(s.dir, cursorFile))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("read IPAM cursor: %w", err)
+	default:
+		// The cursor only orders reuse: an unreadable one is replaced.
+		_ = json.Unmarshal(data, &st.Last)
+	}
+	return st, nil
 }
 
-func (s *Store) save(st *State) error {
-	data, err := json.Marshal(onDisk{Version: stateVersion, State: *st})
-	if err != nil {
-		return fmt.Errorf("encode IPAM state: %w", err)
+// save writes the difference between before and after. It reports whether
+// any allocation entry changed (the caller then fsyncs the directory).
+func (s *Store) save(before, after *State) (bool, error) {
+	old := map[Allocation]bool{}
+	for _, a := range before.Allocations {
+		old[a] = true
 	}
-	atomicfile.CleanTemp(s.dir, stateFile)
-	return atomicfile.Write(filepath.Join(s.dir, stateFile), data, 0o600)
-}
-
-func cloneState(s *State) State {
-	c := State{Allocations: append([]Allocation(nil), s.Allocations...)}
-	if s.Last != nil {
-		c.Last = make(map[string]netip.Addr, len(s.Last))
-		for k, v := range s.Last {
-			c.Last[k] = v
+	changed := false
+	for _, a := range after.Allocations {
+		if old[a] {
+			delete(old, a)
+			continue
+		}
+		name, err := entryName(a)
+		if err != nil {
+			return changed, err
+		}
+		f, err := os.OpenFile(filepath.Join(s.dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return changed, fmt.Errorf("record allocation %s: %w", a.Addr, err)
+		}
+		f.Close()
+		changed = true
+	}
+	for a := range old { // released
+		name, err := entryName(a)
+		if err != nil {
+			return changed, err
+		}
+		if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return changed, fmt.Errorf("release %s: %w", a.Addr, err)
+		}
+		changed = true
+	}
+	if !maps.Equal(before.Last, after.Last) {
+		data, err := json.Marshal(after.Last)
+		if err != nil {
+			return changed, fmt.Errorf("encode IPAM cursor: %w", err)
+		}
+		tmp := filepath.Join(s.dir, cursorFile+".tmp")
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			return changed, fmt.Errorf("write IPAM cursor: %w", err)
+		}
+		if err := os.Rename(tmp, filepath.Join(s.dir, cursorFile)); err != nil {
+			return changed, fmt.Errorf("replace IPAM cursor: %w", err)
 		}
 	}
-	return c
+	return changed, nil
 }
 
-func equalState(a, b *State) bool {
-	return slices.Equal(a.Allocations, b.Allocations) && maps.Equal(a.Last, b.Last)
+func entryName(a Allocation) (string, error) {
+	name := entryPrefix + a.Addr.String() + "_" + escapePart(a.ContainerID) + "_" + escapePart(a.IfName)
+	if len(name) > maxNameLen {
+		return "", fmt.Errorf("container ID %q is too long to record (allocation entry over %d bytes)", a.ContainerID, maxNameLen)
+	}
+	return name, nil
+}
+
+func parseEntry(name string) (Allocation, error) {
+	parts := strings.Split(strings.TrimPrefix(name, entryPrefix), "_")
+	if len(parts) != 3 {
+		return Allocation{}, errors.New("want address_containerID_ifname")
+	}
+	addr, err := netip.ParseAddr(parts[0])
+	if err != nil {
+		return Allocation{}, err
+	}
+	cid, err1 := unescapePart(parts[1])
+	ifn, err2 := unescapePart(parts[2])
+	if err := errors.Join(err1, err2); err != nil {
+		return Allocation{}, err
+	}
+	return Allocation{Key: Key{ContainerID: cid, IfName: ifn}, Addr: addr}, nil
+}
+
+// escapePart keeps [A-Za-z0-9.-] and writes every other byte as %XX, so the
+// separator "_" and "/" never appear inside a part.
+func escapePart(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+func unescapePart(s string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", fmt.Errorf("truncated escape in %q", s)
+		}
+		var c byte
+		if _, err := fmt.Sscanf(s[i+1:i+3], "%02X", &c); err != nil {
+			return "", fmt.Errorf("bad escape in %q", s)
+		}
+		b.WriteByte(c)
+		i += 2
+	}
+	return b.String(), nil
 }

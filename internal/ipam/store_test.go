@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,8 +66,9 @@ func TestStoreFailedUpdateWritesNothing(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Fatalf("got %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "net", stateFile)); !os.IsNotExist(err) {
-		t.Fatalf("state written despite error: %v", err)
+	entries, _ := filepath.Glob(filepath.Join(dir, "net", entryPrefix+"*"))
+	if len(entries) != 0 {
+		t.Fatalf("allocation recorded despite error: %v", entries)
 	}
 }
 
@@ -76,7 +78,7 @@ func TestStoreRefusesCorruptState(t *testing.T) {
 	if err := os.MkdirAll(st.Dir(), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(st.Dir(), stateFile), []byte(`{"version":1,"allocations":[`), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(st.Dir(), entryPrefix+"10.0.0.300_c_eth0"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	err := st.Update(context.Background(), func(s *State) error { return nil })
@@ -102,5 +104,50 @@ func TestStoreLockTimeout(t *testing.T) {
 	close(release)
 	if !errors.Is(err, ErrLockTimeout) {
 		t.Fatalf("expected lock timeout, got %v", err)
+	}
+}
+
+func TestEntryNameRoundTrip(t *testing.T) {
+	for _, a := range []Allocation{
+		{Key: Key{ContainerID: "0123abcdef", IfName: "eth0"}, Addr: netip.MustParseAddr("10.0.0.5")},
+		{Key: Key{ContainerID: "pod_with_under.scores-and%pct", IfName: "net/1 x"}, Addr: netip.MustParseAddr("fd00::1:5")},
+	} {
+		name, err := entryName(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := parseEntry(name)
+		if err != nil || got != a {
+			t.Fatalf("%s: round trip gave %+v, %v; want %+v", name, got, err, a)
+		}
+	}
+	if _, err := entryName(Allocation{Key: Key{ContainerID: strings.Repeat("x", 300), IfName: "eth0"}, Addr: netip.MustParseAddr("10.0.0.5")}); err == nil {
+		t.Fatal("over-long container ID accepted")
+	}
+	for _, bad := range []string{"a_10.0.0.1_c", "a_nope_c_eth0", "a_10.0.0.1_c%4_eth0", "a_10.0.0.1_c%ZZ_eth0"} {
+		if _, err := parseEntry(bad); err == nil {
+			t.Errorf("parseEntry(%q) accepted", bad)
+		}
+	}
+}
+
+// A store survives a process dying between any two of its steps: what is
+// on disk always loads, and released entries never come back.
+func TestStoreReleaseAndReload(t *testing.T) {
+	dir := t.TempDir()
+	ranges := []netip.Prefix{mustPrefix("10.6.0.0/28")}
+	st := NewStore(dir, "net")
+	for i := range 5 {
+		if err := st.Update(context.Background(), func(s *State) error { _, _, err := s.Allocate(key(i), ranges); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Update(context.Background(), func(s *State) error { s.Release(key(2)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var got State
+	_ = NewStore(dir, "net").View(context.Background(), func(s *State) error { got = *s; return nil })
+	if len(got.Allocations) != 4 || len(got.Lookup(key(2))) != 0 || got.Last[ranges[0].String()] != netip.MustParseAddr("10.6.0.6") {
+		t.Fatalf("reloaded state: %+v", got)
 	}
 }
