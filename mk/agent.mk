@@ -1,0 +1,11 @@
+# trellis-agent (issue 4). See docs/agent.md.
+#
+#   make test-agent   the agent's tier-0 and tier-1 tests only (root for tier 1)
+
+AGENT_PKGS := ./cmd/trellis-agent/... ./internal/agent/... ./internal/config/... ./internal/syncrunner/... \
+  ./internal/nodesetup/... ./internal/routing/... ./internal/dataplane/... ./internal/masq/... ./internal/metrics/...
+
+.PHONY: test-agent
+test-agent: deps
+	$(GO) test -count=1 $(AGENT_PKGS)
+	$(GO) test -count=1 -p 1 -tags kernel -run '^TestKernel' $(AGENT_PKGS)
