@@ -14,6 +14,7 @@ declare -A need=(
   [socat]=socat
   [tcpdump]=tcpdump
   [ethtool]=ethtool
+  [ping]=iputils-ping
 )
 missing=()
 for cmd in "${!need[@]}"; do

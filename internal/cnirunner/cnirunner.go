@@ -36,7 +36,7 @@ func New(conflist []byte, binDirs []string, cacheDir string, nodeNS ns.NetNS) (*
 func (r *Runner) rt(containerID, netnsPath, ifName string) *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{
 		ContainerID: containerID, NetNS: netnsPath, IfName: ifName,
-		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "trellis-test"}, {"K8S_POD_NAME", containerID}},
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "trellis"}, {"K8S_POD_NAME", containerID}},
 	}
 }
 
