@@ -34,6 +34,18 @@ type index struct {
 	// pods are the non-hostNetwork pods with an IPv4 address: the only pods
 	// that selectors can match.
 	pods []*podInfo
+	// selectors caches converted label selectors by identity.
+	selectors map[*metav1.LabelSelector]labels.Selector
+	// peerCache caches a rule's peer addresses: they depend on the rule
+	// only, not on the local pod being compiled.
+	peerCache  map[peerKey][]ipRange
+	namedCache map[namedKey][]portBox
+}
+
+type peerKey struct {
+	np   *networkingv1.NetworkPolicy
+	dir  direction
+	rule int
 }
 
 type podInfo struct {
@@ -72,7 +84,9 @@ func Compile(snap *Snapshot) *Desired {
 }
 
 func newIndex(snap *Snapshot) *index {
-	ix := &index{snap: snap, nsLabels: map[string]labels.Set{}}
+	ix := &index{snap: snap, nsLabels: map[string]labels.Set{},
+		selectors: map[*metav1.LabelSelector]labels.Selector{}, peerCache: map[peerKey][]ipRange{},
+		namedCache: map[namedKey][]portBox{}}
 	for _, ns := range snap.Namespaces {
 		ix.nsLabels[ns.Name] = labels.Set(ns.Labels)
 	}
@@ -131,6 +145,16 @@ func selector(ls *metav1.LabelSelector) labels.Selector {
 	return s
 }
 
+// sel is selector() cached by identity for the compilation.
+func (ix *index) sel(ls *metav1.LabelSelector) labels.Selector {
+	if s, ok := ix.selectors[ls]; ok {
+		return s
+	}
+	s := selector(ls)
+	ix.selectors[ls] = s
+	return s
+}
+
 func (ix *index) selectingPolicies(p *Pod, dir direction) []*networkingv1.NetworkPolicy {
 	var out []*networkingv1.NetworkPolicy
 	for _, np := range ix.snap.Policies {
@@ -141,7 +165,7 @@ func (ix *index) selectingPolicies(p *Pod, dir direction) []*networkingv1.Networ
 		if (dir == ingress && !in) || (dir == egress && !eg) {
 			continue
 		}
-		if selector(&np.Spec.PodSelector).Matches(labels.Set(p.Labels)) {
+		if ix.sel(&np.Spec.PodSelector).Matches(labels.Set(p.Labels)) {
 			out = append(out, np)
 		}
 	}
@@ -153,12 +177,12 @@ func (ix *index) allowFor(p *Pod, dir direction, pols []*networkingv1.NetworkPol
 	var al allowList
 	for _, np := range pols {
 		if dir == ingress {
-			for _, r := range np.Spec.Ingress {
-				ix.addRule(&al, np.Namespace, r.From, r.Ports, p, dir)
+			for i, r := range np.Spec.Ingress {
+				ix.addRule(&al, peerKey{np, dir, i}, r.From, r.Ports, p)
 			}
 		} else {
-			for _, r := range np.Spec.Egress {
-				ix.addRule(&al, np.Namespace, r.To, r.Ports, p, dir)
+			for i, r := range np.Spec.Egress {
+				ix.addRule(&al, peerKey{np, dir, i}, r.To, r.Ports, p)
 			}
 		}
 	}
@@ -167,10 +191,22 @@ func (ix *index) allowFor(p *Pod, dir direction, pols []*networkingv1.NetworkPol
 	return al
 }
 
-// addRule adds one ingress/egress rule's contribution for local pod p.
-func (ix *index) addRule(al *allowList, ns string, peers []networkingv1.NetworkPolicyPeer,
-	ports []networkingv1.NetworkPolicyPort, p *Pod, dir direction) {
-	peerRanges := ix.peerRanges(ns, peers)
+// cachedPeers returns the addresses a rule's peers admit, computed once per
+// rule and compilation.
+func (ix *index) cachedPeers(k peerKey, peers []networkingv1.NetworkPolicyPeer) []ipRange {
+	if r, ok := ix.peerCache[k]; ok {
+		return r
+	}
+	r := ix.peerRanges(k.np.Namespace, peers)
+	ix.peerCache[k] = r
+	return r
+}
+
+// addRule adds the contribution of one ingress/egress rule (identified by
+// k) for local pod p.
+func (ix *index) addRule(al *allowList, k peerKey, peers []networkingv1.NetworkPolicyPeer,
+	ports []networkingv1.NetworkPolicyPort, p *Pod) {
+	peerRanges := ix.cachedPeers(k, peers)
 	if len(ports) == 0 {
 		al.all = append(al.all, peerRanges...)
 		return
@@ -192,23 +228,42 @@ func (ix *index) addRule(al *allowList, ns string, peers []networkingv1.NetworkP
 				continue // invalid (the API rejects it): admits nothing
 			}
 			al.ports = appendBoxes(al.ports, peerRanges, proto, uint16(lo), uint16(hi))
-		case dir == ingress: // named port, resolved on the selected pod
+		case k.dir == ingress: // named port, resolved on the selected pod
 			if n, ok := namedPort(p, pp.Port.StrVal, proto); ok {
 				al.ports = appendBoxes(al.ports, peerRanges, proto, n, n)
 			}
 		default: // named port on egress, resolved on each destination pod
-			// peerRanges holds the /32 of every selected pod and the
-			// ipBlocks, so membership is exactly "q matches a peer".
-			for _, q := range ix.pods {
-				if !inRanges(peerRanges, q.ip) {
-					continue
-				}
-				if n, ok := namedPort(q.pod, pp.Port.StrVal, proto); ok {
-					al.ports = append(al.ports, portBox{src: ipRange{q.ip, q.ip}, proto: proto, lo: n, hi: n})
-				}
-			}
+			al.ports = append(al.ports, ix.namedPortBoxes(k, peerRanges, pp.Port.StrVal, proto)...)
 		}
 	}
+}
+
+// namedPortBoxes resolves a named port on every pod admitted by a rule's
+// peers (peerRanges holds the /32 of every selected pod and the ipBlocks,
+// so membership is exactly "the pod matches a peer"). Cached per rule.
+func (ix *index) namedPortBoxes(pk peerKey, peerRanges []ipRange, name string, proto uint8) []portBox {
+	k := namedKey{rule: pk, name: name, proto: proto}
+	if b, ok := ix.namedCache[k]; ok {
+		return b
+	}
+	var out []portBox
+	for _, q := range ix.pods {
+		if !inRanges(peerRanges, q.ip) {
+			continue
+		}
+		if n, ok := namedPort(q.pod, name, proto); ok {
+			out = append(out, portBox{src: ipRange{q.ip, q.ip}, proto: proto, lo: n, hi: n})
+		}
+	}
+	ix.namedCache[k] = out
+	return out
+}
+
+// namedKey identifies a rule plus a port name and protocol.
+type namedKey struct {
+	rule  peerKey
+	name  string
+	proto uint8
 }
 
 func appendBoxes(out []portBox, rs []ipRange, proto uint8, lo, hi uint16) []portBox {
@@ -218,13 +273,10 @@ func appendBoxes(out []portBox, rs []ipRange, proto uint8, lo, hi uint16) []port
 	return out
 }
 
+// inRanges reports whether ip is in rs (sorted and disjoint).
 func inRanges(rs []ipRange, ip uint32) bool {
-	for _, r := range rs {
-		if r.lo <= ip && ip <= r.hi {
-			return true
-		}
-	}
-	return false
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].hi >= ip })
+	return i < len(rs) && rs[i].lo <= ip
 }
 
 func protoNumber(p *corev1.Protocol) (uint8, bool) {
@@ -288,13 +340,13 @@ func (ix *index) podMatchesPeer(ns string, peer *networkingv1.NetworkPolicyPeer,
 		if q.pod.Namespace != ns {
 			return false
 		}
-	} else if !selector(peer.NamespaceSelector).Matches(ix.nsLabels[q.pod.Namespace]) {
+	} else if !ix.sel(peer.NamespaceSelector).Matches(ix.nsLabels[q.pod.Namespace]) {
 		return false
 	}
 	if peer.PodSelector == nil {
 		return true
 	}
-	return selector(peer.PodSelector).Matches(labels.Set(q.pod.Labels))
+	return ix.sel(peer.PodSelector).Matches(labels.Set(q.pod.Labels))
 }
 
 // ipBlockRanges is cidr minus except, IPv4 only (an IPv6 block admits no

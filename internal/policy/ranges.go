@@ -129,33 +129,40 @@ func disjointBoxes(in []portBox) []portBox {
 }
 
 func disjointForProto(proto uint8, boxes []portBox) []portBox {
-	// Elementary address intervals between all box boundaries.
-	cuts := map[uint64]bool{}
+	// Sweep along the address axis: at every box boundary the set of active
+	// port ranges changes; between boundaries it is constant.
+	type event struct {
+		at    uint64
+		ports ipRange // port range reuses ipRange as [lo,hi]
+		delta int
+	}
+	events := make([]event, 0, 2*len(boxes))
 	for _, b := range boxes {
-		cuts[uint64(b.src.lo)] = true
-		cuts[uint64(b.src.hi)+1] = true
+		pr := ipRange{uint32(b.lo), uint32(b.hi)}
+		events = append(events, event{uint64(b.src.lo), pr, 1}, event{uint64(b.src.hi) + 1, pr, -1})
 	}
-	points := make([]uint64, 0, len(cuts))
-	for c := range cuts {
-		points = append(points, c)
-	}
-	sort.Slice(points, func(i, j int) bool { return points[i] < points[j] })
-
+	sort.Slice(events, func(i, j int) bool { return events[i].at < events[j].at })
+	active := map[ipRange]int{}
 	type seg struct {
 		r     ipRange
-		ports []ipRange // port ranges reuse ipRange as [lo,hi]
+		ports []ipRange
 	}
 	var segs []seg
-	for i := 0; i+1 < len(points); i++ {
-		r := ipRange{uint32(points[i]), uint32(points[i+1] - 1)}
-		var ports []ipRange
-		for _, b := range boxes {
-			if b.src.lo <= r.lo && r.hi <= b.src.hi {
-				ports = append(ports, ipRange{uint32(b.lo), uint32(b.hi)})
+	for i := 0; i < len(events); {
+		at := events[i].at
+		for ; i < len(events) && events[i].at == at; i++ {
+			active[events[i].ports] += events[i].delta
+			if active[events[i].ports] == 0 {
+				delete(active, events[i].ports)
 			}
 		}
-		if len(ports) == 0 {
+		if len(active) == 0 || i == len(events) {
 			continue
+		}
+		r := ipRange{uint32(at), uint32(events[i].at - 1)}
+		ports := make([]ipRange, 0, len(active))
+		for pr := range active {
+			ports = append(ports, pr)
 		}
 		ports = mergeRanges(ports)
 		if n := len(segs); n > 0 && uint64(segs[n-1].r.hi)+1 == uint64(r.lo) && equalRanges(segs[n-1].ports, ports) {
