@@ -1,0 +1,317 @@
+//go:build e2e
+
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/trellisnet/trellis/internal/dataplane"
+	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/nodesetup"
+	"github.com/trellisnet/trellis/internal/routing"
+)
+
+// Every node: NetworkUnavailable=False from the agent, the annotations
+// peers need, and a Trellis route to each reachable peer's pod subnet.
+func TestE2EAgentNodesReadyAndRouted(t *testing.T) {
+	requireAgent(t)
+	ctx := context.Background()
+	nodes, err := l.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Items {
+		ok := false
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeNetworkUnavailable && c.Status == corev1.ConditionFalse && c.Reason == nodesetup.ConditionReason {
+				ok = true
+			}
+		}
+		if !ok {
+			t.Errorf("node %s: no NetworkUnavailable=False/%s condition: %+v", n.Name, nodesetup.ConditionReason, n.Status.Conditions)
+		}
+		if n.Annotations[routing.AnnotationNodeIP] != nodeHost(t, n.Name).Addr.String() {
+			t.Errorf("node %s: annotation %s=%q, want %s", n.Name, routing.AnnotationNodeIP, n.Annotations[routing.AnnotationNodeIP], nodeHost(t, n.Name).Addr)
+		}
+		if mode() != "native" && n.Annotations[routing.AnnotationVTEPMAC] == "" {
+			t.Errorf("node %s: no %s annotation in mode %s", n.Name, routing.AnnotationVTEPMAC, mode())
+		}
+	}
+	for _, self := range nodes.Items {
+		dp := nodeDataplane(t, self.Name)
+		for _, peer := range nodes.Items {
+			if peer.Name == self.Name {
+				continue
+			}
+			for _, c := range routing.PodCIDRs(&peer) {
+				if got, want := hasRoute(t, dp, c), reachable(self.Name, peer.Name); got != want {
+					t.Errorf("node %s: route to %s (%s) present=%v, want %v in mode %s", self.Name, peer.Name, c, got, want, mode())
+				}
+			}
+		}
+	}
+	if mode() == "native" {
+		evs, err := l.CS.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "reason=" + routing.ReasonNotOnSameSubnet})
+		if err != nil || len(evs.Items) == 0 {
+			t.Errorf("native mode across subnets: no %s Warning event (%v)", routing.ReasonNotOnSameSubnet, err)
+		}
+	}
+}
+
+// Truth table: TCP and UDP between every pair of pods, two pods on the first
+// node (same node), one on each other node (same and other subnet).
+func TestE2EAgentPodTruthTable(t *testing.T) {
+	requireAgent(t)
+	nodes := l.Nodes()
+	pods := createPods(t, "agent-tt", append([]string{nodes[0]}, nodes...))
+	expected := lab.NewMatrix(pods, true)
+	for _, a := range pods {
+		for _, b := range pods {
+			expected.Set(a, b, reachable(l.NodeOf(t, a), l.NodeOf(t, b)))
+		}
+	}
+	l.ExpectMatrix(t, pods, 80, "tcp", expected)
+	l.ExpectMatrix(t, pods, 81, "udp", expected)
+}
+
+// Pods reach every node (kubelet's port), nodes reach every pod.
+func TestE2EAgentPodToNodeAndNodeToPod(t *testing.T) {
+	requireAgent(t)
+	nodes := l.Nodes()
+	pods := createPods(t, "agent-pn", nodes)
+	for _, p := range pods {
+		src := l.NodeOf(t, p)
+		for _, n := range nodes {
+			addr := nodeHost(t, n).Addr.String()
+			// Pod -> node works in every mode: node addresses are outside
+			// the cluster CIDR, so cross-subnet traffic is masqueraded.
+			if err := lab.ProbeFromNetns(podNetns(t, p), lab.Target{Addr: addr, Port: 10250, Proto: "tcp"}, 3*time.Second); err != nil {
+				t.Errorf("pod %s (on %s) -> node %s %s:10250: %v", p, src, n, addr, err)
+			}
+			podIP := getPod(t, p).Status.PodIP
+			err := lab.ProbeFromNetns(netnsPath(nodeHost(t, n).Netns), lab.Target{Addr: podIP, Port: 80, Proto: "tcp"}, 3*time.Second)
+			if want := reachable(n, src); (err == nil) != want {
+				t.Errorf("node %s -> pod %s (on %s) %s:80: err %v, want reachable=%v", n, p, src, podIP, err, want)
+			}
+		}
+	}
+}
+
+// A Service ClusterIP (kube-proxy nftables DNAT) backed by a pod on another node.
+func TestE2EAgentServiceClusterIPCrossNode(t *testing.T) {
+	requireAgent(t)
+	nodes := l.Nodes()
+	backendNode := nodes[1] // other subnet than nodes[0]
+	if mode() == "native" {
+		backendNode = nodes[2] // same subnet as nodes[0]
+	}
+	pods := createPods(t, "agent-svc", []string{nodes[0], backendNode})
+	nsName, backend, _ := lab.SplitPodRef(pods[1])
+	ctx := context.Background()
+	svc, err := l.CS.CoreV1().Services(nsName).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "backend"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"pod": backend},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 8080, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastErr error
+	took := eventually(t, 30*time.Second, "ClusterIP reachable from "+pods[0], func() bool {
+		lastErr = lab.ProbeFromNetns(podNetns(t, pods[0]), lab.Target{Addr: svc.Spec.ClusterIP, Port: 8080, Proto: "tcp"}, 2*time.Second)
+		return lastErr == nil
+	})
+	t.Logf("pod on %s -> ClusterIP %s:8080 -> pod on %s after %v", nodes[0], svc.Spec.ClusterIP, backendNode, took)
+}
+
+// Pod -> the lab's external host: the external host sees the node address.
+func TestE2EAgentMasqueradeToExternal(t *testing.T) {
+	requireAgent(t)
+	nodes := l.Nodes()
+	pods := createPods(t, "agent-masq", nodes)
+	ext := l.State.Topology.External
+	var ln net.Listener
+	inNetns(t, netnsPath(ext.Netns), func() error {
+		var err error
+		ln, err = net.Listen("tcp4", net.JoinHostPort(ext.Addr.String(), "18080"))
+		return err
+	})
+	defer ln.Close()
+	for _, p := range pods {
+		node := l.NodeOf(t, p)
+		got := make(chan string, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				got <- "accept: " + err.Error()
+				return
+			}
+			got <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+			c.Close()
+		}()
+		conn, err := lab.DialInNetns(podNetns(t, p), "tcp", net.JoinHostPort(ext.Addr.String(), "18080"), 3*time.Second)
+		if err != nil {
+			t.Errorf("pod %s (on %s) -> external %s: %v", p, node, ext.Addr, err)
+			ln.(*net.TCPListener).SetDeadline(time.Now())
+			<-got
+			ln.(*net.TCPListener).SetDeadline(time.Time{})
+			continue
+		}
+		src := <-got
+		conn.Close()
+		if want := nodeHost(t, node).Addr.String(); src != want {
+			t.Errorf("pod %s (on %s) -> external: source %s, want the node address %s", p, node, src, want)
+		}
+	}
+}
+
+// Full-size UDP datagrams with DF set pass between pods on every path in
+// both directions (no fragmentation, no black hole); one byte more is
+// refused at the sender.
+func TestE2EAgentLargeUDPWithDF(t *testing.T) {
+	requireAgent(t)
+	nodes := l.Nodes()
+	pods := createPods(t, "agent-mtu", nodes)
+	for i, a := range pods {
+		for j, b := range pods {
+			if i == j || !reachable(l.NodeOf(t, a), l.NodeOf(t, b)) {
+				continue
+			}
+			pa, pb := podNetns(t, a), podNetns(t, b)
+			mtu := linkMTU(t, pa, "eth0")
+			ca := dfUDP(t, pa, getPod(t, a).Status.PodIP)
+			cb := dfUDP(t, pb, getPod(t, b).Status.PodIP)
+			if err := udpRoundTrip(ca, cb, mtu-28); err != nil {
+				t.Errorf("%s (%s) <-> %s (%s), %d-byte DF datagrams (pod MTU %d): %v", a, l.NodeOf(t, a), b, l.NodeOf(t, b), mtu-28, mtu, err)
+			}
+			if _, err := ca.WriteToUDP(make([]byte, mtu-27), cb.LocalAddr().(*net.UDPAddr)); !errors.Is(err, syscall.EMSGSIZE) {
+				t.Errorf("%s -> %s oversize DF datagram: %v, want EMSGSIZE", a, b, err)
+			}
+		}
+	}
+}
+
+func udpRoundTrip(a, b *net.UDPConn, size int) error {
+	msg := make([]byte, size)
+	for i := range msg {
+		msg[i] = byte(i)
+	}
+	buf := make([]byte, 65536)
+	for attempt := 0; ; attempt++ {
+		_, err := a.WriteToUDP(msg, b.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		_ = b.SetReadDeadline(time.Now().Add(time.Second))
+		n, from, err := b.ReadFromUDP(buf)
+		if err != nil {
+			if attempt < 3 {
+				continue
+			}
+			return fmt.Errorf("no %d-byte datagram arrived: %w", size, err)
+		}
+		if n != size {
+			return fmt.Errorf("received %d bytes, sent %d", n, size)
+		}
+		if _, err := b.WriteToUDP(buf[:n], from); err != nil {
+			return fmt.Errorf("reply: %w", err)
+		}
+		_ = a.SetReadDeadline(time.Now().Add(time.Second))
+		if n, _, err = a.ReadFromUDP(buf); err != nil || n != size {
+			return fmt.Errorf("reply: %d bytes, %v", n, err)
+		}
+		return nil
+	}
+}
+
+// A Node added in the API gets a route on every node; deleting it removes
+// the route everywhere within a second. Repeated 20 times: the convergence
+// figure of the dataplane benchmark (p99 printed).
+func TestE2EAgentNodeAddDeleteConvergence(t *testing.T) {
+	requireAgent(t)
+	ctx := context.Background()
+	var dps []*nodeDP
+	for _, n := range l.Nodes() {
+		dps = append(dps, &nodeDP{name: n, dp: nodeDataplane(t, n)})
+	}
+	var adds, dels []time.Duration
+	for i := 0; i < 20; i++ {
+		name := fmt.Sprintf("e2e-ghost-%d", i)
+		cidr := netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", 200+i))
+		// Same subnet as the first node, so every mode routes it there.
+		addr := netip.AddrFrom4([4]byte{172, 30, 1, byte(200 + i)})
+		node := &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec:       corev1.NodeSpec{PodCIDR: cidr.String(), PodCIDRs: []string{cidr.String()}},
+		}
+		created := time.Now()
+		if _, err := l.CS.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.CS.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+		n, err := l.CS.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr.String()}}
+		if _, err := l.CS.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var want []*nodeDP
+		for _, d := range dps {
+			if reachable(d.name, l.Nodes()[0]) {
+				want = append(want, d)
+			}
+		}
+		eventually(t, 5*time.Second, "route to "+name+" on every node", func() bool {
+			for _, d := range want {
+				if !hasRoute(t, d.dp, cidr) {
+					return false
+				}
+			}
+			return true
+		})
+		adds = append(adds, time.Since(created))
+		deleted := time.Now()
+		if err := l.CS.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, time.Second, "route to deleted "+name+" gone from every node", func() bool {
+			for _, d := range dps {
+				if hasRoute(t, d.dp, cidr) {
+					return false
+				}
+			}
+			return true
+		})
+		dels = append(dels, time.Since(deleted))
+	}
+	t.Logf("route convergence over 20 Node additions (API create -> route on every node): %s", quantiles(adds))
+	t.Logf("route removal over 20 Node deletions (API delete -> route gone everywhere): %s", quantiles(dels))
+}
+
+type nodeDP struct {
+	name string
+	dp   *dataplane.Netlink
+}
+
+func quantiles(d []time.Duration) string {
+	s := slices.Clone(d)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
+	return fmt.Sprintf("min %v median %v p99 %v max %v", s[0].Round(time.Millisecond), q(0.5).Round(time.Millisecond),
+		q(0.99).Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond))
+}

@@ -1,0 +1,209 @@
+//go:build e2e
+
+// Package agent holds the trellis-agent end-to-end tests (issue 4) against
+// a trellis-lab cluster: 3+ nodes over 2 underlay subnets, in the routing
+// mode the lab was brought up with (TRELLIS_LAB_ROUTING, default auto).
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/trellisnet/trellis/internal/dataplane"
+	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/test/e2e/framework"
+)
+
+var l *framework.Lab
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	var err error
+	l, err = framework.Setup(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		_ = l.Teardown()
+		os.Exit(1)
+	}
+	code := m.Run()
+	if err := l.Teardown(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e teardown:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// requireAgent fails (not skips) when the lab runs without the agent.
+func requireAgent(t *testing.T) {
+	t.Helper()
+	if !l.HasAgent() {
+		t.Fatalf("the lab runs without the Trellis agent (%s): agent e2e tests cannot run", l.State.AgentError)
+	}
+	if len(l.Nodes()) < 3 || len(l.State.Topology.Subnets) < 2 {
+		t.Fatalf("agent e2e tests need 3+ nodes over 2+ subnets, lab has %d nodes over %d subnets",
+			len(l.Nodes()), len(l.State.Topology.Subnets))
+	}
+}
+
+func mode() string { return l.State.Topology.Options.RoutingMode }
+
+// reachable says whether the agent's mode is expected to connect pods (or
+// pod subnets) on nodes a and b: native cannot cross subnets.
+func reachable(a, b string) bool { return mode() != "native" || a == b || l.SameSubnet(a, b) }
+
+func nodeHost(t *testing.T, name string) lab.Host {
+	t.Helper()
+	h, err := l.State.Topology.Node(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func netnsPath(netnsName string) string { return filepath.Join("/var/run/netns", netnsName) }
+
+// nodeDataplane opens a netlink handle inside a node's network namespace.
+func nodeDataplane(t *testing.T, node string) *dataplane.Netlink {
+	t.Helper()
+	h, err := vns.GetFromPath(netnsPath(nodeHost(t, node).Netns))
+	if err != nil {
+		t.Fatalf("open netns of %s: %v", node, err)
+	}
+	defer h.Close()
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatalf("netlink in %s: %v", node, err)
+	}
+	t.Cleanup(nh.Close)
+	return &dataplane.Netlink{Handle: nh}
+}
+
+// hasRoute reports whether node holds a Trellis route to dst.
+func hasRoute(t *testing.T, dp *dataplane.Netlink, dst netip.Prefix) bool {
+	t.Helper()
+	rs, err := dp.ListRoutes()
+	if err != nil {
+		t.Fatalf("list routes: %v", err)
+	}
+	for _, r := range rs {
+		if r.Dst != nil && r.Dst.String() == dst.String() {
+			return true
+		}
+	}
+	return false
+}
+
+func getPod(t *testing.T, ref string) *corev1.Pod {
+	t.Helper()
+	nsName, name, err := lab.SplitPodRef(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.CS.CoreV1().Pods(nsName).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// podNetns returns the netns path of a running pod.
+func podNetns(t *testing.T, ref string) string {
+	t.Helper()
+	p, err := lab.PodNetns(getPod(t, ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// inNetns runs f with the calling goroutine in the namespace at path;
+// sockets created inside stay in that namespace.
+func inNetns(t *testing.T, path string, f func() error) {
+	t.Helper()
+	if err := ns.WithNetNSPath(path, func(ns.NetNS) error { return f() }); err != nil {
+		t.Fatalf("in netns %s: %v", path, err)
+	}
+}
+
+// dfUDP opens a UDP socket in the netns at path bound to ip:0 with DF set.
+func dfUDP(t *testing.T, path, ip string) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	inNetns(t, path, func() error {
+		var err error
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)})
+		if err != nil {
+			return err
+		}
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+		}); err != nil {
+			return err
+		}
+		return serr
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// linkMTU returns the MTU of ifname inside the netns at path.
+func linkMTU(t *testing.T, path, ifname string) int {
+	t.Helper()
+	h, err := vns.GetFromPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nh.Close()
+	link, err := nh.LinkByName(ifname)
+	if err != nil {
+		t.Fatalf("%s in %s: %v", ifname, path, err)
+	}
+	return link.Attrs().MTU
+}
+
+// createPods puts one agnhost pod on each given node and returns NS/POD refs.
+func createPods(t *testing.T, base string, nodes []string) []string {
+	t.Helper()
+	nsName := l.Namespace(t, base, nil)
+	var specs []framework.PodSpec
+	for i, n := range nodes {
+		specs = append(specs, framework.PodSpec{Name: fmt.Sprintf("p%d-%s", i, n), Node: n})
+	}
+	return l.CreatePods(t, nsName, specs, 120*time.Second)
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
