@@ -21,7 +21,7 @@ type ApplyStats struct {
 
 // existing is what the table holds before the sync.
 type existing struct {
-	chains, sets, maps map[string]bool
+	chains, sets, maps, counters map[string]bool
 }
 
 // Apply makes the table hold exactly d, in one transaction, without flushing
@@ -47,6 +47,11 @@ func Apply(ctx context.Context, nft knftables.Interface, d *Desired) (ApplyStats
 	for _, name := range sortedKeys(d.Maps) {
 		tx.Add(&knftables.Map{Name: name, Type: d.Maps[name].Type})
 	}
+	for _, name := range sortedKeys(d.Counters) {
+		if !ex.counters[name] {
+			tx.Add(&knftables.Counter{Name: name})
+		}
+	}
 	writeChains(tx, d, ex, &st)
 	if err := diffElements(ctx, nft, tx, d, ex, &st); err != nil {
 		return st, err
@@ -60,8 +65,8 @@ func Apply(ctx context.Context, nft knftables.Interface, d *Desired) (ApplyStats
 }
 
 func listExisting(ctx context.Context, nft knftables.Interface) (*existing, error) {
-	ex := &existing{chains: map[string]bool{}, sets: map[string]bool{}, maps: map[string]bool{}}
-	for kind, dst := range map[string]map[string]bool{"chain": ex.chains, "set": ex.sets, "map": ex.maps} {
+	ex := &existing{chains: map[string]bool{}, sets: map[string]bool{}, maps: map[string]bool{}, counters: map[string]bool{}}
+	for kind, dst := range map[string]map[string]bool{"chain": ex.chains, "set": ex.sets, "map": ex.maps, "counter": ex.counters} {
 		names, err := nft.List(ctx, kind)
 		if knftables.IsNotFound(err) {
 			return ex, nil // no table yet
@@ -211,7 +216,7 @@ func fillContentAddressed(ctx context.Context, nft knftables.Interface, tx *knft
 	return nil
 }
 
-// deleteStale removes chains, then sets and maps, that the table holds but
+// deleteStale removes chains, then sets, maps and counters, that the table holds but
 // d does not. Map entries pointing at stale chains were already deleted by
 // diffElements; flushing stale chains first drops their set references.
 func deleteStale(tx *knftables.Transaction, d *Desired, ex *existing, st *ApplyStats) {
@@ -235,6 +240,12 @@ func deleteStale(tx *knftables.Transaction, d *Desired, ex *existing, st *ApplyS
 	for _, name := range sortedKeys(ex.maps) {
 		if _, ok := d.Maps[name]; !ok {
 			tx.Delete(&knftables.Map{Name: name})
+			st.ObjectsDeleted++
+		}
+	}
+	for _, name := range sortedKeys(ex.counters) {
+		if !d.Counters[name] {
+			tx.Delete(&knftables.Counter{Name: name})
 			st.ObjectsDeleted++
 		}
 	}

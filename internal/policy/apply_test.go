@@ -32,7 +32,10 @@ func goldenWorlds() map[string]*world {
 	mixed.addPolicy(np("x", "egress-cidr", networkingv1.NetworkPolicySpec{PolicyTypes: egressOnly, PodSelector: *sel("pod", "c"),
 		Egress: []networkingv1.NetworkPolicyEgressRule{{
 			To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.244.0.0/16", Except: []string{"10.244.2.0/24"}}}}}}}))
-	return map[string]*world{"no-policies": empty, "xyz-mixed": mixed}
+	logged := xyzWorld()
+	logged.cluster.Policies = mixed.cluster.Policies
+	logged.denyLogGroup = 100
+	return map[string]*world{"no-policies": empty, "xyz-mixed": mixed, "xyz-mixed-deny-log": logged}
 }
 
 func TestGoldenTables(t *testing.T) {

@@ -1,10 +1,7 @@
 package policy
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"sort"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -58,7 +55,7 @@ type podInfo struct {
 // snap.NodeName. It has no side effects.
 func Compile(snap *Snapshot) *Desired {
 	ix := newIndex(snap)
-	d := staticObjects()
+	d := staticObjects(snap.DenyLogGroup)
 	groups := map[string]bool{}
 	for _, p := range localPods(snap) {
 		ip, _ := firstIPv4(p)
@@ -71,7 +68,7 @@ func Compile(snap *Snapshot) *Desired {
 				continue // not isolated in this direction
 			}
 			al := ix.allowFor(p, dir, pols)
-			name := addGroup(d, dir, al, groups)
+			name := addGroup(d, dir, al, policyKeys(pols), snap.DenyLogGroup, groups)
 			m := MapIngressPods
 			if dir == egress {
 				m = MapEgressPods
@@ -371,81 +368,6 @@ func ipBlockRanges(b *networkingv1.IPBlock) []ipRange {
 		}
 	}
 	return out
-}
-
-// addGroup adds the chain and sets of an allow list (content-addressed) and
-// returns the chain's name.
-func addGroup(d *Desired, dir direction, al allowList, seen map[string]bool) string {
-	allElems := make([][]string, 0, len(al.all))
-	for _, r := range al.all {
-		allElems = append(allElems, []string{formatRange(r)})
-	}
-	portElems := make([][]string, 0, len(al.ports))
-	for _, b := range al.ports {
-		portElems = append(portElems, []string{formatRange(b.src), protoNames[b.proto], formatPorts(b.lo, b.hi)})
-	}
-	prefix, field := "ing-", "ip saddr"
-	if dir == egress {
-		prefix, field = "eg-", "ip daddr"
-	}
-	h := sha256.New()
-	h.Write([]byte(layoutVersion + "\n" + prefix + "\n"))
-	for _, e := range allElems {
-		h.Write([]byte("a " + strings.Join(e, " . ") + "\n"))
-	}
-	for _, e := range portElems {
-		h.Write([]byte("p " + strings.Join(e, " . ") + "\n"))
-	}
-	name := prefix + hex.EncodeToString(h.Sum(nil))[:16]
-	if seen[name] {
-		return name
-	}
-	seen[name] = true
-	d.Sets[name+"-all"] = &Set{Type: "ipv4_addr", Interval: true, ContentAddressed: true, Elements: allElems}
-	d.Sets[name+"-ports"] = &Set{Type: "ipv4_addr . inet_proto . inet_service", Interval: true, ContentAddressed: true, Elements: portElems}
-	d.Chains[name] = &Chain{Rules: []string{
-		field + " @" + name + "-all return",
-		field + " . meta l4proto . th dport @" + name + "-ports return",
-		"counter drop",
-	}}
-	return name
-}
-
-// staticObjects returns the chains, sets and maps present in every table.
-func staticObjects() *Desired {
-	return &Desired{
-		Chains: map[string]*Chain{
-			ChainForward: {Hook: "forward", Static: true, Rules: []string{
-				`iifname "trl*" jump ` + ChainAntiSpoof,
-				`ct state established,related accept`,
-				`iifname "trl*" jump ` + ChainEgress,
-				`oifname "trl*" jump ` + ChainIngress,
-			}},
-			ChainInput: {Hook: "input", Static: true, Rules: []string{
-				`iifname "trl*" jump ` + ChainAntiSpoof,
-				`ct state established,related accept`,
-				`iifname "trl*" jump ` + ChainEgress,
-			}},
-			ChainAntiSpoof: {Static: true, Rules: []string{
-				`iifname . ip saddr @` + SetPodIfaces + ` return`,
-				`counter drop`,
-			}},
-			ChainEgress: {Static: true, Rules: []string{
-				`iifname vmap @` + MapEgressPods,
-			}},
-			ChainIngress: {Static: true, Rules: []string{
-				`oifname . ip daddr != @` + SetPodIfaces + ` counter drop`,
-				`oifname vmap @` + MapIngressPods,
-			}},
-		},
-		Sets: map[string]*Set{
-			SetPodIfaces: {Type: "ifname . ipv4_addr"},
-		},
-		Maps: map[string]*Map{
-			MapEgressPods:  {Type: "ifname : verdict"},
-			MapIngressPods: {Type: "ifname : verdict"},
-		},
-	}
 }
 
 // sortedKeys returns a map's keys in order (deterministic transactions).

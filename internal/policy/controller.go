@@ -53,6 +53,7 @@ type Controller struct {
 	synced   []cache.InformerSynced
 	runner   *syncrunner.Runner
 	metrics  *controllerMetrics
+	counters *packetCounters
 
 	mu           sync.Mutex
 	pendingSince time.Time // first API change not yet programmed
@@ -75,7 +76,7 @@ func NewController(cfg Config) (*Controller, error) {
 	npInf := cfg.Informers.Networking().V1().NetworkPolicies()
 	c := &Controller{
 		cfg: cfg, pods: podInf.Lister(), nss: nsInf.Lister(), policies: npInf.Lister(),
-		metrics: newControllerMetrics(),
+		metrics: newControllerMetrics(), counters: newPacketCounters(cfg.NFT),
 	}
 	c.runner = syncrunner.New("policy", c.Sync, syncrunner.Options{
 		MinInterval: cfg.MinSyncInterval, MaxInterval: cfg.MaxSyncInterval, Observer: cfg.Observer,
@@ -102,6 +103,9 @@ func NewController(cfg Config) (*Controller, error) {
 	if cfg.Registerer != nil {
 		if err := c.metrics.register(cfg.Registerer); err != nil {
 			return nil, err
+		}
+		if err := cfg.Registerer.Register(c.counters); err != nil {
+			return nil, fmt.Errorf("register policy packet counters: %w", err)
 		}
 	}
 	return c, nil
@@ -162,10 +166,15 @@ func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
 		return err
 	}
 	d := Compile(snap)
+	// Count what the current groups saw before some of them are deleted.
+	if err := c.counters.harvest(ctx); err != nil {
+		logger.V(2).Info("Could not read policy counters", "err", err)
+	}
 	st, err := Apply(ctx, c.cfg.NFT, d)
 	if err != nil {
 		return err
 	}
+	c.counters.setGroups(d)
 	c.metrics.observe(snap, d)
 	logger.V(4).Info("Policy table synced", "operations", st.Operations, "elementsAdded", st.ElementsAdded,
 		"elementsDeleted", st.ElementsDeleted, "chainsCreated", st.ChainsCreated, "objectsDeleted", st.ObjectsDeleted)

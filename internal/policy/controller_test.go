@@ -122,6 +122,28 @@ func TestControllerFollowsTheAPI(t *testing.T) {
 	_, err = client.CoreV1().Pods("x").Update(ctx, pod, metav1.UpdateOptions{})
 	mustCreate(err)
 	waitFor(t, "pod isolated again", mapHas(policy.MapIngressPods))
+
+	// Per-policy packet counters: the kernel's group counters, attributed to
+	// the policy; counts made just before the group is deleted are kept.
+	setDenyCounter := func(v uint64) {
+		nft.Lock()
+		defer nft.Unlock()
+		n := 0
+		for name, c := range nft.Table.Counters {
+			if strings.HasPrefix(name, "ing-") && strings.HasSuffix(name, "-deny") {
+				c.Packets = knftables.PtrTo(v)
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("found %d ingress deny counters, want 1", n)
+		}
+	}
+	setDenyCounter(5)
+	if got := counterValue(t, reg, "x", "deny-web", "ingress", "deny"); got != 5 {
+		t.Fatalf("policy deny counter = %v, want 5", got)
+	}
+	setDenyCounter(7)
 	mustCreate(client.NetworkingV1().NetworkPolicies("x").Delete(ctx, "deny-web", metav1.DeleteOptions{}))
 	waitFor(t, "policy delete un-isolates the pod", func() bool { return !mapHas(policy.MapIngressPods)() })
 	nft.RLock()
@@ -132,6 +154,9 @@ func TestControllerFollowsTheAPI(t *testing.T) {
 	}
 	nft.RUnlock()
 
+	if got := counterValue(t, reg, "x", "deny-web", "ingress", "deny"); got != 7 {
+		t.Fatalf("after the policy's group was deleted, deny counter = %v, want 7", got)
+	}
 	var samples uint64
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -164,5 +189,30 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	t.Fatalf("no single-series gauge %s", name)
+	return 0
+}
+
+// counterValue returns trellis_agent_policy_packets_total for one policy.
+func counterValue(t *testing.T, reg *prometheus.Registry, ns, name, dir, verdict string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"namespace": ns, "policy": name, "direction": dir, "verdict": verdict}
+	for _, mf := range mfs {
+		if mf.GetName() != "trellis_agent_policy_packets_total" {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if want[lp.GetName()] != lp.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
 	return 0
 }

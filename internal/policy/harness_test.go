@@ -25,6 +25,8 @@ type world struct {
 	nodeIP  map[string]string
 	cluster oracle.Cluster
 	fakes   map[string]*knftables.Fake
+	// denyLogGroup is passed to the compiler (nflog of drops).
+	denyLogGroup uint16
 }
 
 const underlayIface = "eth0"
@@ -68,7 +70,7 @@ func (w *world) addPolicy(np networkingv1.NetworkPolicy) {
 
 // snapshot converts the API objects to the compiler's input for one node.
 func (w *world) snapshot(node string) *policy.Snapshot {
-	s := &policy.Snapshot{NodeName: node}
+	s := &policy.Snapshot{NodeName: node, DenyLogGroup: w.denyLogGroup}
 	for i := range w.cluster.Namespaces {
 		s.Namespaces = append(s.Namespaces, policy.NamespaceFromAPI(&w.cluster.Namespaces[i]))
 	}

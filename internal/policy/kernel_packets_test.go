@@ -247,6 +247,41 @@ func TestKernelPacketsMatchTracer(t *testing.T) {
 		t.Fatalf("degenerate scenario: %d of 18 connections allowed", allowed)
 	}
 
+	// Per-policy counters: x/a's ingress group counted allowed and denied
+	// new connections in the kernel.
+	d := policy.Compile(w.snapshot("n1"))
+	if err := k.node.Do(func(ns.NetNS) error {
+		nft, err := knftables.New(knftables.InetFamily, policy.TableName)
+		if err != nil {
+			return err
+		}
+		counters, err := nft.ListCounters(context.Background())
+		if err != nil {
+			return err
+		}
+		vals := map[string]uint64{}
+		for _, c := range counters {
+			if c != nil && c.Packets != nil {
+				vals[c.Name] = *c.Packets
+			}
+		}
+		found := false
+		for _, g := range d.Groups {
+			if g.Direction == "ingress" && len(g.Policies) == 1 && g.Policies[0] == "x/a-in" {
+				found = true
+				if vals[g.AllowCounter] == 0 || vals[g.DenyCounter] == 0 {
+					return fmt.Errorf("x/a-in counters: allow=%d deny=%d, want both > 0", vals[g.AllowCounter], vals[g.DenyCounter])
+				}
+			}
+		}
+		if !found {
+			return fmt.Errorf("no ingress group for x/a-in in %v", d.Groups)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
 	// Anti-spoofing: x/b may reach y/c:81 from its own address, but not from
 	// a second address it adds to its interface.
 	spoof := netip.MustParseAddr("10.244.1.99")

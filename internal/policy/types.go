@@ -44,6 +44,11 @@ type Snapshot struct {
 	Namespaces []Namespace
 	Pods       []Pod
 	Policies   []*networkingv1.NetworkPolicy
+	// DenyLogGroup, when not 0, makes every drop also send the packet to
+	// this nflog group with a prefix naming the direction, group and reason
+	// ("trellis-deny ingress ing-…", "trellis-deny spoofed-or-pending",
+	// "trellis-deny pending"); the interface in the log names the pod.
+	DenyLogGroup uint16
 }
 
 // Namespace is a namespace's name and labels.
@@ -80,6 +85,20 @@ type Desired struct {
 	Chains map[string]*Chain
 	Sets   map[string]*Set
 	Maps   map[string]*Map
+	// Counters are named counters (per group: <group>-allow, <group>-deny).
+	Counters map[string]bool
+	// Groups describes each group chain: which policies isolate its pods.
+	Groups map[string]Group
+}
+
+// Group is one group chain: the pods sharing one allow list and one set of
+// selecting policies, in one direction.
+type Group struct {
+	Direction string // "ingress" or "egress"
+	// Policies are the "namespace/name" of the policies selecting the pods.
+	Policies []string
+	// AllowCounter and DenyCounter name the group's counters.
+	AllowCounter, DenyCounter string
 }
 
 // Chain is one chain; Hook is empty for regular chains.

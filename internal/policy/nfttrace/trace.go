@@ -6,7 +6,8 @@
 //	matches:    iifname|oifname "literal" (trailing * = prefix),
 //	            ct state a,b,
 //	            EXPR [. EXPR]... [!=] @set
-//	statements: EXPR [. EXPR]... vmap @map, counter,
+//	statements: EXPR [. EXPR]... vmap @map, counter [name X],
+//	            log [prefix "…"] [group N],
 //	            accept, drop, return, jump CHAIN, goto CHAIN
 //	EXPR:       iifname, oifname, ip saddr, ip daddr, meta l4proto, th dport
 //
@@ -171,8 +172,16 @@ func runRule(t *knftables.FakeTable, rule string, pkt *Packet) (verdict, error) 
 	toks := tokenize(rule)
 	for i := 0; i < len(toks); {
 		switch tok := toks[i]; tok {
-		case "counter":
+		case "counter": // anonymous or "counter name X": no effect on the verdict
 			i++
+			if i+1 < len(toks) && toks[i] == "name" {
+				i += 2
+			}
+		case "log": // log [prefix "…"] [group N]: no effect on the verdict
+			i++
+			for i+1 < len(toks) && (toks[i] == "prefix" || toks[i] == "group") {
+				i += 2
+			}
 		case "accept", "drop", "return":
 			if i != len(toks)-1 {
 				return verdict{}, fmt.Errorf("tokens after %s", tok)

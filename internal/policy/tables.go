@@ -1,0 +1,117 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// policyKeys returns the sorted "namespace/name" of policies.
+func policyKeys(pols []*networkingv1.NetworkPolicy) []string {
+	out := make([]string, 0, len(pols))
+	for _, np := range pols {
+		out = append(out, np.Namespace+"/"+np.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// denyStatement is the drop statement, with an nflog statement before it
+// when logging is on.
+func denyStatement(logGroup uint16, reason, counter string) string {
+	s := "counter drop"
+	if counter != "" {
+		s = "counter name " + quote(counter) + " drop"
+	}
+	if logGroup == 0 {
+		return s
+	}
+	return fmt.Sprintf("log prefix %s group %d %s", quote("trellis-deny "+reason+": "), logGroup, s)
+}
+
+// addGroup adds the chain, sets and counters of one group (content-addressed
+// by direction, allow list and selecting policies) and returns its name.
+func addGroup(d *Desired, dir direction, al allowList, policies []string, logGroup uint16, seen map[string]bool) string {
+	allElems := make([][]string, 0, len(al.all))
+	for _, r := range al.all {
+		allElems = append(allElems, []string{formatRange(r)})
+	}
+	portElems := make([][]string, 0, len(al.ports))
+	for _, b := range al.ports {
+		portElems = append(portElems, []string{formatRange(b.src), protoNames[b.proto], formatPorts(b.lo, b.hi)})
+	}
+	prefix, field, dirName := "ing-", "ip saddr", "ingress"
+	if dir == egress {
+		prefix, field, dirName = "eg-", "ip daddr", "egress"
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\nlog %d\n", layoutVersion, prefix, logGroup)
+	for _, p := range policies {
+		fmt.Fprintf(h, "policy %s\n", p)
+	}
+	for _, e := range allElems {
+		fmt.Fprintf(h, "a %s\n", strings.Join(e, " . "))
+	}
+	for _, e := range portElems {
+		fmt.Fprintf(h, "p %s\n", strings.Join(e, " . "))
+	}
+	name := prefix + hex.EncodeToString(h.Sum(nil))[:16]
+	if seen[name] {
+		return name
+	}
+	seen[name] = true
+	allow, deny := name+"-allow", name+"-deny"
+	d.Counters[allow], d.Counters[deny] = true, true
+	d.Groups[name] = Group{Direction: dirName, Policies: policies, AllowCounter: allow, DenyCounter: deny}
+	d.Sets[name+"-all"] = &Set{Type: "ipv4_addr", Interval: true, ContentAddressed: true, Elements: allElems}
+	d.Sets[name+"-ports"] = &Set{Type: "ipv4_addr . inet_proto . inet_service", Interval: true, ContentAddressed: true, Elements: portElems}
+	d.Chains[name] = &Chain{Rules: []string{
+		field + " @" + name + "-all counter name " + quote(allow) + " return",
+		field + " . meta l4proto . th dport @" + name + "-ports counter name " + quote(allow) + " return",
+		denyStatement(logGroup, dirName+" "+name, deny),
+	}}
+	return name
+}
+
+// staticObjects returns the chains, sets and maps present in every table.
+func staticObjects(logGroup uint16) *Desired {
+	return &Desired{
+		Chains: map[string]*Chain{
+			ChainForward: {Hook: "forward", Static: true, Rules: []string{
+				`iifname "trl*" jump ` + ChainAntiSpoof,
+				`ct state established,related accept`,
+				`iifname "trl*" jump ` + ChainEgress,
+				`oifname "trl*" jump ` + ChainIngress,
+			}},
+			ChainInput: {Hook: "input", Static: true, Rules: []string{
+				`iifname "trl*" jump ` + ChainAntiSpoof,
+				`ct state established,related accept`,
+				`iifname "trl*" jump ` + ChainEgress,
+			}},
+			ChainAntiSpoof: {Static: true, Rules: []string{
+				`iifname . ip saddr @` + SetPodIfaces + ` return`,
+				denyStatement(logGroup, "spoofed-or-pending", ""),
+			}},
+			ChainEgress: {Static: true, Rules: []string{
+				`iifname vmap @` + MapEgressPods,
+			}},
+			ChainIngress: {Static: true, Rules: []string{
+				`oifname . ip daddr != @` + SetPodIfaces + ` ` + denyStatement(logGroup, "pending", ""),
+				`oifname vmap @` + MapIngressPods,
+			}},
+		},
+		Sets: map[string]*Set{
+			SetPodIfaces: {Type: "ifname . ipv4_addr"},
+		},
+		Maps: map[string]*Map{
+			MapEgressPods:  {Type: "ifname : verdict"},
+			MapIngressPods: {Type: "ifname : verdict"},
+		},
+		Counters: map[string]bool{},
+		Groups:   map[string]Group{},
+	}
+}
