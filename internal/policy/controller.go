@@ -39,6 +39,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Observer, if set, is told about every sync (e.g. the agent's metrics).
 	Observer syncrunner.Observer
+	// DenyLogGroup, when not 0, sends denied packets to this nflog group
+	// (see Snapshot.DenyLogGroup).
+	DenyLogGroup uint16
 	// MinSyncInterval and MaxSyncInterval bound the sync rate (defaults
 	// 100ms and 1m); MaxSyncInterval is also the drift-repair period.
 	MinSyncInterval, MaxSyncInterval time.Duration
@@ -198,7 +201,7 @@ func (c *Controller) snapshot() (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list networkpolicies: %w", err)
 	}
-	snap := &Snapshot{NodeName: c.cfg.NodeName, Policies: nps}
+	snap := &Snapshot{NodeName: c.cfg.NodeName, Policies: nps, DenyLogGroup: c.cfg.DenyLogGroup}
 	for _, ns := range nss {
 		snap.Namespaces = append(snap.Namespaces, NamespaceFromAPI(ns))
 	}

@@ -1,0 +1,69 @@
+package oracle
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func pod(ns, name, ip, node string, lbl map[string]string, host bool) corev1.Pod {
+	return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: lbl},
+		Spec: corev1.PodSpec{NodeName: node, HostNetwork: host}, Status: corev1.PodStatus{PodIP: ip}}
+}
+
+// The corners of the specification the generator relies on, with
+// hand-written answers.
+func TestOracleSemantics(t *testing.T) {
+	a := pod("x", "a", "10.0.1.1", "n1", map[string]string{"app": "a"}, false)
+	b := pod("x", "b", "10.0.2.1", "n2", map[string]string{"app": "b"}, false)
+	c := pod("y", "c", "10.0.1.2", "n1", map[string]string{"app": "b"}, false)
+	h1 := pod("x", "h1", "192.168.0.1", "n1", map[string]string{"app": "b"}, true)
+	h2 := pod("x", "h2", "192.168.0.2", "n2", map[string]string{"app": "b"}, true)
+	nss := []corev1.Namespace{
+		{ObjectMeta: metav1.ObjectMeta{Name: "x", Labels: map[string]string{"kubernetes.io/metadata.name": "x"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "y", Labels: map[string]string{"kubernetes.io/metadata.name": "y"}}},
+	}
+	tcp := corev1.ProtocolTCP
+	cases := []struct {
+		name     string
+		pol      networkingv1.NetworkPolicySpec
+		src, dst *corev1.Pod
+		want     bool
+	}{
+		{"egress rules without policyTypes isolate egress", networkingv1.NetworkPolicySpec{
+			Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "zzz"}}}}}}},
+			&a, &c, false},
+		{"no egress rules, no policyTypes: egress open", networkingv1.NetworkPolicySpec{}, &a, &c, true},
+		{"podSelector-only peer stays in the policy namespace", networkingv1.NetworkPolicySpec{
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "b"}}}}}}},
+			&c, &a, false},
+		{"empty namespaceSelector means all namespaces", networkingv1.NetworkPolicySpec{
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}}}}}},
+			&c, &a, true},
+		{"host-network pods are not matched by selectors", networkingv1.NetworkPolicySpec{
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}}}}}},
+			&h2, &a, false},
+		{"own node always reaches its pods", networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}},
+			&h1, &a, true},
+		{"another node does not", networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}},
+			&h2, &a, false},
+		{"ipBlock matches a host-network peer", networkingv1.NetworkPolicySpec{
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "192.168.0.0/24", Except: []string{"192.168.0.1/32"}}}}}}},
+			&h2, &a, true},
+		{"ipBlock except excludes a host-network peer", networkingv1.NetworkPolicySpec{
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "192.168.0.0/24", Except: []string{"192.168.0.1/32"}}}}}}},
+			&h1, &b, false},
+		{"ipBlock except", networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "b"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/16", Except: []string{"10.0.1.0/24"}}}}}}},
+			&a, &b, false},
+	}
+	for _, tc := range cases {
+		cl := &Cluster{Namespaces: nss, Pods: []corev1.Pod{a, b, c, h1, h2},
+			Policies: []networkingv1.NetworkPolicy{{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "p"}, Spec: tc.pol}}}
+		if got := cl.Allowed(tc.src, tc.dst, tcp, 80); got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
