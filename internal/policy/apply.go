@@ -29,6 +29,20 @@ type existing struct {
 // rewrites only the static chains (atomically, inside the transaction). nft
 // must be bound to the inet family and TableName.
 func Apply(ctx context.Context, nft knftables.Interface, d *Desired) (ApplyStats, error) {
+	return ApplyWith(ctx, nft, d, ApplyOptions{})
+}
+
+// ApplyOptions tune ApplyWith.
+type ApplyOptions struct {
+	// TrustGroupSets skips reading back the group sets that already exist
+	// (one nft call each). Their content is implied by their name, so only
+	// drift made by someone else goes unnoticed; the controller verifies
+	// them on its first sync and then periodically.
+	TrustGroupSets bool
+}
+
+// ApplyWith is Apply with options.
+func ApplyWith(ctx context.Context, nft knftables.Interface, d *Desired, opts ApplyOptions) (ApplyStats, error) {
 	var st ApplyStats
 	ex, err := listExisting(ctx, nft)
 	if err != nil {
@@ -53,7 +67,7 @@ func Apply(ctx context.Context, nft knftables.Interface, d *Desired) (ApplyStats
 		}
 	}
 	writeChains(tx, d, ex, &st)
-	if err := diffElements(ctx, nft, tx, d, ex, &st); err != nil {
+	if err := diffElements(ctx, nft, tx, d, ex, opts, &st); err != nil {
 		return st, err
 	}
 	deleteStale(tx, d, ex, &st)
@@ -119,9 +133,12 @@ func elementKey(fields []string) string {
 }
 
 func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Transaction,
-	d *Desired, ex *existing, st *ApplyStats) error {
+	d *Desired, ex *existing, opts ApplyOptions, st *ApplyStats) error {
 	for _, name := range sortedKeys(d.Sets) {
 		if d.Sets[name].ContentAddressed {
+			if opts.TrustGroupSets && ex.sets[name] {
+				continue
+			}
 			if err := fillContentAddressed(ctx, nft, tx, name, d.Sets[name], ex, st); err != nil {
 				return err
 			}

@@ -60,6 +60,7 @@ type Controller struct {
 
 	mu           sync.Mutex
 	pendingSince time.Time // first API change not yet programmed
+	lastVerify   time.Time // last sync that read back every group set
 }
 
 // NewController registers the informers it needs on cfg.Informers (call it
@@ -173,9 +174,16 @@ func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
 	if err := c.counters.harvest(ctx); err != nil {
 		logger.V(2).Info("Could not read policy counters", "err", err)
 	}
-	st, err := Apply(ctx, c.cfg.NFT, d)
+	// Read back every group set on the first sync and then once per
+	// MaxSyncInterval (drift repair); trust them in between (each costs an
+	// nft call).
+	verify := time.Since(c.lastVerify) >= c.cfg.MaxSyncInterval
+	st, err := ApplyWith(ctx, c.cfg.NFT, d, ApplyOptions{TrustGroupSets: !verify})
 	if err != nil {
 		return err
+	}
+	if verify {
+		c.lastVerify = time.Now()
 	}
 	c.counters.setGroups(d)
 	c.metrics.observe(snap, d)
