@@ -1,0 +1,388 @@
+// Command bench-dataplane measures the Trellis cross-node datapath against
+// baselines in the same run: two node namespaces on one veth "wire", pods
+// wired by the real trellis-cni through libcni, routes/VXLAN programmed by
+// the agent's own dataplane package (internal/routing + internal/dataplane).
+//
+//	native pod->pod  vs node->node over the same wire            (throughput)
+//	vxlan  pod->pod  vs node->node over a hand-built kernel VXLAN (throughput)
+//	1-byte TCP request/response rate pod->pod vs node->node        (native)
+//
+// Each figure is measured -runs times, baseline and Trellis interleaved;
+// medians, min-max and the ratio of medians are printed.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
+
+	"github.com/trellisnet/trellis/internal/cnirunner"
+	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/dataplane"
+	"github.com/trellisnet/trellis/internal/routing"
+)
+
+type options struct {
+	bin     string
+	runs    int
+	seconds int
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.bin, "bin", "bin", "directory holding trellis-cni")
+	flag.IntVar(&o.runs, "runs", 3, "measurements per figure")
+	flag.IntVar(&o.seconds, "seconds", 4, "duration of each measurement")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-dataplane:", err)
+		os.Exit(1)
+	}
+}
+
+// node is one node namespace with its pod.
+type node struct {
+	name, nsName string
+	ns           ns.NetNS
+	ip           netip.Addr
+	podCIDR      netip.Prefix
+	dp           *dataplane.Netlink
+	pods         map[string]string // mode -> pod netns name
+	podIPs       map[string]string // mode -> pod IP
+}
+
+type bench struct {
+	o     options
+	tag   string
+	work  string
+	nodes []*node
+	clean []func()
+}
+
+func sh(args ...string) error {
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func run(o options) (err error) {
+	b := &bench{o: o, tag: fmt.Sprint(os.Getpid())}
+	defer func() {
+		for i := len(b.clean) - 1; i >= 0; i-- {
+			b.clean[i]()
+		}
+	}()
+	if b.work, err = os.MkdirTemp("", "trellis-bench-dataplane-"); err != nil {
+		return err
+	}
+	b.clean = append(b.clean, func() { os.RemoveAll(b.work) })
+	if err := b.setupNodes(); err != nil {
+		return err
+	}
+	if err := b.setupBaselineVXLAN(); err != nil {
+		return err
+	}
+	for _, mode := range []config.RoutingMode{config.ModeNative, config.ModeVXLAN} {
+		if err := b.addPods(string(mode), routing.PodMTU(routing.Params{Mode: mode}, 1500)); err != nil {
+			return err
+		}
+	}
+	a, z := b.nodes[0], b.nodes[1]
+	results := []row{}
+	if err := b.program(config.ModeNative); err != nil {
+		return err
+	}
+	r, err := b.compare("native pod->pod ÷ node->node, Gbit/s", 0.95,
+		func() (float64, error) { return iperf(a.nsName, z.nsName, z.ip.String(), o.seconds) },
+		func() (float64, error) {
+			return iperf(a.pods["native"], z.pods["native"], z.podIPs["native"], o.seconds)
+		})
+	if err != nil {
+		return err
+	}
+	results = append(results, r)
+	r, err = b.compare("TCP 1-byte request/response pod ÷ node, per s", 0.90,
+		func() (float64, error) { return rr(a.nsName, z.nsName, z.ip.String(), o.seconds) },
+		func() (float64, error) { return rr(a.pods["native"], z.pods["native"], z.podIPs["native"], o.seconds) })
+	if err != nil {
+		return err
+	}
+	results = append(results, r)
+	if err := b.program(config.ModeVXLAN); err != nil {
+		return err
+	}
+	r, err = b.compare("vxlan pod->pod ÷ hand-built VXLAN node->node, Gbit/s", 0.95,
+		func() (float64, error) { return iperf(a.nsName, z.nsName, "10.93.0.2", o.seconds) },
+		func() (float64, error) { return iperf(a.pods["vxlan"], z.pods["vxlan"], z.podIPs["vxlan"], o.seconds) })
+	if err != nil {
+		return err
+	}
+	results = append(results, r)
+	report(o, results)
+	return nil
+}
+
+func (b *bench) setupNodes() error {
+	for i := 0; i < 2; i++ {
+		n := &node{name: fmt.Sprintf("bench%d", i+1), nsName: fmt.Sprintf("trl-bd%d-%s", i+1, b.tag),
+			ip:      netip.AddrFrom4([4]byte{10, 0, 9, byte(i + 1)}),
+			podCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 91, byte(i + 1), 0}), 24),
+			pods:    map[string]string{}, podIPs: map[string]string{}}
+		var err error
+		if n.ns, err = cnirunner.NewNetNS(n.nsName); err != nil {
+			return err
+		}
+		b.clean = append(b.clean, func() { n.ns.Close(); _ = cnirunner.DeleteNetNS(n.nsName) })
+		if err := cnirunner.Sysctl(n.ns, "net/ipv4/ip_forward", "1"); err != nil {
+			return err
+		}
+		h, err := vns.GetFromPath(n.ns.Path())
+		if err != nil {
+			return err
+		}
+		nh, err := netlink.NewHandleAt(h)
+		h.Close()
+		if err != nil {
+			return err
+		}
+		b.clean = append(b.clean, nh.Close)
+		n.dp = &dataplane.Netlink{Handle: nh}
+		b.nodes = append(b.nodes, n)
+	}
+	a, z := b.nodes[0], b.nodes[1]
+	if err := sh("ip", "-n", a.nsName, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns", z.nsName); err != nil {
+		return err
+	}
+	for _, n := range b.nodes {
+		if err := sh("ip", "-n", n.nsName, "addr", "add", n.ip.String()+"/24", "dev", "ul0"); err != nil {
+			return err
+		}
+		if err := sh("ip", "-n", n.nsName, "link", "set", "ul0", "up"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setupBaselineVXLAN builds a plain kernel VXLAN between the nodes by hand.
+func (b *bench) setupBaselineVXLAN() error {
+	for i, n := range b.nodes {
+		peer := b.nodes[1-i]
+		cmds := [][]string{
+			{"ip", "-n", n.nsName, "link", "add", "hvx0", "type", "vxlan", "id", "77", "dstport", "4790",
+				"local", n.ip.String(), "remote", peer.ip.String(), "dev", "ul0"},
+			{"ip", "-n", n.nsName, "link", "set", "hvx0", "mtu", "1450", "up"},
+			{"ip", "-n", n.nsName, "addr", "add", fmt.Sprintf("10.93.0.%d/24", i+1), "dev", "hvx0"},
+		}
+		for _, c := range cmds {
+			if err := sh(c...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// addPods wires one pod per node with trellis-cni (ADD through libcni).
+func (b *bench) addPods(mode string, mtu int) error {
+	for _, n := range b.nodes {
+		podNS := fmt.Sprintf("trl-bdp-%s-%s-%s", n.name, mode, b.tag)
+		if _, err := cnirunner.NewNetNS(podNS); err != nil {
+			return err
+		}
+		b.clean = append(b.clean, func() { _ = cnirunner.DeleteNetNS(podNS) })
+		list, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "trellis", "plugins": []any{map[string]any{
+			"type": "trellis-cni", "mtu": mtu,
+			"ipam":    map[string]any{"subnets": []string{n.podCIDR.String()}, "dataDir": filepath.Join(b.work, n.name+"-ipam")},
+			"logFile": filepath.Join(b.work, n.name+"-cni.log"),
+		}}})
+		r, err := cnirunner.New(list, []string{b.o.bin}, filepath.Join(b.work, n.name+"-cache"), n.ns)
+		if err != nil {
+			return err
+		}
+		res, err := r.Add(context.Background(), podNS, "/run/netns/"+podNS, "eth0")
+		if err != nil {
+			return fmt.Errorf("CNI ADD %s: %w", podNS, err)
+		}
+		b.clean = append(b.clean, func() { _ = r.Del(context.Background(), podNS, "/run/netns/"+podNS, "eth0") })
+		cur, err := current.NewResultFromResult(res)
+		if err != nil || len(cur.IPs) == 0 {
+			return fmt.Errorf("CNI ADD %s: no IP in result (%v)", podNS, err)
+		}
+		n.pods[mode], n.podIPs[mode] = podNS, cur.IPs[0].Address.IP.String()
+	}
+	return nil
+}
+
+// program applies the agent's desired state for mode on both nodes.
+func (b *bench) program(mode config.RoutingMode) error {
+	var peers []routing.Peer
+	for _, n := range b.nodes {
+		peers = append(peers, routing.Peer{Name: n.name, NodeIP: n.ip, PodCIDRs: []netip.Prefix{n.podCIDR}})
+	}
+	for _, n := range b.nodes {
+		ul, err := n.dp.Underlay(n.ip)
+		if err != nil {
+			return err
+		}
+		local := routing.LocalNode{Name: n.name, NodeIP: n.ip, Underlay: ul, PodCIDRs: []netip.Prefix{n.podCIDR}}
+		d := routing.Compute(local, peers, routing.Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 4096, Port: 4789}})
+		if err := n.dp.Apply(context.Background(), d); err != nil {
+			return fmt.Errorf("program %s on %s: %w", mode, n.name, err)
+		}
+	}
+	return nil
+}
+
+type row struct {
+	name       string
+	target     float64
+	base, subj []float64
+}
+
+// compare measures baseline and subject alternately, runs times each.
+func (b *bench) compare(name string, target float64, base, subj func() (float64, error)) (row, error) {
+	r := row{name: name, target: target}
+	for i := 0; i < b.o.runs; i++ {
+		v, err := base()
+		if err != nil {
+			return r, fmt.Errorf("%s baseline: %w", name, err)
+		}
+		r.base = append(r.base, v)
+		if v, err = subj(); err != nil {
+			return r, fmt.Errorf("%s trellis: %w", name, err)
+		}
+		r.subj = append(r.subj, v)
+		fmt.Fprintf(os.Stderr, "  %s run %d: baseline %.3g trellis %.3g\n", name, i+1, r.base[i], r.subj[i])
+	}
+	return r, nil
+}
+
+// iperf runs an iperf3 TCP test from netns src to dst (server in netns dstNS) and returns Gbit/s.
+func iperf(src, dstNS, dst string, secs int) (float64, error) {
+	srv := exec.Command("ip", "netns", "exec", dstNS, "iperf3", "-s", "-1", "-B", dst, "-p", "5299")
+	if err := srv.Start(); err != nil {
+		return 0, err
+	}
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	var out []byte
+	var err error
+	for try := 0; try < 20; try++ {
+		time.Sleep(100 * time.Millisecond)
+		out, err = exec.Command("ip", "netns", "exec", src, "iperf3", "-c", dst, "-p", "5299", "-t", fmt.Sprint(secs), "-J").Output()
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("iperf3 client to %s: %v: %s", dst, err, out)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return 0, fmt.Errorf("parse iperf3 output: %w", err)
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+// rr counts 1-byte TCP request/response round trips per second from netns
+// src to an echo server in netns dstNS at dst.
+func rr(src, dstNS, dst string, secs int) (float64, error) {
+	var ln net.Listener
+	if err := ns.WithNetNSPath("/run/netns/"+dstNS, func(ns.NetNS) error {
+		var err error
+		ln, err = net.Listen("tcp4", net.JoinHostPort(dst, "0"))
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 1)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	var c net.Conn
+	if err := ns.WithNetNSPath("/run/netns/"+src, func(ns.NetNS) error {
+		var err error
+		c, err = net.DialTimeout("tcp4", ln.Addr().String(), 3*time.Second)
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	buf := []byte{1}
+	n := 0
+	start := time.Now()
+	for time.Since(start) < time.Duration(secs)*time.Second {
+		if _, err := c.Write(buf); err != nil {
+			return 0, err
+		}
+		if _, err := c.Read(buf); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func span(v []float64) string {
+	return fmt.Sprintf("%.3g–%.3g", slices.Min(v), slices.Max(v))
+}
+
+func report(o options, rows []row) {
+	fmt.Printf("\nbench-dataplane: %d runs x %ds each, two node namespaces on one veth, pods by trellis-cni, routes by internal/dataplane\n\n", o.runs, o.seconds)
+	fmt.Printf("%-54s %-30s %-30s %-7s %s\n", "figure", "baseline median (min–max)", "trellis median (min–max)", "ratio", "target")
+	for _, r := range rows {
+		ratio := median(r.subj) / median(r.base)
+		verdict := "met"
+		if ratio < r.target {
+			verdict = "MISSED"
+		}
+		fmt.Printf("%-54s %-30s %-30s %-7.3f ≥%.2f %s\n", r.name,
+			fmt.Sprintf("%.3g (%s)", median(r.base), span(r.base)), fmt.Sprintf("%.3g (%s)", median(r.subj), span(r.subj)), ratio, r.target, verdict)
+	}
+}
