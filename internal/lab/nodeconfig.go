@@ -105,8 +105,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 }
 
 // KubeletConfig renders the node's KubeletConfiguration: the settings this
-// machine needs (cgroup v1, no oom_score_adj changes, pods in a cgroup of
-// their own per node).
+// machine needs (cgroup v1, no oom_score_adj changes) and a cgroup root of its
+// own per node (with per-QoS cgroups below it), so several kubelets share the
+// machine and every container of the node lives under /trellis-lab/<node>.
 func KubeletConfig(s NodeSpec) string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -120,9 +121,8 @@ authentication:
 authorization: {mode: Webhook}
 containerRuntimeEndpoint: unix://%s
 cgroupDriver: cgroupfs
-cgroupsPerQOS: false
+cgroupsPerQOS: true
 cgroupRoot: /%s/%s
-enforceNodeAllocatable: []
 failCgroupV1: false
 failSwapOn: false
 oomScoreAdj: 0

@@ -29,12 +29,13 @@ var cgroupMounts = [][2]string{
 // hierarchies, and the node-private directories over the standard paths.
 func setupNodeMounts(s NodeSpec) error {
 	// Never mount over the machine's own paths: refuse unless this process
-	// is in a mount and network namespace of its own.
+	// is in a mount and network namespace other than those of the lab
+	// process that started it (Spawn passes them in the environment).
 	for _, kind := range []string{"mnt", "net"} {
-		self, err1 := os.Readlink("/proc/self/ns/" + kind)
-		host, err2 := os.Readlink("/proc/1/ns/" + kind)
-		if err1 != nil || err2 != nil || self == host {
-			return fmt.Errorf("node %s: refusing to set up mounts: not in a %s namespace of its own", s.Name, kind)
+		self, err := os.Readlink("/proc/self/ns/" + kind)
+		host := os.Getenv(hostNSEnv(kind))
+		if err != nil || host == "" || self == host {
+			return fmt.Errorf("node %s: refusing to set up mounts: not in a %s namespace of its own (%s vs %q)", s.Name, kind, self, host)
 		}
 	}
 	if err := syscall.Mount("sysfs", "/sys", "sysfs", 0, ""); err != nil {

@@ -66,6 +66,9 @@ func StartNode(p Paths, st *State, labBin string, s NodeSpec, write bool) error 
 			return err
 		}
 	}
+	if err := EnsureNodeCgroups(s.Group); err != nil {
+		return err
+	}
 	argv := []string{labBin, "__node", "--spec", filepath.Join(s.Dir, "node.json")}
 	log := filepath.Join(s.Dir, "logs", "supervisor.log")
 	pid, err := Spawn(labBin, s.Group+"/daemons", st.Topology.Nodes[nodeIndex(st.Topology, s.Name)].Netns, true, log, argv, nil)
@@ -175,7 +178,8 @@ func writeFallbackCNIConfig(ctx context.Context, p Paths, cs kubernetes.Interfac
 		if err != nil {
 			return fmt.Errorf("reading node %s: %w", n.Name, err)
 		}
-		conf := map[string]any{"cniVersion": "1.1.0", "name": "trellis", "plugins": []any{map[string]any{
+		// 1.0.0: Debian's containerd 1.6 (libcni 1.1) rejects 1.1.0 results.
+		conf := map[string]any{"cniVersion": "1.0.0", "name": "trellis", "plugins": []any{map[string]any{
 			"type": "trellis-cni", "mtu": 1500,
 			"ipam":    map[string]any{"dataDir": "/var/lib/trellis/ipam", "subnets": node.Spec.PodCIDRs},
 			"logFile": "/var/log/trellis/cni.log", "logLevel": "info",

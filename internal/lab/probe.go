@@ -57,7 +57,7 @@ func SplitPodRef(s string) (string, string, error) {
 
 // PodNetns returns the path of the network namespace of a running pod, found
 // through its first running container's cgroup (the lab's kubelets put pod
-// containers in /trellis-lab/<node>/<container-id>).
+// containers below /trellis-lab/<node>/kubepods/.../<container-id>).
 func PodNetns(pod *corev1.Pod) (string, error) {
 	if pod.Spec.NodeName == "" {
 		return "", fmt.Errorf("pod %s/%s is not scheduled", pod.Namespace, pod.Name)
@@ -70,7 +70,10 @@ func PodNetns(pod *corev1.Pod) (string, error) {
 		if !ok {
 			continue
 		}
-		procs := filepath.Join(cgroupFS, "pids", CgroupRoot, pod.Spec.NodeName, id, "cgroup.procs")
+		procs := findCgroupProcs(filepath.Join(cgroupFS, "pids", CgroupRoot, pod.Spec.NodeName), id)
+		if procs == "" {
+			continue
+		}
 		data, err := os.ReadFile(procs)
 		if err != nil {
 			continue
@@ -82,6 +85,23 @@ func PodNetns(pod *corev1.Pod) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("pod %s/%s has no running container to probe from", pod.Namespace, pod.Name)
+}
+
+// findCgroupProcs finds the cgroup.procs of the container cgroup named id
+// below root (kubepods/<qos>/pod<uid>/<id>).
+func findCgroupProcs(root, id string) string {
+	found := ""
+	_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || found != "" {
+			return filepath.SkipDir
+		}
+		if d.IsDir() && d.Name() == id {
+			found = filepath.Join(path, "cgroup.procs")
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return found
 }
 
 // ProbeFromNetns connects to t from inside the network namespace at nsPath:

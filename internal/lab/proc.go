@@ -162,6 +162,11 @@ func Spawn(labBin, group, netns string, newMountNS bool, logFile string, argv []
 	cmd := exec.Command(labBin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Env = append(os.Environ(), env...)
+	for _, kind := range []string{"mnt", "net"} {
+		if id, err := os.Readlink("/proc/self/ns/" + kind); err == nil {
+			cmd.Env = append(cmd.Env, hostNSEnv(kind)+"="+id)
+		}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("starting %s: %w", argv[0], err)
@@ -227,4 +232,50 @@ func StopPID(pid int, want string, grace time.Duration) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// hostNSEnv names the variable through which Spawn tells a child which
+// namespace of kind ("mnt", "net") the lab itself runs in.
+func hostNSEnv(kind string) string { return "TRELLIS_LAB_HOST_" + strings.ToUpper(kind) + "NS" }
+
+// EnsureNodeCgroups creates CgroupRoot/group in every v1 hierarchy (the
+// kubelet's cgroupRoot must exist in all of them); in cpuset the new cgroups
+// inherit their parent's CPUs and memory nodes.
+func EnsureNodeCgroups(group string) error {
+	entries, err := os.ReadDir(cgroupFS)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", cgroupFS, err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == "unified" {
+			continue
+		}
+		parent := filepath.Join(cgroupFS, e.Name())
+		if _, err := os.Stat(filepath.Join(parent, "cgroup.procs")); err != nil {
+			continue // not a cgroup v1 hierarchy
+		}
+		for _, part := range []string{CgroupRoot, group} {
+			d := filepath.Join(parent, part)
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return fmt.Errorf("creating cgroup %s: %w", d, err)
+			}
+			if e.Name() == "cpuset" {
+				for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+					cur, _ := os.ReadFile(filepath.Join(d, f))
+					if strings.TrimSpace(string(cur)) != "" {
+						continue
+					}
+					v, err := os.ReadFile(filepath.Join(parent, f))
+					if err != nil {
+						return fmt.Errorf("reading %s: %w", filepath.Join(parent, f), err)
+					}
+					if err := os.WriteFile(filepath.Join(d, f), v, 0o644); err != nil {
+						return fmt.Errorf("initialising %s: %w", filepath.Join(d, f), err)
+					}
+				}
+			}
+			parent = d
+		}
+	}
+	return nil
 }

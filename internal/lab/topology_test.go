@@ -112,7 +112,7 @@ func TestNodeConfigs(t *testing.T) {
 	s := NewNodeSpec(Paths{Root: "/x"}, topo.Nodes[1], nil, nil, "native")
 	kc := KubeletConfig(s)
 	for _, want := range []string{"failCgroupV1: false", "oomScoreAdj: 0", "cgroupRoot: /trellis-lab/node2",
-		"address: 172.30.1.11", "clusterDNS: [10.96.0.10]", "cgroupsPerQOS: false"} {
+		"address: 172.30.1.11", "clusterDNS: [10.96.0.10]", "cgroupsPerQOS: true"} {
 		if !strings.Contains(kc, want) {
 			t.Errorf("kubelet config lacks %q", want)
 		}

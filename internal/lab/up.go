@@ -22,7 +22,7 @@ type Env struct {
 	Deploy  string // the shipped manifests (deploy/), for the agent's RBAC
 	LabBin  string // the trellis-lab executable
 	Out     io.Writer
-	Verbose bool
+	NoAgent bool // run the nodes without the Trellis agent
 }
 
 // pinned names the versioned cache entries hack/build-pinned.sh produces.
@@ -61,7 +61,7 @@ func (e Env) Binaries() (map[string]string, error) {
 		}
 		bin[name] = p
 	}
-	if p := filepath.Join(e.BinDir, "trellis-agent"); fileExists(p) {
+	if p := filepath.Join(e.BinDir, "trellis-agent"); fileExists(p) && !e.NoAgent {
 		bin["trellis-agent"] = p
 	}
 	bin["containerd"] = "/usr/bin/containerd"
@@ -182,6 +182,9 @@ func Up(ctx context.Context, e Env, p Paths, o Options) error {
 	}
 	if _, ok := bin["trellis-agent"]; !ok {
 		st.AgentError = "bin/trellis-agent not built: nodes run without the agent (same-node traffic only)"
+		if e.NoAgent {
+			st.AgentError = "started with --no-agent: nodes run without the agent (same-node traffic only)"
+		}
 		e.logf("trellis-lab: WARNING: %s", st.AgentError)
 	}
 	st.Phase = "nodes"

@@ -89,6 +89,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 func upCmd(g *globals) *cobra.Command {
 	o := lab.Options{}
+	noAgent := false
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Bring a lab up (removes leftovers of a previous lab first)",
@@ -100,6 +101,7 @@ func upCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			e.NoAgent = noAgent
 			return lab.Up(ctx, e, g.paths(), o)
 		},
 	}
@@ -107,6 +109,7 @@ func upCmd(g *globals) *cobra.Command {
 	c.Flags().IntVar(&o.Subnets, "subnets", 2, "number of underlay subnets (L2 segments joined by a router)")
 	c.Flags().StringVar(&o.RoutingMode, "routing-mode", "auto", "Trellis agent routing mode: native, vxlan or auto")
 	c.Flags().IntVar(&o.APIPort, "api-port", 16443, "loopback port forwarded to the API server")
+	c.Flags().BoolVar(&noAgent, "no-agent", false, "run the nodes without the Trellis agent (the lab writes a static CNI config)")
 	return c
 }
 
