@@ -164,7 +164,13 @@ func LoadFile(path string, c *Config) error {
 	return nil
 }
 
-var validLogLevels = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
+func validLogLevel(l string) bool {
+	switch l {
+	case "debug", "info", "warn", "error":
+		return true
+	}
+	return false
+}
 
 // Validate returns every problem in c joined into one error, or nil.
 func (c *Config) Validate() error {
@@ -201,7 +207,7 @@ func (c *Config) Validate() error {
 	if c.CNIPluginSource != "" && c.CNIPluginSource[0] != '/' {
 		add("cniPluginSource: %q must be an absolute path", c.CNIPluginSource)
 	}
-	if !validLogLevels[c.CNILogLevel] {
+	if !validLogLevel(c.CNILogLevel) {
 		add("cniLogLevel: %q is not one of debug, info, warn, error", c.CNILogLevel)
 	}
 	if n := len(c.VXLAN.Device); n == 0 || n > 15 {

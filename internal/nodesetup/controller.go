@@ -8,7 +8,6 @@ package nodesetup
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -212,25 +211,4 @@ func (c *Controller) setNetworkAvailable(ctx context.Context, node *v1.Node) err
 	}
 	klog.FromContext(ctx).Info("Set node condition NetworkUnavailable=False", "node", node.Name)
 	return nil
-}
-
-// ProcSysctls writes under /proc/sys.
-type ProcSysctls struct{ Root string }
-
-// Set implements Sysctls.
-func (p ProcSysctls) Set(path, value string) error {
-	root := p.Root
-	if root == "" {
-		root = "/proc/sys"
-	}
-	return setSysctl(root, path, value)
-}
-
-var errEmptyPath = errors.New("empty sysctl path")
-
-func setSysctl(root, path, value string) error {
-	if path == "" {
-		return errEmptyPath
-	}
-	return writeSysctl(filepath.Join(root, path), value)
 }

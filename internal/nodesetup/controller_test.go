@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -234,5 +235,36 @@ func TestInstallPlugin(t *testing.T) {
 	}
 	if ok, err := InstallPlugin(src, bin); ok || err != nil {
 		t.Errorf("missing source with installed destination = %v, %v; want no-op", ok, err)
+	}
+}
+
+func TestProcSysctlsWritesOnlyWhenDifferent(t *testing.T) {
+	root := t.TempDir()
+	p := filepath.Join(root, "net", "ipv4", "ip_forward")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := ProcSysctls{Root: root}
+	if err := s.Set("net/ipv4/ip_forward", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "1" {
+		t.Errorf("sysctl file = %q, want 1", b)
+	}
+	past := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(p, past, past); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set("net/ipv4/ip_forward", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(p); !fi.ModTime().Equal(past) {
+		t.Errorf("unchanged value rewritten (mtime %v, want %v)", fi.ModTime(), past)
+	}
+	if err := s.Set("net/ipv4/missing/x", "1"); err == nil {
+		t.Error("writing a missing sysctl succeeded")
 	}
 }
