@@ -5,6 +5,7 @@ package policy_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -30,6 +31,28 @@ type kernelNode struct {
 	t    *testing.T
 	node ns.NetNS
 	pods map[string]ns.NetNS
+}
+
+// newKernelNode makes the node namespace: forwarding on, lo up with a node
+// address (the source of the node's ARP requests towards pods).
+func newKernelNode(t *testing.T) *kernelNode {
+	k := &kernelNode{t: t, node: newNS(t), pods: map[string]ns.NetNS{}}
+	if err := k.node.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("192.168.0.1"), Mask: net.CIDRMask(32, 32)}}); err != nil {
+			return err
+		}
+		return writeSysctl("/proc/sys/net/ipv4/ip_forward", "1")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 func newNS(t *testing.T) ns.NetNS {
@@ -159,23 +182,7 @@ func TestKernelPacketsMatchTracer(t *testing.T) {
 	w.addPolicy(np("y", "c-out", networkingv1.NetworkPolicySpec{PodSelector: *sel("pod", "c"), PolicyTypes: egressOnly,
 		Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: sel("ns", "x"), PodSelector: sel("pod", "a")}}}}}))
 
-	k := &kernelNode{t: t, node: newNS(t), pods: map[string]ns.NetNS{}}
-	if err := k.node.Do(func(ns.NetNS) error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(lo); err != nil {
-			return err
-		}
-		// A node address, so the node has a source for ARP towards pods.
-		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("192.168.0.1"), Mask: net.CIDRMask(32, 32)}}); err != nil {
-			return err
-		}
-		return writeSysctl("/proc/sys/net/ipv4/ip_forward", "1")
-	}); err != nil {
-		t.Fatal(err)
-	}
+	k := newKernelNode(t)
 	for i := range w.cluster.Pods {
 		p := &w.cluster.Pods[i]
 		k.addPod(p.Namespace+"/"+p.Name, ifaceFor(p), netip.MustParseAddr(p.Status.PodIP))
@@ -311,5 +318,113 @@ func TestKernelPacketsMatchTracer(t *testing.T) {
 	}
 	if k.connect("x/b", netip.Addr{}, netip.MustParseAddr("10.244.1.50"), 80) {
 		t.Fatal("pending pod could receive")
+	}
+}
+
+// serveEcho starts a TCP echo server in the pod.
+func (k *kernelNode) serveEcho(name string, port int) {
+	var ln net.Listener
+	if err := k.pods[name].Do(func(ns.NetNS) error {
+		var err error
+		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		return err
+	}); err != nil {
+		k.t.Fatal(err)
+	}
+	k.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+}
+
+func roundTrip(c net.Conn, msg string) error {
+	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo %q, got %q", msg, buf)
+	}
+	return nil
+}
+
+// TestKernelEstablishedConnectionsSurvivePolicyChange proves the documented
+// choice: a connection allowed when it started keeps working after a policy
+// starts denying it; a new identical connection is refused. It also applies
+// the new state the way a restarted agent does (fresh Apply on the state it
+// finds) while the connection is open.
+func TestKernelEstablishedConnectionsSurvivePolicyChange(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("FAIL: this kernel test needs root (network namespaces, veth, nftables)")
+	}
+	w := newWorld()
+	w.nodes = []string{"n1"}
+	w.addNamespace("x", nil)
+	w.addPod("x", "a", "n1", "10.244.1.10", false, map[string]string{"pod": "a"})
+	w.addPod("x", "b", "n1", "10.244.1.11", false, map[string]string{"pod": "b"})
+	k := newKernelNode(t)
+	for i := range w.cluster.Pods {
+		p := &w.cluster.Pods[i]
+		k.addPod(p.Namespace+"/"+p.Name, ifaceFor(p), netip.MustParseAddr(p.Status.PodIP))
+	}
+	k.serveEcho("x/a", 9000)
+	apply := func() {
+		t.Helper()
+		if err := k.node.Do(func(ns.NetNS) error {
+			nft, err := knftables.New(knftables.InetFamily, policy.TableName)
+			if err != nil {
+				return err
+			}
+			_, err = policy.Apply(context.Background(), nft, policy.Compile(w.snapshot("n1")))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply() // no policies yet
+	xa := netip.MustParseAddr("10.244.1.10")
+	var conn net.Conn
+	if err := k.pods["x/b"].Do(func(ns.NetNS) error {
+		var err error
+		conn, err = net.DialTimeout("tcp4", netip.AddrPortFrom(xa, 9000).String(), time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("x/b -> x/a:9000 before any policy: %v", err)
+	}
+	defer conn.Close()
+	if err := roundTrip(conn, "before"); err != nil {
+		t.Fatal(err)
+	}
+
+	w.addPolicy(np("x", "deny-a", networkingv1.NetworkPolicySpec{PodSelector: *sel("pod", "a"), PolicyTypes: ingressOnly}))
+	apply()
+	apply() // and again, as a restarted agent would, with the connection open
+	if err := roundTrip(conn, "after"); err != nil {
+		t.Fatalf("established connection broke after the policy started denying it: %v", err)
+	}
+	if k.connect("x/b", netip.Addr{}, xa, 9000) {
+		t.Fatal("a new connection was admitted after the deny policy")
 	}
 }
