@@ -33,6 +33,16 @@ type kernelNode struct {
 	pods map[string]ns.NetNS
 }
 
+// singleNodeWorld fails loudly without root and returns a world of one node.
+func singleNodeWorld(t *testing.T) *world {
+	if os.Geteuid() != 0 {
+		t.Fatal("FAIL: this kernel test needs root (network namespaces, veth, nftables)")
+	}
+	w := newWorld()
+	w.nodes = []string{"n1"}
+	return w
+}
+
 // newKernelNode makes the node namespace: forwarding on, lo up with a node
 // address (the source of the node's ARP requests towards pods).
 func newKernelNode(t *testing.T) *kernelNode {
@@ -116,9 +126,9 @@ func (k *kernelNode) addPod(name, iface string, ip netip.Addr) {
 	}
 }
 
-// serve starts a TCP echo listener in the pod (the socket stays in the pod's
-// namespace after Do returns).
-func (k *kernelNode) serve(name string, port int) {
+// listen opens a TCP listener inside the pod (the socket stays in the pod's
+// namespace after Do returns) and serves each connection with handle.
+func (k *kernelNode) listen(name string, port int, handle func(net.Conn)) {
 	var ln net.Listener
 	err := k.pods[name].Do(func(ns.NetNS) error {
 		var err error
@@ -135,9 +145,14 @@ func (k *kernelNode) serve(name string, port int) {
 			if err != nil {
 				return
 			}
-			c.Close()
+			go handle(c)
 		}
 	}()
+}
+
+// serve accepts and closes connections (a reachability target).
+func (k *kernelNode) serve(name string, port int) {
+	k.listen(name, port, func(c net.Conn) { c.Close() })
 }
 
 // connect reports whether a TCP connection from pod src (optionally from a
@@ -164,11 +179,7 @@ func (k *kernelNode) connect(src string, from netip.Addr, dst netip.Addr, port i
 // namespaces against the tracer and the oracle, plus anti-spoofing with a
 // real spoofed source address and a pending (unprogrammed) pod.
 func TestKernelPacketsMatchTracer(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("FAIL: this kernel test needs root (network namespaces, veth, nftables)")
-	}
-	w := newWorld()
-	w.nodes = []string{"n1"}
+	w := singleNodeWorld(t)
 	w.addNamespace("x", map[string]string{"ns": "x"})
 	w.addNamespace("y", map[string]string{"ns": "y"})
 	named := corev1.ContainerPort{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}
@@ -321,38 +332,12 @@ func TestKernelPacketsMatchTracer(t *testing.T) {
 	}
 }
 
-// serveEcho starts a TCP echo server in the pod.
+// serveEcho echoes what each connection sends.
 func (k *kernelNode) serveEcho(name string, port int) {
-	var ln net.Listener
-	if err := k.pods[name].Do(func(ns.NetNS) error {
-		var err error
-		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
-		return err
-	}); err != nil {
-		k.t.Fatal(err)
-	}
-	k.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	k.listen(name, port, func(c net.Conn) {
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	})
 }
 
 func roundTrip(c net.Conn, msg string) error {
@@ -376,11 +361,7 @@ func roundTrip(c net.Conn, msg string) error {
 // the new state the way a restarted agent does (fresh Apply on the state it
 // finds) while the connection is open.
 func TestKernelEstablishedConnectionsSurvivePolicyChange(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("FAIL: this kernel test needs root (network namespaces, veth, nftables)")
-	}
-	w := newWorld()
-	w.nodes = []string{"n1"}
+	w := singleNodeWorld(t)
 	w.addNamespace("x", nil)
 	w.addPod("x", "a", "n1", "10.244.1.10", false, map[string]string{"pod": "a"})
 	w.addPod("x", "b", "n1", "10.244.1.11", false, map[string]string{"pod": "b"})
