@@ -80,6 +80,24 @@ func Compile(snap *Snapshot) *Desired {
 	return d
 }
 
+// localPods are the pods the table enforces for: non-hostNetwork pods of
+// this node with an IPv4 address and a known interface. An interface
+// claimed by several pods goes to the first (the caller resolves such
+// conflicts; see dedupeByIP), so the table never holds conflicting keys.
+func localPods(snap *Snapshot) []*Pod {
+	var out []*Pod
+	seen := map[string]bool{}
+	for i := range snap.Pods {
+		p := &snap.Pods[i]
+		if _, ok := firstIPv4(p); !ok || p.HostNetwork || p.NodeName != snap.NodeName || p.Interface == "" || seen[p.Interface] {
+			continue
+		}
+		seen[p.Interface] = true
+		out = append(out, p)
+	}
+	return out
+}
+
 func newIndex(snap *Snapshot) *index {
 	ix := &index{snap: snap, nsLabels: map[string]labels.Set{},
 		selectors: map[*metav1.LabelSelector]labels.Selector{}, peerCache: map[peerKey][]ipRange{},

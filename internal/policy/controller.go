@@ -213,10 +213,7 @@ func (c *Controller) snapshot() (*Snapshot, error) {
 	for _, ns := range nss {
 		snap.Namespaces = append(snap.Namespaces, NamespaceFromAPI(ns))
 	}
-	for _, p := range pods {
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			continue // finished: its address may already belong to a new pod
-		}
+	for _, p := range dedupeByIP(pods) {
 		sp := PodFromAPI(p, "")
 		if sp.NodeName == c.cfg.NodeName && !sp.HostNetwork {
 			for _, a := range sp.IPs {
@@ -229,4 +226,43 @@ func (c *Controller) snapshot() (*Snapshot, error) {
 		snap.Pods = append(snap.Pods, sp)
 	}
 	return snap, nil
+}
+
+// dedupeByIP drops finished pods and resolves address reuse: when several
+// pod-network pods claim one address (a deleted pod's object outliving its
+// sandbox while the address is already reused), only the pod not being
+// deleted and created last keeps it — on every node alike, so a stale
+// pod's labels never grant anything to the new pod's address.
+func dedupeByIP(pods []*corev1.Pod) []*corev1.Pod {
+	best := map[string]*corev1.Pod{}
+	var out []*corev1.Pod
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue // finished: its address may already belong to a new pod
+		}
+		if p.Spec.HostNetwork || p.Status.PodIP == "" {
+			out = append(out, p)
+			continue
+		}
+		if cur, ok := best[p.Status.PodIP]; !ok || newer(p, cur) {
+			best[p.Status.PodIP] = p
+		}
+	}
+	for _, p := range pods {
+		if !p.Spec.HostNetwork && p.Status.PodIP != "" && best[p.Status.PodIP] == p {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// newer reports whether a should own a contested address rather than b.
+func newer(a, b *corev1.Pod) bool {
+	if (a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil) {
+		return a.DeletionTimestamp == nil
+	}
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return b.CreationTimestamp.Before(&a.CreationTimestamp)
+	}
+	return a.Namespace+"/"+a.Name > b.Namespace+"/"+b.Name
 }

@@ -126,15 +126,3 @@ func directionsOf(np *networkingv1.NetworkPolicy) []string {
 	}
 	return out
 }
-
-// localPods are the pods the table enforces for (see Compile).
-func localPods(snap *Snapshot) []*Pod {
-	var out []*Pod
-	for i := range snap.Pods {
-		p := &snap.Pods[i]
-		if _, ok := firstIPv4(p); ok && !p.HostNetwork && p.NodeName == snap.NodeName && p.Interface != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}

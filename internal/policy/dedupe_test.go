@@ -1,0 +1,62 @@
+package policy
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestDedupeByIPKeepsTheLivePod(t *testing.T) {
+	at := func(s int) metav1.Time { return metav1.NewTime(time.Unix(int64(s), 0)) }
+	mk := func(name, ip string, created int, deleting bool, phase corev1.PodPhase) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: name, CreationTimestamp: at(created)},
+			Status: corev1.PodStatus{PodIP: ip, Phase: phase}}
+		if deleting {
+			del := at(created + 1)
+			p.DeletionTimestamp = &del
+		}
+		return p
+	}
+	old := mk("old", "10.0.0.5", 100, true, corev1.PodRunning)
+	fresh := mk("new", "10.0.0.5", 50, false, corev1.PodRunning) // clock skew: still wins, not deleting
+	older := mk("older", "10.0.0.6", 10, false, corev1.PodRunning)
+	newest := mk("newest", "10.0.0.6", 20, false, corev1.PodRunning)
+	done := mk("done", "10.0.0.7", 30, false, corev1.PodSucceeded)
+	other := mk("other", "10.0.0.8", 30, false, corev1.PodRunning)
+	got := dedupeByIP([]*corev1.Pod{old, fresh, older, newest, done, other})
+	names := map[string]bool{}
+	for _, p := range got {
+		names[p.Name] = true
+	}
+	want := map[string]bool{"new": true, "newest": true, "other": true}
+	if len(names) != len(want) {
+		t.Fatalf("kept %v, want %v", names, want)
+	}
+	for n := range want {
+		if !names[n] {
+			t.Fatalf("kept %v, want %v", names, want)
+		}
+	}
+}
+
+func TestCompileNeverEmitsConflictingInterfaceKeys(t *testing.T) {
+	snap := &Snapshot{NodeName: "n1", Pods: []Pod{
+		{Namespace: "x", Name: "a", IPs: mustAddrs("10.0.0.1"), NodeName: "n1", Interface: "trl00000000001"},
+		{Namespace: "x", Name: "b", IPs: mustAddrs("10.0.0.2"), NodeName: "n1", Interface: "trl00000000001"},
+	}}
+	d := Compile(snap)
+	if n := len(d.Sets[SetPodIfaces].Elements); n != 1 {
+		t.Fatalf("pod-ifaces has %d elements for one interface: %v", n, d.Sets[SetPodIfaces].Elements)
+	}
+}
+
+func mustAddrs(s ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, x := range s {
+		out = append(out, netip.MustParseAddr(x))
+	}
+	return out
+}
