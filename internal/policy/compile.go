@@ -46,9 +46,8 @@ type peerKey struct {
 }
 
 type podInfo struct {
-	pod  *Pod
-	ip   uint32
-	ipOK bool
+	pod *Pod
+	ip  uint32
 }
 
 // Compile computes the complete desired content of the policy table for
@@ -111,7 +110,7 @@ func newIndex(snap *Snapshot) *index {
 			continue
 		}
 		if ip, ok := firstIPv4(p); ok {
-			ix.pods = append(ix.pods, &podInfo{pod: p, ip: ip, ipOK: true})
+			ix.pods = append(ix.pods, &podInfo{pod: p, ip: ip})
 		}
 	}
 	return ix
