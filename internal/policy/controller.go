@@ -138,6 +138,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	return nil
 }
 
+// Runner returns the controller's sync runner, for an agent that runs its
+// runners itself after waiting for the shared caches (instead of Run).
+func (c *Controller) Runner() *syncrunner.Runner { return c.runner }
+
 // LastSuccess is when the last successful sync finished (health checks).
 func (c *Controller) LastSuccess() time.Time { return c.runner.LastSuccess() }
 
