@@ -80,11 +80,11 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.ENOENT)
 }
 
-// setupPod creates the veth pair (host end in the current namespace, pod end
-// in podNS as ifName), addresses the pod end with addrs as host routes, and
+// setupPod creates the veth pair (host end in the current namespace, in
+// device group group, pod end in podNS as ifName), addresses the pod end with addrs as host routes, and
 // routes the pod through the link-local gateway. It returns what it built;
 // on error the caller rolls back with teardown.
-func setupPod(podNS ns.NetNS, network, containerID, ifName string, mtu int, addrs []netip.Addr) (*podLink, error) {
+func setupPod(podNS ns.NetNS, network, containerID, ifName string, group uint32, mtu int, addrs []netip.Addr) (*podLink, error) {
 	hostName := HostVethName(containerID, ifName)
 	podH, err := nsHandle(podNS.Path())
 	if err != nil {
@@ -113,6 +113,12 @@ func setupPod(podNS ns.NetNS, network, containerID, ifName string, mtu int, addr
 	pl := &podLink{hostName: hostName, hostIndex: host.Attrs().Index, hostMAC: host.Attrs().HardwareAddr}
 	if err := netlink.LinkSetAlias(host, attachmentAlias(network, containerID, ifName)); err != nil {
 		return pl, fmt.Errorf("set alias on %s: %w", hostName, err)
+	}
+	// The device group names the pod's namespace to nftables (podgroup).
+	if group != 0 {
+		if err := netlink.LinkSetGroup(host, int(group)); err != nil {
+			return pl, fmt.Errorf("set group on %s: %w", hostName, err)
+		}
 	}
 	// The host side owns its routes: no router advertisements.
 	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+hostName+"/accept_ra", []byte("0"), 0o644)

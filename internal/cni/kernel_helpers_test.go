@@ -21,6 +21,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/trellisnet/trellis/internal/cni"
 	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/ipam"
 )
@@ -312,4 +313,21 @@ func mustPrefixes(s ...string) []netip.Prefix {
 		out = append(out, netip.MustParsePrefix(x))
 	}
 	return out
+}
+
+// hostGroup is the device group of the pod's host-side interface.
+func (f *fixture) hostGroup(p *pod) uint32 {
+	f.t.Helper()
+	var g uint32
+	err := f.node.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(cni.HostVethName(p.id, "eth0"))
+		if err == nil {
+			g = l.Attrs().Group
+		}
+		return err
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return g
 }

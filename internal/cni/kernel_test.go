@@ -16,6 +16,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/nodestate"
+	"github.com/trellisnet/trellis/internal/podgroup"
 )
 
 // Every spec version the plugin claims: ADD wires two pods that reach each
@@ -30,6 +31,9 @@ func TestKernelAddCheckDelAllVersions(t *testing.T) {
 			f.mustAdd(b)
 			if a.addr == b.addr || !strings.HasPrefix(a.addr.String(), "10.88.0.") {
 				t.Fatalf("addresses %s and %s", a.addr, b.addr)
+			}
+			if g := f.hostGroup(a); g != podgroup.ForNamespace("trellis") {
+				t.Fatalf("host interface group %d, want the namespace's %d", g, podgroup.ForNamespace("trellis"))
 			}
 			serveEcho(t, b.ns, 8080)
 			serveEcho(t, f.node, 8081)

@@ -93,20 +93,24 @@ func logged(command string, fn func(*skel.CmdArgs, *callLog) error) func(*skel.C
 	}
 }
 
-// podName extracts namespace/name from CNI_ARGS as container runtimes set it.
-func podName(cniArgs string) string {
-	var ns, name string
+// cniArg returns the value of key in CNI_ARGS ("K1=V1;K2=V2").
+func cniArg(cniArgs, key string) string {
 	for _, kv := range strings.Split(cniArgs, ";") {
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "K8S_POD_NAMESPACE":
-			ns = v
-		case "K8S_POD_NAME":
-			name = v
+		if k, v, _ := strings.Cut(kv, "="); k == key {
+			return v
 		}
 	}
+	return ""
+}
+
+// podNamespace is the pod's Kubernetes namespace as the runtime passes it.
+func podNamespace(cniArgs string) string { return cniArg(cniArgs, "K8S_POD_NAMESPACE") }
+
+// podName is namespace/name of the pod, "" when the runtime passed no name.
+func podName(cniArgs string) string {
+	name := cniArg(cniArgs, "K8S_POD_NAME")
 	if name == "" {
 		return ""
 	}
-	return ns + "/" + name
+	return podNamespace(cniArgs) + "/" + name
 }

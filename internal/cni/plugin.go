@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/trellisnet/trellis/internal/ipam"
+	"github.com/trellisnet/trellis/internal/podgroup"
 )
 
 // callTimeout bounds one plugin call (lock waits included).
@@ -95,7 +96,7 @@ func cmdAdd(args *skel.CmdArgs, cl *callLog) (err error) {
 		}
 	}()
 
-	pl, err := setupPod(podNS, conf.Name, args.ContainerID, args.IfName, mtu, addrs)
+	pl, err := setupPod(podNS, conf.Name, args.ContainerID, args.IfName, podgroup.ForNamespace(podNamespace(args.Args)), mtu, addrs)
 	if err != nil {
 		return err
 	}
