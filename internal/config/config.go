@@ -36,11 +36,15 @@ const (
 	DefaultIPAMDataDir        = "/var/lib/trellis/ipam"
 	DefaultCNILogFile         = "/var/log/trellis/cni.log"
 	DefaultCNILogLevel        = "info"
-	DefaultVXLANDevice        = "trellis.vxlan"
-	DefaultVXLANVNI           = 4096
-	DefaultVXLANPort          = 4789
-	DefaultMinSyncInterval    = 100 * time.Millisecond
-	DefaultMaxSyncInterval    = 60 * time.Second
+	// DefaultCNIConfVersion is the conflist's cniVersion. 1.0.0, not 1.1.0:
+	// containerd 1.6 (Debian 12, libcni 1.1) refuses 1.1.0 results
+	// ("unsupported CNI result version"); the plugin serves both.
+	DefaultCNIConfVersion  = "1.0.0"
+	DefaultVXLANDevice     = "trellis.vxlan"
+	DefaultVXLANVNI        = 4096
+	DefaultVXLANPort       = 4789
+	DefaultMinSyncInterval = 100 * time.Millisecond
+	DefaultMaxSyncInterval = 60 * time.Second
 )
 
 // VXLAN configures the overlay device.
@@ -73,6 +77,7 @@ type Config struct {
 	IPAMDataDir        string         `json:"ipamDataDir,omitempty"`
 	CNILogFile         string         `json:"cniLogFile,omitempty"`
 	CNILogLevel        string         `json:"cniLogLevel,omitempty"`
+	CNIConfVersion     string         `json:"cniConfVersion,omitempty"`
 	VXLAN              VXLAN          `json:"vxlan,omitempty"`
 	MinSyncInterval    Duration       `json:"minSyncInterval,omitempty"`
 	MaxSyncInterval    Duration       `json:"maxSyncInterval,omitempty"`
@@ -127,6 +132,7 @@ func (c *Config) ApplyDefaults() {
 	setStr(&c.IPAMDataDir, DefaultIPAMDataDir)
 	setStr(&c.CNILogFile, DefaultCNILogFile)
 	setStr(&c.CNILogLevel, DefaultCNILogLevel)
+	setStr(&c.CNIConfVersion, DefaultCNIConfVersion)
 	setStr(&c.VXLAN.Device, DefaultVXLANDevice)
 	if c.VXLAN.VNI == 0 {
 		c.VXLAN.VNI = DefaultVXLANVNI
@@ -209,6 +215,11 @@ func (c *Config) Validate() error {
 	}
 	if !validLogLevel(c.CNILogLevel) {
 		add("cniLogLevel: %q is not one of debug, info, warn, error", c.CNILogLevel)
+	}
+	switch c.CNIConfVersion {
+	case "0.3.1", "0.4.0", "1.0.0", "1.1.0":
+	default:
+		add("cniConfVersion: %q is not one of 0.3.1, 0.4.0, 1.0.0, 1.1.0", c.CNIConfVersion)
 	}
 	if n := len(c.VXLAN.Device); n == 0 || n > 15 {
 		add("vxlan.device: %q must be 1..15 characters", c.VXLAN.Device)

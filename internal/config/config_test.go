@@ -32,13 +32,14 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.ClusterCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.1.1/16")}
 	c.CNIBinDir = "relative/bin"
 	c.CNILogLevel = "loud"
+	c.CNIConfVersion = "2.0.0"
 	c.MaxSyncInterval.Duration = time.Millisecond
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("Validate accepted an invalid config")
 	}
 	for _, want := range []string{"nodeName", "routingMode", "mtu", "vxlan.device", "vxlan.vni", "vxlan.port",
-		"clusterCIDRs[0]", "cniBinDir", "cniLogLevel", "maxSyncInterval"} {
+		"clusterCIDRs[0]", "cniBinDir", "cniLogLevel", "cniConfVersion", "maxSyncInterval"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}

@@ -111,7 +111,8 @@ func (c *Controller) Sync(ctx context.Context) error {
 		return err
 	}
 	conf, err := RenderConflist(ConflistParams{
-		MTU: mtu, NodeStateFile: c.cfg.NodeStateFile, IPAMDataDir: c.cfg.IPAMDataDir,
+		CNIVersion: c.cfg.CNIConfVersion,
+		MTU:        mtu, NodeStateFile: c.cfg.NodeStateFile, IPAMDataDir: c.cfg.IPAMDataDir,
 		LogFile: c.cfg.CNILogFile, LogLevel: c.cfg.CNILogLevel,
 	})
 	if err != nil {

@@ -130,7 +130,7 @@ func TestReadinessFollowsRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	plugin := conf["plugins"].([]any)[0].(map[string]any)
-	if conf["cniVersion"] != "1.1.0" || conf["name"] != "trellis" || plugin["type"] != "trellis-cni" ||
+	if conf["cniVersion"] != config.DefaultCNIConfVersion || conf["name"] != "trellis" || plugin["type"] != "trellis-cni" ||
 		plugin["mtu"].(float64) != 1450 || plugin["nodeStateFile"] != f.cfg.NodeStateFile ||
 		plugin["ipam"].(map[string]any)["dataDir"] != config.DefaultIPAMDataDir {
 		t.Errorf("conflist does not match the contract:\n%s", data)

@@ -20,6 +20,7 @@ const PluginName = "trellis-cni"
 
 // ConflistParams fill the conflist template (the shared contract).
 type ConflistParams struct {
+	CNIVersion    string
 	MTU           int
 	NodeStateFile string
 	IPAMDataDir   string
@@ -49,7 +50,7 @@ type ipamConfig struct {
 // RenderConflist returns the conflist bytes for p.
 func RenderConflist(p ConflistParams) ([]byte, error) {
 	c := conflist{
-		CNIVersion: "1.1.0",
+		CNIVersion: p.CNIVersion,
 		Name:       "trellis",
 		Plugins: []pluginConfig{{
 			Type: PluginName, MTU: p.MTU, NodeStateFile: p.NodeStateFile,
