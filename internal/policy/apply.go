@@ -132,6 +132,15 @@ func elementKey(fields []string) string {
 	return strings.ReplaceAll(strings.Join(fields, " . "), `"`, "")
 }
 
+// canonicalDevgroups rewrites the symbolic name nft lists for device group
+// 0 ("default", from /etc/iproute2/group) to the number the compiler emits.
+func canonicalDevgroups(setType string, key []string) []string {
+	if setType != "devgroup" || len(key) != 1 || key[0] != "default" {
+		return key
+	}
+	return []string{"0"}
+}
+
 func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Transaction,
 	d *Desired, ex *existing, opts ApplyOptions, st *ApplyStats) error {
 	for _, name := range sortedKeys(d.Sets) {
@@ -151,7 +160,7 @@ func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Tr
 				return fmt.Errorf("list elements of set %s: %w", name, err)
 			}
 			for _, e := range elems {
-				have[elementKey(e.Key)] = e.Key
+				have[elementKey(canonicalDevgroups(d.Sets[name].Type, e.Key))] = e.Key
 			}
 		}
 		want := map[string]bool{}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/podgroup"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/policy/nfttrace"
 )
@@ -111,32 +112,63 @@ func TestApplyConverges(t *testing.T) {
 	}
 }
 
-// TestPendingAndSpoofedPacketsDropped covers first-packet isolation and
-// anti-spoofing: a trl interface the agent has not programmed is dropped
-// both ways (except from its own node), and a pod's packet with another
-// source address is dropped whatever the policies say.
-func TestPendingAndSpoofedPacketsDropped(t *testing.T) {
-	w := xyzWorld() // no policies at all: everything programmed is allowed
+// TestPendingAndSpoofedPackets covers first-packet isolation and
+// anti-spoofing. A trl interface the agent has not programmed (pending) is
+// dropped in a direction only if its device group (its namespace) is one a
+// policy of that direction could select a pod in; group 0 (namespace
+// unknown) if such a policy exists anywhere; and always when it uses an
+// address the agent attributes to a pod (stale address reuse). A packet
+// whose source address does not route back through its interface is
+// dropped whatever the policies say, pending or not.
+func TestPendingAndSpoofedPackets(t *testing.T) {
+	w := xyzWorld()
+	w.addPolicy(np("x", "deny-ingress", networkingv1.NetworkPolicySpec{PolicyTypes: ingressOnly}))
 	w.program(t)
-	xa := w.pod(t, "x/a")
-	xc := w.pod(t, "x/c")
+	xa, xc, yc := w.pod(t, "x/a"), w.pod(t, "x/c"), w.pod(t, "y/c")
 	fake := w.fakes["n1"]
-	a, c := netip.MustParseAddr(xa.Status.PodIP), netip.MustParseAddr(xc.Status.PodIP)
-	pending, pendingIP := "trl00000000000", netip.MustParseAddr("10.244.1.99")
+	a, c, ycIP := netip.MustParseAddr(xa.Status.PodIP), netip.MustParseAddr(xc.Status.PodIP), netip.MustParseAddr(yc.Status.PodIP)
+	remote, node := netip.MustParseAddr("10.244.2.20"), netip.MustParseAddr("192.168.0.1")
+	pend, pendIP := "trl00000000000", netip.MustParseAddr("10.244.1.99")
+	gx, gy := podgroup.ForNamespace("x"), podgroup.ForNamespace("y")
+	fwd := func(iif, oif string, src, dst netip.Addr, mod ...func(*nfttrace.Packet)) nfttrace.Packet {
+		p := nfttrace.Packet{Hook: "forward", IIF: iif, OIF: oif, Src: src, Dst: dst, Proto: 6, DPort: 80, CTState: "new", SrcRoute: underlayIface}
+		if strings.HasPrefix(iif, "trl") {
+			p.SrcRoute = iif
+		}
+		for _, m := range mod {
+			m(&p)
+		}
+		return p
+	}
+	group := func(in, out uint32) func(*nfttrace.Packet) {
+		return func(p *nfttrace.Packet) { p.IIFGroup, p.OIFGroup = in, out }
+	}
+	routedVia := func(iface string) func(*nfttrace.Packet) { return func(p *nfttrace.Packet) { p.SrcRoute = iface } }
+	established := func(p *nfttrace.Packet) { p.CTState = "established" }
 	cases := []struct {
 		name string
 		pkt  nfttrace.Packet
 		want nfttrace.Verdict
 	}{
-		{"programmed pod to pod", nfttrace.Packet{Hook: "forward", IIF: ifaceFor(xa), OIF: ifaceFor(xc), Src: a, Dst: c, Proto: 6, DPort: 80, CTState: "new"}, nfttrace.Accept},
-		{"spoofed source", nfttrace.Packet{Hook: "forward", IIF: ifaceFor(xa), OIF: ifaceFor(xc), Src: c, Dst: c, Proto: 6, DPort: 80, CTState: "new"}, nfttrace.Drop},
-		{"spoofed source riding conntrack", nfttrace.Packet{Hook: "forward", IIF: ifaceFor(xa), OIF: ifaceFor(xc), Src: c, Dst: c, Proto: 6, DPort: 80, CTState: "established"}, nfttrace.Drop},
-		{"spoofed source to host", nfttrace.Packet{Hook: "input", IIF: ifaceFor(xa), Src: c, Dst: netip.MustParseAddr("192.168.0.1"), Proto: 17, DPort: 53, CTState: "new"}, nfttrace.Drop},
-		{"pending pod sends", nfttrace.Packet{Hook: "forward", IIF: pending, OIF: ifaceFor(xc), Src: pendingIP, Dst: c, Proto: 6, DPort: 80, CTState: "new"}, nfttrace.Drop},
-		{"pending pod receives", nfttrace.Packet{Hook: "forward", IIF: ifaceFor(xa), OIF: pending, Src: a, Dst: pendingIP, Proto: 6, DPort: 80, CTState: "new"}, nfttrace.Drop},
-		{"pending pod receives from remote", nfttrace.Packet{Hook: "forward", IIF: "eth0", OIF: pending, Src: netip.MustParseAddr("10.244.2.20"), Dst: pendingIP, Proto: 6, DPort: 80, CTState: "new"}, nfttrace.Drop},
-		{"node probes pending pod", nfttrace.Packet{Hook: "output", OIF: pending, Src: netip.MustParseAddr("192.168.0.1"), Dst: pendingIP, Proto: 6, DPort: 80, CTState: "new"}, nfttrace.Accept},
-		{"reply to allowed flow", nfttrace.Packet{Hook: "forward", IIF: "eth0", OIF: ifaceFor(xa), Src: netip.MustParseAddr("10.244.2.20"), Dst: a, Proto: 6, DPort: 40000, CTState: "established"}, nfttrace.Accept},
+		{"programmed y pod to programmed y pod", fwd(ifaceFor(yc), ifaceFor(w.pod(t, "y/a")), ycIP, netip.MustParseAddr(w.pod(t, "y/a").Status.PodIP)), nfttrace.Accept},
+		{"programmed pod to isolated pod", fwd(ifaceFor(yc), ifaceFor(xc), ycIP, c), nfttrace.Drop},
+		{"spoofed source", fwd(ifaceFor(xa), ifaceFor(yc), c, ycIP, routedVia(ifaceFor(xc))), nfttrace.Drop},
+		{"spoofed source riding conntrack", fwd(ifaceFor(xa), ifaceFor(yc), c, ycIP, routedVia(ifaceFor(xc)), established), nfttrace.Drop},
+		{"spoofed external source", fwd(ifaceFor(xa), underlayIface, netip.MustParseAddr("8.8.8.8"), remote, routedVia(underlayIface)), nfttrace.Drop},
+		{"spoofed source to host", nfttrace.Packet{Hook: "input", IIF: ifaceFor(xa), Src: c, Dst: node, Proto: 17, DPort: 53, CTState: "new", SrcRoute: ifaceFor(xc)}, nfttrace.Drop},
+		{"pending pod in y sends", fwd(pend, ifaceFor(yc), pendIP, ycIP, group(gy, gy)), nfttrace.Accept},
+		{"pending pod in y receives", fwd(ifaceFor(yc), pend, ycIP, pendIP, group(gy, gy)), nfttrace.Accept},
+		{"pending pod in y receives from remote", fwd(underlayIface, pend, remote, pendIP, group(0, gy)), nfttrace.Accept},
+		{"pending pod in y spoofs", fwd(pend, ifaceFor(yc), c, ycIP, group(gy, gy), routedVia(ifaceFor(xc))), nfttrace.Drop},
+		{"pending pod in y uses a known pod's address", fwd(pend, ifaceFor(yc), a, ycIP, group(gy, gy)), nfttrace.Drop},
+		{"known pod's address on a pending y pod receives", fwd(ifaceFor(yc), pend, ycIP, a, group(gy, gy)), nfttrace.Drop},
+		{"pending pod in x sends (no egress policy)", fwd(pend, ifaceFor(yc), pendIP, ycIP, group(gx, gy)), nfttrace.Accept},
+		{"pending pod in x receives", fwd(ifaceFor(yc), pend, ycIP, pendIP, group(gy, gx)), nfttrace.Drop},
+		{"pending pod in x receives from remote", fwd(underlayIface, pend, remote, pendIP, group(0, gx)), nfttrace.Drop},
+		{"pending pod of unknown namespace receives", fwd(ifaceFor(yc), pend, ycIP, pendIP, group(gy, 0)), nfttrace.Drop},
+		{"pending pod of unknown namespace sends", fwd(pend, ifaceFor(yc), pendIP, ycIP, group(0, gy)), nfttrace.Accept},
+		{"node probes pending isolated pod", nfttrace.Packet{Hook: "output", OIF: pend, OIFGroup: gx, Src: node, Dst: pendIP, Proto: 6, DPort: 80, CTState: "new"}, nfttrace.Accept},
+		{"reply to allowed flow", fwd(underlayIface, ifaceFor(xa), remote, a, established), nfttrace.Accept},
 	}
 	for _, tc := range cases {
 		got, err := nfttrace.Trace(fake, tc.pkt)

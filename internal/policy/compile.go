@@ -2,12 +2,15 @@ package policy
 
 import (
 	"sort"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/trellisnet/trellis/internal/podgroup"
 )
 
 // direction is ingress or egress.
@@ -56,6 +59,7 @@ func Compile(snap *Snapshot) *Desired {
 	ix := newIndex(snap)
 	d := staticObjects(snap.DenyLogGroup)
 	groups := map[string]bool{}
+	addPendingSets(d, ix)
 	for _, p := range localPods(snap) {
 		ip, _ := firstIPv4(p)
 		iface := p.Interface
@@ -77,6 +81,40 @@ func Compile(snap *Snapshot) *Desired {
 		}
 	}
 	return d
+}
+
+// addPendingSets fills the sets that decide the fate of pending interfaces:
+// every known pod address, and per direction the device groups of
+// namespaces that some policy of that direction could select a new pod in.
+func addPendingSets(d *Desired, ix *index) {
+	seen := map[uint32]bool{}
+	for _, q := range ix.pods {
+		if !seen[q.ip] {
+			seen[q.ip] = true
+			d.Sets[SetPodAddrs].Elements = append(d.Sets[SetPodAddrs].Elements, []string{u32ToAddr(q.ip).String()})
+		}
+	}
+	for _, dir := range []direction{ingress, egress} {
+		set := d.Sets[SetIngressIsolatedGroups]
+		if dir == egress {
+			set = d.Sets[SetEgressIsolatedGroups]
+		}
+		gs := map[uint32]bool{}
+		for _, np := range ix.snap.Policies {
+			if in, eg := policyTypes(np); (dir == ingress && in) || (dir == egress && eg) {
+				gs[podgroup.ForNamespace(np.Namespace)] = true
+				gs[podgroup.Unknown] = true
+			}
+		}
+		keys := make([]uint32, 0, len(gs))
+		for g := range gs {
+			keys = append(keys, g)
+		}
+		sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+		for _, g := range keys {
+			set.Elements = append(set.Elements, []string{strconv.FormatUint(uint64(g), 10)})
+		}
+	}
 }
 
 // localPods are the pods the table enforces for: non-hostNetwork pods of

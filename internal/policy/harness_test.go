@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/podgroup"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/policy/nfttrace"
 	"github.com/trellisnet/trellis/internal/policy/oracle"
@@ -64,6 +65,23 @@ func (w *world) addPod(ns, name, node, ip string, hostNet bool, lbl map[string]s
 	})
 }
 
+// markPending makes a pod pending: its interface exists on its node, but
+// no agent has seen it (see oracle.Cluster.Pending).
+func (w *world) markPending(ns, name string, namespaceUnknown bool) {
+	if w.cluster.Pending == nil {
+		w.cluster.Pending = map[string]oracle.PendingPod{}
+	}
+	w.cluster.Pending[ns+"/"+name] = oracle.PendingPod{NamespaceUnknown: namespaceUnknown}
+}
+
+// groupOf is the device group the plugin gives a pod's host interface.
+func (w *world) groupOf(p *corev1.Pod) uint32 {
+	if pp, ok := w.cluster.Pending[p.Namespace+"/"+p.Name]; ok && pp.NamespaceUnknown {
+		return podgroup.Unknown
+	}
+	return podgroup.ForNamespace(p.Namespace)
+}
+
 func (w *world) addPolicy(np networkingv1.NetworkPolicy) {
 	w.cluster.Policies = append(w.cluster.Policies, np)
 }
@@ -76,6 +94,9 @@ func (w *world) snapshot(node string) *policy.Snapshot {
 	}
 	for i := range w.cluster.Pods {
 		p := &w.cluster.Pods[i]
+		if _, pending := w.cluster.Pending[p.Namespace+"/"+p.Name]; pending {
+			continue // the agents have not seen it yet
+		}
 		iface := ""
 		if p.Spec.NodeName == node && !p.Spec.HostNetwork {
 			iface = ifaceFor(p)
@@ -124,6 +145,15 @@ func (w *world) traced(src, dst *corev1.Pod, proto corev1.Protocol, port int32) 
 	at := func(node, hook, iif, oif string) step {
 		p := base
 		p.Hook, p.IIF, p.OIF = hook, iif, oif
+		if !src.Spec.HostNetwork && node == src.Spec.NodeName {
+			p.SrcRoute = ifaceFor(src) // the plugin's /32 host route
+			p.IIFGroup = w.groupOf(src)
+		} else {
+			p.SrcRoute = underlayIface
+		}
+		if !dst.Spec.HostNetwork && node == dst.Spec.NodeName {
+			p.OIFGroup = w.groupOf(dst)
+		}
 		return step{node, p}
 	}
 	sameNode := src.Spec.NodeName == dst.Spec.NodeName

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/podgroup"
 	"github.com/trellisnet/trellis/internal/policy"
 )
 
@@ -92,6 +93,11 @@ func (k *kernelNode) addPod(name, iface string, ip netip.Addr) {
 			return err
 		}
 		if err := netlink.LinkSetUp(l); err != nil {
+			return err
+		}
+		// The plugin puts the host side in its namespace's device group.
+		podNamespace, _, _ := strings.Cut(name, "/")
+		if err := netlink.LinkSetGroup(l, int(podgroup.ForNamespace(podNamespace))); err != nil {
 			return err
 		}
 		hostMAC = l.Attrs().HardwareAddr
@@ -303,15 +309,7 @@ func TestKernelPacketsMatchTracer(t *testing.T) {
 	// Anti-spoofing: x/b may reach y/c:81 from its own address, but not from
 	// a second address it adds to its interface.
 	spoof := netip.MustParseAddr("10.244.1.99")
-	if err := k.pods["x/b"].Do(func(ns.NetNS) error {
-		l, err := netlink.LinkByName("eth0")
-		if err != nil {
-			return err
-		}
-		return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: spoof.AsSlice(), Mask: net.CIDRMask(32, 32)}})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	k.addAddr("x/b", spoof)
 	yc := netip.MustParseAddr("10.244.1.12")
 	if !k.connect("x/b", netip.Addr{}, yc, 81) {
 		t.Fatal("x/b -> y/c:81 from its own address should pass")
@@ -320,15 +318,55 @@ func TestKernelPacketsMatchTracer(t *testing.T) {
 		t.Fatal("x/b -> y/c:81 from a spoofed source address passed")
 	}
 
-	// First-packet isolation: a pod wired by the plugin but not yet
-	// programmed by the agent can neither send nor receive.
-	k.addPod("x/pending", "trl0pending00", netip.MustParseAddr("10.244.1.50"))
-	k.serve("x/pending", 80)
-	if k.connect("x/pending", netip.Addr{}, yc, 81) {
-		t.Fatal("pending pod could send")
+	// First-packet isolation, pods wired by the plugin but not yet
+	// programmed by the agent. x has an ingress policy, y an egress one.
+	xp, yp, up := netip.MustParseAddr("10.244.1.50"), netip.MustParseAddr("10.244.1.51"), netip.MustParseAddr("10.244.1.52")
+	xb := netip.MustParseAddr("10.244.1.11")
+	k.addPod("x/pending", "trl0pending00", xp)
+	k.addPod("y/pending", "trl0pending01", yp)
+	k.addPod("/pending", "trl0pending02", up) // namespace unknown: group 0
+	for _, n := range []string{"x/pending", "y/pending", "/pending"} {
+		k.serve(n, 80)
 	}
-	if k.connect("x/b", netip.Addr{}, netip.MustParseAddr("10.244.1.50"), 80) {
-		t.Fatal("pending pod could receive")
+	checks := []struct {
+		what     string
+		src      string
+		from     netip.Addr
+		dst      netip.Addr
+		port     int
+		expected bool
+	}{
+		{"pending pod in x (no egress policy there) sends", "x/pending", netip.Addr{}, yc, 81, true},
+		{"pending pod in x (ingress policy there) receives", "x/b", netip.Addr{}, xp, 80, false},
+		{"pending pod in y (egress policy there) sends", "y/pending", netip.Addr{}, xb, 80, false},
+		{"pending pod in y (no ingress policy there) receives", "x/b", netip.Addr{}, yp, 80, true},
+		{"pending pod of unknown namespace sends", "/pending", netip.Addr{}, xb, 80, false},
+		{"pending pod of unknown namespace receives", "x/b", netip.Addr{}, up, 80, false},
+	}
+	for _, c := range checks {
+		if got := k.connect(c.src, c.from, c.dst, c.port); got != c.expected {
+			t.Errorf("%s: connected=%v, want %v", c.what, got, c.expected)
+		}
+	}
+	// Anti-spoofing holds for an open pending pod too (reverse-path check).
+	spoof2 := netip.MustParseAddr("10.244.1.98")
+	k.addAddr("x/pending", spoof2)
+	if k.connect("x/pending", spoof2, yc, 81) {
+		t.Fatal("open pending pod -> y/c:81 from a spoofed source address passed")
+	}
+}
+
+// addAddr adds a second address to a pod's eth0 (to spoof with).
+func (k *kernelNode) addAddr(name string, a netip.Addr) {
+	k.t.Helper()
+	if err := k.pods[name].Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}})
+	}); err != nil {
+		k.t.Fatal(err)
 	}
 }
 

@@ -48,7 +48,11 @@ func (g gen) world() *world {
 			ports = append(ports, corev1.ContainerPort{Name: "metrics", ContainerPort: 81, Protocol: corev1.ProtocolTCP})
 		}
 		ip := fmt.Sprintf("10.244.%d.%d", map[string]int{"n1": 1, "n2": 2}[node], 2+i*3)
-		w.addPod(ns, fmt.Sprintf("p%d", i), node, ip, g.r.Intn(8) == 0, lbl, ports...)
+		hostNet := g.r.Intn(8) == 0
+		w.addPod(ns, fmt.Sprintf("p%d", i), node, ip, hostNet, lbl, ports...)
+		if !hostNet && g.r.Intn(5) == 0 {
+			w.markPending(ns, fmt.Sprintf("p%d", i), g.r.Intn(3) == 0)
+		}
 	}
 	for i, k := 0, 1+g.r.Intn(4); i < k; i++ {
 		w.addPolicy(g.policy(i))
@@ -200,8 +204,9 @@ func TestPropertyTracerMatchesOracle(t *testing.T) {
 func describe(w *world) string {
 	var b strings.Builder
 	for _, p := range w.cluster.Pods {
-		fmt.Fprintf(&b, "pod %s/%s node=%s ip=%s host=%v labels=%v ports=%v\n", p.Namespace, p.Name, p.Spec.NodeName,
-			p.Status.PodIP, p.Spec.HostNetwork, p.Labels, p.Spec.Containers[0].Ports)
+		pending, isPending := w.cluster.Pending[p.Namespace+"/"+p.Name]
+		fmt.Fprintf(&b, "pod %s/%s node=%s ip=%s host=%v labels=%v ports=%v pending=%v(%+v)\n", p.Namespace, p.Name, p.Spec.NodeName,
+			p.Status.PodIP, p.Spec.HostNetwork, p.Labels, p.Spec.Containers[0].Ports, isPending, pending)
 	}
 	for _, ns := range w.cluster.Namespaces {
 		fmt.Fprintf(&b, "ns %s %v\n", ns.Name, ns.Labels)

@@ -78,6 +78,12 @@ func addGroup(d *Desired, dir direction, al allowList, policies []string, logGro
 }
 
 // staticObjects returns the chains, sets and maps present in every table.
+//
+// A "pending" interface is a trl… device the agent has not programmed into
+// pod-ifaces yet (a new pod, or any pod while the agent is down). Its
+// device group (set by the plugin from the pod's namespace) decides its
+// fate: dropped in a direction only when its group is in that direction's
+// isolated-groups set, i.e. some policy could select it.
 func staticObjects(logGroup uint16) *Desired {
 	return &Desired{
 		Chains: map[string]*Chain{
@@ -92,20 +98,31 @@ func staticObjects(logGroup uint16) *Desired {
 				`ct state established,related accept`,
 				`iifname "trl*" jump ` + ChainEgress,
 			}},
+			// Strict reverse-path check: the plugin's /32 host route makes
+			// the route to a pod's address leave through exactly its own
+			// interface, so this holds for pending pods too.
 			ChainAntiSpoof: {Static: true, Rules: []string{
-				`iifname . ip saddr @` + SetPodIfaces + ` return`,
-				denyStatement(logGroup, "spoofed-or-pending", ""),
+				`meta nfproto ipv4 fib saddr . iif oif exists return`,
+				denyStatement(logGroup, "spoofed", ""),
 			}},
 			ChainEgress: {Static: true, Rules: []string{
 				`iifname vmap @` + MapEgressPods,
+				`iifname . ip saddr @` + SetPodIfaces + ` return`,
+				`ip saddr @` + SetPodAddrs + ` ` + denyStatement(logGroup, "pending known-address", ""),
+				`iifgroup @` + SetEgressIsolatedGroups + ` ` + denyStatement(logGroup, "pending egress", ""),
 			}},
 			ChainIngress: {Static: true, Rules: []string{
-				`oifname . ip daddr != @` + SetPodIfaces + ` ` + denyStatement(logGroup, "pending", ""),
 				`oifname vmap @` + MapIngressPods,
+				`oifname . ip daddr @` + SetPodIfaces + ` return`,
+				`ip daddr @` + SetPodAddrs + ` ` + denyStatement(logGroup, "pending known-address", ""),
+				`oifgroup @` + SetIngressIsolatedGroups + ` ` + denyStatement(logGroup, "pending ingress", ""),
 			}},
 		},
 		Sets: map[string]*Set{
-			SetPodIfaces: {Type: "ifname . ipv4_addr"},
+			SetPodIfaces:             {Type: "ifname . ipv4_addr"},
+			SetPodAddrs:              {Type: "ipv4_addr"},
+			SetIngressIsolatedGroups: {Type: "devgroup"},
+			SetEgressIsolatedGroups:  {Type: "devgroup"},
 		},
 		Maps: map[string]*Map{
 			MapEgressPods:  {Type: "ifname : verdict"},

@@ -24,9 +24,19 @@ const (
 	ChainEgress    = "pod-egress"
 	ChainIngress   = "pod-ingress"
 
-	SetPodIfaces   = "pod-ifaces"
-	MapEgressPods  = "egress-pods"
-	MapIngressPods = "ingress-pods"
+	SetPodIfaces = "pod-ifaces"
+	// SetPodAddrs holds every pod address the agent knows (all nodes): a
+	// pending interface using one is an address the agent has not caught up
+	// with (reuse of a stale address), dropped until programmed.
+	SetPodAddrs = "pod-addrs"
+	// SetIngressIsolatedGroups / SetEgressIsolatedGroups hold the device
+	// groups (internal/podgroup) of namespaces where a policy of that
+	// direction exists, plus group 0 (namespace unknown) when one exists
+	// anywhere: pending interfaces in these groups are dropped.
+	SetIngressIsolatedGroups = "ingress-isolated-groups"
+	SetEgressIsolatedGroups  = "egress-isolated-groups"
+	MapEgressPods            = "egress-pods"
+	MapIngressPods           = "ingress-pods"
 
 	// HostIfacePrefix is the prefix of every pod's host-side interface (shared
 	// contract with the CNI plugin).
@@ -46,8 +56,8 @@ type Snapshot struct {
 	Policies   []*networkingv1.NetworkPolicy
 	// DenyLogGroup, when not 0, makes every drop also send the packet to
 	// this nflog group with a prefix naming the direction, group and reason
-	// ("trellis-deny ingress ing-…", "trellis-deny spoofed-or-pending",
-	// "trellis-deny pending"); the interface in the log names the pod.
+	// ("trellis-deny ingress ing-…", "trellis-deny spoofed",
+	// "trellis-deny pending …"); the interface in the log names the pod.
 	DenyLogGroup uint16
 }
 

@@ -5,14 +5,19 @@
 //
 //	matches:    iifname|oifname "literal" (trailing * = prefix),
 //	            ct state a,b,
+//	            meta nfproto ipv4|ipv6,
+//	            fib saddr . iif oif exists|missing (strict reverse path:
+//	            Packet.SrcRoute == Packet.IIF),
 //	            EXPR [. EXPR]... [!=] @set
 //	statements: EXPR [. EXPR]... vmap @map, counter [name X],
 //	            log [prefix "…"] [group N],
 //	            accept, drop, return, jump CHAIN, goto CHAIN
-//	EXPR:       iifname, oifname, ip saddr, ip daddr, meta l4proto, th dport
+//	EXPR:       iifname, oifname, iifgroup, oifgroup, ip saddr, ip daddr,
+//	            meta l4proto, th dport
 //
 // Set and map element fields may be single values, prefixes (a/n) or ranges
-// (lo-hi) of ipv4_addr, inet_proto and inet_service, or ifname strings.
+// (lo-hi) of ipv4_addr, inet_proto and inet_service, devgroup numbers
+// ("default" = 0), or ifname strings.
 package nfttrace
 
 import (
@@ -29,6 +34,11 @@ type Packet struct {
 	// Hook is the netfilter hook it traverses: "forward", "input" or "output".
 	Hook     string
 	IIF, OIF string
+	// IIFGroup and OIFGroup are the interfaces' device groups.
+	IIFGroup, OIFGroup uint32
+	// SrcRoute is the interface the node's route to Src leaves through (what
+	// a strict fib reverse-path lookup finds).
+	SrcRoute string
 	Src, Dst netip.Addr
 	// Proto is the IP protocol number (6 TCP, 17 UDP, 132 SCTP, 1 ICMP).
 	Proto uint8
@@ -192,6 +202,17 @@ func runRule(t *knftables.FakeTable, rule string, pkt *Packet) (verdict, error) 
 				return verdict{}, fmt.Errorf("%s needs exactly one chain at the end", tok)
 			}
 			return verdict{kind: tok, target: toks[i+1]}, nil
+		case "fib":
+			want := []string{"fib", "saddr", ".", "iif", "oif"}
+			if i+6 > len(toks) || strings.Join(toks[i:i+5], " ") != strings.Join(want, " ") ||
+				(toks[i+5] != "exists" && toks[i+5] != "missing") {
+				return verdict{}, fmt.Errorf("unsupported fib expression")
+			}
+			found := pkt.SrcRoute != "" && pkt.SrcRoute == pkt.IIF
+			if found != (toks[i+5] == "exists") {
+				return verdict{}, nil
+			}
+			i += 6
 		case "ct":
 			if i+2 >= len(toks) || toks[i+1] != "state" {
 				return verdict{}, fmt.Errorf("unsupported ct expression")
@@ -200,6 +221,18 @@ func runRule(t *knftables.FakeTable, rule string, pkt *Packet) (verdict, error) 
 				return verdict{}, nil
 			}
 			i += 3
+		case "meta":
+			if i+1 < len(toks) && toks[i+1] == "nfproto" {
+				if i+2 >= len(toks) || (toks[i+2] != "ipv4" && toks[i+2] != "ipv6") {
+					return verdict{}, fmt.Errorf("unsupported meta nfproto match")
+				}
+				if pkt.Src.Is4() != (toks[i+2] == "ipv4") {
+					return verdict{}, nil
+				}
+				i += 3
+				continue
+			}
+			fallthrough
 		default:
 			vals, n, err := parseExprs(toks[i:], pkt)
 			if err != nil {

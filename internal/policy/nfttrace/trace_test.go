@@ -132,3 +132,48 @@ func TestValidateRejectsWhatTheKernelWould(t *testing.T) {
 		t.Errorf("disjoint elements rejected: %v", err)
 	}
 }
+
+// TestTracePendingVocabulary covers fib reverse-path, nfproto and device
+// group matches.
+func TestTracePendingVocabulary(t *testing.T) {
+	f := newTable(t, func(tx *knftables.Transaction) {
+		base(tx, "fwd", knftables.ForwardHook, knftables.AcceptPolicy)
+		tx.Add(&knftables.Chain{Name: "spoof"})
+		tx.Add(&knftables.Set{Name: "g", Type: "devgroup"})
+		tx.Add(&knftables.Element{Set: "g", Key: []string{"default"}})
+		tx.Add(&knftables.Element{Set: "g", Key: []string{"77"}})
+		tx.Add(&knftables.Rule{Chain: "fwd", Rule: `iifname "trl*" jump spoof`})
+		tx.Add(&knftables.Rule{Chain: "fwd", Rule: `iifgroup @g drop`})
+		tx.Add(&knftables.Rule{Chain: "fwd", Rule: `oifgroup @g counter drop`})
+		tx.Add(&knftables.Rule{Chain: "spoof", Rule: `meta nfproto ipv4 fib saddr . iif oif exists return`})
+		tx.Add(&knftables.Rule{Chain: "spoof", Rule: `counter drop`})
+	})
+	p := func(mod func(*Packet)) Packet {
+		x := pkt("10.0.0.1", "10.0.0.2", 6, 80)
+		x.SrcRoute, x.IIFGroup, x.OIFGroup = "trlaaa", 5, 6
+		mod(&x)
+		return x
+	}
+	cases := []struct {
+		name string
+		p    Packet
+		want Verdict
+	}{
+		{"route back through iif, other groups", p(func(*Packet) {}), Accept},
+		{"route back through another iface", p(func(x *Packet) { x.SrcRoute = "trlbbb" }), Drop},
+		{"no route back", p(func(x *Packet) { x.SrcRoute = "" }), Drop},
+		{"ipv6 from a pod", p(func(x *Packet) { x.Src = netip.MustParseAddr("fe80::1") }), Drop},
+		{"not from a pod: no fib check", p(func(x *Packet) { x.IIF, x.SrcRoute = "eth0", "" }), Accept},
+		{"iif group listed", p(func(x *Packet) { x.IIFGroup = 77 }), Drop},
+		{"oif group 0 listed as default", p(func(x *Packet) { x.OIFGroup = 0 }), Drop},
+	}
+	for _, tc := range cases {
+		got, err := Trace(f, tc.p)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got != tc.want {
+			t.Errorf("%s: got %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}

@@ -38,6 +38,10 @@ func parseExprs(toks []string, pkt *Packet) ([]value, int, error) {
 			v, ok, i = addrValue(pkt.Src), pkt.Src.Is4(), i+2
 		case toks[i] == "ip" && i+1 < len(toks) && toks[i+1] == "daddr":
 			v, ok, i = addrValue(pkt.Dst), pkt.Dst.Is4(), i+2
+		case toks[i] == "iifgroup":
+			v, i = value{num: uint64(pkt.IIFGroup)}, i+1
+		case toks[i] == "oifgroup":
+			v, i = value{num: uint64(pkt.OIFGroup)}, i+1
 		case toks[i] == "meta" && i+1 < len(toks) && toks[i+1] == "l4proto":
 			v, i = value{num: uint64(pkt.Proto)}, i+2
 		case toks[i] == "th" && i+1 < len(toks) && toks[i+1] == "dport":
@@ -189,6 +193,11 @@ func parseField(typ, s string) (uint64, uint64, error) {
 			}
 			return parseUint(x, 255)
 		})
+	case "devgroup":
+		if s == "default" {
+			return 0, 0, nil
+		}
+		return parseRange(s, func(x string) (uint64, error) { return parseUint(x, 1<<32-1) })
 	case "inet_service":
 		return parseRange(s, func(x string) (uint64, error) { return parseUint(x, 65535) })
 	}

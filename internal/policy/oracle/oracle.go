@@ -23,6 +23,37 @@ type Cluster struct {
 	Namespaces []corev1.Namespace
 	Pods       []corev1.Pod
 	Policies   []networkingv1.NetworkPolicy
+	// Pending are pods whose interface exists on their node but which the
+	// enforcing agents have not seen yet ("namespace/name" keys). Trellis
+	// gives them a cautious all-or-nothing verdict per direction instead of
+	// their policies: denied when some policy of that direction could select
+	// them (one exists in their namespace, or anywhere if their namespace is
+	// unknown to the node), allowed otherwise; and no selector matches them
+	// as a peer yet (only ipBlocks do).
+	Pending map[string]PendingPod
+}
+
+// PendingPod describes one pending pod.
+type PendingPod struct {
+	// NamespaceUnknown: the runtime did not pass the pod's namespace to the
+	// CNI plugin, so the node cannot tell which namespace it belongs to.
+	NamespaceUnknown bool
+}
+
+func (c *Cluster) pending(p *corev1.Pod) (PendingPod, bool) {
+	pp, ok := c.Pending[p.Namespace+"/"+p.Name]
+	return pp, ok
+}
+
+// pendingIsolated: could a policy of type typ select the pending pod p?
+func (c *Cluster) pendingIsolated(p *corev1.Pod, pp PendingPod, typ networkingv1.PolicyType) bool {
+	for i := range c.Policies {
+		np := &c.Policies[i]
+		if hasType(np, typ) && (pp.NamespaceUnknown || np.Namespace == p.Namespace) {
+			return true
+		}
+	}
+	return false
 }
 
 // Allowed reports whether a new connection from src to dst with protocol
@@ -36,6 +67,9 @@ func (c *Cluster) egressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, por
 	if src.Spec.HostNetwork {
 		return true // host-network pods are not isolated
 	}
+	if pp, ok := c.pending(src); ok {
+		return !c.pendingIsolated(src, pp, networkingv1.PolicyTypeEgress)
+	}
 	isolated := false
 	for i := range c.Policies {
 		np := &c.Policies[i]
@@ -44,7 +78,7 @@ func (c *Cluster) egressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, por
 		}
 		isolated = true
 		for _, rule := range np.Spec.Egress {
-			if c.peersMatch(np.Namespace, rule.To, dst) && portsMatch(rule.Ports, dst, proto, port) {
+			if c.peersMatch(np.Namespace, rule.To, dst) && c.portsMatch(rule.Ports, dst, proto, port) {
 				return true
 			}
 		}
@@ -60,6 +94,9 @@ func (c *Cluster) ingressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, po
 	if src.Spec.HostNetwork && src.Spec.NodeName == dst.Spec.NodeName {
 		return true
 	}
+	if pp, ok := c.pending(dst); ok {
+		return !c.pendingIsolated(dst, pp, networkingv1.PolicyTypeIngress)
+	}
 	isolated := false
 	for i := range c.Policies {
 		np := &c.Policies[i]
@@ -68,7 +105,7 @@ func (c *Cluster) ingressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, po
 		}
 		isolated = true
 		for _, rule := range np.Spec.Ingress {
-			if c.peersMatch(np.Namespace, rule.From, src) && portsMatch(rule.Ports, dst, proto, port) {
+			if c.peersMatch(np.Namespace, rule.From, src) && c.portsMatch(rule.Ports, dst, proto, port) {
 				return true
 			}
 		}
@@ -82,9 +119,11 @@ func appliesTo(np *networkingv1.NetworkPolicy, pod *corev1.Pod, typ networkingv1
 	if pod.Spec.HostNetwork || np.Namespace != pod.Namespace {
 		return false
 	}
-	if !selectorMatches(&np.Spec.PodSelector, pod.Labels) {
-		return false
-	}
+	return selectorMatches(&np.Spec.PodSelector, pod.Labels) && hasType(np, typ)
+}
+
+// hasType: the policy has type typ, with the API's defaulting.
+func hasType(np *networkingv1.NetworkPolicy, typ networkingv1.PolicyType) bool {
 	types := np.Spec.PolicyTypes
 	if len(types) == 0 {
 		types = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
@@ -125,8 +164,8 @@ func (c *Cluster) peerMatches(policyNS string, peer networkingv1.NetworkPolicyPe
 	if peer.IPBlock != nil {
 		return ipBlockMatches(peer.IPBlock, other.Status.PodIP)
 	}
-	if other.Spec.HostNetwork {
-		return false // host-network pods match only ipBlock peers
+	if _, pending := c.pending(other); other.Spec.HostNetwork || pending {
+		return false // host-network and pending pods match only ipBlock peers
 	}
 	if peer.NamespaceSelector != nil {
 		if !selectorMatches(peer.NamespaceSelector, c.namespaceLabels(other.Namespace)) {
@@ -170,7 +209,7 @@ func ipBlockMatches(b *networkingv1.IPBlock, ip string) bool {
 // portsMatch: an empty list matches everything (every protocol); otherwise
 // some entry must have the protocol and cover the port. A named port is
 // looked up on the destination pod.
-func portsMatch(ports []networkingv1.NetworkPolicyPort, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
+func (c *Cluster) portsMatch(ports []networkingv1.NetworkPolicyPort, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
 	if len(ports) == 0 {
 		return true
 	}
@@ -186,6 +225,9 @@ func portsMatch(ports []networkingv1.NetworkPolicyPort, dst *corev1.Pod, proto c
 			return true
 		}
 		if p.Port.Type == intstr.String {
+			if _, pending := c.pending(dst); pending {
+				continue // nobody knows a pending pod's ports yet
+			}
 			if n, ok := namedPort(dst, p.Port.StrVal, proto); ok && n == port {
 				return true
 			}

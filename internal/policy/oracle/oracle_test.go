@@ -67,3 +67,45 @@ func TestOracleSemantics(t *testing.T) {
 		}
 	}
 }
+
+// Pending pods: all-or-nothing per direction, by namespace; matched as
+// peers only through ipBlocks.
+func TestOraclePendingSemantics(t *testing.T) {
+	a := pod("x", "a", "10.0.1.1", "n1", map[string]string{"app": "a"}, false)
+	p := pod("y", "p", "10.0.1.9", "n1", map[string]string{"app": "a"}, false)
+	h1 := pod("y", "h1", "192.168.0.1", "n1", nil, true)
+	h2 := pod("y", "h2", "192.168.0.2", "n2", nil, true)
+	allIngress := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+	allEgress := []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
+	openFromAll := networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{
+		From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}}}}}}
+	fromBlock := networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{
+		From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.1.8/29"}}}}}}
+	cases := []struct {
+		name     string
+		ns       string
+		pol      networkingv1.NetworkPolicySpec
+		unknown  bool
+		src, dst *corev1.Pod
+		want     bool
+	}{
+		{"no policy in its namespace: pending pod receives", "x", networkingv1.NetworkPolicySpec{PolicyTypes: allIngress}, false, &a, &p, true},
+		{"ingress policy in its namespace, even selecting nothing: denied", "y",
+			networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"none": "x"}}, PolicyTypes: allIngress}, false, &a, &p, false},
+		{"egress-only policy in its namespace: still receives", "y", networkingv1.NetworkPolicySpec{PolicyTypes: allEgress}, false, &a, &p, true},
+		{"egress-only policy in its namespace: cannot send", "y", networkingv1.NetworkPolicySpec{PolicyTypes: allEgress}, false, &p, &a, false},
+		{"unknown namespace: any ingress policy anywhere isolates", "x", networkingv1.NetworkPolicySpec{PolicyTypes: allIngress}, true, &a, &p, false},
+		{"own node reaches a pending isolated pod", "y", networkingv1.NetworkPolicySpec{PolicyTypes: allIngress}, false, &h1, &p, true},
+		{"another node does not", "y", networkingv1.NetworkPolicySpec{PolicyTypes: allIngress}, false, &h2, &p, false},
+		{"selectors do not match a pending peer", "x", openFromAll, false, &p, &a, false},
+		{"ipBlocks do", "x", fromBlock, false, &p, &a, true},
+	}
+	for _, tc := range cases {
+		cl := &Cluster{Pods: []corev1.Pod{a, p, h1, h2},
+			Policies: []networkingv1.NetworkPolicy{{ObjectMeta: metav1.ObjectMeta{Namespace: tc.ns, Name: "p"}, Spec: tc.pol}},
+			Pending:  map[string]PendingPod{"y/p": {NamespaceUnknown: tc.unknown}}}
+		if got := cl.Allowed(tc.src, tc.dst, corev1.ProtocolTCP, 80); got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
