@@ -81,16 +81,20 @@ func Status(ctx context.Context, p Paths, w io.Writer) error {
 	}
 	tw.Flush()
 	evs, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "reason=FailedCreatePodSandBox"})
-	if err == nil && len(evs.Items) > 0 {
-		fmt.Fprintln(w, "\nPods whose network setup (CNI ADD) failed:")
+	if err == nil {
 		seen := map[string]bool{}
+		var lines []string
 		for _, ev := range evs.Items {
 			k := ev.InvolvedObject.Namespace + "/" + ev.InvolvedObject.Name
 			if seen[k] || !podPending(ctx, p, ev.InvolvedObject) {
 				continue
 			}
 			seen[k] = true
-			fmt.Fprintf(w, "  %s: %s\n", k, ev.Message)
+			lines = append(lines, fmt.Sprintf("  %s: %s", k, ev.Message))
+		}
+		if len(lines) > 0 {
+			fmt.Fprintln(w, "\nPods whose network setup (CNI ADD) failed:")
+			fmt.Fprintln(w, strings.Join(lines, "\n"))
 		}
 	}
 	return nil
