@@ -73,6 +73,9 @@ func Run(ctx context.Context, cfg *config.Config) error {
 	case cfg.MasqueradeEnabled():
 		return err
 	}
+	if d.policyNFT, err = newPolicyNFT(cfg); err != nil {
+		return err
+	}
 	return run(ctx, cfg, d)
 }
 
@@ -84,6 +87,9 @@ type deps struct {
 	sysctls nodesetup.Sysctls
 	// nft is the masquerade table's interface; nil disables the controller.
 	nft knftables.Interface
+	// policyNFT is the NetworkPolicy table's interface; nil disables the
+	// policy controller.
+	policyNFT knftables.Interface
 }
 
 func run(ctx context.Context, cfg *config.Config, d deps) error {
@@ -116,9 +122,15 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	if _, err := nodes.Informer().AddEventHandler(nodeHandler(cfg.NodeName, routeRunner, nodeRunner, masqRunner)); err != nil {
 		return fmt.Errorf("add node event handler: %w", err)
 	}
-	// The NetworkPolicy controller (internal/policy, issue 5) is wired here:
-	// it gets the same factory (pods, namespaces, networkpolicies informers),
-	// its own syncrunner, and its Run(ctx) joins the goroutines below.
+	// The NetworkPolicy controller (internal/policy) registers its pod,
+	// namespace and networkpolicy informers on the shared factory.
+	if d.policyNFT != nil {
+		r, err := newPolicyRunner(cfg, factory, d.policyNFT, m, runnerOpts)
+		if err != nil {
+			return err
+		}
+		runners = append(runners, r)
+	}
 
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()

@@ -81,6 +81,10 @@ type Config struct {
 	VXLAN              VXLAN          `json:"vxlan,omitempty"`
 	MinSyncInterval    Duration       `json:"minSyncInterval,omitempty"`
 	MaxSyncInterval    Duration       `json:"maxSyncInterval,omitempty"`
+
+	// NetworkPolicy enables NetworkPolicy enforcement (default true); when
+	// false the agent removes its policy table.
+	NetworkPolicy *bool `json:"networkPolicy,omitempty"`
 }
 
 // Duration is a time.Duration that reads "1s"-style strings from files.
@@ -107,6 +111,9 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 
 // MasqueradeEnabled reports whether masquerading is on (default true).
 func (c *Config) MasqueradeEnabled() bool { return c.Masquerade == nil || *c.Masquerade }
+
+// NetworkPolicyEnabled reports whether NetworkPolicy is enforced (default true).
+func (c *Config) NetworkPolicyEnabled() bool { return c.NetworkPolicy == nil || *c.NetworkPolicy }
 
 // Default returns a configuration with every default filled in.
 func Default() *Config {

@@ -25,6 +25,7 @@ type Flags struct {
 	CNIBinDir          string
 	CNIConfDir         string
 	NodeStateFile      string
+	NetworkPolicy      bool
 }
 
 // AddFlags registers the agent's flags on fs.
@@ -42,6 +43,7 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.CNIBinDir, "cni-bin-dir", DefaultCNIBinDir, "directory the container runtime loads CNI plugins from")
 	fs.StringVar(&f.CNIConfDir, "cni-conf-dir", DefaultCNIConfDir, "directory the container runtime reads CNI configs from")
 	fs.StringVar(&f.NodeStateFile, "node-state-file", DefaultNodeStateFile, "node state file shared with the CNI plugin")
+	fs.BoolVar(&f.NetworkPolicy, "network-policy", true, "enforce NetworkPolicy; false removes the policy table")
 }
 
 func (f *Flags) changed(name string) bool { return f.fs != nil && f.fs.Changed(name) }
@@ -84,6 +86,10 @@ func (f *Flags) Complete(getenv func(string) string) (*Config, error) {
 	}
 	if f.changed("mtu") {
 		c.MTU = f.MTU
+	}
+	if f.changed("network-policy") {
+		v := f.NetworkPolicy
+		c.NetworkPolicy = &v
 	}
 	override := func(name string, dst *string, v string) {
 		if f.changed(name) || *dst == "" {

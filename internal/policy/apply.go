@@ -276,3 +276,17 @@ func deleteStale(tx *knftables.Transaction, d *Desired, ex *existing, st *ApplyS
 		}
 	}
 }
+
+// Remove deletes the policy table if it exists (enforcement disabled). nft
+// must be bound to the inet family and TableName.
+func Remove(ctx context.Context, nft knftables.Interface) error {
+	if _, err := nft.List(ctx, "chain"); knftables.IsNotFound(err) {
+		return nil
+	}
+	tx := nft.NewTransaction()
+	tx.Delete(&knftables.Table{})
+	if err := nft.Run(ctx, tx); err != nil && !knftables.IsNotFound(err) {
+		return fmt.Errorf("remove policy table: %w", err)
+	}
+	return nil
+}

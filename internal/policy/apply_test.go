@@ -232,3 +232,19 @@ func sortLines(s string) []string {
 	sort.Strings(l)
 	return l
 }
+
+// TestRemove: disabling enforcement deletes the table; removing an absent
+// table is not an error.
+func TestRemove(t *testing.T) {
+	w := goldenWorlds()["xyz-mixed"]
+	w.program(t)
+	fake := w.fakes["n1"]
+	for i := 0; i < 2; i++ {
+		if err := policy.Remove(context.Background(), fake); err != nil {
+			t.Fatalf("remove #%d: %v", i+1, err)
+		}
+		if fake.Table != nil {
+			t.Fatalf("remove #%d: table still there:\n%s", i+1, fake.Dump())
+		}
+	}
+}

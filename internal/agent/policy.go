@@ -1,0 +1,47 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/client-go/informers"
+	"sigs.k8s.io/knftables"
+
+	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/metrics"
+	"github.com/trellisnet/trellis/internal/policy"
+	"github.com/trellisnet/trellis/internal/syncrunner"
+)
+
+// newPolicyNFT opens the policy table's nftables interface. A failure is
+// fatal only when enforcement is enabled (nil then disables the runner).
+func newPolicyNFT(cfg *config.Config) (knftables.Interface, error) {
+	nft, err := knftables.New(knftables.InetFamily, policy.TableName)
+	if err != nil && cfg.NetworkPolicyEnabled() {
+		return nil, fmt.Errorf("nftables for the policy table: %w", err)
+	}
+	if err != nil {
+		return nil, nil
+	}
+	return nft, nil
+}
+
+// newPolicyRunner returns the NetworkPolicy controller's runner: the full
+// controller (registering its pod, namespace and networkpolicy informers on
+// factory, which must not be started yet) when enforcement is enabled, or a
+// runner that removes the policy table when it is disabled.
+func newPolicyRunner(cfg *config.Config, factory informers.SharedInformerFactory, nft knftables.Interface,
+	m *metrics.Metrics, opts syncrunner.Options) (*syncrunner.Runner, error) {
+	if !cfg.NetworkPolicyEnabled() {
+		return syncrunner.New("policy", func(ctx context.Context) error { return policy.Remove(ctx, nft) }, opts), nil
+	}
+	ctrl, err := policy.NewController(policy.Config{
+		NodeName: cfg.NodeName, Informers: factory, NFT: nft, Interfaces: policy.RouteInterfaces{},
+		Registerer: m.Registry, Observer: opts.Observer,
+		MinSyncInterval: opts.MinInterval, MaxSyncInterval: opts.MaxInterval,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ctrl.Runner(), nil
+}
