@@ -17,14 +17,14 @@ manifest() {
     cat <<YAML
 apiVersion: v1
 kind: Namespace
-metadata: {name: $ns, labels: {ns: $ns}}
+metadata: {name: "$ns", labels: {ns: "$ns"}}
 ---
 YAML
     for pod in a b c; do
       cat <<YAML
 apiVersion: v1
 kind: Pod
-metadata: {name: $pod, namespace: $ns, labels: {pod: $pod, demo: trellis}}
+metadata: {name: "$pod", namespace: "$ns", labels: {pod: "$pod", demo: trellis}}
 spec:
   terminationGracePeriodSeconds: 0
   topologySpreadConstraints:
