@@ -5,8 +5,8 @@ package lab
 import (
 	"context"
 	"fmt"
-	"os"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"

@@ -172,13 +172,13 @@ func WriteNodeFiles(p Paths, s NodeSpec) error {
 		kubeProxyConfig:    []byte(KubeProxyConfig(s)),
 	}
 	copies := map[string]string{
-		kubeletKubeconfig:                 p.kc("kubelet-" + s.Name + ".conf"),
-		nodeLabDir + "/kube-proxy.conf":   p.kc("kube-proxy.conf"),
-		caPath:                            p.pki("ca.crt"),
-		"/opt/cni/bin/loopback":           s.Bin["loopback"],
-		agentInstallDir + "/trellis-cni":  s.Bin["trellis-cni"],
+		kubeletKubeconfig:                  p.kc("kubelet-" + s.Name + ".conf"),
+		nodeLabDir + "/kube-proxy.conf":    p.kc("kube-proxy.conf"),
+		caPath:                             p.pki("ca.crt"),
+		"/opt/cni/bin/loopback":            s.Bin["loopback"],
+		agentInstallDir + "/trellis-cni":   s.Bin["trellis-cni"],
 		agentInstallDir + "/trellis-agent": s.Bin["trellis-agent"],
-		agentKubeconfig:                   p.kc("trellis-agent.conf"),
+		agentKubeconfig:                    p.kc("trellis-agent.conf"),
 	}
 	for dst, src := range copies {
 		if src == "" {

@@ -94,7 +94,10 @@ func RunNode(ctx context.Context, s NodeSpec) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); wg.Wait() }()
 	wg.Add(1)
-	go func() { defer wg.Done(); sup.keep(runCtx, child{name: "containerd", argv: []string{s.Bin["containerd"], "--config", containerdConfPath}}) }()
+	go func() {
+		defer wg.Done()
+		sup.keep(runCtx, child{name: "containerd", argv: []string{s.Bin["containerd"], "--config", containerdConfPath}})
+	}()
 	if err := waitSocket(ctx, containerdSock, 60*time.Second); err != nil {
 		return fmt.Errorf("containerd did not start (see %s): %w", filepath.Join(logs, "containerd.log"), err)
 	}

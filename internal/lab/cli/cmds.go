@@ -327,4 +327,3 @@ func internalCmds() []*cobra.Command {
 	fwd.Flags().StringVar(&target, "target", "", "")
 	return []*cobra.Command{ex, node, fwd}
 }
-

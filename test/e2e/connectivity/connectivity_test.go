@@ -4,9 +4,7 @@
 package connectivity
 
 import (
-	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -16,23 +14,7 @@ import (
 
 var l *framework.Lab
 
-func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	var err error
-	l, err = framework.Setup(ctx)
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e setup:", err)
-		_ = l.Teardown()
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := l.Teardown(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e teardown:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { framework.Main(m, &l, 10*time.Minute) }
 
 // TestE2EPodToPod checks TCP (80) and UDP (81) between pods on the same node
 // and, when the agent runs, across nodes on the same and on different

@@ -100,7 +100,9 @@ func (l *Lab) Teardown() error {
 }
 
 // HasAgent reports whether the lab's nodes run the Trellis agent.
-func (l *Lab) HasAgent() bool { return l.State.Binaries["trellis-agent"] != "" && l.State.AgentError == "" }
+func (l *Lab) HasAgent() bool {
+	return l.State.Binaries["trellis-agent"] != "" && l.State.AgentError == ""
+}
 
 // Nodes returns the lab's node names in order.
 func (l *Lab) Nodes() []string {
@@ -253,4 +255,24 @@ func (l *Lab) ExpectMatrix(t testing.TB, pods []string, port int, proto string, 
 		time.Sleep(time.Second)
 	}
 	t.Errorf("%d/%s connectivity differs from the expectation:\n%s", port, proto, lab.Report(expected, observed))
+}
+
+// Main is a TestMain body: it sets *l up (Setup), runs the tests, tears the
+// lab down (Teardown) and exits with the tests' status.
+func Main(m *testing.M, l **Lab, setupTimeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	lab, err := Setup(ctx)
+	cancel()
+	*l = lab
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		_ = lab.Teardown()
+		os.Exit(1)
+	}
+	code := m.Run()
+	if err := lab.Teardown(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e teardown:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
