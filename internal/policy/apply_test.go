@@ -169,6 +169,8 @@ func TestPendingAndSpoofedPackets(t *testing.T) {
 		{"pending pod of unknown namespace sends", fwd(pend, ifaceFor(yc), pendIP, ycIP, group(0, gy)), nfttrace.Accept},
 		{"node probes pending isolated pod", nfttrace.Packet{Hook: "output", OIF: pend, OIFGroup: gx, Src: node, Dst: pendIP, Proto: 6, DPort: 80, CTState: "new"}, nfttrace.Accept},
 		{"reply to allowed flow", fwd(underlayIface, ifaceFor(xa), remote, a, established), nfttrace.Accept},
+		{"isolated pod reaches itself through its Service (hairpin)", fwd(ifaceFor(xa), ifaceFor(xa), a, a), nfttrace.Accept},
+		{"isolated pod is reached by another through its Service", fwd(ifaceFor(yc), ifaceFor(xa), ycIP, a), nfttrace.Drop},
 	}
 	for _, tc := range cases {
 		got, err := nfttrace.Trace(fake, tc.pkt)
@@ -195,7 +197,7 @@ func TestPerPacketPathIsConstant(t *testing.T) {
 	for _, w := range []*world{small, big} {
 		tbl := w.fakes["n1"].Table
 		for name, c := range tbl.Chains {
-			if len(c.Rules) > 4 {
+			if len(c.Rules) > 5 {
 				t.Errorf("chain %s has %d rules", name, len(c.Rules))
 			}
 		}

@@ -90,6 +90,9 @@ func staticObjects(logGroup uint16) *Desired {
 			ChainForward: {Hook: "forward", Static: true, Rules: []string{
 				`iifname "trl*" jump ` + ChainAntiSpoof,
 				`ct state established,related accept`,
+				// Hairpin: a pod reaching itself (e.g. through its own
+				// Service, DNATed back to it) is never subject to policy.
+				`iifname "trl*" fib daddr . iif oif exists accept`,
 				`iifname "trl*" jump ` + ChainEgress,
 				`oifname "trl*" jump ` + ChainIngress,
 			}},

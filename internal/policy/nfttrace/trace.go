@@ -8,6 +8,8 @@
 //	            meta nfproto ipv4|ipv6,
 //	            fib saddr . iif oif exists|missing (strict reverse path:
 //	            Packet.SrcRoute == Packet.IIF),
+//	            fib daddr . iif oif exists|missing (the route to Dst, which
+//	            is Packet.OIF once routed, leaves through IIF: hairpin),
 //	            EXPR [. EXPR]... [!=] @set
 //	statements: EXPR [. EXPR]... vmap @map, counter [name X],
 //	            log [prefix "…"] [group N],
@@ -203,12 +205,14 @@ func runRule(t *knftables.FakeTable, rule string, pkt *Packet) (verdict, error) 
 			}
 			return verdict{kind: tok, target: toks[i+1]}, nil
 		case "fib":
-			want := []string{"fib", "saddr", ".", "iif", "oif"}
-			if i+6 > len(toks) || strings.Join(toks[i:i+5], " ") != strings.Join(want, " ") ||
-				(toks[i+5] != "exists" && toks[i+5] != "missing") {
+			if i+6 > len(toks) || strings.Join(toks[i+2:i+5], " ") != ". iif oif" ||
+				(toks[i+1] != "saddr" && toks[i+1] != "daddr") || (toks[i+5] != "exists" && toks[i+5] != "missing") {
 				return verdict{}, fmt.Errorf("unsupported fib expression")
 			}
 			found := pkt.SrcRoute != "" && pkt.SrcRoute == pkt.IIF
+			if toks[i+1] == "daddr" {
+				found = pkt.OIF != "" && pkt.OIF == pkt.IIF
+			}
 			if found != (toks[i+5] == "exists") {
 				return verdict{}, nil
 			}

@@ -143,6 +143,7 @@ func TestTracePendingVocabulary(t *testing.T) {
 		tx.Add(&knftables.Element{Set: "g", Key: []string{"default"}})
 		tx.Add(&knftables.Element{Set: "g", Key: []string{"77"}})
 		tx.Add(&knftables.Rule{Chain: "fwd", Rule: `iifname "trl*" jump spoof`})
+		tx.Add(&knftables.Rule{Chain: "fwd", Rule: `fib daddr . iif oif exists accept`})
 		tx.Add(&knftables.Rule{Chain: "fwd", Rule: `iifgroup @g drop`})
 		tx.Add(&knftables.Rule{Chain: "fwd", Rule: `oifgroup @g counter drop`})
 		tx.Add(&knftables.Rule{Chain: "spoof", Rule: `meta nfproto ipv4 fib saddr . iif oif exists return`})
@@ -166,6 +167,7 @@ func TestTracePendingVocabulary(t *testing.T) {
 		{"not from a pod: no fib check", p(func(x *Packet) { x.IIF, x.SrcRoute = "eth0", "" }), Accept},
 		{"iif group listed", p(func(x *Packet) { x.IIFGroup = 77 }), Drop},
 		{"oif group 0 listed as default", p(func(x *Packet) { x.OIFGroup = 0 }), Drop},
+		{"hairpin (out the interface it came in) accepted first", p(func(x *Packet) { x.OIF, x.OIFGroup = x.IIF, 0 }), Accept},
 	}
 	for _, tc := range cases {
 		got, err := Trace(f, tc.p)
