@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,11 +38,9 @@ func ParsePortProto(s string) (int, string, error) {
 		return 0, "", fmt.Errorf("%w: bad port %q (want PORT/PROTO, e.g. 80/tcp)", ErrUsage, s)
 	}
 	switch proto {
-	case "tcp", "udp":
-	case "sctp":
-		return 0, "", fmt.Errorf("%w: SCTP probes are not supported on this kernel (no SCTP sockets)", ErrUsage)
+	case "tcp", "udp", "sctp":
 	default:
-		return 0, "", fmt.Errorf("%w: unknown protocol %q (tcp or udp)", ErrUsage, proto)
+		return 0, "", fmt.Errorf("%w: unknown protocol %q (tcp, udp or sctp)", ErrUsage, proto)
 	}
 	return port, proto, nil
 }
@@ -180,5 +179,27 @@ func (pr Prober) Probe(ctx context.Context, src, target string, port int, proto 
 	if timeout == 0 {
 		timeout = 2 * time.Second
 	}
+	if proto == "sctp" {
+		return pr.probeSCTP(ctx, nsPath, addr, port, timeout)
+	}
 	return ProbeFromNetns(nsPath, Target{Addr: addr, Port: port, Proto: proto}, timeout) == nil, nil
+}
+
+// probeSCTP sends a crafted INIT from the source namespace and watches for
+// it in the namespace of the pod that owns addr.
+func (pr Prober) probeSCTP(ctx context.Context, srcNS, addr string, port int, timeout time.Duration) (bool, error) {
+	dst, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false, fmt.Errorf("%w: %q is not an IP address", ErrUsage, addr)
+	}
+	pods, err := pr.CS.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "status.podIP=" + addr})
+	if err != nil {
+		return false, fmt.Errorf("finding the pod with %s: %w", addr, err)
+	}
+	for i := range pods.Items {
+		if dstNS, err := PodNetns(&pods.Items[i]); err == nil {
+			return ProbeSCTP(srcNS, dstNS, dst, uint16(port), timeout)
+		}
+	}
+	return false, fmt.Errorf("%w: SCTP probes need a lab pod as the target (%s is none)", ErrUsage, addr)
 }

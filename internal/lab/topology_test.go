@@ -137,7 +137,10 @@ func TestParsePortProtoAndPodRef(t *testing.T) {
 	if p, proto, err := ParsePortProto("81/UDP"); err != nil || p != 81 || proto != "udp" {
 		t.Errorf("81/UDP = %d %s %v", p, proto, err)
 	}
-	for _, bad := range []string{"0/tcp", "http/tcp", "80/icmp", "80/sctp"} {
+	if _, proto, err := ParsePortProto("80/sctp"); err != nil || proto != "sctp" {
+		t.Errorf("80/sctp = %s %v", proto, err)
+	}
+	for _, bad := range []string{"0/tcp", "http/tcp", "80/icmp", "70000/udp"} {
 		if _, _, err := ParsePortProto(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

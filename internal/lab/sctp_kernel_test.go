@@ -1,0 +1,46 @@
+//go:build kernel
+
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+)
+
+// TestKernelSCTPProbe sends the crafted INIT between two namespaces joined by
+// a veth: it must arrive, and must not once nftables drops SCTP on the way.
+func TestKernelSCTPProbe(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("TestKernelSCTPProbe needs root (network namespaces)")
+	}
+	ctx := context.Background()
+	a, b := fmt.Sprintf("tlsa%d", os.Getpid()%100000), fmt.Sprintf("tlsb%d", os.Getpid()%100000)
+	t.Cleanup(func() { _ = DeleteNetns(context.Background(), []string{a, b}) })
+	for _, step := range [][]string{
+		{"ip", "netns", "add", a}, {"ip", "netns", "add", b},
+		{"ip", "link", "add", "name", "eth0", "netns", a, "type", "veth", "peer", "name", "eth0", "netns", b},
+		{"ip", "-n", a, "addr", "add", "192.168.77.1/24", "dev", "eth0"},
+		{"ip", "-n", b, "addr", "add", "192.168.77.2/24", "dev", "eth0"},
+		{"ip", "-n", a, "link", "set", "eth0", "up"}, {"ip", "-n", b, "link", "set", "eth0", "up"},
+	} {
+		if err := run(ctx, step[0], step[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := netip.MustParseAddr("192.168.77.2")
+	ok, err := ProbeSCTP("/run/netns/"+a, "/run/netns/"+b, dst, 80, 2*time.Second)
+	if err != nil || !ok {
+		t.Fatalf("INIT did not arrive: ok=%v err=%v", ok, err)
+	}
+	if err := inNetns(ctx, a, "nft", "add table inet t; add chain inet t out { type filter hook output priority 0; meta l4proto sctp drop; }"); err != nil {
+		t.Fatal(err)
+	}
+	ok, err = ProbeSCTP("/run/netns/"+a, "/run/netns/"+b, dst, 80, time.Second)
+	if err != nil || ok {
+		t.Fatalf("INIT arrived through a drop rule: ok=%v err=%v", ok, err)
+	}
+}
