@@ -107,4 +107,3 @@ func ProbeSCTP(srcNS, dstNS string, dst netip.Addr, port uint16, timeout time.Du
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
