@@ -168,7 +168,8 @@ func (c *Controller) report(logger klog.Logger, self *v1.Node, d *Desired) {
 		if old, ok := prev[n]; ok && old == p {
 			continue
 		}
-		if p.Reason == ReasonNoPodCIDR {
+		if p.Reason == ReasonNoPodCIDR || p.Reason == ReasonNoNodeIP {
+			// Transient while a node registers: not a misconfiguration.
 			logger.V(2).Info("Peer not routable yet", "node", p.Node, "reason", p.Reason, "message", p.Message)
 			continue
 		}
