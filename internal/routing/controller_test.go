@@ -1,0 +1,126 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/metrics"
+)
+
+type fakeDP struct {
+	applied []*Desired
+	err     error
+}
+
+func (f *fakeDP) Underlay(ip netip.Addr) (Underlay, error) {
+	return Underlay{Device: "eth0", Prefix: netip.PrefixFrom(ip, 24), MTU: 1500}, nil
+}
+
+func (f *fakeDP) Apply(_ context.Context, d *Desired) error {
+	f.applied = append(f.applied, d)
+	return f.err
+}
+
+func apiNode(name, ip, cidr string) *v1.Node {
+	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if ip != "" {
+		n.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: ip}}
+	}
+	if cidr != "" {
+		n.Spec.PodCIDRs = []string{cidr}
+	}
+	return n
+}
+
+func newTestController(t *testing.T, mode config.RoutingMode, nodes ...*v1.Node) (*Controller, *fakeDP, *record.FakeRecorder, *metrics.Metrics, *int) {
+	t.Helper()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, n := range nodes {
+		if err := idx.Add(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dp, rec, m := &fakeDP{}, record.NewFakeRecorder(10), metrics.New()
+	changes := 0
+	c := NewController("node1", Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 1, Port: 4789}},
+		corelisters.NewNodeLister(idx), dp, rec, m, func() { changes++ })
+	return c, dp, rec, m, &changes
+}
+
+func TestControllerNativeAcrossSubnetsWarnsOnce(t *testing.T) {
+	c, dp, rec, m, changes := newTestController(t, config.ModeNative,
+		apiNode("node1", "10.0.1.11", "10.244.1.0/24"),
+		apiNode("node2", "10.0.1.12", "10.244.2.0/24"),
+		apiNode("node3", "10.0.2.13", "10.244.3.0/24"),
+		apiNode("node4", "", ""))
+	ctx := context.Background()
+	if ok, _ := c.Ready(); ok {
+		t.Fatal("ready before the first sync")
+	}
+	for i := 0; i < 2; i++ {
+		if err := c.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, reason := c.Ready(); !ok || *changes != 1 {
+		t.Errorf("Ready = %v %q after syncs, readiness changes %d; want true and exactly 1 change", ok, reason, *changes)
+	}
+	if len(dp.applied) != 2 || len(dp.applied[1].Routes) != 1 || dp.applied[1].Routes[0].Node != "node2" {
+		t.Fatalf("applied %+v; want one native route to node2", dp.applied)
+	}
+	var events []string
+	for len(rec.Events) > 0 {
+		events = append(events, <-rec.Events)
+	}
+	if len(events) != 1 || !strings.Contains(events[0], "Warning "+ReasonNotOnSameSubnet) || !strings.Contains(events[0], "node3") {
+		t.Errorf("events %q; want exactly one %s warning naming node3 (none for node4 registering, none repeated)", events, ReasonNotOnSameSubnet)
+	}
+	if v := gaugeValue(t, m.PeerProblems.WithLabelValues(ReasonNotOnSameSubnet)); v != 1 {
+		t.Errorf("peer_problems{%s} = %v, want 1", ReasonNotOnSameSubnet, v)
+	}
+	if v := gaugeValue(t, m.Routes.WithLabelValues("native")); v != 1 {
+		t.Errorf("routes_programmed{native} = %v, want 1", v)
+	}
+}
+
+func TestControllerNotReadyWithoutOwnPodCIDROrOnApplyError(t *testing.T) {
+	c, dp, _, _, _ := newTestController(t, config.ModeAuto, apiNode("node1", "10.0.1.11", ""))
+	if err := c.Sync(context.Background()); err == nil {
+		t.Error("Sync without own pod CIDR succeeded")
+	}
+	if ok, reason := c.Ready(); ok || !strings.Contains(reason, "pod CIDR") {
+		t.Errorf("Ready = %v %q", ok, reason)
+	}
+	if len(dp.applied) != 0 {
+		t.Errorf("applied state without a pod CIDR: %+v", dp.applied)
+	}
+	c2, dp2, _, _, _ := newTestController(t, config.ModeAuto, apiNode("node1", "10.0.1.11", "10.244.1.0/24"))
+	dp2.err = errors.New("netlink says no")
+	if err := c2.Sync(context.Background()); err == nil || !strings.Contains(err.Error(), "netlink says no") {
+		t.Errorf("Sync error = %v", err)
+	}
+	if ok, _ := c2.Ready(); ok {
+		t.Error("ready although applying failed")
+	}
+}
+
+func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
+}
