@@ -4,6 +4,7 @@
 #   make test-policy-property   the tracer == oracle property test with many more cases
 #   make fuzz-policy            fuzz the ipBlock compiler against the oracle
 #   make bench-policy-compile   compile/apply timings at 10k pods / 1k policies on real nftables (root)
+#   make test-e2e-policy        tier 2 truth tables (x/y/z × a/b/c, 80/81 TCP+UDP) on a lab, expected from the oracle
 
 POLICY_PKGS := ./internal/policy/...
 POLICY_CASES ?= 5000
@@ -25,3 +26,8 @@ fuzz-policy:
 bench-policy-compile: deps
 	$(GO) test -count=1 -tags kernel -run '^TestKernelPolicyScale$$' -v ./internal/policy/
 	$(GO) test -count=1 -run '^TestScaleCompileAndApply$$' -v ./internal/policy/
+
+# Tier 2: the policy truth tables on a lab (TRELLIS_LAB_REUSE=1 reuses a running lab).
+.PHONY: test-e2e-policy
+test-e2e-policy: deps lab-build lab-binaries
+	TRELLIS_LAB_BIN=$(LAB) $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestE2EPolicy' -v ./test/e2e/policy/

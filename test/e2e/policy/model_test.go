@@ -1,0 +1,333 @@
+//go:build e2e
+
+package policy
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/policy/oracle"
+)
+
+// probeSpec is one served port.
+type probeSpec struct {
+	port  int
+	proto corev1.Protocol
+}
+
+func (p probeSpec) String() string {
+	return fmt.Sprintf("%d/%s", p.port, strings.ToLower(string(p.proto)))
+}
+
+var probes = []probeSpec{{80, corev1.ProtocolTCP}, {81, corev1.ProtocolTCP}, {80, corev1.ProtocolUDP}, {81, corev1.ProtocolUDP}}
+
+// model is the x/y/z × a/b/c world: short names ("x/a") map to the real
+// generated namespaces.
+type model struct {
+	ns    map[string]string // "x" -> "x-7h2k9"
+	pods  []string          // short names, sorted
+	ref   map[string]string // "x/a" -> "x-7h2k9/a"
+	netns map[string]string // "x/a" -> netns path of the pod
+	ip    map[string]string // "x/a" -> pod IP
+}
+
+// serverPod runs agnhost serve-hostname on 80 and 81, TCP and UDP, one
+// container each, with upstream-style named ports (serve-80-tcp, ...).
+func serverPod(ns, name, node string) *corev1.Pod {
+	zero := int64(0)
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"pod": name}},
+		Spec:       corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: &zero},
+	}
+	for _, pr := range probes {
+		flag := "--tcp"
+		if pr.proto == corev1.ProtocolUDP {
+			flag = "--udp"
+		}
+		c := corev1.Container{
+			Name:            fmt.Sprintf("cont-%d-%s", pr.port, strings.ToLower(string(pr.proto))),
+			Image:           lab.AgnhostImage,
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			Args:            []string{"serve-hostname", flag, "--http=false", fmt.Sprintf("--port=%d", pr.port)},
+			Ports: []corev1.ContainerPort{{Name: fmt.Sprintf("serve-%d-%s", pr.port, strings.ToLower(string(pr.proto))),
+				ContainerPort: int32(pr.port), Protocol: pr.proto}},
+		}
+		if pr.proto == corev1.ProtocolTCP && pr.port == 80 {
+			c.ReadinessProbe = &corev1.Probe{PeriodSeconds: 1,
+				ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(80)}}}
+		}
+		p.Spec.Containers = append(p.Spec.Containers, c)
+	}
+	return p
+}
+
+// newModel creates namespaces x, y, z (label ns=<x|y|z>) and pods a, b, c
+// in each, a/b/c pinned to the first three nodes.
+func newModel(t *testing.T) *model {
+	t.Helper()
+	nodes := l.Nodes()
+	if len(nodes) < 3 {
+		t.Fatalf("the policy e2e model needs 3 nodes, lab has %v", nodes)
+	}
+	m := &model{ns: map[string]string{}, ref: map[string]string{}, netns: map[string]string{}, ip: map[string]string{}}
+	ctx := context.Background()
+	for _, n := range []string{"x", "y", "z"} {
+		m.ns[n] = l.Namespace(t, "netpol-"+n, map[string]string{"ns": n})
+		for i, p := range []string{"a", "b", "c"} {
+			if _, err := l.CS.CoreV1().Pods(m.ns[n]).Create(ctx, serverPod(m.ns[n], p, nodes[i]), metav1.CreateOptions{}); err != nil {
+				t.Fatalf("create pod %s/%s: %v", m.ns[n], p, err)
+			}
+			short := n + "/" + p
+			m.pods = append(m.pods, short)
+			m.ref[short] = m.ns[n] + "/" + p
+		}
+	}
+	for _, n := range []string{"x", "y", "z"} {
+		if err := l.WaitPodsReady(ctx, m.ns[n], 3, 3*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sort.Strings(m.pods)
+	for _, short := range m.pods {
+		p := m.get(t, short)
+		path, err := lab.PodNetns(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.netns[short], m.ip[short] = path, p.Status.PodIP
+	}
+	return m
+}
+
+func (m *model) get(t *testing.T, short string) *corev1.Pod {
+	t.Helper()
+	ns, name, _ := strings.Cut(m.ref[short], "/")
+	p, err := l.CS.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// cluster reads the live API objects of the model into the oracle's input.
+func (m *model) cluster(t *testing.T) (*oracle.Cluster, map[string]*corev1.Pod) {
+	t.Helper()
+	ctx := context.Background()
+	c := &oracle.Cluster{}
+	byShort := map[string]*corev1.Pod{}
+	nsList, err := l.CS.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Namespaces = nsList.Items
+	for short, full := range m.ns {
+		pods, err := l.CS.CoreV1().Pods(full).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Pods = append(c.Pods, pods.Items...)
+		nps, err := l.CS.NetworkingV1().NetworkPolicies(full).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Policies = append(c.Policies, nps.Items...)
+		_ = short
+	}
+	for i := range c.Pods {
+		p := &c.Pods[i]
+		for short, full := range m.ref {
+			if full == p.Namespace+"/"+p.Name {
+				byShort[short] = p
+			}
+		}
+	}
+	return c, byShort
+}
+
+// expected computes the truth table of every probe from the oracle. A pod
+// reaching itself never leaves its namespace: always allowed.
+func (m *model) expected(t *testing.T) map[probeSpec]*lab.Matrix {
+	t.Helper()
+	c, pods := m.cluster(t)
+	out := map[probeSpec]*lab.Matrix{}
+	for _, pr := range probes {
+		mx := lab.NewMatrix(m.pods, true)
+		for _, a := range m.pods {
+			for _, b := range m.pods {
+				if a != b {
+					mx.Set(a, b, c.Allowed(pods[a], pods[b], pr.proto, int32(pr.port)))
+				}
+			}
+		}
+		out[pr] = mx
+	}
+	return out
+}
+
+// probeCells probes the given (from, to, probe) cells in parallel.
+func (m *model) probeCells(cells []cell) map[cell]bool {
+	res := map[cell]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 48)
+	for _, c := range cells {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			err := lab.ProbeFromNetns(m.netns[c.from], lab.Target{Addr: m.ip[c.to], Port: c.pr.port,
+				Proto: strings.ToLower(string(c.pr.proto))}, 1500*time.Millisecond)
+			mu.Lock()
+			res[c] = err == nil
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+type cell struct {
+	from, to string
+	pr       probeSpec
+}
+
+// expect probes the whole truth table (every pod pair, 80/81 × TCP/UDP) and
+// fails t with expected vs observed tables for every probe that differs.
+// Cells that differ are re-probed for up to `within` (policy programming
+// and informer latency), so a pass means the kernel converged.
+func (m *model) expect(t *testing.T, within time.Duration) {
+	t.Helper()
+	exp := m.expected(t)
+	var all []cell
+	for _, pr := range probes {
+		for _, a := range m.pods {
+			for _, b := range m.pods {
+				if a != b {
+					all = append(all, cell{a, b, pr})
+				}
+			}
+		}
+	}
+	start := time.Now()
+	obs := m.probeCells(all)
+	for {
+		var wrong []cell
+		for _, c := range all {
+			if obs[c] != exp[c.pr].Cells[c.from][c.to] {
+				wrong = append(wrong, c)
+			}
+		}
+		if len(wrong) == 0 {
+			t.Logf("truth tables as expected (%d probes, converged in %s)", len(all), time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > within {
+			var b strings.Builder
+			for _, pr := range probes {
+				o := lab.NewMatrix(m.pods, true)
+				for _, c := range all {
+					if c.pr == pr {
+						o.Set(c.from, c.to, obs[c])
+					}
+				}
+				if exp[pr].Diff(o) > 0 {
+					fmt.Fprintf(&b, "--- %s (rows: from, columns: to)\n%s", pr, lab.Report(exp[pr], o))
+				}
+			}
+			t.Fatalf("connectivity differs from the oracle after %s:\n%s", within, b.String())
+		}
+		time.Sleep(300 * time.Millisecond)
+		for c, v := range m.probeCells(wrong) {
+			obs[c] = v
+		}
+	}
+}
+
+// Policy helpers. Namespaces are given by short name and resolved.
+
+func (m *model) create(t *testing.T, short string, name string, spec networkingv1.NetworkPolicySpec) {
+	t.Helper()
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.ns[short]}, Spec: spec}
+	if _, err := l.CS.NetworkingV1().NetworkPolicies(m.ns[short]).Create(context.Background(), np, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create policy %s/%s: %v", short, name, err)
+	}
+}
+
+func (m *model) update(t *testing.T, short string, name string, spec networkingv1.NetworkPolicySpec) {
+	t.Helper()
+	ctx := context.Background()
+	np, err := l.CS.NetworkingV1().NetworkPolicies(m.ns[short]).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	np.Spec = spec
+	if _, err := l.CS.NetworkingV1().NetworkPolicies(m.ns[short]).Update(ctx, np, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("update policy %s/%s: %v", short, name, err)
+	}
+}
+
+func (m *model) remove(t *testing.T, short string, name string) {
+	t.Helper()
+	if err := l.CS.NetworkingV1().NetworkPolicies(m.ns[short]).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete policy %s/%s: %v", short, name, err)
+	}
+}
+
+// removeAll deletes every policy of the model's namespaces.
+func (m *model) removeAll(t *testing.T) {
+	t.Helper()
+	for _, full := range m.ns {
+		if err := l.CS.NetworkingV1().NetworkPolicies(full).DeleteCollection(context.Background(),
+			metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+			t.Fatalf("delete policies in %s: %v", full, err)
+		}
+	}
+}
+
+// labelPod / labelNamespace merge labels (value "" removes the key).
+func (m *model) labelPod(t *testing.T, short string, kv map[string]string) {
+	t.Helper()
+	p := m.get(t, short)
+	setLabels(&p.ObjectMeta, kv)
+	if _, err := l.CS.CoreV1().Pods(p.Namespace).Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("label pod %s: %v", short, err)
+	}
+}
+
+func (m *model) labelNamespace(t *testing.T, short string, kv map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	ns, err := l.CS.CoreV1().Namespaces().Get(ctx, m.ns[short], metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setLabels(&ns.ObjectMeta, kv)
+	if _, err := l.CS.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("label namespace %s: %v", short, err)
+	}
+}
+
+func setLabels(om *metav1.ObjectMeta, kv map[string]string) {
+	if om.Labels == nil {
+		om.Labels = map[string]string{}
+	}
+	for k, v := range kv {
+		if v == "" {
+			delete(om.Labels, k)
+		} else {
+			om.Labels[k] = v
+		}
+	}
+}

@@ -1,0 +1,167 @@
+//go:build e2e
+
+package policy
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+const converge = 10 * time.Second
+
+var (
+	ingressOnly = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+	egressOnly  = []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
+	bothTypes   = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}
+	tcp, udp    = corev1.ProtocolTCP, corev1.ProtocolUDP
+)
+
+func labels(kv ...string) *metav1.LabelSelector {
+	s := &metav1.LabelSelector{MatchLabels: map[string]string{}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		s.MatchLabels[kv[i]] = kv[i+1]
+	}
+	return s
+}
+
+func port(proto corev1.Protocol, p intstr.IntOrString, end *int32) networkingv1.NetworkPolicyPort {
+	return networkingv1.NetworkPolicyPort{Protocol: &proto, Port: &p, EndPort: end}
+}
+
+func from(peers ...networkingv1.NetworkPolicyPeer) []networkingv1.NetworkPolicyIngressRule {
+	return []networkingv1.NetworkPolicyIngressRule{{From: peers}}
+}
+
+// TestE2EPolicyTruthTables runs the upstream netpol families on one set of
+// pods; each case leaves no policy and no extra label behind.
+func TestE2EPolicyTruthTables(t *testing.T) {
+	if !l.HasAgent() {
+		t.Fatalf("the lab runs without the Trellis agent (%s): policy e2e tests cannot run", l.State.AgentError)
+	}
+	m := newModel(t)
+	podA := *labels("pod", "a")
+	end81 := int32(81)
+	cases := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"no policies: everything reachable", func(t *testing.T) {}},
+		{"default deny ingress", func(t *testing.T) {
+			m.create(t, "x", "deny-ingress", networkingv1.NetworkPolicySpec{PolicyTypes: ingressOnly})
+		}},
+		{"default deny egress", func(t *testing.T) {
+			m.create(t, "x", "deny-egress", networkingv1.NetworkPolicySpec{PolicyTypes: egressOnly})
+		}},
+		{"default deny all", func(t *testing.T) {
+			m.create(t, "y", "deny-all", networkingv1.NetworkPolicySpec{PolicyTypes: bothTypes})
+		}},
+		{"allow from namespace", func(t *testing.T) {
+			m.create(t, "x", "from-y", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: from(networkingv1.NetworkPolicyPeer{NamespaceSelector: labels("ns", "y")})})
+		}},
+		{"allow from pod", func(t *testing.T) {
+			m.create(t, "x", "from-b", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: from(networkingv1.NetworkPolicyPeer{PodSelector: labels("pod", "b")})})
+		}},
+		{"allow from namespace and pod (matchExpressions)", func(t *testing.T) {
+			m.create(t, "x", "from-ns-and-pod", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: from(networkingv1.NetworkPolicyPeer{
+					NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+						{Key: "ns", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"y"}}}},
+					PodSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+						{Key: "pod", Operator: metav1.LabelSelectorOpIn, Values: []string{"b", "c"}}}},
+				})})
+		}},
+		{"allow from namespace or pod", func(t *testing.T) {
+			m.create(t, "x", "from-either", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: from(networkingv1.NetworkPolicyPeer{NamespaceSelector: labels("ns", "y")},
+					networkingv1.NetworkPolicyPeer{PodSelector: labels("pod", "c")})})
+		}},
+		{"named port", func(t *testing.T) {
+			m.create(t, "x", "named-81", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{
+					port(tcp, intstr.FromString("serve-81-tcp"), nil), port(udp, intstr.FromString("serve-80-udp"), nil)}}}})
+		}},
+		{"named port on egress", func(t *testing.T) {
+			m.create(t, "z", "egress-named", networkingv1.NetworkPolicySpec{PolicyTypes: egressOnly,
+				Egress: []networkingv1.NetworkPolicyEgressRule{{Ports: []networkingv1.NetworkPolicyPort{
+					port(tcp, intstr.FromString("serve-80-tcp"), nil)}}}})
+		}},
+		{"endPort, and UDP not admitted by a TCP rule", func(t *testing.T) {
+			m.create(t, "x", "tcp-80-81", networkingv1.NetworkPolicySpec{PolicyTypes: ingressOnly,
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{
+					From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: labels("ns", "y")}},
+					Ports: []networkingv1.NetworkPolicyPort{port(tcp, intstr.FromInt32(80), &end81)}}}})
+		}},
+		{"stacked policies", func(t *testing.T) {
+			m.create(t, "x", "y-on-80", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: labels("ns", "y")}},
+					Ports: []networkingv1.NetworkPolicyPort{port(tcp, intstr.FromInt32(80), nil)}}}})
+			m.create(t, "x", "z-on-81", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: labels("ns", "z")}},
+					Ports: []networkingv1.NetworkPolicyPort{port(tcp, intstr.FromInt32(81), nil), port(udp, intstr.FromInt32(81), nil)}}}})
+		}},
+		{"allow-all overrides deny-all", func(t *testing.T) {
+			m.create(t, "x", "deny-all", networkingv1.NetworkPolicySpec{PolicyTypes: bothTypes})
+			m.expect(t, converge)
+			m.create(t, "x", "allow-all-ingress", networkingv1.NetworkPolicySpec{PolicyTypes: ingressOnly,
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{}}})
+			m.create(t, "x", "allow-all-egress", networkingv1.NetworkPolicySpec{PolicyTypes: egressOnly,
+				Egress: []networkingv1.NetworkPolicyEgressRule{{}}})
+		}},
+		{"ipBlock with except", func(t *testing.T) {
+			m.create(t, "x", "cidr", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: from(networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{
+					CIDR: "10.244.0.0/16", Except: []string{m.ip["y/b"] + "/32", m.ip["z/c"] + "/32"}}})})
+		}},
+		{"egress to a namespace, and egress ipBlock", func(t *testing.T) {
+			m.create(t, "x", "to-y", networkingv1.NetworkPolicySpec{PodSelector: podA, PolicyTypes: egressOnly,
+				Egress: []networkingv1.NetworkPolicyEgressRule{
+					{To: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: labels("ns", "y")}}},
+					{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: m.ip["z/b"] + "/32"}}}},
+				}})
+		}},
+		{"policy update takes effect", func(t *testing.T) {
+			m.create(t, "x", "moving", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: from(networkingv1.NetworkPolicyPeer{NamespaceSelector: labels("ns", "y")})})
+			m.expect(t, converge)
+			m.update(t, "x", "moving", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: from(networkingv1.NetworkPolicyPeer{NamespaceSelector: labels("ns", "z")})})
+		}},
+		{"pod and namespace label updates take effect", func(t *testing.T) {
+			m.create(t, "x", "by-labels", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: from(networkingv1.NetworkPolicyPeer{NamespaceSelector: labels("team", "blue"), PodSelector: labels("role", "client")})})
+			t.Cleanup(func() {
+				m.labelPod(t, "z/b", map[string]string{"role": ""})
+				m.labelPod(t, "y/c", map[string]string{"role": ""})
+				m.labelNamespace(t, "z", map[string]string{"team": ""})
+				m.labelNamespace(t, "y", map[string]string{"team": ""})
+			})
+			m.labelPod(t, "z/b", map[string]string{"role": "client"})
+			m.labelPod(t, "y/c", map[string]string{"role": "client"})
+			m.expect(t, converge) // no namespace is blue yet
+			m.labelNamespace(t, "z", map[string]string{"team": "blue"})
+			m.expect(t, converge) // z/b now allowed
+			m.labelNamespace(t, "y", map[string]string{"team": "blue"})
+			m.expect(t, converge) // and y/c
+			m.labelPod(t, "z/b", map[string]string{"role": ""})
+		}},
+		{"policy delete takes effect", func(t *testing.T) {
+			m.create(t, "z", "deny-all", networkingv1.NetworkPolicySpec{PolicyTypes: bothTypes})
+			m.expect(t, converge)
+			m.remove(t, "z", "deny-all")
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Cleanup(func() { m.removeAll(t) })
+			tc.run(t)
+			m.expect(t, converge)
+		})
+	}
+}
