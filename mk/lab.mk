@@ -13,6 +13,8 @@ LAB_NODES ?= 3
 LAB_SUBNETS ?= 2
 LAB_ROUTING ?= auto
 E2E_TIMEOUT ?= 30m
+# test-e2e runs its own named lab so it never disturbs a demo or someone else's lab.
+E2E_LAB_NAME ?= e2e
 
 lab-binaries:
 	@hack/build-pinned.sh
@@ -25,7 +27,7 @@ lab-build: build
 # Tier 2. The harness brings a lab up unless TRELLIS_LAB_REUSE=1 names a running one,
 # and takes it down at the end.
 test-e2e: deps lab-build lab-binaries
-	TRELLIS_LAB_BIN=$(LAB) $(GO) test -count=1 -p 1 -tags e2e -timeout $(E2E_TIMEOUT) -run '^TestE2E' -v ./test/e2e/...
+	TRELLIS_LAB_NAME=$(E2E_LAB_NAME) TRELLIS_LAB_BIN=$(LAB) $(GO) test -count=1 -p 1 -tags e2e -timeout $(E2E_TIMEOUT) -run '^TestE2E' -v ./test/e2e/...
 
 demo-lab: deps lab-build lab-binaries
 	@hack/lab-demo.sh $(LAB) $(LAB_NODES) $(LAB_SUBNETS) $(LAB_ROUTING)

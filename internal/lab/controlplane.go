@@ -9,7 +9,7 @@ import (
 // Component is a process the lab runs, with its command line.
 type Component struct {
 	Name  string
-	Group string // cgroup below CgroupRoot
+	Group string // cgroup path
 	Netns string
 	Argv  []string
 }
@@ -19,7 +19,7 @@ type Component struct {
 func ControlPlaneComponents(p Paths, t Topology, bin map[string]string) []Component {
 	cp := t.ControlPlane.Addr.String()
 	ns := t.ControlPlane.Netns
-	etcd := Component{Name: "etcd", Group: "control-plane", Netns: ns, Argv: []string{bin["etcd"],
+	etcd := Component{Name: "etcd", Group: p.CgroupRoot() + "/control-plane", Netns: ns, Argv: []string{bin["etcd"],
 		"--name=trellis-lab", "--data-dir=" + p.Etcd(),
 		"--listen-client-urls=http://127.0.0.1:2379", "--advertise-client-urls=http://127.0.0.1:2379",
 		"--listen-peer-urls=http://127.0.0.1:2380", "--initial-advertise-peer-urls=http://127.0.0.1:2380",
@@ -28,7 +28,7 @@ func ControlPlaneComponents(p Paths, t Topology, bin map[string]string) []Compon
 		"--quota-backend-bytes=2147483648", "--unsafe-no-fsync",
 		"--log-level=warn",
 	}}
-	api := Component{Name: "kube-apiserver", Group: "control-plane", Netns: ns, Argv: []string{bin["kube-apiserver"],
+	api := Component{Name: "kube-apiserver", Group: p.CgroupRoot() + "/control-plane", Netns: ns, Argv: []string{bin["kube-apiserver"],
 		"--etcd-servers=http://127.0.0.1:2379",
 		"--advertise-address=" + cp, "--bind-address=0.0.0.0", fmt.Sprintf("--secure-port=%d", APIPort),
 		"--service-cluster-ip-range=" + ServiceCIDR,
@@ -45,7 +45,7 @@ func ControlPlaneComponents(p Paths, t Topology, bin map[string]string) []Compon
 		"--endpoint-reconciler-type=lease",
 		"--profiling=false", "--v=1",
 	}}
-	kcm := Component{Name: "kube-controller-manager", Group: "control-plane", Netns: ns, Argv: []string{bin["kube-controller-manager"],
+	kcm := Component{Name: "kube-controller-manager", Group: p.CgroupRoot() + "/control-plane", Netns: ns, Argv: []string{bin["kube-controller-manager"],
 		"--kubeconfig=" + p.kc("controller-manager.conf"),
 		"--authentication-kubeconfig=" + p.kc("controller-manager.conf"),
 		"--authorization-kubeconfig=" + p.kc("controller-manager.conf"),
@@ -58,7 +58,7 @@ func ControlPlaneComponents(p Paths, t Topology, bin map[string]string) []Compon
 		"--cluster-signing-cert-file=" + p.pki("ca.crt"), "--cluster-signing-key-file=" + p.pki("ca.key"),
 		"--leader-elect=false", "--profiling=false", "--v=1",
 	}}
-	sched := Component{Name: "kube-scheduler", Group: "control-plane", Netns: ns, Argv: []string{bin["kube-scheduler"],
+	sched := Component{Name: "kube-scheduler", Group: p.CgroupRoot() + "/control-plane", Netns: ns, Argv: []string{bin["kube-scheduler"],
 		"--kubeconfig=" + p.kc("scheduler.conf"),
 		"--authentication-kubeconfig=" + p.kc("scheduler.conf"),
 		"--authorization-kubeconfig=" + p.kc("scheduler.conf"),

@@ -45,13 +45,13 @@ func Down(ctx context.Context, e Env, p Paths) error {
 			}
 		}
 	}
-	if err := KillCgroup("", 3*time.Second); err != nil {
+	if err := KillCgroup(p.CgroupRoot(), 3*time.Second); err != nil {
 		errs = append(errs, err)
 	}
-	if err := RemoveCgroups(); err != nil {
+	if err := RemoveCgroups(p.CgroupRoot()); err != nil {
 		errs = append(errs, err)
 	}
-	names, err := ListLabNetns()
+	names, err := ListLabNetns(p.NetnsPrefix())
 	if err != nil {
 		errs = append(errs, err)
 	}

@@ -29,7 +29,7 @@ func inNetns(ctx context.Context, netns string, argv ...string) error {
 
 // ListLabNetns returns the existing network namespaces whose name carries the
 // lab prefix (including leftovers of a crashed lab).
-func ListLabNetns() ([]string, error) {
+func ListLabNetns(prefix string) ([]string, error) {
 	entries, err := os.ReadDir("/run/netns")
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -39,7 +39,7 @@ func ListLabNetns() ([]string, error) {
 	}
 	var out []string
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), NetnsPrefix) {
+		if strings.HasPrefix(e.Name(), prefix) {
 			out = append(out, e.Name())
 		}
 	}

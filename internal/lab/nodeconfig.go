@@ -24,7 +24,7 @@ type Bind struct {
 type NodeSpec struct {
 	Name        string            `json:"name"`
 	Addr        string            `json:"addr"`
-	Group       string            `json:"group"` // cgroup below CgroupRoot
+	Group       string            `json:"group"` // cgroup path: the kubelet's cgroupRoot
 	Dir         string            `json:"dir"`
 	Binds       []Bind            `json:"binds"`
 	Images      []string          `json:"images"` // image tarballs to import
@@ -60,7 +60,7 @@ const (
 // NewNodeSpec lays out node n's private directories under p.
 func NewNodeSpec(p Paths, n Host, bin map[string]string, images []string, mode string) NodeSpec {
 	dir := p.Node(n.Name)
-	s := NodeSpec{Name: n.Name, Addr: n.Addr.String(), Group: n.Name, Dir: dir, Images: images, Bin: bin, RoutingMode: mode}
+	s := NodeSpec{Name: n.Name, Addr: n.Addr.String(), Group: p.CgroupRoot() + "/" + n.Name, Dir: dir, Images: images, Bin: bin, RoutingMode: mode}
 	for _, m := range nodeMounts {
 		s.Binds = append(s.Binds, Bind{Src: filepath.Join(dir, "fs", strings.ReplaceAll(strings.TrimPrefix(m, "/"), "/", "-")), Dst: m})
 	}
@@ -122,7 +122,7 @@ authorization: {mode: Webhook}
 containerRuntimeEndpoint: unix://%s
 cgroupDriver: cgroupfs
 cgroupsPerQOS: true
-cgroupRoot: /%s/%s
+cgroupRoot: /%s
 failCgroupV1: false
 failSwapOn: false
 oomScoreAdj: 0
@@ -135,7 +135,7 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
 podPidsLimit: -1
 maxPods: 250
-`, s.Addr, caPath, containerdSock, CgroupRoot, s.Group, ClusterDNSIP, ClusterDomain)
+`, s.Addr, caPath, containerdSock, s.Group, ClusterDNSIP, ClusterDomain)
 }
 
 // KubeProxyConfig renders kube-proxy's configuration (nftables mode).

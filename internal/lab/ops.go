@@ -27,9 +27,9 @@ func StartComponent(p Paths, st *State, labBin string, c Component) error {
 }
 
 // forwarderComponent is the loopback forward to the API server.
-func forwarderComponent(st *State, labBin string) Component {
+func forwarderComponent(p Paths, st *State, labBin string) Component {
 	t := st.Topology
-	return Component{Name: "api-forwarder", Group: "host", Argv: []string{labBin, "__forward",
+	return Component{Name: "api-forwarder", Group: p.CgroupRoot() + "/host", Argv: []string{labBin, "__forward",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", t.Options.APIPort),
 		"--netns", "/run/netns/" + t.ControlPlane.Netns,
 		"--target", fmt.Sprintf("%s:%d", t.ControlPlane.Addr, APIPort)}}
@@ -39,7 +39,7 @@ func forwarderComponent(st *State, labBin string) Component {
 // waits for the API server, then starts the controller manager and scheduler.
 func StartControlPlane(ctx context.Context, e Env, p Paths, st *State, labBin string) error {
 	comps := ControlPlaneComponents(p, st.Topology, st.Binaries)
-	for _, c := range append(comps[:2:2], forwarderComponent(st, labBin)) {
+	for _, c := range append(comps[:2:2], forwarderComponent(p, st, labBin)) {
 		if err := StartComponent(p, st, labBin, c); err != nil {
 			return err
 		}

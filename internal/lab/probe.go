@@ -56,7 +56,7 @@ func SplitPodRef(s string) (string, string, error) {
 
 // PodNetns returns the path of the network namespace of a running pod, found
 // through its first running container's cgroup (the lab's kubelets put pod
-// containers below /trellis-lab/<node>/kubepods/.../<container-id>).
+// containers below /trellis-lab[-<name>]/<node>/kubepods/.../<container-id>).
 func PodNetns(pod *corev1.Pod) (string, error) {
 	if pod.Spec.NodeName == "" {
 		return "", fmt.Errorf("pod %s/%s is not scheduled", pod.Namespace, pod.Name)
@@ -69,7 +69,13 @@ func PodNetns(pod *corev1.Pod) (string, error) {
 		if !ok {
 			continue
 		}
-		procs := findCgroupProcs(filepath.Join(cgroupFS, "pids", CgroupRoot, pod.Spec.NodeName), id)
+		procs := ""
+		roots, _ := filepath.Glob(filepath.Join(cgroupFS, "pids", CgroupBase+"*", pod.Spec.NodeName))
+		for _, r := range roots {
+			if procs = findCgroupProcs(r, id); procs != "" {
+				break
+			}
+		}
 		if procs == "" {
 			continue
 		}

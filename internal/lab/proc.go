@@ -20,11 +20,12 @@ var cgroupControllers = []string{"pids", "freezer", "systemd"}
 
 const cgroupFS = "/sys/fs/cgroup"
 
-// JoinCgroup moves the calling process into CgroupRoot/group in every
-// controller of cgroupControllers, creating the cgroups as needed.
+// JoinCgroup moves the calling process into the cgroup path (relative to
+// the hierarchy roots) in every controller of cgroupControllers, creating the
+// cgroups as needed.
 func JoinCgroup(group string) error {
 	for _, c := range cgroupControllers {
-		d := filepath.Join(cgroupFS, c, CgroupRoot, group)
+		d := filepath.Join(cgroupFS, c, group)
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("creating cgroup %s: %w", d, err)
 		}
@@ -35,10 +36,12 @@ func JoinCgroup(group string) error {
 	return nil
 }
 
-// CgroupPIDs lists every process in the lab cgroup group (recursively); group
-// "" means the whole lab.
+// CgroupPIDs lists every process in the cgroup path group, recursively.
 func CgroupPIDs(group string) ([]int, error) {
-	root := filepath.Join(cgroupFS, "pids", CgroupRoot, group)
+	if group == "" {
+		return nil, errors.New("refusing to list the root cgroup")
+	}
+	root := filepath.Join(cgroupFS, "pids", group)
 	var pids []int
 	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
@@ -69,7 +72,7 @@ func CgroupPIDs(group string) ([]int, error) {
 	return pids, nil
 }
 
-// KillCgroup stops every process in the lab cgroup group: SIGTERM, then
+// KillCgroup stops every process in the cgroup path group: SIGTERM, then
 // SIGKILL after grace, until none is left or the deadline passes.
 func KillCgroup(group string, grace time.Duration) error {
 	pids, err := CgroupPIDs(group)
@@ -102,22 +105,25 @@ func KillCgroup(group string, grace time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d processes in cgroup %s/%s did not stop", left, CgroupRoot, group)
+			return fmt.Errorf("%d processes in cgroup %s did not stop", left, group)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// RemoveCgroups removes the lab's (now empty) cgroups in every hierarchy,
-// including those runc created for containers.
-func RemoveCgroups() error {
+// RemoveCgroups removes the lab's (now empty) cgroup tree root in every
+// hierarchy, including the cgroups kubelet and runc created for containers.
+func RemoveCgroups(rootName string) error {
+	if rootName == "" {
+		return errors.New("refusing to remove the root cgroup")
+	}
 	entries, err := os.ReadDir(cgroupFS)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", cgroupFS, err)
 	}
 	var errs []error
 	for _, e := range entries {
-		root := filepath.Join(cgroupFS, e.Name(), CgroupRoot)
+		root := filepath.Join(cgroupFS, e.Name(), rootName)
 		if _, err := os.Stat(root); err != nil {
 			continue
 		}
@@ -238,7 +244,7 @@ func StopPID(pid int, want string, grace time.Duration) {
 // namespace of kind ("mnt", "net") the lab itself runs in.
 func hostNSEnv(kind string) string { return "TRELLIS_LAB_HOST_" + strings.ToUpper(kind) + "NS" }
 
-// EnsureNodeCgroups creates CgroupRoot/group in every v1 hierarchy (the
+// EnsureNodeCgroups creates the cgroup path group in every v1 hierarchy (the
 // kubelet's cgroupRoot must exist in all of them); in cpuset the new cgroups
 // inherit their parent's CPUs and memory nodes.
 func EnsureNodeCgroups(group string) error {
@@ -254,7 +260,7 @@ func EnsureNodeCgroups(group string) error {
 		if _, err := os.Stat(filepath.Join(parent, "cgroup.procs")); err != nil {
 			continue // not a cgroup v1 hierarchy
 		}
-		for _, part := range []string{CgroupRoot, group} {
+		for _, part := range strings.Split(group, "/") {
 			d := filepath.Join(parent, part)
 			if err := os.MkdirAll(d, 0o755); err != nil {
 				return fmt.Errorf("creating cgroup %s: %w", d, err)

@@ -4,32 +4,83 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"github.com/trellisnet/trellis/internal/atomicfile"
 )
 
-// DefaultDir is where a lab keeps its state, certificates, logs and node
-// filesystems. TRELLIS_LAB_DIR overrides it.
+// DefaultDir is where the default lab keeps its state, certificates, logs and
+// node filesystems; a named lab uses DefaultDir-<name>. TRELLIS_LAB_DIR
+// overrides it.
 const DefaultDir = "/var/lib/trellis-lab"
 
-// CgroupRoot is the cgroup (in every v1 hierarchy) under which every process
-// the lab starts lives: the kernel's own record of what the lab must stop.
-const CgroupRoot = "trellis-lab"
+// CgroupBase is the cgroup (in every v1 hierarchy) under which every process
+// the default lab starts lives: the kernel's own record of what the lab must
+// stop. A named lab uses CgroupBase-<name>.
+const CgroupBase = "trellis-lab"
 
-// Dir returns the lab state directory.
-func Dir() string {
+var nameRE = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
+
+// ValidateName checks a lab instance name ("" is the default lab).
+func ValidateName(name string) error {
+	if name != "" && !nameRE.MatchString(name) {
+		return fmt.Errorf("lab name %q: use 1-8 lowercase letters or digits", name)
+	}
+	return nil
+}
+
+// Dir returns the state directory of the lab called name.
+func Dir(name string) string {
 	if d := os.Getenv("TRELLIS_LAB_DIR"); d != "" {
 		return d
 	}
-	return DefaultDir
+	if name == "" {
+		return DefaultDir
+	}
+	return DefaultDir + "-" + name
 }
 
-// Paths are the well-known files of a lab.
-type Paths struct{ Root string }
+// NewPaths returns the paths of the lab called name. Several labs with
+// different names run side by side: their namespaces, cgroups, state and API
+// ports differ; everything else lives inside their own namespaces.
+func NewPaths(name string) Paths { return Paths{Root: Dir(name), Name: name} }
+
+// Paths are the well-known files and names of a lab.
+type Paths struct {
+	Root string
+	Name string
+}
+
+// CgroupRoot is the lab's cgroup below every hierarchy's root.
+func (p Paths) CgroupRoot() string {
+	if p.Name == "" {
+		return CgroupBase
+	}
+	return CgroupBase + "-" + p.Name
+}
+
+// NetnsPrefix starts the name of every network namespace of the lab.
+func (p Paths) NetnsPrefix() string {
+	if p.Name == "" {
+		return NetnsPrefix
+	}
+	return "tl" + p.Name + "-"
+}
+
+// DefaultAPIPort is the loopback port of the lab called name.
+func DefaultAPIPort(name string) int {
+	if name == "" {
+		return 16443
+	}
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return 16444 + int(h.Sum32()%1000)
+}
 
 func (p Paths) State() string           { return filepath.Join(p.Root, "state.json") }
 func (p Paths) PKI() string             { return filepath.Join(p.Root, "pki") }
@@ -43,7 +94,7 @@ func (p Paths) Node(name string) string { return filepath.Join(p.Root, "nodes", 
 // Process is one long-running process the lab started.
 type Process struct {
 	Name  string   `json:"name"`
-	Group string   `json:"group"` // cgroup below CgroupRoot
+	Group string   `json:"group"` // cgroup path below the hierarchy roots
 	PID   int      `json:"pid"`
 	Argv  []string `json:"argv"`
 	Netns string   `json:"netns,omitempty"`

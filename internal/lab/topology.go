@@ -36,7 +36,8 @@ type Options struct {
 	Nodes       int
 	Subnets     int
 	RoutingMode string
-	APIPort     int // loopback port on the host forwarded to the API server
+	APIPort     int    // loopback port on the host forwarded to the API server
+	NetnsPrefix string `json:"netnsPrefix,omitempty"` // default NetnsPrefix
 }
 
 // Validate returns every problem with o, joined.
@@ -104,7 +105,11 @@ func Plan(o Options) (Topology, error) {
 	if err := o.Validate(); err != nil {
 		return Topology{}, err
 	}
-	t := Topology{Options: o, SwitchNetns: NetnsPrefix + "switch", RouterNetns: NetnsPrefix + "router"}
+	pfx := o.NetnsPrefix
+	if pfx == "" {
+		pfx = NetnsPrefix
+	}
+	t := Topology{Options: o, SwitchNetns: pfx + "switch", RouterNetns: pfx + "router"}
 	for s := 0; s < o.Subnets; s++ {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 30, byte(s + 1), 0}), 24)
 		t.Subnets = append(t.Subnets, Subnet{
@@ -112,15 +117,15 @@ func Plan(o Options) (Topology, error) {
 		})
 	}
 	sn0 := t.Subnets[0]
-	t.ControlPlane = Host{Name: "control-plane", Netns: NetnsPrefix + "cp", Subnet: 0,
+	t.ControlPlane = Host{Name: "control-plane", Netns: pfx + "cp", Subnet: 0,
 		Addr: addrIn(sn0.Prefix, 2), Prefix: 24, Gateway: sn0.Gateway}
 	for i := 0; i < o.Nodes; i++ {
 		sn := t.Subnets[i%o.Subnets]
-		t.Nodes = append(t.Nodes, Host{Name: NodeName(i), Netns: NetnsPrefix + NodeName(i), Subnet: sn.Index,
+		t.Nodes = append(t.Nodes, Host{Name: NodeName(i), Netns: pfx + NodeName(i), Subnet: sn.Index,
 			Addr: addrIn(sn.Prefix, byte(10+i/o.Subnets)), Prefix: 24, Gateway: sn.Gateway})
 	}
 	ext := netip.MustParsePrefix(externalSubnet)
-	t.External = Host{Name: "external", Netns: NetnsPrefix + "external", Subnet: -1,
+	t.External = Host{Name: "external", Netns: pfx + "external", Subnet: -1,
 		Addr: addrIn(ext, 2), Prefix: 24, Gateway: addrIn(ext, 1)}
 	t.ExternalGW = netip.PrefixFrom(addrIn(ext, 1), 24)
 	return t, nil

@@ -166,3 +166,31 @@ func TestMatrixDiffAndReport(t *testing.T) {
 		t.Errorf("report does not mark the wrong cell:\n%s", r)
 	}
 }
+
+func TestNamedLabsDoNotShareNames(t *testing.T) {
+	def, e2e := NewPaths(""), NewPaths("e2e")
+	if def.Root == e2e.Root || def.CgroupRoot() == e2e.CgroupRoot() || DefaultAPIPort("") == DefaultAPIPort("e2e") {
+		t.Errorf("default and named lab share state, cgroup or port: %+v %+v", def, e2e)
+	}
+	if strings.HasPrefix(e2e.NetnsPrefix()+"node1", def.NetnsPrefix()) ||
+		strings.HasPrefix(NewPaths("e2ex").NetnsPrefix()+"node1", e2e.NetnsPrefix()) {
+		t.Errorf("netns prefixes overlap: %q %q", def.NetnsPrefix(), e2e.NetnsPrefix())
+	}
+	topo, err := Plan(Options{Nodes: 1, Subnets: 1, RoutingMode: "auto", APIPort: 17000, NetnsPrefix: e2e.NetnsPrefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range topo.Netnses() {
+		if !strings.HasPrefix(n, "tle2e-") {
+			t.Errorf("netns %q outside the named lab's prefix", n)
+		}
+	}
+	if s := NewNodeSpec(e2e, topo.Nodes[0], nil, nil, "auto"); !strings.Contains(KubeletConfig(s), "cgroupRoot: /trellis-lab-e2e/node1") {
+		t.Errorf("kubelet cgroup root not per lab:\n%s", KubeletConfig(s))
+	}
+	for _, bad := range []string{"E2E", "a-b", "toolongname", "../x"} {
+		if ValidateName(bad) == nil {
+			t.Errorf("name %q accepted", bad)
+		}
+	}
+}

@@ -96,8 +96,8 @@ func (e Env) logf(format string, args ...any) {
 
 // Leftovers reports whether anything of a previous lab is still present.
 func Leftovers(p Paths) bool {
-	ns, _ := ListLabNetns()
-	pids, _ := CgroupPIDs("")
+	ns, _ := ListLabNetns(p.NetnsPrefix())
+	pids, _ := CgroupPIDs(p.CgroupRoot())
 	return Exists(p) || len(ns) > 0 || len(pids) > 0
 }
 
@@ -105,6 +105,7 @@ func Leftovers(p Paths) bool {
 // `down` removes it.
 func Up(ctx context.Context, e Env, p Paths, o Options) error {
 	start := time.Now()
+	o.NetnsPrefix = p.NetnsPrefix()
 	if err := o.Validate(); err != nil {
 		return err
 	}

@@ -33,13 +33,20 @@ func (e *ExitError) Error() string {
 func (e *ExitError) Unwrap() error { return e.Err }
 
 type globals struct {
+	name   string
 	dir    string
 	binDir string
 	deploy string
 	cache  string
 }
 
-func (g *globals) paths() lab.Paths { return lab.Paths{Root: g.dir} }
+func (g *globals) paths() lab.Paths {
+	p := lab.NewPaths(g.name)
+	if g.dir != "" {
+		p.Root = g.dir
+	}
+	return p
+}
 
 func (g *globals) env(out io.Writer) (lab.Env, error) {
 	self, err := os.Executable()
@@ -72,7 +79,9 @@ func New() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.dir, "dir", lab.Dir(), "lab state directory")
+	root.PersistentFlags().StringVar(&g.name, "name", os.Getenv("TRELLIS_LAB_NAME"), "lab instance name, for several labs side by side ($TRELLIS_LAB_NAME; default: the unnamed lab)")
+	root.PersistentFlags().StringVar(&g.dir, "dir", "", "lab state directory (default /var/lib/trellis-lab[-NAME], $TRELLIS_LAB_DIR)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return lab.ValidateName(g.name) }
 	root.PersistentFlags().StringVar(&g.binDir, "bin-dir", binDir, "directory with trellis-agent, trellis-cni and trellis-pause")
 	root.PersistentFlags().StringVar(&g.deploy, "deploy-dir", filepath.Join(binDir, "..", "deploy"), "directory with the shipped manifests (rbac.yaml)")
 	root.PersistentFlags().StringVar(&g.cache, "cache", cache, "cache of pinned binaries ($TRELLIS_CACHE)")
@@ -102,13 +111,16 @@ func upCmd(g *globals) *cobra.Command {
 				return err
 			}
 			e.NoAgent = noAgent
+			if o.APIPort == 0 {
+				o.APIPort = lab.DefaultAPIPort(g.name)
+			}
 			return lab.Up(ctx, e, g.paths(), o)
 		},
 	}
 	c.Flags().IntVar(&o.Nodes, "nodes", 3, "number of nodes")
 	c.Flags().IntVar(&o.Subnets, "subnets", 2, "number of underlay subnets (L2 segments joined by a router)")
 	c.Flags().StringVar(&o.RoutingMode, "routing-mode", "auto", "Trellis agent routing mode: native, vxlan or auto")
-	c.Flags().IntVar(&o.APIPort, "api-port", 16443, "loopback port forwarded to the API server")
+	c.Flags().IntVar(&o.APIPort, "api-port", 0, "loopback port forwarded to the API server (default 16443; named labs derive theirs from the name)")
 	c.Flags().BoolVar(&noAgent, "no-agent", false, "run the nodes without the Trellis agent (the lab writes a static CNI config)")
 	return c
 }

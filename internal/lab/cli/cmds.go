@@ -176,7 +176,7 @@ func nodeCmd(g *globals, verb string) *cobra.Command {
 				for lab.Alive(pr.PID, "__node") && time.Now().Before(deadline) {
 					time.Sleep(100 * time.Millisecond)
 				}
-				if err := lab.KillCgroup(args[0], 2*time.Second); err != nil {
+				if err := lab.KillCgroup(pr.Group, 2*time.Second); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "node %s stopped\n", args[0])

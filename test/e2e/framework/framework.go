@@ -38,11 +38,15 @@ type Lab struct {
 // repoBin finds bin/trellis-lab relative to this source file when
 // TRELLIS_LAB_BIN is not set.
 func repoBin() string {
+	_, file, _, _ := runtime.Caller(0)
+	repo := filepath.Join(filepath.Dir(file), "..", "..", "..")
 	if b := os.Getenv("TRELLIS_LAB_BIN"); b != "" {
+		if !filepath.IsAbs(b) {
+			b = filepath.Join(repo, b) // relative to the repository, not the test's directory
+		}
 		return b
 	}
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "trellis-lab")
+	return filepath.Join(repo, "bin", "trellis-lab")
 }
 
 func envInt(name string, def int) int {
@@ -58,7 +62,7 @@ func Setup(ctx context.Context) (*Lab, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("the e2e tests need root (they run a lab of network namespaces)")
 	}
-	l := &Lab{Bin: repoBin(), Paths: lab.Paths{Root: lab.Dir()}}
+	l := &Lab{Bin: repoBin(), Paths: lab.NewPaths(os.Getenv("TRELLIS_LAB_NAME"))}
 	if os.Getenv("TRELLIS_LAB_REUSE") != "1" {
 		mode := os.Getenv("TRELLIS_LAB_ROUTING")
 		if mode == "" {
