@@ -16,7 +16,7 @@ TRELLIS_CACHE ?= /var/cache/trellis
 export TRELLIS_CACHE
 
 
-.PHONY: build deps test test-unit test-kernel test-fuzz-seeds vet clean
+.PHONY: build deps demo test test-unit test-kernel vet clean
 build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/...
@@ -38,6 +38,10 @@ test-kernel: deps build
 	$(GO) test -count=1 -p 1 -tags kernel -run '^TestKernel' ./...
 
 test: deps vet test-unit test-kernel test-e2e
+
+# The main job: a real cluster in network namespaces, networked by Trellis
+# (mk/lab.mk). `make demo-down` removes it; `make demo-cni` shows the plugin alone.
+demo: demo-lab
 
 clean:
 	rm -rf $(BIN)
