@@ -5,6 +5,8 @@
 # otherwise brings one up and removes it afterwards.
 set -uo pipefail
 LAB=$1 E2E=$2
+# Its own lab instance, so a demo or someone else's lab is never disturbed.
+export TRELLIS_LAB_NAME=${TRELLIS_LAB_NAME:-netpol}
 FOCUS=${NETPOL_FOCUS:-Netpol}
 SKIP=${NETPOL_SKIP:-SCTP}
 owned=0

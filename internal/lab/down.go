@@ -58,7 +58,10 @@ func Down(ctx context.Context, e Env, p Paths) error {
 	if err := DeleteNetns(ctx, names); err != nil {
 		errs = append(errs, err)
 	}
-	if st != nil {
+	// The mount-point directories are shared by every lab on the machine:
+	// removing one that another lab's nodes mount over would detach their
+	// mounts, so they go only when no other lab runs.
+	if st != nil && !otherLabRunning(p) {
 		for i := len(st.CreatedDirs) - 1; i >= 0; i-- {
 			_ = os.Remove(st.CreatedDirs[i]) // only if still empty
 		}
@@ -76,4 +79,19 @@ func waitGone(pid int, want string, timeout time.Duration) {
 	for Alive(pid, want) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// otherLabRunning reports whether a lab other than p's has processes.
+func otherLabRunning(p Paths) bool {
+	roots, _ := filepath.Glob(filepath.Join(cgroupFS, "pids", CgroupBase+"*"))
+	for _, r := range roots {
+		name := filepath.Base(r)
+		if name == p.CgroupRoot() || (name != CgroupBase && !strings.HasPrefix(name, CgroupBase+"-")) {
+			continue
+		}
+		if pids, err := CgroupPIDs(name); err == nil && len(pids) > 0 {
+			return true
+		}
+	}
+	return false
 }
