@@ -19,7 +19,7 @@ mkdir -p "$out"
 echo "== e2e.test --ginkgo.focus=$FOCUS --ginkgo.skip=$SKIP (log: $out/e2e.log)"
 start=$SECONDS
 "$E2E" --kubeconfig="$("$LAB" kubeconfig)" --provider=local \
-  --ginkgo.focus="$FOCUS" --ginkgo.skip="$SKIP" --ginkgo.timeout=4h \
+  --ginkgo.focus="$FOCUS" --ginkgo.skip="$SKIP" --ginkgo.timeout=4h --ginkgo.no-color \
   --ginkgo.junit-report="$out/junit.xml" --report-dir="$out" >"$out/e2e.log" 2>&1
 rc=$?
 echo "== finished in $((SECONDS - start))s, exit $rc"
