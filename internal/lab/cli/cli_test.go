@@ -1,0 +1,47 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+func run(args ...string) error {
+	c := New()
+	var out bytes.Buffer
+	c.SetOut(&out)
+	c.SetErr(&out)
+	c.SetArgs(args)
+	return c.Execute()
+}
+
+func TestProbeUsageErrorsExitTwo(t *testing.T) {
+	for _, args := range [][]string{
+		{"probe", "x/a", "y/b"},            // missing PORT/PROTO
+		{"probe", "x/a", "y/b", "80/icmp"}, // bad protocol
+		{"probe", "x/a", "y/b", "http"},    // bad port
+		{"matrix", "--port", "99999/tcp"},  // bad port
+	} {
+		err := run(args...)
+		var ee *ExitError
+		if !errors.As(err, &ee) || ee.Code != 2 {
+			t.Errorf("%v: got %v, want exit status 2", args, err)
+		}
+	}
+}
+
+func TestBadLabNameRefused(t *testing.T) {
+	if err := run("--name", "Bad_Name", "status"); err == nil {
+		t.Error("bad lab name accepted")
+	}
+}
+
+func TestCommandsWithoutALabSayHow(t *testing.T) {
+	t.Setenv("TRELLIS_LAB_DIR", t.TempDir())
+	for _, args := range [][]string{{"kubeconfig"}, {"restart-agent", "node1"}, {"stop-apiserver"}, {"logs", "node1"}} {
+		err := run(args...)
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte("trellis-lab up")) {
+			t.Errorf("%v without a lab: %v", args, err)
+		}
+	}
+}
