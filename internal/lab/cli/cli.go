@@ -87,7 +87,7 @@ func New() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.cache, "cache", cache, "cache of pinned binaries ($TRELLIS_CACHE)")
 	root.AddCommand(upCmd(g), downCmd(g), statusCmd(g), kubeconfigCmd(g), kubectlCmd(g), execCmd(g),
 		probeCmd(g), matrixCmd(g), restartAgentCmd(g), nodeCmd(g, "stop-node"), nodeCmd(g, "start-node"),
-		apiserverCmd(g, "stop-apiserver"), apiserverCmd(g, "start-apiserver"), logsCmd(g))
+		apiserverCmd(g, "stop-apiserver"), apiserverCmd(g, "start-apiserver"), logsCmd(g), benchCmd(g), memoryCmd(g))
 	root.AddCommand(internalCmds()...)
 	return root
 }
