@@ -14,6 +14,8 @@ declare -A need=(
   [socat]=socat
   [tcpdump]=tcpdump
   [ethtool]=ethtool
+  [sysctl]=procps
+  [nsenter]=util-linux
   [ping]=iputils-ping
 )
 missing=()
