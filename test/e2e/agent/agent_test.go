@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/trellisnet/trellis/internal/dataplane"
@@ -252,7 +253,8 @@ func TestE2EAgentNodeAddDeleteConvergence(t *testing.T) {
 		name := fmt.Sprintf("e2e-ghost-%d", i)
 		cidr := netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", 200+i))
 		// Same subnet as the first node, so every mode routes it there.
-		addr := netip.AddrFrom4([4]byte{172, 30, 1, byte(200 + i)})
+		base := nodeHost(t, l.Nodes()[0]).Addr.As4()
+		addr := netip.AddrFrom4([4]byte{base[0], base[1], base[2], byte(200 + i)})
 		node := &corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: name},
 			Spec:       corev1.NodeSpec{PodCIDR: cidr.String(), PodCIDRs: []string{cidr.String()}},
@@ -262,12 +264,10 @@ func TestE2EAgentNodeAddDeleteConvergence(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = l.CS.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
-		n, err := l.CS.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr.String()}}
-		if _, err := l.CS.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		// kube-controller-manager updates new Nodes too: a merge patch of
+		// the status subresource does not conflict with it.
+		patch := fmt.Sprintf(`{"status":{"addresses":[{"type":"InternalIP","address":%q}]}}`, addr)
+		if _, err := l.CS.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}, "status"); err != nil {
 			t.Fatal(err)
 		}
 		var want []*nodeDP
