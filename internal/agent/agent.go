@@ -101,7 +101,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "trellis-agent", Host: cfg.NodeName})
 
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(trimForCache))
 	nodes := factory.Core().V1().Nodes()
 	runnerOpts := syncrunner.Options{MinInterval: cfg.MinSyncInterval.Duration, MaxInterval: cfg.MaxSyncInterval.Duration, Observer: m}
 
