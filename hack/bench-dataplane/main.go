@@ -16,14 +16,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -33,6 +30,7 @@ import (
 	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/dataplane"
+	"github.com/trellisnet/trellis/internal/dataplane/dpbench"
 	"github.com/trellisnet/trellis/internal/routing"
 )
 
@@ -103,22 +101,27 @@ func run(o options) (err error) {
 		}
 	}
 	a, z := b.nodes[0], b.nodes[1]
-	results := []row{}
+	results := []dpbench.Row{}
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
 	if err := b.program(config.ModeNative); err != nil {
 		return err
 	}
-	r, err := b.compare("native pod->pod ÷ node->node, Gbit/s", 0.95,
-		func() (float64, error) { return iperf(a.nsName, z.nsName, z.ip.String(), o.seconds) },
+	r, err := dpbench.Compare("native pod->pod ÷ node->node, Gbit/s", 0.95, o.runs, logf,
 		func() (float64, error) {
-			return iperf(a.pods["native"], z.pods["native"], z.podIPs["native"], o.seconds)
+			return dpbench.Iperf(netns(a.nsName), netns(z.nsName), z.ip.String(), o.seconds)
+		},
+		func() (float64, error) {
+			return dpbench.Iperf(netns(a.pods["native"]), netns(z.pods["native"]), z.podIPs["native"], o.seconds)
 		})
 	if err != nil {
 		return err
 	}
 	results = append(results, r)
-	r, err = b.compare("TCP 1-byte request/response pod ÷ node, per s", 0.90,
-		func() (float64, error) { return rr(a.nsName, z.nsName, z.ip.String(), o.seconds) },
-		func() (float64, error) { return rr(a.pods["native"], z.pods["native"], z.podIPs["native"], o.seconds) })
+	r, err = dpbench.Compare("TCP 1-byte request/response pod ÷ node, per s", 0.90, o.runs, logf,
+		func() (float64, error) { return dpbench.RR(netns(a.nsName), netns(z.nsName), z.ip.String(), o.seconds) },
+		func() (float64, error) {
+			return dpbench.RR(netns(a.pods["native"]), netns(z.pods["native"]), z.podIPs["native"], o.seconds)
+		})
 	if err != nil {
 		return err
 	}
@@ -126,9 +129,13 @@ func run(o options) (err error) {
 	if err := b.program(config.ModeVXLAN); err != nil {
 		return err
 	}
-	r, err = b.compare("vxlan pod->pod ÷ hand-built VXLAN node->node, Gbit/s", 0.95,
-		func() (float64, error) { return iperf(a.nsName, z.nsName, "10.93.0.2", o.seconds) },
-		func() (float64, error) { return iperf(a.pods["vxlan"], z.pods["vxlan"], z.podIPs["vxlan"], o.seconds) })
+	r, err = dpbench.Compare("vxlan pod->pod ÷ hand-built VXLAN node->node, Gbit/s", 0.95, o.runs, logf,
+		func() (float64, error) {
+			return dpbench.Iperf(netns(a.nsName), netns(z.nsName), "10.93.0.2", o.seconds)
+		},
+		func() (float64, error) {
+			return dpbench.Iperf(netns(a.pods["vxlan"]), netns(z.pods["vxlan"]), z.podIPs["vxlan"], o.seconds)
+		})
 	if err != nil {
 		return err
 	}
@@ -249,140 +256,9 @@ func (b *bench) program(mode config.RoutingMode) error {
 	return nil
 }
 
-type row struct {
-	name       string
-	target     float64
-	base, subj []float64
-}
+func netns(name string) dpbench.Netns { return dpbench.Netns("/run/netns/" + name) }
 
-// compare measures baseline and subject alternately, runs times each.
-func (b *bench) compare(name string, target float64, base, subj func() (float64, error)) (row, error) {
-	r := row{name: name, target: target}
-	for i := 0; i < b.o.runs; i++ {
-		v, err := base()
-		if err != nil {
-			return r, fmt.Errorf("%s baseline: %w", name, err)
-		}
-		r.base = append(r.base, v)
-		if v, err = subj(); err != nil {
-			return r, fmt.Errorf("%s trellis: %w", name, err)
-		}
-		r.subj = append(r.subj, v)
-		fmt.Fprintf(os.Stderr, "  %s run %d: baseline %.3g trellis %.3g\n", name, i+1, r.base[i], r.subj[i])
-	}
-	return r, nil
-}
-
-// iperf runs an iperf3 TCP test from netns src to dst (server in netns dstNS) and returns Gbit/s.
-func iperf(src, dstNS, dst string, secs int) (float64, error) {
-	srv := exec.Command("ip", "netns", "exec", dstNS, "iperf3", "-s", "-1", "-B", dst, "-p", "5299")
-	if err := srv.Start(); err != nil {
-		return 0, err
-	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	var out []byte
-	var err error
-	for try := 0; try < 20; try++ {
-		time.Sleep(100 * time.Millisecond)
-		out, err = exec.Command("ip", "netns", "exec", src, "iperf3", "-c", dst, "-p", "5299", "-t", fmt.Sprint(secs), "-J").Output()
-		if err == nil {
-			break
-		}
-	}
-	if err != nil {
-		return 0, fmt.Errorf("iperf3 client to %s: %v: %s", dst, err, out)
-	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return 0, fmt.Errorf("parse iperf3 output: %w", err)
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e9, nil
-}
-
-// rr counts 1-byte TCP request/response round trips per second from netns
-// src to an echo server in netns dstNS at dst.
-func rr(src, dstNS, dst string, secs int) (float64, error) {
-	var ln net.Listener
-	if err := ns.WithNetNSPath("/run/netns/"+dstNS, func(ns.NetNS) error {
-		var err error
-		ln, err = net.Listen("tcp4", net.JoinHostPort(dst, "0"))
-		return err
-	}); err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 1)
-		for {
-			if _, err := c.Read(buf); err != nil {
-				return
-			}
-			if _, err := c.Write(buf); err != nil {
-				return
-			}
-		}
-	}()
-	var c net.Conn
-	if err := ns.WithNetNSPath("/run/netns/"+src, func(ns.NetNS) error {
-		var err error
-		c, err = net.DialTimeout("tcp4", ln.Addr().String(), 3*time.Second)
-		return err
-	}); err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
-	buf := []byte{1}
-	n := 0
-	start := time.Now()
-	for time.Since(start) < time.Duration(secs)*time.Second {
-		if _, err := c.Write(buf); err != nil {
-			return 0, err
-		}
-		if _, err := c.Read(buf); err != nil {
-			return 0, err
-		}
-		n++
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func span(v []float64) string {
-	return fmt.Sprintf("%.3g–%.3g", slices.Min(v), slices.Max(v))
-}
-
-func report(o options, rows []row) {
+func report(o options, rows []dpbench.Row) {
 	fmt.Printf("\nbench-dataplane: %d runs x %ds each, two node namespaces on one veth, pods by trellis-cni, routes by internal/dataplane\n\n", o.runs, o.seconds)
-	fmt.Printf("%-54s %-30s %-30s %-7s %s\n", "figure", "baseline median (min–max)", "trellis median (min–max)", "ratio", "target")
-	for _, r := range rows {
-		ratio := median(r.subj) / median(r.base)
-		verdict := "met"
-		if ratio < r.target {
-			verdict = "MISSED"
-		}
-		fmt.Printf("%-54s %-30s %-30s %-7.3f ≥%.2f %s\n", r.name,
-			fmt.Sprintf("%.3g (%s)", median(r.base), span(r.base)), fmt.Sprintf("%.3g (%s)", median(r.subj), span(r.subj)), ratio, r.target, verdict)
-	}
+	dpbench.Report(os.Stdout, rows)
 }
