@@ -15,3 +15,10 @@ BENCH_DATAPLANE_FLAGS ?= -runs 5 -seconds 5
 .PHONY: bench-dataplane
 bench-dataplane: deps build
 	$(GO) run ./hack/bench-dataplane -bin $(BIN) $(BENCH_DATAPLANE_FLAGS)
+
+# The same figures on a lab (3 nodes over 2 subnets, mode auto): pods on real
+# kubelet/containerd nodes, underlay through the lab's switch and router.
+.PHONY: bench-dataplane-lab
+bench-dataplane-lab: deps lab-build lab-binaries
+	TRELLIS_LAB_NAME=bench-dp TRELLIS_LAB_ROUTING=auto TRELLIS_LAB_BIN=$(LAB) \
+	  $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestBenchDataplaneLab$$' -v ./test/e2e/agent/
