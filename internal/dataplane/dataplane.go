@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -31,6 +32,9 @@ type Netlink struct {
 	Handle *netlink.Handle
 	// Table is the routing table (0: main).
 	Table int
+	// NetnsPath, when Handle targets another namespace, is that namespace's
+	// path, so that helpers run as processes (ethtool) act there too.
+	NetnsPath string
 }
 
 var _ routing.Dataplane = (*Netlink)(nil)
@@ -179,7 +183,7 @@ func (n *Netlink) ensureVXLAN(logger klog.Logger, want *routing.VXLANDevice) (ne
 		}
 	}
 	if want.DisableTxChecksumOffload {
-		if err := disableTxChecksum(want.Name); err != nil {
+		if err := disableTxChecksum(n.NetnsPath, want.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -223,10 +227,16 @@ func (n *Netlink) ensureAddr(link netlink.Link, addr netip.Prefix) error {
 	return nil
 }
 
-func disableTxChecksum(dev string) error {
-	out, err := exec.Command("ethtool", "-K", dev, "tx", "off").CombinedOutput()
+// disableTxChecksum turns tx checksum offload off on dev (idempotent), in
+// the namespace at netnsPath or the agent's own.
+func disableTxChecksum(netnsPath, dev string) error {
+	args := []string{"ethtool", "-K", dev, "tx", "off"}
+	if netnsPath != "" {
+		args = append([]string{"nsenter", "--net=" + netnsPath, "--"}, args...)
+	}
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("ethtool -K %s tx off: %w: %s", dev, err, out)
+		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -257,4 +258,21 @@ func TestKernelIncompatibleDeviceIsRecreated(t *testing.T) {
 	}
 	eq(t, "routes", n.routes(t), map[string]string{"10.244.3.0/24": "10.244.3.0 trellis.vxlan onlink"})
 	eq(t, "fdb", n.fdb(t), map[string]string{routing.VTEPMAC("node3"): "10.0.2.13"})
+}
+
+func TestKernelChecksumOffloadWorkaround(t *testing.T) {
+	node := dataplanetest.NewNode(t, "10.0.1.11/24")
+	n := &testNode{h: node.Handle, dp: &Netlink{Handle: node.Handle, NetnsPath: node.NS.Path()}}
+	d := n.desired(t, config.ModeVXLAN, peerOther)
+	d.VXLAN.DisableTxChecksumOffload = true
+	for i := 0; i < 2; i++ { // idempotent
+		n.apply(t, d)
+	}
+	out, err := node.Exec("ethtool", "-k", "trellis.vxlan")
+	if err != nil {
+		t.Fatalf("ethtool -k: %v %s", err, out)
+	}
+	if !strings.Contains(out, "tx-checksumming: off") {
+		t.Errorf("tx checksumming not off:\n%s", out)
+	}
 }
