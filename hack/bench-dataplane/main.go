@@ -168,7 +168,7 @@ func (b *bench) setupNodes() error {
 			return err
 		}
 		b.clean = append(b.clean, nh.Close)
-		n.dp = &dataplane.Netlink{Handle: nh}
+		n.dp = &dataplane.Netlink{Handle: nh, NetnsPath: n.ns.Path()}
 		b.nodes = append(b.nodes, n)
 	}
 	a, z := b.nodes[0], b.nodes[1]

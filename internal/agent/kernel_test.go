@@ -67,7 +67,7 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 // fake nftables) against a fake API server and a real kernel namespace.
 func TestKernelAgentConvergesGarbageCollectsAndSurvivesRestart(t *testing.T) {
 	n := dataplanetest.NewNode(t, "10.0.1.11/24")
-	dp := &dataplane.Netlink{Handle: n.Handle}
+	dp := &dataplane.Netlink{Handle: n.Handle, NetnsPath: n.NS.Path()}
 	dir := t.TempDir()
 	cfg := &config.Config{NodeName: "node1", RoutingMode: config.ModeAuto, CNIPluginSource: "/proc/self/exe",
 		CNIBinDir: dir + "/bin", CNIConfDir: dir + "/net.d", NodeStateFile: dir + "/node-state.json",

@@ -11,9 +11,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
@@ -182,6 +185,12 @@ func (n *Netlink) ensureVXLAN(logger klog.Logger, want *routing.VXLANDevice) (ne
 			return nil, fmt.Errorf("set %s up: %w", want.Name, err)
 		}
 	}
+	// Loose reverse-path filtering on the overlay: while peers change mode
+	// (one side native, the other VXLAN) replies may arrive on the device
+	// the reverse route does not point to; strict filtering would drop them.
+	if err := n.setSysctl("net/ipv4/conf/"+want.Name+"/rp_filter", "2"); err != nil {
+		return nil, err
+	}
 	if want.DisableTxChecksumOffload {
 		if err := disableTxChecksum(n.NetnsPath, want.Name); err != nil {
 			return nil, err
@@ -260,4 +269,23 @@ func retryEINTR[T any](f func() (T, error)) (T, error) {
 		}
 	}
 	return v, err
+}
+
+// setSysctl writes /proc/sys/<key> in the dataplane's namespace (NetnsPath,
+// else the agent's own) unless it already holds value.
+func (n *Netlink) setSysctl(key, value string) error {
+	write := func() error {
+		file := filepath.Join("/proc/sys", key)
+		if cur, err := os.ReadFile(file); err == nil && strings.TrimSpace(string(cur)) == value {
+			return nil
+		}
+		if err := os.WriteFile(file, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("set sysctl %s=%s: %w", key, value, err)
+		}
+		return nil
+	}
+	if n.NetnsPath == "" {
+		return write()
+	}
+	return ns.WithNetNSPath(n.NetnsPath, func(ns.NetNS) error { return write() })
 }

@@ -24,7 +24,7 @@ type testNode struct {
 
 func newTestNode(t *testing.T) *testNode {
 	n := dataplanetest.NewNode(t, "10.0.1.11/24")
-	return &testNode{h: n.Handle, dp: &Netlink{Handle: n.Handle}}
+	return &testNode{h: n.Handle, dp: &Netlink{Handle: n.Handle, NetnsPath: n.NS.Path()}}
 }
 
 var (
@@ -164,7 +164,7 @@ func TestKernelApplyIsIdempotentAndAdoptsAfterRestart(t *testing.T) {
 	idx := n.link(t, "trellis.vxlan").Attrs().Index
 	before := n.routes(t)
 	// A new dataplane object stands for a restarted agent.
-	restarted := &Netlink{Handle: n.h}
+	restarted := &Netlink{Handle: n.h, NetnsPath: n.dp.NetnsPath}
 	for i := 0; i < 2; i++ {
 		if err := restarted.Apply(context.Background(), d); err != nil {
 			t.Fatalf("re-Apply %d: %v", i, err)
@@ -274,5 +274,8 @@ func TestKernelChecksumOffloadWorkaround(t *testing.T) {
 	}
 	if !strings.Contains(out, "tx-checksumming: off") {
 		t.Errorf("tx checksumming not off:\n%s", out)
+	}
+	if out, err := node.Exec("cat", "/proc/sys/net/ipv4/conf/trellis.vxlan/rp_filter"); err != nil || strings.TrimSpace(out) != "2" {
+		t.Errorf("rp_filter on the VXLAN device = %q (%v), want 2 (loose)", out, err)
 	}
 }

@@ -36,7 +36,7 @@ func twoNodes(t *testing.T, mode config.RoutingMode) (a, b *dataplanetest.Node, 
 	}
 	params := routing.Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 99, Port: 4789}}
 	for i, n := range []*dataplanetest.Node{a, b} {
-		dp := &Netlink{Handle: n.Handle}
+		dp := &Netlink{Handle: n.Handle, NetnsPath: n.NS.Path()}
 		ul, err := dp.Underlay(nodes[i].NodeIP)
 		if err != nil {
 			t.Fatal(err)

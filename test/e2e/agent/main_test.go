@@ -89,7 +89,7 @@ func nodeDataplane(t *testing.T, node string) *dataplane.Netlink {
 		t.Fatalf("netlink in %s: %v", node, err)
 	}
 	t.Cleanup(nh.Close)
-	return &dataplane.Netlink{Handle: nh}
+	return &dataplane.Netlink{Handle: nh, NetnsPath: netnsPath(nodeHost(t, node).Netns)}
 }
 
 // hasRoute reports whether node holds a Trellis route to dst.
