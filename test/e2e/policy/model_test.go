@@ -230,7 +230,13 @@ func (m *model) expect(t *testing.T, within time.Duration) {
 			}
 		}
 		if len(wrong) == 0 {
-			t.Logf("truth tables as expected (%d probes, converged in %s)", len(all), time.Since(start).Round(time.Millisecond))
+			allowed := 0
+			for _, c := range all {
+				if obs[c] {
+					allowed++
+				}
+			}
+			t.Logf("truth tables as expected (%d probes, %d allowed; converged in %s)", len(all), allowed, time.Since(start).Round(time.Millisecond))
 			return
 		}
 		if time.Since(start) > within {
@@ -245,6 +251,10 @@ func (m *model) expect(t *testing.T, within time.Duration) {
 				if exp[pr].Diff(o) > 0 {
 					fmt.Fprintf(&b, "--- %s (rows: from, columns: to)\n%s", pr, lab.Report(exp[pr], o))
 				}
+			}
+			c, _ := m.cluster(t)
+			for _, np := range c.Policies {
+				fmt.Fprintf(&b, "policy %s/%s: %s\n", np.Namespace, np.Name, np.Spec.String())
 			}
 			t.Fatalf("connectivity differs from the oracle after %s:\n%s", within, b.String())
 		}
