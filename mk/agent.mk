@@ -22,3 +22,12 @@ bench-dataplane: deps build
 bench-dataplane-lab: deps lab-build lab-binaries
 	TRELLIS_LAB_NAME=bench-dp TRELLIS_LAB_ROUTING=auto TRELLIS_LAB_BIN=$(LAB) \
 	  $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestBenchDataplaneLab$$' -v ./test/e2e/agent/
+
+# The agent's lab e2e in each routing mode (make test-e2e runs them in auto only).
+.PHONY: test-e2e-agent-modes
+test-e2e-agent-modes: deps lab-build lab-binaries
+	@for m in auto native vxlan; do \
+	  echo "== agent e2e, routing mode $$m"; \
+	  TRELLIS_LAB_NAME=agent-$$m TRELLIS_LAB_ROUTING=$$m TRELLIS_LAB_BIN=$(LAB) \
+	    $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestE2E' -v ./test/e2e/agent/ || exit 1; \
+	done
