@@ -66,7 +66,7 @@ func BenchPods(ctx context.Context, cs kubernetes.Interface, n int, timeout time
 	return took, nil
 }
 
-// Memory prints the resident memory of every lab process, grouped by
+// Memory prints the memory (PSS) of every lab process, grouped by
 // component (control plane, and per node: containerd, kubelet, kube-proxy,
 // trellis-agent, shims, pod processes).
 func Memory(p Paths, w io.Writer) error {
@@ -111,7 +111,7 @@ func Memory(p Paths, w io.Writer) error {
 	}
 	sort.Strings(keys)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WHERE\tPROCESS\tCOUNT\tRSS MiB")
+	fmt.Fprintln(tw, "WHERE\tPROCESS\tCOUNT\tPSS MiB")
 	for _, k := range keys {
 		fmt.Fprintf(tw, "%s\t%d\t%.1f\n", k, by[k].procs, float64(by[k].kib)/1024)
 	}
@@ -119,15 +119,20 @@ func Memory(p Paths, w io.Writer) error {
 	return tw.Flush()
 }
 
+// rssKiB returns the proportional set size of pid (shared pages, such as
+// one binary mapped by many pods, are divided among their users), falling
+// back to VmRSS when smaps_rollup is unavailable.
 func rssKiB(pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			v, _ := strconv.ParseInt(f[1], 10, 64)
-			return v
+	for _, src := range [][2]string{{"smaps_rollup", "Pss:"}, {"status", "VmRSS:"}} {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, src[0]))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == src[1] {
+				v, _ := strconv.ParseInt(f[1], 10, 64)
+				return v
+			}
 		}
 	}
 	return 0
