@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -29,23 +28,7 @@ import (
 
 var l *framework.Lab
 
-func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	var err error
-	l, err = framework.Setup(ctx)
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e setup:", err)
-		_ = l.Teardown()
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := l.Teardown(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e teardown:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { framework.Main(m, &l, 15*time.Minute) }
 
 // requireAgent fails (not skips) when the lab runs without the agent.
 func requireAgent(t *testing.T) {
