@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -146,7 +147,10 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	errCh := make(chan error, 1)
 	if cfg.MetricsBindAddress != "" {
 		h := m.Handler(
-			[]metrics.Check{{Name: "informers", Fn: func() error { return informersSynced(nodes.Informer()) }}},
+			[]metrics.Check{
+				{Name: "informers", Fn: func() error { return informersSynced(nodes.Informer()) }},
+				{Name: "routing", Fn: staleCheck(routeRunner, 3*cfg.MaxSyncInterval.Duration, time.Now)},
+			},
 			readyChecks(routeCtl, nodeRunner),
 		)
 		wg.Add(1)
@@ -185,6 +189,22 @@ func informersSynced(inf cache.SharedIndexInformer) error {
 		return errors.New("node informer not synced")
 	}
 	return nil
+}
+
+// staleCheck fails when the runner has synced successfully before but not
+// within max (its periodic resync keeps succeeding on a healthy node, even
+// without the API server, since it works from caches and netlink).
+func staleCheck(r *syncrunner.Runner, max time.Duration, now func() time.Time) func() error {
+	return func() error {
+		last := r.LastSuccess()
+		if last.IsZero() {
+			return nil
+		}
+		if age := now().Sub(last); age > max {
+			return fmt.Errorf("no successful %s sync for %v (last error: %v)", r.Name(), age.Round(time.Second), r.LastError())
+		}
+		return nil
+	}
 }
 
 func readyChecks(rc *routing.Controller, nodeRunner *syncrunner.Runner) []metrics.Check {
