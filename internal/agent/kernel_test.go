@@ -120,7 +120,7 @@ func TestKernelAgentConvergesGarbageCollectsAndSurvivesRestart(t *testing.T) {
 	if _, err := client.CoreV1().Nodes().Create(ctx, node("node4", "10.0.1.14", "10.244.4.0/24"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	took := eventually(t, time.Second, "route to added node4", func() bool { return routeTo(t, dp, "10.244.4.0/24") == "10.0.1.14 ul0" })
+	took := eventually(t, 5*time.Second, "route to added node4", func() bool { return routeTo(t, dp, "10.244.4.0/24") == "10.0.1.14 ul0" })
 	t.Logf("route to a new node after %v", took)
 	if err := client.CoreV1().Nodes().Delete(ctx, "node3", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
