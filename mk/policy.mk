@@ -5,6 +5,7 @@
 #   make fuzz-policy            fuzz the ipBlock compiler against the oracle
 #   make bench-policy-compile   compile/apply timings at 10k pods / 1k policies on real nftables (root)
 #   make test-e2e-policy        tier 2 truth tables (x/y/z × a/b/c, 80/81 TCP+UDP) on a lab, expected from the oracle
+#   make bench-policy           lab benchmark: 1k policies / 10k pod IPs, programming latency, per-packet cost, agent RSS
 
 POLICY_PKGS := ./internal/policy/...
 POLICY_CASES ?= 5000
@@ -31,3 +32,10 @@ bench-policy-compile: deps
 .PHONY: test-e2e-policy
 test-e2e-policy: deps lab-build lab-binaries
 	TRELLIS_LAB_BIN=$(LAB) $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestE2EPolicy' -v ./test/e2e/policy/
+
+# Benchmark on a lab (not part of make test): 1,000 policies / 10,000 pod
+# addresses (API-only pods on an API-only node), programming latency p50/p99,
+# per-packet cost (isolated ÷ not isolated, interleaved), agent RSS per pod.
+.PHONY: bench-policy
+bench-policy: deps lab-build lab-binaries
+	TRELLIS_LAB_BIN=$(LAB) $(GO) test -count=1 -tags e2e -timeout 30m -run '^TestBenchPolicy$$' -v ./test/e2e/policy/

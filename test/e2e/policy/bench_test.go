@@ -1,0 +1,413 @@
+//go:build e2e
+
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/test/e2e/framework"
+)
+
+// Scale of TestBenchPolicy (make bench-policy).
+const (
+	benchPods     = 10000
+	benchPolicies = 1000
+)
+
+// TestBenchPolicy (make bench-policy, not part of make test): programming
+// latency, per-packet cost and agent memory with benchPolicies policies and
+// benchPods pod addresses. Most pods are API objects bound to a Node object
+// that exists only in the API (no kubelet), with an address in their status;
+// the client and server pods are real.
+func TestBenchPolicy(t *testing.T) {
+	if !l.HasAgent() {
+		t.Fatalf("the lab runs without the Trellis agent (%s)", l.State.AgentError)
+	}
+	ctx := context.Background()
+	nodes := l.Nodes()
+	real := l.Namespace(t, "bench-real", map[string]string{"bench": "real"})
+	fake := l.Namespace(t, "bench-fake", map[string]string{"bench": "fake"})
+	refs := l.CreatePods(t, real, []framework.PodSpec{{Name: "client", Node: nodes[0], Labels: map[string]string{"role": "client"}},
+		{Name: "server", Node: nodes[1], Labels: map[string]string{"role": "server"}}}, 2*time.Minute)
+	client, serverRef := netnsOf(t, refs[0]), refs[1]
+	server := netnsOf(t, serverRef)
+	serverIP := podIP(t, serverRef)
+	stopSink := sink(t, server)
+	defer stopSink()
+
+	t.Logf("reference, before any policy or API-only pod exists: %s", measurePath(t, client, serverIP))
+	rss0 := agentRSS(t)
+
+	// The scale: a ghost node, benchPods pods on it, benchPolicies policies.
+	ghost := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bench-ghost"}}
+	if _, err := l.CS.CoreV1().Nodes().Create(ctx, ghost, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.CS.CoreV1().Nodes().Delete(context.Background(), "bench-ghost", metav1.DeleteOptions{}) })
+	start := time.Now()
+	parallel(t, benchPods, 32, func(i int) error {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%05d", i), Namespace: fake,
+			Labels: map[string]string{"app": fmt.Sprintf("app%d", i%benchPolicies), "role": []string{"a", "b", "c"}[i%3]}},
+			Spec: corev1.PodSpec{NodeName: "bench-ghost", Containers: []corev1.Container{{Name: "c", Image: lab.AgnhostImage,
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}}}}}}
+		got, err := l.CS.CoreV1().Pods(fake).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		ip := fmt.Sprintf("10.245.%d.%d", (i+1)/256, (i+1)%256)
+		got.Status.PodIP, got.Status.PodIPs = ip, []corev1.PodIP{{IP: ip}}
+		_, err = l.CS.CoreV1().Pods(fake).UpdateStatus(ctx, got, metav1.UpdateOptions{})
+		return err
+	})
+	t.Logf("%d API-only pods with addresses created in %s", benchPods, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	parallel(t, benchPolicies-2, 16, func(i int) error {
+		np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("np%04d", i), Namespace: fake},
+			Spec: networkingv1.NetworkPolicySpec{PodSelector: *labels("app", fmt.Sprintf("app%d", i)),
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{
+					From:  []networkingv1.NetworkPolicyPeer{{PodSelector: labels("app", fmt.Sprintf("app%d", (i+1)%benchPolicies))}},
+					Ports: []networkingv1.NetworkPolicyPort{port(tcp, intstr.FromString("http"), nil)}}}}}
+		_, err := l.CS.NetworkingV1().NetworkPolicies(fake).Create(ctx, np, metav1.CreateOptions{})
+		return err
+	})
+	// The real pods are isolated both ways by policies whose peers include
+	// thousands of addresses, so their packets walk the large sets.
+	serverIn := networkingv1.NetworkPolicySpec{PodSelector: *labels("role", "server"), PolicyTypes: ingressOnly,
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+			{PodSelector: labels("role", "client")},
+			{NamespaceSelector: labels("bench", "fake"), PodSelector: labels("role", "a")}}}}}
+	clientOut := networkingv1.NetworkPolicySpec{PodSelector: *labels("role", "client"), PolicyTypes: egressOnly,
+		Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{
+			{PodSelector: labels("role", "server")},
+			{NamespaceSelector: labels("bench", "fake"), PodSelector: labels("role", "b")}}}}}
+	benchCreate(t, real, "server-in", serverIn)
+	benchCreate(t, real, "client-out", clientOut)
+	t.Logf("%d policies created in %s", benchPolicies, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	for _, n := range nodes {
+		waitSetSize(t, n, "pod-addrs", benchPods, 3*time.Minute)
+	}
+	t.Logf("every node's table holds the %d addresses %s after the last policy was created", benchPods, time.Since(start).Round(time.Millisecond))
+	rss1 := agentRSS(t)
+
+	// Per-packet cost, A/B interleaved so that the machine's load (2
+	// shared cores) hits both alike: the real pods isolated by policies
+	// whose sets hold thousands of addresses, vs the same pods selected by
+	// no policy (the table and its 10,000 addresses still in place).
+	var tput, crr []float64
+	for round := 0; round < 3; round++ {
+		loaded := measurePath(t, client, serverIP)
+		for _, name := range []string{"server-in", "client-out"} {
+			if err := l.CS.NetworkingV1().NetworkPolicies(real).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(2 * time.Second)
+		open := measurePath(t, client, serverIP)
+		benchCreate(t, real, "server-in", serverIn)
+		benchCreate(t, real, "client-out", clientOut)
+		time.Sleep(2 * time.Second)
+		t.Logf("round %d: isolated by policy: %s; not isolated: %s", round, loaded, open)
+		tput, crr = append(tput, loaded.mbps/open.mbps), append(crr, loaded.cps/open.cps)
+	}
+	sort.Float64s(tput)
+	sort.Float64s(crr)
+	t.Logf("per-packet cost, isolated ÷ not isolated (median of 3 interleaved rounds): throughput %.3f (min %.3f, max %.3f), connection rate %.3f (min %.3f, max %.3f)",
+		tput[1], tput[0], tput[2], crr[1], crr[0], crr[2])
+
+	// Programming latency: the server's allow rule for the client is
+	// deleted and re-created; each flip is timed from the API call to the
+	// first probe that observes it.
+	var deny, allow []time.Duration
+	allowSpec := networkingv1.NetworkPolicySpec{PodSelector: *labels("role", "server"), PolicyTypes: ingressOnly,
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: labels("role", "client")}}}}}
+	benchCreate(t, real, "server-deny", networkingv1.NetworkPolicySpec{PodSelector: *labels("role", "server"), PolicyTypes: ingressOnly})
+	if err := l.CS.NetworkingV1().NetworkPolicies(real).Delete(ctx, "server-in", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	benchCreate(t, real, "toggle", allowSpec)
+	waitFlip(t, client, serverIP, true, 30*time.Second)
+	for i := 0; i < 20; i++ {
+		at := time.Now()
+		if err := l.CS.NetworkingV1().NetworkPolicies(real).Delete(ctx, "toggle", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFlip(t, client, serverIP, false, 10*time.Second)
+		deny = append(deny, time.Since(at))
+		at = time.Now()
+		benchCreate(t, real, "toggle", allowSpec)
+		waitFlip(t, client, serverIP, true, 10*time.Second)
+		allow = append(allow, time.Since(at))
+	}
+	t.Logf("programming latency (API call -> observed by probes, %d flips each): deny p50 %s p99 %s; allow p50 %s p99 %s",
+		len(deny), pct(deny, 50), pct(deny, 99), pct(allow, 50), pct(allow, 99))
+	for n := range rss1 {
+		t.Logf("agent %s RSS %d KiB -> %d KiB: %.2f KiB per pod", n, rss0[n], rss1[n], float64(rss1[n]-rss0[n])/benchPods)
+	}
+}
+
+func netnsOf(t *testing.T, ref string) string {
+	t.Helper()
+	nsName, name, _ := strings.Cut(ref, "/")
+	p, err := l.CS.CoreV1().Pods(nsName).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := lab.PodNetns(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func podIP(t *testing.T, ref string) string {
+	t.Helper()
+	nsName, name, _ := strings.Cut(ref, "/")
+	p, err := l.CS.CoreV1().Pods(nsName).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Status.PodIP
+}
+
+func benchCreate(t *testing.T, nsName, name string, spec networkingv1.NetworkPolicySpec) {
+	t.Helper()
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: nsName}, Spec: spec}
+	if _, err := l.CS.NetworkingV1().NetworkPolicies(nsName).Create(context.Background(), np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func parallel(t *testing.T, n, workers int, f func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	next := make(chan int)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		t.Fatal(first)
+	}
+}
+
+// sink serves, inside the server pod's netns, a discard server on 5201 and
+// an accept-and-close server on 5202.
+func sink(t *testing.T, netnsPath string) func() {
+	t.Helper()
+	var ls []net.Listener
+	err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		for _, p := range []string{"5201", "5202"} {
+			ln, err := net.Listen("tcp4", ":"+p)
+			if err != nil {
+				return err
+			}
+			ls = append(ls, ln)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(ln net.Listener, h func(net.Conn)) {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go h(c)
+		}
+	}
+	go serve(ls[0], func(c net.Conn) { defer c.Close(); _, _ = io.Copy(io.Discard, c) })
+	go serve(ls[1], func(c net.Conn) { c.Close() })
+	return func() {
+		for _, ln := range ls {
+			ln.Close()
+		}
+	}
+}
+
+type pathResult struct{ mbps, cps float64 }
+
+func (r pathResult) String() string {
+	return fmt.Sprintf("TCP throughput %.0f Mbit/s (median of 3 × 2 s), connection rate %.0f/s (median of 3 × 2 s)", r.mbps, r.cps)
+}
+
+// measurePath measures TCP throughput and connect+close rate from the
+// client pod to the server pod (cross-node), medians of 3 runs.
+func measurePath(t *testing.T, client, serverIP string) pathResult {
+	t.Helper()
+	var mbps, cps []float64
+	buf := make([]byte, 128<<10)
+	for run := 0; run < 3; run++ {
+		c, err := lab.DialInNetns(client, "tcp4", net.JoinHostPort(serverIP, "5201"), 2*time.Second)
+		if err != nil {
+			t.Fatalf("throughput dial: %v", err)
+		}
+		var n int64
+		start := time.Now()
+		for time.Since(start) < 2*time.Second {
+			w, err := c.Write(buf)
+			n += int64(w)
+			if err != nil {
+				t.Fatalf("throughput write: %v", err)
+			}
+		}
+		mbps = append(mbps, float64(n)*8/time.Since(start).Seconds()/1e6)
+		c.Close()
+		count := 0
+		start = time.Now()
+		for time.Since(start) < 2*time.Second {
+			c, err := lab.DialInNetns(client, "tcp4", net.JoinHostPort(serverIP, "5202"), time.Second)
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			c.Close()
+			count++
+		}
+		cps = append(cps, float64(count)/time.Since(start).Seconds())
+	}
+	sort.Float64s(mbps)
+	sort.Float64s(cps)
+	return pathResult{mbps[1], cps[1]}
+}
+
+// waitFlip probes client -> server:5202 every few ms until its outcome is
+// want and returns how long that took.
+func waitFlip(t *testing.T, client, serverIP string, want bool, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		c, err := lab.DialInNetns(client, "tcp4", net.JoinHostPort(serverIP, "5202"), 50*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		if (err == nil) == want {
+			return time.Since(start)
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("probe: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("client -> server did not become %v within %s", want, within)
+	return 0
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := (len(s)*p + 99) / 100
+	if i > 0 {
+		i--
+	}
+	return s[i].Round(time.Millisecond)
+}
+
+// waitSetSize waits until a set of node's policy table holds at least n
+// elements.
+func waitSetSize(t *testing.T, node, set string, n int, within time.Duration) {
+	t.Helper()
+	h, err := l.State.Topology.Node(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		out, err := exec.Command("ip", "netns", "exec", h.Netns, "nft", "list", "set", "inet", "trellis-policy", set).Output()
+		if err == nil && strings.Count(string(out), ",")+1 >= n {
+			return
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: set %s did not reach %d elements within %s", node, set, n, within)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// agentRSS reads the resident memory (KiB) of each node's trellis-agent.
+func agentRSS(t *testing.T) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) < 3 || !strings.HasSuffix(args[0], "/trellis-agent") {
+			continue
+		}
+		node := ""
+		for _, a := range args {
+			if v, ok := strings.CutPrefix(a, "--node-name="); ok {
+				node = v
+			}
+		}
+		// Only this lab's agents: the process must be in the node's netns.
+		if h, err := l.State.Topology.Node(node); err != nil || !sameNetns(filepath.Dir(p), h.Netns) {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join(filepath.Dir(p), "status"))
+		if err != nil || node == "" {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+				out[node] = kb
+			}
+		}
+	}
+	return out
+}
+
+// sameNetns reports whether the process at procDir is in the named netns.
+func sameNetns(procDir, netnsName string) bool {
+	var a, b syscall.Stat_t
+	if syscall.Stat(filepath.Join(procDir, "ns", "net"), &a) != nil ||
+		syscall.Stat(filepath.Join("/var/run/netns", netnsName), &b) != nil {
+		return false
+	}
+	return a.Ino == b.Ino && a.Dev == b.Dev
+}
