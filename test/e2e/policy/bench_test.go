@@ -14,12 +14,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -199,34 +199,17 @@ func benchCreate(t *testing.T, nsName, name string, spec networkingv1.NetworkPol
 	}
 }
 
+// parallel runs f(0..n-1) on workers goroutines and fails t with the
+// first error.
 func parallel(t *testing.T, n, workers int, f func(i int) error) {
 	t.Helper()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	next := make(chan int)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := f(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
+	var g errgroup.Group
+	g.SetLimit(workers)
 	for i := 0; i < n; i++ {
-		next <- i
+		g.Go(func() error { return f(i) })
 	}
-	close(next)
-	wg.Wait()
-	if first != nil {
-		t.Fatal(first)
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
 	}
 }
 
