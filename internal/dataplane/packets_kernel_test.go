@@ -15,9 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
-	"golang.org/x/sys/unix"
-
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/dataplane/dataplanetest"
 	"github.com/trellisnet/trellis/internal/routing"
@@ -48,36 +45,6 @@ func twoNodes(t *testing.T, mode config.RoutingMode) (a, b *dataplanetest.Node, 
 		podMTU = routing.PodMTU(params, ul.MTU)
 	}
 	return a, b, podMTU
-}
-
-// udpSocket opens a UDP socket inside n bound to addr, with DF set (path
-// MTU discovery "do": oversize datagrams fail instead of fragmenting).
-func udpSocket(t *testing.T, n *dataplanetest.Node, addr string) *net.UDPConn {
-	t.Helper()
-	var conn *net.UDPConn
-	err := n.NS.Do(func(ns.NetNS) error {
-		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
-		if err != nil {
-			return err
-		}
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
-		}); err != nil {
-			return err
-		}
-		conn = c
-		return serr
-	})
-	if err != nil {
-		t.Fatalf("UDP socket %s: %v", addr, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
 }
 
 // roundTrip sends size bytes from a to b and b echoes them back.
@@ -137,8 +104,8 @@ func testFullSizeDatagrams(t *testing.T, mode config.RoutingMode, wantMTU int) {
 	if podMTU != wantMTU {
 		t.Fatalf("pod MTU %d, want %d", podMTU, wantMTU)
 	}
-	ca := udpSocket(t, a, "10.244.1.5:7001")
-	cb := udpSocket(t, b, "10.244.2.5:7002")
+	ca := dataplanetest.DFUDP(t, a.NS.Path(), "10.244.1.5:7001")
+	cb := dataplanetest.DFUDP(t, b.NS.Path(), "10.244.2.5:7002")
 	fragA, fragB := ipFragCreates(t, a), ipFragCreates(t, b)
 	// The largest datagram a pod with this MTU may send with DF (IP 20 + UDP 8).
 	if err := roundTrip(ca, cb, podMTU-28); err != nil {

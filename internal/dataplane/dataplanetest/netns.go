@@ -3,6 +3,8 @@
 package dataplanetest
 
 import (
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Node is a network namespace with interface ul0.
@@ -111,4 +114,36 @@ func (n *Node) setUp(t *testing.T, name string) {
 func (n *Node) Exec(args ...string) (string, error) {
 	out, err := exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...).CombinedOutput()
 	return string(out), err
+}
+
+// DFUDP opens a UDP socket inside the namespace at nsPath bound to addr
+// ("IP:port", port 0 for any) with DF set (path MTU discovery "do":
+// oversize datagrams fail with EMSGSIZE instead of being fragmented). It is
+// closed in t.Cleanup.
+func DFUDP(t *testing.T, nsPath, addr string) *net.UDPConn {
+	t.Helper()
+	var conn *net.UDPConn
+	err := ns.WithNetNSPath(nsPath, func(ns.NetNS) error {
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+		if err != nil {
+			return err
+		}
+		conn = c
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+		}); err != nil {
+			return err
+		}
+		return serr
+	})
+	if err != nil {
+		t.Fatalf("DF UDP socket %s in %s: %v", addr, nsPath, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }

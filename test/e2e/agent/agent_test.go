@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/trellisnet/trellis/internal/dataplane"
+	"github.com/trellisnet/trellis/internal/dataplane/dataplanetest"
 	"github.com/trellisnet/trellis/internal/lab"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing"
@@ -193,8 +194,8 @@ func TestE2EAgentLargeUDPWithDF(t *testing.T) {
 			}
 			pa, pb := podNetns(t, a), podNetns(t, b)
 			mtu := linkMTU(t, pa, "eth0")
-			ca := dfUDP(t, pa, getPod(t, a).Status.PodIP)
-			cb := dfUDP(t, pb, getPod(t, b).Status.PodIP)
+			ca := dataplanetest.DFUDP(t, pa, getPod(t, a).Status.PodIP+":0")
+			cb := dataplanetest.DFUDP(t, pb, getPod(t, b).Status.PodIP+":0")
 			if err := udpRoundTrip(ca, cb, mtu-28); err != nil {
 				t.Errorf("%s (%s) <-> %s (%s), %d-byte DF datagrams (pod MTU %d): %v", a, l.NodeOf(t, a), b, l.NodeOf(t, b), mtu-28, mtu, err)
 			}

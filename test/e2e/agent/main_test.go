@@ -8,7 +8,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -17,7 +16,6 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -120,32 +118,6 @@ func inNetns(t *testing.T, path string, f func() error) {
 	if err := ns.WithNetNSPath(path, func(ns.NetNS) error { return f() }); err != nil {
 		t.Fatalf("in netns %s: %v", path, err)
 	}
-}
-
-// dfUDP opens a UDP socket in the netns at path bound to ip:0 with DF set.
-func dfUDP(t *testing.T, path, ip string) *net.UDPConn {
-	t.Helper()
-	var c *net.UDPConn
-	inNetns(t, path, func() error {
-		var err error
-		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)})
-		if err != nil {
-			return err
-		}
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
-		}); err != nil {
-			return err
-		}
-		return serr
-	})
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 // linkMTU returns the MTU of ifname inside the netns at path.
