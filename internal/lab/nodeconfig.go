@@ -228,3 +228,22 @@ func LoadNodeSpec(path string) (NodeSpec, error) {
 	}
 	return s, nil
 }
+
+// RefreshTrellisBinaries copies the current trellis-agent and trellis-cni
+// from binDir into node s (where the agent picks them up on its next start),
+// so a rebuilt agent reaches the lab with `restart-agent`. It returns the
+// names it copied.
+func RefreshTrellisBinaries(s NodeSpec, binDir string) ([]string, error) {
+	var done []string
+	for _, name := range []string{"trellis-agent", "trellis-cni"} {
+		src := filepath.Join(binDir, name)
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		if err := copyFile(src, s.hostPath(agentInstallDir+"/"+name), 0o755); err != nil {
+			return done, fmt.Errorf("node %s: %w", s.Name, err)
+		}
+		done = append(done, name)
+	}
+	return done, nil
+}

@@ -127,7 +127,7 @@ func matrixCmd(g *globals) *cobra.Command {
 func restartAgentCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "restart-agent NODE",
-		Short: "Kill the Trellis agent on NODE; the node restarts it as kubelet restarts a DaemonSet pod",
+		Short: "Kill the Trellis agent on NODE (after copying in the current bin/trellis-agent and trellis-cni); the node restarts it as kubelet restarts a DaemonSet pod",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := g.state()
@@ -142,6 +142,15 @@ func restartAgentCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("no trellis-agent is running on %s", args[0])
 			}
 			pid := np.PIDs["trellis-agent"]
+			spec, err := lab.LoadNodeSpec(filepath.Join(g.paths().Node(args[0]), "node.json"))
+			if err != nil {
+				return err
+			}
+			if copied, err := lab.RefreshTrellisBinaries(spec, g.binDir); err != nil {
+				return err
+			} else if len(copied) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "updated %v on %s from %s\n", copied, args[0], g.binDir)
+			}
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				return fmt.Errorf("killing agent pid %d: %w", pid, err)
 			}
