@@ -41,9 +41,7 @@ const (
 // that exists only in the API (no kubelet), with an address in their status;
 // the client and server pods are real.
 func TestBenchPolicy(t *testing.T) {
-	if !l.HasAgent() {
-		t.Fatalf("the lab runs without the Trellis agent (%s)", l.State.AgentError)
-	}
+	requireAgent(t)
 	ctx := context.Background()
 	nodes := l.Nodes()
 	real := l.Namespace(t, "bench-real", map[string]string{"bench": "real"})

@@ -114,9 +114,7 @@ func hammer(proberNetns, ip string, d time.Duration) (bool, time.Duration) {
 // kill -9 of an agent; every open pod must be reachable at once, without
 // waiting for the agent (the pending state is not a black hole).
 func TestE2EPolicyChurnFirstPacket(t *testing.T) {
-	if !l.HasAgent() {
-		t.Fatalf("the lab runs without the Trellis agent (%s): policy e2e tests cannot run", l.State.AgentError)
-	}
+	requireAgent(t)
 	nodes := l.Nodes()
 	iso := l.Namespace(t, "churn-iso", nil)
 	open := l.Namespace(t, "churn-open", nil)

@@ -13,9 +13,6 @@
 package policy
 
 import (
-	"context"
-	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -24,20 +21,12 @@ import (
 
 var l *framework.Lab
 
-func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	var err error
-	l, err = framework.Setup(ctx)
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e setup:", err)
-		_ = l.Teardown()
-		os.Exit(1)
+func TestMain(m *testing.M) { framework.Main(m, &l, 15*time.Minute) }
+
+// requireAgent fails (not skips) when the lab runs without the agent.
+func requireAgent(t *testing.T) {
+	t.Helper()
+	if !l.HasAgent() {
+		t.Fatalf("the lab runs without the Trellis agent (%s): policy e2e tests cannot run", l.State.AgentError)
 	}
-	code := m.Run()
-	if err := l.Teardown(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e teardown:", err)
-		code = 1
-	}
-	os.Exit(code)
 }

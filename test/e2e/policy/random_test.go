@@ -94,9 +94,7 @@ func (g randGen) spec() networkingv1.NetworkPolicySpec {
 // policy sets applied through the API, the whole matrix probed, observed
 // equal to the oracle's expectation. The seed is printed for a rerun.
 func TestE2EPolicyRandom(t *testing.T) {
-	if !l.HasAgent() {
-		t.Fatalf("the lab runs without the Trellis agent (%s): policy e2e tests cannot run", l.State.AgentError)
-	}
+	requireAgent(t)
 	seed := *randSeed
 	if seed == 0 {
 		seed = time.Now().UnixNano() % 1_000_000

@@ -20,9 +20,7 @@ import (
 // the last committed table, and a restarted agent reconciles it without
 // flushing (no window that allows or drops).
 func TestE2EPolicyAgentKill9(t *testing.T) {
-	if !l.HasAgent() {
-		t.Fatalf("the lab runs without the Trellis agent (%s): policy e2e tests cannot run", l.State.AgentError)
-	}
+	requireAgent(t)
 	m := newModel(t)
 	t.Cleanup(func() { m.removeAll(t) })
 	m.create(t, "x", "from-y-80", networkingv1.NetworkPolicySpec{PolicyTypes: ingressOnly,

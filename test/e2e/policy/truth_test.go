@@ -40,9 +40,7 @@ func from(peers ...networkingv1.NetworkPolicyPeer) []networkingv1.NetworkPolicyI
 // TestE2EPolicyTruthTables runs the upstream netpol families on one set of
 // pods; each case leaves no policy and no extra label behind.
 func TestE2EPolicyTruthTables(t *testing.T) {
-	if !l.HasAgent() {
-		t.Fatalf("the lab runs without the Trellis agent (%s): policy e2e tests cannot run", l.State.AgentError)
-	}
+	requireAgent(t)
 	m := newModel(t)
 	podA := *labels("pod", "a")
 	end81 := int32(81)
