@@ -39,13 +39,23 @@ type ApplyOptions struct {
 	// drift made by someone else goes unnoticed; the controller verifies
 	// them on its first sync and then periodically.
 	TrustGroupSets bool
+	// Previous, when set, is the Desired that the last successful Apply
+	// committed to this table: the objects it holds and the elements of
+	// the other sets and maps are then taken from it instead of being read
+	// back (about ten nft calls per sync, one of them listing every pod
+	// address of the cluster). Same trade as TrustGroupSets: a change made
+	// by someone else is repaired by the next sync without it.
+	Previous *Desired
 }
 
 // ApplyWith is Apply with options.
 func ApplyWith(ctx context.Context, nft knftables.Interface, d *Desired, opts ApplyOptions) (ApplyStats, error) {
 	var st ApplyStats
-	ex, err := listExisting(ctx, nft)
-	if err != nil {
+	var ex *existing
+	var err error
+	if opts.Previous != nil {
+		ex = existingFrom(opts.Previous)
+	} else if ex, err = listExisting(ctx, nft); err != nil {
 		return st, err
 	}
 	tx := nft.NewTransaction()
@@ -76,6 +86,24 @@ func ApplyWith(ctx context.Context, nft knftables.Interface, d *Desired, opts Ap
 		return st, fmt.Errorf("apply policy table (%d operations): %w", st.Operations, err)
 	}
 	return st, nil
+}
+
+// existingFrom is what the table holds after prev was applied.
+func existingFrom(prev *Desired) *existing {
+	ex := &existing{chains: map[string]bool{}, sets: map[string]bool{}, maps: map[string]bool{}, counters: map[string]bool{}}
+	for name := range prev.Chains {
+		ex.chains[name] = true
+	}
+	for name := range prev.Sets {
+		ex.sets[name] = true
+	}
+	for name := range prev.Maps {
+		ex.maps[name] = true
+	}
+	for name := range prev.Counters {
+		ex.counters[name] = true
+	}
+	return ex
 }
 
 func listExisting(ctx context.Context, nft knftables.Interface) (*existing, error) {
@@ -154,7 +182,11 @@ func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Tr
 			continue
 		}
 		have := map[string][]string{}
-		if ex.sets[name] {
+		if prev := opts.Previous; prev != nil && prev.Sets[name] != nil {
+			for _, k := range prev.Sets[name].Elements {
+				have[elementKey(k)] = k
+			}
+		} else if ex.sets[name] {
 			elems, err := nft.ListElements(ctx, "set", name)
 			if err != nil {
 				return fmt.Errorf("list elements of set %s: %w", name, err)
@@ -185,7 +217,11 @@ func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Tr
 			value string
 		}
 		have := map[string]kv{}
-		if ex.maps[name] {
+		if prev := opts.Previous; prev != nil && prev.Maps[name] != nil {
+			for _, e := range prev.Maps[name].Elements {
+				have[elementKey(e.Key)] = kv{e.Key, e.Value}
+			}
+		} else if ex.maps[name] {
 			elems, err := nft.ListElements(ctx, "map", name)
 			if err != nil {
 				return fmt.Errorf("list elements of map %s: %w", name, err)

@@ -61,6 +61,7 @@ type Controller struct {
 	mu           sync.Mutex
 	pendingSince time.Time // first API change not yet programmed
 	lastVerify   time.Time // last sync that read back every group set
+	lastApplied  *Desired  // what the last successful sync committed (nil: read the kernel)
 }
 
 // NewController registers the informers it needs on cfg.Informers (call it
@@ -178,14 +179,21 @@ func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
 	if err := c.counters.harvest(ctx); err != nil {
 		logger.V(2).Info("Could not read policy counters", "err", err)
 	}
-	// Read back every group set on the first sync and then once per
-	// MaxSyncInterval (drift repair); trust them in between (each costs an
-	// nft call).
+	// Read the table back (objects, every set and map) on the first sync,
+	// after a failed one, and then once per MaxSyncInterval (drift repair);
+	// in between, diff against what the last sync committed (each read is
+	// an nft call).
 	verify := time.Since(c.lastVerify) >= c.cfg.MaxSyncInterval
-	st, err := ApplyWith(ctx, c.cfg.NFT, d, ApplyOptions{TrustGroupSets: !verify})
+	opts := ApplyOptions{TrustGroupSets: !verify}
+	if !verify {
+		opts.Previous = c.lastApplied
+	}
+	st, err := ApplyWith(ctx, c.cfg.NFT, d, opts)
 	if err != nil {
+		c.lastApplied = nil
 		return err
 	}
+	c.lastApplied = d
 	if verify {
 		c.lastVerify = time.Now()
 	}

@@ -98,6 +98,17 @@ func TestKernelPolicyScale(t *testing.T) {
 		changed := *snap
 		changed.Policies = append([]*networkingv1.NetworkPolicy(nil), snap.Policies[1:]...)
 		timed("one policy deleted, trusted", policy.ApplyOptions{TrustGroupSets: true}, &changed)
+		// The controller's steady state: diff against the last committed
+		// state, no read-back.
+		prev := policy.Compile(&changed)
+		if st := timed("no-op resync, from previous", policy.ApplyOptions{TrustGroupSets: true, Previous: prev}, &changed); st.ElementsAdded+st.ElementsDeleted != 0 {
+			t.Fatalf("no-op resync from the previous state changed elements: %+v", st)
+		}
+		timed("one policy back, from previous", policy.ApplyOptions{TrustGroupSets: true, Previous: prev}, snap)
+		// The kernel must hold exactly what a verifying sync computes.
+		if st := timed("no-op resync, verify sets", policy.ApplyOptions{}, snap); st.ElementsAdded+st.ElementsDeleted+st.ChainsCreated+st.ObjectsDeleted != 0 {
+			t.Fatalf("a sync from the previous state left the kernel different: %+v", st)
+		}
 		return nil
 	})
 	if err != nil {
