@@ -152,10 +152,40 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 `, nodeLabDir, s.Name, ClusterCIDR)
 }
 
-// AgentArgs is exactly the command line a DaemonSet would run the agent with.
+// AgentArgs is exactly the command line a DaemonSet would run the agent with;
+// the settings come from the configuration file, as from the DaemonSet's
+// ConfigMap, so a mode change is a config change plus an agent restart.
 func AgentArgs(s NodeSpec) []string {
-	return []string{agentInstallDir + "/trellis-agent", "--kubeconfig=" + agentKubeconfig, "--node-name=" + s.Name,
-		"--routing-mode=" + s.RoutingMode, "--cluster-cidr=" + ClusterCIDR}
+	return []string{agentInstallDir + "/trellis-agent", "--config=" + agentConfigPath,
+		"--kubeconfig=" + agentKubeconfig, "--node-name=" + s.Name}
+}
+
+// agentConfigPath is where the node's agent reads its configuration file.
+const agentConfigPath = "/etc/trellis/config.yaml"
+
+// AgentConfig is the content of the node's agent configuration file.
+func AgentConfig(routingMode string) string {
+	return fmt.Sprintf("routingMode: %s\nclusterCIDRs: [%q]\n", routingMode, ClusterCIDR)
+}
+
+// WriteAgentConfig replaces node s's agent configuration file with one for
+// routingMode; the agent reads it at its next start (restart-agent).
+func WriteAgentConfig(s NodeSpec, routingMode string) error {
+	hp := s.hostPath(agentConfigPath)
+	if hp == "" {
+		return fmt.Errorf("node %s: %s is not on a node-private path", s.Name, agentConfigPath)
+	}
+	if err := os.MkdirAll(filepath.Dir(hp), 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", filepath.Dir(hp), err)
+	}
+	tmp := hp + ".tmp"
+	if err := os.WriteFile(tmp, []byte(AgentConfig(routingMode)), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, hp); err != nil {
+		return fmt.Errorf("replacing %s: %w", hp, err)
+	}
+	return nil
 }
 
 // WriteNodeFiles creates the node's directories and writes its configuration,
@@ -170,6 +200,7 @@ func WriteNodeFiles(p Paths, s NodeSpec) error {
 		containerdConfPath: []byte(ContainerdConfig()),
 		kubeletConfigPath:  []byte(KubeletConfig(s)),
 		kubeProxyConfig:    []byte(KubeProxyConfig(s)),
+		agentConfigPath:    []byte(AgentConfig(s.RoutingMode)),
 	}
 	copies := map[string]string{
 		kubeletKubeconfig:                  p.kc("kubelet-" + s.Name + ".conf"),

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/trellisnet/trellis/internal/config"
 )
 
 func TestPlanSpreadsNodesOverSubnets(t *testing.T) {
@@ -128,8 +130,16 @@ func TestNodeConfigs(t *testing.T) {
 		t.Error("a non-private path mapped to a node directory")
 	}
 	args := strings.Join(AgentArgs(s), " ")
-	if !strings.Contains(args, "--node-name=node2") || !strings.Contains(args, "--routing-mode=native") {
+	if !strings.Contains(args, "--node-name=node2") || !strings.Contains(args, "--config=/etc/trellis/config.yaml") {
 		t.Errorf("agent args = %s", args)
+	}
+	// The configuration file is read by the agent's own loader.
+	c := config.Default()
+	if err := config.ParseFile([]byte(AgentConfig("native")), c); err != nil {
+		t.Fatalf("agent config file: %v", err)
+	}
+	if c.RoutingMode != "native" || len(c.ClusterCIDRs) != 1 || c.ClusterCIDRs[0].String() != ClusterCIDR {
+		t.Errorf("agent config file parsed as mode %q, cluster CIDRs %v", c.RoutingMode, c.ClusterCIDRs)
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -276,33 +275,20 @@ func routeDev(t *testing.T, dp *dataplane.Netlink, dst netip.Prefix) string {
 	return ""
 }
 
-// setAgentMode changes the routing mode the node's agent starts with (the
-// lab passes --routing-mode; a wrapper appends the new value, which wins)
-// and restarts the agent. mode "" restores the original binary.
+// setAgentMode changes the routing mode in the node's agent configuration
+// file (the lab's stand-in for the DaemonSet's ConfigMap) and restarts the
+// agent. mode "" restores the lab's mode.
 func setAgentMode(t *testing.T, node, newMode string) {
 	t.Helper()
-	bin := filepath.Join(l.Paths.Node(node), "fs", "opt-trellis", "bin", "trellis-agent")
-	orig := bin + ".e2e-orig"
 	if newMode == "" {
-		if _, err := os.Stat(orig); err == nil {
-			if err := os.Rename(orig, bin); err != nil {
-				t.Fatal(err)
-			}
-		}
-	} else {
-		if _, err := os.Stat(orig); os.IsNotExist(err) {
-			if err := os.Rename(bin, orig); err != nil {
-				t.Fatal(err)
-			}
-		}
-		script := fmt.Sprintf("#!/bin/sh\nexec /opt/trellis/bin/trellis-agent.e2e-orig \"$@\" --routing-mode=%s\n", newMode)
-		tmp := bin + ".tmp"
-		if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, bin); err != nil {
-			t.Fatal(err)
-		}
+		newMode = mode()
+	}
+	spec, err := lab.LoadNodeSpec(filepath.Join(l.Paths.Node(node), "node.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WriteAgentConfig(spec, newMode); err != nil {
+		t.Fatal(err)
 	}
 	restartAgent(t, node)
 }
