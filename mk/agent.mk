@@ -28,7 +28,7 @@ bench-dataplane-lab: deps lab-build lab-binaries
 test-e2e-agent-modes: deps lab-build lab-binaries
 	@for m in auto native vxlan; do \
 	  echo "== agent e2e, routing mode $$m"; \
-	  TRELLIS_LAB_NAME=agent-$$m TRELLIS_LAB_ROUTING=$$m TRELLIS_LAB_BIN=$(LAB) \
+	  TRELLIS_LAB_NAME=$$m TRELLIS_LAB_ROUTING=$$m TRELLIS_LAB_BIN=$(LAB) \
 	    $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestE2E' -v ./test/e2e/agent/ || exit 1; \
 	done
 
@@ -39,6 +39,6 @@ test-e2e-agent-modes: deps lab-build lab-binaries
 test-e2e-other-modes: deps lab-build lab-binaries
 	@for m in native vxlan; do \
 	  echo "== agent e2e, routing mode $$m"; \
-	  TRELLIS_LAB_NAME=agent-$$m TRELLIS_LAB_ROUTING=$$m TRELLIS_LAB_BIN=$(LAB) \
+	  TRELLIS_LAB_NAME=$$m TRELLIS_LAB_ROUTING=$$m TRELLIS_LAB_BIN=$(LAB) \
 	    $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestE2E' -skip 'TestE2EAgentMemoryAt100Nodes2000Pods' -v ./test/e2e/agent/ || exit 1; \
 	done
