@@ -10,7 +10,8 @@ export TRELLIS_LAB_NAME=${TRELLIS_LAB_NAME:-netpol}
 FOCUS=${NETPOL_FOCUS:-Netpol}
 SKIP=${NETPOL_SKIP:-SCTP}
 owned=0
-if ! "$LAB" status 2>/dev/null | grep -q "phase running"; then
+status=$("$LAB" status 2>/dev/null || true) # whole, not piped: see hack/lab-demo.sh
+if [[ $status != *"phase running"* ]]; then
   "$LAB" up --nodes "${LAB_NODES:-3}" --subnets "${LAB_SUBNETS:-2}" || exit 1
   owned=1
 fi

@@ -5,7 +5,10 @@
 set -euo pipefail
 LAB=$1 NODES=${2:-3} SUBNETS=${3:-2} MODE=${4:-auto}
 
-if "$LAB" status >/dev/null 2>&1 && "$LAB" status 2>/dev/null | grep -q "phase running"; then
+# Read status whole first: `status | grep -q` under pipefail can fail on SIGPIPE
+# and make a running lab look absent.
+status=$("$LAB" status 2>/dev/null || true)
+if [[ $status == *"phase running"* ]]; then
   echo "== reusing the running lab"
 else
   echo "== bringing up a lab: $NODES nodes over $SUBNETS subnets (routing mode $MODE)"

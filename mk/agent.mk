@@ -20,7 +20,7 @@ bench-dataplane: deps build
 # kubelet/containerd nodes, underlay through the lab's switch and router.
 .PHONY: bench-dataplane-lab
 bench-dataplane-lab: deps lab-build lab-binaries
-	TRELLIS_LAB_NAME=bench-dp TRELLIS_LAB_ROUTING=auto TRELLIS_LAB_BIN=$(LAB) \
+	TRELLIS_LAB_NAME=benchdp TRELLIS_LAB_ROUTING=auto TRELLIS_LAB_BIN=$(LAB) \
 	  $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestBenchDataplaneLab$$' -v ./test/e2e/agent/
 
 # The agent's lab e2e in each routing mode (make test-e2e runs them in auto only).
