@@ -7,9 +7,12 @@
 // probed from inside the pods and compared with the reference evaluator
 // (internal/policy/oracle) evaluated on the live API objects.
 //
-// SCTP is not probed here: this kernel has no SCTP sockets and the lab has
-// no raw-packet SCTP probe; SCTP semantics are covered at tier 0 (property
-// test) and tier 1 (real nftables).
+// SCTP: this kernel has no SCTP sockets, so SCTP 80/81 is probed with the
+// lab's raw-packet probe (lab.ProbeSCTP: a crafted INIT sent from the source
+// pod, verdict = seen on the destination pod's interface), in the truth
+// table cases that opt in (no policies, default deny ingress, SCTP not
+// admitted by a TCP rule, an SCTP rule admits SCTP and not TCP); the full
+// SCTP semantics are also covered at tier 0 (property test) and tier 1.
 package policy
 
 import (

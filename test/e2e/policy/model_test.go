@@ -4,7 +4,9 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -30,7 +32,15 @@ func (p probeSpec) String() string {
 	return fmt.Sprintf("%d/%s", p.port, strings.ToLower(string(p.proto)))
 }
 
-var probes = []probeSpec{{80, corev1.ProtocolTCP}, {81, corev1.ProtocolTCP}, {80, corev1.ProtocolUDP}, {81, corev1.ProtocolUDP}}
+// served are the ports the pods serve (agnhost, TCP and UDP sockets) and
+// the default probe set of a truth table.
+var served = []probeSpec{{80, corev1.ProtocolTCP}, {81, corev1.ProtocolTCP}, {80, corev1.ProtocolUDP}, {81, corev1.ProtocolUDP}}
+
+// withSCTP adds SCTP 80 and 81, probed with the lab's raw-packet probe (a
+// crafted INIT sent from the source pod, verdict = seen on the destination
+// pod's interface): this kernel has no SCTP sockets, so nothing serves SCTP
+// and none is needed. Opt-in per case to keep the suite's runtime small.
+var withSCTP = append(append([]probeSpec{}, served...), probeSpec{80, corev1.ProtocolSCTP}, probeSpec{81, corev1.ProtocolSCTP})
 
 // model is the x/y/z × a/b/c world: short names ("x/a") map to the real
 // generated namespaces.
@@ -40,6 +50,9 @@ type model struct {
 	ref   map[string]string // "x/a" -> "x-7h2k9/a"
 	netns map[string]string // "x/a" -> netns path of the pod
 	ip    map[string]string // "x/a" -> pod IP
+	// probes is the probe set of expect: served, or withSCTP for the
+	// cases that set it (reset to served after each case).
+	probes []probeSpec
 }
 
 // serverPod runs agnhost serve-hostname on 80 and 81, TCP and UDP, one
@@ -50,7 +63,7 @@ func serverPod(ns, name, node string) *corev1.Pod {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"pod": name}},
 		Spec:       corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: &zero},
 	}
-	for _, pr := range probes {
+	for _, pr := range served {
 		flag := "--tcp"
 		if pr.proto == corev1.ProtocolUDP {
 			flag = "--udp"
@@ -80,7 +93,7 @@ func newModel(t *testing.T) *model {
 	if len(nodes) < 3 {
 		t.Fatalf("the policy e2e model needs 3 nodes, lab has %v", nodes)
 	}
-	m := &model{ns: map[string]string{}, ref: map[string]string{}, netns: map[string]string{}, ip: map[string]string{}}
+	m := &model{probes: served, ns: map[string]string{}, ref: map[string]string{}, netns: map[string]string{}, ip: map[string]string{}}
 	ctx := context.Background()
 	for _, n := range []string{"x", "y", "z"} {
 		m.ns[n] = l.Namespace(t, "netpol-"+n, map[string]string{"ns": n})
@@ -161,7 +174,7 @@ func (m *model) expected(t *testing.T) map[probeSpec]*lab.Matrix {
 	t.Helper()
 	c, pods := m.cluster(t)
 	out := map[probeSpec]*lab.Matrix{}
-	for _, pr := range probes {
+	for _, pr := range m.probes {
 		mx := lab.NewMatrix(m.pods, true)
 		for _, a := range m.pods {
 			for _, b := range m.pods {
@@ -175,9 +188,12 @@ func (m *model) expected(t *testing.T) map[probeSpec]*lab.Matrix {
 	return out
 }
 
-// probeCells probes the given (from, to, probe) cells in parallel.
-func (m *model) probeCells(cells []cell) map[cell]bool {
+// probeCells probes the given (from, to, probe) cells in parallel. TCP and
+// UDP probes cannot tell "no answer" from a broken probe; an SCTP probe
+// that could not run (socket or namespace error) is an error, never a deny.
+func (m *model) probeCells(cells []cell) (map[cell]bool, error) {
 	res := map[cell]bool{}
+	var errs []error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 48)
@@ -187,15 +203,30 @@ func (m *model) probeCells(cells []cell) map[cell]bool {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := lab.ProbeFromNetns(m.netns[c.from], lab.Target{Addr: m.ip[c.to], Port: c.pr.port,
-				Proto: strings.ToLower(string(c.pr.proto))}, 1500*time.Millisecond)
+			ok, err := m.probe(c, 1500*time.Millisecond)
 			mu.Lock()
-			res[c] = err == nil
+			res[c] = ok
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s -> %s %s: %w", c.from, c.to, c.pr, err))
+			}
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	return res
+	return res, errors.Join(errs...)
+}
+
+func (m *model) probe(c cell, timeout time.Duration) (bool, error) {
+	if c.pr.proto == corev1.ProtocolSCTP {
+		dst, err := netip.ParseAddr(m.ip[c.to])
+		if err != nil {
+			return false, err
+		}
+		return lab.ProbeSCTP(m.netns[c.from], m.netns[c.to], dst, uint16(c.pr.port), timeout)
+	}
+	err := lab.ProbeFromNetns(m.netns[c.from], lab.Target{Addr: m.ip[c.to], Port: c.pr.port,
+		Proto: strings.ToLower(string(c.pr.proto))}, timeout)
+	return err == nil, nil
 }
 
 type cell struct {
@@ -203,7 +234,7 @@ type cell struct {
 	pr       probeSpec
 }
 
-// expect probes the whole truth table (every pod pair, 80/81 × TCP/UDP) and
+// expect probes the whole truth table (every pod pair, m.probes) and
 // fails t with expected vs observed tables for every probe that differs.
 // Cells that differ are re-probed for up to `within` (policy programming
 // and informer latency), so a pass means the kernel converged.
@@ -211,7 +242,7 @@ func (m *model) expect(t *testing.T, within time.Duration) {
 	t.Helper()
 	exp := m.expected(t)
 	var all []cell
-	for _, pr := range probes {
+	for _, pr := range m.probes {
 		for _, a := range m.pods {
 			for _, b := range m.pods {
 				if a != b {
@@ -221,7 +252,10 @@ func (m *model) expect(t *testing.T, within time.Duration) {
 		}
 	}
 	start := time.Now()
-	obs := m.probeCells(all)
+	obs, err := m.probeCells(all)
+	if err != nil {
+		t.Fatalf("probes failed: %v", err)
+	}
 	for {
 		var wrong []cell
 		for _, c := range all {
@@ -241,7 +275,7 @@ func (m *model) expect(t *testing.T, within time.Duration) {
 		}
 		if time.Since(start) > within {
 			var b strings.Builder
-			for _, pr := range probes {
+			for _, pr := range m.probes {
 				o := lab.NewMatrix(m.pods, true)
 				for _, c := range all {
 					if c.pr == pr {
@@ -259,7 +293,11 @@ func (m *model) expect(t *testing.T, within time.Duration) {
 			t.Fatalf("connectivity differs from the oracle after %s:\n%s", within, b.String())
 		}
 		time.Sleep(300 * time.Millisecond)
-		for c, v := range m.probeCells(wrong) {
+		again, err := m.probeCells(wrong)
+		if err != nil {
+			t.Fatalf("probes failed: %v", err)
+		}
+		for c, v := range again {
 			obs[c] = v
 		}
 	}

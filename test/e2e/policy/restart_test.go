@@ -53,7 +53,11 @@ func TestE2EPolicyAgentKill9(t *testing.T) {
 	var wrong []string
 	rounds := 0
 	for start := time.Now(); time.Since(start) < 12*time.Second; rounds++ {
-		for c, ok := range m.probeCells(cells) {
+		obs, err := m.probeCells(cells)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for c, ok := range obs {
 			if ok != exp[c.pr].Cells[c.from][c.to] {
 				wrong = append(wrong, fmt.Sprintf("round %d at %s: %s -> %s %s observed %v, expected %v",
 					rounds, time.Since(start).Round(time.Millisecond), c.from, c.to, c.pr, ok, !ok))
