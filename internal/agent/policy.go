@@ -37,7 +37,7 @@ func newPolicyRunner(cfg *config.Config, factory informers.SharedInformerFactory
 	}
 	ctrl, err := policy.NewController(policy.Config{
 		NodeName: cfg.NodeName, Informers: factory, NFT: nft, Interfaces: policy.RouteInterfaces{},
-		Registerer: m.Registry, Observer: opts.Observer,
+		Registerer: m.Registry, Observer: opts.Observer, DenyLogGroup: uint16(cfg.PolicyDenyLog),
 		MinSyncInterval: opts.MinInterval, MaxSyncInterval: opts.MaxInterval,
 	})
 	if err != nil {

@@ -85,6 +85,11 @@ type Config struct {
 	// NetworkPolicy enables NetworkPolicy enforcement (default true); when
 	// false the agent removes its policy table.
 	NetworkPolicy *bool `json:"networkPolicy,omitempty"`
+	// PolicyDenyLog, when not 0, is the nflog group that every packet
+	// denied by NetworkPolicy (or anti-spoofing) is also sent to, with the
+	// prefix "trellis-deny <direction> ..." (read it with ulogd or
+	// `tcpdump -i nflog:<group>`). 0, the default, logs nothing.
+	PolicyDenyLog int `json:"policyDenyLog,omitempty"`
 }
 
 // Duration is a time.Duration that reads "1s"-style strings from files.
@@ -236,6 +241,9 @@ func (c *Config) Validate() error {
 	}
 	if c.VXLAN.Port < 1 || c.VXLAN.Port > 65535 {
 		add("vxlan.port: %d is outside 1..65535", c.VXLAN.Port)
+	}
+	if c.PolicyDenyLog < 0 || c.PolicyDenyLog > 65535 {
+		add("policyDenyLog: %d is outside 0..65535 (an nflog group; 0 turns the deny log off)", c.PolicyDenyLog)
 	}
 	if c.MinSyncInterval.Duration <= 0 {
 		add("minSyncInterval: %v must be positive", c.MinSyncInterval.Duration)

@@ -26,6 +26,7 @@ type Flags struct {
 	CNIConfDir         string
 	NodeStateFile      string
 	NetworkPolicy      bool
+	PolicyDenyLogGroup int
 }
 
 // AddFlags registers the agent's flags on fs.
@@ -44,6 +45,7 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.CNIConfDir, "cni-conf-dir", DefaultCNIConfDir, "directory the container runtime reads CNI configs from")
 	fs.StringVar(&f.NodeStateFile, "node-state-file", DefaultNodeStateFile, "node state file shared with the CNI plugin")
 	fs.BoolVar(&f.NetworkPolicy, "network-policy", true, "enforce NetworkPolicy; false removes the policy table")
+	fs.IntVar(&f.PolicyDenyLogGroup, "policy-deny-log-group", 0, "nflog group that packets denied by NetworkPolicy are logged to (prefix \"trellis-deny\"); 0 disables")
 }
 
 func (f *Flags) changed(name string) bool { return f.fs != nil && f.fs.Changed(name) }
@@ -90,6 +92,9 @@ func (f *Flags) Complete(getenv func(string) string) (*Config, error) {
 	if f.changed("network-policy") {
 		v := f.NetworkPolicy
 		c.NetworkPolicy = &v
+	}
+	if f.changed("policy-deny-log-group") {
+		c.PolicyDenyLog = f.PolicyDenyLogGroup
 	}
 	override := func(name string, dst *string, v string) {
 		if f.changed(name) || *dst == "" {

@@ -161,6 +161,21 @@ func (k *kernelNode) serve(name string, port int) {
 	k.listen(name, port, func(c net.Conn) { c.Close() })
 }
 
+// apply compiles w for node n1 and programs it into the node namespace.
+func (k *kernelNode) apply(w *world) {
+	k.t.Helper()
+	if err := k.node.Do(func(ns.NetNS) error {
+		nft, err := knftables.New(knftables.InetFamily, policy.TableName)
+		if err != nil {
+			return err
+		}
+		_, err = policy.Apply(context.Background(), nft, policy.Compile(w.snapshot("n1")))
+		return err
+	}); err != nil {
+		k.t.Fatalf("program the kernel: %v", err)
+	}
+}
+
 // connect reports whether a TCP connection from pod src (optionally from a
 // given source address) to dst:port succeeds.
 func (k *kernelNode) connect(src string, from netip.Addr, dst netip.Addr, port int) bool {
@@ -227,17 +242,7 @@ func TestKernelPacketsMatchTracer(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.program(t) // the fake, for the tracer
-	err := k.node.Do(func(ns.NetNS) error {
-		nft, err := knftables.New(knftables.InetFamily, policy.TableName)
-		if err != nil {
-			return err
-		}
-		_, err = policy.Apply(context.Background(), nft, policy.Compile(w.snapshot("n1")))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("program the kernel: %v", err)
-	}
+	k.apply(w)
 
 	var mismatches []string
 	allowed := 0
@@ -411,16 +416,7 @@ func TestKernelEstablishedConnectionsSurvivePolicyChange(t *testing.T) {
 	k.serveEcho("x/a", 9000)
 	apply := func() {
 		t.Helper()
-		if err := k.node.Do(func(ns.NetNS) error {
-			nft, err := knftables.New(knftables.InetFamily, policy.TableName)
-			if err != nil {
-				return err
-			}
-			_, err = policy.Apply(context.Background(), nft, policy.Compile(w.snapshot("n1")))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		k.apply(w)
 	}
 	apply() // no policies yet
 	xa := netip.MustParseAddr("10.244.1.10")
