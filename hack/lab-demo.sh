@@ -54,6 +54,23 @@ echo
 rc=0
 "$LAB" matrix -n x,y,z --port 80/tcp --expect all || rc=$?
 echo
+echo "== a NetworkPolicy: namespace y accepts ingress only from namespace x"
+"$LAB" kubectl -- apply -f - >/dev/null <<'YAML'
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: demo-allow-from-x, namespace: "y"}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {ns: "x"}}
+YAML
+sleep 1 # the agents program it well within this (make bench-policy: p99 < 0.5 s)
+"$LAB" matrix -n x,y,z --port 80/tcp
+"$LAB" kubectl -- delete networkpolicy -n y demo-allow-from-x >/dev/null
+echo "(policy deleted again; while it existed, columns y/* were reachable only from rows x/* and each pod from itself)"
+echo
 cat <<TXT
 What you are looking at:
   * Every node is a network namespace on this machine running a real containerd, kubelet,
@@ -65,6 +82,8 @@ What you are looking at:
     pod CIDR. The matrix shows TCP connects on port 80 from each pod (rows) to each pod
     (columns), made from inside the source pod's network namespace: '.' = connected,
     'X' = no answer ('!' marks a cell that differs from the expectation "all connect").
+  * The second matrix is the same probe while a NetworkPolicy isolates namespace y: the
+    agents compiled it into nftables (table inet trellis-policy) on every node.
 
 Next commands to try:
   $LAB status
