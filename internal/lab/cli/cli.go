@@ -64,6 +64,19 @@ func (g *globals) state() (*lab.State, error) {
 	return st, err
 }
 
+// stateWithNode loads the running lab's state and checks that node is one of
+// its nodes (an unknown name is a clear error listing the lab's nodes).
+func (g *globals) stateWithNode(node string) (*lab.State, error) {
+	st, err := g.state()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.Topology.Node(node); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
 // New returns the root command.
 func New() *cobra.Command {
 	g := &globals{}

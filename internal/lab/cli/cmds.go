@@ -130,11 +130,7 @@ func restartAgentCmd(g *globals) *cobra.Command {
 		Short: "Kill the Trellis agent on NODE (after copying in the current bin/trellis-agent and trellis-cni); the node restarts it as kubelet restarts a DaemonSet pod",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := g.state()
-			if err != nil {
-				return err
-			}
-			if _, err := st.Topology.Node(args[0]); err != nil {
+			if _, err := g.stateWithNode(args[0]); err != nil {
 				return err
 			}
 			np, err := lab.ReadNodePIDs(g.paths().Node(args[0]))
@@ -166,11 +162,8 @@ func nodeCmd(g *globals, verb string) *cobra.Command {
 		Short: map[string]string{"stop-node": "Stop a node: its kubelet, containerd, agent and pods (fault injection)", "start-node": "Start a stopped node again"}[verb],
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := g.state()
+			st, err := g.stateWithNode(args[0])
 			if err != nil {
-				return err
-			}
-			if _, err := st.Topology.Node(args[0]); err != nil {
 				return err
 			}
 			p := g.paths()
