@@ -13,10 +13,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -26,6 +24,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/dataplane"
+	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
 	"github.com/trellisnet/trellis/internal/nodesetup"
@@ -60,11 +59,12 @@ func Run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	rc.UserAgent = "trellis-agent/" + cfg.NodeName
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := kubeclient.New(rc)
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	d := deps{client: client, dp: &dataplane.Netlink{}, sysctls: nodesetup.ProcSysctls{}}
+	d := deps{api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme},
+		dp: &dataplane.Netlink{}, sysctls: nodesetup.ProcSysctls{}}
 	// With masquerade disabled the controller still runs to remove a
 	// table left by an earlier configuration; without nft there is none.
 	nft, err := masq.New()
@@ -80,10 +80,20 @@ func Run(ctx context.Context, cfg *config.Config) error {
 	return run(ctx, cfg, d)
 }
 
+// api is the agent's view of the API server: the sources of its informers,
+// the Node patch (node setup), the event sink and the scheme that names
+// the objects events refer to.
+type api struct {
+	lw     kubeclient.ListWatches
+	nodes  nodesetup.NodePatcher
+	events record.EventSink
+	scheme *runtime.Scheme
+}
+
 // deps are the agent's connections to the outside world (the API server,
 // netlink, sysctls, nftables), replaceable in tests.
 type deps struct {
-	client  kubernetes.Interface
+	api     api
 	dp      *dataplane.Netlink
 	sysctls nodesetup.Sysctls
 	// nft is the masquerade table's interface; nil disables the controller.
@@ -95,51 +105,55 @@ type deps struct {
 
 func run(ctx context.Context, cfg *config.Config, d deps) error {
 	logger := klog.FromContext(ctx)
-	client, dp := d.client, d.dp
+	dp := d.dp
 	m := metrics.New()
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(d.api.events)
 	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "trellis-agent", Host: cfg.NodeName})
+	recorder := broadcaster.NewRecorder(d.api.scheme, v1.EventSource{Component: "trellis-agent", Host: cfg.NodeName})
 
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(trimForCache))
-	nodes := factory.Core().V1().Nodes()
+	var infs informerSet
+	nodeInf, err := infs.add(d.api.lw.Nodes, &v1.Node{})
+	if err != nil {
+		return err
+	}
+	nodeLister := corelisters.NewNodeLister(nodeInf.GetIndexer())
 	runnerOpts := syncrunner.Options{MinInterval: cfg.MinSyncInterval.Duration, MaxInterval: cfg.MaxSyncInterval.Duration, Observer: m}
 
 	var nodeRunner *syncrunner.Runner
 	routeCtl := routing.NewController(cfg.NodeName, routing.Params{Mode: cfg.RoutingMode, VXLAN: cfg.VXLAN, MTU: cfg.MTU},
-		nodes.Lister(), dp, recorder, m, func() { nodeRunner.Trigger() })
+		nodeLister, dp, recorder, m, func() { nodeRunner.Trigger() })
 	routeRunner := syncrunner.New("routing", routeCtl.Sync, runnerOpts)
-	setupCtl := nodesetup.New(cfg, client, nodes.Lister(), routeCtl, dp, d.sysctls)
+	setupCtl := nodesetup.New(cfg, d.api.nodes, nodeLister, routeCtl, dp, d.sysctls)
 	nodeRunner = syncrunner.New("nodesetup", setupCtl.Sync, runnerOpts)
 
 	runners := []*syncrunner.Runner{routeRunner, nodeRunner}
 	var masqRunner *syncrunner.Runner
 	if d.nft != nil {
-		masqRunner = newMasqRunner(cfg, nodes.Lister(), d.nft, m, runnerOpts)
+		masqRunner = newMasqRunner(cfg, nodeLister, d.nft, m, runnerOpts)
 		runners = append(runners, masqRunner)
 	}
 
-	if _, err := nodes.Informer().AddEventHandler(nodeHandler(cfg.NodeName, routeRunner, nodeRunner, masqRunner)); err != nil {
+	if _, err := nodeInf.AddEventHandler(nodeHandler(cfg.NodeName, routeRunner, nodeRunner, masqRunner)); err != nil {
 		return fmt.Errorf("add node event handler: %w", err)
 	}
-	// The NetworkPolicy controller (internal/policy) registers its pod,
-	// namespace and networkpolicy informers on the shared factory.
+	// The NetworkPolicy controller (internal/policy) adds pod, namespace
+	// and networkpolicy informers when enforcement is enabled.
 	if d.policyNFT != nil {
-		r, err := newPolicyRunner(cfg, factory, d.policyNFT, m, runnerOpts)
+		r, err := newPolicyRunner(cfg, d.api.lw, &infs, d.policyNFT, m, runnerOpts)
 		if err != nil {
 			return err
 		}
 		runners = append(runners, r)
 	}
 
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
+	informerCtx, stopInformers := context.WithCancel(ctx)
+	defer infs.wait()
+	defer stopInformers()
+	infs.start(informerCtx)
 	logger.Info("Waiting for informer caches to sync")
-	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("informer cache for %v did not sync: %w", typ, ctx.Err())
-		}
+	if err := infs.waitForSync(ctx); err != nil {
+		return err
 	}
 	logger.Info("Informer caches synced; starting controllers", "routingMode", cfg.RoutingMode)
 
@@ -148,7 +162,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	if cfg.MetricsBindAddress != "" {
 		h := m.Handler(
 			[]metrics.Check{
-				{Name: "informers", Fn: func() error { return informersSynced(nodes.Informer()) }},
+				{Name: "informers", Fn: func() error { return informersSynced(nodeInf) }},
 				{Name: "routing", Fn: staleCheck(routeRunner, 3*cfg.MaxSyncInterval.Duration, time.Now)},
 			},
 			readyChecks(routeCtl, nodeRunner),

@@ -86,7 +86,7 @@ func TestKernelAgentConvergesGarbageCollectsAndSurvivesRestart(t *testing.T) {
 	start := func() (stop func()) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- run(ctx, cfg, deps{client: client, dp: dp, sysctls: memSysctls{}, nft: nft}) }()
+		go func() { done <- run(ctx, cfg, deps{api: fakeAPI(t, client), dp: dp, sysctls: memSysctls{}, nft: nft}) }()
 		return func() {
 			cancel()
 			if err := <-done; err != nil {

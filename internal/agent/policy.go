@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 
-	"k8s.io/client-go/informers"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/knftables"
 
 	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/metrics"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/syncrunner"
@@ -27,16 +29,27 @@ func newPolicyNFT(cfg *config.Config) (knftables.Interface, error) {
 }
 
 // newPolicyRunner returns the NetworkPolicy controller's runner: the full
-// controller (registering its pod, namespace and networkpolicy informers on
-// factory, which must not be started yet) when enforcement is enabled, or a
+// controller (adding its pod, namespace and networkpolicy informers to
+// infs, which must not be started yet) when enforcement is enabled, or a
 // runner that removes the policy table when it is disabled.
-func newPolicyRunner(cfg *config.Config, factory informers.SharedInformerFactory, nft knftables.Interface,
+func newPolicyRunner(cfg *config.Config, lw kubeclient.ListWatches, infs *informerSet, nft knftables.Interface,
 	m *metrics.Metrics, opts syncrunner.Options) (*syncrunner.Runner, error) {
 	if !cfg.NetworkPolicyEnabled() {
 		return syncrunner.New("policy", func(ctx context.Context) error { return policy.Remove(ctx, nft) }, opts), nil
 	}
+	var pi policy.Informers
+	var err error
+	if pi.Pods, err = infs.add(lw.Pods, &corev1.Pod{}); err != nil {
+		return nil, err
+	}
+	if pi.Namespaces, err = infs.add(lw.Namespaces, &corev1.Namespace{}); err != nil {
+		return nil, err
+	}
+	if pi.NetworkPolicies, err = infs.add(lw.NetworkPolicies, &networkingv1.NetworkPolicy{}); err != nil {
+		return nil, err
+	}
 	ctrl, err := policy.NewController(policy.Config{
-		NodeName: cfg.NodeName, Informers: factory, NFT: nft, Interfaces: policy.RouteInterfaces{},
+		NodeName: cfg.NodeName, Informers: pi, NFT: nft, Interfaces: policy.RouteInterfaces{},
 		Registerer: m.Registry, Observer: opts.Observer, DenyLogGroup: uint16(cfg.PolicyDenyLog),
 		MinSyncInterval: opts.MinInterval, MaxSyncInterval: opts.MaxInterval,
 	})

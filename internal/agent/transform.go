@@ -1,20 +1,97 @@
 package agent
 
 import (
+	"strings"
+
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/trellisnet/trellis/internal/routing"
 )
 
-// trimForCache drops what no controller of the agent reads before objects
-// enter the informer caches: managedFields on every object, and a Node's
-// image list (kubelet reports every image it holds, often the largest part
-// of a Node). It keeps the agent's memory proportional to what it uses.
+// trimForCache replaces each object, before it enters an informer cache,
+// with a copy holding only the fields some controller of the agent reads;
+// the decoded original becomes garbage at once. The agent's memory then
+// grows with what it uses, not with what kubelet, kubectl or other
+// controllers write (images, container specs, last-applied annotations,
+// managed fields).
+//
+// Who reads what (keep this list and the code in step):
+//   - Node (internal/routing, internal/masq, internal/nodesetup, nodeHandler):
+//     name, spec.podCIDR(s), status.addresses, the trellis.dev/ annotations,
+//     the NetworkUnavailable condition.
+//   - Pod (internal/policy: PodFromAPI, dedupeByIP): namespace, name, labels,
+//     creation and deletion timestamps, spec.nodeName, spec.hostNetwork, the
+//     ports of spec.containers (named ports), status.phase, status.podIP(s).
+//   - Namespace (internal/policy): name, labels.
+//   - NetworkPolicy (internal/policy): namespace, name, spec.
+//
+// Every object keeps its UID and resourceVersion (the informers and the
+// policy controller's update filter use them).
 func trimForCache(obj any) (any, error) {
-	if acc, err := meta.Accessor(obj); err == nil {
-		acc.SetManagedFields(nil)
+	switch o := obj.(type) {
+	case *v1.Node:
+		return trimNode(o), nil
+	case *v1.Pod:
+		return trimPod(o), nil
+	case *v1.Namespace:
+		return &v1.Namespace{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil)}, nil
+	case *networkingv1.NetworkPolicy:
+		return &networkingv1.NetworkPolicy{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
 	}
-	if n, ok := obj.(*v1.Node); ok {
-		n.Status.Images = nil
+	return obj, nil // tombstones and anything else pass through
+}
+
+// trimMeta keeps identity, versions, timestamps and the given labels and
+// annotations.
+func trimMeta(m *metav1.ObjectMeta, labels, annotations map[string]string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp,
+		Labels: labels, Annotations: annotations,
 	}
-	return obj, nil
+}
+
+func trimNode(n *v1.Node) *v1.Node {
+	var ann map[string]string
+	for k, v := range n.Annotations {
+		if strings.HasPrefix(k, routing.AnnotationPrefix) {
+			if ann == nil {
+				ann = map[string]string{}
+			}
+			ann[k] = v
+		}
+	}
+	out := &v1.Node{
+		ObjectMeta: trimMeta(&n.ObjectMeta, nil, ann),
+		Spec:       v1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+		Status:     v1.NodeStatus{Addresses: n.Status.Addresses},
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == v1.NodeNetworkUnavailable {
+			out.Status.Conditions = []v1.NodeCondition{c}
+			break
+		}
+	}
+	return out
+}
+
+func trimPod(p *v1.Pod) *v1.Pod {
+	out := &v1.Pod{
+		ObjectMeta: trimMeta(&p.ObjectMeta, p.Labels, nil),
+		Spec:       v1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
+		Status:     v1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
+	}
+	for _, c := range p.Spec.Containers {
+		if len(c.Ports) == 0 {
+			continue
+		}
+		ports := make([]v1.ContainerPort, len(c.Ports))
+		for i, cp := range c.Ports {
+			ports[i] = v1.ContainerPort{Name: cp.Name, Protocol: cp.Protocol, ContainerPort: cp.ContainerPort}
+		}
+		out.Spec.Containers = append(out.Spec.Containers, v1.Container{Name: c.Name, Ports: ports})
+	}
+	return out
 }

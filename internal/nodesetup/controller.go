@@ -18,7 +18,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/klog/v2"
 
@@ -43,6 +42,14 @@ type UnderlayFinder interface {
 	Underlay(nodeIP netip.Addr) (routing.Underlay, error)
 }
 
+// NodePatcher patches Nodes (the one method of client-go's typed
+// NodeInterface the controller uses; internal/kubeclient implements it
+// without linking the clientset).
+type NodePatcher interface {
+	Patch(ctx context.Context, name string, pt types.PatchType, data []byte,
+		opts metav1.PatchOptions, subresources ...string) (*v1.Node, error)
+}
+
 // Sysctls sets kernel parameters.
 type Sysctls interface {
 	Set(path, value string) error
@@ -51,7 +58,7 @@ type Sysctls interface {
 // Controller is the node-setup controller.
 type Controller struct {
 	cfg      *config.Config
-	client   kubernetes.Interface
+	nodes    NodePatcher
 	lister   corelisters.NodeLister
 	routes   RouteStatus
 	underlay UnderlayFinder
@@ -60,9 +67,9 @@ type Controller struct {
 }
 
 // New returns a node-setup controller.
-func New(cfg *config.Config, client kubernetes.Interface, lister corelisters.NodeLister,
+func New(cfg *config.Config, nodes NodePatcher, lister corelisters.NodeLister,
 	routes RouteStatus, underlay UnderlayFinder, sysctls Sysctls) *Controller {
-	return &Controller{cfg: cfg, client: client, lister: lister, routes: routes, underlay: underlay, sysctls: sysctls, now: time.Now}
+	return &Controller{cfg: cfg, nodes: nodes, lister: lister, routes: routes, underlay: underlay, sysctls: sysctls, now: time.Now}
 }
 
 // Sync performs one full node-setup pass.
@@ -183,7 +190,7 @@ func (c *Controller) publishAnnotations(ctx context.Context, node *v1.Node, node
 	if err != nil {
 		return fmt.Errorf("encode annotation patch: %w", err)
 	}
-	if _, err := c.client.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, data, metav1.PatchOptions{}); err != nil {
+	if _, err := c.nodes.Patch(ctx, node.Name, types.MergePatchType, data, metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("publish node annotations: %w", err)
 	}
 	klog.FromContext(ctx).Info("Published node annotations", "annotations", patch)
@@ -207,7 +214,7 @@ func (c *Controller) setNetworkAvailable(ctx context.Context, node *v1.Node) err
 	if err != nil {
 		return fmt.Errorf("encode condition patch: %w", err)
 	}
-	if _, err := c.client.CoreV1().Nodes().PatchStatus(ctx, node.Name, data); err != nil {
+	if _, err := c.nodes.Patch(ctx, node.Name, types.StrategicMergePatchType, data, metav1.PatchOptions{}, "status"); err != nil {
 		return fmt.Errorf("set NetworkUnavailable=False: %w", err)
 	}
 	klog.FromContext(ctx).Info("Set node condition NetworkUnavailable=False", "node", node.Name)

@@ -65,7 +65,7 @@ func newFixture(t *testing.T, node *v1.Node, mode config.RoutingMode) *fixture {
 	if err := f.idx.Add(node); err != nil {
 		t.Fatal(err)
 	}
-	f.c = New(cfg, f.client, corelisters.NewNodeLister(f.idx), f.routes, fakeUnderlay{mtu: 1500}, f.sys)
+	f.c = New(cfg, f.client.CoreV1().Nodes(), corelisters.NewNodeLister(f.idx), f.routes, fakeUnderlay{mtu: 1500}, f.sys)
 	return f
 }
 
@@ -235,6 +235,44 @@ func TestInstallPlugin(t *testing.T) {
 	}
 	if ok, err := InstallPlugin(src, bin); ok || err != nil {
 		t.Errorf("missing source with installed destination = %v, %v; want no-op", ok, err)
+	}
+}
+
+// Files larger than the comparison buffer: equal, differing in the last
+// byte of a later chunk, and one a prefix of the other.
+func TestSameFilesAcrossChunks(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	data := make([]byte, 100_003)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	write := func(p string, d []byte) {
+		t.Helper()
+		if err := os.WriteFile(p, d, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(a, data)
+	write(b, data)
+	if same, err := sameFiles(a, b); !same || err != nil {
+		t.Errorf("equal files: %v, %v", same, err)
+	}
+	changed := append([]byte(nil), data...)
+	changed[len(changed)-1]++
+	write(b, changed)
+	if same, err := sameFiles(a, b); same || err != nil {
+		t.Errorf("last byte differs: %v, %v", same, err)
+	}
+	changed = append([]byte(nil), data...)
+	changed[70_000]++
+	write(b, changed)
+	if same, err := sameFiles(a, b); same || err != nil {
+		t.Errorf("middle byte differs: %v, %v", same, err)
+	}
+	write(b, data[:65536])
+	if same, err := sameFiles(a, b); same || err != nil {
+		t.Errorf("prefix: %v, %v", same, err)
 	}
 }
 

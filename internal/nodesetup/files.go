@@ -81,11 +81,14 @@ func writeIfChanged(path string, data []byte, perm os.FileMode) (bool, error) {
 // the plugin meanwhile runs the old or the new binary, never a torn one),
 // unless the destination already has the same bytes. It reports whether it
 // copied. A missing source is not an error when the destination exists
-// (someone else installed it); then installed is false.
+// (someone else installed it); then installed is false. The comparison
+// streams both files through small buffers: it runs on every node-setup
+// sync, and reading the multi-megabyte plugin into memory each time grew
+// the agent's heap by twice its size.
 func InstallPlugin(src, dir string) (installed bool, err error) {
 	dst := filepath.Join(dir, PluginName)
-	srcData, err := os.ReadFile(src)
-	if errors.Is(err, os.ErrNotExist) {
+	same, err := sameFiles(src, dst)
+	if errors.Is(err, errSourceMissing) {
 		if _, statErr := os.Stat(dst); statErr == nil {
 			return false, nil
 		}
@@ -94,8 +97,12 @@ func InstallPlugin(src, dir string) (installed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("read plugin source: %w", err)
 	}
-	if same, err := sameContent(dst, srcData); err == nil && same {
+	if same {
 		return false, nil
+	}
+	srcData, err := os.ReadFile(src)
+	if err != nil {
+		return false, fmt.Errorf("read plugin source: %w", err)
 	}
 	if err := atomicfile.Write(dst, srcData, 0o755); err != nil {
 		return false, fmt.Errorf("install plugin: %w", err)
@@ -103,19 +110,47 @@ func InstallPlugin(src, dir string) (installed bool, err error) {
 	return true, nil
 }
 
-func sameContent(path string, want []byte) (bool, error) {
-	f, err := os.Open(path)
+var errSourceMissing = errors.New("source missing")
+
+// sameFiles reports whether dst holds the same bytes as src. A missing or
+// unreadable dst is "not the same"; a missing src is errSourceMissing.
+func sameFiles(src, dst string) (bool, error) {
+	a, err := os.Open(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("%w: %w", errSourceMissing, err)
+	}
 	if err != nil {
 		return false, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || st.Size() != int64(len(want)) {
-		return false, err
+	defer a.Close()
+	b, err := os.Open(dst)
+	if err != nil {
+		return false, nil
 	}
-	have, err := io.ReadAll(f)
+	defer b.Close()
+	sa, err := a.Stat()
 	if err != nil {
 		return false, err
 	}
-	return bytes.Equal(have, want), nil
+	if sb, err := b.Stat(); err != nil || sa.Size() != sb.Size() {
+		return false, nil
+	}
+	const chunk = 32 << 10
+	bufA, bufB := make([]byte, chunk), make([]byte, chunk)
+	for {
+		na, errA := io.ReadFull(a, bufA)
+		nb, errB := io.ReadFull(b, bufB)
+		if na != nb || !bytes.Equal(bufA[:na], bufB[:nb]) {
+			return false, nil
+		}
+		if errA == io.EOF || errA == io.ErrUnexpectedEOF {
+			return errB == errA, nil
+		}
+		if errA != nil {
+			return false, errA
+		}
+		if errB != nil {
+			return false, nil
+		}
+	}
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	netlisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
@@ -26,12 +26,24 @@ type InterfaceLister interface {
 	PodInterfaces() (map[netip.Addr]string, error)
 }
 
+// Informers are the controller's sources: shared informers for Pods,
+// Namespaces and NetworkPolicies (the agent builds them without client-go's
+// informer factory, which links every API group; see internal/kubeclient).
+type Informers struct {
+	Pods, Namespaces, NetworkPolicies cache.SharedIndexInformer
+}
+
+func (i Informers) all() []cache.SharedIndexInformer {
+	return []cache.SharedIndexInformer{i.Pods, i.Namespaces, i.NetworkPolicies}
+}
+
 // Config wires a Controller.
 type Config struct {
 	NodeName string
-	// Informers is the agent's shared factory; NewController registers the
-	// pod, namespace and networkpolicy informers on it.
-	Informers informers.SharedInformerFactory
+	// Informers must not be started before NewController adds its event
+	// handlers (Run starts them; an agent that runs Runner starts them
+	// itself).
+	Informers Informers
 	// NFT is bound to the inet family and TableName.
 	NFT        knftables.Interface
 	Interfaces InterfaceLister
@@ -64,11 +76,12 @@ type Controller struct {
 	lastApplied  *Desired  // what the last successful sync committed (nil: read the kernel)
 }
 
-// NewController registers the informers it needs on cfg.Informers (call it
-// before the factory is started, or let Run start it).
+// NewController adds its event handlers to cfg.Informers.
 func NewController(cfg Config) (*Controller, error) {
-	if cfg.NodeName == "" || cfg.Informers == nil || cfg.NFT == nil || cfg.Interfaces == nil {
-		return nil, fmt.Errorf("policy controller: NodeName, Informers, NFT and Interfaces are required")
+	inf := cfg.Informers
+	if cfg.NodeName == "" || inf.Pods == nil || inf.Namespaces == nil || inf.NetworkPolicies == nil ||
+		cfg.NFT == nil || cfg.Interfaces == nil {
+		return nil, fmt.Errorf("policy controller: NodeName, Informers (all three), NFT and Interfaces are required")
 	}
 	if cfg.MinSyncInterval <= 0 {
 		cfg.MinSyncInterval = 100 * time.Millisecond
@@ -76,12 +89,11 @@ func NewController(cfg Config) (*Controller, error) {
 	if cfg.MaxSyncInterval <= 0 {
 		cfg.MaxSyncInterval = time.Minute
 	}
-	podInf := cfg.Informers.Core().V1().Pods()
-	nsInf := cfg.Informers.Core().V1().Namespaces()
-	npInf := cfg.Informers.Networking().V1().NetworkPolicies()
 	c := &Controller{
-		cfg: cfg, pods: podInf.Lister(), nss: nsInf.Lister(), policies: npInf.Lister(),
-		metrics: newControllerMetrics(), counters: newPacketCounters(cfg.NFT),
+		cfg: cfg, pods: corelisters.NewPodLister(inf.Pods.GetIndexer()),
+		nss:      corelisters.NewNamespaceLister(inf.Namespaces.GetIndexer()),
+		policies: netlisters.NewNetworkPolicyLister(inf.NetworkPolicies.GetIndexer()),
+		metrics:  newControllerMetrics(), counters: newPacketCounters(cfg.NFT),
 	}
 	c.runner = syncrunner.New("policy", c.Sync, syncrunner.Options{
 		MinInterval: cfg.MinSyncInterval, MaxInterval: cfg.MaxSyncInterval, Observer: cfg.Observer,
@@ -99,11 +111,11 @@ func NewController(cfg Config) (*Controller, error) {
 		},
 		DeleteFunc: func(any) { c.changed() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{podInf.Informer(), nsInf.Informer(), npInf.Informer()} {
-		if _, err := inf.AddEventHandler(handler); err != nil {
+	for _, i := range inf.all() {
+		if _, err := i.AddEventHandler(handler); err != nil {
 			return nil, fmt.Errorf("policy controller: add event handler: %w", err)
 		}
-		c.synced = append(c.synced, inf.HasSynced)
+		c.synced = append(c.synced, i.HasSynced)
 	}
 	if cfg.Registerer != nil {
 		if err := c.metrics.register(cfg.Registerer); err != nil {
@@ -126,11 +138,13 @@ func (c *Controller) changed() {
 	c.runner.Trigger()
 }
 
-// Run starts the informers (if not yet started), waits for their caches,
-// then syncs on every change through the rate-limited runner until ctx is
-// cancelled.
+// Run starts the informers (which must not be running yet), waits for
+// their caches, then syncs on every change through the rate-limited runner
+// until ctx is cancelled.
 func (c *Controller) Run(ctx context.Context) error {
-	c.cfg.Informers.Start(ctx.Done())
+	for _, i := range c.cfg.Informers.all() {
+		go i.RunWithContext(ctx)
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return fmt.Errorf("policy controller: caches did not sync: %w", ctx.Err())
 	}
@@ -221,13 +235,24 @@ func (c *Controller) snapshot() (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list networkpolicies: %w", err)
 	}
-	snap := &Snapshot{NodeName: c.cfg.NodeName, Policies: nps, DenyLogGroup: c.cfg.DenyLogGroup}
+	snap := SnapshotFromAPI(c.cfg.NodeName, pods, nss, nps, ifaces)
+	snap.DenyLogGroup = c.cfg.DenyLogGroup
+	return snap, nil
+}
+
+// SnapshotFromAPI builds the compiler's input from API objects as the
+// controller's listers return them: finished pods dropped, contested
+// addresses resolved (dedupeByIP), and each local pod-network pod matched
+// to its host interface through ifaces (pod address → interface name).
+func SnapshotFromAPI(nodeName string, pods []*corev1.Pod, nss []*corev1.Namespace, nps []*networkingv1.NetworkPolicy,
+	ifaces map[netip.Addr]string) *Snapshot {
+	snap := &Snapshot{NodeName: nodeName, Policies: nps}
 	for _, ns := range nss {
 		snap.Namespaces = append(snap.Namespaces, NamespaceFromAPI(ns))
 	}
 	for _, p := range dedupeByIP(pods) {
 		sp := PodFromAPI(p, "")
-		if sp.NodeName == c.cfg.NodeName && !sp.HostNetwork {
+		if sp.NodeName == nodeName && !sp.HostNetwork {
 			for _, a := range sp.IPs {
 				if name, ok := ifaces[a]; ok {
 					sp.Interface = name
@@ -237,7 +262,7 @@ func (c *Controller) snapshot() (*Snapshot, error) {
 		}
 		snap.Pods = append(snap.Pods, sp)
 	}
-	return snap, nil
+	return snap
 }
 
 // dedupeByIP drops finished pods and resolves address reuse: when several

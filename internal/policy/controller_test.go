@@ -35,6 +35,13 @@ func (s *staticIfaces) PodInterfaces() (map[netip.Addr]string, error) {
 	return out, nil
 }
 
+// factoryInformers takes the controller's informers from a client-go
+// factory (the agent builds them from internal/kubeclient instead).
+func factoryInformers(f informers.SharedInformerFactory) policy.Informers {
+	return policy.Informers{Pods: f.Core().V1().Pods().Informer(), Namespaces: f.Core().V1().Namespaces().Informer(),
+		NetworkPolicies: f.Networking().V1().NetworkPolicies().Informer()}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -58,7 +65,7 @@ func TestControllerFollowsTheAPI(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ifaces := &staticIfaces{m: map[netip.Addr]string{netip.MustParseAddr("10.244.1.10"): "trl00000000aaa"}}
 	c, err := policy.NewController(policy.Config{
-		NodeName: "n1", Informers: informers.NewSharedInformerFactory(client, 0), NFT: nft,
+		NodeName: "n1", Informers: factoryInformers(informers.NewSharedInformerFactory(client, 0)), NFT: nft,
 		Interfaces: ifaces, Registerer: reg, MinSyncInterval: 10 * time.Millisecond, MaxSyncInterval: time.Hour,
 	})
 	if err != nil {

@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/cache"
+)
+
+// informerSet holds the agent's shared informers, one per watched kind,
+// built from internal/kubeclient's list/watch sources rather than
+// client-go's informer factory (which links every API group). Each trims
+// objects with trimForCache before they enter its cache.
+type informerSet struct {
+	all []cache.SharedIndexInformer
+	wg  sync.WaitGroup
+}
+
+// add creates an informer for the objects lw returns (no periodic resync:
+// the sync runners repair drift on their own schedule).
+func (s *informerSet) add(lw cache.ListerWatcher, obj runtime.Object) (cache.SharedIndexInformer, error) {
+	inf := cache.NewSharedIndexInformerWithOptions(lw, obj, cache.SharedIndexInformerOptions{})
+	if err := inf.SetTransform(trimForCache); err != nil {
+		return nil, fmt.Errorf("informer for %T: %w", obj, err)
+	}
+	s.all = append(s.all, inf)
+	return inf, nil
+}
+
+// start runs every informer until ctx is cancelled.
+func (s *informerSet) start(ctx context.Context) {
+	for _, inf := range s.all {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			inf.RunWithContext(ctx)
+		}()
+	}
+}
+
+// waitForSync blocks until every cache has synced or ctx is cancelled.
+func (s *informerSet) waitForSync(ctx context.Context) error {
+	synced := make([]cache.InformerSynced, len(s.all))
+	for i, inf := range s.all {
+		synced[i] = inf.HasSynced
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return fmt.Errorf("informer caches did not sync: %w", ctx.Err())
+	}
+	return nil
+}
+
+// wait blocks until the informers started by start have stopped.
+func (s *informerSet) wait() { s.wg.Wait() }
