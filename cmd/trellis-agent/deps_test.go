@@ -11,7 +11,7 @@ import (
 // The agent must not link client-go's clientset, informer factory or
 // all-groups scheme: they register every built-in API group and made the
 // executable 33 MB instead of 20 MB, most of it resident (docs/benchmarks.md,
-// "Agent memory"). Only core/v1 and networking/v1 API types may be linked.
+// "Agent RSS"). Only core/v1 and networking/v1 API types may be linked.
 func TestAgentLinksOnlyTheAPIGroupsItUses(t *testing.T) {
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if runtime.GOROOT() == "" {

@@ -10,7 +10,7 @@
 // registers every built-in API group (56 k8s.io/api packages, with their
 // codecs and deep copies). Linking it made the agent's executable 33 MB
 // and, with the kernel mapping its text in 2 MiB folios, ~31 MiB of the
-// agent's resident set (docs/benchmarks.md, "Agent memory").
+// agent's resident set (docs/benchmarks.md, "Agent RSS").
 package kubeclient
 
 import (

@@ -50,6 +50,25 @@ func agentMem(t *testing.T, node string) mem {
 	return m
 }
 
+// agentSmaps returns the agent's /proc/<pid>/smaps_rollup figures that
+// explain its resident set (Rss, Anonymous, AnonHugePages, FilePmdMapped,
+// Pss_File), for the log.
+func agentSmaps(t *testing.T, node string) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", agentPID(t, node)))
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && (f[0] == "Rss:" || f[0] == "Anonymous:" || f[0] == "AnonHugePages:" || f[0] == "FilePmdMapped:" || f[0] == "Pss_File:") {
+			out = append(out, f[0]+" "+f[1]+" kB")
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
 // parallel runs f(i) for i in [0,n) on 16 workers and returns the first error.
 func parallel(n int, f func(i int) error) error {
 	var wg sync.WaitGroup
@@ -150,9 +169,11 @@ func TestE2EAgentMemoryAt100Nodes2000Pods(t *testing.T) {
 	t.Logf("agent memory on %s before: RSS %.1f MiB (anonymous %.1f, executable pages %.1f)", node, before.total, before.anon, before.file)
 	t.Logf("agent memory on %s watching 100 nodes and %d pods, peak of 10 samples over 10 s: RSS %.1f MiB (anonymous %.1f, executable pages %.1f); issue target RSS < 40 MiB: %s",
 		node, pods, peak.total, peak.anon, peak.file, map[bool]string{true: "met", false: "MISSED"}[peak.total < 40])
-	// The agent's own memory must stay under the target; the file-backed
-	// pages of the executable are reported above, not asserted.
-	if peak.anon >= 40 {
-		t.Errorf("agent anonymous memory %.1f MiB at 100 nodes / %d pods, want < 40 MiB", peak.anon, pods)
+	t.Logf("agent smaps_rollup on %s: %s", node, agentSmaps(t, node))
+	// The issue's figure is the whole resident set (VmRSS): the agent's own
+	// memory plus the pages of its executable.
+	if peak.total >= 40 {
+		t.Errorf("agent RSS %.1f MiB (anonymous %.1f, executable pages %.1f) at 100 nodes / %d pods, want < 40 MiB",
+			peak.total, peak.anon, peak.file, pods)
 	}
 }
