@@ -17,11 +17,15 @@ declare -A need=(
   [sysctl]=procps
   [nsenter]=util-linux
   [ping]=iputils-ping
+  # the eBPF fast path's object is rebuilt and checked by `make bpf-check`
+  [clang]=clang
+  [llvm-strip]=llvm
 )
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${need[$cmd]}")
 done
+[ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

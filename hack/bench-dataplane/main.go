@@ -31,13 +31,17 @@ import (
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/dataplane"
 	"github.com/trellisnet/trellis/internal/dataplane/dpbench"
+	"github.com/trellisnet/trellis/internal/fastpath"
+	"github.com/trellisnet/trellis/internal/masq"
+	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing"
 )
 
 type options struct {
-	bin     string
-	runs    int
-	seconds int
+	bin      string
+	runs     int
+	seconds  int
+	fastPath bool
 }
 
 func main() {
@@ -45,6 +49,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "bin", "directory holding trellis-cni")
 	flag.IntVar(&o.runs, "runs", 3, "measurements per figure")
 	flag.IntVar(&o.seconds, "seconds", 4, "duration of each measurement")
+	flag.BoolVar(&o.fastPath, "fastpath", true, "attach the eBPF fast path (internal/fastpath) on both nodes, as the agent does by default")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-dataplane:", err)
@@ -59,6 +64,9 @@ type node struct {
 	ip           netip.Addr
 	podCIDR      netip.Prefix
 	dp           *dataplane.Netlink
+	nl           *netlink.Handle
+	fp           *fastpath.Controller
+	progs        *fastpath.Programs
 	pods         map[string]string // mode -> pod netns name
 	podIPs       map[string]string // mode -> pod IP
 }
@@ -93,6 +101,9 @@ func run(o options) (err error) {
 		return err
 	}
 	if err := b.setupBaselineVXLAN(); err != nil {
+		return err
+	}
+	if err := b.setupMasquerade(); err != nil {
 		return err
 	}
 	for _, mode := range []config.RoutingMode{config.ModeNative, config.ModeVXLAN} {
@@ -141,6 +152,16 @@ func run(o options) (err error) {
 	}
 	results = append(results, r)
 	report(o, results)
+	for _, n := range b.nodes {
+		if n.progs == nil {
+			continue
+		}
+		st, err := n.progs.ReadStats()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("fast path counters on %s: %v\n", n.name, st)
+	}
 	return nil
 }
 
@@ -169,6 +190,7 @@ func (b *bench) setupNodes() error {
 		}
 		b.clean = append(b.clean, nh.Close)
 		n.dp = &dataplane.Netlink{Handle: nh, NetnsPath: n.ns.Path()}
+		n.nl = nh
 		b.nodes = append(b.nodes, n)
 	}
 	a, z := b.nodes[0], b.nodes[1]
@@ -252,6 +274,49 @@ func (b *bench) program(mode config.RoutingMode) error {
 		if err := n.dp.Apply(context.Background(), d); err != nil {
 			return fmt.Errorf("program %s on %s: %w", mode, n.name, err)
 		}
+		if n.fp != nil {
+			if err := n.fp.Sync(context.Background()); err != nil {
+				return fmt.Errorf("fast path on %s: %w", n.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// setupMasquerade installs the agent's masquerade table on both nodes (so
+// conntrack runs there, as on every agent node) and, with -fastpath, loads
+// and attaches the fast path as the agent's fastpath controller does.
+func (b *bench) setupMasquerade() error {
+	var all []netip.Prefix
+	for _, n := range b.nodes {
+		all = append(all, n.podCIDR)
+	}
+	cluster := []netip.Prefix{netip.MustParsePrefix("10.91.0.0/16")}
+	for _, n := range b.nodes {
+		err := n.ns.Do(func(ns.NetNS) error {
+			nft, err := masq.New()
+			if err != nil {
+				return err
+			}
+			return masq.Apply(context.Background(), nft, masq.Compute([]netip.Prefix{n.podCIDR}, cluster, all, nil))
+		})
+		if err != nil {
+			return fmt.Errorf("masquerade table on %s: %w", n.name, err)
+		}
+		if !b.o.fastPath {
+			continue
+		}
+		progs, err := fastpath.Load()
+		if err != nil {
+			return err
+		}
+		b.clean = append(b.clean, progs.Close)
+		n.progs = progs
+		n.fp, err = fastpath.NewController(&fastpath.Kernel{Handle: n.nl}, progs, nodesetup.NetnsSysctls{NS: n.ns},
+			func() []string { return []string{"ul0", "trellis.vxlan"} })
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -259,6 +324,10 @@ func (b *bench) program(mode config.RoutingMode) error {
 func netns(name string) dpbench.Netns { return dpbench.Netns("/run/netns/" + name) }
 
 func report(o options, rows []dpbench.Row) {
-	fmt.Printf("\nbench-dataplane: %d runs x %ds each, two node namespaces on one veth, pods by trellis-cni, routes by internal/dataplane\n\n", o.runs, o.seconds)
+	fp := "on"
+	if !o.fastPath {
+		fp = "off"
+	}
+	fmt.Printf("\nbench-dataplane: %d runs x %ds each, two node namespaces on one veth, pods by trellis-cni, routes by internal/dataplane, masquerade table on both nodes, fast path %s\n\n", o.runs, o.seconds, fp)
 	dpbench.Report(os.Stdout, rows)
 }

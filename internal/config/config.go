@@ -90,6 +90,12 @@ type Config struct {
 	// prefix "trellis-deny <direction> ..." (read it with ulogd or
 	// `tcpdump -i nflog:<group>`). 0, the default, logs nothing.
 	PolicyDenyLog int `json:"policyDenyLog,omitempty"`
+
+	// FastPath attaches the eBPF fast path (internal/fastpath, default
+	// true): established, non-NATed pod TCP flows skip the host's
+	// forwarding path. When the kernel cannot load it the agent says so
+	// (log, Event, metric) and runs without it; false detaches it.
+	FastPath *bool `json:"fastPath,omitempty"`
 }
 
 // Duration is a time.Duration that reads "1s"-style strings from files.
@@ -119,6 +125,9 @@ func (c *Config) MasqueradeEnabled() bool { return c.Masquerade == nil || *c.Mas
 
 // NetworkPolicyEnabled reports whether NetworkPolicy is enforced (default true).
 func (c *Config) NetworkPolicyEnabled() bool { return c.NetworkPolicy == nil || *c.NetworkPolicy }
+
+// FastPathEnabled reports whether the eBPF fast path is wanted (default true).
+func (c *Config) FastPathEnabled() bool { return c.FastPath == nil || *c.FastPath }
 
 // Default returns a configuration with every default filled in.
 func Default() *Config {

@@ -27,6 +27,7 @@ type Flags struct {
 	NodeStateFile      string
 	NetworkPolicy      bool
 	PolicyDenyLogGroup int
+	FastPath           bool
 }
 
 // AddFlags registers the agent's flags on fs.
@@ -46,6 +47,7 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.NodeStateFile, "node-state-file", DefaultNodeStateFile, "node state file shared with the CNI plugin")
 	fs.BoolVar(&f.NetworkPolicy, "network-policy", true, "enforce NetworkPolicy; false removes the policy table")
 	fs.IntVar(&f.PolicyDenyLogGroup, "policy-deny-log-group", 0, "nflog group that packets denied by NetworkPolicy are logged to (prefix \"trellis-deny\"); 0 disables")
+	fs.BoolVar(&f.FastPath, "fast-path", true, "attach the eBPF fast path for established pod TCP flows; false detaches it")
 }
 
 func (f *Flags) changed(name string) bool { return f.fs != nil && f.fs.Changed(name) }
@@ -92,6 +94,10 @@ func (f *Flags) Complete(getenv func(string) string) (*Config, error) {
 	if f.changed("network-policy") {
 		v := f.NetworkPolicy
 		c.NetworkPolicy = &v
+	}
+	if f.changed("fast-path") {
+		v := f.FastPath
+		c.FastPath = &v
 	}
 	if f.changed("policy-deny-log-group") {
 		c.PolicyDenyLog = f.PolicyDenyLogGroup

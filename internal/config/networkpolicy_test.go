@@ -9,10 +9,12 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// networkPolicy: on by default, off from the file, flag overrides the file.
-func TestNetworkPolicySetting(t *testing.T) {
+// A boolean setting: on by default, off from the file, the flag overrides
+// the file.
+func testBoolSetting(t *testing.T, key, flag string, enabled func(*Config) bool) {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "c.yaml")
-	if err := os.WriteFile(file, []byte("nodeName: n1\nnetworkPolicy: false\n"), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte("nodeName: n1\n"+key+": false\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -21,15 +23,22 @@ func TestNetworkPolicySetting(t *testing.T) {
 	}{
 		{[]string{"--node-name=n1"}, true},
 		{[]string{"--config=" + file}, false},
-		{[]string{"--config=" + file, "--network-policy=true"}, true},
-		{[]string{"--node-name=n1", "--network-policy=false"}, false},
+		{[]string{"--config=" + file, "--" + flag + "=true"}, true},
+		{[]string{"--node-name=n1", "--" + flag + "=false"}, false},
 	}
 	for _, tc := range cases {
-		c := completeArgs(t, tc.args)
-		if got := c.NetworkPolicyEnabled(); got != tc.want {
-			t.Errorf("%v: NetworkPolicyEnabled() = %v, want %v", tc.args, got, tc.want)
+		if got := enabled(completeArgs(t, tc.args)); got != tc.want {
+			t.Errorf("%v: %s = %v, want %v", tc.args, key, got, tc.want)
 		}
 	}
+}
+
+func TestNetworkPolicySetting(t *testing.T) {
+	testBoolSetting(t, "networkPolicy", "network-policy", (*Config).NetworkPolicyEnabled)
+}
+
+func TestFastPathSetting(t *testing.T) {
+	testBoolSetting(t, "fastPath", "fast-path", (*Config).FastPathEnabled)
 }
 
 // policyDenyLog: off by default, from the file, flag overrides the file,

@@ -1,0 +1,68 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/fastpath"
+	"github.com/trellisnet/trellis/internal/metrics"
+	"github.com/trellisnet/trellis/internal/nodesetup"
+	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/syncrunner"
+)
+
+// newFastPathRunner returns the fast path's runner: with fastPath on, it
+// loads the programs and keeps them attached to every pod interface and
+// uplink; with it off, it detaches them. When the kernel cannot load the
+// programs the agent warns (log, Event on its Node) and runs without the
+// fast path: it returns a nil runner. The returned func releases the
+// programs' file descriptors (attached programs stay in the kernel).
+func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kernel, routes *routing.Controller,
+	recorder record.EventRecorder, m *metrics.Metrics, opts syncrunner.Options) (*syncrunner.Runner, func(), error) {
+	logger := klog.FromContext(ctx).WithName("fastpath")
+	if !cfg.FastPathEnabled() {
+		return syncrunner.New("fastpath", func(ctx context.Context) error {
+			n, err := k.DetachAll()
+			if n > 0 {
+				klog.FromContext(ctx).Info("Fast path disabled: detached it", "interfaces", n)
+			}
+			return err
+		}, opts), func() {}, nil
+	}
+	progs, err := fastpath.Load()
+	if err != nil {
+		logger.Error(err, "The eBPF fast path is unavailable on this kernel; pod traffic takes the full host path")
+		node := &v1.ObjectReference{Kind: "Node", Name: cfg.NodeName, UID: types.UID(cfg.NodeName)}
+		recorder.Eventf(node, v1.EventTypeWarning, "FastPathUnavailable", "eBPF fast path not loaded: %v", err)
+		return nil, func() {}, nil
+	}
+	if err := m.Registry.Register(fastpath.NewCollector(progs)); err != nil {
+		progs.Close()
+		return nil, nil, fmt.Errorf("register fast-path metrics: %w", err)
+	}
+	uplinks := func() []string {
+		names := []string{routes.Underlay().Device}
+		if cfg.RoutingMode != config.ModeNative {
+			names = append(names, cfg.VXLAN.Device)
+		}
+		return names
+	}
+	ctl, err := fastpath.NewController(k, progs, nodesetup.ProcSysctls{}, uplinks)
+	if err != nil {
+		progs.Close()
+		return nil, nil, err
+	}
+	r := syncrunner.New("fastpath", ctl.Sync, opts)
+	go func() {
+		if err := fastpath.Watch(ctx, r.Trigger); err != nil {
+			logger.Error(err, "Watching links and routes; relying on periodic resync")
+		}
+	}()
+	return r, progs.Close, nil
+}

@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// Trellis fast path: established, non-NATed pod TCP flows skip the host's
+// forwarding path (netfilter, routing decisions, one veth backlog hop).
+//
+// trellis_from_pod  tc ingress of a pod's host-side interface (trl...):
+//                   packets the pod sends.
+// trellis_to_pod    tc ingress of the node's uplinks (underlay device, the
+//                   VXLAN device): packets for a local pod.
+//
+// A packet takes the fast path only when the kernel's own conntrack already
+// holds its connection as confirmed, assured, ESTABLISHED and not NATed:
+// the first packets of every connection (and every SYN, FIN and RST) cross
+// the full host path, so NetworkPolicy, kube-proxy and masquerade see and
+// decide every connection exactly as without the fast path; what is skipped
+// is only the per-packet work the slow path would accept anyway
+// ("ct state established accept"). The source address must be the one the
+// pod owns (anti-spoofing), and the route and neighbour come from the kernel
+// FIB (bpf_fib_lookup), so routing is the agent's and the plugin's routes.
+// Anything unusual returns TC_ACT_UNSPEC: the packet continues on the
+// normal path (and to any later tc filter).
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define BPF_F_CURRENT_NETNS (-1)
+
+// Conntrack, as far as this program reads it (CO-RE: offsets come from the
+// running kernel's BTF at load time).
+struct ip_ct_tcp {
+	__u8 state;
+} __attribute__((preserve_access_index));
+
+union nf_conntrack_proto {
+	struct ip_ct_tcp tcp;
+} __attribute__((preserve_access_index));
+
+struct nf_conn {
+	unsigned long status;
+	union nf_conntrack_proto proto;
+} __attribute__((preserve_access_index));
+
+struct bpf_ct_opts___trellis {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u8 reserved[2];
+};
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
+					 struct bpf_ct_opts___trellis *opts, __u32 opts__sz) __ksym;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym;
+extern int bpf_ct_change_timeout(struct nf_conn *ct, __u32 timeout) __ksym;
+
+// enum ip_conntrack_status bits
+#define IPS_SEEN_REPLY (1UL << 1)
+#define IPS_ASSURED (1UL << 2)
+#define IPS_CONFIRMED (1UL << 3)
+#define IPS_SRC_NAT (1UL << 4)
+#define IPS_DST_NAT (1UL << 5)
+#define IPS_DYING (1UL << 9)
+#define IPS_UNTRACKED (1UL << 12)
+#define TCP_CONNTRACK_ESTABLISHED 3
+
+// Interface kinds in the ifaces map.
+#define IFACE_POD 1
+#define IFACE_UPLINK 2
+
+struct iface {
+	__u32 kind;
+	__be32 ipv4; // the pod's address (IFACE_POD)
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); // ifindex
+	__type(value, struct iface);
+} ifaces SEC(".maps");
+
+struct config {
+	// Conntrack timeout refreshed on every fast-pathed packet, in ms
+	// (nf_conntrack_tcp_timeout_established); 0 disables the fast path.
+	__u32 ct_timeout_ms;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} config SEC(".maps");
+
+// Counters (per CPU), indexed as internal/fastpath's Stat constants.
+enum {
+	STAT_FROM_POD_REDIRECT = 0, // pod -> uplink
+	STAT_FROM_POD_LOCAL,        // pod -> pod on the same node
+	STAT_TO_POD_REDIRECT,       // uplink -> pod
+	STAT_PASS_NO_CONNTRACK,
+	STAT_PASS_NOT_ESTABLISHED,
+	STAT_PASS_NAT,
+	STAT_PASS_ROUTE,            // no FIB result with neighbour, or not an allowed egress
+	STAT_PASS_SOURCE,           // source address is not the pod's
+	STAT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline int count(__u32 k)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &k);
+	if (v)
+		*v += 1;
+	return TC_ACT_UNSPEC;
+}
+
+struct pkt {
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+};
+
+#define HDR_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr))
+
+// parse finds an IPv4 TCP segment without IP options or fragmentation whose
+// flags carry no SYN, FIN or RST (those always take the full path).
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (data + HDR_LEN > end)
+		return -1;
+	p->eth = data;
+	p->ip = data + sizeof(struct ethhdr);
+	p->tcp = data + sizeof(struct ethhdr) + sizeof(struct iphdr);
+	if (p->eth->h_proto != bpf_htons(ETH_P_IP) || p->ip->version != 4 || p->ip->ihl != 5 ||
+	    p->ip->protocol != IPPROTO_TCP || (p->ip->frag_off & bpf_htons(0x3fff)))
+		return -1;
+	if (p->tcp->syn || p->tcp->fin || p->tcp->rst)
+		return -1;
+	return 0;
+}
+
+static __always_inline int parse_pulled(struct __sk_buff *skb, struct pkt *p)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return -1;
+	if (parse(skb, p) == 0)
+		return 0;
+	if ((void *)(long)skb->data + HDR_LEN <= (void *)(long)skb->data_end)
+		return -1; // headers were there: not a candidate
+	if (bpf_skb_pull_data(skb, HDR_LEN))
+		return -1;
+	return parse(skb, p);
+}
+
+// conntrack_ok returns -1 when the connection may take the fast path, else
+// the counter saying why not. It refreshes the entry's timeout as the slow
+// path would.
+static __always_inline int conntrack_ok(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __be16 sport,
+					__be16 dport)
+{
+	struct bpf_sock_tuple t = {};
+	t.ipv4.saddr = saddr;
+	t.ipv4.daddr = daddr;
+	t.ipv4.sport = sport;
+	t.ipv4.dport = dport;
+	struct bpf_ct_opts___trellis opts = {.netns_id = BPF_F_CURRENT_NETNS, .l4proto = IPPROTO_TCP};
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || !cfg->ct_timeout_ms)
+		return STAT_PASS_NO_CONNTRACK;
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &opts, sizeof(opts));
+	if (!ct)
+		return STAT_PASS_NO_CONNTRACK;
+	int why = -1;
+	unsigned long st = ct->status;
+	const unsigned long want = IPS_SEEN_REPLY | IPS_ASSURED | IPS_CONFIRMED;
+	if ((st & want) != want || (st & (IPS_DYING | IPS_UNTRACKED)) ||
+	    ct->proto.tcp.state != TCP_CONNTRACK_ESTABLISHED)
+		why = STAT_PASS_NOT_ESTABLISHED;
+	else if (st & (IPS_SRC_NAT | IPS_DST_NAT))
+		why = STAT_PASS_NAT;
+	else
+		bpf_ct_change_timeout(ct, cfg->ct_timeout_ms);
+	bpf_ct_release(ct);
+	return why;
+}
+
+static __always_inline void forward(struct pkt *p, struct bpf_fib_lookup *fib)
+{
+	__builtin_memcpy(p->eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, fib->smac, ETH_ALEN);
+	// ip_decrease_ttl
+	__u32 check = p->ip->check;
+	check += bpf_htons(0x0100);
+	p->ip->check = (__u16)(check + (check >= 0xFFFF));
+	p->ip->ttl--;
+}
+
+static __always_inline int lookup(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = AF_INET;
+	fib->l4_protocol = IPPROTO_TCP;
+	fib->sport = p->tcp->source;
+	fib->dport = p->tcp->dest;
+	fib->tos = p->ip->tos;
+	fib->ipv4_src = p->ip->saddr;
+	fib->ipv4_dst = p->ip->daddr;
+	fib->ifindex = skb->ingress_ifindex;
+	// tot_len 0: the kernel checks the egress MTU against the skb (GSO aware).
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
+// prepare checks conntrack and, when the packet may take the fast path,
+// rewrites it for its next hop (MACs from the FIB, TTL). Non-zero: leave the
+// packet to the full path (counted).
+static __always_inline int prepare(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib)
+{
+	int why = conntrack_ok(skb, p->ip->saddr, p->ip->daddr, p->tcp->source, p->tcp->dest);
+	if (why >= 0)
+		return count(why) | 1;
+	// Re-derive the packet pointers for the verifier after the kfunc calls.
+	if (parse(skb, p))
+		return 1;
+	forward(p, fib);
+	return 0;
+}
+
+SEC("tc")
+int trellis_from_pod(struct __sk_buff *skb)
+{
+	struct pkt p;
+	if (parse_pulled(skb, &p))
+		return TC_ACT_UNSPEC;
+	__u32 in = skb->ingress_ifindex;
+	struct iface *src = bpf_map_lookup_elem(&ifaces, &in);
+	if (!src || src->kind != IFACE_POD || src->ipv4 != p.ip->saddr)
+		return count(STAT_PASS_SOURCE);
+	if (p.ip->ttl <= 1)
+		return count(STAT_PASS_ROUTE);
+	struct bpf_fib_lookup fib;
+	if (lookup(skb, &p, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
+		return count(STAT_PASS_ROUTE);
+	__u32 out = fib.ifindex;
+	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
+	if (!dst || out == in)
+		return count(STAT_PASS_ROUTE);
+	if (prepare(skb, &p, &fib))
+		return TC_ACT_UNSPEC;
+	if (dst->kind == IFACE_POD) {
+		count(STAT_FROM_POD_LOCAL);
+		return bpf_redirect_peer(out, 0);
+	}
+	count(STAT_FROM_POD_REDIRECT);
+	return bpf_redirect(out, 0);
+}
+
+SEC("tc")
+int trellis_to_pod(struct __sk_buff *skb)
+{
+	struct pkt p;
+	if (parse_pulled(skb, &p))
+		return TC_ACT_UNSPEC;
+	if (p.ip->ttl <= 1)
+		return TC_ACT_UNSPEC;
+	struct bpf_fib_lookup fib;
+	if (lookup(skb, &p, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
+		return TC_ACT_UNSPEC; // also: local to the node, or not a pod
+	__u32 out = fib.ifindex;
+	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
+	if (!dst || dst->kind != IFACE_POD || dst->ipv4 != p.ip->daddr)
+		return TC_ACT_UNSPEC;
+	if (prepare(skb, &p, &fib))
+		return TC_ACT_UNSPEC;
+	count(STAT_TO_POD_REDIRECT);
+	return bpf_redirect_peer(out, 0);
+}

@@ -1,0 +1,122 @@
+package fastpath
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/cilium/ebpf"
+	"k8s.io/klog/v2"
+)
+
+// Conntrack sysctls the fast path depends on.
+const (
+	// SysctlBeLiberal: packets of a fast-pathed flow that later take the
+	// full path (a route change, an evicted neighbour) must not be judged
+	// out of window by conntrack, which has not seen the segments in
+	// between. With it set, conntrack still tracks the flow but does not
+	// mark such segments invalid.
+	SysctlBeLiberal = "net/netfilter/nf_conntrack_tcp_be_liberal"
+	// SysctlEstablishedTimeout is what each fast-pathed packet refreshes
+	// its conntrack entry to, as the full path would.
+	SysctlEstablishedTimeout = "net/netfilter/nf_conntrack_tcp_timeout_established"
+)
+
+// Sysctls reads and sets kernel parameters of the node's namespace.
+type Sysctls interface {
+	Get(path string) (string, error)
+	Set(path, value string) error
+}
+
+// Controller keeps the fast path attached to every pod interface and uplink
+// and its interface map equal to the kernel's view (full-state sync).
+type Controller struct {
+	k       *Kernel
+	progs   *Programs
+	ids     map[string]uint32 // program name -> kernel program ID
+	sys     Sysctls
+	uplinks func() []string
+}
+
+// NewController returns a controller attaching progs. uplinks returns the
+// names of the node's uplink devices (the underlay device holding the node
+// IP, the VXLAN device) at each sync.
+func NewController(k *Kernel, progs *Programs, sys Sysctls, uplinks func() []string) (*Controller, error) {
+	c := &Controller{k: k, progs: progs, sys: sys, uplinks: uplinks, ids: map[string]uint32{}}
+	for name, p := range map[string]*ebpf.Program{ProgFromPod: progs.FromPod, ProgToPod: progs.ToPod} {
+		info, err := p.Info()
+		if err != nil {
+			return nil, fmt.Errorf("fast path: program info of %s: %w", name, err)
+		}
+		id, ok := info.ID()
+		if !ok {
+			return nil, fmt.Errorf("fast path: the kernel reports no ID for %s", name)
+		}
+		c.ids[name] = uint32(id)
+	}
+	return c, nil
+}
+
+// Sync makes the kernel match the desired state: conntrack settings, the
+// programs on every pod interface and uplink, the interface map.
+func (c *Controller) Sync(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithName("fastpath")
+	if err := c.sys.Set(SysctlBeLiberal, "1"); err != nil {
+		return fmt.Errorf("fast path: %w", err)
+	}
+	v, err := c.sys.Get(SysctlEstablishedTimeout)
+	if err != nil {
+		return fmt.Errorf("fast path: %w", err)
+	}
+	secs, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return fmt.Errorf("fast path: %s=%q: %w", SysctlEstablishedTimeout, v, err)
+	}
+	if err := c.progs.SetConntrackTimeout(uint32(min(secs*1000, math.MaxUint32))); err != nil {
+		return err
+	}
+	links, err := c.k.Links()
+	if err != nil {
+		return fmt.Errorf("fast path: %w", err)
+	}
+	d := Desired(links, c.uplinks())
+	have, err := c.k.Attached(links)
+	if err != nil {
+		return fmt.Errorf("fast path: %w", err)
+	}
+	want := map[int]bool{}
+	attached := 0
+	for _, a := range d.Attach {
+		want[a.Index] = true
+		if have[a.Index] == c.ids[a.Program] {
+			continue
+		}
+		prog := c.progs.FromPod
+		if a.Program == ProgToPod {
+			prog = c.progs.ToPod
+		}
+		if err := c.k.Attach(a.Index, a.Program, prog); err != nil {
+			return fmt.Errorf("fast path on %s: %w", a.Name, err)
+		}
+		attached++
+	}
+	detached := 0
+	for idx := range have {
+		if !want[idx] {
+			if err := c.k.Detach(idx); err != nil {
+				return err
+			}
+			detached++
+		}
+	}
+	changed, err := SyncIfaces(c.progs.Ifaces, d.Ifaces)
+	if err != nil {
+		return err
+	}
+	if attached+detached+changed > 0 {
+		logger.V(2).Info("Fast path synced", "attached", attached, "detached", detached, "mapChanges", changed,
+			"interfaces", len(d.Attach))
+	}
+	return nil
+}

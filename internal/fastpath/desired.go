@@ -1,0 +1,61 @@
+package fastpath
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// HostIfacePrefix starts the name of every pod's host-side interface
+// (internal/cni.HostVethPrefix).
+const HostIfacePrefix = "trl"
+
+// Link is what the kernel reports about one interface.
+type Link struct {
+	Index int
+	Name  string
+	// PodIPv4 is the pod address routed to this interface (the plugin's /32
+	// host route); invalid when there is none (yet).
+	PodIPv4 netip.Addr
+}
+
+// Attachment is one program on one interface's tc ingress.
+type Attachment struct {
+	Index   int
+	Name    string
+	Program string // ProgFromPod or ProgToPod
+}
+
+// State is the fast path's desired kernel state.
+type State struct {
+	Ifaces map[uint32]Iface
+	Attach []Attachment
+}
+
+// Desired computes the interface table and the attachments: every pod
+// interface gets trellis_from_pod (and, once its address is known, an entry
+// saying which source address it owns); every uplink present gets
+// trellis_to_pod and an entry allowing it as an egress.
+func Desired(links []Link, uplinks []string) State {
+	up := map[string]bool{}
+	for _, u := range uplinks {
+		if u != "" {
+			up[u] = true
+		}
+	}
+	s := State{Ifaces: map[uint32]Iface{}}
+	for _, l := range links {
+		switch {
+		case strings.HasPrefix(l.Name, HostIfacePrefix):
+			s.Attach = append(s.Attach, Attachment{Index: l.Index, Name: l.Name, Program: ProgFromPod})
+			if l.PodIPv4.Is4() {
+				s.Ifaces[uint32(l.Index)] = Iface{Kind: KindPod, IPv4: l.PodIPv4.As4()}
+			}
+		case up[l.Name]:
+			s.Attach = append(s.Attach, Attachment{Index: l.Index, Name: l.Name, Program: ProgToPod})
+			s.Ifaces[uint32(l.Index)] = Iface{Kind: KindUplink}
+		}
+	}
+	sort.Slice(s.Attach, func(i, j int) bool { return s.Attach[i].Index < s.Attach[j].Index })
+	return s
+}

@@ -1,0 +1,75 @@
+package fastpath
+
+import (
+	"net/netip"
+	"reflect"
+	"testing"
+)
+
+func TestDesired(t *testing.T) {
+	links := []Link{
+		{Index: 1, Name: "lo"},
+		{Index: 2, Name: "eth0"},
+		{Index: 9, Name: "trl0123456789a", PodIPv4: netip.MustParseAddr("10.244.1.7")},
+		{Index: 5, Name: "trlbbbbbbbbbbb"}, // address route not there yet
+		{Index: 7, Name: "trellis.vxlan"},
+		{Index: 8, Name: "cni0"},
+		{Index: 4, Name: "trlcccccccccc6", PodIPv4: netip.MustParseAddr("fd00::7")}, // IPv6 only: no entry
+	}
+	got := Desired(links, []string{"eth0", "trellis.vxlan", "", "absent0"})
+	want := State{
+		Ifaces: map[uint32]Iface{
+			9: {Kind: KindPod, IPv4: [4]byte{10, 244, 1, 7}},
+			2: {Kind: KindUplink},
+			7: {Kind: KindUplink},
+		},
+		Attach: []Attachment{
+			{Index: 2, Name: "eth0", Program: ProgToPod},
+			{Index: 4, Name: "trlcccccccccc6", Program: ProgFromPod},
+			{Index: 5, Name: "trlbbbbbbbbbbb", Program: ProgFromPod},
+			{Index: 7, Name: "trellis.vxlan", Program: ProgToPod},
+			{Index: 9, Name: "trl0123456789a", Program: ProgFromPod},
+		},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Desired =\n%+v\nwant\n%+v", got, want)
+	}
+	// No uplinks (routing not synced yet): pods only.
+	if got := Desired(links, nil); len(got.Attach) != 3 || len(got.Ifaces) != 1 {
+		t.Errorf("without uplinks: %+v", got)
+	}
+}
+
+// The Stat names are the Prometheus label values and the docs' vocabulary;
+// every counter the program keeps has one.
+func TestStatNames(t *testing.T) {
+	seen := map[string]bool{}
+	for s := Stat(0); s < numStats; s++ {
+		n := s.String()
+		if seen[n] || n == "" || n[:5] == "stat_" {
+			t.Errorf("counter %d has name %q", s, n)
+		}
+		seen[n] = true
+	}
+}
+
+// The embedded object carries both programs and every map the Go side uses.
+func TestObjectContents(t *testing.T) {
+	spec, err := loadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{ProgFromPod, ProgToPod} {
+		if spec.Programs[p] == nil {
+			t.Errorf("object lacks program %s", p)
+		}
+	}
+	for _, m := range []string{"ifaces", "config", "stats"} {
+		if spec.Maps[m] == nil {
+			t.Errorf("object lacks map %s", m)
+		}
+	}
+	if got := spec.Maps["stats"].MaxEntries; got != uint32(numStats) {
+		t.Errorf("stats map has %d entries, the Go side knows %d counters", got, numStats)
+	}
+}

@@ -1,0 +1,202 @@
+//go:build kernel
+
+package fastpath
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+)
+
+func mapID(t *testing.T, m *ebpf.Map) ebpf.MapID {
+	t.Helper()
+	info, err := m.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		t.Fatal("no map ID")
+	}
+	return id
+}
+
+// The agent exiting leaves the fast path working (tc filters hold the
+// programs); a new agent replaces the programs atomically; fastPath: false
+// detaches them and traffic continues on the full path; a deleted pod's
+// entry leaves the map at the next sync.
+func TestKernelFastPathLifecycle(t *testing.T) {
+	a, b := topology(t)
+	b.serve(t, 8080)
+	dst := b.podIP.String() + ":8080"
+
+	// Agent exits on both nodes.
+	oldID := mapID(t, a.progs.Stats)
+	a.progs.Close()
+	b.progs.Close()
+	old, err := ebpf.NewMapFromID(oldID)
+	if err != nil {
+		t.Fatalf("node a's stats map is gone after the agent closed it: %v", err)
+	}
+	defer old.Close()
+	s0, err := ReadStats(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.send(t, dst, 4<<20)
+	s1, _ := ReadStats(old)
+	if delta(s1, s0, StatFromPodRedirect) == 0 {
+		t.Fatalf("with the agent gone, node a fast-pathed nothing: %v", s1)
+	}
+
+	// A new agent on both nodes: new programs everywhere, the old ones idle.
+	a.load(t)
+	b.load(t)
+	k := &Kernel{Handle: a.h}
+	links, err := k.Links()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have, err := k.Attached(links)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(have) != 2 {
+		t.Fatalf("node a: fast path attached to %d interfaces, want 2 (pod, ul0): %v", len(have), have)
+	}
+	for idx, id := range have {
+		if id != a.ctl.ids[ProgFromPod] && id != a.ctl.ids[ProgToPod] {
+			t.Errorf("node a: interface %d still runs program %d, not the new agent's", idx, id)
+		}
+	}
+	n0 := a.stats(t)
+	a.send(t, dst, 4<<20)
+	s2, _ := ReadStats(old)
+	if n1 := a.stats(t); delta(n1, n0, StatFromPodRedirect) == 0 {
+		t.Errorf("node a: the new agent's programs fast-pathed nothing: %v", n1)
+	}
+	if s2[StatFromPodRedirect] != s1[StatFromPodRedirect] {
+		t.Errorf("node a: the old programs still ran after the replacement")
+	}
+	// A second sync changes nothing (idempotent).
+	if err := a.ctl.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := k.Attached(links); len(again) != 2 || again[links[0].Index] != have[links[0].Index] {
+		t.Errorf("second sync changed the attachments: %v -> %v", have, again)
+	}
+
+	// fastPath: false.
+	if n, err := k.DetachAll(); err != nil || n != 2 {
+		t.Fatalf("DetachAll = %d, %v; want 2", n, err)
+	}
+	if left, _ := k.Attached(links); len(left) != 0 {
+		t.Fatalf("filters left after DetachAll: %v", left)
+	}
+	d0 := a.stats(t)
+	a.send(t, dst, 1<<20)
+	if d1 := a.stats(t); delta(d1, d0, StatFromPodRedirect)+delta(d1, d0, StatToPodRedirect) != 0 {
+		t.Errorf("node a: fast path still ran after DetachAll: %v", d1)
+	}
+
+	// The pod goes away: its map entry follows at the next sync.
+	if err := b.ctl.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	podLink, err := b.h.LinkByName(b.podIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v Iface
+	if err := b.progs.Ifaces.Lookup(uint32(podLink.Attrs().Index), &v); err != nil || v.Kind != KindPod || v.IPv4 != b.podIP.As4() {
+		t.Fatalf("node b: map entry for the pod = %+v, %v", v, err)
+	}
+	if err := b.h.LinkDel(podLink); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ctl.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.progs.Ifaces.Lookup(uint32(podLink.Attrs().Index), &v); err == nil {
+		t.Errorf("node b: map still holds the deleted pod's interface: %+v", v)
+	}
+}
+
+// packet builds an Ethernet/IPv4/TCP frame (checksums are not checked by
+// the program).
+func packet(src, dst [4]byte, ttl uint8, proto uint8, tcpFlags uint8) []byte {
+	p := make([]byte, 14+20+20)
+	binary.BigEndian.PutUint16(p[12:], unix.ETH_P_IP)
+	ip := p[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], 40)
+	ip[8], ip[9] = ttl, proto
+	copy(ip[12:], src[:])
+	copy(ip[16:], dst[:])
+	tcp := ip[20:]
+	binary.BigEndian.PutUint16(tcp[0:], 40000)
+	binary.BigEndian.PutUint16(tcp[2:], 8080)
+	tcp[12] = 5 << 4
+	tcp[13] = tcpFlags
+	return p
+}
+
+// The program's decisions on single packets (BPF_PROG_TEST_RUN, in node
+// a's namespace, as if received from the pod's interface): only a
+// well-formed segment from the pod's own address, with an established
+// conntrack entry, may be redirected; everything else continues on the
+// full path and is counted by reason.
+func TestKernelFastPathDecisions(t *testing.T) {
+	a, b := topology(t)
+	podLink, err := a.h.LinkByName(a.podIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Resolve node b's MAC on a (the FIB lookup needs the neighbour).
+	b.serve(t, 8080)
+	a.send(t, b.podIP.String()+":8080", 1024)
+	const ack, syn = 0x10, 0x02
+	spoofed := [4]byte{10, 91, 1, 99}
+	cases := []struct {
+		name string
+		pkt  []byte
+		want Stat // numStats: no counter moves
+	}{
+		{"segment of an unknown connection", packet(a.podIP.As4(), b.podIP.As4(), 64, unix.IPPROTO_TCP, ack), StatPassNoConntrack},
+		{"spoofed source address", packet(spoofed, b.podIP.As4(), 64, unix.IPPROTO_TCP, ack), StatPassSource},
+		{"TTL expiring here", packet(a.podIP.As4(), b.podIP.As4(), 1, unix.IPPROTO_TCP, ack), StatPassRoute},
+		{"no route", packet(a.podIP.As4(), [4]byte{192, 0, 2, 1}, 64, unix.IPPROTO_TCP, ack), StatPassRoute},
+		{"SYN", packet(a.podIP.As4(), b.podIP.As4(), 64, unix.IPPROTO_TCP, syn), numStats},
+		{"UDP", packet(a.podIP.As4(), b.podIP.As4(), 64, unix.IPPROTO_UDP, 0), numStats},
+	}
+	for _, c := range cases {
+		// struct __sk_buff up to ifindex: ingress_ifindex is field 9.
+		var ctx [11]uint32
+		ctx[9] = uint32(podLink.Attrs().Index)
+		before := a.stats(t)
+		var ret uint32
+		err := a.ns.Do(func(ns.NetNS) (err error) {
+			ret, err = a.progs.FromPod.Run(&ebpf.RunOptions{Data: c.pkt, Context: ctx})
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%s: test run: %v", c.name, err)
+		}
+		after := a.stats(t)
+		if int32(ret) != -1 { // TC_ACT_UNSPEC
+			t.Errorf("%s: program returned %d, want TC_ACT_UNSPEC (continue on the full path)", c.name, int32(ret))
+		}
+		for s := Stat(0); s < numStats; s++ {
+			want := uint64(0)
+			if s == c.want {
+				want = 1
+			}
+			if got := delta(after, before, s); got != want {
+				t.Errorf("%s: counter %s moved by %d, want %d", c.name, s, got, want)
+			}
+		}
+	}
+}
