@@ -24,6 +24,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/dataplane"
+	"github.com/trellisnet/trellis/internal/fastpath"
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
@@ -64,7 +65,7 @@ func Run(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
 	d := deps{api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme},
-		dp: &dataplane.Netlink{}, sysctls: nodesetup.ProcSysctls{}}
+		dp: &dataplane.Netlink{}, sysctls: nodesetup.ProcSysctls{}, fastPath: &fastpath.Kernel{}}
 	// With masquerade disabled the controller still runs to remove a
 	// table left by an earlier configuration; without nft there is none.
 	nft, err := masq.New()
@@ -96,6 +97,8 @@ type deps struct {
 	api     api
 	dp      *dataplane.Netlink
 	sysctls nodesetup.Sysctls
+	// fastPath programs the eBPF fast path; nil leaves it alone (tests).
+	fastPath *fastpath.Kernel
 	// nft is the masquerade table's interface; nil disables the controller.
 	nft knftables.Interface
 	// policyNFT is the NetworkPolicy table's interface; nil disables the
@@ -145,6 +148,16 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			return err
 		}
 		runners = append(runners, r)
+	}
+	if d.fastPath != nil {
+		r, release, err := newFastPathRunner(ctx, cfg, d.fastPath, routeCtl, recorder, m, runnerOpts)
+		if err != nil {
+			return err
+		}
+		defer release()
+		if r != nil {
+			runners = append(runners, r)
+		}
 	}
 
 	informerCtx, stopInformers := context.WithCancel(ctx)
