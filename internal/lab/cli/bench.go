@@ -16,10 +16,7 @@ func benchCmd(g *globals) *cobra.Command {
 		Short: "Create N agnhost pods (spread by kube-scheduler), time until all are Ready, delete them",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := g.state(); err != nil {
-				return err
-			}
-			cs, _, err := lab.Client(g.paths().AdminKubeconfig())
+			cs, err := g.client()
 			if err != nil {
 				return err
 			}

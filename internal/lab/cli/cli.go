@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/trellisnet/trellis/internal/lab"
 )
@@ -62,6 +63,16 @@ func (g *globals) state() (*lab.State, error) {
 		return nil, errors.New("no lab is running (run `trellis-lab up`)")
 	}
 	return st, err
+}
+
+// client returns a client for the running lab's API server, or the "no lab
+// is running" error when there is none.
+func (g *globals) client() (kubernetes.Interface, error) {
+	if _, err := g.state(); err != nil {
+		return nil, err
+	}
+	cs, _, err := lab.Client(g.paths().AdminKubeconfig())
+	return cs, err
 }
 
 // stateWithNode loads the running lab's state and checks that node is one of

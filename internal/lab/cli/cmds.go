@@ -29,7 +29,7 @@ func probeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}
-			cs, _, err := lab.Client(g.paths().AdminKubeconfig())
+			cs, err := g.client()
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}
@@ -61,7 +61,7 @@ func matrixCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}
-			cs, _, err := lab.Client(g.paths().AdminKubeconfig())
+			cs, err := g.client()
 			if err != nil {
 				return err
 			}
