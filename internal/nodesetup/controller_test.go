@@ -230,6 +230,9 @@ func TestInstallPlugin(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("installed plugin mode %v, %v", fi, err)
 	}
+	if got, err := os.ReadFile(filepath.Join(bin, PluginName)); err != nil || string(got) != "v2" {
+		t.Errorf("installed plugin holds %q (%v), want the upgraded source", got, err)
+	}
 	if err := os.Remove(src); err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func writeIfChanged(path string, data []byte, perm os.FileMode) (bool, error) {
 // (someone else installed it); then installed is false. The comparison
 // streams both files through small buffers: it runs on every node-setup
 // sync, and reading the multi-megabyte plugin into memory each time grew
-// the agent's heap by twice its size.
+// the agent's heap by twice its size; the copy streams as well.
 func InstallPlugin(src, dir string) (installed bool, err error) {
 	dst := filepath.Join(dir, PluginName)
 	same, err := sameFiles(src, dst)
@@ -100,11 +100,12 @@ func InstallPlugin(src, dir string) (installed bool, err error) {
 	if same {
 		return false, nil
 	}
-	srcData, err := os.ReadFile(src)
+	f, err := os.Open(src)
 	if err != nil {
 		return false, fmt.Errorf("read plugin source: %w", err)
 	}
-	if err := atomicfile.Write(dst, srcData, 0o755); err != nil {
+	defer f.Close()
+	if err := atomicfile.WriteFrom(dst, f, 0o755); err != nil {
 		return false, fmt.Errorf("install plugin: %w", err)
 	}
 	return true, nil
