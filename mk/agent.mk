@@ -11,7 +11,7 @@ test-agent: deps
 	$(GO) test -count=1 -p 1 -tags kernel -run '^TestKernel' $(AGENT_PKGS)
 
 # Cross-node datapath vs baselines in one run (see docs/agent.md#benchmarks).
-BENCH_DATAPLANE_FLAGS ?= -runs 5 -seconds 5
+BENCH_DATAPLANE_FLAGS ?= -runs 7 -seconds 5 -congestion default,cubic
 .PHONY: bench-dataplane
 bench-dataplane: deps build
 	$(GO) run ./hack/bench-dataplane -bin $(BIN) $(BENCH_DATAPLANE_FLAGS)

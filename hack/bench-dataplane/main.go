@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -42,6 +43,23 @@ type options struct {
 	runs     int
 	seconds  int
 	fastPath bool
+	only     string
+	hold     time.Duration
+	cc       string
+	pin      bool
+}
+
+// want reports whether figure (native, rr, vxlan) is selected by -only.
+func (o options) want(figure string) bool {
+	if o.only == "" {
+		return true
+	}
+	for _, f := range strings.Split(o.only, ",") {
+		if strings.TrimSpace(f) == figure {
+			return true
+		}
+	}
+	return false
 }
 
 func main() {
@@ -49,6 +67,10 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "bin", "directory holding trellis-cni")
 	flag.IntVar(&o.runs, "runs", 3, "measurements per figure")
 	flag.IntVar(&o.seconds, "seconds", 4, "duration of each measurement")
+	flag.StringVar(&o.only, "only", "", "comma-separated figures to measure: native, rr, vxlan (default all)")
+	flag.StringVar(&o.cc, "congestion", "default", "comma-separated TCP congestion controls to measure the throughput figures with (iperf3 -C); \"default\" is the kernel's (net.ipv4.tcp_congestion_control)")
+	flag.BoolVar(&o.pin, "pin", false, "pin the iperf3 client to CPU 0 and the server to CPU 1")
+	flag.DurationVar(&o.hold, "hold", 0, "after measuring, keep the namespaces this long for inspection (ip netns list | grep trl-bd)")
 	flag.BoolVar(&o.fastPath, "fastpath", true, "attach the eBPF fast path (internal/fastpath) on both nodes, as the agent does by default")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -117,41 +139,41 @@ func run(o options) (err error) {
 	if err := b.program(config.ModeNative); err != nil {
 		return err
 	}
-	r, err := dpbench.Compare("native pod->pod ÷ node->node, Gbit/s", 0.95, o.runs, logf,
-		func() (float64, error) {
-			return dpbench.Iperf(netns(a.nsName), netns(z.nsName), z.ip.String(), o.seconds)
-		},
-		func() (float64, error) {
-			return dpbench.Iperf(netns(a.pods["native"]), netns(z.pods["native"]), z.podIPs["native"], o.seconds)
-		})
-	if err != nil {
-		return err
+	if o.want("native") {
+		rows, err := b.throughput("native pod->pod ÷ node->node", a.nsName, z.nsName, z.ip.String(),
+			a.pods["native"], z.pods["native"], z.podIPs["native"], logf)
+		if err != nil {
+			return err
+		}
+		results = append(results, rows...)
 	}
-	results = append(results, r)
-	r, err = dpbench.Compare("TCP 1-byte request/response pod ÷ node, per s", 0.90, o.runs, logf,
-		func() (float64, error) { return dpbench.RR(netns(a.nsName), netns(z.nsName), z.ip.String(), o.seconds) },
-		func() (float64, error) {
-			return dpbench.RR(netns(a.pods["native"]), netns(z.pods["native"]), z.podIPs["native"], o.seconds)
-		})
-	if err != nil {
-		return err
+	if o.want("rr") {
+		r, err := dpbench.Compare("TCP 1-byte request/response pod ÷ node, per s", 0.90, o.runs, logf,
+			func() (float64, error) { return dpbench.RR(netns(a.nsName), netns(z.nsName), z.ip.String(), o.seconds) },
+			func() (float64, error) {
+				return dpbench.RR(netns(a.pods["native"]), netns(z.pods["native"]), z.podIPs["native"], o.seconds)
+			})
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
 	}
-	results = append(results, r)
-	if err := b.program(config.ModeVXLAN); err != nil {
-		return err
+	if o.want("vxlan") {
+		if err := b.program(config.ModeVXLAN); err != nil {
+			return err
+		}
+		rows, err := b.throughput("vxlan pod->pod ÷ hand-built VXLAN node->node", a.nsName, z.nsName, "10.93.0.2",
+			a.pods["vxlan"], z.pods["vxlan"], z.podIPs["vxlan"], logf)
+		if err != nil {
+			return err
+		}
+		results = append(results, rows...)
 	}
-	r, err = dpbench.Compare("vxlan pod->pod ÷ hand-built VXLAN node->node, Gbit/s", 0.95, o.runs, logf,
-		func() (float64, error) {
-			return dpbench.Iperf(netns(a.nsName), netns(z.nsName), "10.93.0.2", o.seconds)
-		},
-		func() (float64, error) {
-			return dpbench.Iperf(netns(a.pods["vxlan"]), netns(z.pods["vxlan"]), z.podIPs["vxlan"], o.seconds)
-		})
-	if err != nil {
-		return err
-	}
-	results = append(results, r)
 	report(o, results)
+	if o.hold > 0 {
+		fmt.Fprintf(os.Stderr, "holding the namespaces for %v\n", o.hold)
+		time.Sleep(o.hold)
+	}
 	for _, n := range b.nodes {
 		if n.progs == nil {
 			continue
@@ -283,6 +305,46 @@ func (b *bench) program(mode config.RoutingMode) error {
 	return nil
 }
 
+// throughput measures iperf3 node->node (baseline) against pod->pod, once
+// per congestion control in -congestion.
+func (b *bench) throughput(name, baseNS, baseDstNS, baseDst, podNS, podDstNS, podDst string,
+	logf func(string, ...any)) ([]dpbench.Row, error) {
+	var rows []dpbench.Row
+	def, seen := defaultCC(), map[string]bool{}
+	for _, cc := range strings.Split(b.o.cc, ",") {
+		if cc = strings.TrimSpace(cc); cc == "default" || cc == "" {
+			cc = def
+		}
+		if seen[cc] {
+			continue
+		}
+		seen[cc] = true
+		opts := dpbench.IperfOptions{Seconds: b.o.seconds, Pin: b.o.pin, Congestion: cc}
+		label := cc
+		if cc == def {
+			label += ", the kernel's default"
+		}
+		r, err := dpbench.Compare(fmt.Sprintf("%s, Gbit/s (%s)", name, label), 0.95, b.o.runs, logf,
+			func() (float64, error) { return dpbench.IperfWith(netns(baseNS), netns(baseDstNS), baseDst, opts) },
+			func() (float64, error) { return dpbench.IperfWith(netns(podNS), netns(podDstNS), podDst, opts) })
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// defaultCC is the kernel's default TCP congestion control (new network
+// namespaces, such as the bench's, inherit it).
+func defaultCC() string {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // setupMasquerade installs the agent's masquerade table on both nodes (so
 // conntrack runs there, as on every agent node) and, with -fastpath, loads
 // and attaches the fast path as the agent's fastpath controller does.
@@ -328,6 +390,10 @@ func report(o options, rows []dpbench.Row) {
 	if !o.fastPath {
 		fp = "off"
 	}
-	fmt.Printf("\nbench-dataplane: %d runs x %ds each, two node namespaces on one veth, pods by trellis-cni, routes by internal/dataplane, masquerade table on both nodes, fast path %s\n\n", o.runs, o.seconds, fp)
+	pin := "not pinned"
+	if o.pin {
+		pin = "iperf3 client on CPU 0, server on CPU 1"
+	}
+	fmt.Printf("\nbench-dataplane: %d runs x %ds each, two node namespaces on one veth, pods by trellis-cni, routes by internal/dataplane, masquerade table on both nodes, fast path %s, %s\n\n", o.runs, o.seconds, fp, pin)
 	dpbench.Report(os.Stdout, rows)
 }

@@ -30,11 +30,17 @@ func fakeAPI(t *testing.T, client *fake.Clientset) api {
 	core, netv1 := client.CoreV1(), client.NetworkingV1()
 	return api{
 		lw: kubeclient.ListWatches{
-			Nodes: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return core.Nodes().List(ctx, o) },
+			Nodes: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return core.Nodes().List(ctx, o)
+			},
 				core.Nodes().Watch),
-			Pods: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return core.Pods("").List(ctx, o) },
+			Pods: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return core.Pods("").List(ctx, o)
+			},
 				core.Pods("").Watch),
-			Namespaces: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return core.Namespaces().List(ctx, o) },
+			Namespaces: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return core.Namespaces().List(ctx, o)
+			},
 				core.Namespaces().Watch),
 			NetworkPolicies: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				return netv1.NetworkPolicies("").List(ctx, o)
@@ -45,4 +51,3 @@ func fakeAPI(t *testing.T, client *fake.Clientset) api {
 		scheme: s,
 	}
 }
-

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -42,6 +43,9 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 		recorder.Eventf(node, v1.EventTypeWarning, "FastPathUnavailable", "eBPF fast path not loaded: %v", err)
 		return nil, func() {}, nil
 	}
+	// Loading parsed the kernel's BTF (several MiB of heap, garbage now):
+	// give it back to the OS at once rather than when the scavenger gets to it.
+	debug.FreeOSMemory()
 	if err := m.Registry.Register(fastpath.NewCollector(progs)); err != nil {
 		progs.Close()
 		return nil, nil, fmt.Errorf("register fast-path metrics: %w", err)

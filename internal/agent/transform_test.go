@@ -166,7 +166,7 @@ func policyWorld(r *rand.Rand) ([]*v1.Pod, []*v1.Namespace, []*networkingv1.Netw
 					Ports: []networkingv1.NetworkPolicyPort{{Port: port()}},
 				}},
 				Egress: []networkingv1.NetworkPolicyEgressRule{{
-					To: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": pick("a", "b")}}}},
+					To:    []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": pick("a", "b")}}}},
 					Ports: []networkingv1.NetworkPolicyPort{{Port: port()}},
 				}},
 			},

@@ -25,7 +25,30 @@ func (n Netns) cmd(args ...string) *exec.Cmd {
 // Iperf runs an iperf3 TCP test of secs seconds from src to dst (an
 // address in netns dstNS) and returns Gbit/s.
 func Iperf(src, dstNS Netns, dst string, secs int) (float64, error) {
-	srv := dstNS.cmd("iperf3", "-s", "-1", "-B", dst, "-p", "5299")
+	return IperfWith(src, dstNS, dst, IperfOptions{Seconds: secs})
+}
+
+// IperfOptions tune an iperf3 run.
+type IperfOptions struct {
+	Seconds int
+	// Congestion is the client's TCP congestion control (iperf3 -C); ""
+	// keeps the kernel's default (net.ipv4.tcp_congestion_control).
+	Congestion string
+	// Pin puts the client on CPU 0 and the server on CPU 1 (iperf3 -A).
+	Pin bool
+}
+
+// IperfWith is Iperf with options.
+func IperfWith(src, dstNS Netns, dst string, o IperfOptions) (float64, error) {
+	srvArgs := []string{"iperf3", "-s", "-1", "-B", dst, "-p", "5299"}
+	cliArgs := []string{"iperf3", "-c", dst, "-p", "5299", "-t", fmt.Sprint(o.Seconds), "-J"}
+	if o.Congestion != "" {
+		cliArgs = append(cliArgs, "-C", o.Congestion)
+	}
+	if o.Pin {
+		srvArgs, cliArgs = append(srvArgs, "-A", "1"), append(cliArgs, "-A", "0")
+	}
+	srv := dstNS.cmd(srvArgs...)
 	if err := srv.Start(); err != nil {
 		return 0, fmt.Errorf("start iperf3 server: %w", err)
 	}
@@ -34,7 +57,7 @@ func Iperf(src, dstNS Netns, dst string, secs int) (float64, error) {
 	var err error
 	for try := 0; try < 20; try++ {
 		time.Sleep(100 * time.Millisecond)
-		out, err = src.cmd("iperf3", "-c", dst, "-p", "5299", "-t", fmt.Sprint(secs), "-J").Output()
+		out, err = src.cmd(cliArgs...).Output()
 		if err == nil {
 			break
 		}
