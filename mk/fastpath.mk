@@ -7,7 +7,9 @@
 # The object is committed so that `go build` needs no clang; Debian 12's
 # clang 14 output is byte-for-byte reproducible, which bpf-check relies on.
 
-BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/$(shell uname -m)-linux-gnu
+# -fdebug-prefix-map: the BTF line info names the source relative to the
+# checkout, so every clone builds the same bytes.
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/$(shell uname -m)-linux-gnu -fdebug-prefix-map=$(CURDIR)=.
 BPF_DIR := internal/fastpath
 
 .PHONY: bpf bpf-check test-fastpath
