@@ -110,10 +110,15 @@ func (c *Controller) Sync(ctx context.Context) error {
 			detached++
 		}
 	}
-	changed, err := SyncIfaces(c.progs.Ifaces, d.Ifaces)
+	changed, err := SyncMap(c.progs.Ifaces, d.Ifaces)
 	if err != nil {
 		return err
 	}
+	n, err := SyncMap(c.progs.PodAddr, d.PodAddrs)
+	if err != nil {
+		return err
+	}
+	changed += n
 	if attached+detached+changed > 0 {
 		logger.V(2).Info("Fast path synced", "attached", attached, "detached", detached, "mapChanges", changed,
 			"interfaces", len(d.Attach))

@@ -29,7 +29,9 @@ type Attachment struct {
 // State is the fast path's desired kernel state.
 type State struct {
 	Ifaces map[uint32]Iface
-	Attach []Attachment
+	// PodAddrs maps each local pod's IPv4 address to its interface.
+	PodAddrs map[[4]byte]uint32
+	Attach   []Attachment
 }
 
 // Desired computes the interface table and the attachments: every pod
@@ -43,13 +45,14 @@ func Desired(links []Link, uplinks []string) State {
 			up[u] = true
 		}
 	}
-	s := State{Ifaces: map[uint32]Iface{}}
+	s := State{Ifaces: map[uint32]Iface{}, PodAddrs: map[[4]byte]uint32{}}
 	for _, l := range links {
 		switch {
 		case strings.HasPrefix(l.Name, HostIfacePrefix):
 			s.Attach = append(s.Attach, Attachment{Index: l.Index, Name: l.Name, Program: ProgFromPod})
 			if l.PodIPv4.Is4() {
 				s.Ifaces[uint32(l.Index)] = Iface{Kind: KindPod, IPv4: l.PodIPv4.As4()}
+				s.PodAddrs[l.PodIPv4.As4()] = uint32(l.Index)
 			}
 		case up[l.Name]:
 			s.Attach = append(s.Attach, Attachment{Index: l.Index, Name: l.Name, Program: ProgToPod})

@@ -23,6 +23,7 @@ func TestDesired(t *testing.T) {
 			2: {Kind: KindUplink},
 			7: {Kind: KindUplink},
 		},
+		PodAddrs: map[[4]byte]uint32{{10, 244, 1, 7}: 9},
 		Attach: []Attachment{
 			{Index: 2, Name: "eth0", Program: ProgToPod},
 			{Index: 4, Name: "trlcccccccccc6", Program: ProgFromPod},
@@ -64,7 +65,7 @@ func TestObjectContents(t *testing.T) {
 			t.Errorf("object lacks program %s", p)
 		}
 	}
-	for _, m := range []string{"ifaces", "config", "stats"} {
+	for _, m := range []string{"ifaces", "pod_addrs", "config", "stats"} {
 		if spec.Maps[m] == nil {
 			t.Errorf("object lacks map %s", m)
 		}

@@ -97,6 +97,7 @@ type Programs struct {
 	FromPod *ebpf.Program
 	ToPod   *ebpf.Program
 	Ifaces  *ebpf.Map
+	PodAddr *ebpf.Map
 	Config  *ebpf.Map
 	Stats   *ebpf.Map
 }
@@ -122,8 +123,8 @@ func Load() (*Programs, error) {
 		return nil, fmt.Errorf("fast path: load BPF programs: %w", err)
 	}
 	p := &Programs{coll: coll, FromPod: coll.Programs[ProgFromPod], ToPod: coll.Programs[ProgToPod],
-		Ifaces: coll.Maps["ifaces"], Config: coll.Maps["config"], Stats: coll.Maps["stats"]}
-	if p.FromPod == nil || p.ToPod == nil || p.Ifaces == nil || p.Config == nil || p.Stats == nil {
+		Ifaces: coll.Maps["ifaces"], PodAddr: coll.Maps["pod_addrs"], Config: coll.Maps["config"], Stats: coll.Maps["stats"]}
+	if p.FromPod == nil || p.ToPod == nil || p.Ifaces == nil || p.PodAddr == nil || p.Config == nil || p.Stats == nil {
 		coll.Close()
 		return nil, errors.New("fast path: BPF object lacks an expected program or map")
 	}

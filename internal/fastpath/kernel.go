@@ -146,38 +146,36 @@ func (k *Kernel) Detach(index int) error {
 	return nil
 }
 
-// SyncIfaces makes the ifaces map hold exactly want.
-func SyncIfaces(m *ebpf.Map, want map[uint32]Iface) (changed int, err error) {
+// SyncMap makes a BPF hash map hold exactly want (stale keys deleted,
+// missing or different values written).
+func SyncMap[K, V comparable](m *ebpf.Map, want map[K]V) (changed int, err error) {
 	var (
-		key   uint32
-		val   Iface
-		stale []uint32
+		key   K
+		val   V
+		stale []K
 	)
 	it := m.Iterate()
 	for it.Next(&key, &val) {
-		if w, ok := want[key]; !ok || w != val {
+		if _, ok := want[key]; !ok {
 			stale = append(stale, key)
 		}
 	}
 	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("iterate fast-path interface map: %w", err)
+		return 0, fmt.Errorf("iterate fast-path map: %w", err)
 	}
 	for _, k := range stale {
-		if _, ok := want[k]; ok {
-			continue // replaced below
-		}
 		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return changed, fmt.Errorf("delete interface %d from the fast-path map: %w", k, err)
+			return changed, fmt.Errorf("delete %v from the fast-path map: %w", k, err)
 		}
 		changed++
 	}
 	for k, v := range want {
-		var cur Iface
+		var cur V
 		if err := m.Lookup(k, &cur); err == nil && cur == v {
 			continue
 		}
 		if err := m.Put(k, v); err != nil {
-			return changed, fmt.Errorf("write interface %d to the fast-path map: %w", k, err)
+			return changed, fmt.Errorf("write %v to the fast-path map: %w", k, err)
 		}
 		changed++
 	}

@@ -114,6 +114,10 @@ func TestKernelFastPathLifecycle(t *testing.T) {
 	if err := b.progs.Ifaces.Lookup(uint32(podLink.Attrs().Index), &v); err != nil || v.Kind != KindPod || v.IPv4 != b.podIP.As4() {
 		t.Fatalf("node b: map entry for the pod = %+v, %v", v, err)
 	}
+	var idx uint32
+	if err := b.progs.PodAddr.Lookup(b.podIP.As4(), &idx); err != nil || idx != uint32(podLink.Attrs().Index) {
+		t.Fatalf("node b: pod address entry = %d, %v; want %d", idx, err, podLink.Attrs().Index)
+	}
 	if err := b.h.LinkDel(podLink); err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +126,9 @@ func TestKernelFastPathLifecycle(t *testing.T) {
 	}
 	if err := b.progs.Ifaces.Lookup(uint32(podLink.Attrs().Index), &v); err == nil {
 		t.Errorf("node b: map still holds the deleted pod's interface: %+v", v)
+	}
+	if err := b.progs.PodAddr.Lookup(b.podIP.As4(), &idx); err == nil {
+		t.Errorf("node b: map still holds the deleted pod's address -> %d", idx)
 	}
 }
 
@@ -173,30 +180,55 @@ func TestKernelFastPathDecisions(t *testing.T) {
 		{"UDP", packet(a.podIP.As4(), b.podIP.As4(), 64, unix.IPPROTO_UDP, 0), numStats},
 	}
 	for _, c := range cases {
-		// struct __sk_buff up to ifindex: ingress_ifindex is field 9.
-		var ctx [11]uint32
-		ctx[9] = uint32(podLink.Attrs().Index)
-		before := a.stats(t)
-		var ret uint32
-		err := a.ns.Do(func(ns.NetNS) (err error) {
-			ret, err = a.progs.FromPod.Run(&ebpf.RunOptions{Data: c.pkt, Context: ctx})
-			return err
-		})
-		if err != nil {
-			t.Fatalf("%s: test run: %v", c.name, err)
+		a.decide(t, a.progs.FromPod, podLink.Attrs().Index, c.name, c.pkt, c.want)
+	}
+	// trellis_to_pod on node b's uplink: only packets for a local pod are
+	// looked at; everything else leaves after one hash lookup, uncounted.
+	ul, err := b.h.LinkByName("ul0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+		want Stat
+	}{
+		{"to_pod: segment of an unknown connection", packet(a.podIP.As4(), b.podIP.As4(), 64, unix.IPPROTO_TCP, ack), StatPassNoConntrack},
+		{"to_pod: for the node itself", packet(a.ip.As4(), b.ip.As4(), 64, unix.IPPROTO_TCP, ack), numStats},
+		{"to_pod: for an address no pod has", packet(a.podIP.As4(), [4]byte{10, 91, 2, 99}, 64, unix.IPPROTO_TCP, ack), numStats},
+	} {
+		b.decide(t, b.progs.ToPod, ul.Attrs().Index, c.name, c.pkt, c.want)
+	}
+}
+
+// decide runs prog once on pkt as if received on interface ingress of n
+// (BPF_PROG_TEST_RUN in n's namespace) and checks that it lets the packet
+// continue on the full path, moving exactly counter want (numStats: none).
+func (n *testNode) decide(t *testing.T, prog *ebpf.Program, ingress int, name string, pkt []byte, want Stat) {
+	t.Helper()
+	// struct __sk_buff up to ifindex: ingress_ifindex is field 9.
+	var ctx [11]uint32
+	ctx[9] = uint32(ingress)
+	before := n.stats(t)
+	var ret uint32
+	err := n.ns.Do(func(ns.NetNS) (err error) {
+		ret, err = prog.Run(&ebpf.RunOptions{Data: pkt, Context: ctx})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s: test run: %v", name, err)
+	}
+	after := n.stats(t)
+	if int32(ret) != -1 { // TC_ACT_UNSPEC
+		t.Errorf("%s: program returned %d, want TC_ACT_UNSPEC (continue on the full path)", name, int32(ret))
+	}
+	for s := Stat(0); s < numStats; s++ {
+		w := uint64(0)
+		if s == want {
+			w = 1
 		}
-		after := a.stats(t)
-		if int32(ret) != -1 { // TC_ACT_UNSPEC
-			t.Errorf("%s: program returned %d, want TC_ACT_UNSPEC (continue on the full path)", c.name, int32(ret))
-		}
-		for s := Stat(0); s < numStats; s++ {
-			want := uint64(0)
-			if s == c.want {
-				want = 1
-			}
-			if got := delta(after, before, s); got != want {
-				t.Errorf("%s: counter %s moved by %d, want %d", c.name, s, got, want)
-			}
+		if got := delta(after, before, s); got != w {
+			t.Errorf("%s: counter %s moved by %d, want %d", name, s, got, w)
 		}
 	}
 }

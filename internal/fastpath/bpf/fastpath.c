@@ -88,6 +88,16 @@ struct {
 	__type(value, struct iface);
 } ifaces SEC(".maps");
 
+// Local pod addresses -> the ifindex of the pod's host interface: lets
+// trellis_to_pod leave every packet not addressed to a local pod (the node's
+// own traffic on the uplink) after one hash lookup, without a FIB lookup.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __be32);
+	__type(value, __u32);
+} pod_addrs SEC(".maps");
+
 struct config {
 	// Conntrack timeout refreshed on every fast-pathed packet, in ms
 	// (nf_conntrack_tcp_timeout_established); 0 disables the fast path.
@@ -279,15 +289,19 @@ int trellis_to_pod(struct __sk_buff *skb)
 	struct pkt p;
 	if (parse_pulled(skb, &p))
 		return TC_ACT_UNSPEC;
+	__be32 daddr = p.ip->daddr;
+	__u32 *pod = bpf_map_lookup_elem(&pod_addrs, &daddr);
+	if (!pod)
+		return TC_ACT_UNSPEC; // not for a local pod
 	if (p.ip->ttl <= 1)
 		return TC_ACT_UNSPEC;
 	struct bpf_fib_lookup fib;
 	if (lookup(skb, &p, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
-		return TC_ACT_UNSPEC; // also: local to the node, or not a pod
+		return count(STAT_PASS_ROUTE);
 	__u32 out = fib.ifindex;
 	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
-	if (!dst || dst->kind != IFACE_POD || dst->ipv4 != p.ip->daddr)
-		return TC_ACT_UNSPEC;
+	if (out != *pod || !dst || dst->kind != IFACE_POD || dst->ipv4 != p.ip->daddr)
+		return count(STAT_PASS_ROUTE);
 	if (prepare(skb, &p, &fib))
 		return TC_ACT_UNSPEC;
 	count(STAT_TO_POD_REDIRECT);
