@@ -65,7 +65,7 @@ func TestObjectContents(t *testing.T) {
 			t.Errorf("object lacks program %s", p)
 		}
 	}
-	for _, m := range []string{"ifaces", "pod_addrs", "config", "stats"} {
+	for _, m := range []string{"ifaces", "pod_addrs", "flows", "config", "stats"} {
 		if spec.Maps[m] == nil {
 			t.Errorf("object lacks map %s", m)
 		}

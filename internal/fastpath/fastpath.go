@@ -98,6 +98,7 @@ type Programs struct {
 	ToPod   *ebpf.Program
 	Ifaces  *ebpf.Map
 	PodAddr *ebpf.Map
+	Flows   *ebpf.Map // the flow cache (bpf/fastpath.c), read by tests
 	Config  *ebpf.Map
 	Stats   *ebpf.Map
 }
@@ -123,8 +124,8 @@ func Load() (*Programs, error) {
 		return nil, fmt.Errorf("fast path: load BPF programs: %w", err)
 	}
 	p := &Programs{coll: coll, FromPod: coll.Programs[ProgFromPod], ToPod: coll.Programs[ProgToPod],
-		Ifaces: coll.Maps["ifaces"], PodAddr: coll.Maps["pod_addrs"], Config: coll.Maps["config"], Stats: coll.Maps["stats"]}
-	if p.FromPod == nil || p.ToPod == nil || p.Ifaces == nil || p.PodAddr == nil || p.Config == nil || p.Stats == nil {
+		Ifaces: coll.Maps["ifaces"], PodAddr: coll.Maps["pod_addrs"], Flows: coll.Maps["flows"], Config: coll.Maps["config"], Stats: coll.Maps["stats"]}
+	if p.FromPod == nil || p.ToPod == nil || p.Ifaces == nil || p.PodAddr == nil || p.Flows == nil || p.Config == nil || p.Stats == nil {
 		coll.Close()
 		return nil, errors.New("fast path: BPF object lacks an expected program or map")
 	}

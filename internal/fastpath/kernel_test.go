@@ -251,7 +251,28 @@ func TestKernelFastPathRedirectsEstablishedFlows(t *testing.T) {
 		if st[StatPassSource] != 0 || st[StatPassNAT] != 0 {
 			t.Errorf("node %s: unexpected source/NAT fallbacks: %v", n.name, st)
 		}
+		// The connection is closed: FIN dropped its flow-cache entries
+		// (one per direction and node) as it passed.
+		if left := flowEntries(t, n); left != 0 {
+			t.Errorf("node %s: %d flow-cache entries left after the connection closed", n.name, left)
+		}
 	}
+}
+
+func flowEntries(t *testing.T, n *testNode) int {
+	t.Helper()
+	var (
+		k, v  [32]byte
+		count int
+	)
+	it := n.progs.Flows.Iterate()
+	for it.Next(&k, &v) {
+		count++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return count
 }
 
 // A connection NATed on a node (here a DNAT like kube-proxy's to a Service

@@ -163,7 +163,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	    p->ip->protocol != IPPROTO_TCP || (p->ip->frag_off & bpf_htons(0x3fff)))
 		return -1;
 	if (p->tcp->syn || p->tcp->fin || p->tcp->rst)
-		return -1;
+		return 1;
 	return 0;
 }
 
@@ -171,8 +171,9 @@ static __always_inline int parse_pulled(struct __sk_buff *skb, struct pkt *p)
 {
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return -1;
-	if (parse(skb, p) == 0)
-		return 0;
+	int r = parse(skb, p);
+	if (r >= 0)
+		return r;
 	if ((void *)(long)skb->data + HDR_LEN <= (void *)(long)skb->data_end)
 		return -1; // headers were there: not a candidate
 	if (bpf_skb_pull_data(skb, HDR_LEN))
@@ -213,17 +214,6 @@ static __always_inline int conntrack_ok(struct __sk_buff *skb, __be32 saddr, __b
 	return why;
 }
 
-static __always_inline void forward(struct pkt *p, struct bpf_fib_lookup *fib)
-{
-	__builtin_memcpy(p->eth->h_dest, fib->dmac, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, fib->smac, ETH_ALEN);
-	// ip_decrease_ttl
-	__u32 check = p->ip->check;
-	check += bpf_htons(0x0100);
-	p->ip->check = (__u16)(check + (check >= 0xFFFF));
-	p->ip->ttl--;
-}
-
 static __always_inline int lookup(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib)
 {
 	__builtin_memset(fib, 0, sizeof(*fib));
@@ -239,6 +229,94 @@ static __always_inline int lookup(struct __sk_buff *skb, struct pkt *p, struct b
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
 
+// The flow cache: a connection's verdict (conntrack established and not
+// NATed, route, neighbour MACs) per direction and ingress interface, reused
+// for FLOW_TTL_NS before conntrack and the FIB are asked again. FIN and RST
+// (which always take the full path) drop the entry at once.
+#define FLOW_TTL_NS (100ULL * 1000 * 1000)
+
+struct flow_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u32 in;
+};
+
+struct flow_val {
+	__u64 until;
+	__u32 out;
+	__u32 stat; // the counter of this redirect, which also says how
+	__u8 smac[ETH_ALEN];
+	__u8 dmac[ETH_ALEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, struct flow_val);
+} flows SEC(".maps");
+
+static __always_inline void flow_key(struct flow_key *k, struct pkt *p, __u32 in)
+{
+	k->saddr = p->ip->saddr;
+	k->daddr = p->ip->daddr;
+	k->sport = p->tcp->source;
+	k->dport = p->tcp->dest;
+	k->in = in;
+}
+
+static __always_inline void forget(struct pkt *p, __u32 in)
+{
+	struct flow_key k = {};
+	flow_key(&k, p, in);
+	bpf_map_delete_elem(&flows, &k);
+}
+
+static __always_inline int do_redirect(__u32 out, __u32 stat)
+{
+	count(stat);
+	if (stat == STAT_FROM_POD_REDIRECT)
+		return bpf_redirect(out, 0);
+	return bpf_redirect_peer(out, 0);
+}
+
+static __always_inline void rewrite(struct pkt *p, const __u8 *smac, const __u8 *dmac)
+{
+	__builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
+	__u32 check = p->ip->check;
+	check += bpf_htons(0x0100);
+	p->ip->check = (__u16)(check + (check >= 0xFFFF));
+	p->ip->ttl--;
+}
+
+// cached redirects the packet by its flow's cached verdict; -1: no fresh
+// entry.
+static __always_inline int cached(struct pkt *p, __u32 in)
+{
+	struct flow_key k = {};
+	flow_key(&k, p, in);
+	struct flow_val *v = bpf_map_lookup_elem(&flows, &k);
+	if (!v || bpf_ktime_get_coarse_ns() > v->until)
+		return -1;
+	rewrite(p, v->smac, v->dmac);
+	return do_redirect(v->out, v->stat);
+}
+
+static __always_inline int remember_and_redirect(struct pkt *p, __u32 in, __u32 out, __u32 stat,
+						 struct bpf_fib_lookup *fib)
+{
+	struct flow_key k = {};
+	flow_key(&k, p, in);
+	struct flow_val v = {.until = bpf_ktime_get_coarse_ns() + FLOW_TTL_NS, .out = out, .stat = stat};
+	__builtin_memcpy(v.smac, fib->smac, ETH_ALEN);
+	__builtin_memcpy(v.dmac, fib->dmac, ETH_ALEN);
+	bpf_map_update_elem(&flows, &k, &v, BPF_ANY);
+	return do_redirect(out, stat);
+}
+
 // prepare checks conntrack and, when the packet may take the fast path,
 // rewrites it for its next hop (MACs from the FIB, TTL). Non-zero: leave the
 // packet to the full path (counted).
@@ -250,7 +328,7 @@ static __always_inline int prepare(struct __sk_buff *skb, struct pkt *p, struct 
 	// Re-derive the packet pointers for the verifier after the kfunc calls.
 	if (parse(skb, p))
 		return 1;
-	forward(p, fib);
+	rewrite(p, fib->smac, fib->dmac);
 	return 0;
 }
 
@@ -258,14 +336,20 @@ SEC("tc")
 int trellis_from_pod(struct __sk_buff *skb)
 {
 	struct pkt p;
-	if (parse_pulled(skb, &p))
-		return TC_ACT_UNSPEC;
 	__u32 in = skb->ingress_ifindex;
+	int r = parse_pulled(skb, &p);
+	if (r == 1)
+		forget(&p, in);
+	if (r)
+		return TC_ACT_UNSPEC;
 	struct iface *src = bpf_map_lookup_elem(&ifaces, &in);
 	if (!src || src->kind != IFACE_POD || src->ipv4 != p.ip->saddr)
 		return count(STAT_PASS_SOURCE);
 	if (p.ip->ttl <= 1)
 		return count(STAT_PASS_ROUTE);
+	r = cached(&p, in);
+	if (r >= 0)
+		return r;
 	struct bpf_fib_lookup fib;
 	if (lookup(skb, &p, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
 		return count(STAT_PASS_ROUTE);
@@ -273,21 +357,21 @@ int trellis_from_pod(struct __sk_buff *skb)
 	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
 	if (!dst || out == in)
 		return count(STAT_PASS_ROUTE);
+	__u32 stat = dst->kind == IFACE_POD ? STAT_FROM_POD_LOCAL : STAT_FROM_POD_REDIRECT;
 	if (prepare(skb, &p, &fib))
 		return TC_ACT_UNSPEC;
-	if (dst->kind == IFACE_POD) {
-		count(STAT_FROM_POD_LOCAL);
-		return bpf_redirect_peer(out, 0);
-	}
-	count(STAT_FROM_POD_REDIRECT);
-	return bpf_redirect(out, 0);
+	return remember_and_redirect(&p, in, out, stat, &fib);
 }
 
 SEC("tc")
 int trellis_to_pod(struct __sk_buff *skb)
 {
 	struct pkt p;
-	if (parse_pulled(skb, &p))
+	__u32 in = skb->ingress_ifindex;
+	int r = parse_pulled(skb, &p);
+	if (r == 1)
+		forget(&p, in);
+	if (r)
 		return TC_ACT_UNSPEC;
 	__be32 daddr = p.ip->daddr;
 	__u32 *pod = bpf_map_lookup_elem(&pod_addrs, &daddr);
@@ -295,6 +379,9 @@ int trellis_to_pod(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC; // not for a local pod
 	if (p.ip->ttl <= 1)
 		return TC_ACT_UNSPEC;
+	r = cached(&p, in);
+	if (r >= 0)
+		return r;
 	struct bpf_fib_lookup fib;
 	if (lookup(skb, &p, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
 		return count(STAT_PASS_ROUTE);
@@ -304,6 +391,5 @@ int trellis_to_pod(struct __sk_buff *skb)
 		return count(STAT_PASS_ROUTE);
 	if (prepare(skb, &p, &fib))
 		return TC_ACT_UNSPEC;
-	count(STAT_TO_POD_REDIRECT);
-	return bpf_redirect_peer(out, 0);
+	return remember_and_redirect(&p, in, out, STAT_TO_POD_REDIRECT, &fib);
 }
