@@ -15,6 +15,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/trellisnet/trellis/internal/lab/images"
+	"github.com/trellisnet/trellis/internal/lab/kube"
+	"github.com/trellisnet/trellis/internal/lab/proc"
+	"github.com/trellisnet/trellis/internal/lab/state"
 )
 
 // BenchPods creates n agnhost pods in a fresh namespace (kube-scheduler
@@ -34,7 +39,7 @@ func BenchPods(ctx context.Context, cs kubernetes.Interface, n int, timeout time
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%03d", i), Labels: map[string]string{"bench": ns.Name}},
 			Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero, Containers: []corev1.Container{{
-				Name: "agnhost", Image: AgnhostImage, ImagePullPolicy: corev1.PullIfNotPresent,
+				Name: "agnhost", Image: images.AgnhostImage, ImagePullPolicy: corev1.PullIfNotPresent,
 				Args: []string{"netexec", "--http-port=80", "--udp-port=81"},
 			}}},
 		}
@@ -43,7 +48,7 @@ func BenchPods(ctx context.Context, cs kubernetes.Interface, n int, timeout time
 		}
 	}
 	perNode := map[string]int{}
-	err = poll(ctx, 250*time.Millisecond, timeout, func(ctx context.Context) (bool, error) {
+	err = kube.Poll(ctx, 250*time.Millisecond, timeout, func(ctx context.Context) (bool, error) {
 		list, err := cs.CoreV1().Pods(ns.Name).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
@@ -51,7 +56,7 @@ func BenchPods(ctx context.Context, cs kubernetes.Interface, n int, timeout time
 		ready := 0
 		clear(perNode)
 		for i := range list.Items {
-			if PodReady(&list.Items[i]) {
+			if kube.PodReady(&list.Items[i]) {
 				ready++
 				perNode[list.Items[i].Spec.NodeName]++
 			}
@@ -69,8 +74,8 @@ func BenchPods(ctx context.Context, cs kubernetes.Interface, n int, timeout time
 // Memory prints the memory (PSS) of every lab process, grouped by
 // component (control plane, and per node: containerd, kubelet, kube-proxy,
 // trellis-agent, shims, pod processes).
-func Memory(p Paths, w io.Writer) error {
-	root := filepath.Join(cgroupFS, "pids", p.CgroupRoot())
+func Memory(p state.Paths, w io.Writer) error {
+	root := filepath.Join(proc.CgroupFS, "pids", p.CgroupRoot())
 	type agg struct {
 		procs int
 		kib   int64

@@ -9,6 +9,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/trellisnet/trellis/internal/lab/proc"
+	"github.com/trellisnet/trellis/internal/lab/state"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
 
 // Down removes everything a lab made: it stops the recorded processes (the
@@ -18,8 +22,8 @@ import (
 // the state file when there is one and from the kernel's records (the lab
 // cgroup tree, netns names with the lab prefix) when the state is gone, so it
 // also cleans up after a kill -9. Idempotent.
-func Down(ctx context.Context, e Env, p Paths) error {
-	st, err := LoadState(p)
+func Down(ctx context.Context, e Env, p state.Paths) error {
+	st, err := state.LoadState(p)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		e.logf("trellis-lab: unreadable state (%v); cleaning from kernel records", err)
 	}
@@ -28,7 +32,7 @@ func Down(ctx context.Context, e Env, p Paths) error {
 		// Nodes first (they stop their pods), then the control plane.
 		for _, pr := range st.Processes {
 			if strings.HasPrefix(pr.Name, "node/") {
-				if Alive(pr.PID, "__node") {
+				if proc.Alive(pr.PID, "__node") {
 					_ = syscall.Kill(pr.PID, syscall.SIGTERM)
 				}
 			}
@@ -41,21 +45,21 @@ func Down(ctx context.Context, e Env, p Paths) error {
 		for i := len(st.Processes) - 1; i >= 0; i-- {
 			pr := st.Processes[i]
 			if !strings.HasPrefix(pr.Name, "node/") && len(pr.Argv) > 0 {
-				StopPID(pr.PID, filepath.Base(pr.Argv[0]), 5*time.Second)
+				proc.StopPID(pr.PID, filepath.Base(pr.Argv[0]), 5*time.Second)
 			}
 		}
 	}
-	if err := KillCgroup(p.CgroupRoot(), 3*time.Second); err != nil {
+	if err := proc.KillCgroup(p.CgroupRoot(), 3*time.Second); err != nil {
 		errs = append(errs, err)
 	}
-	if err := RemoveCgroups(p.CgroupRoot()); err != nil {
+	if err := proc.RemoveCgroups(p.CgroupRoot()); err != nil {
 		errs = append(errs, err)
 	}
-	names, err := ListLabNetns(p.NetnsPrefix())
+	names, err := topology.ListLabNetns(p.NetnsPrefix())
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if err := DeleteNetns(ctx, names); err != nil {
+	if err := topology.DeleteNetns(ctx, names); err != nil {
 		errs = append(errs, err)
 	}
 	// The mount-point directories are shared by every lab on the machine:
@@ -76,20 +80,20 @@ func Down(ctx context.Context, e Env, p Paths) error {
 
 func waitGone(pid int, want string, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
-	for Alive(pid, want) && time.Now().Before(deadline) {
+	for proc.Alive(pid, want) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
 // otherLabRunning reports whether a lab other than p's has processes.
-func otherLabRunning(p Paths) bool {
-	roots, _ := filepath.Glob(filepath.Join(cgroupFS, "pids", CgroupBase+"*"))
+func otherLabRunning(p state.Paths) bool {
+	roots, _ := filepath.Glob(filepath.Join(proc.CgroupFS, "pids", state.CgroupBase+"*"))
 	for _, r := range roots {
 		name := filepath.Base(r)
-		if name == p.CgroupRoot() || (name != CgroupBase && !strings.HasPrefix(name, CgroupBase+"-")) {
+		if name == p.CgroupRoot() || (name != state.CgroupBase && !strings.HasPrefix(name, state.CgroupBase+"-")) {
 			continue
 		}
-		if pids, err := CgroupPIDs(name); err == nil && len(pids) > 0 {
+		if pids, err := proc.CgroupPIDs(name); err == nil && len(pids) > 0 {
 			return true
 		}
 	}

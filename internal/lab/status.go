@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -10,12 +11,19 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/trellisnet/trellis/internal/lab/kube"
+	"github.com/trellisnet/trellis/internal/lab/node"
+	"github.com/trellisnet/trellis/internal/lab/proc"
+	"github.com/trellisnet/trellis/internal/lab/state"
 )
+
+var errNoLab = errors.New("no lab is running (run `trellis-lab up`)")
 
 // Status prints the lab's processes, nodes and any pod whose sandbox (CNI
 // ADD) failed.
-func Status(ctx context.Context, p Paths, w io.Writer) error {
-	st, err := LoadState(p)
+func Status(ctx context.Context, p state.Paths, w io.Writer) error {
+	st, err := state.LoadState(p)
 	if err != nil {
 		return errNoLab
 	}
@@ -34,12 +42,12 @@ func Status(ctx context.Context, p Paths, w io.Writer) error {
 			want = pr.Argv[0]
 		}
 		state := "running"
-		if !Alive(pr.PID, want) {
+		if !proc.Alive(pr.PID, want) {
 			state = "STOPPED"
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\n", pr.Name, pr.PID, state)
 		if strings.HasPrefix(pr.Name, "node/") && state == "running" {
-			np, err := ReadNodePIDs(p.Node(strings.TrimPrefix(pr.Name, "node/")))
+			np, err := node.ReadPIDs(p.Node(strings.TrimPrefix(pr.Name, "node/")))
 			if err == nil {
 				names := make([]string, 0, len(np.PIDs))
 				for n := range np.PIDs {
@@ -48,7 +56,7 @@ func Status(ctx context.Context, p Paths, w io.Writer) error {
 				sort.Strings(names)
 				for _, n := range names {
 					s := "running"
-					if !Alive(np.PIDs[n], n) {
+					if !proc.Alive(np.PIDs[n], n) {
 						s = "STOPPED"
 					}
 					if r := np.Restarts[n]; r > 0 {
@@ -60,7 +68,7 @@ func Status(ctx context.Context, p Paths, w io.Writer) error {
 		}
 	}
 	tw.Flush()
-	cs, _, err := Client(p.AdminKubeconfig())
+	cs, _, err := kube.Client(p.AdminKubeconfig())
 	if err != nil {
 		return err
 	}
@@ -77,7 +85,7 @@ func Status(ctx context.Context, p Paths, w io.Writer) error {
 		if h.Subnet >= 0 && h.Subnet < len(t.Subnets) {
 			sub = t.Subnets[h.Subnet].Prefix.String()
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\n", n.Name, NodeReady(&n), h.Addr, strings.Join(n.Spec.PodCIDRs, ","), sub)
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\n", n.Name, kube.NodeReady(&n), h.Addr, strings.Join(n.Spec.PodCIDRs, ","), sub)
 	}
 	tw.Flush()
 	evs, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "reason=FailedCreatePodSandBox"})
@@ -100,11 +108,11 @@ func Status(ctx context.Context, p Paths, w io.Writer) error {
 	return nil
 }
 
-func podPending(ctx context.Context, p Paths, ref corev1.ObjectReference) bool {
-	cs, _, err := Client(p.AdminKubeconfig())
+func podPending(ctx context.Context, p state.Paths, ref corev1.ObjectReference) bool {
+	cs, _, err := kube.Client(p.AdminKubeconfig())
 	if err != nil {
 		return false
 	}
 	pod, err := cs.CoreV1().Pods(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-	return err == nil && pod.UID == ref.UID && !PodReady(pod)
+	return err == nil && pod.UID == ref.UID && !kube.PodReady(pod)
 }

@@ -13,6 +13,15 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/trellisnet/trellis/internal/lab/controlplane"
+	"github.com/trellisnet/trellis/internal/lab/images"
+	"github.com/trellisnet/trellis/internal/lab/kube"
+	"github.com/trellisnet/trellis/internal/lab/node"
+	"github.com/trellisnet/trellis/internal/lab/pki"
+	"github.com/trellisnet/trellis/internal/lab/proc"
+	"github.com/trellisnet/trellis/internal/lab/state"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
 
 // Env says where the lab finds its binaries.
@@ -71,7 +80,7 @@ func (e Env) Binaries() (map[string]string, error) {
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // Preflight checks the things `up` needs before it changes anything.
-func Preflight(o Options) error {
+func Preflight(o topology.Options) error {
 	if os.Geteuid() != 0 {
 		return errors.New("trellis-lab must run as root (it creates network namespaces and mounts)")
 	}
@@ -95,15 +104,15 @@ func (e Env) logf(format string, args ...any) {
 }
 
 // Leftovers reports whether anything of a previous lab is still present.
-func Leftovers(p Paths) bool {
-	ns, _ := ListLabNetns(p.NetnsPrefix())
-	pids, _ := CgroupPIDs(p.CgroupRoot())
-	return Exists(p) || len(ns) > 0 || len(pids) > 0
+func Leftovers(p state.Paths) bool {
+	ns, _ := topology.ListLabNetns(p.NetnsPrefix())
+	pids, _ := proc.CgroupPIDs(p.CgroupRoot())
+	return state.Exists(p) || len(ns) > 0 || len(pids) > 0
 }
 
 // Up brings a lab up. On failure the partial lab stays for inspection and
 // `down` removes it.
-func Up(ctx context.Context, e Env, p Paths, o Options) error {
+func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	start := time.Now()
 	o.NetnsPrefix = p.NetnsPrefix()
 	if err := o.Validate(); err != nil {
@@ -122,26 +131,26 @@ func Up(ctx context.Context, e Env, p Paths, o Options) error {
 	if err != nil {
 		return err
 	}
-	hp, err := HostPrefixes(ctx)
+	hp, err := topology.HostPrefixes(ctx)
 	if err != nil {
 		return err
 	}
-	if ov := Overlaps(hp); len(ov) > 0 {
-		return fmt.Errorf("the machine's network %v overlaps the lab's ranges %v", ov, LabRanges())
+	if ov := topology.Overlaps(hp); len(ov) > 0 {
+		return fmt.Errorf("the machine's network %v overlaps the lab's ranges %v", ov, topology.LabRanges())
 	}
-	t, err := Plan(o)
+	t, err := topology.Plan(o)
 	if err != nil {
 		return err
 	}
-	st := &State{Topology: t, CreatedAt: time.Now().UTC(), Phase: "network", Netns: t.Netnses(), Binaries: bin}
+	st := &state.State{Topology: t, CreatedAt: time.Now().UTC(), Phase: "network", Netns: t.Netnses(), Binaries: bin}
 	if err := st.Save(p); err != nil {
 		return err
 	}
 	labBin := filepath.Join(p.Bin(), "trellis-lab")
-	if err := copyFile(e.LabBin, labBin, 0o755); err != nil {
+	if err := node.CopyFile(e.LabBin, labBin, 0o755); err != nil {
 		return err
 	}
-	for _, m := range MountPoints() {
+	for _, m := range node.MountPoints() {
 		if !fileExists(m) {
 			if err := os.MkdirAll(m, 0o755); err != nil {
 				return fmt.Errorf("creating mount point %s: %w", m, err)
@@ -153,18 +162,18 @@ func Up(ctx context.Context, e Env, p Paths, o Options) error {
 		return err
 	}
 	e.logf("trellis-lab: network: %d nodes over %d subnets (%s)", o.Nodes, o.Subnets, time.Since(start).Round(time.Millisecond))
-	if err := BuildNetwork(ctx, t); err != nil {
+	if err := topology.BuildNetwork(ctx, t); err != nil {
 		return fmt.Errorf("building the lab network: %w", err)
 	}
-	if err := GeneratePKI(p, t); err != nil {
+	if err := pki.GeneratePKI(p, t); err != nil {
 		return err
 	}
 	st.Phase = "control-plane"
-	if err := StartControlPlane(ctx, e, p, st, labBin); err != nil {
+	if err := controlplane.Start(ctx, p, st, labBin); err != nil {
 		return err
 	}
 	e.logf("trellis-lab: control plane up (%s); API at https://127.0.0.1:%d", time.Since(start).Round(time.Millisecond), o.APIPort)
-	cs, _, err := Client(p.AdminKubeconfig())
+	cs, _, err := kube.Client(p.AdminKubeconfig())
 	if err != nil {
 		return err
 	}
@@ -173,13 +182,13 @@ func Up(ctx context.Context, e Env, p Paths, o Options) error {
 		e.logf("trellis-lab: WARNING: agent credentials: %v", err)
 	}
 	imgDir := filepath.Join(e.Cache, "lab-images")
-	var images []string
-	for _, s := range LabImages(bin["agnhost"], bin["trellis-pause"]) {
-		img, err := BuildImage(imgDir, s)
+	var imageFiles []string
+	for _, s := range images.LabImages(bin["agnhost"], bin["trellis-pause"]) {
+		img, err := images.BuildImage(imgDir, s)
 		if err != nil {
 			return err
 		}
-		images = append(images, img)
+		imageFiles = append(imageFiles, img)
 	}
 	if _, ok := bin["trellis-agent"]; !ok {
 		st.AgentError = "bin/trellis-agent not built: nodes run without the agent (same-node traffic only)"
@@ -190,7 +199,7 @@ func Up(ctx context.Context, e Env, p Paths, o Options) error {
 	}
 	st.Phase = "nodes"
 	for _, n := range t.Nodes {
-		if err := StartNode(p, st, labBin, NewNodeSpec(p, n, bin, images, o.RoutingMode), true); err != nil {
+		if err := node.Start(p, st, labBin, node.NewSpec(p, n, bin, imageFiles, o.RoutingMode), true); err != nil {
 			return err
 		}
 	}
@@ -201,7 +210,7 @@ func Up(ctx context.Context, e Env, p Paths, o Options) error {
 	for _, n := range t.Nodes {
 		names = append(names, n.Name)
 	}
-	if err := WaitNodes(ctx, cs, names, 120*time.Second, func(n *corev1.Node) bool { return len(n.Spec.PodCIDRs) > 0 }); err != nil {
+	if err := kube.WaitNodes(ctx, cs, names, 120*time.Second, func(n *corev1.Node) bool { return len(n.Spec.PodCIDRs) > 0 }); err != nil {
 		return fmt.Errorf("nodes did not register with a pod CIDR (see `trellis-lab logs NODE kubelet`): %w", err)
 	}
 	if _, ok := bin["trellis-agent"]; !ok {
@@ -209,7 +218,7 @@ func Up(ctx context.Context, e Env, p Paths, o Options) error {
 			return err
 		}
 	}
-	if err := WaitNodes(ctx, cs, names, 120*time.Second, NodeReady); err != nil {
+	if err := kube.WaitNodes(ctx, cs, names, 120*time.Second, kube.NodeReady); err != nil {
 		return fmt.Errorf("nodes did not become Ready (see `trellis-lab status` and `trellis-lab logs NODE`): %w", err)
 	}
 	st.Phase = "running"
@@ -218,19 +227,4 @@ func Up(ctx context.Context, e Env, p Paths, o Options) error {
 	}
 	e.logf("trellis-lab: %d nodes Ready in %s; kubeconfig: %s", len(names), time.Since(start).Round(time.Millisecond), p.AdminKubeconfig())
 	return nil
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", src, err)
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", filepath.Dir(dst), err)
-	}
-	tmp := dst + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("writing %s: %w", dst, err)
-	}
-	return os.Rename(tmp, dst)
 }

@@ -17,6 +17,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/lab/kube"
+	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/state"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
 
 // ExitError carries a specific exit status.
@@ -41,8 +45,8 @@ type globals struct {
 	cache  string
 }
 
-func (g *globals) paths() lab.Paths {
-	p := lab.NewPaths(g.name)
+func (g *globals) paths() state.Paths {
+	p := state.NewPaths(g.name)
 	if g.dir != "" {
 		p.Root = g.dir
 	}
@@ -57,8 +61,8 @@ func (g *globals) env(out io.Writer) (lab.Env, error) {
 	return lab.Env{Cache: g.cache, BinDir: g.binDir, Deploy: g.deploy, LabBin: self, Out: out}, nil
 }
 
-func (g *globals) state() (*lab.State, error) {
-	st, err := lab.LoadState(g.paths())
+func (g *globals) state() (*state.State, error) {
+	st, err := state.LoadState(g.paths())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, errors.New("no lab is running (run `trellis-lab up`)")
 	}
@@ -71,13 +75,13 @@ func (g *globals) client() (kubernetes.Interface, error) {
 	if _, err := g.state(); err != nil {
 		return nil, err
 	}
-	cs, _, err := lab.Client(g.paths().AdminKubeconfig())
+	cs, _, err := kube.Client(g.paths().AdminKubeconfig())
 	return cs, err
 }
 
 // stateWithNode loads the running lab's state and checks that node is one of
 // its nodes (an unknown name is a clear error listing the lab's nodes).
-func (g *globals) stateWithNode(node string) (*lab.State, error) {
+func (g *globals) stateWithNode(node string) (*state.State, error) {
 	st, err := g.state()
 	if err != nil {
 		return nil, err
@@ -105,7 +109,7 @@ func New() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.name, "name", os.Getenv("TRELLIS_LAB_NAME"), "lab instance name, for several labs side by side ($TRELLIS_LAB_NAME; default: the unnamed lab)")
 	root.PersistentFlags().StringVar(&g.dir, "dir", "", "lab state directory (default /var/lib/trellis-lab[-NAME], $TRELLIS_LAB_DIR)")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error { return lab.ValidateName(g.name) }
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return state.ValidateName(g.name) }
 	root.PersistentFlags().StringVar(&g.binDir, "bin-dir", binDir, "directory with trellis-agent, trellis-cni and trellis-pause")
 	root.PersistentFlags().StringVar(&g.deploy, "deploy-dir", filepath.Join(binDir, "..", "deploy"), "directory with the shipped manifests (rbac.yaml)")
 	root.PersistentFlags().StringVar(&g.cache, "cache", cache, "cache of pinned binaries ($TRELLIS_CACHE)")
@@ -121,7 +125,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func upCmd(g *globals) *cobra.Command {
-	o := lab.Options{}
+	o := topology.Options{}
 	noAgent := false
 	c := &cobra.Command{
 		Use:   "up",
@@ -136,7 +140,7 @@ func upCmd(g *globals) *cobra.Command {
 			}
 			e.NoAgent = noAgent
 			if o.APIPort == 0 {
-				o.APIPort = lab.DefaultAPIPort(g.name)
+				o.APIPort = state.DefaultAPIPort(g.name)
 			}
 			return lab.Up(ctx, e, g.paths(), o)
 		},
@@ -239,7 +243,7 @@ func execCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ns, pod, err := lab.SplitPodRef(args[0])
+			ns, pod, err := probe.SplitPodRef(args[0])
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}

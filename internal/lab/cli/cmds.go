@@ -13,7 +13,11 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/lab/controlplane"
+	"github.com/trellisnet/trellis/internal/lab/kube"
+	"github.com/trellisnet/trellis/internal/lab/node"
+	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/proc"
 )
 
 func probeCmd(g *globals) *cobra.Command {
@@ -25,7 +29,7 @@ func probeCmd(g *globals) *cobra.Command {
 			if len(args) != 3 {
 				return &ExitError{Code: 2, Err: errors.New("usage: trellis-lab probe NS/POD TARGET PORT/PROTO")}
 			}
-			port, proto, err := lab.ParsePortProto(args[2])
+			port, proto, err := probe.ParsePortProto(args[2])
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}
@@ -33,7 +37,7 @@ func probeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}
-			ok, err := lab.Prober{CS: cs, Timeout: timeout}.Probe(cmd.Context(), args[0], args[1], port, proto)
+			ok, err := probe.Prober{CS: cs, Timeout: timeout}.Probe(cmd.Context(), args[0], args[1], port, proto)
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}
@@ -57,7 +61,7 @@ func matrixCmd(g *globals) *cobra.Command {
 		Short: "All-pairs connectivity table between running pods ('.' reached, 'X' not)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			port, proto, err := lab.ParsePortProto(portProto)
+			port, proto, err := probe.ParsePortProto(portProto)
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}
@@ -84,7 +88,7 @@ func matrixCmd(g *globals) *cobra.Command {
 					return err
 				}
 				for _, p := range list.Items {
-					if lab.PodReady(&p) && !p.Spec.HostNetwork {
+					if kube.PodReady(&p) && !p.Spec.HostNetwork {
 						pods = append(pods, p.Namespace+"/"+p.Name)
 					}
 				}
@@ -93,17 +97,17 @@ func matrixCmd(g *globals) *cobra.Command {
 			if len(pods) == 0 {
 				return errors.New("no running pods to probe")
 			}
-			m, err := lab.Prober{CS: cs, Timeout: time.Second}.ProbeAll(cmd.Context(), pods, port, proto, 8)
+			m, err := probe.Prober{CS: cs, Timeout: time.Second}.ProbeAll(cmd.Context(), pods, port, proto, 8)
 			if err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v\n", err)
 			}
-			var exp *lab.Matrix
+			var exp *probe.Matrix
 			switch expect {
 			case "":
 			case "all":
-				exp = lab.NewMatrix(pods, true)
+				exp = probe.NewMatrix(pods, true)
 			case "none":
-				exp = lab.NewMatrix(pods, false)
+				exp = probe.NewMatrix(pods, false)
 			default:
 				return &ExitError{Code: 2, Err: fmt.Errorf("--expect must be all or none, got %q", expect)}
 			}
@@ -133,16 +137,16 @@ func restartAgentCmd(g *globals) *cobra.Command {
 			if _, err := g.stateWithNode(args[0]); err != nil {
 				return err
 			}
-			np, err := lab.ReadNodePIDs(g.paths().Node(args[0]))
-			if err != nil || np.PIDs["trellis-agent"] == 0 || !lab.Alive(np.PIDs["trellis-agent"], "trellis-agent") {
+			np, err := node.ReadPIDs(g.paths().Node(args[0]))
+			if err != nil || np.PIDs["trellis-agent"] == 0 || !proc.Alive(np.PIDs["trellis-agent"], "trellis-agent") {
 				return fmt.Errorf("no trellis-agent is running on %s", args[0])
 			}
 			pid := np.PIDs["trellis-agent"]
-			spec, err := lab.LoadNodeSpec(filepath.Join(g.paths().Node(args[0]), "node.json"))
+			spec, err := node.LoadSpec(filepath.Join(g.paths().Node(args[0]), "node.json"))
 			if err != nil {
 				return err
 			}
-			if copied, err := lab.RefreshTrellisBinaries(spec, g.binDir); err != nil {
+			if copied, err := node.RefreshTrellisBinaries(spec, g.binDir); err != nil {
 				return err
 			} else if len(copied) > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "updated %v on %s from %s\n", copied, args[0], g.binDir)
@@ -168,17 +172,17 @@ func nodeCmd(g *globals, verb string) *cobra.Command {
 			}
 			p := g.paths()
 			pr, _ := st.Process("node/" + args[0])
-			running := pr != nil && lab.Alive(pr.PID, "__node")
+			running := pr != nil && proc.Alive(pr.PID, "__node")
 			if verb == "stop-node" {
 				if !running {
 					return fmt.Errorf("node %s is not running", args[0])
 				}
 				_ = syscall.Kill(pr.PID, syscall.SIGTERM)
 				deadline := time.Now().Add(20 * time.Second)
-				for lab.Alive(pr.PID, "__node") && time.Now().Before(deadline) {
+				for proc.Alive(pr.PID, "__node") && time.Now().Before(deadline) {
 					time.Sleep(100 * time.Millisecond)
 				}
-				if err := lab.KillCgroup(pr.Group, 2*time.Second); err != nil {
+				if err := proc.KillCgroup(pr.Group, 2*time.Second); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "node %s stopped\n", args[0])
@@ -187,11 +191,11 @@ func nodeCmd(g *globals, verb string) *cobra.Command {
 			if running {
 				return fmt.Errorf("node %s is already running", args[0])
 			}
-			spec, err := lab.LoadNodeSpec(filepath.Join(p.Node(args[0]), "node.json"))
+			spec, err := node.LoadSpec(filepath.Join(p.Node(args[0]), "node.json"))
 			if err != nil {
 				return err
 			}
-			if err := lab.StartNode(p, st, filepath.Join(p.Bin(), "trellis-lab"), spec, false); err != nil {
+			if err := node.Start(p, st, filepath.Join(p.Bin(), "trellis-lab"), spec, false); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "node %s starting\n", args[0])
@@ -214,12 +218,12 @@ func apiserverCmd(g *globals, verb string) *cobra.Command {
 			if !ok {
 				return errors.New("the lab has no API server record")
 			}
-			alive := lab.Alive(pr.PID, "kube-apiserver")
+			alive := proc.Alive(pr.PID, "kube-apiserver")
 			if verb == "stop-apiserver" {
 				if !alive {
 					return errors.New("the API server is not running")
 				}
-				lab.StopPID(pr.PID, "kube-apiserver", 10*time.Second)
+				proc.StopPID(pr.PID, "kube-apiserver", 10*time.Second)
 				fmt.Fprintln(cmd.OutOrStdout(), "API server stopped")
 				return nil
 			}
@@ -227,15 +231,15 @@ func apiserverCmd(g *globals, verb string) *cobra.Command {
 				return errors.New("the API server is already running")
 			}
 			p := g.paths()
-			c := lab.Component{Name: pr.Name, Group: pr.Group, Netns: pr.Netns, Argv: pr.Argv}
-			if err := lab.StartComponent(p, st, filepath.Join(p.Bin(), "trellis-lab"), c); err != nil {
+			c := controlplane.Component{Name: pr.Name, Group: pr.Group, Netns: pr.Netns, Argv: pr.Argv}
+			if err := controlplane.StartComponent(p, st, filepath.Join(p.Bin(), "trellis-lab"), c); err != nil {
 				return err
 			}
-			cs, _, err := lab.Client(p.AdminKubeconfig())
+			cs, _, err := kube.Client(p.AdminKubeconfig())
 			if err != nil {
 				return err
 			}
-			if err := lab.WaitAPIServer(cmd.Context(), cs, 60*time.Second); err != nil {
+			if err := kube.WaitAPIServer(cmd.Context(), cs, 60*time.Second); err != nil {
 				return fmt.Errorf("API server restarted but is not ready: %w", err)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "API server ready")
@@ -297,35 +301,35 @@ func internalCmds() []*cobra.Command {
 	ex := &cobra.Command{
 		Use: "__exec", Hidden: true,
 		RunE: func(_ *cobra.Command, args []string) error {
-			return lab.ExecInto(group, netns, newMount, args)
+			return proc.ExecInto(group, netns, newMount, args)
 		},
 	}
 	ex.Flags().StringVar(&group, "cgroup", "", "")
 	ex.Flags().StringVar(&netns, "netns", "", "")
 	ex.Flags().BoolVar(&newMount, "new-mount-ns", false, "")
-	node := &cobra.Command{
+	sup := &cobra.Command{
 		Use: "__node", Hidden: true,
 		RunE: func(_ *cobra.Command, _ []string) error {
-			s, err := lab.LoadNodeSpec(spec)
+			s, err := node.LoadSpec(spec)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := signalContext()
 			defer cancel()
-			return lab.RunNode(ctx, s)
+			return node.Run(ctx, s)
 		},
 	}
-	node.Flags().StringVar(&spec, "spec", "", "")
+	sup.Flags().StringVar(&spec, "spec", "", "")
 	fwd := &cobra.Command{
 		Use: "__forward", Hidden: true,
 		RunE: func(_ *cobra.Command, _ []string) error {
 			ctx, cancel := signalContext()
 			defer cancel()
-			return lab.Forward(ctx, listen, netns, target)
+			return controlplane.Forward(ctx, listen, netns, target)
 		},
 	}
 	fwd.Flags().StringVar(&listen, "listen", "", "")
 	fwd.Flags().StringVar(&netns, "netns", "", "")
 	fwd.Flags().StringVar(&target, "target", "", "")
-	return []*cobra.Command{ex, node, fwd}
+	return []*cobra.Command{ex, sup, fwd}
 }

@@ -21,7 +21,8 @@ import (
 
 	"github.com/trellisnet/trellis/internal/dataplane"
 	"github.com/trellisnet/trellis/internal/dataplane/dataplanetest"
-	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing"
 )
@@ -79,7 +80,7 @@ func TestE2EAgentPodTruthTable(t *testing.T) {
 	requireAgent(t)
 	nodes := l.Nodes()
 	pods := createPods(t, "agent-tt", append([]string{nodes[0]}, nodes...))
-	expected := lab.NewMatrix(pods, true)
+	expected := probe.NewMatrix(pods, true)
 	for _, a := range pods {
 		for _, b := range pods {
 			expected.Set(a, b, reachable(l.NodeOf(t, a), l.NodeOf(t, b)))
@@ -100,11 +101,11 @@ func TestE2EAgentPodToNodeAndNodeToPod(t *testing.T) {
 			addr := nodeHost(t, n).Addr.String()
 			// Pod -> node works in every mode: node addresses are outside
 			// the cluster CIDR, so cross-subnet traffic is masqueraded.
-			if err := lab.ProbeFromNetns(podNetns(t, p), lab.Target{Addr: addr, Port: 10250, Proto: "tcp"}, 3*time.Second); err != nil {
+			if err := probe.ProbeFromNetns(podNetns(t, p), probe.Target{Addr: addr, Port: 10250, Proto: "tcp"}, 3*time.Second); err != nil {
 				t.Errorf("pod %s (on %s) -> node %s %s:10250: %v", p, src, n, addr, err)
 			}
 			podIP := getPod(t, p).Status.PodIP
-			err := lab.ProbeFromNetns(netnsPath(nodeHost(t, n).Netns), lab.Target{Addr: podIP, Port: 80, Proto: "tcp"}, 3*time.Second)
+			err := probe.ProbeFromNetns(netnsPath(nodeHost(t, n).Netns), probe.Target{Addr: podIP, Port: 80, Proto: "tcp"}, 3*time.Second)
 			if want := reachable(n, src); (err == nil) != want {
 				t.Errorf("node %s -> pod %s (on %s) %s:80: err %v, want reachable=%v", n, p, src, podIP, err, want)
 			}
@@ -121,7 +122,7 @@ func TestE2EAgentServiceClusterIPCrossNode(t *testing.T) {
 		backendNode = nodes[2] // same subnet as nodes[0]
 	}
 	pods := createPods(t, "agent-svc", []string{nodes[0], backendNode})
-	nsName, backend, _ := lab.SplitPodRef(pods[1])
+	nsName, backend, _ := probe.SplitPodRef(pods[1])
 	ctx := context.Background()
 	svc, err := l.CS.CoreV1().Services(nsName).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "backend"},
@@ -133,7 +134,7 @@ func TestE2EAgentServiceClusterIPCrossNode(t *testing.T) {
 	}
 	var lastErr error
 	took := eventually(t, 30*time.Second, "ClusterIP reachable from "+pods[0], func() bool {
-		lastErr = lab.ProbeFromNetns(podNetns(t, pods[0]), lab.Target{Addr: svc.Spec.ClusterIP, Port: 8080, Proto: "tcp"}, 2*time.Second)
+		lastErr = probe.ProbeFromNetns(podNetns(t, pods[0]), probe.Target{Addr: svc.Spec.ClusterIP, Port: 8080, Proto: "tcp"}, 2*time.Second)
 		return lastErr == nil
 	})
 	t.Logf("pod on %s -> ClusterIP %s:8080 -> pod on %s after %v", nodes[0], svc.Spec.ClusterIP, backendNode, took)
@@ -164,7 +165,7 @@ func TestE2EAgentMasqueradeToExternal(t *testing.T) {
 			got <- c.RemoteAddr().(*net.TCPAddr).IP.String()
 			c.Close()
 		}()
-		conn, err := lab.DialInNetns(podNetns(t, p), "tcp", net.JoinHostPort(ext.Addr.String(), "18080"), 3*time.Second)
+		conn, err := topology.DialInNetns(podNetns(t, p), "tcp", net.JoinHostPort(ext.Addr.String(), "18080"), 3*time.Second)
 		if err != nil {
 			t.Errorf("pod %s (on %s) -> external %s: %v", p, node, ext.Addr, err)
 			ln.(*net.TCPListener).SetDeadline(time.Now())

@@ -20,7 +20,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellisnet/trellis/internal/dataplane"
-	"github.com/trellisnet/trellis/internal/lab"
+	labnode "github.com/trellisnet/trellis/internal/lab/node"
+	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/proc"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/routing"
 )
 
@@ -50,7 +53,7 @@ func startStream(t *testing.T, a, b string) *stream {
 		udpIn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ipB), Port: 19001})
 		return err
 	})
-	conn, err := lab.DialInNetns(pa, "tcp", net.JoinHostPort(ipB, "19000"), 5*time.Second)
+	conn, err := topology.DialInNetns(pa, "tcp", net.JoinHostPort(ipB, "19000"), 5*time.Second)
 	if err != nil {
 		t.Fatalf("TCP stream %s -> %s: %v", a, b, err)
 	}
@@ -59,7 +62,7 @@ func startStream(t *testing.T, a, b string) *stream {
 		t.Fatal(err)
 	}
 	ln.Close()
-	udpOut, err := lab.DialInNetns(pa, "udp", net.JoinHostPort(ipB, "19001"), 5*time.Second)
+	udpOut, err := topology.DialInNetns(pa, "udp", net.JoinHostPort(ipB, "19001"), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +184,7 @@ func (s *stream) finish(t *testing.T, what string) {
 }
 
 func agentPID(t *testing.T, node string) int {
-	np, err := lab.ReadNodePIDs(l.Paths.Node(node))
+	np, err := labnode.ReadPIDs(l.Paths.Node(node))
 	if err != nil {
 		t.Fatalf("pids of %s: %v", node, err)
 	}
@@ -198,7 +201,7 @@ func restartAgent(t *testing.T, node string) {
 	}
 	eventually(t, 30*time.Second, "agent restarted on "+node, func() bool {
 		p := agentPID(t, node)
-		return p != 0 && p != old && lab.Alive(p, "trellis-agent")
+		return p != 0 && p != old && proc.Alive(p, "trellis-agent")
 	})
 }
 
@@ -283,11 +286,11 @@ func setAgentMode(t *testing.T, node, newMode string) {
 	if newMode == "" {
 		newMode = mode()
 	}
-	spec, err := lab.LoadNodeSpec(filepath.Join(l.Paths.Node(node), "node.json"))
+	spec, err := labnode.LoadSpec(filepath.Join(l.Paths.Node(node), "node.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := lab.WriteAgentConfig(spec, newMode); err != nil {
+	if err := labnode.WriteAgentConfig(spec, newMode); err != nil {
 		t.Fatal(err)
 	}
 	restartAgent(t, node)
@@ -349,7 +352,7 @@ func TestE2EAgentModeChangeConverges(t *testing.T) {
 	})
 	t.Logf("mode %s -> %s converged %v after the restarts", mode(), target, took)
 	all := createPods(t, "agent-mode-tt", nodes)
-	l.ExpectMatrix(t, all, 80, "tcp", lab.NewMatrix(all, true))
+	l.ExpectMatrix(t, all, 80, "tcp", probe.NewMatrix(all, true))
 	if s != nil {
 		s.finish(t, fmt.Sprintf("stream %s -> %s across the mode change", pods[0], pods[1]))
 	}

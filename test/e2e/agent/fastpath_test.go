@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/trellisnet/trellis/internal/config"
-	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
 
 // fastPathCounters scrapes trellis_fastpath_packets_total from the agent on
@@ -25,7 +25,7 @@ func fastPathCounters(t *testing.T, node string) map[string]float64 {
 	nsPath := netnsPath(nodeHost(t, node).Netns)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return lab.DialInNetns(nsPath, network, addr, 5*time.Second)
+			return topology.DialInNetns(nsPath, network, addr, 5*time.Second)
 		}}}
 	resp, err := client.Get("http://127.0.0.1:" + port + "/metrics")
 	if err != nil {

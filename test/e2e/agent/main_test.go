@@ -20,7 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellisnet/trellis/internal/dataplane"
-	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/test/e2e/framework"
 )
 
@@ -46,7 +47,7 @@ func mode() string { return l.State.Topology.Options.RoutingMode }
 // pod subnets) on nodes a and b: native cannot cross subnets.
 func reachable(a, b string) bool { return mode() != "native" || a == b || l.SameSubnet(a, b) }
 
-func nodeHost(t *testing.T, name string) lab.Host {
+func nodeHost(t *testing.T, name string) topology.Host {
 	t.Helper()
 	h, err := l.State.Topology.Node(name)
 	if err != nil {
@@ -90,7 +91,7 @@ func hasRoute(t *testing.T, dp *dataplane.Netlink, dst netip.Prefix) bool {
 
 func getPod(t *testing.T, ref string) *corev1.Pod {
 	t.Helper()
-	nsName, name, err := lab.SplitPodRef(ref)
+	nsName, name, err := probe.SplitPodRef(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func getPod(t *testing.T, ref string) *corev1.Pod {
 // podNetns returns the netns path of a running pod.
 func podNetns(t *testing.T, ref string) string {
 	t.Helper()
-	p, err := lab.PodNetns(getPod(t, ref))
+	p, err := probe.PodNetns(getPod(t, ref))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/lab/images"
 )
 
 // agentMem reads the agent's resident set on node in MiB: total (VmRSS),
@@ -139,7 +139,7 @@ func TestE2EAgentMemoryAt100Nodes2000Pods(t *testing.T) {
 		p := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%d", i), Namespace: nsName, Labels: map[string]string{"app": fmt.Sprintf("a%d", i%50)}},
 			Spec: corev1.PodSpec{NodeName: fmt.Sprintf("e2e-scale-%d", i%ghosts), TerminationGracePeriodSeconds: &zero,
-				Containers: []corev1.Container{{Name: "c", Image: lab.AgnhostImage}}},
+				Containers: []corev1.Container{{Name: "c", Image: images.AgnhostImage}}},
 		}
 		_, err := l.CS.CoreV1().Pods(nsName).Create(ctx, p, metav1.CreateOptions{})
 		return err

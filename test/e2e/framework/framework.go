@@ -22,16 +22,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/lab/images"
+	"github.com/trellisnet/trellis/internal/lab/kube"
+	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/state"
 )
 
 // Lab is a running lab as seen by tests.
 type Lab struct {
 	Bin    string
-	Paths  lab.Paths
-	State  *lab.State
+	Paths  state.Paths
+	State  *state.State
 	CS     *kubernetes.Clientset
-	Prober lab.Prober
+	Prober probe.Prober
 	owned  bool // brought up by this harness: take it down at the end
 }
 
@@ -62,7 +65,7 @@ func Setup(ctx context.Context) (*Lab, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("the e2e tests need root (they run a lab of network namespaces)")
 	}
-	l := &Lab{Bin: repoBin(), Paths: lab.NewPaths(os.Getenv("TRELLIS_LAB_NAME"))}
+	l := &Lab{Bin: repoBin(), Paths: state.NewPaths(os.Getenv("TRELLIS_LAB_NAME"))}
 	if os.Getenv("TRELLIS_LAB_REUSE") != "1" {
 		mode := os.Getenv("TRELLIS_LAB_ROUTING")
 		if mode == "" {
@@ -78,17 +81,17 @@ func Setup(ctx context.Context) (*Lab, error) {
 		fmt.Printf("framework: lab up in %s\n", time.Since(start).Round(time.Millisecond))
 		l.owned = true
 	}
-	st, err := lab.LoadState(l.Paths)
+	st, err := state.LoadState(l.Paths)
 	if err != nil {
 		return nil, fmt.Errorf("no lab to use (TRELLIS_LAB_REUSE=1 needs a running lab): %w", err)
 	}
 	l.State = st
-	cs, _, err := lab.Client(l.Paths.AdminKubeconfig())
+	cs, _, err := kube.Client(l.Paths.AdminKubeconfig())
 	if err != nil {
 		return nil, err
 	}
 	l.CS = cs
-	l.Prober = lab.Prober{CS: cs, Timeout: 2 * time.Second}
+	l.Prober = probe.Prober{CS: cs, Timeout: 2 * time.Second}
 	return l, nil
 }
 
@@ -159,7 +162,7 @@ func AgnhostPod(ns string, s PodSpec) *corev1.Pod {
 			TerminationGracePeriodSeconds: &zero,
 			Containers: []corev1.Container{{
 				Name:            "agnhost",
-				Image:           lab.AgnhostImage,
+				Image:           images.AgnhostImage,
 				ImagePullPolicy: corev1.PullIfNotPresent,
 				Args:            []string{"netexec", "--http-port=80", "--udp-port=81"},
 				Ports: []corev1.ContainerPort{
@@ -202,7 +205,7 @@ func (l *Lab) WaitPodsReady(ctx context.Context, ns string, n int, timeout time.
 		var notReady []string
 		if err == nil {
 			for i := range list.Items {
-				if lab.PodReady(&list.Items[i]) {
+				if kube.PodReady(&list.Items[i]) {
 					ready++
 				} else {
 					notReady = append(notReady, list.Items[i].Name)
@@ -228,7 +231,7 @@ func (l *Lab) WaitPodsReady(ctx context.Context, ns string, n int, timeout time.
 // NodeOf returns the node a pod (NS/POD) runs on.
 func (l *Lab) NodeOf(t testing.TB, ref string) string {
 	t.Helper()
-	ns, name, err := lab.SplitPodRef(ref)
+	ns, name, err := probe.SplitPodRef(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,10 +245,10 @@ func (l *Lab) NodeOf(t testing.TB, ref string) string {
 // ExpectMatrix probes every pair of pods and fails t with the expected and
 // observed truth tables when they differ. A wrong cell is re-probed a few
 // times before it counts (first packets may race route programming).
-func (l *Lab) ExpectMatrix(t testing.TB, pods []string, port int, proto string, expected *lab.Matrix) {
+func (l *Lab) ExpectMatrix(t testing.TB, pods []string, port int, proto string, expected *probe.Matrix) {
 	t.Helper()
 	ctx := context.Background()
-	var observed *lab.Matrix
+	var observed *probe.Matrix
 	for attempt := 0; attempt < 3; attempt++ {
 		var err error
 		observed, err = l.Prober.ProbeAll(ctx, pods, port, proto, 8)
@@ -258,7 +261,7 @@ func (l *Lab) ExpectMatrix(t testing.TB, pods []string, port int, proto string, 
 		}
 		time.Sleep(time.Second)
 	}
-	t.Errorf("%d/%s connectivity differs from the expectation:\n%s", port, proto, lab.Report(expected, observed))
+	t.Errorf("%d/%s connectivity differs from the expectation:\n%s", port, proto, probe.Report(expected, observed))
 }
 
 // Main is a TestMain body: it sets *l up (Setup), runs the tests, tears the

@@ -25,7 +25,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/lab/images"
+	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/test/e2e/framework"
 )
 
@@ -67,7 +69,7 @@ func TestBenchPolicy(t *testing.T) {
 	parallel(t, benchPods, 32, func(i int) error {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%05d", i), Namespace: fake,
 			Labels: map[string]string{"app": fmt.Sprintf("app%d", i%benchPolicies), "role": []string{"a", "b", "c"}[i%3]}},
-			Spec: corev1.PodSpec{NodeName: "bench-ghost", Containers: []corev1.Container{{Name: "c", Image: lab.AgnhostImage,
+			Spec: corev1.PodSpec{NodeName: "bench-ghost", Containers: []corev1.Container{{Name: "c", Image: images.AgnhostImage,
 				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}}}}}}
 		got, err := l.CS.CoreV1().Pods(fake).Create(ctx, p, metav1.CreateOptions{})
 		if err != nil {
@@ -172,7 +174,7 @@ func netnsOf(t *testing.T, ref string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, err := lab.PodNetns(p)
+	path, err := probe.PodNetns(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +262,7 @@ func measurePath(t *testing.T, client, serverIP string) pathResult {
 	var mbps, cps []float64
 	buf := make([]byte, 128<<10)
 	for run := 0; run < 3; run++ {
-		c, err := lab.DialInNetns(client, "tcp4", net.JoinHostPort(serverIP, "5201"), 2*time.Second)
+		c, err := topology.DialInNetns(client, "tcp4", net.JoinHostPort(serverIP, "5201"), 2*time.Second)
 		if err != nil {
 			t.Fatalf("throughput dial: %v", err)
 		}
@@ -278,7 +280,7 @@ func measurePath(t *testing.T, client, serverIP string) pathResult {
 		count := 0
 		start = time.Now()
 		for time.Since(start) < 2*time.Second {
-			c, err := lab.DialInNetns(client, "tcp4", net.JoinHostPort(serverIP, "5202"), time.Second)
+			c, err := topology.DialInNetns(client, "tcp4", net.JoinHostPort(serverIP, "5202"), time.Second)
 			if err != nil {
 				t.Fatalf("connect: %v", err)
 			}
@@ -298,7 +300,7 @@ func waitFlip(t *testing.T, client, serverIP string, want bool, within time.Dura
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < within {
-		c, err := lab.DialInNetns(client, "tcp4", net.JoinHostPort(serverIP, "5202"), 50*time.Millisecond)
+		c, err := topology.DialInNetns(client, "tcp4", net.JoinHostPort(serverIP, "5202"), 50*time.Millisecond)
 		if err == nil {
 			c.Close()
 		}

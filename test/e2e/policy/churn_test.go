@@ -22,7 +22,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/podgroup"
 	"github.com/trellisnet/trellis/test/e2e/framework"
 )
@@ -93,7 +94,7 @@ func routeWatch(ctx context.Context, t *testing.T, node string, found func(ip st
 func hammer(proberNetns, ip string, d time.Duration) (bool, time.Duration) {
 	start := time.Now()
 	for time.Since(start) < d {
-		c, err := lab.DialInNetns(proberNetns, "tcp4", net.JoinHostPort(ip, "80"), 250*time.Millisecond)
+		c, err := topology.DialInNetns(proberNetns, "tcp4", net.JoinHostPort(ip, "80"), 250*time.Millisecond)
 		if err == nil {
 			c.Close()
 			return true, time.Since(start)
@@ -124,7 +125,7 @@ func TestE2EPolicyChurnFirstPacket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proberNetns, err := lab.PodNetns(proberPod)
+	proberNetns, err := probe.PodNetns(proberPod)
 	if err != nil {
 		t.Fatal(err)
 	}

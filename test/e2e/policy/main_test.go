@@ -8,7 +8,7 @@
 // (internal/policy/oracle) evaluated on the live API objects.
 //
 // SCTP: this kernel has no SCTP sockets, so SCTP 80/81 is probed with the
-// lab's raw-packet probe (lab.ProbeSCTP: a crafted INIT sent from the source
+// lab's raw-packet probe (probe.ProbeSCTP: a crafted INIT sent from the source
 // pod, verdict = seen on the destination pod's interface), in the truth
 // table cases that opt in (no policies, default deny ingress, SCTP not
 // admitted by a TCP rule, an SCTP rule admits SCTP and not TCP); the full

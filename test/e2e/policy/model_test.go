@@ -18,7 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/lab/images"
+	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/policy/oracle"
 )
 
@@ -70,7 +71,7 @@ func serverPod(ns, name, node string) *corev1.Pod {
 		}
 		c := corev1.Container{
 			Name:            fmt.Sprintf("cont-%d-%s", pr.port, strings.ToLower(string(pr.proto))),
-			Image:           lab.AgnhostImage,
+			Image:           images.AgnhostImage,
 			ImagePullPolicy: corev1.PullIfNotPresent,
 			Args:            []string{"serve-hostname", flag, "--http=false", fmt.Sprintf("--port=%d", pr.port)},
 			Ports: []corev1.ContainerPort{{Name: fmt.Sprintf("serve-%d-%s", pr.port, strings.ToLower(string(pr.proto))),
@@ -114,7 +115,7 @@ func newModel(t *testing.T) *model {
 	sort.Strings(m.pods)
 	for _, short := range m.pods {
 		p := m.get(t, short)
-		path, err := lab.PodNetns(p)
+		path, err := probe.PodNetns(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,12 +171,12 @@ func (m *model) cluster(t *testing.T) (*oracle.Cluster, map[string]*corev1.Pod) 
 
 // expected computes the truth table of every probe from the oracle. A pod
 // reaching itself never leaves its namespace: always allowed.
-func (m *model) expected(t *testing.T) map[probeSpec]*lab.Matrix {
+func (m *model) expected(t *testing.T) map[probeSpec]*probe.Matrix {
 	t.Helper()
 	c, pods := m.cluster(t)
-	out := map[probeSpec]*lab.Matrix{}
+	out := map[probeSpec]*probe.Matrix{}
 	for _, pr := range m.probes {
-		mx := lab.NewMatrix(m.pods, true)
+		mx := probe.NewMatrix(m.pods, true)
 		for _, a := range m.pods {
 			for _, b := range m.pods {
 				if a != b {
@@ -222,9 +223,9 @@ func (m *model) probe(c cell, timeout time.Duration) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		return lab.ProbeSCTP(m.netns[c.from], m.netns[c.to], dst, uint16(c.pr.port), timeout)
+		return probe.ProbeSCTP(m.netns[c.from], m.netns[c.to], dst, uint16(c.pr.port), timeout)
 	}
-	err := lab.ProbeFromNetns(m.netns[c.from], lab.Target{Addr: m.ip[c.to], Port: c.pr.port,
+	err := probe.ProbeFromNetns(m.netns[c.from], probe.Target{Addr: m.ip[c.to], Port: c.pr.port,
 		Proto: strings.ToLower(string(c.pr.proto))}, timeout)
 	return err == nil, nil
 }
@@ -276,14 +277,14 @@ func (m *model) expect(t *testing.T, within time.Duration) {
 		if time.Since(start) > within {
 			var b strings.Builder
 			for _, pr := range m.probes {
-				o := lab.NewMatrix(m.pods, true)
+				o := probe.NewMatrix(m.pods, true)
 				for _, c := range all {
 					if c.pr == pr {
 						o.Set(c.from, c.to, obs[c])
 					}
 				}
 				if exp[pr].Diff(o) > 0 {
-					fmt.Fprintf(&b, "--- %s (rows: from, columns: to)\n%s", pr, lab.Report(exp[pr], o))
+					fmt.Fprintf(&b, "--- %s (rows: from, columns: to)\n%s", pr, probe.Report(exp[pr], o))
 				}
 			}
 			c, _ := m.cluster(t)

@@ -1,4 +1,7 @@
-package lab
+// Package pki makes the lab's credentials: a CA, serving and client
+// certificates for every component, the service-account key pair and the
+// kubeconfigs that carry them.
+package pki
 
 import (
 	"crypto/ecdsa"

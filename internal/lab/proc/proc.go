@@ -1,4 +1,7 @@
-package lab
+// Package proc starts, finds and stops the lab's processes: detached spawns
+// placed in the lab's cgroups before they exec (the kernel's record of what
+// the lab must stop), the cgroup trees themselves, and small command helpers.
+package proc
 
 import (
 	"bufio"
@@ -18,14 +21,15 @@ import (
 // memory accounting belongs to whoever runs the lab).
 var cgroupControllers = []string{"pids", "freezer", "systemd"}
 
-const cgroupFS = "/sys/fs/cgroup"
+// CgroupFS is where the cgroup v1 hierarchies are mounted.
+const CgroupFS = "/sys/fs/cgroup"
 
 // JoinCgroup moves the calling process into the cgroup path (relative to
 // the hierarchy roots) in every controller of cgroupControllers, creating the
 // cgroups as needed.
 func JoinCgroup(group string) error {
 	for _, c := range cgroupControllers {
-		d := filepath.Join(cgroupFS, c, group)
+		d := filepath.Join(CgroupFS, c, group)
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("creating cgroup %s: %w", d, err)
 		}
@@ -41,7 +45,7 @@ func CgroupPIDs(group string) ([]int, error) {
 	if group == "" {
 		return nil, errors.New("refusing to list the root cgroup")
 	}
-	root := filepath.Join(cgroupFS, "pids", group)
+	root := filepath.Join(CgroupFS, "pids", group)
 	var pids []int
 	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
@@ -117,13 +121,13 @@ func RemoveCgroups(rootName string) error {
 	if rootName == "" {
 		return errors.New("refusing to remove the root cgroup")
 	}
-	entries, err := os.ReadDir(cgroupFS)
+	entries, err := os.ReadDir(CgroupFS)
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", cgroupFS, err)
+		return fmt.Errorf("reading %s: %w", CgroupFS, err)
 	}
 	var errs []error
 	for _, e := range entries {
-		root := filepath.Join(cgroupFS, e.Name(), rootName)
+		root := filepath.Join(CgroupFS, e.Name(), rootName)
 		if _, err := os.Stat(root); err != nil {
 			continue
 		}
@@ -170,7 +174,7 @@ func Spawn(labBin, group, netns string, newMountNS bool, logFile string, argv []
 	cmd.Env = append(os.Environ(), env...)
 	for _, kind := range []string{"mnt", "net"} {
 		if id, err := os.Readlink("/proc/self/ns/" + kind); err == nil {
-			cmd.Env = append(cmd.Env, hostNSEnv(kind)+"="+id)
+			cmd.Env = append(cmd.Env, HostNSEnv(kind)+"="+id)
 		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -240,23 +244,23 @@ func StopPID(pid int, want string, grace time.Duration) {
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
-// hostNSEnv names the variable through which Spawn tells a child which
+// HostNSEnv names the variable through which Spawn tells a child which
 // namespace of kind ("mnt", "net") the lab itself runs in.
-func hostNSEnv(kind string) string { return "TRELLIS_LAB_HOST_" + strings.ToUpper(kind) + "NS" }
+func HostNSEnv(kind string) string { return "TRELLIS_LAB_HOST_" + strings.ToUpper(kind) + "NS" }
 
 // EnsureNodeCgroups creates the cgroup path group in every v1 hierarchy (the
 // kubelet's cgroupRoot must exist in all of them); in cpuset the new cgroups
 // inherit their parent's CPUs and memory nodes.
 func EnsureNodeCgroups(group string) error {
-	entries, err := os.ReadDir(cgroupFS)
+	entries, err := os.ReadDir(CgroupFS)
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", cgroupFS, err)
+		return fmt.Errorf("reading %s: %w", CgroupFS, err)
 	}
 	for _, e := range entries {
 		if !e.IsDir() || e.Name() == "unified" {
 			continue
 		}
-		parent := filepath.Join(cgroupFS, e.Name())
+		parent := filepath.Join(CgroupFS, e.Name())
 		if _, err := os.Stat(filepath.Join(parent, "cgroup.procs")); err != nil {
 			continue // not a cgroup v1 hierarchy
 		}

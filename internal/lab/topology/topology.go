@@ -1,8 +1,8 @@
-// Package lab runs a real Kubernetes cluster on one Linux machine: a control
-// plane and kubelet+containerd nodes, each in its own network namespace, joined
-// by bridge underlays in a switch namespace and a router namespace. It is the
-// engine behind cmd/trellis-lab and the e2e test harness.
-package lab
+// Package topology is the shape of a lab and the network that realises it:
+// Plan computes, as pure data, the underlay subnets, the hosts (control
+// plane, nodes, external host) and their namespaces and addresses;
+// BuildNetwork creates those namespaces, bridges, veths and routes.
+package topology
 
 import (
 	"errors"

@@ -1,4 +1,7 @@
-package lab
+// Package images builds the images every lab node imports into its
+// containerd (agnhost and the sandbox image) from static binaries, without a
+// registry, and names them as the pods and containerd expect.
+package images
 
 import (
 	"archive/tar"
@@ -15,6 +18,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// Image names the nodes' containerd must hold (imported, never pulled).
+const (
+	AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	PauseImage   = "registry.k8s.io/pause:3.10.1"
 )
 
 // ImageSpec describes a single-binary image built without a registry.

@@ -1,4 +1,4 @@
-package lab
+package controlplane
 
 import (
 	"context"
@@ -8,20 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
-
-// DialInNetns opens a connection from inside the network namespace at
-// nsPath (a /run/netns/NAME or /proc/PID/ns/net path).
-func DialInNetns(nsPath, network, addr string, timeout time.Duration) (net.Conn, error) {
-	var conn net.Conn
-	err := ns.WithNetNSPath(nsPath, func(ns.NetNS) error {
-		var err error
-		conn, err = net.DialTimeout(network, addr, timeout)
-		return err
-	})
-	return conn, err
-}
 
 // Forward is the body of `trellis-lab __forward`: it accepts connections on
 // listen (in the machine's namespace, a loopback address) and relays each to
@@ -46,7 +34,7 @@ func Forward(ctx context.Context, listen, nsPath, target string) error {
 
 func relay(c net.Conn, nsPath, target string) {
 	defer c.Close()
-	up, err := DialInNetns(nsPath, "tcp", target, 5*time.Second)
+	up, err := topology.DialInNetns(nsPath, "tcp", target, 5*time.Second)
 	if err != nil {
 		return
 	}

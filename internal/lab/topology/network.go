@@ -1,7 +1,6 @@
-package lab
+package topology
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,23 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+
+	"github.com/trellisnet/trellis/internal/lab/proc"
 )
-
-// run executes a command and returns its error with its output attached.
-func run(ctx context.Context, name string, args ...string) error {
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return nil
-}
-
-// inNetns runs argv inside the named network namespace.
-func inNetns(ctx context.Context, netns string, argv ...string) error {
-	return run(ctx, "nsenter", append([]string{"--net=/run/netns/" + netns, "--"}, argv...)...)
-}
 
 // ListLabNetns returns the existing network namespaces whose name carries the
 // lab prefix (including leftovers of a crashed lab).
@@ -53,7 +38,7 @@ func DeleteNetns(ctx context.Context, names []string) error {
 		if _, err := os.Stat("/run/netns/" + n); errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		if err := run(ctx, "ip", "netns", "delete", n); err != nil {
+		if err := proc.Run(ctx, "ip", "netns", "delete", n); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -63,16 +48,16 @@ func DeleteNetns(ctx context.Context, names []string) error {
 // veth creates a veth pair with one end in each namespace, directly (the
 // machine's own namespace never holds either end).
 func veth(ctx context.Context, nsA, nameA, nsB, nameB string) error {
-	return run(ctx, "ip", "link", "add", "name", nameA, "netns", nsA, "type", "veth",
+	return proc.Run(ctx, "ip", "link", "add", "name", nameA, "netns", nsA, "type", "veth",
 		"peer", "name", nameB, "netns", nsB)
 }
 
 func ipn(ctx context.Context, netns string, args ...string) error {
-	return run(ctx, "ip", append([]string{"-n", netns}, args...)...)
+	return proc.Run(ctx, "ip", append([]string{"-n", netns}, args...)...)
 }
 
 func sysctl(ctx context.Context, netns, key, value string) error {
-	return inNetns(ctx, netns, "sysctl", "-q", "-w", key+"="+value)
+	return InNetns(ctx, netns, "sysctl", "-q", "-w", key+"="+value)
 }
 
 // BuildNetwork creates every namespace, bridge, veth, address and route of t.
@@ -80,7 +65,7 @@ func sysctl(ctx context.Context, netns, key, value string) error {
 // cleaned by `down`.
 func BuildNetwork(ctx context.Context, t Topology) error {
 	for _, n := range t.Netnses() {
-		if err := run(ctx, "ip", "netns", "add", n); err != nil {
+		if err := proc.Run(ctx, "ip", "netns", "add", n); err != nil {
 			return err
 		}
 		if err := ipn(ctx, n, "link", "set", "lo", "up"); err != nil {

@@ -1,9 +1,8 @@
-package lab
+package node
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,55 +13,8 @@ import (
 	"time"
 
 	"github.com/trellisnet/trellis/internal/atomicfile"
+	"github.com/trellisnet/trellis/internal/lab/proc"
 )
-
-// cgroupMounts are the v1 hierarchies remounted inside a node's mount
-// namespace (a fresh sysfs hides the machine's /sys/fs/cgroup).
-var cgroupMounts = [][2]string{
-	{"cpu", "cpu"}, {"cpuacct", "cpuacct"}, {"cpuset", "cpuset"}, {"memory", "memory"},
-	{"devices", "devices"}, {"freezer", "freezer"}, {"blkio", "blkio"}, {"pids", "pids"},
-	{"systemd", "none,name=systemd"},
-}
-
-// setupNodeMounts runs inside the node's private mount and network
-// namespaces: a sysfs of the node's own network namespace, the cgroup
-// hierarchies, and the node-private directories over the standard paths.
-func setupNodeMounts(s NodeSpec) error {
-	// Never mount over the machine's own paths: refuse unless this process
-	// is in a mount and network namespace other than those of the lab
-	// process that started it (Spawn passes them in the environment).
-	for _, kind := range []string{"mnt", "net"} {
-		self, err := os.Readlink("/proc/self/ns/" + kind)
-		host := os.Getenv(hostNSEnv(kind))
-		if err != nil || host == "" || self == host {
-			return fmt.Errorf("node %s: refusing to set up mounts: not in a %s namespace of its own (%s vs %q)", s.Name, kind, self, host)
-		}
-	}
-	if err := syscall.Mount("sysfs", "/sys", "sysfs", 0, ""); err != nil {
-		return fmt.Errorf("mounting sysfs: %w", err)
-	}
-	if err := syscall.Mount("cgroup-root", cgroupFS, "tmpfs", 0, "mode=755"); err != nil {
-		return fmt.Errorf("mounting tmpfs on %s: %w", cgroupFS, err)
-	}
-	for _, c := range cgroupMounts {
-		d := filepath.Join(cgroupFS, c[0])
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("creating %s: %w", d, err)
-		}
-		if err := syscall.Mount("cgroup", d, "cgroup", 0, c[1]); err != nil {
-			return fmt.Errorf("mounting cgroup %s: %w", c[1], err)
-		}
-	}
-	if d := filepath.Join(cgroupFS, "unified"); os.MkdirAll(d, 0o755) == nil {
-		_ = syscall.Mount("cgroup2", d, "cgroup2", 0, "") // optional
-	}
-	for _, b := range s.Binds {
-		if err := syscall.Mount(b.Src, b.Dst, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind-mounting %s on %s: %w", b.Src, b.Dst, err)
-		}
-	}
-	return nil
-}
 
 // child is one supervised process of a node.
 type child struct {
@@ -71,13 +23,13 @@ type child struct {
 	env  []string
 }
 
-// RunNode is the body of `trellis-lab __node`: it runs in the node's network
+// Run is the body of `trellis-lab __node`: it runs in the node's network
 // namespace and a fresh mount namespace, sets the mounts up, then runs
 // containerd, imports the images, and keeps kubelet, kube-proxy and the
 // Trellis agent running (restarting them when they exit, as kubelet restarts
 // a DaemonSet pod) until ctx is cancelled, when it stops everything of the
 // node, containers included.
-func RunNode(ctx context.Context, s NodeSpec) error {
+func Run(ctx context.Context, s Spec) error {
 	if err := setupNodeMounts(s); err != nil {
 		return err
 	}
@@ -87,7 +39,7 @@ func RunNode(ctx context.Context, s NodeSpec) error {
 	}
 	sup := &supervisor{dir: s.Dir, logs: logs, pids: map[string]int{}, restarts: map[string]int{}}
 	defer func() {
-		_ = KillCgroup(s.Group, 5*time.Second)
+		_ = proc.KillCgroup(s.Group, 5*time.Second)
 	}()
 
 	var wg sync.WaitGroup
@@ -102,7 +54,7 @@ func RunNode(ctx context.Context, s NodeSpec) error {
 		return fmt.Errorf("containerd did not start (see %s): %w", filepath.Join(logs, "containerd.log"), err)
 	}
 	for _, img := range s.Images {
-		if err := run(ctx, "ctr", "--address", containerdSock, "-n", "k8s.io", "images", "import", img); err != nil {
+		if err := proc.Run(ctx, "ctr", "--address", containerdSock, "-n", "k8s.io", "images", "import", img); err != nil {
 			return fmt.Errorf("importing %s: %w", img, err)
 		}
 	}
@@ -122,15 +74,15 @@ func RunNode(ctx context.Context, s NodeSpec) error {
 	return nil
 }
 
-// NodePIDs is what the supervisor publishes about its children.
-type NodePIDs struct {
+// PIDs is what the supervisor publishes about its children.
+type PIDs struct {
 	PIDs     map[string]int `json:"pids"`
 	Restarts map[string]int `json:"restarts"`
 }
 
-// ReadNodePIDs reads a node's published child PIDs.
-func ReadNodePIDs(nodeDir string) (NodePIDs, error) {
-	var np NodePIDs
+// ReadPIDs reads a node's published child PIDs.
+func ReadPIDs(nodeDir string) (PIDs, error) {
+	var np PIDs
 	data, err := os.ReadFile(filepath.Join(nodeDir, "pids.json"))
 	if err != nil {
 		return np, err
@@ -152,7 +104,7 @@ func (s *supervisor) publish(name string, pid int, restarted bool) {
 	if restarted {
 		s.restarts[name]++
 	}
-	data, err := json.Marshal(NodePIDs{PIDs: s.pids, Restarts: s.restarts})
+	data, err := json.Marshal(PIDs{PIDs: s.pids, Restarts: s.restarts})
 	if err == nil {
 		_ = atomicfile.Write(filepath.Join(s.dir, "pids.json"), data, 0o644)
 	}
@@ -222,5 +174,3 @@ func waitSocket(ctx context.Context, path string, timeout time.Duration) error {
 		}
 	}
 }
-
-var errNoLab = errors.New("no lab is running (run `trellis-lab up`)")

@@ -1,4 +1,6 @@
-package lab
+// Package kube holds the lab's small client-go helpers: the admin client,
+// polling, and readiness of the API server, nodes and pods.
+package kube
 
 import (
 	"context"
@@ -26,8 +28,8 @@ func Client(path string) (*kubernetes.Clientset, *rest.Config, error) {
 	return cs, cfg, nil
 }
 
-// poll calls f every interval until it returns true, an error, or timeout.
-func poll(ctx context.Context, interval, timeout time.Duration, f func(context.Context) (bool, error)) error {
+// Poll calls f every interval until it returns true, an error, or timeout.
+func Poll(ctx context.Context, interval, timeout time.Duration, f func(context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
@@ -52,7 +54,7 @@ func poll(ctx context.Context, interval, timeout time.Duration, f func(context.C
 
 // WaitAPIServer waits until the API server answers /readyz.
 func WaitAPIServer(ctx context.Context, cs kubernetes.Interface, timeout time.Duration) error {
-	return poll(ctx, 200*time.Millisecond, timeout, func(ctx context.Context) (bool, error) {
+	return Poll(ctx, 200*time.Millisecond, timeout, func(ctx context.Context) (bool, error) {
 		b, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		return err == nil && string(b) == "ok", err
 	})
@@ -70,7 +72,7 @@ func NodeReady(n *corev1.Node) bool {
 
 // WaitNodes waits until every named node satisfies ok.
 func WaitNodes(ctx context.Context, cs kubernetes.Interface, names []string, timeout time.Duration, ok func(*corev1.Node) bool) error {
-	return poll(ctx, 500*time.Millisecond, timeout, func(ctx context.Context) (bool, error) {
+	return Poll(ctx, 500*time.Millisecond, timeout, func(ctx context.Context) (bool, error) {
 		for _, n := range names {
 			node, err := cs.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
 			if err != nil || !ok(node) {

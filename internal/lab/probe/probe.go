@@ -1,4 +1,7 @@
-package lab
+// Package probe checks connectivity between lab pods from inside their
+// network namespaces (found through the lab's cgroups, no process per probe),
+// including a raw-packet SCTP probe, and compares all-pairs truth tables.
+package probe
 
 import (
 	"context"
@@ -15,6 +18,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/trellisnet/trellis/internal/lab/proc"
+	"github.com/trellisnet/trellis/internal/lab/state"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
 
 // ErrUsage marks a bad probe request (exit status 2).
@@ -70,7 +77,7 @@ func PodNetns(pod *corev1.Pod) (string, error) {
 			continue
 		}
 		procs := ""
-		roots, _ := filepath.Glob(filepath.Join(cgroupFS, "pids", CgroupBase+"*", pod.Spec.NodeName))
+		roots, _ := filepath.Glob(filepath.Join(proc.CgroupFS, "pids", state.CgroupBase+"*", pod.Spec.NodeName))
 		for _, r := range roots {
 			if procs = findCgroupProcs(r, id); procs != "" {
 				break
@@ -114,7 +121,7 @@ func findCgroupProcs(root, id string) string {
 // netexec UDP server answers "hostname".
 func ProbeFromNetns(nsPath string, t Target, timeout time.Duration) error {
 	addr := net.JoinHostPort(t.Addr, strconv.Itoa(t.Port))
-	conn, err := DialInNetns(nsPath, t.Proto, addr, timeout)
+	conn, err := topology.DialInNetns(nsPath, t.Proto, addr, timeout)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,6 @@
 //go:build kernel
 
-package lab
+package topology
 
 import (
 	"context"

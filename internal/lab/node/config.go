@@ -1,4 +1,8 @@
-package lab
+// Package node is one lab node: its specification and private directories,
+// the configuration files of its components (containerd, kubelet,
+// kube-proxy, the Trellis agent), and the supervisor (`trellis-lab __node`)
+// that sets up its private mounts and keeps those components running.
+package node
 
 import (
 	"encoding/json"
@@ -6,12 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-)
 
-// Image names the nodes' containerd must hold (imported, never pulled).
-const (
-	AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
-	PauseImage   = "registry.k8s.io/pause:3.10.1"
+	"github.com/trellisnet/trellis/internal/lab/images"
+	"github.com/trellisnet/trellis/internal/lab/state"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
 
 // Bind is one bind mount of a node-private directory onto a standard path.
@@ -20,8 +22,8 @@ type Bind struct {
 	Dst string `json:"dst"`
 }
 
-// NodeSpec is everything the node supervisor (`trellis-lab __node`) needs.
-type NodeSpec struct {
+// Spec is everything the node supervisor (`trellis-lab __node`) needs.
+type Spec struct {
 	Name        string            `json:"name"`
 	Addr        string            `json:"addr"`
 	Group       string            `json:"group"` // cgroup path: the kubelet's cgroupRoot
@@ -57,18 +59,19 @@ const (
 	caPath             = nodeLabDir + "/ca.crt"
 )
 
-// NewNodeSpec lays out node n's private directories under p.
-func NewNodeSpec(p Paths, n Host, bin map[string]string, images []string, mode string) NodeSpec {
+// NewSpec lays out node n's private directories under p.
+func NewSpec(p state.Paths, n topology.Host, bin map[string]string, imageFiles []string, mode string) Spec {
 	dir := p.Node(n.Name)
-	s := NodeSpec{Name: n.Name, Addr: n.Addr.String(), Group: p.CgroupRoot() + "/" + n.Name, Dir: dir, Images: images, Bin: bin, RoutingMode: mode}
+	s := Spec{Name: n.Name, Addr: n.Addr.String(), Group: p.CgroupRoot() + "/" + n.Name, Dir: dir, Images: imageFiles, Bin: bin, RoutingMode: mode}
 	for _, m := range nodeMounts {
 		s.Binds = append(s.Binds, Bind{Src: filepath.Join(dir, "fs", strings.ReplaceAll(strings.TrimPrefix(m, "/"), "/", "-")), Dst: m})
 	}
 	return s
 }
 
-// hostPath maps an in-node path to where it lives on the host.
-func (s NodeSpec) hostPath(inNode string) string {
+// HostPath maps an in-node path to where it lives on the host ("" when it
+// is not on a node-private path).
+func (s Spec) HostPath(inNode string) string {
 	for _, b := range s.Binds {
 		if inNode == b.Dst || strings.HasPrefix(inNode, b.Dst+"/") {
 			return filepath.Join(b.Src, strings.TrimPrefix(inNode, b.Dst))
@@ -101,14 +104,14 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/opt/cni/bin"
     conf_dir = "/etc/cni/net.d"
-`, containerdSock, PauseImage)
+`, containerdSock, images.PauseImage)
 }
 
 // KubeletConfig renders the node's KubeletConfiguration: the settings this
 // machine needs (cgroup v1, no oom_score_adj changes) and a cgroup root of its
 // own per node (with per-QoS cgroups below it), so several kubelets share the
 // machine and every container of the node lives under /trellis-lab/<node>.
-func KubeletConfig(s NodeSpec) string {
+func KubeletConfig(s Spec) string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: %s
@@ -135,11 +138,11 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
 podPidsLimit: -1
 maxPods: 250
-`, s.Addr, caPath, containerdSock, s.Group, ClusterDNSIP, ClusterDomain)
+`, s.Addr, caPath, containerdSock, s.Group, topology.ClusterDNSIP, topology.ClusterDomain)
 }
 
 // KubeProxyConfig renders kube-proxy's configuration (nftables mode).
-func KubeProxyConfig(s NodeSpec) string {
+func KubeProxyConfig(s Spec) string {
 	return fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: nftables
@@ -149,13 +152,13 @@ clusterCIDR: %s
 metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 0.0.0.0:10256
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
-`, nodeLabDir, s.Name, ClusterCIDR)
+`, nodeLabDir, s.Name, topology.ClusterCIDR)
 }
 
 // AgentArgs is exactly the command line a DaemonSet would run the agent with;
 // the settings come from the configuration file, as from the DaemonSet's
 // ConfigMap, so a mode change is a config change plus an agent restart.
-func AgentArgs(s NodeSpec) []string {
+func AgentArgs(s Spec) []string {
 	return []string{agentInstallDir + "/trellis-agent", "--config=" + agentConfigPath,
 		"--kubeconfig=" + agentKubeconfig, "--node-name=" + s.Name}
 }
@@ -165,13 +168,13 @@ const agentConfigPath = "/etc/trellis/config.yaml"
 
 // AgentConfig is the content of the node's agent configuration file.
 func AgentConfig(routingMode string) string {
-	return fmt.Sprintf("routingMode: %s\nclusterCIDRs: [%q]\n", routingMode, ClusterCIDR)
+	return fmt.Sprintf("routingMode: %s\nclusterCIDRs: [%q]\n", routingMode, topology.ClusterCIDR)
 }
 
 // WriteAgentConfig replaces node s's agent configuration file with one for
 // routingMode; the agent reads it at its next start (restart-agent).
-func WriteAgentConfig(s NodeSpec, routingMode string) error {
-	hp := s.hostPath(agentConfigPath)
+func WriteAgentConfig(s Spec, routingMode string) error {
+	hp := s.HostPath(agentConfigPath)
 	if hp == "" {
 		return fmt.Errorf("node %s: %s is not on a node-private path", s.Name, agentConfigPath)
 	}
@@ -188,9 +191,9 @@ func WriteAgentConfig(s NodeSpec, routingMode string) error {
 	return nil
 }
 
-// WriteNodeFiles creates the node's directories and writes its configuration,
+// WriteFiles creates the node's directories and writes its configuration,
 // credentials and binaries. labKC is the directory of component kubeconfigs.
-func WriteNodeFiles(p Paths, s NodeSpec) error {
+func WriteFiles(p state.Paths, s Spec) error {
 	for _, b := range s.Binds {
 		if err := os.MkdirAll(b.Src, 0o755); err != nil {
 			return fmt.Errorf("creating %s: %w", b.Src, err)
@@ -203,13 +206,13 @@ func WriteNodeFiles(p Paths, s NodeSpec) error {
 		agentConfigPath:    []byte(AgentConfig(s.RoutingMode)),
 	}
 	copies := map[string]string{
-		kubeletKubeconfig:                  p.kc("kubelet-" + s.Name + ".conf"),
-		nodeLabDir + "/kube-proxy.conf":    p.kc("kube-proxy.conf"),
-		caPath:                             p.pki("ca.crt"),
+		kubeletKubeconfig:                  p.KubeconfigFile("kubelet-" + s.Name + ".conf"),
+		nodeLabDir + "/kube-proxy.conf":    p.KubeconfigFile("kube-proxy.conf"),
+		caPath:                             p.PKIFile("ca.crt"),
 		"/opt/cni/bin/loopback":            s.Bin["loopback"],
 		agentInstallDir + "/trellis-cni":   s.Bin["trellis-cni"],
 		agentInstallDir + "/trellis-agent": s.Bin["trellis-agent"],
-		agentKubeconfig:                    p.kc("trellis-agent.conf"),
+		agentKubeconfig:                    p.KubeconfigFile("trellis-agent.conf"),
 	}
 	for dst, src := range copies {
 		if src == "" {
@@ -225,7 +228,7 @@ func WriteNodeFiles(p Paths, s NodeSpec) error {
 		files[dst] = data
 	}
 	for inNode, data := range files {
-		hp := s.hostPath(inNode)
+		hp := s.HostPath(inNode)
 		if hp == "" {
 			return fmt.Errorf("node %s: %s is not on a node-private path", s.Name, inNode)
 		}
@@ -247,9 +250,9 @@ func WriteNodeFiles(p Paths, s NodeSpec) error {
 	return os.WriteFile(filepath.Join(s.Dir, "node.json"), spec, 0o644)
 }
 
-// LoadNodeSpec reads a node spec written by WriteNodeFiles.
-func LoadNodeSpec(path string) (NodeSpec, error) {
-	var s NodeSpec
+// LoadSpec reads a node spec written by WriteFiles.
+func LoadSpec(path string) (Spec, error) {
+	var s Spec
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return s, fmt.Errorf("reading node spec: %w", err)
@@ -264,14 +267,14 @@ func LoadNodeSpec(path string) (NodeSpec, error) {
 // from binDir into node s (where the agent picks them up on its next start),
 // so a rebuilt agent reaches the lab with `restart-agent`. It returns the
 // names it copied.
-func RefreshTrellisBinaries(s NodeSpec, binDir string) ([]string, error) {
+func RefreshTrellisBinaries(s Spec, binDir string) ([]string, error) {
 	var done []string
 	for _, name := range []string{"trellis-agent", "trellis-cni"} {
 		src := filepath.Join(binDir, name)
 		if _, err := os.Stat(src); err != nil {
 			continue
 		}
-		if err := copyFile(src, s.hostPath(agentInstallDir+"/"+name), 0o755); err != nil {
+		if err := CopyFile(src, s.HostPath(agentInstallDir+"/"+name), 0o755); err != nil {
 			return done, fmt.Errorf("node %s: %w", s.Name, err)
 		}
 		done = append(done, name)

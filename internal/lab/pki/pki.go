@@ -1,10 +1,12 @@
-package lab
+package pki
 
 import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
+
+	"github.com/trellisnet/trellis/internal/lab/state"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
 
 // Identities of the cluster components, as the Node authorizer and the
@@ -18,7 +20,7 @@ const (
 // GeneratePKI writes the lab CA, the API server's serving and kubelet-client
 // certificates, the service-account key pair and a kubeconfig per component
 // into p. The admin kubeconfig points at the host's loopback forward.
-func GeneratePKI(p Paths, t Topology) error {
+func GeneratePKI(p state.Paths, t topology.Topology) error {
 	ca, err := NewCA("trellis-lab-ca")
 	if err != nil {
 		return err
@@ -36,10 +38,10 @@ func GeneratePKI(p Paths, t Topology) error {
 		files[name+".crt"], files[name+".key"] = c, k
 		return nil
 	}
-	apiIPs := []net.IP{net.ParseIP(APIServiceIP), net.IP(t.ControlPlane.Addr.AsSlice()), net.ParseIP("127.0.0.1")}
+	apiIPs := []net.IP{net.ParseIP(topology.APIServiceIP), net.IP(t.ControlPlane.Addr.AsSlice()), net.ParseIP("127.0.0.1")}
 	if err := issue("apiserver", CertSpec{CommonName: "kube-apiserver", Server: true, IPs: apiIPs,
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-			"kubernetes.default.svc." + ClusterDomain}}); err != nil {
+			"kubernetes.default.svc." + topology.ClusterDomain}}); err != nil {
 		return err
 	}
 	if err := issue("apiserver-kubelet-client", CertSpec{CommonName: "kube-apiserver-kubelet-client",
@@ -91,16 +93,10 @@ func GeneratePKI(p Paths, t Topology) error {
 	return writeFiles(p.Kubeconfigs(), kcs)
 }
 
-// pki returns the path of a PKI file.
-func (p Paths) pki(name string) string { return filepath.Join(p.PKI(), name) }
-
-// kc returns the path of a component kubeconfig.
-func (p Paths) kc(name string) string { return filepath.Join(p.Kubeconfigs(), name) }
-
 // WriteAgentKubeconfig writes the kubeconfig the Trellis agents use: a
 // ServiceAccount token, as a DaemonSet pod would hold.
-func WriteAgentKubeconfig(p Paths, t Topology, token string) error {
-	caPEM, err := os.ReadFile(p.pki("ca.crt"))
+func WriteAgentKubeconfig(p state.Paths, t topology.Topology, token string) error {
+	caPEM, err := os.ReadFile(p.PKIFile("ca.crt"))
 	if err != nil {
 		return fmt.Errorf("reading lab CA: %w", err)
 	}

@@ -1,4 +1,8 @@
-package lab
+// Package state is a lab's record of itself: its name and the names derived
+// from it (directory, cgroup root, netns prefix, API port), the well-known
+// paths under its directory, and the state file listing everything it made,
+// written before each step so that `down` can remove it after any crash.
+package state
 
 import (
 	"encoding/json"
@@ -9,9 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/trellisnet/trellis/internal/atomicfile"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
 
 // DefaultDir is where the default lab keeps its state, certificates, logs and
@@ -67,7 +73,7 @@ func (p Paths) CgroupRoot() string {
 // NetnsPrefix starts the name of every network namespace of the lab.
 func (p Paths) NetnsPrefix() string {
 	if p.Name == "" {
-		return NetnsPrefix
+		return topology.NetnsPrefix
 	}
 	return "tl" + p.Name + "-"
 }
@@ -91,6 +97,17 @@ func (p Paths) AdminKubeconfig() string { return filepath.Join(p.Root, "kubeconf
 func (p Paths) Etcd() string            { return filepath.Join(p.Root, "etcd") }
 func (p Paths) Node(name string) string { return filepath.Join(p.Root, "nodes", name) }
 
+// PKIFile returns the path of a file of the lab's PKI.
+func (p Paths) PKIFile(name string) string { return filepath.Join(p.PKI(), name) }
+
+// KubeconfigFile returns the path of a component kubeconfig.
+func (p Paths) KubeconfigFile(name string) string { return filepath.Join(p.Kubeconfigs(), name) }
+
+// LogFile is where a component's output goes.
+func (p Paths) LogFile(name string) string {
+	return filepath.Join(p.Logs(), strings.ReplaceAll(name, "/", "-")+".log")
+}
+
 // Process is one long-running process the lab started.
 type Process struct {
 	Name  string   `json:"name"`
@@ -104,7 +121,7 @@ type Process struct {
 // State is the lab's record of everything it made, written before each step
 // so that `down` can remove it even after the lab was killed.
 type State struct {
-	Topology    Topology          `json:"topology"`
+	Topology    topology.Topology `json:"topology"`
 	CreatedAt   time.Time         `json:"createdAt"`
 	Phase       string            `json:"phase"`
 	Netns       []string          `json:"netns"`

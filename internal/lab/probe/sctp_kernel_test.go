@@ -1,6 +1,6 @@
 //go:build kernel
 
-package lab
+package probe
 
 import (
 	"context"
@@ -9,6 +9,9 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/trellisnet/trellis/internal/lab/proc"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
 
 // TestKernelSCTPProbe sends the crafted INIT between two namespaces joined by
@@ -19,7 +22,7 @@ func TestKernelSCTPProbe(t *testing.T) {
 	}
 	ctx := context.Background()
 	a, b := fmt.Sprintf("tlsa%d", os.Getpid()%100000), fmt.Sprintf("tlsb%d", os.Getpid()%100000)
-	t.Cleanup(func() { _ = DeleteNetns(context.Background(), []string{a, b}) })
+	t.Cleanup(func() { _ = topology.DeleteNetns(context.Background(), []string{a, b}) })
 	for _, step := range [][]string{
 		{"ip", "netns", "add", a}, {"ip", "netns", "add", b},
 		{"ip", "link", "add", "name", "eth0", "netns", a, "type", "veth", "peer", "name", "eth0", "netns", b},
@@ -27,7 +30,7 @@ func TestKernelSCTPProbe(t *testing.T) {
 		{"ip", "-n", b, "addr", "add", "192.168.77.2/24", "dev", "eth0"},
 		{"ip", "-n", a, "link", "set", "eth0", "up"}, {"ip", "-n", b, "link", "set", "eth0", "up"},
 	} {
-		if err := run(ctx, step[0], step[1:]...); err != nil {
+		if err := proc.Run(ctx, step[0], step[1:]...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -36,7 +39,7 @@ func TestKernelSCTPProbe(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("INIT did not arrive: ok=%v err=%v", ok, err)
 	}
-	if err := inNetns(ctx, a, "nft", "add table inet t; add chain inet t out { type filter hook output priority 0; meta l4proto sctp drop; }"); err != nil {
+	if err := topology.InNetns(ctx, a, "nft", "add table inet t; add chain inet t out { type filter hook output priority 0; meta l4proto sctp drop; }"); err != nil {
 		t.Fatal(err)
 	}
 	ok, err = ProbeSCTP("/run/netns/"+a, "/run/netns/"+b, dst, 80, time.Second)

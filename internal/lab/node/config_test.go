@@ -1,0 +1,59 @@
+package node
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/lab/images"
+	"github.com/trellisnet/trellis/internal/lab/state"
+	"github.com/trellisnet/trellis/internal/lab/topology"
+)
+
+func TestNodeConfigs(t *testing.T) {
+	topo, err := topology.Plan(topology.Options{Nodes: 2, Subnets: 1, RoutingMode: "native", APIPort: 16443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSpec(state.Paths{Root: "/x"}, topo.Nodes[1], nil, nil, "native")
+	kc := KubeletConfig(s)
+	for _, want := range []string{"failCgroupV1: false", "oomScoreAdj: 0", "cgroupRoot: /trellis-lab/node2",
+		"address: 172.30.1.11", "clusterDNS: [10.96.0.10]", "cgroupsPerQOS: true"} {
+		if !strings.Contains(kc, want) {
+			t.Errorf("kubelet config lacks %q", want)
+		}
+	}
+	if !strings.Contains(ContainerdConfig(), "restrict_oom_score_adj = true") ||
+		!strings.Contains(ContainerdConfig(), images.PauseImage) {
+		t.Error("containerd config lacks restrict_oom_score_adj or the sandbox image")
+	}
+	if got := s.HostPath("/etc/cni/net.d/10-trellis.conflist"); got != "/x/nodes/node2/fs/etc-cni-net.d/10-trellis.conflist" {
+		t.Errorf("hostPath = %s", got)
+	}
+	if s.HostPath("/etc/passwd") != "" {
+		t.Error("a non-private path mapped to a node directory")
+	}
+	args := strings.Join(AgentArgs(s), " ")
+	if !strings.Contains(args, "--node-name=node2") || !strings.Contains(args, "--config=/etc/trellis/config.yaml") {
+		t.Errorf("agent args = %s", args)
+	}
+	// The configuration file is read by the agent's own loader.
+	c := config.Default()
+	if err := config.ParseFile([]byte(AgentConfig("native")), c); err != nil {
+		t.Fatalf("agent config file: %v", err)
+	}
+	if c.RoutingMode != "native" || len(c.ClusterCIDRs) != 1 || c.ClusterCIDRs[0].String() != topology.ClusterCIDR {
+		t.Errorf("agent config file parsed as mode %q, cluster CIDRs %v", c.RoutingMode, c.ClusterCIDRs)
+	}
+}
+
+func TestNamedLabKubeletCgroupRoot(t *testing.T) {
+	e2e := state.NewPaths("e2e")
+	topo, err := topology.Plan(topology.Options{Nodes: 1, Subnets: 1, RoutingMode: "auto", APIPort: 17000, NetnsPrefix: e2e.NetnsPrefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := NewSpec(e2e, topo.Nodes[0], nil, nil, "auto"); !strings.Contains(KubeletConfig(s), "cgroupRoot: /trellis-lab-e2e/node1") {
+		t.Errorf("kubelet cgroup root not per lab:\n%s", KubeletConfig(s))
+	}
+}

@@ -1,0 +1,72 @@
+package topology
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestPlanSpreadsNodesOverSubnets(t *testing.T) {
+	topo, err := Plan(Options{Nodes: 5, Subnets: 2, RoutingMode: "auto", APIPort: 16443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(topo.Subnets) != 2 || len(topo.Nodes) != 5 {
+		t.Fatalf("got %d subnets, %d nodes", len(topo.Subnets), len(topo.Nodes))
+	}
+	seen := map[netip.Addr]string{}
+	perSubnet := map[int]int{}
+	for _, n := range topo.Nodes {
+		sn := topo.Subnets[n.Subnet]
+		if !sn.Prefix.Contains(n.Addr) {
+			t.Errorf("%s address %s not in its subnet %s", n.Name, n.Addr, sn.Prefix)
+		}
+		if n.Gateway != sn.Gateway {
+			t.Errorf("%s gateway %s, want %s", n.Name, n.Gateway, sn.Gateway)
+		}
+		if other, dup := seen[n.Addr]; dup {
+			t.Errorf("%s and %s share %s", n.Name, other, n.Addr)
+		}
+		seen[n.Addr] = n.Name
+		perSubnet[n.Subnet]++
+		if !strings.HasPrefix(n.Netns, NetnsPrefix) {
+			t.Errorf("netns %q lacks the lab prefix", n.Netns)
+		}
+	}
+	if perSubnet[0] != 3 || perSubnet[1] != 2 {
+		t.Errorf("nodes per subnet = %v, want 3 and 2", perSubnet)
+	}
+	if _, dup := seen[topo.ControlPlane.Addr]; dup {
+		t.Errorf("control plane address %s collides with a node", topo.ControlPlane.Addr)
+	}
+	if _, err := topo.Node("node9"); err == nil {
+		t.Error("unknown node accepted")
+	}
+	if got := topo.APIServerURL(); got != "https://172.30.1.2:6443" {
+		t.Errorf("APIServerURL = %s", got)
+	}
+}
+
+func TestOptionsValidateReportsAllProblems(t *testing.T) {
+	err := Options{Nodes: 0, Subnets: 9, RoutingMode: "bgp", APIPort: 80}.Validate()
+	if err == nil {
+		t.Fatal("bad options accepted")
+	}
+	for _, want := range []string{"--nodes", "--subnets", "--routing-mode", "--api-port"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+	if err := (Options{Nodes: 3, Subnets: 2, RoutingMode: "vxlan", APIPort: 16443}).Validate(); err != nil {
+		t.Errorf("good options refused: %v", err)
+	}
+}
+
+func TestOverlaps(t *testing.T) {
+	host := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("192.0.2.0/24"),
+		netip.MustParsePrefix("10.96.5.0/24"), netip.MustParsePrefix("172.16.0.0/12")}
+	got := Overlaps(host)
+	if len(got) != 2 || got[0] != host[2] || got[1] != host[3] {
+		t.Errorf("Overlaps = %v, want [%s %s]", got, host[2], host[3])
+	}
+}
