@@ -1,6 +1,6 @@
 # trellis-lab: a real Kubernetes cluster on this machine (issue 3). See docs/lab.md.
 #
-#   make lab-binaries        pinned Kubernetes/etcd/CNI binaries into $(TRELLIS_CACHE) (cold ~20 min, warm instant)
+#   make lab-binaries        pinned Kubernetes/etcd/CoreDNS/CNI binaries into $(TRELLIS_CACHE) (cold ~20 min, warm instant)
 #   make demo-lab            3 nodes over 2 subnets, agnhost pods, connectivity matrix; leaves the lab running
 #   make demo-down           remove the lab
 #   make test-e2e            tier 2: lab-based end-to-end tests (brings a lab up and down)
