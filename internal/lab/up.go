@@ -177,9 +177,12 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err != nil {
 		return err
 	}
+	_, runAgent := bin["trellis-agent"]
 	if err := setupAgentAccess(ctx, e, p, t, cs); err != nil {
-		st.AgentError = err.Error()
-		e.logf("trellis-lab: WARNING: agent credentials: %v", err)
+		if runAgent {
+			return fmt.Errorf("agent credentials: %w", err)
+		}
+		e.logf("trellis-lab: WARNING: agent credentials (no agent runs): %v", err)
 	}
 	imgDir := filepath.Join(e.Cache, "lab-images")
 	var imageFiles []string
@@ -190,7 +193,7 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 		}
 		imageFiles = append(imageFiles, img)
 	}
-	if _, ok := bin["trellis-agent"]; !ok {
+	if !runAgent {
 		st.AgentError = "bin/trellis-agent not built: nodes run without the agent (same-node traffic only)"
 		if e.NoAgent {
 			st.AgentError = "started with --no-agent: nodes run without the agent (same-node traffic only)"
@@ -213,8 +216,8 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err := kube.WaitNodes(ctx, cs, names, 120*time.Second, func(n *corev1.Node) bool { return len(n.Spec.PodCIDRs) > 0 }); err != nil {
 		return fmt.Errorf("nodes did not register with a pod CIDR (see `trellis-lab logs NODE kubelet`): %w", err)
 	}
-	if _, ok := bin["trellis-agent"]; !ok {
-		if err := writeFallbackCNIConfig(ctx, p, cs, t); err != nil {
+	if !runAgent {
+		if err := writeStaticCNI(ctx, p, cs, t); err != nil {
 			return err
 		}
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/trellisnet/trellis/internal/atomicfile"
 )
 
 // Image names the nodes' containerd must hold (imported, never pulled).
@@ -97,12 +99,12 @@ func BuildImage(dir string, s ImageSpec) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("creating %s: %w", dir, err)
 	}
-	tmp := out + ".tmp"
-	if err := tarball.MultiRefWriteToFile(tmp, refs); err != nil {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(tarball.MultiRefWrite(refs, pw)) }()
+	err = atomicfile.WriteFrom(out, pr, 0o644)
+	pr.CloseWithError(err) // unblocks the writer if the file write failed
+	if err != nil {
 		return "", fmt.Errorf("writing image tarball: %w", err)
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		return "", fmt.Errorf("renaming image tarball: %w", err)
 	}
 	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/trellisnet/trellis/internal/atomicfile"
 	"github.com/trellisnet/trellis/internal/lab/proc"
 	"github.com/trellisnet/trellis/internal/lab/state"
 )
@@ -33,18 +34,16 @@ func Start(p state.Paths, st *state.State, labBin string, s Spec, write bool) er
 	return st.Save(p)
 }
 
-// CopyFile copies src to dst (replacing it through a temporary file).
+// CopyFile copies src to dst atomically: a process running dst (a node's
+// agent or plugin) keeps its old binary, the next start gets the new one.
 func CopyFile(src, dst string, mode os.FileMode) error {
-	data, err := os.ReadFile(src)
+	f, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", src, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", filepath.Dir(dst), err)
+	defer f.Close()
+	if err := atomicfile.WriteFrom(dst, f, mode); err != nil {
+		return fmt.Errorf("copying %s: %w", src, err)
 	}
-	tmp := dst + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("writing %s: %w", dst, err)
-	}
-	return os.Rename(tmp, dst)
+	return nil
 }

@@ -10,7 +10,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -18,6 +17,11 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/trellisnet/trellis/internal/atomicfile"
 )
 
 // CA is the lab's certificate authority.
@@ -75,32 +79,6 @@ func NewCA(name string) (*CA, error) {
 
 // KeyPEM returns the CA key in PEM form.
 func (ca *CA) KeyPEM() ([]byte, error) { return ecKeyPEM(ca.Key) }
-
-// LoadCA reads a CA written by WriteFiles.
-func LoadCA(certFile, keyFile string) (*CA, error) {
-	certPEM, err := os.ReadFile(certFile)
-	if err != nil {
-		return nil, fmt.Errorf("reading CA: %w", err)
-	}
-	keyPEM, err := os.ReadFile(keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("reading CA key: %w", err)
-	}
-	cb, _ := pem.Decode(certPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return nil, fmt.Errorf("CA files %s/%s are not PEM", certFile, keyFile)
-	}
-	cert, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parsing CA: %w", err)
-	}
-	key, err := x509.ParseECPrivateKey(kb.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parsing CA key: %w", err)
-	}
-	return &CA{Cert: cert, Key: key, CertPEM: certPEM}, nil
-}
 
 // Issue signs a leaf certificate; it returns cert and key PEM.
 func (ca *CA) Issue(s CertSpec) (certPEM, keyPEM []byte, err error) {
@@ -163,40 +141,34 @@ func NewServiceAccountKey() (priv, pub []byte, err error) {
 
 // Kubeconfig renders a kubeconfig with embedded credentials: either a client
 // certificate (certPEM+keyPEM) or a bearer token.
-func Kubeconfig(server string, caPEM, certPEM, keyPEM []byte, token, user string) []byte {
-	b64 := base64.StdEncoding.EncodeToString
-	cred := ""
-	if token != "" {
-		cred = fmt.Sprintf("    token: %s\n", token)
-	} else {
-		cred = fmt.Sprintf("    client-certificate-data: %s\n    client-key-data: %s\n", b64(certPEM), b64(keyPEM))
+func Kubeconfig(server string, caPEM, certPEM, keyPEM []byte, token, user string) ([]byte, error) {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[kubeconfigName] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
+	ai := &clientcmdapi.AuthInfo{Token: token}
+	if token == "" {
+		ai.ClientCertificateData, ai.ClientKeyData = certPEM, keyPEM
 	}
-	return fmt.Appendf(nil, `apiVersion: v1
-kind: Config
-clusters:
-- name: trellis-lab
-  cluster:
-    server: %s
-    certificate-authority-data: %s
-users:
-- name: %s
-  user:
-%scontexts:
-- name: trellis-lab
-  context:
-    cluster: trellis-lab
-    user: %s
-current-context: trellis-lab
-`, server, b64(caPEM), user, cred, user)
+	cfg.AuthInfos[user] = ai
+	cfg.Contexts[kubeconfigName] = &clientcmdapi.Context{Cluster: kubeconfigName, AuthInfo: user}
+	cfg.CurrentContext = kubeconfigName
+	data, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encoding kubeconfig for %s: %w", user, err)
+	}
+	return data, nil
 }
 
-// writeFiles writes name->content under dir with mode 0600.
+// kubeconfigName names the cluster and the context of every lab kubeconfig.
+const kubeconfigName = "trellis-lab"
+
+// writeFiles writes name->content under dir with mode 0600, each file
+// atomically.
 func writeFiles(dir string, files map[string][]byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
 	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, name), data, 0o600); err != nil {
 			return fmt.Errorf("writing %s: %w", name, err)
 		}
 	}

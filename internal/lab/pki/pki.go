@@ -65,8 +65,8 @@ func GeneratePKI(p state.Paths, t topology.Topology) error {
 		if err != nil {
 			return err
 		}
-		kcs[file] = Kubeconfig(server, ca.CertPEM, c, k, "", s.CommonName)
-		return nil
+		kcs[file], err = Kubeconfig(server, ca.CertPEM, c, k, "", s.CommonName)
+		return err
 	}
 	loopback := fmt.Sprintf("https://127.0.0.1:%d", t.Options.APIPort)
 	if err := client("admin.conf", loopback, CertSpec{CommonName: "trellis-lab-admin", Organization: []string{"system:masters"}}); err != nil {
@@ -100,7 +100,9 @@ func WriteAgentKubeconfig(p state.Paths, t topology.Topology, token string) erro
 	if err != nil {
 		return fmt.Errorf("reading lab CA: %w", err)
 	}
-	return writeFiles(p.Kubeconfigs(), map[string][]byte{
-		"trellis-agent.conf": Kubeconfig(t.APIServerURL(), caPEM, nil, nil, token, "trellis-agent"),
-	})
+	kc, err := Kubeconfig(t.APIServerURL(), caPEM, nil, nil, token, "trellis-agent")
+	if err != nil {
+		return err
+	}
+	return writeFiles(p.Kubeconfigs(), map[string][]byte{"trellis-agent.conf": kc})
 }
