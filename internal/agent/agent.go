@@ -1,6 +1,6 @@
 // Package agent wires the trellis-agent together: the Kubernetes client and
-// informers, one controller per concern each behind a rate-limited sync
-// runner, the event recorder and the metrics/health server.
+// informers, one controller per concern (each built the same way, around a
+// syncrunner.Runner), the event recorder and the metrics/health server.
 package agent
 
 import (
@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/trellisnet/trellis/internal/config"
-	"github.com/trellisnet/trellis/internal/dataplane"
+	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/internal/fastpath"
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/masq"
@@ -65,10 +65,10 @@ func Run(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
 	d := deps{api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme},
-		dp: &dataplane.Netlink{}, sysctls: nodesetup.ProcSysctls{}, fastPath: &fastpath.Kernel{}}
+		routes: &netlinkprog.Programmer{}, sysctls: nodesetup.ProcSysctls{}, fastPath: &fastpath.Kernel{}}
 	// With masquerade disabled the controller still runs to remove a
 	// table left by an earlier configuration; without nft there is none.
-	nft, err := masq.New()
+	nft, err := masq.NewNFT()
 	switch {
 	case err == nil:
 		d.nft = nft
@@ -94,8 +94,10 @@ type api struct {
 // deps are the agent's connections to the outside world (the API server,
 // netlink, sysctls, nftables), replaceable in tests.
 type deps struct {
-	api     api
-	dp      *dataplane.Netlink
+	api api
+	// routes programs the routing controller's routes, VXLAN device, FDB
+	// and neighbours.
+	routes  *netlinkprog.Programmer
 	sysctls nodesetup.Sysctls
 	// fastPath programs the eBPF fast path; nil leaves it alone (tests).
 	fastPath *fastpath.Kernel
@@ -108,7 +110,6 @@ type deps struct {
 
 func run(ctx context.Context, cfg *config.Config, d deps) error {
 	logger := klog.FromContext(ctx)
-	dp := d.dp
 	m := metrics.New()
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(d.api.events)
@@ -123,21 +124,33 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	nodeLister := corelisters.NewNodeLister(nodeInf.GetIndexer())
 	runnerOpts := syncrunner.Options{MinInterval: cfg.MinSyncInterval.Duration, MaxInterval: cfg.MaxSyncInterval.Duration, Observer: m}
 
-	var nodeRunner *syncrunner.Runner
-	routeCtl := routing.NewController(cfg.NodeName, routing.Params{Mode: cfg.RoutingMode, VXLAN: cfg.VXLAN, MTU: cfg.MTU},
-		nodeLister, dp, recorder, m, func() { nodeRunner.Trigger() })
-	routeRunner := syncrunner.New("routing", routeCtl.Sync, runnerOpts)
-	setupCtl := nodesetup.New(cfg, d.api.nodes, nodeLister, routeCtl, dp, d.sysctls)
-	nodeRunner = syncrunner.New("nodesetup", setupCtl.Sync, runnerOpts)
-
-	runners := []*syncrunner.Runner{routeRunner, nodeRunner}
+	var setupCtl *nodesetup.Controller
+	routeCtl, err := routing.New(routing.Config{NodeName: cfg.NodeName,
+		Params: routing.Params{Mode: cfg.RoutingMode, VXLAN: cfg.VXLAN, MTU: cfg.MTU},
+		Nodes:  nodeLister, Kernel: d.routes, Recorder: recorder, Registerer: m.Registry, Sync: runnerOpts,
+		OnReadyChange: func() { setupCtl.Trigger() }})
+	if err != nil {
+		return err
+	}
+	setupCtl, err = nodesetup.New(nodesetup.Config{Agent: cfg, NodeAPI: d.api.nodes, Nodes: nodeLister,
+		Routes: routeCtl, Underlay: d.routes, Sysctls: d.sysctls, Sync: runnerOpts})
+	if err != nil {
+		return err
+	}
+	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
 	var masqRunner *syncrunner.Runner
 	if d.nft != nil {
-		masqRunner = newMasqRunner(cfg, nodeLister, d.nft, m, runnerOpts)
+		masqCtl, err := masq.New(masq.Config{NodeName: cfg.NodeName, Enabled: cfg.MasqueradeEnabled(),
+			ClusterCIDRs: cfg.ClusterCIDRs, NonMasqueradeCIDRs: cfg.NonMasqueradeCIDRs,
+			Nodes: nodeLister, NFT: d.nft, Sync: runnerOpts, Registerer: m.Registry})
+		if err != nil {
+			return err
+		}
+		masqRunner = masqCtl.Runner
 		runners = append(runners, masqRunner)
 	}
 
-	if _, err := nodeInf.AddEventHandler(nodeHandler(cfg.NodeName, routeRunner, nodeRunner, masqRunner)); err != nil {
+	if _, err := nodeInf.AddEventHandler(nodeHandler(cfg.NodeName, routeCtl.Runner, setupCtl.Runner, masqRunner)); err != nil {
 		return fmt.Errorf("add node event handler: %w", err)
 	}
 	// The NetworkPolicy controller (internal/policy) adds pod, namespace
@@ -176,9 +189,9 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		h := m.Handler(
 			[]metrics.Check{
 				{Name: "informers", Fn: func() error { return informersSynced(nodeInf) }},
-				{Name: "routing", Fn: staleCheck(routeRunner, 3*cfg.MaxSyncInterval.Duration, time.Now)},
+				{Name: "routing", Fn: staleCheck(routeCtl.Runner, 3*cfg.MaxSyncInterval.Duration, time.Now)},
 			},
-			readyChecks(routeCtl, nodeRunner),
+			readyChecks(routeCtl, setupCtl.Runner),
 		)
 		wg.Add(1)
 		go func() {

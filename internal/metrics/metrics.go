@@ -25,12 +25,6 @@ type Metrics struct {
 	SyncErrors      *prometheus.CounterVec
 	Syncs           *prometheus.CounterVec
 	LastSuccessSync *prometheus.GaugeVec
-	Routes          *prometheus.GaugeVec
-	Peers           *prometheus.GaugeVec
-	PeerProblems    *prometheus.GaugeVec
-	FDBEntries      prometheus.Gauge
-	Neighbors       prometheus.Gauge
-	MasqRules       prometheus.Gauge
 }
 
 // New creates and registers the metrics in a fresh registry.
@@ -54,33 +48,8 @@ func New() *Metrics {
 			Namespace: namespace, Name: "last_successful_sync_timestamp_seconds",
 			Help: "Unix time of the last successful sync, per controller.",
 		}, []string{"controller"}),
-		Routes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "routes_programmed",
-			Help: "Routes to remote pod subnets programmed, by path (native, vxlan).",
-		}, []string{"path"}),
-		Peers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "peers",
-			Help: "Remote nodes known, by path (native, vxlan, none).",
-		}, []string{"path"}),
-		PeerProblems: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "peer_problems",
-			Help: "Remote nodes that cannot be reached in the configured mode, by reason.",
-		}, []string{"reason"}),
-		FDBEntries: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "vxlan_fdb_entries",
-			Help: "Static VXLAN FDB entries programmed.",
-		}),
-		Neighbors: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "vxlan_neighbor_entries",
-			Help: "Static VXLAN neighbour entries programmed.",
-		}),
-		MasqRules: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "masquerade_exempt_cidrs",
-			Help: "Destination CIDRs exempt from masquerade.",
-		}),
 	}
 	m.Registry.MustRegister(m.SyncDuration, m.SyncErrors, m.Syncs, m.LastSuccessSync,
-		m.Routes, m.Peers, m.PeerProblems, m.FDBEntries, m.Neighbors, m.MasqRules,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

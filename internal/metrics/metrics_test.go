@@ -13,7 +13,6 @@ func TestHandlerServesMetricsAndChecks(t *testing.T) {
 	m := New()
 	m.ObserveSync("routing", 3*time.Millisecond, nil)
 	m.ObserveSync("routing", time.Millisecond, errors.New("x"))
-	m.Routes.WithLabelValues("vxlan").Set(4)
 	notReady := errors.New("routes not programmed yet")
 	h := m.Handler(nil, []Check{{Name: "routing", Fn: func() error { return notReady }}})
 
@@ -23,7 +22,6 @@ func TestHandlerServesMetricsAndChecks(t *testing.T) {
 	for _, want := range []string{
 		`trellis_agent_sync_errors_total{controller="routing"} 1`,
 		`trellis_agent_syncs_total{controller="routing"} 2`,
-		`trellis_agent_routes_programmed{path="vxlan"} 4`,
 		`trellis_agent_last_successful_sync_timestamp_seconds{controller="routing"}`,
 		`trellis_agent_sync_duration_seconds_count{controller="routing"} 2`,
 	} {

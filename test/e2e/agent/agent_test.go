@@ -19,8 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/trellisnet/trellis/internal/dataplane"
-	"github.com/trellisnet/trellis/internal/dataplane/dataplanetest"
+	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
+	"github.com/trellisnet/trellis/internal/netnstest"
 	"github.com/trellisnet/trellis/internal/lab"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing"
@@ -194,8 +194,8 @@ func TestE2EAgentLargeUDPWithDF(t *testing.T) {
 			}
 			pa, pb := podNetns(t, a), podNetns(t, b)
 			mtu := linkMTU(t, pa, "eth0")
-			ca := dataplanetest.DFUDP(t, pa, getPod(t, a).Status.PodIP+":0")
-			cb := dataplanetest.DFUDP(t, pb, getPod(t, b).Status.PodIP+":0")
+			ca := netnstest.DFUDP(t, pa, getPod(t, a).Status.PodIP+":0")
+			cb := netnstest.DFUDP(t, pb, getPod(t, b).Status.PodIP+":0")
 			if err := udpRoundTrip(ca, cb, mtu-28); err != nil {
 				t.Errorf("%s (%s) <-> %s (%s), %d-byte DF datagrams (pod MTU %d): %v", a, l.NodeOf(t, a), b, l.NodeOf(t, b), mtu-28, mtu, err)
 			}
@@ -306,7 +306,7 @@ func TestE2EAgentNodeAddDeleteConvergence(t *testing.T) {
 
 type nodeDP struct {
 	name string
-	dp   *dataplane.Netlink
+	dp   *netlinkprog.Programmer
 }
 
 func quantiles(d []time.Duration) string {

@@ -19,7 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/trellisnet/trellis/internal/dataplane"
+	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/internal/lab"
 	"github.com/trellisnet/trellis/internal/routing"
 )
@@ -257,7 +257,7 @@ func containsDst(rs []netlink.Route, dst netip.Prefix) bool {
 }
 
 // routeDev returns the device of node's Trellis route to dst ("" if none).
-func routeDev(t *testing.T, dp *dataplane.Netlink, dst netip.Prefix) string {
+func routeDev(t *testing.T, dp *netlinkprog.Programmer, dst netip.Prefix) string {
 	t.Helper()
 	rs, err := dp.ListRoutes()
 	if err != nil {
@@ -325,7 +325,7 @@ func TestE2EAgentModeChangeConverges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dps := map[string]*dataplane.Netlink{}
+	dps := map[string]*netlinkprog.Programmer{}
 	for _, n := range nodes {
 		dps[n] = nodeDataplane(t, n)
 	}
