@@ -23,13 +23,13 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/trellisnet/trellis/internal/config"
-	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/internal/fastpath"
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
@@ -52,7 +52,8 @@ func RESTConfig(kubeconfig string) (*rest.Config, error) {
 
 // Run starts the agent and blocks until ctx is cancelled. Stopping never
 // removes datapath state: routes, devices and rules stay for the next run.
-func Run(ctx context.Context, cfg *config.Config) error {
+// version is the binary's release, exported in trellis_build_info.
+func Run(ctx context.Context, cfg *config.Config, version string) error {
 	logger := klog.FromContext(ctx).WithValues("node", cfg.NodeName)
 	ctx = klog.NewContext(ctx, logger)
 	rc, err := RESTConfig(cfg.Kubeconfig)
@@ -64,7 +65,7 @@ func Run(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	d := deps{api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme},
+	d := deps{version: version, api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme},
 		routes: &netlinkprog.Programmer{}, sysctls: nodesetup.ProcSysctls{}, fastPath: &fastpath.Kernel{}}
 	// With masquerade disabled the controller still runs to remove a
 	// table left by an earlier configuration; without nft there is none.
@@ -94,7 +95,9 @@ type api struct {
 // deps are the agent's connections to the outside world (the API server,
 // netlink, sysctls, nftables), replaceable in tests.
 type deps struct {
-	api api
+	// version is the binary's release (trellis_build_info).
+	version string
+	api     api
 	// routes programs the routing controller's routes, VXLAN device, FDB
 	// and neighbours.
 	routes  *netlinkprog.Programmer
@@ -110,7 +113,10 @@ type deps struct {
 
 func run(ctx context.Context, cfg *config.Config, d deps) error {
 	logger := klog.FromContext(ctx)
-	m := metrics.New()
+	m := metrics.New(metrics.Build{Version: d.version})
+	m.SetFeature(metrics.FeatureVXLAN, cfg.RoutingMode != config.ModeNative)
+	m.SetFeature(metrics.FeatureMasquerade, d.nft != nil && cfg.MasqueradeEnabled())
+	m.SetFeature(metrics.FeatureNetworkPolicy, d.policyNFT != nil && cfg.NetworkPolicyEnabled())
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(d.api.events)
 	defer broadcaster.Shutdown()
@@ -171,6 +177,8 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		if r != nil {
 			runners = append(runners, r)
 		}
+		// Enabled and loaded (a nil runner: the kernel refused the programs).
+		m.SetFeature(metrics.FeatureFastPath, cfg.FastPathEnabled() && r != nil)
 	}
 
 	informerCtx, stopInformers := context.WithCancel(ctx)
