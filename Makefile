@@ -16,10 +16,13 @@ TRELLIS_CACHE ?= /var/cache/trellis
 export TRELLIS_CACHE
 
 
+# The release the binaries report (trellis_build_info{version}).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 .PHONY: build deps demo test test-unit test-kernel vet clean
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -X main.version=$(VERSION)' -o $(BIN)/ ./cmd/...
 
 # Host packages every tier needs (idempotent; apt only when something is missing).
 deps:

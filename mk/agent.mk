@@ -3,7 +3,7 @@
 #   make test-agent   the agent's tier-0 and tier-1 tests only (root for tier 1)
 
 AGENT_PKGS := ./cmd/trellis-agent/... ./internal/agent/... ./internal/config/... ./internal/syncrunner/... \
-  ./internal/nodesetup/... ./internal/routing/... ./internal/dataplane/... ./internal/masq/... ./internal/metrics/...
+  ./internal/nodesetup/... ./internal/routing/... ./internal/netnstest/... ./internal/dpbench/... ./internal/masq/... ./internal/metrics/...
 
 .PHONY: test-agent
 test-agent: deps

@@ -18,6 +18,10 @@ import (
 	"github.com/trellisnet/trellis/internal/config"
 )
 
+// version is the release, set at link time (-ldflags "-X main.version=…",
+// see the Makefile's build target).
+var version = "dev"
+
 func main() {
 	if err := newCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "trellis-agent:", err)
@@ -43,7 +47,7 @@ func newCommand() *cobra.Command {
 			ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer cancel()
 			ctx = klog.NewContext(ctx, klog.Background().WithName("trellis-agent"))
-			return agent.Run(ctx, cfg)
+			return agent.Run(ctx, cfg, version)
 		},
 	}
 	flags.AddFlags(cmd.Flags())

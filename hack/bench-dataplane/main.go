@@ -30,12 +30,12 @@ import (
 
 	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/config"
-	"github.com/trellisnet/trellis/internal/dataplane"
-	"github.com/trellisnet/trellis/internal/dataplane/dpbench"
+	"github.com/trellisnet/trellis/internal/dpbench"
 	"github.com/trellisnet/trellis/internal/fastpath"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 )
 
 type options struct {
@@ -85,7 +85,7 @@ type node struct {
 	ns           ns.NetNS
 	ip           netip.Addr
 	podCIDR      netip.Prefix
-	dp           *dataplane.Netlink
+	dp           *netlinkprog.Programmer
 	nl           *netlink.Handle
 	fp           *fastpath.Controller
 	progs        *fastpath.Programs
@@ -211,7 +211,7 @@ func (b *bench) setupNodes() error {
 			return err
 		}
 		b.clean = append(b.clean, nh.Close)
-		n.dp = &dataplane.Netlink{Handle: nh, NetnsPath: n.ns.Path()}
+		n.dp = &netlinkprog.Programmer{Handle: nh, NetnsPath: n.ns.Path()}
 		n.nl = nh
 		b.nodes = append(b.nodes, n)
 	}
@@ -356,7 +356,7 @@ func (b *bench) setupMasquerade() error {
 	cluster := []netip.Prefix{netip.MustParsePrefix("10.91.0.0/16")}
 	for _, n := range b.nodes {
 		err := n.ns.Do(func(ns.NetNS) error {
-			nft, err := masq.New()
+			nft, err := masq.NewNFT()
 			if err != nil {
 				return err
 			}
@@ -374,8 +374,8 @@ func (b *bench) setupMasquerade() error {
 		}
 		b.clean = append(b.clean, progs.Close)
 		n.progs = progs
-		n.fp, err = fastpath.NewController(&fastpath.Kernel{Handle: n.nl}, progs, nodesetup.NetnsSysctls{NS: n.ns},
-			func() []string { return []string{"ul0", "trellis.vxlan"} })
+		n.fp, err = fastpath.New(fastpath.Config{Kernel: &fastpath.Kernel{Handle: n.nl}, Programs: progs,
+			Sysctls: nodesetup.NetnsSysctls{NS: n.ns}, Uplinks: func() []string { return []string{"ul0", "trellis.vxlan"} }})
 		if err != nil {
 			return err
 		}

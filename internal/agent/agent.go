@@ -1,6 +1,6 @@
 // Package agent wires the trellis-agent together: the Kubernetes client and
-// informers, one controller per concern each behind a rate-limited sync
-// runner, the event recorder and the metrics/health server.
+// informers, one controller per concern (each built the same way, around a
+// syncrunner.Runner), the event recorder and the metrics/health server.
 package agent
 
 import (
@@ -23,13 +23,13 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/trellisnet/trellis/internal/config"
-	"github.com/trellisnet/trellis/internal/dataplane"
 	"github.com/trellisnet/trellis/internal/fastpath"
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
@@ -52,7 +52,8 @@ func RESTConfig(kubeconfig string) (*rest.Config, error) {
 
 // Run starts the agent and blocks until ctx is cancelled. Stopping never
 // removes datapath state: routes, devices and rules stay for the next run.
-func Run(ctx context.Context, cfg *config.Config) error {
+// version is the binary's release, exported in trellis_build_info.
+func Run(ctx context.Context, cfg *config.Config, version string) error {
 	logger := klog.FromContext(ctx).WithValues("node", cfg.NodeName)
 	ctx = klog.NewContext(ctx, logger)
 	rc, err := RESTConfig(cfg.Kubeconfig)
@@ -64,11 +65,11 @@ func Run(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	d := deps{api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme},
-		dp: &dataplane.Netlink{}, sysctls: nodesetup.ProcSysctls{}, fastPath: &fastpath.Kernel{}}
+	d := deps{version: version, api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme},
+		routes: &netlinkprog.Programmer{}, sysctls: nodesetup.ProcSysctls{}, fastPath: &fastpath.Kernel{}}
 	// With masquerade disabled the controller still runs to remove a
 	// table left by an earlier configuration; without nft there is none.
-	nft, err := masq.New()
+	nft, err := masq.NewNFT()
 	switch {
 	case err == nil:
 		d.nft = nft
@@ -94,8 +95,12 @@ type api struct {
 // deps are the agent's connections to the outside world (the API server,
 // netlink, sysctls, nftables), replaceable in tests.
 type deps struct {
+	// version is the binary's release (trellis_build_info).
+	version string
 	api     api
-	dp      *dataplane.Netlink
+	// routes programs the routing controller's routes, VXLAN device, FDB
+	// and neighbours.
+	routes  *netlinkprog.Programmer
 	sysctls nodesetup.Sysctls
 	// fastPath programs the eBPF fast path; nil leaves it alone (tests).
 	fastPath *fastpath.Kernel
@@ -108,8 +113,10 @@ type deps struct {
 
 func run(ctx context.Context, cfg *config.Config, d deps) error {
 	logger := klog.FromContext(ctx)
-	dp := d.dp
-	m := metrics.New()
+	m := metrics.New(metrics.Build{Version: d.version})
+	m.SetFeature(metrics.FeatureVXLAN, cfg.RoutingMode != config.ModeNative)
+	m.SetFeature(metrics.FeatureMasquerade, d.nft != nil && cfg.MasqueradeEnabled())
+	m.SetFeature(metrics.FeatureNetworkPolicy, d.policyNFT != nil && cfg.NetworkPolicyEnabled())
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(d.api.events)
 	defer broadcaster.Shutdown()
@@ -123,21 +130,33 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	nodeLister := corelisters.NewNodeLister(nodeInf.GetIndexer())
 	runnerOpts := syncrunner.Options{MinInterval: cfg.MinSyncInterval.Duration, MaxInterval: cfg.MaxSyncInterval.Duration, Observer: m}
 
-	var nodeRunner *syncrunner.Runner
-	routeCtl := routing.NewController(cfg.NodeName, routing.Params{Mode: cfg.RoutingMode, VXLAN: cfg.VXLAN, MTU: cfg.MTU},
-		nodeLister, dp, recorder, m, func() { nodeRunner.Trigger() })
-	routeRunner := syncrunner.New("routing", routeCtl.Sync, runnerOpts)
-	setupCtl := nodesetup.New(cfg, d.api.nodes, nodeLister, routeCtl, dp, d.sysctls)
-	nodeRunner = syncrunner.New("nodesetup", setupCtl.Sync, runnerOpts)
-
-	runners := []*syncrunner.Runner{routeRunner, nodeRunner}
+	var setupCtl *nodesetup.Controller
+	routeCtl, err := routing.New(routing.Config{NodeName: cfg.NodeName,
+		Params: routing.Params{Mode: cfg.RoutingMode, VXLAN: cfg.VXLAN, MTU: cfg.MTU},
+		Nodes:  nodeLister, Kernel: d.routes, Recorder: recorder, Registerer: m.Registry, Sync: runnerOpts,
+		OnReadyChange: func() { setupCtl.Trigger() }})
+	if err != nil {
+		return err
+	}
+	setupCtl, err = nodesetup.New(nodesetup.Config{Agent: cfg, NodeAPI: d.api.nodes, Nodes: nodeLister,
+		Routes: routeCtl, Underlay: d.routes, Sysctls: d.sysctls, Sync: runnerOpts})
+	if err != nil {
+		return err
+	}
+	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
 	var masqRunner *syncrunner.Runner
 	if d.nft != nil {
-		masqRunner = newMasqRunner(cfg, nodeLister, d.nft, m, runnerOpts)
+		masqCtl, err := masq.New(masq.Config{NodeName: cfg.NodeName, Enabled: cfg.MasqueradeEnabled(),
+			ClusterCIDRs: cfg.ClusterCIDRs, NonMasqueradeCIDRs: cfg.NonMasqueradeCIDRs,
+			Nodes: nodeLister, NFT: d.nft, Sync: runnerOpts, Registerer: m.Registry})
+		if err != nil {
+			return err
+		}
+		masqRunner = masqCtl.Runner
 		runners = append(runners, masqRunner)
 	}
 
-	if _, err := nodeInf.AddEventHandler(nodeHandler(cfg.NodeName, routeRunner, nodeRunner, masqRunner)); err != nil {
+	if _, err := nodeInf.AddEventHandler(nodeHandler(cfg.NodeName, routeCtl.Runner, setupCtl.Runner, masqRunner)); err != nil {
 		return fmt.Errorf("add node event handler: %w", err)
 	}
 	// The NetworkPolicy controller (internal/policy) adds pod, namespace
@@ -158,6 +177,8 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		if r != nil {
 			runners = append(runners, r)
 		}
+		// Enabled and loaded (a nil runner: the kernel refused the programs).
+		m.SetFeature(metrics.FeatureFastPath, cfg.FastPathEnabled() && r != nil)
 	}
 
 	informerCtx, stopInformers := context.WithCancel(ctx)
@@ -176,9 +197,9 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		h := m.Handler(
 			[]metrics.Check{
 				{Name: "informers", Fn: func() error { return informersSynced(nodeInf) }},
-				{Name: "routing", Fn: staleCheck(routeRunner, 3*cfg.MaxSyncInterval.Duration, time.Now)},
+				{Name: "routing", Fn: staleCheck(routeCtl.Runner, 3*cfg.MaxSyncInterval.Duration, time.Now)},
 			},
-			readyChecks(routeCtl, nodeRunner),
+			readyChecks(routeCtl, setupCtl.Runner),
 		)
 		wg.Add(1)
 		go func() {

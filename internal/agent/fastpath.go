@@ -57,12 +57,12 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 		}
 		return names
 	}
-	ctl, err := fastpath.NewController(k, progs, nodesetup.ProcSysctls{}, uplinks)
+	ctl, err := fastpath.New(fastpath.Config{Kernel: k, Programs: progs, Sysctls: nodesetup.ProcSysctls{}, Uplinks: uplinks, Sync: opts})
 	if err != nil {
 		progs.Close()
 		return nil, nil, err
 	}
-	r := syncrunner.New("fastpath", ctl.Sync, opts)
+	r := ctl.Runner
 	go func() {
 		if err := fastpath.Watch(ctx, r.Trigger); err != nil {
 			logger.Error(err, "Watching links and routes; relying on periodic resync")

@@ -13,10 +13,10 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/trellisnet/trellis/internal/config"
-	"github.com/trellisnet/trellis/internal/dataplane"
-	"github.com/trellisnet/trellis/internal/dataplane/dataplanetest"
 	"github.com/trellisnet/trellis/internal/masq"
+	"github.com/trellisnet/trellis/internal/netnstest"
 	"github.com/trellisnet/trellis/internal/nodestate"
+	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 )
 
 type memSysctls map[string]string
@@ -33,7 +33,7 @@ func node(name, ip, cidr string) *v1.Node {
 }
 
 // routeTo reports the trellis route for dst as "gw dev", or "".
-func routeTo(t *testing.T, dp *dataplane.Netlink, dst string) string {
+func routeTo(t *testing.T, dp *netlinkprog.Programmer, dst string) string {
 	t.Helper()
 	rs, err := dp.ListRoutes()
 	if err != nil {
@@ -66,8 +66,8 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 // The whole agent (informers, runners, node setup, routing, masquerade on a
 // fake nftables) against a fake API server and a real kernel namespace.
 func TestKernelAgentConvergesGarbageCollectsAndSurvivesRestart(t *testing.T) {
-	n := dataplanetest.NewNode(t, "10.0.1.11/24")
-	dp := &dataplane.Netlink{Handle: n.Handle, NetnsPath: n.NS.Path()}
+	n := netnstest.NewNode(t, "10.0.1.11/24")
+	dp := &netlinkprog.Programmer{Handle: n.Handle, NetnsPath: n.NS.Path()}
 	dir := t.TempDir()
 	cfg := &config.Config{NodeName: "node1", RoutingMode: config.ModeAuto, CNIPluginSource: "/proc/self/exe",
 		CNIBinDir: dir + "/bin", CNIConfDir: dir + "/net.d", NodeStateFile: dir + "/node-state.json",
@@ -86,7 +86,9 @@ func TestKernelAgentConvergesGarbageCollectsAndSurvivesRestart(t *testing.T) {
 	start := func() (stop func()) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- run(ctx, cfg, deps{api: fakeAPI(t, client), dp: dp, sysctls: memSysctls{}, nft: nft}) }()
+		go func() {
+			done <- run(ctx, cfg, deps{api: fakeAPI(t, client), routes: dp, sysctls: memSysctls{}, nft: nft})
+		}()
 		return func() {
 			cancel()
 			if err := <-done; err != nil {

@@ -48,13 +48,12 @@ func newPolicyRunner(cfg *config.Config, lw kubeclient.ListWatches, infs *inform
 	if pi.NetworkPolicies, err = infs.add(lw.NetworkPolicies, &networkingv1.NetworkPolicy{}); err != nil {
 		return nil, err
 	}
-	ctrl, err := policy.NewController(policy.Config{
+	ctrl, err := policy.New(policy.Config{
 		NodeName: cfg.NodeName, Informers: pi, NFT: nft, Interfaces: policy.RouteInterfaces{},
-		Registerer: m.Registry, Observer: opts.Observer, DenyLogGroup: uint16(cfg.PolicyDenyLog),
-		MinSyncInterval: opts.MinInterval, MaxSyncInterval: opts.MaxInterval,
+		Registerer: m.Registry, DenyLogGroup: uint16(cfg.PolicyDenyLog), Sync: opts,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return ctrl.Runner(), nil
+	return ctrl.Runner, nil
 }

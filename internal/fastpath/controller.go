@@ -2,12 +2,15 @@ package fastpath
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
 
 	"github.com/cilium/ebpf"
 	"k8s.io/klog/v2"
+
+	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
 // Conntrack sysctls the fast path depends on.
@@ -29,9 +32,26 @@ type Sysctls interface {
 	Set(path, value string) error
 }
 
+// Config wires a Controller.
+type Config struct {
+	// Kernel attaches and detaches the programs.
+	Kernel *Kernel
+	// Programs are the loaded programs and maps (Load).
+	Programs *Programs
+	// Sysctls reads and sets the conntrack parameters.
+	Sysctls Sysctls
+	// Uplinks returns the names of the node's uplink devices (the underlay
+	// device holding the node IP, the VXLAN device) at each sync.
+	Uplinks func() []string
+	// Sync tunes the controller's runner.
+	Sync syncrunner.Options
+}
+
 // Controller keeps the fast path attached to every pod interface and uplink
-// and its interface map equal to the kernel's view (full-state sync).
+// and its interface map equal to the kernel's view (full-state sync). Run
+// it (the embedded Runner) and Trigger it on link and route changes.
 type Controller struct {
+	*syncrunner.Runner
 	k       *Kernel
 	progs   *Programs
 	ids     map[string]uint32 // program name -> kernel program ID
@@ -39,11 +59,13 @@ type Controller struct {
 	uplinks func() []string
 }
 
-// NewController returns a controller attaching progs. uplinks returns the
-// names of the node's uplink devices (the underlay device holding the node
-// IP, the VXLAN device) at each sync.
-func NewController(k *Kernel, progs *Programs, sys Sysctls, uplinks func() []string) (*Controller, error) {
-	c := &Controller{k: k, progs: progs, sys: sys, uplinks: uplinks, ids: map[string]uint32{}}
+// New returns a controller attaching cfg.Programs.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Kernel == nil || cfg.Programs == nil || cfg.Sysctls == nil || cfg.Uplinks == nil {
+		return nil, errors.New("fast path controller: Kernel, Programs, Sysctls and Uplinks are required")
+	}
+	progs := cfg.Programs
+	c := &Controller{k: cfg.Kernel, progs: progs, sys: cfg.Sysctls, uplinks: cfg.Uplinks, ids: map[string]uint32{}}
 	for name, p := range map[string]*ebpf.Program{ProgFromPod: progs.FromPod, ProgToPod: progs.ToPod} {
 		info, err := p.Info()
 		if err != nil {
@@ -55,6 +77,7 @@ func NewController(k *Kernel, progs *Programs, sys Sysctls, uplinks func() []str
 		}
 		c.ids[name] = uint32(id)
 	}
+	c.Runner = syncrunner.New("fastpath", c.Sync, cfg.Sync)
 	return c, nil
 }
 

@@ -95,7 +95,7 @@ func topology(t *testing.T) (a, b *testNode) {
 		run(t, "ip", "-n", n.nsName, "route", "add", netip.PrefixFrom(peer.podIP, 24).Masked().String(), "via", peer.ip.String())
 		n.addPod(t)
 		err := n.ns.Do(func(ns.NetNS) error {
-			nft, err := masq.New()
+			nft, err := masq.NewNFT()
 			if err != nil {
 				return err
 			}
@@ -138,8 +138,8 @@ func (n *testNode) load(t *testing.T) {
 	}
 	t.Cleanup(progs.Close)
 	n.progs = progs
-	n.ctl, err = NewController(&Kernel{Handle: n.h}, progs, nodesetup.NetnsSysctls{NS: n.ns},
-		func() []string { return []string{"ul0"} })
+	n.ctl, err = New(Config{Kernel: &Kernel{Handle: n.h}, Programs: progs, Sysctls: nodesetup.NetnsSysctls{NS: n.ns},
+		Uplinks: func() []string { return []string{"ul0"} }})
 	if err != nil {
 		t.Fatal(err)
 	}

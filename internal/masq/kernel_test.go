@@ -13,10 +13,10 @@ import (
 	"github.com/vishvananda/netlink"
 	"sigs.k8s.io/knftables"
 
-	"github.com/trellisnet/trellis/internal/dataplane/dataplanetest"
+	"github.com/trellisnet/trellis/internal/netnstest"
 )
 
-func listen(t *testing.T, n *dataplanetest.Node, addr string) *net.UDPConn {
+func listen(t *testing.T, n *netnstest.Node, addr string) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	if err := n.NS.Do(func(ns.NetNS) error {
@@ -30,7 +30,7 @@ func listen(t *testing.T, n *dataplanetest.Node, addr string) *net.UDPConn {
 	return c
 }
 
-func route(t *testing.T, n *dataplanetest.Node, dst, gw string) {
+func route(t *testing.T, n *netnstest.Node, dst, gw string) {
 	t.Helper()
 	_, ipn, _ := net.ParseCIDR(dst)
 	if err := n.Handle.RouteAdd(&netlink.Route{Dst: ipn, Gw: net.ParseIP(gw)}); err != nil {
@@ -55,7 +55,7 @@ func sourceSeen(t *testing.T, src, dst *net.UDPConn) string {
 }
 
 func TestKernelMasqueradeRealNftables(t *testing.T) {
-	a, b := dataplanetest.NewLinkedNodes(t, "10.0.1.11/24", "10.0.1.12/24")
+	a, b := netnstest.NewLinkedNodes(t, "10.0.1.11/24", "10.0.1.12/24")
 	a.Configure(t, "lo", "10.244.1.5/32")
 	b.Configure(t, "lo", "10.244.2.5/32")
 	route(t, a, "10.244.2.0/24", "10.0.1.12")
@@ -65,7 +65,7 @@ func TestKernelMasqueradeRealNftables(t *testing.T) {
 	var nft knftables.Interface
 	err := a.NS.Do(func(ns.NetNS) error {
 		var err error
-		if nft, err = New(); err != nil {
+		if nft, err = NewNFT(); err != nil {
 			return err
 		}
 		// Twice: the second run must be a no-op, not a failure.

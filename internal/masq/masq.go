@@ -2,7 +2,8 @@
 // in the agent's own nftables table (TableName). The ruleset is static: the
 // pod source prefixes and the exempt destinations live in interval sets, so
 // per-packet cost does not grow with the number of nodes. Every sync is one
-// atomic transaction; restarts never remove the table.
+// atomic transaction; restarts never remove the table. The Controller
+// (controller.go) feeds the table from the Node lister.
 package masq
 
 import (
@@ -74,8 +75,8 @@ func Collapse(in []netip.Prefix) []netip.Prefix {
 	return out
 }
 
-// New returns the knftables interface for the agent's table.
-func New() (knftables.Interface, error) {
+// NewNFT returns the knftables interface for the agent's table.
+func NewNFT() (knftables.Interface, error) {
 	nft, err := knftables.New(knftables.IPv4Family, TableName)
 	if err != nil {
 		return nil, fmt.Errorf("nftables for table %s: %w", TableName, err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +17,28 @@ import (
 	"k8s.io/klog/v2"
 )
 
+// Every Trellis metric is named trellis_<subsystem>_<name>; the agent-wide
+// ones here use the subsystems agent (syncs), build and feature. Each
+// controller registers its own (trellis_routing_*, trellis_masq_*,
+// trellis_policy_*, trellis_fastpath_*); docs/metrics.md lists them all.
 const namespace = "trellis_agent"
+
+// Feature names of trellis_feature_enabled.
+const (
+	FeatureFastPath      = "fastpath"
+	FeatureNetworkPolicy = "networkpolicy"
+	FeatureMasquerade    = "masquerade"
+	FeatureVXLAN         = "vxlan"
+)
+
+// Features are the values of trellis_feature_enabled's feature label.
+var Features = []string{FeatureFastPath, FeatureNetworkPolicy, FeatureMasquerade, FeatureVXLAN}
+
+// Build describes the running binary for trellis_build_info.
+type Build struct {
+	// Version is the release (set at link time; "dev" when built without).
+	Version string
+}
 
 // Metrics is the set of agent metrics.
 type Metrics struct {
@@ -25,18 +47,20 @@ type Metrics struct {
 	SyncErrors      *prometheus.CounterVec
 	Syncs           *prometheus.CounterVec
 	LastSuccessSync *prometheus.GaugeVec
-	Routes          *prometheus.GaugeVec
-	Peers           *prometheus.GaugeVec
-	PeerProblems    *prometheus.GaugeVec
-	FDBEntries      prometheus.Gauge
-	Neighbors       prometheus.Gauge
-	MasqRules       prometheus.Gauge
+	features        *prometheus.GaugeVec
 }
 
 // New creates and registers the metrics in a fresh registry.
-func New() *Metrics {
+func New(b Build) *Metrics {
+	if b.Version == "" {
+		b.Version = "dev"
+	}
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
+		features: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "trellis_feature_enabled",
+			Help: "1 when a feature is active on this node (configured on and, for the fast path, loaded), else 0.",
+		}, []string{"feature"}),
 		SyncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "sync_duration_seconds",
 			Help:    "Duration of full-state syncs, per controller.",
@@ -54,35 +78,28 @@ func New() *Metrics {
 			Namespace: namespace, Name: "last_successful_sync_timestamp_seconds",
 			Help: "Unix time of the last successful sync, per controller.",
 		}, []string{"controller"}),
-		Routes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "routes_programmed",
-			Help: "Routes to remote pod subnets programmed, by path (native, vxlan).",
-		}, []string{"path"}),
-		Peers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "peers",
-			Help: "Remote nodes known, by path (native, vxlan, none).",
-		}, []string{"path"}),
-		PeerProblems: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "peer_problems",
-			Help: "Remote nodes that cannot be reached in the configured mode, by reason.",
-		}, []string{"reason"}),
-		FDBEntries: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "vxlan_fdb_entries",
-			Help: "Static VXLAN FDB entries programmed.",
-		}),
-		Neighbors: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "vxlan_neighbor_entries",
-			Help: "Static VXLAN neighbour entries programmed.",
-		}),
-		MasqRules: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "masquerade_exempt_cidrs",
-			Help: "Destination CIDRs exempt from masquerade.",
-		}),
 	}
-	m.Registry.MustRegister(m.SyncDuration, m.SyncErrors, m.Syncs, m.LastSuccessSync,
-		m.Routes, m.Peers, m.PeerProblems, m.FDBEntries, m.Neighbors, m.MasqRules,
+	for _, f := range Features {
+		m.features.WithLabelValues(f)
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "trellis_build_info",
+		Help:        "Always 1; the labels describe the running binary.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	m.Registry.MustRegister(m.SyncDuration, m.SyncErrors, m.Syncs, m.LastSuccessSync, m.features, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// SetFeature sets trellis_feature_enabled{feature=name}.
+func (m *Metrics) SetFeature(name string, on bool) {
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.features.WithLabelValues(name).Set(v)
 }
 
 // ObserveSync implements syncrunner.Observer.

@@ -10,10 +10,10 @@ import (
 )
 
 func TestHandlerServesMetricsAndChecks(t *testing.T) {
-	m := New()
+	m := New(Build{Version: "v1.2.3"})
+	m.SetFeature(FeatureVXLAN, true)
 	m.ObserveSync("routing", 3*time.Millisecond, nil)
 	m.ObserveSync("routing", time.Millisecond, errors.New("x"))
-	m.Routes.WithLabelValues("vxlan").Set(4)
 	notReady := errors.New("routes not programmed yet")
 	h := m.Handler(nil, []Check{{Name: "routing", Fn: func() error { return notReady }}})
 
@@ -23,9 +23,11 @@ func TestHandlerServesMetricsAndChecks(t *testing.T) {
 	for _, want := range []string{
 		`trellis_agent_sync_errors_total{controller="routing"} 1`,
 		`trellis_agent_syncs_total{controller="routing"} 2`,
-		`trellis_agent_routes_programmed{path="vxlan"} 4`,
 		`trellis_agent_last_successful_sync_timestamp_seconds{controller="routing"}`,
 		`trellis_agent_sync_duration_seconds_count{controller="routing"} 2`,
+		`trellis_feature_enabled{feature="vxlan"} 1`,
+		`trellis_feature_enabled{feature="fastpath"} 0`,
+		`trellis_build_info{goversion="go`, `",version="v1.2.3"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)

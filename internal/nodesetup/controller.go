@@ -8,6 +8,7 @@ package nodesetup
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/nodestate"
 	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
 // Condition values set on the Node.
@@ -55,8 +57,25 @@ type Sysctls interface {
 	Set(path, value string) error
 }
 
-// Controller is the node-setup controller.
+// Config wires a Controller.
+type Config struct {
+	// Agent is the agent's configuration (node name, CNI paths, MTU, mode).
+	Agent *config.Config
+	// NodeAPI patches this node's Node object.
+	NodeAPI NodePatcher
+	// Nodes lists Nodes (this node's is read).
+	Nodes    corelisters.NodeLister
+	Routes   RouteStatus
+	Underlay UnderlayFinder
+	Sysctls  Sysctls
+	// Sync tunes the controller's runner.
+	Sync syncrunner.Options
+}
+
+// Controller is the node-setup controller. Run it (the embedded Runner)
+// and Trigger it on changes of this node's Node and of routing readiness.
 type Controller struct {
+	*syncrunner.Runner
 	cfg      *config.Config
 	nodes    NodePatcher
 	lister   corelisters.NodeLister
@@ -67,9 +86,14 @@ type Controller struct {
 }
 
 // New returns a node-setup controller.
-func New(cfg *config.Config, nodes NodePatcher, lister corelisters.NodeLister,
-	routes RouteStatus, underlay UnderlayFinder, sysctls Sysctls) *Controller {
-	return &Controller{cfg: cfg, nodes: nodes, lister: lister, routes: routes, underlay: underlay, sysctls: sysctls, now: time.Now}
+func New(cfg Config) (*Controller, error) {
+	if cfg.Agent == nil || cfg.NodeAPI == nil || cfg.Nodes == nil || cfg.Routes == nil || cfg.Underlay == nil || cfg.Sysctls == nil {
+		return nil, errors.New("node-setup controller: Agent, NodeAPI, Nodes, Routes, Underlay and Sysctls are required")
+	}
+	c := &Controller{cfg: cfg.Agent, nodes: cfg.NodeAPI, lister: cfg.Nodes, routes: cfg.Routes, underlay: cfg.Underlay,
+		sysctls: cfg.Sysctls, now: time.Now}
+	c.Runner = syncrunner.New("nodesetup", c.Sync, cfg.Sync)
+	return c, nil
 }
 
 // Sync performs one full node-setup pass.

@@ -65,7 +65,12 @@ func newFixture(t *testing.T, node *v1.Node, mode config.RoutingMode) *fixture {
 	if err := f.idx.Add(node); err != nil {
 		t.Fatal(err)
 	}
-	f.c = New(cfg, f.client.CoreV1().Nodes(), corelisters.NewNodeLister(f.idx), f.routes, fakeUnderlay{mtu: 1500}, f.sys)
+	c, err := New(Config{Agent: cfg, NodeAPI: f.client.CoreV1().Nodes(), Nodes: corelisters.NewNodeLister(f.idx),
+		Routes: f.routes, Underlay: fakeUnderlay{mtu: 1500}, Sysctls: f.sys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.c = c
 	return f
 }
 

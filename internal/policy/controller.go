@@ -40,33 +40,31 @@ func (i Informers) all() []cache.SharedIndexInformer {
 // Config wires a Controller.
 type Config struct {
 	NodeName string
-	// Informers must not be started before NewController adds its event
-	// handlers (Run starts them; an agent that runs Runner starts them
-	// itself).
+	// Informers feed the listers; New adds its event handlers to them. The
+	// caller starts them and waits for their caches before Run.
 	Informers Informers
 	// NFT is bound to the inet family and TableName.
 	NFT        knftables.Interface
 	Interfaces InterfaceLister
 	// Registerer receives the policy metrics (nil: not registered).
 	Registerer prometheus.Registerer
-	// Observer, if set, is told about every sync (e.g. the agent's metrics).
-	Observer syncrunner.Observer
 	// DenyLogGroup, when not 0, sends denied packets to this nflog group
 	// (see Snapshot.DenyLogGroup).
 	DenyLogGroup uint16
-	// MinSyncInterval and MaxSyncInterval bound the sync rate (defaults
-	// 100ms and 1m); MaxSyncInterval is also the drift-repair period.
-	MinSyncInterval, MaxSyncInterval time.Duration
+	// Sync tunes the controller's runner (MinInterval and MaxInterval
+	// default to 100ms and 1m); Sync.MaxInterval is also the period of the
+	// full read-back of the table (drift repair).
+	Sync syncrunner.Options
 }
 
-// Controller keeps the policy table in sync with the API.
+// Controller keeps the policy table in sync with the API. Run it (the
+// embedded Runner) once the informers' caches have synced.
 type Controller struct {
+	*syncrunner.Runner
 	cfg      Config
 	pods     corelisters.PodLister
 	nss      corelisters.NamespaceLister
 	policies netlisters.NetworkPolicyLister
-	synced   []cache.InformerSynced
-	runner   *syncrunner.Runner
 	metrics  *controllerMetrics
 	counters *packetCounters
 
@@ -76,18 +74,19 @@ type Controller struct {
 	lastApplied  *Desired  // what the last successful sync committed (nil: read the kernel)
 }
 
-// NewController adds its event handlers to cfg.Informers.
-func NewController(cfg Config) (*Controller, error) {
+// New returns a policy controller and adds its event handlers to
+// cfg.Informers.
+func New(cfg Config) (*Controller, error) {
 	inf := cfg.Informers
 	if cfg.NodeName == "" || inf.Pods == nil || inf.Namespaces == nil || inf.NetworkPolicies == nil ||
 		cfg.NFT == nil || cfg.Interfaces == nil {
 		return nil, fmt.Errorf("policy controller: NodeName, Informers (all three), NFT and Interfaces are required")
 	}
-	if cfg.MinSyncInterval <= 0 {
-		cfg.MinSyncInterval = 100 * time.Millisecond
+	if cfg.Sync.MinInterval <= 0 {
+		cfg.Sync.MinInterval = 100 * time.Millisecond
 	}
-	if cfg.MaxSyncInterval <= 0 {
-		cfg.MaxSyncInterval = time.Minute
+	if cfg.Sync.MaxInterval <= 0 {
+		cfg.Sync.MaxInterval = time.Minute
 	}
 	c := &Controller{
 		cfg: cfg, pods: corelisters.NewPodLister(inf.Pods.GetIndexer()),
@@ -95,27 +94,12 @@ func NewController(cfg Config) (*Controller, error) {
 		policies: netlisters.NewNetworkPolicyLister(inf.NetworkPolicies.GetIndexer()),
 		metrics:  newControllerMetrics(), counters: newPacketCounters(cfg.NFT),
 	}
-	c.runner = syncrunner.New("policy", c.Sync, syncrunner.Options{
-		MinInterval: cfg.MinSyncInterval, MaxInterval: cfg.MaxSyncInterval, Observer: cfg.Observer,
-	})
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { c.changed() },
-		UpdateFunc: func(oldObj, newObj any) {
-			if o, ok := oldObj.(interface{ GetResourceVersion() string }); ok {
-				if n, ok := newObj.(interface{ GetResourceVersion() string }); ok &&
-					o.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion() {
-					return // informer resync, nothing changed
-				}
-			}
-			c.changed()
-		},
-		DeleteFunc: func(any) { c.changed() },
-	}
+	c.Runner = syncrunner.New("policy", c.Sync, cfg.Sync)
+	handler := syncrunner.EventHandler(c.changed)
 	for _, i := range inf.all() {
 		if _, err := i.AddEventHandler(handler); err != nil {
 			return nil, fmt.Errorf("policy controller: add event handler: %w", err)
 		}
-		c.synced = append(c.synced, i.HasSynced)
 	}
 	if cfg.Registerer != nil {
 		if err := c.metrics.register(cfg.Registerer); err != nil {
@@ -135,30 +119,8 @@ func (c *Controller) changed() {
 		c.pendingSince = time.Now()
 	}
 	c.mu.Unlock()
-	c.runner.Trigger()
+	c.Trigger()
 }
-
-// Run starts the informers (which must not be running yet), waits for
-// their caches, then syncs on every change through the rate-limited runner
-// until ctx is cancelled.
-func (c *Controller) Run(ctx context.Context) error {
-	for _, i := range c.cfg.Informers.all() {
-		go i.RunWithContext(ctx)
-	}
-	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
-		return fmt.Errorf("policy controller: caches did not sync: %w", ctx.Err())
-	}
-	klog.FromContext(ctx).WithName("policy").Info("Caches synced, starting policy syncs", "node", c.cfg.NodeName)
-	c.runner.Run(ctx)
-	return nil
-}
-
-// Runner returns the controller's sync runner, for an agent that runs its
-// runners itself after waiting for the shared caches (instead of Run).
-func (c *Controller) Runner() *syncrunner.Runner { return c.runner }
-
-// LastSuccess is when the last successful sync finished (health checks).
-func (c *Controller) LastSuccess() time.Time { return c.runner.LastSuccess() }
 
 // Sync is one full-state sync: snapshot from the listers and the kernel's
 // interfaces, compile, apply in one transaction.
@@ -194,10 +156,10 @@ func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
 		logger.V(2).Info("Could not read policy counters", "err", err)
 	}
 	// Read the table back (objects, every set and map) on the first sync,
-	// after a failed one, and then once per MaxSyncInterval (drift repair);
+	// after a failed one, and then once per Sync.MaxInterval (drift repair);
 	// in between, diff against what the last sync committed (each read is
 	// an nft call).
-	verify := time.Since(c.lastVerify) >= c.cfg.MaxSyncInterval
+	verify := time.Since(c.lastVerify) >= c.cfg.Sync.MaxInterval
 	opts := ApplyOptions{TrustGroupSets: !verify}
 	if !verify {
 		opts.Previous = c.lastApplied

@@ -30,7 +30,7 @@ type packetCounters struct {
 func newPacketCounters(nft knftables.Interface) *packetCounters {
 	return &packetCounters{
 		nft: nft,
-		desc: prometheus.NewDesc(metricsNamespace+"_policy_packets_total",
+		desc: prometheus.NewDesc(metricsNamespace+"_packets_total",
 			"New connections (first packets) to/from local pods a policy isolates, by the verdict of their combined policies.",
 			[]string{"namespace", "policy", "direction", "verdict"}, nil),
 		groups: map[string]Group{}, last: map[string]uint64{}, totals: map[[4]string]float64{},

@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 )
 
-const metricsNamespace = "trellis_agent"
+const metricsNamespace = "trellis_policy"
 
 type controllerMetrics struct {
 	latency   prometheus.Histogram
@@ -24,24 +24,24 @@ type controllerMetrics struct {
 func newControllerMetrics() *controllerMetrics {
 	return &controllerMetrics{
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: metricsNamespace, Name: "policy_programming_latency_seconds",
+			Namespace: metricsNamespace, Name: "programming_latency_seconds",
 			Help:    "Time from the first API change (pod, namespace, networkpolicy) seen to the policy table holding it.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 		selected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: metricsNamespace, Name: "policy_selected_local_pods",
+			Namespace: metricsNamespace, Name: "selected_local_pods",
 			Help: "Local pods a NetworkPolicy selects, per policy and direction.",
 		}, []string{"namespace", "policy", "direction"}),
 		isolated: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: metricsNamespace, Name: "policy_isolated_local_pods",
+			Namespace: metricsNamespace, Name: "isolated_local_pods",
 			Help: "Local pods isolated by at least one policy, per direction.",
 		}, []string{"direction"}),
 		groups: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: metricsNamespace, Name: "policy_groups",
+			Namespace: metricsNamespace, Name: "groups",
 			Help: "Distinct allow lists (group chains) in the policy table, per direction.",
 		}, []string{"direction"}),
 		elements: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: metricsNamespace, Name: "policy_set_elements",
+			Namespace: metricsNamespace, Name: "set_elements",
 			Help: "Set and map elements in the policy table.",
 		}),
 		lastNames: map[[3]string]bool{},

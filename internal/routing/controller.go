@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
@@ -15,10 +16,10 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
-	"github.com/trellisnet/trellis/internal/metrics"
+	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
-// Dataplane programs the kernel. Implemented by internal/dataplane.
+// Dataplane programs the kernel. Implemented by internal/routing/netlinkprog.
 type Dataplane interface {
 	// Underlay finds the interface carrying nodeIP.
 	Underlay(nodeIP netip.Addr) (Underlay, error)
@@ -27,15 +28,31 @@ type Dataplane interface {
 	Apply(ctx context.Context, d *Desired) error
 }
 
+// Config wires a Controller.
+type Config struct {
+	// NodeName is this node.
+	NodeName string
+	Params   Params
+	// Nodes lists every Node.
+	Nodes corelisters.NodeLister
+	// Kernel programs the desired state.
+	Kernel Dataplane
+	// Recorder receives Warning Events about unreachable peers (nil: none).
+	Recorder record.EventRecorder
+	// OnReadyChange (nil: none) is called whenever readiness changes.
+	OnReadyChange func()
+	// Sync tunes the controller's runner.
+	Sync syncrunner.Options
+	// Registerer receives the routing metrics (nil: not registered).
+	Registerer prometheus.Registerer
+}
+
 // Controller keeps the kernel's routes to remote nodes in sync with Nodes.
+// Run it (the embedded Runner) and Trigger it on Node changes.
 type Controller struct {
-	nodeName string
-	params   Params
-	lister   corelisters.NodeLister
-	dp       Dataplane
-	recorder record.EventRecorder
-	metrics  *metrics.Metrics
-	onChange func()
+	*syncrunner.Runner
+	cfg     Config
+	metrics *routingMetrics
 
 	mu       sync.Mutex
 	ready    bool
@@ -44,14 +61,19 @@ type Controller struct {
 	problems map[string]Problem
 }
 
-// NewController returns a routing controller. onChange (may be nil) is
-// called whenever readiness changes.
-func NewController(nodeName string, params Params, lister corelisters.NodeLister, dp Dataplane,
-	recorder record.EventRecorder, m *metrics.Metrics, onChange func()) *Controller {
-	return &Controller{
-		nodeName: nodeName, params: params, lister: lister, dp: dp, recorder: recorder,
-		metrics: m, onChange: onChange, reason: "routes not programmed yet", problems: map[string]Problem{},
+// New returns a routing controller.
+func New(cfg Config) (*Controller, error) {
+	if cfg.NodeName == "" || cfg.Nodes == nil || cfg.Kernel == nil {
+		return nil, errors.New("routing controller: NodeName, Nodes and Kernel are required")
 	}
+	c := &Controller{cfg: cfg, metrics: newRoutingMetrics(), reason: "routes not programmed yet", problems: map[string]Problem{}}
+	if cfg.Registerer != nil {
+		if err := c.metrics.register(cfg.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	c.Runner = syncrunner.New("routing", c.Sync, cfg.Sync)
+	return c, nil
 }
 
 // Ready reports whether this node's routes have been programmed at least once.
@@ -73,32 +95,32 @@ func (c *Controller) setReady(ready bool, reason string) {
 	changed := c.ready != ready || c.reason != reason
 	c.ready, c.reason = ready, reason
 	c.mu.Unlock()
-	if changed && c.onChange != nil {
-		c.onChange()
+	if changed && c.cfg.OnReadyChange != nil {
+		c.cfg.OnReadyChange()
 	}
 }
 
-// Sync is one full-state sync (run it through a syncrunner.Runner).
+// Sync is one full-state sync.
 func (c *Controller) Sync(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithName("routing")
-	self, err := c.lister.Get(c.nodeName)
+	self, err := c.cfg.Nodes.Get(c.cfg.NodeName)
 	if apierrors.IsNotFound(err) {
 		c.setReady(false, "own Node object not found")
-		return fmt.Errorf("node %s not found", c.nodeName)
+		return fmt.Errorf("node %s not found", c.cfg.NodeName)
 	}
 	if err != nil {
-		return fmt.Errorf("get own node %s: %w", c.nodeName, err)
+		return fmt.Errorf("get own node %s: %w", c.cfg.NodeName, err)
 	}
 	local := LocalNode{Name: self.Name, NodeIP: NodeIP(self), PodCIDRs: PodCIDRs(self)}
 	if !local.NodeIP.IsValid() {
 		c.setReady(false, "own Node has no IPv4 InternalIP")
-		return fmt.Errorf("node %s has no IPv4 address", c.nodeName)
+		return fmt.Errorf("node %s has no IPv4 address", c.cfg.NodeName)
 	}
 	if len(ipv4Prefixes(local.PodCIDRs)) == 0 {
 		c.setReady(false, "own Node has no pod CIDR yet")
-		return fmt.Errorf("node %s has no IPv4 pod CIDR yet (spec.podCIDRs empty)", c.nodeName)
+		return fmt.Errorf("node %s has no IPv4 pod CIDR yet (spec.podCIDRs empty)", c.cfg.NodeName)
 	}
-	ul, err := c.dp.Underlay(local.NodeIP)
+	ul, err := c.cfg.Kernel.Underlay(local.NodeIP)
 	if err != nil {
 		c.setReady(false, "cannot find the node IP's interface")
 		return fmt.Errorf("find underlay interface: %w", err)
@@ -108,7 +130,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 	c.underlay = ul
 	c.mu.Unlock()
 
-	nodes, err := c.lister.List(labels.Everything())
+	nodes, err := c.cfg.Nodes.List(labels.Everything())
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
@@ -116,8 +138,8 @@ func (c *Controller) Sync(ctx context.Context) error {
 	for _, n := range nodes {
 		peers = append(peers, PeerFromNode(n))
 	}
-	d := Compute(local, peers, c.params)
-	if err := c.dp.Apply(ctx, d); err != nil {
+	d := Compute(local, peers, c.cfg.Params)
+	if err := c.cfg.Kernel.Apply(ctx, d); err != nil {
 		return fmt.Errorf("apply routes: %w", err)
 	}
 	logger.V(2).Info("Programmed routes", "routes", len(d.Routes), "fdb", len(d.FDB), "neighbors", len(d.Neighbors), "problems", len(d.Problems))
@@ -129,27 +151,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 // report publishes metrics and, for problems that are new, a log line and
 // a Warning Event on the affected Node.
 func (c *Controller) report(logger klog.Logger, self *v1.Node, d *Desired) {
-	if c.metrics != nil {
-		counts := map[Path]int{}
-		for _, r := range d.Routes {
-			counts[r.Path]++
-		}
-		for _, p := range []Path{PathNative, PathVXLAN} {
-			c.metrics.Routes.WithLabelValues(string(p)).Set(float64(counts[p]))
-		}
-		for _, p := range []string{"native", "vxlan", "none"} {
-			c.metrics.Peers.WithLabelValues(p).Set(float64(d.Peers[p]))
-		}
-		byReason := map[string]int{}
-		for _, p := range d.Problems {
-			byReason[p.Reason]++
-		}
-		for _, r := range []string{ReasonNotOnSameSubnet, ReasonNoNodeIP, ReasonNoPodCIDR, ReasonBadVTEPMAC} {
-			c.metrics.PeerProblems.WithLabelValues(r).Set(float64(byReason[r]))
-		}
-		c.metrics.FDBEntries.Set(float64(len(d.FDB)))
-		c.metrics.Neighbors.Set(float64(len(d.Neighbors)))
-	}
+	c.metrics.observe(d)
 	now := map[string]Problem{}
 	for _, p := range d.Problems {
 		now[p.Node] = p
@@ -174,8 +176,8 @@ func (c *Controller) report(logger klog.Logger, self *v1.Node, d *Desired) {
 			continue
 		}
 		logger.Error(errors.New(p.Message), "Peer unreachable in this routing mode", "node", p.Node, "reason", p.Reason)
-		if c.recorder != nil {
-			c.recorder.Eventf(self, v1.EventTypeWarning, p.Reason, "%s", p.Message)
+		if c.cfg.Recorder != nil {
+			c.cfg.Recorder.Eventf(self, v1.EventTypeWarning, p.Reason, "%s", p.Message)
 		}
 	}
 }

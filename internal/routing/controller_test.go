@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/trellisnet/trellis/internal/config"
-	"github.com/trellisnet/trellis/internal/metrics"
 )
 
 type fakeDP struct {
@@ -44,7 +43,7 @@ func apiNode(name, ip, cidr string) *v1.Node {
 	return n
 }
 
-func newTestController(t *testing.T, mode config.RoutingMode, nodes ...*v1.Node) (*Controller, *fakeDP, *record.FakeRecorder, *metrics.Metrics, *int) {
+func newTestController(t *testing.T, mode config.RoutingMode, nodes ...*v1.Node) (*Controller, *fakeDP, *record.FakeRecorder, *prometheus.Registry, *int) {
 	t.Helper()
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	for _, n := range nodes {
@@ -52,11 +51,14 @@ func newTestController(t *testing.T, mode config.RoutingMode, nodes ...*v1.Node)
 			t.Fatal(err)
 		}
 	}
-	dp, rec, m := &fakeDP{}, record.NewFakeRecorder(10), metrics.New()
+	dp, rec, reg := &fakeDP{}, record.NewFakeRecorder(10), prometheus.NewRegistry()
 	changes := 0
-	c := NewController("node1", Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 1, Port: 4789}},
-		corelisters.NewNodeLister(idx), dp, rec, m, func() { changes++ })
-	return c, dp, rec, m, &changes
+	c, err := New(Config{NodeName: "node1", Params: Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 1, Port: 4789}},
+		Nodes: corelisters.NewNodeLister(idx), Kernel: dp, Recorder: rec, Registerer: reg, OnReadyChange: func() { changes++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, dp, rec, reg, &changes
 }
 
 func TestControllerNativeAcrossSubnetsWarnsOnce(t *testing.T) {
@@ -87,11 +89,19 @@ func TestControllerNativeAcrossSubnetsWarnsOnce(t *testing.T) {
 	if len(events) != 1 || !strings.Contains(events[0], "Warning "+ReasonNotOnSameSubnet) || !strings.Contains(events[0], "node3") {
 		t.Errorf("events %q; want exactly one %s warning naming node3 (none for node4 registering, none repeated)", events, ReasonNotOnSameSubnet)
 	}
-	if v := gaugeValue(t, m.PeerProblems.WithLabelValues(ReasonNotOnSameSubnet)); v != 1 {
-		t.Errorf("peer_problems{%s} = %v, want 1", ReasonNotOnSameSubnet, v)
-	}
-	if v := gaugeValue(t, m.Routes.WithLabelValues("native")); v != 1 {
-		t.Errorf("routes_programmed{native} = %v, want 1", v)
+	if err := testutil.GatherAndCompare(m, strings.NewReader(`
+# HELP trellis_routing_peer_problems Remote nodes that cannot be reached in the configured mode, by reason.
+# TYPE trellis_routing_peer_problems gauge
+trellis_routing_peer_problems{reason="PeerHasInvalidVTEPMAC"} 0
+trellis_routing_peer_problems{reason="PeerHasNoNodeIP"} 0
+trellis_routing_peer_problems{reason="PeerHasNoPodCIDR"} 1
+trellis_routing_peer_problems{reason="PeerNotOnSameSubnet"} 1
+# HELP trellis_routing_routes_programmed Routes to remote pod subnets programmed, by path (native, vxlan).
+# TYPE trellis_routing_routes_programmed gauge
+trellis_routing_routes_programmed{path="native"} 1
+trellis_routing_routes_programmed{path="vxlan"} 0
+`), "trellis_routing_peer_problems", "trellis_routing_routes_programmed"); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -114,13 +124,4 @@ func TestControllerNotReadyWithoutOwnPodCIDROrOnApplyError(t *testing.T) {
 	if ok, _ := c2.Ready(); ok {
 		t.Error("ready although applying failed")
 	}
-}
-
-func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := g.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetGauge().GetValue()
 }

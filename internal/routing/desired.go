@@ -1,7 +1,7 @@
 // Package routing computes and applies the routes, VXLAN FDB entries and
 // neighbour entries that carry pod traffic to remote nodes. Desired state is
 // a pure function of the Nodes (Compute); applying it to the kernel goes
-// through the narrow Dataplane interface (implemented in internal/dataplane).
+// through the narrow Dataplane interface (implemented in internal/routing/netlinkprog).
 package routing
 
 import (

@@ -2,6 +2,12 @@
 // minimum interval between runs (bursts of triggers coalesce into one run),
 // exponential backoff after failures, and a periodic run at the maximum
 // interval so that drift made by others is repaired.
+//
+// It also gives every controller of the agent its shape: a package per
+// concern with New(Config) returning a Controller that embeds *Runner (so
+// it has Run(ctx), Trigger, Name, LastSuccess and LastError), a Sync method
+// computing the full desired state and applying it through a narrow kernel
+// interface, and Config.Sync (Options) and Config.Registerer fields.
 package syncrunner
 
 import (

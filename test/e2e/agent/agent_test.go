@@ -19,12 +19,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/trellisnet/trellis/internal/dataplane"
-	"github.com/trellisnet/trellis/internal/dataplane/dataplanetest"
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/topology"
+	"github.com/trellisnet/trellis/internal/netnstest"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 )
 
 // Every node: NetworkUnavailable=False from the agent, the annotations
@@ -195,8 +195,8 @@ func TestE2EAgentLargeUDPWithDF(t *testing.T) {
 			}
 			pa, pb := podNetns(t, a), podNetns(t, b)
 			mtu := linkMTU(t, pa, "eth0")
-			ca := dataplanetest.DFUDP(t, pa, getPod(t, a).Status.PodIP+":0")
-			cb := dataplanetest.DFUDP(t, pb, getPod(t, b).Status.PodIP+":0")
+			ca := netnstest.DFUDP(t, pa, getPod(t, a).Status.PodIP+":0")
+			cb := netnstest.DFUDP(t, pb, getPod(t, b).Status.PodIP+":0")
 			if err := udpRoundTrip(ca, cb, mtu-28); err != nil {
 				t.Errorf("%s (%s) <-> %s (%s), %d-byte DF datagrams (pod MTU %d): %v", a, l.NodeOf(t, a), b, l.NodeOf(t, b), mtu-28, mtu, err)
 			}
@@ -307,7 +307,7 @@ func TestE2EAgentNodeAddDeleteConvergence(t *testing.T) {
 
 type nodeDP struct {
 	name string
-	dp   *dataplane.Netlink
+	dp   *netlinkprog.Programmer
 }
 
 func quantiles(d []time.Duration) string {

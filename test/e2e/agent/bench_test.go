@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/trellisnet/trellis/internal/dataplane/dpbench"
+	"github.com/trellisnet/trellis/internal/dpbench"
 )
 
 // TestBenchDataplaneLab is the lab half of the dataplane benchmark (not

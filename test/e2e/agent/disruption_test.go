@@ -19,12 +19,12 @@ import (
 	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/trellisnet/trellis/internal/dataplane"
 	labnode "github.com/trellisnet/trellis/internal/lab/node"
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/proc"
 	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 )
 
 // stream is a TCP byte stream and a UDP datagram stream from pod a to pod b,
@@ -260,7 +260,7 @@ func containsDst(rs []netlink.Route, dst netip.Prefix) bool {
 }
 
 // routeDev returns the device of node's Trellis route to dst ("" if none).
-func routeDev(t *testing.T, dp *dataplane.Netlink, dst netip.Prefix) string {
+func routeDev(t *testing.T, dp *netlinkprog.Programmer, dst netip.Prefix) string {
 	t.Helper()
 	rs, err := dp.ListRoutes()
 	if err != nil {
@@ -328,7 +328,7 @@ func TestE2EAgentModeChangeConverges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dps := map[string]*dataplane.Netlink{}
+	dps := map[string]*netlinkprog.Programmer{}
 	for _, n := range nodes {
 		dps[n] = nodeDataplane(t, n)
 	}

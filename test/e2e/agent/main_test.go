@@ -19,9 +19,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/trellisnet/trellis/internal/dataplane"
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/topology"
+	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/test/e2e/framework"
 )
 
@@ -59,7 +59,7 @@ func nodeHost(t *testing.T, name string) topology.Host {
 func netnsPath(netnsName string) string { return filepath.Join("/var/run/netns", netnsName) }
 
 // nodeDataplane opens a netlink handle inside a node's network namespace.
-func nodeDataplane(t *testing.T, node string) *dataplane.Netlink {
+func nodeDataplane(t *testing.T, node string) *netlinkprog.Programmer {
 	t.Helper()
 	h, err := vns.GetFromPath(netnsPath(nodeHost(t, node).Netns))
 	if err != nil {
@@ -71,11 +71,11 @@ func nodeDataplane(t *testing.T, node string) *dataplane.Netlink {
 		t.Fatalf("netlink in %s: %v", node, err)
 	}
 	t.Cleanup(nh.Close)
-	return &dataplane.Netlink{Handle: nh, NetnsPath: netnsPath(nodeHost(t, node).Netns)}
+	return &netlinkprog.Programmer{Handle: nh, NetnsPath: netnsPath(nodeHost(t, node).Netns)}
 }
 
 // hasRoute reports whether node holds a Trellis route to dst.
-func hasRoute(t *testing.T, dp *dataplane.Netlink, dst netip.Prefix) bool {
+func hasRoute(t *testing.T, dp *netlinkprog.Programmer, dst netip.Prefix) bool {
 	t.Helper()
 	rs, err := dp.ListRoutes()
 	if err != nil {

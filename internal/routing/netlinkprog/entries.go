@@ -1,4 +1,4 @@
-package dataplane
+package netlinkprog
 
 import (
 	"errors"
@@ -14,14 +14,12 @@ import (
 )
 
 // ListRoutes returns the IPv4 routes in the table tagged RouteProtocol.
-func (n *Netlink) ListRoutes() ([]netlink.Route, error) {
+func (n *Programmer) ListRoutes() ([]netlink.Route, error) {
 	filter := &netlink.Route{Protocol: RouteProtocol, Table: n.table()}
-	return retryEINTR(func() ([]netlink.Route, error) {
-		return n.h().RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	})
+	return n.h().RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 }
 
-func (n *Netlink) syncRoutes(logger klog.Logger, d *routing.Desired) error {
+func (n *Programmer) syncRoutes(logger klog.Logger, d *routing.Desired) error {
 	have, err := n.ListRoutes()
 	if err != nil {
 		return fmt.Errorf("list trellis routes: %w", err)
@@ -83,13 +81,11 @@ func routeEqual(a, b netlink.Route) bool {
 }
 
 // ListFDB returns the bridge FDB entries on link.
-func (n *Netlink) ListFDB(link netlink.Link) ([]netlink.Neigh, error) {
-	return retryEINTR(func() ([]netlink.Neigh, error) {
-		return n.h().NeighList(link.Attrs().Index, unix.AF_BRIDGE)
-	})
+func (n *Programmer) ListFDB(link netlink.Link) ([]netlink.Neigh, error) {
+	return neighList(n.h(), link.Attrs().Index, unix.AF_BRIDGE)
 }
 
-func (n *Netlink) syncFDB(logger klog.Logger, link netlink.Link, want []routing.FDBEntry) error {
+func (n *Programmer) syncFDB(logger klog.Logger, link netlink.Link, want []routing.FDBEntry) error {
 	have, err := n.ListFDB(link)
 	if err != nil {
 		return fmt.Errorf("list FDB of %s: %w", link.Attrs().Name, err)
@@ -139,13 +135,11 @@ func (n *Netlink) syncFDB(logger klog.Logger, link netlink.Link, want []routing.
 }
 
 // ListNeighbors returns the IPv4 neighbour entries on link.
-func (n *Netlink) ListNeighbors(link netlink.Link) ([]netlink.Neigh, error) {
-	return retryEINTR(func() ([]netlink.Neigh, error) {
-		return n.h().NeighList(link.Attrs().Index, netlink.FAMILY_V4)
-	})
+func (n *Programmer) ListNeighbors(link netlink.Link) ([]netlink.Neigh, error) {
+	return neighList(n.h(), link.Attrs().Index, netlink.FAMILY_V4)
 }
 
-func (n *Netlink) syncNeighbors(logger klog.Logger, link netlink.Link, want []routing.Neighbor) error {
+func (n *Programmer) syncNeighbors(logger klog.Logger, link netlink.Link, want []routing.Neighbor) error {
 	have, err := n.ListNeighbors(link)
 	if err != nil {
 		return fmt.Errorf("list neighbours of %s: %w", link.Attrs().Name, err)

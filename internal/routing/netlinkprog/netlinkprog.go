@@ -1,9 +1,9 @@
-// Package dataplane programs the routing controller's desired state into
+// Package netlinkprog programs the routing controller's desired state into
 // the kernel with netlink: the VXLAN device, routes to remote pod subnets
 // (tagged with RouteProtocol so leftovers are recognised), static FDB and
 // neighbour entries. Every operation is idempotent; nothing is flushed:
 // existing state is adopted when it matches and replaced or deleted when not.
-package dataplane
+package netlinkprog
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -28,9 +29,9 @@ import (
 // number; /etc/iproute2/rt_protos names it "trellis" if an operator adds it).
 const RouteProtocol netlink.RouteProtocol = 0x9e // 158
 
-// Netlink is the real kernel dataplane. The zero value uses the calling
+// Programmer is the real kernel side of routing. The zero value uses the calling
 // thread's network namespace; Handle may target another one (tests).
-type Netlink struct {
+type Programmer struct {
 	// Handle is the netlink handle to use (nil: the default namespace handle).
 	Handle *netlink.Handle
 	// Table is the routing table (0: main).
@@ -40,16 +41,18 @@ type Netlink struct {
 	NetnsPath string
 }
 
-var _ routing.Dataplane = (*Netlink)(nil)
+var _ routing.Dataplane = (*Programmer)(nil)
 
-func (n *Netlink) h() *netlink.Handle {
+// h returns the netlink handle wrapped by netlinksafe, whose dump methods
+// retry when the kernel interrupts a dump (NLM_F_DUMP_INTR).
+func (n *Programmer) h() netlinksafe.Handle {
 	if n.Handle != nil {
-		return n.Handle
+		return netlinksafe.Handle{Handle: n.Handle}
 	}
-	return &netlink.Handle{}
+	return netlinksafe.Handle{Handle: &netlink.Handle{}}
 }
 
-func (n *Netlink) table() int {
+func (n *Programmer) table() int {
 	if n.Table == 0 {
 		return unix.RT_TABLE_MAIN
 	}
@@ -57,8 +60,8 @@ func (n *Netlink) table() int {
 }
 
 // Underlay finds the interface that holds nodeIP.
-func (n *Netlink) Underlay(nodeIP netip.Addr) (routing.Underlay, error) {
-	addrs, err := retryEINTR(func() ([]netlink.Addr, error) { return n.h().AddrList(nil, netlink.FAMILY_V4) })
+func (n *Programmer) Underlay(nodeIP netip.Addr) (routing.Underlay, error) {
+	addrs, err := addrList(n.h(), nil, netlink.FAMILY_V4)
 	if err != nil {
 		return routing.Underlay{}, fmt.Errorf("list addresses: %w", err)
 	}
@@ -79,8 +82,8 @@ func (n *Netlink) Underlay(nodeIP netip.Addr) (routing.Underlay, error) {
 
 // Apply programs d. Order: device, FDB and neighbours, routes (add/replace),
 // then deletions of what is no longer wanted (routes first).
-func (n *Netlink) Apply(ctx context.Context, d *routing.Desired) error {
-	logger := klog.FromContext(ctx).WithName("dataplane")
+func (n *Programmer) Apply(ctx context.Context, d *routing.Desired) error {
+	logger := klog.FromContext(ctx).WithName("netlinkprog")
 	var vx netlink.Link
 	if d.VXLAN != nil {
 		l, err := n.ensureVXLAN(logger, d.VXLAN)
@@ -106,7 +109,7 @@ func (n *Netlink) Apply(ctx context.Context, d *routing.Desired) error {
 
 // deleteVXLAN removes the agent's VXLAN device (mode changed to native).
 // Only a device of type vxlan with that name is touched.
-func (n *Netlink) deleteVXLAN(logger klog.Logger, name string) error {
+func (n *Programmer) deleteVXLAN(logger klog.Logger, name string) error {
 	l, err := n.h().LinkByName(name)
 	var nf netlink.LinkNotFoundError
 	if errors.As(err, &nf) {
@@ -125,7 +128,7 @@ func (n *Netlink) deleteVXLAN(logger klog.Logger, name string) error {
 	return nil
 }
 
-func (n *Netlink) ensureVXLAN(logger klog.Logger, want *routing.VXLANDevice) (netlink.Link, error) {
+func (n *Programmer) ensureVXLAN(logger klog.Logger, want *routing.VXLANDevice) (netlink.Link, error) {
 	under, err := n.h().LinkByName(want.Underlay)
 	if err != nil {
 		return nil, fmt.Errorf("underlay link %s: %w", want.Underlay, err)
@@ -209,8 +212,8 @@ func vxlanCompatible(l netlink.Link, want *netlink.Vxlan) bool {
 }
 
 // ensureAddr makes addr the only IPv4 address on link.
-func (n *Netlink) ensureAddr(link netlink.Link, addr netip.Prefix) error {
-	have, err := retryEINTR(func() ([]netlink.Addr, error) { return n.h().AddrList(link, netlink.FAMILY_V4) })
+func (n *Programmer) ensureAddr(link netlink.Link, addr netip.Prefix) error {
+	have, err := addrList(n.h(), link, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
 	}
@@ -258,22 +261,9 @@ func prefixToIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
 }
 
-// retryEINTR retries netlink dumps the kernel interrupted (ErrDumpInterrupted).
-func retryEINTR[T any](f func() (T, error)) (T, error) {
-	var v T
-	var err error
-	for i := 0; i < 5; i++ {
-		v, err = f()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) && !errors.Is(err, unix.EINTR) {
-			return v, err
-		}
-	}
-	return v, err
-}
-
-// setSysctl writes /proc/sys/<key> in the dataplane's namespace (NetnsPath,
+// setSysctl writes /proc/sys/<key> in the programmer's namespace (NetnsPath,
 // else the agent's own) unless it already holds value.
-func (n *Netlink) setSysctl(key, value string) error {
+func (n *Programmer) setSysctl(key, value string) error {
 	write := func() error {
 		file := filepath.Join("/proc/sys", key)
 		if cur, err := os.ReadFile(file); err == nil && strings.TrimSpace(string(cur)) == value {

@@ -1,6 +1,6 @@
 //go:build kernel
 
-package dataplane
+package netlinkprog
 
 import (
 	"context"
@@ -13,18 +13,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trellisnet/trellis/internal/config"
-	"github.com/trellisnet/trellis/internal/dataplane/dataplanetest"
+	"github.com/trellisnet/trellis/internal/netnstest"
 	"github.com/trellisnet/trellis/internal/routing"
 )
 
 type testNode struct {
 	h  *netlink.Handle
-	dp *Netlink
+	dp *Programmer
 }
 
 func newTestNode(t *testing.T) *testNode {
-	n := dataplanetest.NewNode(t, "10.0.1.11/24")
-	return &testNode{h: n.Handle, dp: &Netlink{Handle: n.Handle, NetnsPath: n.NS.Path()}}
+	n := netnstest.NewNode(t, "10.0.1.11/24")
+	return &testNode{h: n.Handle, dp: &Programmer{Handle: n.Handle, NetnsPath: n.NS.Path()}}
 }
 
 var (
@@ -164,7 +164,7 @@ func TestKernelApplyIsIdempotentAndAdoptsAfterRestart(t *testing.T) {
 	idx := n.link(t, "trellis.vxlan").Attrs().Index
 	before := n.routes(t)
 	// A new dataplane object stands for a restarted agent.
-	restarted := &Netlink{Handle: n.h, NetnsPath: n.dp.NetnsPath}
+	restarted := &Programmer{Handle: n.h, NetnsPath: n.dp.NetnsPath}
 	for i := 0; i < 2; i++ {
 		if err := restarted.Apply(context.Background(), d); err != nil {
 			t.Fatalf("re-Apply %d: %v", i, err)
@@ -261,8 +261,8 @@ func TestKernelIncompatibleDeviceIsRecreated(t *testing.T) {
 }
 
 func TestKernelChecksumOffloadWorkaround(t *testing.T) {
-	node := dataplanetest.NewNode(t, "10.0.1.11/24")
-	n := &testNode{h: node.Handle, dp: &Netlink{Handle: node.Handle, NetnsPath: node.NS.Path()}}
+	node := netnstest.NewNode(t, "10.0.1.11/24")
+	n := &testNode{h: node.Handle, dp: &Programmer{Handle: node.Handle, NetnsPath: node.NS.Path()}}
 	d := n.desired(t, config.ModeVXLAN, peerOther)
 	d.VXLAN.DisableTxChecksumOffload = true
 	for i := 0; i < 2; i++ { // idempotent

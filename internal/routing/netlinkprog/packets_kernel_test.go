@@ -1,6 +1,6 @@
 //go:build kernel
 
-package dataplane
+package netlinkprog
 
 import (
 	"context"
@@ -16,15 +16,15 @@ import (
 	"time"
 
 	"github.com/trellisnet/trellis/internal/config"
-	"github.com/trellisnet/trellis/internal/dataplane/dataplanetest"
+	"github.com/trellisnet/trellis/internal/netnstest"
 	"github.com/trellisnet/trellis/internal/routing"
 )
 
 // twoNodes wires two node namespaces on one L2 segment through the agent's
 // dataplane in the given mode. Each has a "pod" address on lo.
-func twoNodes(t *testing.T, mode config.RoutingMode) (a, b *dataplanetest.Node, podMTU int) {
+func twoNodes(t *testing.T, mode config.RoutingMode) (a, b *netnstest.Node, podMTU int) {
 	t.Helper()
-	a, b = dataplanetest.NewLinkedNodes(t, "10.0.1.11/24", "10.0.1.12/24")
+	a, b = netnstest.NewLinkedNodes(t, "10.0.1.11/24", "10.0.1.12/24")
 	a.Configure(t, "lo", "10.244.1.5/32")
 	b.Configure(t, "lo", "10.244.2.5/32")
 	nodes := []routing.Peer{
@@ -32,8 +32,8 @@ func twoNodes(t *testing.T, mode config.RoutingMode) (a, b *dataplanetest.Node, 
 		{Name: "b", NodeIP: netip.MustParseAddr("10.0.1.12"), PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.2.0/24")}},
 	}
 	params := routing.Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 99, Port: 4789}}
-	for i, n := range []*dataplanetest.Node{a, b} {
-		dp := &Netlink{Handle: n.Handle, NetnsPath: n.NS.Path()}
+	for i, n := range []*netnstest.Node{a, b} {
+		dp := &Programmer{Handle: n.Handle, NetnsPath: n.NS.Path()}
 		ul, err := dp.Underlay(nodes[i].NodeIP)
 		if err != nil {
 			t.Fatal(err)
@@ -78,7 +78,7 @@ func roundTrip(a, b *net.UDPConn, size int) error {
 var fragCreates = regexp.MustCompile(`(?m)^Ip: .*`)
 
 // ipFragCreates reads the Ip FragCreates counter inside n.
-func ipFragCreates(t *testing.T, n *dataplanetest.Node) int {
+func ipFragCreates(t *testing.T, n *netnstest.Node) int {
 	t.Helper()
 	out, err := n.Exec("cat", "/proc/net/snmp")
 	if err != nil {
@@ -104,8 +104,8 @@ func testFullSizeDatagrams(t *testing.T, mode config.RoutingMode, wantMTU int) {
 	if podMTU != wantMTU {
 		t.Fatalf("pod MTU %d, want %d", podMTU, wantMTU)
 	}
-	ca := dataplanetest.DFUDP(t, a.NS.Path(), "10.244.1.5:7001")
-	cb := dataplanetest.DFUDP(t, b.NS.Path(), "10.244.2.5:7002")
+	ca := netnstest.DFUDP(t, a.NS.Path(), "10.244.1.5:7001")
+	cb := netnstest.DFUDP(t, b.NS.Path(), "10.244.2.5:7002")
 	fragA, fragB := ipFragCreates(t, a), ipFragCreates(t, b)
 	// The largest datagram a pod with this MTU may send with DF (IP 20 + UDP 8).
 	if err := roundTrip(ca, cb, podMTU-28); err != nil {

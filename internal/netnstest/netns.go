@@ -1,6 +1,6 @@
-// Package dataplanetest gives tier-1 tests throwaway network namespaces
+// Package netnstest gives tier-1 tests throwaway network namespaces
 // that look like nodes: an "underlay" interface ul0 with an address.
-package dataplanetest
+package netnstest
 
 import (
 	"net"
