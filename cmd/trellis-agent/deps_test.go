@@ -2,8 +2,6 @@ package main
 
 import (
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -13,12 +11,9 @@ import (
 // executable 33 MB instead of 20 MB, most of it resident (docs/benchmarks.md,
 // "Agent RSS"). Only core/v1 and networking/v1 API types may be linked.
 func TestAgentLinksOnlyTheAPIGroupsItUses(t *testing.T) {
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if runtime.GOROOT() == "" {
-		var err error
-		if goTool, err = exec.LookPath("go"); err != nil {
-			t.Fatalf("the go tool is needed to list the agent's dependencies: %v", err)
-		}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go tool is needed to list the agent's dependencies: %v", err)
 	}
 	out, err := exec.Command(goTool, "list", "-deps", ".").Output()
 	if err != nil {

@@ -70,9 +70,8 @@ type fixture struct {
 }
 
 type confOpts struct {
-	version   string
-	subnets   []string // nil: use the node state file
-	stateFile bool
+	version string
+	subnets []string // nil: use the node state file
 }
 
 func newFixture(t *testing.T, o confOpts) *fixture {

@@ -91,7 +91,7 @@ func TestReleasedAddressNotReusedUntilRangeCycled(t *testing.T) {
 	ranges := []netip.Prefix{mustPrefix("10.9.0.0/28")} // usable .2-.14: 13 addresses
 	first, _, _ := s.Allocate(key(0), ranges)
 	s.Release(key(0))
-	seen := []netip.Addr{}
+	seen := map[netip.Addr]bool{}
 	for i := 1; i <= 12; i++ {
 		a, _, err := s.Allocate(key(i), ranges)
 		if err != nil {
@@ -100,7 +100,10 @@ func TestReleasedAddressNotReusedUntilRangeCycled(t *testing.T) {
 		if a[0] == first[0] {
 			t.Fatalf("released %s reused after only %d other allocations", first[0], i-1)
 		}
-		seen = append(seen, a[0])
+		if seen[a[0]] {
+			t.Fatalf("%s handed out twice while free addresses remained", a[0])
+		}
+		seen[a[0]] = true
 	}
 	// Every other address is in use now: the released one is next.
 	a, _, err := s.Allocate(key(13), ranges)
