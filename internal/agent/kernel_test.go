@@ -16,7 +16,7 @@ import (
 	"github.com/trellisnet/trellis/internal/dataplane"
 	"github.com/trellisnet/trellis/internal/dataplane/dataplanetest"
 	"github.com/trellisnet/trellis/internal/masq"
-	"github.com/trellisnet/trellis/internal/nodestate"
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 type memSysctls map[string]string
@@ -99,7 +99,7 @@ func TestKernelAgentConvergesGarbageCollectsAndSurvivesRestart(t *testing.T) {
 		return routeTo(t, dp, "10.244.2.0/24") == "10.0.1.12 ul0" && routeTo(t, dp, "10.244.3.0/24") == "10.244.3.0 trellis.vxlan"
 	})
 	eventually(t, 5*time.Second, "node ready", func() bool {
-		st, err := nodestate.Read(cfg.NodeStateFile)
+		st, err := podlink.ReadNodeState(cfg.NodeStateFile)
 		if err != nil || !st.Ready {
 			return false
 		}
