@@ -67,7 +67,7 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 	// uplink appearing triggers a sync.
 	k.Pods = pods
 	r := syncrunner.New("fastpath", ctl.Sync, opts)
-	pods.OnChange(r.Trigger)
+	pods.OnChange(func([]podlink.Interface) { r.Trigger() })
 	pods.OnLinkChange(r.Trigger)
 	return r, progs.Close, nil
 }

@@ -147,7 +147,7 @@ func TestKernelPodlinkWatch(t *testing.T) {
 		netip.MustParseAddr("10.244.1.4"))
 	w := podlink.NewWatcher(podlink.WatchOptions{Netns: &n.ns, Resync: time.Hour})
 	var podChanges, linkChanges atomic.Int32
-	w.OnChange(func() { podChanges.Add(1) })
+	w.OnChange(func([]podlink.Interface) { podChanges.Add(1) })
 	w.OnLinkChange(func() { linkChanges.Add(1) })
 	// Before Run: a direct list.
 	if got, err := w.PodInterfaces(); err != nil || !equal(got, []podlink.Interface{first}) {

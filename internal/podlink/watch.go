@@ -33,7 +33,7 @@ type Watcher struct {
 	mu      sync.Mutex
 	cur     []Interface
 	live    bool // subscribed and listed since: cur is current
-	onPods  []func()
+	onPods  []func([]Interface)
 	onLinks []func()
 }
 
@@ -45,10 +45,10 @@ func NewWatcher(opts WatchOptions) *Watcher {
 	return &Watcher{opts: opts}
 }
 
-// OnChange registers fn, called after every change of the pod interface
-// list (an interface, its addresses, group or alias). fn must not block.
-// Register before Run.
-func (w *Watcher) OnChange(fn func()) {
+// OnChange registers fn, called with the new list after every change of
+// the pod interface list (an interface, its addresses, group or alias). fn
+// must not block or modify the list. Register before Run.
+func (w *Watcher) OnChange(fn func([]Interface)) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.onPods = append(w.onPods, fn)
@@ -225,7 +225,9 @@ func (w *Watcher) relist(h *netlink.Handle, first bool) error {
 	subs := slices.Clone(w.onPods)
 	w.mu.Unlock()
 	if changed {
-		w.notify(subs)
+		for _, fn := range subs {
+			fn(slices.Clone(l))
+		}
 	}
 	return nil
 }

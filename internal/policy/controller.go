@@ -68,6 +68,7 @@ type Controller struct {
 	pendingSince time.Time // first API change not yet programmed
 	lastVerify   time.Time // last sync that read back every group set
 	lastApplied  *Desired  // what the last successful sync committed (nil: read the kernel)
+	ifaceKey     *string   // the addressed pod interfaces last seen by InterfacesChanged
 }
 
 // NewController adds its event handlers to cfg.Informers.

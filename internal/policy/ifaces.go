@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -15,11 +17,30 @@ type InterfaceLister interface {
 	PodInterfaces() ([]podlink.Interface, error)
 }
 
-// InterfacesChanged asks for a sync because the local pod interfaces
-// changed (the agent calls it from its podlink.Watcher): a new pod's
-// interface is programmed without waiting for its status to come back
-// through the API server.
-func (c *Controller) InterfacesChanged() { c.changed() }
+// InterfacesChanged is told the local pod interfaces after each change
+// (the agent calls it from its podlink.Watcher) and asks for a sync when
+// what the policy table depends on changed: the interfaces that carry a pod
+// address, with their alias and group. A new pod's interface is so
+// programmed without waiting for its status to come back through the API
+// server, and the steps of a CNI ADD before the host route (link, alias,
+// group, up) cost no sync.
+func (c *Controller) InterfacesChanged(ifaces []podlink.Interface) {
+	var b strings.Builder
+	for _, i := range ifaces {
+		if len(i.Addrs) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "%d %s %d %v %+v\n", i.Index, i.Name, i.Group, i.Addrs, i.Alias)
+	}
+	key := b.String()
+	c.mu.Lock()
+	same := c.ifaceKey != nil && *c.ifaceKey == key
+	c.ifaceKey = &key
+	c.mu.Unlock()
+	if !same {
+		c.changed()
+	}
+}
 
 // localIfaces pairs local pods with their host interfaces. An interface
 // whose alias names its pod belongs to that pod only (and, when the alias

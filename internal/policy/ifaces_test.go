@@ -1,14 +1,17 @@
 package policy
 
 import (
+	"context"
 	"net/netip"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/trellisnet/trellis/internal/podlink"
+	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
 func apiPod(ns, name, uid, ip string) *corev1.Pod {
@@ -109,5 +112,36 @@ func TestSnapshotPodUID(t *testing.T) {
 	got = pairing(t, []*corev1.Pod{remote}, []podlink.Interface{iface("trlrrrr", "10.244.1.8", named("x", "r", "u3"))})
 	if r := got["x/r"]; r.Interface != "" || len(r.IPs) != 0 {
 		t.Fatalf("remote pod paired with a local interface: %+v", r)
+	}
+}
+
+// Only changes of the interfaces that carry a pod address ask for a sync:
+// the steps of an ADD before its host route do not.
+func TestInterfacesChangedTriggersOnAddressedInterfaces(t *testing.T) {
+	c := &Controller{runner: syncrunner.New("policy", func(context.Context) error { return nil }, syncrunner.Options{})}
+	asked := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		got := !c.pendingSince.IsZero()
+		c.pendingSince = time.Time{}
+		return got
+	}
+	a := iface("trlaaaa", "10.244.1.5", named("x", "a", "u1"))
+	bare := podlink.Interface{Index: 9, Name: "trlbbbb"}
+	for i, step := range []struct {
+		ifaces []podlink.Interface
+		want   bool
+	}{
+		{nil, true}, // the first list always syncs
+		{[]podlink.Interface{bare}, false},
+		{[]podlink.Interface{bare, a}, true},
+		{[]podlink.Interface{a, {Index: 9, Name: "trlbbbb", Group: 7}}, false},
+		{[]podlink.Interface{a}, false},
+		{nil, true},
+	} {
+		c.InterfacesChanged(step.ifaces)
+		if got := asked(); got != step.want {
+			t.Errorf("step %d: sync asked %v, want %v", i, got, step.want)
+		}
 	}
 }
