@@ -6,6 +6,7 @@
 #   make bench-policy-compile   compile/apply timings at 10k pods / 1k policies on real nftables (root)
 #   make test-e2e-policy        tier 2 truth tables (x/y/z × a/b/c, 80/81 TCP+UDP) on a lab, expected from the oracle
 #   make bench-policy           lab benchmark: 1k policies / 10k pod IPs, programming latency, per-packet cost, agent RSS
+#   make bench-pending          lab benchmark: CNI ADD returning → the new pod programmed in the policy table (p50/p99/max)
 
 POLICY_PKGS := ./internal/policy/...
 POLICY_CASES ?= 5000
@@ -39,3 +40,12 @@ test-e2e-policy: deps lab-build lab-binaries
 .PHONY: bench-policy
 bench-policy: deps lab-build lab-binaries
 	TRELLIS_LAB_BIN=$(LAB) $(GO) test -count=1 -tags e2e -timeout 30m -run '^TestBenchPolicy$$' -v ./test/e2e/policy/
+
+# Benchmark on a lab (not part of make test): the pending window of a new pod
+# in a default-deny namespace, CNI ADD returning → its interface programmed
+# into the policy table, p50/p99/max over 8 batches of one pod per node.
+# BENCH_PENDING_OUT=f.json saves the samples; BENCH_PENDING_BASELINE=f.json
+# prints this run ÷ that one.
+.PHONY: bench-pending
+bench-pending: deps lab-build lab-binaries
+	TRELLIS_LAB_BIN=$(LAB) $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestBenchPendingWindow$$' -v ./test/e2e/policy/

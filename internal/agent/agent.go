@@ -28,6 +28,7 @@ import (
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
 	"github.com/trellisnet/trellis/internal/nodesetup"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/internal/syncrunner"
@@ -159,17 +160,20 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	if _, err := nodeInf.AddEventHandler(nodeHandler(cfg.NodeName, routeCtl.Runner, setupCtl.Runner, masqRunner)); err != nil {
 		return fmt.Errorf("add node event handler: %w", err)
 	}
+	// One watch of the local pod interfaces (internal/podlink) feeds the
+	// policy and fast-path controllers.
+	pods := podlink.NewWatcher(podlink.WatchOptions{Resync: cfg.MaxSyncInterval.Duration})
 	// The NetworkPolicy controller (internal/policy) adds pod, namespace
 	// and networkpolicy informers when enforcement is enabled.
 	if d.policyNFT != nil {
-		r, err := newPolicyRunner(cfg, d.api.lw, &infs, d.policyNFT, m, runnerOpts)
+		r, err := newPolicyRunner(cfg, d.api.lw, &infs, d.policyNFT, pods, m, runnerOpts)
 		if err != nil {
 			return err
 		}
 		runners = append(runners, r)
 	}
 	if d.fastPath != nil {
-		r, release, err := newFastPathRunner(ctx, cfg, d.fastPath, routeCtl, recorder, m, runnerOpts)
+		r, release, err := newFastPathRunner(ctx, cfg, d.fastPath, pods, routeCtl, recorder, m, runnerOpts)
 		if err != nil {
 			return err
 		}
@@ -209,6 +213,15 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 				case errCh <- err:
 				default:
 				}
+			}
+		}()
+	}
+	if d.policyNFT != nil || d.fastPath != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pods.Run(ctx); err != nil {
+				logger.Error(err, "Cannot watch pod interfaces; controllers list them at each sync")
 			}
 		}()
 	}

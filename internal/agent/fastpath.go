@@ -14,6 +14,7 @@ import (
 	"github.com/trellisnet/trellis/internal/fastpath"
 	"github.com/trellisnet/trellis/internal/metrics"
 	"github.com/trellisnet/trellis/internal/nodesetup"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
@@ -24,7 +25,7 @@ import (
 // programs the agent warns (log, Event on its Node) and runs without the
 // fast path: it returns a nil runner. The returned func releases the
 // programs' file descriptors (attached programs stay in the kernel).
-func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kernel, routes *routing.Controller,
+func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kernel, pods *podlink.Watcher, routes *routing.Controller,
 	recorder record.EventRecorder, m *metrics.Metrics, opts syncrunner.Options) (*syncrunner.Runner, func(), error) {
 	logger := klog.FromContext(ctx).WithName("fastpath")
 	if !cfg.FastPathEnabled() {
@@ -62,11 +63,11 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 		progs.Close()
 		return nil, nil, err
 	}
+	// Pod interfaces come from the agent's one watch; a pod interface or an
+	// uplink appearing triggers a sync.
+	k.Pods = pods
 	r := ctl.Runner
-	go func() {
-		if err := fastpath.Watch(ctx, r.Trigger); err != nil {
-			logger.Error(err, "Watching links and routes; relying on periodic resync")
-		}
-	}()
+	pods.OnChange(func([]podlink.Interface) { r.Trigger() })
+	pods.OnLinkChange(r.Trigger)
 	return r, progs.Close, nil
 }

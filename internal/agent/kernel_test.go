@@ -15,7 +15,7 @@ import (
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/netnstest"
-	"github.com/trellisnet/trellis/internal/nodestate"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 )
 
@@ -101,7 +101,7 @@ func TestKernelAgentConvergesGarbageCollectsAndSurvivesRestart(t *testing.T) {
 		return routeTo(t, dp, "10.244.2.0/24") == "10.0.1.12 ul0" && routeTo(t, dp, "10.244.3.0/24") == "10.244.3.0 trellis.vxlan"
 	})
 	eventually(t, 5*time.Second, "node ready", func() bool {
-		st, err := nodestate.Read(cfg.NodeStateFile)
+		st, err := podlink.ReadNodeState(cfg.NodeStateFile)
 		if err != nil || !st.Ready {
 			return false
 		}

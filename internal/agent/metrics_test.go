@@ -20,6 +20,7 @@ import (
 	"github.com/trellisnet/trellis/internal/fastpath"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/routing"
 )
@@ -44,7 +45,7 @@ func agentRegistry(t *testing.T) *prometheus.Registry {
 	}
 	f := informers.NewSharedInformerFactory(fake.NewClientset(), 0)
 	if _, err := policy.New(policy.Config{NodeName: "n1", NFT: knftables.NewFake(knftables.InetFamily, policy.TableName),
-		Interfaces: policy.RouteInterfaces{}, Registerer: m.Registry,
+		Interfaces: podlink.NewWatcher(podlink.WatchOptions{}), Registerer: m.Registry,
 		Informers: policy.Informers{Pods: f.Core().V1().Pods().Informer(), Namespaces: f.Core().V1().Namespaces().Informer(),
 			NetworkPolicies: f.Networking().V1().NetworkPolicies().Informer()}}); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/metrics"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
@@ -32,8 +33,10 @@ func newPolicyNFT(cfg *config.Config) (knftables.Interface, error) {
 // controller (adding its pod, namespace and networkpolicy informers to
 // infs, which must not be started yet) when enforcement is enabled, or a
 // runner that removes the policy table when it is disabled.
+// The controller reads the local pod interfaces from pods and syncs on
+// every change of them.
 func newPolicyRunner(cfg *config.Config, lw kubeclient.ListWatches, infs *informerSet, nft knftables.Interface,
-	m *metrics.Metrics, opts syncrunner.Options) (*syncrunner.Runner, error) {
+	pods *podlink.Watcher, m *metrics.Metrics, opts syncrunner.Options) (*syncrunner.Runner, error) {
 	if !cfg.NetworkPolicyEnabled() {
 		return syncrunner.New("policy", func(ctx context.Context) error { return policy.Remove(ctx, nft) }, opts), nil
 	}
@@ -49,11 +52,12 @@ func newPolicyRunner(cfg *config.Config, lw kubeclient.ListWatches, infs *inform
 		return nil, err
 	}
 	ctrl, err := policy.New(policy.Config{
-		NodeName: cfg.NodeName, Informers: pi, NFT: nft, Interfaces: policy.RouteInterfaces{},
+		NodeName: cfg.NodeName, Informers: pi, NFT: nft, Interfaces: pods,
 		Registerer: m.Registry, DenyLogGroup: uint16(cfg.PolicyDenyLog), Sync: opts,
 	})
 	if err != nil {
 		return nil, err
 	}
+	pods.OnChange(ctrl.InterfacesChanged)
 	return ctrl.Runner, nil
 }

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/routing"
 )
@@ -74,10 +75,11 @@ func TestTrimmedObjectsCompileToTheSamePolicy(t *testing.T) {
 	withGroups := 0
 	for seed := int64(1); seed <= 30; seed++ {
 		pods, nss, nps := policyWorld(rand.New(rand.NewSource(seed)))
-		ifaces := map[netip.Addr]string{}
+		var ifaces []podlink.Interface
 		for i, p := range pods {
 			if p.Spec.NodeName == "n1" && p.Status.PodIP != "" {
-				ifaces[netip.MustParseAddr(p.Status.PodIP)] = fmt.Sprintf("trl%011x", i)
+				ifaces = append(ifaces, podlink.Interface{Index: i + 10, Name: fmt.Sprintf("trl%011x", i),
+					Addrs: []netip.Addr{netip.MustParseAddr(p.Status.PodIP)}})
 			}
 		}
 		full := policy.Compile(policy.SnapshotFromAPI("n1", pods, nss, nps, ifaces))

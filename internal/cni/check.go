@@ -16,7 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/trellisnet/trellis/internal/ipam"
-	"github.com/trellisnet/trellis/internal/nodestate"
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 // cmdCheck verifies that the attachment described by prevResult is intact:
@@ -52,7 +52,7 @@ func cmdCheck(args *skel.CmdArgs, cl *callLog) error {
 		return err
 	}
 	defer podNS.Close()
-	hostName := HostVethName(args.ContainerID, args.IfName)
+	hostName := podlink.HostName(args.ContainerID, args.IfName)
 	host, err := netlinksafe.LinkByName(hostName)
 	if err != nil {
 		return checkFailed("host interface %s: %v", hostName, err)
@@ -109,8 +109,8 @@ func checkPodSide(netnsPath, ifName string, host netlink.Link, addrs []netip.Add
 			return checkFailed("pod interface %s lacks address %s", ifName, hostPrefix(a))
 		}
 		gw := gatewayFor(a)
-		routes, err := h.RouteList(pod, family(a))
-		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		routes, err := netlinksafe.Handle{Handle: h}.RouteList(pod, family(a))
+		if err != nil {
 			return checkFailed("list routes of %s: %v", ifName, err)
 		}
 		if !slices.ContainsFunc(routes, func(r netlink.Route) bool {
@@ -161,7 +161,7 @@ func cmdStatus(args *skel.CmdArgs, cl *callLog) error {
 	if len(conf.Subnets()) > 0 {
 		return nil
 	}
-	st, err := nodestate.Read(conf.NodeStateFile)
+	st, err := podlink.ReadNodeState(conf.NodeStateFile)
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "node network not ready: "+err.Error(), "")
 	}

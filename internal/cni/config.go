@@ -17,7 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/trellisnet/trellis/internal/ipam"
-	"github.com/trellisnet/trellis/internal/nodestate"
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 // PluginType is the `type` of the plugin in a conflist.
@@ -104,7 +104,7 @@ func ParseConfig(stdin []byte) (*NetConf, error) {
 		bad(invalid("ipam.dataDir", conf.IPAM.DataDir, "must be an absolute path"))
 	}
 	if conf.NodeStateFile == "" {
-		conf.NodeStateFile = nodestate.DefaultPath
+		conf.NodeStateFile = podlink.DefaultNodeStatePath
 	} else if !filepath.IsAbs(conf.NodeStateFile) {
 		bad(invalid("nodeStateFile", conf.NodeStateFile, "must be an absolute path"))
 	}
@@ -133,7 +133,7 @@ func (c *NetConf) resolve() ([]netip.Prefix, int, error) {
 		}
 		return c.subnets, mtu, nil
 	}
-	st, err := nodestate.Read(c.NodeStateFile)
+	st, err := podlink.ReadNodeState(c.NodeStateFile)
 	if err != nil {
 		return nil, 0, notReady(err)
 	}

@@ -74,30 +74,6 @@ func TestParseConfigMalformedJSON(t *testing.T) {
 	}
 }
 
-func TestHostVethNameDeterministic(t *testing.T) {
-	a := HostVethName("container-1", "eth0")
-	if a != HostVethName("container-1", "eth0") || len(a) != 14 || !strings.HasPrefix(a, "trl") {
-		t.Fatalf("bad name %q", a)
-	}
-	if a == HostVethName("container-1", "eth1") || a == HostVethName("container-2", "eth0") {
-		t.Fatal("names collide across attachments")
-	}
-}
-
-func TestAliasRoundTrip(t *testing.T) {
-	n, c, i, ok := parseAlias(attachmentAlias("net", "abc:def", "eth0"))
-	if !ok || n != "net" || c != "abc:def" || i != "eth0" {
-		t.Fatalf("round trip: %q %q %q %v", n, c, i, ok)
-	}
-	n, c, i, ok = parseAlias(attachmentAlias("trellis", "0123abcd", "eth0"))
-	if !ok || n != "trellis" || c != "0123abcd" || i != "eth0" {
-		t.Fatalf("round trip: %q %q %q %v", n, c, i, ok)
-	}
-	if _, _, _, ok := parseAlias("something else"); ok {
-		t.Fatal("foreign alias parsed")
-	}
-}
-
 func TestPodName(t *testing.T) {
 	if got := podName("IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=a;K8S_POD_INFRA_CONTAINER_ID=c"); got != "x/a" {
 		t.Fatalf("got %q", got)

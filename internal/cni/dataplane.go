@@ -1,59 +1,25 @@
 package cni
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"strings"
 	"syscall"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/trellisnet/trellis/internal/podlink"
+	"github.com/trellisnet/trellis/internal/sysctl"
 )
-
-// HostVethPrefix starts the name of every host-side pod interface.
-const HostVethPrefix = "trl"
-
-// aliasPrefix marks host-side interfaces made by the plugin; the full alias
-// is trellis:<network>:<containerID>:<ifname>, so GC knows exactly which
-// attachment (and which network) an interface belongs to.
-const aliasPrefix = "trellis:"
 
 // GatewayV4 is the link-local next hop every pod routes through. It is not
 // configured anywhere: the pod holds a permanent neighbour entry mapping it
 // to the host-side veth's MAC.
 var GatewayV4 = netip.MustParseAddr("169.254.1.1")
-
-// HostVethName is the deterministic host-side interface name of an
-// attachment, so DEL finds it even when the pod's namespace is gone.
-func HostVethName(containerID, ifName string) string {
-	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
-	return HostVethPrefix + hex.EncodeToString(sum[:])[:11]
-}
-
-func attachmentAlias(network, containerID, ifName string) string {
-	return aliasPrefix + network + ":" + containerID + ":" + ifName
-}
-
-// parseAlias is the inverse of attachmentAlias.
-func parseAlias(alias string) (network, containerID, ifName string, ok bool) {
-	rest, ok := strings.CutPrefix(alias, aliasPrefix)
-	if !ok {
-		return "", "", "", false
-	}
-	network, rest, ok1 := strings.Cut(rest, ":")
-	i := strings.LastIndex(rest, ":")
-	if !ok1 || i < 0 {
-		return "", "", "", false
-	}
-	return network, rest[:i], rest[i+1:], true
-}
 
 // podLink describes what setupPod built.
 type podLink struct {
@@ -80,12 +46,15 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.ENOENT)
 }
 
-// setupPod creates the veth pair (host end in the current namespace, in
-// device group group, pod end in podNS as ifName), addresses the pod end with addrs as host routes, and
-// routes the pod through the link-local gateway. It returns what it built;
-// on error the caller rolls back with teardown.
-func setupPod(podNS ns.NetNS, network, containerID, ifName string, group uint32, mtu int, addrs []netip.Addr) (*podLink, error) {
-	hostName := HostVethName(containerID, ifName)
+// setupPod writes the contract (internal/podlink) for one attachment: the
+// veth pair (host end in the current namespace named podlink.HostName, with
+// the attachment's alias and its namespace's device group; pod end in podNS
+// as al.IfName), the pod's addresses as host routes, and the pod's route
+// through the link-local gateway. It returns what it built; on error the
+// caller rolls back with teardown.
+func setupPod(podNS ns.NetNS, al podlink.Alias, mtu int, addrs []netip.Addr) (*podLink, error) {
+	ifName := al.IfName
+	hostName := podlink.HostName(al.ContainerID, ifName)
 	podH, err := nsHandle(podNS.Path())
 	if err != nil {
 		return nil, fmt.Errorf("open netlink in %s: %w", podNS.Path(), err)
@@ -111,17 +80,18 @@ func setupPod(podNS ns.NetNS, network, containerID, ifName string, group uint32,
 		return nil, fmt.Errorf("look up %s: %w", hostName, err)
 	}
 	pl := &podLink{hostName: hostName, hostIndex: host.Attrs().Index, hostMAC: host.Attrs().HardwareAddr}
-	if err := netlink.LinkSetAlias(host, attachmentAlias(network, containerID, ifName)); err != nil {
+	if err := netlink.LinkSetAlias(host, al.String()); err != nil {
 		return pl, fmt.Errorf("set alias on %s: %w", hostName, err)
 	}
-	// The device group names the pod's namespace to nftables (podgroup).
-	if group != 0 {
+	// The device group names the pod's namespace to nftables.
+	if group := podlink.GroupForNamespace(al.PodNamespace); group != podlink.GroupUnknown {
 		if err := netlink.LinkSetGroup(host, int(group)); err != nil {
 			return pl, fmt.Errorf("set group on %s: %w", hostName, err)
 		}
 	}
-	// The host side owns its routes: no router advertisements.
-	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+hostName+"/accept_ra", []byte("0"), 0o644)
+	// The host side owns its routes: no router advertisements. Best effort:
+	// a kernel without IPv6 has no such file.
+	_ = sysctl.Set("net/ipv6/conf/"+hostName+"/accept_ra", "0")
 	if err := netlink.LinkSetUp(host); err != nil {
 		return pl, fmt.Errorf("set %s up: %w", hostName, err)
 	}
@@ -129,8 +99,7 @@ func setupPod(podNS ns.NetNS, network, containerID, ifName string, group uint32,
 		return pl, err
 	}
 	for _, a := range addrs {
-		r := &netlink.Route{LinkIndex: pl.hostIndex, Dst: hostPrefix(a), Scope: netlink.SCOPE_LINK}
-		if err := netlink.RouteReplace(r); err != nil {
+		if err := netlink.RouteReplace(podlink.HostRoute(pl.hostIndex, a)); err != nil {
 			return pl, fmt.Errorf("add host route %s dev %s: %w", a, hostName, err)
 		}
 	}
@@ -168,7 +137,7 @@ func configurePodSide(podH *netlink.Handle, ifName string, pl *podLink, addrs []
 // teardown removes the attachment's host-side interface (which removes the
 // pod end and the host route with it). A missing interface is success.
 func teardown(containerID, ifName string) error {
-	name := HostVethName(containerID, ifName)
+	name := podlink.HostName(containerID, ifName)
 	link, err := netlinksafe.LinkByName(name)
 	if isNotFound(err) {
 		return nil
@@ -183,15 +152,15 @@ func teardown(containerID, ifName string) error {
 }
 
 // ownedLinks lists the host-side interfaces the plugin made for network.
-func ownedLinks(network string) ([]netlink.Link, error) {
-	links, err := netlinksafe.LinkList()
+func ownedLinks(network string) ([]podlink.Interface, error) {
+	ifaces, err := podlink.List(nil)
 	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
+		return nil, err
 	}
-	var out []netlink.Link
-	for _, l := range links {
-		if n, _, _, ok := parseAlias(l.Attrs().Alias); ok && n == network && strings.HasPrefix(l.Attrs().Name, HostVethPrefix) {
-			out = append(out, l)
+	var out []podlink.Interface
+	for _, i := range ifaces {
+		if i.Alias.Network == network && i.Alias.ContainerID != "" {
+			out = append(out, i)
 		}
 	}
 	return out, nil
@@ -214,9 +183,7 @@ func family(a netip.Addr) int {
 	return netlink.FAMILY_V6
 }
 
-func hostPrefix(a netip.Addr) *net.IPNet {
-	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
-}
+func hostPrefix(a netip.Addr) *net.IPNet { return podlink.HostPrefix(a) }
 
 func defaultRoute(a netip.Addr) *net.IPNet {
 	return &net.IPNet{IP: make(net.IP, a.BitLen()/8), Mask: net.CIDRMask(0, a.BitLen())}

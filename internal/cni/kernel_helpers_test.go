@@ -21,9 +21,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/trellisnet/trellis/internal/cni"
 	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/ipam"
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 // pluginDir holds the trellis-cni binary built for this test run.
@@ -203,7 +203,7 @@ func (f *fixture) hostLinks() []string {
 	err := f.node.Do(func(ns.NetNS) error {
 		links, err := netlink.LinkList()
 		for _, l := range links {
-			if strings.HasPrefix(l.Attrs().Name, "trl") {
+			if podlink.IsHostName(l.Attrs().Name) {
 				names = append(names, l.Attrs().Name)
 			}
 		}
@@ -314,19 +314,23 @@ func mustPrefixes(s ...string) []netip.Prefix {
 	return out
 }
 
-// hostGroup is the device group of the pod's host-side interface.
-func (f *fixture) hostGroup(p *pod) uint32 {
+// hostIface is the pod's host-side interface as podlink reads it.
+func (f *fixture) hostIface(p *pod) podlink.Interface {
 	f.t.Helper()
-	var g uint32
+	var ifaces []podlink.Interface
 	err := f.node.Do(func(ns.NetNS) error {
-		l, err := netlink.LinkByName(cni.HostVethName(p.id, "eth0"))
-		if err == nil {
-			g = l.Attrs().Group
-		}
+		var err error
+		ifaces, err = podlink.List(nil)
 		return err
 	})
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return g
+	for _, i := range ifaces {
+		if i.Name == podlink.HostName(p.id, "eth0") {
+			return i
+		}
+	}
+	f.t.Fatalf("no host interface %s for %s", podlink.HostName(p.id, "eth0"), p.id)
+	return podlink.Interface{}
 }

@@ -15,8 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/trellisnet/trellis/internal/cnirunner"
-	"github.com/trellisnet/trellis/internal/nodestate"
-	"github.com/trellisnet/trellis/internal/podgroup"
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 // Every spec version the plugin claims: ADD wires two pods that reach each
@@ -32,8 +31,15 @@ func TestKernelAddCheckDelAllVersions(t *testing.T) {
 			if a.addr == b.addr || !strings.HasPrefix(a.addr.String(), "10.88.0.") {
 				t.Fatalf("addresses %s and %s", a.addr, b.addr)
 			}
-			if g := f.hostGroup(a); g != podgroup.ForNamespace("trellis") {
-				t.Fatalf("host interface group %d, want the namespace's %d", g, podgroup.ForNamespace("trellis"))
+			// The contract as the agent reads it: group, alias naming the
+			// attachment and the pod, the address as a host route.
+			hi := f.hostIface(a)
+			if hi.Group != podlink.GroupForNamespace("trellis") {
+				t.Fatalf("host interface group %d, want the namespace's %d", hi.Group, podlink.GroupForNamespace("trellis"))
+			}
+			want := podlink.Alias{Network: "trellis-test", ContainerID: a.id, IfName: "eth0", PodNamespace: "trellis", PodName: a.id, PodUID: "uid-" + a.id}
+			if hi.Alias != want || len(hi.Addrs) != 1 || hi.Addrs[0] != a.addr {
+				t.Fatalf("host interface as read by podlink: alias %+v addrs %v, want %+v and [%s]", hi.Alias, hi.Addrs, want, a.addr)
 			}
 			serveEcho(t, b.ns, 8080)
 			serveEcho(t, f.node, 8081)
@@ -160,15 +166,15 @@ func TestKernelStatusAndNodeStateFile(t *testing.T) {
 	if err := f.add(p); err == nil || !strings.Contains(err.Error(), "not ready") {
 		t.Fatalf("ADD without node state: want not-ready error, got %v", err)
 	}
-	if err := nodestate.Write(path, &nodestate.State{NodeName: "n1"}); err != nil {
+	if err := podlink.WriteNodeState(path, &podlink.NodeState{NodeName: "n1"}); err != nil {
 		t.Fatal(err)
 	}
 	want50("without pod subnets")
-	if err := nodestate.Write(path, &nodestate.State{NodeName: "n1", PodCIDRs: mustPrefixes("10.88.3.0/24"), MTU: 1380, Reason: "routes pending"}); err != nil {
+	if err := podlink.WriteNodeState(path, &podlink.NodeState{NodeName: "n1", PodCIDRs: mustPrefixes("10.88.3.0/24"), MTU: 1380, Reason: "routes pending"}); err != nil {
 		t.Fatal(err)
 	}
 	want50("before the node is ready")
-	if err := nodestate.Write(path, &nodestate.State{NodeName: "n1", PodCIDRs: mustPrefixes("10.88.3.0/24"), MTU: 1380, Ready: true}); err != nil {
+	if err := podlink.WriteNodeState(path, &podlink.NodeState{NodeName: "n1", PodCIDRs: mustPrefixes("10.88.3.0/24"), MTU: 1380, Ready: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.runner.Status(context.Background()); err != nil {

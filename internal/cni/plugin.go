@@ -14,7 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/trellisnet/trellis/internal/ipam"
-	"github.com/trellisnet/trellis/internal/podgroup"
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 // callTimeout bounds one plugin call (lock waits included).
@@ -96,11 +96,21 @@ func cmdAdd(args *skel.CmdArgs, cl *callLog) (err error) {
 		}
 	}()
 
-	pl, err := setupPod(podNS, conf.Name, args.ContainerID, args.IfName, podgroup.ForNamespace(podNamespace(args.Args)), mtu, addrs)
+	pl, err := setupPod(podNS, attachment(conf.Name, args), mtu, addrs)
 	if err != nil {
 		return err
 	}
 	return types.PrintResult(buildResult(args, pl, addrs), conf.CNIVersion)
+}
+
+// attachment is the alias of the attachment's host-side interface: the
+// network, container ID and ifname, and the pod as the runtime names it in
+// CNI_ARGS (containerd and CRI-O pass K8S_POD_NAMESPACE, K8S_POD_NAME and
+// K8S_POD_UID), so the agent can pair the interface with its pod at once.
+func attachment(network string, args *skel.CmdArgs) podlink.Alias {
+	return podlink.Alias{Network: network, ContainerID: args.ContainerID, IfName: args.IfName,
+		PodNamespace: podNamespace(args.Args), PodName: cniArg(args.Args, "K8S_POD_NAME"),
+		PodUID: cniArg(args.Args, "K8S_POD_UID")}
 }
 
 func ipamError(err error) error {
@@ -189,14 +199,14 @@ func cmdGC(args *skel.CmdArgs, cl *callLog) error {
 	}
 	var removed []string
 	for _, l := range links {
-		_, cid, ifName, _ := parseAlias(l.Attrs().Alias)
+		cid, ifName := l.Alias.ContainerID, l.Alias.IfName
 		if valid[ipam.Key{ContainerID: cid, IfName: ifName}] {
 			continue
 		}
 		if err := teardown(cid, ifName); err != nil {
 			return err
 		}
-		removed = append(removed, l.Attrs().Name)
+		removed = append(removed, l.Name)
 	}
 	store := ipam.NewStore(conf.IPAM.DataDir, conf.Name)
 	var stale []ipam.Key

@@ -14,6 +14,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/trellisnet/trellis/internal/sysctl"
 )
 
 // Runner invokes one network configuration list.
@@ -36,7 +38,7 @@ func New(conflist []byte, binDirs []string, cacheDir string, nodeNS ns.NetNS) (*
 func (r *Runner) rt(containerID, netnsPath, ifName string) *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{
 		ContainerID: containerID, NetNS: netnsPath, IfName: ifName,
-		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "trellis"}, {"K8S_POD_NAME", containerID}},
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "trellis"}, {"K8S_POD_NAME", containerID}, {"K8S_POD_UID", "uid-" + containerID}},
 	}
 }
 
@@ -106,8 +108,4 @@ func DeleteNetNS(name string) error {
 }
 
 // Sysctl writes a sysctl inside the namespace n (path like net/ipv4/ip_forward).
-func Sysctl(n ns.NetNS, key, value string) error {
-	return n.Do(func(ns.NetNS) error {
-		return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644)
-	})
-}
+func Sysctl(n ns.NetNS, key, value string) error { return sysctl.Netns{NS: n}.Set(key, value) }

@@ -3,19 +3,16 @@ package fastpath
 import (
 	"net/netip"
 	"sort"
-	"strings"
 )
-
-// HostIfacePrefix starts the name of every pod's host-side interface
-// (internal/cni.HostVethPrefix).
-const HostIfacePrefix = "trl"
 
 // Link is what the kernel reports about one interface.
 type Link struct {
 	Index int
 	Name  string
-	// PodIPv4 is the pod address routed to this interface (the plugin's /32
-	// host route); invalid when there is none (yet).
+	// Pod is set for a pod's host-side interface (internal/podlink).
+	Pod bool
+	// PodIPv4 is the pod address routed to a pod interface (the plugin's
+	// /32 host route); invalid when there is none (yet).
 	PodIPv4 netip.Addr
 }
 
@@ -48,7 +45,7 @@ func Desired(links []Link, uplinks []string) State {
 	s := State{Ifaces: map[uint32]Iface{}, PodAddrs: map[[4]byte]uint32{}}
 	for _, l := range links {
 		switch {
-		case strings.HasPrefix(l.Name, HostIfacePrefix):
+		case l.Pod:
 			s.Attach = append(s.Attach, Attachment{Index: l.Index, Name: l.Name, Program: ProgFromPod})
 			if l.PodIPv4.Is4() {
 				s.Ifaces[uint32(l.Index)] = Iface{Kind: KindPod, IPv4: l.PodIPv4.As4()}

@@ -10,11 +10,11 @@ func TestDesired(t *testing.T) {
 	links := []Link{
 		{Index: 1, Name: "lo"},
 		{Index: 2, Name: "eth0"},
-		{Index: 9, Name: "trl0123456789a", PodIPv4: netip.MustParseAddr("10.244.1.7")},
-		{Index: 5, Name: "trlbbbbbbbbbbb"}, // address route not there yet
+		{Index: 9, Name: "trl0123456789a", Pod: true, PodIPv4: netip.MustParseAddr("10.244.1.7")},
+		{Index: 5, Name: "trlbbbbbbbbbbb", Pod: true}, // address route not there yet
 		{Index: 7, Name: "trellis.vxlan"},
 		{Index: 8, Name: "cni0"},
-		{Index: 4, Name: "trlcccccccccc6", PodIPv4: netip.MustParseAddr("fd00::7")}, // IPv6 only: no entry
+		{Index: 4, Name: "trlcccccccccc6", Pod: true, PodIPv4: netip.MustParseAddr("fd00::7")}, // IPv6 only: no entry
 	}
 	got := Desired(links, []string{"eth0", "trellis.vxlan", "", "absent0"})
 	want := State{

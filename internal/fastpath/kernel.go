@@ -3,12 +3,14 @@ package fastpath
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 // FilterPriority is the tc priority of the fast path's filters on ingress.
@@ -19,10 +21,18 @@ const FilterPriority = 0x7e11
 // filterHandle is the handle of the fast path's filter at FilterPriority.
 const filterHandle = 0x1
 
+// PodInterfaces is where the fast path learns the local pod interfaces
+// (the agent's podlink.Watcher).
+type PodInterfaces interface {
+	PodInterfaces() ([]podlink.Interface, error)
+}
+
 // Kernel programs the fast path with netlink (tc) and the BPF maps. The zero
-// Handle uses the calling thread's network namespace.
+// Handle uses the calling thread's network namespace; a nil Pods lists the
+// pod interfaces through Handle on every sync.
 type Kernel struct {
 	Handle *netlink.Handle
+	Pods   PodInterfaces
 }
 
 func (k *Kernel) h() *netlink.Handle {
@@ -32,33 +42,37 @@ func (k *Kernel) h() *netlink.Handle {
 	return &netlink.Handle{}
 }
 
-// Links lists the interfaces with the pod address routed to each (the
-// plugin's scope-link /32 host routes).
+// Links lists the node's interfaces, marking the pod interfaces with the
+// pod address routed to each (read through internal/podlink).
 func (k *Kernel) Links() ([]Link, error) {
-	ls, err := k.h().LinkList()
+	var pods []podlink.Interface
+	var err error
+	if k.Pods != nil {
+		pods, err = k.Pods.PodInterfaces()
+	} else {
+		pods, err = podlink.List(k.Handle)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pod interfaces: %w", err)
+	}
+	ls, err := netlinksafe.Handle{Handle: k.h()}.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
-	routes, err := k.h().RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
-	}
-	podIP := map[int]netip.Addr{}
-	for _, r := range routes {
-		if r.Dst == nil || r.Scope != netlink.SCOPE_LINK || r.Gw != nil {
-			continue
-		}
-		if ones, bits := r.Dst.Mask.Size(); ones != 32 || bits != 32 {
-			continue
-		}
-		if a, ok := netip.AddrFromSlice(r.Dst.IP.To4()); ok {
-			podIP[r.LinkIndex] = a
-		}
+	byIndex := map[int]podlink.Interface{}
+	for _, p := range pods {
+		byIndex[p.Index] = p
 	}
 	out := make([]Link, 0, len(ls))
 	for _, l := range ls {
 		a := l.Attrs()
-		out = append(out, Link{Index: a.Index, Name: a.Name, PodIPv4: podIP[a.Index]})
+		// A pod interface newer than the watched list is attached at once;
+		// its address follows at the sync its notification triggers.
+		link := Link{Index: a.Index, Name: a.Name, Pod: podlink.IsHostName(a.Name)}
+		if p, ok := byIndex[a.Index]; ok && p.Name == a.Name {
+			link.PodIPv4, _ = p.IPv4()
+		}
+		out = append(out, link)
 	}
 	return out, nil
 }
@@ -81,7 +95,8 @@ func (k *Kernel) Attached(links []Link) (map[int]uint32, error) {
 
 func (k *Kernel) ourFilter(index int) (*netlink.BpfFilter, error) {
 	link := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: index}}
-	fs, err := k.h().FilterList(link, netlink.HANDLE_MIN_INGRESS)
+	h := netlinksafe.Handle{Handle: k.h()}
+	fs, err := h.FilterList(link, netlink.HANDLE_MIN_INGRESS)
 	if err != nil {
 		if errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 			return nil, nil // gone, or no clsact qdisc
@@ -116,7 +131,8 @@ func (k *Kernel) Attach(index int, name string, prog *ebpf.Program) error {
 
 func (k *Kernel) ensureClsact(index int) error {
 	link := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: index}}
-	qs, err := k.h().QdiscList(link)
+	h := netlinksafe.Handle{Handle: k.h()}
+	qs, err := h.QdiscList(link)
 	if err != nil {
 		return fmt.Errorf("list qdiscs of interface %d: %w", index, err)
 	}

@@ -23,7 +23,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/trellisnet/trellis/internal/config"
-	"github.com/trellisnet/trellis/internal/nodestate"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
@@ -167,11 +167,11 @@ func (c *Controller) Sync(ctx context.Context) error {
 // writeState writes the node state file when its content (other than the
 // timestamp) changes.
 func (c *Controller) writeState(podCIDRs []netip.Prefix, mtu int, ready bool, reason string) error {
-	want := nodestate.State{NodeName: c.cfg.NodeName, PodCIDRs: podCIDRs, MTU: mtu, Ready: ready, Reason: reason}
+	want := podlink.NodeState{NodeName: c.cfg.NodeName, PodCIDRs: podCIDRs, MTU: mtu, Ready: ready, Reason: reason}
 	if want.PodCIDRs == nil {
 		want.PodCIDRs = []netip.Prefix{}
 	}
-	if cur, err := nodestate.Read(c.cfg.NodeStateFile); err == nil {
+	if cur, err := podlink.ReadNodeState(c.cfg.NodeStateFile); err == nil {
 		cmp := *cur
 		cmp.UpdatedAt, cmp.Version = time.Time{}, 0
 		if cmp.PodCIDRs == nil {
@@ -182,7 +182,7 @@ func (c *Controller) writeState(podCIDRs []netip.Prefix, mtu int, ready bool, re
 		}
 	}
 	want.UpdatedAt = c.now().UTC()
-	if err := nodestate.Write(c.cfg.NodeStateFile, &want); err != nil {
+	if err := podlink.WriteNodeState(c.cfg.NodeStateFile, &want); err != nil {
 		return fmt.Errorf("write node state file: %w", err)
 	}
 	return nil

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,7 +15,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/trellisnet/trellis/internal/config"
-	"github.com/trellisnet/trellis/internal/nodestate"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/routing"
 )
 
@@ -98,7 +97,7 @@ func TestNoPodCIDRWritesNotReadyStateAndNoConflist(t *testing.T) {
 	if err := f.c.Sync(context.Background()); err == nil {
 		t.Error("Sync without pod CIDR returned nil; want an error so the runner retries")
 	}
-	st, err := nodestate.Read(f.cfg.NodeStateFile)
+	st, err := podlink.ReadNodeState(f.cfg.NodeStateFile)
 	if err != nil {
 		t.Fatalf("node state file: %v", err)
 	}
@@ -119,7 +118,7 @@ func TestReadinessFollowsRoutes(t *testing.T) {
 	if err := f.c.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	st, err := nodestate.Read(f.cfg.NodeStateFile)
+	st, err := podlink.ReadNodeState(f.cfg.NodeStateFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +157,7 @@ func TestReadinessFollowsRoutes(t *testing.T) {
 	if err := f.c.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := nodestate.Read(f.cfg.NodeStateFile); st == nil || !st.Ready {
+	if st, _ := podlink.ReadNodeState(f.cfg.NodeStateFile); st == nil || !st.Ready {
 		t.Errorf("state not ready after routes: %+v", st)
 	}
 	found := false
@@ -281,36 +280,5 @@ func TestSameFilesAcrossChunks(t *testing.T) {
 	write(b, data[:65536])
 	if same, err := sameFiles(a, b); same || err != nil {
 		t.Errorf("prefix: %v, %v", same, err)
-	}
-}
-
-func TestProcSysctlsWritesOnlyWhenDifferent(t *testing.T) {
-	root := t.TempDir()
-	p := filepath.Join(root, "net", "ipv4", "ip_forward")
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte("0\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := ProcSysctls{Root: root}
-	if err := s.Set("net/ipv4/ip_forward", "1"); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(p); string(b) != "1" {
-		t.Errorf("sysctl file = %q, want 1", b)
-	}
-	past := time.Now().Add(-time.Hour).Truncate(time.Second)
-	if err := os.Chtimes(p, past, past); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Set("net/ipv4/ip_forward", "1"); err != nil {
-		t.Fatal(err)
-	}
-	if fi, _ := os.Stat(p); !fi.ModTime().Equal(past) {
-		t.Errorf("unchanged value rewritten (mtime %v, want %v)", fi.ModTime(), past)
-	}
-	if err := s.Set("net/ipv4/missing/x", "1"); err == nil {
-		t.Error("writing a missing sysctl succeeded")
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/knftables"
 
-	"github.com/trellisnet/trellis/internal/podgroup"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/policy/nfttrace"
 )
@@ -129,10 +129,10 @@ func TestPendingAndSpoofedPackets(t *testing.T) {
 	a, c, ycIP := netip.MustParseAddr(xa.Status.PodIP), netip.MustParseAddr(xc.Status.PodIP), netip.MustParseAddr(yc.Status.PodIP)
 	remote, node := netip.MustParseAddr("10.244.2.20"), netip.MustParseAddr("192.168.0.1")
 	pend, pendIP := "trl00000000000", netip.MustParseAddr("10.244.1.99")
-	gx, gy := podgroup.ForNamespace("x"), podgroup.ForNamespace("y")
+	gx, gy := podlink.GroupForNamespace("x"), podlink.GroupForNamespace("y")
 	fwd := func(iif, oif string, src, dst netip.Addr, mod ...func(*nfttrace.Packet)) nfttrace.Packet {
 		p := nfttrace.Packet{Hook: "forward", IIF: iif, OIF: oif, Src: src, Dst: dst, Proto: 6, DPort: 80, CTState: "new", SrcRoute: underlayIface}
-		if strings.HasPrefix(iif, "trl") {
+		if podlink.IsHostName(iif) {
 			p.SrcRoute = iif
 		}
 		for _, m := range mod {

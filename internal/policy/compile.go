@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/trellisnet/trellis/internal/podgroup"
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 // direction is ingress or egress.
@@ -102,8 +102,8 @@ func addPendingSets(d *Desired, ix *index) {
 		gs := map[uint32]bool{}
 		for _, np := range ix.snap.Policies {
 			if in, eg := policyTypes(np); (dir == ingress && in) || (dir == egress && eg) {
-				gs[podgroup.ForNamespace(np.Namespace)] = true
-				gs[podgroup.Unknown] = true
+				gs[podlink.GroupForNamespace(np.Namespace)] = true
+				gs[podlink.GroupUnknown] = true
 			}
 		}
 		keys := make([]uint32, 0, len(gs))

@@ -3,7 +3,6 @@ package policy
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -17,14 +16,9 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
-
-// InterfaceLister tells which host interface carries each local pod
-// address (the plugin's /32 host route on a trl… device).
-type InterfaceLister interface {
-	PodInterfaces() (map[netip.Addr]string, error)
-}
 
 // Informers are the controller's sources: shared informers for Pods,
 // Namespaces and NetworkPolicies (the agent builds them without client-go's
@@ -72,6 +66,7 @@ type Controller struct {
 	pendingSince time.Time // first API change not yet programmed
 	lastVerify   time.Time // last sync that read back every group set
 	lastApplied  *Desired  // what the last successful sync committed (nil: read the kernel)
+	ifaceKey     *string   // the addressed pod interfaces last seen by InterfacesChanged
 }
 
 // New returns a policy controller and adds its event handlers to
@@ -203,24 +198,21 @@ func (c *Controller) snapshot() (*Snapshot, error) {
 }
 
 // SnapshotFromAPI builds the compiler's input from API objects as the
-// controller's listers return them: finished pods dropped, contested
-// addresses resolved (dedupeByIP), and each local pod-network pod matched
-// to its host interface through ifaces (pod address → interface name).
+// controller's listers return them and the local pod interfaces: local pods
+// whose status has no address yet take it from the interface naming them,
+// finished pods are dropped, contested addresses resolved (dedupeByIP), and
+// each local pod-network pod is matched to its host interface (localIfaces).
 func SnapshotFromAPI(nodeName string, pods []*corev1.Pod, nss []*corev1.Namespace, nps []*networkingv1.NetworkPolicy,
-	ifaces map[netip.Addr]string) *Snapshot {
+	ifaces []podlink.Interface) *Snapshot {
 	snap := &Snapshot{NodeName: nodeName, Policies: nps}
 	for _, ns := range nss {
 		snap.Namespaces = append(snap.Namespaces, NamespaceFromAPI(ns))
 	}
-	for _, p := range dedupeByIP(pods) {
+	local := newLocalIfaces(nodeName, ifaces)
+	for _, p := range dedupeByIP(local.withAddresses(pods)) {
 		sp := PodFromAPI(p, "")
-		if sp.NodeName == nodeName && !sp.HostNetwork {
-			for _, a := range sp.IPs {
-				if name, ok := ifaces[a]; ok {
-					sp.Interface = name
-					break
-				}
-			}
+		if local.local(p) {
+			sp.Interface = local.interfaceOf(p, sp)
 		}
 		snap.Pods = append(snap.Pods, sp)
 	}

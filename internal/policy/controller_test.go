@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/policy/nfttrace"
 	"github.com/trellisnet/trellis/internal/syncrunner"
@@ -26,12 +27,12 @@ type staticIfaces struct {
 	m  map[netip.Addr]string
 }
 
-func (s *staticIfaces) PodInterfaces() (map[netip.Addr]string, error) {
+func (s *staticIfaces) PodInterfaces() ([]podlink.Interface, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := map[netip.Addr]string{}
+	var out []podlink.Interface
 	for k, v := range s.m {
-		out[k] = v
+		out = append(out, podlink.Interface{Name: v, Addrs: []netip.Addr{k}})
 	}
 	return out, nil
 }

@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/knftables"
 
-	"github.com/trellisnet/trellis/internal/podgroup"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/policy/nfttrace"
 	"github.com/trellisnet/trellis/internal/policy/oracle"
@@ -41,7 +41,7 @@ func newWorld() *world {
 
 func ifaceFor(p *corev1.Pod) string {
 	h := sha256.Sum256([]byte(p.Namespace + "/" + p.Name))
-	return "trl" + hex.EncodeToString(h[:])[:11]
+	return podlink.Prefix + hex.EncodeToString(h[:])[:11]
 }
 
 func (w *world) addNamespace(name string, lbl map[string]string) {
@@ -77,9 +77,9 @@ func (w *world) markPending(ns, name string, namespaceUnknown bool) {
 // groupOf is the device group the plugin gives a pod's host interface.
 func (w *world) groupOf(p *corev1.Pod) uint32 {
 	if pp, ok := w.cluster.Pending[p.Namespace+"/"+p.Name]; ok && pp.NamespaceUnknown {
-		return podgroup.Unknown
+		return podlink.GroupUnknown
 	}
-	return podgroup.ForNamespace(p.Namespace)
+	return podlink.GroupForNamespace(p.Namespace)
 }
 
 func (w *world) addPolicy(np networkingv1.NetworkPolicy) {

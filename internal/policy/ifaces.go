@@ -1,60 +1,162 @@
 package policy
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
-// RouteInterfaces finds local pod interfaces from the kernel: every IPv4 /32
-// route on a link whose name starts with HostIfacePrefix is a pod address
-// (the plugin installs exactly that host route for each pod).
-type RouteInterfaces struct{}
+// InterfaceLister returns the local pod interfaces as the plugin wrote them
+// (internal/podlink: name, host routes, group, alias). The agent passes its
+// podlink.Watcher; podlink.Lister lists on every call.
+type InterfaceLister interface {
+	PodInterfaces() ([]podlink.Interface, error)
+}
 
-var _ InterfaceLister = RouteInterfaces{}
+// InterfacesChanged is told the local pod interfaces after each change
+// (the agent calls it from its podlink.Watcher) and asks for a sync when
+// what the policy table depends on changed: the interfaces that carry a pod
+// address, with their alias and group. A new pod's interface is so
+// programmed without waiting for its status to come back through the API
+// server, and the steps of a CNI ADD before the host route (link, alias,
+// group, up) cost no sync.
+func (c *Controller) InterfacesChanged(ifaces []podlink.Interface) {
+	var b strings.Builder
+	for _, i := range ifaces {
+		if len(i.Addrs) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "%d %s %d %v %+v\n", i.Index, i.Name, i.Group, i.Addrs, i.Alias)
+	}
+	key := b.String()
+	c.mu.Lock()
+	same := c.ifaceKey != nil && *c.ifaceKey == key
+	c.ifaceKey = &key
+	c.mu.Unlock()
+	if !same {
+		c.changed()
+	}
+}
+
+// localIfaces pairs local pods with their host interfaces. An interface
+// whose alias names its pod belongs to that pod only (and, when the alias
+// carries the pod's UID, to that incarnation only); an interface without a
+// pod in its alias (made by an older plugin, or an alias too long to hold
+// one) is paired by address, as the pod's status reports it.
+type localIfaces struct {
+	nodeName string
+	byPod    map[string][]podlink.Interface // "namespace/name" → interfaces naming it
+	byAddr   map[netip.Addr]podlink.Interface
+}
+
+func newLocalIfaces(nodeName string, ifaces []podlink.Interface) *localIfaces {
+	l := &localIfaces{nodeName: nodeName, byPod: map[string][]podlink.Interface{}, byAddr: map[netip.Addr]podlink.Interface{}}
+	for _, i := range ifaces {
+		if pod := i.Alias.Pod(); pod != "" {
+			l.byPod[pod] = append(l.byPod[pod], i)
+		}
+		for _, a := range i.Addrs {
+			if a.Is4() {
+				l.byAddr[a] = i
+			}
+		}
+	}
+	return l
+}
+
+func (l *localIfaces) local(p *corev1.Pod) bool {
+	return p.Spec.NodeName == l.nodeName && !p.Spec.HostNetwork
+}
+
+// mirrorAnnotation holds, on the mirror pod of a static pod, the UID the
+// kubelet (and so the runtime, in K8S_POD_UID) knows the pod by.
+const mirrorAnnotation = "kubernetes.io/config.mirror"
+
+// named returns the interfaces whose alias names p (this incarnation: same
+// UID when the alias has one).
+func (l *localIfaces) named(p *corev1.Pod) []podlink.Interface {
+	var out []podlink.Interface
+	for _, i := range l.byPod[p.Namespace+"/"+p.Name] {
+		if u := i.Alias.PodUID; u == "" || u == string(p.UID) || u == p.Annotations[mirrorAnnotation] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// withAddresses returns pods where each local pod whose status has no
+// address yet, and exactly one interface naming it with an IPv4 address,
+// carries that interface's addresses (a copy; the listers' objects are
+// never modified). The kernel knows a new pod's address as soon as the
+// plugin has wired it; the API knows it only after the kubelet's status
+// update has gone round through the API server.
+func (l *localIfaces) withAddresses(pods []*corev1.Pod) []*corev1.Pod {
+	var out []*corev1.Pod
+	copied := false
+	for idx, p := range pods {
+		if l.local(p) && p.Status.PodIP == "" && len(p.Status.PodIPs) == 0 {
+			if named := l.named(p); len(named) == 1 {
+				if ips := podIPs(named[0]); len(ips) > 0 {
+					if !copied {
+						out, copied = append([]*corev1.Pod(nil), pods...), true
+					}
+					cp := *p
+					cp.Status.PodIP, cp.Status.PodIPs = ips[0].IP, ips
+					out[idx] = &cp
+				}
+			}
+		}
+	}
+	if !copied {
+		return pods
+	}
+	return out
+}
+
+func podIPs(i podlink.Interface) []corev1.PodIP {
+	var out []corev1.PodIP
+	for _, a := range i.Addrs {
+		if a.Is4() {
+			out = append(out, corev1.PodIP{IP: a.String()})
+		}
+	}
+	return out
+}
+
+// interfaceOf returns the host interface of local pod sp ("" if none): an
+// interface naming the pod that carries one of its addresses, else an
+// interface naming no pod, or this pod under another UID, that carries one
+// of them. An interface naming another pod is never paired with this one,
+// even if the addresses agree (the API's view of an address may be stale;
+// the alias is not).
+func (l *localIfaces) interfaceOf(p *corev1.Pod, sp Pod) string {
+	for _, i := range l.named(p) {
+		for _, a := range sp.IPs {
+			for _, ia := range i.Addrs {
+				if a == ia {
+					return i.Name
+				}
+			}
+		}
+	}
+	for _, a := range sp.IPs {
+		if i, ok := l.byAddr[a]; ok && (i.Alias.Pod() == "" || i.Alias.Pod() == p.Namespace+"/"+p.Name) {
+			return i.Name
+		}
+	}
+	return ""
+}
+
+// Lister lists the local pod interfaces on every call (podlink.List in the
+// calling thread's network namespace): for tools and tests without a
+// Watcher.
+type Lister struct{}
+
+var _ InterfaceLister = Lister{}
 
 // PodInterfaces implements InterfaceLister.
-func (RouteInterfaces) PodInterfaces() (map[netip.Addr]string, error) {
-	var (
-		links  []netlink.Link
-		routes []netlink.Route
-		err    error
-	)
-	// Dumps can be interrupted by concurrent changes; retry a few times.
-	for i := 0; i < 5; i++ {
-		links, err = netlink.LinkList()
-		if err == nil {
-			routes, err = netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-		}
-		if !errors.Is(err, unix.EINTR) && !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list links and routes: %w", err)
-	}
-	names := map[int]string{}
-	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, HostIfacePrefix) {
-			names[l.Attrs().Index] = l.Attrs().Name
-		}
-	}
-	out := map[netip.Addr]string{}
-	for _, r := range routes {
-		name, ok := names[r.LinkIndex]
-		if !ok || r.Dst == nil {
-			continue
-		}
-		if ones, bits := r.Dst.Mask.Size(); ones != 32 || bits != 32 {
-			continue
-		}
-		if a, ok := netip.AddrFromSlice(r.Dst.IP.To4()); ok {
-			out[a] = name
-		}
-	}
-	return out, nil
-}
+func (Lister) PodInterfaces() ([]podlink.Interface, error) { return podlink.List(nil) }

@@ -21,7 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/knftables"
 
-	"github.com/trellisnet/trellis/internal/podgroup"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
 )
 
@@ -97,7 +97,7 @@ func (k *kernelNode) addPod(name, iface string, ip netip.Addr) {
 		}
 		// The plugin puts the host side in its namespace's device group.
 		podNamespace, _, _ := strings.Cut(name, "/")
-		if err := netlink.LinkSetGroup(l, int(podgroup.ForNamespace(podNamespace))); err != nil {
+		if err := netlink.LinkSetGroup(l, int(podlink.GroupForNamespace(podNamespace))); err != nil {
 			return err
 		}
 		hostMAC = l.Attrs().HardwareAddr
@@ -224,18 +224,24 @@ func TestKernelPacketsMatchTracer(t *testing.T) {
 	}
 	// The agent finds pod interfaces from the plugin's host routes.
 	if err := k.node.Do(func(ns.NetNS) error {
-		got, err := policy.RouteInterfaces{}.PodInterfaces()
+		list, err := policy.Lister{}.PodInterfaces()
 		if err != nil {
 			return err
+		}
+		got := map[netip.Addr]string{}
+		for _, i := range list {
+			for _, a := range i.Addrs {
+				got[a] = i.Name
+			}
 		}
 		for i := range w.cluster.Pods {
 			p := &w.cluster.Pods[i]
 			if got[netip.MustParseAddr(p.Status.PodIP)] != ifaceFor(p) {
-				return fmt.Errorf("RouteInterfaces: %s -> %q, want %q (all: %v)", p.Status.PodIP, got[netip.MustParseAddr(p.Status.PodIP)], ifaceFor(p), got)
+				return fmt.Errorf("pod interfaces: %s -> %q, want %q (all: %v)", p.Status.PodIP, got[netip.MustParseAddr(p.Status.PodIP)], ifaceFor(p), got)
 			}
 		}
 		if len(got) != len(w.cluster.Pods) {
-			return fmt.Errorf("RouteInterfaces found %d pods, want %d: %v", len(got), len(w.cluster.Pods), got)
+			return fmt.Errorf("pod interfaces: found %d pods, want %d: %v", len(got), len(w.cluster.Pods), got)
 		}
 		return nil
 	}); err != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 // policyKeys returns the sorted "namespace/name" of policies.
@@ -88,18 +90,18 @@ func staticObjects(logGroup uint16) *Desired {
 	return &Desired{
 		Chains: map[string]*Chain{
 			ChainForward: {Hook: "forward", Static: true, Rules: []string{
-				`iifname "trl*" jump ` + ChainAntiSpoof,
+				`iifname "` + podlink.Wildcard + `" jump ` + ChainAntiSpoof,
 				`ct state established,related accept`,
 				// Hairpin: a pod reaching itself (e.g. through its own
 				// Service, DNATed back to it) is never subject to policy.
-				`iifname "trl*" fib daddr . iif oif exists accept`,
-				`iifname "trl*" jump ` + ChainEgress,
-				`oifname "trl*" jump ` + ChainIngress,
+				`iifname "` + podlink.Wildcard + `" fib daddr . iif oif exists accept`,
+				`iifname "` + podlink.Wildcard + `" jump ` + ChainEgress,
+				`oifname "` + podlink.Wildcard + `" jump ` + ChainIngress,
 			}},
 			ChainInput: {Hook: "input", Static: true, Rules: []string{
-				`iifname "trl*" jump ` + ChainAntiSpoof,
+				`iifname "` + podlink.Wildcard + `" jump ` + ChainAntiSpoof,
 				`ct state established,related accept`,
-				`iifname "trl*" jump ` + ChainEgress,
+				`iifname "` + podlink.Wildcard + `" jump ` + ChainEgress,
 			}},
 			// Strict reverse-path check: the plugin's /32 host route makes
 			// the route to a pod's address leave through exactly its own

@@ -30,17 +30,13 @@ const (
 	// with (reuse of a stale address), dropped until programmed.
 	SetPodAddrs = "pod-addrs"
 	// SetIngressIsolatedGroups / SetEgressIsolatedGroups hold the device
-	// groups (internal/podgroup) of namespaces where a policy of that
+	// groups (podlink.GroupForNamespace) of namespaces where a policy of that
 	// direction exists, plus group 0 (namespace unknown) when one exists
 	// anywhere: pending interfaces in these groups are dropped.
 	SetIngressIsolatedGroups = "ingress-isolated-groups"
 	SetEgressIsolatedGroups  = "egress-isolated-groups"
 	MapEgressPods            = "egress-pods"
 	MapIngressPods           = "ingress-pods"
-
-	// HostIfacePrefix is the prefix of every pod's host-side interface (shared
-	// contract with the CNI plugin).
-	HostIfacePrefix = "trl"
 
 	// layoutVersion is mixed into group hashes: bump it when the rules a group
 	// chain holds change, so old chains are replaced rather than reused.

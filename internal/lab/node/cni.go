@@ -8,7 +8,7 @@ import (
 	"github.com/trellisnet/trellis/internal/atomicfile"
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/nodesetup"
-	"github.com/trellisnet/trellis/internal/nodestate"
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 // staticCNIMTU is the pod MTU of a node without the agent (no overlay: the
@@ -32,8 +32,8 @@ func WriteStaticCNI(s Spec, podCIDRs []netip.Prefix) error {
 	if _, err := nodesetup.InstallPlugin(paths[agentInstallDir+"/"+nodesetup.PluginName], paths[c.CNIBinDir]); err != nil {
 		return fmt.Errorf("node %s: %w", s.Name, err)
 	}
-	st := &nodestate.State{NodeName: s.Name, PodCIDRs: podCIDRs, MTU: staticCNIMTU, Ready: true}
-	if err := nodestate.Write(paths[c.NodeStateFile], st); err != nil {
+	st := &podlink.NodeState{NodeName: s.Name, PodCIDRs: podCIDRs, MTU: staticCNIMTU, Ready: true}
+	if err := podlink.WriteNodeState(paths[c.NodeStateFile], st); err != nil {
 		return fmt.Errorf("node %s: writing the node state file: %w", s.Name, err)
 	}
 	conf, err := nodesetup.RenderConflist(nodesetup.ConflistParams{

@@ -9,7 +9,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/lab/state"
 	"github.com/trellisnet/trellis/internal/lab/topology"
-	"github.com/trellisnet/trellis/internal/nodestate"
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 // TestWriteStaticCNI checks what a node without the agent gets: the plugin
@@ -52,7 +52,7 @@ func TestWriteStaticCNI(t *testing.T) {
 	if conf.CNIVersion != "1.0.0" || len(conf.Plugins) != 1 || conf.Plugins[0].Type != "trellis-cni" {
 		t.Fatalf("conflist = %s", data)
 	}
-	ns, err := nodestate.Read(s.HostPath(filepath.Clean(conf.Plugins[0].NodeStateFile)))
+	ns, err := podlink.ReadNodeState(s.HostPath(filepath.Clean(conf.Plugins[0].NodeStateFile)))
 	if err != nil {
 		t.Fatalf("the conflist's node state file: %v", err)
 	}

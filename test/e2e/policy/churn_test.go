@@ -24,7 +24,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/topology"
-	"github.com/trellisnet/trellis/internal/podgroup"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/test/e2e/framework"
 )
 
@@ -79,7 +79,7 @@ func routeWatch(ctx context.Context, t *testing.T, node string, found func(ip st
 					continue
 				}
 				link, err := nh.LinkByIndex(u.LinkIndex)
-				if err != nil || !strings.HasPrefix(link.Attrs().Name, "trl") {
+				if err != nil || !podlink.IsHostName(link.Attrs().Name) {
 					continue
 				}
 				found(u.Dst.IP.String(), uint32(link.Attrs().Group))
@@ -138,7 +138,7 @@ func TestE2EPolicyChurnFirstPacket(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	classes := map[uint32]string{podgroup.ForNamespace(iso): "isolated", podgroup.ForNamespace(open): "open"}
+	classes := map[uint32]string{podlink.GroupForNamespace(iso): "isolated", podlink.GroupForNamespace(open): "open"}
 	var mu sync.Mutex
 	var results []hammerResult
 	var wg sync.WaitGroup

@@ -1,8 +1,9 @@
-// Package nodestate defines the node state file: the hand-off from the
-// Trellis agent (writer) to the CNI plugin (reader) on one node. The agent
-// writes it atomically; the plugin reads it on every call that needs the
-// node's pod subnets (ADD when ipam.subnets is absent) or readiness (STATUS).
-package nodestate
+package podlink
+
+// The node state file: the hand-off from the Trellis agent (writer) to the
+// CNI plugin (reader) on one node. The agent writes it atomically; the
+// plugin reads it on every call that needs the node's pod subnets (ADD when
+// ipam.subnets is absent) or readiness (STATUS).
 
 import (
 	"encoding/json"
@@ -15,14 +16,14 @@ import (
 	"github.com/trellisnet/trellis/internal/atomicfile"
 )
 
-// DefaultPath is where the agent writes, and the plugin reads, the file.
-const DefaultPath = "/var/lib/trellis/node-state.json"
+// DefaultNodeStatePath is where the agent writes, and the plugin reads, the file.
+const DefaultNodeStatePath = "/var/lib/trellis/node-state.json"
 
-// CurrentVersion is the schema version written by this build.
-const CurrentVersion = 1
+// NodeStateVersion is the schema version written by this build.
+const NodeStateVersion = 1
 
-// State is the content of the node state file.
-type State struct {
+// NodeState is the content of the node state file.
+type NodeState struct {
 	// Version of the schema; readers refuse versions they do not know.
 	Version int `json:"version"`
 	// NodeName is the Kubernetes Node this file describes.
@@ -39,24 +40,24 @@ type State struct {
 	UpdatedAt time.Time `json:"updatedAt"`
 }
 
-// ErrNotExist is returned (wrapped) by Read when the file is absent.
-var ErrNotExist = errors.New("node state file does not exist")
+// ErrNoNodeState is returned (wrapped) by ReadNodeState when the file is absent.
+var ErrNoNodeState = errors.New("node state file does not exist")
 
-// Read loads and validates the state file at path.
-func Read(path string) (*State, error) {
+// ReadNodeState loads and validates the state file at path.
+func ReadNodeState(path string) (*NodeState, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNotExist, path)
+		return nil, fmt.Errorf("%w: %s", ErrNoNodeState, path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read node state file: %w", err)
 	}
-	var s State
+	var s NodeState
 	if err := json.Unmarshal(data, &s); err != nil {
 		return nil, fmt.Errorf("parse node state file %s: %w", path, err)
 	}
-	if s.Version != CurrentVersion {
-		return nil, fmt.Errorf("node state file %s has version %d, this build reads version %d", path, s.Version, CurrentVersion)
+	if s.Version != NodeStateVersion {
+		return nil, fmt.Errorf("node state file %s has version %d, this build reads version %d", path, s.Version, NodeStateVersion)
 	}
 	for _, p := range s.PodCIDRs {
 		if !p.IsValid() {
@@ -66,10 +67,10 @@ func Read(path string) (*State, error) {
 	return &s, nil
 }
 
-// Write stores s at path atomically (readers see the old or the new file).
-func Write(path string, s *State) error {
+// WriteNodeState stores s at path atomically (readers see the old or the new file).
+func WriteNodeState(path string, s *NodeState) error {
 	c := *s
-	c.Version = CurrentVersion
+	c.Version = NodeStateVersion
 	if c.UpdatedAt.IsZero() {
 		c.UpdatedAt = time.Now().UTC()
 	}

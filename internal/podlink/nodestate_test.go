@@ -1,4 +1,4 @@
-package nodestate
+package podlink
 
 import (
 	"errors"
@@ -9,17 +9,17 @@ import (
 	"testing"
 )
 
-func TestWriteReadRoundTrip(t *testing.T) {
+func TestNodeStateWriteReadRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "node-state.json")
-	in := &State{NodeName: "n1", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, MTU: 1450, Ready: true}
-	if err := Write(path, in); err != nil {
+	in := &NodeState{NodeName: "n1", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, MTU: 1450, Ready: true}
+	if err := WriteNodeState(path, in); err != nil {
 		t.Fatal(err)
 	}
-	out, err := Read(path)
+	out, err := ReadNodeState(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.Version != CurrentVersion || out.NodeName != "n1" || out.MTU != 1450 || !out.Ready ||
+	if out.Version != NodeStateVersion || out.NodeName != "n1" || out.MTU != 1450 || !out.Ready ||
 		len(out.PodCIDRs) != 1 || out.PodCIDRs[0] != in.PodCIDRs[0] || out.UpdatedAt.IsZero() {
 		t.Fatalf("round trip: %+v", out)
 	}
@@ -28,9 +28,9 @@ func TestWriteReadRoundTrip(t *testing.T) {
 	}
 }
 
-func TestReadErrors(t *testing.T) {
+func TestNodeStateReadErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Read(filepath.Join(dir, "absent.json")); !errors.Is(err, ErrNotExist) {
+	if _, err := ReadNodeState(filepath.Join(dir, "absent.json")); !errors.Is(err, ErrNoNodeState) {
 		t.Fatalf("absent file: %v", err)
 	}
 	for name, content := range map[string]string{
@@ -42,7 +42,7 @@ func TestReadErrors(t *testing.T) {
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Read(p)
+		_, err := ReadNodeState(p)
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s: want an error naming the file, got %v", name, err)
 		}
