@@ -111,7 +111,7 @@ func TestKernelFastPathLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	var v Iface
-	if err := b.progs.Ifaces.Lookup(uint32(podLink.Attrs().Index), &v); err != nil || v.Kind != KindPod || v.IPv4 != b.podIP.As4() {
+	if err := b.progs.Ifaces.Lookup(uint32(podLink.Attrs().Index), &v); err != nil || v.Kind != KindPod || v.Ipv4 != be32(b.podIP) {
 		t.Fatalf("node b: map entry for the pod = %+v, %v", v, err)
 	}
 	var idx uint32
