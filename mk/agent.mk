@@ -1,4 +1,4 @@
-# trellis-agent (issue 4). See docs/agent.md.
+# trellis-agent. See docs/agent.md.
 #
 #   make test-agent   the agent's tier-0 and tier-1 tests only (root for tier 1)
 

@@ -1,4 +1,4 @@
-# NetworkPolicy engine (issue 5). See docs/policy.md.
+# NetworkPolicy engine. See docs/policy.md.
 #
 #   make test-policy            tier 0 + tier 1 tests of internal/policy (root for tier 1)
 #   make test-policy-property   the tracer == oracle property test with many more cases

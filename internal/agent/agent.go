@@ -147,7 +147,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
 	var masqRunner *syncrunner.Runner
 	if d.nft != nil {
-		masqCtl, err := masq.New(masq.Config{NodeName: cfg.NodeName, Enabled: cfg.MasqueradeEnabled(),
+		masqCtl, err := masq.New(masq.Config{NodeName: cfg.NodeName, Disabled: !cfg.MasqueradeEnabled(),
 			ClusterCIDRs: cfg.ClusterCIDRs, NonMasqueradeCIDRs: cfg.NonMasqueradeCIDRs,
 			Nodes: nodeLister, NFT: d.nft, Sync: runnerOpts, Registerer: m.Registry})
 		if err != nil {

@@ -29,13 +29,11 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 	recorder record.EventRecorder, m *metrics.Metrics, opts syncrunner.Options) (*syncrunner.Runner, func(), error) {
 	logger := klog.FromContext(ctx).WithName("fastpath")
 	if !cfg.FastPathEnabled() {
-		return syncrunner.New("fastpath", func(ctx context.Context) error {
-			n, err := k.DetachAll()
-			if n > 0 {
-				klog.FromContext(ctx).Info("Fast path disabled: detached it", "interfaces", n)
-			}
-			return err
-		}, opts), func() {}, nil
+		ctl, err := fastpath.New(fastpath.Config{Disabled: true, Kernel: k, Sync: opts})
+		if err != nil {
+			return nil, nil, err
+		}
+		return ctl.Runner, func() {}, nil
 	}
 	progs, err := fastpath.Load()
 	if err != nil {

@@ -39,7 +39,7 @@ func agentRegistry(t *testing.T) *prometheus.Registry {
 	if _, err := routing.New(routing.Config{NodeName: "n1", Nodes: nodes, Kernel: noKernel{}, Registerer: m.Registry}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := masq.New(masq.Config{NodeName: "n1", Enabled: true, Nodes: nodes,
+	if _, err := masq.New(masq.Config{NodeName: "n1", Nodes: nodes,
 		NFT: knftables.NewFake(knftables.IPv4Family, masq.TableName), Registerer: m.Registry}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -38,7 +37,11 @@ func newPolicyNFT(cfg *config.Config) (knftables.Interface, error) {
 func newPolicyRunner(cfg *config.Config, lw kubeclient.ListWatches, infs *informerSet, nft knftables.Interface,
 	pods *podlink.Watcher, m *metrics.Metrics, opts syncrunner.Options) (*syncrunner.Runner, error) {
 	if !cfg.NetworkPolicyEnabled() {
-		return syncrunner.New("policy", func(ctx context.Context) error { return policy.Remove(ctx, nft) }, opts), nil
+		ctrl, err := policy.New(policy.Config{Disabled: true, NFT: nft, Sync: opts})
+		if err != nil {
+			return nil, err
+		}
+		return ctrl.Runner, nil
 	}
 	var pi policy.Informers
 	var err error

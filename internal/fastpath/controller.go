@@ -34,6 +34,9 @@ type Sysctls interface {
 
 // Config wires a Controller.
 type Config struct {
+	// Disabled makes every sync detach the fast path from every interface
+	// (turned off by configuration); only Kernel and Sync are used then.
+	Disabled bool
 	// Kernel attaches and detaches the programs.
 	Kernel *Kernel
 	// Programs are the loaded programs and maps (Load).
@@ -52,15 +55,24 @@ type Config struct {
 // it (the embedded Runner) and Trigger it on link and route changes.
 type Controller struct {
 	*syncrunner.Runner
-	k       *Kernel
-	progs   *Programs
-	ids     map[string]uint32 // program name -> kernel program ID
-	sys     Sysctls
-	uplinks func() []string
+	k        *Kernel
+	disabled bool
+	progs    *Programs
+	ids      map[string]uint32 // program name -> kernel program ID
+	sys      Sysctls
+	uplinks  func() []string
 }
 
 // New returns a controller attaching cfg.Programs.
 func New(cfg Config) (*Controller, error) {
+	if cfg.Disabled {
+		if cfg.Kernel == nil {
+			return nil, errors.New("fast path controller: Kernel is required")
+		}
+		c := &Controller{k: cfg.Kernel, disabled: true}
+		c.Runner = syncrunner.New("fastpath", c.Sync, cfg.Sync)
+		return c, nil
+	}
 	if cfg.Kernel == nil || cfg.Programs == nil || cfg.Sysctls == nil || cfg.Uplinks == nil {
 		return nil, errors.New("fast path controller: Kernel, Programs, Sysctls and Uplinks are required")
 	}
@@ -85,6 +97,13 @@ func New(cfg Config) (*Controller, error) {
 // programs on every pod interface and uplink, the interface map.
 func (c *Controller) Sync(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithName("fastpath")
+	if c.disabled {
+		n, err := c.k.DetachAll()
+		if n > 0 {
+			logger.Info("Fast path disabled: detached it", "interfaces", n)
+		}
+		return err
+	}
 	if err := c.sys.Set(SysctlBeLiberal, "1"); err != nil {
 		return fmt.Errorf("fast path: %w", err)
 	}

@@ -48,7 +48,7 @@ func Desired(links []Link, uplinks []string) State {
 		case l.Pod:
 			s.Attach = append(s.Attach, Attachment{Index: l.Index, Name: l.Name, Program: ProgFromPod})
 			if l.PodIPv4.Is4() {
-				s.Ifaces[uint32(l.Index)] = Iface{Kind: KindPod, IPv4: l.PodIPv4.As4()}
+				s.Ifaces[uint32(l.Index)] = Iface{Kind: KindPod, Ipv4: be32(l.PodIPv4)}
 				s.PodAddrs[l.PodIPv4.As4()] = uint32(l.Index)
 			}
 		case up[l.Name]:

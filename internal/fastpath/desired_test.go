@@ -19,7 +19,7 @@ func TestDesired(t *testing.T) {
 	got := Desired(links, []string{"eth0", "trellis.vxlan", "", "absent0"})
 	want := State{
 		Ifaces: map[uint32]Iface{
-			9: {Kind: KindPod, IPv4: [4]byte{10, 244, 1, 7}},
+			9: {Kind: KindPod, Ipv4: be32(netip.MustParseAddr("10.244.1.7"))},
 			2: {Kind: KindUplink},
 			7: {Kind: KindUplink},
 		},
@@ -56,9 +56,12 @@ func TestStatNames(t *testing.T) {
 
 // The embedded object carries both programs and every map the Go side uses.
 func TestObjectContents(t *testing.T) {
-	spec, err := loadSpec()
+	spec, err := loadFastpath()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := spec.Assign(&fastpathSpecs{}); err != nil {
+		t.Errorf("object does not match the generated Go side: %v", err)
 	}
 	for _, p := range []string{ProgFromPod, ProgToPod} {
 		if spec.Programs[p] == nil {

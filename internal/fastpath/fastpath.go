@@ -1,6 +1,7 @@
 // Package fastpath is Trellis's eBPF fast path: established, non-NATed pod
 // TCP flows skip the host's forwarding path. Two tc programs (bpf/fastpath.c,
-// compiled into fastpath.bpf.o by `make bpf`) run on the ingress of every
+// compiled by `make bpf` with bpf2go into fastpath_bpfel.o, with the Go
+// side of its maps and structs in fastpath_bpfel.go) run on the ingress of every
 // pod's host-side interface and of the node's uplinks (underlay device,
 // VXLAN device); they redirect a packet straight to its egress device (or,
 // with bpf_redirect_peer, into the destination pod) only when the kernel's
@@ -15,22 +16,19 @@
 package fastpath
 
 import (
-	"bytes"
-	_ "embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 )
 
-//go:embed fastpath.bpf.o
-var object []byte
-
 // Program names in the object (and the names of their tc filters).
 const (
-	ProgFromPod = "trellis_from_pod"
-	ProgToPod   = "trellis_to_pod"
+	ProgFromPod = fastpathProgTrellisFromPod
+	ProgToPod   = fastpathProgTrellisToPod
 )
 
 // Kinds of interface in the ifaces map (bpf/fastpath.c IFACE_*).
@@ -78,22 +76,20 @@ func (s Stat) String() string {
 	return fmt.Sprintf("stat_%d", uint32(s))
 }
 
-// Iface is one entry of the ifaces map (bpf/fastpath.c struct iface).
-type Iface struct {
-	Kind uint32
-	// IPv4 is the pod's address, in the byte order the
-	// programs compare it with (KindPod).
-	IPv4 [4]byte
-}
+// Iface is one entry of the ifaces map (bpf/fastpath.c struct iface,
+// generated).
+type Iface = fastpathIface
 
-type bpfConfig struct {
-	CTTimeoutMS uint32
-	Pad         uint32
+// be32 returns a (IPv4) as the programs hold a __be32 field: its bytes in
+// network order in memory, which is the host-order uint32 of those bytes.
+func be32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
 }
 
 // Programs are the loaded fast-path programs and maps.
 type Programs struct {
-	coll    *ebpf.Collection
+	objs    fastpathObjects
 	FromPod *ebpf.Program
 	ToPod   *ebpf.Program
 	Ifaces  *ebpf.Map
@@ -111,48 +107,31 @@ func Load() (*Programs, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("fast path: raise memlock limit: %w", err)
 	}
-	spec, err := loadSpec()
-	if err != nil {
-		return nil, err
-	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
+	var objs fastpathObjects
+	if err := loadFastpathObjects(&objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("fast path: the kernel rejected the programs: %+v", ve)
 		}
 		return nil, fmt.Errorf("fast path: load BPF programs: %w", err)
 	}
-	p := &Programs{coll: coll, FromPod: coll.Programs[ProgFromPod], ToPod: coll.Programs[ProgToPod],
-		Ifaces: coll.Maps["ifaces"], PodAddr: coll.Maps["pod_addrs"], Flows: coll.Maps["flows"], Config: coll.Maps["config"], Stats: coll.Maps["stats"]}
-	if p.FromPod == nil || p.ToPod == nil || p.Ifaces == nil || p.PodAddr == nil || p.Flows == nil || p.Config == nil || p.Stats == nil {
-		coll.Close()
-		return nil, errors.New("fast path: BPF object lacks an expected program or map")
-	}
-	return p, nil
-}
-
-func loadSpec() (*ebpf.CollectionSpec, error) {
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(object))
-	if err != nil {
-		return nil, fmt.Errorf("fast path: parse BPF object: %w", err)
-	}
-	return spec, nil
+	return &Programs{objs: objs, FromPod: objs.TrellisFromPod, ToPod: objs.TrellisToPod, Ifaces: objs.Ifaces,
+		PodAddr: objs.PodAddrs, Flows: objs.Flows, Config: objs.Config, Stats: objs.Stats}, nil
 }
 
 // Close releases the programs and maps held by this process. Programs
 // still attached as tc filters stay in the kernel (they keep forwarding
 // while the agent is down or restarting).
 func (p *Programs) Close() {
-	if p != nil && p.coll != nil {
-		p.coll.Close()
+	if p != nil {
+		_ = p.objs.Close()
 	}
 }
 
 // SetConntrackTimeout sets the conntrack timeout refreshed on every
 // fast-pathed packet (0 disables the fast path without detaching it).
 func (p *Programs) SetConntrackTimeout(ms uint32) error {
-	if err := p.Config.Put(uint32(0), bpfConfig{CTTimeoutMS: ms}); err != nil {
+	if err := p.Config.Put(uint32(0), fastpathSettings{CtTimeoutMs: ms}); err != nil {
 		return fmt.Errorf("fast path: write config map: %w", err)
 	}
 	return nil

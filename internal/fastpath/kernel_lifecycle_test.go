@@ -89,12 +89,20 @@ func TestKernelFastPathLifecycle(t *testing.T) {
 		t.Errorf("second sync changed the attachments: %v -> %v", have, again)
 	}
 
-	// fastPath: false.
-	if n, err := k.DetachAll(); err != nil || n != 2 {
-		t.Fatalf("DetachAll = %d, %v; want 2", n, err)
+	// fastPath: false: the disabled controller detaches everything, and a
+	// second sync finds nothing left.
+	off, err := New(Config{Disabled: true, Kernel: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := off.Sync(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 	if left, _ := k.Attached(links); len(left) != 0 {
-		t.Fatalf("filters left after DetachAll: %v", left)
+		t.Fatalf("filters left after the disabled controller's sync: %v", left)
+	}
+	if n, err := k.DetachAll(); err != nil || n != 0 {
+		t.Fatalf("DetachAll after the disabled sync = %d, %v; want 0", n, err)
 	}
 	d0 := a.stats(t)
 	a.send(t, dst, 1<<20)
@@ -111,7 +119,7 @@ func TestKernelFastPathLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	var v Iface
-	if err := b.progs.Ifaces.Lookup(uint32(podLink.Attrs().Index), &v); err != nil || v.Kind != KindPod || v.IPv4 != b.podIP.As4() {
+	if err := b.progs.Ifaces.Lookup(uint32(podLink.Attrs().Index), &v); err != nil || v.Kind != KindPod || v.Ipv4 != be32(b.podIP) {
 		t.Fatalf("node b: map entry for the pod = %+v, %v", v, err)
 	}
 	var idx uint32

@@ -262,7 +262,8 @@ func TestKernelFastPathRedirectsEstablishedFlows(t *testing.T) {
 func flowEntries(t *testing.T, n *testNode) int {
 	t.Helper()
 	var (
-		k, v  [32]byte
+		k     fastpathFlowKey
+		v     fastpathFlowVal
 		count int
 	)
 	it := n.progs.Flows.Iterate()

@@ -19,9 +19,9 @@ import (
 type Config struct {
 	// NodeName is this node: its pod CIDRs are the sources masqueraded.
 	NodeName string
-	// Enabled false makes every sync remove the table (masquerade turned
-	// off by configuration after an earlier run created it).
-	Enabled bool
+	// Disabled makes every sync remove the table (masquerade turned off by
+	// configuration after an earlier run created it).
+	Disabled bool
 	// ClusterCIDRs and NonMasqueradeCIDRs are destinations never masqueraded.
 	ClusterCIDRs, NonMasqueradeCIDRs []netip.Prefix
 	// Nodes lists every Node (their pod CIDRs are exempt destinations).
@@ -45,8 +45,8 @@ type Controller struct {
 
 // New returns a masquerade controller.
 func New(cfg Config) (*Controller, error) {
-	if cfg.NFT == nil || (cfg.Enabled && (cfg.NodeName == "" || cfg.Nodes == nil)) {
-		return nil, errors.New("masquerade controller: NFT, and when enabled NodeName and Nodes, are required")
+	if cfg.NFT == nil || (!cfg.Disabled && (cfg.NodeName == "" || cfg.Nodes == nil)) {
+		return nil, errors.New("masquerade controller: NFT, and unless Disabled NodeName and Nodes, are required")
 	}
 	c := &Controller{cfg: cfg, exempt: prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "trellis_masq_exempt_cidrs",
@@ -64,7 +64,7 @@ func New(cfg Config) (*Controller, error) {
 // Sync programs the masquerade table from the current Nodes (or removes
 // it when masquerade is disabled).
 func (c *Controller) Sync(ctx context.Context) error {
-	if !c.cfg.Enabled {
+	if c.cfg.Disabled {
 		return Remove(ctx, c.cfg.NFT)
 	}
 	nodes, err := c.cfg.Nodes.List(labels.Everything())

@@ -33,7 +33,7 @@ func TestControllerProgramsFromNodesAndRemovesWhenDisabled(t *testing.T) {
 	ctx := context.Background()
 	nft := knftables.NewFake(knftables.IPv4Family, TableName)
 	reg := prometheus.NewRegistry()
-	cfg := Config{NodeName: "n1", Enabled: true, NFT: nft, Registerer: reg,
+	cfg := Config{NodeName: "n1", NFT: nft, Registerer: reg,
 		NonMasqueradeCIDRs: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")},
 		Nodes:              nodeLister(t, map[string]string{"n1": "10.244.1.0/24", "n2": "10.244.2.0/24"})}
 	c, err := New(cfg)
@@ -54,7 +54,7 @@ func TestControllerProgramsFromNodesAndRemovesWhenDisabled(t *testing.T) {
 		t.Errorf("registry holds %d trellis_masq_exempt_cidrs (%v), want 1", n, err)
 	}
 
-	cfg.Enabled, cfg.Registerer = false, nil
+	cfg.Disabled, cfg.Registerer = true, nil
 	off, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -31,9 +31,6 @@ const (
 	FeatureVXLAN         = "vxlan"
 )
 
-// Features are the values of trellis_feature_enabled's feature label.
-var Features = []string{FeatureFastPath, FeatureNetworkPolicy, FeatureMasquerade, FeatureVXLAN}
-
 // Build describes the running binary for trellis_build_info.
 type Build struct {
 	// Version is the release (set at link time; "dev" when built without).
@@ -79,7 +76,7 @@ func New(b Build) *Metrics {
 			Help: "Unix time of the last successful sync, per controller.",
 		}, []string{"controller"}),
 	}
-	for _, f := range Features {
+	for _, f := range []string{FeatureFastPath, FeatureNetworkPolicy, FeatureMasquerade, FeatureVXLAN} {
 		m.features.WithLabelValues(f)
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -33,6 +34,9 @@ func (i Informers) all() []cache.SharedIndexInformer {
 
 // Config wires a Controller.
 type Config struct {
+	// Disabled makes every sync remove the policy table (enforcement
+	// turned off by configuration); only NFT and Sync are used then.
+	Disabled bool
 	NodeName string
 	// Informers feed the listers; New adds its event handlers to them. The
 	// caller starts them and waits for their caches before Run.
@@ -72,6 +76,14 @@ type Controller struct {
 // New returns a policy controller and adds its event handlers to
 // cfg.Informers.
 func New(cfg Config) (*Controller, error) {
+	if cfg.Disabled {
+		if cfg.NFT == nil {
+			return nil, errors.New("policy controller: NFT is required")
+		}
+		c := &Controller{cfg: cfg}
+		c.Runner = syncrunner.New("policy", c.Sync, cfg.Sync)
+		return c, nil
+	}
 	inf := cfg.Informers
 	if cfg.NodeName == "" || inf.Pods == nil || inf.Namespaces == nil || inf.NetworkPolicies == nil ||
 		cfg.NFT == nil || cfg.Interfaces == nil {
@@ -118,8 +130,12 @@ func (c *Controller) changed() {
 }
 
 // Sync is one full-state sync: snapshot from the listers and the kernel's
-// interfaces, compile, apply in one transaction.
+// interfaces, compile, apply in one transaction (or, Disabled, remove the
+// table).
 func (c *Controller) Sync(ctx context.Context) error {
+	if c.cfg.Disabled {
+		return Remove(ctx, c.cfg.NFT)
+	}
 	logger := klog.FromContext(ctx).WithName("policy")
 	c.mu.Lock()
 	since := c.pendingSince

@@ -227,3 +227,30 @@ func counterValue(t *testing.T, reg *prometheus.Registry, ns, name, dir, verdict
 	}
 	return 0
 }
+
+// A disabled controller needs only the table's interface and removes the
+// table at every sync (enforcement turned off after an earlier run).
+func TestDisabledControllerRemovesTheTable(t *testing.T) {
+	ctx := context.Background()
+	nft := knftables.NewFake(knftables.InetFamily, policy.TableName)
+	tx := nft.NewTransaction()
+	tx.Add(&knftables.Table{})
+	if err := nft.Run(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := policy.New(policy.Config{Disabled: true, NFT: nft})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := c.Sync(ctx); err != nil {
+			t.Fatalf("sync %d: %v", i, err)
+		}
+		if nft.Table != nil {
+			t.Fatalf("sync %d left the table: %s", i, nft.Dump())
+		}
+	}
+	if _, err := policy.New(policy.Config{Disabled: true}); err == nil {
+		t.Error("disabled controller without NFT accepted")
+	}
+}

@@ -98,7 +98,7 @@ struct {
 	__type(value, __u32);
 } pod_addrs SEC(".maps");
 
-struct config {
+struct settings { // the one value of the config map
 	// Conntrack timeout refreshed on every fast-pathed packet, in ms
 	// (nf_conntrack_tcp_timeout_established); 0 disables the fast path.
 	__u32 ct_timeout_ms;
@@ -109,7 +109,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct config);
+	__type(value, struct settings);
 } config SEC(".maps");
 
 // Counters (per CPU), indexed as internal/fastpath's Stat constants.
@@ -194,7 +194,7 @@ static __always_inline int conntrack_ok(struct __sk_buff *skb, __be32 saddr, __b
 	t.ipv4.dport = dport;
 	struct bpf_ct_opts___trellis opts = {.netns_id = BPF_F_CURRENT_NETNS, .l4proto = IPPROTO_TCP};
 	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	struct settings *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg || !cfg->ct_timeout_ms)
 		return STAT_PASS_NO_CONNTRACK;
 	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &opts, sizeof(opts));

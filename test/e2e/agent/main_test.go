@@ -1,6 +1,6 @@
 //go:build e2e
 
-// Package agent holds the trellis-agent end-to-end tests (issue 4) against
+// Package agent holds the trellis-agent end-to-end tests against
 // a trellis-lab cluster: 3+ nodes over 2 underlay subnets, in the routing
 // mode the lab was brought up with (TRELLIS_LAB_ROUTING, default auto).
 package agent

@@ -99,7 +99,7 @@ func parallel(n int, f func(i int) error) error {
 }
 
 // Agent memory while watching 100 nodes and 2,000 pods (97 nodes and all
-// the pods exist only in the API). Target from issue 4: under 40 MiB.
+// the pods exist only in the API). Target: under 40 MiB.
 func TestE2EAgentMemoryAt100Nodes2000Pods(t *testing.T) {
 	requireAgent(t)
 	const ghosts, pods = 97, 2000

@@ -1,6 +1,6 @@
 //go:build e2e
 
-// Package policy holds the NetworkPolicy end-to-end tests (issue 5) against
+// Package policy holds the NetworkPolicy end-to-end tests against
 // a trellis-lab cluster, in the style of the upstream Kubernetes netpol
 // e2e suite: namespaces x, y, z with pods a, b, c (one per node), servers
 // on 80 and 81 over TCP and UDP, and for every case the whole truth table
