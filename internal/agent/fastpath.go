@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"runtime/debug"
 
 	v1 "k8s.io/api/core/v1"
@@ -16,6 +17,7 @@ import (
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/syncrunner"
+	"github.com/trellisnet/trellis/internal/uninstall"
 )
 
 // newFastPathRunner returns the fast path's runner: with fastPath on, it
@@ -57,7 +59,11 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 		}
 		return names
 	}
-	ctl, err := fastpath.NewController(k, progs, nodesetup.ProcSysctls{}, uplinks)
+	// Sysctls the fast path changes are recorded so that uninstall can
+	// put them back.
+	sys := uninstall.Recorder{Sysctls: nodesetup.ProcSysctls{Root: cfg.SysctlRoot},
+		File: uninstall.RecordPath(filepath.Dir(cfg.NodeStateFile))}
+	ctl, err := fastpath.NewController(k, progs, sys, uplinks)
 	if err != nil {
 		progs.Close()
 		return nil, nil, err
