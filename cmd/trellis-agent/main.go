@@ -46,14 +46,14 @@ func newCommand() *cobra.Command {
 			}
 			cfg, err := flags.Complete(os.Getenv)
 			if cfg == nil {
-				return err
+				return invalid(ctx, &flags, uninstallMode, fmt.Errorf("invalid configuration: %w", err))
 			}
 			if uninstallMode && cfg.NodeName == "" {
 				// The cleanup needs no Node object; the name only labels logs.
 				cfg.NodeName, _ = os.Hostname()
 			}
 			if err := errors.Join(err, cfg.Validate()); err != nil {
-				return fmt.Errorf("invalid configuration:\n%w", err)
+				return invalid(ctx, &flags, uninstallMode, fmt.Errorf("invalid configuration:\n%w", err))
 			}
 			if uninstallMode {
 				return runUninstall(ctx, cfg)
@@ -83,4 +83,18 @@ func runUninstall(ctx context.Context, cfg *config.Config) error {
 	}
 	klog.FromContext(ctx).Info("Uninstalled: nothing Trellis made is left on this node (pods wired before keep their interfaces until deleted)")
 	return nil
+}
+
+// invalid handles a configuration the agent cannot use: --uninstall fails
+// at once; the agent stays up NotReady and reports it (agent.RunInvalid),
+// changing nothing on the node.
+func invalid(ctx context.Context, f *config.Flags, uninstallMode bool, err error) error {
+	if uninstallMode {
+		return err
+	}
+	node := f.NodeName
+	if node == "" {
+		node = os.Getenv("NODE_NAME")
+	}
+	return agent.RunInvalid(ctx, node, f.Kubeconfig, f.MetricsBindAddress, err)
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/metrics"
 )
 
@@ -92,4 +93,32 @@ func blockNotReady(ctx context.Context, cfg *config.Config, m *metrics.Metrics, 
 	}
 	h := m.Handler(nil, []metrics.Check{{Name: "problems", Fn: p.Check}})
 	return metrics.Serve(ctx, cfg.MetricsBindAddress, h)
+}
+
+// ReasonInvalidConfiguration is the problem reported for a configuration
+// that does not load or validate.
+const ReasonInvalidConfiguration = "InvalidConfiguration"
+
+// RunInvalid is the agent with a configuration it cannot use: it changes
+// nothing on the node, reports cfgErr once (log line, Warning Event on the
+// Node when the API is reachable, trellis_node_problem), serves a failing
+// /readyz on metricsAddr so the pod stays NotReady rather than crash
+// looping, and waits for ctx (a fixed ConfigMap rolls the pod).
+func RunInvalid(ctx context.Context, nodeName, kubeconfig, metricsAddr string, cfgErr error) error {
+	m := metrics.New()
+	var recorder record.EventRecorder
+	if rc, err := RESTConfig(kubeconfig); err == nil {
+		if client, err := kubeclient.New(rc); err == nil && nodeName != "" {
+			b := record.NewBroadcaster(record.WithContext(ctx))
+			b.StartRecordingToSink(client.EventSink())
+			defer b.Shutdown()
+			recorder = b.NewRecorder(client.Scheme, v1.EventSource{Component: "trellis-agent", Host: nodeName})
+		}
+	}
+	p, err := newProblems(m.Registry, recorder, nodeName)
+	if err != nil {
+		return err
+	}
+	p.Report(ctx, ReasonInvalidConfiguration, strings.ReplaceAll(cfgErr.Error(), "\n", "; "))
+	return blockNotReady(ctx, &config.Config{MetricsBindAddress: metricsAddr}, m, p)
 }

@@ -82,6 +82,9 @@ type Reporter interface {
 // sorts before every name the agent's conflist can take.
 const ReasonForeignCNIConfig = "ForeignCNIConfigFirst"
 
+// ReasonNoPodCIDR is the problem reported while the Node has no pod CIDR.
+const ReasonNoPodCIDR = "NoPodCIDR"
+
 // SetReporter makes the controller report problems to r.
 func (c *Controller) SetReporter(r Reporter) { c.reporter = r }
 
@@ -124,10 +127,17 @@ func (c *Controller) Sync(ctx context.Context) error {
 		return err
 	}
 	if len(podCIDRs) == 0 {
+		if c.reporter != nil {
+			c.reporter.Report(ctx, ReasonNoPodCIDR, fmt.Sprintf("Node %s has no spec.podCIDRs: run kube-controller-manager with "+
+				"--allocate-node-cidrs and --cluster-cidr (kubeadm: --pod-network-cidr), or set the Node's spec.podCIDRs", node.Name))
+		}
 		if err := c.writeState(nil, mtu, false, "no pod CIDR allocated to this Node yet (spec.podCIDRs)"); err != nil {
 			return err
 		}
 		return fmt.Errorf("node %s has no spec.podCIDRs yet", node.Name)
+	}
+	if c.reporter != nil {
+		c.reporter.Clear(ReasonNoPodCIDR)
 	}
 	choice, err := ChooseConflist(c.cfg.CNIConfDir)
 	if err != nil {
