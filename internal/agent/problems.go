@@ -119,6 +119,7 @@ func RunInvalid(ctx context.Context, nodeName, kubeconfig, metricsAddr string, c
 	if err != nil {
 		return err
 	}
-	p.Report(ctx, ReasonInvalidConfiguration, strings.ReplaceAll(cfgErr.Error(), "\n", "; "))
+	msg := strings.ReplaceAll(strings.ReplaceAll(cfgErr.Error(), ":\n", ": "), "\n", "; ")
+	p.Report(ctx, ReasonInvalidConfiguration, msg)
 	return blockNotReady(ctx, &config.Config{MetricsBindAddress: metricsAddr}, m, p)
 }
