@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,7 +68,7 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
 	d := deps{version: version, api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme},
-		routes: &netlinkprog.Programmer{}, sysctls: nodesetup.ProcSysctls{}, fastPath: &fastpath.Kernel{}}
+		routes: &netlinkprog.Programmer{SysctlRoot: cfg.SysctlRoot}, sysctls: nodesetup.ProcSysctls{Root: cfg.SysctlRoot}, fastPath: &fastpath.Kernel{}}
 	// With masquerade disabled the controller still runs to remove a
 	// table left by an earlier configuration; without nft there is none.
 	nft, err := masq.NewNFT()
@@ -110,6 +111,9 @@ type deps struct {
 	// policyNFT is the NetworkPolicy table's interface; nil disables the
 	// policy controller.
 	policyNFT knftables.Interface
+	// procStatus is the /proc status file capabilities are read from
+	// (empty: /proc/self/status).
+	procStatus string
 }
 
 func run(ctx context.Context, cfg *config.Config, d deps) error {
@@ -122,6 +126,22 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	broadcaster.StartRecordingToSink(d.api.events)
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(d.api.scheme, v1.EventSource{Component: "trellis-agent", Host: cfg.NodeName})
+
+	probs, err := newProblems(m.Registry, recorder, cfg.NodeName)
+	if err != nil {
+		return err
+	}
+	if d.procStatus == "" {
+		d.procStatus = "/proc/self/status"
+	}
+	if missing, err := checkCaps(cfg, d.procStatus); err != nil || len(missing) > 0 {
+		msg := fmt.Sprintf("the agent lacks %s; add it to the container's securityContext.capabilities.add (docs/install.md#capabilities)", strings.Join(missing, ", "))
+		if err != nil {
+			msg = err.Error()
+		}
+		probs.Report(ctx, "MissingCapability", msg)
+		return blockNotReady(ctx, cfg, m, probs)
+	}
 
 	var infs informerSet
 	nodeInf, err := infs.add(d.api.lw.Nodes, &v1.Node{})
@@ -144,6 +164,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	if err != nil {
 		return err
 	}
+	setupCtl.SetReporter(probs)
 	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
 	var masqRunner *syncrunner.Runner
 	if d.nft != nil {
@@ -203,7 +224,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 				{Name: "informers", Fn: func() error { return informersSynced(nodeInf) }},
 				{Name: "routing", Fn: staleCheck(routeCtl.Runner, 3*cfg.MaxSyncInterval.Duration, time.Now)},
 			},
-			readyChecks(routeCtl, setupCtl.Runner),
+			append(readyChecks(routeCtl, setupCtl.Runner), metrics.Check{Name: "problems", Fn: probs.Check}),
 		)
 		wg.Add(1)
 		go func() {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"runtime/debug"
 
 	v1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/syncrunner"
+	"github.com/trellisnet/trellis/internal/uninstall"
 )
 
 // newFastPathRunner returns the fast path's runner: with fastPath on, it
@@ -56,7 +58,11 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 		}
 		return names
 	}
-	ctl, err := fastpath.New(fastpath.Config{Kernel: k, Programs: progs, Sysctls: nodesetup.ProcSysctls{}, Uplinks: uplinks, Sync: opts})
+	// Sysctls the fast path changes are recorded so that uninstall can
+	// put them back.
+	sys := uninstall.Recorder{Sysctls: nodesetup.ProcSysctls{Root: cfg.SysctlRoot},
+		File: uninstall.RecordPath(filepath.Dir(cfg.NodeStateFile))}
+	ctl, err := fastpath.New(fastpath.Config{Kernel: k, Programs: progs, Sysctls: sys, Uplinks: uplinks, Sync: opts})
 	if err != nil {
 		progs.Close()
 		return nil, nil, err

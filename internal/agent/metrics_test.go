@@ -50,6 +50,9 @@ func agentRegistry(t *testing.T) *prometheus.Registry {
 			NetworkPolicies: f.Networking().V1().NetworkPolicies().Informer()}}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := newProblems(m.Registry, nil, "n1"); err != nil {
+		t.Fatal(err)
+	}
 	// The fast path's collector is registered once its programs load; its
 	// description does not need them.
 	if err := m.Registry.Register(fastpath.NewCollector(nil)); err != nil {

@@ -43,6 +43,7 @@ const (
 	DefaultVXLANDevice     = "trellis.vxlan"
 	DefaultVXLANVNI        = 4096
 	DefaultVXLANPort       = 4789
+	DefaultSysctlRoot      = "/proc/sys"
 	DefaultMinSyncInterval = 100 * time.Millisecond
 	DefaultMaxSyncInterval = 60 * time.Second
 )
@@ -79,8 +80,13 @@ type Config struct {
 	CNILogLevel        string         `json:"cniLogLevel,omitempty"`
 	CNIConfVersion     string         `json:"cniConfVersion,omitempty"`
 	VXLAN              VXLAN          `json:"vxlan,omitempty"`
-	MinSyncInterval    Duration       `json:"minSyncInterval,omitempty"`
-	MaxSyncInterval    Duration       `json:"maxSyncInterval,omitempty"`
+	// SysctlRoot is where the agent writes sysctls (net/...): /proc/sys,
+	// or a writable host mount of /proc/sys/net's parent when the container
+	// is not privileged (its own /proc/sys is read-only). Net sysctls act
+	// on the network namespace of the writer, the node's with hostNetwork.
+	SysctlRoot      string   `json:"sysctlRoot,omitempty"`
+	MinSyncInterval Duration `json:"minSyncInterval,omitempty"`
+	MaxSyncInterval Duration `json:"maxSyncInterval,omitempty"`
 
 	// NetworkPolicy enables NetworkPolicy enforcement (default true); when
 	// false the agent removes its policy table.
@@ -155,6 +161,7 @@ func (c *Config) ApplyDefaults() {
 	setStr(&c.CNILogLevel, DefaultCNILogLevel)
 	setStr(&c.CNIConfVersion, DefaultCNIConfVersion)
 	setStr(&c.VXLAN.Device, DefaultVXLANDevice)
+	setStr(&c.SysctlRoot, DefaultSysctlRoot)
 	if c.VXLAN.VNI == 0 {
 		c.VXLAN.VNI = DefaultVXLANVNI
 	}
@@ -226,7 +233,8 @@ func (c *Config) Validate() error {
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
 		add("mtu: %d is outside 576..65535 (0 means detect)", c.MTU)
 	}
-	for name, v := range map[string]string{"cniBinDir": c.CNIBinDir, "cniConfDir": c.CNIConfDir, "nodeStateFile": c.NodeStateFile, "ipamDataDir": c.IPAMDataDir} {
+	for name, v := range map[string]string{"cniBinDir": c.CNIBinDir, "cniConfDir": c.CNIConfDir, "nodeStateFile": c.NodeStateFile,
+		"ipamDataDir": c.IPAMDataDir, "sysctlRoot": c.SysctlRoot} {
 		if v == "" || v[0] != '/' {
 			add("%s: %q must be an absolute path", name, v)
 		}

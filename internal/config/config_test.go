@@ -137,3 +137,28 @@ func FuzzParseFile(f *testing.F) {
 		_ = c.Validate()
 	})
 }
+
+// --sysctl-root and --vxlan-device reach the config; a relative sysctl
+// root is refused.
+func TestSysctlRootAndVXLANDeviceFlags(t *testing.T) {
+	var f Flags
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	f.AddFlags(fs)
+	if err := fs.Parse([]string{"--sysctl-root", "/host/proc/sys", "--vxlan-device", "trl.vx"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.Complete(func(string) string { return "n1" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SysctlRoot != "/host/proc/sys" || c.VXLAN.Device != "trl.vx" {
+		t.Errorf("sysctlRoot %q vxlan.device %q", c.SysctlRoot, c.VXLAN.Device)
+	}
+	if d := Default(); d.SysctlRoot != "/proc/sys" {
+		t.Errorf("default sysctlRoot %q", d.SysctlRoot)
+	}
+	c.SysctlRoot = "host/proc/sys"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "sysctlRoot") {
+		t.Errorf("relative sysctlRoot: %v", err)
+	}
+}

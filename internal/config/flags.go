@@ -28,6 +28,8 @@ type Flags struct {
 	NetworkPolicy      bool
 	PolicyDenyLogGroup int
 	FastPath           bool
+	SysctlRoot         string
+	VXLANDevice        string
 }
 
 // AddFlags registers the agent's flags on fs.
@@ -47,6 +49,8 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.NodeStateFile, "node-state-file", DefaultNodeStateFile, "node state file shared with the CNI plugin")
 	fs.BoolVar(&f.NetworkPolicy, "network-policy", true, "enforce NetworkPolicy; false removes the policy table")
 	fs.IntVar(&f.PolicyDenyLogGroup, "policy-deny-log-group", 0, "nflog group that packets denied by NetworkPolicy are logged to (prefix \"trellis-deny\"); 0 disables")
+	fs.StringVar(&f.SysctlRoot, "sysctl-root", DefaultSysctlRoot, "directory holding net/... sysctls (a writable host mount of /proc/sys/net's parent when not privileged)")
+	fs.StringVar(&f.VXLANDevice, "vxlan-device", DefaultVXLANDevice, "name of the VXLAN device (config key vxlan.device)")
 	fs.BoolVar(&f.FastPath, "fast-path", true, "attach the eBPF fast path for established pod TCP flows; false detaches it")
 }
 
@@ -112,6 +116,8 @@ func (f *Flags) Complete(getenv func(string) string) (*Config, error) {
 	override("cni-bin-dir", &c.CNIBinDir, f.CNIBinDir)
 	override("cni-conf-dir", &c.CNIConfDir, f.CNIConfDir)
 	override("node-state-file", &c.NodeStateFile, f.NodeStateFile)
+	override("sysctl-root", &c.SysctlRoot, f.SysctlRoot)
+	override("vxlan-device", &c.VXLAN.Device, f.VXLANDevice)
 	if f.changed("metrics-bind-address") && f.MetricsBindAddress == "" {
 		c.MetricsBindAddress = "-"
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
 	"time"
@@ -82,8 +83,28 @@ type Controller struct {
 	routes   RouteStatus
 	underlay UnderlayFinder
 	sysctls  Sysctls
-	now      func() time.Time
+	reporter Reporter
+	// foreignLogged are the foreign CNI configs last logged.
+	foreignLogged []string
+	now           func() time.Time
 }
+
+// Reporter receives problems that keep the node NotReady (log, Event,
+// metric) and their end.
+type Reporter interface {
+	Report(ctx context.Context, reason, msg string)
+	Clear(reason string)
+}
+
+// ReasonForeignCNIConfig is the problem reported when a foreign CNI config
+// sorts before every name the agent's conflist can take.
+const ReasonForeignCNIConfig = "ForeignCNIConfigFirst"
+
+// ReasonNoPodCIDR is the problem reported while the Node has no pod CIDR.
+const ReasonNoPodCIDR = "NoPodCIDR"
+
+// SetReporter makes the controller report problems to r.
+func (c *Controller) SetReporter(r Reporter) { c.reporter = r }
 
 // New returns a node-setup controller.
 func New(cfg Config) (*Controller, error) {
@@ -129,10 +150,36 @@ func (c *Controller) Sync(ctx context.Context) error {
 		return err
 	}
 	if len(podCIDRs) == 0 {
+		if c.reporter != nil {
+			c.reporter.Report(ctx, ReasonNoPodCIDR, fmt.Sprintf("Node %s has no spec.podCIDRs: run kube-controller-manager with "+
+				"--allocate-node-cidrs and --cluster-cidr (kubeadm: --pod-network-cidr), or set the Node's spec.podCIDRs", node.Name))
+		}
 		if err := c.writeState(nil, mtu, false, "no pod CIDR allocated to this Node yet (spec.podCIDRs)"); err != nil {
 			return err
 		}
 		return fmt.Errorf("node %s has no spec.podCIDRs yet", node.Name)
+	}
+	if c.reporter != nil {
+		c.reporter.Clear(ReasonNoPodCIDR)
+	}
+	choice, err := ChooseConflist(c.cfg.CNIConfDir)
+	if err != nil {
+		if c.reporter != nil && errors.Is(err, ErrForeignConfigFirst) {
+			c.reporter.Report(ctx, ReasonForeignCNIConfig, err.Error())
+		}
+		// Not ready, and no conflist of ours: never a half configuration.
+		if werr := c.writeState(podCIDRs, mtu, false, "foreign CNI config sorts first"); werr != nil {
+			return errors.Join(err, werr)
+		}
+		return err
+	}
+	if c.reporter != nil {
+		c.reporter.Clear(ReasonForeignCNIConfig)
+	}
+	if len(choice.Foreign) > 0 && !reflect.DeepEqual(choice.Foreign, c.foreignLogged) {
+		logger.Info("Foreign CNI configs present; left in place, Trellis's conflist sorts first and takes precedence",
+			"foreign", choice.Foreign, "conflist", choice.Name)
+		c.foreignLogged = choice.Foreign
 	}
 	ready, reason := c.routes.Ready()
 	if !ready && reason == "" {
@@ -149,12 +196,18 @@ func (c *Controller) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	wrote, err := writeIfChanged(filepath.Join(c.cfg.CNIConfDir, ConflistName), conf, 0o644)
+	path := filepath.Join(c.cfg.CNIConfDir, choice.Name)
+	wrote, err := writeIfChanged(path, conf, 0o644)
 	if err != nil {
 		return fmt.Errorf("write conflist: %w", err)
 	}
 	if wrote {
-		logger.Info("Wrote CNI conflist", "path", filepath.Join(c.cfg.CNIConfDir, ConflistName), "mtu", mtu)
+		logger.Info("Wrote CNI conflist", "path", path, "mtu", mtu)
+	}
+	for _, stale := range choice.Stale {
+		if err := os.Remove(filepath.Join(c.cfg.CNIConfDir, stale)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove own conflist %s after renaming it: %w", stale, err)
+		}
 	}
 	if ready {
 		if err := c.setNetworkAvailable(ctx, node); err != nil {

@@ -39,6 +39,8 @@ type Programmer struct {
 	// NetnsPath, when Handle targets another namespace, is that namespace's
 	// path, so that helpers run as processes (ethtool) act there too.
 	NetnsPath string
+	// SysctlRoot is where net sysctls are written (empty: /proc/sys).
+	SysctlRoot string
 }
 
 var _ routing.Dataplane = (*Programmer)(nil)
@@ -265,7 +267,11 @@ func prefixToIPNet(p netip.Prefix) *net.IPNet {
 // else the agent's own) unless it already holds value.
 func (n *Programmer) setSysctl(key, value string) error {
 	write := func() error {
-		file := filepath.Join("/proc/sys", key)
+		root := n.SysctlRoot
+		if root == "" {
+			root = "/proc/sys"
+		}
+		file := filepath.Join(root, key)
 		if cur, err := os.ReadFile(file); err == nil && strings.TrimSpace(string(cur)) == value {
 			return nil
 		}

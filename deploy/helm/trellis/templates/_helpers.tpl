@@ -1,0 +1,63 @@
+{{/* The agent image reference: repository:tag (tag defaults to appVersion). */}}
+{{- define "trellis.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- if eq (toString $tag) "latest" -}}
+{{- fail "image.tag: latest is refused: tag images by content (make image writes bin/image/image.ref)" -}}
+{{- end -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "trellis.labels" -}}
+app.kubernetes.io/part-of: trellis
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end -}}
+
+{{/* Capabilities of both DaemonSets (docs/install.md justifies each). */}}
+{{- define "trellis.securityContext" -}}
+privileged: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+  add: ["NET_ADMIN", "BPF", "PERFMON"]
+{{- end -}}
+
+{{/* Host directories both DaemonSets mount. */}}
+{{- define "trellis.hostVolumeMounts" -}}
+- name: cni-conf
+  mountPath: /host/etc/cni/net.d
+- name: cni-bin
+  mountPath: /host/opt/cni/bin
+- name: state
+  mountPath: /var/lib/trellis
+- name: proc-sys-net
+  mountPath: /host/proc/sys/net
+{{- end -}}
+
+{{- define "trellis.hostVolumes" -}}
+- name: cni-conf
+  hostPath:
+    path: {{ .Values.hostPaths.cniConfDir }}
+    type: DirectoryOrCreate
+- name: cni-bin
+  hostPath:
+    path: {{ .Values.hostPaths.cniBinDir }}
+    type: DirectoryOrCreate
+- name: state
+  hostPath:
+    path: {{ .Values.hostPaths.stateDir }}
+    type: DirectoryOrCreate
+- name: proc-sys-net
+  hostPath:
+    path: /proc/sys/net
+    type: Directory
+{{- end -}}
+
+{{/* Flags pointing the agent at the host mounts. */}}
+{{- define "trellis.hostArgs" -}}
+- --cni-bin-dir=/host/opt/cni/bin
+- --cni-conf-dir=/host/etc/cni/net.d
+- --node-state-file=/var/lib/trellis/node-state.json
+- --sysctl-root=/host/proc/sys
+{{- end -}}

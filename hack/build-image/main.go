@@ -1,0 +1,173 @@
+// Command build-image builds the Trellis image (linux/amd64) without a base
+// image, a daemon or a registry: /trellis-agent and /trellis-cni from the
+// build, and the host tools the agent runs (nft for knftables, ethtool for
+// the VXLAN tx-checksum option) with exactly the libraries and loader they
+// need, taken from Debian packages (internal/imagebuild/debroot). It writes
+// an OCI image layout, a `docker save`-style tarball, the reference
+// (repo:<12 hex of the digest>), the digest and the package versions.
+//
+// Reproducible: the same binaries and packages give the same digest
+// (timestamps are SOURCE_DATE_EPOCH or 0). -lock reuses the package set of
+// an earlier build (packages.txt) instead of asking apt for the candidates.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/trellisnet/trellis/internal/imagebuild"
+	"github.com/trellisnet/trellis/internal/imagebuild/debroot"
+)
+
+type options struct {
+	bin, debs, out, repo, lock string
+	packages, tools            string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.bin, "bin", "bin", "directory holding trellis-agent and trellis-cni")
+	flag.StringVar(&o.debs, "debs", filepath.Join(envOr("TRELLIS_CACHE", "/var/cache/trellis"), "debs"), "cache of downloaded .deb files")
+	flag.StringVar(&o.out, "out", "bin/image", "output directory")
+	flag.StringVar(&o.repo, "repo", "ghcr.io/trellisnet/trellis", "image repository (the tag is the digest's first 12 hex digits)")
+	flag.StringVar(&o.packages, "packages", "nftables,ethtool", "Debian packages holding the tools (their Depends are added)")
+	flag.StringVar(&o.tools, "tools", "/usr/sbin/nft,/sbin/ethtool", "the tools' paths in the packages")
+	flag.StringVar(&o.lock, "lock", "", "packages.txt of an earlier build: use exactly those package versions")
+	flag.Parse()
+	if err := run(context.Background(), o); err != nil {
+		fmt.Fprintln(os.Stderr, "build-image:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(ctx context.Context, o options) error {
+	created, err := sourceDateEpoch(os.Getenv("SOURCE_DATE_EPOCH"))
+	if err != nil {
+		return err
+	}
+	debs, err := packages(ctx, o)
+	if err != nil {
+		return err
+	}
+	unpacked, err := os.MkdirTemp("", "trellis-image-")
+	if err != nil {
+		return fmt.Errorf("temp dir: %w", err)
+	}
+	defer os.RemoveAll(unpacked)
+	if err := debroot.Unpack(ctx, debs, unpacked); err != nil {
+		return err
+	}
+	tools, err := debroot.Closure(unpacked, strings.Split(o.tools, ","))
+	if err != nil {
+		return err
+	}
+	var own []imagebuild.Entry
+	for _, b := range []string{"trellis-agent", "trellis-cni"} {
+		data, err := os.ReadFile(filepath.Join(o.bin, b))
+		if err != nil {
+			return fmt.Errorf("read %s (run make build): %w", b, err)
+		}
+		own = append(own, imagebuild.Entry{Path: "/" + b, Data: data, Executable: true})
+	}
+	own = append(own, imagebuild.Entry{Path: "/tmp", Kind: imagebuild.Dir})
+	img, err := imagebuild.Build(imagebuild.Spec{
+		Layers: []imagebuild.Layer{
+			{Name: "host tools from Debian: " + o.packages, Entries: tools},
+			{Name: "trellis-agent, trellis-cni", Entries: own},
+		},
+		Entrypoint: []string{"/trellis-agent"},
+		Env:        []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Labels:     map[string]string{"org.opencontainers.image.source": "https://github.com/trellisnet/trellis"},
+		Created:    created,
+	})
+	if err != nil {
+		return err
+	}
+	return write(o, img, debs)
+}
+
+func write(o options, img v1.Image, debs []debroot.Deb) error {
+	tag, err := imagebuild.ContentTag(o.repo, img)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", o.out, err)
+	}
+	if err := imagebuild.WriteOCILayout(filepath.Join(o.out, "oci"), img, tag); err != nil {
+		return err
+	}
+	if err := imagebuild.WriteDockerArchive(filepath.Join(o.out, "trellis-image.tar"), img, tag); err != nil {
+		return err
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return fmt.Errorf("image digest: %w", err)
+	}
+	files := map[string]string{
+		"image.ref":    tag.Name() + "\n",
+		"image.digest": digest.String() + "\n",
+		"packages.txt": string(debroot.Manifest(debs)),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(o.out, name), []byte(data), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	compressed, uncompressed, err := imagebuild.Size(img)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("image %s\ndigest %s\nsize %.1f MiB compressed, %.1f MiB uncompressed\noutputs %s/{oci,trellis-image.tar,image.ref,image.digest,packages.txt}\n",
+		tag.Name(), digest, float64(compressed)/(1<<20), float64(uncompressed)/(1<<20), o.out)
+	return nil
+}
+
+// packages returns the .debs to unpack: the lock file's versions, or the
+// candidates apt resolves for -packages and their dependencies.
+func packages(ctx context.Context, o options) ([]debroot.Deb, error) {
+	if o.lock == "" {
+		names, err := debroot.Resolve(ctx, strings.Split(o.packages, ","))
+		if err != nil {
+			return nil, err
+		}
+		return debroot.Fetch(ctx, o.debs, names)
+	}
+	data, err := os.ReadFile(o.lock)
+	if err != nil {
+		return nil, fmt.Errorf("read lock: %w", err)
+	}
+	pinned, err := debroot.ParseManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.lock, err)
+	}
+	return debroot.FetchPinned(ctx, o.debs, pinned)
+}
+
+// sourceDateEpoch is the build's timestamp: SOURCE_DATE_EPOCH, else 0.
+func sourceDateEpoch(v string) (time.Time, error) {
+	if v == "" {
+		return time.Unix(0, 0).UTC(), nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return time.Time{}, errors.Join(fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a non-negative integer", v), err)
+	}
+	return time.Unix(n, 0).UTC(), nil
+}

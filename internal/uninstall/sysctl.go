@@ -1,0 +1,113 @@
+package uninstall
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/trellisnet/trellis/internal/atomicfile"
+)
+
+// RecordName is the file in the state directory that holds the values
+// sysctls had before Trellis changed them.
+const RecordName = "sysctl-restore.json"
+
+// RecordPath is the record file in stateDir.
+func RecordPath(stateDir string) string { return filepath.Join(stateDir, RecordName) }
+
+// Sysctls reads and sets kernel parameters.
+type Sysctls interface {
+	Get(path string) (string, error)
+	Set(path, value string) error
+}
+
+// Recorder is a Sysctls that, before changing a parameter for the first
+// time, records its previous value in File, so that uninstall can put it
+// back. A value recorded once is kept (a restart of the agent finds its own
+// value set and must not record that).
+type Recorder struct {
+	Sysctls
+	File string
+}
+
+// Set records the previous value (once) and sets value.
+func (r Recorder) Set(path, value string) error {
+	cur, err := r.Get(path)
+	if err != nil {
+		return err
+	}
+	if cur == value {
+		return nil
+	}
+	rec, err := readRecord(r.File)
+	if err != nil {
+		return err
+	}
+	if _, ok := rec[path]; !ok {
+		rec[path] = cur
+		data, err := json.MarshalIndent(rec, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode sysctl record: %w", err)
+		}
+		if err := atomicfile.Write(r.File, append(data, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write sysctl record: %w", err)
+		}
+	}
+	return r.Sysctls.Set(path, value)
+}
+
+func readRecord(file string) (map[string]string, error) {
+	rec := map[string]string{}
+	data, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return rec, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read sysctl record: %w", err)
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("parse sysctl record %s: %w", file, err)
+	}
+	return rec, nil
+}
+
+// Restore sets every recorded sysctl back to its previous value and removes
+// the record. It returns how many it restored.
+func Restore(s Sysctls, file string) (int, error) {
+	rec, err := readRecord(file)
+	if err != nil {
+		return 0, err
+	}
+	paths := make([]string, 0, len(rec))
+	for p := range rec {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		if err := s.Set(p, rec[p]); err != nil {
+			return 0, fmt.Errorf("restore %s=%s: %w", p, rec[p], err)
+		}
+	}
+	if _, err := removeFile(file); err != nil {
+		return 0, err
+	}
+	return len(paths), nil
+}
+
+func runNFT(ctx context.Context, args ...string) ([]byte, error) {
+	out, err := exec.CommandContext(ctx, "nft", args...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(ee.Stderr)))
+		}
+		return nil, fmt.Errorf("nft %s: %w", strings.Join(args, " "), err)
+	}
+	return out, nil
+}

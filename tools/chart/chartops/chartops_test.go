@@ -1,0 +1,241 @@
+package chartops
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+)
+
+var (
+	chartDir  = filepath.Join("..", "..", "..", "deploy", "helm", "trellis")
+	deployDir = filepath.Join("..", "..", "..", "deploy")
+)
+
+// decode decodes every document of a rendered manifest strictly (unknown
+// fields fail) into its client-go type.
+func decode(t *testing.T, manifest string) []runtime.Object {
+	t.Helper()
+	dec := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+	var objs []runtime.Object
+	for _, doc := range strings.Split(manifest, "\n---\n") {
+		if onlyComments(doc) {
+			continue
+		}
+		obj, gvk, err := dec.Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("decode %q: %v", doc, err)
+		}
+		if gvk.Kind == "" {
+			t.Fatalf("document without kind: %q", doc)
+		}
+		objs = append(objs, obj)
+	}
+	return objs
+}
+
+func onlyComments(doc string) bool {
+	for _, l := range strings.Split(doc, "\n") {
+		if l = strings.TrimSpace(l); l != "" && l != "---" && !strings.HasPrefix(l, "#") {
+			return false
+		}
+	}
+	return true
+}
+
+func render(t *testing.T, set ...string) []runtime.Object {
+	t.Helper()
+	m, err := Render(Options{Chart: chartDir, Set: set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decode(t, m)
+}
+
+// The default render is exactly the installation: a ServiceAccount, RBAC,
+// the ConfigMap and the DaemonSet, namespaced objects in kube-system.
+func TestRenderDefaults(t *testing.T) {
+	var kinds []string
+	var ds *appsv1.DaemonSet
+	for _, o := range render(t) {
+		switch v := o.(type) {
+		case *corev1.ServiceAccount:
+			kinds = append(kinds, "ServiceAccount")
+			if v.Namespace != DefaultNamespace {
+				t.Errorf("ServiceAccount in %q", v.Namespace)
+			}
+		case *corev1.ConfigMap:
+			kinds = append(kinds, "ConfigMap")
+			if v.Namespace != DefaultNamespace || !strings.Contains(v.Data["config.yaml"], "routingMode: auto") {
+				t.Errorf("ConfigMap %s/%s: %q", v.Namespace, v.Name, v.Data["config.yaml"])
+			}
+		case *rbacv1.ClusterRole:
+			kinds = append(kinds, "ClusterRole")
+		case *rbacv1.ClusterRoleBinding:
+			kinds = append(kinds, "ClusterRoleBinding")
+		case *appsv1.DaemonSet:
+			kinds = append(kinds, "DaemonSet")
+			ds = v
+		default:
+			t.Errorf("unexpected object %T", o)
+		}
+	}
+	slices.Sort(kinds)
+	if want := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "ServiceAccount"}; !slices.Equal(kinds, want) {
+		t.Fatalf("kinds %v, want %v", kinds, want)
+	}
+	if ds.Namespace != DefaultNamespace || ds.Name != "trellis-agent" {
+		t.Errorf("DaemonSet %s/%s", ds.Namespace, ds.Name)
+	}
+	if mu := ds.Spec.UpdateStrategy.RollingUpdate.MaxUnavailable; mu == nil || mu.IntValue() != 1 {
+		t.Errorf("maxUnavailable %v, want 1", mu)
+	}
+	c := ds.Spec.Template.Spec.Containers[0]
+	if strings.HasSuffix(c.Image, ":latest") || !strings.HasPrefix(c.Image, "ghcr.io/trellisnet/trellis:") {
+		t.Errorf("image %q", c.Image)
+	}
+	if c.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("pullPolicy %q", c.ImagePullPolicy)
+	}
+	checkLeastPrivilege(t, c)
+	if !slices.Contains(c.Args, "--sysctl-root=/host/proc/sys") {
+		t.Errorf("args %v lack --sysctl-root", c.Args)
+	}
+}
+
+func checkLeastPrivilege(t *testing.T, c corev1.Container) {
+	t.Helper()
+	sc := c.SecurityContext
+	if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Fatalf("%s: securityContext %+v must set privileged: false and allowPrivilegeEscalation: false", c.Name, sc)
+	}
+	if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("%s: capabilities %+v must drop ALL", c.Name, sc.Capabilities)
+	}
+	for _, capa := range sc.Capabilities.Add {
+		if !slices.Contains([]corev1.Capability{"NET_ADMIN", "BPF", "PERFMON"}, capa) {
+			t.Errorf("%s: capability %s is not in the documented set", c.Name, capa)
+		}
+	}
+}
+
+// Values reach the objects; :latest is refused.
+func TestRenderValues(t *testing.T) {
+	for _, o := range render(t, "image.tag=0123456789ab", "config.mtu=1400", "config.routingMode=vxlan", "maxUnavailable=2",
+		"nodeSelector.pool=net") {
+		switch v := o.(type) {
+		case *corev1.ConfigMap:
+			cfg := v.Data["config.yaml"]
+			if !strings.Contains(cfg, "mtu: 1400") || !strings.Contains(cfg, "routingMode: vxlan") {
+				t.Errorf("config.yaml %q", cfg)
+			}
+		case *appsv1.DaemonSet:
+			if img := v.Spec.Template.Spec.Containers[0].Image; img != "ghcr.io/trellisnet/trellis:0123456789ab" {
+				t.Errorf("image %q", img)
+			}
+			if v.Spec.UpdateStrategy.RollingUpdate.MaxUnavailable.IntValue() != 2 {
+				t.Errorf("maxUnavailable not set")
+			}
+			if v.Spec.Template.Spec.NodeSelector["pool"] != "net" {
+				t.Errorf("nodeSelector %v", v.Spec.Template.Spec.NodeSelector)
+			}
+		}
+	}
+	if _, err := Render(Options{Chart: chartDir, Set: []string{"image.tag=latest"}}); err == nil || !strings.Contains(err.Error(), "latest") {
+		t.Errorf("image.tag=latest: err = %v", err)
+	}
+}
+
+// mode=uninstall renders only the cleanup DaemonSet, least privilege too,
+// without API access.
+func TestRenderUninstall(t *testing.T) {
+	objs := render(t, "mode=uninstall")
+	if len(objs) != 1 {
+		t.Fatalf("%d objects, want the cleanup DaemonSet alone", len(objs))
+	}
+	ds, ok := objs[0].(*appsv1.DaemonSet)
+	if !ok || ds.Name != "trellis-uninstall" {
+		t.Fatalf("object %T %v", objs[0], objs[0])
+	}
+	spec := ds.Spec.Template.Spec
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Error("the cleanup needs no API access: automountServiceAccountToken must be false")
+	}
+	if len(spec.InitContainers) != 1 || !slices.Contains(spec.InitContainers[0].Args, "--uninstall") {
+		t.Fatalf("init containers %+v", spec.InitContainers)
+	}
+	checkLeastPrivilege(t, spec.InitContainers[0])
+	checkLeastPrivilege(t, spec.Containers[0])
+}
+
+func TestLint(t *testing.T) {
+	for _, set := range [][]string{nil, {"mode=uninstall"}} {
+		if err := Lint(Options{Chart: chartDir, Set: set}); err != nil {
+			t.Errorf("helm lint %v: %v", set, err)
+		}
+	}
+}
+
+// deploy/*.yaml are the chart rendered with its defaults: edit the chart,
+// then `make manifests`.
+func TestShippedManifestsMatchChart(t *testing.T) {
+	files, err := Manifests(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range files {
+		got, err := os.ReadFile(filepath.Join(deployDir, name))
+		if err != nil {
+			t.Fatalf("%v (run make manifests)", err)
+		}
+		if string(got) != want {
+			t.Errorf("deploy/%s differs from the chart's render: run make manifests", name)
+		}
+	}
+}
+
+// The RBAC golden file (deploy/rbac.yaml) grants exactly what the agent's
+// controllers use: no wildcards, no secrets, nothing namespaced but events.
+func TestRBACGolden(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(deployDir, ManifestRBAC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"/nodes":                            {"get", "list", "watch", "patch"},
+		"/nodes/status":                     {"patch"},
+		"/pods":                             {"list", "watch"},
+		"/namespaces":                       {"list", "watch"},
+		"networking.k8s.io/networkpolicies": {"list", "watch"},
+		"/events":                           {"create", "patch"},
+		"events.k8s.io/events":              {"create", "patch"},
+	}
+	got := map[string][]string{}
+	for _, o := range decode(t, string(data)) {
+		role, ok := o.(*rbacv1.ClusterRole)
+		if !ok {
+			continue
+		}
+		for _, r := range role.Rules {
+			for _, g := range r.APIGroups {
+				for _, res := range r.Resources {
+					got[g+"/"+res] = append(got[g+"/"+res], r.Verbs...)
+				}
+			}
+		}
+	}
+	gotY, _ := yaml.Marshal(got)
+	wantY, _ := yaml.Marshal(want)
+	if string(gotY) != string(wantY) {
+		t.Errorf("ClusterRole grants\n%s\nwant\n%s", gotY, wantY)
+	}
+}
