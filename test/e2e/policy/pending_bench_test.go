@@ -90,6 +90,7 @@ func TestBenchPendingWindow(t *testing.T) {
 type nftMonitor struct {
 	mu   sync.Mutex
 	seen map[string][]time.Time // "node/ip" → times added
+	last []string               // the last lines read, for a failure message
 }
 
 var ipv4RE = regexp.MustCompile(`\b\d+\.\d+\.\d+\.\d+\b`)
@@ -101,6 +102,7 @@ func (m *nftMonitor) start(ctx context.Context, t *testing.T, node string) {
 		t.Fatal(err)
 	}
 	cmd := exec.CommandContext(ctx, "nsenter", "--net="+filepath.Join("/var/run/netns", h.Netns), "nft", "monitor", "new", "elements")
+	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -114,10 +116,15 @@ func (m *nftMonitor) start(ctx context.Context, t *testing.T, node string) {
 		for sc.Scan() {
 			now := time.Now()
 			line := sc.Text()
+			m.mu.Lock()
+			m.last = append(m.last, node+": "+line)
+			if len(m.last) > 20 {
+				m.last = m.last[1:]
+			}
 			if !strings.Contains(line, "trellis-policy pod-ifaces") {
+				m.mu.Unlock()
 				continue
 			}
-			m.mu.Lock()
 			for _, ip := range ipv4RE.FindAllString(line, -1) {
 				m.seen[node+"/"+ip] = append(m.seen[node+"/"+ip], now)
 			}
@@ -251,7 +258,10 @@ func waitPending(t *testing.T, nsName string, batch []string, mon *nftMonitor, s
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 90s: %v", missing)
+			mon.mu.Lock()
+			last := strings.Join(mon.last, "\n")
+			mon.mu.Unlock()
+			t.Fatalf("after 90s: %v; CNI ADDs %+v; last nft monitor lines:\n%s", missing, adds, last)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
