@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -23,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/sysctl"
 )
 
 // RouteProtocol tags every route the agent installs (rtnetlink protocol
@@ -263,25 +262,12 @@ func prefixToIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
 }
 
-// setSysctl writes /proc/sys/<key> in the programmer's namespace (NetnsPath,
-// else the agent's own) unless it already holds value.
+// setSysctl writes <SysctlRoot or /proc/sys>/<key> in the programmer's
+// namespace (NetnsPath, else the agent's own) unless it already holds value.
 func (n *Programmer) setSysctl(key, value string) error {
-	write := func() error {
-		root := n.SysctlRoot
-		if root == "" {
-			root = "/proc/sys"
-		}
-		file := filepath.Join(root, key)
-		if cur, err := os.ReadFile(file); err == nil && strings.TrimSpace(string(cur)) == value {
-			return nil
-		}
-		if err := os.WriteFile(file, []byte(value), 0o644); err != nil {
-			return fmt.Errorf("set sysctl %s=%s: %w", key, value, err)
-		}
-		return nil
-	}
+	p := sysctl.Proc{Root: n.SysctlRoot}
 	if n.NetnsPath == "" {
-		return write()
+		return p.Set(key, value)
 	}
-	return ns.WithNetNSPath(n.NetnsPath, func(ns.NetNS) error { return write() })
+	return ns.WithNetNSPath(n.NetnsPath, func(ns.NetNS) error { return p.Set(key, value) })
 }
