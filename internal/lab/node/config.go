@@ -111,4 +111,3 @@ func WriteAgentConfig(s Spec, routingMode string) error {
 	}
 	return nil
 }
-

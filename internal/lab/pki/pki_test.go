@@ -52,8 +52,12 @@ func TestCertificatesChainToTheLabCA(t *testing.T) {
 		data  []byte
 		check func(*rest.Config) bool
 	}{
-		{kcBytes, func(r *rest.Config) bool { return r.Host == "https://127.0.0.1:1" && r.BearerToken == "tok123" && len(r.CertData) == 0 }},
-		{certKC, func(r *rest.Config) bool { return r.Host == "https://127.0.0.1:2" && string(r.CertData) == string(certPEM) && string(r.KeyData) == "key" }},
+		{kcBytes, func(r *rest.Config) bool {
+			return r.Host == "https://127.0.0.1:1" && r.BearerToken == "tok123" && len(r.CertData) == 0
+		}},
+		{certKC, func(r *rest.Config) bool {
+			return r.Host == "https://127.0.0.1:2" && string(r.CertData) == string(certPEM) && string(r.KeyData) == "key"
+		}},
 	} {
 		r, err := clientcmd.RESTConfigFromKubeConfig(c.data)
 		if err != nil {
