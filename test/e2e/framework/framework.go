@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab/images"
@@ -36,6 +37,7 @@ type Lab struct {
 	Paths  state.Paths
 	State  *state.State
 	CS     *kubernetes.Clientset
+	Config *rest.Config // the admin client's, for exec and port-forward
 	Prober connectivity.Prober
 	owned  bool // brought up by this harness: take it down at the end
 }
@@ -88,11 +90,11 @@ func Setup(ctx context.Context) (*Lab, error) {
 		return nil, fmt.Errorf("no lab to use (TRELLIS_LAB_REUSE=1 needs a running lab): %w", err)
 	}
 	l.State = st
-	cs, _, err := kube.Client(l.Paths.AdminKubeconfig())
+	cs, cfg, err := kube.Client(l.Paths.AdminKubeconfig())
 	if err != nil {
 		return nil, err
 	}
-	l.CS = cs
+	l.CS, l.Config = cs, cfg
 	l.Prober = probe.Netns{CS: cs, Timeout: 2 * time.Second}
 	return l, nil
 }
