@@ -1,4 +1,4 @@
-# trellis-lab: a real Kubernetes cluster on this machine (issue 3). See docs/lab.md.
+# trellis-lab: a real Kubernetes cluster on this machine. See docs/lab.md.
 #
 #   make lab-binaries        pinned Kubernetes/etcd/CNI binaries into $(TRELLIS_CACHE) (cold ~20 min, warm instant)
 #   make demo-lab            3 nodes over 2 subnets, agnhost pods, connectivity matrix; leaves the lab running
