@@ -14,6 +14,6 @@
 //	node          a node: spec, component configs, mounts, supervisor
 //	images        agnhost and pause images built without a registry
 //	kube          client-go helpers: admin client, polling, readiness
-//	probe         connectivity probes from inside pod namespaces, truth tables
+//	probe         the lab's connectivity.Prober: probes from inside pod namespaces
 //	cli           the trellis-lab command line
 package lab

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab"
 	"github.com/trellisnet/trellis/internal/lab/kube"
 	"github.com/trellisnet/trellis/internal/lab/probe"
@@ -77,6 +78,26 @@ func (g *globals) client() (kubernetes.Interface, error) {
 	}
 	cs, _, err := kube.Client(g.paths().AdminKubeconfig())
 	return cs, err
+}
+
+const transportHelp = "how to probe: netns (dial from inside the pod's network namespace) or exec (agnhost connect in the pod through the API server)"
+
+// prober returns the prober for transport.
+func (g *globals) prober(transport string, timeout time.Duration) (connectivity.Prober, error) {
+	if _, err := g.state(); err != nil {
+		return nil, err
+	}
+	cs, cfg, err := kube.Client(g.paths().AdminKubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	switch transport {
+	case "netns":
+		return probe.Netns{CS: cs, Timeout: timeout}, nil
+	case "exec":
+		return connectivity.ExecProber{Config: cfg, CS: cs, Timeout: timeout}, nil
+	}
+	return nil, fmt.Errorf("%w: --transport must be netns or exec, got %q", connectivity.ErrUsage, transport)
 }
 
 // stateWithNode loads the running lab's state and checks that node is one of
@@ -243,7 +264,7 @@ func execCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ns, pod, err := probe.SplitPodRef(args[0])
+			ns, pod, err := connectivity.SplitPodRef(args[0])
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}

@@ -21,6 +21,7 @@ func TestProbeUsageErrorsExitTwo(t *testing.T) {
 		{"probe", "x/a", "y/b", "80/icmp"}, // bad protocol
 		{"probe", "x/a", "y/b", "http"},    // bad port
 		{"matrix", "--port", "99999/tcp"},  // bad port
+		{"matrix", "--transport", "ssh"},   // unknown transport
 	} {
 		err := run(args...)
 		var ee *ExitError

@@ -11,33 +11,33 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab/controlplane"
 	"github.com/trellisnet/trellis/internal/lab/kube"
 	"github.com/trellisnet/trellis/internal/lab/node"
-	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/proc"
 )
 
 func probeCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
+	var transport string
 	c := &cobra.Command{
 		Use:   "probe NS/POD TARGET PORT/PROTO",
-		Short: "Connect from inside a pod's network namespace; exit 0 = answered, 1 = no answer, 2 = usage error",
+		Short: "Connect from a pod to TARGET; exit 0 = answered, 1 = no answer, 2 = usage error",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 3 {
 				return &ExitError{Code: 2, Err: errors.New("usage: trellis-lab probe NS/POD TARGET PORT/PROTO")}
 			}
-			port, proto, err := probe.ParsePortProto(args[2])
+			port, proto, err := connectivity.ParsePortProto(args[2])
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}
-			cs, err := g.client()
+			pr, err := g.prober(transport, timeout)
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}
-			ok, err := probe.Prober{CS: cs, Timeout: timeout}.Probe(cmd.Context(), args[0], args[1], port, proto)
+			ok, err := pr.Probe(cmd.Context(), args[0], args[1], port, proto)
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}
@@ -50,64 +50,52 @@ func probeCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "probe timeout")
+	c.Flags().StringVar(&transport, "transport", "netns", transportHelp)
 	return c
 }
 
 func matrixCmd(g *globals) *cobra.Command {
-	var portProto, selector, expect string
+	var portProto, selector, expect, transport string
 	var namespaces []string
 	c := &cobra.Command{
 		Use:   "matrix",
 		Short: "All-pairs connectivity table between running pods ('.' reached, 'X' not)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			port, proto, err := probe.ParsePortProto(portProto)
+			port, proto, err := connectivity.ParsePortProto(portProto)
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}
+			}
+			if transport != "netns" && transport != "exec" {
+				return &ExitError{Code: 2, Err: fmt.Errorf("--transport must be netns or exec, got %q", transport)}
 			}
 			cs, err := g.client()
 			if err != nil {
 				return err
 			}
-			var pods []string
-			nsList := namespaces
-			if len(nsList) == 0 {
-				all, err := cs.CoreV1().Namespaces().List(cmd.Context(), metav1.ListOptions{})
-				if err != nil {
-					return err
-				}
-				for _, n := range all.Items {
-					if !strings.HasPrefix(n.Name, "kube-") {
-						nsList = append(nsList, n.Name)
-					}
-				}
-			}
-			for _, ns := range nsList {
-				list, err := cs.CoreV1().Pods(ns).List(cmd.Context(), metav1.ListOptions{LabelSelector: selector})
-				if err != nil {
-					return err
-				}
-				for _, p := range list.Items {
-					if kube.PodReady(&p) && !p.Spec.HostNetwork {
-						pods = append(pods, p.Namespace+"/"+p.Name)
-					}
-				}
+			pods, err := connectivity.ListPods(cmd.Context(), cs, namespaces, selector)
+			if err != nil {
+				return err
 			}
 			sort.Strings(pods)
 			if len(pods) == 0 {
 				return errors.New("no running pods to probe")
 			}
-			m, err := probe.Prober{CS: cs, Timeout: time.Second}.ProbeAll(cmd.Context(), pods, port, proto, 8)
+			pr, err := g.prober(transport, time.Second)
+			if err != nil {
+				return err
+			}
+			m, err := connectivity.ProbeAll(cmd.Context(), pr, pods, port, proto, 8)
 			if err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v\n", err)
 			}
-			var exp *probe.Matrix
+			var exp *connectivity.Matrix
 			switch expect {
 			case "":
 			case "all":
-				exp = probe.NewMatrix(pods, true)
+				exp = connectivity.NewMatrix(pods, true)
 			case "none":
-				exp = probe.NewMatrix(pods, false)
+				exp = connectivity.NewMatrix(pods, false)
 			default:
 				return &ExitError{Code: 2, Err: fmt.Errorf("--expect must be all or none, got %q", expect)}
 			}
@@ -125,6 +113,7 @@ func matrixCmd(g *globals) *cobra.Command {
 	c.Flags().StringSliceVarP(&namespaces, "namespace", "n", nil, "namespaces (default: all but kube-*)")
 	c.Flags().StringVarP(&selector, "selector", "l", "", "pod label selector")
 	c.Flags().StringVar(&expect, "expect", "", "expected matrix: all or none (marks and counts differences)")
+	c.Flags().StringVar(&transport, "transport", "netns", transportHelp)
 	return c
 }
 

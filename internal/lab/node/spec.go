@@ -47,7 +47,6 @@ func MountPoints() []string { return append([]string(nil), nodeMounts...) }
 // In-node paths of the node's configuration (under /etc/trellis, which is
 // node-private).
 const (
-	nodeEtc            = "/etc/trellis"
 	nodeLabDir         = "/etc/trellis/lab"
 	containerdSock     = "/run/containerd/containerd.sock"
 	agentKubeconfig    = "/etc/trellis/kubeconfig"

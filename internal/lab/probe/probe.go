@@ -1,11 +1,11 @@
-// Package probe checks connectivity between lab pods from inside their
-// network namespaces (found through the lab's cgroups, no process per probe),
-// including a raw-packet SCTP probe, and compares all-pairs truth tables.
+// Package probe is the lab's connectivity.Prober: it probes between lab pods
+// from inside their network namespaces (found through the lab's cgroups, no
+// process per probe), including a raw-packet SCTP probe for this kernel,
+// which has no SCTP sockets.
 package probe
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -19,46 +19,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab/proc"
 	"github.com/trellisnet/trellis/internal/lab/state"
 	"github.com/trellisnet/trellis/internal/lab/topology"
 )
-
-// ErrUsage marks a bad probe request (exit status 2).
-var ErrUsage = errors.New("usage")
 
 // Target is what a probe connects to.
 type Target struct {
 	Addr  string // IP address
 	Port  int
 	Proto string // tcp or udp
-}
-
-// ParsePortProto parses "80/tcp".
-func ParsePortProto(s string) (int, string, error) {
-	ps, proto, ok := strings.Cut(strings.ToLower(s), "/")
-	if !ok {
-		proto = "tcp"
-	}
-	port, err := strconv.Atoi(ps)
-	if err != nil || port < 1 || port > 65535 {
-		return 0, "", fmt.Errorf("%w: bad port %q (want PORT/PROTO, e.g. 80/tcp)", ErrUsage, s)
-	}
-	switch proto {
-	case "tcp", "udp", "sctp":
-	default:
-		return 0, "", fmt.Errorf("%w: unknown protocol %q (tcp, udp or sctp)", ErrUsage, proto)
-	}
-	return port, proto, nil
-}
-
-// SplitPodRef parses "NS/POD".
-func SplitPodRef(s string) (string, string, error) {
-	ns, name, ok := strings.Cut(s, "/")
-	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		return "", "", fmt.Errorf("%w: %q is not NAMESPACE/POD", ErrUsage, s)
-	}
-	return ns, name, nil
 }
 
 // PodNetns returns the path of the network namespace of a running pod, found
@@ -144,35 +115,18 @@ func ProbeFromNetns(nsPath string, t Target, timeout time.Duration) error {
 	return fmt.Errorf("no UDP answer from %s", addr)
 }
 
-// Prober probes between lab pods.
-type Prober struct {
+// Netns probes between lab pods from inside the source pod's network
+// namespace.
+type Netns struct {
 	CS      kubernetes.Interface
 	Timeout time.Duration
 }
 
-// ResolveTarget turns "NS/POD" or an IP address into an address.
-func (pr Prober) ResolveTarget(ctx context.Context, s string) (string, error) {
-	if ip := net.ParseIP(s); ip != nil {
-		return ip.String(), nil
-	}
-	ns, name, err := SplitPodRef(s)
-	if err != nil {
-		return "", fmt.Errorf("%w: target %q is neither NS/POD nor an IP address", ErrUsage, s)
-	}
-	pod, err := pr.CS.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return "", fmt.Errorf("target pod %s: %w", s, err)
-	}
-	if pod.Status.PodIP == "" {
-		return "", fmt.Errorf("target pod %s has no IP yet", s)
-	}
-	return pod.Status.PodIP, nil
-}
+var _ connectivity.Prober = Netns{}
 
-// Probe connects from pod src (NS/POD) to target (NS/POD or address).
-// It returns (false, nil) for "no answer" and an error for a bad request.
-func (pr Prober) Probe(ctx context.Context, src, target string, port int, proto string) (bool, error) {
-	ns, name, err := SplitPodRef(src)
+// Probe implements connectivity.Prober.
+func (pr Netns) Probe(ctx context.Context, src, target string, port int, proto string) (bool, error) {
+	ns, name, err := connectivity.SplitPodRef(src)
 	if err != nil {
 		return false, err
 	}
@@ -184,7 +138,7 @@ func (pr Prober) Probe(ctx context.Context, src, target string, port int, proto 
 	if err != nil {
 		return false, err
 	}
-	addr, err := pr.ResolveTarget(ctx, target)
+	addr, err := connectivity.ResolveTarget(ctx, pr.CS, target)
 	if err != nil {
 		return false, err
 	}
@@ -200,10 +154,10 @@ func (pr Prober) Probe(ctx context.Context, src, target string, port int, proto 
 
 // probeSCTP sends a crafted INIT from the source namespace and watches for
 // it in the namespace of the pod that owns addr.
-func (pr Prober) probeSCTP(ctx context.Context, srcNS, addr string, port int, timeout time.Duration) (bool, error) {
+func (pr Netns) probeSCTP(ctx context.Context, srcNS, addr string, port int, timeout time.Duration) (bool, error) {
 	dst, err := netip.ParseAddr(addr)
 	if err != nil {
-		return false, fmt.Errorf("%w: %q is not an IP address", ErrUsage, addr)
+		return false, fmt.Errorf("%w: %q is not an IP address", connectivity.ErrUsage, addr)
 	}
 	pods, err := pr.CS.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "status.podIP=" + addr})
 	if err != nil {
@@ -214,5 +168,5 @@ func (pr Prober) probeSCTP(ctx context.Context, srcNS, addr string, port int, ti
 			return ProbeSCTP(srcNS, dstNS, dst, uint16(port), timeout)
 		}
 	}
-	return false, fmt.Errorf("%w: SCTP probes need a lab pod as the target (%s is none)", ErrUsage, addr)
+	return false, fmt.Errorf("%w: SCTP probes need a lab pod as the target (%s is none)", connectivity.ErrUsage, addr)
 }

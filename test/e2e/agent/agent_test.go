@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/netnstest"
@@ -80,7 +81,7 @@ func TestE2EAgentPodTruthTable(t *testing.T) {
 	requireAgent(t)
 	nodes := l.Nodes()
 	pods := createPods(t, "agent-tt", append([]string{nodes[0]}, nodes...))
-	expected := probe.NewMatrix(pods, true)
+	expected := connectivity.NewMatrix(pods, true)
 	for _, a := range pods {
 		for _, b := range pods {
 			expected.Set(a, b, reachable(l.NodeOf(t, a), l.NodeOf(t, b)))
@@ -122,7 +123,7 @@ func TestE2EAgentServiceClusterIPCrossNode(t *testing.T) {
 		backendNode = nodes[2] // same subnet as nodes[0]
 	}
 	pods := createPods(t, "agent-svc", []string{nodes[0], backendNode})
-	nsName, backend, _ := probe.SplitPodRef(pods[1])
+	nsName, backend, _ := connectivity.SplitPodRef(pods[1])
 	ctx := context.Background()
 	svc, err := l.CS.CoreV1().Services(nsName).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "backend"},

@@ -19,8 +19,8 @@ import (
 	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/trellisnet/trellis/internal/connectivity"
 	labnode "github.com/trellisnet/trellis/internal/lab/node"
-	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/proc"
 	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/routing"
@@ -353,7 +353,7 @@ func TestE2EAgentModeChangeConverges(t *testing.T) {
 	})
 	t.Logf("mode %s -> %s converged %v after the restarts", mode(), target, took)
 	all := createPods(t, "agent-mode-tt", nodes)
-	l.ExpectMatrix(t, all, 80, "tcp", probe.NewMatrix(all, true))
+	l.ExpectMatrix(t, all, 80, "tcp", connectivity.NewMatrix(all, true))
 	if s != nil {
 		s.finish(t, fmt.Sprintf("stream %s -> %s across the mode change", pods[0], pods[1]))
 	}

@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
@@ -91,7 +92,7 @@ func hasRoute(t *testing.T, dp *netlinkprog.Programmer, dst netip.Prefix) bool {
 
 func getPod(t *testing.T, ref string) *corev1.Pod {
 	t.Helper()
-	nsName, name, err := probe.SplitPodRef(ref)
+	nsName, name, err := connectivity.SplitPodRef(ref)
 	if err != nil {
 		t.Fatal(err)
 	}

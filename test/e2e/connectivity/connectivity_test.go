@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/test/e2e/framework"
 )
 
@@ -39,9 +39,9 @@ func TestE2EPodToPod(t *testing.T) {
 		crossSubnet = crossSubnet || !l.SameSubnet(nodes[0], l.NodeOf(t, p))
 	}
 	t.Logf("pods %v; spans underlay subnets: %v", pods, crossSubnet)
-	expected := probe.NewMatrix(pods, true)
+	expected := connectivity.NewMatrix(pods, true)
 	l.ExpectMatrix(t, pods, 80, "tcp", expected)
 	l.ExpectMatrix(t, pods, 81, "udp", expected)
 	// A closed port must read as "no answer", or the probe proves nothing.
-	l.ExpectMatrix(t, pods[:2], 8081, "tcp", probe.NewMatrix(pods[:2], false))
+	l.ExpectMatrix(t, pods[:2], 8081, "tcp", connectivity.NewMatrix(pods[:2], false))
 }

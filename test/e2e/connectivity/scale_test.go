@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/test/e2e/framework"
 )
 
@@ -43,7 +43,7 @@ func TestE2EFiftyPodsReady(t *testing.T) {
 			sample = append(sample, pods[i])
 		}
 	}
-	observed := probe.NewMatrix(sample, false)
+	observed := connectivity.NewMatrix(sample, false)
 	for _, to := range sample {
 		ok, err := l.Prober.Probe(t.Context(), sample[0], to, 80, "tcp")
 		if err != nil {
@@ -51,11 +51,11 @@ func TestE2EFiftyPodsReady(t *testing.T) {
 		}
 		observed.Set(sample[0], to, ok)
 	}
-	expected := probe.NewMatrix(sample, false)
+	expected := connectivity.NewMatrix(sample, false)
 	for _, to := range sample {
 		expected.Set(sample[0], to, true)
 	}
 	if expected.Diff(observed) != 0 {
-		t.Errorf("freshly Ready pods not reachable:\n%s", probe.Report(expected, observed))
+		t.Errorf("freshly Ready pods not reachable:\n%s", connectivity.Report(expected, observed))
 	}
 }

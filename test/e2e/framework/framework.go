@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -21,7 +22,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
+	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab/images"
 	"github.com/trellisnet/trellis/internal/lab/kube"
 	"github.com/trellisnet/trellis/internal/lab/probe"
@@ -34,7 +37,8 @@ type Lab struct {
 	Paths  state.Paths
 	State  *state.State
 	CS     *kubernetes.Clientset
-	Prober probe.Prober
+	Config *rest.Config // the admin client's, for exec and port-forward
+	Prober connectivity.Prober
 	owned  bool // brought up by this harness: take it down at the end
 }
 
@@ -86,12 +90,12 @@ func Setup(ctx context.Context) (*Lab, error) {
 		return nil, fmt.Errorf("no lab to use (TRELLIS_LAB_REUSE=1 needs a running lab): %w", err)
 	}
 	l.State = st
-	cs, _, err := kube.Client(l.Paths.AdminKubeconfig())
+	cs, cfg, err := kube.Client(l.Paths.AdminKubeconfig())
 	if err != nil {
 		return nil, err
 	}
-	l.CS = cs
-	l.Prober = probe.Prober{CS: cs, Timeout: 2 * time.Second}
+	l.CS, l.Config = cs, cfg
+	l.Prober = probe.Netns{CS: cs, Timeout: 2 * time.Second}
 	return l, nil
 }
 
@@ -231,7 +235,7 @@ func (l *Lab) WaitPodsReady(ctx context.Context, ns string, n int, timeout time.
 // NodeOf returns the node a pod (NS/POD) runs on.
 func (l *Lab) NodeOf(t testing.TB, ref string) string {
 	t.Helper()
-	ns, name, err := probe.SplitPodRef(ref)
+	ns, name, err := connectivity.SplitPodRef(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,23 +249,20 @@ func (l *Lab) NodeOf(t testing.TB, ref string) string {
 // ExpectMatrix probes every pair of pods and fails t with the expected and
 // observed truth tables when they differ. A wrong cell is re-probed a few
 // times before it counts (first packets may race route programming).
-func (l *Lab) ExpectMatrix(t testing.TB, pods []string, port int, proto string, expected *probe.Matrix) {
+func (l *Lab) ExpectMatrix(t testing.TB, pods []string, port int, proto string, expected *connectivity.Matrix) {
 	t.Helper()
-	ctx := context.Background()
-	var observed *probe.Matrix
-	for attempt := 0; attempt < 3; attempt++ {
-		var err error
-		observed, err = l.Prober.ProbeAll(ctx, pods, port, proto, 8)
-		if err != nil {
-			t.Fatalf("probing: %v", err)
-		}
-		if expected.Diff(observed) == 0 {
-			t.Logf("%d/%s truth table as expected over %d pods", port, proto, len(pods))
-			return
-		}
-		time.Sleep(time.Second)
+	if !slices.Equal(pods, expected.Pods) {
+		t.Fatalf("ExpectMatrix: pods %v are not the expected matrix's %v", pods, expected.Pods)
 	}
-	t.Errorf("%d/%s connectivity differs from the expectation:\n%s", port, proto, probe.Report(expected, observed))
+	observed, err := connectivity.Expect(context.Background(), l.Prober, expected, port, proto, 3)
+	if err != nil {
+		t.Fatalf("probing: %v", err)
+	}
+	if expected.Diff(observed) == 0 {
+		t.Logf("%d/%s truth table as expected over %d pods", port, proto, len(pods))
+		return
+	}
+	t.Errorf("%d/%s connectivity differs from the expectation:\n%s", port, proto, connectivity.Report(expected, observed))
 }
 
 // Main is a TestMain body: it sets *l up (Setup), runs the tests, tears the

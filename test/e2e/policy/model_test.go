@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab/images"
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/policy/oracle"
@@ -171,12 +172,12 @@ func (m *model) cluster(t *testing.T) (*oracle.Cluster, map[string]*corev1.Pod) 
 
 // expected computes the truth table of every probe from the oracle. A pod
 // reaching itself never leaves its namespace: always allowed.
-func (m *model) expected(t *testing.T) map[probeSpec]*probe.Matrix {
+func (m *model) expected(t *testing.T) map[probeSpec]*connectivity.Matrix {
 	t.Helper()
 	c, pods := m.cluster(t)
-	out := map[probeSpec]*probe.Matrix{}
+	out := map[probeSpec]*connectivity.Matrix{}
 	for _, pr := range m.probes {
-		mx := probe.NewMatrix(m.pods, true)
+		mx := connectivity.NewMatrix(m.pods, true)
 		for _, a := range m.pods {
 			for _, b := range m.pods {
 				if a != b {
@@ -277,14 +278,14 @@ func (m *model) expect(t *testing.T, within time.Duration) {
 		if time.Since(start) > within {
 			var b strings.Builder
 			for _, pr := range m.probes {
-				o := probe.NewMatrix(m.pods, true)
+				o := connectivity.NewMatrix(m.pods, true)
 				for _, c := range all {
 					if c.pr == pr {
 						o.Set(c.from, c.to, obs[c])
 					}
 				}
 				if exp[pr].Diff(o) > 0 {
-					fmt.Fprintf(&b, "--- %s (rows: from, columns: to)\n%s", pr, probe.Report(exp[pr], o))
+					fmt.Fprintf(&b, "--- %s (rows: from, columns: to)\n%s", pr, connectivity.Report(exp[pr], o))
 				}
 			}
 			c, _ := m.cluster(t)

@@ -1,11 +1,16 @@
-package probe
+// Package connectivity answers which pods reach which. A Prober connects from
+// one pod to a target; ProbeAll fills an all-pairs truth table (Matrix) and
+// Expect compares it with an expectation, in the style of the upstream
+// Kubernetes NetworkPolicy e2e suite. The package knows nothing of how pods
+// are reached: ExecProber runs agnhost's connect in the source pod through
+// the API server (any cluster); the lab's prober (internal/lab/probe) dials
+// from inside the pod's network namespace.
+package connectivity
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"text/tabwriter"
 )
 
@@ -79,34 +84,4 @@ func Report(expected, observed *Matrix) string {
 	observed.Print(&b, expected)
 	fmt.Fprintf(&b, "%d of %d cells wrong\n", expected.Diff(observed), len(expected.Pods)*len(expected.Pods))
 	return b.String()
-}
-
-// ProbeAll probes every pair of pods (port/proto) with bounded parallelism
-// and returns the observed matrix. A probe that cannot be attempted counts as
-// "not reached" and its error is returned alongside.
-func (pr Prober) ProbeAll(ctx context.Context, pods []string, port int, proto string, parallel int) (*Matrix, error) {
-	m := NewMatrix(pods, false)
-	var mu sync.Mutex
-	var firstErr error
-	sem := make(chan struct{}, max(parallel, 1))
-	var wg sync.WaitGroup
-	for _, a := range pods {
-		for _, b := range pods {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				ok, err := pr.Probe(ctx, a, b, port, proto)
-				mu.Lock()
-				defer mu.Unlock()
-				m.Set(a, b, ok)
-				if err != nil && firstErr == nil {
-					firstErr = err
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	return m, firstErr
 }

@@ -1,0 +1,118 @@
+package connectivity
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
+	"k8s.io/streaming/pkg/httpstream"
+)
+
+// ExecProber probes through the API server, as `kubectl exec` does: it runs
+// agnhost's `connect` in the source pod, so it works against any cluster
+// whose probe pods run agnhost (the upstream NetworkPolicy suite probes the
+// same way). A connect that fails with agnhost's network error prefixes
+// (TIMEOUT, REFUSED, DNS, OTHER) is "no answer"; anything else is an error.
+type ExecProber struct {
+	Config  *rest.Config
+	CS      kubernetes.Interface
+	Timeout time.Duration // per probe; default 2s
+	// Container names the source pod's container to exec in; default its
+	// first container.
+	Container string
+	// Agnhost is agnhost's path in that container; default /agnhost.
+	Agnhost string
+}
+
+var _ Prober = ExecProber{}
+
+// Probe implements Prober.
+func (e ExecProber) Probe(ctx context.Context, from, to string, port int, proto string) (bool, error) {
+	ns, name, err := SplitPodRef(from)
+	if err != nil {
+		return false, err
+	}
+	pod, err := e.CS.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("source pod %s: %w", from, err)
+	}
+	addr, err := ResolveTarget(ctx, e.CS, to)
+	if err != nil {
+		return false, err
+	}
+	timeout := e.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	container := e.Container
+	if container == "" && len(pod.Spec.Containers) > 0 {
+		container = pod.Spec.Containers[0].Name
+	}
+	agnhost := e.Agnhost
+	if agnhost == "" {
+		agnhost = "/agnhost"
+	}
+	cmd := []string{agnhost, "connect", net.JoinHostPort(addr, strconv.Itoa(port)),
+		"--protocol=" + proto, "--timeout=" + timeout.String()}
+	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err = e.exec(ctx, pod, container, cmd, &stdout, &stderr)
+	return execVerdict(err, stderr.String(), from)
+}
+
+// exec runs cmd in the container, over WebSocket with a fallback to SPDY
+// (kubectl's order).
+func (e ExecProber) exec(ctx context.Context, pod *corev1.Pod, container string, cmd []string, stdout, stderr *bytes.Buffer) error {
+	req := e.CS.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
+		SubResource("exec").VersionedParams(&corev1.PodExecOptions{
+		Container: container, Command: cmd, Stdout: true, Stderr: true,
+	}, scheme.ParameterCodec)
+	spdy, err := remotecommand.NewSPDYExecutor(e.Config, "POST", req.URL())
+	if err != nil {
+		return fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	ws, err := remotecommand.NewWebSocketExecutor(e.Config, "GET", req.URL().String())
+	if err != nil {
+		return fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
+	if err != nil {
+		return fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	return ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: stdout, Stderr: stderr})
+}
+
+// agnhostNoAnswer are the prefixes agnhost connect prints for a network
+// failure (its UNKNOWN is a bad request, not a verdict).
+var agnhostNoAnswer = []string{"TIMEOUT", "REFUSED", "DNS", "OTHER"}
+
+// execVerdict turns the outcome of `agnhost connect` into a probe result.
+func execVerdict(err error, stderr, from string) (bool, error) {
+	if err == nil {
+		return true, nil
+	}
+	var ee utilexec.ExitError
+	if errors.As(err, &ee) && ee.ExitStatus() == 1 {
+		for _, p := range agnhostNoAnswer {
+			if strings.HasPrefix(strings.TrimSpace(stderr), p) {
+				return false, nil
+			}
+		}
+	}
+	return false, fmt.Errorf("agnhost connect in %s: %w: %s", from, err, strings.TrimSpace(stderr))
+}
