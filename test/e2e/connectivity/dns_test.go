@@ -142,21 +142,33 @@ func expectAgnhostDial(t *testing.T, p, host, backend string) {
 			return topology.DialInNetns(nsPath, "tcp", "127.0.0.1:80", 2*time.Second)
 		}}}
 	q := url.Values{"request": {"hostname"}, "host": {host}, "port": {"80"}, "protocol": {"http"}, "tries": {"1"}}
-	resp, err := client.Get("http://127.0.0.1/dial?" + q.Encode())
-	if err != nil {
-		t.Errorf("%s: asking agnhost to dial %s: %v", p, host, err)
-		return
-	}
-	defer resp.Body.Close()
+	// Retried for a few seconds: kube-proxy refuses connections to a new
+	// Service until it has programmed its endpoints.
 	var out struct {
 		Responses []string `json:"responses"`
 		Errors    []string `json:"errors"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Errorf("%s: agnhost /dial answered %s: %v", p, resp.Status, err)
-		return
-	}
-	if len(out.Responses) != 1 || out.Responses[0] != backend {
-		t.Errorf("%s: agnhost dialled %s:80 by name: responses %v, errors %v; want [%s]", p, host, out.Responses, out.Errors, backend)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out.Responses, out.Errors = nil, nil
+		resp, err := client.Get("http://127.0.0.1/dial?" + q.Encode())
+		if err != nil {
+			t.Errorf("%s: asking agnhost to dial %s: %v", p, host, err)
+			return
+		}
+		err = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if err != nil {
+			t.Errorf("%s: agnhost /dial answered %s: %v", p, resp.Status, err)
+			return
+		}
+		if len(out.Responses) == 1 && out.Responses[0] == backend {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: agnhost dialled %s:80 by name: responses %v, errors %v; want [%s]", p, host, out.Responses, out.Errors, backend)
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
