@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo-lab: a 3-node Trellis lab, agnhost pods in three namespaces spread
-# over the nodes by kube-scheduler, and the pod-to-pod connectivity matrix.
+# over the nodes by kube-scheduler, the pod-to-pod connectivity matrix and a
+# Service looked up by name through the cluster DNS.
 # A second run reuses the running lab. `make demo-down` removes it.
 set -euo pipefail
 LAB=$1 NODES=${2:-3} SUBNETS=${3:-2} MODE=${4:-auto}
@@ -71,6 +72,20 @@ sleep 1 # the agents program it well within this (make bench-policy: p99 < 0.5 s
 "$LAB" kubectl -- delete networkpolicy -n y demo-allow-from-x >/dev/null
 echo "(policy deleted again; while it existed, columns y/* were reachable only from rows x/* and each pod from itself)"
 echo
+echo "== cluster DNS: a Service y/web in front of pod y/b, looked up by name from pods"
+"$LAB" kubectl -- apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: "y"}
+spec:
+  selector: {pod: b}
+  ports: [{port: 80, protocol: TCP}]
+YAML
+echo "web.y ClusterIP: $("$LAB" kubectl -- get svc -n y web -o jsonpath='{.spec.clusterIP}')"
+"$LAB" dns x/a web.y.svc.cluster.local || rc=$?
+"$LAB" dns y/a web || rc=$?
+"$LAB" exec x/a -- /agnhost connect --timeout=3s web.y:80 && echo "x/a connected to web.y:80 by name" || rc=$?
+echo
 cat <<TXT
 What you are looking at:
   * Every node is a network namespace on this machine running a real containerd, kubelet,
@@ -84,11 +99,18 @@ What you are looking at:
     'X' = no answer ('!' marks a cell that differs from the expectation "all connect").
   * The second matrix is the same probe while a NetworkPolicy isolates namespace y: the
     agents compiled it into nftables (table inet trellis-policy) on every node.
+  * Names: kubelet points every pod at 10.96.0.10, the kube-dns Service in front of two
+    CoreDNS replicas on different nodes. 'dns' asks it from inside a pod with the pod's own
+    resolv.conf ("web" alone goes through the search path y.svc.cluster.local), and agnhost
+    inside x/a connected to "web.y:80" with its own resolver. Only cluster names resolve:
+    the lab sends no query outside.
 
 Next commands to try:
   $LAB status
   $LAB matrix -n x,y,z --port 81/udp
   $LAB probe x/a y/b 80/tcp
+  $LAB dns z/c web.y --tcp
+  $LAB dns x/a kubernetes.default
   $LAB exec x/a -- /agnhost connect --protocol=tcp --timeout=1s \$($LAB kubectl -- get pod -n y b -o jsonpath='{.status.podIP}'):80
   $LAB restart-agent node2 && $LAB matrix -n x,y,z
   $LAB logs node1 trellis-agent

@@ -8,9 +8,14 @@ import (
 	"os"
 
 	"github.com/trellisnet/trellis/internal/lab/cli"
+	"github.com/trellisnet/trellis/internal/lab/proc"
 )
 
 func main() {
+	if err := proc.CloseInheritedFiles(); err != nil {
+		fmt.Fprintln(os.Stderr, "trellis-lab:", err)
+		os.Exit(1)
+	}
 	err := cli.New().Execute()
 	if err == nil {
 		return

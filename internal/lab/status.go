@@ -10,8 +10,10 @@ import (
 	"text/tabwriter"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/trellisnet/trellis/internal/lab/clusterdns"
 	"github.com/trellisnet/trellis/internal/lab/kube"
 	"github.com/trellisnet/trellis/internal/lab/node"
 	"github.com/trellisnet/trellis/internal/lab/proc"
@@ -20,8 +22,8 @@ import (
 
 var errNoLab = errors.New("no lab is running (run `trellis-lab up`)")
 
-// Status prints the lab's processes, nodes and any pod whose sandbox (CNI
-// ADD) failed.
+// Status prints the lab's processes, nodes, cluster DNS and any pod whose
+// sandbox (CNI ADD) failed.
 func Status(ctx context.Context, p state.Paths, w io.Writer) error {
 	st, err := state.LoadState(p)
 	if err != nil {
@@ -88,6 +90,13 @@ func Status(ctx context.Context, p state.Paths, w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\n", n.Name, kube.NodeReady(&n), h.Addr, strings.Join(n.Spec.PodCIDRs, ","), sub)
 	}
 	tw.Flush()
+	if dns, err := clusterdns.Describe(ctx, cs); err != nil && apierrors.IsNotFound(err) {
+		fmt.Fprintln(w, "\ncluster DNS: not deployed")
+	} else if err != nil {
+		fmt.Fprintf(w, "\ncluster DNS: %v\n", err)
+	} else {
+		fmt.Fprintf(w, "\ncluster DNS: %s\n", dns)
+	}
 	evs, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "reason=FailedCreatePodSandBox"})
 	if err == nil {
 		seen := map[string]bool{}

@@ -13,7 +13,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
+	"github.com/trellisnet/trellis/internal/lab/clusterdns"
 	"github.com/trellisnet/trellis/internal/lab/controlplane"
 	"github.com/trellisnet/trellis/internal/lab/images"
 	"github.com/trellisnet/trellis/internal/lab/kube"
@@ -38,7 +41,7 @@ type Env struct {
 var pinned = map[string]string{
 	"kube-apiserver": "v1.37.2", "kube-controller-manager": "v1.37.2", "kube-scheduler": "v1.37.2",
 	"kubelet": "v1.37.2", "kube-proxy": "v1.37.2", "kubectl": "v1.37.2", "agnhost": "v1.37.2",
-	"etcd": "v3.7.3", "loopback": "v1.10.0",
+	"etcd": "v3.7.3", "loopback": "v1.10.0", "coredns": images.CoreDNSVersion,
 }
 
 // requiredTools maps a command the lab runs to the Debian package with it.
@@ -173,7 +176,7 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 		return err
 	}
 	e.logf("trellis-lab: control plane up (%s); API at https://127.0.0.1:%d", time.Since(start).Round(time.Millisecond), o.APIPort)
-	cs, _, err := kube.Client(p.AdminKubeconfig())
+	cs, cfg, err := kube.Client(p.AdminKubeconfig())
 	if err != nil {
 		return err
 	}
@@ -186,7 +189,7 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	}
 	imgDir := filepath.Join(e.Cache, "lab-images")
 	var imageFiles []string
-	for _, s := range images.LabImages(bin["agnhost"], bin["trellis-pause"]) {
+	for _, s := range images.LabImages(bin["agnhost"], bin["trellis-pause"], bin["coredns"]) {
 		img, err := images.BuildImage(imgDir, s)
 		if err != nil {
 			return err
@@ -224,10 +227,44 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err := kube.WaitNodes(ctx, cs, names, 120*time.Second, kube.NodeReady); err != nil {
 		return fmt.Errorf("nodes did not become Ready (see `trellis-lab status` and `trellis-lab logs NODE`): %w", err)
 	}
+	e.logf("trellis-lab: %d nodes Ready (%s)", len(names), time.Since(start).Round(time.Millisecond))
+	st.Phase = "cluster-dns"
+	if err := st.Save(p); err != nil {
+		return err
+	}
+	if err := deployClusterDNS(ctx, e, cs, cfg, st); err != nil {
+		return err
+	}
 	st.Phase = "running"
 	if err := st.Save(p); err != nil {
 		return err
 	}
-	e.logf("trellis-lab: %d nodes Ready in %s; kubeconfig: %s", len(names), time.Since(start).Round(time.Millisecond), p.AdminKubeconfig())
+	e.logf("trellis-lab: lab running in %s; kubeconfig: %s", time.Since(start).Round(time.Millisecond), p.AdminKubeconfig())
+	return nil
+}
+
+// deployClusterDNS applies CoreDNS and the kube-dns Service and, when the
+// agent networks the pods, waits until every replica answers its readiness
+// probe. Without the agent, pods cannot reach the API server's Service, so
+// CoreDNS cannot become ready: it is applied and the lab says so.
+func deployClusterDNS(ctx context.Context, e Env, cs kubernetes.Interface, cfg *rest.Config, st *state.State) error {
+	start := time.Now()
+	a, err := kube.NewApplier(cfg)
+	if err != nil {
+		return err
+	}
+	wait := st.AgentError == ""
+	if err := clusterdns.Deploy(ctx, a, cs, wait, 3*time.Minute); err != nil {
+		return err
+	}
+	if !wait {
+		e.logf("trellis-lab: WARNING: cluster DNS applied but not waited for: it needs pod networking (%s)", st.AgentError)
+		return nil
+	}
+	s, err := clusterdns.Describe(ctx, cs)
+	if err != nil {
+		return err
+	}
+	e.logf("trellis-lab: cluster DNS available in %s: %s", time.Since(start).Round(time.Millisecond), s)
 	return nil
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"github.com/trellisnet/trellis/internal/lab/controlplane"
 	"github.com/trellisnet/trellis/internal/lab/kube"
 	"github.com/trellisnet/trellis/internal/lab/node"
+	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/proc"
 )
 
@@ -51,6 +53,50 @@ func probeCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "probe timeout")
 	c.Flags().StringVar(&transport, "transport", "netns", transportHelp)
+	return c
+}
+
+func dnsCmd(g *globals) *cobra.Command {
+	var timeout time.Duration
+	var tcp bool
+	var server string
+	c := &cobra.Command{
+		Use:   "dns NS/POD NAME",
+		Short: "Resolve NAME from inside a pod with the pod's resolv.conf (search path included); exit 0 = resolved, 1 = not, 2 = usage error",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return &ExitError{Code: 2, Err: errors.New("usage: trellis-lab dns NS/POD NAME")}
+			}
+			var srv netip.Addr
+			if server != "" {
+				var err error
+				if srv, err = netip.ParseAddr(server); err != nil {
+					return &ExitError{Code: 2, Err: fmt.Errorf("--server: %w", err)}
+				}
+			}
+			proto := "udp"
+			if tcp {
+				proto = "tcp"
+			}
+			cs, err := g.client()
+			if err != nil {
+				return &ExitError{Code: 2, Err: err}
+			}
+			ans, err := probe.Netns{CS: cs, Timeout: timeout}.Lookup(cmd.Context(), args[0], args[1], proto, srv)
+			if errors.Is(err, probe.ErrNoSuchName) || errors.Is(err, probe.ErrNoAnswer) {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s: %v\n", args[0], args[1], err)
+				return &ExitError{Code: 1}
+			}
+			if err != nil {
+				return &ExitError{Code: 2, Err: err}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s -> %s %v (server %s over %s)\n", args[0], args[1], ans.Name, ans.Addrs, ans.Server, proto)
+			return nil
+		},
+	}
+	c.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "time for each name asked")
+	c.Flags().BoolVar(&tcp, "tcp", false, "ask over TCP instead of UDP")
+	c.Flags().StringVar(&server, "server", "", "ask this DNS server instead of the pod's nameserver")
 	return c
 }
 

@@ -1,5 +1,5 @@
 // Package images builds the images every lab node imports into its
-// containerd (agnhost and the sandbox image) from static binaries, without a
+// containerd (agnhost, the sandbox image and CoreDNS) from static binaries, without a
 // registry, and names them as the pods and containerd expect.
 package images
 
@@ -26,6 +26,10 @@ import (
 const (
 	AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
 	PauseImage   = "registry.k8s.io/pause:3.10.1"
+	// CoreDNSVersion is the CoreDNS release hack/build-pinned.sh builds; the
+	// image carries it as its tag, as the upstream image does.
+	CoreDNSVersion = "v1.15.0"
+	CoreDNSImage   = "registry.k8s.io/coredns/coredns:" + CoreDNSVersion
 )
 
 // ImageSpec describes a single-binary image built without a registry.
@@ -37,11 +41,13 @@ type ImageSpec struct {
 	Cmd        []string
 }
 
-// LabImages are the images every node imports.
-func LabImages(agnhost, pause string) []ImageSpec {
+// LabImages are the images every node imports, from the static binaries of
+// agnhost, the pause program and CoreDNS.
+func LabImages(agnhost, pause, coredns string) []ImageSpec {
 	return []ImageSpec{
 		{Tags: []string{AgnhostImage}, Binary: agnhost, InImage: "/agnhost", Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}},
 		{Tags: []string{PauseImage}, Binary: pause, InImage: "/pause", Entrypoint: []string{"/pause"}},
+		{Tags: []string{CoreDNSImage}, Binary: coredns, InImage: "/coredns", Entrypoint: []string{"/coredns"}},
 	}
 }
 
