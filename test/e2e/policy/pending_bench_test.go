@@ -32,8 +32,11 @@ type pendingSample struct {
 	Pod  string `json:"pod"`
 	Node string `json:"node"`
 	IP   string `json:"ip"`
-	// Window is CNI ADD returning (the plugin's log line) → the pod's
-	// interface entering pod-ifaces of its node's policy table (nft monitor).
+	// Iface is the pod's host interface (from its /32 host route).
+	Iface string `json:"iface,omitempty"`
+	// Window is CNI ADD returning (the plugin's log line) → the transaction
+	// that puts the pod's interface into its node's policy table (nft
+	// monitor; see nftMonitor).
 	Window time.Duration `json:"window"`
 	// Status is CNI ADD returning → the pod's address first seen in its
 	// status through a watch (what the agent waited for before netlink).
@@ -45,7 +48,8 @@ type pendingSample struct {
 // (dropped by the pending rules) after CNI ADD returns, i.e. until the agent
 // programs its interface into the policy table. Pods are created one per
 // node per batch; each node's table is followed with `nft monitor` in its
-// network namespace, CNI ADD's return time is the plugin's log line. With
+// network namespace (nftMonitor), CNI ADD's return time is the plugin's log
+// line, a pod's interface is that of its host route. With
 // BENCH_PENDING_OUT=file the samples are written as JSON; with
 // BENCH_PENDING_BASELINE=file (an earlier run's output, e.g. of the old
 // binaries) the ratios this run ÷ baseline are printed.
@@ -67,6 +71,7 @@ func TestBenchPendingWindow(t *testing.T) {
 		mon.start(ctx, t, n)
 	}
 	status := watchStatusIPs(ctx, t, nsName)
+	ifaces := map[string]string{} // pod → host interface
 
 	var pods []string
 	for b := 0; b < pendingBatches; b++ {
@@ -80,20 +85,29 @@ func TestBenchPendingWindow(t *testing.T) {
 			batch = append(batch, name)
 		}
 		pods = append(pods, batch...)
-		waitPending(t, nsName, batch, mon, status)
+		waitPending(t, nsName, batch, mon, status, ifaces)
 	}
-	samples := pendingSamples(t, nsName, pods, mon, status)
+	samples := pendingSamples(t, nsName, pods, mon, status, ifaces)
 	reportPending(t, samples)
 }
 
-// nftMonitor records when each address is added to a node's pod-ifaces set.
+// nftMonitor records when each pod interface is programmed on a node: the
+// time of the first element naming it in pod-ifaces or ingress-pods. The
+// agent adds a pod to pod-ifaces and (its namespace being default-deny) to
+// ingress-pods in one nft transaction, so both carry the same moment. Both
+// are watched because nft 1.0.6's monitor drops the events of pod-ifaces
+// ("W: Received event for an unknown set.") while printing those of the
+// verdict maps; pendingSamples checks the pod-ifaces content at the end.
 type nftMonitor struct {
 	mu   sync.Mutex
-	seen map[string][]time.Time // "node/ip" → times added
+	seen map[string][]time.Time // "node/iface" → times added
 	last []string               // the last lines read, for a failure message
+	// dead names a node whose monitor stopped before the test ended: from
+	// then on its events are lost, and the bench fails rather than wait.
+	dead []string
 }
 
-var ipv4RE = regexp.MustCompile(`\b\d+\.\d+\.\d+\.\d+\b`)
+var ifaceRE = regexp.MustCompile(`"(trl[^"]*)"`)
 
 func (m *nftMonitor) start(ctx context.Context, t *testing.T, node string) {
 	t.Helper()
@@ -113,6 +127,7 @@ func (m *nftMonitor) start(ctx context.Context, t *testing.T, node string) {
 	t.Cleanup(func() { cancelWait(cmd) })
 	go func() {
 		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
 		for sc.Scan() {
 			now := time.Now()
 			line := sc.Text()
@@ -121,13 +136,18 @@ func (m *nftMonitor) start(ctx context.Context, t *testing.T, node string) {
 			if len(m.last) > 20 {
 				m.last = m.last[1:]
 			}
-			if !strings.Contains(line, "trellis-policy pod-ifaces") {
+			if !strings.Contains(line, "trellis-policy pod-ifaces") && !strings.Contains(line, "trellis-policy ingress-pods") {
 				m.mu.Unlock()
 				continue
 			}
-			for _, ip := range ipv4RE.FindAllString(line, -1) {
-				m.seen[node+"/"+ip] = append(m.seen[node+"/"+ip], now)
+			for _, sub := range ifaceRE.FindAllStringSubmatch(line, -1) {
+				m.seen[node+"/"+sub[1]] = append(m.seen[node+"/"+sub[1]], now)
 			}
+			m.mu.Unlock()
+		}
+		if ctx.Err() == nil {
+			m.mu.Lock()
+			m.dead = append(m.dead, fmt.Sprintf("%s (read: %v)", node, sc.Err()))
 			m.mu.Unlock()
 		}
 	}()
@@ -141,11 +161,11 @@ func cancelWait(cmd *exec.Cmd) {
 	_ = cmd.Wait()
 }
 
-// first returns the first time ip entered node's pod-ifaces at or after t0.
-func (m *nftMonitor) first(node, ip string, t0 time.Time) (time.Time, bool) {
+// first returns the first time iface was programmed on node at or after t0.
+func (m *nftMonitor) first(node, iface string, t0 time.Time) (time.Time, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, ts := range m.seen[node+"/"+ip] {
+	for _, ts := range m.seen[node+"/"+iface] {
 		if !ts.Before(t0) {
 			return ts, true
 		}
@@ -164,6 +184,40 @@ func (s *statusIPs) get(pod string) (time.Time, bool) {
 	defer s.mu.Unlock()
 	ts, ok := s.seen[pod]
 	return ts, ok
+}
+
+// names returns the pods whose address has been seen in their status.
+func (s *statusIPs) names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.seen))
+	for n := range s.seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// podIfacesNow lists pod-ifaces on the nodes of batch's pods, so a timeout
+// tells "the agent never programmed it" from "the monitor missed it".
+func podIfacesNow(batch []string, adds map[string]cniAdd) string {
+	var b strings.Builder
+	done := map[string]bool{}
+	for _, p := range batch {
+		a, ok := adds[p]
+		if !ok || done[a.node] {
+			continue
+		}
+		done[a.node] = true
+		h, err := l.State.Topology.Node(a.node)
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", a.node, err)
+			continue
+		}
+		out, err := exec.Command("ip", "netns", "exec", h.Netns, "nft", "list", "set", "inet", "trellis-policy", "pod-ifaces").CombinedOutput()
+		fmt.Fprintf(&b, "%s pod-ifaces now (err %v):\n%s\n", a.node, err, out)
+	}
+	return b.String()
 }
 
 func watchStatusIPs(ctx context.Context, t *testing.T, nsName string) *statusIPs {
@@ -187,6 +241,26 @@ func watchStatusIPs(ctx context.Context, t *testing.T, nsName string) *statusIPs
 		}
 	}()
 	return s
+}
+
+// hostIface returns the interface of ip's /32 host route on node (the
+// plugin installs it before ADD returns), "" when there is none.
+func hostIface(node, ip string) string {
+	h, err := l.State.Topology.Node(node)
+	if err != nil {
+		return ""
+	}
+	out, err := exec.Command("ip", "netns", "exec", h.Netns, "ip", "-4", "route", "show", "exact", ip+"/32").Output()
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(out))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "dev" {
+			return f[i+1]
+		}
+	}
+	return ""
 }
 
 // cniAdd is one successful ADD from a node's plugin log.
@@ -234,7 +308,7 @@ func cniAdds(t *testing.T, nsName string) map[string]cniAdd {
 
 // waitPending waits until every pod of the batch has been added by the
 // plugin, programmed by its agent and shown its address in its status.
-func waitPending(t *testing.T, nsName string, batch []string, mon *nftMonitor, status *statusIPs) {
+func waitPending(t *testing.T, nsName string, batch []string, mon *nftMonitor, status *statusIPs, ifaces map[string]string) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
@@ -246,7 +320,14 @@ func waitPending(t *testing.T, nsName string, batch []string, mon *nftMonitor, s
 				missing = append(missing, p+" (no CNI ADD)")
 				continue
 			}
-			if _, ok := mon.first(a.node, a.ip, a.end.Add(-a.dur-50*time.Millisecond)); !ok {
+			if ifaces[p] == "" {
+				ifaces[p] = hostIface(a.node, a.ip)
+			}
+			if ifaces[p] == "" {
+				missing = append(missing, p+" (no host route)")
+				continue
+			}
+			if _, ok := mon.first(a.node, ifaces[p], a.end.Add(-a.dur-50*time.Millisecond)); !ok {
 				missing = append(missing, p+" (not programmed)")
 				continue
 			}
@@ -257,27 +338,43 @@ func waitPending(t *testing.T, nsName string, batch []string, mon *nftMonitor, s
 		if len(missing) == 0 {
 			return
 		}
+		mon.mu.Lock()
+		dead := append([]string(nil), mon.dead...)
+		mon.mu.Unlock()
+		if len(dead) > 0 {
+			t.Fatalf("nft monitor stopped on %v; still waiting for %v", dead, missing)
+		}
 		if time.Now().After(deadline) {
 			mon.mu.Lock()
 			last := strings.Join(mon.last, "\n")
 			mon.mu.Unlock()
-			t.Fatalf("after 90s: %v; CNI ADDs %+v; last nft monitor lines:\n%s", missing, adds, last)
+			t.Fatalf("after 90s: %v; CNI ADDs %+v; status IPs seen for %v; last nft monitor lines:\n%s\n%s",
+				missing, adds, status.names(), last, podIfacesNow(batch, adds))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-func pendingSamples(t *testing.T, nsName string, pods []string, mon *nftMonitor, status *statusIPs) []pendingSample {
+func pendingSamples(t *testing.T, nsName string, pods []string, mon *nftMonitor, status *statusIPs, ifaces map[string]string) []pendingSample {
 	t.Helper()
 	adds := cniAdds(t, nsName)
+	tables := map[string]string{}
 	var out []pendingSample
 	for _, p := range pods {
 		a := adds[p]
-		// The ADD began at end-dur: an entry for this address before that
-		// belongs to an earlier pod that had it.
-		prog, _ := mon.first(a.node, a.ip, a.end.Add(-a.dur-50*time.Millisecond))
+		// The ADD began at end-dur: an entry for this interface before
+		// that belongs to an earlier pod that had it.
+		prog, _ := mon.first(a.node, ifaces[p], a.end.Add(-a.dur-50*time.Millisecond))
 		st, _ := status.get(p)
-		out = append(out, pendingSample{Pod: p, Node: a.node, IP: a.ip, Window: prog.Sub(a.end), Status: st.Sub(a.end)})
+		out = append(out, pendingSample{Pod: p, Node: a.node, IP: a.ip, Iface: ifaces[p], Window: prog.Sub(a.end), Status: st.Sub(a.end)})
+		// What was timed is this pod's programming: its interface and
+		// address are in pod-ifaces now.
+		if _, ok := tables[a.node]; !ok {
+			tables[a.node] = podIfacesNow([]string{p}, adds)
+		}
+		if want := fmt.Sprintf("%q . %s", ifaces[p], a.ip); !strings.Contains(tables[a.node], want) {
+			t.Fatalf("%s: %s not in pod-ifaces of %s:\n%s", p, want, a.node, tables[a.node])
+		}
 	}
 	return out
 }
