@@ -65,11 +65,22 @@ func SplitPodRef(s string) (string, string, error) {
 // through its first running container's cgroup (the lab's kubelets put pod
 // containers below /trellis-lab[-<name>]/<node>/kubepods/.../<container-id>).
 func PodNetns(pod *corev1.Pod) (string, error) {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if pids, err := ContainerPIDs(pod, cs.Name); err == nil {
+			return fmt.Sprintf("/proc/%d/ns/net", pids[0]), nil
+		}
+	}
+	return "", fmt.Errorf("pod %s/%s has no running container to probe from", pod.Namespace, pod.Name)
+}
+
+// ContainerPIDs returns the processes of a pod's running container (the
+// container's own process first), found through the container's cgroup.
+func ContainerPIDs(pod *corev1.Pod, container string) ([]int, error) {
 	if pod.Spec.NodeName == "" {
-		return "", fmt.Errorf("pod %s/%s is not scheduled", pod.Namespace, pod.Name)
+		return nil, fmt.Errorf("pod %s/%s is not scheduled", pod.Namespace, pod.Name)
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
-		if cs.State.Running == nil {
+		if cs.Name != container || cs.State.Running == nil {
 			continue
 		}
 		_, id, ok := strings.Cut(cs.ContainerID, "://")
@@ -90,13 +101,17 @@ func PodNetns(pod *corev1.Pod) (string, error) {
 		if err != nil {
 			continue
 		}
+		var pids []int
 		for _, f := range strings.Fields(string(data)) {
 			if pid, err := strconv.Atoi(f); err == nil {
-				return fmt.Sprintf("/proc/%d/ns/net", pid), nil
+				pids = append(pids, pid)
 			}
 		}
+		if len(pids) > 0 {
+			return pids, nil
+		}
 	}
-	return "", fmt.Errorf("pod %s/%s has no running container to probe from", pod.Namespace, pod.Name)
+	return nil, fmt.Errorf("pod %s/%s has no running container %s", pod.Namespace, pod.Name, container)
 }
 
 // findCgroupProcs finds the cgroup.procs of the container cgroup named id
