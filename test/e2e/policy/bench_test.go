@@ -10,11 +10,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -370,12 +368,3 @@ func agentRSS(t *testing.T) map[string]int {
 	return out
 }
 
-// sameNetns reports whether the process at procDir is in the named netns.
-func sameNetns(procDir, netnsName string) bool {
-	var a, b syscall.Stat_t
-	if syscall.Stat(filepath.Join(procDir, "ns", "net"), &a) != nil ||
-		syscall.Stat(filepath.Join("/var/run/netns", netnsName), &b) != nil {
-		return false
-	}
-	return a.Ino == b.Ino && a.Dev == b.Dev
-}
