@@ -51,7 +51,7 @@ func prepareInstall(e Env) (state.Install, error) {
 		}
 	case install.Helm:
 		if _, err := os.Stat(e.ChartBin); err != nil {
-			return in, fmt.Errorf("--install helm: the chart tool %s is not built (build tools/chart, or use --install daemonset): %w", e.ChartBin, err)
+			return in, fmt.Errorf("--install helm: the chart tool %s is not built (`make chart-tool`, or use --install daemonset): %w", e.ChartBin, err)
 		}
 	}
 	return in, nil

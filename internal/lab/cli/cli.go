@@ -20,6 +20,7 @@ import (
 	"github.com/trellisnet/trellis/internal/lab/install"
 	"github.com/trellisnet/trellis/internal/lab/kube"
 	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/proc"
 	"github.com/trellisnet/trellis/internal/lab/state"
 	"github.com/trellisnet/trellis/internal/lab/topology"
 )
@@ -126,7 +127,12 @@ func New() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.name, "name", os.Getenv("TRELLIS_LAB_NAME"), "lab instance name, for several labs side by side ($TRELLIS_LAB_NAME; default: the unnamed lab)")
 	root.PersistentFlags().StringVar(&g.dir, "dir", "", "lab state directory (default /var/lib/trellis-lab[-NAME], $TRELLIS_LAB_DIR)")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error { return state.ValidateName(g.name) }
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if err := proc.NoInheritedFDs(); err != nil {
+			return err
+		}
+		return state.ValidateName(g.name)
+	}
 	root.PersistentFlags().StringVar(&g.binDir, "bin-dir", binDir, "directory with trellis-agent, trellis-cni and trellis-pause")
 	root.PersistentFlags().StringVar(&g.deploy, "deploy-dir", filepath.Join(binDir, "..", "deploy"), "directory with the shipped manifests (trellis.yaml, uninstall.yaml, rbac.yaml, helm/trellis)")
 	root.PersistentFlags().StringVar(&g.cache, "cache", cache, "cache of pinned binaries ($TRELLIS_CACHE)")
@@ -163,7 +169,7 @@ func upCmd(g *globals) *cobra.Command {
 			}
 			e.ImageTar, e.Manifest, e.ChartBin = g.imageTar(imageTar), g.manifest(manifest), chartBin
 			if e.ChartBin == "" {
-				e.ChartBin = filepath.Join(g.binDir, "chart")
+				e.ChartBin = filepath.Join(g.binDir, "trellis-chart")
 			}
 			if o.APIPort == 0 {
 				o.APIPort = state.DefaultAPIPort(g.name)
@@ -177,9 +183,9 @@ func upCmd(g *globals) *cobra.Command {
 	c.Flags().IntVar(&o.APIPort, "api-port", 0, "loopback port forwarded to the API server (default 16443; named labs derive theirs from the name)")
 	c.Flags().BoolVar(&noAgent, "no-agent", false, "run the nodes without the Trellis agent (the lab writes a static CNI config; implies --install process)")
 	c.Flags().StringVar(&mode, "install", "daemonset", "how Trellis is installed: daemonset (the shipped manifest), helm (the chart) or process (agent processes, the dev loop)")
-	c.Flags().StringVar(&imageTar, "image-tar", "", "the Trellis image tarball imported into every node (default: bin/image/trellis-image.tar from `make image`)")
+	c.Flags().StringVar(&imageTar, "image-tar", "", "the Trellis image tarball imported into every node (default: bin/image/trellis-image.tar from make image)")
 	c.Flags().StringVar(&manifest, "manifest", "", "the manifest applied in daemonset mode (default: DEPLOY-DIR/trellis.yaml)")
-	c.Flags().StringVar(&chartBin, "chart-bin", "", "the chart tool for helm mode (default: BIN-DIR/chart, built from tools/chart)")
+	c.Flags().StringVar(&chartBin, "chart-bin", "", "the chart tool for helm mode (default: BIN-DIR/trellis-chart from make chart-tool)")
 	return c
 }
 
