@@ -75,12 +75,16 @@ func Setup(ctx context.Context) (*Lab, error) {
 		args := []string{"up", "--nodes", strconv.Itoa(envInt("TRELLIS_LAB_NODES", 3)),
 			"--subnets", strconv.Itoa(envInt("TRELLIS_LAB_SUBNETS", 2)), "--routing-mode", mode}
 		// TRELLIS_LAB_INSTALL: daemonset (default), helm or process;
-		// TRELLIS_LAB_IMAGE_TAR: the image (default bin/image/trellis-image.tar).
+		// TRELLIS_LAB_IMAGE_TAR: the image (default bin/image/trellis-image.tar);
+		// TRELLIS_LAB_MANIFEST: the manifest (default deploy/trellis.yaml).
 		if v := os.Getenv("TRELLIS_LAB_INSTALL"); v != "" {
 			args = append(args, "--install", v)
 		}
 		if v := os.Getenv("TRELLIS_LAB_IMAGE_TAR"); v != "" {
 			args = append(args, "--image-tar", v)
+		}
+		if v := os.Getenv("TRELLIS_LAB_MANIFEST"); v != "" {
+			args = append(args, "--manifest", v)
 		}
 		cmd := exec.CommandContext(ctx, l.Bin, args...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr

@@ -108,7 +108,8 @@ func TestE2EInstallUninstallLeavesNothing(t *testing.T) {
 	if before == 0 {
 		t.Fatal("the check finds nothing of Trellis on the nodes before the uninstall: it would prove nothing")
 	}
-	labCmd(t, "uninstall")
+	// The uninstall manifest shipped next to the applied one.
+	labCmd(t, "uninstall", "--manifest", filepath.Join(filepath.Dir(l.State.Install.Manifest), "uninstall.yaml"))
 	total := 0
 	for _, n := range nodes {
 		left := nodeLeftovers(t, n)
