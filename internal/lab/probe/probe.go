@@ -108,10 +108,35 @@ func ContainerPIDs(pod *corev1.Pod, container string) ([]int, error) {
 			}
 		}
 		if len(pids) > 0 {
-			return pids, nil
+			return rootFirst(pids), nil
 		}
 	}
 	return nil, fmt.Errorf("pod %s/%s has no running container %s", pod.Namespace, pod.Name, container)
+}
+
+// rootFirst moves the container's own process (the one whose parent is not
+// in the container) to the front: cgroup.procs is not ordered, and a child
+// the container runs (an nft the agent execs) may be listed first.
+func rootFirst(pids []int) []int {
+	in := map[int]bool{}
+	for _, p := range pids {
+		in[p] = true
+	}
+	for i, p := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at the last ')'.
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(f) > 1 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil && !in[ppid] {
+				pids[0], pids[i] = pids[i], pids[0]
+				break
+			}
+		}
+	}
+	return pids
 }
 
 // findCgroupProcs finds the cgroup.procs of the container cgroup named id

@@ -367,4 +367,3 @@ func agentRSS(t *testing.T) map[string]int {
 	}
 	return out
 }
-
