@@ -2,9 +2,12 @@
 # make demo-lab: a 3-node Trellis lab, agnhost pods in three namespaces spread
 # over the nodes by kube-scheduler, the pod-to-pod connectivity matrix and a
 # Service looked up by name through the cluster DNS.
+# Trellis is installed as an operator installs it: the image from `make image`
+# imported into every node and the shipped deploy/trellis.yaml applied, so
+# kubelet runs the agent as a DaemonSet pod (INSTALL=helm|process to change).
 # A second run reuses the running lab. `make demo-down` removes it.
 set -euo pipefail
-LAB=$1 NODES=${2:-3} SUBNETS=${3:-2} MODE=${4:-auto}
+LAB=$1 NODES=${2:-3} SUBNETS=${3:-2} MODE=${4:-auto} INSTALL=${5:-daemonset}
 
 # Read status whole first: `status | grep -q` under pipefail can fail on SIGPIPE
 # and make a running lab look absent.
@@ -12,8 +15,14 @@ status=$("$LAB" status 2>/dev/null || true)
 if [[ $status == *"phase running"* ]]; then
   echo "== reusing the running lab"
 else
-  echo "== bringing up a lab: $NODES nodes over $SUBNETS subnets (routing mode $MODE)"
-  "$LAB" up --nodes "$NODES" --subnets "$SUBNETS" --routing-mode "$MODE"
+  echo "== bringing up a lab: $NODES nodes over $SUBNETS subnets (routing mode $MODE, Trellis installed as $INSTALL)"
+  "$LAB" up --nodes "$NODES" --subnets "$SUBNETS" --routing-mode "$MODE" --install "$INSTALL"
+fi
+if [[ $INSTALL != process ]]; then
+  echo
+  echo "== the Trellis agent: a DaemonSet from deploy/trellis.yaml, one pod per node"
+  "$LAB" kubectl -- -n kube-system get ds trellis-agent
+  "$LAB" kubectl -- -n kube-system get pods -l app.kubernetes.io/name=trellis-agent -o wide
 fi
 
 manifest() {
@@ -88,8 +97,10 @@ echo "web.y ClusterIP: $("$LAB" kubectl -- get svc -n y web -o jsonpath='{.spec.
 echo
 cat <<TXT
 What you are looking at:
-  * Every node is a network namespace on this machine running a real containerd, kubelet,
-    kube-proxy (nftables) and the Trellis agent; the control plane (etcd, kube-apiserver,
+  * Every node is a network namespace on this machine running a real containerd, kubelet and
+    kube-proxy (nftables); kubelet runs the Trellis agent as a DaemonSet pod from the image
+    `make image` built (imported into each node's containerd, nothing pulled), and the agent
+    installed the plugin and the conflist on its node. The control plane (etcd, kube-apiserver,
     controller-manager, scheduler) runs in its own namespace. Nodes sit on $SUBNETS underlay
     subnets (bridges) joined by a router namespace: node pairs on different subnets have
     no L2 adjacency.
@@ -112,8 +123,11 @@ Next commands to try:
   $LAB dns z/c web.y --tcp
   $LAB dns x/a kubernetes.default
   $LAB exec x/a -- /agnhost connect --protocol=tcp --timeout=1s \$($LAB kubectl -- get pod -n y b -o jsonpath='{.status.podIP}'):80
-  $LAB restart-agent node2 && $LAB matrix -n x,y,z
-  $LAB logs node1 trellis-agent
+  $LAB restart-agent node2 && $LAB matrix -n x,y,z      # deletes node2's agent pod, waits for the new one
+  $LAB logs node1 trellis-agent                          # the agent pod's log
+  $LAB kubectl -- -n kube-system rollout history ds trellis-agent
+  $LAB upgrade --image-tar bin/image/trellis-image.tar   # roll the DaemonSet to a (new) image, time per node
+  $LAB rollback                                          # back to the previous revision
   export KUBECONFIG=\$($LAB kubeconfig)
   make demo-down        # removes everything
 TXT

@@ -25,10 +25,10 @@ bench-dataplane-lab: deps lab-build lab-binaries
 
 # The agent's lab e2e in each routing mode (make test-e2e runs them in auto only).
 .PHONY: test-e2e-agent-modes
-test-e2e-agent-modes: deps lab-build lab-binaries
+test-e2e-agent-modes: deps lab-build lab-binaries image
 	@for m in auto native vxlan; do \
-	  echo "== agent e2e, routing mode $$m"; \
-	  TRELLIS_LAB_NAME=$$m TRELLIS_LAB_ROUTING=$$m TRELLIS_LAB_BIN=$(LAB) \
+	  echo "== agent e2e, routing mode $$m ($(E2E_INSTALL) install)"; \
+	  TRELLIS_LAB_NAME=$$m TRELLIS_LAB_ROUTING=$$m $(E2E_ENV) \
 	    $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestE2E' -v ./test/e2e/agent/ || exit 1; \
 	done
 
@@ -36,9 +36,9 @@ test-e2e-agent-modes: deps lab-build lab-binaries
 # not cover (it runs auto). The 100-node memory figure is measured once, in
 # the auto run.
 .PHONY: test-e2e-other-modes
-test-e2e-other-modes: deps lab-build lab-binaries
+test-e2e-other-modes: deps lab-build lab-binaries image
 	@for m in native vxlan; do \
-	  echo "== agent e2e, routing mode $$m"; \
-	  TRELLIS_LAB_NAME=$$m TRELLIS_LAB_ROUTING=$$m TRELLIS_LAB_BIN=$(LAB) \
+	  echo "== agent e2e, routing mode $$m ($(E2E_INSTALL) install)"; \
+	  TRELLIS_LAB_NAME=$$m TRELLIS_LAB_ROUTING=$$m $(E2E_ENV) \
 	    $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestE2E' -skip 'TestE2EAgentMemoryAt100Nodes2000Pods' -v ./test/e2e/agent/ || exit 1; \
 	done

@@ -3,7 +3,8 @@
 #   make lab-binaries        pinned Kubernetes/etcd/CoreDNS/CNI binaries into $(TRELLIS_CACHE) (cold ~20 min, warm instant)
 #   make demo-lab            3 nodes over 2 subnets, agnhost pods, connectivity matrix; leaves the lab running
 #   make demo-down           remove the lab
-#   make test-e2e            tier 2: lab-based end-to-end tests (brings a lab up and down)
+#   make test-e2e            tier 2: lab-based end-to-end tests, Trellis installed as the shipped DaemonSet
+#                            from `make image` (brings a lab up and down per suite)
 #   make conformance-netpol  upstream Kubernetes NetworkPolicy e2e specs against a lab
 
 .PHONY: lab-binaries lab-build test-e2e demo-lab demo-down conformance-netpol
@@ -15,6 +16,11 @@ LAB_ROUTING ?= auto
 E2E_TIMEOUT ?= 30m
 # test-e2e runs its own named lab so it never disturbs a demo or someone else's lab.
 E2E_LAB_NAME ?= e2e
+# How the e2e labs install Trellis: daemonset (the shipped manifest and the
+# image from `make image`, as CI runs it), helm, or process (the dev loop).
+E2E_INSTALL ?= daemonset
+LAB_IMAGE_TAR ?= $(BIN)/image/trellis-image.tar
+E2E_ENV = TRELLIS_LAB_INSTALL=$(E2E_INSTALL) TRELLIS_LAB_IMAGE_TAR=$(LAB_IMAGE_TAR) TRELLIS_LAB_BIN=$(LAB)
 
 lab-binaries:
 	@hack/build-pinned.sh
@@ -26,16 +32,16 @@ lab-build: build
 
 # Tier 2. The harness brings a lab up unless TRELLIS_LAB_REUSE=1 names a running one,
 # and takes it down at the end.
-test-e2e: deps lab-build lab-binaries
-	TRELLIS_LAB_NAME=$(E2E_LAB_NAME) TRELLIS_LAB_BIN=$(LAB) $(GO) test -count=1 -p 1 -tags e2e -timeout $(E2E_TIMEOUT) -run '^TestE2E' -v ./test/e2e/...
+test-e2e: deps lab-build lab-binaries image
+	TRELLIS_LAB_NAME=$(E2E_LAB_NAME) $(E2E_ENV) $(GO) test -count=1 -p 1 -tags e2e -timeout $(E2E_TIMEOUT) -run '^TestE2E' -v ./test/e2e/...
 
-demo-lab: deps lab-build lab-binaries
+demo-lab: deps lab-build lab-binaries image
 	@hack/lab-demo.sh $(LAB) $(LAB_NODES) $(LAB_SUBNETS) $(LAB_ROUTING)
 
 demo-down:
 	@if [ -x $(LAB) ]; then $(LAB) down; else echo "no trellis-lab binary; nothing to do"; fi
 
 # Upstream NetworkPolicy specs from e2e.test v1.37.2 (SCTP skipped: no SCTP sockets here).
-conformance-netpol: deps lab-build lab-binaries
+conformance-netpol: deps lab-build lab-binaries image
 	@hack/build-pinned.sh e2e.test
 	@hack/lab-conformance-netpol.sh $(LAB) "$$(hack/build-pinned.sh --print-dir e2e.test)/e2e.test"

@@ -85,7 +85,7 @@ func writeStaticCNI(ctx context.Context, p state.Paths, cs kubernetes.Interface,
 			}
 			cidrs = append(cidrs, pfx)
 		}
-		if err := node.WriteStaticCNI(node.NewSpec(p, n, nil, nil, ""), cidrs); err != nil {
+		if err := node.WriteStaticCNI(node.NewSpec(p, n, nil, nil, "", true), cidrs); err != nil {
 			return err
 		}
 	}

@@ -12,8 +12,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/trellisnet/trellis/internal/lab/clusterdns"
+	"github.com/trellisnet/trellis/internal/lab/install"
 	"github.com/trellisnet/trellis/internal/lab/kube"
 	"github.com/trellisnet/trellis/internal/lab/node"
 	"github.com/trellisnet/trellis/internal/lab/proc"
@@ -33,6 +35,12 @@ func Status(ctx context.Context, p state.Paths, w io.Writer) error {
 	fmt.Fprintf(w, "lab: %d nodes, %d subnets, routing mode %s, phase %s, created %s\n", len(t.Nodes), len(t.Subnets),
 		t.Options.RoutingMode, st.Phase, st.CreatedAt.Format("15:04:05"))
 	fmt.Fprintf(w, "kubeconfig: %s (API forwarded on 127.0.0.1:%d)\n", p.AdminKubeconfig(), t.Options.APIPort)
+	switch {
+	case st.Install.AgentPod():
+		fmt.Fprintf(w, "trellis: %s install, image %s\n", st.Install.Mode, st.Install.Image)
+	case st.Install.Mode != "":
+		fmt.Fprintf(w, "trellis: %s install\n", st.Install.Mode)
+	}
 	if st.AgentError != "" {
 		fmt.Fprintf(w, "agent: %s\n", st.AgentError)
 	}
@@ -79,15 +87,19 @@ func Status(ctx context.Context, p state.Paths, w io.Writer) error {
 		fmt.Fprintf(w, "\nAPI server: unreachable: %v\n", err)
 		return nil
 	}
+	agents := map[string]string{}
+	if st.Install.AgentPod() {
+		agents = agentPodStates(ctx, cs)
+	}
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nNODE\tREADY\tADDRESS\tPOD CIDR\tSUBNET")
+	fmt.Fprintln(tw, "\nNODE\tREADY\tADDRESS\tPOD CIDR\tSUBNET\tAGENT POD")
 	for _, n := range nodes.Items {
 		h, _ := t.Node(n.Name)
 		sub := ""
 		if h.Subnet >= 0 && h.Subnet < len(t.Subnets) {
 			sub = t.Subnets[h.Subnet].Prefix.String()
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\n", n.Name, kube.NodeReady(&n), h.Addr, strings.Join(n.Spec.PodCIDRs, ","), sub)
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\n", n.Name, kube.NodeReady(&n), h.Addr, strings.Join(n.Spec.PodCIDRs, ","), sub, agents[n.Name])
 	}
 	tw.Flush()
 	if dns, err := clusterdns.Describe(ctx, cs); err != nil && apierrors.IsNotFound(err) {
@@ -124,4 +136,29 @@ func podPending(ctx context.Context, p state.Paths, ref corev1.ObjectReference) 
 	}
 	pod, err := cs.CoreV1().Pods(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	return err == nil && pod.UID == ref.UID && !kube.PodReady(pod)
+}
+
+// agentPodStates describes each node's agent pod: name, Ready, restarts.
+func agentPodStates(ctx context.Context, cs kubernetes.Interface) map[string]string {
+	out := map[string]string{}
+	pods, err := cs.CoreV1().Pods(install.Namespace).List(ctx, metav1.ListOptions{LabelSelector: install.AgentSelector})
+	if err != nil {
+		return out
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		restarts := int32(0)
+		for _, c := range p.Status.ContainerStatuses {
+			restarts += c.RestartCount
+		}
+		s := fmt.Sprintf("%s ready=%v restarts=%d", p.Name, kube.PodReady(p), restarts)
+		if p.DeletionTimestamp != nil {
+			s += " terminating"
+		}
+		if prev := out[p.Spec.NodeName]; prev != "" {
+			s = prev + "; " + s
+		}
+		out[p.Spec.NodeName] = s
+	}
+	return out
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/trellisnet/trellis/internal/lab/clusterdns"
 	"github.com/trellisnet/trellis/internal/lab/controlplane"
 	"github.com/trellisnet/trellis/internal/lab/images"
+	"github.com/trellisnet/trellis/internal/lab/install"
 	"github.com/trellisnet/trellis/internal/lab/kube"
 	"github.com/trellisnet/trellis/internal/lab/node"
 	"github.com/trellisnet/trellis/internal/lab/pki"
@@ -35,6 +36,13 @@ type Env struct {
 	LabBin  string // the trellis-lab executable
 	Out     io.Writer
 	NoAgent bool // run the nodes without the Trellis agent
+
+	// How Trellis is installed: the shipped manifest (daemonset, the
+	// default), the chart (helm) or node processes (process, the dev loop).
+	Install  install.Mode
+	ImageTar string // the Trellis image (`make image`), daemonset and helm modes
+	Manifest string // the manifest applied in daemonset mode
+	ChartBin string // the chart tool (tools/chart), helm mode
 }
 
 // pinned names the versioned cache entries hack/build-pinned.sh produces.
@@ -73,7 +81,7 @@ func (e Env) Binaries() (map[string]string, error) {
 		}
 		bin[name] = p
 	}
-	if p := filepath.Join(e.BinDir, "trellis-agent"); fileExists(p) && !e.NoAgent {
+	if p := filepath.Join(e.BinDir, "trellis-agent"); fileExists(p) && !e.NoAgent && !e.Install.Pod() {
 		bin["trellis-agent"] = p
 	}
 	bin["containerd"] = "/usr/bin/containerd"
@@ -134,6 +142,13 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err != nil {
 		return err
 	}
+	if e.NoAgent {
+		e.Install = install.Process
+	}
+	inst, err := prepareInstall(e)
+	if err != nil {
+		return err
+	}
 	hp, err := topology.HostPrefixes(ctx)
 	if err != nil {
 		return err
@@ -145,7 +160,7 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err != nil {
 		return err
 	}
-	st := &state.State{Topology: t, CreatedAt: time.Now().UTC(), Phase: "network", Netns: t.Netnses(), Binaries: bin}
+	st := &state.State{Topology: t, CreatedAt: time.Now().UTC(), Phase: "network", Netns: t.Netnses(), Binaries: bin, Install: inst}
 	if err := st.Save(p); err != nil {
 		return err
 	}
@@ -180,12 +195,16 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err != nil {
 		return err
 	}
+	agentProcess := !e.Install.Pod()
 	_, runAgent := bin["trellis-agent"]
-	if err := setupAgentAccess(ctx, e, p, t, cs); err != nil {
-		if runAgent {
-			return fmt.Errorf("agent credentials: %w", err)
+	runAgent = runAgent && agentProcess
+	if agentProcess {
+		if err := setupAgentAccess(ctx, e, p, t, cs); err != nil {
+			if runAgent {
+				return fmt.Errorf("agent credentials: %w", err)
+			}
+			e.logf("trellis-lab: WARNING: agent credentials (no agent runs): %v", err)
 		}
-		e.logf("trellis-lab: WARNING: agent credentials (no agent runs): %v", err)
 	}
 	imgDir := filepath.Join(e.Cache, "lab-images")
 	var imageFiles []string
@@ -196,7 +215,10 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 		}
 		imageFiles = append(imageFiles, img)
 	}
-	if !runAgent {
+	if inst.ImageTar != "" {
+		imageFiles = append(imageFiles, inst.ImageTar)
+	}
+	if !runAgent && agentProcess {
 		st.AgentError = "bin/trellis-agent not built: nodes run without the agent (same-node traffic only)"
 		if e.NoAgent {
 			st.AgentError = "started with --no-agent: nodes run without the agent (same-node traffic only)"
@@ -205,7 +227,7 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	}
 	st.Phase = "nodes"
 	for _, n := range t.Nodes {
-		if err := node.Start(p, st, labBin, node.NewSpec(p, n, bin, imageFiles, o.RoutingMode), true); err != nil {
+		if err := node.Start(p, st, labBin, node.NewSpec(p, n, bin, imageFiles, o.RoutingMode, agentProcess), true); err != nil {
 			return err
 		}
 	}
@@ -219,7 +241,10 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err := kube.WaitNodes(ctx, cs, names, 120*time.Second, func(n *corev1.Node) bool { return len(n.Spec.PodCIDRs) > 0 }); err != nil {
 		return fmt.Errorf("nodes did not register with a pod CIDR (see `trellis-lab logs NODE kubelet`): %w", err)
 	}
-	if !runAgent {
+	if err := installTrellis(ctx, e, p, st, cs); err != nil {
+		return err
+	}
+	if !runAgent && agentProcess {
 		if err := writeStaticCNI(ctx, p, cs, t); err != nil {
 			return err
 		}

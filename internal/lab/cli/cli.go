@@ -18,8 +18,10 @@ import (
 
 	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab"
+	"github.com/trellisnet/trellis/internal/lab/install"
 	"github.com/trellisnet/trellis/internal/lab/kube"
 	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/proc"
 	"github.com/trellisnet/trellis/internal/lab/state"
 	"github.com/trellisnet/trellis/internal/lab/topology"
 )
@@ -60,6 +62,22 @@ func (g *globals) env(out io.Writer) (lab.Env, error) {
 		return lab.Env{}, fmt.Errorf("locating trellis-lab: %w", err)
 	}
 	return lab.Env{Cache: g.cache, BinDir: g.binDir, Deploy: g.deploy, LabBin: self, Out: out}, nil
+}
+
+// imageTar defaults the Trellis image tarball to `make image`'s output.
+func (g *globals) imageTar(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return filepath.Join(g.binDir, "image", "trellis-image.tar")
+}
+
+// manifest defaults the applied manifest to the shipped one.
+func (g *globals) manifest(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return filepath.Join(g.deploy, "trellis.yaml")
 }
 
 func (g *globals) state() (*state.State, error) {
@@ -130,13 +148,19 @@ func New() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.name, "name", os.Getenv("TRELLIS_LAB_NAME"), "lab instance name, for several labs side by side ($TRELLIS_LAB_NAME; default: the unnamed lab)")
 	root.PersistentFlags().StringVar(&g.dir, "dir", "", "lab state directory (default /var/lib/trellis-lab[-NAME], $TRELLIS_LAB_DIR)")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error { return state.ValidateName(g.name) }
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if err := proc.NoInheritedFDs(); err != nil {
+			return err
+		}
+		return state.ValidateName(g.name)
+	}
 	root.PersistentFlags().StringVar(&g.binDir, "bin-dir", binDir, "directory with trellis-agent, trellis-cni and trellis-pause")
-	root.PersistentFlags().StringVar(&g.deploy, "deploy-dir", filepath.Join(binDir, "..", "deploy"), "directory with the shipped manifests (rbac.yaml)")
+	root.PersistentFlags().StringVar(&g.deploy, "deploy-dir", filepath.Join(binDir, "..", "deploy"), "directory with the shipped manifests (trellis.yaml, uninstall.yaml, rbac.yaml, helm/trellis)")
 	root.PersistentFlags().StringVar(&g.cache, "cache", cache, "cache of pinned binaries ($TRELLIS_CACHE)")
 	root.AddCommand(upCmd(g), downCmd(g), statusCmd(g), kubeconfigCmd(g), kubectlCmd(g), execCmd(g),
 		probeCmd(g), dnsCmd(g), matrixCmd(g), restartAgentCmd(g), nodeCmd(g, "stop-node"), nodeCmd(g, "start-node"),
-		apiserverCmd(g, "stop-apiserver"), apiserverCmd(g, "start-apiserver"), logsCmd(g), benchCmd(g), memoryCmd(g))
+		apiserverCmd(g, "stop-apiserver"), apiserverCmd(g, "start-apiserver"), logsCmd(g), benchCmd(g), memoryCmd(g),
+		upgradeCmd(g), rollbackCmd(g), uninstallCmd(g), agentConfigCmd(g))
 	root.AddCommand(internalCmds()...)
 	return root
 }
@@ -148,6 +172,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 func upCmd(g *globals) *cobra.Command {
 	o := topology.Options{}
 	noAgent := false
+	var mode, imageTar, manifest, chartBin string
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Bring a lab up (removes leftovers of a previous lab first)",
@@ -160,6 +185,13 @@ func upCmd(g *globals) *cobra.Command {
 				return err
 			}
 			e.NoAgent = noAgent
+			if e.Install, err = install.ParseMode(mode); err != nil {
+				return &ExitError{Code: 2, Err: err}
+			}
+			e.ImageTar, e.Manifest, e.ChartBin = g.imageTar(imageTar), g.manifest(manifest), chartBin
+			if e.ChartBin == "" {
+				e.ChartBin = filepath.Join(g.binDir, "trellis-chart")
+			}
 			if o.APIPort == 0 {
 				o.APIPort = state.DefaultAPIPort(g.name)
 			}
@@ -170,7 +202,11 @@ func upCmd(g *globals) *cobra.Command {
 	c.Flags().IntVar(&o.Subnets, "subnets", 2, "number of underlay subnets (L2 segments joined by a router)")
 	c.Flags().StringVar(&o.RoutingMode, "routing-mode", "auto", "Trellis agent routing mode: native, vxlan or auto")
 	c.Flags().IntVar(&o.APIPort, "api-port", 0, "loopback port forwarded to the API server (default 16443; named labs derive theirs from the name)")
-	c.Flags().BoolVar(&noAgent, "no-agent", false, "run the nodes without the Trellis agent (the lab writes a static CNI config)")
+	c.Flags().BoolVar(&noAgent, "no-agent", false, "run the nodes without the Trellis agent (the lab writes a static CNI config; implies --install process)")
+	c.Flags().StringVar(&mode, "install", "daemonset", "how Trellis is installed: daemonset (the shipped manifest), helm (the chart) or process (agent processes, the dev loop)")
+	c.Flags().StringVar(&imageTar, "image-tar", "", "the Trellis image tarball imported into every node (default: bin/image/trellis-image.tar from make image)")
+	c.Flags().StringVar(&manifest, "manifest", "", "the manifest applied in daemonset mode (default: DEPLOY-DIR/trellis.yaml)")
+	c.Flags().StringVar(&chartBin, "chart-bin", "", "the chart tool for helm mode (default: BIN-DIR/trellis-chart from make chart-tool)")
 	return c
 }
 

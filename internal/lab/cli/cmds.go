@@ -163,38 +163,6 @@ func matrixCmd(g *globals) *cobra.Command {
 	return c
 }
 
-func restartAgentCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "restart-agent NODE",
-		Short: "Kill the Trellis agent on NODE (after copying in the current bin/trellis-agent and trellis-cni); the node restarts it as kubelet restarts a DaemonSet pod",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := g.stateWithNode(args[0]); err != nil {
-				return err
-			}
-			np, err := node.ReadPIDs(g.paths().Node(args[0]))
-			if err != nil || np.PIDs["trellis-agent"] == 0 || !proc.Alive(np.PIDs["trellis-agent"], "trellis-agent") {
-				return fmt.Errorf("no trellis-agent is running on %s", args[0])
-			}
-			pid := np.PIDs["trellis-agent"]
-			spec, err := node.LoadSpec(filepath.Join(g.paths().Node(args[0]), "node.json"))
-			if err != nil {
-				return err
-			}
-			if copied, err := node.RefreshTrellisBinaries(spec, g.binDir); err != nil {
-				return err
-			} else if len(copied) > 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "updated %v on %s from %s\n", copied, args[0], g.binDir)
-			}
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				return fmt.Errorf("killing agent pid %d: %w", pid, err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "killed trellis-agent (pid %d) on %s; it restarts within seconds\n", pid, args[0])
-			return nil
-		},
-	}
-}
-
 func nodeCmd(g *globals, verb string) *cobra.Command {
 	return &cobra.Command{
 		Use:   verb + " NODE",
@@ -285,9 +253,10 @@ func apiserverCmd(g *globals, verb string) *cobra.Command {
 
 func logsCmd(g *globals) *cobra.Command {
 	var tail int
+	var previous bool
 	c := &cobra.Command{
 		Use:   "logs NODE|control-plane [COMPONENT]",
-		Short: "Print a component's log (node components: containerd, kubelet, kube-proxy, trellis-agent, supervisor, cni)",
+		Short: "Print a component's log (node components: containerd, kubelet, kube-proxy, trellis-agent (its pod's log in DaemonSet mode), supervisor, cni)",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := g.state()
@@ -309,6 +278,9 @@ func logsCmd(g *globals) *cobra.Command {
 				if _, err := st.Topology.Node(args[0]); err != nil {
 					return err
 				}
+				if comp == "trellis-agent" && st.Install.AgentPod() {
+					return agentLogs(cmd, g, args[0], tail, previous)
+				}
 				file = filepath.Join(p.Node(args[0]), "logs", comp+".log")
 				if comp == "cni" {
 					file = filepath.Join(p.Node(args[0]), "fs", "var-log-trellis", "cni.log")
@@ -327,6 +299,7 @@ func logsCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().IntVar(&tail, "tail", 200, "lines from the end (0 = all)")
+	c.Flags().BoolVar(&previous, "previous", false, "trellis-agent in DaemonSet mode: the previous container's log (after a crash)")
 	return c
 }
 

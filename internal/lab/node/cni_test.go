@@ -21,7 +21,7 @@ func TestWriteStaticCNI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewSpec(state.Paths{Root: t.TempDir()}, topo.Nodes[0], nil, nil, "")
+	s := NewSpec(state.Paths{Root: t.TempDir()}, topo.Nodes[0], nil, nil, "", true)
 	if err := os.MkdirAll(s.HostPath(agentInstallDir), 0o755); err != nil {
 		t.Fatal(err)
 	}

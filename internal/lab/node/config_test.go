@@ -15,7 +15,7 @@ func TestNodeConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewSpec(state.Paths{Root: "/x"}, topo.Nodes[1], nil, nil, "native")
+	s := NewSpec(state.Paths{Root: "/x"}, topo.Nodes[1], nil, nil, "native", true)
 	kc := KubeletConfig(s)
 	for _, want := range []string{"failCgroupV1: false", "oomScoreAdj: 0", "cgroupRoot: /trellis-lab/node2",
 		"address: 172.30.1.11", "clusterDNS: [10.96.0.10]", "cgroupsPerQOS: true"} {
@@ -53,7 +53,7 @@ func TestNamedLabKubeletCgroupRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := NewSpec(e2e, topo.Nodes[0], nil, nil, "auto"); !strings.Contains(KubeletConfig(s), "cgroupRoot: /trellis-lab-e2e/node1") {
+	if s := NewSpec(e2e, topo.Nodes[0], nil, nil, "auto", true); !strings.Contains(KubeletConfig(s), "cgroupRoot: /trellis-lab-e2e/node1") {
 		t.Errorf("kubelet cgroup root not per lab:\n%s", KubeletConfig(s))
 	}
 }

@@ -32,7 +32,14 @@ type Spec struct {
 	Images      []string          `json:"images"` // image tarballs to import
 	Bin         map[string]string `json:"bin"`
 	RoutingMode string            `json:"routingMode"`
+	// AgentProcess: the supervisor runs trellis-agent as a process (the
+	// lab's process install mode); otherwise kubelet runs it as a pod.
+	AgentProcess bool `json:"agentProcess"`
 }
+
+// ContainerdSocket is the node's containerd socket (in the node's mount
+// namespace; Spec.HostPath gives its path on the machine).
+const ContainerdSocket = "/run/containerd/containerd.sock"
 
 // nodeMounts are the standard paths every node gets its own copy of.
 var nodeMounts = []string{
@@ -48,7 +55,7 @@ func MountPoints() []string { return append([]string(nil), nodeMounts...) }
 // node-private).
 const (
 	nodeLabDir         = "/etc/trellis/lab"
-	containerdSock     = "/run/containerd/containerd.sock"
+	containerdSock     = ContainerdSocket
 	agentKubeconfig    = "/etc/trellis/kubeconfig"
 	agentInstallDir    = "/opt/trellis/bin"
 	kubeletKubeconfig  = nodeLabDir + "/kubelet.conf"
@@ -59,9 +66,10 @@ const (
 )
 
 // NewSpec lays out node n's private directories under p.
-func NewSpec(p state.Paths, n topology.Host, bin map[string]string, imageFiles []string, mode string) Spec {
+func NewSpec(p state.Paths, n topology.Host, bin map[string]string, imageFiles []string, mode string, agentProcess bool) Spec {
 	dir := p.Node(n.Name)
-	s := Spec{Name: n.Name, Addr: n.Addr.String(), Group: p.CgroupRoot() + "/" + n.Name, Dir: dir, Images: imageFiles, Bin: bin, RoutingMode: mode}
+	s := Spec{Name: n.Name, Addr: n.Addr.String(), Group: p.CgroupRoot() + "/" + n.Name, Dir: dir, Images: imageFiles, Bin: bin,
+		RoutingMode: mode, AgentProcess: agentProcess}
 	for _, m := range nodeMounts {
 		s.Binds = append(s.Binds, Bind{Src: filepath.Join(dir, "fs", strings.ReplaceAll(strings.TrimPrefix(m, "/"), "/", "-")), Dst: m})
 	}
@@ -91,16 +99,20 @@ func WriteFiles(p state.Paths, s Spec) error {
 		containerdConfPath: []byte(ContainerdConfig()),
 		kubeletConfigPath:  []byte(KubeletConfig(s)),
 		kubeProxyConfig:    []byte(KubeProxyConfig(s)),
-		agentConfigPath:    []byte(AgentConfig(s.RoutingMode)),
+	}
+	if s.AgentProcess {
+		files[agentConfigPath] = []byte(AgentConfig(s.RoutingMode))
 	}
 	copies := map[string]string{
-		kubeletKubeconfig:                  p.KubeconfigFile("kubelet-" + s.Name + ".conf"),
-		nodeLabDir + "/kube-proxy.conf":    p.KubeconfigFile("kube-proxy.conf"),
-		caPath:                             p.PKIFile("ca.crt"),
-		"/opt/cni/bin/loopback":            s.Bin["loopback"],
-		agentInstallDir + "/trellis-cni":   s.Bin["trellis-cni"],
-		agentInstallDir + "/trellis-agent": s.Bin["trellis-agent"],
-		agentKubeconfig:                    p.KubeconfigFile("trellis-agent.conf"),
+		kubeletKubeconfig:               p.KubeconfigFile("kubelet-" + s.Name + ".conf"),
+		nodeLabDir + "/kube-proxy.conf": p.KubeconfigFile("kube-proxy.conf"),
+		caPath:                          p.PKIFile("ca.crt"),
+		"/opt/cni/bin/loopback":         s.Bin["loopback"],
+	}
+	if s.AgentProcess {
+		copies[agentInstallDir+"/trellis-cni"] = s.Bin["trellis-cni"]
+		copies[agentInstallDir+"/trellis-agent"] = s.Bin["trellis-agent"]
+		copies[agentKubeconfig] = p.KubeconfigFile("trellis-agent.conf")
 	}
 	for dst, src := range copies {
 		if src == "" {
@@ -128,6 +140,12 @@ func WriteFiles(p state.Paths, s Spec) error {
 			return fmt.Errorf("node %s: %w", s.Name, err)
 		}
 	}
+	return SaveSpec(s)
+}
+
+// SaveSpec writes s as the node's node.json (read by the supervisor when
+// the node starts).
+func SaveSpec(s Spec) error {
 	spec, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding node spec: %w", err)

@@ -25,8 +25,8 @@ type child struct {
 
 // Run is the body of `trellis-lab __node`: it runs in the node's network
 // namespace and a fresh mount namespace, sets the mounts up, then runs
-// containerd, imports the images, and keeps kubelet, kube-proxy and the
-// Trellis agent running (restarting them when they exit, as kubelet restarts
+// containerd, imports the images, and keeps kubelet, kube-proxy and (in the
+// process install mode) the Trellis agent running (restarting them when they exit, as kubelet restarts
 // a DaemonSet pod) until ctx is cancelled, when it stops everything of the
 // node, containers included.
 func Run(ctx context.Context, s Spec) error {
@@ -63,7 +63,7 @@ func Run(ctx context.Context, s Spec) error {
 			"--node-ip=" + s.Addr, "--hostname-override=" + s.Name, "--v=1"}},
 		{name: "kube-proxy", argv: []string{s.Bin["kube-proxy"], "--config=" + kubeProxyConfig, "--v=1"}},
 	}
-	if _, err := os.Stat(agentInstallDir + "/trellis-agent"); err == nil {
+	if _, err := os.Stat(agentInstallDir + "/trellis-agent"); err == nil && s.AgentProcess {
 		children = append(children, child{name: "trellis-agent", argv: AgentArgs(s), env: []string{"NODE_NAME=" + s.Name}})
 	}
 	for _, c := range children {

@@ -36,11 +36,22 @@ type Target struct {
 // through its first running container's cgroup (the lab's kubelets put pod
 // containers below /trellis-lab[-<name>]/<node>/kubepods/.../<container-id>).
 func PodNetns(pod *corev1.Pod) (string, error) {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if pids, err := ContainerPIDs(pod, cs.Name); err == nil {
+			return fmt.Sprintf("/proc/%d/ns/net", pids[0]), nil
+		}
+	}
+	return "", fmt.Errorf("pod %s/%s has no running container to probe from", pod.Namespace, pod.Name)
+}
+
+// ContainerPIDs returns the processes of a pod's running container (the
+// container's own process first), found through the container's cgroup.
+func ContainerPIDs(pod *corev1.Pod, container string) ([]int, error) {
 	if pod.Spec.NodeName == "" {
-		return "", fmt.Errorf("pod %s/%s is not scheduled", pod.Namespace, pod.Name)
+		return nil, fmt.Errorf("pod %s/%s is not scheduled", pod.Namespace, pod.Name)
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
-		if cs.State.Running == nil {
+		if cs.Name != container || cs.State.Running == nil {
 			continue
 		}
 		_, id, ok := strings.Cut(cs.ContainerID, "://")
@@ -61,13 +72,42 @@ func PodNetns(pod *corev1.Pod) (string, error) {
 		if err != nil {
 			continue
 		}
+		var pids []int
 		for _, f := range strings.Fields(string(data)) {
 			if pid, err := strconv.Atoi(f); err == nil {
-				return fmt.Sprintf("/proc/%d/ns/net", pid), nil
+				pids = append(pids, pid)
+			}
+		}
+		if len(pids) > 0 {
+			return rootFirst(pids), nil
+		}
+	}
+	return nil, fmt.Errorf("pod %s/%s has no running container %s", pod.Namespace, pod.Name, container)
+}
+
+// rootFirst moves the container's own process (the one whose parent is not
+// in the container) to the front: cgroup.procs is not ordered, and a child
+// the container runs (an nft the agent execs) may be listed first.
+func rootFirst(pids []int) []int {
+	in := map[int]bool{}
+	for _, p := range pids {
+		in[p] = true
+	}
+	for i, p := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at the last ')'.
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(f) > 1 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil && !in[ppid] {
+				pids[0], pids[i] = pids[i], pids[0]
+				break
 			}
 		}
 	}
-	return "", fmt.Errorf("pod %s/%s has no running container to probe from", pod.Namespace, pod.Name)
+	return pids
 }
 
 // findCgroupProcs finds the cgroup.procs of the container cgroup named id

@@ -129,7 +129,21 @@ type State struct {
 	CreatedDirs []string          `json:"createdDirs"` // host directories made as mount points
 	Binaries    map[string]string `json:"binaries"`
 	AgentError  string            `json:"agentError,omitempty"`
+	Install     Install           `json:"install"`
 }
+
+// Install records how the lab installed Trellis.
+type Install struct {
+	// Mode: daemonset, helm or process ("" in state files of labs that
+	// predate install modes: process).
+	Mode     string `json:"mode,omitempty"`
+	Image    string `json:"image,omitempty"`    // reference the DaemonSet runs now
+	ImageTar string `json:"imageTar,omitempty"` // tarball of that image
+	Manifest string `json:"manifest,omitempty"` // applied manifest (daemonset mode)
+}
+
+// AgentPod reports whether kubelet runs the agent as a DaemonSet pod.
+func (i Install) AgentPod() bool { return i.Mode == "daemonset" || i.Mode == "helm" }
 
 // LoadState reads the state file; os.ErrNotExist when there is no lab.
 func LoadState(p Paths) (*State, error) {

@@ -71,7 +71,7 @@ func TestE2EAgentFastPathCarriesPodTraffic(t *testing.T) {
 	a0, b0 := fastPathCounters(t, na), fastPathCounters(t, nb)
 	s := startStream(t, pods[0], pods[1])
 	time.Sleep(3 * time.Second)
-	s.finish(t, fmt.Sprintf("stream %s (%s) -> %s (%s)", pods[0], na, pods[1], nb))
+	s.Finish(t, fmt.Sprintf("stream %s (%s) -> %s (%s)", pods[0], na, pods[1], nb))
 	a1, b1 := fastPathCounters(t, na), fastPathCounters(t, nb)
 	t.Logf("fast path on %s: %v", na, a1)
 	t.Logf("fast path on %s: %v", nb, b1)

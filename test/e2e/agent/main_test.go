@@ -6,21 +6,16 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/trellisnet/trellis/internal/connectivity"
-	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/test/e2e/framework"
@@ -90,37 +85,13 @@ func hasRoute(t *testing.T, dp *netlinkprog.Programmer, dst netip.Prefix) bool {
 	return false
 }
 
-func getPod(t *testing.T, ref string) *corev1.Pod {
-	t.Helper()
-	nsName, name, err := connectivity.SplitPodRef(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := l.CS.CoreV1().Pods(nsName).Get(context.Background(), name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+func getPod(t *testing.T, ref string) *corev1.Pod { t.Helper(); return l.Pod(t, ref) }
 
 // podNetns returns the netns path of a running pod.
-func podNetns(t *testing.T, ref string) string {
-	t.Helper()
-	p, err := probe.PodNetns(getPod(t, ref))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+func podNetns(t *testing.T, ref string) string { t.Helper(); return l.PodNetns(t, ref) }
 
-// inNetns runs f with the calling goroutine in the namespace at path;
-// sockets created inside stay in that namespace.
-func inNetns(t *testing.T, path string, f func() error) {
-	t.Helper()
-	if err := ns.WithNetNSPath(path, func(ns.NetNS) error { return f() }); err != nil {
-		t.Fatalf("in netns %s: %v", path, err)
-	}
-}
+// inNetns runs f with the calling goroutine in the namespace at path.
+func inNetns(t *testing.T, path string, f func() error) { t.Helper(); framework.InNetns(t, path, f) }
 
 // linkMTU returns the MTU of ifname inside the netns at path.
 func linkMTU(t *testing.T, path, ifname string) int {

@@ -63,7 +63,8 @@ func envInt(name string, def int) int {
 	return def
 }
 
-// Setup brings a lab up (TRELLIS_LAB_NODES/SUBNETS/ROUTING, defaults 3/2/auto)
+// Setup brings a lab up (TRELLIS_LAB_NODES/SUBNETS/ROUTING/INSTALL, defaults
+// 3/2/auto/daemonset)
 // or, with TRELLIS_LAB_REUSE=1, attaches to the running one.
 func Setup(ctx context.Context) (*Lab, error) {
 	if os.Geteuid() != 0 {
@@ -75,8 +76,21 @@ func Setup(ctx context.Context) (*Lab, error) {
 		if mode == "" {
 			mode = "auto"
 		}
-		cmd := exec.CommandContext(ctx, l.Bin, "up", "--nodes", strconv.Itoa(envInt("TRELLIS_LAB_NODES", 3)),
-			"--subnets", strconv.Itoa(envInt("TRELLIS_LAB_SUBNETS", 2)), "--routing-mode", mode)
+		args := []string{"up", "--nodes", strconv.Itoa(envInt("TRELLIS_LAB_NODES", 3)),
+			"--subnets", strconv.Itoa(envInt("TRELLIS_LAB_SUBNETS", 2)), "--routing-mode", mode}
+		// TRELLIS_LAB_INSTALL: daemonset (default), helm or process;
+		// TRELLIS_LAB_IMAGE_TAR: the image (default bin/image/trellis-image.tar);
+		// TRELLIS_LAB_MANIFEST: the manifest (default deploy/trellis.yaml).
+		if v := os.Getenv("TRELLIS_LAB_INSTALL"); v != "" {
+			args = append(args, "--install", v)
+		}
+		if v := os.Getenv("TRELLIS_LAB_IMAGE_TAR"); v != "" {
+			args = append(args, "--image-tar", v)
+		}
+		if v := os.Getenv("TRELLIS_LAB_MANIFEST"); v != "" {
+			args = append(args, "--manifest", v)
+		}
+		cmd := exec.CommandContext(ctx, l.Bin, args...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		start := time.Now()
 		if err := cmd.Run(); err != nil {
@@ -110,8 +124,12 @@ func (l *Lab) Teardown() error {
 	return cmd.Run()
 }
 
-// HasAgent reports whether the lab's nodes run the Trellis agent.
+// HasAgent reports whether the lab's nodes run the Trellis agent (as a
+// DaemonSet pod or as a process).
 func (l *Lab) HasAgent() bool {
+	if l.State.Install.AgentPod() {
+		return true
+	}
 	return l.State.Binaries["trellis-agent"] != "" && l.State.AgentError == ""
 }
 

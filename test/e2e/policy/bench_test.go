@@ -10,11 +10,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -351,28 +349,13 @@ func waitSetSize(t *testing.T, node, set string, n int, within time.Duration) {
 func agentRSS(t *testing.T) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
+	for _, node := range l.Nodes() {
+		pid := l.AgentPID(t, node)
+		if pid == 0 {
+			continue
+		}
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if len(args) < 3 || !strings.HasSuffix(args[0], "/trellis-agent") {
-			continue
-		}
-		node := ""
-		for _, a := range args {
-			if v, ok := strings.CutPrefix(a, "--node-name="); ok {
-				node = v
-			}
-		}
-		// Only this lab's agents: the process must be in the node's netns.
-		if h, err := l.State.Topology.Node(node); err != nil || !sameNetns(filepath.Dir(p), h.Netns) {
-			continue
-		}
-		status, err := os.ReadFile(filepath.Join(filepath.Dir(p), "status"))
-		if err != nil || node == "" {
 			continue
 		}
 		for _, line := range strings.Split(string(status), "\n") {
@@ -383,14 +366,4 @@ func agentRSS(t *testing.T) map[string]int {
 		}
 	}
 	return out
-}
-
-// sameNetns reports whether the process at procDir is in the named netns.
-func sameNetns(procDir, netnsName string) bool {
-	var a, b syscall.Stat_t
-	if syscall.Stat(filepath.Join(procDir, "ns", "net"), &a) != nil ||
-		syscall.Stat(filepath.Join("/var/run/netns", netnsName), &b) != nil {
-		return false
-	}
-	return a.Ino == b.Ino && a.Dev == b.Dev
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -163,7 +162,7 @@ func TestE2EPolicyChurnFirstPacket(t *testing.T) {
 	for r := 0; r < rounds; r++ {
 		if r == rounds/2 {
 			// kill -9 of an agent in the middle of the churn.
-			out, err := exec.Command(l.Bin, "restart-agent", nodes[1]).CombinedOutput()
+			out, err := l.KillAgentCmd(nodes[1]).CombinedOutput()
 			if err != nil {
 				t.Fatalf("restart-agent %s: %v\n%s", nodes[1], err, out)
 			}

@@ -4,7 +4,6 @@ package policy
 
 import (
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +42,7 @@ func TestE2EPolicyAgentKill9(t *testing.T) {
 	go func() {
 		time.Sleep(time.Second)
 		for _, n := range l.Nodes() {
-			if out, err := exec.Command(l.Bin, "restart-agent", n).CombinedOutput(); err != nil {
+			if out, err := l.KillAgentCmd(n).CombinedOutput(); err != nil {
 				killed <- fmt.Errorf("restart-agent %s: %v: %s", n, err, out)
 				return
 			}

@@ -1,0 +1,134 @@
+package install
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+// shippedManifest is the repository's deploy/trellis.yaml.
+func shippedManifest(t *testing.T) []byte {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "deploy", "trellis.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestDecodeAndCustomizeShippedManifest(t *testing.T) {
+	objs, err := Decode(shippedManifest(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !Has(objs, "DaemonSet") || !Has(objs, "ConfigMap") {
+		t.Fatalf("shipped manifest lacks the DaemonSet or ConfigMap: %d objects", len(objs))
+	}
+	const img = "ghcr.io/trellisnet/trellis:0123456789ab"
+	if err := Customize(objs, img, map[string]any{"routingMode": "vxlan"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "DaemonSet":
+			cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			for _, c := range cs {
+				m := c.(map[string]any)
+				if m["image"] != img || m["imagePullPolicy"] != "IfNotPresent" {
+					t.Errorf("DaemonSet %s container %v: image %v pull %v", o.GetName(), m["name"], m["image"], m["imagePullPolicy"])
+				}
+			}
+		case "ConfigMap":
+			data, _, _ := unstructured.NestedString(o.Object, "data", ConfigKey)
+			var cfg map[string]any
+			if err := yaml.Unmarshal([]byte(data), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if cfg["routingMode"] != "vxlan" || cfg["vxlan"] == nil {
+				t.Errorf("config.yaml after override: %v", cfg)
+			}
+		}
+	}
+}
+
+func TestCustomizeRefusesOverridesWithoutConfigMap(t *testing.T) {
+	objs, err := Decode([]byte("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a}\n---\n\n"))
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("decode: %v, %d objects", err, len(objs))
+	}
+	if err := Customize(objs, "", map[string]any{"routingMode": "native"}); err == nil {
+		t.Fatal("overrides without a ConfigMap were accepted")
+	}
+}
+
+func TestDecodeRejectsNamelessObject(t *testing.T) {
+	if _, err := Decode([]byte("apiVersion: v1\nkind: ConfigMap\n")); err == nil {
+		t.Fatal("an object without a name was accepted")
+	}
+}
+
+func TestParseOverrides(t *testing.T) {
+	got, err := ParseOverrides([]string{"routingMode=native", "mtu=1400", "fastPath=false", "clusterCIDRs=[10.0.0.0/8]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"routingMode": "native", "mtu": float64(1400), "fastPath": false, "clusterCIDRs": []any{"10.0.0.0/8"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %#v, want %#v", got, want)
+	}
+	if _, err := ParseOverrides([]string{"novalue"}); err == nil || !strings.Contains(err.Error(), "KEY=VALUE") {
+		t.Errorf("a setting without = gave %v", err)
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	for in, want := range map[string]Mode{"": DaemonSet, "daemonset": DaemonSet, "helm": Helm, "process": Process} {
+		if got, err := ParseMode(in); err != nil || got != want {
+			t.Errorf("ParseMode(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseMode("kubectl"); err == nil {
+		t.Error("an unknown mode was accepted")
+	}
+}
+
+func writeTarball(t *testing.T, tags ...string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "img.tar")
+	refs := map[name.Reference]v1.Image{}
+	for _, tg := range tags {
+		tag, err := name.NewTag(tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs[tag] = empty.Image
+	}
+	if err := tarball.MultiRefWriteToFile(p, refs); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestImageRef(t *testing.T) {
+	ref, err := ImageRef(writeTarball(t, "ghcr.io/trellisnet/trellis:854f30e3d24c"))
+	if err != nil || ref != "ghcr.io/trellisnet/trellis:854f30e3d24c" {
+		t.Errorf("ImageRef = %q, %v", ref, err)
+	}
+	if _, err := ImageRef(writeTarball(t, "ghcr.io/trellisnet/trellis:latest")); err == nil {
+		t.Error("a :latest tarball was accepted")
+	}
+	if _, err := ImageRef(filepath.Join(t.TempDir(), "missing.tar")); err == nil || !strings.Contains(err.Error(), "make image") {
+		t.Errorf("a missing tarball gave %v", err)
+	}
+}

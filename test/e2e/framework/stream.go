@@ -1,0 +1,221 @@
+//go:build e2e
+
+package framework
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/trellisnet/trellis/internal/connectivity"
+	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/topology"
+)
+
+// Stream is a TCP byte stream and a UDP datagram stream from pod a to pod b,
+// run by the test process inside the pods' network namespaces: the TCP
+// stream carries a counting pattern the reader verifies, the UDP stream
+// 500 numbered datagrams per second.
+type Stream struct {
+	tcpSent, tcpRecv atomic.Int64
+	udpSent, udpRecv atomic.Int64
+	tcpErr           error
+	stop             chan struct{}
+	wg               sync.WaitGroup
+	mu               sync.Mutex
+}
+
+// StartStream starts a stream from pod a to pod b (NS/POD), TCP to port and
+// UDP to port+1 on b.
+func (l *Lab) StartStream(t testing.TB, a, b string, port int) *Stream {
+	t.Helper()
+	s := &Stream{stop: make(chan struct{})}
+	pa, pb := l.PodNetns(t, a), l.PodNetns(t, b)
+	ipB := l.Pod(t, b).Status.PodIP
+	tcpPort, udpPort := strconv.Itoa(port), strconv.Itoa(port+1)
+	var ln net.Listener
+	var udpIn *net.UDPConn
+	InNetns(t, pb, func() error {
+		var err error
+		if ln, err = net.Listen("tcp4", net.JoinHostPort(ipB, tcpPort)); err != nil {
+			return err
+		}
+		udpIn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ipB), Port: port + 1})
+		return err
+	})
+	conn, err := topology.DialInNetns(pa, "tcp", net.JoinHostPort(ipB, tcpPort), 5*time.Second)
+	if err != nil {
+		t.Fatalf("TCP stream %s -> %s: %v", a, b, err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	udpOut, err := topology.DialInNetns(pa, "udp", net.JoinHostPort(ipB, udpPort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := func(dst *error, err error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if *dst == nil {
+			*dst = err
+		}
+	}
+	s.wg.Add(4)
+	go func() { // TCP writer: ~4 MB/s of a counting pattern
+		defer s.wg.Done()
+		defer conn.Close()
+		buf := make([]byte, 4096)
+		var off int64
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-tick.C:
+			}
+			for i := range buf {
+				buf[i] = byte(off + int64(i))
+			}
+			n, err := conn.Write(buf)
+			off += int64(n)
+			s.tcpSent.Store(off)
+			if err != nil {
+				fail(&s.tcpErr, fmt.Errorf("TCP write after %d bytes: %w", off, err))
+				return
+			}
+		}
+	}()
+	go func() { // TCP reader: verifies the pattern
+		defer s.wg.Done()
+		defer srv.Close()
+		buf := make([]byte, 65536)
+		var off int64
+		for {
+			n, err := srv.Read(buf)
+			for i := 0; i < n; i++ {
+				if buf[i] != byte(off+int64(i)) {
+					fail(&s.tcpErr, fmt.Errorf("TCP stream corrupted at byte %d", off+int64(i)))
+					return
+				}
+			}
+			off += int64(n)
+			s.tcpRecv.Store(off)
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				fail(&s.tcpErr, fmt.Errorf("TCP read after %d bytes: %w", off, err))
+				return
+			}
+		}
+	}()
+	go func() { // UDP sender: 500 datagrams/s with sequence numbers
+		defer s.wg.Done()
+		defer udpOut.Close()
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		msg := make([]byte, 64)
+		for seq := uint64(0); ; seq++ {
+			select {
+			case <-s.stop:
+				// Let the last datagrams arrive before the receiver stops.
+				time.Sleep(300 * time.Millisecond)
+				udpIn.Close()
+				return
+			case <-tick.C:
+			}
+			binary.BigEndian.PutUint64(msg, seq)
+			// A datagram the kernel refused to send (no route, no
+			// neighbour) is lost as surely as one dropped on the way.
+			s.udpSent.Add(1)
+			_, _ = udpOut.Write(msg)
+		}
+	}()
+	go func() { // UDP receiver
+		defer s.wg.Done()
+		buf := make([]byte, 128)
+		for {
+			if _, err := udpIn.Read(buf); err != nil {
+				return
+			}
+			s.udpRecv.Add(1)
+		}
+	}()
+	return s
+}
+
+// Finish stops the stream and checks: no TCP error or reset, every byte
+// delivered, UDP loss under 1%. It returns the UDP loss in percent and
+// whether the TCP stream failed (an error or reset).
+func (s *Stream) Finish(t testing.TB, what string) (loss float64, tcpFailed bool) {
+	t.Helper()
+	close(s.stop)
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: stream did not finish", what)
+	}
+	if s.tcpErr != nil {
+		t.Errorf("%s: %v", what, s.tcpErr)
+	}
+	if s.tcpRecv.Load() != s.tcpSent.Load() {
+		t.Errorf("%s: TCP received %d of %d bytes", what, s.tcpRecv.Load(), s.tcpSent.Load())
+	}
+	sent, recv := s.udpSent.Load(), s.udpRecv.Load()
+	loss = 100 * float64(sent-recv) / float64(max(sent, 1))
+	t.Logf("%s: TCP %d bytes intact; UDP %d/%d datagrams (%.2f%% loss)", what, s.tcpRecv.Load(), recv, sent, loss)
+	if sent < 1000 || loss >= 1 {
+		t.Errorf("%s: UDP %d/%d datagrams arrived (%.2f%% loss), want under 1%%", what, recv, sent, loss)
+	}
+	return loss, s.tcpErr != nil || s.tcpRecv.Load() != s.tcpSent.Load()
+}
+
+// Pod returns the pod NS/POD.
+func (l *Lab) Pod(t testing.TB, ref string) *corev1.Pod {
+	t.Helper()
+	nsName, name, err := connectivity.SplitPodRef(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.CS.CoreV1().Pods(nsName).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// PodNetns returns the netns path of a running pod.
+func (l *Lab) PodNetns(t testing.TB, ref string) string {
+	t.Helper()
+	p, err := probe.PodNetns(l.Pod(t, ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// InNetns runs f with the calling goroutine in the namespace at path;
+// sockets created inside stay in that namespace.
+func InNetns(t testing.TB, path string, f func() error) {
+	t.Helper()
+	if err := ns.WithNetNSPath(path, func(ns.NetNS) error { return f() }); err != nil {
+		t.Fatalf("in netns %s: %v", path, err)
+	}
+}
