@@ -71,14 +71,22 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 		routes: &netlinkprog.Programmer{SysctlRoot: cfg.SysctlRoot}, sysctls: nodesetup.ProcSysctls{Root: cfg.SysctlRoot}, fastPath: &fastpath.Kernel{}}
 	// With masquerade disabled the controller still runs to remove a
 	// table left by an earlier configuration; without nft there is none.
+	// Without the capabilities it needs, nft itself fails (EPERM): run
+	// then reports the missing capability by name and stays NotReady
+	// before it touches nftables, instead of the agent crash looping on
+	// nft's error.
+	lacksCaps := func() bool {
+		missing, err := checkCaps(cfg, "/proc/self/status")
+		return err != nil || len(missing) > 0
+	}
 	nft, err := masq.NewNFT()
 	switch {
 	case err == nil:
 		d.nft = nft
-	case cfg.MasqueradeEnabled():
+	case cfg.MasqueradeEnabled() && !lacksCaps():
 		return err
 	}
-	if d.policyNFT, err = newPolicyNFT(cfg); err != nil {
+	if d.policyNFT, err = newPolicyNFT(cfg); err != nil && !lacksCaps() {
 		return err
 	}
 	return run(ctx, cfg, d)
