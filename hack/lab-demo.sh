@@ -93,13 +93,20 @@ YAML
 echo "web.y ClusterIP: $("$LAB" kubectl -- get svc -n y web -o jsonpath='{.spec.clusterIP}')"
 "$LAB" dns x/a web.y.svc.cluster.local || rc=$?
 "$LAB" dns y/a web || rc=$?
-"$LAB" exec x/a -- /agnhost connect --timeout=3s web.y:80 && echo "x/a connected to web.y:80 by name" || rc=$?
+# kube-proxy programs the new Service within a few seconds; until then a
+# connect is refused. Give it 20 s, then count a failure.
+connected=
+for _ in $(seq 20); do
+  if "$LAB" exec x/a -- /agnhost connect --timeout=3s web.y:80 2>/dev/null; then connected=1; break; fi
+  sleep 1
+done
+if [[ -n $connected ]]; then echo "x/a connected to web.y:80 by name"; else echo "x/a could not connect to web.y:80" >&2; rc=1; fi
 echo
 cat <<TXT
 What you are looking at:
   * Every node is a network namespace on this machine running a real containerd, kubelet and
     kube-proxy (nftables); kubelet runs the Trellis agent as a DaemonSet pod from the image
-    `make image` built (imported into each node's containerd, nothing pulled), and the agent
+    'make image' built (imported into each node's containerd, nothing pulled), and the agent
     installed the plugin and the conflist on its node. The control plane (etcd, kube-apiserver,
     controller-manager, scheduler) runs in its own namespace. Nodes sit on $SUBNETS underlay
     subnets (bridges) joined by a router namespace: node pairs on different subnets have
