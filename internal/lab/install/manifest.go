@@ -9,17 +9,15 @@
 package install
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/trellisnet/trellis/internal/lab/kube"
 )
 
 // Mode is how the lab runs the Trellis agent.
@@ -61,29 +59,16 @@ const (
 // Decode splits a multi-document YAML (or JSON) manifest into objects;
 // empty documents are skipped.
 func Decode(data []byte) ([]*unstructured.Unstructured, error) {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	var out []*unstructured.Unstructured
-	for i := 0; ; i++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading document %d: %w", i, err)
-		}
-		var m map[string]any
-		if err := yaml.Unmarshal(doc, &m); err != nil {
-			return nil, fmt.Errorf("decoding document %d: %w", i, err)
-		}
-		if len(m) == 0 {
-			continue
-		}
-		u := &unstructured.Unstructured{Object: m}
-		if u.GetKind() == "" || u.GetAPIVersion() == "" || u.GetName() == "" {
-			return nil, fmt.Errorf("document %d has no kind, apiVersion or name", i)
-		}
-		out = append(out, u)
+	objs, err := kube.DecodeManifest(data)
+	if err != nil {
+		return nil, err
 	}
+	for i, u := range objs {
+		if u.GetAPIVersion() == "" {
+			return nil, fmt.Errorf("manifest object %d (%s %s) has no apiVersion", i+1, u.GetKind(), u.GetName())
+		}
+	}
+	return objs, nil
 }
 
 // Has reports whether objs hold an object of kind.
