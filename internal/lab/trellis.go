@@ -134,12 +134,12 @@ func applyObjects(ctx context.Context, p state.Paths, objs []*unstructured.Unstr
 	return a.Apply(ctx, objs)
 }
 
-func newApplier(p state.Paths) (*install.Applier, error) {
+func newApplier(p state.Paths) (*kube.Applier, error) {
 	_, cfg, err := kube.Client(p.AdminKubeconfig())
 	if err != nil {
 		return nil, err
 	}
-	return install.NewApplier(cfg)
+	return kube.NewApplier(cfg)
 }
 
 // podLab loads the state of a lab that runs the agent as a DaemonSet pod.

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -278,16 +279,49 @@ func kubectlCmd(g *globals) *cobra.Command {
 		Short:              "Run the lab's kubectl with the admin kubeconfig",
 		DisableFlagParsing: true,
 		RunE: func(_ *cobra.Command, args []string) error {
+			name, rest, err := splitLabName(args)
+			if err != nil {
+				return &ExitError{Code: 2, Err: err}
+			}
+			if name != "" {
+				g.name = name
+				if err := state.ValidateName(g.name); err != nil {
+					return &ExitError{Code: 2, Err: err}
+				}
+			}
+			args = rest
 			st, err := g.state()
 			if err != nil {
 				return err
 			}
-			if len(args) > 0 && args[0] == "--" {
-				args = args[1:]
-			}
 			return passthrough(st.Binaries["kubectl"], append([]string{"--kubeconfig", g.paths().AdminKubeconfig()}, args...)...)
 		},
 	}
+}
+
+// splitLabName takes the lab's own --name flag out of the arguments of a
+// command that passes its arguments through (flag parsing is off for it, so
+// cobra leaves `trellis-lab --name X kubectl -- ...` to it). Everything after
+// the first "--" belongs to the wrapped tool.
+func splitLabName(args []string) (name string, rest []string, err error) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return name, args[i+1:], nil
+		case a == "--name":
+			if i+1 >= len(args) {
+				return "", nil, fmt.Errorf("--name needs a value")
+			}
+			name = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--name="):
+			name = strings.TrimPrefix(a, "--name=")
+		default:
+			return name, args[i:], nil
+		}
+	}
+	return name, nil, nil
 }
 
 func execCmd(g *globals) *cobra.Command {

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -45,5 +46,27 @@ func TestCommandsWithoutALabSayHow(t *testing.T) {
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte("trellis-lab up")) {
 			t.Errorf("%v without a lab: %v", args, err)
 		}
+	}
+}
+
+func TestSplitLabNameTakesOnlyTheLabsFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		name string
+		rest []string
+	}{
+		{[]string{"--name", "x", "--", "get", "pods"}, "x", []string{"get", "pods"}},
+		{[]string{"--name=y", "--", "-n", "kube-system", "get", "pods"}, "y", []string{"-n", "kube-system", "get", "pods"}},
+		{[]string{"--", "--name", "not-ours"}, "", []string{"--name", "not-ours"}},
+		{[]string{"get", "nodes"}, "", []string{"get", "nodes"}},
+		{nil, "", nil},
+	} {
+		name, rest, err := splitLabName(c.args)
+		if err != nil || name != c.name || strings.Join(rest, " ") != strings.Join(c.rest, " ") {
+			t.Errorf("splitLabName(%q) = %q, %q, %v; want %q, %q", c.args, name, rest, err, c.name, c.rest)
+		}
+	}
+	if _, _, err := splitLabName([]string{"--name"}); err == nil {
+		t.Error("--name without a value accepted")
 	}
 }

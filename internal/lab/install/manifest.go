@@ -11,6 +11,7 @@ package install
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 
@@ -55,6 +56,19 @@ const (
 	// AgentSelector selects the agent pods.
 	AgentSelector = "app.kubernetes.io/name=trellis-agent"
 )
+
+// LoadManifest reads and decodes a manifest file.
+func LoadManifest(path string) ([]*unstructured.Unstructured, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest: %w", err)
+	}
+	objs, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return objs, nil
+}
 
 // Decode splits a multi-document YAML (or JSON) manifest into objects;
 // empty documents are skipped.

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -46,7 +48,8 @@ func DecodeManifest(data []byte) ([]*unstructured.Unstructured, error) {
 }
 
 // Applier applies objects with server-side apply: creating what is missing,
-// updating what differs, leaving the rest as it is, so applying twice is a no-op.
+// updating what differs, leaving the rest as it is, so applying twice is a
+// no-op. It also deletes manifests (uninstall).
 type Applier struct {
 	dyn    dynamic.Interface
 	mapper meta.RESTMapper
@@ -65,23 +68,73 @@ func NewApplier(cfg *rest.Config) (*Applier, error) {
 	return &Applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
 }
 
-// Apply applies objs in order (put namespaces and RBAC before what uses them).
+// resource maps o to its resource client; a namespaced object without a
+// namespace goes to "default", as with kubectl.
+func (a *Applier) resource(o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	gvk := o.GroupVersionKind()
+	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, fmt.Errorf("mapping %s %s: %w", gvk.Kind, o.GetName(), err)
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		ns := o.GetNamespace()
+		if ns == "" {
+			ns = "default"
+		}
+		return a.dyn.Resource(m.Resource).Namespace(ns), nil
+	}
+	return a.dyn.Resource(m.Resource), nil
+}
+
+// applyAttempts bounds the retries of one object: a kind the API server does
+// not serve yet (a CRD just created, an API group still starting) or a
+// transient error gets 20 tries, 500 ms apart.
+const applyAttempts = 20
+
+// Apply applies objs in order (put namespaces and RBAC before what uses
+// them), retrying each object for a while when the API server is not ready
+// for its kind yet.
 func (a *Applier) Apply(ctx context.Context, objs []*unstructured.Unstructured) error {
-	for _, u := range objs {
-		gvk := u.GroupVersionKind()
-		m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			return fmt.Errorf("mapping %s: %w", gvk, err)
-		}
-		var ri dynamic.ResourceInterface = a.dyn.Resource(m.Resource)
-		if m.Scope.Name() == meta.RESTScopeNameNamespace {
-			if u.GetNamespace() == "" {
-				return fmt.Errorf("%s %s has no namespace", gvk.Kind, u.GetName())
+	for _, o := range objs {
+		var last error
+		for attempt := 0; attempt < applyAttempts; attempt++ {
+			var r dynamic.ResourceInterface
+			if r, last = a.resource(o); last == nil {
+				_, last = r.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 			}
-			ri = a.dyn.Resource(m.Resource).Namespace(u.GetNamespace())
+			if last == nil {
+				break
+			}
+			if meta.IsNoMatchError(last) {
+				if d, ok := a.mapper.(meta.ResettableRESTMapper); ok {
+					d.Reset()
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
 		}
-		if _, err := ri.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
-			return fmt.Errorf("applying %s %s/%s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), err)
+		if last != nil {
+			return fmt.Errorf("applying %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), last)
+		}
+	}
+	return nil
+}
+
+// Delete deletes objs in reverse order, in the background; objects already
+// gone are fine.
+func (a *Applier) Delete(ctx context.Context, objs []*unstructured.Unstructured) error {
+	bg := metav1.DeletePropagationBackground
+	for i := len(objs) - 1; i >= 0; i-- {
+		o := objs[i]
+		r, err := a.resource(o)
+		if err != nil {
+			return err
+		}
+		if err := r.Delete(ctx, o.GetName(), metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
 		}
 	}
 	return nil
