@@ -100,13 +100,15 @@ func TestE2EAgentHostToRemotePodIPBlock(t *testing.T) {
 		}
 		return got, diffs
 	}
-	var diffs []string
-	for try := 0; try < 5; try++ { // the policy is programmed within a sync
-		if _, diffs = observe(); len(diffs) == 0 {
-			break
-		}
-		time.Sleep(time.Second)
+	// The policy is in force on every node once a pod (not in the node
+	// subnets) no longer reaches each pod.
+	for i, r := range refs {
+		src := refs[(i+1)%len(refs)]
+		eventually(t, 15*time.Second, "policy programmed for "+r, func() bool {
+			return probe.ProbeFromNetns(podNetns(t, src), probe.Target{Addr: pods[r].Status.PodIP, Port: 80, Proto: "tcp"}, time.Second) != nil
+		})
 	}
+	_, diffs := observe()
 	if len(diffs) > 0 {
 		t.Errorf("mode %s: host -> remote pod under an ipBlock of the node subnets disagrees with the oracle:\n%s",
 			mode(), strings.Join(diffs, "\n"))

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/trellisnet/trellis/internal/lab/install"
+	"github.com/trellisnet/trellis/internal/nodesetup"
 )
 
 // agentClient is a client with the real ServiceAccount token of the agent
@@ -40,7 +41,7 @@ func agentClient(t *testing.T, node string) *kubernetes.Clientset {
 }
 
 func patchNode(cs kubernetes.Interface, node, patch string, sub ...string) error {
-	_, err := cs.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}, sub...)
+	_, err := cs.CoreV1().Nodes().Patch(context.Background(), node, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, sub...)
 	return err
 }
 
@@ -69,14 +70,19 @@ func TestE2EInstallAgentWritesOnlyItsOwnNode(t *testing.T) {
 	if err := patchNode(agent, own, unset); err != nil {
 		t.Errorf("agent on %s removing its annotation: %v; want allowed", own, err)
 	}
-	cond := `{"status":{"conditions":[{"type":"NetworkUnavailable","status":"False","reason":"TrellisReady","message":"e2e"}]}}`
+	// The condition exactly as the agent sets it (strategic merge: by type).
+	cond := fmt.Sprintf(`{"status":{"conditions":[{"type":"NetworkUnavailable","status":"False","reason":%q,"message":%q}]}}`,
+		nodesetup.ConditionReason, nodesetup.ConditionMessage)
+	if err := patchNode(agent, own, cond, "status"); err != nil {
+		t.Errorf("agent on %s patching its own Node's status: %v; want allowed", own, err)
+	}
 	refused := []struct {
-		what, node, patch string
-		sub               []string
+		what, node, patch, msg string
+		sub                    []string
 	}{
-		{"another Node's annotations", other, set, nil},
-		{"another Node's status", other, cond, []string{"status"}},
-		{"its own Node's spec", own, `{"spec":{"unschedulable":true}}`, nil},
+		{"another Node's annotations", other, set, "may only update the Node it runs on", nil},
+		{"another Node's status", other, cond, "may only update the Node it runs on", []string{"status"}},
+		{"its own Node's spec", own, `{"spec":{"unschedulable":true}}`, "may not change a Node's spec", nil},
 	}
 	for _, r := range refused {
 		err := patchNode(agent, r.node, r.patch, r.sub...)
@@ -84,8 +90,8 @@ func TestE2EInstallAgentWritesOnlyItsOwnNode(t *testing.T) {
 			t.Errorf("agent on %s patching %s (%s): %v; want refused by the admission policy", own, r.what, r.node, err)
 			continue
 		}
-		if !strings.Contains(err.Error(), "trellis-agent") {
-			t.Errorf("agent on %s patching %s: refused with %v; want the trellis-agent policy's message", own, r.what, err)
+		if !strings.Contains(err.Error(), r.msg) {
+			t.Errorf("agent on %s patching %s: refused with %v; want the policy's %q", own, r.what, err, r.msg)
 		}
 		t.Logf("agent on %s patching %s: refused: %v", own, r.what, err)
 	}
