@@ -85,7 +85,7 @@ func TestE2EAgentHostToRemotePodIPBlock(t *testing.T) {
 		for _, n := range nodes {
 			for _, r := range refs {
 				err := probe.ProbeFromNetns(netnsPath(nodeHost(t, n).Netns),
-					probe.Target{Addr: pods[r].Status.PodIP, Port: 80, Proto: "tcp"}, 2*time.Second)
+					probe.Target{Addr: pods[r].Status.PodIP, Port: 80, Proto: "tcp"}, time.Second)
 				k := pair{n, r}
 				got[k] = err == nil
 				if got[k] != want[k] {
