@@ -161,7 +161,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 
 	var setupCtl *nodesetup.Controller
 	routeCtl, err := routing.New(routing.Config{NodeName: cfg.NodeName,
-		Params: routing.Params{Mode: cfg.RoutingMode, VXLAN: cfg.VXLAN, MTU: cfg.MTU},
+		Params: routing.Params{Mode: cfg.RoutingMode, VXLAN: cfg.VXLAN, MTU: cfg.MTU, ClusterCIDRs: cfg.ClusterCIDRs},
 		Nodes:  nodeLister, Kernel: d.routes, Recorder: recorder, Registerer: m.Registry, Sync: runnerOpts,
 		OnReadyChange: func() { setupCtl.Trigger() }})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -139,13 +140,45 @@ func (c *Controller) Sync(ctx context.Context) error {
 		peers = append(peers, PeerFromNode(n))
 	}
 	d := Compute(local, peers, c.cfg.Params)
-	if err := c.cfg.Kernel.Apply(ctx, d); err != nil {
+	var foreign *ForeignRouteError
+	switch err := c.cfg.Kernel.Apply(ctx, d); {
+	case errors.As(err, &foreign):
+		// Everything else is programmed: report, do not retry.
+		d.Problems = append(d.Problems, foreign.Problems()...)
+		sortDesired(d)
+	case err != nil:
 		return fmt.Errorf("apply routes: %w", err)
 	}
 	logger.V(2).Info("Programmed routes", "routes", len(d.Routes), "fdb", len(d.FDB), "neighbors", len(d.Neighbors), "problems", len(d.Problems))
 	c.report(logger, self, d)
 	c.setReady(true, "")
 	return nil
+}
+
+// ForeignRouteError is returned by a Dataplane that programmed everything
+// but Routes, whose destinations hold routes Trellis does not own (another
+// protocol); those are left alone.
+type ForeignRouteError struct {
+	Routes []Route
+}
+
+func (e *ForeignRouteError) Error() string {
+	dsts := make([]string, len(e.Routes))
+	for i, r := range e.Routes {
+		dsts[i] = r.Dst.String()
+	}
+	return "routes not programmed, held by another owner: " + strings.Join(dsts, ", ")
+}
+
+// Problems are the skipped routes as problems of the nodes they lead to.
+func (e *ForeignRouteError) Problems() []Problem {
+	out := make([]Problem, 0, len(e.Routes))
+	for _, r := range e.Routes {
+		out = append(out, Problem{Node: r.Node, Reason: ReasonForeignRoute, Message: fmt.Sprintf(
+			"a route to %s (pod CIDR of node %s) is held by another owner (not protocol 158); Trellis leaves it alone and programs none",
+			r.Dst, r.Node)})
+	}
+	return out
 }
 
 // report publishes metrics and, for problems that are new, a log line and
@@ -175,7 +208,7 @@ func (c *Controller) report(logger klog.Logger, self *v1.Node, d *Desired) {
 			logger.V(2).Info("Peer not routable yet", "node", p.Node, "reason", p.Reason, "message", p.Message)
 			continue
 		}
-		logger.Error(errors.New(p.Message), "Peer unreachable in this routing mode", "node", p.Node, "reason", p.Reason)
+		logger.Error(errors.New(p.Message), "Peer not programmed", "node", p.Node, "reason", p.Reason)
 		if c.cfg.Recorder != nil {
 			c.cfg.Recorder.Eventf(self, v1.EventTypeWarning, p.Reason, "%s", p.Message)
 		}

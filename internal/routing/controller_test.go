@@ -79,8 +79,11 @@ func TestControllerNativeAcrossSubnetsWarnsOnce(t *testing.T) {
 	if ok, reason := c.Ready(); !ok || *changes != 1 {
 		t.Errorf("Ready = %v %q after syncs, readiness changes %d; want true and exactly 1 change", ok, reason, *changes)
 	}
-	if len(dp.applied) != 2 || len(dp.applied[1].Routes) != 1 || dp.applied[1].Routes[0].Node != "node2" {
-		t.Fatalf("applied %+v; want one native route to node2", dp.applied)
+	if len(dp.applied) != 2 {
+		t.Fatalf("applied %d times, want 2", len(dp.applied))
+	}
+	if rs := remoteRoutes(dp.applied[1]); len(rs) != 1 || rs[0].Node != "node2" {
+		t.Fatalf("applied remote routes %+v; want one native route to node2", rs)
 	}
 	var events []string
 	for len(rec.Events) > 0 {
@@ -90,12 +93,16 @@ func TestControllerNativeAcrossSubnetsWarnsOnce(t *testing.T) {
 		t.Errorf("events %q; want exactly one %s warning naming node3 (none for node4 registering, none repeated)", events, ReasonNotOnSameSubnet)
 	}
 	if err := testutil.GatherAndCompare(m, strings.NewReader(`
-# HELP trellis_routing_peer_problems Remote nodes that cannot be reached in the configured mode, by reason.
+# HELP trellis_routing_peer_problems Remote nodes that are not programmed (unreachable in the configured mode, or their data rejected), by reason.
 # TYPE trellis_routing_peer_problems gauge
+trellis_routing_peer_problems{reason="PeerConflictsWithNode"} 0
 trellis_routing_peer_problems{reason="PeerHasInvalidVTEPMAC"} 0
 trellis_routing_peer_problems{reason="PeerHasNoNodeIP"} 0
 trellis_routing_peer_problems{reason="PeerHasNoPodCIDR"} 1
 trellis_routing_peer_problems{reason="PeerNotOnSameSubnet"} 1
+trellis_routing_peer_problems{reason="PeerPodCIDROutsideCluster"} 0
+trellis_routing_peer_problems{reason="PeerPodCIDROverlapsNodeNetwork"} 0
+trellis_routing_peer_problems{reason="RouteHeldByAnotherOwner"} 0
 # HELP trellis_routing_routes_programmed Routes to remote pod subnets programmed, by path (native, vxlan).
 # TYPE trellis_routing_routes_programmed gauge
 trellis_routing_routes_programmed{path="native"} 1
@@ -124,4 +131,15 @@ func TestControllerNotReadyWithoutOwnPodCIDROrOnApplyError(t *testing.T) {
 	if ok, _ := c2.Ready(); ok {
 		t.Error("ready although applying failed")
 	}
+}
+
+// remoteRoutes are d's routes to other nodes (not the own unreachable one).
+func remoteRoutes(d *Desired) []Route {
+	var out []Route
+	for _, r := range d.Routes {
+		if !r.Unreachable {
+			out = append(out, r)
+		}
+	}
+	return out
 }

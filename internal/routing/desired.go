@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"time"
 
 	"github.com/trellisnet/trellis/internal/config"
 )
@@ -29,6 +30,17 @@ const (
 	ReasonNoNodeIP        = "PeerHasNoNodeIP"
 	ReasonNoPodCIDR       = "PeerHasNoPodCIDR"
 	ReasonBadVTEPMAC      = "PeerHasInvalidVTEPMAC"
+	// ReasonPodCIDROutsideCluster: a pod CIDR outside the cluster CIDRs.
+	ReasonPodCIDROutsideCluster = "PeerPodCIDROutsideCluster"
+	// ReasonPodCIDROverlapsNode: a pod CIDR that is a default route, holds
+	// this node's IP or overlaps a subnet this node is connected to.
+	ReasonPodCIDROverlapsNode = "PeerPodCIDROverlapsNodeNetwork"
+	// ReasonConflict: a VTEP MAC, node IP or pod CIDR already held by an
+	// earlier-created node or by this node.
+	ReasonConflict = "PeerConflictsWithNode"
+	// ReasonForeignRoute: a route Trellis does not own holds the
+	// destination of a desired route; it is left alone.
+	ReasonForeignRoute = "RouteHeldByAnotherOwner"
 )
 
 // Underlay describes the interface that carries this node's IP.
@@ -39,6 +51,9 @@ type Underlay struct {
 	Prefix netip.Prefix
 	// MTU of the interface.
 	MTU int
+	// Connected are the subnets of every IPv4 address on the node (any
+	// interface); no peer's pod CIDR may overlap them.
+	Connected []netip.Prefix
 }
 
 // LocalNode is what Compute needs to know about this node.
@@ -56,6 +71,9 @@ type Peer struct {
 	PodCIDRs []netip.Prefix
 	// VTEPMAC is the MAC the peer published (annotation); empty: derived from Name.
 	VTEPMAC string
+	// Created is the Node's creation time: of two conflicting peers, the
+	// earlier-created one keeps the disputed data.
+	Created time.Time
 }
 
 // Params are the mode and VXLAN settings.
@@ -64,6 +82,9 @@ type Params struct {
 	VXLAN config.VXLAN
 	// MTU is the pod MTU override (0: derived from the underlay).
 	MTU int
+	// ClusterCIDRs, when set, must contain every peer pod CIDR; a peer
+	// with a pod CIDR outside them is rejected.
+	ClusterCIDRs []netip.Prefix
 }
 
 // VXLANDevice is the desired overlay device.
@@ -81,14 +102,17 @@ type VXLANDevice struct {
 	DisableTxChecksumOffload bool
 }
 
-// Route to a remote pod subnet.
+// Route to a remote pod subnet, or (Unreachable) this node's own pod
+// subnet: addresses in it that no pod holds (no /32 host route) are
+// answered "unreachable" instead of leaving by the default route.
 type Route struct {
-	Dst    netip.Prefix
-	Gw     netip.Addr
-	Dev    string
-	OnLink bool
-	Path   Path
-	Node   string
+	Dst         netip.Prefix
+	Gw          netip.Addr
+	Dev         string
+	OnLink      bool
+	Unreachable bool `json:",omitempty"`
+	Path        Path
+	Node        string
 }
 
 // FDBEntry maps a remote VTEP MAC to the remote node IP (outer destination).
@@ -192,10 +216,13 @@ func Compute(local LocalNode, peers []Peer, p Params) *Desired {
 			}
 		}
 	}
-	for _, peer := range peers {
-		if peer.Name == local.Name {
-			continue
-		}
+	for _, c := range ipv4Prefixes(local.PodCIDRs) {
+		d.Routes = append(d.Routes, Route{Dst: c, Unreachable: true, Node: local.Name})
+	}
+	accepted, problems := screenPeers(local, peers, p)
+	d.Problems = problems
+	d.Peers["none"] = len(problems)
+	for _, peer := range accepted {
 		path, prob := choosePath(local, peer, p, d.VXLAN != nil)
 		if prob != nil {
 			d.Problems = append(d.Problems, *prob)
@@ -210,10 +237,7 @@ func Compute(local LocalNode, peers []Peer, p Params) *Desired {
 				d.Routes = append(d.Routes, Route{Dst: c, Gw: peer.NodeIP, Dev: local.Underlay.Device, Path: PathNative, Node: peer.Name})
 			}
 		case PathVXLAN:
-			mac := peer.VTEPMAC
-			if mac == "" {
-				mac = VTEPMAC(peer.Name)
-			}
+			mac := effectiveMAC(peer)
 			vtep, _ := vtepAddr(peer.PodCIDRs)
 			d.FDB = append(d.FDB, FDBEntry{MAC: mac, Dst: peer.NodeIP, Node: peer.Name})
 			d.Neighbors = append(d.Neighbors, Neighbor{IP: vtep, MAC: mac, Node: peer.Name})
@@ -229,17 +253,6 @@ func Compute(local LocalNode, peers []Peer, p Params) *Desired {
 func choosePath(local LocalNode, peer Peer, p Params, haveVXLAN bool) (Path, *Problem) {
 	prob := func(reason, format string, a ...any) (Path, *Problem) {
 		return "", &Problem{Node: peer.Name, Reason: reason, Message: fmt.Sprintf(format, a...)}
-	}
-	if len(ipv4Prefixes(peer.PodCIDRs)) == 0 {
-		return prob(ReasonNoPodCIDR, "node %s has no IPv4 pod CIDR yet", peer.Name)
-	}
-	if !peer.NodeIP.IsValid() || !peer.NodeIP.Is4() {
-		return prob(ReasonNoNodeIP, "node %s has no IPv4 InternalIP", peer.Name)
-	}
-	if peer.VTEPMAC != "" {
-		if _, err := net.ParseMAC(peer.VTEPMAC); err != nil {
-			return prob(ReasonBadVTEPMAC, "node %s published an invalid VTEP MAC %q", peer.Name, peer.VTEPMAC)
-		}
 	}
 	sameSubnet := local.Underlay.Prefix.IsValid() && local.Underlay.Prefix.Masked().Contains(peer.NodeIP)
 	switch p.Mode {

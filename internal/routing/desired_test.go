@@ -87,15 +87,27 @@ func TestComputeProperties(t *testing.T) {
 		t.Errorf("auto: FDB %+v, want only node3's published MAC -> 10.0.2.13", auto.FDB)
 	}
 	vx := Compute(local, peers, Params{Mode: config.ModeVXLAN, VXLAN: config.VXLAN{Device: "vx"}})
-	if len(vx.Routes) != 2 || len(vx.FDB) != 2 || len(vx.Neighbors) != 2 {
-		t.Errorf("vxlan: %d routes, %d fdb, %d neighbours; want 2 each", len(vx.Routes), len(vx.FDB), len(vx.Neighbors))
+	if len(vx.Routes) != 3 || len(vx.FDB) != 2 || len(vx.Neighbors) != 2 {
+		t.Errorf("vxlan: %d routes, %d fdb, %d neighbours; want 3 (2 remote, 1 own unreachable), 2, 2", len(vx.Routes), len(vx.FDB), len(vx.Neighbors))
 	}
 	for _, m := range []*Desired{native, auto, vx} {
+		own := 0
+		for _, r := range m.Routes {
+			if r.Unreachable {
+				own++
+				if r.Dst != local.PodCIDRs[0] || r.Node != "node1" || r.Dev != "" || r.Gw.IsValid() {
+					t.Errorf("unreachable route %+v, want only the own pod CIDR %s", r, local.PodCIDRs[0])
+				}
+			}
+		}
+		if own != 1 {
+			t.Errorf("%d unreachable routes for the own pod CIDR, want 1: %+v", own, m.Routes)
+		}
 		if !hasProblem(m, "node4", ReasonNoPodCIDR) || !hasProblem(m, "node5", ReasonNoNodeIP) {
 			t.Errorf("problems %+v lack node4 (no pod CIDR) or node5 (no IP)", m.Problems)
 		}
 		for _, r := range m.Routes {
-			if r.Node == "node1" || !r.Dst.Addr().Is4() {
+			if (r.Node == "node1" && !r.Unreachable) || !r.Dst.Addr().Is4() {
 				t.Errorf("unexpected route %+v (self or non-IPv4)", r)
 			}
 		}

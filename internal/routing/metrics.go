@@ -22,7 +22,8 @@ const metricsPrefix = "trellis_routing_"
 var peerPaths = []string{string(PathNative), string(PathVXLAN), "none"}
 
 // problemReasons are the values of trellis_routing_peer_problems' reason label.
-var problemReasons = []string{ReasonNotOnSameSubnet, ReasonNoNodeIP, ReasonNoPodCIDR, ReasonBadVTEPMAC}
+var problemReasons = []string{ReasonNotOnSameSubnet, ReasonNoNodeIP, ReasonNoPodCIDR, ReasonBadVTEPMAC,
+	ReasonPodCIDROutsideCluster, ReasonPodCIDROverlapsNode, ReasonConflict, ReasonForeignRoute}
 
 func newRoutingMetrics() *routingMetrics {
 	m := &routingMetrics{
@@ -36,7 +37,7 @@ func newRoutingMetrics() *routingMetrics {
 		}, []string{"path"}),
 		peerProblems: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: metricsPrefix + "peer_problems",
-			Help: "Remote nodes that cannot be reached in the configured mode, by reason.",
+			Help: "Remote nodes that are not programmed (unreachable in the configured mode, or their data rejected), by reason.",
 		}, []string{"reason"}),
 		fdbEntries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metricsPrefix + "vxlan_fdb_entries",

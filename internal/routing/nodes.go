@@ -51,5 +51,6 @@ func PodCIDRs(n *v1.Node) []netip.Prefix {
 
 // PeerFromNode converts a Node into a Peer.
 func PeerFromNode(n *v1.Node) Peer {
-	return Peer{Name: n.Name, NodeIP: NodeIP(n), PodCIDRs: PodCIDRs(n), VTEPMAC: n.Annotations[AnnotationVTEPMAC]}
+	return Peer{Name: n.Name, NodeIP: NodeIP(n), PodCIDRs: PodCIDRs(n), VTEPMAC: n.Annotations[AnnotationVTEPMAC],
+		Created: n.CreationTimestamp.Time}
 }

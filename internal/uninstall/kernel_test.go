@@ -53,7 +53,7 @@ func TestKernelUninstallRemovesEverything(t *testing.T) {
 		}
 	}
 
-	// The VXLAN device, a route tagged with Trellis's protocol (and one
+	// The VXLAN device, routes tagged with Trellis's protocol (and one
 	// that is not), both tables, the fast path on ul0, be_liberal set.
 	ul0, err := h.LinkByName("ul0")
 	if err != nil {
@@ -67,8 +67,11 @@ func TestKernelUninstallRemovesEverything(t *testing.T) {
 	_, ours, _ := net.ParseCIDR("10.244.9.0/24")
 	_, theirs, _ := net.ParseCIDR("10.99.0.0/24")
 	gw := net.ParseIP("192.168.213.2")
+	_, ownPods, _ := net.ParseCIDR("10.244.1.0/24")
 	for _, r := range []*netlink.Route{
 		{Dst: ours, Gw: gw, LinkIndex: ul0.Attrs().Index, Protocol: netlinkprog.RouteProtocol},
+		// The own pod CIDR's unreachable route.
+		{Dst: ownPods, Type: unix.RTN_UNREACHABLE, Protocol: netlinkprog.RouteProtocol},
 		{Dst: theirs, Gw: gw, LinkIndex: ul0.Attrs().Index, Protocol: unix.RTPROT_STATIC},
 	} {
 		if err := h.RouteAdd(r); err != nil {

@@ -31,6 +31,23 @@ type Cluster struct {
 	// unknown to the node), allowed otherwise; and no selector matches them
 	// as a peer yet (only ipBlocks do).
 	Pending map[string]PendingPod
+	// HostSource, when set, returns the source address a connection from
+	// the host-network pod src has when it reaches the pod dst on another
+	// node, if that is not src's own IP. Trellis sends host traffic to a
+	// remote pod from the node IP over a native route, and from the
+	// sending node's VTEP address (the first address of its pod CIDR)
+	// over VXLAN; ipBlock peers are matched against that address.
+	HostSource func(src, dst *corev1.Pod) string
+}
+
+// sourceIP is the address dst sees for a connection from src.
+func (c *Cluster) sourceIP(src, dst *corev1.Pod) string {
+	if src.Spec.HostNetwork && src.Spec.NodeName != dst.Spec.NodeName && c.HostSource != nil {
+		if ip := c.HostSource(src, dst); ip != "" {
+			return ip
+		}
+	}
+	return src.Status.PodIP
 }
 
 // PendingPod describes one pending pod.
@@ -78,7 +95,7 @@ func (c *Cluster) egressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, por
 		}
 		isolated = true
 		for _, rule := range np.Spec.Egress {
-			if c.peersMatch(np.Namespace, rule.To, dst) && c.portsMatch(rule.Ports, dst, proto, port) {
+			if c.peersMatch(np.Namespace, rule.To, dst, dst.Status.PodIP) && c.portsMatch(rule.Ports, dst, proto, port) {
 				return true
 			}
 		}
@@ -105,7 +122,7 @@ func (c *Cluster) ingressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, po
 		}
 		isolated = true
 		for _, rule := range np.Spec.Ingress {
-			if c.peersMatch(np.Namespace, rule.From, src) && c.portsMatch(rule.Ports, dst, proto, port) {
+			if c.peersMatch(np.Namespace, rule.From, src, c.sourceIP(src, dst)) && c.portsMatch(rule.Ports, dst, proto, port) {
 				return true
 			}
 		}
@@ -148,21 +165,22 @@ func selectorMatches(sel *metav1.LabelSelector, l map[string]string) bool {
 }
 
 // peersMatch: an empty peer list matches everyone; otherwise any peer.
-func (c *Cluster) peersMatch(policyNS string, peers []networkingv1.NetworkPolicyPeer, other *corev1.Pod) bool {
+// addr is other's address as the enforcing node sees it.
+func (c *Cluster) peersMatch(policyNS string, peers []networkingv1.NetworkPolicyPeer, other *corev1.Pod, addr string) bool {
 	if len(peers) == 0 {
 		return true
 	}
 	for _, peer := range peers {
-		if c.peerMatches(policyNS, peer, other) {
+		if c.peerMatches(policyNS, peer, other, addr) {
 			return true
 		}
 	}
 	return false
 }
 
-func (c *Cluster) peerMatches(policyNS string, peer networkingv1.NetworkPolicyPeer, other *corev1.Pod) bool {
+func (c *Cluster) peerMatches(policyNS string, peer networkingv1.NetworkPolicyPeer, other *corev1.Pod, addr string) bool {
 	if peer.IPBlock != nil {
-		return ipBlockMatches(peer.IPBlock, other.Status.PodIP)
+		return ipBlockMatches(peer.IPBlock, addr)
 	}
 	if _, pending := c.pending(other); other.Spec.HostNetwork || pending {
 		return false // host-network and pending pods match only ipBlock peers

@@ -109,3 +109,41 @@ func TestOraclePendingSemantics(t *testing.T) {
 		}
 	}
 }
+
+// A host-network source on another node is matched by ipBlocks at the
+// address its path gives it (HostSource); its own node and pods sources
+// keep their IPs.
+func TestOracleHostSourceByPath(t *testing.T) {
+	a := pod("x", "a", "10.244.1.5", "n1", map[string]string{"app": "a"}, false)
+	b := pod("x", "b", "10.244.2.5", "n2", map[string]string{"app": "b"}, false)
+	h1 := pod("", "n1", "172.30.1.11", "n1", nil, true)
+	h2 := pod("", "n2", "172.30.2.12", "n2", nil, true)
+	fromNodes := networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{
+		From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "172.30.0.0/16"}}}}}}
+	overlay := func(src, dst *corev1.Pod) string {
+		if src.Spec.NodeName == "n2" {
+			return "10.244.2.0" // n2 reaches n1 over VXLAN
+		}
+		return ""
+	}
+	cl := &Cluster{Pods: []corev1.Pod{a, b, h1, h2}, HostSource: overlay,
+		Policies: []networkingv1.NetworkPolicy{{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "p"}, Spec: fromNodes}}}
+	for _, tc := range []struct {
+		name     string
+		src, dst *corev1.Pod
+		want     bool
+	}{
+		{"over VXLAN the node's VTEP address is not in the node block", &h2, &a, false},
+		{"over a native route the node IP is", &h1, &b, true},
+		{"the own node always", &h1, &a, true},
+		{"a pod keeps its own IP", &b, &a, false},
+	} {
+		if got := cl.Allowed(tc.src, tc.dst, corev1.ProtocolTCP, 80); got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	cl.HostSource = nil
+	if !cl.Allowed(&h2, &a, corev1.ProtocolTCP, 80) {
+		t.Error("without HostSource the node IP is the source")
+	}
+}

@@ -19,44 +19,48 @@ func (n *Programmer) ListRoutes() ([]netlink.Route, error) {
 	return n.h().RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 }
 
+// syncRoutes makes the table hold exactly d's routes among those tagged
+// RouteProtocol. A route another owner holds at a desired destination
+// (any protocol but RouteProtocol) is never replaced: the desired route is
+// skipped and reported in a *routing.ForeignRouteError.
 func (n *Programmer) syncRoutes(logger klog.Logger, d *routing.Desired) error {
-	have, err := n.ListRoutes()
+	all, err := n.h().RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: n.table()}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return fmt.Errorf("list trellis routes: %w", err)
+		return fmt.Errorf("list routes: %w", err)
 	}
 	byDst := map[netip.Prefix]netlink.Route{}
-	for _, r := range have {
+	foreign := map[netip.Prefix]netlink.Route{}
+	for _, r := range all {
 		if r.Dst == nil {
 			continue
 		}
-		byDst[ipNetToPrefix(r.Dst)] = r
+		if r.Protocol == RouteProtocol {
+			byDst[ipNetToPrefix(r.Dst)] = r
+		} else {
+			foreign[ipNetToPrefix(r.Dst)] = r
+		}
 	}
 	links := map[string]int{}
 	want := map[netip.Prefix]bool{}
 	var errs []error
+	var blocked []routing.Route
 	for _, r := range d.Routes {
 		want[r.Dst] = true
-		idx, ok := links[r.Dev]
-		if !ok {
-			l, err := n.h().LinkByName(r.Dev)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("route %s: device %s: %w", r.Dst, r.Dev, err))
-				continue
-			}
-			idx = l.Attrs().Index
-			links[r.Dev] = idx
+		if f, ok := foreign[r.Dst]; ok {
+			logger.Info("Not programming a route: another owner's route holds the destination",
+				"dst", r.Dst, "node", r.Node, "foreignProtocol", int(f.Protocol), "foreignRoute", f.String())
+			blocked = append(blocked, r)
+			continue
 		}
-		nr := netlink.Route{
-			Dst: prefixToIPNet(r.Dst), Gw: net.IP(r.Gw.AsSlice()), LinkIndex: idx,
-			Protocol: RouteProtocol, Table: n.table(), Scope: netlink.SCOPE_UNIVERSE,
-		}
-		if r.OnLink {
-			nr.Flags = int(netlink.FLAG_ONLINK)
+		nr, err := n.kernelRoute(r, links)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
 		if cur, ok := byDst[r.Dst]; ok && routeEqual(cur, nr) {
 			continue
 		}
-		logger.V(2).Info("Programming route", "dst", r.Dst, "gw", r.Gw, "dev", r.Dev, "node", r.Node, "path", r.Path)
+		logger.V(2).Info("Programming route", "dst", r.Dst, "gw", r.Gw, "dev", r.Dev, "unreachable", r.Unreachable, "node", r.Node, "path", r.Path)
 		if err := n.h().RouteReplace(&nr); err != nil {
 			errs = append(errs, fmt.Errorf("replace route %s via %s dev %s: %w", r.Dst, r.Gw, r.Dev, err))
 		}
@@ -71,13 +75,50 @@ func (n *Programmer) syncRoutes(logger klog.Logger, d *routing.Desired) error {
 			errs = append(errs, fmt.Errorf("delete route %s: %w", dst, err))
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if len(blocked) > 0 {
+		return &routing.ForeignRouteError{Routes: blocked}
+	}
+	return nil
+}
+
+// kernelRoute is r as a netlink route tagged RouteProtocol; links caches
+// device indexes by name.
+func (n *Programmer) kernelRoute(r routing.Route, links map[string]int) (netlink.Route, error) {
+	nr := netlink.Route{Dst: prefixToIPNet(r.Dst), Protocol: RouteProtocol, Table: n.table(), Scope: netlink.SCOPE_UNIVERSE}
+	if r.Unreachable {
+		nr.Type = unix.RTN_UNREACHABLE
+		return nr, nil
+	}
+	idx, ok := links[r.Dev]
+	if !ok {
+		l, err := n.h().LinkByName(r.Dev)
+		if err != nil {
+			return nr, fmt.Errorf("route %s: device %s: %w", r.Dst, r.Dev, err)
+		}
+		idx = l.Attrs().Index
+		links[r.Dev] = idx
+	}
+	nr.Gw, nr.LinkIndex = net.IP(r.Gw.AsSlice()), idx
+	if r.OnLink {
+		nr.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return nr, nil
 }
 
 func routeEqual(a, b netlink.Route) bool {
-	return a.LinkIndex == b.LinkIndex && a.Gw.Equal(b.Gw) &&
+	return a.LinkIndex == b.LinkIndex && a.Gw.Equal(b.Gw) && routeType(a) == routeType(b) &&
 		(a.Flags&int(netlink.FLAG_ONLINK)) == (b.Flags&int(netlink.FLAG_ONLINK)) &&
 		a.Priority == b.Priority && a.Scope == b.Scope
+}
+
+func routeType(r netlink.Route) int {
+	if r.Type == 0 {
+		return unix.RTN_UNICAST
+	}
+	return r.Type
 }
 
 // ListFDB returns the bridge FDB entries on link.

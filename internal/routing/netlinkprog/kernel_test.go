@@ -61,6 +61,10 @@ func (n *testNode) routes(t *testing.T) map[string]string {
 	}
 	out := map[string]string{}
 	for _, r := range rs {
+		if r.Type == unix.RTN_UNREACHABLE {
+			out[r.Dst.String()] = "unreachable"
+			continue
+		}
 		l, err := n.h.LinkByIndex(r.LinkIndex)
 		if err != nil {
 			t.Fatal(err)
@@ -132,6 +136,7 @@ func TestKernelApplyAutoProgramsBothPaths(t *testing.T) {
 	n.apply(t, n.desired(t, config.ModeAuto, peerSame, peerOther))
 
 	eq(t, "routes", n.routes(t), map[string]string{
+		"10.244.1.0/24": "unreachable",
 		"10.244.2.0/24": "10.0.1.12 ul0",
 		"10.244.3.0/24": "10.244.3.0 trellis.vxlan onlink",
 	})
@@ -207,6 +212,7 @@ func TestKernelApplyRemovesLeftoversOnlyOwnProtocol(t *testing.T) {
 	n.apply(t, n.desired(t, config.ModeAuto, peerSame, peerOther))
 
 	eq(t, "routes", n.routes(t), map[string]string{
+		"10.244.1.0/24": "unreachable",
 		"10.244.2.0/24": "10.0.1.12 ul0",
 		"10.244.3.0/24": "10.244.3.0 trellis.vxlan onlink",
 	})
@@ -223,7 +229,7 @@ func TestKernelApplyGarbageCollectsRemovedNode(t *testing.T) {
 	n := newTestNode(t)
 	n.apply(t, n.desired(t, config.ModeAuto, peerSame, peerOther))
 	n.apply(t, n.desired(t, config.ModeAuto, peerSame))
-	eq(t, "routes", n.routes(t), map[string]string{"10.244.2.0/24": "10.0.1.12 ul0"})
+	eq(t, "routes", n.routes(t), map[string]string{"10.244.1.0/24": "unreachable", "10.244.2.0/24": "10.0.1.12 ul0"})
 	eq(t, "fdb", n.fdb(t), map[string]string{})
 	eq(t, "neighbours", n.neighbors(t), map[string]string{})
 }
@@ -234,13 +240,14 @@ func TestKernelModeChangeKeepsUnchangedRoutes(t *testing.T) {
 	// Native: the cross-subnet peer loses its route (reported as a
 	// problem), the same-subnet route is untouched, the device goes.
 	n.apply(t, n.desired(t, config.ModeNative, peerSame, peerOther))
-	eq(t, "routes", n.routes(t), map[string]string{"10.244.2.0/24": "10.0.1.12 ul0"})
+	eq(t, "routes", n.routes(t), map[string]string{"10.244.1.0/24": "unreachable", "10.244.2.0/24": "10.0.1.12 ul0"})
 	if _, err := n.h.LinkByName("trellis.vxlan"); err == nil {
 		t.Errorf("VXLAN device still present in native mode")
 	}
 	// And back to vxlan: everything through the overlay.
 	n.apply(t, n.desired(t, config.ModeVXLAN, peerSame, peerOther))
 	eq(t, "routes", n.routes(t), map[string]string{
+		"10.244.1.0/24": "unreachable",
 		"10.244.2.0/24": "10.244.2.0 trellis.vxlan onlink",
 		"10.244.3.0/24": "10.244.3.0 trellis.vxlan onlink",
 	})
@@ -256,7 +263,7 @@ func TestKernelIncompatibleDeviceIsRecreated(t *testing.T) {
 	if !ok || vx.VxlanId != 777 {
 		t.Fatalf("device not recreated with VNI 777: %+v", n.link(t, "trellis.vxlan"))
 	}
-	eq(t, "routes", n.routes(t), map[string]string{"10.244.3.0/24": "10.244.3.0 trellis.vxlan onlink"})
+	eq(t, "routes", n.routes(t), map[string]string{"10.244.1.0/24": "unreachable", "10.244.3.0/24": "10.244.3.0 trellis.vxlan onlink"})
 	eq(t, "fdb", n.fdb(t), map[string]string{routing.VTEPMAC("node3"): "10.0.2.13"})
 }
 

@@ -66,19 +66,27 @@ func (n *Programmer) Underlay(nodeIP netip.Addr) (routing.Underlay, error) {
 	if err != nil {
 		return routing.Underlay{}, fmt.Errorf("list addresses: %w", err)
 	}
+	var ul routing.Underlay
 	for _, a := range addrs {
 		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok || ip.Unmap() != nodeIP {
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		ul.Connected = append(ul.Connected, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+		if ip.Unmap() != nodeIP || ul.Device != "" {
 			continue
 		}
 		link, err := n.h().LinkByIndex(a.LinkIndex)
 		if err != nil {
 			return routing.Underlay{}, fmt.Errorf("link %d holding %s: %w", a.LinkIndex, nodeIP, err)
 		}
-		ones, _ := a.Mask.Size()
-		return routing.Underlay{Device: link.Attrs().Name, Prefix: netip.PrefixFrom(nodeIP, ones), MTU: link.Attrs().MTU}, nil
+		ul.Device, ul.Prefix, ul.MTU = link.Attrs().Name, netip.PrefixFrom(nodeIP, ones), link.Attrs().MTU
 	}
-	return routing.Underlay{}, fmt.Errorf("no interface holds the node IP %s", nodeIP)
+	if ul.Device == "" {
+		return routing.Underlay{}, fmt.Errorf("no interface holds the node IP %s", nodeIP)
+	}
+	return ul, nil
 }
 
 // Apply programs d. Order: device, FDB and neighbours, routes (add/replace),

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -85,12 +86,17 @@ func TestRenderDefaults(t *testing.T) {
 		case *appsv1.DaemonSet:
 			kinds = append(kinds, "DaemonSet")
 			ds = v
+		case *admissionv1.ValidatingAdmissionPolicy:
+			kinds = append(kinds, "ValidatingAdmissionPolicy")
+		case *admissionv1.ValidatingAdmissionPolicyBinding:
+			kinds = append(kinds, "ValidatingAdmissionPolicyBinding")
 		default:
 			t.Errorf("unexpected object %T", o)
 		}
 	}
 	slices.Sort(kinds)
-	if want := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "ServiceAccount"}; !slices.Equal(kinds, want) {
+	if want := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "ServiceAccount",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}; !slices.Equal(kinds, want) {
 		t.Fatalf("kinds %v, want %v", kinds, want)
 	}
 	if ds.Namespace != DefaultNamespace || ds.Name != "trellis-agent" {
@@ -152,6 +158,56 @@ func TestRenderValues(t *testing.T) {
 	}
 	if _, err := Render(Options{Chart: chartDir, Set: []string{"image.tag=latest"}}); err == nil || !strings.Contains(err.Error(), "latest") {
 		t.Errorf("image.tag=latest: err = %v", err)
+	}
+}
+
+// The admission policy that confines each agent to its own Node matches
+// the agent's ServiceAccount in the release namespace, compares the
+// token's bound node with the object, is bound with Deny, fails closed,
+// and can be turned off.
+func TestRenderNodeWriteRestriction(t *testing.T) {
+	var vap *admissionv1.ValidatingAdmissionPolicy
+	var binding *admissionv1.ValidatingAdmissionPolicyBinding
+	for _, o := range render(t) {
+		switch v := o.(type) {
+		case *admissionv1.ValidatingAdmissionPolicy:
+			vap = v
+		case *admissionv1.ValidatingAdmissionPolicyBinding:
+			binding = v
+		}
+	}
+	if vap == nil || binding == nil {
+		t.Fatalf("policy %v, binding %v: want both", vap, binding)
+	}
+	if vap.Spec.FailurePolicy == nil || *vap.Spec.FailurePolicy != admissionv1.Fail {
+		t.Errorf("failurePolicy %v, want Fail", vap.Spec.FailurePolicy)
+	}
+	if len(vap.Spec.MatchConditions) != 1 || !strings.Contains(vap.Spec.MatchConditions[0].Expression, "'system:serviceaccount:"+DefaultNamespace+":trellis-agent'") {
+		t.Errorf("match conditions %+v, want the agent's ServiceAccount in %s", vap.Spec.MatchConditions, DefaultNamespace)
+	}
+	rules := vap.Spec.MatchConstraints.ResourceRules
+	if len(rules) != 1 || !slices.Equal(rules[0].Resources, []string{"nodes", "nodes/status"}) || !slices.Contains(rules[0].Operations, admissionv1.Update) {
+		t.Errorf("resource rules %+v, want UPDATE of nodes and nodes/status", rules)
+	}
+	all := ""
+	for _, v := range vap.Spec.Variables {
+		all += v.Expression + "\n"
+	}
+	for _, v := range vap.Spec.Validations {
+		all += v.Expression + "\n"
+	}
+	for _, want := range []string{"request.userInfo.extra['authentication.kubernetes.io/node-name']", "[object.metadata.name]", "object.spec == oldObject.spec"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("policy expressions lack %q:\n%s", want, all)
+		}
+	}
+	if binding.Spec.PolicyName != vap.Name || !slices.Equal(binding.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
+		t.Errorf("binding %+v, want Deny of %s", binding.Spec, vap.Name)
+	}
+	for _, o := range render(t, "restrictNodeWrites=false") {
+		if _, ok := o.(*admissionv1.ValidatingAdmissionPolicy); ok {
+			t.Error("restrictNodeWrites=false still renders the policy")
+		}
 	}
 }
 

@@ -1,0 +1,203 @@
+package routing
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// Peer data comes from Node objects that other nodes write (addresses,
+// annotations), so it is input, not truth. screenPeers accepts a peer only
+// when its data is plausible on its own and conflicts with no other node;
+// a rejected peer gets no route, FDB or neighbour entry and is reported as
+// a Problem.
+//
+// Conflicts between two peers (the same VTEP MAC, the same node IP,
+// overlapping pod CIDRs, or a pod CIDR holding the other's node IP) are
+// decided by age: peers are taken in order of creation (then name), each
+// claims its MAC, node IP and pod CIDRs, and a peer whose data collides
+// with an earlier claim is rejected whole. So a node that joins later can
+// never take over, or knock out, an existing node's traffic. This node's
+// own data is claimed before every peer and always wins.
+
+// screenPeers returns the peers that may be programmed and the problems of
+// the others. The local node (by name) is neither returned nor reported.
+func screenPeers(local LocalNode, peers []Peer, p Params) ([]Peer, []Problem) {
+	var problems []Problem
+	candidates := make([]Peer, 0, len(peers))
+	for _, peer := range peers {
+		if peer.Name == local.Name {
+			continue
+		}
+		if prob := implausible(local, peer, p.ClusterCIDRs); prob != nil {
+			problems = append(problems, *prob)
+			continue
+		}
+		candidates = append(candidates, peer)
+	}
+	sort.Slice(candidates, func(i, j int) bool {
+		a, b := candidates[i], candidates[j]
+		if !a.Created.Equal(b.Created) {
+			return a.Created.Before(b.Created)
+		}
+		return a.Name < b.Name
+	})
+	c := newClaims()
+	c.claim(local.Name+" (this node)", VTEPMAC(local.Name), local.NodeIP, ipv4Prefixes(local.PodCIDRs))
+	accepted := make([]Peer, 0, len(candidates))
+	for _, peer := range candidates {
+		mac := effectiveMAC(peer)
+		cidrs := ipv4Prefixes(peer.PodCIDRs)
+		if holder, what := c.conflict(mac, peer.NodeIP, cidrs); holder != "" {
+			problems = append(problems, Problem{Node: peer.Name, Reason: ReasonConflict, Message: fmt.Sprintf(
+				"node %s publishes %s, already held by node %s; node %s is not programmed (the earlier node keeps it)",
+				peer.Name, what, holder, peer.Name)})
+			continue
+		}
+		c.claim(peer.Name, mac, peer.NodeIP, cidrs)
+		accepted = append(accepted, peer)
+	}
+	return accepted, problems
+}
+
+// implausible checks one peer's data on its own and against this node.
+func implausible(local LocalNode, peer Peer, clusterCIDRs []netip.Prefix) *Problem {
+	prob := func(reason, format string, a ...any) *Problem {
+		return &Problem{Node: peer.Name, Reason: reason, Message: fmt.Sprintf(format, a...)}
+	}
+	cidrs := ipv4Prefixes(peer.PodCIDRs)
+	if len(cidrs) == 0 {
+		return prob(ReasonNoPodCIDR, "node %s has no IPv4 pod CIDR yet", peer.Name)
+	}
+	if !peer.NodeIP.IsValid() || !peer.NodeIP.Is4() {
+		return prob(ReasonNoNodeIP, "node %s has no IPv4 InternalIP", peer.Name)
+	}
+	if peer.VTEPMAC != "" && !unicastMAC(peer.VTEPMAC) {
+		return prob(ReasonBadVTEPMAC, "node %s published an invalid VTEP MAC %q (not a unicast MAC)", peer.Name, peer.VTEPMAC)
+	}
+	for _, c := range cidrs {
+		if len(clusterCIDRs) > 0 && !insideAny(c, clusterCIDRs) {
+			return prob(ReasonPodCIDROutsideCluster, "node %s has pod CIDR %s outside the cluster CIDRs %s; not programmed",
+				peer.Name, c, joinPrefixes(clusterCIDRs))
+		}
+		if c.Bits() == 0 {
+			return prob(ReasonPodCIDROverlapsNode, "node %s has pod CIDR %s, a default route; not programmed", peer.Name, c)
+		}
+		if c.Contains(local.NodeIP) {
+			return prob(ReasonPodCIDROverlapsNode, "node %s has pod CIDR %s holding this node's IP %s; not programmed", peer.Name, c, local.NodeIP)
+		}
+		for _, conn := range connected(local) {
+			if c.Overlaps(conn) {
+				return prob(ReasonPodCIDROverlapsNode, "node %s has pod CIDR %s overlapping this node's connected subnet %s; not programmed",
+					peer.Name, c, conn)
+			}
+		}
+	}
+	return nil
+}
+
+// connected is every IPv4 subnet this node is attached to.
+func connected(local LocalNode) []netip.Prefix {
+	out := ipv4Prefixes(local.Underlay.Connected)
+	if local.Underlay.Prefix.IsValid() && local.Underlay.Prefix.Addr().Is4() {
+		out = append(out, local.Underlay.Prefix.Masked())
+	}
+	return out
+}
+
+func effectiveMAC(p Peer) string {
+	if p.VTEPMAC == "" {
+		return VTEPMAC(p.Name)
+	}
+	mac, _ := net.ParseMAC(p.VTEPMAC)
+	return mac.String()
+}
+
+// unicastMAC: a 6-byte MAC that is neither multicast (broadcast included)
+// nor all zeros.
+func unicastMAC(s string) bool {
+	mac, err := net.ParseMAC(s)
+	if err != nil || len(mac) != 6 || mac[0]&0x01 != 0 {
+		return false
+	}
+	for _, b := range mac {
+		if b != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func insideAny(p netip.Prefix, outer []netip.Prefix) bool {
+	for _, o := range outer {
+		if o.Bits() <= p.Bits() && o.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// claims records which node holds which VTEP MAC, node IP and pod CIDR.
+type claims struct {
+	macs  map[string]string
+	ips   map[netip.Addr]string
+	order []netip.Addr // ips in claim order, for stable messages
+	cidrs []heldPrefix
+}
+
+type heldPrefix struct {
+	p     netip.Prefix
+	owner string
+}
+
+func newClaims() *claims {
+	return &claims{macs: map[string]string{}, ips: map[netip.Addr]string{}}
+}
+
+func (c *claims) claim(owner, mac string, ip netip.Addr, cidrs []netip.Prefix) {
+	c.macs[mac] = owner
+	c.ips[ip] = owner
+	c.order = append(c.order, ip)
+	for _, p := range cidrs {
+		c.cidrs = append(c.cidrs, heldPrefix{p: p, owner: owner})
+	}
+}
+
+// conflict returns the holder of the first claim the data collides with
+// and a description of the disputed item ("" when none).
+func (c *claims) conflict(mac string, ip netip.Addr, cidrs []netip.Prefix) (holder, what string) {
+	if h, ok := c.macs[mac]; ok {
+		return h, "VTEP MAC " + mac
+	}
+	if h, ok := c.ips[ip]; ok {
+		return h, "node IP " + ip.String()
+	}
+	for _, held := range c.cidrs {
+		if held.p.Contains(ip) {
+			return held.owner, fmt.Sprintf("node IP %s inside pod CIDR %s", ip, held.p)
+		}
+		for _, p := range cidrs {
+			if p.Overlaps(held.p) {
+				return held.owner, fmt.Sprintf("pod CIDR %s overlapping %s", p, held.p)
+			}
+		}
+	}
+	for _, heldIP := range c.order {
+		for _, p := range cidrs {
+			if p.Contains(heldIP) {
+				return c.ips[heldIP], fmt.Sprintf("pod CIDR %s holding node IP %s", p, heldIP)
+			}
+		}
+	}
+	return "", ""
+}
