@@ -260,17 +260,28 @@ func (c *Controller) Sync(ctx context.Context) error {
 // dataplane returns the node state file's dataplane marker (this boot's id
 // and the tables) while the base dataplane is in place; otherwise nil,
 // whether it failed, and why.
+//
+// Before the policy controller's first outcome (a restarted agent), a marker
+// this boot already has is kept: the previous agent's last transaction is
+// still in force (the plugin still checks that its tables exist), so a
+// restart does not hold up new pods. A marker from another boot never is.
 func (c *Controller) dataplane() (*podlink.Dataplane, bool, string, error) {
 	ready, failed, reason := c.dp.DataplaneReady()
-	if !ready {
-		if reason == "" {
-			reason = "policy and anti-spoofing base not in place yet"
-		}
-		return nil, failed, reason, nil
+	if failed {
+		return nil, true, reason, nil
 	}
 	boot, err := c.bootID()
 	if err != nil {
 		return nil, false, "", err
+	}
+	if !ready {
+		if cur, err := podlink.ReadNodeState(c.cfg.NodeStateFile); err == nil && cur.Dataplane != nil && cur.Dataplane.BootID == boot {
+			return cur.Dataplane, false, "", nil
+		}
+		if reason == "" {
+			reason = "policy and anti-spoofing base not in place yet"
+		}
+		return nil, false, reason, nil
 	}
 	return &podlink.Dataplane{BootID: boot, Tables: c.dp.DataplaneTables()}, false, "", nil
 }

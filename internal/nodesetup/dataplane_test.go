@@ -90,3 +90,31 @@ func TestDataplaneGatesReadinessAndMarker(t *testing.T) {
 		t.Errorf("NetworkUnavailable %+v after recovery, want False", c)
 	}
 }
+
+// A restarted agent (the policy controller has not synced yet) keeps the
+// marker of this boot, so new pods are not held up; a marker from another
+// boot (a reboot) is dropped until the policy controller has synced.
+func TestDataplaneMarkerSurvivesAgentRestartNotReboot(t *testing.T) {
+	f := newFixture(t, testNode("10.244.1.0/24"), config.ModeNative)
+	f.routes.ready = true
+	ctx := context.Background()
+	if err := f.c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	*f.dp = fakeDataplane{reason: "policy controller has not synced yet"}
+	if err := f.c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := podlink.ReadNodeState(f.cfg.NodeStateFile)
+	if err != nil || st.Dataplane == nil || st.Dataplane.BootID != "boot-1" {
+		t.Fatalf("restart in the same boot: state %+v (%v), want this boot's marker kept", st, err)
+	}
+	f.c.bootID = func() (string, error) { return "boot-2", nil }
+	if err := f.c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err = podlink.ReadNodeState(f.cfg.NodeStateFile)
+	if err != nil || st.Dataplane != nil || st.Ready {
+		t.Fatalf("after a reboot: state %+v (%v), want no marker and not ready", st, err)
+	}
+}
