@@ -46,6 +46,13 @@ func reaches(netnsPath, ip string) bool {
 func holdAgent(t *testing.T, node string) (release func()) {
 	t.Helper()
 	ctx := context.Background()
+	ds, err := l.CS.AppsV1().DaemonSets(install.Namespace).Get(ctx, install.DaemonSetName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel := ds.Spec.Template.Spec.NodeSelector["kubernetes.io/os"]; sel != "linux" {
+		t.Fatalf("the agent DaemonSet's nodeSelector is %v; holding the agent back needs kubernetes.io/os: linux in it", ds.Spec.Template.Spec.NodeSelector)
+	}
 	label := func(v string) {
 		t.Helper()
 		patch := fmt.Sprintf(`{"metadata":{"labels":{"kubernetes.io/os":%q}}}`, v)
