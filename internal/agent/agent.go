@@ -167,11 +167,14 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	if err != nil {
 		return err
 	}
+	// The base dataplane's status follows the policy controller's syncs.
+	dpStatus := newDataplaneStatus(cfg, d.policyNFT != nil, runnerOpts.Observer)
 	setupCtl, err = nodesetup.New(nodesetup.Config{Agent: cfg, NodeAPI: d.api.nodes, Nodes: nodeLister,
-		Routes: routeCtl, Underlay: d.routes, Sysctls: d.sysctls, Sync: runnerOpts})
+		Routes: routeCtl, Dataplane: dpStatus, Underlay: d.routes, Sysctls: d.sysctls, Sync: runnerOpts})
 	if err != nil {
 		return err
 	}
+	dpStatus.onChange(setupCtl.Trigger)
 	setupCtl.SetReporter(probs)
 	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
 	var masqRunner *syncrunner.Runner
@@ -195,7 +198,9 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	// The NetworkPolicy controller (internal/policy) adds pod, namespace
 	// and networkpolicy informers when enforcement is enabled.
 	if d.policyNFT != nil {
-		r, err := newPolicyRunner(cfg, d.api.lw, &infs, d.policyNFT, pods, m, runnerOpts)
+		policyOpts := runnerOpts
+		policyOpts.Observer = dpStatus
+		r, err := newPolicyRunner(cfg, d.api.lw, &infs, d.policyNFT, pods, m, policyOpts)
 		if err != nil {
 			return err
 		}
@@ -232,7 +237,8 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 				{Name: "informers", Fn: func() error { return informersSynced(nodeInf) }},
 				{Name: "routing", Fn: staleCheck(routeCtl.Runner, 3*cfg.MaxSyncInterval.Duration, time.Now)},
 			},
-			append(readyChecks(routeCtl, setupCtl.Runner), metrics.Check{Name: "problems", Fn: probs.Check}),
+			append(readyChecks(routeCtl, setupCtl.Runner), metrics.Check{Name: "problems", Fn: probs.Check},
+				metrics.Check{Name: "policy", Fn: dpStatus.check}),
 		)
 		wg.Add(1)
 		go func() {

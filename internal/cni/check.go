@@ -150,20 +150,25 @@ func checkReservation(conf *NetConf, key ipam.Key, addrs []netip.Addr) error {
 	return nil
 }
 
-// cmdStatus reports whether the plugin can wire pods now: with configured
-// subnets always; otherwise only when the node state file exists, lists pod
-// subnets and says the node's network is ready (CNI error 50 if not).
+// cmdStatus reports whether the plugin can wire pods now (CNI error 50 if
+// not): with requireDataplane only while the agent's base dataplane is in
+// place (gate.go); then with configured subnets always; otherwise only when
+// the node state file exists, lists pod subnets and says the node's network
+// is ready.
 func cmdStatus(args *skel.CmdArgs, cl *callLog) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
-	if len(conf.Subnets()) > 0 {
-		return nil
-	}
-	st, err := podlink.ReadNodeState(conf.NodeStateFile)
+	st, err := conf.nodeState()
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "node network not ready: "+err.Error(), "")
+	}
+	if err := conf.dataplaneReady(st, nftTableExists); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "node network not ready: "+err.Error(), "")
+	}
+	if len(conf.Subnets()) > 0 {
+		return nil
 	}
 	if len(st.PodCIDRs) == 0 {
 		return types.NewError(types.ErrPluginNotAvailable, "node network not ready: no pod subnet assigned to this node yet", "")

@@ -51,6 +51,10 @@ type NetConf struct {
 	IPAM          IPAMConfig `json:"ipam"`
 	LogFile       string     `json:"logFile,omitempty"`
 	LogLevel      string     `json:"logLevel,omitempty"`
+	// RequireDataplane makes ADD and STATUS wait for the agent's base
+	// dataplane (gate.go). The agent's conflist sets it; a plugin used
+	// alone leaves it unset.
+	RequireDataplane bool `json:"requireDataplane,omitempty"`
 
 	// Parsed and defaulted forms, filled by ParseConfig.
 	subnets []netip.Prefix
@@ -121,21 +125,26 @@ func ParseConfig(stdin []byte) (*NetConf, error) {
 	return conf, nil
 }
 
+// nodeState reads the node state file when the configuration needs it:
+// without configured subnets (they come from it) or with requireDataplane
+// (the gate reads it). nil when neither.
+func (c *NetConf) nodeState() (*podlink.NodeState, error) {
+	if len(c.subnets) > 0 && !c.RequireDataplane {
+		return nil, nil
+	}
+	return podlink.ReadNodeState(c.NodeStateFile)
+}
+
 // resolve returns the subnets to allocate from and the MTU for new pod
 // interfaces. Subnets come from the configuration, else from the node state
-// file; the MTU from the configuration, else the node state file, else
-// DefaultMTU. The node state file is read at most once.
-func (c *NetConf) resolve() ([]netip.Prefix, int, error) {
+// file st; the MTU from the configuration, else st, else DefaultMTU.
+func (c *NetConf) resolve(st *podlink.NodeState) ([]netip.Prefix, int, error) {
 	mtu := c.MTU
 	if len(c.subnets) > 0 {
 		if mtu == 0 {
 			mtu = DefaultMTU
 		}
 		return c.subnets, mtu, nil
-	}
-	st, err := podlink.ReadNodeState(c.NodeStateFile)
-	if err != nil {
-		return nil, 0, notReady(err)
 	}
 	if len(st.PodCIDRs) == 0 {
 		return nil, 0, notReady(fmt.Errorf("node state file %s lists no pod subnets", c.NodeStateFile))

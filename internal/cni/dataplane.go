@@ -62,27 +62,20 @@ func setupPod(podNS ns.NetNS, al podlink.Alias, mtu int, addrs []netip.Addr) (*p
 	defer podH.Close()
 
 	// A host-side interface with our deterministic name but no pod end (the
-	// caller checked ifName is absent) is debris of an interrupted ADD.
-	if old, err := netlinksafe.LinkByName(hostName); err == nil {
-		if err := netlink.LinkDel(old); err != nil && !isNotFound(err) {
-			return nil, fmt.Errorf("remove stale host interface %s: %w", hostName, err)
-		}
+	// caller checked ifName is absent) is debris of an interrupted ADD when
+	// it carries this attachment's alias; anything else is not ours to
+	// delete (teardown refuses it).
+	if err := teardown(al.Network, al.ContainerID, ifName); err != nil {
+		return nil, err
 	}
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name = hostName
-	attrs.MTU = mtu
-	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ifName, PeerMTU: uint32(mtu), PeerNamespace: netlink.NsFd(int(podNS.Fd()))}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return nil, fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
+	if err := createVeth(podH, hostName, ifName, mtu, al.String()); err != nil {
+		return nil, err
 	}
 	host, err := netlinksafe.LinkByName(hostName)
 	if err != nil {
 		return nil, fmt.Errorf("look up %s: %w", hostName, err)
 	}
 	pl := &podLink{hostName: hostName, hostIndex: host.Attrs().Index, hostMAC: host.Attrs().HardwareAddr}
-	if err := netlink.LinkSetAlias(host, al.String()); err != nil {
-		return pl, fmt.Errorf("set alias on %s: %w", hostName, err)
-	}
 	// The device group names the pod's namespace to nftables.
 	if group := podlink.GroupForNamespace(al.PodNamespace); group != podlink.GroupUnknown {
 		if err := netlink.LinkSetGroup(host, int(group)); err != nil {
@@ -104,6 +97,40 @@ func setupPod(podNS ns.NetNS, al podlink.Alias, mtu int, addrs []netip.Addr) (*p
 		}
 	}
 	return pl, nil
+}
+
+// createVeth makes the veth pair inside the pod's namespace (podH), gives
+// the host end its alias there, and only then moves it into the current
+// (host) namespace: an ADD killed at any point never leaves an interface
+// without Trellis's alias on the host, where teardown would refuse it.
+func createVeth(podH *netlink.Handle, hostName, ifName string, mtu int, alias string) error {
+	hostNS, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("open the host network namespace: %w", err)
+	}
+	defer hostNS.Close()
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = hostName
+	attrs.MTU = mtu
+	if err := podH.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: ifName, PeerMTU: uint32(mtu)}); err != nil {
+		return fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
+	}
+	host, err := podH.LinkByName(hostName)
+	if err == nil {
+		// The kernel ignores an alias in the request that creates a link.
+		err = podH.LinkSetAlias(host, alias)
+	}
+	if err == nil {
+		err = podH.LinkSetNsFd(host, int(hostNS))
+	}
+	if err != nil {
+		// Both ends are still in the pod's namespace: remove the pair there.
+		if l, lerr := podH.LinkByName(hostName); lerr == nil {
+			_ = podH.LinkDel(l)
+		}
+		return fmt.Errorf("veth %s/%s: give the host end its alias and move it to the host namespace: %w", hostName, ifName, err)
+	}
+	return nil
 }
 
 func configurePodSide(podH *netlink.Handle, ifName string, pl *podLink, addrs []netip.Addr) error {
@@ -135,8 +162,10 @@ func configurePodSide(podH *netlink.Handle, ifName string, pl *podLink, addrs []
 }
 
 // teardown removes the attachment's host-side interface (which removes the
-// pod end and the host route with it). A missing interface is success.
-func teardown(containerID, ifName string) error {
+// pod end and the host route with it). A missing interface is success. An
+// interface of that name that does not carry the attachment's alias is
+// someone else's: teardown leaves it and fails with ErrForeignLink.
+func teardown(network, containerID, ifName string) error {
 	name := podlink.HostName(containerID, ifName)
 	link, err := netlinksafe.LinkByName(name)
 	if isNotFound(err) {
@@ -145,8 +174,34 @@ func teardown(containerID, ifName string) error {
 	if err != nil {
 		return fmt.Errorf("look up %s: %w", name, err)
 	}
+	al, ok := podlink.ParseAlias(link.Attrs().Alias)
+	if !ok || al.Network != network || al.ContainerID != containerID || al.IfName != ifName {
+		return fmt.Errorf("%w: %s (alias %q) is not the interface of %s/%s on network %s; remove or rename it",
+			ErrForeignLink, name, link.Attrs().Alias, containerID, ifName, network)
+	}
 	if err := netlink.LinkDel(link); err != nil && !isNotFound(err) {
 		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// ErrForeignLink: a host interface has the name of an attachment's
+// interface but is not Trellis's.
+var ErrForeignLink = errors.New("host interface exists and is not Trellis's")
+
+// enableForwarding turns on IP forwarding in the host namespace for the
+// families of addrs, as the reference ptp plugin does: routed pods reach
+// nothing, not even each other, without it. The agent sets it too; this
+// covers the plugin used alone and a runtime calling before the agent ran.
+func enableForwarding(addrs []netip.Addr) error {
+	for _, a := range addrs {
+		key := "net/ipv4/ip_forward"
+		if a.Is6() {
+			key = "net/ipv6/conf/all/forwarding"
+		}
+		if err := sysctl.Set(key, "1"); err != nil {
+			return err
+		}
 	}
 	return nil
 }

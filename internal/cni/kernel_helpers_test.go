@@ -72,6 +72,10 @@ type fixture struct {
 type confOpts struct {
 	version string
 	subnets []string // nil: use the node state file
+	// forwardingOff leaves the node's IPv4 forwarding off.
+	forwardingOff bool
+	// requireDataplane sets the agent's dataplane gate in the config.
+	requireDataplane bool
 }
 
 func newFixture(t *testing.T, o confOpts) *fixture {
@@ -90,7 +94,11 @@ func newFixture(t *testing.T, o confOpts) *fixture {
 			t.Error(err)
 		}
 	})
-	if err := cnirunner.Sysctl(node, "net/ipv4/ip_forward", "1"); err != nil {
+	forward := "1"
+	if o.forwardingOff {
+		forward = "0"
+	}
+	if err := cnirunner.Sysctl(node, "net/ipv4/ip_forward", forward); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, node: node, hostAddr: netip.MustParseAddr("192.0.2.1"), version: o.version}
@@ -112,6 +120,9 @@ func newFixture(t *testing.T, o confOpts) *fixture {
 		"ipam":          map[string]any{"dataDir": f.dataDir},
 		"nodeStateFile": filepath.Join(f.stateDir, "node-state.json"),
 		"logFile":       filepath.Join(f.stateDir, "cni.log"),
+	}
+	if o.requireDataplane {
+		plugin["requireDataplane"] = true
 	}
 	if o.subnets != nil {
 		plugin["ipam"].(map[string]any)["subnets"] = o.subnets
@@ -176,6 +187,18 @@ func (f *fixture) mustAdd(p *pod) {
 	if err := f.add(p); err != nil {
 		f.t.Fatalf("ADD %s (cniVersion %s): %v", p.id, f.version, err)
 	}
+}
+
+// addPods wires n new pods.
+func (f *fixture) addPods(n int) []*pod {
+	f.t.Helper()
+	var pods []*pod
+	for range n {
+		p := f.newPodNS()
+		f.mustAdd(p)
+		pods = append(pods, p)
+	}
+	return pods
 }
 
 func (f *fixture) del(p *pod) error {

@@ -120,12 +120,7 @@ func TestKernelDelWithNamespaceGone(t *testing.T) {
 // GC with a partial valid-attachments list releases exactly the rest.
 func TestKernelGCReleasesExactlyTheInvalid(t *testing.T) {
 	f := newFixture(t, confOpts{subnets: []string{"10.88.2.0/24"}})
-	var pods []*pod
-	for range 6 {
-		p := f.newPodNS()
-		f.mustAdd(p)
-		pods = append(pods, p)
-	}
+	pods := f.addPods(6)
 	var valid []types.GCAttachment
 	for _, p := range pods[:3] {
 		valid = append(valid, types.GCAttachment{ContainerID: p.id, IfName: "eth0"})

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -59,7 +61,14 @@ func cmdAdd(args *skel.CmdArgs, cl *callLog) (err error) {
 	} else if exists {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("interface %s already exists in %s", args.IfName, args.Netns), "")
 	}
-	ranges, mtu, err := conf.resolve()
+	st, err := conf.nodeState()
+	if err != nil {
+		return notReady(err)
+	}
+	if err := conf.dataplaneReady(st, nftTableExists); err != nil {
+		return notReady(err)
+	}
+	ranges, mtu, err := conf.resolve(st)
 	if err != nil {
 		return err
 	}
@@ -83,7 +92,7 @@ func cmdAdd(args *skel.CmdArgs, cl *callLog) (err error) {
 		}
 		// Roll back everything this call did. Own variables: the rollback's
 		// errors must never shadow or replace the one being returned.
-		if terr := teardown(args.ContainerID, args.IfName); terr != nil {
+		if terr := teardown(conf.Name, args.ContainerID, args.IfName); terr != nil {
 			cl.add("rollbackError", terr.Error())
 		}
 		if allocatedNew {
@@ -99,6 +108,9 @@ func cmdAdd(args *skel.CmdArgs, cl *callLog) (err error) {
 	pl, err := setupPod(podNS, attachment(conf.Name, args), mtu, addrs)
 	if err != nil {
 		return err
+	}
+	if err := enableForwarding(addrs); err != nil {
+		return types.NewError(types.ErrInternal, "cannot enable IP forwarding on this host, so the pod could reach nothing: "+err.Error(), "")
 	}
 	return types.PrintResult(buildResult(args, pl, addrs), conf.CNIVersion)
 }
@@ -167,8 +179,8 @@ func cmdDel(args *skel.CmdArgs, cl *callLog) error {
 	defer cancel()
 	// Interface first, address second: an address is never free while a
 	// route to it still points at the old pod.
-	if err := teardown(args.ContainerID, args.IfName); err != nil {
-		return err
+	if err := teardown(conf.Name, args.ContainerID, args.IfName); err != nil {
+		return types.NewError(types.ErrInternal, err.Error(), "")
 	}
 	key := ipam.Key{ContainerID: args.ContainerID, IfName: args.IfName}
 	err = ipam.NewStore(conf.IPAM.DataDir, conf.Name).Update(ctx, func(s *ipam.State) error {
@@ -181,6 +193,9 @@ func cmdDel(args *skel.CmdArgs, cl *callLog) error {
 	return nil
 }
 
+// cmdGC removes every attachment of the network that is not valid. It goes
+// on past failures and reports them all at the end (an attachment whose
+// interface could not be removed keeps its addresses).
 func cmdGC(args *skel.CmdArgs, cl *callLog) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
@@ -192,19 +207,25 @@ func cmdGC(args *skel.CmdArgs, cl *callLog) error {
 	for _, a := range conf.ValidAttachments {
 		valid[ipam.Key{ContainerID: a.ContainerID, IfName: a.IfName}] = true
 	}
+	var errs []error
+	// keep are the attachments whose addresses stay: the valid ones and
+	// those whose interface could not be removed.
+	keep := maps.Clone(valid)
 	// Interfaces first (see cmdDel), then addresses.
 	links, err := ownedLinks(conf.Name)
 	if err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	var removed []string
 	for _, l := range links {
-		cid, ifName := l.Alias.ContainerID, l.Alias.IfName
-		if valid[ipam.Key{ContainerID: cid, IfName: ifName}] {
+		k := ipam.Key{ContainerID: l.Alias.ContainerID, IfName: l.Alias.IfName}
+		if valid[k] {
 			continue
 		}
-		if err := teardown(cid, ifName); err != nil {
-			return err
+		if err := teardown(conf.Name, k.ContainerID, k.IfName); err != nil {
+			errs = append(errs, err)
+			keep[k] = true
+			continue
 		}
 		removed = append(removed, l.Name)
 	}
@@ -218,21 +239,32 @@ func cmdGC(args *skel.CmdArgs, cl *callLog) error {
 		}
 		return nil
 	}); err != nil {
-		return ipamError(err)
+		errs = append(errs, fmt.Errorf("IPAM: %w", err))
 	}
 	for _, k := range stale { // interfaces whose alias was lost
-		if err := teardown(k.ContainerID, k.IfName); err != nil {
-			return err
+		if keep[k] {
+			continue
+		}
+		if err := teardown(conf.Name, k.ContainerID, k.IfName); err != nil {
+			errs = append(errs, err)
+			keep[k] = true
 		}
 	}
 	var freed []ipam.Allocation
 	if err := store.Update(ctx, func(s *ipam.State) error {
-		freed = s.GC(valid)
+		freed = s.GC(keep)
 		return nil
 	}); err != nil {
-		return ipamError(err)
+		errs = append(errs, fmt.Errorf("IPAM: %w", err))
 	}
 	cl.add("removedInterfaces", removed)
 	cl.add("releasedAllocations", len(freed))
+	if len(errs) > 0 {
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = e.Error()
+		}
+		return types.NewError(types.ErrInternal, fmt.Sprintf("GC: %d failure(s): %s", len(errs), strings.Join(msgs, "; ")), "")
+	}
 	return nil
 }

@@ -2,7 +2,11 @@
 // writes the node state file and then the CNI conflist (conflist last, both
 // atomic), installs the plugin binary, sets the forwarding sysctl, publishes
 // what peers need as Node annotations, and sets the NetworkUnavailable
-// condition to False once the routing controller has programmed routes.
+// condition to False once the routing controller has programmed routes and
+// the base dataplane (policy and anti-spoofing) is in place, True while the
+// base dataplane fails. The node state file's ready follows the same two,
+// and its dataplane marker (with this boot's id) is what the plugin's
+// dataplane gate waits for.
 package nodesetup
 
 import (
@@ -14,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -33,7 +38,21 @@ import (
 const (
 	ConditionReason  = "TrellisRouteCreated"
 	ConditionMessage = "Trellis agent programmed the routes to this node's pods"
+	// ConditionReasonDataplane: NetworkUnavailable=True while the base
+	// dataplane fails (the message says why).
+	ConditionReasonDataplane = "TrellisDataplaneFailing"
 )
+
+// DataplaneStatus tells whether the base dataplane (the policy and
+// anti-spoofing tables) is in place.
+type DataplaneStatus interface {
+	// DataplaneReady reports whether it is in place; when it is not,
+	// reason says why and failed whether programming it failed (rather
+	// than not having run yet).
+	DataplaneReady() (ready, failed bool, reason string)
+	// DataplaneTables are the nftables tables that must exist for it.
+	DataplaneTables() []podlink.NFTable
+}
 
 // RouteStatus tells whether the routing controller has programmed routes.
 type RouteStatus interface {
@@ -65,10 +84,12 @@ type Config struct {
 	// NodeAPI patches this node's Node object.
 	NodeAPI NodePatcher
 	// Nodes lists Nodes (this node's is read).
-	Nodes    corelisters.NodeLister
-	Routes   RouteStatus
-	Underlay UnderlayFinder
-	Sysctls  Sysctls
+	Nodes  corelisters.NodeLister
+	Routes RouteStatus
+	// Dataplane tells whether the base dataplane is in place.
+	Dataplane DataplaneStatus
+	Underlay  UnderlayFinder
+	Sysctls   Sysctls
 	// Sync tunes the controller's runner.
 	Sync syncrunner.Options
 }
@@ -81,12 +102,15 @@ type Controller struct {
 	nodes    NodePatcher
 	lister   corelisters.NodeLister
 	routes   RouteStatus
+	dp       DataplaneStatus
 	underlay UnderlayFinder
 	sysctls  Sysctls
 	reporter Reporter
 	// foreignLogged are the foreign CNI configs last logged.
 	foreignLogged []string
 	now           func() time.Time
+	// bootID returns this boot's id (podlink.BootID).
+	bootID func() (string, error)
 }
 
 // Reporter receives problems that keep the node NotReady (log, Event,
@@ -108,11 +132,11 @@ func (c *Controller) SetReporter(r Reporter) { c.reporter = r }
 
 // New returns a node-setup controller.
 func New(cfg Config) (*Controller, error) {
-	if cfg.Agent == nil || cfg.NodeAPI == nil || cfg.Nodes == nil || cfg.Routes == nil || cfg.Underlay == nil || cfg.Sysctls == nil {
-		return nil, errors.New("node-setup controller: Agent, NodeAPI, Nodes, Routes, Underlay and Sysctls are required")
+	if cfg.Agent == nil || cfg.NodeAPI == nil || cfg.Nodes == nil || cfg.Routes == nil || cfg.Dataplane == nil || cfg.Underlay == nil || cfg.Sysctls == nil {
+		return nil, errors.New("node-setup controller: Agent, NodeAPI, Nodes, Routes, Dataplane, Underlay and Sysctls are required")
 	}
-	c := &Controller{cfg: cfg.Agent, nodes: cfg.NodeAPI, lister: cfg.Nodes, routes: cfg.Routes, underlay: cfg.Underlay,
-		sysctls: cfg.Sysctls, now: time.Now}
+	c := &Controller{cfg: cfg.Agent, nodes: cfg.NodeAPI, lister: cfg.Nodes, routes: cfg.Routes, dp: cfg.Dataplane, underlay: cfg.Underlay,
+		sysctls: cfg.Sysctls, now: time.Now, bootID: podlink.BootID}
 	c.Runner = syncrunner.New("nodesetup", c.Sync, cfg.Sync)
 	return c, nil
 }
@@ -185,12 +209,23 @@ func (c *Controller) Sync(ctx context.Context) error {
 	if !ready && reason == "" {
 		reason = "routes not programmed yet"
 	}
-	if err := c.writeState(podCIDRs, mtu, ready, reason); err != nil {
+	if ready {
+		reason = ""
+	}
+	dp, dpFailed, dpReason, err := c.dataplane()
+	if err != nil {
+		return err
+	}
+	if dp == nil {
+		reason = strings.TrimPrefix(reason+"; "+dpReason, "; ")
+		ready = false
+	}
+	if err := c.writeStateDP(podCIDRs, mtu, ready, reason, dp); err != nil {
 		return err
 	}
 	conf, err := RenderConflist(ConflistParams{
-		CNIVersion: c.cfg.CNIConfVersion,
-		MTU:        mtu, NodeStateFile: c.cfg.NodeStateFile, IPAMDataDir: c.cfg.IPAMDataDir,
+		CNIVersion: c.cfg.CNIConfVersion, RequireDataplane: true,
+		MTU: mtu, NodeStateFile: c.cfg.NodeStateFile, IPAMDataDir: c.cfg.IPAMDataDir,
 		LogFile: c.cfg.CNILogFile, LogLevel: c.cfg.CNILogLevel,
 	})
 	if err != nil {
@@ -209,18 +244,58 @@ func (c *Controller) Sync(ctx context.Context) error {
 			return fmt.Errorf("remove own conflist %s after renaming it: %w", stale, err)
 		}
 	}
-	if ready {
+	switch {
+	case ready:
 		if err := c.setNetworkAvailable(ctx, node); err != nil {
+			return err
+		}
+	case dpFailed:
+		if err := c.setNetworkUnavailable(ctx, node, dpReason); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// writeState writes the node state file when its content (other than the
-// timestamp) changes.
+// dataplane returns the node state file's dataplane marker (this boot's id
+// and the tables) while the base dataplane is in place; otherwise nil,
+// whether it failed, and why.
+//
+// Before the policy controller's first outcome (a restarted agent), a marker
+// this boot already has is kept: the previous agent's last transaction is
+// still in force (the plugin still checks that its tables exist), so a
+// restart does not hold up new pods. A marker from another boot never is.
+func (c *Controller) dataplane() (*podlink.Dataplane, bool, string, error) {
+	ready, failed, reason := c.dp.DataplaneReady()
+	if failed {
+		return nil, true, reason, nil
+	}
+	boot, err := c.bootID()
+	if err != nil {
+		return nil, false, "", err
+	}
+	if !ready {
+		if cur, err := podlink.ReadNodeState(c.cfg.NodeStateFile); err == nil && cur.Dataplane != nil && cur.Dataplane.BootID == boot {
+			return cur.Dataplane, false, "", nil
+		}
+		if reason == "" {
+			reason = "policy and anti-spoofing base not in place yet"
+		}
+		return nil, false, reason, nil
+	}
+	return &podlink.Dataplane{BootID: boot, Tables: c.dp.DataplaneTables()}, false, "", nil
+}
+
+// writeState writes a node state file without a dataplane marker (the
+// plugin's gate stays closed) when its content changes.
 func (c *Controller) writeState(podCIDRs []netip.Prefix, mtu int, ready bool, reason string) error {
-	want := podlink.NodeState{NodeName: c.cfg.NodeName, PodCIDRs: podCIDRs, MTU: mtu, Ready: ready, Reason: reason}
+	return c.writeStateDP(podCIDRs, mtu, ready, reason, nil)
+}
+
+// writeStateDP writes the node state file when its content (other than the
+// timestamp) changes.
+func (c *Controller) writeStateDP(podCIDRs []netip.Prefix, mtu int, ready bool, reason string, dp *podlink.Dataplane) error {
+	want := podlink.NodeState{NodeName: c.cfg.NodeName, PodCIDRs: podCIDRs, MTU: mtu, Ready: ready, Reason: reason, Dataplane: dp}
 	if want.PodCIDRs == nil {
 		want.PodCIDRs = []netip.Prefix{}
 	}
@@ -276,15 +351,29 @@ func (c *Controller) publishAnnotations(ctx context.Context, node *v1.Node, node
 
 // setNetworkAvailable sets NetworkUnavailable=False unless it already is.
 func (c *Controller) setNetworkAvailable(ctx context.Context, node *v1.Node) error {
+	return c.setNetworkCondition(ctx, node, v1.ConditionFalse, ConditionReason, ConditionMessage)
+}
+
+// setNetworkUnavailable sets NetworkUnavailable=True (the node is tainted
+// network-unavailable, so nothing new is scheduled on it) while the base
+// dataplane fails.
+func (c *Controller) setNetworkUnavailable(ctx context.Context, node *v1.Node, why string) error {
+	return c.setNetworkCondition(ctx, node, v1.ConditionTrue, ConditionReasonDataplane,
+		"Trellis agent cannot put the policy and anti-spoofing base in place: "+why)
+}
+
+// setNetworkCondition sets the NetworkUnavailable condition unless it
+// already has this status and reason.
+func (c *Controller) setNetworkCondition(ctx context.Context, node *v1.Node, status v1.ConditionStatus, reason, msg string) error {
 	for _, cond := range node.Status.Conditions {
-		if cond.Type == v1.NodeNetworkUnavailable && cond.Status == v1.ConditionFalse && cond.Reason == ConditionReason {
+		if cond.Type == v1.NodeNetworkUnavailable && cond.Status == status && cond.Reason == reason {
 			return nil
 		}
 	}
 	now := metav1.NewTime(c.now())
 	cond := v1.NodeCondition{
-		Type: v1.NodeNetworkUnavailable, Status: v1.ConditionFalse,
-		Reason: ConditionReason, Message: ConditionMessage,
+		Type: v1.NodeNetworkUnavailable, Status: status,
+		Reason: reason, Message: msg,
 		LastTransitionTime: now, LastHeartbeatTime: now,
 	}
 	data, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []v1.NodeCondition{cond}}})
@@ -292,8 +381,8 @@ func (c *Controller) setNetworkAvailable(ctx context.Context, node *v1.Node) err
 		return fmt.Errorf("encode condition patch: %w", err)
 	}
 	if _, err := c.nodes.Patch(ctx, node.Name, types.StrategicMergePatchType, data, metav1.PatchOptions{}, "status"); err != nil {
-		return fmt.Errorf("set NetworkUnavailable=False: %w", err)
+		return fmt.Errorf("set NetworkUnavailable=%s: %w", status, err)
 	}
-	klog.FromContext(ctx).Info("Set node condition NetworkUnavailable=False", "node", node.Name)
+	klog.FromContext(ctx).Info("Set node condition NetworkUnavailable", "status", status, "reason", reason, "node", node.Name)
 	return nil
 }

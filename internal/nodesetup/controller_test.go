@@ -26,6 +26,16 @@ type fakeRoutes struct {
 
 func (f *fakeRoutes) Ready() (bool, string) { return f.ready, f.reason }
 
+type fakeDataplane struct {
+	ready, failed bool
+	reason        string
+}
+
+func (f *fakeDataplane) DataplaneReady() (bool, bool, string) { return f.ready, f.failed, f.reason }
+func (f *fakeDataplane) DataplaneTables() []podlink.NFTable {
+	return []podlink.NFTable{{Family: "inet", Name: "trellis-policy"}}
+}
+
 type fakeUnderlay struct{ mtu int }
 
 func (f fakeUnderlay) Underlay(ip netip.Addr) (routing.Underlay, error) {
@@ -41,6 +51,7 @@ type fixture struct {
 	client *fake.Clientset
 	idx    cache.Indexer
 	routes *fakeRoutes
+	dp     *fakeDataplane
 	sys    fakeSysctls
 	c      *Controller
 }
@@ -60,15 +71,16 @@ func newFixture(t *testing.T, node *v1.Node, mode config.RoutingMode) *fixture {
 		NodeStateFile: filepath.Join(dir, "state", "node-state.json")}
 	cfg.ApplyDefaults()
 	f := &fixture{cfg: cfg, client: fake.NewClientset(node), idx: cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
-		routes: &fakeRoutes{reason: "routes not programmed yet"}, sys: fakeSysctls{}}
+		routes: &fakeRoutes{reason: "routes not programmed yet"}, dp: &fakeDataplane{ready: true}, sys: fakeSysctls{}}
 	if err := f.idx.Add(node); err != nil {
 		t.Fatal(err)
 	}
 	c, err := New(Config{Agent: cfg, NodeAPI: f.client.CoreV1().Nodes(), Nodes: corelisters.NewNodeLister(f.idx),
-		Routes: f.routes, Underlay: fakeUnderlay{mtu: 1500}, Sysctls: f.sys})
+		Routes: f.routes, Dataplane: f.dp, Underlay: fakeUnderlay{mtu: 1500}, Sysctls: f.sys})
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.bootID = func() (string, error) { return "boot-1", nil }
 	f.c = c
 	return f
 }

@@ -26,6 +26,9 @@ type ConflistParams struct {
 	IPAMDataDir   string
 	LogFile       string
 	LogLevel      string
+	// RequireDataplane sets the plugin's dataplane gate (the agent's
+	// conflist always does).
+	RequireDataplane bool
 }
 
 type conflist struct {
@@ -41,6 +44,9 @@ type pluginConfig struct {
 	IPAM          ipamConfig `json:"ipam"`
 	LogFile       string     `json:"logFile"`
 	LogLevel      string     `json:"logLevel"`
+	// RequireDataplane: wire pods only while the agent's base dataplane is
+	// in place (internal/cni gate.go).
+	RequireDataplane bool `json:"requireDataplane,omitempty"`
 }
 
 type ipamConfig struct {
@@ -55,6 +61,7 @@ func RenderConflist(p ConflistParams) ([]byte, error) {
 		Plugins: []pluginConfig{{
 			Type: PluginName, MTU: p.MTU, NodeStateFile: p.NodeStateFile,
 			IPAM: ipamConfig{DataDir: p.IPAMDataDir}, LogFile: p.LogFile, LogLevel: p.LogLevel,
+			RequireDataplane: p.RequireDataplane,
 		}},
 	}
 	b, err := json.MarshalIndent(c, "", "  ")

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/trellisnet/trellis/internal/atomicfile"
@@ -36,8 +37,42 @@ type NodeState struct {
 	Ready bool `json:"ready"`
 	// Reason explains Ready=false for operators (shown by CNI STATUS).
 	Reason string `json:"reason,omitempty"`
+	// Dataplane is present while the agent's base dataplane (the policy
+	// and anti-spoofing tables) is in place, programmed during the boot it
+	// names; absent otherwise. A plugin configured with requireDataplane
+	// wires pods only while it is present, from this boot, and its tables
+	// exist.
+	Dataplane *Dataplane `json:"dataplane,omitempty"`
 	// UpdatedAt is when the agent last wrote the file.
 	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// Dataplane is the agent's statement that this node's base dataplane is in place.
+type Dataplane struct {
+	// BootID is the kernel's boot id (BootIDPath) when the agent programmed it.
+	BootID string `json:"bootID"`
+	// Tables are the nftables tables that must exist for it to be in place.
+	Tables []NFTable `json:"nftTables,omitempty"`
+}
+
+// NFTable names an nftables table.
+type NFTable struct {
+	Family string `json:"family"`
+	Name   string `json:"name"`
+}
+
+func (t NFTable) String() string { return t.Family + " " + t.Name }
+
+// BootIDPath holds the kernel's random id of the current boot.
+const BootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// BootID returns the current boot's id (BootIDPath, trimmed).
+func BootID() (string, error) {
+	b, err := os.ReadFile(BootIDPath)
+	if err != nil {
+		return "", fmt.Errorf("read boot id: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // ErrNoNodeState is returned (wrapped) by ReadNodeState when the file is absent.
