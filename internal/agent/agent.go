@@ -202,13 +202,16 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		runners = append(runners, r)
 	}
 	if d.fastPath != nil {
-		r, release, err := newFastPathRunner(ctx, cfg, d.fastPath, pods, routeCtl, recorder, m, runnerOpts)
+		r, release, err := newFastPathRunner(ctx, cfg, d.fastPath, pods, routeCtl, nodeLister, recorder, m, runnerOpts)
 		if err != nil {
 			return err
 		}
 		defer release()
 		if r != nil {
 			runners = append(runners, r)
+			if _, err := nodeInf.AddEventHandler(fastPathOffHandler(cfg.NodeName, r)); err != nil {
+				return fmt.Errorf("add node event handler: %w", err)
+			}
 		}
 		// Enabled and loaded (a nil runner: the kernel refused the programs).
 		m.SetFeature(metrics.FeatureFastPath, cfg.FastPathEnabled() && r != nil)

@@ -30,7 +30,7 @@ const (
 
 // Defaults.
 const (
-	DefaultRoutingMode        = ModeAuto
+	DefaultRoutingMode = ModeAuto
 	// DefaultMetricsBindAddress is the node's loopback only: the kubelet's
 	// probes and a node-local scraper reach it, nothing off the node does.
 	// Give the node's address (or 0.0.0.0) for a Prometheus that scrapes
@@ -108,6 +108,13 @@ type Config struct {
 	// forwarding path. When the kernel cannot load it the agent says so
 	// (log, Event, metric) and runs without it; false detaches it.
 	FastPath *bool `json:"fastPath,omitempty"`
+	// FastPathExemptCTMark keeps connections whose conntrack mark has any
+	// of these bits set on the full path, so that the operator's own
+	// netfilter rules see every packet of them (they set the mark, e.g.
+	// `ct mark set ct mark | 0x100`, on the connection's first packets).
+	// 0, the default, exempts none. Per node, the Node annotation
+	// trellis.dev/fast-path: "off" turns the fast path off altogether.
+	FastPathExemptCTMark uint32 `json:"fastPathExemptCTMark,omitempty"`
 }
 
 // Duration is a time.Duration that reads "1s"-style strings from files.
