@@ -190,7 +190,7 @@ type NFT struct{}
 
 // List returns every table.
 func (NFT) List(ctx context.Context) ([]Table, error) {
-	out, err := runNFT(ctx, "-j", "list", "tables")
+	out, err := hostfw.Exec{}.Run(ctx, "-j", "list", "tables")
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +199,7 @@ func (NFT) List(ctx context.Context) ([]Table, error) {
 
 // Delete deletes t with everything in it.
 func (NFT) Delete(ctx context.Context, t Table) error {
-	_, err := runNFT(ctx, "delete", "table", t.Family, t.Name)
+	_, err := hostfw.Exec{}.Run(ctx, "delete", "table", t.Family, t.Name)
 	return err
 }
 
