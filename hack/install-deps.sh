@@ -13,6 +13,8 @@ declare -A need=(
   [conntrack]=conntrack
   [socat]=socat
   [tcpdump]=tcpdump
+  # internal/hostfw's kernel test makes a host with the iptables FORWARD policy DROP
+  [iptables-nft]=iptables
   [ethtool]=ethtool
   [sysctl]=procps
   [nsenter]=util-linux

@@ -17,6 +17,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/agent"
 	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/hostfw"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/uninstall"
 )
@@ -81,6 +82,7 @@ func runUninstall(ctx context.Context, cfg *config.Config) error {
 		Sysctls:     nodesetup.ProcSysctls{Root: cfg.SysctlRoot},
 		RecordFile:  uninstall.RecordPath(filepath.Dir(cfg.NodeStateFile)),
 		Tables:      uninstall.NFT{},
+		Forward:     hostfw.Exec{},
 	})
 	if err != nil {
 		return fmt.Errorf("uninstall left something behind:\n%w", err)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/fastpath"
+	"github.com/trellisnet/trellis/internal/hostfw"
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
@@ -82,7 +83,7 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 	nft, err := masq.NewNFT()
 	switch {
 	case err == nil:
-		d.nft = nft
+		d.nft, d.forward = nft, hostfw.Exec{}
 	case cfg.MasqueradeEnabled() && !lacksCaps():
 		return err
 	}
@@ -116,6 +117,9 @@ type deps struct {
 	fastPath *fastpath.Kernel
 	// nft is the masquerade table's interface; nil disables the controller.
 	nft knftables.Interface
+	// forward edits iptables' FORWARD chain when its policy is DROP
+	// (internal/hostfw); nil leaves it alone (tests).
+	forward hostfw.NFT
 	// policyNFT is the NetworkPolicy table's interface; nil disables the
 	// policy controller.
 	policyNFT knftables.Interface
@@ -189,6 +193,9 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		runners = append(runners, masqRunner)
 	}
 
+	if d.forward != nil {
+		runners = append(runners, newHostFWRunner(cfg, d.forward, nodeLister, recorder, runnerOpts))
+	}
 	if _, err := nodeInf.AddEventHandler(nodeHandler(cfg.NodeName, routeCtl.Runner, setupCtl.Runner, masqRunner)); err != nil {
 		return fmt.Errorf("add node event handler: %w", err)
 	}
@@ -207,13 +214,16 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		runners = append(runners, r)
 	}
 	if d.fastPath != nil {
-		r, release, err := newFastPathRunner(ctx, cfg, d.fastPath, pods, routeCtl, recorder, m, runnerOpts)
+		r, release, err := newFastPathRunner(ctx, cfg, d.fastPath, pods, routeCtl, nodeLister, recorder, m, runnerOpts)
 		if err != nil {
 			return err
 		}
 		defer release()
 		if r != nil {
 			runners = append(runners, r)
+			if _, err := nodeInf.AddEventHandler(fastPathOffHandler(cfg.NodeName, r)); err != nil {
+				return fmt.Errorf("add node event handler: %w", err)
+			}
 		}
 		// Enabled and loaded (a nil runner: the kernel refused the programs).
 		m.SetFeature(metrics.FeatureFastPath, cfg.FastPathEnabled() && r != nil)

@@ -8,6 +8,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
@@ -27,8 +29,13 @@ import (
 // programs the agent warns (log, Event on its Node) and runs without the
 // fast path: it returns a nil runner. The returned func releases the
 // programs' file descriptors (attached programs stay in the kernel).
+//
+// The Node annotation trellis.dev/fast-path: "off" turns it off on this
+// node alone: each sync asks the node lister, and a change of the
+// annotation triggers a sync (the returned handler, for the Node informer).
 func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kernel, pods *podlink.Watcher, routes *routing.Controller,
-	recorder record.EventRecorder, m *metrics.Metrics, opts syncrunner.Options) (*syncrunner.Runner, func(), error) {
+	nodes corelisters.NodeLister, recorder record.EventRecorder, m *metrics.Metrics,
+	opts syncrunner.Options) (*syncrunner.Runner, func(), error) {
 	logger := klog.FromContext(ctx).WithName("fastpath")
 	if !cfg.FastPathEnabled() {
 		ctl, err := fastpath.New(fastpath.Config{Disabled: true, Kernel: k, Sync: opts})
@@ -62,7 +69,12 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 	// put them back.
 	sys := uninstall.Recorder{Sysctls: nodesetup.ProcSysctls{Root: cfg.SysctlRoot},
 		File: uninstall.RecordPath(filepath.Dir(cfg.NodeStateFile))}
-	ctl, err := fastpath.New(fastpath.Config{Kernel: k, Programs: progs, Sysctls: sys, Uplinks: uplinks, Sync: opts})
+	off := func() bool {
+		n, err := nodes.Get(cfg.NodeName)
+		return err == nil && fastpath.OffByAnnotation(n.Annotations)
+	}
+	ctl, err := fastpath.New(fastpath.Config{Kernel: k, Programs: progs, Sysctls: sys, Uplinks: uplinks,
+		ExemptCTMark: cfg.FastPathExemptCTMark, Off: off, Sync: opts})
 	if err != nil {
 		progs.Close()
 		return nil, nil, err
@@ -74,4 +86,23 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 	pods.OnChange(func([]podlink.Interface) { r.Trigger() })
 	pods.OnLinkChange(r.Trigger)
 	return r, progs.Close, nil
+}
+
+// fastPathOffHandler triggers the fast-path runner when this node's
+// trellis.dev/fast-path annotation turns it off or on.
+func fastPathOffHandler(self string, r *syncrunner.Runner) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if n, ok := obj.(*v1.Node); ok && n.Name == self {
+				r.Trigger()
+			}
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*v1.Node)
+			n, ok2 := newObj.(*v1.Node)
+			if ok1 && ok2 && n.Name == self && fastpath.OffByAnnotation(o.Annotations) != fastpath.OffByAnnotation(n.Annotations) {
+				r.Trigger()
+			}
+		},
+	}
 }

@@ -7,6 +7,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/routing"
 )
 
@@ -23,7 +24,8 @@ import (
 //     the NetworkUnavailable condition.
 //   - Pod (internal/policy: PodFromAPI, dedupeByIP): namespace, name, labels,
 //     creation and deletion timestamps, spec.nodeName, spec.hostNetwork, the
-//     ports of spec.containers (named ports), status.phase, status.podIP(s).
+//     ports of spec.containers and of native sidecars (spec.initContainers
+//     with restartPolicy Always; named ports), status.phase, status.podIP(s).
 //   - Namespace (internal/policy): name, labels.
 //   - NetworkPolicy (internal/policy): namespace, name, spec.
 //
@@ -83,15 +85,24 @@ func trimPod(p *v1.Pod) *v1.Pod {
 		Spec:       v1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
 		Status:     v1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}
-	for _, c := range p.Spec.Containers {
-		if len(c.Ports) == 0 {
-			continue
+	for i := range p.Spec.Containers {
+		if c := &p.Spec.Containers[i]; len(c.Ports) > 0 {
+			out.Spec.Containers = append(out.Spec.Containers, v1.Container{Name: c.Name, Ports: trimPorts(c.Ports)})
 		}
-		ports := make([]v1.ContainerPort, len(c.Ports))
-		for i, cp := range c.Ports {
-			ports[i] = v1.ContainerPort{Name: cp.Name, Protocol: cp.Protocol, ContainerPort: cp.ContainerPort}
+	}
+	for i := range p.Spec.InitContainers {
+		if c := &p.Spec.InitContainers[i]; len(c.Ports) > 0 && policy.IsSidecar(c) {
+			out.Spec.InitContainers = append(out.Spec.InitContainers,
+				v1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy, Ports: trimPorts(c.Ports)})
 		}
-		out.Spec.Containers = append(out.Spec.Containers, v1.Container{Name: c.Name, Ports: ports})
+	}
+	return out
+}
+
+func trimPorts(in []v1.ContainerPort) []v1.ContainerPort {
+	out := make([]v1.ContainerPort, len(in))
+	for i, cp := range in {
+		out[i] = v1.ContainerPort{Name: cp.Name, Protocol: cp.Protocol, ContainerPort: cp.ContainerPort}
 	}
 	return out
 }

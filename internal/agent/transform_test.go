@@ -113,6 +113,7 @@ func trimAll[T any](t *testing.T, in []T) []T {
 // using pod and namespace selectors, numeric and named ports.
 func policyWorld(r *rand.Rand) ([]*v1.Pod, []*v1.Namespace, []*networkingv1.NetworkPolicy) {
 	pick := func(xs ...string) string { return xs[r.Intn(len(xs))] }
+	always := v1.ContainerRestartPolicyAlways
 	var nss []*v1.Namespace
 	for _, n := range []string{"x", "y", "z"} {
 		nss = append(nss, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n,
@@ -129,7 +130,9 @@ func policyWorld(r *rand.Rand) ([]*v1.Pod, []*v1.Namespace, []*networkingv1.Netw
 				CreationTimestamp: metav1.NewTime(base.Add(time.Duration(r.Intn(5)) * time.Second)),
 				OwnerReferences:   []metav1.OwnerReference{{Name: "rs"}}},
 			Spec: v1.PodSpec{NodeName: pick("n1", "n2"), HostNetwork: r.Intn(8) == 0,
-				InitContainers: []v1.Container{{Name: "init", Ports: []v1.ContainerPort{{Name: "http", ContainerPort: 1}}}},
+				InitContainers: []v1.Container{{Name: "init", Ports: []v1.ContainerPort{{Name: "http", ContainerPort: 1}}},
+					{Name: "sidecar", RestartPolicy: &always, Image: "proxy",
+						Ports: []v1.ContainerPort{{Name: "proxy", ContainerPort: int32(9090 + r.Intn(2)), HostPort: 1}}}},
 				Containers: []v1.Container{
 					{Name: "main", Image: "agnhost", Args: []string{"netexec"}, Env: []v1.EnvVar{{Name: "A", Value: "b"}},
 						Ports: []v1.ContainerPort{{Name: pick("http", "web"), ContainerPort: int32(80 + r.Intn(3)), Protocol: v1.ProtocolTCP, HostPort: 1}}},
@@ -149,7 +152,7 @@ func policyWorld(r *rand.Rand) ([]*v1.Pod, []*v1.Namespace, []*networkingv1.Netw
 		pods = append(pods, p)
 	}
 	port := func() *intstr.IntOrString {
-		v := intstr.FromString(pick("http", "web", "dns"))
+		v := intstr.FromString(pick("http", "web", "dns", "proxy"))
 		if r.Intn(2) == 0 {
 			v = intstr.FromInt32(80)
 		}

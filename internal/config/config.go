@@ -6,8 +6,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -28,8 +30,12 @@ const (
 
 // Defaults.
 const (
-	DefaultRoutingMode        = ModeAuto
-	DefaultMetricsBindAddress = "0.0.0.0:9465"
+	DefaultRoutingMode = ModeAuto
+	// DefaultMetricsBindAddress is the node's loopback only: the kubelet's
+	// probes and a node-local scraper reach it, nothing off the node does.
+	// Give the node's address (or 0.0.0.0) for a Prometheus that scrapes
+	// the nodes.
+	DefaultMetricsBindAddress = "127.0.0.1:9465"
 	DefaultCNIBinDir          = "/opt/cni/bin"
 	DefaultCNIConfDir         = "/etc/cni/net.d"
 	DefaultNodeStateFile      = "/var/lib/trellis/node-state.json"
@@ -102,6 +108,13 @@ type Config struct {
 	// forwarding path. When the kernel cannot load it the agent says so
 	// (log, Event, metric) and runs without it; false detaches it.
 	FastPath *bool `json:"fastPath,omitempty"`
+	// FastPathExemptCTMark keeps connections whose conntrack mark has any
+	// of these bits set on the full path, so that the operator's own
+	// netfilter rules see every packet of them (they set the mark, e.g.
+	// `ct mark set ct mark | 0x100`, on the connection's first packets).
+	// 0, the default, exempts none. Per node, the Node annotation
+	// trellis.dev/fast-path: "off" turns the fast path off altogether.
+	FastPathExemptCTMark uint32 `json:"fastPathExemptCTMark,omitempty"`
 }
 
 // Duration is a time.Duration that reads "1s"-style strings from files.
@@ -262,6 +275,11 @@ func (c *Config) Validate() error {
 	if c.PolicyDenyLog < 0 || c.PolicyDenyLog > 65535 {
 		add("policyDenyLog: %d is outside 0..65535 (an nflog group; 0 turns the deny log off)", c.PolicyDenyLog)
 	}
+	if c.MetricsBindAddress != "" {
+		if err := validBindAddress(c.MetricsBindAddress); err != nil {
+			add("metricsBindAddress: %q %v", c.MetricsBindAddress, err)
+		}
+	}
 	if c.MinSyncInterval.Duration <= 0 {
 		add("minSyncInterval: %v must be positive", c.MinSyncInterval.Duration)
 	}
@@ -269,4 +287,23 @@ func (c *Config) Validate() error {
 		add("maxSyncInterval: %v must be at least minSyncInterval (%v)", c.MaxSyncInterval.Duration, c.MinSyncInterval.Duration)
 	}
 	return errors.Join(errs...)
+}
+
+// validBindAddress accepts IP:PORT ([IP]:PORT for IPv6) and :PORT (every
+// address); host names are refused, so what the agent listens on is never
+// a matter of name resolution.
+func validBindAddress(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("is not HOST:PORT: %w", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("has an invalid port %q", port)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("has a host %q that is not an IP address", host)
+		}
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -19,6 +20,24 @@ func TestDefaultIsValidOnceNodeNameSet(t *testing.T) {
 	}
 	if c.RoutingMode != ModeAuto || c.VXLAN.Device != "trellis.vxlan" || c.VXLAN.Port != 4789 || !c.MasqueradeEnabled() {
 		t.Errorf("unexpected defaults: %+v", c)
+	}
+	// Metrics and health listen on the loopback only unless configured.
+	host, _, err := net.SplitHostPort(c.MetricsBindAddress)
+	if a, perr := netip.ParseAddr(host); err != nil || perr != nil || !a.IsLoopback() {
+		t.Errorf("default metricsBindAddress %q is not a loopback address", c.MetricsBindAddress)
+	}
+}
+
+func TestMetricsBindAddress(t *testing.T) {
+	for addr, ok := range map[string]bool{"127.0.0.1:9465": true, "10.0.0.5:9465": true, "[fd00::5]:9465": true,
+		"[10.0.0.5]:9465": true, ":9465": true, "0.0.0.0:9465": true,
+		"node1:9465": false, "10.0.0.5": false, "10.0.0.5:http": false, "10.0.0.5:70000": false} {
+		c := Default()
+		c.NodeName = "n1"
+		c.MetricsBindAddress = addr
+		if err := c.Validate(); (err == nil) != ok {
+			t.Errorf("metricsBindAddress %q: Validate() = %v, want ok=%v", addr, err, ok)
+		}
 	}
 }
 

@@ -26,6 +26,15 @@ const (
 	SysctlEstablishedTimeout = "net/netfilter/nf_conntrack_tcp_timeout_established"
 )
 
+// AnnotationOff is the Node annotation that turns the fast path off on
+// that node when its value is "off" (the agent detaches the programs; the
+// node's pods take the full path for every packet).
+const AnnotationOff = "trellis.dev/fast-path"
+
+// OffByAnnotation reports whether a Node's annotations turn its fast path
+// off.
+func OffByAnnotation(annotations map[string]string) bool { return annotations[AnnotationOff] == "off" }
+
 // Sysctls reads and sets kernel parameters of the node's namespace.
 type Sysctls interface {
 	Get(path string) (string, error)
@@ -46,6 +55,14 @@ type Config struct {
 	// Uplinks returns the names of the node's uplink devices (the underlay
 	// device holding the node IP, the VXLAN device) at each sync.
 	Uplinks func() []string
+	// ExemptCTMark: connections whose conntrack mark has any of these bits
+	// set stay on the full path (0: none).
+	ExemptCTMark uint32
+	// Off, when set, is asked at every sync whether the fast path is
+	// turned off on this node (the Node's trellis.dev/fast-path annotation):
+	// then the sync detaches it as a disabled controller does, and
+	// attaches it again once Off says false.
+	Off func() bool
 	// Sync tunes the controller's runner.
 	Sync syncrunner.Options
 }
@@ -61,6 +78,8 @@ type Controller struct {
 	ids      map[string]uint32 // program name -> kernel program ID
 	sys      Sysctls
 	uplinks  func() []string
+	exempt   uint32
+	off      func() bool
 }
 
 // New returns a controller attaching cfg.Programs.
@@ -77,7 +96,8 @@ func New(cfg Config) (*Controller, error) {
 		return nil, errors.New("fast path controller: Kernel, Programs, Sysctls and Uplinks are required")
 	}
 	progs := cfg.Programs
-	c := &Controller{k: cfg.Kernel, progs: progs, sys: cfg.Sysctls, uplinks: cfg.Uplinks, ids: map[string]uint32{}}
+	c := &Controller{k: cfg.Kernel, progs: progs, sys: cfg.Sysctls, uplinks: cfg.Uplinks, ids: map[string]uint32{},
+		exempt: cfg.ExemptCTMark, off: cfg.Off}
 	for name, p := range map[string]*ebpf.Program{ProgFromPod: progs.FromPod, ProgToPod: progs.ToPod} {
 		info, err := p.Info()
 		if err != nil {
@@ -97,10 +117,10 @@ func New(cfg Config) (*Controller, error) {
 // programs on every pod interface and uplink, the interface map.
 func (c *Controller) Sync(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithName("fastpath")
-	if c.disabled {
+	if c.disabled || (c.off != nil && c.off()) {
 		n, err := c.k.DetachAll()
 		if n > 0 {
-			logger.Info("Fast path disabled: detached it", "interfaces", n)
+			logger.Info("Fast path turned off: detached it", "interfaces", n, "byNodeAnnotation", !c.disabled)
 		}
 		return err
 	}
@@ -115,7 +135,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fast path: %s=%q: %w", SysctlEstablishedTimeout, v, err)
 	}
-	if err := c.progs.SetConntrackTimeout(uint32(min(secs*1000, math.MaxUint32))); err != nil {
+	if err := c.progs.SetSettings(Settings{ConntrackTimeoutMs: uint32(min(secs*1000, math.MaxUint32)), ExemptCTMark: c.exempt}); err != nil {
 		return err
 	}
 	links, err := c.k.Links()

@@ -50,6 +50,7 @@ const (
 	StatPassNAT
 	StatPassRoute
 	StatPassSource
+	StatPassMark
 	numStats
 )
 
@@ -72,6 +73,8 @@ func (s Stat) String() string {
 		return "pass_route"
 	case StatPassSource:
 		return "pass_source"
+	case StatPassMark:
+		return "pass_mark"
 	}
 	return fmt.Sprintf("stat_%d", uint32(s))
 }
@@ -128,10 +131,20 @@ func (p *Programs) Close() {
 	}
 }
 
-// SetConntrackTimeout sets the conntrack timeout refreshed on every
-// fast-pathed packet (0 disables the fast path without detaching it).
-func (p *Programs) SetConntrackTimeout(ms uint32) error {
-	if err := p.Config.Put(uint32(0), fastpathSettings{CtTimeoutMs: ms}); err != nil {
+// Settings are the programs' run-time settings (bpf/fastpath.c struct
+// settings).
+type Settings struct {
+	// ConntrackTimeoutMs is the conntrack timeout refreshed on every
+	// fast-pathed packet (0 disables the fast path without detaching it).
+	ConntrackTimeoutMs uint32
+	// ExemptCTMark: connections whose conntrack mark has any of these bits
+	// set stay on the full path (0: none).
+	ExemptCTMark uint32
+}
+
+// SetSettings writes the programs' settings.
+func (p *Programs) SetSettings(s Settings) error {
+	if err := p.Config.Put(uint32(0), fastpathSettings{CtTimeoutMs: s.ConntrackTimeoutMs, ExemptCtMark: s.ExemptCTMark}); err != nil {
 		return fmt.Errorf("fast path: write config map: %w", err)
 	}
 	return nil

@@ -39,9 +39,9 @@ type fastpathIface struct {
 }
 
 type fastpathSettings struct {
-	_           structs.HostLayout
-	CtTimeoutMs uint32
-	Pad         uint32
+	_            structs.HostLayout
+	CtTimeoutMs  uint32
+	ExemptCtMark uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -402,7 +402,8 @@ func (ix *index) podMatchesPeer(ns string, peer *networkingv1.NetworkPolicyPeer,
 }
 
 // ipBlockRanges is cidr minus except, IPv4 only (an IPv6 block admits no
-// IPv4 address); an unparsable block admits nothing.
+// IPv4 address); a block with an unparsable cidr or except admits nothing
+// (an except that cannot be read must not widen what the block admits).
 func ipBlockRanges(b *networkingv1.IPBlock) []ipRange {
 	p, err := parsePrefix(b.CIDR)
 	if err != nil {
@@ -416,7 +417,7 @@ func ipBlockRanges(b *networkingv1.IPBlock) []ipRange {
 	for _, e := range b.Except {
 		ep, err := parsePrefix(e)
 		if err != nil {
-			continue
+			return nil
 		}
 		if er, ok := prefixRange(ep); ok {
 			out = subtract(out, er)

@@ -53,6 +53,9 @@ type Config struct {
 	// default to 100ms and 1m); Sync.MaxInterval is also the period of the
 	// full read-back of the table (drift repair).
 	Sync syncrunner.Options
+	// CounterCacheFor is how long a metrics scrape reuses the last read of
+	// the kernel's policy counters (<= 0: DefaultCounterCacheFor).
+	CounterCacheFor time.Duration
 }
 
 // Controller keeps the policy table in sync with the API. Run it (the
@@ -99,7 +102,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg: cfg, pods: corelisters.NewPodLister(inf.Pods.GetIndexer()),
 		nss:      corelisters.NewNamespaceLister(inf.Namespaces.GetIndexer()),
 		policies: netlisters.NewNetworkPolicyLister(inf.NetworkPolicies.GetIndexer()),
-		metrics:  newControllerMetrics(), counters: newPacketCounters(cfg.NFT),
+		metrics:  newControllerMetrics(), counters: newPacketCounters(cfg.NFT, cfg.CounterCacheFor),
 	}
 	c.Runner = syncrunner.New("policy", c.Sync, cfg.Sync)
 	handler := syncrunner.EventHandler(c.changed)

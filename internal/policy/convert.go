@@ -26,10 +26,30 @@ func PodFromAPI(p *corev1.Pod, iface string) Pod {
 			out.IPs = append(out.IPs, a.Unmap())
 		}
 	}
+	// Named ports resolve as Services resolve them: the regular containers
+	// first, then native sidecars (init containers with restartPolicy
+	// Always, which run for the pod's whole life).
 	for _, c := range p.Spec.Containers {
-		for _, cp := range c.Ports {
-			out.Ports = append(out.Ports, ContainerPort{Name: cp.Name, Protocol: cp.Protocol, Port: cp.ContainerPort})
+		out.Ports = appendPorts(out.Ports, c.Ports)
+	}
+	for i := range p.Spec.InitContainers {
+		if c := &p.Spec.InitContainers[i]; IsSidecar(c) {
+			out.Ports = appendPorts(out.Ports, c.Ports)
 		}
+	}
+	return out
+}
+
+// IsSidecar reports whether an init container is a native sidecar
+// (restartPolicy Always): it keeps running beside the regular containers,
+// and its named ports count like theirs.
+func IsSidecar(c *corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+}
+
+func appendPorts(out []ContainerPort, ports []corev1.ContainerPort) []ContainerPort {
+	for _, cp := range ports {
+		out = append(out, ContainerPort{Name: cp.Name, Protocol: cp.Protocol, Port: cp.ContainerPort})
 	}
 	return out
 }

@@ -17,9 +17,20 @@ import (
 // (egress) pods this policy isolates, allowed or denied by their combined
 // policies". Kernel counters vanish with their group; deltas are harvested
 // before every sync so that no count is lost when a group is deleted.
+//
+// Kernel reads are serialised (readMu), so deltas are taken in the order
+// the reads were made: two overlapping scrapes can never count the same
+// packets twice. A scrape reuses the last read for cacheFor, so any number
+// of scrapers cost one `nft` read per interval; the first scraper after the
+// interval reads and the others wait for its answer.
 type packetCounters struct {
-	nft  knftables.Interface
-	desc *prometheus.Desc
+	nft      knftables.Interface
+	desc     *prometheus.Desc
+	cacheFor time.Duration
+
+	readMu   sync.Mutex
+	lastRead time.Time // guarded by readMu: when the kernel was last read
+	lastErr  error     // guarded by readMu: that read's error
 
 	mu     sync.Mutex
 	groups map[string]Group      // group name → group, from the last applied state
@@ -27,9 +38,16 @@ type packetCounters struct {
 	totals map[[4]string]float64 // namespace, policy, direction, verdict → packets
 }
 
-func newPacketCounters(nft knftables.Interface) *packetCounters {
+// DefaultCounterCacheFor is how long a scrape reuses the last read of the
+// kernel's policy counters.
+const DefaultCounterCacheFor = 5 * time.Second
+
+func newPacketCounters(nft knftables.Interface, cacheFor time.Duration) *packetCounters {
+	if cacheFor <= 0 {
+		cacheFor = DefaultCounterCacheFor
+	}
 	return &packetCounters{
-		nft: nft,
+		nft: nft, cacheFor: cacheFor,
 		desc: prometheus.NewDesc(metricsNamespace+"_packets_total",
 			"New connections (first packets) to/from local pods a policy isolates, by the verdict of their combined policies.",
 			[]string{"namespace", "policy", "direction", "verdict"}, nil),
@@ -38,8 +56,31 @@ func newPacketCounters(nft knftables.Interface) *packetCounters {
 }
 
 // harvest reads the kernel counters and adds what they counted since the
-// last harvest to the per-policy totals.
+// last read to the per-policy totals (before every sync).
 func (pc *packetCounters) harvest(ctx context.Context) error {
+	pc.readMu.Lock()
+	defer pc.readMu.Unlock()
+	return pc.readLocked(ctx)
+}
+
+// harvestCached is harvest for scrapes: it reads the kernel only when the
+// last read is older than cacheFor, and otherwise returns that read's error.
+func (pc *packetCounters) harvestCached(ctx context.Context) error {
+	pc.readMu.Lock()
+	defer pc.readMu.Unlock()
+	if !pc.lastRead.IsZero() && time.Since(pc.lastRead) < pc.cacheFor {
+		return pc.lastErr
+	}
+	return pc.readLocked(ctx)
+}
+
+func (pc *packetCounters) readLocked(ctx context.Context) error {
+	err := pc.read(ctx)
+	pc.lastRead, pc.lastErr = time.Now(), err
+	return err
+}
+
+func (pc *packetCounters) read(ctx context.Context) error {
 	// List first: no table yet is not an error (and knftables' fake
 	// ListCounters cannot handle a missing table).
 	names, err := pc.nft.List(ctx, "counter")
@@ -104,11 +145,12 @@ func (pc *packetCounters) setGroups(d *Desired) {
 func (pc *packetCounters) Describe(ch chan<- *prometheus.Desc) { ch <- pc.desc }
 
 // Collect implements prometheus.Collector: it harvests the kernel counters
-// first, so a scrape sees current values.
+// first unless the last read is recent (cacheFor), so a scrape sees values
+// at most that old.
 func (pc *packetCounters) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := pc.harvest(ctx); err != nil {
+	if err := pc.harvestCached(ctx); err != nil {
 		ch <- prometheus.NewInvalidMetric(pc.desc, err)
 		return
 	}

@@ -164,23 +164,30 @@ func TestPolicyFamilies(t *testing.T) {
 				w.addPolicy(p)
 			}
 			w.program(t)
-			for _, c := range tc.checks {
-				src, dst := w.pod(t, c.src), w.pod(t, c.dst)
-				got, err := w.traced(src, dst, c.proto, c.port)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got != c.want {
-					t.Errorf("%s -> %s %s/%d: tracer=%v, want %v", c.src, c.dst, c.proto, c.port, got, c.want)
-				}
-				if o := w.cluster.Allowed(src, dst, c.proto, c.port); o != c.want {
-					t.Errorf("%s -> %s %s/%d: oracle=%v, want %v", c.src, c.dst, c.proto, c.port, o, c.want)
-				}
-			}
-			if mm := w.mismatches(t, defaultProbes); len(mm) > 0 {
-				t.Errorf("tracer and oracle disagree on %d probes:\n%s", len(mm), strings.Join(mm, "\n"))
-			}
+			w.runChecks(t, tc.checks, defaultProbes)
 		})
+	}
+}
+
+// runChecks asserts each check on both the tracer and the oracle, then that
+// they agree on every pod pair and probe.
+func (w *world) runChecks(t *testing.T, checks []check, probes []probe) {
+	t.Helper()
+	for _, c := range checks {
+		src, dst := w.pod(t, c.src), w.pod(t, c.dst)
+		got, err := w.traced(src, dst, c.proto, c.port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("%s -> %s %s/%d: tracer=%v, want %v", c.src, c.dst, c.proto, c.port, got, c.want)
+		}
+		if o := w.cluster.Allowed(src, dst, c.proto, c.port); o != c.want {
+			t.Errorf("%s -> %s %s/%d: oracle=%v, want %v", c.src, c.dst, c.proto, c.port, o, c.want)
+		}
+	}
+	if mm := w.mismatches(t, probes); len(mm) > 0 {
+		t.Errorf("tracer and oracle disagree on %d probes:\n%s", len(mm), strings.Join(mm, "\n"))
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+
+	netutils "k8s.io/utils/net"
 )
 
 // ipRange is an inclusive range of IPv4 addresses as integers.
@@ -192,11 +194,23 @@ func equalRanges(a, b []ipRange) bool {
 	return true
 }
 
-// parsePrefix parses a CIDR as the API allows it (host bits may be set).
+// parsePrefix parses a CIDR as the API server does (host bits may be set,
+// and IPv4 octets may carry leading zeros, read as decimal: objects stored
+// before the API tightened validation keep them, "010.0.0.0/8" is
+// 10.0.0.0/8 to the API server and so here).
 func parsePrefix(s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
+	_, n, err := netutils.ParseCIDRSloppy(s)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("parse CIDR %q: %w", s, err)
 	}
-	return p.Masked(), nil
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, fmt.Errorf("parse CIDR %q: bad address", s)
+	}
+	ones, _ := n.Mask.Size()
+	p, err := a.Unmap().Prefix(ones)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("parse CIDR %q: %w", s, err)
+	}
+	return p, nil
 }

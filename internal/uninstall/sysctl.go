@@ -1,15 +1,12 @@
 package uninstall
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"github.com/trellisnet/trellis/internal/atomicfile"
 )
@@ -98,16 +95,4 @@ func Restore(s Sysctls, file string) (int, error) {
 		return 0, err
 	}
 	return len(paths), nil
-}
-
-func runNFT(ctx context.Context, args ...string) ([]byte, error) {
-	out, err := exec.CommandContext(ctx, "nft", args...).Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return nil, fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(ee.Stderr)))
-		}
-		return nil, fmt.Errorf("nft %s: %w", strings.Join(args, " "), err)
-	}
-	return out, nil
 }

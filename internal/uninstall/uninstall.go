@@ -3,8 +3,9 @@
 // plugin binary, the node state file, the fast path's tc filters (and with
 // them its programs), every nftables table whose name starts with
 // "trellis", every route tagged with Trellis's route protocol, the VXLAN
-// device, and the sysctls Trellis changed and recorded (restored to their
-// previous values). It is idempotent: a second run finds nothing and
+// device, the accepts Trellis appended to iptables' FORWARD chain on hosts
+// whose FORWARD policy is DROP (internal/hostfw), and the sysctls Trellis
+// changed and recorded (restored to their previous values). It is idempotent: a second run finds nothing and
 // succeeds. Pods wired before keep their veths, addresses and host routes
 // until they are deleted; the IPAM directory stays for them.
 package uninstall
@@ -23,6 +24,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/trellisnet/trellis/internal/fastpath"
+	"github.com/trellisnet/trellis/internal/hostfw"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 )
@@ -45,6 +47,8 @@ type Options struct {
 	Handle *netlink.Handle
 	// Tables lists and deletes nftables tables.
 	Tables Tables
+	// Forward edits iptables' FORWARD chain (hostfw.Exec; nil: left alone).
+	Forward hostfw.NFT
 }
 
 // Run removes everything, continuing past failures, and returns them all.
@@ -72,6 +76,9 @@ func Run(ctx context.Context, o Options) error {
 	step("node state file", func() (int, error) { return removeFile(o.NodeStateFile) })
 	step("fast path tc filters and programs", func() (int, error) { return (&fastpath.Kernel{Handle: o.Handle}).DetachAll() })
 	step("nftables tables "+TablePrefix+"*", func() (int, error) { return removeTables(ctx, o.Tables) })
+	if o.Forward != nil {
+		step("accepts in ip filter FORWARD", func() (int, error) { return hostfw.Remove(ctx, o.Forward) })
+	}
 	step("routes with protocol trellis", func() (int, error) { return removeRoutes(h) })
 	step("VXLAN device "+o.VXLANDevice, func() (int, error) { return removeVXLAN(h, o.VXLANDevice) })
 	step("recorded sysctls", func() (int, error) { return Restore(o.Sysctls, o.RecordFile) })
@@ -183,7 +190,7 @@ type NFT struct{}
 
 // List returns every table.
 func (NFT) List(ctx context.Context) ([]Table, error) {
-	out, err := runNFT(ctx, "-j", "list", "tables")
+	out, err := hostfw.Exec{}.Run(ctx, "-j", "list", "tables")
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +199,7 @@ func (NFT) List(ctx context.Context) ([]Table, error) {
 
 // Delete deletes t with everything in it.
 func (NFT) Delete(ctx context.Context, t Table) error {
-	_, err := runNFT(ctx, "delete", "table", t.Family, t.Name)
+	_, err := hostfw.Exec{}.Run(ctx, "delete", "table", t.Family, t.Name)
 	return err
 }
 

@@ -28,6 +28,7 @@
 #include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -46,6 +47,7 @@ union nf_conntrack_proto {
 
 struct nf_conn {
 	unsigned long status;
+	__u32 mark; // CONFIG_NF_CONNTRACK_MARK
 	union nf_conntrack_proto proto;
 } __attribute__((preserve_access_index));
 
@@ -102,7 +104,10 @@ struct settings { // the one value of the config map
 	// Conntrack timeout refreshed on every fast-pathed packet, in ms
 	// (nf_conntrack_tcp_timeout_established); 0 disables the fast path.
 	__u32 ct_timeout_ms;
-	__u32 pad;
+	// Connections whose conntrack mark has any of these bits set stay on
+	// the full path (the operator's own netfilter rules see every packet);
+	// 0 exempts none.
+	__u32 exempt_ct_mark;
 };
 
 struct {
@@ -122,6 +127,7 @@ enum {
 	STAT_PASS_NAT,
 	STAT_PASS_ROUTE,            // no FIB result with neighbour, or not an allowed egress
 	STAT_PASS_SOURCE,           // source address is not the pod's
+	STAT_PASS_MARK,             // conntrack mark exempted by the operator
 	STAT_MAX,
 };
 
@@ -208,6 +214,8 @@ static __always_inline int conntrack_ok(struct __sk_buff *skb, __be32 saddr, __b
 		why = STAT_PASS_NOT_ESTABLISHED;
 	else if (st & (IPS_SRC_NAT | IPS_DST_NAT))
 		why = STAT_PASS_NAT;
+	else if (cfg->exempt_ct_mark && (!bpf_core_field_exists(ct->mark) || (ct->mark & cfg->exempt_ct_mark)))
+		why = STAT_PASS_MARK; // (a kernel without conntrack marks exempts everything)
 	else
 		bpf_ct_change_timeout(ct, cfg->ct_timeout_ms);
 	bpf_ct_release(ct);

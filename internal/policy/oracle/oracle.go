@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	netutils "k8s.io/utils/net"
 )
 
 // ProtocolICMP stands for any protocol without ports.
@@ -212,12 +213,16 @@ func ipBlockMatches(b *networkingv1.IPBlock, ip string) bool {
 	if addr == nil {
 		return false
 	}
-	_, cidr, err := net.ParseCIDR(b.CIDR)
+	// The API server reads CIDRs sloppily (leading zeros allowed, as
+	// decimal) for objects stored before validation tightened; an except it
+	// cannot read makes the block admit nothing rather than more.
+	_, cidr, err := netutils.ParseCIDRSloppy(b.CIDR)
 	if err != nil || !cidr.Contains(addr) {
 		return false
 	}
 	for _, e := range b.Except {
-		if _, ex, err := net.ParseCIDR(e); err == nil && ex.Contains(addr) {
+		_, ex, err := netutils.ParseCIDRSloppy(e)
+		if err != nil || ex.Contains(addr) {
 			return false
 		}
 	}
@@ -266,7 +271,15 @@ func namedPort(pod *corev1.Pod, name string, proto corev1.Protocol) (int32, bool
 	if pod.Spec.HostNetwork {
 		return 0, false
 	}
-	for _, ctr := range pod.Spec.Containers {
+	// Services resolve named ports on regular containers and on native
+	// sidecars (init containers with restartPolicy Always), in that order.
+	ctrs := append([]corev1.Container(nil), pod.Spec.Containers...)
+	for _, ic := range pod.Spec.InitContainers {
+		if ic.RestartPolicy != nil && *ic.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			ctrs = append(ctrs, ic)
+		}
+	}
+	for _, ctr := range ctrs {
 		for _, cp := range ctr.Ports {
 			p := cp.Protocol
 			if p == "" {

@@ -295,3 +295,55 @@ func TestRBACGolden(t *testing.T) {
 		t.Errorf("ClusterRole grants\n%s\nwant\n%s", gotY, wantY)
 	}
 }
+
+// config.metricsListen: the loopback by default (the probes go there too),
+// the node's address through the downward API, or every address; anything
+// else is refused.
+func TestRenderMetricsListen(t *testing.T) {
+	for _, tc := range []struct {
+		set, config, flag, probeHost string
+	}{
+		{"", "metricsBindAddress: 127.0.0.1:9465", "", "127.0.0.1"},
+		{"config.metricsListen=node", "metricsBindAddress: 127.0.0.1:9465", "--metrics-bind-address=[$(NODE_IP)]:9465", ""},
+		{"config.metricsListen=all", "metricsBindAddress: 0.0.0.0:9465", "", "127.0.0.1"},
+	} {
+		var sets []string
+		if tc.set != "" {
+			sets = append(sets, tc.set)
+		}
+		for _, o := range render(t, sets...) {
+			switch v := o.(type) {
+			case *corev1.ConfigMap:
+				if !strings.Contains(v.Data["config.yaml"], tc.config) {
+					t.Errorf("%q: config.yaml lacks %q:\n%s", tc.set, tc.config, v.Data["config.yaml"])
+				}
+			case *appsv1.DaemonSet:
+				c := v.Spec.Template.Spec.Containers[0]
+				var flag string
+				for _, a := range c.Args {
+					if strings.HasPrefix(a, "--metrics-bind-address") {
+						flag = a
+					}
+				}
+				if flag != tc.flag {
+					t.Errorf("%q: metrics flag %q, want %q", tc.set, flag, tc.flag)
+				}
+				hasIP := slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+					return e.Name == "NODE_IP" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.hostIP"
+				})
+				if hasIP != (tc.flag != "") {
+					t.Errorf("%q: NODE_IP from status.hostIP present=%v", tc.set, hasIP)
+				}
+				for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+					if p.HTTPGet == nil || p.HTTPGet.Host != tc.probeHost || p.HTTPGet.Port.IntValue() != 9465 {
+						t.Errorf("%q: probe %+v, want host %q port 9465", tc.set, p.HTTPGet, tc.probeHost)
+					}
+				}
+			}
+		}
+	}
+	if _, err := Render(Options{Chart: chartDir, Set: []string{"config.metricsListen=everywhere"}}); err == nil ||
+		!strings.Contains(err.Error(), "metricsListen") {
+		t.Errorf("config.metricsListen=everywhere: err = %v", err)
+	}
+}

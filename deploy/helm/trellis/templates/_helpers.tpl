@@ -61,3 +61,19 @@ capabilities:
 - --node-state-file=/var/lib/trellis/node-state.json
 - --sysctl-root=/host/proc/sys
 {{- end -}}
+
+{{/*
+The metrics and health listener (values config.metricsListen, metricsPort).
+"node" needs the node's address, which only the pod knows: the ConfigMap
+keeps the loopback and a flag built from the downward API overrides it.
+*/}}
+{{- define "trellis.metricsConfigAddress" -}}
+{{- $c := .Values.config -}}
+{{- if eq $c.metricsListen "all" -}}
+0.0.0.0:{{ int $c.metricsPort }}
+{{- else if has $c.metricsListen (list "localhost" "node") -}}
+127.0.0.1:{{ int $c.metricsPort }}
+{{- else -}}
+{{- fail (printf "config.metricsListen: %q is not one of localhost, node, all" $c.metricsListen) -}}
+{{- end -}}
+{{- end -}}
