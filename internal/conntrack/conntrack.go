@@ -1,11 +1,12 @@
 // Package conntrack forgets pod addresses in the kernel's connection
 // tracking table: when an address leaves its pod (the pod is deleted, or
-// the address is routed to another interface), every conntrack entry that
-// names it as an original or reply source or destination is deleted, so
-// that no flow of the old pod, kept alive by a peer that goes on sending,
-// can reach the next pod that gets the address. The policy table accepts
-// `ct state established,related` before any pod-specific check, so such an
-// entry would carry packets past the new pod's NetworkPolicy both ways.
+// the address is routed to another interface), every conntrack entry whose
+// traffic goes from or to it (it is the entry's original or reply source)
+// is deleted, so that no flow of the old pod, kept alive by a peer that
+// goes on sending, can reach the next pod that gets the address. The
+// policy table accepts `ct state established,related` before any
+// pod-specific check, so such an entry would carry packets past the new
+// pod's NetworkPolicy both ways.
 //
 // The package has three parts: Gone, a pure function naming the addresses
 // that went away between two lists of pod interfaces; Netlink, the kernel
@@ -21,9 +22,9 @@ import (
 	"github.com/trellisnet/trellis/internal/conntrack/ctnetlink"
 )
 
-// Kernel deletes conntrack entries: every entry of the table that has one
-// of addrs as its original or reply source or destination. It returns how
-// many it deleted.
+// Kernel deletes conntrack entries: every entry of the table whose traffic
+// goes from or to one of addrs (its original or reply source). It returns
+// how many it deleted.
 type Kernel interface {
 	DeleteAddrs(addrs []netip.Addr) (int, error)
 }

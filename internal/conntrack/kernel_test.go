@@ -111,7 +111,9 @@ func reuse(t *testing.T, gone func(n *node, old, peer *pod), forgotten bool) {
 	// whatever arrives from the first instant.
 	nw := n.newPod("new")
 	newIn, newOut := nw.udp(t, 5001), nw.udp(t, 5002)
+	addStart := time.Now()
 	n.add(nw)
+	t.Logf("ADD of the new pod took %v", time.Since(addStart).Round(time.Millisecond))
 	if nw.addr != x {
 		t.Fatalf("the new pod got %v, want the reused %v", nw.addr, x)
 	}
