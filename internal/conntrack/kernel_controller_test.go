@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netlink"
@@ -32,23 +33,31 @@ func udpFlow(osrc string, osport uint16, odst string, odport uint16, rsrc string
 	return f
 }
 
+// handleNode makes a throwaway node namespace and returns it with a handle
+// on it and a netlink handle inside it, closed at cleanup.
+func handleNode(t *testing.T, prefix string) (ns.NetNS, netns.NsHandle, *netlink.Handle) {
+	t.Helper()
+	node := newNetNS(t, prefix)
+	nsh, err := netns.GetFromPath(node.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nsh.Close() })
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return node, nsh, h
+}
+
 // The agent's side: the real podlink watch of a node namespace feeds the
 // controller, which deletes the conntrack entries of an address whose pod
 // interface is deleted, and of an address whose host route moves to
 // another interface, in either direction and through NAT, and leaves every
 // other entry alone.
 func TestKernelControllerForgetsReleasedAndMovedAddresses(t *testing.T) {
-	node := newNetNS(t, "trl-ctw-")
-	nsh, err := netns.GetFromPath(node.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	node, nsh, h := handleNode(t, "trl-ctw-")
 	// Three pod interfaces (veth, both ends in the node: only the host side
 	// matters here); a and b carry one pod address each.
 	index := map[string]int{}
@@ -158,17 +167,7 @@ func TestKernelControllerForgetsReleasedAndMovedAddresses(t *testing.T) {
 // address family, then one delete per matching entry.
 func TestKernelForgetCostWithALargeTable(t *testing.T) {
 	const entries = 20000
-	node := newNetNS(t, "trl-ctc-")
-	nsh, err := netns.GetFromPath(node.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	_, nsh, h := handleNode(t, "trl-ctc-")
 	for i := 0; i < entries; i++ {
 		src := fmt.Sprintf("10.253.%d.%d", i/250, 2+i%250)
 		if err := h.ConntrackCreate(netlink.ConntrackTable, netlink.FAMILY_V4,
