@@ -23,7 +23,13 @@ import (
 	"github.com/trellisnet/trellis/internal/podlink"
 )
 
-func ip4(s string) net.IP { return net.ParseIP(s).To4() }
+// ip4 is s in the form a conntrack tuple wants: 4 bytes for IPv4.
+func ip4(s string) net.IP {
+	if ip := net.ParseIP(s).To4(); ip != nil {
+		return ip
+	}
+	return net.ParseIP(s)
+}
 
 // udpFlow is a UDP entry with the given original and reply tuples.
 func udpFlow(osrc string, osport uint16, odst string, odport uint16, rsrc string, rsport uint16, rdst string, rdport uint16) *netlink.ConntrackFlow {
@@ -175,13 +181,25 @@ func TestKernelForgetCostWithALargeTable(t *testing.T) {
 			t.Fatalf("create entry %d: %v", i, err)
 		}
 	}
-	victim := netip.MustParseAddr("10.253.7.9")
+	// And one IPv6 entry: both families in one call.
+	v6 := udpFlow("fd00:253::2", 1000, "fd00:9::9", 53, "fd00:9::9", 53, "fd00:253::2", 1000)
+	v6.FamilyType = netlink.FAMILY_V6
+	if err := h.ConntrackCreate(netlink.ConntrackTable, netlink.FAMILY_V6, v6); err != nil {
+		t.Fatal(err)
+	}
+	victim, victim6 := netip.MustParseAddr("10.253.7.9"), netip.MustParseAddr("fd00:253::2")
 	k := &ctnetlink.Netlink{Netns: &nsh}
 	start := time.Now()
 	n, err := k.DeleteAddrs([]netip.Addr{victim})
 	took := time.Since(start)
 	if err != nil || n != 1 {
 		t.Fatalf("DeleteAddrs = %d, %v; want 1 entry deleted", n, err)
+	}
+	if n, err := k.DeleteAddrs([]netip.Addr{victim, victim6}); err != nil || n != 1 {
+		t.Fatalf("DeleteAddrs with the IPv6 address = %d, %v; want its 1 entry deleted", n, err)
+	}
+	if left6, err := h.ConntrackTableList(netlink.ConntrackTable, netlink.FAMILY_V6); err != nil || len(left6) != 0 {
+		t.Fatalf("IPv6 entries left: %v (%v)", left6, err)
 	}
 	left, err := h.ConntrackTableList(netlink.ConntrackTable, netlink.FAMILY_V4)
 	if err != nil {

@@ -296,13 +296,17 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 	}
 }
 
-// entriesNaming lists the conntrack entries (IPv4) in n that name a as an
-// original or reply source or destination.
+// entriesNaming lists the conntrack entries (of a's family) in n that name
+// a as an original or reply source or destination.
 func entriesNaming(t *testing.T, n ns.NetNS, a netip.Addr) []*netlink.ConntrackFlow {
 	t.Helper()
 	var out []*netlink.ConntrackFlow
+	fam := netlink.InetFamily(netlink.FAMILY_V4)
+	if a.Is6() {
+		fam = netlink.FAMILY_V6
+	}
 	if err := n.Do(func(ns.NetNS) error {
-		flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, netlink.FAMILY_V4)
+		flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, fam)
 		if err != nil {
 			return err
 		}
