@@ -24,6 +24,8 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/conntrack"
+	"github.com/trellisnet/trellis/internal/conntrack/ctnetlink"
 	"github.com/trellisnet/trellis/internal/fastpath"
 	"github.com/trellisnet/trellis/internal/hostfw"
 	"github.com/trellisnet/trellis/internal/kubeclient"
@@ -69,7 +71,8 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
 	d := deps{version: version, api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme},
-		routes: &netlinkprog.Programmer{SysctlRoot: cfg.SysctlRoot}, sysctls: nodesetup.ProcSysctls{Root: cfg.SysctlRoot}, fastPath: &fastpath.Kernel{}}
+		routes: &netlinkprog.Programmer{SysctlRoot: cfg.SysctlRoot}, sysctls: nodesetup.ProcSysctls{Root: cfg.SysctlRoot}, fastPath: &fastpath.Kernel{},
+		conntrack: &ctnetlink.Netlink{}}
 	// With masquerade disabled the controller still runs to remove a
 	// table left by an earlier configuration; without nft there is none.
 	// Without the capabilities it needs, nft itself fails (EPERM): run
@@ -123,6 +126,9 @@ type deps struct {
 	// policyNFT is the NetworkPolicy table's interface; nil disables the
 	// policy controller.
 	policyNFT knftables.Interface
+	// conntrack deletes the conntrack entries of pod addresses that go
+	// away; nil disables that controller (tests).
+	conntrack conntrack.Kernel
 	// procStatus is the /proc status file capabilities are read from
 	// (empty: /proc/self/status).
 	procStatus string
@@ -200,7 +206,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		return fmt.Errorf("add node event handler: %w", err)
 	}
 	// One watch of the local pod interfaces (internal/podlink) feeds the
-	// policy and fast-path controllers.
+	// policy, conntrack and fast-path controllers.
 	pods := podlink.NewWatcher(podlink.WatchOptions{Resync: cfg.MaxSyncInterval.Duration})
 	// The NetworkPolicy controller (internal/policy) adds pod, namespace
 	// and networkpolicy informers when enforcement is enabled.
@@ -212,6 +218,15 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			return err
 		}
 		runners = append(runners, r)
+	}
+	if d.conntrack != nil {
+		// A released or moved pod address loses its conntrack entries.
+		ctl, err := conntrack.New(conntrack.Config{Kernel: d.conntrack, Registerer: m.Registry, Sync: runnerOpts})
+		if err != nil {
+			return err
+		}
+		pods.OnChange(ctl.InterfacesChanged)
+		runners = append(runners, ctl.Runner)
 	}
 	if d.fastPath != nil {
 		r, release, err := newFastPathRunner(ctx, cfg, d.fastPath, pods, routeCtl, nodeLister, recorder, m, runnerOpts)
@@ -261,7 +276,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			}
 		}()
 	}
-	if d.policyNFT != nil || d.fastPath != nil {
+	if d.policyNFT != nil || d.fastPath != nil || d.conntrack != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

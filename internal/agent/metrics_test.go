@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/conntrack"
+	"github.com/trellisnet/trellis/internal/conntrack/ctnetlink"
 	"github.com/trellisnet/trellis/internal/fastpath"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
@@ -48,6 +50,9 @@ func agentRegistry(t *testing.T) *prometheus.Registry {
 		Interfaces: podlink.NewWatcher(podlink.WatchOptions{}), Registerer: m.Registry,
 		Informers: policy.Informers{Pods: f.Core().V1().Pods().Informer(), Namespaces: f.Core().V1().Namespaces().Informer(),
 			NetworkPolicies: f.Networking().V1().NetworkPolicies().Informer()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conntrack.New(conntrack.Config{Kernel: &ctnetlink.Netlink{}, Registerer: m.Registry}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := newProblems(m.Registry, nil, "n1"); err != nil {
@@ -116,7 +121,7 @@ func documented(t *testing.T) map[string][]string {
 	return out
 }
 
-var metricNameRE = regexp.MustCompile(`^trellis_(agent|routing|masq|policy|fastpath)_[a-z0-9]+(_[a-z0-9]+)*$`)
+var metricNameRE = regexp.MustCompile(`^trellis_(agent|routing|masq|policy|fastpath|conntrack)_[a-z0-9]+(_[a-z0-9]+)*$`)
 
 // Every metric the agent registers is named trellis_<subsystem>_<name>
 // (or is trellis_build_info, trellis_feature_enabled, or one of
@@ -133,7 +138,7 @@ func TestMetricNamesFollowTheSchemeAndAreDocumented(t *testing.T) {
 			continue
 		}
 		if !metricNameRE.MatchString(name) && name != "trellis_build_info" && name != "trellis_feature_enabled" {
-			t.Errorf("metric %s does not follow trellis_<subsystem>_<name> (subsystems agent, routing, masq, policy, fastpath)", name)
+			t.Errorf("metric %s does not follow trellis_<subsystem>_<name> (subsystems agent, routing, masq, policy, fastpath, conntrack)", name)
 		}
 		doc, ok := docs[name]
 		if !ok {

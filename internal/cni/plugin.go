@@ -15,6 +15,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/trellisnet/trellis/internal/conntrack/ctnetlink"
 	"github.com/trellisnet/trellis/internal/ipam"
 	"github.com/trellisnet/trellis/internal/podlink"
 )
@@ -105,6 +106,11 @@ func cmdAdd(args *skel.CmdArgs, cl *callLog) (err error) {
 		}
 	}()
 
+	// Before the pod's interface exists: a flow of the addresses' last
+	// holder (a DEL that never came) must not reach the new pod.
+	if err := ctnetlink.Forget(addrs); err != nil {
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	}
 	pl, err := setupPod(podNS, attachment(conf.Name, args), mtu, addrs)
 	if err != nil {
 		return err
@@ -184,6 +190,10 @@ func cmdDel(args *skel.CmdArgs, cl *callLog) error {
 	}
 	key := ipam.Key{ContainerID: args.ContainerID, IfName: args.IfName}
 	err = ipam.NewStore(conf.IPAM.DataDir, conf.Name).Update(ctx, func(s *ipam.State) error {
+		// Their conntrack entries go before the addresses can be reused.
+		if err := ctnetlink.ForgetAllocations(s.Lookup(key)); err != nil {
+			return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+		}
 		cl.add("released", s.Release(key))
 		return nil
 	})

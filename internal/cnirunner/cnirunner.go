@@ -109,3 +109,13 @@ func DeleteNetNS(name string) error {
 
 // Sysctl writes a sysctl inside the namespace n (path like net/ipv4/ip_forward).
 func Sysctl(n ns.NetNS, key, value string) error { return sysctl.Netns{NS: n}.Set(key, value) }
+
+// BuildPlugin builds trellis-cni from this module into dir and returns its
+// path (the kernel tests drive the real binary through libcni).
+func BuildPlugin(dir string) (string, error) {
+	bin := filepath.Join(dir, "trellis-cni")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/trellisnet/trellis/cmd/trellis-cni").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build trellis-cni: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return bin, nil
+}
