@@ -28,6 +28,7 @@ import (
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
+	"github.com/trellisnet/trellis/internal/nftwatch"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/routing"
@@ -89,6 +90,12 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 	if d.policyNFT, err = newPolicyNFT(cfg); err != nil && !lacksCaps() {
 		return err
 	}
+	if d.policyWatch, err = newPolicyWatch(); err != nil && !lacksCaps() {
+		return err
+	}
+	if d.policyWatch != nil {
+		defer d.policyWatch.Close()
+	}
 	return run(ctx, cfg, d)
 }
 
@@ -119,6 +126,9 @@ type deps struct {
 	// policyNFT is the NetworkPolicy table's interface; nil disables the
 	// policy controller.
 	policyNFT knftables.Interface
+	// policyWatch reports changes of the policy table made by others; nil
+	// leaves the controller reading the table back at every sync (tests).
+	policyWatch *nftwatch.Watch
 	// procStatus is the /proc status file capabilities are read from
 	// (empty: /proc/self/status).
 	procStatus string
@@ -174,6 +184,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	}
 	setupCtl.SetReporter(probs)
 	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
+	var policyWatch func(context.Context) error
 	var masqRunner *syncrunner.Runner
 	if d.nft != nil {
 		masqCtl, err := masq.New(masq.Config{NodeName: cfg.NodeName, Disabled: !cfg.MasqueradeEnabled(),
@@ -195,11 +206,12 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	// The NetworkPolicy controller (internal/policy) adds pod, namespace
 	// and networkpolicy informers when enforcement is enabled.
 	if d.policyNFT != nil {
-		r, err := newPolicyRunner(cfg, d.api.lw, &infs, d.policyNFT, pods, m, runnerOpts)
+		r, watch, err := newPolicyRunner(cfg, d.api.lw, &infs, policyKernel{d.policyNFT, d.policyWatch}, pods, recorder, m, runnerOpts)
 		if err != nil {
 			return err
 		}
 		runners = append(runners, r)
+		policyWatch = watch // started with the runners
 	}
 	if d.fastPath != nil {
 		r, release, err := newFastPathRunner(ctx, cfg, d.fastPath, pods, routeCtl, recorder, m, runnerOpts)
@@ -251,6 +263,15 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			defer wg.Done()
 			if err := pods.Run(ctx); err != nil {
 				logger.Error(err, "Cannot watch pod interfaces; controllers list them at each sync")
+			}
+		}()
+	}
+	if policyWatch != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := policyWatch(ctx); err != nil {
+				logger.Error(err, "Cannot watch the policy table; every policy sync now reads it back")
 			}
 		}()
 	}
