@@ -329,7 +329,7 @@ func deleteStale(tx *knftables.Transaction, d *Desired, ex *existing, st *ApplyS
 }
 
 // tableComment is the policy table's comment.
-const tableComment = "Trellis NetworkPolicy and anti-spoofing (managed by trellis-agent)"
+const tableComment = "Trellis NetworkPolicy (managed by trellis-agent)"
 
 // Remove deletes the policy table if it exists (enforcement disabled). nft
 // must be bound to the inet family and TableName.

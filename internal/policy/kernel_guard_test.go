@@ -5,6 +5,7 @@ package policy_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -61,16 +62,67 @@ func TestKernelAntiSpoofWithoutNetworkPolicy(t *testing.T) {
 	if got, want := listTable(t, k.node), render(t, policy.AntiSpoofOnly(0)); got != want {
 		t.Fatalf("table with enforcement off:\n%s\nwant (anti-spoofing only):\n%s", got, want)
 	}
-	spoof := netip.MustParseAddr("10.244.1.99")
-	k.addAddr("x/b", spoof)
 	if !k.connect("x/b", netip.Addr{}, xa, 80) {
 		t.Fatal("x/b -> x/a:80 from its own address failed with enforcement off")
 	}
-	if k.connect("x/b", spoof, xa, 80) {
-		t.Fatal("x/b -> x/a:80 from a spoofed source address passed with enforcement off")
+	// Spoofed sources, seen arriving or not at the destination (UDP: a
+	// spoofed TCP handshake fails anyway, its answer goes elsewhere): an
+	// address no pod has, and another pod's.
+	xb, yc := netip.MustParseAddr("10.244.1.11"), netip.MustParseAddr("10.244.1.12")
+	for _, spoof := range []netip.Addr{netip.MustParseAddr("10.244.1.99"), yc} {
+		k.addAddr("x/b", spoof)
 	}
-	if k.connect("x/b", spoof, netip.MustParseAddr("192.168.0.1"), 80) {
-		t.Fatal("x/b -> node:80 from a spoofed source address was answered with enforcement off")
+	node := netip.MustParseAddr("192.168.0.1")
+	if !k.udpArrives("x/b", xb, k.pods["x/a"], xa) || !k.udpArrives("x/b", xb, k.node, node) {
+		t.Fatal("UDP from x/b's own address did not arrive (pod, node) with enforcement off")
+	}
+	for _, spoof := range []netip.Addr{netip.MustParseAddr("10.244.1.99"), yc} {
+		if k.udpArrives("x/b", spoof, k.pods["x/a"], xa) {
+			t.Errorf("UDP x/b -> x/a from spoofed source %s arrived with enforcement off", spoof)
+		}
+		if k.udpArrives("x/b", spoof, k.node, node) {
+			t.Errorf("UDP x/b -> node from spoofed source %s arrived with enforcement off", spoof)
+		}
+	}
+}
+
+// udpArrives reports whether a UDP datagram that pod src sends from
+// address from reaches a socket on dst:port in namespace dstNS.
+func (k *kernelNode) udpArrives(src string, from netip.Addr, dstNS ns.NetNS, dst netip.Addr) bool {
+	k.t.Helper()
+	var ln net.PacketConn
+	if err := dstNS.Do(func(ns.NetNS) error {
+		var err error
+		ln, err = net.ListenPacket("udp4", netip.AddrPortFrom(dst, 0).String())
+		return err
+	}); err != nil {
+		k.t.Fatal(err)
+	}
+	defer ln.Close()
+	to := ln.LocalAddr().(*net.UDPAddr)
+	if err := k.pods[src].Do(func(ns.NetNS) error {
+		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: from.AsSlice()}, to)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for i := 0; i < 3; i++ {
+			_, _ = c.Write([]byte("spoof?"))
+		}
+		return nil
+	}); err != nil {
+		k.t.Fatal(err)
+	}
+	_ = ln.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	buf := make([]byte, 64)
+	for {
+		_, addr, err := ln.ReadFrom(buf)
+		if err != nil {
+			return false
+		}
+		if a, ok := addr.(*net.UDPAddr); ok && a.IP.Equal(from.AsSlice()) {
+			return true
+		}
 	}
 }
 
@@ -255,8 +307,8 @@ func TestKernelPolicyTableRepairsForeignChanges(t *testing.T) {
 		if !k.connect("x/b", netip.Addr{}, yc, 80) {
 			t.Errorf("%s: x/b -> y/c (no policy) refused after the repair", ch.what)
 		}
-		if k.connect("x/b", spoof, yc, 80) {
-			t.Errorf("%s: x/b -> y/c from a spoofed source passed after the repair", ch.what)
+		if k.udpArrives("x/b", spoof, k.pods["y/c"], yc) {
+			t.Errorf("%s: x/b -> y/c from a spoofed source arrived after the repair", ch.what)
 		}
 		time.Sleep(150 * time.Millisecond) // let probes run against the repaired table
 	}
