@@ -29,10 +29,10 @@ const (
 
 // guard tells the controller's own commits from everybody else's. A sync
 // reads the ruleset generation just before and just after its commit: when
-// it advanced by exactly one, that generation is the sync's own. Every
-// other transaction touching the table (including any seen while a commit
-// was in flight whose generation turns out not to be the sync's) is
-// foreign: the guard then taints the table, and the next sync rewrites it
+// it advanced by exactly one, that generation is the sync's own; when
+// others committed meanwhile (usually to other tables), the sync's own is
+// the first transaction of that range that touches the table. Every other
+// transaction touching the table is foreign: the guard then taints the table, and the next sync rewrites it
 // completely, trusting nothing it committed before. While the watch is not
 // running, nothing is trusted either: every sync reads the table back.
 type guard struct {
@@ -44,9 +44,20 @@ type guard struct {
 	live     bool
 	inflight bool
 	own      map[uint32]time.Time
+	windows  []window // commits whose own generation is not known exactly
 	pending  []nftwatch.Change
 	tainted  time.Time // first unrepaired reason to rewrite (zero: none)
 	lastWhy  nftwatch.Change
+}
+
+// window is a commit of the controller during which others committed too:
+// its generation is one of lo..hi. The controller's commit always touches
+// the table, so of the transactions in the window that touch it, the first
+// `own` are taken as the controller's, the rest are foreign.
+type window struct {
+	lo, hi uint32
+	own    int
+	at     time.Time
 }
 
 func newGuard(w TableWatch, m *guardMetrics, onTaint func()) *guard {
@@ -88,6 +99,16 @@ func (g *guard) resolveLocked(logger klog.Logger, ch nftwatch.Change) {
 	if _, ok := g.own[ch.Gen]; ok {
 		delete(g.own, ch.Gen)
 		return
+	}
+	for i := range g.windows {
+		w := &g.windows[i]
+		if ch.Gen-w.lo <= w.hi-w.lo { // lo <= Gen <= hi, modulo wrap-around
+			if w.own > 0 {
+				w.own--
+				return
+			}
+			break
+		}
 	}
 	g.taintLocked(logger, reasonForeign, ch)
 }
@@ -186,13 +207,13 @@ func (g *guard) commit(ctx context.Context, fn func() error) error {
 	case err == nil && after == before+1:
 		g.own[after] = time.Now()
 	case after != before:
-		// Someone else committed while the sync did: what they touched is
-		// foreign, and the sync's own generation is not known.
-		if len(pending) == 0 {
-			break
+		// Someone else committed while the sync did (most often to another
+		// table): the sync's own generation is one of before+1..after.
+		w := window{lo: before + 1, hi: after, at: time.Now()}
+		if err == nil {
+			w.own = 1
 		}
-		g.taintLocked(logger, reasonForeign, pending[0])
-		pending = nil
+		g.windows = append(g.windows, w)
 	}
 	for _, ch := range pending {
 		g.resolveLocked(logger, ch)
@@ -202,6 +223,13 @@ func (g *guard) commit(ctx context.Context, fn func() error) error {
 			delete(g.own, gen) // its notification never came (lost)
 		}
 	}
+	kept := g.windows[:0]
+	for _, w := range g.windows {
+		if time.Since(w.at) <= time.Minute {
+			kept = append(kept, w)
+		}
+	}
+	g.windows = kept
 	return err
 }
 

@@ -94,6 +94,27 @@ func TestGuardTellsOwnCommitsFromForeignOnes(t *testing.T) {
 	if at.IsZero() || why.Gen != ch.Gen || why.PID != 42 || triggers == before {
 		t.Fatalf("a foreign commit: tainted at %v by %+v (triggers %d -> %d), want gen %d", at, why, before, triggers, ch.Gen)
 	}
+	// Someone else commits to another table while the controller commits:
+	// the controller's own notification, before or after its commit
+	// returns, is still its own.
+	for _, inside := range []bool{true, false} {
+		var ch nftwatch.Change
+		if err := g.commit(ctx, func() error {
+			fw.mu.Lock()
+			fw.gen++ // another table: no notification for this one
+			fw.mu.Unlock()
+			ch = fw.commit(inside)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !inside {
+			g.observe(g.logger(), ch)
+		}
+		if tainted() {
+			t.Fatalf("a commit to another table during the controller's own tainted the table (notified inside: %v)", inside)
+		}
+	}
 	if err := g.commit(ctx, func() error {
 		fw.commit(true) // someone else, while the controller commits
 		fw.commit(true)
@@ -103,6 +124,19 @@ func TestGuardTellsOwnCommitsFromForeignOnes(t *testing.T) {
 	}
 	if !tainted() {
 		t.Fatal("a foreign commit during the controller's own went unnoticed")
+	}
+	late := nftwatch.Change{}
+	if err := g.commit(ctx, func() error {
+		fw.commit(false) // someone else; both notifications arrive late
+		late = fw.commit(false)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	g.observe(g.logger(), nftwatch.Change{Gen: late.Gen - 1, At: time.Now()})
+	g.observe(g.logger(), late)
+	if !tainted() {
+		t.Fatal("a foreign commit during the controller's own, notified late, went unnoticed")
 	}
 	fw.fn(nftwatch.Change{Lost: true, At: time.Now()})
 	if !tainted() {
