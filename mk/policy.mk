@@ -7,6 +7,7 @@
 #   make test-e2e-policy        tier 2 truth tables (x/y/z × a/b/c, 80/81 TCP+UDP) on a lab, expected from the oracle
 #   make bench-policy           lab benchmark: 1k policies / 10k pod IPs, programming latency, per-packet cost, agent RSS
 #   make bench-pending          lab benchmark: CNI ADD returning → the new pod programmed in the policy table (p50/p99/max)
+#   make bench-policy-repair    foreign nft flush ruleset → policy table complete and enforcing again (p50/p99 over 20, root)
 
 POLICY_PKGS := ./internal/policy/...
 POLICY_CASES ?= 5000
@@ -28,6 +29,13 @@ fuzz-policy:
 bench-policy-compile: deps
 	$(GO) test -count=1 -tags kernel -run '^TestKernelPolicyScale$$' -v ./internal/policy/
 	$(GO) test -count=1 -run '^TestScaleCompileAndApply$$' -v ./internal/policy/
+
+# The table guard's repair window on real nftables (tier 1, root, no lab):
+# 20 × nft flush ruleset (plus a deleted table, chain and elements) against
+# the controller running in a node namespace; prints each window and p50/p99.
+.PHONY: bench-policy-repair
+bench-policy-repair: deps
+	bash -o pipefail -c "$(GO) test -count=1 -tags kernel -run '^TestKernelPolicyTableRepairsForeignChanges$$' -v ./internal/policy/ 2>&1 | grep -v '^I[0-9]'"
 
 # Tier 2: the policy truth tables on a lab (TRELLIS_LAB_REUSE=1 reuses a running lab).
 .PHONY: test-e2e-policy

@@ -31,6 +31,7 @@ import (
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
+	"github.com/trellisnet/trellis/internal/nftwatch"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/routing"
@@ -93,6 +94,12 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 	if d.policyNFT, err = newPolicyNFT(cfg); err != nil && !lacksCaps() {
 		return err
 	}
+	if d.policyWatch, err = newPolicyWatch(); err != nil && !lacksCaps() {
+		return err
+	}
+	if d.policyWatch != nil {
+		defer d.policyWatch.Close()
+	}
 	return run(ctx, cfg, d)
 }
 
@@ -129,6 +136,9 @@ type deps struct {
 	// conntrack deletes the conntrack entries of pod addresses that go
 	// away; nil disables that controller (tests).
 	conntrack conntrack.Kernel
+	// policyWatch reports changes of the policy table made by others; nil
+	// leaves the controller reading the table back at every sync (tests).
+	policyWatch *nftwatch.Watch
 	// procStatus is the /proc status file capabilities are read from
 	// (empty: /proc/self/status).
 	procStatus string
@@ -178,7 +188,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		return err
 	}
 	// The base dataplane's status follows the policy controller's syncs.
-	dpStatus := newDataplaneStatus(cfg, d.policyNFT != nil, runnerOpts.Observer)
+	dpStatus := newDataplaneStatus(d.policyNFT != nil, runnerOpts.Observer)
 	setupCtl, err = nodesetup.New(nodesetup.Config{Agent: cfg, NodeAPI: d.api.nodes, Nodes: nodeLister,
 		Routes: routeCtl, Dataplane: dpStatus, Underlay: d.routes, Sysctls: d.sysctls, Sync: runnerOpts})
 	if err != nil {
@@ -187,6 +197,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	dpStatus.onChange(setupCtl.Trigger)
 	setupCtl.SetReporter(probs)
 	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
+	var policyWatch func(context.Context) error
 	var masqRunner *syncrunner.Runner
 	if d.nft != nil {
 		masqCtl, err := masq.New(masq.Config{NodeName: cfg.NodeName, Disabled: !cfg.MasqueradeEnabled(),
@@ -213,11 +224,12 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	if d.policyNFT != nil {
 		policyOpts := runnerOpts
 		policyOpts.Observer = dpStatus
-		r, err := newPolicyRunner(cfg, d.api.lw, &infs, d.policyNFT, pods, m, policyOpts)
+		r, watch, err := newPolicyRunner(cfg, d.api.lw, &infs, policyKernel{d.policyNFT, d.policyWatch}, pods, recorder, m, policyOpts)
 		if err != nil {
 			return err
 		}
 		runners = append(runners, r)
+		policyWatch = watch // started with the runners
 	}
 	if d.conntrack != nil {
 		// A released or moved pod address loses its conntrack entries.
@@ -282,6 +294,15 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			defer wg.Done()
 			if err := pods.Run(ctx); err != nil {
 				logger.Error(err, "Cannot watch pod interfaces; controllers list them at each sync")
+			}
+		}()
+	}
+	if policyWatch != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := policyWatch(ctx); err != nil {
+				logger.Error(err, "Cannot watch the policy table; every policy sync now reads it back")
 			}
 		}()
 	}

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/syncrunner"
@@ -32,11 +31,13 @@ type dataplaneStatus struct {
 
 var _ syncrunner.Observer = (*dataplaneStatus)(nil)
 
-// newDataplaneStatus returns the status for cfg; withPolicy is false when
+// newDataplaneStatus returns the dataplane status; withPolicy is false when
 // no policy controller runs at all.
-func newDataplaneStatus(cfg *config.Config, withPolicy bool, next syncrunner.Observer) *dataplaneStatus {
+func newDataplaneStatus(withPolicy bool, next syncrunner.Observer) *dataplaneStatus {
 	s := &dataplaneStatus{next: next, none: !withPolicy}
-	if withPolicy && cfg.NetworkPolicyEnabled() {
+	// The policy table holds anti-spoofing whether or not NetworkPolicy
+	// is enforced, so it must exist in both cases.
+	if withPolicy {
 		s.tables = []podlink.NFTable{{Family: "inet", Name: policy.TableName}}
 	}
 	return s

@@ -46,6 +46,12 @@ type ApplyOptions struct {
 	// address of the cluster). Same trade as TrustGroupSets: a change made
 	// by someone else is repaired by the next sync without it.
 	Previous *Desired
+	// Rewrite replaces the whole table in the transaction (add, delete and
+	// add it again, then everything d holds), reading nothing back and
+	// trusting nothing: the way to repair a change made by someone else.
+	// The transaction is atomic, so packets see the old table or the new
+	// one, never none; only the named counters restart from zero.
+	Rewrite bool
 }
 
 // ApplyWith is Apply with options.
@@ -53,13 +59,22 @@ func ApplyWith(ctx context.Context, nft knftables.Interface, d *Desired, opts Ap
 	var st ApplyStats
 	var ex *existing
 	var err error
-	if opts.Previous != nil {
-		ex = existingFrom(opts.Previous)
-	} else if ex, err = listExisting(ctx, nft); err != nil {
-		return st, err
-	}
+	table := &knftables.Table{Comment: knftables.PtrTo(tableComment)}
 	tx := nft.NewTransaction()
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("Trellis NetworkPolicy (managed by trellis-agent)")})
+	switch {
+	case opts.Rewrite:
+		ex = existingFrom(&Desired{})
+		opts.Previous, opts.TrustGroupSets = nil, false
+		tx.Add(table)
+		tx.Delete(&knftables.Table{})
+	case opts.Previous != nil:
+		ex = existingFrom(opts.Previous)
+	default:
+		if ex, err = listExisting(ctx, nft); err != nil {
+			return st, err
+		}
+	}
+	tx.Add(table)
 	for _, name := range sortedKeys(d.Sets) {
 		s := d.Sets[name]
 		obj := &knftables.Set{Name: name, Type: s.Type}
@@ -312,6 +327,9 @@ func deleteStale(tx *knftables.Transaction, d *Desired, ex *existing, st *ApplyS
 		}
 	}
 }
+
+// tableComment is the policy table's comment.
+const tableComment = "Trellis NetworkPolicy (managed by trellis-agent)"
 
 // Remove deletes the policy table if it exists (enforcement disabled). nft
 // must be bound to the inet family and TableName.

@@ -11,9 +11,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	netlisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
@@ -34,8 +36,9 @@ func (i Informers) all() []cache.SharedIndexInformer {
 
 // Config wires a Controller.
 type Config struct {
-	// Disabled makes every sync remove the policy table (enforcement
-	// turned off by configuration); only NFT and Sync are used then.
+	// Disabled turns NetworkPolicy enforcement off: every sync writes the
+	// table with anti-spoofing only (AntiSpoofOnly); only NFT, Watch,
+	// Registerer, Events, NodeName, DenyLogGroup and Sync are used then.
 	Disabled bool
 	NodeName string
 	// Informers feed the listers; New adds its event handlers to them. The
@@ -49,6 +52,15 @@ type Config struct {
 	// DenyLogGroup, when not 0, sends denied packets to this nflog group
 	// (see Snapshot.DenyLogGroup).
 	DenyLogGroup uint16
+	// Watch, when set, guards the table against changes made by others
+	// (nftwatch.Watch): any transaction by another process touching the
+	// table makes the next sync rewrite it completely, at once. Run
+	// Controller.Watch beside the runner. Without it, every sync reads the
+	// table back and trusts nothing it committed before.
+	Watch TableWatch
+	// Events, when set, receives a Warning Event on the Node for every
+	// repair of a foreign change.
+	Events record.EventRecorder
 	// Sync tunes the controller's runner (MinInterval and MaxInterval
 	// default to 100ms and 1m); Sync.MaxInterval is also the period of the
 	// full read-back of the table (drift repair).
@@ -68,6 +80,8 @@ type Controller struct {
 	policies netlisters.NetworkPolicyLister
 	metrics  *controllerMetrics
 	counters *packetCounters
+	guard    *guard              // nil without Config.Watch
+	nft      knftables.Interface // Config.NFT, its commits attributed by guard
 
 	mu           sync.Mutex
 	pendingSince time.Time // first API change not yet programmed
@@ -84,7 +98,9 @@ func New(cfg Config) (*Controller, error) {
 			return nil, errors.New("policy controller: NFT is required")
 		}
 		c := &Controller{cfg: cfg}
-		c.Runner = syncrunner.New("policy", c.Sync, cfg.Sync)
+		if err := c.setUp(); err != nil {
+			return nil, err
+		}
 		return c, nil
 	}
 	inf := cfg.Informers
@@ -104,7 +120,9 @@ func New(cfg Config) (*Controller, error) {
 		policies: netlisters.NewNetworkPolicyLister(inf.NetworkPolicies.GetIndexer()),
 		metrics:  newControllerMetrics(), counters: newPacketCounters(cfg.NFT, cfg.CounterCacheFor),
 	}
-	c.Runner = syncrunner.New("policy", c.Sync, cfg.Sync)
+	if err := c.setUp(); err != nil {
+		return nil, err
+	}
 	handler := syncrunner.EventHandler(c.changed)
 	for _, i := range inf.all() {
 		if _, err := i.AddEventHandler(handler); err != nil {
@@ -122,6 +140,34 @@ func New(cfg Config) (*Controller, error) {
 	return c, nil
 }
 
+// setUp gives c its runner, guard and guarded nftables interface, and
+// registers the guard's metrics.
+func (c *Controller) setUp() error {
+	c.Runner = syncrunner.New("policy", c.Sync, c.cfg.Sync)
+	c.nft = c.cfg.NFT
+	m := newGuardMetrics()
+	if c.cfg.Registerer != nil {
+		if err := m.register(c.cfg.Registerer); err != nil {
+			return err
+		}
+	}
+	if c.cfg.Watch != nil {
+		c.guard = newGuard(c.cfg.Watch, m, c.Trigger)
+		c.nft = guardedNFT{Interface: c.cfg.NFT, guard: c.guard}
+	}
+	return nil
+}
+
+// Watch follows the changes of the table made by others (Config.Watch)
+// until ctx ends; run it beside the runner. Without Config.Watch it
+// returns at once.
+func (c *Controller) Watch(ctx context.Context) error {
+	if c.guard == nil {
+		return nil
+	}
+	return c.guard.run(ctx)
+}
+
 // changed records an API change and asks for a sync.
 func (c *Controller) changed() {
 	c.mu.Lock()
@@ -136,10 +182,11 @@ func (c *Controller) changed() {
 // interfaces, compile, apply in one transaction (or, Disabled, remove the
 // table).
 func (c *Controller) Sync(ctx context.Context) error {
-	if c.cfg.Disabled {
-		return Remove(ctx, c.cfg.NFT)
-	}
 	logger := klog.FromContext(ctx).WithName("policy")
+	if c.cfg.Disabled {
+		// Small: rewritten whole every time, whatever it held before.
+		return c.apply(ctx, logger, AntiSpoofOnly(c.cfg.DenyLogGroup), true)
+	}
 	c.mu.Lock()
 	since := c.pendingSince
 	c.pendingSince = time.Time{}
@@ -169,29 +216,62 @@ func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
 	if err := c.counters.harvest(ctx); err != nil {
 		logger.V(2).Info("Could not read policy counters", "err", err)
 	}
-	// Read the table back (objects, every set and map) on the first sync,
-	// after a failed one, and then once per Sync.MaxInterval (drift repair);
-	// in between, diff against what the last sync committed (each read is
-	// an nft call).
-	verify := time.Since(c.lastVerify) >= c.cfg.Sync.MaxInterval
-	opts := ApplyOptions{TrustGroupSets: !verify}
+	if err := c.apply(ctx, logger, d, false); err != nil {
+		return err
+	}
+	c.counters.setGroups(d)
+	c.metrics.observe(snap, d)
+	return nil
+}
+
+// apply commits d. It rewrites the table completely when asked to (always)
+// or when the guard saw a change by someone else; otherwise it reads the
+// table back (the first sync, after a failed one, whenever the guard is not
+// watching, and once per Sync.MaxInterval: drift repair) or, in between,
+// diffs against what the last sync committed (each read is an nft call).
+func (c *Controller) apply(ctx context.Context, logger klog.Logger, d *Desired, always bool) error {
+	taintedAt, why := c.guard.take()
+	rewrite := always || !taintedAt.IsZero()
+	verify := rewrite || !c.guard.trusted() || time.Since(c.lastVerify) >= c.cfg.Sync.MaxInterval
+	opts := ApplyOptions{Rewrite: rewrite, TrustGroupSets: !verify}
 	if !verify {
 		opts.Previous = c.lastApplied
 	}
-	st, err := ApplyWith(ctx, c.cfg.NFT, d, opts)
+	st, err := ApplyWith(ctx, c.nft, d, opts)
 	if err != nil {
 		c.lastApplied = nil
+		c.guard.restore(taintedAt, why)
 		return err
 	}
 	c.lastApplied = d
 	if verify {
 		c.lastVerify = time.Now()
 	}
-	c.counters.setGroups(d)
-	c.metrics.observe(snap, d)
-	logger.V(4).Info("Policy table synced", "operations", st.Operations, "elementsAdded", st.ElementsAdded,
+	if !taintedAt.IsZero() && !why.Lost {
+		took := time.Since(taintedAt)
+		c.guard.repaired(taintedAt, why)
+		logger.Info("Policy table rewritten after a change by another process", "took", took,
+			"generation", why.Gen, "pid", why.PID, "process", why.Comm)
+		if c.cfg.Events != nil {
+			node := &corev1.ObjectReference{Kind: "Node", Name: c.cfg.NodeName, UID: types.UID(c.cfg.NodeName)}
+			c.cfg.Events.Eventf(node, corev1.EventTypeWarning, "PolicyTableRepaired",
+				"nftables table inet %s was changed by process %q (pid %d); rewritten completely in %v",
+				TableName, why.Comm, why.PID, took.Round(time.Millisecond))
+		}
+	}
+	logger.V(4).Info("Policy table synced", "rewrite", rewrite, "operations", st.Operations, "elementsAdded", st.ElementsAdded,
 		"elementsDeleted", st.ElementsDeleted, "chainsCreated", st.ChainsCreated, "objectsDeleted", st.ObjectsDeleted)
 	return nil
+}
+
+// guardedNFT is an nftables interface whose commits the guard attributes.
+type guardedNFT struct {
+	knftables.Interface
+	guard *guard
+}
+
+func (g guardedNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
+	return g.guard.commit(ctx, func() error { return g.Interface.Run(ctx, tx) })
 }
 
 func (c *Controller) snapshot() (*Snapshot, error) {

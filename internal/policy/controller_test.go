@@ -229,14 +229,21 @@ func counterValue(t *testing.T, reg *prometheus.Registry, ns, name, dir, verdict
 	return 0
 }
 
-// A disabled controller needs only the table's interface and removes the
-// table at every sync (enforcement turned off after an earlier run).
-func TestDisabledControllerRemovesTheTable(t *testing.T) {
+// A disabled controller needs only the table's interface and keeps the
+// table to anti-spoofing alone at every sync (enforcement turned off after
+// an earlier run with it on): no policy chain, set or map is left.
+func TestDisabledControllerKeepsAntiSpoofingOnly(t *testing.T) {
 	ctx := context.Background()
+	w := newWorld()
+	w.addNamespace("x", nil)
+	w.addPod("x", "a", "n1", "10.244.1.10", false, map[string]string{"pod": "a"})
+	w.addPolicy(np("x", "deny-a", networkingv1.NetworkPolicySpec{PodSelector: *sel("pod", "a"), PolicyTypes: ingressOnly}))
 	nft := knftables.NewFake(knftables.InetFamily, policy.TableName)
-	tx := nft.NewTransaction()
-	tx.Add(&knftables.Table{})
-	if err := nft.Run(ctx, tx); err != nil {
+	if _, err := policy.Apply(ctx, nft, policy.Compile(w.snapshot("n1"))); err != nil {
+		t.Fatal(err)
+	}
+	want := knftables.NewFake(knftables.InetFamily, policy.TableName)
+	if _, err := policy.Apply(ctx, want, policy.AntiSpoofOnly(0)); err != nil {
 		t.Fatal(err)
 	}
 	c, err := policy.New(policy.Config{Disabled: true, NFT: nft})
@@ -247,9 +254,12 @@ func TestDisabledControllerRemovesTheTable(t *testing.T) {
 		if err := c.Sync(ctx); err != nil {
 			t.Fatalf("sync %d: %v", i, err)
 		}
-		if nft.Table != nil {
-			t.Fatalf("sync %d left the table: %s", i, nft.Dump())
+		if got := nft.Dump(); got != want.Dump() {
+			t.Fatalf("sync %d: table\n%s\nwant anti-spoofing only:\n%s", i, got, want.Dump())
 		}
+	}
+	if !strings.Contains(want.Dump(), policy.ChainAntiSpoof) {
+		t.Fatalf("anti-spoofing-only table has no %s chain:\n%s", policy.ChainAntiSpoof, want.Dump())
 	}
 	if _, err := policy.New(policy.Config{Disabled: true}); err == nil {
 		t.Error("disabled controller without NFT accepted")

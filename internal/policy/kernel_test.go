@@ -6,14 +6,17 @@ import (
 	"context"
 	"math/rand"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"golang.org/x/sys/unix"
 	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/nftwatch"
 	"github.com/trellisnet/trellis/internal/policy"
 )
 
@@ -60,8 +63,9 @@ func TestKernelPolicyTableApplies(t *testing.T) {
 
 // TestKernelPolicyScale measures syncs against real nftables at the issue's
 // scale (10,000 pods, 1,000 policies, 100 local pods): first programming, a
-// no-op resync that reads every group set back, a trusted no-op resync, and
-// the resync after one policy changed.
+// no-op resync that reads every group set back, a trusted no-op resync, the
+// resync after one policy changed, and a full rewrite (the table guard's
+// repair).
 func TestKernelPolicyScale(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("FAIL: this kernel test needs root (network namespace, nftables)")
@@ -77,7 +81,41 @@ func TestKernelPolicyScale(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		ctx := context.Background()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		// The table guard's watch must keep up with these transactions
+		// (a lost notification would make the controller rewrite the table,
+		// whose notifications would be lost again...).
+		watch, err := nftwatch.Open(unix.NFPROTO_INET, policy.TableName)
+		if err != nil {
+			return err
+		}
+		var mu sync.Mutex
+		lost, seen := -1, 0 // the start counts as one loss
+		watchDone := make(chan error, 1)
+		go func() {
+			watchDone <- watch.Run(ctx, func(ch nftwatch.Change) {
+				mu.Lock()
+				defer mu.Unlock()
+				if ch.Lost {
+					lost++
+				} else {
+					seen++
+				}
+			})
+		}()
+		defer func() {
+			cancel()
+			if err := <-watchDone; err != nil {
+				t.Errorf("watch: %v", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("table guard's watch: %d transactions seen, %d losses", seen, lost)
+			if lost > 0 || seen < 9 {
+				t.Errorf("the watch lost notifications %d times (saw %d transactions, want >= 9) at this scale", lost, seen)
+			}
+		}()
 		timed := func(what string, opts policy.ApplyOptions, s *policy.Snapshot) policy.ApplyStats {
 			start := time.Now()
 			d := policy.Compile(s)
@@ -108,6 +146,11 @@ func TestKernelPolicyScale(t *testing.T) {
 		// The kernel must hold exactly what a verifying sync computes.
 		if st := timed("no-op resync, verify sets", policy.ApplyOptions{}, snap); st.ElementsAdded+st.ElementsDeleted+st.ChainsCreated+st.ObjectsDeleted != 0 {
 			t.Fatalf("a sync from the previous state left the kernel different: %+v", st)
+		}
+		// The table guard's repair: the whole table rewritten atomically.
+		timed("full rewrite (repair)", policy.ApplyOptions{Rewrite: true}, snap)
+		if st := timed("no-op resync, verify sets", policy.ApplyOptions{}, snap); st.ElementsAdded+st.ElementsDeleted+st.ChainsCreated+st.ObjectsDeleted != 0 {
+			t.Fatalf("a full rewrite left the kernel different from a verifying sync: %+v", st)
 		}
 		return nil
 	})

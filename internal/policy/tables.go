@@ -79,6 +79,35 @@ func addGroup(d *Desired, dir direction, al allowList, policies []string, logGro
 	return name
 }
 
+// AntiSpoofOnly is the table when NetworkPolicy enforcement is off: the
+// same strict per-interface source check on every packet a pod sends, and
+// no policy chains. Pods may then reach anything, but only with their own
+// address.
+func AntiSpoofOnly(logGroup uint16) *Desired {
+	return &Desired{
+		Chains: map[string]*Chain{
+			ChainForward:   {Hook: "forward", Static: true, Rules: []string{antiSpoofJump}},
+			ChainInput:     {Hook: "input", Static: true, Rules: []string{antiSpoofJump}},
+			ChainAntiSpoof: antiSpoofChain(logGroup),
+		},
+		Sets: map[string]*Set{}, Maps: map[string]*Map{}, Counters: map[string]bool{}, Groups: map[string]Group{},
+	}
+}
+
+// antiSpoofJump sends every packet from a pod interface, whatever its
+// conntrack state, through the anti-spoofing chain.
+const antiSpoofJump = `iifname "` + podlink.Wildcard + `" jump ` + ChainAntiSpoof
+
+// antiSpoofChain is the strict reverse-path check: the plugin's /32 host
+// route makes the route to a pod's address leave through exactly its own
+// interface, so this holds for pending pods too.
+func antiSpoofChain(logGroup uint16) *Chain {
+	return &Chain{Static: true, Rules: []string{
+		`meta nfproto ipv4 fib saddr . iif oif exists return`,
+		denyStatement(logGroup, "spoofed", ""),
+	}}
+}
+
 // staticObjects returns the chains, sets and maps present in every table.
 //
 // A "pending" interface is a trl… device the agent has not programmed into
@@ -90,7 +119,7 @@ func staticObjects(logGroup uint16) *Desired {
 	return &Desired{
 		Chains: map[string]*Chain{
 			ChainForward: {Hook: "forward", Static: true, Rules: []string{
-				`iifname "` + podlink.Wildcard + `" jump ` + ChainAntiSpoof,
+				antiSpoofJump,
 				`ct state established,related accept`,
 				// Hairpin: a pod reaching itself (e.g. through its own
 				// Service, DNATed back to it) is never subject to policy.
@@ -99,17 +128,11 @@ func staticObjects(logGroup uint16) *Desired {
 				`oifname "` + podlink.Wildcard + `" jump ` + ChainIngress,
 			}},
 			ChainInput: {Hook: "input", Static: true, Rules: []string{
-				`iifname "` + podlink.Wildcard + `" jump ` + ChainAntiSpoof,
+				antiSpoofJump,
 				`ct state established,related accept`,
 				`iifname "` + podlink.Wildcard + `" jump ` + ChainEgress,
 			}},
-			// Strict reverse-path check: the plugin's /32 host route makes
-			// the route to a pod's address leave through exactly its own
-			// interface, so this holds for pending pods too.
-			ChainAntiSpoof: {Static: true, Rules: []string{
-				`meta nfproto ipv4 fib saddr . iif oif exists return`,
-				denyStatement(logGroup, "spoofed", ""),
-			}},
+			ChainAntiSpoof: antiSpoofChain(logGroup),
 			ChainEgress: {Static: true, Rules: []string{
 				`iifname vmap @` + MapEgressPods,
 				`iifname . ip saddr @` + SetPodIfaces + ` return`,
