@@ -58,7 +58,10 @@ func (awayEvents) Patch(*v1.Event, []byte) (*v1.Event, error) { return nil, errA
 
 type noSysctls struct{ t *testing.T }
 
-func (s noSysctls) Set(p, v string) error { s.t.Errorf("sysctl %s=%s set with the API server away", p, v); return nil }
+func (s noSysctls) Set(p, v string) error {
+	s.t.Errorf("sysctl %s=%s set with the API server away", p, v)
+	return nil
+}
 
 var _ nodesetup.Sysctls = noSysctls{}
 
