@@ -1,6 +1,6 @@
 //go:build e2e
 
-package agent
+package resilience
 
 import (
 	"bytes"
@@ -104,7 +104,7 @@ func eth0Addr(path string) (netip.Addr, error) {
 // unchanged rules new handles; what must not change is the content.
 func dataplane(t *testing.T, node string) string {
 	t.Helper()
-	ns := nodeHost(t, node).Netns
+	ns := host(t, node).Netns
 	var b strings.Builder
 	for _, tbl := range [][2]string{{"inet", policy.TableName}, {"ip", masq.TableName}} {
 		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "list", "table", tbl[0], tbl[1]).Output()

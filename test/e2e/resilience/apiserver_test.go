@@ -1,6 +1,6 @@
 //go:build e2e
 
-package agent
+package resilience
 
 import (
 	"context"
@@ -39,7 +39,6 @@ const outageEnv = "TRELLIS_E2E_APISERVER_OUTAGE"
 // Once it is back, a NetworkPolicy created at once is enforced within one
 // resync interval of the agents' configuration, everywhere.
 func TestE2EAPIServerAway(t *testing.T) {
-	requireAgent(t)
 	outage := 5 * time.Minute
 	if v := os.Getenv(outageEnv); v != "" {
 		d, err := time.ParseDuration(v)
@@ -49,7 +48,7 @@ func TestE2EAPIServerAway(t *testing.T) {
 		outage = d
 	}
 	resync := agentResync(t)
-	nA, nB := crossPair()
+	nA, nB := pair(t)
 	ctx := context.Background()
 
 	// open: no policy. locked: ingress only from pods labelled role=friend.
@@ -77,8 +76,8 @@ func TestE2EAPIServerAway(t *testing.T) {
 	netns := map[string]string{}
 	addr := map[string]netip.Addr{}
 	for _, r := range refs {
-		p := getPod(t, r)
-		pod[p.Name], netns[p.Name], addr[p.Name] = p, podNetns(t, r), netip.MustParseAddr(p.Status.PodIP)
+		p := l.Pod(t, r)
+		pod[p.Name], netns[p.Name], addr[p.Name] = p, l.PodNetns(t, r), netip.MustParseAddr(p.Status.PodIP)
 	}
 	fl := func(from, to string, allow bool) flow {
 		return flow{name: from + "->" + to, from: netns[from], to: addr[to], allow: allow}
@@ -135,7 +134,7 @@ func TestE2EAPIServerAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	agents := map[int]bool{}
-	eventually(t, 60*time.Second, "a new agent process on "+nB, func() bool {
+	waitUntil(t, 60*time.Second, "a new agent process on "+nB, func() bool {
 		for _, pid := range cgroupProcs(nodeCgroup(nB), "trellis-agent") {
 			if pid != oldAgents[0] {
 				agents[pid] = true
@@ -339,7 +338,7 @@ func recreateSandbox(t *testing.T, node string, pod *corev1.Pod) sandbox {
 		t.Fatal(err)
 	}
 	var sb sandbox
-	eventually(t, 120*time.Second, "the kubelet re-creates the sandbox of "+pod.Name, func() bool {
+	waitUntil(t, 120*time.Second, "the kubelet re-creates the sandbox of "+pod.Name, func() bool {
 		for _, pid := range cgroupProcs(cg, "agnhost") {
 			if id, pause := netnsID(pid), pauseOf(cg, netnsID(pid)); pid != oldAgn && id != "" && pause > 0 && pause != oldPause {
 				if a, err := eth0Addr(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil {
