@@ -256,25 +256,23 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		m.SetFeature(metrics.FeatureFastPath, cfg.FastPathEnabled() && r != nil)
 	}
 
-	informerCtx, stopInformers := context.WithCancel(ctx)
-	defer infs.wait()
-	defer stopInformers()
-	infs.start(informerCtx)
-	logger.Info("Waiting for informer caches to sync")
-	if err := infs.waitForSync(ctx); err != nil {
-		return err
-	}
-	logger.Info("Informer caches synced; starting controllers", "routingMode", cfg.RoutingMode)
-
+	// The health server runs while the caches sync: an agent waiting for
+	// an API server that is away changes nothing (the node's kernel state
+	// stays and keeps working) and is alive, only not ready. A failing
+	// /healthz would have the kubelet kill it in a loop, and back off its
+	// restarts for minutes after the API server is back.
 	var wg sync.WaitGroup
 	errCh := make(chan error, 1)
+	waitCtx, stopWaiting := context.WithCancel(ctx)
+	defer stopWaiting()
 	if cfg.MetricsBindAddress != "" {
 		h := m.Handler(
 			[]metrics.Check{
-				{Name: "informers", Fn: func() error { return informersSynced(nodeInf) }},
 				{Name: "routing", Fn: staleCheck(routeCtl.Runner, 3*cfg.MaxSyncInterval.Duration, time.Now)},
 			},
-			append(readyChecks(routeCtl, setupCtl.Runner), metrics.Check{Name: "problems", Fn: probs.Check},
+			append(readyChecks(routeCtl, setupCtl.Runner),
+				metrics.Check{Name: "informers", Fn: func() error { return informersSynced(nodeInf) }},
+				metrics.Check{Name: "problems", Fn: probs.Check},
 				metrics.Check{Name: "policy", Fn: dpStatus.check}),
 		)
 		wg.Add(1)
@@ -285,9 +283,26 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 				case errCh <- err:
 				default:
 				}
+				stopWaiting()
 			}
 		}()
 	}
+
+	informerCtx, stopInformers := context.WithCancel(ctx)
+	defer infs.wait()
+	defer stopInformers()
+	infs.start(informerCtx)
+	logger.Info("Waiting for informer caches to sync")
+	if err := infs.waitForSync(waitCtx); err != nil {
+		select {
+		case serveErr := <-errCh:
+			return serveErr
+		default:
+		}
+		wg.Wait()
+		return err
+	}
+	logger.Info("Informer caches synced; starting controllers", "routingMode", cfg.RoutingMode)
 	if d.policyNFT != nil || d.fastPath != nil || d.conntrack != nil {
 		wg.Add(1)
 		go func() {

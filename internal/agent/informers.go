@@ -19,9 +19,10 @@ type informerSet struct {
 }
 
 // add creates an informer for the objects lw returns (no periodic resync:
-// the sync runners repair drift on their own schedule).
+// the sync runners repair drift on their own schedule). While the API
+// server refuses connections, lw is tried again every second (reconnecting).
 func (s *informerSet) add(lw cache.ListerWatcher, obj runtime.Object) (cache.SharedIndexInformer, error) {
-	inf := cache.NewSharedIndexInformerWithOptions(lw, obj, cache.SharedIndexInformerOptions{})
+	inf := cache.NewSharedIndexInformerWithOptions(newReconnecting(lw, reconnectInterval), obj, cache.SharedIndexInformerOptions{})
 	if err := inf.SetTransform(trimForCache); err != nil {
 		return nil, fmt.Errorf("informer for %T: %w", obj, err)
 	}

@@ -88,18 +88,21 @@ func (l *localIfaces) named(p *corev1.Pod) []podlink.Interface {
 	return out
 }
 
-// withAddresses returns pods where each local pod whose status has no
-// address yet, and exactly one interface naming it with an IPv4 address,
-// carries that interface's addresses (a copy; the listers' objects are
-// never modified). The kernel knows a new pod's address as soon as the
-// plugin has wired it; the API knows it only after the kubelet's status
-// update has gone round through the API server.
+// withAddresses returns pods where each local pod with exactly one
+// interface naming it with an IPv4 address carries that interface's
+// addresses (a copy; the listers' objects are never modified) when its
+// status has no address yet, or when the interface names this very
+// incarnation (its UID) and its addresses differ from the status's. The
+// kernel knows a pod's address as soon as the plugin has wired it; the API
+// knows it only after the kubelet's status update has gone round through
+// the API server — a sandbox the kubelet re-creates while the API server
+// is away gets a new address the status will not show until it is back.
 func (l *localIfaces) withAddresses(pods []*corev1.Pod) []*corev1.Pod {
 	var out []*corev1.Pod
 	copied := false
 	for idx, p := range pods {
-		if l.local(p) && p.Status.PodIP == "" && len(p.Status.PodIPs) == 0 {
-			if named := l.named(p); len(named) == 1 {
+		if l.local(p) {
+			if named := l.named(p); len(named) == 1 && kernelKnowsBetter(p, named[0]) {
 				if ips := podIPs(named[0]); len(ips) > 0 {
 					if !copied {
 						out, copied = append([]*corev1.Pod(nil), pods...), true
@@ -115,6 +118,31 @@ func (l *localIfaces) withAddresses(pods []*corev1.Pod) []*corev1.Pod {
 		return pods
 	}
 	return out
+}
+
+// kernelKnowsBetter reports whether the addresses of interface i, which
+// names pod p, replace those of p's status: p has none yet, or i's alias
+// carries p's UID and its IPv4 addresses differ from the status's.
+func kernelKnowsBetter(p *corev1.Pod, i podlink.Interface) bool {
+	if p.Status.PodIP == "" && len(p.Status.PodIPs) == 0 {
+		return true
+	}
+	if i.Alias.PodUID == "" || i.Alias.PodUID != string(p.UID) {
+		return false
+	}
+	status := map[string]bool{}
+	for _, ip := range p.Status.PodIPs {
+		status[ip.IP] = true
+	}
+	if len(p.Status.PodIPs) == 0 {
+		status[p.Status.PodIP] = true
+	}
+	for _, ip := range podIPs(i) {
+		if !status[ip.IP] {
+			return true
+		}
+	}
+	return false
 }
 
 func podIPs(i podlink.Interface) []corev1.PodIP {
