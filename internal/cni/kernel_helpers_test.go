@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,9 +38,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "trellis-cni"), "github.com/trellisnet/trellis/cmd/trellis-cni").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build trellis-cni: %v\n%s", err, out)
+	if _, err := cnirunner.BuildPlugin(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	pluginDir = dir
