@@ -1,6 +1,7 @@
 package fastpath
 
 import (
+	"hash/fnv"
 	"net/netip"
 	"sort"
 )
@@ -31,10 +32,24 @@ type State struct {
 	Attach   []Attachment
 }
 
+// Generation is an interface's incarnation in the ifaces map (the Gen
+// field): the 32-bit FNV-1a hash of its name. A pod's host-side interface is
+// named after its container (podlink.HostName), so a new pod's interface
+// that gets the index of a deleted pod's has another generation, and the
+// programs' flow cache stops using the verdicts decided for the old one.
+// The hash depends on nothing but the name: a restarted agent writes the
+// same generations, and established flows keep their cached verdicts.
+func Generation(name string) uint32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(name))
+	return h.Sum32()
+}
+
 // Desired computes the interface table and the attachments: every pod
 // interface gets trellis_from_pod (and, once its address is known, an entry
 // saying which source address it owns); every uplink present gets
-// trellis_to_pod and an entry allowing it as an egress.
+// trellis_to_pod and an entry allowing it as an egress. Each entry carries
+// its interface's Generation.
 func Desired(links []Link, uplinks []string) State {
 	up := map[string]bool{}
 	for _, u := range uplinks {
@@ -48,12 +63,12 @@ func Desired(links []Link, uplinks []string) State {
 		case l.Pod:
 			s.Attach = append(s.Attach, Attachment{Index: l.Index, Name: l.Name, Program: ProgFromPod})
 			if l.PodIPv4.Is4() {
-				s.Ifaces[uint32(l.Index)] = Iface{Kind: KindPod, Ipv4: be32(l.PodIPv4)}
+				s.Ifaces[uint32(l.Index)] = Iface{Kind: KindPod, Ipv4: be32(l.PodIPv4), Gen: Generation(l.Name)}
 				s.PodAddrs[l.PodIPv4.As4()] = uint32(l.Index)
 			}
 		case up[l.Name]:
 			s.Attach = append(s.Attach, Attachment{Index: l.Index, Name: l.Name, Program: ProgToPod})
-			s.Ifaces[uint32(l.Index)] = Iface{Kind: KindUplink}
+			s.Ifaces[uint32(l.Index)] = Iface{Kind: KindUplink, Gen: Generation(l.Name)}
 		}
 	}
 	sort.Slice(s.Attach, func(i, j int) bool { return s.Attach[i].Index < s.Attach[j].Index })

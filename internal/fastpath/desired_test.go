@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
+
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 func TestDesired(t *testing.T) {
@@ -19,9 +21,9 @@ func TestDesired(t *testing.T) {
 	got := Desired(links, []string{"eth0", "trellis.vxlan", "", "absent0"})
 	want := State{
 		Ifaces: map[uint32]Iface{
-			9: {Kind: KindPod, Ipv4: be32(netip.MustParseAddr("10.244.1.7"))},
-			2: {Kind: KindUplink},
-			7: {Kind: KindUplink},
+			9: {Kind: KindPod, Ipv4: be32(netip.MustParseAddr("10.244.1.7")), Gen: Generation("trl0123456789a")},
+			2: {Kind: KindUplink, Gen: Generation("eth0")},
+			7: {Kind: KindUplink, Gen: Generation("trellis.vxlan")},
 		},
 		PodAddrs: map[[4]byte]uint32{{10, 244, 1, 7}: 9},
 		Attach: []Attachment{
@@ -38,6 +40,24 @@ func TestDesired(t *testing.T) {
 	// No uplinks (routing not synced yet): pods only.
 	if got := Desired(links, nil); len(got.Attach) != 3 || len(got.Ifaces) != 1 {
 		t.Errorf("without uplinks: %+v", got)
+	}
+}
+
+// Two pods' host interfaces that the kernel gave one index have different
+// generations (their names come from their containers), and a generation
+// depends on the name alone.
+func TestGenerationByName(t *testing.T) {
+	old, new := podlink.HostName("c0ffee01", "eth0"), podlink.HostName("c0ffee02", "eth0")
+	if Generation(old) == Generation(new) {
+		t.Errorf("interfaces %s and %s share generation %#x", old, new, Generation(old))
+	}
+	if Generation(old) != Generation(podlink.HostName("c0ffee01", "eth0")) {
+		t.Error("one name, two generations")
+	}
+	d1 := Desired([]Link{{Index: 9, Name: old, Pod: true, PodIPv4: netip.MustParseAddr("10.244.1.7")}}, nil)
+	d2 := Desired([]Link{{Index: 9, Name: new, Pod: true, PodIPv4: netip.MustParseAddr("10.244.1.7")}}, nil)
+	if d1.Ifaces[9] == d2.Ifaces[9] {
+		t.Errorf("a new pod interface at index 9 with the old one's address keeps its entry %+v", d1.Ifaces[9])
 	}
 }
 

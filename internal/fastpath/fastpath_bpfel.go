@@ -23,19 +23,22 @@ type fastpathFlowKey struct {
 }
 
 type fastpathFlowVal struct {
-	_     structs.HostLayout
-	Until uint64
-	Out   uint32
-	Stat  uint32
-	Smac  [6]uint8
-	Dmac  [6]uint8
-	_     [4]byte
+	_      structs.HostLayout
+	Until  uint64
+	Out    uint32
+	Stat   uint32
+	InGen  uint32
+	OutGen uint32
+	Smac   [6]uint8
+	Dmac   [6]uint8
+	_      [4]byte
 }
 
 type fastpathIface struct {
 	_    structs.HostLayout
 	Kind uint32
 	Ipv4 uint32
+	Gen  uint32
 }
 
 type fastpathSettings struct {

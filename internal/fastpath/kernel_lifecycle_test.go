@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
 )
 
@@ -214,29 +213,5 @@ func TestKernelFastPathDecisions(t *testing.T) {
 // continue on the full path, moving exactly counter want (numStats: none).
 func (n *testNode) decide(t *testing.T, prog *ebpf.Program, ingress int, name string, pkt []byte, want Stat) {
 	t.Helper()
-	// struct __sk_buff up to ifindex: ingress_ifindex is field 9.
-	var ctx [11]uint32
-	ctx[9] = uint32(ingress)
-	before := n.stats(t)
-	var ret uint32
-	err := n.ns.Do(func(ns.NetNS) (err error) {
-		ret, err = prog.Run(&ebpf.RunOptions{Data: pkt, Context: ctx})
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s: test run: %v", name, err)
-	}
-	after := n.stats(t)
-	if int32(ret) != -1 { // TC_ACT_UNSPEC
-		t.Errorf("%s: program returned %d, want TC_ACT_UNSPEC (continue on the full path)", name, int32(ret))
-	}
-	for s := Stat(0); s < numStats; s++ {
-		w := uint64(0)
-		if s == want {
-			w = 1
-		}
-		if got := delta(after, before, s); got != w {
-			t.Errorf("%s: counter %s moved by %d, want %d", name, s, got, w)
-		}
-	}
+	n.runOnce(t, prog, ingress, name, pkt, -1 /* TC_ACT_UNSPEC: continue on the full path */, want)
 }

@@ -81,6 +81,11 @@ extern int bpf_ct_change_timeout(struct nf_conn *ct, __u32 timeout) __ksym;
 struct iface {
 	__u32 kind;
 	__be32 ipv4; // the pod's address (IFACE_POD)
+	// The interface's incarnation (the agent derives it from the interface
+	// name, which names the pod's container): interface indexes are reused,
+	// and a flow-cache entry holds only while the interfaces it was decided
+	// for are still the ones of the same incarnation.
+	__u32 gen;
 };
 
 struct {
@@ -240,7 +245,11 @@ static __always_inline int lookup(struct __sk_buff *skb, struct pkt *p, struct b
 // The flow cache: a connection's verdict (conntrack established and not
 // NATed, route, neighbour MACs) per direction and ingress interface, reused
 // for FLOW_TTL_NS before conntrack and the FIB are asked again. FIN and RST
-// (which always take the full path) drop the entry at once.
+// (which always take the full path) drop the entry at once. An entry holds
+// only while its output interface (and, from a pod, its input interface)
+// has an ifaces entry of the incarnation it was decided for: an index the
+// kernel reused for a new pod's interface, or one whose entry the agent
+// deleted, sends the packet to the full checks.
 #define FLOW_TTL_NS (100ULL * 1000 * 1000)
 
 struct flow_key {
@@ -254,7 +263,9 @@ struct flow_key {
 struct flow_val {
 	__u64 until;
 	__u32 out;
-	__u32 stat; // the counter of this redirect, which also says how
+	__u32 stat;    // the counter of this redirect, which also says how
+	__u32 in_gen;  // ifaces[in].gen when decided (trellis_from_pod; else 0)
+	__u32 out_gen; // ifaces[out].gen when decided
 	__u8 smac[ETH_ALEN];
 	__u8 dmac[ETH_ALEN];
 };
@@ -301,24 +312,33 @@ static __always_inline void rewrite(struct pkt *p, const __u8 *smac, const __u8 
 }
 
 // cached redirects the packet by its flow's cached verdict; -1: no fresh
-// entry.
-static __always_inline int cached(struct pkt *p, __u32 in)
+// entry for the current incarnations of the interfaces (in_gen: the input
+// interface's, as the caller looked it up; 0 from an uplink).
+static __always_inline int cached(struct pkt *p, __u32 in, __u32 in_gen)
 {
 	struct flow_key k = {};
 	flow_key(&k, p, in);
 	struct flow_val *v = bpf_map_lookup_elem(&flows, &k);
-	if (!v || bpf_ktime_get_coarse_ns() > v->until)
+	if (!v || bpf_ktime_get_coarse_ns() > v->until || v->in_gen != in_gen)
+		return -1;
+	__u32 out = v->out;
+	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
+	if (!dst || dst->gen != v->out_gen)
 		return -1;
 	rewrite(p, v->smac, v->dmac);
-	return do_redirect(v->out, v->stat);
+	return do_redirect(out, v->stat);
 }
 
-static __always_inline int remember_and_redirect(struct pkt *p, __u32 in, __u32 out, __u32 stat,
-						 struct bpf_fib_lookup *fib)
+static __always_inline int remember_and_redirect(struct pkt *p, __u32 in, __u32 in_gen, __u32 out,
+						 __u32 out_gen, __u32 stat, struct bpf_fib_lookup *fib)
 {
 	struct flow_key k = {};
 	flow_key(&k, p, in);
-	struct flow_val v = {.until = bpf_ktime_get_coarse_ns() + FLOW_TTL_NS, .out = out, .stat = stat};
+	struct flow_val v = {.until = bpf_ktime_get_coarse_ns() + FLOW_TTL_NS,
+			     .out = out,
+			     .stat = stat,
+			     .in_gen = in_gen,
+			     .out_gen = out_gen};
 	__builtin_memcpy(v.smac, fib->smac, ETH_ALEN);
 	__builtin_memcpy(v.dmac, fib->dmac, ETH_ALEN);
 	bpf_map_update_elem(&flows, &k, &v, BPF_ANY);
@@ -355,7 +375,8 @@ int trellis_from_pod(struct __sk_buff *skb)
 		return count(STAT_PASS_SOURCE);
 	if (p.ip->ttl <= 1)
 		return count(STAT_PASS_ROUTE);
-	r = cached(&p, in);
+	__u32 in_gen = src->gen;
+	r = cached(&p, in, in_gen);
 	if (r >= 0)
 		return r;
 	struct bpf_fib_lookup fib;
@@ -366,9 +387,10 @@ int trellis_from_pod(struct __sk_buff *skb)
 	if (!dst || out == in)
 		return count(STAT_PASS_ROUTE);
 	__u32 stat = dst->kind == IFACE_POD ? STAT_FROM_POD_LOCAL : STAT_FROM_POD_REDIRECT;
+	__u32 out_gen = dst->gen;
 	if (prepare(skb, &p, &fib))
 		return TC_ACT_UNSPEC;
-	return remember_and_redirect(&p, in, out, stat, &fib);
+	return remember_and_redirect(&p, in, in_gen, out, out_gen, stat, &fib);
 }
 
 SEC("tc")
@@ -387,7 +409,7 @@ int trellis_to_pod(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC; // not for a local pod
 	if (p.ip->ttl <= 1)
 		return TC_ACT_UNSPEC;
-	r = cached(&p, in);
+	r = cached(&p, in, 0);
 	if (r >= 0)
 		return r;
 	struct bpf_fib_lookup fib;
@@ -397,7 +419,8 @@ int trellis_to_pod(struct __sk_buff *skb)
 	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
 	if (out != *pod || !dst || dst->kind != IFACE_POD || dst->ipv4 != p.ip->daddr)
 		return count(STAT_PASS_ROUTE);
+	__u32 out_gen = dst->gen;
 	if (prepare(skb, &p, &fib))
 		return TC_ACT_UNSPEC;
-	return remember_and_redirect(&p, in, out, STAT_TO_POD_REDIRECT, &fib);
+	return remember_and_redirect(&p, in, 0, out, out_gen, STAT_TO_POD_REDIRECT, &fib);
 }
