@@ -12,6 +12,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+
+	"github.com/trellisnet/trellis/internal/fastpath"
 )
 
 // A pod address is reused while a UDP peer keeps sending to it and the
@@ -119,8 +121,13 @@ func reuse(t *testing.T, gone func(n *node, old, peer *pod), forgotten bool) {
 	}
 	// The fast path's flow cache holds the egress interface by index; the
 	// host end keeps the index it had in the pod's namespace when that is
-	// free, so it often is the old pod's (docs/fastpath.md).
+	// free, so it often is the old pod's. A cached verdict also requires
+	// the interface's generation, which the agent derives from its name:
+	// the new pod's must differ (docs/fastpath.md).
 	t.Logf("host interface index: old pod %d, new pod %d", old.index, nw.index)
+	if g := fastpath.Generation(old.iface()); g == fastpath.Generation(nw.iface()) {
+		t.Errorf("old pod's %s and new pod's %s share fast-path generation %#x", old.iface(), nw.iface(), g)
+	}
 	// Pending first (the agent has not programmed the new pod), then
 	// programmed, isolated both ways.
 	time.Sleep(200 * time.Millisecond)
