@@ -168,6 +168,9 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			msg = err.Error()
 		}
 		probs.Report(ctx, "MissingCapability", msg)
+		if err := withdrawDataplane(cfg.NodeStateFile, "the agent cannot run: "+msg); err != nil {
+			logger.Error(err, "Cannot withdraw the dataplane marker; the plugin may wire pods this agent does not maintain")
+		}
 		return blockNotReady(ctx, cfg, m, probs)
 	}
 

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/nodesetup"
+	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 )
@@ -141,5 +144,54 @@ func TestAgentStartsWithAPIServerAway(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return after its context was cancelled")
+	}
+}
+
+// An agent that lacks a capability changes nothing it would have to
+// maintain, but withdraws the dataplane marker and readiness an earlier
+// agent of this boot left: the tables stay, yet nobody keeps them current,
+// so the plugin must stop wiring pods until an agent that can run has
+// programmed the node.
+func TestAgentMissingCapabilityWithdrawsDataplaneMarker(t *testing.T) {
+	dir := t.TempDir()
+	status := filepath.Join(dir, "status")
+	if err := os.WriteFile(status, []byte("Name:\tx\nCapEff:\t0000000000000000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.NodeName = "n1"
+	cfg.MetricsBindAddress = freeAddr(t)
+	cfg.NodeStateFile = filepath.Join(dir, "node-state.json")
+	cfg.CNIConfDir = filepath.Join(dir, "net.d")
+	before := &podlink.NodeState{NodeName: "n1", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, Ready: true,
+		Dataplane: &podlink.Dataplane{BootID: "this-boot", Tables: []podlink.NFTable{{Family: "inet", Name: policy.TableName}}}}
+	if err := podlink.WriteNodeState(cfg.NodeStateFile, before); err != nil {
+		t.Fatal(err)
+	}
+	policyNFT := knftables.NewFake(knftables.InetFamily, policy.TableName)
+	d := deps{version: "test", api: awayAPI(t), routes: &netlinkprog.Programmer{}, sysctls: noSysctls{t},
+		nft: knftables.NewFake(knftables.IPv4Family, masq.TableName), policyNFT: policyNFT, procStatus: status}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, d) }()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := podlink.ReadNodeState(cfg.NodeStateFile)
+		if err == nil && !st.Ready && st.Dataplane == nil {
+			if !strings.Contains(st.Reason, "NET_ADMIN") || len(st.PodCIDRs) != 1 {
+				t.Errorf("withdrawn node state: reason %q, pod CIDRs %v; want the missing capability named and the CIDRs kept", st.Reason, st.PodCIDRs)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node state still %+v (err %v); want ready false and no dataplane marker", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if policyNFT.Table != nil {
+		t.Error("an agent lacking capabilities programmed nftables")
 	}
 }

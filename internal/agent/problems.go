@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/metrics"
+	"github.com/trellisnet/trellis/internal/podlink"
 )
 
 // problems are conditions that keep the node NotReady until they are gone:
@@ -93,6 +95,29 @@ func blockNotReady(ctx context.Context, cfg *config.Config, m *metrics.Metrics, 
 	}
 	h := m.Handler(nil, []metrics.Check{{Name: "problems", Fn: p.Check}})
 	return metrics.Serve(ctx, cfg.MetricsBindAddress, h)
+}
+
+// withdrawDataplane marks the node state at path not ready and removes its
+// dataplane marker: an agent that cannot run leaves the tables of an earlier
+// agent in place but will not keep them current, so the plugin must stop
+// wiring pods (CNI error 11) until an agent that can has programmed the
+// node. A missing file means the node was never set up: nothing to do.
+func withdrawDataplane(path, reason string) error {
+	st, err := podlink.ReadNodeState(path)
+	if errors.Is(err, podlink.ErrNoNodeState) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the node state to withdraw its dataplane marker: %w", err)
+	}
+	if !st.Ready && st.Dataplane == nil {
+		return nil
+	}
+	st.Ready, st.Reason, st.Dataplane, st.UpdatedAt = false, reason, nil, time.Time{}
+	if err := podlink.WriteNodeState(path, st); err != nil {
+		return fmt.Errorf("withdrawing the dataplane marker: %w", err)
+	}
+	return nil
 }
 
 // ReasonInvalidConfiguration is the problem reported for a configuration
