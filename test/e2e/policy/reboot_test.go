@@ -21,10 +21,10 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/trellisnet/trellis/internal/lab/install"
 	"github.com/trellisnet/trellis/internal/lab/kube"
+	labnode "github.com/trellisnet/trellis/internal/lab/node"
 	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/test/e2e/framework"
 )
@@ -40,46 +40,83 @@ func reaches(netnsPath, ip string) bool {
 	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
-// holdAgent keeps the DaemonSet's agent off node (the agent cannot start
-// there) by taking the node out of the DaemonSet's nodeSelector, and waits
-// until its agent pod is gone. The returned function lets it back.
+// holdAgent keeps the agent from running on node, as when it cannot start
+// there: the node's containerd loses the name of the agent's image (kept
+// under a second name, so its content stays), and the agent pod is
+// deleted, so the DaemonSet's replacement is stuck pulling an image the lab
+// has no registry for. (Taking the node out of the DaemonSet's nodeSelector
+// does not hold: the kubelet puts its kubernetes.io/os label back at its
+// next status update.) It waits until no agent container runs on node.
+// The returned function names the image again and deletes the stuck pod,
+// so the DaemonSet starts a working agent at once.
 func holdAgent(t *testing.T, node string) (release func()) {
 	t.Helper()
 	ctx := context.Background()
-	ds, err := l.CS.AppsV1().DaemonSets(install.Namespace).Get(ctx, install.DaemonSetName, metav1.GetOptions{})
+	ref := l.State.Install.Image
+	if ref == "" {
+		t.Fatal("the lab records no agent image")
+	}
+	spec, err := labnode.LoadSpec(filepath.Join(l.Paths.Node(node), "node.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sel := ds.Spec.Template.Spec.NodeSelector["kubernetes.io/os"]; sel != "linux" {
-		t.Fatalf("the agent DaemonSet's nodeSelector is %v; holding the agent back needs kubernetes.io/os: linux in it", ds.Spec.Template.Spec.NodeSelector)
-	}
-	label := func(v string) {
+	sock := spec.HostPath(labnode.ContainerdSocket)
+	held := strings.SplitN(ref, ":", 2)[0] + ":held-by-e2e"
+	ctr := func(args ...string) {
 		t.Helper()
-		patch := fmt.Sprintf(`{"metadata":{"labels":{"kubernetes.io/os":%q}}}`, v)
-		if _, err := l.CS.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			t.Fatalf("label %s kubernetes.io/os=%s: %v", node, v, err)
+		out, err := exec.Command("ctr", append([]string{"--address", sock, "-n", "k8s.io", "images"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: ctr images %v: %v: %s", node, args, err, out)
 		}
 	}
+	agentPods := func() []corev1.Pod {
+		t.Helper()
+		list, err := l.CS.CoreV1().Pods(install.Namespace).List(ctx, metav1.ListOptions{
+			LabelSelector: install.AgentSelector, FieldSelector: "spec.nodeName=" + node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return list.Items
+	}
+	deleteAgents := func() {
+		t.Helper()
+		for _, p := range agentPods() {
+			if err := l.CS.CoreV1().Pods(install.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				t.Fatal(err)
+			}
+		}
+	}
+	old := agentPods()
+	ctr("tag", ref, held)
+	ctr("rm", ref)
 	released := false
 	release = func() {
 		if !released {
 			released = true
-			label("linux")
+			ctr("tag", held, ref)
+			ctr("rm", held)
+			deleteAgents()
 		}
 	}
 	t.Cleanup(release)
-	label("held-by-e2e")
+	deleteAgents()
 	deadline := time.Now().Add(90 * time.Second)
-	for {
-		list, err := l.CS.CoreV1().Pods(install.Namespace).List(ctx, metav1.ListOptions{
-			LabelSelector: install.AgentSelector, FieldSelector: "spec.nodeName=" + node})
-		if err == nil && len(list.Items) == 0 {
+	for ; ; time.Sleep(250 * time.Millisecond) {
+		running := false
+		for _, p := range agentPods() {
+			for _, o := range old {
+				running = running || p.UID == o.UID
+			}
+			for _, c := range p.Status.ContainerStatuses {
+				running = running || c.State.Running != nil
+			}
+		}
+		if !running {
 			return release
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the agent pod on %s is still there 90s after the node left the DaemonSet's nodeSelector", node)
+			t.Fatalf("an agent still runs on %s 90s after its image was withdrawn and its pod deleted", node)
 		}
-		time.Sleep(250 * time.Millisecond)
 	}
 }
 
@@ -126,7 +163,7 @@ func simulateReboot(t *testing.T, node string) {
 func TestE2EPolicyFirstPacketAfterReboot(t *testing.T) {
 	requireAgent(t)
 	if !l.AgentPod() {
-		t.Fatal("this test holds the agent back through the DaemonSet's nodeSelector: it needs the DaemonSet install")
+		t.Fatal("this test holds the agent back by withdrawing its image on one node: it needs the DaemonSet install")
 	}
 	nodes := l.Nodes()
 	if len(nodes) < 2 {
