@@ -329,21 +329,21 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			}
 		}()
 	}
-	if policyWatch != nil {
+	for _, w := range []struct {
+		run      func(context.Context) error
+		whenLost string
+	}{
+		{policyWatch, "Cannot watch the policy table; every policy sync now reads it back"},
+		{masqWatch, "Cannot watch the masquerade table; only the periodic sync repairs it"},
+	} {
+		if w.run == nil {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := policyWatch(ctx); err != nil {
-				logger.Error(err, "Cannot watch the policy table; every policy sync now reads it back")
-			}
-		}()
-	}
-	if masqWatch != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := masqWatch(ctx); err != nil {
-				logger.Error(err, "Cannot watch the masquerade table; only the periodic sync repairs it")
+			if err := w.run(ctx); err != nil {
+				logger.Error(err, w.whenLost)
 			}
 		}()
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"regexp"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -80,20 +79,8 @@ func TestKernelMasqueradeTableRepairedAfterFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer netnstest.RunGuarded(ctx, t, n.NS, c.Run, c.Watch)() // nft runs in the node namespace
 	defer cancel()
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		_ = n.NS.Do(func(ns.NetNS) error { c.Run(ctx); return nil }) // nft runs in the node namespace
-	}()
-	go func() {
-		defer wg.Done()
-		if err := c.Watch(ctx); err != nil {
-			t.Errorf("watch: %v", err)
-		}
-	}()
 	waitTable := func(limit time.Duration) (time.Duration, bool) {
 		start := time.Now()
 		for time.Since(start) < limit {
