@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -34,6 +35,7 @@ import (
 	"github.com/trellisnet/trellis/internal/nftwatch"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/podlink"
+	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/internal/syncrunner"
@@ -94,11 +96,19 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 	if d.policyNFT, err = newPolicyNFT(cfg); err != nil && !lacksCaps() {
 		return err
 	}
-	if d.policyWatch, err = newPolicyWatch(); err != nil && !lacksCaps() {
+	if d.policyWatch, err = newTableWatch(unix.NFPROTO_INET, policy.TableName); err != nil && !lacksCaps() {
 		return err
 	}
 	if d.policyWatch != nil {
 		defer d.policyWatch.Close()
+	}
+	if d.nft != nil {
+		if d.masqWatch, err = newTableWatch(unix.NFPROTO_IPV4, masq.TableName); err != nil && !lacksCaps() {
+			return err
+		}
+		if d.masqWatch != nil {
+			defer d.masqWatch.Close()
+		}
 	}
 	return run(ctx, cfg, d)
 }
@@ -139,6 +149,9 @@ type deps struct {
 	// policyWatch reports changes of the policy table made by others; nil
 	// leaves the controller reading the table back at every sync (tests).
 	policyWatch *nftwatch.Watch
+	// masqWatch does the same for the masquerade table; nil leaves its
+	// repair to the periodic sync.
+	masqWatch *nftwatch.Watch
 	// procStatus is the /proc status file capabilities are read from
 	// (empty: /proc/self/status).
 	procStatus string
@@ -200,16 +213,20 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	dpStatus.onChange(setupCtl.Trigger)
 	setupCtl.SetReporter(probs)
 	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
-	var policyWatch func(context.Context) error
+	var policyWatch, masqWatch func(context.Context) error
 	var masqRunner *syncrunner.Runner
 	if d.nft != nil {
-		masqCtl, err := masq.New(masq.Config{NodeName: cfg.NodeName, Disabled: !cfg.MasqueradeEnabled(),
+		mc := masq.Config{NodeName: cfg.NodeName, Disabled: !cfg.MasqueradeEnabled(),
 			ClusterCIDRs: cfg.ClusterCIDRs, NonMasqueradeCIDRs: cfg.NonMasqueradeCIDRs,
-			Nodes: nodeLister, NFT: d.nft, Sync: runnerOpts, Registerer: m.Registry})
+			Nodes: nodeLister, NFT: d.nft, Sync: runnerOpts, Registerer: m.Registry}
+		if d.masqWatch != nil {
+			mc.Watch = d.masqWatch
+		}
+		masqCtl, err := masq.New(mc)
 		if err != nil {
 			return err
 		}
-		masqRunner = masqCtl.Runner
+		masqRunner, masqWatch = masqCtl.Runner, masqCtl.Watch
 		runners = append(runners, masqRunner)
 	}
 
@@ -315,12 +332,21 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			}
 		}()
 	}
-	if policyWatch != nil {
+	for _, w := range []struct {
+		run      func(context.Context) error
+		whenLost string
+	}{
+		{policyWatch, "Cannot watch the policy table; every policy sync now reads it back"},
+		{masqWatch, "Cannot watch the masquerade table; only the periodic sync repairs it"},
+	} {
+		if w.run == nil {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := policyWatch(ctx); err != nil {
-				logger.Error(err, "Cannot watch the policy table; every policy sync now reads it back")
+			if err := w.run(ctx); err != nil {
+				logger.Error(err, w.whenLost)
 			}
 		}()
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/client-go/tools/record"
@@ -31,12 +30,12 @@ func newPolicyNFT(cfg *config.Config) (knftables.Interface, error) {
 	return nft, nil
 }
 
-// newPolicyWatch subscribes to the nftables notifications of the agent's
-// network namespace for the policy table (see internal/nftwatch).
-func newPolicyWatch() (*nftwatch.Watch, error) {
-	w, err := nftwatch.Open(unix.NFPROTO_INET, policy.TableName)
+// newTableWatch subscribes to the nftables notifications of the agent's
+// network namespace for one of its tables (see internal/nftwatch).
+func newTableWatch(family uint8, table string) (*nftwatch.Watch, error) {
+	w, err := nftwatch.Open(family, table)
 	if err != nil {
-		return nil, fmt.Errorf("watch the policy table: %w", err)
+		return nil, fmt.Errorf("watch nftables table %s: %w", table, err)
 	}
 	return w, nil
 }

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/nftwatch"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
@@ -32,6 +36,17 @@ type Config struct {
 	Sync syncrunner.Options
 	// Registerer receives the masquerade metrics (nil: not registered).
 	Registerer prometheus.Registerer
+	// Watch, when set, reports the transactions touching the table
+	// (nftwatch.Watch opened for unix.NFPROTO_IPV4 and TableName): each one
+	// triggers a sync, so a change made by another process (nft flush
+	// ruleset) is repaired at once instead of at the next periodic sync.
+	Watch TableWatch
+}
+
+// TableWatch reports the committed transactions touching the table
+// (nftwatch.Watch).
+type TableWatch interface {
+	Run(ctx context.Context, fn func(nftwatch.Change)) error
 }
 
 // Controller keeps the masquerade table equal to what the Nodes and the
@@ -41,6 +56,14 @@ type Controller struct {
 	*syncrunner.Runner
 	cfg    Config
 	exempt prometheus.Gauge
+	guard  *nftwatch.Metrics
+
+	// written is what the last sync left in the table (nil: nothing yet
+	// known); a sync finding anything else sees a foreign change.
+	written *Desired
+
+	mu   sync.Mutex
+	last nftwatch.Change // latest notification (zero: none since the last sync)
 }
 
 // New returns a masquerade controller.
@@ -51,19 +74,55 @@ func New(cfg Config) (*Controller, error) {
 	c := &Controller{cfg: cfg, exempt: prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "trellis_masq_exempt_cidrs",
 		Help: "Destination CIDRs exempt from masquerade.",
-	})}
+	}), guard: nftwatch.NewMetrics("trellis_masq", "masquerade table")}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(c.exempt); err != nil {
 			return nil, fmt.Errorf("register masquerade metrics: %w", err)
+		}
+		if err := c.guard.Register(cfg.Registerer); err != nil {
+			return nil, err
 		}
 	}
 	c.Runner = syncrunner.New("masquerade", c.Sync, cfg.Sync)
 	return c, nil
 }
 
+// Watch follows the transactions touching the table (Config.Watch) until
+// ctx ends, triggering a sync for each; run it beside the runner. Without
+// Config.Watch it returns at once: the periodic sync is the only repair.
+func (c *Controller) Watch(ctx context.Context) error {
+	if c.cfg.Watch == nil {
+		return nil
+	}
+	err := c.cfg.Watch.Run(ctx, func(ch nftwatch.Change) {
+		c.mu.Lock()
+		c.last = ch
+		c.mu.Unlock()
+		c.Trigger()
+	})
+	if err != nil {
+		return fmt.Errorf("watch the masquerade table: %w", err)
+	}
+	return nil
+}
+
+// takeLast returns and clears the latest notification.
+func (c *Controller) takeLast() nftwatch.Change {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := c.last
+	c.last = nftwatch.Change{}
+	return ch
+}
+
 // Sync programs the masquerade table from the current Nodes (or removes
-// it when masquerade is disabled).
+// it when masquerade is disabled). It commits nothing when the table
+// already holds the desired content. When the table no longer holds what
+// the previous sync left there, another process changed it: the sync
+// reports that (log naming the process of the latest notification,
+// trellis_masq_table_changes_total{reason="foreign"}) and rewrites it.
 func (c *Controller) Sync(ctx context.Context) error {
+	why := c.takeLast()
 	if c.cfg.Disabled {
 		return Remove(ctx, c.cfg.NFT)
 	}
@@ -80,9 +139,21 @@ func (c *Controller) Sync(ctx context.Context) error {
 		}
 	}
 	d := Compute(local, c.cfg.ClusterCIDRs, all, c.cfg.NonMasqueradeCIDRs)
-	if err := Apply(ctx, c.cfg.NFT, d); err != nil {
+	found, committed, err := apply(ctx, c.cfg.NFT, d)
+	foreign := c.written != nil && found.read && !found.Holds(*c.written)
+	if foreign {
+		c.guard.Changes.WithLabelValues(nftwatch.ReasonForeign).Inc()
+		klog.FromContext(ctx).WithName("masquerade").Info("Another process changed the masquerade table; rewriting it",
+			"generation", why.Gen, "pid", why.PID, "process", why.Comm)
+	}
+	if err != nil {
+		c.written = nil
 		return err
 	}
+	if foreign && committed && !why.At.IsZero() && !why.Lost {
+		c.guard.Repair.Observe(time.Since(why.At).Seconds())
+	}
+	c.written = &d
 	c.exempt.Set(float64(len(d.NoMasquerade)))
 	return nil
 }

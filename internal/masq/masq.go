@@ -1,8 +1,9 @@
 // Package masq SNATs pod traffic leaving the cluster to the node's address,
 // in the agent's own nftables table (TableName). The ruleset is static: the
 // pod source prefixes and the exempt destinations live in interval sets, so
-// per-packet cost does not grow with the number of nodes. Every sync is one
-// atomic transaction; restarts never remove the table. The Controller
+// per-packet cost does not grow with the number of nodes. A sync commits
+// nothing when the table already holds what it should, else one atomic
+// transaction; restarts never remove the table. The Controller
 // (controller.go) feeds the table from the Node lister.
 package masq
 
@@ -10,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"sigs.k8s.io/knftables"
@@ -84,11 +86,112 @@ func NewNFT() (knftables.Interface, error) {
 	return nft, nil
 }
 
-// Apply makes the table hold exactly d, in one transaction. The chain and
-// sets are declared with Add (kept if present); their contents are flushed
-// and re-filled inside the same transaction, which the kernel applies
-// atomically, so no packet ever sees a partial state.
+// ruleComment is the comment of the table's only rule; a listing shows the
+// rule's comment, not its expression, so the comment identifies it.
+const ruleComment = "masquerade pod traffic leaving the cluster"
+
+// Apply makes the table hold exactly d. When its content already does, it
+// commits nothing (handles and counters stay); otherwise it rewrites the
+// table in one transaction (see write).
 func Apply(ctx context.Context, nft knftables.Interface, d Desired) error {
+	_, _, err := apply(ctx, nft, d)
+	return err
+}
+
+// apply is Apply, also returning the content found before and whether it
+// committed.
+func apply(ctx context.Context, nft knftables.Interface, d Desired) (Content, bool, error) {
+	cur, err := Read(ctx, nft)
+	cur.read = err == nil
+	if err == nil && cur.Holds(d) {
+		return cur, false, nil
+	}
+	return cur, true, write(ctx, nft, d)
+}
+
+// Content is what the table holds, as far as a listing shows it.
+type Content struct {
+	// Intact reports that the table holds exactly the objects write
+	// creates: the two sets, the chain and its one rule (by comment).
+	Intact bool
+	// Set elements (meaningful when Intact).
+	Desired
+	// read reports that the listing succeeded (apply's result).
+	read bool
+}
+
+// Holds reports whether the table's content is exactly d.
+func (c Content) Holds(d Desired) bool {
+	return c.Intact && slices.Equal(c.PodSources, Collapse(d.PodSources)) && slices.Equal(c.NoMasquerade, Collapse(d.NoMasquerade))
+}
+
+// Read lists the table. A missing table (or chain or set) is not an
+// error: it reads as not Intact.
+func Read(ctx context.Context, nft knftables.Interface) (Content, error) {
+	var c Content
+	sets, err := nft.List(ctx, "sets")
+	if knftables.IsNotFound(err) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("list nftables table %s: %w", TableName, err)
+	}
+	chains, err := nft.List(ctx, "chains")
+	if err != nil {
+		return c, fmt.Errorf("list nftables table %s: %w", TableName, err)
+	}
+	slices.Sort(sets)
+	if !slices.Equal(sets, []string{SetNoMasqDst, SetPodSources}) || !slices.Equal(chains, []string{ChainName}) {
+		return c, nil
+	}
+	rules, err := nft.ListRules(ctx, ChainName)
+	if err != nil {
+		return c, fmt.Errorf("list nftables table %s: %w", TableName, err)
+	}
+	if len(rules) != 1 || rules[0].Comment == nil || *rules[0].Comment != ruleComment {
+		return c, nil
+	}
+	for _, s := range []struct {
+		name string
+		into *[]netip.Prefix
+	}{{SetPodSources, &c.PodSources}, {SetNoMasqDst, &c.NoMasquerade}} {
+		els, err := nft.ListElements(ctx, "set", s.name)
+		if err != nil {
+			return c, fmt.Errorf("list nftables set %s: %w", s.name, err)
+		}
+		for _, e := range els {
+			p, ok := parseKey(e.Key)
+			if !ok {
+				return c, nil // not an element write adds
+			}
+			*s.into = append(*s.into, p)
+		}
+		slices.SortFunc(*s.into, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	}
+	c.Intact = true
+	return c, nil
+}
+
+// parseKey parses a set element's key as nft lists it: a prefix, or an
+// address for a /32.
+func parseKey(key []string) (netip.Prefix, bool) {
+	if len(key) != 1 {
+		return netip.Prefix{}, false
+	}
+	if p, err := netip.ParsePrefix(key[0]); err == nil {
+		return p, true
+	}
+	if a, err := netip.ParseAddr(key[0]); err == nil && a.Is4() {
+		return netip.PrefixFrom(a, 32), true
+	}
+	return netip.Prefix{}, false
+}
+
+// write rewrites the table to hold exactly d, in one transaction. The
+// chain and sets are declared with Add (kept if present); their contents
+// are flushed and re-filled inside the same transaction, which the kernel
+// applies atomically, so no packet ever sees a partial state.
+func write(ctx context.Context, nft knftables.Interface, d Desired) error {
 	tx := nft.NewTransaction()
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("trellis-agent: masquerade of pod traffic leaving the cluster")})
 	for _, name := range []string{SetPodSources, SetNoMasqDst} {
@@ -116,7 +219,7 @@ func Apply(ctx context.Context, nft knftables.Interface, d Desired) error {
 			"fib daddr type != local",
 			"counter masquerade",
 		),
-		Comment: knftables.PtrTo("masquerade pod traffic leaving the cluster"),
+		Comment: knftables.PtrTo(ruleComment),
 	})
 	if err := nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("program nftables table %s: %w", TableName, err)

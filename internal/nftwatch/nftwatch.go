@@ -8,7 +8,8 @@
 // transaction. Every nftables commit that changes anything increments the
 // ruleset generation by one, so a caller that reads the generation just
 // before and just after its own commit knows which generation was its own
-// (see internal/policy's guard).
+// (see internal/policy's guard). The masquerade controller (internal/masq)
+// only needs to know that its table was touched: it then reads it back.
 package nftwatch
 
 import (

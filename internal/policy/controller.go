@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/nftwatch"
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
@@ -145,9 +146,9 @@ func New(cfg Config) (*Controller, error) {
 func (c *Controller) setUp() error {
 	c.Runner = syncrunner.New("policy", c.Sync, c.cfg.Sync)
 	c.nft = c.cfg.NFT
-	m := newGuardMetrics()
+	m := nftwatch.NewMetrics(metricsNamespace, "policy table")
 	if c.cfg.Registerer != nil {
-		if err := m.register(c.cfg.Registerer); err != nil {
+		if err := m.Register(c.cfg.Registerer); err != nil {
 			return err
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 
 	"github.com/trellisnet/trellis/internal/nftwatch"
@@ -23,8 +22,8 @@ type TableWatch interface {
 
 // Reasons a guard asks for a full rewrite (label of the changes metric).
 const (
-	reasonForeign = "foreign" // another process changed the table
-	reasonUnknown = "unknown" // notifications lost, or the watch (re)started
+	reasonForeign = nftwatch.ReasonForeign
+	reasonUnknown = nftwatch.ReasonUnknown
 )
 
 // guard tells the controller's own commits from everybody else's. A sync
@@ -37,7 +36,7 @@ const (
 // running, nothing is trusted either: every sync reads the table back.
 type guard struct {
 	watch   TableWatch
-	metrics *guardMetrics
+	metrics *nftwatch.Metrics
 	onTaint func()
 
 	mu       sync.Mutex
@@ -60,7 +59,7 @@ type window struct {
 	at     time.Time
 }
 
-func newGuard(w TableWatch, m *guardMetrics, onTaint func()) *guard {
+func newGuard(w TableWatch, m *nftwatch.Metrics, onTaint func()) *guard {
 	return &guard{watch: w, metrics: m, onTaint: onTaint, own: map[uint32]time.Time{}}
 }
 
@@ -114,7 +113,7 @@ func (g *guard) resolveLocked(logger klog.Logger, ch nftwatch.Change) {
 }
 
 func (g *guard) taintLocked(logger klog.Logger, reason string, ch nftwatch.Change) {
-	g.metrics.changes.WithLabelValues(reason).Inc()
+	g.metrics.Changes.WithLabelValues(reason).Inc()
 	if reason == reasonForeign {
 		logger.Info("Another process changed the policy table; rewriting it completely",
 			"generation", ch.Gen, "pid", ch.PID, "process", ch.Comm)
@@ -177,7 +176,7 @@ func (g *guard) repaired(since time.Time, why nftwatch.Change) {
 	if g == nil || since.IsZero() || why.Lost {
 		return
 	}
-	g.metrics.repair.Observe(time.Since(since).Seconds())
+	g.metrics.Repair.Observe(time.Since(since).Seconds())
 }
 
 // commit runs fn (one nftables transaction) between two reads of the
@@ -231,32 +230,4 @@ func (g *guard) commit(ctx context.Context, fn func() error) error {
 	}
 	g.windows = kept
 	return err
-}
-
-type guardMetrics struct {
-	changes *prometheus.CounterVec
-	repair  prometheus.Histogram
-}
-
-func newGuardMetrics() *guardMetrics {
-	return &guardMetrics{
-		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricsNamespace, Name: "table_changes_total",
-			Help: "Reasons the policy table was rewritten completely: reason=\"foreign\" counts transactions by another process that touched it (e.g. nft flush ruleset), reason=\"unknown\" lost notifications and watch starts.",
-		}, []string{"reason"}),
-		repair: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: metricsNamespace, Name: "table_repair_seconds",
-			Help:    "Time from the notification of a foreign change of the policy table to the commit of its complete rewrite.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
-		}),
-	}
-}
-
-func (m *guardMetrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.changes, m.repair} {
-		if err := r.Register(c); err != nil {
-			return fmt.Errorf("register policy table metrics: %w", err)
-		}
-	}
-	return nil
 }

@@ -60,7 +60,7 @@ func TestGuardTellsOwnCommitsFromForeignOnes(t *testing.T) {
 	defer cancel()
 	fw := &fakeWatch{started: make(chan struct{})}
 	triggers := 0
-	g := newGuard(fw, newGuardMetrics(), func() { triggers++ })
+	g := newGuard(fw, nftwatch.NewMetrics(metricsNamespace, "policy table"), func() { triggers++ })
 	if g.trusted() {
 		t.Fatal("trusted before the watch runs")
 	}

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/netnstest"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
@@ -205,20 +206,8 @@ func TestKernelPolicyTableRepairsForeignChanges(t *testing.T) {
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	factory.WaitForCacheSync(ctx.Done())
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer netnstest.RunGuarded(ctx, t, k.node, c.Run, c.Watch)() // nft runs in the node namespace
 	defer cancel()
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		_ = k.node.Do(func(ns.NetNS) error { c.Run(ctx); return nil }) // nft runs in the node namespace
-	}()
-	go func() {
-		defer wg.Done()
-		if err := c.Watch(ctx); err != nil {
-			t.Errorf("watch: %v", err)
-		}
-	}()
 	if _, ok := waitTable(t, k.node, want, 5*time.Second); !ok {
 		t.Fatalf("first sync: table never matched a fresh render:\n%s\nwant:\n%s", listTable(t, k.node), want)
 	}
