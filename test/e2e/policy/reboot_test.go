@@ -120,6 +120,28 @@ func holdAgent(t *testing.T, node string) (release func()) {
 	}
 }
 
+// waitSandboxGone waits until node no longer routes ip to a pod interface
+// (the plugin's /32 host route goes with the sandbox, on CNI DEL).
+func waitSandboxGone(t *testing.T, node, ip string) {
+	t.Helper()
+	h, err := l.State.Topology.Node(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, err := exec.Command("ip", "netns", "exec", h.Netns, "ip", "-4", "route", "show", "exact", ip+"/32").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: ip route show %s: %v: %s", node, ip, err, out)
+		}
+		if strings.TrimSpace(string(out)) == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still routes %s to a pod 60s after its pod was deleted: %s", node, ip, out)
+		}
+	}
+}
+
 // simulateReboot does to node's kernel and disk what a reboot does while
 // the node's pods are gone: the nftables policy table vanishes, the files
 // stay. The node state file's dataplane marker is made to name another
@@ -258,6 +280,10 @@ func TestE2EPolicyFirstPacketAfterReboot(t *testing.T) {
 			t.Fatal("server pod not gone within 60s")
 		}
 	}
+	// A reboot ends the pods before the tables vanish. The API object of a
+	// force-deleted pod is gone before the kubelet has torn its sandbox
+	// down, so wait for the node to drop the old address's host route.
+	waitSandboxGone(t, target, ip)
 	simulateReboot(t, target)
 	if _, err := l.CS.CoreV1().Pods(srvNS).Create(ctx, framework.AgnhostPod(srvNS, srv), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
