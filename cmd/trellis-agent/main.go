@@ -69,6 +69,7 @@ func newCommand() *cobra.Command {
 	flags.AddFlags(cmd.Flags())
 	cmd.Flags().BoolVar(&uninstallMode, "uninstall", false, "remove everything Trellis made on this node and exit (docs/install.md#uninstall)")
 	cmd.Flags().BoolVar(&idle, "idle", false, "do nothing until terminated (the uninstall DaemonSet's container after the cleanup)")
+	cmd.AddCommand(ctlCommand())
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	cmd.Flags().AddGoFlagSet(klogFlags)

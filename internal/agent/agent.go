@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"reflect"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/agentapi"
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/conntrack"
 	"github.com/trellisnet/trellis/internal/conntrack/ctnetlink"
@@ -307,6 +309,18 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			}
 		}()
 	}
+
+	// The local control API (internal/agentapi) that trellisctl reaches
+	// through `kubectl exec`; a socket it cannot serve only costs the CLI.
+	api := http.NewServeMux()
+	api.Handle("/v1/version", agentapi.VersionHandler(d.version, cfg.NodeName))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := agentapi.Serve(ctx, agentapi.SocketPath(cfg.NodeStateFile), api); err != nil {
+			logger.Error(err, "Cannot serve the local agent API; trellisctl cannot reach this agent")
+		}
+	}()
 
 	informerCtx, stopInformers := context.WithCancel(ctx)
 	defer infs.wait()

@@ -158,7 +158,7 @@ func New() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.binDir, "bin-dir", binDir, "directory with trellis-agent, trellis-cni and trellis-pause")
 	root.PersistentFlags().StringVar(&g.deploy, "deploy-dir", filepath.Join(binDir, "..", "deploy"), "directory with the shipped manifests (trellis.yaml, uninstall.yaml, rbac.yaml, helm/trellis)")
 	root.PersistentFlags().StringVar(&g.cache, "cache", cache, "cache of pinned binaries ($TRELLIS_CACHE)")
-	root.AddCommand(upCmd(g), downCmd(g), statusCmd(g), kubeconfigCmd(g), kubectlCmd(g), execCmd(g),
+	root.AddCommand(upCmd(g), downCmd(g), statusCmd(g), kubeconfigCmd(g), kubectlCmd(g), ctlCmd(g), execCmd(g),
 		probeCmd(g), dnsCmd(g), matrixCmd(g), restartAgentCmd(g), nodeCmd(g, "stop-node"), nodeCmd(g, "start-node"),
 		apiserverCmd(g, "stop-apiserver"), apiserverCmd(g, "start-apiserver"), logsCmd(g), benchCmd(g), memoryCmd(g),
 		upgradeCmd(g), rollbackCmd(g), uninstallCmd(g), agentConfigCmd(g))
@@ -274,9 +274,22 @@ func passthrough(name string, args ...string) error {
 }
 
 func kubectlCmd(g *globals) *cobra.Command {
+	return passthroughCmd(g, "kubectl -- ARGS", "Run the lab's kubectl with the admin kubeconfig",
+		func(st *state.State) string { return st.Binaries["kubectl"] })
+}
+
+// ctlCmd runs trellisctl (beside trellis-lab in --bin-dir) against the lab.
+func ctlCmd(g *globals) *cobra.Command {
+	return passthroughCmd(g, "ctl -- ARGS", "Run trellisctl against the lab (its admin kubeconfig)",
+		func(*state.State) string { return filepath.Join(g.binDir, "trellisctl") })
+}
+
+// passthroughCmd runs the tool bin names with the lab's admin kubeconfig
+// and the arguments after "--", exiting with the tool's exit code.
+func passthroughCmd(g *globals, use, short string, bin func(*state.State) string) *cobra.Command {
 	return &cobra.Command{
-		Use:                "kubectl -- ARGS",
-		Short:              "Run the lab's kubectl with the admin kubeconfig",
+		Use:                use,
+		Short:              short,
 		DisableFlagParsing: true,
 		RunE: func(_ *cobra.Command, args []string) error {
 			name, rest, err := splitLabName(args)
@@ -289,12 +302,11 @@ func kubectlCmd(g *globals) *cobra.Command {
 					return &ExitError{Code: 2, Err: err}
 				}
 			}
-			args = rest
 			st, err := g.state()
 			if err != nil {
 				return err
 			}
-			return passthrough(st.Binaries["kubectl"], append([]string{"--kubeconfig", g.paths().AdminKubeconfig()}, args...)...)
+			return passthrough(bin(st), append([]string{"--kubeconfig", g.paths().AdminKubeconfig()}, rest...)...)
 		},
 	}
 }
