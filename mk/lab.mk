@@ -3,6 +3,7 @@
 #   make lab-binaries        pinned Kubernetes/etcd/CoreDNS/CNI binaries into $(TRELLIS_CACHE) (cold ~20 min, warm instant)
 #   make demo-lab            3 nodes over 2 subnets, agnhost pods, connectivity matrix; leaves the lab running
 #   make demo-down           remove the lab
+#   make test-e2e-lanes      make test's tier 2: test-e2e and test-e2e-other-modes in two lanes on two labs at once
 #   make test-e2e            tier 2: lab-based end-to-end tests, Trellis installed as the shipped DaemonSet
 #                            from `make image` (brings a lab up and down per suite)
 #   make conformance-netpol  upstream Kubernetes NetworkPolicy e2e specs against a lab
@@ -34,6 +35,14 @@ lab-build: build
 # and takes it down at the end.
 test-e2e: deps lab-build lab-binaries image
 	TRELLIS_LAB_NAME=$(E2E_LAB_NAME) $(E2E_ENV) $(GO) test -count=1 -p 1 -tags e2e -timeout $(E2E_TIMEOUT) -run '^TestE2E' -v ./test/e2e/...
+
+# Part of `make test`: every lab e2e suite (test-e2e) plus the agent suite in
+# routing modes native and vxlan (test-e2e-other-modes), in two lanes on two
+# labs at once (hack/e2e-lanes.sh): the API-server-outage suite, mostly
+# waiting, runs beside the others.
+.PHONY: test-e2e-lanes
+test-e2e-lanes: deps lab-build lab-binaries image
+	GO=$(GO) E2E_LAB_NAME=$(E2E_LAB_NAME) E2E_TIMEOUT=$(E2E_TIMEOUT) $(E2E_ENV) hack/e2e-lanes.sh
 
 demo-lab: deps lab-build lab-binaries image
 	@hack/lab-demo.sh $(LAB) $(LAB_NODES) $(LAB_SUBNETS) $(LAB_ROUTING)
