@@ -2,9 +2,10 @@
 # Runs the lab e2e tier of `make test` in two lanes at once, each on its own
 # lab, to keep `make test` inside its time budget on a 2-core machine:
 #
-#   lane A  every suite under test/e2e except the slow one (one lab per suite, in turn)
-#   lane B  the API-server-outage suite (mostly waiting out a 5-minute outage), then
-#           the agent suite in routing modes native and vxlan
+#   lane A  every suite under test/e2e but those of lane B (one lab per suite, in
+#           turn), then the agent suite in routing modes native and vxlan
+#   lane B  the API-server-outage suite (mostly waiting out a 5-minute outage) and
+#           the trellisctl suite
 #
 # Lane A writes to stdout as it runs; lane B to a log printed when it ends.
 # The exit status is non-zero when either lane fails. Environment: GO,
@@ -14,20 +15,14 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 E2E_TIMEOUT=${E2E_TIMEOUT:-30m}
 
+laneB=(./test/e2e/resilience/ ./test/e2e/ctl/)
 if [ "${1:-}" = "--lane-b" ]; then
-  set -e
-  echo "== lane B: ./test/e2e/resilience/"
-  TRELLIS_LAB_NAME=e2eslow $GO test -count=1 -tags e2e -timeout "$E2E_TIMEOUT" -run '^TestE2E' -v ./test/e2e/resilience/
-  for m in native vxlan; do
-    echo "== lane B: agent e2e, routing mode $m"
-    TRELLIS_LAB_NAME=$m TRELLIS_LAB_ROUTING=$m $GO test -count=1 -tags e2e -timeout 20m -run '^TestE2E' \
-      -skip 'TestE2EAgentMemoryAt100Nodes2000Pods' -v ./test/e2e/agent/
-  done
-  exit 0
+  echo "== lane B: ${laneB[*]}"
+  TRELLIS_LAB_NAME=e2eb exec $GO test -count=1 -p 1 -tags e2e -timeout "$E2E_TIMEOUT" -run '^TestE2E' -v "${laneB[@]}"
 fi
 
 mapfile -t laneA < <($GO list -tags e2e ./test/e2e/... | sed 's#^github.com/trellisnet/trellis/#./#' |
-  grep -v -e '/framework$' -e '/resilience$')
+  grep -v -e '/framework$' -e '/resilience$' -e '/ctl$')
 logB=$(mktemp /tmp/trellis-e2e-laneB.XXXXXX.log)
 start=$SECONDS
 # Lane B in a session (process group) of its own, so that Ctrl-C or a CI
@@ -37,7 +32,15 @@ pidB=$!
 trap 'kill -- -"$pidB" 2>/dev/null; exit 130' INT TERM
 
 echo "== lane A: ${laneA[*]} (lane B runs beside it; its log: $logB)"
-TRELLIS_LAB_NAME=${E2E_LAB_NAME:-e2e} $GO test -count=1 -p 1 -tags e2e -timeout "$E2E_TIMEOUT" -run '^TestE2E' -v "${laneA[@]}"
+(
+  set -e
+  TRELLIS_LAB_NAME=${E2E_LAB_NAME:-e2e} $GO test -count=1 -p 1 -tags e2e -timeout "$E2E_TIMEOUT" -run '^TestE2E' -v "${laneA[@]}"
+  for m in native vxlan; do
+    echo "== lane A: agent e2e, routing mode $m"
+    TRELLIS_LAB_NAME=$m TRELLIS_LAB_ROUTING=$m $GO test -count=1 -tags e2e -timeout 20m -run '^TestE2E' \
+      -skip 'TestE2EAgentMemoryAt100Nodes2000Pods' -v ./test/e2e/agent/
+  done
+)
 rcA=$?
 echo "== lane A finished (exit $rcA) after $((SECONDS - start)) s; waiting for lane B"
 wait "$pidB"

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -10,8 +11,10 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
@@ -73,6 +76,37 @@ func TestReconnectingReturnsOtherErrorsAndStops(t *testing.T) {
 	}
 	if lists < 2 {
 		t.Errorf("%d list calls before the context ended, want retries", lists)
+	}
+}
+
+// Right after the API server was away, the answers of a server still
+// starting (403 before its authorizer syncs, 503) are retried too; long
+// after, or never preceded by an outage, they go to the reflector at once.
+func TestReconnectingRetriesAStartingServerOnlyAfterAnOutage(t *testing.T) {
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "", errors.New("RBAC: not synced"))
+	var lists, watches int
+	r := newReconnecting(flaky(2, forbidden, &lists, &watches), time.Millisecond)
+	if _, err := r.ListWithContext(context.Background(), metav1.ListOptions{}); !apierrors.IsForbidden(err) || lists != 1 {
+		t.Errorf("403 with no outage before: %v after %d calls, want it at once", err, lists)
+	}
+	now := time.Unix(1000, 0)
+	lists = 0
+	seq := []error{refused(), io.EOF, forbidden, apierrors.NewServiceUnavailable("starting")}
+	lw := &cache.ListWatch{ListWithContextFunc: func(context.Context, metav1.ListOptions) (runtime.Object, error) {
+		if lists++; lists <= len(seq) {
+			return nil, seq[lists-1]
+		}
+		return &v1.NodeList{}, nil
+	}}
+	r = newReconnecting(lw, time.Millisecond)
+	r.now = func() time.Time { return now }
+	if _, err := r.ListWithContext(context.Background(), metav1.ListOptions{}); err != nil || lists != len(seq)+1 {
+		t.Errorf("refused, EOF, 403, 503 then success: %v after %d calls, want success at call %d", err, lists, len(seq)+1)
+	}
+	now = now.Add(startupGrace + time.Second)
+	lists = 2 // the next call answers 403 again
+	if _, err := r.ListWithContext(context.Background(), metav1.ListOptions{}); !apierrors.IsForbidden(err) || lists != 3 {
+		t.Errorf("403 long after the outage: %v after %d calls, want it at once", err, lists)
 	}
 }
 
