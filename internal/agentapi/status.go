@@ -103,12 +103,12 @@ type Policy struct {
 
 // Fast-path states.
 const (
-	FastPathDisabled = "disabled"     // fastPath: false in the configuration
-	FastPathOff      = "off"          // turned off on this node by its Node annotation
-	FastPathNotLoad  = "unavailable"  // the kernel refused the programs
-	FastPathFailing  = "failing"      // loaded, its last sync failed
-	FastPathActive   = "active"       // loaded and attached
-	FastPathPending  = "not-synced"   // loaded, no sync yet
+	FastPathDisabled = "disabled"    // fastPath: false in the configuration
+	FastPathOff      = "off"         // turned off on this node by its Node annotation
+	FastPathNotLoad  = "unavailable" // the kernel refused the programs
+	FastPathFailing  = "failing"     // loaded, its last sync failed
+	FastPathActive   = "active"      // loaded and attached
+	FastPathPending  = "not-synced"  // loaded, no sync yet
 )
 
 // FastPath is the eBPF fast path's state.
