@@ -227,4 +227,10 @@ func TestStatusWithoutTrellis(t *testing.T) {
 	if err := o.runStatus(context.Background(), &fakeFetcher{}, statusFlags{output: "xml", agentTimeout: time.Second, parallel: 1}); ExitCode(err) != ExitUsage {
 		t.Errorf("-o xml: exit %d, want 2", ExitCode(err))
 	}
+	out.Reset()
+	errOut.Reset()
+	if code := Run(context.Background(), "v", []string{"status", "--parallel", "0"}, &out, &errOut); code != ExitUsage ||
+		!strings.Contains(errOut.String(), "--parallel") {
+		t.Errorf("status --parallel 0: exit %d, stderr %q; want 2 naming the flag", code, errOut.String())
+	}
 }
