@@ -214,6 +214,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	}
 	dpStatus.onChange(setupCtl.Trigger)
 	setupCtl.SetReporter(probs)
+	status := &statusSource{cfg: cfg, version: d.version, routes: routeCtl, probs: probs, nodes: nodeLister}
 	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
 	var policyWatch, masqWatch func(context.Context) error
 	var masqRunner *syncrunner.Runner
@@ -246,12 +247,13 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	if d.policyNFT != nil {
 		policyOpts := runnerOpts
 		policyOpts.Observer = dpStatus
-		r, watch, err := newPolicyRunner(cfg, d.api.lw, &infs, policyKernel{d.policyNFT, d.policyWatch}, pods, recorder, m, policyOpts)
+		pc, err := newPolicyController(cfg, d.api.lw, &infs, policyKernel{d.policyNFT, d.policyWatch}, pods, recorder, m, policyOpts)
 		if err != nil {
 			return err
 		}
-		runners = append(runners, r)
-		policyWatch = watch // started with the runners
+		runners = append(runners, pc.Runner)
+		policyWatch = pc.Watch // started with the runners
+		status.policy = pc
 	}
 	if d.conntrack != nil {
 		// A released or moved pod address loses its conntrack entries.
@@ -263,11 +265,12 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		runners = append(runners, ctl.Runner)
 	}
 	if d.fastPath != nil {
-		r, release, err := newFastPathRunner(ctx, cfg, d.fastPath, pods, routeCtl, nodeLister, recorder, m, runnerOpts)
+		r, release, unavailable, err := newFastPathRunner(ctx, cfg, d.fastPath, pods, routeCtl, nodeLister, recorder, m, runnerOpts)
 		if err != nil {
 			return err
 		}
 		defer release()
+		status.fastPath, status.fastPathErr = r, unavailable
 		if r != nil {
 			runners = append(runners, r)
 			if _, err := nodeInf.AddEventHandler(fastPathOffHandler(cfg.NodeName, r)); err != nil {
@@ -287,15 +290,16 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	errCh := make(chan error, 1)
 	waitCtx, stopWaiting := context.WithCancel(ctx)
 	defer stopWaiting()
+	status.runners, status.ready = runners, append(readyChecks(routeCtl, setupCtl.Runner),
+		metrics.Check{Name: "informers", Fn: func() error { return informersSynced(nodeInf) }},
+		metrics.Check{Name: "problems", Fn: probs.Check},
+		metrics.Check{Name: "policy", Fn: dpStatus.check})
 	if cfg.MetricsBindAddress != "" {
 		h := m.Handler(
 			[]metrics.Check{
 				{Name: "routing", Fn: staleCheck(routeCtl.Runner, 3*cfg.MaxSyncInterval.Duration, time.Now)},
 			},
-			append(readyChecks(routeCtl, setupCtl.Runner),
-				metrics.Check{Name: "informers", Fn: func() error { return informersSynced(nodeInf) }},
-				metrics.Check{Name: "problems", Fn: probs.Check},
-				metrics.Check{Name: "policy", Fn: dpStatus.check}),
+			status.ready,
 		)
 		wg.Add(1)
 		go func() {
@@ -314,6 +318,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	// through `kubectl exec`; a socket it cannot serve only costs the CLI.
 	api := http.NewServeMux()
 	api.Handle("/v1/version", agentapi.VersionHandler(d.version, cfg.NodeName))
+	api.Handle(agentapi.StatusPath, status.handler())
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

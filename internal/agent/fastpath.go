@@ -27,7 +27,8 @@ import (
 // loads the programs and keeps them attached to every pod interface and
 // uplink; with it off, it detaches them. When the kernel cannot load the
 // programs the agent warns (log, Event on its Node) and runs without the
-// fast path: it returns a nil runner. The returned func releases the
+// fast path: it returns a nil runner and the kernel's refusal (the third
+// result). The returned func releases the
 // programs' file descriptors (attached programs stay in the kernel).
 //
 // The Node annotation trellis.dev/fast-path: "off" turns it off on this
@@ -35,28 +36,28 @@ import (
 // annotation triggers a sync (the returned handler, for the Node informer).
 func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kernel, pods *podlink.Watcher, routes *routing.Controller,
 	nodes corelisters.NodeLister, recorder record.EventRecorder, m *metrics.Metrics,
-	opts syncrunner.Options) (*syncrunner.Runner, func(), error) {
+	opts syncrunner.Options) (*syncrunner.Runner, func(), error, error) {
 	logger := klog.FromContext(ctx).WithName("fastpath")
 	if !cfg.FastPathEnabled() {
 		ctl, err := fastpath.New(fastpath.Config{Disabled: true, Kernel: k, Sync: opts})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return ctl.Runner, func() {}, nil
+		return ctl.Runner, func() {}, nil, nil
 	}
 	progs, err := fastpath.Load()
 	if err != nil {
 		logger.Error(err, "The eBPF fast path is unavailable on this kernel; pod traffic takes the full host path")
 		node := &v1.ObjectReference{Kind: "Node", Name: cfg.NodeName, UID: types.UID(cfg.NodeName)}
 		recorder.Eventf(node, v1.EventTypeWarning, "FastPathUnavailable", "eBPF fast path not loaded: %v", err)
-		return nil, func() {}, nil
+		return nil, func() {}, err, nil
 	}
 	// Loading parsed the kernel's BTF (several MiB of heap, garbage now):
 	// give it back to the OS at once rather than when the scavenger gets to it.
 	debug.FreeOSMemory()
 	if err := m.Registry.Register(fastpath.NewCollector(progs)); err != nil {
 		progs.Close()
-		return nil, nil, fmt.Errorf("register fast-path metrics: %w", err)
+		return nil, nil, nil, fmt.Errorf("register fast-path metrics: %w", err)
 	}
 	uplinks := func() []string {
 		names := []string{routes.Underlay().Device}
@@ -77,7 +78,7 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 		ExemptCTMark: cfg.FastPathExemptCTMark, Off: off, Sync: opts})
 	if err != nil {
 		progs.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// Pod interfaces come from the agent's one watch; a pod interface or an
 	// uplink appearing triggers a sync.
@@ -85,7 +86,7 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 	r := ctl.Runner
 	pods.OnChange(func([]podlink.Interface) { r.Trigger() })
 	pods.OnLinkChange(r.Trigger)
-	return r, progs.Close, nil
+	return r, progs.Close, nil, nil
 }
 
 // fastPathOffHandler triggers the fast-path runner when this node's

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,45 +53,45 @@ func (k policyKernel) tableWatch() policy.TableWatch {
 	return k.watch
 }
 
-// newPolicyRunner returns the NetworkPolicy controller's runner and the
-// function following changes of its table made by others (run it beside
-// the runner): the full controller (adding its pod, namespace and
+// newPolicyController returns the NetworkPolicy controller (run its
+// Runner, and its Watch beside it: it follows changes of its table made by
+// others): the full controller (adding its pod, namespace and
 // networkpolicy informers to infs, which must not be started yet) when
 // enforcement is enabled, or one that keeps the table to anti-spoofing
 // alone when it is disabled.
 // The controller reads the local pod interfaces from pods and syncs on
 // every change of them.
-func newPolicyRunner(cfg *config.Config, lw kubeclient.ListWatches, infs *informerSet, k policyKernel,
+func newPolicyController(cfg *config.Config, lw kubeclient.ListWatches, infs *informerSet, k policyKernel,
 	pods *podlink.Watcher, events record.EventRecorder, m *metrics.Metrics, opts syncrunner.Options,
-) (*syncrunner.Runner, func(context.Context) error, error) {
+) (*policy.Controller, error) {
 	if !cfg.NetworkPolicyEnabled() {
 		ctrl, err := policy.New(policy.Config{
 			Disabled: true, NFT: k.nft, Watch: k.tableWatch(), NodeName: cfg.NodeName, Events: events,
 			Registerer: m.Registry, DenyLogGroup: uint16(cfg.PolicyDenyLog), Sync: opts,
 		})
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return ctrl.Runner, ctrl.Watch, nil
+		return ctrl, nil
 	}
 	var pi policy.Informers
 	var err error
 	if pi.Pods, err = infs.add(lw.Pods, &corev1.Pod{}); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if pi.Namespaces, err = infs.add(lw.Namespaces, &corev1.Namespace{}); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if pi.NetworkPolicies, err = infs.add(lw.NetworkPolicies, &networkingv1.NetworkPolicy{}); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	ctrl, err := policy.New(policy.Config{
 		NodeName: cfg.NodeName, Informers: pi, NFT: k.nft, Watch: k.tableWatch(), Events: events, Interfaces: pods,
 		Registerer: m.Registry, DenyLogGroup: uint16(cfg.PolicyDenyLog), Sync: opts,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	pods.OnChange(ctrl.InterfacesChanged)
-	return ctrl.Runner, ctrl.Watch, nil
+	return ctrl, nil
 }

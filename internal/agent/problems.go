@@ -70,6 +70,17 @@ func (p *problems) Clear(reason string) {
 	}
 }
 
+// Active returns the active problems, message by reason.
+func (p *problems) Active() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]string, len(p.active))
+	for r, m := range p.active {
+		out[r] = m
+	}
+	return out
+}
+
 // Check fails while any problem is active (the readiness check).
 func (p *problems) Check() error {
 	p.mu.Lock()

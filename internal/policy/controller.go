@@ -141,6 +141,15 @@ func New(cfg Config) (*Controller, error) {
 	return c, nil
 }
 
+// Counts are the figures of the last successful sync; zero when
+// enforcement is disabled or before the first sync.
+func (c *Controller) Counts() Counts {
+	if c.metrics == nil {
+		return Counts{}
+	}
+	return c.metrics.counts()
+}
+
 // setUp gives c its runner, guard and guarded nftables interface, and
 // registers the guard's metrics.
 func (c *Controller) setUp() error {

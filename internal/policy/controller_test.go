@@ -123,6 +123,10 @@ func TestControllerFollowsTheAPI(t *testing.T) {
 	if got := gaugeValue(t, reg, "trellis_policy_selected_local_pods"); got != 1 {
 		t.Fatalf("selected pods gauge = %v, want 1", got)
 	}
+	waitFor(t, "counts of the sync that isolated the pod", func() bool {
+		got := c.Counts()
+		return got.Policies == 1 && got.IsolatedIngress == 1 && got.IsolatedEgress == 0 && got.GroupsIngress == 1
+	})
 
 	pod.Labels = map[string]string{"app": "db"}
 	_, err = client.CoreV1().Pods("x").Update(ctx, pod, metav1.UpdateOptions{})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -19,6 +20,27 @@ type controllerMetrics struct {
 	groups    *prometheus.GaugeVec
 	elements  prometheus.Gauge
 	lastNames map[[3]string]bool
+
+	mu   sync.Mutex
+	last Counts
+}
+
+// Counts are the figures of the last successful sync (trellisctl status):
+// the NetworkPolicies known, the local pods isolated and the groups (allow
+// lists) per direction.
+type Counts struct {
+	Policies        int
+	IsolatedIngress int
+	IsolatedEgress  int
+	GroupsIngress   int
+	GroupsEgress    int
+}
+
+// counts returns the figures the last observe set.
+func (m *controllerMetrics) counts() Counts {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last
 }
 
 func newControllerMetrics() *controllerMetrics {
@@ -105,6 +127,11 @@ func (m *controllerMetrics) observe(snap *Snapshot, d *Desired) {
 	for dir, n := range groups {
 		m.groups.WithLabelValues(dir).Set(float64(n))
 	}
+	m.mu.Lock()
+	m.last = Counts{Policies: len(snap.Policies),
+		IsolatedIngress: len(d.Maps[MapIngressPods].Elements), IsolatedEgress: len(d.Maps[MapEgressPods].Elements),
+		GroupsIngress: groups["ingress"], GroupsEgress: groups["egress"]}
+	m.mu.Unlock()
 	total := 0
 	for _, s := range d.Sets {
 		total += len(s.Elements)

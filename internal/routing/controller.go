@@ -60,6 +60,7 @@ type Controller struct {
 	reason   string
 	underlay Underlay
 	problems map[string]Problem
+	last     *Desired // what the last successful sync programmed
 }
 
 // New returns a routing controller.
@@ -89,6 +90,14 @@ func (c *Controller) Underlay() Underlay {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.underlay
+}
+
+// Programmed returns the desired state the last successful sync applied
+// (nil before one). Callers must not modify it.
+func (c *Controller) Programmed() *Desired {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
 }
 
 func (c *Controller) setReady(ready bool, reason string) {
@@ -191,7 +200,7 @@ func (c *Controller) report(logger klog.Logger, self *v1.Node, d *Desired) {
 	}
 	c.mu.Lock()
 	prev := c.problems
-	c.problems = now
+	c.problems, c.last = now, d
 	c.mu.Unlock()
 	names := make([]string, 0, len(now))
 	for n := range now {

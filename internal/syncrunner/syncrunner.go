@@ -49,6 +49,7 @@ type Runner struct {
 	lastSuccess time.Time
 	lastErr     error
 	failures    int
+	syncs       uint64
 }
 
 // New returns a Runner for fn; call Run to start it.
@@ -94,6 +95,13 @@ func (r *Runner) LastError() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.lastErr
+}
+
+// Syncs is how many syncs have finished, successful or not.
+func (r *Runner) Syncs() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.syncs
 }
 
 // backoff returns the retry delay after n consecutive failures (n >= 1).
@@ -146,6 +154,7 @@ func (r *Runner) Run(ctx context.Context) {
 		next := r.opts.MaxInterval
 		r.mu.Lock()
 		r.lastErr = err
+		r.syncs++
 		if err == nil {
 			r.failures = 0
 			r.lastSuccess = r.now()

@@ -99,6 +99,9 @@ func TestRetriesWithBackoffThenPeriodic(t *testing.T) {
 	}
 	n := calls.Load()
 	waitFor(t, "periodic resync", func() bool { return calls.Load() > n })
+	if got := r.Syncs(); got < 5 {
+		t.Errorf("Syncs = %d after 3 failures, a success and a periodic resync, want >= 5", got)
+	}
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
 	if len(obs.errs) < 4 || obs.errs[0] == nil || obs.errs[3] != nil {

@@ -1,0 +1,132 @@
+package agentapi
+
+import "time"
+
+// StatusPath is the agent API path answering Status.
+const StatusPath = "/v1/status"
+
+// Status is the answer of /v1/status: what one node's agent knows about
+// itself, read from its controllers (nothing is recomputed to answer).
+type Status struct {
+	Version string `json:"version"`
+	Node    string `json:"node"`
+	// Time is the agent's clock when it answered; ages are measured
+	// against it, so the client's clock does not matter.
+	Time time.Time `json:"time"`
+	// RoutingMode is the configured mode (native, vxlan, auto); each
+	// peer's effective path is in Routing.Peers.
+	RoutingMode string `json:"routingMode"`
+	// MTU is the pod MTU the agent computed (the node state file's), 0
+	// before the first node setup.
+	MTU int `json:"mtu"`
+	// Ready is the agent's readiness (its /readyz); NotReady names every
+	// failing check.
+	Ready    bool     `json:"ready"`
+	NotReady []string `json:"notReady,omitempty"`
+	// MaxSyncInterval is the controllers' periodic resync: a controller
+	// without a successful sync for 3 of them is stale.
+	MaxSyncInterval Duration `json:"maxSyncInterval"`
+	// Controllers are the agent's sync loops, by name.
+	Controllers []Controller `json:"controllers"`
+	Routing     Routing      `json:"routing"`
+	Policy      Policy       `json:"policy"`
+	FastPath    FastPath     `json:"fastPath"`
+	// Problems are the conditions keeping the node NotReady (reason:
+	// message), as reported in the Node's Events.
+	Problems  map[string]string `json:"problems,omitempty"`
+	Dataplane Dataplane         `json:"dataplane"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("1m0s").
+type Duration struct{ time.Duration }
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	d.Duration = v
+	return err
+}
+
+// Controller is one sync loop's record (internal/syncrunner).
+type Controller struct {
+	Name string `json:"name"`
+	// LastSuccess is when its last successful sync finished (nil: none yet).
+	LastSuccess *time.Time `json:"lastSuccess,omitempty"`
+	// LastError is the last sync's error ("" after a success).
+	LastError string `json:"lastError,omitempty"`
+	// Syncs counts its finished syncs.
+	Syncs uint64 `json:"syncs"`
+}
+
+// Routing is what the routing controller's last successful sync programmed.
+type Routing struct {
+	// Routes to remote pod subnets (native and VXLAN).
+	Routes int `json:"routes"`
+	// Peers are the remote nodes, by name.
+	Peers []Peer `json:"peers,omitempty"`
+}
+
+// Peer states.
+const (
+	PeerProgrammed = "programmed"
+	// PeerNotProgrammed peers carry the reason in Peer.Reason.
+	PeerNotProgrammed = "not-programmed"
+)
+
+// Peer is one remote node as the routing controller sees it.
+type Peer struct {
+	Node string `json:"node"`
+	// Mode is the path traffic to it takes: native or vxlan ("" when
+	// not programmed).
+	Mode    string `json:"mode,omitempty"`
+	State   string `json:"state"`
+	Routes  int    `json:"routes"`
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Policy holds the NetworkPolicy controller's figures of its last
+// successful sync.
+type Policy struct {
+	// Enforced is false when networkPolicy is disabled (the table then
+	// holds anti-spoofing only).
+	Enforced        bool `json:"enforced"`
+	Policies        int  `json:"policies"`
+	IsolatedIngress int  `json:"isolatedIngress"`
+	IsolatedEgress  int  `json:"isolatedEgress"`
+	GroupsIngress   int  `json:"groupsIngress"`
+	GroupsEgress    int  `json:"groupsEgress"`
+}
+
+// Fast-path states.
+const (
+	FastPathDisabled = "disabled"    // fastPath: false in the configuration
+	FastPathOff      = "off"         // turned off on this node by its Node annotation
+	FastPathNotLoad  = "unavailable" // the kernel refused the programs
+	FastPathFailing  = "failing"     // loaded, its last sync failed
+	FastPathActive   = "active"      // loaded and attached
+	FastPathPending  = "not-synced"  // loaded, no sync yet
+)
+
+// FastPath is the eBPF fast path's state.
+type FastPath struct {
+	Enabled bool   `json:"enabled"`
+	Loaded  bool   `json:"loaded"`
+	State   string `json:"state"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// Dataplane is the node state file's marker that the plugin gates on.
+type Dataplane struct {
+	// Ready and Reason are the node state's (routes programmed).
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason,omitempty"`
+	// Marker is true while the base-dataplane marker is present.
+	Marker bool   `json:"marker"`
+	BootID string `json:"bootID,omitempty"`
+	// Error is set when the node state file could not be read.
+	Error string `json:"error,omitempty"`
+}
