@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -319,6 +320,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	api := http.NewServeMux()
 	api.Handle("/v1/version", agentapi.VersionHandler(d.version, cfg.NodeName))
 	api.Handle(agentapi.StatusPath, status.handler())
+	api.Handle("/v1/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -73,18 +74,24 @@ func (e ExecProber) Probe(ctx context.Context, from, to string, port int, proto 
 	return execVerdict(err, stderr.String(), from)
 }
 
-// exec runs cmd in the container, over WebSocket with a fallback to SPDY
-// (kubectl's order).
+// exec runs cmd in the container (Exec).
 func (e ExecProber) exec(ctx context.Context, pod *corev1.Pod, container string, cmd []string, stdout, stderr *bytes.Buffer) error {
-	req := e.CS.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
+	return Exec(ctx, e.Config, e.CS, pod, container, cmd, stdout, stderr)
+}
+
+// Exec runs cmd in container of pod through the API server, over WebSocket
+// with a fallback to SPDY (kubectl's order). A command that exits non-zero
+// returns a k8s.io/client-go/util/exec.ExitError.
+func Exec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, pod *corev1.Pod, container string, cmd []string, stdout, stderr io.Writer) error {
+	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
 		SubResource("exec").VersionedParams(&corev1.PodExecOptions{
 		Container: container, Command: cmd, Stdout: true, Stderr: true,
 	}, scheme.ParameterCodec)
-	spdy, err := remotecommand.NewSPDYExecutor(e.Config, "POST", req.URL())
+	spdy, err := remotecommand.NewSPDYExecutor(cfg, "POST", req.URL())
 	if err != nil {
 		return fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	ws, err := remotecommand.NewWebSocketExecutor(e.Config, "GET", req.URL().String())
+	ws, err := remotecommand.NewWebSocketExecutor(cfg, "GET", req.URL().String())
 	if err != nil {
 		return fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
@@ -96,6 +103,12 @@ func (e ExecProber) exec(ctx context.Context, pod *corev1.Pod, container string,
 	}
 	return ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: stdout, Stderr: stderr})
 }
+
+// ConnectVerdict turns the outcome of an `agnhost connect` run in pod from
+// (its error and stderr) into a probe result: (true, nil) connected,
+// (false, nil) no answer (agnhost's TIMEOUT, REFUSED, DNS or OTHER), an
+// error when the probe could not be attempted.
+func ConnectVerdict(err error, stderr, from string) (bool, error) { return execVerdict(err, stderr, from) }
 
 // agnhostNoAnswer are the prefixes agnhost connect prints for a network
 // failure (its UNKNOWN is a bad request, not a verdict).

@@ -98,6 +98,7 @@ func NewRootCommand(version string, out, errOut io.Writer) (*cobra.Command, *Opt
 	pf.DurationVar(&o.Timeout, "request-timeout", 30*time.Second, "timeout of a single API request")
 	root.AddCommand(versionCommand(o))
 	root.AddCommand(statusCommand(o))
+	root.AddCommand(connectivityCommand(o))
 	return root, o
 }
 
