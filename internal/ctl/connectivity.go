@@ -54,7 +54,7 @@ func connectivityTestCommand(o *Options) *cobra.Command {
 	f.StringVar(&c.test, "test", "", "run only the scenarios whose name matches this regular expression")
 	f.StringVar(&c.image, "image", conntest.DefaultImage, "the agnhost image of the probe pods (pulled if not present)")
 	f.StringVar(&c.external, "external-target", "", "HOST:PORT outside the cluster that pods must reach over TCP (external/tcp is skipped without it)")
-	f.IntVar(&c.parallel, "parallel", 12, "how many scenarios run at once")
+	f.IntVar(&c.parallel, "parallel", 24, "how many scenarios run at once")
 	f.DurationVar(&c.readyTimeout, "ready-timeout", 2*time.Minute, "how long the probe pods may take to run")
 	f.DurationVar(&c.probeTimeout, "probe-timeout", 2*time.Second, "timeout of one try of a connection that must succeed (3 tries)")
 	f.DurationVar(&c.blockTimeout, "block-timeout", time.Second, "timeout of a connection that must be blocked")

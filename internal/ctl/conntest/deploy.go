@@ -137,7 +137,7 @@ func Deploy(ctx context.Context, e *Env, image, runID string, readyTimeout time.
 		d.Namespaces = append(d.Namespaces, ns)
 	}
 	hp, _ := rand.Int(rand.Reader, big.NewInt(10000))
-	e.HostPort = 20000 + 2*int(hp.Int64()/2)
+	e.HostPort = 20000 + int(hp.Int64())
 	nodeA := e.Nodes[0]
 	nodeB := e.Nodes[min(1, len(e.Nodes)-1)]
 	place := map[string]string{RoleClient: nodeA, RoleServerA: nodeA, RoleServerB: nodeB, RoleHost: nodeB,
@@ -219,7 +219,9 @@ func probePod(ns, role, node, image string, labels map[string]string, hostPort i
 	if role == RoleHost {
 		p.Spec.HostNetwork = true
 		p.Spec.DNSPolicy = corev1.DNSClusterFirstWithHostNet
-		p.Spec.Containers[0].Args = []string{"netexec", "--http-port=" + strconv.Itoa(hostPort), "--udp-port=" + strconv.Itoa(hostPort+1)}
+		// serve-hostname, not netexec: on the node's address, nothing but
+		// an HTTP answer with the pod's name.
+		p.Spec.Containers[0].Args = []string{"serve-hostname", "--http", "--port=" + strconv.Itoa(hostPort)}
 		p.Spec.Containers[0].Ports = nil
 	}
 	return p
