@@ -108,7 +108,9 @@ func Exec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, pod *c
 // (its error and stderr) into a probe result: (true, nil) connected,
 // (false, nil) no answer (agnhost's TIMEOUT, REFUSED, DNS or OTHER), an
 // error when the probe could not be attempted.
-func ConnectVerdict(err error, stderr, from string) (bool, error) { return execVerdict(err, stderr, from) }
+func ConnectVerdict(err error, stderr, from string) (bool, error) {
+	return execVerdict(err, stderr, from)
+}
 
 // agnhostNoAnswer are the prefixes agnhost connect prints for a network
 // failure (its UNKNOWN is a bad request, not a verdict).
