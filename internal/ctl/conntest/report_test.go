@@ -2,6 +2,9 @@ package conntest
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -220,5 +223,42 @@ trellis_sync_total 4
 	}
 	if _, err := ParsePolicyPackets(strings.NewReader(`trellis_policy_packets_total{policy="p"} x`)); err == nil {
 		t.Errorf("a malformed value was accepted")
+	}
+}
+
+func TestAgentCountersShareOneReadPerNode(t *testing.T) {
+	var reads atomic.Int32
+	deny := 2
+	a := &AgentCounters{MaxAge: time.Hour, Get: func(_ context.Context, node, path string, w io.Writer) error {
+		reads.Add(1)
+		if path != "/v1/metrics" {
+			t.Errorf("path %s", path)
+		}
+		if node == "bad" {
+			return errors.New("exec refused")
+		}
+		fmt.Fprintf(w, "trellis_policy_packets_total{direction=\"egress\",namespace=\"ns\",policy=\"p\",verdict=\"deny\"} %d\n", deny)
+		return nil
+	}}
+	for i := 0; i < 3; i++ {
+		v, err := a.Denied(context.Background(), "n1", "ns", "p", "egress")
+		if err != nil || v != 2 {
+			t.Fatalf("Denied = %v, %v", v, err)
+		}
+	}
+	if v, _ := a.Denied(context.Background(), "n1", "ns", "p", "ingress"); v != 0 {
+		t.Errorf("ingress deny = %v, want 0 (only egress counted)", v)
+	}
+	if reads.Load() != 1 {
+		t.Errorf("%d reads of one node within MaxAge, want 1", reads.Load())
+	}
+	if _, err := a.Denied(context.Background(), "bad", "ns", "p", "egress"); err == nil || !strings.Contains(err.Error(), "bad") {
+		t.Errorf("an unreadable agent: %v, want an error naming its node", err)
+	}
+	a.MaxAge = 0
+	deny = 5
+	time.Sleep(time.Millisecond)
+	if v, _ := a.Denied(context.Background(), "n1", "ns", "p", "egress"); v != 5 {
+		t.Errorf("after MaxAge: %v, want a fresh read (5)", v)
 	}
 }
