@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -117,12 +118,30 @@ func (e *Env) reach(ctx context.Context, role, host string, port int, proto stri
 			return err
 		}
 		if ok {
+			if i > 0 {
+				return &retried{tries: i + 1}
+			}
 			return nil
 		}
 		last = why
 	}
 	return fmt.Errorf("%s %s → %s: %s after %d tries of %s", proto, role, net.JoinHostPort(host, strconv.Itoa(port)),
 		firstLine(last), max(e.ProbeAttempts, 1), e.ProbeTimeout)
+}
+
+// retried is reach's answer when a connection succeeded, but not at the
+// first try: not a failure, said in the scenario's reason.
+type retried struct{ tries int }
+
+func (r *retried) Error() string { return fmt.Sprintf("connected at try %d", r.tries) }
+
+// reachErr drops a retried success.
+func reachErr(err error) error {
+	var r *retried
+	if errors.As(err, &r) {
+		return nil
+	}
+	return err
 }
 
 // blocked probes once with BlockTimeout and says whether the connection

@@ -216,7 +216,7 @@ func (e *Env) reachAll(ctx context.Context, probes []probe) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = e.reach(ctx, p.from, e.ip(p.to), p.port, p.proto)
+			errs[i] = reachErr(e.reach(ctx, p.from, e.ip(p.to), p.port, p.proto))
 		}()
 	}
 	wg.Wait()

@@ -2,6 +2,7 @@ package conntest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -93,7 +94,11 @@ func reachScenario(family, name, from, to string, port int, proto string) Scenar
 // reached is PASS with what was reached, or FAIL with why not.
 func reached(err error, format string, a ...any) Outcome {
 	what := fmt.Sprintf(format, a...)
-	if err != nil {
+	var r *retried
+	switch {
+	case errors.As(err, &r):
+		return Passf("%s (%v)", what, r)
+	case err != nil:
 		return Failf("%s: %v", what, err)
 	}
 	return Passf("%s", what)
