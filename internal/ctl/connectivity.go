@@ -9,10 +9,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/trellisnet/trellis/internal/ctl/conntest"
 )
@@ -24,6 +26,7 @@ type connectivityOptions struct {
 	image          string
 	external       string
 	parallel       int
+	execParallel   int
 	readyTimeout   time.Duration
 	probeTimeout   time.Duration
 	blockTimeout   time.Duration
@@ -55,6 +58,7 @@ func connectivityTestCommand(o *Options) *cobra.Command {
 	f.StringVar(&c.image, "image", conntest.DefaultImage, "the agnhost image of the probe pods (pulled if not present)")
 	f.StringVar(&c.external, "external-target", "", "HOST:PORT outside the cluster that pods must reach over TCP (external/tcp is skipped without it)")
 	f.IntVar(&c.parallel, "parallel", 24, "how many scenarios run at once")
+	f.IntVar(&c.execParallel, "exec-parallel", 8, "how many probes (execs through the API server) run at once")
 	f.DurationVar(&c.readyTimeout, "ready-timeout", 2*time.Minute, "how long the probe pods may take to run")
 	f.DurationVar(&c.probeTimeout, "probe-timeout", 2*time.Second, "timeout of one try of a connection that must succeed (3 tries)")
 	f.DurationVar(&c.blockTimeout, "block-timeout", time.Second, "timeout of a connection that must be blocked")
@@ -65,6 +69,9 @@ func connectivityTestCommand(o *Options) *cobra.Command {
 
 func (o *Options) connectivityTest(ctx context.Context, c *connectivityOptions) (err error) {
 	start := time.Now()
+	// client-go logs a stalled exec stream through klog; the scenario that
+	// ran it reports it, in its line.
+	klog.SetLogger(logr.Discard())
 	if err := ValidateOutput(c.output, OutputJSON, OutputYAML); err != nil {
 		return err
 	}
@@ -96,7 +103,7 @@ func (o *Options) connectivityTest(ctx context.Context, c *connectivityOptions) 
 	}
 	id := conntest.NewRunID()
 	e := &conntest.Env{CS: cs, Config: cfg, NS: "trellis-conn-" + id, PeerNS: "trellis-conn-" + id + "-peer",
-		Nodes: names, NodeIPs: ips, External: c.external,
+		Nodes: names, NodeIPs: ips, External: c.external, Slots: make(chan struct{}, max(c.execParallel, 1)),
 		ProbeTimeout: c.probeTimeout, ProbeAttempts: 3, BlockTimeout: c.blockTimeout, EnforceTimeout: c.enforceTimeout}
 	if _, err := cs.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{}); err == nil {
 		e.DNSService = "kube-system/kube-dns"

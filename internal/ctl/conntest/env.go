@@ -68,6 +68,11 @@ type Env struct {
 	// ProbeTimeout bounds a connection that should succeed (each of
 	// ProbeAttempts tries); BlockTimeout bounds one that should be blocked;
 	// EnforceTimeout bounds the wait for a policy to be enforced.
+	// Slots, when not nil, bounds the execs in flight (its capacity): a
+	// loaded API server or kubelet stalls exec streams when too many open
+	// at once.
+	Slots chan struct{}
+
 	ProbeTimeout   time.Duration
 	ProbeAttempts  int
 	BlockTimeout   time.Duration
@@ -83,6 +88,14 @@ func (e *Env) ip(role string) string { return e.Pods[role].Status.PodIP }
 // exec runs cmd in role's agnhost container and returns its stdout; the
 // error carries stderr.
 func (e *Env) exec(ctx context.Context, role string, cmd ...string) (string, string, error) {
+	if e.Slots != nil {
+		select {
+		case e.Slots <- struct{}{}:
+			defer func() { <-e.Slots }()
+		case <-ctx.Done():
+			return "", "", ctx.Err()
+		}
+	}
 	var out, errOut bytes.Buffer
 	err := connectivity.Exec(ctx, e.Config, e.CS, e.pod(role), container, cmd, &out, &errOut)
 	return out.String(), strings.TrimSpace(errOut.String()), err
@@ -92,7 +105,7 @@ func (e *Env) exec(ctx context.Context, role string, cmd ...string) (string, str
 // timeout: (true, "") connected, (false, why) no answer, an error when the
 // probe could not be run.
 func (e *Env) connect(ctx context.Context, role, host string, port int, proto string, timeout time.Duration) (bool, string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
 	defer cancel()
 	_, stderr, err := e.exec(ctx, role, agnhost, "connect", net.JoinHostPort(host, strconv.Itoa(port)),
 		"--protocol="+proto, "--timeout="+timeout.String())
@@ -115,7 +128,9 @@ func (e *Env) reach(ctx context.Context, role, host string, port int, proto stri
 		}
 		ok, why, err := e.connect(ctx, role, host, port, proto, e.ProbeTimeout)
 		if err != nil {
-			return err
+			// The probe did not run (a stalled exec): try again.
+			last = "probe did not run: " + err.Error()
+			continue
 		}
 		if ok {
 			if i > 0 {

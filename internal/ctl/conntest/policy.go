@@ -192,12 +192,17 @@ func (e *Env) confirmDrop(ctx context.Context, what, node, policy, direction str
 // at most EnforceTimeout.
 func (e *Env) awaitBlocked(ctx context.Context, p probe) (bool, error) {
 	deadline := time.Now().Add(e.EnforceTimeout)
+	var lastErr error
 	for {
 		b, err := e.blocked(ctx, p.from, e.ip(p.to), p.port, p.proto)
-		if err != nil || b {
-			return b, err
+		if b {
+			return true, nil
 		}
+		lastErr = err // a probe that did not run is tried again
 		if time.Now().After(deadline) {
+			if lastErr != nil {
+				return false, fmt.Errorf("negative control %s: probe did not run: %w", p, lastErr)
+			}
 			return false, nil
 		}
 		select {
