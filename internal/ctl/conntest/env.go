@@ -77,6 +77,9 @@ type Env struct {
 	ProbeAttempts  int
 	BlockTimeout   time.Duration
 	EnforceTimeout time.Duration
+	// ConfirmTimeout bounds the wait for a deny counter to grow (0: 8s,
+	// the agent's counter cache and a margin).
+	ConfirmTimeout time.Duration
 }
 
 // pod is the pod of role; scenarios only ask for deployed roles.

@@ -168,8 +168,12 @@ func runPolicyCase(ctx context.Context, e *Env, c policyCase) Outcome {
 // confirmDrop waits (bounded) for the policy's deny counter on dropNode to
 // grow past before.
 func (e *Env) confirmDrop(ctx context.Context, what, node, policy, direction string, before float64) Outcome {
-	// The agent reuses a read of the kernel counters for 5s.
-	deadline := time.Now().Add(8 * time.Second)
+	wait := e.ConfirmTimeout
+	if wait == 0 {
+		// The agent reuses a read of the kernel counters for 5s.
+		wait = 8 * time.Second
+	}
+	deadline := time.Now().Add(wait)
 	for {
 		now, err := e.Confirm.Denied(ctx, node, e.NS, policy, direction)
 		if err != nil {
@@ -183,7 +187,7 @@ func (e *Env) confirmDrop(ctx context.Context, what, node, policy, direction str
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(min(time.Second, wait/4)):
 		}
 	}
 }

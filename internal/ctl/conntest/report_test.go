@@ -262,3 +262,26 @@ func TestAgentCountersShareOneReadPerNode(t *testing.T) {
 		t.Errorf("after MaxAge: %v, want a fresh read (5)", v)
 	}
 }
+
+// countingConfirmer answers deny counts from a list, then its last.
+type countingConfirmer struct{ counts []float64 }
+
+func (c *countingConfirmer) Denied(context.Context, string, string, string, string) (float64, error) {
+	v := c.counts[0]
+	if len(c.counts) > 1 {
+		c.counts = c.counts[1:]
+	}
+	return v, nil
+}
+
+func TestConfirmDropNeedsTheDenyCounterToGrow(t *testing.T) {
+	e := &Env{NS: "ns", ConfirmTimeout: 200 * time.Millisecond}
+	e.Confirm = &countingConfirmer{counts: []float64{3, 3, 5}}
+	if o := e.confirmDrop(context.Background(), "blocked", "n1", "p", "ingress", 3); o.Verdict != Pass || !strings.Contains(o.Reason, "denied 2 connection(s) on n1") {
+		t.Errorf("counter grew: %+v", o)
+	}
+	e.Confirm = &countingConfirmer{counts: []float64{3}}
+	if o := e.confirmDrop(context.Background(), "blocked", "n1", "p", "ingress", 3); o.Verdict != Fail || !strings.Contains(o.Reason, "not a policy drop") {
+		t.Errorf("counter did not grow: %+v", o)
+	}
+}
