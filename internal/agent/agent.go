@@ -38,6 +38,7 @@ import (
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
+	"github.com/trellisnet/trellis/internal/policy/livetrace"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/internal/syncrunner"
@@ -314,6 +315,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	// through `kubectl exec`; a socket it cannot serve only costs the CLI.
 	api := http.NewServeMux()
 	api.Handle("/v1/version", agentapi.VersionHandler(d.version, cfg.NodeName))
+	api.Handle(agentapi.TracePath, livetrace.Handler(livetrace.Config{NodeName: cfg.NodeName, Interfaces: pods, List: livetrace.ListIf(d.policyNFT != nil)}))
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
