@@ -39,6 +39,7 @@ import (
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
+	"github.com/trellisnet/trellis/internal/policy/livetrace"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/internal/syncrunner"
@@ -321,6 +322,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	api.Handle("/v1/version", agentapi.VersionHandler(d.version, cfg.NodeName))
 	api.Handle(agentapi.StatusPath, status.handler())
 	api.Handle("/v1/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	api.Handle(agentapi.TracePath, livetrace.Handler(livetrace.Config{NodeName: cfg.NodeName, Interfaces: pods, List: livetrace.ListIf(d.policyNFT != nil)}))
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

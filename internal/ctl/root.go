@@ -99,6 +99,7 @@ func NewRootCommand(version string, out, errOut io.Writer) (*cobra.Command, *Opt
 	root.AddCommand(versionCommand(o))
 	root.AddCommand(statusCommand(o))
 	root.AddCommand(connectivityCommand(o))
+	root.AddCommand(explainCommand(o))
 	return root, o
 }
 

@@ -46,6 +46,9 @@ type peerKey struct {
 	np   *networkingv1.NetworkPolicy
 	dir  direction
 	rule int
+	// peer is 0 for the whole rule (what Compile uses); Explain keys the
+	// contribution of the rule's peer i alone as i+1.
+	peer int
 }
 
 type podInfo struct {
@@ -99,13 +102,7 @@ func addPendingSets(d *Desired, ix *index) {
 		if dir == egress {
 			set = d.Sets[SetEgressIsolatedGroups]
 		}
-		gs := map[uint32]bool{}
-		for _, np := range ix.snap.Policies {
-			if in, eg := policyTypes(np); (dir == ingress && in) || (dir == egress && eg) {
-				gs[podlink.GroupForNamespace(np.Namespace)] = true
-				gs[podlink.GroupUnknown] = true
-			}
-		}
+		gs := ix.isolatedGroups(dir)
 		keys := make([]uint32, 0, len(gs))
 		for g := range gs {
 			keys = append(keys, g)
@@ -115,6 +112,20 @@ func addPendingSets(d *Desired, ix *index) {
 			set.Elements = append(set.Elements, []string{strconv.FormatUint(uint64(g), 10)})
 		}
 	}
+}
+
+// isolatedGroups are the device groups whose pending interfaces are
+// dropped in dir: the namespaces holding a policy of that direction, plus
+// GroupUnknown when there is one anywhere.
+func (ix *index) isolatedGroups(dir direction) map[uint32]bool {
+	gs := map[uint32]bool{}
+	for _, np := range ix.snap.Policies {
+		if in, eg := policyTypes(np); (dir == ingress && in) || (dir == egress && eg) {
+			gs[podlink.GroupForNamespace(np.Namespace)] = true
+			gs[podlink.GroupUnknown] = true
+		}
+	}
+	return gs
 }
 
 // localPods are the pods the table enforces for: non-hostNetwork pods of
@@ -230,11 +241,11 @@ func (ix *index) allowFor(p *Pod, dir direction, pols []*networkingv1.NetworkPol
 	for _, np := range pols {
 		if dir == ingress {
 			for i, r := range np.Spec.Ingress {
-				ix.addRule(&al, peerKey{np, dir, i}, r.From, r.Ports, p)
+				ix.addRule(&al, peerKey{np: np, dir: dir, rule: i}, r.From, r.Ports, p)
 			}
 		} else {
 			for i, r := range np.Spec.Egress {
-				ix.addRule(&al, peerKey{np, dir, i}, r.To, r.Ports, p)
+				ix.addRule(&al, peerKey{np: np, dir: dir, rule: i}, r.To, r.Ports, p)
 			}
 		}
 	}

@@ -16,12 +16,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/trellisnet/trellis/internal/connectivity"
-	"github.com/trellisnet/trellis/internal/lab/images"
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/policy/oracle"
+	"github.com/trellisnet/trellis/test/e2e/netpolworld"
 )
 
 // probeSpec is one served port.
@@ -57,36 +56,6 @@ type model struct {
 	probes []probeSpec
 }
 
-// serverPod runs agnhost serve-hostname on 80 and 81, TCP and UDP, one
-// container each, with upstream-style named ports (serve-80-tcp, ...).
-func serverPod(ns, name, node string) *corev1.Pod {
-	zero := int64(0)
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"pod": name}},
-		Spec:       corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: &zero},
-	}
-	for _, pr := range served {
-		flag := "--tcp"
-		if pr.proto == corev1.ProtocolUDP {
-			flag = "--udp"
-		}
-		c := corev1.Container{
-			Name:            fmt.Sprintf("cont-%d-%s", pr.port, strings.ToLower(string(pr.proto))),
-			Image:           images.AgnhostImage,
-			ImagePullPolicy: corev1.PullIfNotPresent,
-			Args:            []string{"serve-hostname", flag, "--http=false", fmt.Sprintf("--port=%d", pr.port)},
-			Ports: []corev1.ContainerPort{{Name: fmt.Sprintf("serve-%d-%s", pr.port, strings.ToLower(string(pr.proto))),
-				ContainerPort: int32(pr.port), Protocol: pr.proto}},
-		}
-		if pr.proto == corev1.ProtocolTCP && pr.port == 80 {
-			c.ReadinessProbe = &corev1.Probe{PeriodSeconds: 1,
-				ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(80)}}}
-		}
-		p.Spec.Containers = append(p.Spec.Containers, c)
-	}
-	return p
-}
-
 // newModel creates namespaces x, y, z (label ns=<x|y|z>) and pods a, b, c
 // in each, a/b/c pinned to the first three nodes.
 func newModel(t *testing.T) *model {
@@ -100,7 +69,7 @@ func newModel(t *testing.T) *model {
 	for _, n := range []string{"x", "y", "z"} {
 		m.ns[n] = l.Namespace(t, "netpol-"+n, map[string]string{"ns": n})
 		for i, p := range []string{"a", "b", "c"} {
-			if _, err := l.CS.CoreV1().Pods(m.ns[n]).Create(ctx, serverPod(m.ns[n], p, nodes[i]), metav1.CreateOptions{}); err != nil {
+			if _, err := l.CS.CoreV1().Pods(m.ns[n]).Create(ctx, netpolworld.ServerPod(m.ns[n], p, nodes[i]), metav1.CreateOptions{}); err != nil {
 				t.Fatalf("create pod %s/%s: %v", m.ns[n], p, err)
 			}
 			short := n + "/" + p
