@@ -130,7 +130,7 @@ func interleaveSides(ctx context.Context, r BenchResult, runs int, logf func(str
 		}
 	}
 	pod, node, err := dpbench.Interleave(runs, side(SidePod), side(SideNode), func(i int, p, n float64) {
-		logf("%s run %d/%d: pod %.4g node %.4g %s", r.Name, i+1, runs, p, n, r.Unit)
+		logf("%s run %d/%d: pod %s node %s %s", r.Name, i+1, runs, num(p), num(n), r.Unit)
 	})
 	if err != nil {
 		return r, fmt.Errorf("%s: %w", r.Name, err)
@@ -167,5 +167,13 @@ func printBench(w io.Writer, rep BenchReport) error {
 }
 
 func stats(s dpbench.Stats) string {
-	return fmt.Sprintf("%.4g (%.4g–%.4g)", s.Median, s.Min, s.Max)
+	return fmt.Sprintf("%s (%s–%s)", num(s.Median), num(s.Min), num(s.Max))
+}
+
+// num prints a figure with four significant digits, without an exponent.
+func num(v float64) string {
+	if v >= 1000 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.4g", v)
 }

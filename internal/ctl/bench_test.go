@@ -106,6 +106,7 @@ func TestPrintBench(t *testing.T) {
 		Results: []BenchResult{
 			{Name: "TCP throughput (bbr)", Unit: "Gbit/s", Pod: dpbench.Summarise([]float64{8, 9, 7}), Node: dpbench.Summarise([]float64{10}), Ratio: 0.8},
 			{Name: "TCP throughput (cubic)", Unit: "Gbit/s", Skipped: "cubic is not offered by the kernel of node n2"},
+			{Name: "TCP 1-byte request/response", Unit: "transactions/s", Pod: dpbench.Summarise([]float64{7726.4, 8637}), Node: dpbench.Summarise([]float64{10980.2}), Ratio: 0.7},
 		}}
 	var out bytes.Buffer
 	if err := printBench(&out, rep); err != nil {
@@ -113,7 +114,7 @@ func TestPrintBench(t *testing.T) {
 	}
 	s := out.String()
 	for _, want := range []string{"from n2 (client) to n1 (server), 3 interleaved runs of 5 s", "on n1: reno bbr cubic\n", "POD ÷ NODE",
-		"8 (7–9)", "10 (10–10)", "0.800", "skipped: cubic is not offered"} {
+		"8 (7–9)", "10 (10–10)", "0.800", "skipped: cubic is not offered", "8182 (7726–8637)", "10980 (10980–10980)"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("table lacks %q:\n%s", want, s)
 		}

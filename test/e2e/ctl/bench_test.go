@@ -3,8 +3,14 @@
 package ctl
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -74,8 +80,55 @@ func TestE2ECtlBench(t *testing.T) {
 		t.Errorf("benchmark namespace %s outlived trellisctl bench", nss.Items[0].Name)
 	}
 
+	interruptedBenchLeavesNothing(t)
+
 	bad := trellisctl(t, 20*time.Second, "bench", "--nodes", "no-such-node,"+rep.ClientNode)
 	if bad.Code != trellisctl_.ExitUsage || !strings.Contains(bad.Stderr, "no-such-node") {
 		t.Errorf("bench --nodes with an unknown node: exit %d, stderr %q; want exit 2 naming it", bad.Code, bad.Stderr)
 	}
+}
+
+// interruptedBenchLeavesNothing sends SIGINT (Ctrl-C) to a bench once its
+// first run has started: trellisctl must stop with an error and delete its
+// namespace before it exits.
+func interruptedBenchLeavesNothing(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	bin := filepath.Join(filepath.Dir(l.Bin), "trellisctl")
+	cmd := exec.CommandContext(ctx, bin, "--kubeconfig", l.Paths.AdminKubeconfig(), "bench", "--runs", "5", "--seconds", "5")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var seen strings.Builder
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		seen.WriteString(sc.Text() + "\n")
+		if strings.HasPrefix(sc.Text(), "namespace ") {
+			break
+		}
+	}
+	time.Sleep(5 * time.Second) // into the pods' start or the first run
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(stderr)
+	err = cmd.Wait()
+	seen.Write(rest)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != trellisctl_.ExitError {
+		t.Errorf("interrupted bench: %v, want exit %d\n%s", err, trellisctl_.ExitError, seen.String())
+	}
+	nss, err := l.CS.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: trellisctl_.BenchNamespaceLabel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nss.Items) != 0 {
+		t.Errorf("namespace %s outlived an interrupted bench\n%s", nss.Items[0].Name, seen.String())
+	}
+	t.Logf("interrupted bench:\n%s", seen.String())
 }
