@@ -3,7 +3,6 @@ package ctl
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -170,6 +169,7 @@ func (d *benchDeployment) waitReady(ctx context.Context, timeout time.Duration) 
 				d.pods[p.Name] = p
 			}
 			if len(why) == 0 && len(d.pods) == 4 {
+				fmt.Fprintf(d.progress, "pods running; measuring\n")
 				return nil
 			}
 			if failed := terminal(list.Items); failed != "" || ctx.Err() != nil {
@@ -268,9 +268,11 @@ func retry(ctx context.Context, f func() (float64, error)) (float64, error) {
 		if try > 0 {
 			select {
 			case <-ctx.Done():
-				return 0, errors.Join(err, ctx.Err())
 			case <-time.After(time.Second):
 			}
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("interrupted: %w", ctx.Err())
 		}
 		var v float64
 		if v, err = f(); err == nil {
@@ -290,10 +292,10 @@ func (d *benchDeployment) Throughput(ctx context.Context, side BenchSide, conges
 	return retry(ctx, func() (float64, error) {
 		out, err := d.exec(ctx, benchPodName(side, "client"), benchClient, time.Duration(seconds)*time.Second+30*time.Second, args...)
 		v, perr := dpbench.ParseIperf(out)
-		if err != nil && perr != nil {
-			return 0, errors.Join(err, perr)
+		if err != nil && (perr == nil || len(out) == 0) {
+			return 0, err // the exec failed; iperf3's report, if any, says nothing more
 		}
-		return v, perr
+		return v, perr // iperf3's own error ("iperf3: unable to connect ...") when it failed
 	})
 }
 

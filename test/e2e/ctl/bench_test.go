@@ -88,8 +88,8 @@ func TestE2ECtlBench(t *testing.T) {
 	}
 }
 
-// interruptedBenchLeavesNothing sends SIGINT (Ctrl-C) to a bench once its
-// first run has started: trellisctl must stop with an error and delete its
+// interruptedBenchLeavesNothing sends SIGINT (Ctrl-C) to a bench during
+// its first run: trellisctl must stop with an error and delete its
 // namespace before it exits.
 func interruptedBenchLeavesNothing(t *testing.T) {
 	t.Helper()
@@ -108,11 +108,11 @@ func interruptedBenchLeavesNothing(t *testing.T) {
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
 		seen.WriteString(sc.Text() + "\n")
-		if strings.HasPrefix(sc.Text(), "namespace ") {
+		if strings.HasPrefix(sc.Text(), "pods running") {
 			break
 		}
 	}
-	time.Sleep(5 * time.Second) // into the pods' start or the first run
+	time.Sleep(2 * time.Second) // into the first iperf3 run, an exec in flight
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +122,10 @@ func interruptedBenchLeavesNothing(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != trellisctl_.ExitError {
 		t.Errorf("interrupted bench: %v, want exit %d\n%s", err, trellisctl_.ExitError, seen.String())
+	}
+	lines := strings.Split(strings.TrimSpace(seen.String()), "\n")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "trellisctl: ") || !strings.Contains(last, "interrupted") {
+		t.Errorf("interrupted bench: last stderr line %q, want one line saying it was interrupted", last)
 	}
 	nss, err := l.CS.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: trellisctl_.BenchNamespaceLabel})
 	if err != nil {
