@@ -26,8 +26,9 @@ E2E_ENV = TRELLIS_LAB_INSTALL=$(E2E_INSTALL) TRELLIS_LAB_IMAGE_TAR=$(LAB_IMAGE_T
 lab-binaries:
 	@hack/build-pinned.sh
 
-# The lab CLI and the pause image binary (static, for the pod sandbox image).
-lab-build: build
+# The lab CLI, the pause image binary (static, for the pod sandbox image) and
+# the benchmark image every node imports (mk/bench.mk).
+lab-build: build bench-image
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/trellis-pause ./images/pause
 

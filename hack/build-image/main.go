@@ -6,6 +6,11 @@
 // an OCI image layout, a `docker save`-style tarball, the reference
 // (repo:<12 hex of the digest>), the digest and the package versions.
 //
+// -image bench builds the benchmark image instead (dpbench.Image, for
+// `trellisctl bench`): Debian's iperf3 with its libraries and
+// /trellis-bench (images/bench), tagged with the fixed dpbench.Image, into
+// trellis-bench.tar.
+//
 // Reproducible: the same binaries and packages give the same digest
 // (timestamps are SOURCE_DATE_EPOCH or 0). -lock reuses the package set of
 // an earlier build (packages.txt) instead of asking apt for the candidates.
@@ -22,8 +27,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/trellisnet/trellis/internal/dpbench"
 	"github.com/trellisnet/trellis/internal/imagebuild"
 	"github.com/trellisnet/trellis/internal/imagebuild/debroot"
 )
@@ -31,6 +38,26 @@ import (
 type options struct {
 	bin, debs, out, repo, lock string
 	packages, tools            string
+	image                      string
+}
+
+// content is what goes into an image besides the Debian tools.
+type content struct {
+	own        []string // binaries from -bin, at /NAME
+	entrypoint []string
+	tag        string // a fixed reference; "" is repo:<12 hex of the digest>
+	tarball    string
+}
+
+func (o *options) content() (content, error) {
+	switch o.image {
+	case "trellis":
+		return content{own: []string{"trellis-agent", "trellis-cni"}, entrypoint: []string{"/trellis-agent"}, tarball: "trellis-image.tar"}, nil
+	case "bench":
+		o.packages, o.tools = "iperf3", "/usr/bin/iperf3"
+		return content{own: []string{"trellis-bench"}, entrypoint: []string{"/trellis-bench"}, tag: dpbench.Image, tarball: "trellis-bench.tar"}, nil
+	}
+	return content{}, fmt.Errorf("-image %q: want trellis or bench", o.image)
 }
 
 func main() {
@@ -41,6 +68,7 @@ func main() {
 	flag.StringVar(&o.repo, "repo", "ghcr.io/trellisnet/trellis", "image repository (the tag is the digest's first 12 hex digits)")
 	flag.StringVar(&o.packages, "packages", "nftables,ethtool", "Debian packages holding the tools (their Depends are added)")
 	flag.StringVar(&o.tools, "tools", "/usr/sbin/nft,/sbin/ethtool", "the tools' paths in the packages")
+	flag.StringVar(&o.image, "image", "trellis", "which image: trellis (the agent) or bench (iperf3 and trellis-bench, overrides -packages and -tools)")
 	flag.StringVar(&o.lock, "lock", "", "packages.txt of an earlier build: use exactly those package versions")
 	flag.Parse()
 	if err := run(context.Background(), o); err != nil {
@@ -61,6 +89,10 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	c, err := o.content()
+	if err != nil {
+		return err
+	}
 	debs, err := packages(ctx, o)
 	if err != nil {
 		return err
@@ -78,10 +110,10 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	var own []imagebuild.Entry
-	for _, b := range []string{"trellis-agent", "trellis-cni"} {
+	for _, b := range c.own {
 		data, err := os.ReadFile(filepath.Join(o.bin, b))
 		if err != nil {
-			return fmt.Errorf("read %s (run make build): %w", b, err)
+			return fmt.Errorf("read %s (run make build or make lab-build): %w", b, err)
 		}
 		own = append(own, imagebuild.Entry{Path: "/" + b, Data: data, Executable: true})
 	}
@@ -89,9 +121,9 @@ func run(ctx context.Context, o options) error {
 	img, err := imagebuild.Build(imagebuild.Spec{
 		Layers: []imagebuild.Layer{
 			{Name: "host tools from Debian: " + o.packages, Entries: tools},
-			{Name: "trellis-agent, trellis-cni", Entries: own},
+			{Name: strings.Join(c.own, ", "), Entries: own},
 		},
-		Entrypoint: []string{"/trellis-agent"},
+		Entrypoint: c.entrypoint,
 		Env:        []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
 		Labels:     map[string]string{"org.opencontainers.image.source": "https://github.com/trellisnet/trellis"},
 		Created:    created,
@@ -99,11 +131,14 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	return write(o, img, debs)
+	return write(o, c, img, debs)
 }
 
-func write(o options, img v1.Image, debs []debroot.Deb) error {
+func write(o options, c content, img v1.Image, debs []debroot.Deb) error {
 	tag, err := imagebuild.ContentTag(o.repo, img)
+	if c.tag != "" {
+		tag, err = name.NewTag(c.tag)
+	}
 	if err != nil {
 		return err
 	}
@@ -113,7 +148,7 @@ func write(o options, img v1.Image, debs []debroot.Deb) error {
 	if err := imagebuild.WriteOCILayout(filepath.Join(o.out, "oci"), img, tag); err != nil {
 		return err
 	}
-	if err := imagebuild.WriteDockerArchive(filepath.Join(o.out, "trellis-image.tar"), img, tag); err != nil {
+	if err := imagebuild.WriteDockerArchive(filepath.Join(o.out, c.tarball), img, tag); err != nil {
 		return err
 	}
 	digest, err := img.Digest()
@@ -134,8 +169,8 @@ func write(o options, img v1.Image, debs []debroot.Deb) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("image %s\ndigest %s\nsize %.1f MiB compressed, %.1f MiB uncompressed\noutputs %s/{oci,trellis-image.tar,image.ref,image.digest,packages.txt}\n",
-		tag.Name(), digest, float64(compressed)/(1<<20), float64(uncompressed)/(1<<20), o.out)
+	fmt.Printf("image %s\ndigest %s\nsize %.1f MiB compressed, %.1f MiB uncompressed\noutputs %s/{oci,%s,image.ref,image.digest,packages.txt}\n",
+		tag.Name(), digest, float64(compressed)/(1<<20), float64(uncompressed)/(1<<20), o.out, c.tarball)
 	return nil
 }
 

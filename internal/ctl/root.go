@@ -100,6 +100,7 @@ func NewRootCommand(version string, out, errOut io.Writer) (*cobra.Command, *Opt
 	root.AddCommand(statusCommand(o))
 	root.AddCommand(connectivityCommand(o))
 	root.AddCommand(explainCommand(o))
+	root.AddCommand(benchCommand(o))
 	return root, o
 }
 

@@ -41,10 +41,7 @@ type IperfOptions struct {
 // IperfWith is Iperf with options.
 func IperfWith(src, dstNS Netns, dst string, o IperfOptions) (float64, error) {
 	srvArgs := []string{"iperf3", "-s", "-1", "-B", dst, "-p", "5299"}
-	cliArgs := []string{"iperf3", "-c", dst, "-p", "5299", "-t", fmt.Sprint(o.Seconds), "-J"}
-	if o.Congestion != "" {
-		cliArgs = append(cliArgs, "-C", o.Congestion)
-	}
+	cliArgs := IperfClientArgs(dst, 5299, o)
 	if o.Pin {
 		srvArgs, cliArgs = append(srvArgs, "-A", "1"), append(cliArgs, "-A", "0")
 	}
@@ -65,8 +62,26 @@ func IperfWith(src, dstNS Netns, dst string, o IperfOptions) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("iperf3 client to %s: %v: %s", dst, err, out)
 	}
+	return ParseIperf(out)
+}
+
+// IperfClientArgs is the iperf3 client command line (JSON output) for a
+// test of o.Seconds to dst:port.
+func IperfClientArgs(dst string, port int, o IperfOptions) []string {
+	args := []string{"iperf3", "-c", dst, "-p", fmt.Sprint(port), "-t", fmt.Sprint(o.Seconds), "-J"}
+	if o.Congestion != "" {
+		args = append(args, "-C", o.Congestion)
+	}
+	return args
+}
+
+// ParseIperf reads an iperf3 client's JSON report (-J) and returns the
+// received throughput in Gbit/s. A report carrying an error, or no
+// received bytes, is an error.
+func ParseIperf(out []byte) (float64, error) {
 	var res struct {
-		End struct {
+		Error string `json:"error"`
+		End   struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
@@ -74,6 +89,12 @@ func IperfWith(src, dstNS Netns, dst string, o IperfOptions) (float64, error) {
 	}
 	if err := json.Unmarshal(out, &res); err != nil {
 		return 0, fmt.Errorf("parse iperf3 output: %w", err)
+	}
+	if res.Error != "" {
+		return 0, fmt.Errorf("iperf3: %s", res.Error)
+	}
+	if res.End.SumReceived.BitsPerSecond <= 0 {
+		return 0, fmt.Errorf("iperf3 reported no received data")
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
@@ -90,14 +111,7 @@ func RR(src, dstNS Netns, dst string, secs int) (float64, error) {
 		return 0, err
 	}
 	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, _ = io.Copy(c, c)
-	}()
+	go func() { _ = Echo(ln) }()
 	var c net.Conn
 	if err := ns.WithNetNSPath(string(src), func(ns.NetNS) error {
 		var err error
@@ -107,10 +121,31 @@ func RR(src, dstNS Netns, dst string, secs int) (float64, error) {
 		return 0, err
 	}
 	defer c.Close()
+	return RRLoop(c, time.Duration(secs)*time.Second)
+}
+
+// Echo serves the request/response loop on ln: every connection gets its
+// bytes back, until ln is closed.
+func Echo(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
+// RRLoop sends one byte on c and waits for it to come back, again and
+// again for d, and returns the round trips per second.
+func RRLoop(c net.Conn, d time.Duration) (float64, error) {
 	buf := []byte{1}
 	n := 0
 	start := time.Now()
-	for time.Since(start) < time.Duration(secs)*time.Second {
+	for time.Since(start) < d {
 		if _, err := c.Write(buf); err != nil {
 			return 0, err
 		}
@@ -132,19 +167,52 @@ type Row struct {
 // Compare measures base and subj alternately, runs times each, logging each run.
 func Compare(name string, target float64, runs int, logf func(string, ...any), base, subj func() (float64, error)) (Row, error) {
 	r := Row{Name: name, Target: target}
-	for i := 0; i < runs; i++ {
-		v, err := base()
-		if err != nil {
-			return r, fmt.Errorf("%s baseline: %w", name, err)
-		}
-		r.Base = append(r.Base, v)
-		if v, err = subj(); err != nil {
-			return r, fmt.Errorf("%s trellis: %w", name, err)
-		}
-		r.Subj = append(r.Subj, v)
-		logf("  %s run %d: baseline %.3g trellis %.3g", name, i+1, r.Base[i], r.Subj[i])
+	var err error
+	r.Base, r.Subj, err = Interleave(runs, base, subj, func(i int, b, s float64) {
+		logf("  %s run %d: baseline %.3g trellis %.3g", name, i+1, b, s)
+	})
+	if err != nil {
+		return r, fmt.Errorf("%s: %w", name, err)
 	}
 	return r, nil
+}
+
+// Interleave measures a then b, runs times, so that drift on a shared
+// machine lands on both sides alike; each pair is passed to done. The
+// first error stops it, naming the side ("first"/"second") and the run.
+func Interleave(runs int, a, b func() (float64, error), done func(run int, a, b float64)) (as, bs []float64, err error) {
+	for i := 0; i < runs; i++ {
+		va, err := a()
+		if err != nil {
+			return as, bs, fmt.Errorf("run %d, first side: %w", i+1, err)
+		}
+		as = append(as, va)
+		vb, err := b()
+		if err != nil {
+			return as, bs, fmt.Errorf("run %d, second side: %w", i+1, err)
+		}
+		bs = append(bs, vb)
+		if done != nil {
+			done(i, va, vb)
+		}
+	}
+	return as, bs, nil
+}
+
+// Stats summarise samples: median, minimum and maximum.
+type Stats struct {
+	Median  float64   `json:"median"`
+	Min     float64   `json:"min"`
+	Max     float64   `json:"max"`
+	Samples []float64 `json:"samples"`
+}
+
+// Summarise returns the Stats of v (all zero for no samples).
+func Summarise(v []float64) Stats {
+	if len(v) == 0 {
+		return Stats{}
+	}
+	return Stats{Median: Median(v), Min: slices.Min(v), Max: slices.Max(v), Samples: slices.Clone(v)}
 }
 
 // Median of v.
@@ -171,4 +239,34 @@ func Report(w io.Writer, rows []Row) {
 		fmt.Fprintf(w, "%-56s %-30s %-30s %-7.3f ≥%.2f %s\n", r.Name,
 			fmt.Sprintf("%.3g (%s)", Median(r.Base), span(r.Base)), fmt.Sprintf("%.3g (%s)", Median(r.Subj), span(r.Subj)), ratio, r.Target, verdict)
 	}
+}
+
+// Image is the reference of the benchmark image: Debian's iperf3 with its
+// libraries, and /trellis-bench (images/bench) for the request/response
+// loop. `make bench-image` builds it (hack/build-image -image bench) and the
+// lab imports it into every node. Bump the tag whenever its content
+// changes: clusters run it with imagePullPolicy IfNotPresent.
+const Image = "trellis.dev/bench:1"
+
+// Ports the benchmark servers listen on, in pods and on nodes.
+const (
+	IperfPort = 15201
+	RRPort    = 15202
+)
+
+// RRResult is what `trellis-bench rr` prints.
+type RRResult struct {
+	TransactionsPerSecond float64 `json:"transactions_per_second"`
+}
+
+// ParseRR reads `trellis-bench rr` output.
+func ParseRR(out []byte) (float64, error) {
+	var r RRResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		return 0, fmt.Errorf("parse request/response output %q: %w", out, err)
+	}
+	if r.TransactionsPerSecond <= 0 {
+		return 0, fmt.Errorf("request/response: no round trip completed")
+	}
+	return r.TransactionsPerSecond, nil
 }

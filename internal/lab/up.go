@@ -52,6 +52,9 @@ var pinned = map[string]string{
 	"etcd": "v3.7.3", "loopback": "v1.10.0", "coredns": images.CoreDNSVersion,
 }
 
+// BenchImageTar is the benchmark image's tarball under BinDir (mk/bench.mk).
+const BenchImageTar = "bench-image/trellis-bench.tar"
+
 // requiredTools maps a command the lab runs to the Debian package with it.
 var requiredTools = map[string]string{
 	"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "containerd": "containerd",
@@ -80,6 +83,13 @@ func (e Env) Binaries() (map[string]string, error) {
 			return nil, fmt.Errorf("%s not found in %s (run `make build lab-build`)", name, e.BinDir)
 		}
 		bin[name] = p
+	}
+	// The benchmark image (`make bench-image`, part of lab-build) that
+	// `trellisctl bench` runs.
+	if p := filepath.Join(e.BinDir, BenchImageTar); fileExists(p) {
+		bin["bench-image"] = p
+	} else {
+		return nil, fmt.Errorf("%s not found (run `make lab-build` or `make bench-image`)", p)
 	}
 	if p := filepath.Join(e.BinDir, "trellis-agent"); fileExists(p) && !e.NoAgent && !e.Install.Pod() {
 		bin["trellis-agent"] = p
@@ -215,6 +225,7 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 		}
 		imageFiles = append(imageFiles, img)
 	}
+	imageFiles = append(imageFiles, bin["bench-image"])
 	if inst.ImageTar != "" {
 		imageFiles = append(imageFiles, inst.ImageTar)
 	}

@@ -1,0 +1,18 @@
+# The benchmark image of `trellisctl bench` (docs/trellisctl.md#trellisctl-bench).
+#
+#   make bench-image   bin/bench-image/trellis-bench.tar: trellis.dev/bench (dpbench.Image),
+#                      Debian's iperf3 with its libraries plus trellis-bench (images/bench)
+#
+# Built like the Trellis image (hack/build-image -image bench), without a base
+# image or a registry; the .debs are cached in $(TRELLIS_CACHE)/debs. The lab
+# imports the tarball into every node at `trellis-lab up`; for another
+# cluster, `ctr -n k8s.io images import` it on each node or push it to a
+# registry and pass `trellisctl bench --image`.
+
+BENCH_IMAGE_DIR := $(BIN)/bench-image
+
+.PHONY: bench-image
+bench-image: deps
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/trellis-bench ./images/bench
+	$(GO) run ./hack/build-image -image bench -bin $(BIN) -out $(BENCH_IMAGE_DIR) >/dev/null
