@@ -97,6 +97,7 @@ func NewRootCommand(version string, out, errOut io.Writer) (*cobra.Command, *Opt
 	pf.StringVar(&o.Namespace, "trellis-namespace", "kube-system", "the namespace Trellis is installed in")
 	pf.DurationVar(&o.Timeout, "request-timeout", 30*time.Second, "timeout of a single API request")
 	root.AddCommand(versionCommand(o))
+	root.AddCommand(dropsCommand(o))
 	return root, o
 }
 
