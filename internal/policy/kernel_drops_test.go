@@ -29,7 +29,7 @@ func (r ifaceResolver) Interface(i uint32) (string, string) {
 	}
 	return "", ""
 }
-func (r ifaceResolver) PodByIP(a netip.Addr) string        { return r.byAddr[a] }
+func (r ifaceResolver) PodByIP(a netip.Addr) string       { return r.byAddr[a] }
 func (r ifaceResolver) Policies(pod, dir string) []string { return []string{"from-resolver"} }
 
 // TestKernelDropsReaderDecodesDenyLog: the agent's nflog reader, bound to
