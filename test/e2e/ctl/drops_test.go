@@ -52,7 +52,7 @@ func TestE2ECtlDropsShowsDeniedProbe(t *testing.T) {
 	from, to := ns+"/a", ns+"/b"
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		ok, err := l.Prober.Probe(ctx, from, to, 80, "TCP")
+		ok, err := l.Prober.Probe(ctx, from, to, 80, "tcp")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,8 +95,6 @@ func TestE2ECtlDropsShowsDeniedProbe(t *testing.T) {
 	}()
 	go func() { _ = cmd.Wait(); close(exited) }()
 
-	// The denied probes above are in b's node's ring: their lines show
-	// that node's stream is up before the measured probe.
 	isProbe := func(d agentapi.Drop) bool {
 		return d.Src.Pod == from && d.Dst.Pod == to && d.Dst.Port == 80 && d.Protocol == "TCP"
 	}
@@ -117,8 +115,15 @@ func TestE2ECtlDropsShowsDeniedProbe(t *testing.T) {
 			}
 		}
 	}
-	if _, ok := waitLine(30*time.Second, isProbe); !ok {
-		t.Fatalf("no line of the earlier denied probes within 30 s; stderr: %s", stderr.String())
+	// Warm up: denied probes until one shows, so that b's node's stream is
+	// up (exec through the API server) before the measured probe.
+	warmUntil := time.Now().Add(60 * time.Second)
+	for warm := false; !warm; {
+		if time.Now().After(warmUntil) {
+			t.Fatalf("no line for denied probes %s -> %s within 60 s; stderr: %s", from, to, stderr.String())
+		}
+		go func() { _, _ = l.Prober.Probe(ctx, from, to, 80, "tcp") }()
+		_, warm = waitLine(3*time.Second, isProbe)
 	}
 	for drained := false; !drained; { // the rest of the kept lines
 		_, ok := waitLine(500*time.Millisecond, func(agentapi.Drop) bool { return true })
@@ -126,7 +131,7 @@ func TestE2ECtlDropsShowsDeniedProbe(t *testing.T) {
 	}
 
 	start := time.Now()
-	go func() { _, _ = l.Prober.Probe(ctx, from, to, 80, "TCP") }()
+	go func() { _, _ = l.Prober.Probe(ctx, from, to, 80, "tcp") }()
 	dl, ok := waitLine(5*time.Second, func(d agentapi.Drop) bool { return isProbe(d) && !d.Time.Before(start.Add(-time.Second)) })
 	if !ok {
 		t.Fatalf("the denied probe's line did not appear within 5 s; stderr: %s", stderr.String())
