@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -14,6 +16,7 @@ import (
 // one path of the local agent API and writes the answer to stdout.
 func ctlCommand() *cobra.Command {
 	var configFile, socket string
+	var untilStdinClosed bool
 	cmd := &cobra.Command{
 		Use:    "ctl",
 		Short:  "Talk to the running agent on this node (used by trellisctl through kubectl exec)",
@@ -32,11 +35,24 @@ func ctlCommand() *cobra.Command {
 				cfg.ApplyDefaults()
 				socket = agentapi.SocketPath(cfg.NodeStateFile)
 			}
-			return agentapi.Get(cmd.Context(), socket, args[0], os.Stdout)
+			ctx := cmd.Context()
+			if untilStdinClosed {
+				// The caller (trellisctl, through exec) keeps stdin open
+				// while it reads; its end means nobody reads any more.
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithCancel(ctx)
+				defer cancel()
+				go func() {
+					_, _ = io.Copy(io.Discard, os.Stdin)
+					cancel()
+				}()
+			}
+			return agentapi.Get(ctx, socket, args[0], os.Stdout)
 		},
 	}
 	get.Flags().StringVar(&configFile, "config", "/etc/trellis/config.yaml", "the agent's configuration file (where its node-state directory is set)")
 	get.Flags().StringVar(&socket, "socket", "", "the agent API socket (default: agent.sock beside the configured node-state file)")
+	get.Flags().BoolVar(&untilStdinClosed, "until-stdin-closed", false, "stop when stdin is closed (streams: exit when the caller goes away)")
 	cmd.AddCommand(get)
 	return cmd
 }

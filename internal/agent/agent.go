@@ -283,6 +283,12 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		m.SetFeature(metrics.FeatureFastPath, cfg.FastPathEnabled() && r != nil)
 	}
 
+	// The deny-log reader (internal/drops) behind /v1/drops.
+	dropsAPI, runDrops, err := newDrops(cfg, &infs, pods, recorder, m)
+	if err != nil {
+		return err
+	}
+
 	// The health server runs while the caches sync: an agent waiting for
 	// an API server that is away changes nothing (the node's kernel state
 	// stays and keeps working) and is alive, only not ready. A failing
@@ -323,12 +329,17 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	api.Handle(agentapi.StatusPath, status.handler())
 	api.Handle("/v1/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	api.Handle(agentapi.TracePath, livetrace.Handler(livetrace.Config{NodeName: cfg.NodeName, Interfaces: pods, List: livetrace.ListIf(d.policyNFT != nil)}))
-	wg.Add(1)
+	api.Handle(agentapi.DropsPath, dropsAPI)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		if err := agentapi.Serve(ctx, agentapi.SocketPath(cfg.NodeStateFile), api); err != nil {
 			logger.Error(err, "Cannot serve the local agent API; trellisctl cannot reach this agent")
 		}
+	}()
+	go func() {
+		defer wg.Done()
+		_ = runDrops(ctx) // reports its own failures (drops unavailable, with the reason)
 	}()
 
 	informerCtx, stopInformers := context.WithCancel(ctx)

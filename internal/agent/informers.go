@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -14,8 +15,9 @@ import (
 // client-go's informer factory (which links every API group). Each trims
 // objects with trimForCache before they enter its cache.
 type informerSet struct {
-	all []cache.SharedIndexInformer
-	wg  sync.WaitGroup
+	all    []cache.SharedIndexInformer
+	byType map[reflect.Type]cache.SharedIndexInformer // for find
+	wg     sync.WaitGroup
 }
 
 // add creates an informer for the objects lw returns (no periodic resync:
@@ -27,6 +29,10 @@ func (s *informerSet) add(lw cache.ListerWatcher, obj runtime.Object) (cache.Sha
 		return nil, fmt.Errorf("informer for %T: %w", obj, err)
 	}
 	s.all = append(s.all, inf)
+	if s.byType == nil {
+		s.byType = map[reflect.Type]cache.SharedIndexInformer{}
+	}
+	s.byType[reflect.TypeOf(obj)] = inf
 	return inf, nil
 }
 

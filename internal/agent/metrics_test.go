@@ -19,6 +19,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/conntrack"
 	"github.com/trellisnet/trellis/internal/conntrack/ctnetlink"
+	"github.com/trellisnet/trellis/internal/drops"
 	"github.com/trellisnet/trellis/internal/fastpath"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/metrics"
@@ -56,6 +57,9 @@ func agentRegistry(t *testing.T) *prometheus.Registry {
 		t.Fatal(err)
 	}
 	if _, err := newProblems(m.Registry, nil, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := drops.NewSource(drops.Config{Ring: drops.NewRing(1, 0, nil), Registerer: m.Registry}); err != nil {
 		t.Fatal(err)
 	}
 	// The fast path's collector is registered once its programs load; its

@@ -85,6 +85,11 @@ func (o *Options) AgentPods(ctx context.Context) (map[string]*corev1.Pod, error)
 // its stdout to stdout; a non-zero exit or a failed stream is an error that
 // carries the command's stderr.
 func (o *Options) Exec(ctx context.Context, pod *corev1.Pod, container string, command []string, stdout io.Writer) error {
+	return o.exec(ctx, pod, container, command, nil, stdout)
+}
+
+// exec is Exec with the command's stdin connected to stdin when not nil.
+func (o *Options) exec(ctx context.Context, pod *corev1.Pod, container string, command []string, stdin io.Reader, stdout io.Writer) error {
 	cfg, err := o.RESTConfig()
 	if err != nil {
 		return err
@@ -95,7 +100,7 @@ func (o *Options) Exec(ctx context.Context, pod *corev1.Pod, container string, c
 	}
 	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
 		SubResource("exec").VersionedParams(&corev1.PodExecOptions{
-		Container: container, Command: command, Stdout: true, Stderr: true,
+		Container: container, Command: command, Stdin: stdin != nil, Stdout: true, Stderr: true,
 	}, scheme.ParameterCodec)
 	spdy, err := remotecommand.NewSPDYExecutor(cfg, "POST", req.URL())
 	if err != nil {
@@ -110,7 +115,7 @@ func (o *Options) Exec(ctx context.Context, pod *corev1.Pod, container string, c
 		return fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	var stderr bytes.Buffer
-	err = exec.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: stdout, Stderr: &stderr})
+	err = exec.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: stdout, Stderr: &stderr})
 	if err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		if msg == "" {
@@ -125,4 +130,17 @@ func (o *Options) Exec(ctx context.Context, pod *corev1.Pod, container string, c
 // the node of pod to w.
 func (o *Options) AgentGet(ctx context.Context, pod *corev1.Pod, path string, w io.Writer) error {
 	return o.Exec(ctx, pod, agentContainer, []string{agentBinary, "ctl", "get", path}, w)
+}
+
+// AgentStream copies the answer of a streaming agent API path on the node
+// of pod to w until the answer ends or ctx is cancelled. The command in the
+// agent's container reads its stdin, which stays open while trellisctl
+// does: when trellisctl goes away (or ctx ends) the stream closes, the
+// command sees end-of-file and exits, so nothing outlives the CLI.
+func (o *Options) AgentStream(ctx context.Context, pod *corev1.Pod, path string, w io.Writer) error {
+	stdin, hold := io.Pipe()
+	stop := context.AfterFunc(ctx, func() { hold.Close() })
+	defer stop()
+	defer hold.Close()
+	return o.exec(ctx, pod, agentContainer, []string{agentBinary, "ctl", "get", "--until-stdin-closed", path}, stdin, w)
 }

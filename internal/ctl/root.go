@@ -101,6 +101,7 @@ func NewRootCommand(version string, out, errOut io.Writer) (*cobra.Command, *Opt
 	root.AddCommand(connectivityCommand(o))
 	root.AddCommand(explainCommand(o))
 	root.AddCommand(benchCommand(o))
+	root.AddCommand(dropsCommand(o))
 	return root, o
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -22,17 +23,33 @@ func policyKeys(pols []*networkingv1.NetworkPolicy) []string {
 	return out
 }
 
-// denyStatement is the drop statement, with an nflog statement before it
-// when logging is on.
-func denyStatement(logGroup uint16, reason, counter string) string {
-	s := "counter drop"
+// DenyLogLimit bounds what one drop rule sends to the deny log: a flood
+// of denied packets costs the node at most this many nflog messages per
+// second per rule, the rest are dropped unlogged (and still counted).
+const DenyLogLimit = "limit rate 20/second burst 40 packets"
+
+// denyRules are the rules dropping what match selects (match may be ""),
+// with a rate-limited nflog rule before the drop when logging is on. The
+// limit must be a rule of its own: over the limit, a limit expression
+// ends its rule, which must not skip the drop.
+func denyRules(logGroup uint16, match, reason, counter string) []string {
+	drop := "counter drop"
 	if counter != "" {
-		s = "counter name " + quote(counter) + " drop"
+		drop = "counter name " + quote(counter) + " drop"
+	}
+	join := func(stmt string) string {
+		if match == "" {
+			return stmt
+		}
+		return match + " " + stmt
 	}
 	if logGroup == 0 {
-		return s
+		return []string{join(drop)}
 	}
-	return fmt.Sprintf("log prefix %s group %d %s", quote("trellis-deny "+reason+": "), logGroup, s)
+	return []string{
+		join(fmt.Sprintf("%s log prefix %s group %d", DenyLogLimit, quote("trellis-deny "+reason+": "), logGroup)),
+		join(drop),
+	}
 }
 
 // addGroup adds the chain, sets and counters of one group (content-addressed
@@ -52,6 +69,9 @@ func addGroup(d *Desired, dir direction, al allowList, policies []string, logGro
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\nlog %d\n", layoutVersion, prefix, logGroup)
+	if logGroup != 0 {
+		fmt.Fprintf(h, "log-limit %s\n", DenyLogLimit)
+	}
 	for _, p := range policies {
 		fmt.Fprintf(h, "policy %s\n", p)
 	}
@@ -71,11 +91,10 @@ func addGroup(d *Desired, dir direction, al allowList, policies []string, logGro
 	d.Groups[name] = Group{Direction: dirName, Policies: policies, AllowCounter: allow, DenyCounter: deny}
 	d.Sets[name+"-all"] = &Set{Type: "ipv4_addr", Interval: true, ContentAddressed: true, Elements: allElems}
 	d.Sets[name+"-ports"] = &Set{Type: "ipv4_addr . inet_proto . inet_service", Interval: true, ContentAddressed: true, Elements: portElems}
-	d.Chains[name] = &Chain{Rules: []string{
+	d.Chains[name] = &Chain{Rules: append([]string{
 		field + " @" + name + "-all counter name " + quote(allow) + " return",
 		field + " . meta l4proto . th dport @" + name + "-ports counter name " + quote(allow) + " return",
-		denyStatement(logGroup, dirName+" "+name, deny),
-	}}
+	}, denyRules(logGroup, "", dirName+" "+name, deny)...)}
 	return name
 }
 
@@ -102,10 +121,9 @@ const antiSpoofJump = `iifname "` + podlink.Wildcard + `" jump ` + ChainAntiSpoo
 // route makes the route to a pod's address leave through exactly its own
 // interface, so this holds for pending pods too.
 func antiSpoofChain(logGroup uint16) *Chain {
-	return &Chain{Static: true, Rules: []string{
+	return &Chain{Static: true, Rules: append([]string{
 		`meta nfproto ipv4 fib saddr . iif oif exists return`,
-		denyStatement(logGroup, "spoofed", ""),
-	}}
+	}, denyRules(logGroup, "", "spoofed", "")...)}
 }
 
 // staticObjects returns the chains, sets and maps present in every table.
@@ -133,18 +151,18 @@ func staticObjects(logGroup uint16) *Desired {
 				`iifname "` + podlink.Wildcard + `" jump ` + ChainEgress,
 			}},
 			ChainAntiSpoof: antiSpoofChain(logGroup),
-			ChainEgress: {Static: true, Rules: []string{
+			ChainEgress: {Static: true, Rules: slices.Concat([]string{
 				`iifname vmap @` + MapEgressPods,
-				`iifname . ip saddr @` + SetPodIfaces + ` return`,
-				`ip saddr @` + SetPodAddrs + ` ` + denyStatement(logGroup, "pending known-address", ""),
-				`iifgroup @` + SetEgressIsolatedGroups + ` ` + denyStatement(logGroup, "pending egress", ""),
-			}},
-			ChainIngress: {Static: true, Rules: []string{
+				`iifname . ip saddr @` + SetPodIfaces + ` return`},
+				denyRules(logGroup, `ip saddr @`+SetPodAddrs, "pending known-address", ""),
+				denyRules(logGroup, `iifgroup @`+SetEgressIsolatedGroups, "pending egress", ""),
+			)},
+			ChainIngress: {Static: true, Rules: slices.Concat([]string{
 				`oifname vmap @` + MapIngressPods,
-				`oifname . ip daddr @` + SetPodIfaces + ` return`,
-				`ip daddr @` + SetPodAddrs + ` ` + denyStatement(logGroup, "pending known-address", ""),
-				`oifgroup @` + SetIngressIsolatedGroups + ` ` + denyStatement(logGroup, "pending ingress", ""),
-			}},
+				`oifname . ip daddr @` + SetPodIfaces + ` return`},
+				denyRules(logGroup, `ip daddr @`+SetPodAddrs, "pending known-address", ""),
+				denyRules(logGroup, `oifgroup @`+SetIngressIsolatedGroups, "pending ingress", ""),
+			)},
 		},
 		Sets: map[string]*Set{
 			SetPodIfaces:             {Type: "ifname . ipv4_addr"},

@@ -12,7 +12,8 @@
 //	            is Packet.OIF once routed, leaves through IIF: hairpin),
 //	            EXPR [. EXPR]... [!=] @set
 //	statements: EXPR [. EXPR]... vmap @map, counter [name X],
-//	            log [prefix "…"] [group N],
+//	            log [prefix "…"] [group N], limit rate R [burst B packets]
+//	            (always under the limit),
 //	            accept, drop, return, jump CHAIN, goto CHAIN
 //	EXPR:       iifname, oifname, iifgroup, oifgroup, ip saddr, ip daddr,
 //	            meta l4proto, th dport
@@ -188,6 +189,14 @@ func runRule(t *knftables.FakeTable, rule string, pkt *Packet) (verdict, error) 
 			i++
 			if i+1 < len(toks) && toks[i] == "name" {
 				i += 2
+			}
+		case "limit": // limit rate N/unit [burst N packets]: traced as under the limit
+			i++
+			if i+1 < len(toks) && toks[i] == "rate" {
+				i += 2
+			}
+			if i+2 < len(toks) && toks[i] == "burst" {
+				i += 3
 			}
 		case "log": // log [prefix "…"] [group N]: no effect on the verdict
 			i++
