@@ -46,12 +46,16 @@ import (
 )
 
 // RESTConfig builds the client configuration: the kubeconfig when given,
-// in-cluster otherwise.
-func RESTConfig(kubeconfig string) (*rest.Config, error) {
+// in-cluster otherwise, at apiServer instead of the in-cluster Service
+// address when that is set.
+func RESTConfig(kubeconfig, apiServer string) (*rest.Config, error) {
 	if kubeconfig == "" {
 		c, err := rest.InClusterConfig()
 		if err != nil {
 			return nil, fmt.Errorf("in-cluster config (pass --kubeconfig outside a pod): %w", err)
+		}
+		if apiServer != "" {
+			c.Host = apiServer
 		}
 		return c, nil
 	}
@@ -68,7 +72,7 @@ func RESTConfig(kubeconfig string) (*rest.Config, error) {
 func Run(ctx context.Context, cfg *config.Config, version string) error {
 	logger := klog.FromContext(ctx).WithValues("node", cfg.NodeName)
 	ctx = klog.NewContext(ctx, logger)
-	rc, err := RESTConfig(cfg.Kubeconfig)
+	rc, err := RESTConfig(cfg.Kubeconfig, cfg.APIServer)
 	if err != nil {
 		return err
 	}

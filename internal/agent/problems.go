@@ -143,7 +143,7 @@ const ReasonInvalidConfiguration = "InvalidConfiguration"
 func RunInvalid(ctx context.Context, version, nodeName, kubeconfig, metricsAddr string, cfgErr error) error {
 	m := metrics.New(metrics.Build{Version: version})
 	var recorder record.EventRecorder
-	if rc, err := RESTConfig(kubeconfig); err == nil {
+	if rc, err := RESTConfig(kubeconfig, ""); err == nil {
 		if client, err := kubeclient.New(rc); err == nil && nodeName != "" {
 			b := record.NewBroadcaster(record.WithContext(ctx))
 			b.StartRecordingToSink(client.EventSink())

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -77,15 +78,21 @@ type Config struct {
 	Masquerade         *bool          `json:"masquerade,omitempty"`
 	MTU                int            `json:"mtu,omitempty"`
 	MetricsBindAddress string         `json:"metricsBindAddress,omitempty"`
-	CNIPluginSource    string         `json:"cniPluginSource,omitempty"`
-	CNIBinDir          string         `json:"cniBinDir,omitempty"`
-	CNIConfDir         string         `json:"cniConfDir,omitempty"`
-	NodeStateFile      string         `json:"nodeStateFile,omitempty"`
-	IPAMDataDir        string         `json:"ipamDataDir,omitempty"`
-	CNILogFile         string         `json:"cniLogFile,omitempty"`
-	CNILogLevel        string         `json:"cniLogLevel,omitempty"`
-	CNIConfVersion     string         `json:"cniConfVersion,omitempty"`
-	VXLAN              VXLAN          `json:"vxlan,omitempty"`
+	// APIServer, when set, is the API server's URL (https://host:port)
+	// the agent uses in a pod instead of the in-cluster Service address
+	// (kubernetes.default, reached through kube-proxy): kube-proxy needs
+	// the API server too, and after the API server restarts it can take a
+	// minute to route the Service again, the agent then learning nothing.
+	APIServer       string `json:"apiServer,omitempty"`
+	CNIPluginSource string `json:"cniPluginSource,omitempty"`
+	CNIBinDir       string `json:"cniBinDir,omitempty"`
+	CNIConfDir      string `json:"cniConfDir,omitempty"`
+	NodeStateFile   string `json:"nodeStateFile,omitempty"`
+	IPAMDataDir     string `json:"ipamDataDir,omitempty"`
+	CNILogFile      string `json:"cniLogFile,omitempty"`
+	CNILogLevel     string `json:"cniLogLevel,omitempty"`
+	CNIConfVersion  string `json:"cniConfVersion,omitempty"`
+	VXLAN           VXLAN  `json:"vxlan,omitempty"`
 	// SysctlRoot is where the agent writes sysctls (net/...): /proc/sys,
 	// or a writable host mount of /proc/sys/net's parent when the container
 	// is not privileged (its own /proc/sys is read-only). Net sysctls act
@@ -241,6 +248,11 @@ func (c *Config) Validate() error {
 	for i, p := range c.NonMasqueradeCIDRs {
 		if !p.IsValid() || !p.Addr().Is4() {
 			add("nonMasqueradeCIDRs[%d]: %v is not a valid IPv4 prefix", i, p)
+		}
+	}
+	if c.APIServer != "" {
+		if u, err := url.Parse(c.APIServer); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			add("apiServer: %q is not an https://host[:port] URL", c.APIServer)
 		}
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {

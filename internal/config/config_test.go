@@ -53,14 +53,28 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.CNILogLevel = "loud"
 	c.CNIConfVersion = "2.0.0"
 	c.MaxSyncInterval.Duration = time.Millisecond
+	c.APIServer = "http://10.0.0.1:6443"
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("Validate accepted an invalid config")
 	}
 	for _, want := range []string{"nodeName", "routingMode", "mtu", "vxlan.device", "vxlan.vni", "vxlan.port",
-		"clusterCIDRs[0]", "cniBinDir", "cniLogLevel", "cniConfVersion", "maxSyncInterval"} {
+		"clusterCIDRs[0]", "cniBinDir", "cniLogLevel", "cniConfVersion", "maxSyncInterval", "apiServer"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
+		}
+	}
+}
+
+// apiServer must be an https URL with a host and no path.
+func TestValidateAPIServer(t *testing.T) {
+	for v, ok := range map[string]bool{"": true, "https://10.0.0.1:6443": true, "https://api.example:443/": true,
+		"http://10.0.0.1:6443": false, "10.0.0.1:6443": false, "https://": false, "https://h:6443/api": false} {
+		c := Default()
+		c.NodeName = "n1"
+		c.APIServer = v
+		if err := c.Validate(); (err == nil) != ok {
+			t.Errorf("apiServer %q: Validate() = %v, want ok=%v", v, err, ok)
 		}
 	}
 }

@@ -3,8 +3,10 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,9 +59,17 @@ func prepareInstall(e Env) (state.Install, error) {
 	return in, nil
 }
 
-// labOverrides are the agent settings the lab puts into the ConfigMap.
+// labOverrides are the agent settings the lab puts into the ConfigMap. The
+// agents talk to the API server at its own address, as the install guide
+// recommends, not through kube-proxy's Service rules.
 func labOverrides(t topology.Topology) map[string]any {
-	return map[string]any{"routingMode": t.Options.RoutingMode, "clusterCIDRs": []any{topology.ClusterCIDR}}
+	return map[string]any{"routingMode": t.Options.RoutingMode, "clusterCIDRs": []any{topology.ClusterCIDR},
+		"apiServer": apiServerURL(t)}
+}
+
+// apiServerURL is the API server's address as the nodes reach it.
+func apiServerURL(t topology.Topology) string {
+	return fmt.Sprintf("https://%s", net.JoinHostPort(t.ControlPlane.Addr.String(), strconv.Itoa(topology.APIPort)))
 }
 
 // installTrellis applies the shipped manifest (or installs the chart)
@@ -86,7 +96,7 @@ func installTrellis(ctx context.Context, e Env, p state.Paths, st *state.State, 
 		}
 		args := []string{"install", "--kubeconfig", p.AdminKubeconfig(), "--chart", filepath.Join(e.Deploy, "helm", "trellis"),
 			"--set", "image.repository=" + ref.Context().Name(), "--set", "image.tag=" + ref.TagStr(),
-			"--set", "config.routingMode=" + st.Topology.Options.RoutingMode}
+			"--set", "config.routingMode=" + st.Topology.Options.RoutingMode, "--set", "config.apiServer=" + apiServerURL(st.Topology)}
 		if err := proc.Run(ctx, e.ChartBin, args...); err != nil {
 			return fmt.Errorf("installing the chart: %w", err)
 		}
