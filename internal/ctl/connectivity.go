@@ -9,12 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/klog/v2"
 
 	"github.com/trellisnet/trellis/internal/ctl/conntest"
 )
@@ -69,9 +67,6 @@ func connectivityTestCommand(o *Options) *cobra.Command {
 
 func (o *Options) connectivityTest(ctx context.Context, c *connectivityOptions) (err error) {
 	start := time.Now()
-	// client-go logs a stalled exec stream through klog; the scenario that
-	// ran it reports it, in its line.
-	klog.SetLogger(logr.Discard())
 	if err := ValidateOutput(c.output, OutputJSON, OutputYAML); err != nil {
 		return err
 	}
