@@ -98,6 +98,9 @@ build_group() {
   trap 'rm -rf "$tmp"' RETURN
   for c in "$@"; do pkgs+=("${pkg[$c]}"); done
   [ "$mod" = k8s ] && ldflags=$k8s_ldflags
+  [ "$mod" = kube-router ] && ldflags="-s -w \
+ -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION \
+ -X github.com/cloudnativelabs/kube-router/v2/pkg/version.BuildDate=1970-01-01T00:00:00Z"
   echo "build-pinned: building $* (log: $log)"
   local start=$SECONDS
   if ! (cd "$ROOT/tools/$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}") >"$log" 2>&1; then

@@ -47,6 +47,7 @@ func run() error {
 	flag.StringVar(&out, "out", "docs/comparison.md", "the report to write")
 	flag.StringVar(&logDir, "log-dir", filepath.Join(cache, "logs", "compare-"+time.Now().UTC().Format("20060102-150405")), "logs and results.json")
 	flag.StringVar(&skip, "skip", "", "comma-separated measurements to leave out (netpol,connectivity,bench,latency,memory), for trying the tool")
+	flag.BoolVar(&o.Reuse, "reuse", false, "measure already running labs and leave them up (for trying the tool; the labs' up time is then not measured)")
 	flag.StringVar(&labs, "labs", "trellis,kube-router", "the CNIs to compare, in run order")
 	flag.StringVar(&trellisName, "trellis-lab", "krtr", "lab name of the Trellis lab")
 	flag.StringVar(&peerName, "peer-lab", "kr", "lab name of the kube-router lab")

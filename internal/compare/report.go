@@ -149,7 +149,12 @@ func (r Report) rows() [][]string {
 		}
 		out = append(out, row)
 	}
-	add("Lab up (3 nodes, 2 subnets)", func(x Result) string { return fmt.Sprintf("%.0f s", x.LabUp.Seconds()) })
+	add("Lab up (3 nodes, 2 subnets)", func(x Result) string {
+		if x.LabUp == 0 {
+			return "not measured (lab reused)"
+		}
+		return fmt.Sprintf("%.0f s", x.LabUp.Seconds())
+	})
 	add("Upstream NetworkPolicy e2e specs (e2e.test v1.37.2, focus Netpol, SCTP skipped)", func(x Result) string { return x.Netpol.cell() })
 	add("`trellisctl connectivity test`", func(x Result) string { return x.Connectivity.cell() })
 	names := map[string]bool{}

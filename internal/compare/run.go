@@ -29,8 +29,12 @@ type Options struct {
 	CtlBin string // trellisctl
 	E2EBin string // e2e.test
 	// Labs maps each CNI to compare to its lab's name, in run order.
-	Labs   []LabSpec
-	Skip   map[string]bool // netpol, connectivity, bench, latency, memory
+	Labs []LabSpec
+	Skip map[string]bool // netpol, connectivity, bench, latency, memory
+	// Reuse measures labs that are already running (named as in Labs)
+	// and leaves them running, for trying the tool; a report of a real
+	// comparison brings both labs up itself.
+	Reuse  bool
 	LogDir string
 	Out    io.Writer
 
@@ -97,27 +101,32 @@ func runCmd(ctx context.Context, timeout time.Duration, log string, argv ...stri
 func (o Options) runLab(ctx context.Context, l LabSpec) Result {
 	r := Result{CNI: l.CNI, Version: l.Version}
 	name := func(s string) string { return filepath.Join(o.LogDir, l.CNI+"-"+s) }
-	o.logf("%s: bringing the lab %q up", l.CNI, l.Name)
-	start := time.Now()
-	up := append([]string{o.LabBin, "--name", l.Name, "up", "--nodes", "3", "--subnets", "2"}, l.UpArgs...)
-	_, code, err := runCmd(ctx, 20*time.Minute, name("up.log"), up...)
-	defer func() {
-		o.logf("%s: taking the lab down", l.CNI)
-		_, _, _ = runCmd(context.Background(), 5*time.Minute, name("down.log"), o.LabBin, "--name", l.Name, "down")
-	}()
-	if err == nil && code != 0 {
-		err = fmt.Errorf("trellis-lab up exited %d (log: %s)", code, name("up.log"))
+	if !o.Reuse {
+		o.logf("%s: bringing the lab %q up", l.CNI, l.Name)
+		start := time.Now()
+		up := append([]string{o.LabBin, "--name", l.Name, "up", "--nodes", "3", "--subnets", "2"}, l.UpArgs...)
+		_, code, err := runCmd(ctx, 20*time.Minute, name("up.log"), up...)
+		defer func() {
+			o.logf("%s: taking the lab down", l.CNI)
+			_, _, _ = runCmd(context.Background(), 5*time.Minute, name("down.log"), o.LabBin, "--name", l.Name, "down")
+		}()
+		if err == nil && code != 0 {
+			err = fmt.Errorf("trellis-lab up exited %d (log: %s)", code, name("up.log"))
+		}
+		if err != nil {
+			r.LabError = err.Error()
+			o.logf("%s: %v", l.CNI, err)
+			return r
+		}
+		r.LabUp = time.Since(start)
+		o.logf("%s: lab up in %s", l.CNI, r.LabUp.Round(time.Second))
 	}
-	if err != nil {
-		r.LabError = err.Error()
-		o.logf("%s: %v", l.CNI, err)
-		return r
-	}
-	r.LabUp = time.Since(start)
-	o.logf("%s: lab up in %s", l.CNI, r.LabUp.Round(time.Second))
 	paths := state.NewPaths(l.Name)
 	kubeconfig := paths.AdminKubeconfig()
 
+	const leftOut = "left out of this run (-skip)"
+	r.Netpol, r.Connectivity, r.Bench = Suite{Unavailable: leftOut}, Suite{Unavailable: leftOut}, Bench{Unavailable: leftOut}
+	r.OneChange, r.Burst, r.MemoryError = Latency{Error: leftOut}, Latency{Error: leftOut}, leftOut
 	if !o.Skip["netpol"] {
 		r.Netpol = o.netpol(ctx, kubeconfig, name("netpol"))
 		o.logf("%s: NetworkPolicy e2e: %s", l.CNI, r.Netpol.cell())
@@ -135,6 +144,7 @@ func (o Options) runLab(ctx context.Context, l LabSpec) Result {
 		o.logf("%s: latency: one change %s; 100 policies %s", l.CNI, r.OneChange.cell(), r.Burst.cell())
 	}
 	if !o.Skip["memory"] {
+		r.MemoryError = ""
 		mem, err := lab.AgentMemory(paths)
 		if err != nil {
 			r.MemoryError = err.Error()

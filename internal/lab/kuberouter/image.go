@@ -34,6 +34,9 @@ var xtablesLinks = []string{
 	"iptables-nft", "iptables-nft-save", "iptables-nft-restore", "ip6tables-nft", "ip6tables-nft-save", "ip6tables-nft-restore",
 }
 
+// rtTables is iproute2's table of reserved routing table names.
+const rtTables = "#\n# reserved values\n#\n255\tlocal\n254\tmain\n253\tdefault\n0\tunspec\n"
+
 // ImageEntries returns the image's layers: the tools with their libraries
 // and loader (from the unpacked Debian packages under root) plus the names
 // kube-router calls them by, and the kube-router binary.
@@ -57,6 +60,8 @@ func ImageEntries(root string, binary []byte) ([]imagebuild.Layer, error) {
 	}
 	own := []imagebuild.Entry{
 		{Path: "/usr/local/bin/kube-router", Data: binary, Executable: true},
+		// kube-router reads and edits the routing table names.
+		{Path: "/etc/iproute2/rt_tables", Data: []byte(rtTables)},
 		{Path: "/tmp", Kind: imagebuild.Dir},
 		{Path: "/var/run", Kind: imagebuild.Symlink, Target: "/run"},
 		{Path: "/run", Kind: imagebuild.Dir},
