@@ -106,7 +106,7 @@ func run() error {
 	}
 	rep := compare.Report{
 		Date:    start,
-		Command: "make compare",
+		Command: "make compare: hack/compare " + strings.Join(os.Args[1:], " "),
 		Commit:  gitOut("rev-parse", "--short", "HEAD"),
 		Machine: fmt.Sprintf("%s; the whole run took %s", machine(), took.Round(time.Second)),
 		Results: results,

@@ -44,7 +44,7 @@ func sampleReport() Report {
 		Burst:        Latency{Timeouts: 5},
 		Memory:       []NodeMem{{Node: "node1", Process: "kube-router", RSSKiB: 81920, PSSKiB: 71680}},
 	}
-	return Report{Date: time.Date(2026, 12, 2, 7, 0, 0, 0, time.UTC), Command: "make compare", Commit: "abc1234",
+	return Report{Date: time.Date(2026, 12, 2, 7, 0, 0, 0, time.UTC), Command: "make compare: hack/compare -x", Commit: "abc1234",
 		Results: []Result{trellis, peer}, Method: []string{"method one"}, Limits: []string{"limit one"}}
 }
 
@@ -56,7 +56,7 @@ func TestMarkdownPutsBothColumnsInOneTable(t *testing.T) {
 	md := b.String()
 	for _, want := range []string{
 		"| Measure | trellis v0.1-abc | kube-router v2.1.0 |",
-		"- Command: `make compare`", "- Date: 2026-12-02 07:00 UTC",
+		"- Command: `make compare: hack/compare -x`", "- Date: 2026-12-02 07:00 UTC",
 		"| 41/41 passed | **38/41 passed, 3 FAILED** |",
 		"| 30/30 passed, 1 skipped | not available (this trellisctl has no such command) |",
 		"tcp-bbr (pod→pod ÷ node→node) | 0.93 | **failed: iperf3 pod did not start** |",
