@@ -13,5 +13,6 @@ compare: deps lab-build compare-binaries image
 
 # The kube-router lab alone (test/e2e/peer): pods on one node, across nodes and subnets, and a
 # NetworkPolicy, in a lab of its own (~3-4 min: not in make test, which must stay under 45 min).
-test-peer: deps lab-build compare-binaries
+test-peer: deps lab-build lab-binaries
+	@hack/build-pinned.sh kube-router bridge host-local
 	TRELLIS_LAB_NAME=kr TRELLIS_LAB_CNI=kube-router TRELLIS_LAB_BIN=$(LAB) $(GO) test -count=1 -tags e2e,peer -timeout 15m -run '^TestE2E' -v ./test/e2e/peer/
