@@ -4,14 +4,20 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 )
 
 // ParseJUnit counts the test cases of a JUnit report (ginkgo's
-// --ginkgo.junit-report) by outcome; skipped specs (focus, skip) are not
-// counted as run.
-func ParseJUnit(data []byte) (Suite, error) {
+// --ginkgo.junit-report) whose names match focus (a regular expression, as
+// --ginkgo.focus; ginkgo also lists the specs the focus left out, as
+// skipped) by outcome.
+func ParseJUnit(data []byte, focus string) (Suite, error) {
+	re, err := regexp.Compile(focus)
+	if err != nil {
+		return Suite{}, fmt.Errorf("focus %q: %w", focus, err)
+	}
 	var doc struct {
 		Suites []struct {
 			Cases []struct {
@@ -29,6 +35,9 @@ func ParseJUnit(data []byte) (Suite, error) {
 	var s Suite
 	for _, su := range doc.Suites {
 		for _, c := range su.Cases {
+			if !re.MatchString(c.Name) {
+				continue
+			}
 			switch {
 			case c.Skipped != nil || c.Status == "skipped" || c.Status == "pending":
 				s.Skipped++

@@ -101,15 +101,19 @@ func TestParseJUnitCountsRunSpecs(t *testing.T) {
 <testcase name="Netpol b" status="failed"><failure message="x">boom</failure></testcase>
 <testcase name="Netpol SCTP c" status="skipped"><skipped message="skipped"></skipped></testcase>
 <testcase name="Netpol d" status="passed"></testcase>
+<testcase name="Services should work" status="skipped"><skipped message="skipped"></skipped></testcase>
 </testsuite></testsuites>`)
-	s, err := ParseJUnit(data)
+	s, err := ParseJUnit(data, "Netpol")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.Passed != 2 || s.Failed != 1 || s.Skipped != 1 || len(s.FailedNames) != 1 || s.FailedNames[0] != "Netpol b" {
 		t.Errorf("ParseJUnit = %+v", s)
 	}
-	if _, err := ParseJUnit([]byte("<testsuites")); err == nil {
+	if _, err := ParseJUnit(data, "("); err == nil {
+		t.Error("a broken focus accepted")
+	}
+	if _, err := ParseJUnit([]byte("<testsuites"), "Netpol"); err == nil {
 		t.Error("broken XML accepted")
 	}
 }

@@ -177,7 +177,7 @@ func (o Options) netpol(ctx context.Context, kubeconfig, dir string) Suite {
 		}
 		return Suite{Error: msg, Took: time.Since(start)}
 	}
-	s, perr := ParseJUnit(data)
+	s, perr := ParseJUnit(data, o.NetpolFocus)
 	if perr != nil {
 		s.Error = perr.Error()
 	} else if err != nil {
