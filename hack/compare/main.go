@@ -54,7 +54,7 @@ func run() error {
 	flag.StringVar(&trellisVersion, "trellis-version", "", "Trellis version shown in the table (default: git describe)")
 	flag.StringVar(&o.NetpolFocus, "netpol-focus", "Netpol", "ginkgo focus of the NetworkPolicy specs")
 	flag.StringVar(&o.NetpolSkip, "netpol-skip", "SCTP", "ginkgo skip of the NetworkPolicy specs")
-	flag.DurationVar(&o.NetpolTimeout, "netpol-timeout", 45*time.Minute, "bound on one lab's NetworkPolicy specs")
+	flag.DurationVar(&o.NetpolTimeout, "netpol-timeout", 30*time.Minute, "bound on one lab's NetworkPolicy specs")
 	flag.DurationVar(&o.CtlTimeout, "ctl-timeout", 10*time.Minute, "bound on one trellisctl command")
 	flag.DurationVar(&o.Latency.Interval, "probe-interval", 10*time.Millisecond, "time between latency probe starts")
 	flag.DurationVar(&o.Latency.Timeout, "probe-timeout", 200*time.Millisecond, "timeout of one latency probe")

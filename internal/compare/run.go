@@ -81,7 +81,10 @@ func runCmd(ctx context.Context, timeout time.Duration, log string, argv ...stri
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout = io.MultiWriter(&stdout, f)
 	cmd.Stderr = f
-	cmd.WaitDelay = 10 * time.Second
+	// On timeout, interrupt first: ginkgo and trellisctl then clean up and
+	// write their reports; a kill follows if they do not exit.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = time.Minute
 	err = cmd.Run()
 	code := 0
 	var ee *exec.ExitError
