@@ -11,7 +11,10 @@
 # Usage: hack/build-pinned.sh [component...]   (default: everything but e2e.test)
 #        hack/build-pinned.sh --print-dir COMPONENT
 # Components: kube-apiserver kube-controller-manager kube-scheduler kubelet
-#             kube-proxy kubectl agnhost etcd coredns loopback ptp host-local e2e.test
+#             kube-proxy kubectl agnhost etcd coredns loopback ptp host-local bridge
+#             e2e.test kube-router
+# (kube-router is the peer of `make compare`, built for the lab only and never
+# shipped; it is not in the default set.)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +25,7 @@ K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 CNI_PLUGINS_VERSION=v1.10.0
 COREDNS_VERSION=v1.15.0
+KUBE_ROUTER_VERSION=v2.1.0
 
 declare -A version pkg module
 for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
@@ -31,9 +35,10 @@ version[agnhost]=$K8S_VERSION; pkg[agnhost]=k8s.io/kubernetes/test/images/agnhos
 version[e2e.test]=$K8S_VERSION; pkg[e2e.test]=k8s.io/kubernetes/test/e2e; module[e2e.test]=k8s-test
 version[etcd]=$ETCD_VERSION; pkg[etcd]=go.etcd.io/etcd/server/v3; module[etcd]=etcd
 version[coredns]=$COREDNS_VERSION; pkg[coredns]=github.com/coredns/coredns; module[coredns]=coredns
-for c in loopback ptp; do
+for c in loopback ptp bridge; do
   version[$c]=$CNI_PLUGINS_VERSION; pkg[$c]=github.com/containernetworking/plugins/plugins/main/$c; module[$c]=cni
 done
+version[kube-router]=$KUBE_ROUTER_VERSION; pkg[kube-router]=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router; module[kube-router]=kube-router
 version[host-local]=$CNI_PLUGINS_VERSION; pkg[host-local]=github.com/containernetworking/plugins/plugins/ipam/host-local; module[host-local]=cni
 
 DEFAULT=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl agnhost etcd coredns loopback ptp host-local)
@@ -93,6 +98,9 @@ build_group() {
   trap 'rm -rf "$tmp"' RETURN
   for c in "$@"; do pkgs+=("${pkg[$c]}"); done
   [ "$mod" = k8s ] && ldflags=$k8s_ldflags
+  [ "$mod" = kube-router ] && ldflags="-s -w \
+ -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION \
+ -X github.com/cloudnativelabs/kube-router/v2/pkg/version.BuildDate=1970-01-01T00:00:00Z"
   echo "build-pinned: building $* (log: $log)"
   local start=$SECONDS
   if ! (cd "$ROOT/tools/$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}") >"$log" 2>&1; then
@@ -113,11 +121,11 @@ build_group() {
   echo "build-pinned: $* built in $((SECONDS - start))s"
 }
 
-declare -a g_k8s=() g_etcd=() g_coredns=() g_cni=() g_e2e=()
+declare -a g_k8s=() g_etcd=() g_coredns=() g_cni=() g_e2e=() g_kr=()
 for c in "${todo[@]}"; do
   case ${module[$c]} in
     k8s) g_k8s+=("$c") ;; etcd) g_etcd+=("$c") ;; coredns) g_coredns+=("$c") ;;
-    cni) g_cni+=("$c") ;; k8s-test) g_e2e+=("$c") ;;
+    cni) g_cni+=("$c") ;; k8s-test) g_e2e+=("$c") ;; kube-router) g_kr+=("$c") ;;
   esac
 done
 
@@ -125,6 +133,7 @@ build_group cni "$TRELLIS_CACHE/logs/cni-plugins-$CNI_PLUGINS_VERSION.log" "${g_
 build_group etcd "$TRELLIS_CACHE/logs/etcd-$ETCD_VERSION.log" "${g_etcd[@]}"
 build_group coredns "$TRELLIS_CACHE/logs/coredns-$COREDNS_VERSION.log" "${g_coredns[@]}"
 build_group k8s "$TRELLIS_CACHE/logs/kubernetes-$K8S_VERSION.log" "${g_k8s[@]}"
+build_group kube-router "$TRELLIS_CACHE/logs/kube-router-$KUBE_ROUTER_VERSION.log" "${g_kr[@]}"
 
 if [ ${#g_e2e[@]} -gt 0 ]; then
   tmp=$(mktemp -d "$TRELLIS_CACHE/.tmp-build.XXXXXX")

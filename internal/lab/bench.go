@@ -93,7 +93,7 @@ func Memory(p state.Paths, w io.Writer) error {
 			pid, _ := strconv.Atoi(f)
 			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 			name := strings.TrimSpace(string(comm))
-			if pod && name != "trellis-agent" { // the agent pod counts as the agent
+			if pod && !IsAgent(name) { // the agent pod counts as the agent
 				name = "pods"
 			}
 			key := where + "\t" + name

@@ -36,6 +36,8 @@ func Status(ctx context.Context, p state.Paths, w io.Writer) error {
 		t.Options.RoutingMode, st.Phase, st.CreatedAt.Format("15:04:05"))
 	fmt.Fprintf(w, "kubeconfig: %s (API forwarded on 127.0.0.1:%d)\n", p.AdminKubeconfig(), t.Options.APIPort)
 	switch {
+	case st.Install.Mode == CNIKubeRouter:
+		fmt.Fprintf(w, "cni: kube-router, image %s (Trellis is not installed)\n", st.Install.Image)
 	case st.Install.AgentPod():
 		fmt.Fprintf(w, "trellis: %s install, image %s\n", st.Install.Mode, st.Install.Image)
 	case st.Install.Mode != "":

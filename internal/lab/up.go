@@ -36,6 +36,9 @@ type Env struct {
 	LabBin  string // the trellis-lab executable
 	Out     io.Writer
 	NoAgent bool // run the nodes without the Trellis agent
+	// CNI is the cluster's pod network: CNITrellis ("" too) or
+	// CNIKubeRouter (the peer of the side-by-side comparison).
+	CNI string
 
 	// How Trellis is installed: the shipped manifest (daemonset, the
 	// default), the chart (helm) or node processes (process, the dev loop).
@@ -152,12 +155,21 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err != nil {
 		return err
 	}
-	if e.NoAgent {
+	peer := e.CNI == CNIKubeRouter
+	if e.NoAgent || peer {
 		e.Install = install.Process
 	}
 	inst, err := prepareInstall(e)
 	if err != nil {
 		return err
+	}
+	if peer {
+		if err := e.peerBinaries(bin); err != nil {
+			return err
+		}
+		if inst, err = prepareKubeRouter(ctx, e, bin); err != nil {
+			return err
+		}
 	}
 	hp, err := topology.HostPrefixes(ctx)
 	if err != nil {
@@ -205,7 +217,7 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err != nil {
 		return err
 	}
-	agentProcess := !e.Install.Pod()
+	agentProcess := !e.Install.Pod() && !peer
 	_, runAgent := bin["trellis-agent"]
 	runAgent = runAgent && agentProcess
 	if agentProcess {
@@ -229,7 +241,7 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if inst.ImageTar != "" {
 		imageFiles = append(imageFiles, inst.ImageTar)
 	}
-	if !runAgent && agentProcess {
+	if !runAgent && agentProcess && !peer {
 		st.AgentError = "bin/trellis-agent not built: nodes run without the agent (same-node traffic only)"
 		if e.NoAgent {
 			st.AgentError = "started with --no-agent: nodes run without the agent (same-node traffic only)"
@@ -252,7 +264,11 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err := kube.WaitNodes(ctx, cs, names, 120*time.Second, func(n *corev1.Node) bool { return len(n.Spec.PodCIDRs) > 0 }); err != nil {
 		return fmt.Errorf("nodes did not register with a pod CIDR (see `trellis-lab logs NODE kubelet`): %w", err)
 	}
-	if err := installTrellis(ctx, e, p, st, cs); err != nil {
+	installCNI := installTrellis
+	if peer {
+		installCNI = installKubeRouter
+	}
+	if err := installCNI(ctx, e, p, st, cs); err != nil {
 		return err
 	}
 	if !runAgent && agentProcess {

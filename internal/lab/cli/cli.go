@@ -173,7 +173,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 func upCmd(g *globals) *cobra.Command {
 	o := topology.Options{}
 	noAgent := false
-	var mode, imageTar, manifest, chartBin string
+	var mode, imageTar, manifest, chartBin, cni string
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Bring a lab up (removes leftovers of a previous lab first)",
@@ -186,6 +186,9 @@ func upCmd(g *globals) *cobra.Command {
 				return err
 			}
 			e.NoAgent = noAgent
+			if e.CNI, err = lab.ParseCNI(cni); err != nil {
+				return &ExitError{Code: 2, Err: err}
+			}
 			if e.Install, err = install.ParseMode(mode); err != nil {
 				return &ExitError{Code: 2, Err: err}
 			}
@@ -207,6 +210,7 @@ func upCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&mode, "install", "daemonset", "how Trellis is installed: daemonset (the shipped manifest), helm (the chart) or process (agent processes, the dev loop)")
 	c.Flags().StringVar(&imageTar, "image-tar", "", "the Trellis image tarball imported into every node (default: bin/image/trellis-image.tar from make image)")
 	c.Flags().StringVar(&manifest, "manifest", "", "the manifest applied in daemonset mode (default: DEPLOY-DIR/trellis.yaml)")
+	c.Flags().StringVar(&cni, "cni", lab.CNITrellis, "the cluster's CNI: trellis, or kube-router (the peer of `make compare`, built for measurement in the lab only; --install and --routing-mode then do not apply)")
 	c.Flags().StringVar(&chartBin, "chart-bin", "", "the chart tool for helm mode (default: BIN-DIR/trellis-chart from make chart-tool)")
 	return c
 }

@@ -90,6 +90,10 @@ func Setup(ctx context.Context) (*Lab, error) {
 		if v := os.Getenv("TRELLIS_LAB_MANIFEST"); v != "" {
 			args = append(args, "--manifest", v)
 		}
+		// TRELLIS_LAB_CNI: trellis (default) or kube-router (test/e2e/peer).
+		if v := os.Getenv("TRELLIS_LAB_CNI"); v != "" {
+			args = append(args, "--cni", v)
+		}
 		cmd := exec.CommandContext(ctx, l.Bin, args...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		start := time.Now()
