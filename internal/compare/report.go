@@ -155,7 +155,7 @@ func (r Report) rows() [][]string {
 		}
 		return fmt.Sprintf("%.0f s", x.LabUp.Seconds())
 	})
-	add("Upstream NetworkPolicy e2e specs (e2e.test v1.37.2, focus Netpol, SCTP skipped)", func(x Result) string { return x.Netpol.cell() })
+	add("Upstream NetworkPolicy e2e specs (e2e.test v1.37.2, focus and skip as below)", func(x Result) string { return x.Netpol.cell() })
 	add("`trellisctl connectivity test`", func(x Result) string { return x.Connectivity.cell() })
 	names := map[string]bool{}
 	for _, res := range r.Results {
