@@ -25,7 +25,9 @@ func ParseJUnit(data []byte, focus string) (Suite, error) {
 				Status  string    `xml:"status,attr"`
 				Failure *struct{} `xml:"failure"`
 				Error   *struct{} `xml:"error"`
-				Skipped *struct{} `xml:"skipped"`
+				Skipped *struct {
+					Message string `xml:"message,attr"`
+				} `xml:"skipped"`
 			} `xml:"testcase"`
 		} `xml:"testsuite"`
 	}
@@ -39,6 +41,9 @@ func ParseJUnit(data []byte, focus string) (Suite, error) {
 				continue
 			}
 			switch {
+			case c.Status == "interrupted" || c.Status == "aborted" ||
+				(c.Skipped != nil && strings.Contains(strings.ToLower(c.Skipped.Message), "interrupt")):
+				s.NotRun++
 			case c.Skipped != nil || c.Status == "skipped" || c.Status == "pending":
 				s.Skipped++
 			case c.Failure != nil || c.Error != nil || c.Status == "failed" || c.Status == "panicked" || c.Status == "timedout":

@@ -102,12 +102,14 @@ func TestParseJUnitCountsRunSpecs(t *testing.T) {
 <testcase name="Netpol SCTP c" status="skipped"><skipped message="skipped"></skipped></testcase>
 <testcase name="Netpol d" status="passed"></testcase>
 <testcase name="Services should work" status="skipped"><skipped message="skipped"></skipped></testcase>
+<testcase name="Netpol e" status="interrupted"></testcase>
+<testcase name="Netpol f" status="skipped"><skipped message="skipped - interrupted by user"></skipped></testcase>
 </testsuite></testsuites>`)
 	s, err := ParseJUnit(data, "Netpol")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Passed != 2 || s.Failed != 1 || s.Skipped != 1 || len(s.FailedNames) != 1 || s.FailedNames[0] != "Netpol b" {
+	if s.Passed != 2 || s.Failed != 1 || s.Skipped != 1 || s.NotRun != 2 || len(s.FailedNames) != 1 || s.FailedNames[0] != "Netpol b" {
 		t.Errorf("ParseJUnit = %+v", s)
 	}
 	if _, err := ParseJUnit(data, "("); err == nil {
