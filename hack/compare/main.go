@@ -41,6 +41,7 @@ func run() error {
 		bin, out, skip, labs   string
 		trellisName, peerName  string
 		trellisVersion, logDir string
+		rerender, note         string
 	)
 	flag.StringVar(&bin, "bin", "bin", "directory with trellis-lab and trellisctl")
 	flag.StringVar(&o.E2EBin, "e2e", filepath.Join(cache, "e2e.test-v1.37.2", "e2e.test"), "the upstream e2e.test binary")
@@ -48,6 +49,8 @@ func run() error {
 	flag.StringVar(&logDir, "log-dir", filepath.Join(cache, "logs", "compare-"+time.Now().UTC().Format("20060102-150405")), "logs and results.json")
 	flag.StringVar(&skip, "skip", "", "comma-separated measurements to leave out (netpol,connectivity,bench,latency,memory), for trying the tool")
 	flag.BoolVar(&o.Reuse, "reuse", false, "measure already running labs and leave them up (for trying the tool; the labs' up time is then not measured)")
+	flag.StringVar(&rerender, "rerender", "", "write the report again from the results.json and JUnit reports in this log directory (no lab)")
+	flag.StringVar(&note, "note", "", "a line added to the report's limits (what cut a run short)")
 	flag.StringVar(&labs, "labs", "trellis,kube-router", "the CNIs to compare, in run order")
 	flag.StringVar(&trellisName, "trellis-lab", "krtr", "lab name of the Trellis lab")
 	flag.StringVar(&peerName, "peer-lab", "kr", "lab name of the kube-router lab")
@@ -89,29 +92,50 @@ func run() error {
 			return fmt.Errorf("-labs: unknown CNI %q", c)
 		}
 	}
+	if rerender != "" {
+		logDir = rerender
+	}
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return err
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	start := time.Now()
-	results := compare.Run(ctx, o)
-	took := time.Since(start)
-	raw, err := json.MarshalIndent(results, "", "  ")
-	if err != nil {
-		return err
+	command := "make compare: hack/compare " + strings.Join(os.Args[1:], " ")
+	var results []compare.Result
+	var took time.Duration
+	if rerender != "" {
+		var err error
+		if results, start, err = compare.Rerender(rerender, o.NetpolFocus); err != nil {
+			return err
+		}
+		command = "make compare (hack/compare), this report written again from its logs in " + rerender + " by hack/compare " + strings.Join(os.Args[1:], " ")
+	} else {
+		results = compare.Run(ctx, o)
+		took = time.Since(start)
+		raw, err := json.MarshalIndent(results, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.Write(filepath.Join(logDir, "results.json"), raw, 0o644); err != nil {
+			return err
+		}
 	}
-	if err := atomicfile.Write(filepath.Join(logDir, "results.json"), raw, 0o644); err != nil {
-		return err
+	limits := compare.Limits()
+	if note != "" {
+		limits = append(limits, note)
 	}
 	rep := compare.Report{
 		Date:    start,
-		Command: "make compare: hack/compare " + strings.Join(os.Args[1:], " "),
+		Command: command,
 		Commit:  gitOut("rev-parse", "--short", "HEAD"),
-		Machine: fmt.Sprintf("%s; the whole run took %s", machine(), took.Round(time.Second)),
+		Machine: machine(),
 		Results: results,
 		Method:  o.Method(),
-		Limits:  compare.Limits(),
+		Limits:  limits,
+	}
+	if took > 0 {
+		rep.Machine += fmt.Sprintf("; the whole run took %s", took.Round(time.Second))
 	}
 	var b strings.Builder
 	if err := rep.Markdown(&b); err != nil {

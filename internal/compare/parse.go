@@ -25,7 +25,9 @@ func ParseJUnit(data []byte, focus string) (Suite, error) {
 				Status  string    `xml:"status,attr"`
 				Failure *struct{} `xml:"failure"`
 				Error   *struct{} `xml:"error"`
-				Skipped *struct{} `xml:"skipped"`
+				Skipped *struct {
+					Message string `xml:"message,attr"`
+				} `xml:"skipped"`
 			} `xml:"testcase"`
 		} `xml:"testsuite"`
 	}
@@ -39,6 +41,9 @@ func ParseJUnit(data []byte, focus string) (Suite, error) {
 				continue
 			}
 			switch {
+			case c.Status == "interrupted" || c.Status == "aborted" ||
+				(c.Skipped != nil && strings.Contains(strings.ToLower(c.Skipped.Message), "interrupt")):
+				s.NotRun++
 			case c.Skipped != nil || c.Status == "skipped" || c.Status == "pending":
 				s.Skipped++
 			case c.Failure != nil || c.Error != nil || c.Status == "failed" || c.Status == "panicked" || c.Status == "timedout":
@@ -135,7 +140,8 @@ func walk(v any, f func(map[string]any)) {
 
 // ParseBenchRatios collects the ratios in `trellisctl bench -o json`
 // output: every numeric field whose name contains "ratio", named by the
-// enclosing object's name field (or its JSON path) and the field.
+// enclosing object's name field (or its JSON path) and, unless it is just
+// "ratio", the field; objects marked skipped are left out.
 func ParseBenchRatios(data []byte) (map[string]float64, error) {
 	out := map[string]float64{}
 	dec := json.NewDecoder(strings.NewReader(string(data)))
@@ -155,6 +161,9 @@ func ParseBenchRatios(data []byte) (map[string]float64, error) {
 func collectRatios(v any, path string, out map[string]float64) {
 	switch x := v.(type) {
 	case map[string]any:
+		if sk, ok := x["skipped"].(string); ok && sk != "" {
+			return // a figure the tool did not measure has no ratio
+		}
 		label := path
 		for _, k := range nameKeys {
 			if n, ok := x[k].(string); ok && n != "" {
@@ -165,7 +174,10 @@ func collectRatios(v any, path string, out map[string]float64) {
 		for k, e := range x {
 			if f, ok := e.(float64); ok && strings.Contains(strings.ToLower(k), "ratio") {
 				key := k
-				if label != "" {
+				switch {
+				case label != "" && k == "ratio":
+					key = label
+				case label != "":
 					key = label + " " + k
 				}
 				out[key] = f

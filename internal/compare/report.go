@@ -35,11 +35,13 @@ type Result struct {
 // Suite is the outcome of a pass/fail suite.
 type Suite struct {
 	// Unavailable says why the suite could not run ("" when it ran).
-	Unavailable string        `json:"unavailable,omitempty"`
-	Error       string        `json:"error,omitempty"` // it ran but did not finish
-	Passed      int           `json:"passed"`
-	Failed      int           `json:"failed"`
-	Skipped     int           `json:"skipped"`
+	Unavailable string `json:"unavailable,omitempty"`
+	Error       string `json:"error,omitempty"` // it ran but did not finish
+	Passed      int    `json:"passed"`
+	Failed      int    `json:"failed"`
+	Skipped     int    `json:"skipped"`
+	// NotRun counts the specs an interrupted run never finished.
+	NotRun      int           `json:"notRun,omitempty"`
 	FailedNames []string      `json:"failedNames,omitempty"`
 	Took        time.Duration `json:"took"`
 }
@@ -108,6 +110,9 @@ func (s Suite) cell() string {
 	if s.Failed > 0 {
 		c = fmt.Sprintf("**%s, %d FAILED**", c, s.Failed)
 	}
+	if s.NotRun > 0 {
+		c += fmt.Sprintf(", **cut short: %d specs not run**", s.NotRun)
+	}
 	if s.Error != "" {
 		c += " (" + s.Error + ")"
 	}
@@ -155,7 +160,7 @@ func (r Report) rows() [][]string {
 		}
 		return fmt.Sprintf("%.0f s", x.LabUp.Seconds())
 	})
-	add("Upstream NetworkPolicy e2e specs (e2e.test v1.37.2, focus Netpol, SCTP skipped)", func(x Result) string { return x.Netpol.cell() })
+	add("Upstream NetworkPolicy e2e specs (e2e.test v1.37.2, focus and skip as below)", func(x Result) string { return x.Netpol.cell() })
 	add("`trellisctl connectivity test`", func(x Result) string { return x.Connectivity.cell() })
 	names := map[string]bool{}
 	for _, res := range r.Results {

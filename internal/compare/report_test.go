@@ -102,12 +102,14 @@ func TestParseJUnitCountsRunSpecs(t *testing.T) {
 <testcase name="Netpol SCTP c" status="skipped"><skipped message="skipped"></skipped></testcase>
 <testcase name="Netpol d" status="passed"></testcase>
 <testcase name="Services should work" status="skipped"><skipped message="skipped"></skipped></testcase>
+<testcase name="Netpol e" status="interrupted"></testcase>
+<testcase name="Netpol f" status="skipped"><skipped message="skipped - interrupted by user"></skipped></testcase>
 </testsuite></testsuites>`)
 	s, err := ParseJUnit(data, "Netpol")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Passed != 2 || s.Failed != 1 || s.Skipped != 1 || len(s.FailedNames) != 1 || s.FailedNames[0] != "Netpol b" {
+	if s.Passed != 2 || s.Failed != 1 || s.Skipped != 1 || s.NotRun != 2 || len(s.FailedNames) != 1 || s.FailedNames[0] != "Netpol b" {
 		t.Errorf("ParseJUnit = %+v", s)
 	}
 	if _, err := ParseJUnit(data, "("); err == nil {
@@ -119,7 +121,7 @@ func TestParseJUnitCountsRunSpecs(t *testing.T) {
 }
 
 func TestParseScenariosAndRatios(t *testing.T) {
-	doc := []byte(`{"scenarios":[{"name":"pod-to-pod/tcp","result":"pass"},{"name":"netpol/deny","result":"fail","reason":"connected"},{"name":"dns","result":"skip"}],"summary":{"pass":1}}`)
+	doc := []byte(`{"results":[{"name":"pod-to-pod/tcp","verdict":"PASS"},{"name":"netpol/deny","verdict":"FAIL","reason":"connected"},{"name":"dns","verdict":"SKIP"}],"summary":{"passed":1,"failed":1}}`)
 	s, err := ParseScenarios(doc)
 	if err != nil {
 		t.Fatal(err)
@@ -134,11 +136,12 @@ func TestParseScenariosAndRatios(t *testing.T) {
 	if _, err := ParseScenarios([]byte(`{"nothing":1}`)); err == nil {
 		t.Error("JSON without verdicts accepted")
 	}
-	r, err := ParseBenchRatios([]byte(`{"results":[{"name":"tcp-cubic","ratio":0.91,"median":9.1},{"name":"rr","ratio":0.8}]}`))
+	r, err := ParseBenchRatios([]byte(`{"runs":3,"results":[{"name":"TCP throughput (bbr)","ratio":0.91,"pod":{"median":9.1}},` +
+		`{"name":"TCP throughput (cubic)","skipped":"cubic is not offered","ratio":0},{"name":"rr","podRatio":0.8}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r["tcp-cubic ratio"] != 0.91 || r["rr ratio"] != 0.8 || len(r) != 2 {
+	if r["TCP throughput (bbr)"] != 0.91 || r["rr podRatio"] != 0.8 || len(r) != 2 {
 		t.Errorf("ParseBenchRatios = %v", r)
 	}
 	if _, err := ParseBenchRatios([]byte(`{"median":1}`)); err == nil {
