@@ -83,9 +83,16 @@ func (e ExecProber) exec(ctx context.Context, pod *corev1.Pod, container string,
 // with a fallback to SPDY (kubectl's order). A command that exits non-zero
 // returns a k8s.io/client-go/util/exec.ExitError.
 func Exec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, pod *corev1.Pod, container string, cmd []string, stdout, stderr io.Writer) error {
+	return ExecStream(ctx, cfg, cs, pod, container, cmd, remotecommand.StreamOptions{Stdout: stdout, Stderr: stderr})
+}
+
+// ExecStream is Exec with the streams of opts (stdin too, when set). It
+// falls back to SPDY only when the WebSocket upgrade itself failed, so a
+// command is never started twice.
+func ExecStream(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, pod *corev1.Pod, container string, cmd []string, opts remotecommand.StreamOptions) error {
 	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
 		SubResource("exec").VersionedParams(&corev1.PodExecOptions{
-		Container: container, Command: cmd, Stdout: true, Stderr: true,
+		Container: container, Command: cmd, Stdin: opts.Stdin != nil, Stdout: opts.Stdout != nil, Stderr: opts.Stderr != nil,
 	}, scheme.ParameterCodec)
 	spdy, err := remotecommand.NewSPDYExecutor(cfg, "POST", req.URL())
 	if err != nil {
@@ -101,7 +108,7 @@ func Exec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, pod *c
 	if err != nil {
 		return fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	return ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: stdout, Stderr: stderr})
+	return ex.StreamWithContext(ctx, opts)
 }
 
 // ConnectVerdict turns the outcome of an `agnhost connect` run in pod from

@@ -11,8 +11,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/scheme"
+
 	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/trellisnet/trellis/internal/connectivity"
 )
 
 // AgentDaemonSet and AgentSelector name the shipped agent DaemonSet
@@ -98,24 +100,8 @@ func (o *Options) exec(ctx context.Context, pod *corev1.Pod, container string, c
 	if err != nil {
 		return err
 	}
-	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
-		SubResource("exec").VersionedParams(&corev1.PodExecOptions{
-		Container: container, Command: command, Stdin: stdin != nil, Stdout: true, Stderr: true,
-	}, scheme.ParameterCodec)
-	spdy, err := remotecommand.NewSPDYExecutor(cfg, "POST", req.URL())
-	if err != nil {
-		return fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
-	ws, err := remotecommand.NewWebSocketExecutor(cfg, "GET", req.URL().String())
-	if err != nil {
-		return fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
-	exec, err := remotecommand.NewFallbackExecutor(ws, spdy, func(error) bool { return true })
-	if err != nil {
-		return fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
 	var stderr bytes.Buffer
-	err = exec.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: stdout, Stderr: &stderr})
+	err = connectivity.ExecStream(ctx, cfg, cs, pod, container, command, remotecommand.StreamOptions{Stdin: stdin, Stdout: stdout, Stderr: &stderr})
 	if err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		if msg == "" {
