@@ -122,6 +122,17 @@ type Config struct {
 	// 0, the default, exempts none. Per node, the Node annotation
 	// trellis.dev/fast-path: "off" turns the fast path off altogether.
 	FastPathExemptCTMark uint32 `json:"fastPathExemptCTMark,omitempty"`
+
+	// Encryption is none (default) or wireguard: every pod packet that
+	// crosses nodes goes through the WireGuard device (docs/encryption.md).
+	Encryption Encryption `json:"encryption,omitempty"`
+	// EncryptionStrict (default true when encryption is on) drops pod
+	// traffic to another node's pods that would leave by any interface
+	// other than the WireGuard device: never plaintext, from boot to key
+	// rotation.
+	EncryptionStrict *bool `json:"encryptionStrict,omitempty"`
+	// WireGuard configures the device.
+	WireGuard WireGuard `json:"wireguard,omitempty"`
 }
 
 // Duration is a time.Duration that reads "1s"-style strings from files.
@@ -194,6 +205,7 @@ func (c *Config) ApplyDefaults() {
 	if c.MaxSyncInterval.Duration == 0 {
 		c.MaxSyncInterval.Duration = DefaultMaxSyncInterval
 	}
+	c.applyEncryptionDefaults()
 }
 
 // ParseFile decodes a YAML or JSON config file into c, leaving fields the
@@ -298,6 +310,7 @@ func (c *Config) Validate() error {
 	if c.MaxSyncInterval.Duration < c.MinSyncInterval.Duration {
 		add("maxSyncInterval: %v must be at least minSyncInterval (%v)", c.MaxSyncInterval.Duration, c.MinSyncInterval.Duration)
 	}
+	errs = append(errs, c.validateEncryption()...)
 	return errors.Join(errs...)
 }
 
