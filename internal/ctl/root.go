@@ -102,6 +102,7 @@ func NewRootCommand(version string, out, errOut io.Writer) (*cobra.Command, *Opt
 	root.AddCommand(explainCommand(o))
 	root.AddCommand(benchCommand(o))
 	root.AddCommand(dropsCommand(o))
+	root.AddCommand(encryptionCommand(o))
 	return root, o
 }
 
