@@ -16,6 +16,14 @@ BENCH_DATAPLANE_FLAGS ?= -runs 7 -seconds 5 -congestion default,cubic
 bench-dataplane: deps build
 	$(GO) run ./hack/bench-dataplane -bin $(BIN) $(BENCH_DATAPLANE_FLAGS)
 
+# WireGuard encryption vs a hand-built wireguard-go tunnel and vs plaintext,
+# in one run on the same two node namespaces (docs/encryption.md#what-it-costs).
+BENCH_ENCRYPTION_FLAGS ?= -runs 7 -seconds 5
+.PHONY: bench-encryption
+bench-encryption: deps build
+	$(GO) build -o $(BIN)/bench-encryption ./hack/bench-encryption
+	$(BIN)/bench-encryption -bin $(BIN) $(BENCH_ENCRYPTION_FLAGS)
+
 # The same figures on a lab (3 nodes over 2 subnets, mode auto): pods on real
 # kubelet/containerd nodes, underlay through the lab's switch and router.
 .PHONY: bench-dataplane-lab
