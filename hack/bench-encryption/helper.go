@@ -42,7 +42,9 @@ const uapiDir = "/var/run/wireguard"
 
 // helperSpec is what a helper is asked to build (a JSON file).
 type helperSpec struct {
-	Kind    string       `json:"kind"` // hand | trellis
+	Kind string `json:"kind"` // hand | trellis
+	// Device, Port, MTU and Addr of the hand-built tunnel (the Trellis
+	// device's come from the routing desired state).
 	Device  string       `json:"device"`
 	Port    int          `json:"port"`
 	MTU     int          `json:"mtu"`

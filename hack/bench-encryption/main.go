@@ -25,7 +25,6 @@ import (
 
 	"github.com/trellisnet/trellis/internal/dpbench"
 	"github.com/trellisnet/trellis/internal/routing"
-	"github.com/trellisnet/trellis/internal/wireguard"
 )
 
 type options struct {
@@ -99,7 +98,7 @@ func run(o options) (err error) {
 	if err := b.addPods("plain", underlayMTU); err != nil {
 		return err
 	}
-	if err := b.addPods("enc", encryptedPodMTU()); err != nil {
+	if err := b.addPods("enc", routing.PodMTU(trellisParams(o.engine), underlayMTU)); err != nil {
 		return err
 	}
 	if err := b.syncFastPath(); err != nil {
@@ -128,14 +127,6 @@ func run(o options) (err error) {
 	}
 	return nil
 }
-
-// encryptedPodMTU is the pod MTU the agent uses with encryption on, native
-// mode, on this underlay.
-func encryptedPodMTU() int {
-	return underlayMTU - wireguard.OverheadIPv4
-}
-
-var _ = routing.PodMTU
 
 func (b *bench) report(rows []dpbench.Row, offloads []string, status []string) {
 	fp := "on"

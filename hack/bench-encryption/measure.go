@@ -15,6 +15,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/dpbench"
+	"github.com/trellisnet/trellis/internal/wireguard"
 )
 
 // writeKey creates a private key file (0600) and returns its public key.
@@ -42,13 +43,17 @@ func (b *bench) startTunnels() error {
 		if handKeys[i], handPubs[i], err = b.writeKey(n.name + "-hand"); err != nil {
 			return err
 		}
-		if trKeys[i], trPubs[i], err = b.writeKey(n.name + "-trellis"); err != nil {
+		// The agent's key file, as node setup creates it.
+		trKeys[i] = filepath.Join(b.work, n.name+"-trellis", "wireguard.key")
+		k, _, err := wireguard.LoadOrCreateKey(trKeys[i])
+		if err != nil {
 			return err
 		}
+		trPubs[i] = k.PublicKey()
 	}
 	for i, n := range b.nodes {
 		peer := b.nodes[1-i]
-		hs := helperSpec{Kind: "hand", Device: handDev, Port: handPort, MTU: underlayMTU - 60, Addr: n.handAddr,
+		hs := helperSpec{Kind: "hand", Device: handDev, Port: handPort, MTU: underlayMTU - wireguard.OverheadIPv4, Addr: n.handAddr,
 			KeyFile: handKeys[i], Peer: handPeer{PublicKey: handPubs[1-i].String(),
 				Endpoint:   netip.AddrPortFrom(peer.ip, handPort),
 				AllowedIPs: []netip.Prefix{netip.PrefixFrom(peer.handAddr.Addr(), 32)}}}
@@ -61,8 +66,7 @@ func (b *bench) startTunnels() error {
 	}
 	for i, n := range b.nodes {
 		peer := b.nodes[1-i]
-		ts := helperSpec{Kind: "trellis", Device: config.DefaultWireGuardDevice, Port: config.DefaultWireGuardPort,
-			MTU: underlayMTU - 60, Addr: netip.PrefixFrom(n.podCIDR.Addr(), 32), KeyFile: trKeys[i],
+		ts := helperSpec{Kind: "trellis", KeyFile: trKeys[i],
 			Trellis: trellisSpec{Name: n.name, NodeIP: n.ip, PodCIDRs: []netip.Prefix{n.podCIDR}, Engine: b.o.engine,
 				Peers: []trellisPeer{{Name: peer.name, NodeIP: peer.ip, PodCIDRs: []netip.Prefix{peer.podCIDR},
 					PublicKey: trPubs[1-i].String()}}}}
