@@ -1,5 +1,5 @@
 // Package ctl is trellisctl, the operator's command-line tool: status,
-// connectivity test, bench, explain and drops, against any cluster reached
+// connectivity test, bench, explain, drops and encryption rotate, against any cluster reached
 // through a kubeconfig, with kubectl's conventions (--kubeconfig, --context,
 // -o json|yaml|wide) and the exit codes in exit.go.
 //
