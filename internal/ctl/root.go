@@ -1,7 +1,7 @@
 // Package ctl is trellisctl, the operator's command-line tool: status,
-// connectivity test, bench, explain, drops and encryption rotate, against any cluster reached
-// through a kubeconfig, with kubectl's conventions (--kubeconfig, --context,
-// -o json|yaml|wide) and the exit codes in exit.go.
+// connectivity test, bench, explain, drops and encryption rotate, against
+// any cluster reached through a kubeconfig, with kubectl's conventions
+// (--kubeconfig, --context, -o json|yaml|wide) and the exit codes in exit.go.
 //
 // trellisctl reads the cluster through the API server only. Per-node facts
 // come from the agents' local API (internal/agentapi), reached by exec in
