@@ -13,27 +13,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
-	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
-	vns "github.com/vishvananda/netns"
-
-	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/dpbench"
-	"github.com/trellisnet/trellis/internal/fastpath"
-	"github.com/trellisnet/trellis/internal/masq"
-	"github.com/trellisnet/trellis/internal/nodesetup"
+	"github.com/trellisnet/trellis/internal/dpbench/benchnet"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 )
@@ -79,33 +68,22 @@ func main() {
 	}
 }
 
-// node is one node namespace with its pod.
+// node is one node namespace with its pods.
 type node struct {
-	name, nsName string
-	ns           ns.NetNS
-	ip           netip.Addr
-	podCIDR      netip.Prefix
-	dp           *netlinkprog.Programmer
-	nl           *netlink.Handle
-	fp           *fastpath.Controller
-	progs        *fastpath.Programs
-	pods         map[string]string // mode -> pod netns name
-	podIPs       map[string]string // mode -> pod IP
+	*benchnet.Node
+	podCIDR netip.Prefix
+	dp      *netlinkprog.Programmer
+	pods    map[string]string // mode -> pod netns name
+	podIPs  map[string]string // mode -> pod IP
 }
 
 type bench struct {
 	o     options
 	tag   string
 	work  string
+	pair  *benchnet.Pair
 	nodes []*node
 	clean []func()
-}
-
-func sh(args ...string) error {
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }
 
 func run(o options) (err error) {
@@ -140,7 +118,7 @@ func run(o options) (err error) {
 		return err
 	}
 	if o.want("native") {
-		rows, err := b.throughput("native pod->pod ÷ node->node", a.nsName, z.nsName, z.ip.String(),
+		rows, err := b.throughput("native pod->pod ÷ node->node", a.NSName, z.NSName, z.IP.String(),
 			a.pods["native"], z.pods["native"], z.podIPs["native"], logf)
 		if err != nil {
 			return err
@@ -149,7 +127,7 @@ func run(o options) (err error) {
 	}
 	if o.want("rr") {
 		r, err := dpbench.Compare("TCP 1-byte request/response pod ÷ node, per s", 0.90, o.runs, logf,
-			func() (float64, error) { return dpbench.RR(netns(a.nsName), netns(z.nsName), z.ip.String(), o.seconds) },
+			func() (float64, error) { return dpbench.RR(netns(a.NSName), netns(z.NSName), z.IP.String(), o.seconds) },
 			func() (float64, error) {
 				return dpbench.RR(netns(a.pods["native"]), netns(z.pods["native"]), z.podIPs["native"], o.seconds)
 			})
@@ -162,7 +140,7 @@ func run(o options) (err error) {
 		if err := b.program(config.ModeVXLAN); err != nil {
 			return err
 		}
-		rows, err := b.throughput("vxlan pod->pod ÷ hand-built VXLAN node->node", a.nsName, z.nsName, "10.93.0.2",
+		rows, err := b.throughput("vxlan pod->pod ÷ hand-built VXLAN node->node", a.NSName, z.NSName, "10.93.0.2",
 			a.pods["vxlan"], z.pods["vxlan"], z.podIPs["vxlan"], logf)
 		if err != nil {
 			return err
@@ -175,57 +153,30 @@ func run(o options) (err error) {
 		time.Sleep(o.hold)
 	}
 	for _, n := range b.nodes {
-		if n.progs == nil {
+		if n.Programs == nil {
 			continue
 		}
-		st, err := n.progs.ReadStats()
+		st, err := n.Programs.ReadStats()
 		if err != nil {
 			return err
 		}
-		fmt.Printf("fast path counters on %s: %v\n", n.name, st)
+		fmt.Printf("fast path counters on %s: %v\n", n.Name, st)
 	}
 	return nil
 }
 
 func (b *bench) setupNodes() error {
-	for i := 0; i < 2; i++ {
-		n := &node{name: fmt.Sprintf("bench%d", i+1), nsName: fmt.Sprintf("trl-bd%d-%s", i+1, b.tag),
-			ip:      netip.AddrFrom4([4]byte{10, 0, 9, byte(i + 1)}),
-			podCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 91, byte(i + 1), 0}), 24),
-			pods:    map[string]string{}, podIPs: map[string]string{}}
-		var err error
-		if n.ns, err = cnirunner.NewNetNS(n.nsName); err != nil {
-			return err
-		}
-		b.clean = append(b.clean, func() { n.ns.Close(); _ = cnirunner.DeleteNetNS(n.nsName) })
-		if err := cnirunner.Sysctl(n.ns, "net/ipv4/ip_forward", "1"); err != nil {
-			return err
-		}
-		h, err := vns.GetFromPath(n.ns.Path())
-		if err != nil {
-			return err
-		}
-		nh, err := netlink.NewHandleAt(h)
-		h.Close()
-		if err != nil {
-			return err
-		}
-		b.clean = append(b.clean, nh.Close)
-		n.dp = &netlinkprog.Programmer{Handle: nh, NetnsPath: n.ns.Path()}
-		n.nl = nh
-		b.nodes = append(b.nodes, n)
-	}
-	a, z := b.nodes[0], b.nodes[1]
-	if err := sh("ip", "-n", a.nsName, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns", z.nsName); err != nil {
+	pair, err := benchnet.NewPair("bench", "trl-bd", b.tag, b.work, b.o.bin)
+	if err != nil {
 		return err
 	}
-	for _, n := range b.nodes {
-		if err := sh("ip", "-n", n.nsName, "addr", "add", n.ip.String()+"/24", "dev", "ul0"); err != nil {
-			return err
-		}
-		if err := sh("ip", "-n", n.nsName, "link", "set", "ul0", "up"); err != nil {
-			return err
-		}
+	b.pair = pair
+	b.clean = append(b.clean, pair.Close)
+	for i, bn := range pair.Nodes {
+		b.nodes = append(b.nodes, &node{Node: bn,
+			podCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 91, byte(i + 1), 0}), 24),
+			dp:      &netlinkprog.Programmer{Handle: bn.Handle, NetnsPath: bn.Path()},
+			pods:    map[string]string{}, podIPs: map[string]string{}})
 	}
 	return nil
 }
@@ -235,13 +186,13 @@ func (b *bench) setupBaselineVXLAN() error {
 	for i, n := range b.nodes {
 		peer := b.nodes[1-i]
 		cmds := [][]string{
-			{"ip", "-n", n.nsName, "link", "add", "hvx0", "type", "vxlan", "id", "77", "dstport", "4790",
-				"local", n.ip.String(), "remote", peer.ip.String(), "dev", "ul0"},
-			{"ip", "-n", n.nsName, "link", "set", "hvx0", "mtu", "1450", "up"},
-			{"ip", "-n", n.nsName, "addr", "add", fmt.Sprintf("10.93.0.%d/24", i+1), "dev", "hvx0"},
+			{"ip", "-n", n.NSName, "link", "add", "hvx0", "type", "vxlan", "id", "77", "dstport", "4790",
+				"local", n.IP.String(), "remote", peer.IP.String(), "dev", benchnet.Uplink},
+			{"ip", "-n", n.NSName, "link", "set", "hvx0", "mtu", "1450", "up"},
+			{"ip", "-n", n.NSName, "addr", "add", fmt.Sprintf("10.93.0.%d/24", i+1), "dev", "hvx0"},
 		}
 		for _, c := range cmds {
-			if err := sh(c...); err != nil {
+			if err := benchnet.Sh(c...); err != nil {
 				return err
 			}
 		}
@@ -252,30 +203,11 @@ func (b *bench) setupBaselineVXLAN() error {
 // addPods wires one pod per node with trellis-cni (ADD through libcni).
 func (b *bench) addPods(mode string, mtu int) error {
 	for _, n := range b.nodes {
-		podNS := fmt.Sprintf("trl-bdp-%s-%s-%s", n.name, mode, b.tag)
-		if _, err := cnirunner.NewNetNS(podNS); err != nil {
-			return err
-		}
-		b.clean = append(b.clean, func() { _ = cnirunner.DeleteNetNS(podNS) })
-		list, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "trellis", "plugins": []any{map[string]any{
-			"type": "trellis-cni", "mtu": mtu,
-			"ipam":    map[string]any{"subnets": []string{n.podCIDR.String()}, "dataDir": filepath.Join(b.work, n.name+"-ipam")},
-			"logFile": filepath.Join(b.work, n.name+"-cni.log"),
-		}}})
-		r, err := cnirunner.New(list, []string{b.o.bin}, filepath.Join(b.work, n.name+"-cache"), n.ns)
+		podNS, ip, err := b.pair.AddPod(n.Node, "trl-bdp", mode, n.podCIDR, mtu)
 		if err != nil {
 			return err
 		}
-		res, err := r.Add(context.Background(), podNS, "/run/netns/"+podNS, "eth0")
-		if err != nil {
-			return fmt.Errorf("CNI ADD %s: %w", podNS, err)
-		}
-		b.clean = append(b.clean, func() { _ = r.Del(context.Background(), podNS, "/run/netns/"+podNS, "eth0") })
-		cur, err := current.NewResultFromResult(res)
-		if err != nil || len(cur.IPs) == 0 {
-			return fmt.Errorf("CNI ADD %s: no IP in result (%v)", podNS, err)
-		}
-		n.pods[mode], n.podIPs[mode] = podNS, cur.IPs[0].Address.IP.String()
+		n.pods[mode], n.podIPs[mode] = podNS, ip
 	}
 	return nil
 }
@@ -284,25 +216,20 @@ func (b *bench) addPods(mode string, mtu int) error {
 func (b *bench) program(mode config.RoutingMode) error {
 	var peers []routing.Peer
 	for _, n := range b.nodes {
-		peers = append(peers, routing.Peer{Name: n.name, NodeIP: n.ip, PodCIDRs: []netip.Prefix{n.podCIDR}})
+		peers = append(peers, routing.Peer{Name: n.Name, NodeIP: n.IP, PodCIDRs: []netip.Prefix{n.podCIDR}})
 	}
 	for _, n := range b.nodes {
-		ul, err := n.dp.Underlay(n.ip)
+		ul, err := n.dp.Underlay(n.IP)
 		if err != nil {
 			return err
 		}
-		local := routing.LocalNode{Name: n.name, NodeIP: n.ip, Underlay: ul, PodCIDRs: []netip.Prefix{n.podCIDR}}
+		local := routing.LocalNode{Name: n.Name, NodeIP: n.IP, Underlay: ul, PodCIDRs: []netip.Prefix{n.podCIDR}}
 		d := routing.Compute(local, peers, routing.Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 4096, Port: 4789}})
 		if err := n.dp.Apply(context.Background(), d); err != nil {
-			return fmt.Errorf("program %s on %s: %w", mode, n.name, err)
-		}
-		if n.fp != nil {
-			if err := n.fp.Sync(context.Background()); err != nil {
-				return fmt.Errorf("fast path on %s: %w", n.name, err)
-			}
+			return fmt.Errorf("program %s on %s: %w", mode, n.Name, err)
 		}
 	}
-	return nil
+	return b.pair.SyncFastPath(context.Background())
 }
 
 // throughput measures iperf3 node->node (baseline) against pod->pod, once
@@ -347,40 +274,16 @@ func defaultCC() string {
 
 // setupMasquerade installs the agent's masquerade table on both nodes (so
 // conntrack runs there, as on every agent node) and, with -fastpath, loads
-// and attaches the fast path as the agent's fastpath controller does.
+// the fast path as the agent's fastpath controller does.
 func (b *bench) setupMasquerade() error {
 	var all []netip.Prefix
+	local := map[*benchnet.Node][]netip.Prefix{}
 	for _, n := range b.nodes {
 		all = append(all, n.podCIDR)
+		local[n.Node] = []netip.Prefix{n.podCIDR}
 	}
-	cluster := []netip.Prefix{netip.MustParsePrefix("10.91.0.0/16")}
-	for _, n := range b.nodes {
-		err := n.ns.Do(func(ns.NetNS) error {
-			nft, err := masq.NewNFT()
-			if err != nil {
-				return err
-			}
-			return masq.Apply(context.Background(), nft, masq.Compute([]netip.Prefix{n.podCIDR}, cluster, all, nil))
-		})
-		if err != nil {
-			return fmt.Errorf("masquerade table on %s: %w", n.name, err)
-		}
-		if !b.o.fastPath {
-			continue
-		}
-		progs, err := fastpath.Load()
-		if err != nil {
-			return err
-		}
-		b.clean = append(b.clean, progs.Close)
-		n.progs = progs
-		n.fp, err = fastpath.New(fastpath.Config{Kernel: &fastpath.Kernel{Handle: n.nl}, Programs: progs,
-			Sysctls: nodesetup.NetnsSysctls{NS: n.ns}, Uplinks: func() []string { return []string{"ul0", "trellis.vxlan"} }})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return b.pair.Masquerade(func(n *benchnet.Node) []netip.Prefix { return local[n] },
+		[]netip.Prefix{netip.MustParsePrefix("10.91.0.0/16")}, all, b.o.fastPath, []string{benchnet.Uplink, "trellis.vxlan"})
 }
 
 func netns(name string) dpbench.Netns { return dpbench.Netns("/run/netns/" + name) }

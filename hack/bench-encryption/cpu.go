@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -56,4 +57,33 @@ func cpuOf(pids []int) (time.Duration, error) {
 		total += c
 	}
 	return total, nil
+}
+
+// killChildren kills this process's child processes named comm (from
+// /proc/<pid>/stat: the name in parentheses, the parent's pid in field 4).
+func killChildren(comm string) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	self := os.Getpid()
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		st := string(b)
+		open, close := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if open < 0 || close < open || st[open+1:close] != comm {
+			continue
+		}
+		f := strings.Fields(st[close+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(self) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }

@@ -21,9 +21,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/trellisnet/trellis/internal/dpbench"
+	"github.com/trellisnet/trellis/internal/dpbench/benchnet"
 	"github.com/trellisnet/trellis/internal/routing"
 )
 
@@ -72,23 +76,57 @@ type bench struct {
 	o       options
 	tag     string
 	work    string
+	pair    *benchnet.Pair
 	nodes   []*node
 	hand    []*helper
 	trellis []*helper
+
+	mu      sync.Mutex // guards clean
 	clean   []func()
+	cleaned bool
+}
+
+// onExit registers fn to run at cleanup (last registered, first run).
+func (b *bench) onExit(fn func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.clean = append(b.clean, fn)
+}
+
+// cleanup undoes everything once, also when called from the signal
+// handler while run is still going.
+func (b *bench) cleanup() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cleaned {
+		return
+	}
+	b.cleaned = true
+	for i := len(b.clean) - 1; i >= 0; i-- {
+		b.clean[i]()
+	}
 }
 
 func run(o options) (err error) {
 	b := &bench{o: o, tag: fmt.Sprint(os.Getpid())}
-	defer func() {
-		for i := len(b.clean) - 1; i >= 0; i-- {
-			b.clean[i]()
-		}
+	defer b.cleanup()
+	// Interrupted, it still stops the helpers and removes the namespaces.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "bench-encryption: %v, cleaning up\n", s)
+		// A measurement in flight would outlive its namespaces; once they
+		// are gone, no new one can start.
+		killChildren("iperf3")
+		b.cleanup()
+		killChildren("iperf3")
+		os.Exit(130)
 	}()
 	if b.work, err = os.MkdirTemp("", "trellis-bench-encryption-"); err != nil {
 		return err
 	}
-	b.clean = append(b.clean, func() { os.RemoveAll(b.work) })
+	b.onExit(func() { os.RemoveAll(b.work) })
 	if err := b.setupNodes(); err != nil {
 		return err
 	}

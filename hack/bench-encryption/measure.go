@@ -40,11 +40,11 @@ func (b *bench) startTunnels() error {
 	trPubs := make([]wgtypes.Key, 2)
 	for i, n := range b.nodes {
 		var err error
-		if handKeys[i], handPubs[i], err = b.writeKey(n.name + "-hand"); err != nil {
+		if handKeys[i], handPubs[i], err = b.writeKey(n.Name + "-hand"); err != nil {
 			return err
 		}
 		// The agent's key file, as node setup creates it.
-		trKeys[i] = filepath.Join(b.work, n.name+"-trellis", "wireguard.key")
+		trKeys[i] = filepath.Join(b.work, n.Name+"-trellis", "wireguard.key")
 		k, _, err := wireguard.LoadOrCreateKey(trKeys[i])
 		if err != nil {
 			return err
@@ -55,26 +55,26 @@ func (b *bench) startTunnels() error {
 		peer := b.nodes[1-i]
 		hs := helperSpec{Kind: "hand", Device: handDev, Port: handPort, MTU: underlayMTU - wireguard.OverheadIPv4, Addr: n.handAddr,
 			KeyFile: handKeys[i], Peer: handPeer{PublicKey: handPubs[1-i].String(),
-				Endpoint:   netip.AddrPortFrom(peer.ip, handPort),
+				Endpoint:   netip.AddrPortFrom(peer.IP, handPort),
 				AllowedIPs: []netip.Prefix{netip.PrefixFrom(peer.handAddr.Addr(), 32)}}}
-		h, err := startHelper(b.work, n.name+"-hand", n.path(), hs)
+		h, err := startHelper(b.work, n.Name+"-hand", n.Path(), hs)
 		if err != nil {
 			return err
 		}
-		b.clean = append(b.clean, h.Stop)
+		b.onExit(h.Stop)
 		b.hand = append(b.hand, h)
 	}
 	for i, n := range b.nodes {
 		peer := b.nodes[1-i]
 		ts := helperSpec{Kind: "trellis", KeyFile: trKeys[i],
-			Trellis: trellisSpec{Name: n.name, NodeIP: n.ip, PodCIDRs: []netip.Prefix{n.podCIDR}, Engine: b.o.engine,
-				Peers: []trellisPeer{{Name: peer.name, NodeIP: peer.ip, PodCIDRs: []netip.Prefix{peer.podCIDR},
+			Trellis: trellisSpec{Name: n.Name, NodeIP: n.IP, PodCIDRs: []netip.Prefix{n.podCIDR}, Engine: b.o.engine,
+				Peers: []trellisPeer{{Name: peer.Name, NodeIP: peer.IP, PodCIDRs: []netip.Prefix{peer.podCIDR},
 					PublicKey: trPubs[1-i].String()}}}}
-		h, err := startHelper(b.work, n.name+"-trellis", n.path(), ts)
+		h, err := startHelper(b.work, n.Name+"-trellis", n.Path(), ts)
 		if err != nil {
 			return err
 		}
-		b.clean = append(b.clean, h.Stop)
+		b.onExit(h.Stop)
 		b.trellis = append(b.trellis, h)
 	}
 	return nil
@@ -85,7 +85,7 @@ func (b *bench) startTunnels() error {
 func (b *bench) warmUp() error {
 	a, z := b.nodes[0], b.nodes[1]
 	for _, p := range []struct{ from, to, what string }{
-		{a.path(), z.handAddr.Addr().String(), "hand-built tunnel node→node"},
+		{a.Path(), z.handAddr.Addr().String(), "hand-built tunnel node→node"},
 		{"/run/netns/" + a.pods["enc"], z.podIPs["enc"], "encrypted pod→pod"},
 		{"/run/netns/" + a.pods["plain"], z.podIPs["plain"], "plaintext pod→pod"},
 	} {
@@ -122,7 +122,7 @@ func (b *bench) sides() []*side {
 	pods := func(kind string) (dpbench.Netns, dpbench.Netns, string) {
 		return dpbench.Netns("/run/netns/" + a.pods[kind]), dpbench.Netns("/run/netns/" + z.pods[kind]), z.podIPs[kind]
 	}
-	hand := &side{name: "hand-built", src: dpbench.Netns(a.path()), dstNS: dpbench.Netns(z.path()),
+	hand := &side{name: "hand-built", src: dpbench.Netns(a.Path()), dstNS: dpbench.Netns(z.Path()),
 		dst: z.handAddr.Addr().String(), cpu: pids(b.hand), rxNode: z, rxDev: handDev, mustCarry: true}
 	enc := &side{name: "trellis encrypted", cpu: pids(b.trellis), rxNode: z, rxDev: config.DefaultWireGuardDevice, mustCarry: true}
 	enc.src, enc.dstNS, enc.dst = pods("enc")
@@ -236,19 +236,19 @@ func (b *bench) offloads() ([]string, error) {
 	for _, n := range b.nodes {
 		sets := map[string]string{}
 		for _, dev := range []string{config.DefaultWireGuardDevice, handDev} {
-			out, err := exec.Command("ip", "netns", "exec", n.nsName, "ethtool", "-k", dev).CombinedOutput()
+			out, err := exec.Command("ip", "netns", "exec", n.NSName, "ethtool", "-k", dev).CombinedOutput()
 			if err != nil {
-				return nil, fmt.Errorf("ethtool -k %s on %s: %v: %s", dev, n.name, err, out)
+				return nil, fmt.Errorf("ethtool -k %s on %s: %v: %s", dev, n.Name, err, out)
 			}
 			sets[dev] = onFeatures(string(out))
-			lines = append(lines, fmt.Sprintf("%s %s: %s", n.name, dev, sets[dev]))
+			lines = append(lines, fmt.Sprintf("%s %s: %s", n.Name, dev, sets[dev]))
 		}
 		same := "same offloads on both devices"
 		if sets[config.DefaultWireGuardDevice] != sets[handDev] {
 			same = "THE DEVICES' OFFLOADS DIFFER"
 		}
-		seg, gro := udpOffloads(n.ns)
-		lines = append(lines, fmt.Sprintf("%s: %s; UDP socket: segmentation (UDP_SEGMENT) %s, GRO (UDP_GRO) %s", n.name, same, seg, gro))
+		seg, gro := udpOffloads(n.NS)
+		lines = append(lines, fmt.Sprintf("%s: %s; UDP socket: segmentation (UDP_SEGMENT) %s, GRO (UDP_GRO) %s", n.Name, same, seg, gro))
 	}
 	return lines, nil
 }
@@ -303,11 +303,11 @@ func (b *bench) trellisStatus() []string {
 		st, err := h.Status()
 		switch {
 		case err != nil:
-			lines = append(lines, fmt.Sprintf("%s: %v", b.nodes[i].name, err))
+			lines = append(lines, fmt.Sprintf("%s: %v", b.nodes[i].Name, err))
 		case st.Error != "":
-			lines = append(lines, fmt.Sprintf("%s: %s", b.nodes[i].name, st.Error))
+			lines = append(lines, fmt.Sprintf("%s: %s", b.nodes[i].Name, st.Error))
 		default:
-			l := fmt.Sprintf("%s: engine %s, %d peer(s) with a handshake", b.nodes[i].name, st.Engine, st.Handshakes)
+			l := fmt.Sprintf("%s: engine %s, %d peer(s) with a handshake", b.nodes[i].Name, st.Engine, st.Handshakes)
 			if st.Offloads != "" {
 				l += ", offloads " + st.Offloads
 			}
