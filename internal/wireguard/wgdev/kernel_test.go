@@ -57,6 +57,18 @@ func TestKernelWireGuardTunnel(t *testing.T) {
 	if st2, _ := a.m.Status(a.dev.Name); len(st2.Peers) != 1 {
 		t.Errorf("a second EnsureDevice changed the peers: %+v", st2.Peers)
 	}
+
+	// The interface deleted under the running engine: EnsureDevice makes
+	// a new one (the routing controller then restores peers and routes).
+	if out, err := a.Exec("ip", "link", "del", a.dev.Name); err != nil {
+		t.Fatalf("ip link del: %v: %s", err, out)
+	}
+	if err := a.m.EnsureDevice(context.Background(), a.dev); err != nil {
+		t.Fatalf("EnsureDevice after the interface was deleted: %v", err)
+	}
+	a.setPeers(t, b.peerOf(t))
+	a.routeVia(t, b.podCIDR)
+	a.waitReach(t, a.pod, dst, 10*time.Second)
 }
 
 // Close stops wireguard-go but leaves the TUN device, its address and
