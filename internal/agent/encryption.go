@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -90,13 +91,8 @@ func encryptionStatus(cfg *config.Config, wg wireGuardStatus) agentapi.Encryptio
 		return out
 	}
 	out.Engine, out.KeyID, out.ListenPort = string(st.Engine), st.KeyID, st.ListenPort
-	for _, o := range []struct {
-		on   bool
-		name string
-	}{{st.Offloads.TUNVnetHdr, "tun-vnet-hdr"}, {st.Offloads.TUNUSO, "tun-uso"}, {st.Offloads.UDPGSO, "udp-gso"}, {st.Offloads.UDPGRO, "udp-gro"}} {
-		if o.on {
-			out.Offloads = append(out.Offloads, o.name)
-		}
+	if o := st.Offloads.String(); o != "none" {
+		out.Offloads = strings.Split(o, ",")
 	}
 	for _, p := range st.Peers {
 		ep := agentapi.EncryptionPeer{Node: p.Node, KeyID: p.KeyID, RxBytes: p.RxBytes, TxBytes: p.TxBytes}
