@@ -43,15 +43,17 @@ func (m *Manager) ensureLink(d wireguard.Device) (config.WireGuardEngine, error)
 			return have, nil
 		}
 		m.log().Info("replacing WireGuard device of the other engine", "device", d.Name, "have", have, "want", d.Engine)
-		if u, ok := m.user[d.Name]; ok {
-			delete(m.user, d.Name)
-			if err := u.stop(); err != nil {
-				return "", fmt.Errorf("stop WireGuard device %s: %w", d.Name, err)
-			}
+		if err := m.stopUserspace(d.Name); err != nil {
+			return "", err
 		}
 		if err := m.h.LinkDel(link); err != nil {
 			return "", fmt.Errorf("delete WireGuard device %s (engine %s, want %s): %w", d.Name, have, d.Engine, err)
 		}
+	}
+	// No interface: a userspace engine still running for it (deleted
+	// under it) is stopped before a new one starts.
+	if err := m.stopUserspace(d.Name); err != nil {
+		return "", err
 	}
 	switch d.Engine {
 	case config.EngineKernel:
@@ -96,12 +98,30 @@ func (m *Manager) runUserspace(d wireguard.Device) error {
 	if u, ok := m.user[d.Name]; ok && u.running() {
 		return u.ensureUAPI()
 	}
+	// wireguard-go closes a device whose TUN failed: start anew.
+	if err := m.stopUserspace(d.Name); err != nil {
+		return err
+	}
 	u, err := m.startUserspace(d.Name, d.MTU)
 	if err != nil {
 		return fmt.Errorf("WireGuard device %s (userspace engine): %w", d.Name, err)
 	}
 	m.user[d.Name] = u
 	m.log().Info("running userspace WireGuard device", "device", d.Name, "offloads", u.offloads.String())
+	return nil
+}
+
+// stopUserspace stops the userspace engine this Manager runs for name, if
+// any (its TUN interface stays).
+func (m *Manager) stopUserspace(name string) error {
+	u, ok := m.user[name]
+	if !ok {
+		return nil
+	}
+	delete(m.user, name)
+	if err := u.stop(); err != nil {
+		return fmt.Errorf("stop WireGuard device %s: %w", name, err)
+	}
 	return nil
 }
 

@@ -11,11 +11,13 @@
 // for both engines: a userspace device serves the UAPI socket
 // /var/run/wireguard/<device>.sock, the fixed directory wgctrl and wg(8)
 // look in (per mount namespace: two userspace devices of the same name need
-// two mount namespaces). The private key is read from the key file at every
-// EnsureDevice, so rotating a key is writing a new file and calling it again.
-// Address, MTU and link state go through netlink. Listen port and key are
-// written only when they differ (writing a listen port makes wireguard-go
-// rebind its sockets).
+// two mount namespaces). wireguard-go creates the socket with umask 077,
+// so only root reaches it: whoever can connect can read the private key.
+// The private key is read from the key file at every EnsureDevice, so
+// rotating a key is writing a new file and calling it again. Address, MTU
+// and link state go through netlink. Listen port and key are written only
+// when they differ (writing a listen port makes wireguard-go rebind its
+// sockets).
 //
 // Restart. The userspace engine's TUN device is persistent (TUNSETPERSIST):
 // when the agent stops, the interface, its address and the routes through it
@@ -118,11 +120,8 @@ func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
-	for name, u := range m.user {
-		if err := u.stop(); err != nil {
-			errs = append(errs, fmt.Errorf("stop WireGuard device %s: %w", name, err))
-		}
-		delete(m.user, name)
+	for name := range m.user {
+		errs = append(errs, m.stopUserspace(name))
 	}
 	if m.opts.NetnsPath != "" {
 		m.h.Close()
@@ -172,11 +171,8 @@ func (m *Manager) RemoveDevice(ctx context.Context, name string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if u, ok := m.user[name]; ok {
-		delete(m.user, name)
-		if err := u.stop(); err != nil {
-			return fmt.Errorf("stop WireGuard device %s: %w", name, err)
-		}
+	if err := m.stopUserspace(name); err != nil {
+		return err
 	}
 	delete(m.nodes, name)
 	link, err := m.h.LinkByName(name)
