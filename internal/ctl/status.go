@@ -63,6 +63,10 @@ type StatusSummary struct {
 	IsolatedEgress  int `json:"isolatedEgress"`
 	Routes          int `json:"routes"`
 	FastPathActive  int `json:"fastPathActive"`
+	// Encrypted counts the nodes with encryption on, and
+	// EncryptedPeersNoHandshake their WireGuard peers without a handshake.
+	Encrypted                 int `json:"encrypted,omitempty"`
+	EncryptedPeersNoHandshake int `json:"encryptedPeersNoHandshake,omitempty"`
 }
 
 // statusFetcher asks a node's agent for its status; tests replace it.
@@ -212,7 +216,11 @@ func (o *Options) collectStatus(ctx context.Context, fetch statusFetcher, timeou
 //   - the Node's NetworkUnavailable condition is not True.
 //
 // Peers the routing controller could not program and a fast path the
-// kernel refused are warnings: pod networking works without them.
+// kernel refused are warnings: pod networking works without them. With
+// encryption on, so are an unreadable WireGuard device, a WireGuard peer
+// without a handshake and a peer reached without the tunnel (no key): the
+// agent's own problems and controllers judge the node, these say where
+// encrypted traffic does not flow (yet).
 func judge(ns *NodeStatus, node *corev1.Node, pod *corev1.Pod) {
 	bad := func(format string, a ...any) { ns.Unhealthy = append(ns.Unhealthy, fmt.Sprintf(format, a...)) }
 	for _, c := range node.Status.Conditions {
@@ -275,6 +283,7 @@ func judge(ns *NodeStatus, node *corev1.Node, pod *corev1.Pod) {
 	if st.FastPath.State == agentapi.FastPathNotLoad {
 		ns.Warnings = append(ns.Warnings, "fast path unavailable: "+st.FastPath.Reason)
 	}
+	encryptionWarnings(ns)
 	ns.Healthy = len(ns.Unhealthy) == 0
 }
 
@@ -309,6 +318,10 @@ func summarize(nodes []NodeStatus) StatusSummary {
 		s.Routes += n.Agent.Routing.Routes
 		if n.Agent.FastPath.State == agentapi.FastPathActive {
 			s.FastPathActive++
+		}
+		if encrypted(n.Agent) {
+			s.Encrypted++
+			s.EncryptedPeersNoHandshake += len(n.Agent.Encryption.Peers) - n.Agent.Encryption.PeersWithHandshake
 		}
 	}
 	return s

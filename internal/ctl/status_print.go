@@ -15,12 +15,20 @@ import (
 // reasons and warnings, then the summary line.
 func printStatus(w io.Writer, rep *StatusReport, wide bool) error {
 	headers := []string{"NODE", "AGENT", "READY", "VERSION", "MODE", "MTU", "PEERS", "ROUTES", "POLICIES", "ISOLATED", "FASTPATH", "LAST SYNC", "ERRORS"}
+	enc := showEncryption(rep)
+	if enc {
+		headers = append(headers[:11], append([]string{"ENCRYPTION"}, headers[11:]...)...)
+	}
 	if wide {
 		headers = append(headers, "RESTARTS", "SYNCS", "REASON")
 	}
 	t := NewTable(w, headers...)
 	for _, n := range rep.Nodes {
-		t.Row(statusRow(n, wide)...)
+		row := statusRow(n, wide)
+		if enc {
+			row = append(row[:11], append([]string{encryptionCell(n.Agent)}, row[11:]...)...)
+		}
+		t.Row(row...)
 	}
 	if err := t.Flush(); err != nil {
 		return err
@@ -156,6 +164,7 @@ func age(d time.Duration) string {
 }
 
 func summaryLine(s StatusSummary) string {
-	return fmt.Sprintf("%d nodes: %d healthy, %d unhealthy; %d policies; %d pods isolated for ingress, %d for egress; %d routes; fast path active on %d/%d",
-		s.Nodes, s.Healthy, s.Unhealthy, s.Policies, s.IsolatedIngress, s.IsolatedEgress, s.Routes, s.FastPathActive, s.Nodes)
+	return fmt.Sprintf("%d nodes: %d healthy, %d unhealthy; %d policies; %d pods isolated for ingress, %d for egress; %d routes; fast path active on %d/%d%s",
+		s.Nodes, s.Healthy, s.Unhealthy, s.Policies, s.IsolatedIngress, s.IsolatedEgress, s.Routes, s.FastPathActive, s.Nodes,
+		encryptionSummary(s))
 }

@@ -234,3 +234,63 @@ func TestStatusWithoutTrellis(t *testing.T) {
 		t.Errorf("status --parallel 0: exit %d, stderr %q; want 2 naming the flag", code, errOut.String())
 	}
 }
+
+func TestStatusShowsEncryption(t *testing.T) {
+	hs := statusNow.Add(-30 * time.Second)
+	enc := func(node string, strict bool, peers ...agentapi.EncryptionPeer) *agentapi.Status {
+		st := healthyStatus(node)
+		st.Routing.Peers[0].Mode = "wireguard"
+		st.Encryption = agentapi.Encryption{Mode: "wireguard", Strict: strict, Device: "trellis.wg", Engine: "userspace",
+			KeyID: "k-" + node, ListenPort: 51871, Offloads: []string{"tun-vnet-hdr"}, Peers: peers}
+		for _, p := range peers {
+			if p.LastHandshake != nil {
+				st.Encryption.PeersWithHandshake++
+			}
+		}
+		return st
+	}
+	a := enc("a", true, agentapi.EncryptionPeer{Node: "b", KeyID: "k-b", LastHandshake: &hs})
+	b := enc("b", false, agentapi.EncryptionPeer{Node: "a", KeyID: "k-a"})
+	c := enc("c", true)
+	c.Routing.Peers[0].Mode = "native" // a peer without a key
+	d := enc("d", true)
+	d.Encryption.Error = "no such device"
+	fetch := &fakeFetcher{status: map[string]*agentapi.Status{"a": a, "b": b, "c": c, "d": d}}
+	var objs []runtime.Object
+	for _, n := range []string{"a", "b", "c", "d"} {
+		objs = append(objs, clusterNode(n, ""), agentPod(n, corev1.PodRunning, true))
+	}
+	o, out := statusOptions(objs...)
+	if err := o.runStatus(context.Background(), fetch, statusFlags{agentTimeout: time.Second, parallel: 8}); err != nil {
+		t.Fatalf("encryption warnings must not make a node unhealthy: %v\n%s", err, out.String())
+	}
+	got := out.String()
+	for _, want := range []string{
+		"ENCRYPTION",
+		"userspace k-a 1/1",
+		"userspace k-b 0/1, not strict",
+		"b warning: encryption: no handshake with node a (key k-a) yet",
+		"c warning: encryption: peer peer is reached by native, not WireGuard (no public key published): strict mode drops its traffic",
+		"d warning: encryption: WireGuard device trellis.wg unreadable: no such device",
+		"; encryption on 4/4, 1 peer(s) without a handshake",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("status output lacks %q:\n%s", want, got)
+		}
+	}
+	lines := strings.Split(got, "\n")
+	if col := strings.Index(lines[0], "ENCRYPTION"); col < 0 || !strings.HasPrefix(lines[4][col:], "error") {
+		t.Errorf("node d's ENCRYPTION cell is not \"error\":\n%s", got)
+	}
+
+	// Without encryption anywhere, the table keeps its columns.
+	out.Reset()
+	plain := &fakeFetcher{status: map[string]*agentapi.Status{"a": healthyStatus("a"), "b": healthyStatus("b"),
+		"c": healthyStatus("c"), "d": healthyStatus("d")}}
+	if err := o.runStatus(context.Background(), plain, statusFlags{agentTimeout: time.Second, parallel: 8}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "ENCRYPTION") || strings.Contains(out.String(), "encryption on") {
+		t.Errorf("a cluster without encryption shows it:\n%s", out.String())
+	}
+}
