@@ -11,7 +11,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -117,19 +116,6 @@ func (t *trellisDevice) Status() helperStatus {
 			out.Handshakes++
 		}
 	}
-	var offl []string
-	for _, f := range []struct {
-		on   bool
-		name string
-	}{{st.Offloads.TUNVnetHdr, "TUN vnet header (TSO/checksum)"}, {st.Offloads.TUNUSO, "TUN UDP segmentation"},
-		{st.Offloads.UDPGSO, "UDP GSO"}, {st.Offloads.UDPGRO, "UDP GRO"}} {
-		if f.on {
-			offl = append(offl, f.name)
-		}
-	}
-	if len(offl) == 0 {
-		offl = []string{"none"}
-	}
-	out.Offloads = strings.Join(offl, ", ")
+	out.Offloads = st.Offloads.String() // tun-vnet-hdr: TSO and checksum offload on the TUN device
 	return out
 }
