@@ -179,6 +179,11 @@ func (b *bench) report(rows []dpbench.Row, offloads []string, status []string) {
 		"Trellis device engine %s, masquerade table on both nodes, fast path %s, congestion control %s\n\n",
 		b.o.runs, b.o.seconds, b.o.engine, fp, cc)
 	dpbench.Report(os.Stdout, rows)
+	fmt.Println("\nper-round ratios (each round's two sides share the machine's drift):")
+	for _, r := range rows {
+		p := r.Paired()
+		fmt.Printf("  %-68s median %.3f (%.3f–%.3f)\n", r.Name, p.Median, p.Min, p.Max)
+	}
 	fmt.Println("\noffloads negotiated:")
 	for _, l := range offloads {
 		fmt.Println("  " + l)

@@ -200,6 +200,19 @@ func Interleave(runs int, a, b func() (float64, error), done func(run int, a, b 
 	return as, bs, nil
 }
 
+// Paired summarises the per-round ratios Subj[i]/Base[i] of an
+// interleaved row: on a machine whose speed drifts, each round's two sides
+// share the drift, so the ratios spread less than the two sides do.
+func (r Row) Paired() Stats {
+	var v []float64
+	for i := range min(len(r.Base), len(r.Subj)) {
+		if r.Base[i] != 0 {
+			v = append(v, r.Subj[i]/r.Base[i])
+		}
+	}
+	return Summarise(v)
+}
+
 // Stats summarise samples: median, minimum and maximum.
 type Stats struct {
 	Median  float64   `json:"median"`

@@ -28,3 +28,14 @@ func TestReportVerdicts(t *testing.T) {
 		t.Errorf("long row's baseline column at rune %d, header's at %d:\n%s", len([]rune(lines[3][:got])), len([]rune(lines[0][:col])), buf.String())
 	}
 }
+
+func TestPairedRatios(t *testing.T) {
+	r := Row{Base: []float64{10, 20, 5}, Subj: []float64{9, 22, 5}}
+	p := r.Paired()
+	if p.Median != 1 || p.Min != 0.9 || p.Max != 1.1 || len(p.Samples) != 3 {
+		t.Errorf("Paired = %+v, want median 1 (0.9–1.1) over 3 rounds", p)
+	}
+	if got := (Row{Base: []float64{0, 2}, Subj: []float64{1, 1}}).Paired(); len(got.Samples) != 1 || got.Median != 0.5 {
+		t.Errorf("a zero baseline must be left out: %+v", got)
+	}
+}
