@@ -180,6 +180,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	m.SetFeature(metrics.FeatureVXLAN, cfg.RoutingMode != config.ModeNative)
 	m.SetFeature(metrics.FeatureMasquerade, d.nft != nil && cfg.MasqueradeEnabled())
 	m.SetFeature(metrics.FeatureNetworkPolicy, d.policyNFT != nil && cfg.NetworkPolicyEnabled())
+	m.SetFeature(metrics.FeatureEncryption, cfg.EncryptionEnabled())
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(d.api.events)
 	defer broadcaster.Shutdown()
