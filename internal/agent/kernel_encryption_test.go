@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/netnstest"
@@ -53,6 +57,16 @@ func TestKernelAgentEncryption(t *testing.T) {
 	node2 := node("node2", "10.0.1.12", "10.244.2.0/24")
 	node2.Annotations = map[string]string{wireguard.AnnotationPublicKey: k2.String()}
 	client := fake.NewClientset(node("node1", "10.0.1.11", "10.244.1.0/24"), node2, node("node3", "10.0.1.13", "10.244.3.0/24"))
+	// What the device held when the rotation's patch went out.
+	var atRotationPatch atomic.Value
+	client.PrependReactor("patch", "nodes", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if p, ok := a.(k8stesting.PatchAction); ok && strings.Contains(string(p.GetPatch()), wireguard.AnnotationRotated) {
+			if st, err := wg.Status(cfg.WireGuard.Device); err == nil {
+				atRotationPatch.Store(st.PublicKey.String())
+			}
+		}
+		return false, nil, nil
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -115,6 +129,9 @@ func TestKernelAgentEncryption(t *testing.T) {
 			device().PublicKey.String() == a[wireguard.AnnotationPublicKey]
 	})
 	t.Logf("rotation: new key published and on the device after %v", took)
+	if got := atRotationPatch.Load(); got != self()[wireguard.AnnotationPublicKey] {
+		t.Errorf("the device held %v when the new key was published, want the new key (peers' handshakes with it would be lost)", got)
+	}
 	key, err := wireguard.LoadKey(cfg.WireGuard.KeyFile)
 	if err != nil || key.PublicKey().String() != self()[wireguard.AnnotationPublicKey] {
 		t.Errorf("key file %v (%v) does not hold the published key", key.PublicKey(), err)
