@@ -348,11 +348,10 @@ func TestRenderMetricsListen(t *testing.T) {
 	}
 }
 
-// Encryption values reach the agent's configuration; unless the engine is
-// kernel the agent gets /dev/net/tun and a per-pod /var/run/wireguard
-// (also with encryption none, so that the ConfigMap alone turns encryption
-// on) without any privilege beyond the documented set; the kernel engine
-// mounts neither. An unknown encryption is refused.
+// Encryption values reach the agent's configuration; the userspace engine
+// gets /dev/net/tun and a per-pod /var/run/wireguard without any privilege
+// beyond the documented set; encryption off (the default) or the kernel
+// engine mount neither. An unknown encryption is refused.
 func TestRenderEncryption(t *testing.T) {
 	type result struct {
 		config    string
@@ -383,8 +382,8 @@ func TestRenderEncryption(t *testing.T) {
 	if !strings.Contains(off.config, "encryption: none") || strings.Contains(off.config, "encryptionStrict") {
 		t.Errorf("default config.yaml %q: want encryption none and no encryptionStrict (it needs wireguard)", off.config)
 	}
-	if _, ok := off.mounts["/dev/net/tun"]; !ok {
-		t.Error("the default manifest does not mount /dev/net/tun: turning encryption on in the ConfigMap would fail")
+	if _, ok := off.mounts["/dev/net/tun"]; ok {
+		t.Error("encryption off mounts /dev/net/tun")
 	}
 
 	on := get("config.encryption=wireguard", "config.wireguard.port=51999")
@@ -407,11 +406,8 @@ func TestRenderEncryption(t *testing.T) {
 	if s := get("config.encryption=wireguard", "config.encryptionStrict=false").config; !strings.Contains(s, "encryptionStrict: false") {
 		t.Errorf("encryptionStrict=false not rendered:\n%s", s)
 	}
-	k := get("config.encryption=wireguard", "config.wireguard.engine=kernel")
-	_, tunK := k.mounts["/dev/net/tun"]
-	_, runK := k.mounts["/var/run/wireguard"]
-	if tunK || runK || len(k.mounts) != len(off.mounts)-2 {
-		t.Errorf("kernel engine: mounts %v, want the default ones without /dev/net/tun and /var/run/wireguard", k.mounts)
+	if k := get("config.encryption=wireguard", "config.wireguard.engine=kernel"); len(k.mounts) != len(off.mounts) {
+		t.Errorf("kernel engine: mounts %v, want those of encryption off (no TUN)", k.mounts)
 	}
 	if _, err := Render(Options{Chart: chartDir, Set: []string{"config.encryption=ipsec"}}); err == nil || !strings.Contains(err.Error(), "ipsec") {
 		t.Errorf("config.encryption=ipsec: err = %v, want a refusal", err)

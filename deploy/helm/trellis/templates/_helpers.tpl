@@ -79,16 +79,15 @@ keeps the loopback and a flag built from the downward API overrides it.
 {{- end -}}
 
 {{/*
-"true" unless config.wireguard.engine is kernel: the agent may then run
-the userspace WireGuard engine, which needs /dev/net/tun and a writable
-/var/run/wireguard. Mounted whatever config.encryption says, so that
-encryption can be turned on by editing the ConfigMap alone.
+"true" when the agent may run the userspace WireGuard engine (encryption
+wireguard, engine auto or userspace): it then needs /dev/net/tun and a
+writable /var/run/wireguard. Empty otherwise.
 */}}
 {{- define "trellis.wireguardTUN" -}}
 {{- $c := .Values.config -}}
-{{- if not (has $c.encryption (list "none" "wireguard")) -}}
-{{- fail (printf "config.encryption: %q is not one of none, wireguard" $c.encryption) -}}
-{{- else if ne $c.wireguard.engine "kernel" -}}
+{{- if and (eq $c.encryption "wireguard") (ne $c.wireguard.engine "kernel") -}}
 true
+{{- else if not (has $c.encryption (list "none" "wireguard")) -}}
+{{- fail (printf "config.encryption: %q is not one of none, wireguard" $c.encryption) -}}
 {{- end -}}
 {{- end -}}
