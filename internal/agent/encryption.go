@@ -70,6 +70,18 @@ func (k keyFile) Load() (wgtypes.Key, error) {
 
 func (k keyFile) Rotate() (wgtypes.Key, error) { return wireguard.RotateKey(k.path) }
 
+// deviceKey returns the public key the WireGuard device holds (node setup
+// publishes a rotated key once the device has it); nil with encryption off.
+func deviceKey(cfg *config.Config, wg wireGuardStatus) func() (wgtypes.Key, error) {
+	if wg == nil || !cfg.EncryptionEnabled() {
+		return nil
+	}
+	return func() (wgtypes.Key, error) {
+		st, err := wg.Status(cfg.WireGuard.Device)
+		return st.PublicKey, err
+	}
+}
+
 // encryptionStatus is /v1/status's encryption section: the configuration
 // and, when encryption is on, the device's engine, key id and peers.
 func encryptionStatus(cfg *config.Config, wg wireGuardStatus) agentapi.Encryption {
