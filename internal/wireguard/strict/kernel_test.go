@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/drops"
 	"github.com/trellisnet/trellis/internal/netnstest"
 	"github.com/trellisnet/trellis/internal/nftwatch"
 	"github.com/trellisnet/trellis/internal/syncrunner"
@@ -280,7 +281,7 @@ func TestKernelStrictDropsPlaintextToRemotePods(t *testing.T) {
 	l.viaUplink(t)
 	var repairs []time.Duration
 	for i := 0; i < 3; i++ {
-		time.Sleep(150 * time.Millisecond) // past the least interval since the last sync
+		time.Sleep(300 * time.Millisecond) // past the least interval since the last sync (and the resync our own commit triggers)
 		if out, err := l.node.Exec("nft", "flush", "ruleset"); err != nil {
 			t.Fatalf("nft flush ruleset: %v %s", err, out)
 		}
@@ -391,5 +392,54 @@ func nftIn(t *testing.T, n *netnstest.Node, ruleset string) {
 	}
 	if out, err := n.Exec("nft", "-f", f); err != nil {
 		t.Fatalf("nft -f %s: %v %s", ruleset, err, out)
+	}
+}
+
+// With the deny log on, a dropped packet reaches the nflog group with a
+// prefix `trellisctl drops` decodes as the verdict "unencrypted", naming
+// both addresses.
+func TestKernelStrictDenyLog(t *testing.T) {
+	l := newStrictLab(t)
+	const group = 7
+	d := Compute(pfx("10.244.1.0/24"), pfx("10.244.0.0/16"), pfx("10.244.1.0/24", "10.244.2.0/24"), device, group)
+	var r *drops.Reader
+	if err := l.node.NS.Do(func(ns.NetNS) error {
+		nft, err := NewNFT()
+		if err != nil {
+			return err
+		}
+		if err := Apply(context.Background(), nft, d); err != nil {
+			return err
+		}
+		r, err = drops.Open(group)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if send(t, l.podConn, remotePod, farPort, l.rx, 300*time.Millisecond) {
+		t.Fatal("pod to remote pod via the uplink received in plaintext")
+	}
+	src, err := drops.NewSource(drops.Config{Node: "n1", Group: group, Ring: drops.NewRing(8, 0, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.SetDeadline(time.Now().Add(2 * time.Second))
+	for {
+		recs, err := r.Receive()
+		if err != nil {
+			t.Fatalf("no deny-log record: %v", err)
+		}
+		for i := range recs {
+			got, ok := src.Decode(&recs[i])
+			if !ok {
+				t.Fatalf("record %+v not decoded", recs[i])
+			}
+			if got.Verdict != drops.VerdictUnencrypted || got.Src.IP != localPod || got.Dst.IP != remotePod || got.Dst.Port != farPort {
+				t.Fatalf("drop %+v, want verdict unencrypted %s -> %s:%d", got, localPod, remotePod, farPort)
+			}
+			t.Logf("deny log: %s %s -> %s:%d (prefix %q)", got.Verdict, got.Src.IP, got.Dst.IP, got.Dst.Port, recs[i].Prefix)
+			return
+		}
 	}
 }
