@@ -51,13 +51,7 @@ type Config struct {
 	// (nftwatch.Watch opened for unix.NFPROTO_INET and TableName): each
 	// one triggers a sync, so a change made by another process (nft flush
 	// ruleset) is repaired at once instead of at the next periodic sync.
-	Watch TableWatch
-}
-
-// TableWatch reports the committed transactions touching the table
-// (nftwatch.Watch).
-type TableWatch interface {
-	Run(ctx context.Context, fn func(nftwatch.Change)) error
+	Watch nftwatch.Runner
 }
 
 // Controller keeps the strict table equal to what the Nodes and the
