@@ -82,6 +82,9 @@ func run() error {
 	if trellisVersion == "" {
 		trellisVersion = gitOut("describe", "--tags", "--always", "--dirty")
 	}
+	// The commit measured is the one at the start: work may be committed
+	// while the run goes on.
+	commit := gitOut("rev-parse", "--short", "HEAD")
 	for _, c := range strings.Split(labs, ",") {
 		switch c {
 		case lab.CNITrellis:
@@ -128,7 +131,7 @@ func run() error {
 	rep := compare.Report{
 		Date:    start,
 		Command: command,
-		Commit:  gitOut("rev-parse", "--short", "HEAD"),
+		Commit:  commit,
 		Machine: machine(),
 		Results: results,
 		Method:  o.Method(),

@@ -118,6 +118,8 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 			defer d.masqWatch.Close()
 		}
 	}
+	d.strict = openStrictKernel(cfg.EncryptionStrictEnabled())
+	defer d.strict.close()
 	closeWireGuard, err := d.setUpEncryption(ctx, cfg)
 	if err != nil {
 		return err
@@ -169,6 +171,8 @@ type deps struct {
 	// masqWatch does the same for the masquerade table; nil leaves its
 	// repair to the periodic sync.
 	masqWatch *nftwatch.Watch
+	// strict is encryption's strict table (encryption_strict.go).
+	strict strictKernel
 	// procStatus is the /proc status file capabilities are read from
 	// (empty: /proc/self/status).
 	procStatus string
@@ -250,6 +254,11 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		runners = append(runners, masqRunner)
 	}
 
+	strictEnc, err := newStrictEncryption(cfg, d.strict, nodeInf, nodeLister, dpStatus, m.Registry, runnerOpts)
+	if err != nil {
+		return err
+	}
+	runners = append(runners, strictEnc.runners...)
 	if d.forward != nil {
 		runners = append(runners, newHostFWRunner(cfg, d.forward, nodeLister, recorder, runnerOpts))
 	}
@@ -387,6 +396,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	}{
 		{policyWatch, "Cannot watch the policy table; every policy sync now reads it back"},
 		{masqWatch, "Cannot watch the masquerade table; only the periodic sync repairs it"},
+		{strictEnc.watch, "Cannot watch the strict encryption table; only the periodic sync repairs it"},
 	} {
 		if w.run == nil {
 			continue
