@@ -36,6 +36,7 @@ type options struct {
 	runs     int
 	seconds  int
 	fastPath bool
+	strict   bool
 	hold     time.Duration
 	cc       string
 	engine   string
@@ -56,6 +57,7 @@ func main() {
 	flag.IntVar(&o.seconds, "seconds", 5, "duration of each measurement")
 	flag.StringVar(&o.cc, "congestion", "", "TCP congestion control of the iperf3 client (-C); empty: the kernel's default")
 	flag.StringVar(&o.engine, "engine", "userspace", "the Trellis device's engine (config wireguard.engine): userspace, kernel or auto")
+	flag.BoolVar(&o.strict, "strict", true, "install encryption's strict table (internal/wireguard/strict) on both nodes, as the agent does with encryptionStrict on")
 	flag.BoolVar(&o.fastPath, "fastpath", true, "attach the eBPF fast path (internal/fastpath) on both nodes, as the agent does by default")
 	flag.DurationVar(&o.hold, "hold", 0, "after measuring, keep the namespaces this long for inspection (ip netns list | grep trl-bw)")
 	flag.Parse()
@@ -142,6 +144,11 @@ func run(o options) (err error) {
 	if err := b.syncFastPath(); err != nil {
 		return err
 	}
+	if o.strict {
+		if err := b.setupStrict(); err != nil {
+			return err
+		}
+	}
 	if err := b.startTunnels(); err != nil {
 		return err
 	}
@@ -158,6 +165,9 @@ func run(o options) (err error) {
 		return err
 	}
 	status := b.trellisStatus()
+	if o.strict {
+		status = append(status, b.strictDrops()...)
+	}
 	b.report(rows, offl, status)
 	if o.hold > 0 {
 		fmt.Fprintf(os.Stderr, "holding the namespaces for %v\n", o.hold)
@@ -176,8 +186,8 @@ func (b *bench) report(rows []dpbench.Row, offloads []string, status []string) {
 		cc = defaultCC() + " (the kernel's default)"
 	}
 	fmt.Printf("\nbench-encryption: %d runs x %ds each, sides interleaved, two node namespaces on one veth, pods by trellis-cni, "+
-		"Trellis device engine %s, masquerade table on both nodes, fast path %s, congestion control %s\n\n",
-		b.o.runs, b.o.seconds, b.o.engine, fp, cc)
+		"Trellis device engine %s, strict table %s, masquerade table on both nodes, fast path %s, congestion control %s\n\n",
+		b.o.runs, b.o.seconds, b.o.engine, onOff(b.o.strict), fp, cc)
 	dpbench.Report(os.Stdout, rows)
 	fmt.Println("\nper-round ratios (each round's two sides share the machine's drift):")
 	for _, r := range rows {
@@ -207,4 +217,11 @@ func trimNL(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/dpbench"
 	"github.com/trellisnet/trellis/internal/wireguard"
+	"github.com/trellisnet/trellis/internal/wireguard/strict"
 )
 
 // writeKey creates a private key file (0600) and returns its public key.
@@ -313,6 +314,24 @@ func (b *bench) trellisStatus() []string {
 			}
 			lines = append(lines, l)
 		}
+	}
+	return lines
+}
+
+// strictDrops is each node's strict table drop counter (nft list counter).
+func (b *bench) strictDrops() []string {
+	var lines []string
+	for _, n := range b.nodes {
+		out, err := exec.Command("ip", "netns", "exec", n.NSName, "nft", "list", "counter", "inet", strict.TableName,
+			strict.CounterName).CombinedOutput()
+		l := strings.Join(strings.Fields(string(out)), " ")
+		if i := strings.LastIndex(l, "packets "); err == nil && i >= 0 {
+			l = l[i:]
+			if j := strings.Index(l, "}"); j >= 0 {
+				l = strings.TrimSpace(l[:j])
+			}
+		}
+		lines = append(lines, fmt.Sprintf("%s: strict table drops: %s", n.Name, l))
 	}
 	return lines
 }

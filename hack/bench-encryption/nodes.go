@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/dpbench/benchnet"
+	"github.com/trellisnet/trellis/internal/wireguard/strict"
 )
 
 // node is one node namespace with its pods.
@@ -92,4 +96,31 @@ func (n *node) linkBytes(dev string) (uint64, error) {
 		return 0, fmt.Errorf("%s on %s: %w", dev, n.Name, err)
 	}
 	return l.Attrs().Statistics.RxBytes, nil
+}
+
+// setupStrict installs encryption's strict table on both nodes as the
+// agent does with encryptionStrict on: traffic to the encrypted pods'
+// CIDRs (cluster CIDR 10.91.0.0/16) may leave only by the WireGuard
+// device. The plaintext pods (10.92.0.0/16) and the hand-built tunnel's
+// addresses are outside it.
+func (b *bench) setupStrict() error {
+	var all []netip.Prefix
+	for _, n := range b.nodes {
+		all = append(all, n.podCIDR)
+	}
+	for _, n := range b.nodes {
+		d := strict.Compute([]netip.Prefix{n.podCIDR}, []netip.Prefix{netip.MustParsePrefix("10.91.0.0/16")}, all,
+			config.DefaultWireGuardDevice, 0)
+		err := n.NS.Do(func(ns.NetNS) error {
+			nft, err := strict.NewNFT()
+			if err != nil {
+				return err
+			}
+			return strict.Apply(context.Background(), nft, d)
+		})
+		if err != nil {
+			return fmt.Errorf("strict table on %s: %w", n.Name, err)
+		}
+	}
+	return nil
 }
