@@ -237,7 +237,7 @@ func (b *bench) program(mode config.RoutingMode) error {
 func (b *bench) throughput(name, baseNS, baseDstNS, baseDst, podNS, podDstNS, podDst string,
 	logf func(string, ...any)) ([]dpbench.Row, error) {
 	var rows []dpbench.Row
-	def, seen := defaultCC(), map[string]bool{}
+	def, seen := dpbench.DefaultCongestion(), map[string]bool{}
 	for _, cc := range strings.Split(b.o.cc, ",") {
 		if cc = strings.TrimSpace(cc); cc == "default" || cc == "" {
 			cc = def
@@ -260,16 +260,6 @@ func (b *bench) throughput(name, baseNS, baseDstNS, baseDst, podNS, podDstNS, po
 		rows = append(rows, r)
 	}
 	return rows, nil
-}
-
-// defaultCC is the kernel's default TCP congestion control (new network
-// namespaces, such as the bench's, inherit it).
-func defaultCC() string {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // setupMasquerade installs the agent's masquerade table on both nodes (so

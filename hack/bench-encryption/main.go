@@ -183,7 +183,7 @@ func (b *bench) report(rows []dpbench.Row, offloads []string, status []string) {
 	}
 	cc := b.o.cc
 	if cc == "" {
-		cc = defaultCC() + " (the kernel's default)"
+		cc = dpbench.DefaultCongestion() + " (the kernel's default)"
 	}
 	fmt.Printf("\nbench-encryption: %d runs x %ds each, sides interleaved, two node namespaces on one veth, pods by trellis-cni, "+
 		"Trellis device engine %s, strict table %s, masquerade table on both nodes, fast path %s, congestion control %s\n\n",
@@ -202,21 +202,6 @@ func (b *bench) report(rows []dpbench.Row, offloads []string, status []string) {
 	for _, l := range status {
 		fmt.Println("  " + l)
 	}
-}
-
-func defaultCC() string {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
-	if err != nil {
-		return "?"
-	}
-	return string(trimNL(b))
-}
-
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 func onOff(b bool) string {

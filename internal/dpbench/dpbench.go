@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -156,6 +158,17 @@ func RRLoop(c net.Conn, d time.Duration) (float64, error) {
 		n++
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// DefaultCongestion is the kernel's default TCP congestion control (new
+// network namespaces, such as the benchmarks', inherit it); "?" when it
+// cannot be read.
+func DefaultCongestion() string {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // Row is one figure: baseline and Trellis samples and the target ratio.
