@@ -105,7 +105,7 @@ func (l *Lab) SetAgentMode(t testing.TB, node, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := labnode.WriteAgentConfig(spec, mode); err != nil {
+	if err := labnode.WriteAgentConfig(spec, mode, spec.Encryption); err != nil {
 		t.Fatal(err)
 	}
 	l.KillAgent(t, node)
