@@ -118,6 +118,8 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 			defer d.masqWatch.Close()
 		}
 	}
+	d.strict = openStrictKernel()
+	defer d.strict.close()
 	return run(ctx, cfg, d)
 }
 
@@ -160,6 +162,8 @@ type deps struct {
 	// masqWatch does the same for the masquerade table; nil leaves its
 	// repair to the periodic sync.
 	masqWatch *nftwatch.Watch
+	// strict is encryption's strict table (encryption_strict.go).
+	strict strictKernel
 	// procStatus is the /proc status file capabilities are read from
 	// (empty: /proc/self/status).
 	procStatus string
@@ -239,6 +243,11 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		runners = append(runners, masqRunner)
 	}
 
+	strictEnc, err := newStrictEncryption(cfg, d.strict, nodeInf, nodeLister, dpStatus, m.Registry, runnerOpts)
+	if err != nil {
+		return err
+	}
+	runners = append(runners, strictEnc.runners...)
 	if d.forward != nil {
 		runners = append(runners, newHostFWRunner(cfg, d.forward, nodeLister, recorder, runnerOpts))
 	}
@@ -376,6 +385,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	}{
 		{policyWatch, "Cannot watch the policy table; every policy sync now reads it back"},
 		{masqWatch, "Cannot watch the masquerade table; only the periodic sync repairs it"},
+		{strictEnc.watch, "Cannot watch the strict encryption table; only the periodic sync repairs it"},
 	} {
 		if w.run == nil {
 			continue

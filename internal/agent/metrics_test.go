@@ -26,6 +26,7 @@ import (
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/wireguard/strict"
 )
 
 type noKernel struct{}
@@ -51,6 +52,10 @@ func agentRegistry(t *testing.T) *prometheus.Registry {
 		Interfaces: podlink.NewWatcher(podlink.WatchOptions{}), Registerer: m.Registry,
 		Informers: policy.Informers{Pods: f.Core().V1().Pods().Informer(), Namespaces: f.Core().V1().Namespaces().Informer(),
 			NetworkPolicies: f.Networking().V1().NetworkPolicies().Informer()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := strict.New(strict.Config{NodeName: "n1", Nodes: nodes, Device: "trellis.wg",
+		NFT: knftables.NewFake(knftables.InetFamily, strict.TableName), Registerer: m.Registry}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := conntrack.New(conntrack.Config{Kernel: &ctnetlink.Netlink{}, Registerer: m.Registry}); err != nil {
@@ -125,7 +130,7 @@ func documented(t *testing.T) map[string][]string {
 	return out
 }
 
-var metricNameRE = regexp.MustCompile(`^trellis_(agent|routing|masq|policy|fastpath|conntrack)_[a-z0-9]+(_[a-z0-9]+)*$`)
+var metricNameRE = regexp.MustCompile(`^trellis_(agent|routing|masq|policy|fastpath|conntrack|encryption)_[a-z0-9]+(_[a-z0-9]+)*$`)
 
 // Every metric the agent registers is named trellis_<subsystem>_<name>
 // (or is trellis_build_info, trellis_feature_enabled, or one of
@@ -142,7 +147,7 @@ func TestMetricNamesFollowTheSchemeAndAreDocumented(t *testing.T) {
 			continue
 		}
 		if !metricNameRE.MatchString(name) && name != "trellis_build_info" && name != "trellis_feature_enabled" {
-			t.Errorf("metric %s does not follow trellis_<subsystem>_<name> (subsystems agent, routing, masq, policy, fastpath, conntrack)", name)
+			t.Errorf("metric %s does not follow trellis_<subsystem>_<name> (subsystems agent, routing, masq, policy, fastpath, conntrack, encryption)", name)
 		}
 		doc, ok := docs[name]
 		if !ok {

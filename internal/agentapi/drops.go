@@ -27,8 +27,10 @@ type Drop struct {
 	// Verdict says why it was dropped: "policy" (Pod is isolated in
 	// Direction and no rule of Group admits the packet), "spoofed" (the
 	// source address is not the sending pod's), "pending" (Pod's interface
-	// is not programmed yet and its namespace may be isolated) or "pending
-	// known-address" (a pod address seen on an unprogrammed interface).
+	// is not programmed yet and its namespace may be isolated), "pending
+	// known-address" (a pod address seen on an unprogrammed interface) or
+	// "unencrypted" (encryption's strict mode: a packet to another node's
+	// pod that would have left by another device than the WireGuard one).
 	Verdict string `json:"verdict"`
 	// Pod is the local pod whose isolation (or address check) dropped the
 	// packet: the destination for ingress, the source for egress.

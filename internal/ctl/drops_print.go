@@ -81,6 +81,8 @@ func VerdictText(d agentapi.Drop, wide bool) string {
 		s = fmt.Sprintf("pending: %s is not programmed yet and its namespace may be isolated for %s", pod, d.Direction)
 	case "pending known-address":
 		s = "pending: a pod address on an interface not programmed yet"
+	case "unencrypted":
+		s = "strict encryption: a packet to another node's pod would have left unencrypted"
 	default:
 		s = d.Verdict
 	}

@@ -81,9 +81,12 @@ func TestDropPrinter(t *testing.T) {
 	_ = p.print(d)
 	d.Verdict, d.Direction, d.Pod = "spoofed", "", "shop/web-1"
 	_ = p.print(d)
+	d.Verdict = "unencrypted"
+	_ = p.print(d)
 	out := tab.String()
 	for _, want := range []string{"TIME", "NODE", "shop/web-1", "shop/db-0", "5432", "TCP", "ingress",
-		"isolated for ingress", "policies: shop/db-only-from-api", "group ing-0123", "10.244.1.5:40000 > 10.244.2.7:5432", "anti-spoofing"} {
+		"isolated for ingress", "policies: shop/db-only-from-api", "group ing-0123", "10.244.1.5:40000 > 10.244.2.7:5432", "anti-spoofing",
+		"would have left unencrypted"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

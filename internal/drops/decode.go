@@ -79,10 +79,14 @@ const (
 	VerdictSpoofed      = "spoofed"
 	VerdictPending      = "pending"
 	VerdictPendingKnown = "pending known-address"
+	// VerdictUnencrypted: encryption's strict mode dropped a packet to
+	// another node's pod that would have left by another device than the
+	// WireGuard device (internal/wireguard/strict).
+	VerdictUnencrypted = "unencrypted"
 )
 
-// Prefix is the parsed log prefix of a policy-table drop rule:
-// "trellis-deny <reason>: " (internal/policy denyStatement).
+// Prefix is the parsed log prefix of a drop rule: "trellis-deny <reason>: "
+// (internal/policy denyRules, internal/wireguard/strict).
 type Prefix struct {
 	Verdict   string
 	Direction string // ingress, egress or "" (spoofed, pending known-address)
@@ -92,11 +96,12 @@ type Prefix struct {
 // PrefixTag starts every deny-log prefix.
 const PrefixTag = "trellis-deny "
 
-// ParsePrefix reads the prefixes the policy table writes:
+// ParsePrefix reads the prefixes the policy and strict encryption tables
+// write:
 //
 //	trellis-deny ingress ing-<h>:      trellis-deny egress eg-<h>:
 //	trellis-deny spoofed:              trellis-deny pending ingress|egress:
-//	trellis-deny pending known-address:
+//	trellis-deny pending known-address: trellis-deny unencrypted:
 func ParsePrefix(s string) (Prefix, error) {
 	rest, ok := strings.CutPrefix(s, PrefixTag)
 	if !ok {
@@ -107,6 +112,8 @@ func ParsePrefix(s string) (Prefix, error) {
 	switch {
 	case len(f) == 1 && f[0] == "spoofed":
 		return Prefix{Verdict: VerdictSpoofed}, nil
+	case len(f) == 1 && f[0] == "unencrypted":
+		return Prefix{Verdict: VerdictUnencrypted}, nil
 	case len(f) == 2 && f[0] == "pending" && f[1] == "known-address":
 		return Prefix{Verdict: VerdictPendingKnown}, nil
 	case len(f) == 2 && f[0] == "pending" && (f[1] == "ingress" || f[1] == "egress"):

@@ -77,6 +77,7 @@ func TestParsePrefix(t *testing.T) {
 		"trellis-deny pending ingress: ":              {Verdict: VerdictPending, Direction: "ingress"},
 		"trellis-deny pending egress: ":               {Verdict: VerdictPending, Direction: "egress"},
 		"trellis-deny pending known-address: ":        {Verdict: VerdictPendingKnown},
+		"trellis-deny unencrypted: ":                  {Verdict: VerdictUnencrypted},
 	} {
 		got, err := ParsePrefix(in)
 		if err != nil || got != want {
@@ -188,6 +189,12 @@ func TestDecodeNamesPodsAndVerdict(t *testing.T) {
 		rec:  Record{Time: ts, Prefix: "trellis-deny spoofed: ", InDev: 9, Payload: ipv4("10.244.1.7", "10.244.2.9", protoICMP, 0, 0, 5)},
 		want: agentapi.Drop{Time: ts, Node: "n1", Protocol: "ICMP", Verdict: "spoofed",
 			Src: agentapi.Endpoint{IP: "10.244.1.7", Pod: "x/b"}, Dst: agentapi.Endpoint{IP: "10.244.2.9", Pod: "y/remote"},
+			Pod: "x/b", Interface: "trl9"},
+	}, {
+		name: "unencrypted: the pod whose packet would have left in plaintext",
+		rec:  Record{Time: ts, Prefix: "trellis-deny unencrypted: ", InDev: 9, OutDev: 2, Payload: ipv4("10.244.1.9", "10.244.2.9", protoTCP, 4000, 80, 5)},
+		want: agentapi.Drop{Time: ts, Node: "n1", Protocol: "TCP", Verdict: "unencrypted",
+			Src: agentapi.Endpoint{IP: "10.244.1.9", Port: 4000, Pod: "x/b"}, Dst: agentapi.Endpoint{IP: "10.244.2.9", Port: 80, Pod: "y/remote"},
 			Pod: "x/b", Interface: "trl9"},
 	}}
 	for _, c := range cases {

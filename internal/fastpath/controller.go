@@ -58,6 +58,10 @@ type Config struct {
 	// ExemptCTMark: connections whose conntrack mark has any of these bits
 	// set stay on the full path (0: none).
 	ExemptCTMark uint32
+	// Encrypted: pod traffic between nodes is encrypted (WireGuard), so
+	// the programs never redirect a pod's packet out of an uplink (see
+	// Desired).
+	Encrypted bool
 	// Off, when set, is asked at every sync whether the fast path is
 	// turned off on this node (the Node's trellis.dev/fast-path annotation):
 	// then the sync detaches it as a disabled controller does, and
@@ -79,6 +83,8 @@ type Controller struct {
 	sys      Sysctls
 	uplinks  func() []string
 	exempt   uint32
+	// encrypted is Config.Encrypted.
+	encrypted bool
 	off      func() bool
 }
 
@@ -97,7 +103,7 @@ func New(cfg Config) (*Controller, error) {
 	}
 	progs := cfg.Programs
 	c := &Controller{k: cfg.Kernel, progs: progs, sys: cfg.Sysctls, uplinks: cfg.Uplinks, ids: map[string]uint32{},
-		exempt: cfg.ExemptCTMark, off: cfg.Off}
+		exempt: cfg.ExemptCTMark, off: cfg.Off, encrypted: cfg.Encrypted}
 	for name, p := range map[string]*ebpf.Program{ProgFromPod: progs.FromPod, ProgToPod: progs.ToPod} {
 		info, err := p.Info()
 		if err != nil {
@@ -142,7 +148,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fast path: %w", err)
 	}
-	d := Desired(links, c.uplinks())
+	d := Desired(links, c.uplinks(), c.encrypted)
 	have, err := c.k.Attached(links)
 	if err != nil {
 		return fmt.Errorf("fast path: %w", err)

@@ -50,7 +50,15 @@ func Generation(name string) uint32 {
 // saying which source address it owns); every uplink present gets
 // trellis_to_pod and an entry allowing it as an egress. Each entry carries
 // its interface's Generation.
-func Desired(links []Link, uplinks []string) State {
+//
+// With encrypted set (encryption: wireguard) no uplink gets an entry:
+// trellis_from_pod redirects only to interfaces in the table, so a pod's
+// packet to another node always takes the full path, where routing sends
+// it into the WireGuard device and strict mode's table sees it; it can
+// never leave by an Ethernet uplink unencrypted. Same-node pod to pod
+// flows keep the fast path, and trellis_to_pod stays on the uplinks for
+// packets arriving for local pods.
+func Desired(links []Link, uplinks []string, encrypted bool) State {
 	up := map[string]bool{}
 	for _, u := range uplinks {
 		if u != "" {
@@ -68,7 +76,9 @@ func Desired(links []Link, uplinks []string) State {
 			}
 		case up[l.Name]:
 			s.Attach = append(s.Attach, Attachment{Index: l.Index, Name: l.Name, Program: ProgToPod})
-			s.Ifaces[uint32(l.Index)] = Iface{Kind: KindUplink, Gen: Generation(l.Name)}
+			if !encrypted {
+				s.Ifaces[uint32(l.Index)] = Iface{Kind: KindUplink, Gen: Generation(l.Name)}
+			}
 		}
 	}
 	sort.Slice(s.Attach, func(i, j int) bool { return s.Attach[i].Index < s.Attach[j].Index })

@@ -18,7 +18,7 @@ func TestDesired(t *testing.T) {
 		{Index: 8, Name: "cni0"},
 		{Index: 4, Name: "trlcccccccccc6", Pod: true, PodIPv4: netip.MustParseAddr("fd00::7")}, // IPv6 only: no entry
 	}
-	got := Desired(links, []string{"eth0", "trellis.vxlan", "", "absent0"})
+	got := Desired(links, []string{"eth0", "trellis.vxlan", "", "absent0"}, false)
 	want := State{
 		Ifaces: map[uint32]Iface{
 			9: {Kind: KindPod, Ipv4: be32(netip.MustParseAddr("10.244.1.7")), Gen: Generation("trl0123456789a")},
@@ -38,8 +38,38 @@ func TestDesired(t *testing.T) {
 		t.Errorf("Desired =\n%+v\nwant\n%+v", got, want)
 	}
 	// No uplinks (routing not synced yet): pods only.
-	if got := Desired(links, nil); len(got.Attach) != 3 || len(got.Ifaces) != 1 {
+	if got := Desired(links, nil, false); len(got.Attach) != 3 || len(got.Ifaces) != 1 {
 		t.Errorf("without uplinks: %+v", got)
+	}
+}
+
+// With encryption on, no uplink is an egress the programs may redirect
+// to (a pod's packet to another node must reach the WireGuard device by
+// the full path); the rest is as without encryption.
+func TestDesiredEncryptedHasNoUplinkEgress(t *testing.T) {
+	links := []Link{
+		{Index: 2, Name: "eth0"},
+		{Index: 7, Name: "trellis.vxlan"},
+		{Index: 11, Name: "trellis.wg"},
+		{Index: 9, Name: "trl0123456789a", Pod: true, PodIPv4: netip.MustParseAddr("10.244.1.7")},
+		{Index: 10, Name: "trl0123456789b", Pod: true, PodIPv4: netip.MustParseAddr("10.244.1.8")},
+	}
+	uplinks := []string{"eth0", "trellis.vxlan"}
+	plain, enc := Desired(links, uplinks, false), Desired(links, uplinks, true)
+	for idx, e := range enc.Ifaces {
+		if e.Kind == KindUplink {
+			t.Errorf("encrypted: interface %d is an uplink egress %+v", idx, e)
+		}
+	}
+	if len(enc.Ifaces) != 2 || enc.Ifaces[9].Kind != KindPod || enc.Ifaces[10].Kind != KindPod {
+		t.Errorf("encrypted: ifaces %+v, want the two pods (same-node flows keep the fast path)", enc.Ifaces)
+	}
+	if !reflect.DeepEqual(enc.Attach, plain.Attach) || !reflect.DeepEqual(enc.PodAddrs, plain.PodAddrs) {
+		t.Errorf("encrypted: attachments %+v / pod addresses %+v differ from the plaintext ones %+v / %+v",
+			enc.Attach, enc.PodAddrs, plain.Attach, plain.PodAddrs)
+	}
+	if plain.Ifaces[2].Kind != KindUplink {
+		t.Errorf("plaintext: eth0 is no uplink egress: %+v", plain.Ifaces)
 	}
 }
 
@@ -54,8 +84,8 @@ func TestGenerationByName(t *testing.T) {
 	if Generation(old) != Generation(podlink.HostName("c0ffee01", "eth0")) {
 		t.Error("one name, two generations")
 	}
-	d1 := Desired([]Link{{Index: 9, Name: old, Pod: true, PodIPv4: netip.MustParseAddr("10.244.1.7")}}, nil)
-	d2 := Desired([]Link{{Index: 9, Name: new, Pod: true, PodIPv4: netip.MustParseAddr("10.244.1.7")}}, nil)
+	d1 := Desired([]Link{{Index: 9, Name: old, Pod: true, PodIPv4: netip.MustParseAddr("10.244.1.7")}}, nil, false)
+	d2 := Desired([]Link{{Index: 9, Name: new, Pod: true, PodIPv4: netip.MustParseAddr("10.244.1.7")}}, nil, false)
 	if d1.Ifaces[9] == d2.Ifaces[9] {
 		t.Errorf("a new pod interface at index 9 with the old one's address keeps its entry %+v", d1.Ifaces[9])
 	}

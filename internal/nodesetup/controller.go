@@ -1,7 +1,8 @@
 // Package nodesetup prepares this node for pods: it reads the own Node,
 // writes the node state file and then the CNI conflist (conflist last, both
 // atomic), installs the plugin binary, sets the forwarding sysctl, publishes
-// what peers need as Node annotations, and sets the NetworkUnavailable
+// what peers need as Node annotations (node IP, VTEP MAC and, with
+// encryption on, the WireGuard public key, rotated on request), and sets the NetworkUnavailable
 // condition to False once the routing controller has programmed routes and
 // the base dataplane (policy and anti-spoofing) is in place, True while the
 // base dataplane fails. The node state file's ready follows the same two,
@@ -90,6 +91,12 @@ type Config struct {
 	Dataplane DataplaneStatus
 	Underlay  UnderlayFinder
 	Sysctls   Sysctls
+	// Keys is this node's WireGuard key (required with encryption on).
+	Keys KeyStore
+	// OnKeyRotated (nil: none) is called after the key was rotated, before
+	// the new public key is published (the routing controller's Trigger,
+	// so the device takes the new private key).
+	OnKeyRotated func()
 	// Sync tunes the controller's runner.
 	Sync syncrunner.Options
 }
@@ -106,6 +113,11 @@ type Controller struct {
 	underlay UnderlayFinder
 	sysctls  Sysctls
 	reporter Reporter
+	keys     KeyStore
+	// onKeyRotated is Config.OnKeyRotated; rotatedFor is the rotation
+	// request last handled (its patch may have failed).
+	onKeyRotated func()
+	rotatedFor   string
 	// foreignLogged are the foreign CNI configs last logged.
 	foreignLogged []string
 	now           func() time.Time
@@ -135,8 +147,11 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Agent == nil || cfg.NodeAPI == nil || cfg.Nodes == nil || cfg.Routes == nil || cfg.Dataplane == nil || cfg.Underlay == nil || cfg.Sysctls == nil {
 		return nil, errors.New("node-setup controller: Agent, NodeAPI, Nodes, Routes, Dataplane, Underlay and Sysctls are required")
 	}
+	if cfg.Agent.EncryptionEnabled() && cfg.Keys == nil {
+		return nil, errors.New("node-setup controller: Keys is required with encryption on")
+	}
 	c := &Controller{cfg: cfg.Agent, nodes: cfg.NodeAPI, lister: cfg.Nodes, routes: cfg.Routes, dp: cfg.Dataplane, underlay: cfg.Underlay,
-		sysctls: cfg.Sysctls, now: time.Now, bootID: podlink.BootID}
+		sysctls: cfg.Sysctls, keys: cfg.Keys, onKeyRotated: cfg.OnKeyRotated, now: time.Now, bootID: podlink.BootID}
 	c.Runner = syncrunner.New("nodesetup", c.Sync, cfg.Sync)
 	return c, nil
 }
@@ -169,7 +184,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 		_ = c.writeState(podCIDRs, 0, false, "node IP interface not found")
 		return fmt.Errorf("find node IP interface: %w", err)
 	}
-	mtu := routing.PodMTU(routing.Params{Mode: c.cfg.RoutingMode, MTU: c.cfg.MTU}, ul.MTU)
+	mtu := routing.PodMTU(routing.ParamsFromConfig(c.cfg), ul.MTU)
 	if err := c.publishAnnotations(ctx, node, nodeIP); err != nil {
 		return err
 	}
@@ -316,7 +331,8 @@ func (c *Controller) writeStateDP(podCIDRs []netip.Prefix, mtu int, ready bool, 
 	return nil
 }
 
-// publishAnnotations sets the trellis.dev/ annotations peers read.
+// publishAnnotations sets the trellis.dev/ annotations peers read, in one
+// patch.
 func (c *Controller) publishAnnotations(ctx context.Context, node *v1.Node, nodeIP netip.Addr) error {
 	want := map[string]string{
 		routing.AnnotationNodeIP: nodeIP.String(),
@@ -334,6 +350,9 @@ func (c *Controller) publishAnnotations(ctx context.Context, node *v1.Node, node
 		if _, ok := node.Annotations[routing.AnnotationVTEPMAC]; ok {
 			patch[routing.AnnotationVTEPMAC] = nil
 		}
+	}
+	if err := c.keyAnnotations(ctx, node, patch); err != nil {
+		return err
 	}
 	if len(patch) == 0 {
 		return nil

@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/trellisnet/trellis/internal/syncrunner"
+	"github.com/trellisnet/trellis/internal/wireguard"
 )
 
 // Dataplane programs the kernel. Implemented by internal/routing/netlinkprog.
@@ -121,7 +122,8 @@ func (c *Controller) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("get own node %s: %w", c.cfg.NodeName, err)
 	}
-	local := LocalNode{Name: self.Name, NodeIP: NodeIP(self), PodCIDRs: PodCIDRs(self)}
+	ownKey, _ := wireguard.PublicKeyFromNode(self)
+	local := LocalNode{Name: self.Name, NodeIP: NodeIP(self), PodCIDRs: PodCIDRs(self), PublicKey: ownKey}
 	if !local.NodeIP.IsValid() {
 		c.setReady(false, "own Node has no IPv4 InternalIP")
 		return fmt.Errorf("node %s has no IPv4 address", c.cfg.NodeName)

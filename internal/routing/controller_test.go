@@ -93,20 +93,22 @@ func TestControllerNativeAcrossSubnetsWarnsOnce(t *testing.T) {
 		t.Errorf("events %q; want exactly one %s warning naming node3 (none for node4 registering, none repeated)", events, ReasonNotOnSameSubnet)
 	}
 	if err := testutil.GatherAndCompare(m, strings.NewReader(`
-# HELP trellis_routing_peer_problems Remote nodes that are not programmed (unreachable in the configured mode, or their data rejected), by reason.
+# HELP trellis_routing_peer_problems Remote nodes that are not programmed (unreachable in the configured mode, or their data rejected) or, encryption on, have no WireGuard key, by reason.
 # TYPE trellis_routing_peer_problems gauge
 trellis_routing_peer_problems{reason="PeerConflictsWithNode"} 0
 trellis_routing_peer_problems{reason="PeerHasInvalidVTEPMAC"} 0
 trellis_routing_peer_problems{reason="PeerHasNoNodeIP"} 0
 trellis_routing_peer_problems{reason="PeerHasNoPodCIDR"} 1
+trellis_routing_peer_problems{reason="PeerHasNoWireGuardKey"} 0
 trellis_routing_peer_problems{reason="PeerNotOnSameSubnet"} 1
 trellis_routing_peer_problems{reason="PeerPodCIDROutsideCluster"} 0
 trellis_routing_peer_problems{reason="PeerPodCIDROverlapsNodeNetwork"} 0
 trellis_routing_peer_problems{reason="RouteHeldByAnotherOwner"} 0
-# HELP trellis_routing_routes_programmed Routes to remote pod subnets programmed, by path (native, vxlan).
+# HELP trellis_routing_routes_programmed Routes to remote pod subnets programmed, by path (native, vxlan, wireguard).
 # TYPE trellis_routing_routes_programmed gauge
 trellis_routing_routes_programmed{path="native"} 1
 trellis_routing_routes_programmed{path="vxlan"} 0
+trellis_routing_routes_programmed{path="wireguard"} 0
 `), "trellis_routing_peer_problems", "trellis_routing_routes_programmed"); err != nil {
 		t.Error(err)
 	}

@@ -1,7 +1,8 @@
-// Package routing computes and applies the routes, VXLAN FDB entries and
-// neighbour entries that carry pod traffic to remote nodes. Desired state is
-// a pure function of the Nodes (Compute); applying it to the kernel goes
-// through the narrow Dataplane interface (implemented in internal/routing/netlinkprog).
+// Package routing computes and applies the routes, VXLAN FDB entries,
+// neighbour entries and WireGuard peers that carry pod traffic to remote
+// nodes. Desired state is a pure function of the Nodes (Compute); applying
+// it to the kernel goes through the narrow Dataplane interface (implemented
+// in internal/routing/netlinkprog).
 package routing
 
 import (
@@ -12,7 +13,10 @@ import (
 	"sort"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/wireguard"
 )
 
 // Path is how traffic to one remote node travels.
@@ -22,6 +26,9 @@ type Path string
 const (
 	PathNative Path = "native"
 	PathVXLAN  Path = "vxlan"
+	// PathWireGuard: through this node's WireGuard device (encryption on
+	// and the peer published a public key).
+	PathWireGuard Path = "wireguard"
 )
 
 // Problem reasons (also metric label values and Event reasons).
@@ -38,6 +45,10 @@ const (
 	// ReasonConflict: a VTEP MAC, node IP or pod CIDR already held by an
 	// earlier-created node or by this node.
 	ReasonConflict = "PeerConflictsWithNode"
+	// ReasonNoWireGuardKey: encryption is on but the peer published no
+	// (valid) WireGuard public key; it keeps the mode's route, where the
+	// strict table drops its traffic (or, strict off, it goes plaintext).
+	ReasonNoWireGuardKey = "PeerHasNoWireGuardKey"
 	// ReasonForeignRoute: a route Trellis does not own holds the
 	// destination of a desired route; it is left alone.
 	ReasonForeignRoute = "RouteHeldByAnotherOwner"
@@ -62,6 +73,9 @@ type LocalNode struct {
 	NodeIP   netip.Addr
 	Underlay Underlay
 	PodCIDRs []netip.Prefix
+	// PublicKey is the WireGuard public key this node published (zero:
+	// none); no peer may claim it.
+	PublicKey wgtypes.Key
 }
 
 // Peer is a remote node as seen in the API.
@@ -74,17 +88,48 @@ type Peer struct {
 	// Created is the Node's creation time: of two conflicting peers, the
 	// earlier-created one keeps the disputed data.
 	Created time.Time
+	// PublicKey is the WireGuard public key the peer published (zero:
+	// none or not a valid key).
+	PublicKey wgtypes.Key
 }
 
-// Params are the mode and VXLAN settings.
+// Params are the mode, VXLAN and encryption settings.
 type Params struct {
 	Mode  config.RoutingMode
 	VXLAN config.VXLAN
+	// Encryption are the WireGuard settings.
+	Encryption Encryption
 	// MTU is the pod MTU override (0: derived from the underlay).
 	MTU int
 	// ClusterCIDRs, when set, must contain every peer pod CIDR; a peer
 	// with a pod CIDR outside them is rejected.
 	ClusterCIDRs []netip.Prefix
+}
+
+// Encryption configures the WireGuard path.
+type Encryption struct {
+	// Enabled: encryption: wireguard. Off, the device (Device) is removed.
+	Enabled bool
+	// Device is the WireGuard interface's name.
+	Device string
+	// Port is the UDP port every node listens on.
+	Port int
+	// Engine is auto, kernel or userspace.
+	Engine config.WireGuardEngine
+}
+
+// ParamsFromConfig returns the routing parameters of an agent configuration.
+func ParamsFromConfig(c *config.Config) Params {
+	return Params{Mode: c.RoutingMode, VXLAN: c.VXLAN, MTU: c.MTU, ClusterCIDRs: c.ClusterCIDRs,
+		Encryption: Encryption{Enabled: c.EncryptionEnabled(), Device: c.WireGuard.Device,
+			Port: c.WireGuard.Port, Engine: c.WireGuard.Engine}}
+}
+
+// WireGuard is the desired WireGuard device and its peers.
+type WireGuard struct {
+	Device wireguard.Device
+	// Peers are the accepted remote nodes that published a key, by name.
+	Peers []wireguard.Peer
 }
 
 // VXLANDevice is the desired overlay device.
@@ -144,10 +189,17 @@ type Desired struct {
 	FDB       []FDBEntry
 	Neighbors []Neighbor
 	Problems  []Problem
-	// Peers counts remote nodes by path ("native", "vxlan", "none").
+	// Peers counts remote nodes by path ("native", "vxlan", "wireguard",
+	// "none").
 	Peers map[string]int
 	// RemoveVXLAN names the agent's VXLAN device to delete (native mode).
 	RemoveVXLAN string
+	// WireGuard is the WireGuard device and its peers, nil when
+	// encryption is off.
+	WireGuard *WireGuard `json:",omitempty"`
+	// RemoveWireGuard names the agent's WireGuard device to delete
+	// (encryption off).
+	RemoveWireGuard string `json:",omitempty"`
 }
 
 // VXLANOverhead is the IPv4 VXLAN encapsulation overhead in bytes
@@ -155,16 +207,23 @@ type Desired struct {
 const VXLANOverhead = 50
 
 // PodMTU is the MTU for pod interfaces: the override when set, else the
-// underlay MTU minus the overhead of the mode (auto may encapsulate, so it
-// reserves the VXLAN overhead too).
+// underlay MTU minus the largest overhead a pod packet may meet: the
+// mode's (auto may encapsulate, so it reserves the VXLAN overhead too) and,
+// with encryption on, WireGuard's (a peer without a key still takes the
+// mode's path, so the larger of the two counts; they never add up, since
+// an encrypted packet does not take VXLAN).
 func PodMTU(p Params, underlayMTU int) int {
 	if p.MTU > 0 {
 		return p.MTU
 	}
-	if p.Mode == config.ModeNative {
-		return underlayMTU
+	overhead := 0
+	if p.Mode != config.ModeNative {
+		overhead = VXLANOverhead
 	}
-	return underlayMTU - VXLANOverhead
+	if p.Encryption.Enabled {
+		overhead = max(overhead, wireguard.OverheadIPv4)
+	}
+	return underlayMTU - overhead
 }
 
 // VTEPMAC derives this node's stable VTEP MAC from its name: locally
@@ -216,6 +275,7 @@ func Compute(local LocalNode, peers []Peer, p Params) *Desired {
 			}
 		}
 	}
+	d.WireGuard, d.RemoveWireGuard = wireGuardDevice(local, p)
 	for _, c := range ipv4Prefixes(local.PodCIDRs) {
 		d.Routes = append(d.Routes, Route{Dst: c, Unreachable: true, Node: local.Name})
 	}
@@ -223,6 +283,12 @@ func Compute(local LocalNode, peers []Peer, p Params) *Desired {
 	d.Problems = problems
 	d.Peers["none"] = len(problems)
 	for _, peer := range accepted {
+		cidrs := ipv4Prefixes(peer.PodCIDRs)
+		if d.WireGuard != nil && peer.PublicKey != (wgtypes.Key{}) {
+			d.Peers[string(PathWireGuard)]++
+			addWireGuardPeer(d, peer, cidrs, p.Encryption.Port)
+			continue
+		}
 		path, prob := choosePath(local, peer, p, d.VXLAN != nil)
 		if prob != nil {
 			d.Problems = append(d.Problems, *prob)
@@ -230,7 +296,12 @@ func Compute(local LocalNode, peers []Peer, p Params) *Desired {
 			continue
 		}
 		d.Peers[string(path)]++
-		cidrs := ipv4Prefixes(peer.PodCIDRs)
+		if d.WireGuard != nil {
+			d.Problems = append(d.Problems, Problem{Node: peer.Name, Reason: ReasonNoWireGuardKey, Message: fmt.Sprintf(
+				"encryption is on but node %s published no valid WireGuard public key (annotation %s); its pods are reached by the %s path, "+
+					"where strict mode drops the traffic (plaintext when encryptionStrict is false)",
+				peer.Name, wireguard.AnnotationPublicKey, path)})
+		}
 		switch path {
 		case PathNative:
 			for _, c := range cidrs {
@@ -248,6 +319,39 @@ func Compute(local LocalNode, peers []Peer, p Params) *Desired {
 	}
 	sortDesired(d)
 	return d
+}
+
+// wireGuardDevice is the desired WireGuard device (encryption on and this
+// node has an IPv4 pod CIDR for its address), else the name of the device
+// to remove (encryption off).
+func wireGuardDevice(local LocalNode, p Params) (*WireGuard, string) {
+	if !p.Encryption.Enabled {
+		return nil, p.Encryption.Device
+	}
+	addr, ok := vtepAddr(local.PodCIDRs)
+	if !ok {
+		return nil, ""
+	}
+	return &WireGuard{Device: wireguard.Device{
+		Name: p.Encryption.Device, Port: p.Encryption.Port,
+		MTU:  local.Underlay.MTU - wireguard.OverheadIPv4,
+		Addr: netip.PrefixFrom(addr, 32), Engine: p.Encryption.Engine,
+	}}, ""
+}
+
+// addWireGuardPeer adds peer as a WireGuard peer (endpoint its node IP,
+// allowed IPs its pod CIDRs) and routes its pod CIDRs into the device.
+// The endpoint is reached by the host's own routes, so a peer on another
+// subnet needs no VXLAN even in native mode.
+func addWireGuardPeer(d *Desired, peer Peer, cidrs []netip.Prefix, port int) {
+	d.WireGuard.Peers = append(d.WireGuard.Peers, wireguard.Peer{
+		Node: peer.Name, PublicKey: peer.PublicKey,
+		Endpoint:   netip.AddrPortFrom(peer.NodeIP, uint16(port)),
+		AllowedIPs: cidrs,
+	})
+	for _, c := range cidrs {
+		d.Routes = append(d.Routes, Route{Dst: c, Dev: d.WireGuard.Device.Name, Path: PathWireGuard, Node: peer.Name})
+	}
 }
 
 func choosePath(local LocalNode, peer Peer, p Params, haveVXLAN bool) (Path, *Problem) {
@@ -278,5 +382,8 @@ func sortDesired(d *Desired) {
 	sort.Slice(d.Routes, func(i, j int) bool { return d.Routes[i].Dst.String() < d.Routes[j].Dst.String() })
 	sort.Slice(d.FDB, func(i, j int) bool { return d.FDB[i].MAC < d.FDB[j].MAC })
 	sort.Slice(d.Neighbors, func(i, j int) bool { return d.Neighbors[i].IP.Less(d.Neighbors[j].IP) })
-	sort.Slice(d.Problems, func(i, j int) bool { return d.Problems[i].Node < d.Problems[j].Node })
+	sort.SliceStable(d.Problems, func(i, j int) bool { return d.Problems[i].Node < d.Problems[j].Node })
+	if d.WireGuard != nil {
+		sort.Slice(d.WireGuard.Peers, func(i, j int) bool { return d.WireGuard.Peers[i].Node < d.WireGuard.Peers[j].Node })
+	}
 }

@@ -19,25 +19,28 @@ type routingMetrics struct {
 const metricsPrefix = "trellis_routing_"
 
 // peerPaths are the values of trellis_routing_peers' path label.
-var peerPaths = []string{string(PathNative), string(PathVXLAN), "none"}
+var peerPaths = []string{string(PathNative), string(PathVXLAN), string(PathWireGuard), "none"}
+
+// routePaths are the values of trellis_routing_routes_programmed's path label.
+var routePaths = []Path{PathNative, PathVXLAN, PathWireGuard}
 
 // problemReasons are the values of trellis_routing_peer_problems' reason label.
 var problemReasons = []string{ReasonNotOnSameSubnet, ReasonNoNodeIP, ReasonNoPodCIDR, ReasonBadVTEPMAC,
-	ReasonPodCIDROutsideCluster, ReasonPodCIDROverlapsNode, ReasonConflict, ReasonForeignRoute}
+	ReasonPodCIDROutsideCluster, ReasonPodCIDROverlapsNode, ReasonConflict, ReasonForeignRoute, ReasonNoWireGuardKey}
 
 func newRoutingMetrics() *routingMetrics {
 	m := &routingMetrics{
 		routes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: metricsPrefix + "routes_programmed",
-			Help: "Routes to remote pod subnets programmed, by path (native, vxlan).",
+			Help: "Routes to remote pod subnets programmed, by path (native, vxlan, wireguard).",
 		}, []string{"path"}),
 		peers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: metricsPrefix + "peers",
-			Help: "Remote nodes known, by path (native, vxlan, none).",
+			Help: "Remote nodes known, by path (native, vxlan, wireguard, none).",
 		}, []string{"path"}),
 		peerProblems: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: metricsPrefix + "peer_problems",
-			Help: "Remote nodes that are not programmed (unreachable in the configured mode, or their data rejected), by reason.",
+			Help: "Remote nodes that are not programmed (unreachable in the configured mode, or their data rejected) or, encryption on, have no WireGuard key, by reason.",
 		}, []string{"reason"}),
 		fdbEntries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metricsPrefix + "vxlan_fdb_entries",
@@ -49,7 +52,7 @@ func newRoutingMetrics() *routingMetrics {
 		}),
 	}
 	// Every label value is exported from the start (0 until a sync says otherwise).
-	for _, p := range []Path{PathNative, PathVXLAN} {
+	for _, p := range routePaths {
 		m.routes.WithLabelValues(string(p))
 	}
 	for _, p := range peerPaths {
@@ -78,7 +81,7 @@ func (m *routingMetrics) observe(d *Desired) {
 	for _, r := range d.Routes {
 		counts[r.Path]++
 	}
-	for _, p := range []Path{PathNative, PathVXLAN} {
+	for _, p := range routePaths {
 		m.routes.WithLabelValues(string(p)).Set(float64(counts[p]))
 	}
 	for _, p := range peerPaths {

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 
 	v1 "k8s.io/api/core/v1"
+
+	"github.com/trellisnet/trellis/internal/wireguard"
 )
 
 // Node annotations the agent publishes for its peers.
@@ -51,6 +53,7 @@ func PodCIDRs(n *v1.Node) []netip.Prefix {
 
 // PeerFromNode converts a Node into a Peer.
 func PeerFromNode(n *v1.Node) Peer {
+	key, _ := wireguard.PublicKeyFromNode(n)
 	return Peer{Name: n.Name, NodeIP: NodeIP(n), PodCIDRs: PodCIDRs(n), VTEPMAC: n.Annotations[AnnotationVTEPMAC],
-		Created: n.CreationTimestamp.Time}
+		Created: n.CreationTimestamp.Time, PublicKey: key}
 }

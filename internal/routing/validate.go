@@ -6,6 +6,10 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/trellisnet/trellis/internal/wireguard"
 )
 
 // Peer data comes from Node objects that other nodes write (addresses,
@@ -15,7 +19,8 @@ import (
 // a Problem.
 //
 // Conflicts between two peers (the same VTEP MAC, the same node IP,
-// overlapping pod CIDRs, or a pod CIDR holding the other's node IP) are
+// overlapping pod CIDRs, a pod CIDR holding the other's node IP, or, with
+// encryption on, the same WireGuard public key) are
 // decided by age: peers are taken in order of creation (then name), each
 // claims its MAC, node IP and pod CIDRs, and a peer whose data collides
 // with an earlier claim is rejected whole. So a node that joins later can
@@ -45,18 +50,24 @@ func screenPeers(local LocalNode, peers []Peer, p Params) ([]Peer, []Problem) {
 		return a.Name < b.Name
 	})
 	c := newClaims()
-	c.claim(local.Name+" (this node)", VTEPMAC(local.Name), local.NodeIP, ipv4Prefixes(local.PodCIDRs))
+	key := func(k wgtypes.Key) wgtypes.Key {
+		if !p.Encryption.Enabled {
+			return wgtypes.Key{} // keys are not used: never a conflict
+		}
+		return k
+	}
+	c.claim(local.Name+" (this node)", VTEPMAC(local.Name), local.NodeIP, ipv4Prefixes(local.PodCIDRs), key(local.PublicKey))
 	accepted := make([]Peer, 0, len(candidates))
 	for _, peer := range candidates {
 		mac := effectiveMAC(peer)
 		cidrs := ipv4Prefixes(peer.PodCIDRs)
-		if holder, what := c.conflict(mac, peer.NodeIP, cidrs); holder != "" {
+		if holder, what := c.conflict(mac, peer.NodeIP, cidrs, key(peer.PublicKey)); holder != "" {
 			problems = append(problems, Problem{Node: peer.Name, Reason: ReasonConflict, Message: fmt.Sprintf(
 				"node %s publishes %s, already held by node %s; node %s is not programmed (the earlier node keeps it)",
 				peer.Name, what, holder, peer.Name)})
 			continue
 		}
-		c.claim(peer.Name, mac, peer.NodeIP, cidrs)
+		c.claim(peer.Name, mac, peer.NodeIP, cidrs, key(peer.PublicKey))
 		accepted = append(accepted, peer)
 	}
 	return accepted, problems
@@ -147,9 +158,11 @@ func joinPrefixes(ps []netip.Prefix) string {
 	return strings.Join(s, ", ")
 }
 
-// claims records which node holds which VTEP MAC, node IP and pod CIDR.
+// claims records which node holds which VTEP MAC, node IP, pod CIDR and
+// WireGuard public key.
 type claims struct {
 	macs  map[string]string
+	keys  map[wgtypes.Key]string
 	ips   map[netip.Addr]string
 	order []netip.Addr // ips in claim order, for stable messages
 	cidrs []heldPrefix
@@ -161,11 +174,15 @@ type heldPrefix struct {
 }
 
 func newClaims() *claims {
-	return &claims{macs: map[string]string{}, ips: map[netip.Addr]string{}}
+	return &claims{macs: map[string]string{}, keys: map[wgtypes.Key]string{}, ips: map[netip.Addr]string{}}
 }
 
-func (c *claims) claim(owner, mac string, ip netip.Addr, cidrs []netip.Prefix) {
+// claim records owner's data; a zero key claims nothing.
+func (c *claims) claim(owner, mac string, ip netip.Addr, cidrs []netip.Prefix, key wgtypes.Key) {
 	c.macs[mac] = owner
+	if key != (wgtypes.Key{}) {
+		c.keys[key] = owner
+	}
 	c.ips[ip] = owner
 	c.order = append(c.order, ip)
 	for _, p := range cidrs {
@@ -175,9 +192,12 @@ func (c *claims) claim(owner, mac string, ip netip.Addr, cidrs []netip.Prefix) {
 
 // conflict returns the holder of the first claim the data collides with
 // and a description of the disputed item ("" when none).
-func (c *claims) conflict(mac string, ip netip.Addr, cidrs []netip.Prefix) (holder, what string) {
+func (c *claims) conflict(mac string, ip netip.Addr, cidrs []netip.Prefix, key wgtypes.Key) (holder, what string) {
 	if h, ok := c.macs[mac]; ok {
 		return h, "VTEP MAC " + mac
+	}
+	if h, ok := c.keys[key]; ok && key != (wgtypes.Key{}) {
+		return h, "WireGuard public key " + wireguard.KeyID(key) + " (key id)"
 	}
 	if h, ok := c.ips[ip]; ok {
 		return h, "node IP " + ip.String()

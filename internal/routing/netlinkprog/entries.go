@@ -102,6 +102,10 @@ func (n *Programmer) kernelRoute(r routing.Route, links map[string]int) (netlink
 		links[r.Dev] = idx
 	}
 	nr.Gw, nr.LinkIndex = net.IP(r.Gw.AsSlice()), idx
+	if !r.Gw.IsValid() {
+		// Straight into the device (WireGuard): a link-scope route.
+		nr.Scope = netlink.SCOPE_LINK
+	}
 	if r.OnLink {
 		nr.Flags = int(netlink.FLAG_ONLINK)
 	}

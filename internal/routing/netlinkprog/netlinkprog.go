@@ -1,8 +1,10 @@
 // Package netlinkprog programs the routing controller's desired state into
 // the kernel with netlink: the VXLAN device, routes to remote pod subnets
 // (tagged with RouteProtocol so leftovers are recognised), static FDB and
-// neighbour entries. Every operation is idempotent; nothing is flushed:
-// existing state is adopted when it matches and replaced or deleted when not.
+// neighbour entries; the WireGuard device and its peers go through a
+// wireguard.Kernel (internal/wireguard/wgdev) before the routes into it.
+// Every operation is idempotent; nothing is flushed: existing state is
+// adopted when it matches and replaced or deleted when not.
 package netlinkprog
 
 import (
@@ -22,6 +24,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/sysctl"
+	"github.com/trellisnet/trellis/internal/wireguard"
 )
 
 // RouteProtocol tags every route the agent installs (rtnetlink protocol
@@ -40,6 +43,9 @@ type Programmer struct {
 	NetnsPath string
 	// SysctlRoot is where net sysctls are written (empty: /proc/sys).
 	SysctlRoot string
+	// WireGuard programs the WireGuard device and its peers (nil:
+	// encryption unsupported; a desired device is then an error).
+	WireGuard wireguard.Kernel
 }
 
 var _ routing.Dataplane = (*Programmer)(nil)
@@ -89,10 +95,16 @@ func (n *Programmer) Underlay(nodeIP netip.Addr) (routing.Underlay, error) {
 	return ul, nil
 }
 
-// Apply programs d. Order: device, FDB and neighbours, routes (add/replace),
-// then deletions of what is no longer wanted (routes first).
+// Apply programs d. Order: WireGuard device and peers, VXLAN device, FDB
+// and neighbours, routes (add/replace), then deletions of what is no
+// longer wanted (routes first, then devices).
 func (n *Programmer) Apply(ctx context.Context, d *routing.Desired) error {
 	logger := klog.FromContext(ctx).WithName("netlinkprog")
+	if d.WireGuard != nil {
+		if err := n.applyWireGuard(ctx, logger, d.WireGuard); err != nil {
+			return err
+		}
+	}
 	var vx netlink.Link
 	if d.VXLAN != nil {
 		l, err := n.ensureVXLAN(logger, d.VXLAN)
@@ -107,13 +119,22 @@ func (n *Programmer) Apply(ctx context.Context, d *routing.Desired) error {
 			return err
 		}
 	}
-	if err := n.syncRoutes(logger, d); err != nil {
-		return err
+	routesErr := n.syncRoutes(logger, d)
+	var foreign *routing.ForeignRouteError
+	if routesErr != nil && !errors.As(routesErr, &foreign) {
+		return routesErr
 	}
 	if d.RemoveVXLAN != "" {
-		return n.deleteVXLAN(logger, d.RemoveVXLAN)
+		if err := n.deleteVXLAN(logger, d.RemoveVXLAN); err != nil {
+			return err
+		}
 	}
-	return nil
+	if d.RemoveWireGuard != "" {
+		if err := n.removeWireGuard(ctx, logger, d.RemoveWireGuard); err != nil {
+			return err
+		}
+	}
+	return routesErr
 }
 
 // deleteVXLAN removes the agent's VXLAN device (mode changed to native).
