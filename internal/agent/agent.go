@@ -120,6 +120,11 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 	}
 	d.strict = openStrictKernel()
 	defer d.strict.close()
+	closeWireGuard, err := d.setUpEncryption(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeWireGuard()
 	return run(ctx, cfg, d)
 }
 
@@ -140,9 +145,13 @@ type deps struct {
 	version string
 	api     api
 	// routes programs the routing controller's routes, VXLAN device, FDB
-	// and neighbours.
-	routes  *netlinkprog.Programmer
-	sysctls nodesetup.Sysctls
+	// and neighbours (and, encryption on, the WireGuard device through
+	// its WireGuard field).
+	routes *netlinkprog.Programmer
+	// wireGuard reads the WireGuard device's state for /v1/status (nil:
+	// encryption off).
+	wireGuard wireGuardStatus
+	sysctls   nodesetup.Sysctls
 	// fastPath programs the eBPF fast path; nil leaves it alone (tests).
 	fastPath *fastpath.Kernel
 	// nft is the masquerade table's interface; nil disables the controller.
@@ -209,7 +218,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 
 	var setupCtl *nodesetup.Controller
 	routeCtl, err := routing.New(routing.Config{NodeName: cfg.NodeName,
-		Params: routing.Params{Mode: cfg.RoutingMode, VXLAN: cfg.VXLAN, MTU: cfg.MTU, ClusterCIDRs: cfg.ClusterCIDRs},
+		Params: routing.ParamsFromConfig(cfg),
 		Nodes:  nodeLister, Kernel: d.routes, Recorder: recorder, Registerer: m.Registry, Sync: runnerOpts,
 		OnReadyChange: func() { setupCtl.Trigger() }})
 	if err != nil {
@@ -218,13 +227,14 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	// The base dataplane's status follows the policy controller's syncs.
 	dpStatus := newDataplaneStatus(d.policyNFT != nil, runnerOpts.Observer)
 	setupCtl, err = nodesetup.New(nodesetup.Config{Agent: cfg, NodeAPI: d.api.nodes, Nodes: nodeLister,
-		Routes: routeCtl, Dataplane: dpStatus, Underlay: d.routes, Sysctls: d.sysctls, Sync: runnerOpts})
+		Routes: routeCtl, Dataplane: dpStatus, Underlay: d.routes, Sysctls: d.sysctls, Sync: runnerOpts,
+		Keys: keyStore(ctx, cfg), OnKeyRotated: routeCtl.Trigger})
 	if err != nil {
 		return err
 	}
 	dpStatus.onChange(setupCtl.Trigger)
 	setupCtl.SetReporter(probs)
-	status := &statusSource{cfg: cfg, version: d.version, routes: routeCtl, probs: probs, nodes: nodeLister}
+	status := &statusSource{cfg: cfg, version: d.version, routes: routeCtl, probs: probs, nodes: nodeLister, wireGuard: d.wireGuard}
 	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
 	var policyWatch, masqWatch func(context.Context) error
 	var masqRunner *syncrunner.Runner

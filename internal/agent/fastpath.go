@@ -75,7 +75,7 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 		return err == nil && fastpath.OffByAnnotation(n.Annotations)
 	}
 	ctl, err := fastpath.New(fastpath.Config{Kernel: k, Programs: progs, Sysctls: sys, Uplinks: uplinks,
-		ExemptCTMark: cfg.FastPathExemptCTMark, Off: off, Sync: opts})
+		ExemptCTMark: cfg.FastPathExemptCTMark, Encrypted: cfg.EncryptionEnabled(), Off: off, Sync: opts})
 	if err != nil {
 		progs.Close()
 		return nil, nil, nil, err

@@ -35,6 +35,8 @@ type statusSource struct {
 	// fastPathErr why the kernel refused it.
 	fastPath    *syncrunner.Runner
 	fastPathErr error
+	// wireGuard reads the WireGuard device (nil: encryption off).
+	wireGuard wireGuardStatus
 }
 
 func (s *statusSource) handler() http.Handler {
@@ -74,6 +76,7 @@ func (s *statusSource) status() agentapi.Status {
 			GroupsIngress: c.GroupsIngress, GroupsEgress: c.GroupsEgress}
 	}
 	st.FastPath = s.fastPathStatus()
+	st.Encryption = encryptionStatus(s.cfg, s.wireGuard)
 	if s.probs != nil {
 		if p := s.probs.Active(); len(p) > 0 {
 			st.Problems = p

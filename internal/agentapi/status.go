@@ -31,6 +31,7 @@ type Status struct {
 	Routing     Routing      `json:"routing"`
 	Policy      Policy       `json:"policy"`
 	FastPath    FastPath     `json:"fastPath"`
+	Encryption  Encryption   `json:"encryption"`
 	// Problems are the conditions keeping the node NotReady (reason:
 	// message), as reported in the Node's Events.
 	Problems  map[string]string `json:"problems,omitempty"`
@@ -63,7 +64,7 @@ type Controller struct {
 
 // Routing is what the routing controller's last successful sync programmed.
 type Routing struct {
-	// Routes to remote pod subnets (native and VXLAN).
+	// Routes to remote pod subnets (native, VXLAN and WireGuard).
 	Routes int `json:"routes"`
 	// Peers are the remote nodes, by name.
 	Peers []Peer `json:"peers,omitempty"`
@@ -79,8 +80,8 @@ const (
 // Peer is one remote node as the routing controller sees it.
 type Peer struct {
 	Node string `json:"node"`
-	// Mode is the path traffic to it takes: native or vxlan ("" when
-	// not programmed).
+	// Mode is the path traffic to it takes: native, vxlan or wireguard
+	// ("" when not programmed).
 	Mode    string `json:"mode,omitempty"`
 	State   string `json:"state"`
 	Routes  int    `json:"routes"`
@@ -129,4 +130,44 @@ type Dataplane struct {
 	BootID string `json:"bootID,omitempty"`
 	// Error is set when the node state file could not be read.
 	Error string `json:"error,omitempty"`
+}
+
+// Encryption is the state of pod traffic encryption between nodes: the
+// configuration and, when it is on, what the WireGuard device holds now.
+// It never carries a private key.
+type Encryption struct {
+	// Mode is the configured encryption: none or wireguard.
+	Mode string `json:"mode"`
+	// Strict is true when strict mode is on (encryptionStrict).
+	Strict bool `json:"strict"`
+	// Device is the WireGuard interface's name (encryption on).
+	Device string `json:"device,omitempty"`
+	// Engine is the engine in use: kernel or userspace ("" before the
+	// device exists).
+	Engine string `json:"engine,omitempty"`
+	// KeyID is the short id of this node's public key (wireguard.KeyID).
+	KeyID      string `json:"keyID,omitempty"`
+	ListenPort int    `json:"listenPort,omitempty"`
+	// Offloads names the segmentation offloads a userspace device runs
+	// with (tun-vnet-hdr, tun-uso, udp-gso, udp-gro).
+	Offloads []string `json:"offloads,omitempty"`
+	// Peers are the device's peers, by node; PeersWithHandshake counts
+	// those with a completed handshake.
+	Peers              []EncryptionPeer `json:"peers,omitempty"`
+	PeersWithHandshake int              `json:"peersWithHandshake"`
+	// Error is set when the device could not be read.
+	Error string `json:"error,omitempty"`
+}
+
+// EncryptionPeer is one WireGuard peer as the device holds it.
+type EncryptionPeer struct {
+	Node     string `json:"node,omitempty"`
+	KeyID    string `json:"keyID"`
+	Endpoint string `json:"endpoint,omitempty"`
+	// AllowedIPs are the prefixes routed to (and accepted from) the peer.
+	AllowedIPs []string `json:"allowedIPs,omitempty"`
+	// LastHandshake is the last completed handshake (nil: none yet).
+	LastHandshake *time.Time `json:"lastHandshake,omitempty"`
+	RxBytes       int64      `json:"rxBytes"`
+	TxBytes       int64      `json:"txBytes"`
 }
