@@ -51,8 +51,12 @@ func (w *world) attack(t *testing.T, srcs []int, dst int, payload []byte, d time
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
-				if _, err := tcpSend(srcNS, dstNS, dstIP, data, 200*time.Millisecond); !errors.Is(err, errConnect) {
+				_, err := tcpSend(srcNS, dstNS, dstIP, data, 200*time.Millisecond)
+				if err == nil || !errors.Is(err, errConnect) && !errors.Is(err, errServer) {
 					connected.Add(1)
+				}
+				if errors.Is(err, errServer) {
+					time.Sleep(50 * time.Millisecond)
 				}
 			}
 		}()
@@ -102,7 +106,7 @@ func (w *world) waitReachable(t *testing.T, src, dst int, within time.Duration, 
 func (w *world) testPortBlocked(t *testing.T) {
 	dst := w.otherSubnet(t, 0)
 	unblock, list := nftBlock(t, w.nodes[dst], "trellis-e2e-wgblock",
-		fmt.Sprintf("chain in { type filter hook prerouting priority -300; udp dport %d counter drop; }", wgPort))
+		fmt.Sprintf("chain pre { type filter hook prerouting priority -300; udp dport %d counter drop; }", wgPort))
 	w.expectNoPlaintextAndNoAnswer(t, "port-blocked", dst, true)
 	t.Logf("%s: %s", w.nodes[dst], list())
 	unblock()
@@ -120,7 +124,7 @@ func (w *world) testKeyWithdrawn(t *testing.T) {
 	node := w.nodes[dst]
 	cp := l.State.Topology.ControlPlane.Addr.String()
 	unblock, _ := nftBlock(t, node, "trellis-e2e-noapi",
-		fmt.Sprintf("chain out { type filter hook output priority -300; ip daddr %s tcp dport 6443 drop; }", cp))
+		fmt.Sprintf("chain outp { type filter hook output priority -300; ip daddr %s tcp dport 6443 drop; }", cp))
 	t.Cleanup(func() { w.ensureKey(t, node) })
 	annotate(t, node, wireguard.AnnotationPublicKey, nil)
 	cidr := routing.PodCIDRs(getNode(t, node))[0].String()
@@ -185,7 +189,8 @@ func (w *world) testKill9(t *testing.T) {
 	l.KillAgent(t, w.nodes[0])
 	l.KillAgent(t, w.nodes[dst])
 	restart := time.Since(start)
-	time.Sleep(3 * time.Second)
+	// Time for TCP to come out of its retransmission backoff.
+	time.Sleep(8 * time.Second)
 	r := s.Stop(t, "kill9")
 	got := sc.stop(t, rampProbe)
 	figure(t, "kill -9 of the agents on %s and %s (%s until both Ready) during a stream: payload on the switch %d times, %d WireGuard datagrams; "+

@@ -45,8 +45,12 @@ func (w *world) tcpTransfer(t *testing.T, i, j int, data []byte, timeout time.Du
 	return mss, nil
 }
 
-// errConnect marks a TCP transfer whose connection was never established.
-var errConnect = errors.New("connect")
+// errConnect marks a TCP transfer whose connection was never established;
+// errServer one whose server could not be started.
+var (
+	errConnect = errors.New("connect")
+	errServer  = errors.New("the test's server")
+)
 
 // tcpSend sends data from the namespace srcNS to the test's server at
 // dstIP in dstNS over a new TCP connection and checks that every byte
@@ -59,7 +63,7 @@ func tcpSend(srcNS, dstNS, dstIP string, data []byte, timeout time.Duration) (ms
 		ln, err = net.Listen("tcp4", net.JoinHostPort(dstIP, port))
 		return err
 	}); err != nil {
-		return 0, fmt.Errorf("the test's server: %w", err)
+		return 0, fmt.Errorf("%w: %v", errServer, err)
 	}
 	defer ln.Close()
 	got := make(chan []byte, 1)
