@@ -182,6 +182,10 @@ func (c *Capture) signal(sig syscall.Signal) {
 // PID is tcpdump's process ID.
 func (c *Capture) PID() int { return c.cmd.Process.Pid }
 
+// Done is closed when tcpdump has exited (its packet count or duration
+// reached, or stopped).
+func (c *Capture) Done() <-chan struct{} { return c.done }
+
 // File is the pcap file being written.
 func (c *Capture) File() string { return c.opts.File }
 

@@ -131,9 +131,10 @@ func TestKernelCaptureBounds(t *testing.T) {
 		_, _ = conn.Write([]byte("x"))
 	}
 	conn.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for !exited(c.PID()) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("tcpdump still runs 5 s after its packet count")
 	}
 	st, err := c.Stop()
 	if err != nil || st.Captured != 3 || !st.LimitReached {
@@ -145,8 +146,10 @@ func TestKernelCaptureBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for !exited(c.PID()) && time.Since(start) < 5*time.Second {
-		time.Sleep(50 * time.Millisecond)
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("tcpdump still runs 5 s after its duration")
 	}
 	st, err = c.Stop()
 	if err != nil || !st.TimedOut || time.Since(start) > 3*time.Second {
@@ -156,14 +159,4 @@ func TestKernelCaptureBounds(t *testing.T) {
 		MaxPackets: 1, MaxDuration: time.Second}); err == nil {
 		t.Error("a capture in a missing namespace started")
 	}
-}
-
-// exited reports whether pid is gone or a zombie.
-func exited(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	f := strings.Fields(string(b))
-	return len(f) > 2 && f[2] == "Z"
 }

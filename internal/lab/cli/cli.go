@@ -161,7 +161,7 @@ func New() *cobra.Command {
 	root.AddCommand(upCmd(g), downCmd(g), statusCmd(g), kubeconfigCmd(g), kubectlCmd(g), ctlCmd(g), execCmd(g),
 		probeCmd(g), dnsCmd(g), matrixCmd(g), restartAgentCmd(g), nodeCmd(g, "stop-node"), nodeCmd(g, "start-node"),
 		apiserverCmd(g, "stop-apiserver"), apiserverCmd(g, "start-apiserver"), logsCmd(g), benchCmd(g), memoryCmd(g),
-		upgradeCmd(g), rollbackCmd(g), uninstallCmd(g), agentConfigCmd(g))
+		upgradeCmd(g), rollbackCmd(g), uninstallCmd(g), agentConfigCmd(g), captureCmd(g))
 	root.AddCommand(internalCmds()...)
 	return root
 }
