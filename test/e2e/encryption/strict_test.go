@@ -21,6 +21,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/wireguard"
 )
@@ -122,9 +123,12 @@ func (w *world) testPortBlocked(t *testing.T) {
 func (w *world) testKeyWithdrawn(t *testing.T) {
 	dst := w.otherSubnet(t, 0)
 	node := w.nodes[dst]
+	// The API server's own address and its Service address (before
+	// kube-proxy's DNAT: this chain runs first).
 	cp := l.State.Topology.ControlPlane.Addr.String()
-	unblock, _ := nftBlock(t, node, "trellis-e2e-noapi",
-		fmt.Sprintf("chain outp { type filter hook output priority -300; ip daddr %s tcp dport 6443 drop; }", cp))
+	unblock, _ := nftBlock(t, node, "trellis-e2e-noapi", fmt.Sprintf(
+		"chain outp { type filter hook output priority -300; ip daddr { %s, %s } tcp dport { 443, %d } drop; }",
+		cp, topology.APIServiceIP, topology.APIPort))
 	t.Cleanup(func() { w.ensureKey(t, node) })
 	annotate(t, node, wireguard.AnnotationPublicKey, nil)
 	cidr := routing.PodCIDRs(getNode(t, node))[0].String()
