@@ -11,6 +11,8 @@ import (
 
 	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab/capture"
+	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/wireguard"
 )
 
 // switchCapture is a capture on the lab's switch: every frame between the
@@ -94,11 +96,7 @@ func (w *world) expectAllPairs(t *testing.T) {
 // datagrams.
 func (w *world) checkEncrypted(t *testing.T, label string) {
 	t.Helper()
-	for _, n := range w.nodes {
-		if !hasDevice(t, n) {
-			t.Fatalf("%s has no %s device (agent log:\n%s)", n, wgDevice, l.AgentLogs(t, n, 30))
-		}
-	}
+	w.waitTunnels(t)
 	w.expectAllPairs(t)
 	payload := canary(t, label)
 	sc := startCapture(t, label, 0, 2*time.Minute)
@@ -112,6 +110,31 @@ func (w *world) checkEncrypted(t *testing.T, label string) {
 	if got.UDPToPort == 0 {
 		t.Errorf("%s: no WireGuard datagram (UDP to %d) crossed the switch: the pod traffic did not go through the tunnel", label, wgPort)
 	}
+}
+
+// waitTunnels waits until every node has the WireGuard device, has
+// published its key, and routes every other node's pod CIDR through the
+// device (the agents have seen each other's keys).
+func (w *world) waitTunnels(t *testing.T) {
+	t.Helper()
+	cidrs := map[string]string{}
+	for _, n := range w.nodes {
+		cidrs[n] = routing.PodCIDRs(getNode(t, n))[0].String()
+	}
+	took := eventually(t, 90*time.Second, "every node routes the others' pods through "+wgDevice, func() bool {
+		for _, n := range w.nodes {
+			if _, ok := wireguard.PublicKeyFromNode(getNode(t, n)); !ok || !hasDevice(t, n) {
+				return false
+			}
+			for _, m := range w.nodes {
+				if m != n && routeDev(t, n, cidrs[m]) != wgDevice {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	t.Logf("every node routes the others' pod CIDRs through %s (%s)", wgDevice, took.Round(time.Millisecond))
 }
 
 // checkPlaintext is the negative control: the same transfers and capture
