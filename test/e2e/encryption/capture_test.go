@@ -4,6 +4,7 @@ package encryption
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -121,19 +122,34 @@ func (w *world) waitTunnels(t *testing.T) {
 	for _, n := range w.nodes {
 		cidrs[n] = routing.PodCIDRs(getNode(t, n))[0].String()
 	}
-	took := eventually(t, 90*time.Second, "every node routes the others' pods through "+wgDevice, func() bool {
+	why := ""
+	ok := func() bool {
 		for _, n := range w.nodes {
-			if _, ok := wireguard.PublicKeyFromNode(getNode(t, n)); !ok || !hasDevice(t, n) {
+			if _, ok := wireguard.PublicKeyFromNode(getNode(t, n)); !ok {
+				why = n + " publishes no key"
+				return false
+			}
+			if !hasDevice(t, n) {
+				why = n + " has no " + wgDevice
 				return false
 			}
 			for _, m := range w.nodes {
-				if m != n && routeDev(t, n, cidrs[m]) != wgDevice {
+				if dev := routeDev(t, n, cidrs[m]); m != n && dev != wgDevice {
+					why = fmt.Sprintf("%s routes %s (%s) through %q", n, cidrs[m], m, dev)
 					return false
 				}
 			}
 		}
 		return true
-	})
+	}
+	start := time.Now()
+	for !ok() {
+		if time.Since(start) > 90*time.Second {
+			t.Fatalf("the tunnels are not up after 90 s: %s; agent log of the first node:\n%s", why, l.AgentLogs(t, w.nodes[0], 40))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	took := time.Since(start)
 	t.Logf("every node routes the others' pod CIDRs through %s (%s)", wgDevice, took.Round(time.Millisecond))
 }
 
