@@ -195,3 +195,41 @@ func TestSysctlRootAndVXLANDeviceFlags(t *testing.T) {
 		t.Errorf("relative sysctlRoot: %v", err)
 	}
 }
+
+// The encryption flags override the file; unset, the file's values stay.
+func TestEncryptionFlags(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("encryption: wireguard\nwireguard:\n  engine: kernel\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args       []string
+		enc        Encryption
+		strict     bool
+		engine     WireGuardEngine
+		validation bool
+	}{
+		{nil, EncryptionWireGuard, true, EngineKernel, true},
+		{[]string{"--wireguard-engine=userspace", "--encryption-strict=false"}, EncryptionWireGuard, false, EngineUserspace, true},
+		{[]string{"--encryption=none"}, EncryptionNone, false, EngineKernel, true},
+		{[]string{"--encryption=none", "--encryption-strict"}, EncryptionNone, false, EngineKernel, false},
+	} {
+		var f Flags
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		f.AddFlags(fs)
+		if err := fs.Parse(append([]string{"--config", file}, c.args...)); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := f.Complete(func(string) string { return "n1" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Encryption != c.enc || cfg.EncryptionStrictEnabled() != c.strict || cfg.WireGuard.Engine != c.engine {
+			t.Errorf("%v: encryption %s strict %v engine %s; want %s %v %s", c.args, cfg.Encryption, cfg.EncryptionStrictEnabled(),
+				cfg.WireGuard.Engine, c.enc, c.strict, c.engine)
+		}
+		if err := cfg.Validate(); (err == nil) != c.validation {
+			t.Errorf("%v: Validate = %v, want valid %v", c.args, err, c.validation)
+		}
+	}
+}

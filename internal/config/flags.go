@@ -30,6 +30,9 @@ type Flags struct {
 	FastPath           bool
 	SysctlRoot         string
 	VXLANDevice        string
+	Encryption         string
+	EncryptionStrict   bool
+	WireGuardEngine    string
 }
 
 // AddFlags registers the agent's flags on fs.
@@ -52,6 +55,9 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.SysctlRoot, "sysctl-root", DefaultSysctlRoot, "directory holding net/... sysctls (a writable host mount of /proc/sys/net's parent when not privileged)")
 	fs.StringVar(&f.VXLANDevice, "vxlan-device", DefaultVXLANDevice, "name of the VXLAN device (config key vxlan.device)")
 	fs.BoolVar(&f.FastPath, "fast-path", true, "attach the eBPF fast path for established pod TCP flows; false detaches it")
+	fs.StringVar(&f.Encryption, "encryption", string(EncryptionNone), "encryption of pod traffic between nodes: none or wireguard")
+	fs.BoolVar(&f.EncryptionStrict, "encryption-strict", true, "with encryption on, drop pod traffic to other nodes that would leave unencrypted")
+	fs.StringVar(&f.WireGuardEngine, "wireguard-engine", string(DefaultWireGuardEngine), "auto, kernel or userspace (config key wireguard.engine)")
 }
 
 func (f *Flags) changed(name string) bool { return f.fs != nil && f.fs.Changed(name) }
@@ -102,6 +108,16 @@ func (f *Flags) Complete(getenv func(string) string) (*Config, error) {
 	if f.changed("fast-path") {
 		v := f.FastPath
 		c.FastPath = &v
+	}
+	if f.changed("encryption") {
+		c.Encryption = Encryption(f.Encryption)
+	}
+	if f.changed("encryption-strict") {
+		v := f.EncryptionStrict
+		c.EncryptionStrict = &v
+	}
+	if f.changed("wireguard-engine") {
+		c.WireGuard.Engine = WireGuardEngine(f.WireGuardEngine)
 	}
 	if f.changed("policy-deny-log-group") {
 		c.PolicyDenyLog = f.PolicyDenyLogGroup

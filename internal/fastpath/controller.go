@@ -85,7 +85,7 @@ type Controller struct {
 	exempt   uint32
 	// encrypted is Config.Encrypted.
 	encrypted bool
-	off      func() bool
+	off       func() bool
 }
 
 // New returns a controller attaching cfg.Programs.

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/labels"
@@ -56,14 +54,11 @@ type Controller struct {
 	*syncrunner.Runner
 	cfg    Config
 	exempt prometheus.Gauge
-	guard  *nftwatch.Metrics
+	guard  *nftwatch.Guard
 
 	// written is what the last sync left in the table (nil: nothing yet
 	// known); a sync finding anything else sees a foreign change.
 	written *Desired
-
-	mu   sync.Mutex
-	last nftwatch.Change // latest notification (zero: none since the last sync)
 }
 
 // New returns a masquerade controller.
@@ -74,7 +69,7 @@ func New(cfg Config) (*Controller, error) {
 	c := &Controller{cfg: cfg, exempt: prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "trellis_masq_exempt_cidrs",
 		Help: "Destination CIDRs exempt from masquerade.",
-	}), guard: nftwatch.NewMetrics("trellis_masq", "masquerade table")}
+	}), guard: nftwatch.NewGuard("trellis_masq", "masquerade table")}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(c.exempt); err != nil {
 			return nil, fmt.Errorf("register masquerade metrics: %w", err)
@@ -94,25 +89,10 @@ func (c *Controller) Watch(ctx context.Context) error {
 	if c.cfg.Watch == nil {
 		return nil
 	}
-	err := c.cfg.Watch.Run(ctx, func(ch nftwatch.Change) {
-		c.mu.Lock()
-		c.last = ch
-		c.mu.Unlock()
-		c.Trigger()
-	})
-	if err != nil {
+	if err := c.guard.Follow(ctx, c.cfg.Watch, c.Trigger); err != nil {
 		return fmt.Errorf("watch the masquerade table: %w", err)
 	}
 	return nil
-}
-
-// takeLast returns and clears the latest notification.
-func (c *Controller) takeLast() nftwatch.Change {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := c.last
-	c.last = nftwatch.Change{}
-	return ch
 }
 
 // Sync programs the masquerade table from the current Nodes (or removes
@@ -122,7 +102,7 @@ func (c *Controller) takeLast() nftwatch.Change {
 // reports that (log naming the process of the latest notification,
 // trellis_masq_table_changes_total{reason="foreign"}) and rewrites it.
 func (c *Controller) Sync(ctx context.Context) error {
-	why := c.takeLast()
+	why := c.guard.Take()
 	if c.cfg.Disabled {
 		return Remove(ctx, c.cfg.NFT)
 	}
@@ -141,17 +121,10 @@ func (c *Controller) Sync(ctx context.Context) error {
 	d := Compute(local, c.cfg.ClusterCIDRs, all, c.cfg.NonMasqueradeCIDRs)
 	found, committed, err := apply(ctx, c.cfg.NFT, d)
 	foreign := c.written != nil && found.read && !found.Holds(*c.written)
-	if foreign {
-		c.guard.Changes.WithLabelValues(nftwatch.ReasonForeign).Inc()
-		klog.FromContext(ctx).WithName("masquerade").Info("Another process changed the masquerade table; rewriting it",
-			"generation", why.Gen, "pid", why.PID, "process", why.Comm)
-	}
+	c.guard.Report(klog.NewContext(ctx, klog.FromContext(ctx).WithName("masquerade")), why, foreign, committed && err == nil)
 	if err != nil {
 		c.written = nil
 		return err
-	}
-	if foreign && committed && !why.At.IsZero() && !why.Lost {
-		c.guard.Repair.Observe(time.Since(why.At).Seconds())
 	}
 	c.written = &d
 	c.exempt.Set(float64(len(d.NoMasquerade)))

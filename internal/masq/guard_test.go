@@ -148,7 +148,7 @@ func TestControllerRepairsAndCountsForeignChanges(t *testing.T) {
 	if err := c.Watch(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.last; got.Comm != "nft" || got.PID != 42 {
+	if got := c.guard.Latest(); got.Comm != "nft" || got.PID != 42 {
 		t.Errorf("latest notification %+v, want the watch's (pid 42, nft)", got)
 	}
 	if err := c.Sync(ctx); err != nil {

@@ -8,8 +8,9 @@
 // transaction. Every nftables commit that changes anything increments the
 // ruleset generation by one, so a caller that reads the generation just
 // before and just after its own commit knows which generation was its own
-// (see internal/policy's guard). The masquerade controller (internal/masq)
-// only needs to know that its table was touched: it then reads it back.
+// (see internal/policy's guard). The masquerade and strict encryption
+// controllers (internal/masq, internal/wireguard/strict) only need to know
+// that their table was touched: they then read it back (Guard).
 package nftwatch
 
 import (

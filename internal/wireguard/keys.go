@@ -101,6 +101,9 @@ func LoadKey(path string) (wgtypes.Key, error) {
 			"(trellisctl encryption rotate NODE), or delete the file to have the agent create a new key",
 			path, perm, path)
 	}
+	if err := checkKeyDir(path); err != nil {
+		return wgtypes.Key{}, err
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("read WireGuard key file: %w", err)
@@ -149,6 +152,21 @@ func ensureKeyDir(path string) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create WireGuard key directory: %w", err)
+	}
+	return nil
+}
+
+// checkKeyDir refuses a key file whose directory others may write to
+// without the sticky bit: they could replace the key with their own.
+func checkKeyDir(path string) error {
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("stat WireGuard key directory: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
+		return fmt.Errorf("WireGuard key file %s is in directory %s of mode %#o, which others than its owner can write to "+
+			"(and so replace the key): `chmod go-w %s`", path, dir, perm, dir)
 	}
 	return nil
 }

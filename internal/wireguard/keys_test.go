@@ -146,6 +146,30 @@ func TestLoadOrCreateKeyRefusesADirectory(t *testing.T) {
 	}
 }
 
+func TestLoadKeyRefusesAWritableDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "wireguard.key")
+	if _, _, err := LoadOrCreateKey(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadKey(path)
+	if err == nil || !strings.Contains(err.Error(), "chmod go-w") {
+		t.Fatalf("err = %v, want a refusal of the group/world-writable directory", err)
+	}
+	if err := os.Chmod(dir, 0o777|fs.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadKey(path); err != nil {
+		t.Errorf("a sticky world-writable directory (like /tmp) is refused: %v", err)
+	}
+}
+
 func TestLoadKeyMissingIsNotExist(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "wireguard.key")
 	_, err := LoadKey(path)

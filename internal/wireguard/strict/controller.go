@@ -51,13 +51,7 @@ type Config struct {
 	// (nftwatch.Watch opened for unix.NFPROTO_INET and TableName): each
 	// one triggers a sync, so a change made by another process (nft flush
 	// ruleset) is repaired at once instead of at the next periodic sync.
-	Watch TableWatch
-}
-
-// TableWatch reports the committed transactions touching the table
-// (nftwatch.Watch).
-type TableWatch interface {
-	Run(ctx context.Context, fn func(nftwatch.Change)) error
+	Watch nftwatch.Runner
 }
 
 // Controller keeps the strict table equal to what the Nodes and the
@@ -67,15 +61,12 @@ type Controller struct {
 	*syncrunner.Runner
 	cfg     Config
 	pods    prometheus.Gauge
-	guard   *nftwatch.Metrics
+	guard   *nftwatch.Guard
 	dropped *droppedCollector
 
 	// written is what the last sync left in the table (nil: nothing yet
 	// known); a sync finding anything else sees a foreign change.
 	written *Desired
-
-	mu   sync.Mutex
-	last nftwatch.Change // latest notification (zero: none since the last sync)
 }
 
 // New returns a strict-mode controller.
@@ -88,7 +79,7 @@ func New(cfg Config) (*Controller, error) {
 			Namespace: metricsNamespace, Name: "pod_cidrs",
 			Help: "Pod destination CIDRs (cluster CIDRs and every node's pod CIDRs, collapsed, both families) that may leave this node only through the WireGuard device.",
 		}),
-		guard:   nftwatch.NewMetrics(metricsNamespace, "strict encryption table"),
+		guard:   nftwatch.NewGuard(metricsNamespace, "strict encryption table"),
 		dropped: newDroppedCollector(cfg.NFT),
 	}
 	if cfg.Registerer != nil {
@@ -112,25 +103,10 @@ func (c *Controller) Watch(ctx context.Context) error {
 	if c.cfg.Watch == nil {
 		return nil
 	}
-	err := c.cfg.Watch.Run(ctx, func(ch nftwatch.Change) {
-		c.mu.Lock()
-		c.last = ch
-		c.mu.Unlock()
-		c.Trigger()
-	})
-	if err != nil {
+	if err := c.guard.Follow(ctx, c.cfg.Watch, c.Trigger); err != nil {
 		return fmt.Errorf("watch the strict encryption table: %w", err)
 	}
 	return nil
-}
-
-// takeLast returns and clears the latest notification.
-func (c *Controller) takeLast() nftwatch.Change {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := c.last
-	c.last = nftwatch.Change{}
-	return ch
 }
 
 // Desired computes the table's content from the current Nodes.
@@ -158,7 +134,7 @@ func (c *Controller) Desired() (Desired, error) {
 // trellis_encryption_strict_table_changes_total{reason="foreign"}) and
 // rewrites it.
 func (c *Controller) Sync(ctx context.Context) error {
-	why := c.takeLast()
+	why := c.guard.Take()
 	if c.cfg.Disabled {
 		return Remove(ctx, c.cfg.NFT)
 	}
@@ -168,17 +144,10 @@ func (c *Controller) Sync(ctx context.Context) error {
 	}
 	found, committed, err := apply(ctx, c.cfg.NFT, d)
 	foreign := c.written != nil && found.read && !found.Holds(*c.written)
-	if foreign {
-		c.guard.Changes.WithLabelValues(nftwatch.ReasonForeign).Inc()
-		klog.FromContext(ctx).WithName("encryption-strict").Info("Another process changed the strict encryption table; rewriting it",
-			"generation", why.Gen, "pid", why.PID, "process", why.Comm)
-	}
+	c.guard.Report(klog.NewContext(ctx, klog.FromContext(ctx).WithName(RunnerName)), why, foreign, committed && err == nil)
 	if err != nil {
 		c.written = nil
 		return err
-	}
-	if foreign && committed && !why.At.IsZero() && !why.Lost {
-		c.guard.Repair.Observe(time.Since(why.At).Seconds())
 	}
 	c.written = &d
 	c.pods.Set(float64(len(d.Pods) + len(d.Pods6)))

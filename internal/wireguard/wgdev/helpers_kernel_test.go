@@ -332,3 +332,34 @@ func staleSocket(t *testing.T, name string) {
 		t.Fatalf("stale socket %s not left: %v", path, err)
 	}
 }
+
+// tcpConn opens a TCP connection from src to dst inside the node, closed
+// when the test ends.
+func (n *wgNode) tcpConn(t *testing.T, src netip.Addr, dst netip.AddrPort) net.Conn {
+	t.Helper()
+	var c net.Conn
+	n.inNS(t, func() (err error) {
+		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+		c, err = d.Dial("tcp4", dst.String())
+		return err
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// echo writes msg on an echo connection and reads it back within 10 s
+// (long enough for TCP to retransmit across a pause).
+func echo(c net.Conn, msg string) error {
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return fmt.Errorf("read echo: %w", err)
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo %q, sent %q", buf, msg)
+	}
+	return nil
+}

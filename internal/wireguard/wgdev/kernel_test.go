@@ -4,6 +4,7 @@ package wgdev
 
 import (
 	"context"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
@@ -80,6 +81,11 @@ func TestKernelWireGuardRestartReattaches(t *testing.T) {
 	b.tcpEcho(t, dst)
 	a.waitReach(t, a.pod, dst, 10*time.Second)
 	before, _ := a.m.Status(a.dev.Name)
+	// A connection open across the restart: it pauses, it is not reset.
+	conn := a.tcpConn(t, a.pod, dst)
+	if err := echo(conn, "before"); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := a.m.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -92,6 +98,11 @@ func TestKernelWireGuardRestartReattaches(t *testing.T) {
 	if err := a.tcpRoundTrip(a.pod, dst, time.Second); err == nil {
 		t.Error("traffic passed with no WireGuard engine running")
 	}
+	// Sent while no engine runs: dropped in the TUN device, retransmitted
+	// by TCP once the new engine is up.
+	if _, err := conn.Write([]byte("during")); err != nil {
+		t.Fatal(err)
+	}
 
 	// A UAPI socket file left behind (an agent killed with -9 leaves one)
 	// does not stop the new Manager.
@@ -100,6 +111,14 @@ func TestKernelWireGuardRestartReattaches(t *testing.T) {
 	a.setPeers(t, b.peerOf(t))
 	took := a.waitReach(t, a.pod, dst, 10*time.Second)
 	t.Logf("traffic resumed %v after the new Manager configured the device", took)
+	buf := make([]byte, len("during"))
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "during" {
+		t.Errorf("data sent during the restart: echo %q, %v", buf, err)
+	}
+	if err := echo(conn, "after"); err != nil {
+		t.Errorf("the connection opened before the restart: %v", err)
+	}
 	after, err := a.m.Status(a.dev.Name)
 	if err != nil {
 		t.Fatal(err)

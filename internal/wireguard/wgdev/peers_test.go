@@ -219,3 +219,12 @@ func sortedJoin(ss []string) string {
 	}
 	return strings.Join(out, " ")
 }
+
+func TestOffloadsString(t *testing.T) {
+	if got := (Offloads{}).String(); got != "none" {
+		t.Errorf("no offloads: %q", got)
+	}
+	if got := (Offloads{TUNVnetHdr: true, UDPGRO: true}).String(); got != "tun-vnet-hdr,udp-gro" {
+		t.Errorf("String = %q", got)
+	}
+}

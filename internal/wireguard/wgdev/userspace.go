@@ -204,13 +204,14 @@ func probeOffloads(td tun.Device) Offloads {
 	return o
 }
 
-// String lists the offloads that are on, e.g. "tun-tso,tun-uso,udp-gso,udp-gro".
+// String lists the offloads that are on, e.g.
+// "tun-vnet-hdr,tun-uso,udp-gso,udp-gro" (the agent API's names), or "none".
 func (o Offloads) String() string {
 	var on []string
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{o.TUNVnetHdr, "tun-tso"}, {o.TUNUSO, "tun-uso"}, {o.UDPGSO, "udp-gso"}, {o.UDPGRO, "udp-gro"}} {
+	}{{o.TUNVnetHdr, "tun-vnet-hdr"}, {o.TUNUSO, "tun-uso"}, {o.UDPGSO, "udp-gso"}, {o.UDPGRO, "udp-gro"}} {
 		if f.on {
 			on = append(on, f.name)
 		}

@@ -13,11 +13,11 @@
 // look in (per mount namespace: two userspace devices of the same name need
 // two mount namespaces). wireguard-go creates the socket with umask 077,
 // so only root reaches it: whoever can connect can read the private key.
-// The private key is read from the key file at every
-// EnsureDevice, so rotating a key is writing a new file and calling it again.
-// Address, MTU and link state go through netlink. Listen port and key are
-// written only when they differ (writing a listen port makes wireguard-go
-// rebind its sockets).
+// The private key is read from the key file at every EnsureDevice, so
+// rotating a key is writing a new file and calling it again. Address, MTU
+// and link state go through netlink. Listen port and key are written only
+// when they differ (writing a listen port makes wireguard-go rebind its
+// sockets).
 //
 // Restart. The userspace engine's TUN device is persistent (TUNSETPERSIST):
 // when the agent stops, the interface, its address and the routes through it

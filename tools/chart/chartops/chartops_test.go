@@ -347,3 +347,69 @@ func TestRenderMetricsListen(t *testing.T) {
 		t.Errorf("config.metricsListen=everywhere: err = %v", err)
 	}
 }
+
+// Encryption values reach the agent's configuration; the userspace engine
+// gets /dev/net/tun and a per-pod /var/run/wireguard without any privilege
+// beyond the documented set; encryption off (the default) or the kernel
+// engine mount neither. An unknown encryption is refused.
+func TestRenderEncryption(t *testing.T) {
+	type result struct {
+		config    string
+		mounts    map[string]corev1.VolumeMount
+		volumes   map[string]corev1.Volume
+		container corev1.Container
+	}
+	get := func(set ...string) result {
+		t.Helper()
+		r := result{mounts: map[string]corev1.VolumeMount{}, volumes: map[string]corev1.Volume{}}
+		for _, o := range render(t, set...) {
+			switch v := o.(type) {
+			case *corev1.ConfigMap:
+				r.config = v.Data["config.yaml"]
+			case *appsv1.DaemonSet:
+				r.container = v.Spec.Template.Spec.Containers[0]
+				for _, m := range r.container.VolumeMounts {
+					r.mounts[m.MountPath] = m
+				}
+				for _, vol := range v.Spec.Template.Spec.Volumes {
+					r.volumes[vol.Name] = vol
+				}
+			}
+		}
+		return r
+	}
+	off := get()
+	if !strings.Contains(off.config, "encryption: none") || strings.Contains(off.config, "encryptionStrict") {
+		t.Errorf("default config.yaml %q: want encryption none and no encryptionStrict (it needs wireguard)", off.config)
+	}
+	if _, ok := off.mounts["/dev/net/tun"]; ok {
+		t.Error("encryption off mounts /dev/net/tun")
+	}
+
+	on := get("config.encryption=wireguard", "config.wireguard.port=51999")
+	for _, want := range []string{"encryption: wireguard", "encryptionStrict: true", "device: trellis.wg", "port: 51999", "engine: auto"} {
+		if !strings.Contains(on.config, want) {
+			t.Errorf("config.yaml lacks %q:\n%s", want, on.config)
+		}
+	}
+	tun, ok := on.mounts["/dev/net/tun"]
+	if !ok || on.volumes[tun.Name].HostPath == nil || on.volumes[tun.Name].HostPath.Path != "/dev/net/tun" ||
+		on.volumes[tun.Name].HostPath.Type == nil || *on.volumes[tun.Name].HostPath.Type != corev1.HostPathCharDev {
+		t.Errorf("encryption on: /dev/net/tun mount %+v, volume %+v; want the host's character device", tun, on.volumes[tun.Name])
+	}
+	run, ok := on.mounts["/var/run/wireguard"]
+	if !ok || run.ReadOnly || on.volumes[run.Name].EmptyDir == nil {
+		t.Errorf("encryption on: /var/run/wireguard mount %+v, volume %+v; want a writable emptyDir", run, on.volumes[run.Name])
+	}
+	checkLeastPrivilege(t, on.container)
+
+	if s := get("config.encryption=wireguard", "config.encryptionStrict=false").config; !strings.Contains(s, "encryptionStrict: false") {
+		t.Errorf("encryptionStrict=false not rendered:\n%s", s)
+	}
+	if k := get("config.encryption=wireguard", "config.wireguard.engine=kernel"); len(k.mounts) != len(off.mounts) {
+		t.Errorf("kernel engine: mounts %v, want those of encryption off (no TUN)", k.mounts)
+	}
+	if _, err := Render(Options{Chart: chartDir, Set: []string{"config.encryption=ipsec"}}); err == nil || !strings.Contains(err.Error(), "ipsec") {
+		t.Errorf("config.encryption=ipsec: err = %v, want a refusal", err)
+	}
+}

@@ -77,3 +77,17 @@ keeps the loopback and a flag built from the downward API overrides it.
 {{- fail (printf "config.metricsListen: %q is not one of localhost, node, all" $c.metricsListen) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+"true" when the agent may run the userspace WireGuard engine (encryption
+wireguard, engine auto or userspace): it then needs /dev/net/tun and a
+writable /var/run/wireguard. Empty otherwise.
+*/}}
+{{- define "trellis.wireguardTUN" -}}
+{{- $c := .Values.config -}}
+{{- if and (eq $c.encryption "wireguard") (ne $c.wireguard.engine "kernel") -}}
+true
+{{- else if not (has $c.encryption (list "none" "wireguard")) -}}
+{{- fail (printf "config.encryption: %q is not one of none, wireguard" $c.encryption) -}}
+{{- end -}}
+{{- end -}}
