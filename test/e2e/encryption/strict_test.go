@@ -67,7 +67,7 @@ func (w *world) attack(t *testing.T, srcs []int, dst int, payload []byte, d time
 	return n, int(connected.Load())
 }
 
-// blockedNode checks that while traffic to pod dst's node is cut off, pod
+// expectNoPlaintextAndNoAnswer checks that while pod dst's node is cut off, pod
 // traffic from the other nodes to it fails and the switch sees no plaintext.
 func (w *world) expectNoPlaintextAndNoAnswer(t *testing.T, label string, dst int, wantWireGuard bool) {
 	t.Helper()
