@@ -79,11 +79,12 @@ func newCommand() *cobra.Command {
 func runUninstall(ctx context.Context, cfg *config.Config) error {
 	err := uninstall.Run(ctx, uninstall.Options{
 		CNIConfDir: cfg.CNIConfDir, CNIBinDir: cfg.CNIBinDir, NodeStateFile: cfg.NodeStateFile,
-		VXLANDevice: cfg.VXLAN.Device,
-		Sysctls:     nodesetup.ProcSysctls{Root: cfg.SysctlRoot},
-		RecordFile:  uninstall.RecordPath(filepath.Dir(cfg.NodeStateFile)),
-		Tables:      uninstall.NFT{},
-		Forward:     hostfw.Exec{},
+		VXLANDevice:     cfg.VXLAN.Device,
+		WireGuardDevice: cfg.WireGuard.Device, WireGuardKeyFile: cfg.WireGuard.KeyFile,
+		Sysctls:    nodesetup.ProcSysctls{Root: cfg.SysctlRoot},
+		RecordFile: uninstall.RecordPath(filepath.Dir(cfg.NodeStateFile)),
+		Tables:     uninstall.NFT{},
+		Forward:    hostfw.Exec{},
 	})
 	if err != nil {
 		return fmt.Errorf("uninstall left something behind:\n%w", err)

@@ -184,6 +184,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	m.SetFeature(metrics.FeatureVXLAN, cfg.RoutingMode != config.ModeNative)
 	m.SetFeature(metrics.FeatureMasquerade, d.nft != nil && cfg.MasqueradeEnabled())
 	m.SetFeature(metrics.FeatureNetworkPolicy, d.policyNFT != nil && cfg.NetworkPolicyEnabled())
+	m.SetFeature(metrics.FeatureEncryption, cfg.EncryptionEnabled())
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(d.api.events)
 	defer broadcaster.Shutdown()
@@ -228,7 +229,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	dpStatus := newDataplaneStatus(d.policyNFT != nil, runnerOpts.Observer)
 	setupCtl, err = nodesetup.New(nodesetup.Config{Agent: cfg, NodeAPI: d.api.nodes, Nodes: nodeLister,
 		Routes: routeCtl, Dataplane: dpStatus, Underlay: d.routes, Sysctls: d.sysctls, Sync: runnerOpts,
-		Keys: keyStore(ctx, cfg), OnKeyRotated: routeCtl.Trigger})
+		Keys: keyStore(ctx, cfg), OnKeyRotated: routeCtl.Trigger, DeviceKey: deviceKey(cfg, d.wireGuard)})
 	if err != nil {
 		return err
 	}

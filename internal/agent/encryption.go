@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -69,6 +70,18 @@ func (k keyFile) Load() (wgtypes.Key, error) {
 
 func (k keyFile) Rotate() (wgtypes.Key, error) { return wireguard.RotateKey(k.path) }
 
+// deviceKey returns the public key the WireGuard device holds (node setup
+// publishes a rotated key once the device has it); nil with encryption off.
+func deviceKey(cfg *config.Config, wg wireGuardStatus) func() (wgtypes.Key, error) {
+	if wg == nil || !cfg.EncryptionEnabled() {
+		return nil
+	}
+	return func() (wgtypes.Key, error) {
+		st, err := wg.Status(cfg.WireGuard.Device)
+		return st.PublicKey, err
+	}
+}
+
 // encryptionStatus is /v1/status's encryption section: the configuration
 // and, when encryption is on, the device's engine, key id and peers.
 func encryptionStatus(cfg *config.Config, wg wireGuardStatus) agentapi.Encryption {
@@ -90,13 +103,8 @@ func encryptionStatus(cfg *config.Config, wg wireGuardStatus) agentapi.Encryptio
 		return out
 	}
 	out.Engine, out.KeyID, out.ListenPort = string(st.Engine), st.KeyID, st.ListenPort
-	for _, o := range []struct {
-		on   bool
-		name string
-	}{{st.Offloads.TUNVnetHdr, "tun-vnet-hdr"}, {st.Offloads.TUNUSO, "tun-uso"}, {st.Offloads.UDPGSO, "udp-gso"}, {st.Offloads.UDPGRO, "udp-gro"}} {
-		if o.on {
-			out.Offloads = append(out.Offloads, o.name)
-		}
+	if o := st.Offloads.String(); o != "none" {
+		out.Offloads = strings.Split(o, ",")
 	}
 	for _, p := range st.Peers {
 		ep := agentapi.EncryptionPeer{Node: p.Node, KeyID: p.KeyID, RxBytes: p.RxBytes, TxBytes: p.TxBytes}

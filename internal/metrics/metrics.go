@@ -29,6 +29,8 @@ const (
 	FeatureNetworkPolicy = "networkpolicy"
 	FeatureMasquerade    = "masquerade"
 	FeatureVXLAN         = "vxlan"
+	// FeatureEncryption: pod traffic between nodes is encrypted (WireGuard).
+	FeatureEncryption = "encryption"
 )
 
 // Build describes the running binary for trellis_build_info.
@@ -76,7 +78,7 @@ func New(b Build) *Metrics {
 			Help: "Unix time of the last successful sync, per controller.",
 		}, []string{"controller"}),
 	}
-	for _, f := range []string{FeatureFastPath, FeatureNetworkPolicy, FeatureMasquerade, FeatureVXLAN} {
+	for _, f := range []string{FeatureFastPath, FeatureNetworkPolicy, FeatureMasquerade, FeatureVXLAN, FeatureEncryption} {
 		m.features.WithLabelValues(f)
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{

@@ -27,6 +27,7 @@ func TestHandlerServesMetricsAndChecks(t *testing.T) {
 		`trellis_agent_sync_duration_seconds_count{controller="routing"} 2`,
 		`trellis_feature_enabled{feature="vxlan"} 1`,
 		`trellis_feature_enabled{feature="fastpath"} 0`,
+		`trellis_feature_enabled{feature="encryption"} 0`,
 		`trellis_build_info{goversion="go`, `",version="v1.2.3"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {

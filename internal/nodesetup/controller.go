@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -97,6 +98,9 @@ type Config struct {
 	// the new public key is published (the routing controller's Trigger,
 	// so the device takes the new private key).
 	OnKeyRotated func()
+	// DeviceKey (nil: not waited for) returns the public key the WireGuard
+	// device holds now; a rotation publishes the new key once it does.
+	DeviceKey func() (wgtypes.Key, error)
 	// Sync tunes the controller's runner.
 	Sync syncrunner.Options
 }
@@ -118,6 +122,9 @@ type Controller struct {
 	// request last handled (its patch may have failed).
 	onKeyRotated func()
 	rotatedFor   string
+	// deviceKey is Config.DeviceKey; keyWait bounds the wait for it.
+	deviceKey func() (wgtypes.Key, error)
+	keyWait   time.Duration
 	// foreignLogged are the foreign CNI configs last logged.
 	foreignLogged []string
 	now           func() time.Time
@@ -151,7 +158,8 @@ func New(cfg Config) (*Controller, error) {
 		return nil, errors.New("node-setup controller: Keys is required with encryption on")
 	}
 	c := &Controller{cfg: cfg.Agent, nodes: cfg.NodeAPI, lister: cfg.Nodes, routes: cfg.Routes, dp: cfg.Dataplane, underlay: cfg.Underlay,
-		sysctls: cfg.Sysctls, keys: cfg.Keys, onKeyRotated: cfg.OnKeyRotated, now: time.Now, bootID: podlink.BootID}
+		sysctls: cfg.Sysctls, keys: cfg.Keys, onKeyRotated: cfg.OnKeyRotated,
+		deviceKey: cfg.DeviceKey, keyWait: deviceKeyWait, now: time.Now, bootID: podlink.BootID}
 	c.Runner = syncrunner.New("nodesetup", c.Sync, cfg.Sync)
 	return c, nil
 }

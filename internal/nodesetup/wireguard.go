@@ -3,6 +3,7 @@ package nodesetup
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	v1 "k8s.io/api/core/v1"
@@ -28,6 +29,13 @@ type KeyStore interface {
 // key (the routing controller is triggered so the device takes it) with
 // trellis.dev/wireguard-rotated set to that value, in the same patch; with
 // encryption off, the removal of the public key.
+//
+// After a rotation the new key is published only once the device holds it
+// (or after deviceKeyWait): a peer that learns the new key replaces its
+// peer entry and starts a handshake at its next packet, which only a device
+// already holding the new key can answer. Published the other way round,
+// that handshake would be lost and the peer would retry only after
+// WireGuard's 5 s rekey timeout.
 func (c *Controller) keyAnnotations(ctx context.Context, node *v1.Node, patch map[string]any) error {
 	if !c.cfg.EncryptionEnabled() {
 		if _, ok := node.Annotations[wireguard.AnnotationPublicKey]; ok {
@@ -54,6 +62,7 @@ func (c *Controller) keyAnnotations(ctx context.Context, node *v1.Node, patch ma
 			if c.onKeyRotated != nil {
 				c.onKeyRotated()
 			}
+			c.waitForDeviceKey(ctx, key.PublicKey())
 		}
 		patch[wireguard.AnnotationRotated] = request
 	}
@@ -61,4 +70,34 @@ func (c *Controller) keyAnnotations(ctx context.Context, node *v1.Node, patch ma
 		patch[wireguard.AnnotationPublicKey] = pub
 	}
 	return nil
+}
+
+// deviceKeyWait bounds how long a rotation waits for the device to take
+// the new key before publishing it anyway (the device takes it at the
+// routing controller's next sync).
+const deviceKeyWait = 5 * time.Second
+
+// waitForDeviceKey waits until the WireGuard device holds the key pub
+// (Config.DeviceKey), at most c.keyWait.
+func (c *Controller) waitForDeviceKey(ctx context.Context, pub wgtypes.Key) {
+	if c.deviceKey == nil {
+		return
+	}
+	logger := klog.FromContext(ctx).WithName("nodesetup")
+	start := time.Now()
+	for {
+		if k, err := c.deviceKey(); err == nil && k == pub {
+			logger.V(2).Info("WireGuard device holds the new key", "keyID", wireguard.KeyID(pub), "after", time.Since(start))
+			return
+		}
+		if time.Since(start) >= c.keyWait || ctx.Err() != nil {
+			logger.Info("Publishing the new WireGuard key before the device holds it; peers may need a rekey timeout (5 s) to reconnect",
+				"keyID", wireguard.KeyID(pub), "waited", time.Since(start))
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

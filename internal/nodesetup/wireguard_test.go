@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -226,5 +228,56 @@ func TestKeysRequiredWithEncryption(t *testing.T) {
 	if _, err := New(Config{Agent: f.cfg, NodeAPI: f.client.CoreV1().Nodes(), Nodes: corelisters.NewNodeLister(f.idx),
 		Routes: f.routes, Dataplane: f.dp, Underlay: fakeUnderlay{mtu: 1500}, Sysctls: f.sys}); err == nil {
 		t.Error("New with encryption on and no Keys succeeded")
+	}
+}
+
+// A rotated key is published only once the device holds it (so a peer's
+// handshake with the new key finds the device ready), or after the wait
+// bound when the device does not take it.
+func TestRotationPublishesOnceTheDeviceHoldsTheKey(t *testing.T) {
+	for _, deviceTakesIt := range []bool{true, false} {
+		f, keys, _ := newEncryptedFixture(t, config.ModeNative, map[string]string{wireguard.AnnotationRotate: "r1"})
+		var mu sync.Mutex
+		var device wgtypes.Key
+		f.c.onKeyRotated = func() {
+			if !deviceTakesIt {
+				return
+			}
+			// The routing controller applies the new key a little later.
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				mu.Lock()
+				device = keys.key.PublicKey()
+				mu.Unlock()
+			}()
+		}
+		f.c.deviceKey = func() (wgtypes.Key, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return device, nil
+		}
+		f.c.keyWait = 300 * time.Millisecond
+		var atPatch wgtypes.Key
+		f.client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+			atPatch, _ = f.c.deviceKey()
+			return false, nil, nil
+		})
+		start := time.Now()
+		if err := f.syncAndObserve(t); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		pub := f.apiNode(t).Annotations[wireguard.AnnotationPublicKey]
+		if pub != keys.key.PublicKey().String() {
+			t.Fatalf("published %q, want the rotated key", pub)
+		}
+		switch {
+		case deviceTakesIt && atPatch != keys.key.PublicKey():
+			t.Errorf("the new key was published while the device held %v", atPatch)
+		case deviceTakesIt && took >= 300*time.Millisecond:
+			t.Errorf("sync took %v although the device took the key after 50ms", took)
+		case !deviceTakesIt && took < 300*time.Millisecond:
+			t.Errorf("published after %v without the device holding the key; want the wait bound first", took)
+		}
 	}
 }

@@ -38,25 +38,32 @@ func TestComputeGolden(t *testing.T) {
 	for _, mode := range []config.RoutingMode{config.ModeNative, config.ModeVXLAN, config.ModeAuto} {
 		t.Run(string(mode), func(t *testing.T) {
 			p := Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 4096, Port: 4789}}
-			got, err := json.MarshalIndent(Compute(local, peers, p), "", "  ")
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, '\n')
-			path := filepath.Join("testdata", "compute-"+string(mode)+".golden.json")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("read golden (run with -update to create): %v", err)
-			}
-			if diff := cmp.Diff(string(want), string(got)); diff != "" {
-				t.Errorf("Compute(%s) differs from %s (-want +got):\n%s", mode, path, diff)
-			}
+			checkGolden(t, "compute-"+string(mode)+".golden.json", Compute(local, peers, p))
 		})
+	}
+}
+
+// checkGolden compares v, as indented JSON, with testdata/name (written
+// with -update).
+func checkGolden(t *testing.T, name string, v any) {
+	t.Helper()
+	got, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, '\n')
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden (run with -update to create): %v", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("result differs from %s (-want +got):\n%s", path, diff)
 	}
 }
 

@@ -1,10 +1,7 @@
 package routing
 
 import (
-	"encoding/json"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -88,24 +85,7 @@ func TestComputeWireGuardGolden(t *testing.T) {
 	for _, mode := range []config.RoutingMode{config.ModeNative, config.ModeVXLAN, config.ModeAuto} {
 		t.Run(string(mode), func(t *testing.T) {
 			p := Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 4096, Port: 4789}, Encryption: wgParams}
-			got, err := json.MarshalIndent(goldenView(Compute(local, peers, p)), "", "  ")
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, '\n')
-			path := filepath.Join("testdata", "compute-"+string(mode)+"-wireguard.golden.json")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("read golden (run with -update to create): %v", err)
-			}
-			if diff := cmp.Diff(string(want), string(got)); diff != "" {
-				t.Errorf("Compute(%s, encryption on) differs from %s (-want +got):\n%s", mode, path, diff)
-			}
+			checkGolden(t, "compute-"+string(mode)+"-wireguard.golden.json", goldenView(Compute(local, peers, p)))
 		})
 	}
 }

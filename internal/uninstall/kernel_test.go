@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,6 +65,15 @@ func TestKernelUninstallRemovesEverything(t *testing.T) {
 	if err := h.LinkAdd(vx); err != nil {
 		t.Fatalf("add VXLAN device: %v", err)
 	}
+	// The userspace engine's persistent TUN device and the key file.
+	if out, err := exec.Command("ip", "-n", node.Name, "tuntap", "add", "dev", config.DefaultWireGuardDevice, "mode", "tun").CombinedOutput(); err != nil {
+		t.Fatalf("add TUN device: %v: %s", err, out)
+	}
+	keyFile := filepath.Join(stateDir, "wireguard.key")
+	files[keyFile] = []byte("key")
+	if err := os.WriteFile(keyFile, files[keyFile], 0o600); err != nil {
+		t.Fatal(err)
+	}
 	_, ours, _ := net.ParseCIDR("10.244.9.0/24")
 	_, theirs, _ := net.ParseCIDR("10.99.0.0/24")
 	gw := net.ParseIP("192.168.213.2")
@@ -110,7 +120,7 @@ func TestKernelUninstallRemovesEverything(t *testing.T) {
 	}
 
 	opts := Options{CNIConfDir: confDir, CNIBinDir: binDir, NodeStateFile: filepath.Join(stateDir, "node-state.json"),
-		VXLANDevice: config.DefaultVXLANDevice, Sysctls: sys, RecordFile: record, Handle: h, Tables: NFT{}}
+		VXLANDevice: config.DefaultVXLANDevice, WireGuardDevice: config.DefaultWireGuardDevice, WireGuardKeyFile: keyFile, Sysctls: sys, RecordFile: record, Handle: h, Tables: NFT{}}
 	for run := 1; run <= 2; run++ {
 		if err := node.NS.Do(func(ns.NetNS) error { return Run(context.Background(), opts) }); err != nil {
 			t.Fatalf("run %d: %v", run, err)
@@ -142,6 +152,9 @@ func TestKernelUninstallRemovesEverything(t *testing.T) {
 	}
 	if _, err := h.LinkByName(config.DefaultVXLANDevice); err == nil {
 		t.Error("VXLAN device left")
+	}
+	if _, err := h.LinkByName(config.DefaultWireGuardDevice); err == nil {
+		t.Error("WireGuard (TUN) device left")
 	}
 	links, err := k.Links()
 	if err != nil {

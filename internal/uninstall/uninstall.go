@@ -3,7 +3,7 @@
 // plugin binary, the node state file, the fast path's tc filters (and with
 // them its programs), every nftables table whose name starts with
 // "trellis", every route tagged with Trellis's route protocol, the VXLAN
-// device, the accepts Trellis appended to iptables' FORWARD chain on hosts
+// device, the WireGuard device and the node's WireGuard key file, the accepts Trellis appended to iptables' FORWARD chain on hosts
 // whose FORWARD policy is DROP (internal/hostfw), and the sysctls Trellis
 // changed and recorded (restored to their previous values). It is idempotent: a second run finds nothing and
 // succeeds. Pods wired before keep their veths, addresses and host routes
@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -39,6 +40,10 @@ type Options struct {
 	CNIBinDir     string
 	NodeStateFile string
 	VXLANDevice   string
+	// WireGuardDevice is the WireGuard device (a WireGuard or TUN link);
+	// WireGuardKeyFile the node's private key.
+	WireGuardDevice  string
+	WireGuardKeyFile string
 	// Sysctls restores recorded sysctls (Restore below).
 	Sysctls Sysctls
 	// RecordFile is the sysctl record (RecordPath of the state dir).
@@ -80,7 +85,13 @@ func Run(ctx context.Context, o Options) error {
 		step("accepts in ip filter FORWARD", func() (int, error) { return hostfw.Remove(ctx, o.Forward) })
 	}
 	step("routes with protocol trellis", func() (int, error) { return removeRoutes(h) })
-	step("VXLAN device "+o.VXLANDevice, func() (int, error) { return removeVXLAN(h, o.VXLANDevice) })
+	step("VXLAN device "+o.VXLANDevice, func() (int, error) { return removeLink(h, o.VXLANDevice, "vxlan") })
+	if o.WireGuardDevice != "" {
+		step("WireGuard device "+o.WireGuardDevice, func() (int, error) { return removeLink(h, o.WireGuardDevice, "wireguard", "tuntap") })
+	}
+	if o.WireGuardKeyFile != "" {
+		step("WireGuard key file", func() (int, error) { return removeFile(o.WireGuardKeyFile) })
+	}
 	step("recorded sysctls", func() (int, error) { return Restore(o.Sysctls, o.RecordFile) })
 	return errors.Join(errs...)
 }
@@ -139,7 +150,10 @@ func removeRoutes(h *netlink.Handle) (int, error) {
 	return n, nil
 }
 
-func removeVXLAN(h *netlink.Handle, name string) (int, error) {
+// removeLink deletes the device name when it is of one of the types
+// Trellis creates it as; a device of another type is left in place (an
+// error: the name is Trellis's, the device is not).
+func removeLink(h *netlink.Handle, name string, types ...string) (int, error) {
 	link, err := h.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
@@ -148,8 +162,8 @@ func removeVXLAN(h *netlink.Handle, name string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("find %s: %w", name, err)
 	}
-	if link.Type() != "vxlan" {
-		return 0, fmt.Errorf("%s is a %s device, not Trellis's VXLAN device: left in place", name, link.Type())
+	if !slices.Contains(types, link.Type()) {
+		return 0, fmt.Errorf("%s is a %s device, not Trellis's (%s): left in place", name, link.Type(), strings.Join(types, " or "))
 	}
 	if err := h.LinkDel(link); err != nil {
 		return 0, fmt.Errorf("delete %s: %w", name, err)

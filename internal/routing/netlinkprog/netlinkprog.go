@@ -140,13 +140,9 @@ func (n *Programmer) Apply(ctx context.Context, d *routing.Desired) error {
 // deleteVXLAN removes the agent's VXLAN device (mode changed to native).
 // Only a device of type vxlan with that name is touched.
 func (n *Programmer) deleteVXLAN(logger klog.Logger, name string) error {
-	l, err := n.h().LinkByName(name)
-	var nf netlink.LinkNotFoundError
-	if errors.As(err, &nf) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("look up %s: %w", name, err)
+	l, err := n.linkIfExists(name)
+	if err != nil || l == nil {
+		return err
 	}
 	if _, ok := l.(*netlink.Vxlan); !ok {
 		return nil
@@ -156,6 +152,19 @@ func (n *Programmer) deleteVXLAN(logger klog.Logger, name string) error {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	return nil
+}
+
+// linkIfExists returns the link named name, nil when there is none.
+func (n *Programmer) linkIfExists(name string) (netlink.Link, error) {
+	l, err := n.h().LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", name, err)
+	}
+	return l, nil
 }
 
 func (n *Programmer) ensureVXLAN(logger klog.Logger, want *routing.VXLANDevice) (netlink.Link, error) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/vishvananda/netlink"
 	"k8s.io/klog/v2"
 
 	"github.com/trellisnet/trellis/internal/routing"
@@ -43,13 +42,9 @@ func (n *Programmer) removeWireGuard(ctx context.Context, logger klog.Logger, na
 		}
 		return nil
 	}
-	l, err := n.h().LinkByName(name)
-	var nf netlink.LinkNotFoundError
-	if errors.As(err, &nf) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("look up %s: %w", name, err)
+	l, err := n.linkIfExists(name)
+	if err != nil || l == nil {
+		return err
 	}
 	if t := l.Type(); t != "wireguard" && t != "tuntap" {
 		return nil

@@ -55,12 +55,14 @@ func (m *Manager) startUserspace(name string, mtu int) (*userspaceDevice, error)
 	if m.opts.NetnsPath != "" {
 		bind = &nsBind{Bind: bind, m: m}
 	}
-	u := &userspaceDevice{
-		name:     name,
-		tun:      td,
-		dev:      device.NewDevice(td, bind, m.wgLogger(name)),
-		offloads: off,
-	}
+	u := &userspaceDevice{name: name, tun: td, offloads: off}
+	// NewDevice reads the interface's MTU by name (an ioctl on a socket of
+	// the calling thread's namespace): outside the Manager's namespace it
+	// would fall back to 1420 and pad full-size packets past the underlay.
+	_ = m.inNS(func() error {
+		u.dev = device.NewDevice(td, bind, m.wgLogger(name))
+		return nil
+	})
 	if err := u.ensureUAPI(); err != nil {
 		u.dev.Close()
 		return nil, err
