@@ -118,7 +118,7 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 			defer d.masqWatch.Close()
 		}
 	}
-	d.strict = openStrictKernel()
+	d.strict = openStrictKernel(cfg.EncryptionStrictEnabled())
 	defer d.strict.close()
 	closeWireGuard, err := d.setUpEncryption(ctx, cfg)
 	if err != nil {

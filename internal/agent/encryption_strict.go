@@ -32,13 +32,13 @@ type strictKernel struct {
 	watchErr error
 }
 
-// openStrictKernel opens the strict table's nftables interface and watch.
-// It does whatever the configuration: with strict mode off, the controller
-// still runs to remove a table an earlier configuration left. Close the
-// watch when done.
-func openStrictKernel() strictKernel {
+// openStrictKernel opens the strict table's nftables interface whatever
+// the configuration (with strict mode off, the controller still runs to
+// remove a table an earlier configuration left) and, when strict mode is
+// on, its watch. Close it when done.
+func openStrictKernel(on bool) strictKernel {
 	var k strictKernel
-	if k.nft, k.err = strict.NewNFT(); k.err != nil {
+	if k.nft, k.err = strict.NewNFT(); k.err != nil || !on {
 		return k
 	}
 	k.watch, k.watchErr = newTableWatch(unix.NFPROTO_INET, strict.TableName)

@@ -83,7 +83,11 @@ func New(cfg Config) (*Controller, error) {
 		dropped: newDroppedCollector(cfg.NFT),
 	}
 	if cfg.Registerer != nil {
-		for _, col := range []prometheus.Collector{c.pods, c.dropped} {
+		cols := []prometheus.Collector{c.pods}
+		if !cfg.Disabled { // no table to read the counter of
+			cols = append(cols, c.dropped)
+		}
+		for _, col := range cols {
 			if err := cfg.Registerer.Register(col); err != nil {
 				return nil, fmt.Errorf("register strict encryption metrics: %w", err)
 			}

@@ -73,10 +73,14 @@ func TestControllerProgramsFromNodesAndRemovesWhenDisabled(t *testing.T) {
 		}
 	}
 
-	cfg.Disabled, cfg.Registerer = true, nil
+	offReg := prometheus.NewRegistry()
+	cfg.Disabled, cfg.Registerer = true, offReg
 	off, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(offReg, "trellis_encryption_strict_dropped_packets_total"); err != nil || n != 0 {
+		t.Errorf("strict mode off: %d drop counters exported (%v), want none (no table to read)", n, err)
 	}
 	for range 2 {
 		if err := off.Sync(ctx); err != nil {
