@@ -45,7 +45,15 @@ type Options struct {
 	MaxDuration time.Duration
 	// SnapLen is the bytes recorded per frame (0: the whole frame).
 	SnapLen int
+	// BufferKiB is the kernel's capture buffer (tcpdump -B; 0:
+	// DefaultBufferKiB). Frames arrive in it as the stack holds them: on
+	// veths with segmentation offload, up to 64 KiB each.
+	BufferKiB int
 }
+
+// DefaultBufferKiB holds 1,000 frames of 64 KiB: tcpdump's own default
+// (2 MiB, 32 such frames) overflows while a busy machine schedules it late.
+const DefaultBufferKiB = 64 << 10
 
 // Validate returns every problem with o, joined.
 func (o Options) Validate() error {
@@ -61,6 +69,9 @@ func (o Options) Validate() error {
 	}
 	if o.MaxDuration <= 0 {
 		errs = append(errs, fmt.Errorf("capture: the duration must be positive, got %s", o.MaxDuration))
+	}
+	if o.BufferKiB < 0 {
+		errs = append(errs, fmt.Errorf("capture: buffer size %d KiB is negative", o.BufferKiB))
 	}
 	if o.SnapLen < 0 {
 		errs = append(errs, fmt.Errorf("capture: snap length %d is negative", o.SnapLen))
@@ -79,7 +90,12 @@ func (o Options) Args() []string {
 	// after SIGTERM holds every packet tcpdump received (with the default
 	// buffering, the last second's packets are still in the kernel's ring
 	// when tcpdump stops); -s 0: whole frames.
-	args := []string{"-i", iface, "-n", "--immediate-mode", "-U", "-s", strconv.Itoa(o.SnapLen), "-c", strconv.Itoa(o.MaxPackets), "-w", o.File}
+	buf := o.BufferKiB
+	if buf == 0 {
+		buf = DefaultBufferKiB
+	}
+	args := []string{"-i", iface, "-n", "--immediate-mode", "-U", "-B", strconv.Itoa(buf), "-s", strconv.Itoa(o.SnapLen),
+		"-c", strconv.Itoa(o.MaxPackets), "-w", o.File}
 	if o.InboundOnly {
 		args = append(args, "-Q", "in")
 	}

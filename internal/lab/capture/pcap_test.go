@@ -186,8 +186,8 @@ func FuzzAnalyze(f *testing.F) {
 }
 
 func TestOptionsValidateAndArgs(t *testing.T) {
-	err := Options{Netns: "../x", MaxPackets: 0, MaxDuration: 0, SnapLen: -1}.Validate()
-	for _, want := range []string{"network namespace", "output file", "packet count", "duration", "snap length"} {
+	err := Options{Netns: "../x", MaxPackets: 0, MaxDuration: 0, SnapLen: -1, BufferKiB: -1}.Validate()
+	for _, want := range []string{"network namespace", "output file", "packet count", "duration", "snap length", "buffer size"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate: %v lacks %q", err, want)
 		}
@@ -198,7 +198,7 @@ func TestOptionsValidateAndArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := strings.Join(o.Args(), " ")
-	if want := "-i any -n --immediate-mode -U -s 0 -c 1000 -w /tmp/x.pcap -Q in not host 172.30.1.2"; got != want {
+	if want := "-i any -n --immediate-mode -U -B 65536 -s 0 -c 1000 -w /tmp/x.pcap -Q in not host 172.30.1.2"; got != want {
 		t.Errorf("args %q, want %q", got, want)
 	}
 }
