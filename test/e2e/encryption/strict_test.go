@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -140,11 +142,20 @@ func (w *world) testKeyWithdrawn(t *testing.T) {
 			func() bool { return routeDev(t, n, cidr) != wgDevice })
 		t.Logf("%s: route to %s via %q %s after the key was withdrawn", n, cidr, routeDev(t, n, cidr), took.Round(time.Millisecond))
 	}
-	w.expectNoPlaintextAndNoAnswer(t, "key-withdrawn", dst, false)
+	before := map[string]int{}
 	for i, n := range w.nodes {
 		if i != dst {
-			out, _ := inNode(t, n, "nft", "list", "table", "inet", "trellis-encrypt")
-			t.Logf("%s strict table:\n%s", n, out)
+			before[n] = strictDrops(t, n)
+		}
+	}
+	w.expectNoPlaintextAndNoAnswer(t, "key-withdrawn", dst, false)
+	// What stopped the plaintext was the strict table: its counter grew at
+	// the peers that sent to the node.
+	for n, b := range before {
+		d := strictDrops(t, n) - b
+		figure(t, "key-withdrawn: the strict table of %s dropped %d packets to %s's pods", n, d, node)
+		if d <= 0 {
+			t.Errorf("%s's strict table dropped nothing while its pods sent to %s, whose key is gone", n, node)
 		}
 	}
 	unblock()
@@ -154,6 +165,21 @@ func (w *world) testKeyWithdrawn(t *testing.T) {
 	})
 	figure(t, "key-withdrawn: %s published its key again %s after reaching the API server", node, took.Round(time.Millisecond))
 	w.waitReachable(t, 0, dst, 60*time.Second, "pod traffic once the key is back")
+}
+
+// strictDrops reads the strict table's drop counter on node.
+func strictDrops(t *testing.T, node string) int {
+	t.Helper()
+	out, err := inNode(t, node, "nft", "list", "counter", "inet", "trellis-encrypt", "unencrypted")
+	if err != nil {
+		t.Fatalf("the strict table's counter: %v", err)
+	}
+	m := regexp.MustCompile(`packets (\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("%s: no packet count in %q", node, out)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
 }
 
 // ensureKey makes sure node publishes a key again when a test ends early
@@ -232,6 +258,8 @@ func (w *world) testFreshNode(t *testing.T) {
 	sc := startCapture(t, "fresh-node", 0, 3*time.Minute)
 	var stop atomic.Bool
 	var sent, fromFresh atomic.Int64
+	var firstSend atomic.Int64 // ns after start-node of the fresh pod's first datagram
+	start := time.Now()
 	var wg sync.WaitGroup
 	peerIP, other := w.ip(t, 0), w.otherSubnet(t, fresh)
 	wg.Add(2)
@@ -252,11 +280,11 @@ func (w *world) testFreshNode(t *testing.T) {
 		for !stop.Load() {
 			if w.sendBlind(fresh, peerIP, payload) {
 				fromFresh.Add(1)
+				firstSend.CompareAndSwap(0, int64(time.Since(start)))
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	start := time.Now()
 	if out, err := labCmd("start-node", node); err != nil {
 		stop.Store(true)
 		wg.Wait()
@@ -273,9 +301,10 @@ func (w *world) testFreshNode(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 	got := sc.stop(t, payload)
-	figure(t, "fresh node %s: new key published %s after start-node, its pod answered after %s; %d datagrams sent towards it, %d from it; "+
-		"switch: payload %d times, %d WireGuard datagrams", node, keyAt.Round(time.Millisecond), answered.Round(time.Millisecond),
-		sent.Load(), fromFresh.Load(), got.PayloadHits, got.UDPToPort)
+	figure(t, "fresh node %s: new key published %s after start-node, its pod's first datagram sent after %s, the pod answered after %s; "+
+		"%d datagrams sent towards it, %d from it; switch: payload %d times, %d WireGuard datagrams", node, keyAt.Round(time.Millisecond),
+		time.Duration(firstSend.Load()).Round(time.Millisecond), answered.Round(time.Millisecond), sent.Load(), fromFresh.Load(),
+		got.PayloadHits, got.UDPToPort)
 	if got.PayloadHits != 0 {
 		t.Errorf("the payload crossed the switch in plaintext %d times while %s started afresh", got.PayloadHits, node)
 	}
