@@ -3,6 +3,7 @@
 package encryption
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 	"testing"
@@ -36,14 +37,30 @@ func TestE2EEncryption(t *testing.T) {
 		}
 		t.Run("capture-"+m, func(t *testing.T) {
 			l.SetAgentConfig(t, m, "")
+			w.waitAllPairs(t, m)
 			w.checkEncrypted(t, m)
 		})
 	}
 	t.Run("control-encryption-off", func(t *testing.T) {
 		l.SetAgentConfig(t, labMode, string(config.EncryptionNone))
+		w.waitAllPairs(t, labMode+", encryption off")
 		w.checkPlaintext(t, labMode+"-encryption-off")
 	})
 	figure(t, "encryption suite: %s (without the lab's bring-up)", time.Since(start).Round(time.Second))
+}
+
+// waitAllPairs waits until every cross-node pod pair answers over TCP after
+// the agents restarted with a new configuration, and reports how long that
+// took: a restarted userspace engine has lost its sessions, and a peer
+// that still sends on one it holds is answered only once WireGuard's
+// timers start a new handshake.
+func (w *world) waitAllPairs(t *testing.T, what string) {
+	t.Helper()
+	start := time.Now()
+	for _, p := range w.crossPairs() {
+		w.waitReachable(t, p[0], p[1], 90*time.Second, fmt.Sprintf("%s -> %s after the agents restarted (%s)", w.pods[p[0]], w.pods[p[1]], what))
+	}
+	figure(t, "agents restarted (%s): every cross-node pod pair answered %s after the last agent was back", what, time.Since(start).Round(time.Millisecond))
 }
 
 // testLargePackets: the pod MTU is the underlay's minus WireGuard's 60
