@@ -32,8 +32,8 @@ func Status(ctx context.Context, p state.Paths, w io.Writer) error {
 		return errNoLab
 	}
 	t := st.Topology
-	fmt.Fprintf(w, "lab: %d nodes, %d subnets, routing mode %s, phase %s, created %s\n", len(t.Nodes), len(t.Subnets),
-		t.Options.RoutingMode, st.Phase, st.CreatedAt.Format("15:04:05"))
+	fmt.Fprintf(w, "lab: %d nodes, %d subnets, routing mode %s, encryption %s, phase %s, created %s\n", len(t.Nodes), len(t.Subnets),
+		t.Options.RoutingMode, t.Options.EncryptionOrDefault(), st.Phase, st.CreatedAt.Format("15:04:05"))
 	fmt.Fprintf(w, "kubeconfig: %s (API forwarded on 127.0.0.1:%d)\n", p.AdminKubeconfig(), t.Options.APIPort)
 	switch {
 	case st.Install.Mode == CNIKubeRouter:

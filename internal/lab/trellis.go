@@ -64,7 +64,7 @@ func prepareInstall(e Env) (state.Install, error) {
 // recommends, not through kube-proxy's Service rules.
 func labOverrides(t topology.Topology) map[string]any {
 	return map[string]any{"routingMode": t.Options.RoutingMode, "clusterCIDRs": []any{topology.ClusterCIDR},
-		"apiServer": apiServerURL(t)}
+		"apiServer": apiServerURL(t), "encryption": t.Options.EncryptionOrDefault()}
 }
 
 // apiServerURL is the API server's address as the nodes reach it.
@@ -96,7 +96,8 @@ func installTrellis(ctx context.Context, e Env, p state.Paths, st *state.State, 
 		}
 		args := []string{"install", "--kubeconfig", p.AdminKubeconfig(), "--chart", filepath.Join(e.Deploy, "helm", "trellis"),
 			"--set", "image.repository=" + ref.Context().Name(), "--set", "image.tag=" + ref.TagStr(),
-			"--set", "config.routingMode=" + st.Topology.Options.RoutingMode, "--set", "config.apiServer=" + apiServerURL(st.Topology)}
+			"--set", "config.routingMode=" + st.Topology.Options.RoutingMode, "--set", "config.apiServer=" + apiServerURL(st.Topology),
+			"--set", "config.encryption=" + st.Topology.Options.EncryptionOrDefault()}
 		if err := proc.Run(ctx, e.ChartBin, args...); err != nil {
 			return fmt.Errorf("installing the chart: %w", err)
 		}

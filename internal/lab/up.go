@@ -250,7 +250,9 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	}
 	st.Phase = "nodes"
 	for _, n := range t.Nodes {
-		if err := node.Start(p, st, labBin, node.NewSpec(p, n, bin, imageFiles, o.RoutingMode, agentProcess), true); err != nil {
+		spec := node.NewSpec(p, n, bin, imageFiles, o.RoutingMode, agentProcess)
+		spec.Encryption = o.Encryption
+		if err := node.Start(p, st, labBin, spec, true); err != nil {
 			return err
 		}
 	}

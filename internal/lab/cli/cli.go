@@ -161,7 +161,7 @@ func New() *cobra.Command {
 	root.AddCommand(upCmd(g), downCmd(g), statusCmd(g), kubeconfigCmd(g), kubectlCmd(g), ctlCmd(g), execCmd(g),
 		probeCmd(g), dnsCmd(g), matrixCmd(g), restartAgentCmd(g), nodeCmd(g, "stop-node"), nodeCmd(g, "start-node"),
 		apiserverCmd(g, "stop-apiserver"), apiserverCmd(g, "start-apiserver"), logsCmd(g), benchCmd(g), memoryCmd(g),
-		upgradeCmd(g), rollbackCmd(g), uninstallCmd(g), agentConfigCmd(g))
+		upgradeCmd(g), rollbackCmd(g), uninstallCmd(g), agentConfigCmd(g), captureCmd(g))
 	root.AddCommand(internalCmds()...)
 	return root
 }
@@ -205,12 +205,13 @@ func upCmd(g *globals) *cobra.Command {
 	c.Flags().IntVar(&o.Nodes, "nodes", 3, "number of nodes")
 	c.Flags().IntVar(&o.Subnets, "subnets", 2, "number of underlay subnets (L2 segments joined by a router)")
 	c.Flags().StringVar(&o.RoutingMode, "routing-mode", "auto", "Trellis agent routing mode: native, vxlan or auto")
+	c.Flags().StringVar(&o.Encryption, "encryption", "none", "Trellis agent encryption of pod traffic between nodes: none or wireguard (docs/encryption.md)")
 	c.Flags().IntVar(&o.APIPort, "api-port", 0, "loopback port forwarded to the API server (default 16443; named labs derive theirs from the name)")
 	c.Flags().BoolVar(&noAgent, "no-agent", false, "run the nodes without the Trellis agent (the lab writes a static CNI config; implies --install process)")
 	c.Flags().StringVar(&mode, "install", "daemonset", "how Trellis is installed: daemonset (the shipped manifest), helm (the chart) or process (agent processes, the dev loop)")
 	c.Flags().StringVar(&imageTar, "image-tar", "", "the Trellis image tarball imported into every node (default: bin/image/trellis-image.tar from make image)")
 	c.Flags().StringVar(&manifest, "manifest", "", "the manifest applied in daemonset mode (default: DEPLOY-DIR/trellis.yaml)")
-	c.Flags().StringVar(&cni, "cni", lab.CNITrellis, "the cluster's CNI: trellis, or kube-router (the peer of `make compare`, built for measurement in the lab only; --install and --routing-mode then do not apply)")
+	c.Flags().StringVar(&cni, "cni", lab.CNITrellis, "the cluster's CNI: trellis, or kube-router (the peer of `make compare`, built for measurement in the lab only; --install, --routing-mode and --encryption then do not apply)")
 	c.Flags().StringVar(&chartBin, "chart-bin", "", "the chart tool for helm mode (default: BIN-DIR/trellis-chart from make chart-tool)")
 	return c
 }

@@ -97,13 +97,19 @@ func Has(objs []*unstructured.Unstructured, kind string) bool {
 
 // Customize points every container and init container of every DaemonSet
 // in objs at image, and merges overrides into the agent ConfigMap's
-// config.yaml (top-level keys). It fails when overrides are given and there
+// config.yaml (top-level keys); with encryption turned on by the overrides,
+// the agent gets the WireGuard mounts (addWireGuardMounts). It fails when overrides are given and there
 // is no agent ConfigMap, so a lab setting never silently goes missing.
 func Customize(objs []*unstructured.Unstructured, image string, overrides map[string]any) error {
 	cmSeen := false
 	for _, o := range objs {
 		switch o.GetKind() {
 		case "DaemonSet":
+			if o.GetName() == DaemonSetName && wantsWireGuard(overrides) {
+				if err := addWireGuardMounts(o); err != nil {
+					return err
+				}
+			}
 			if image == "" {
 				continue
 			}

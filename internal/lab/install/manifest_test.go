@@ -132,3 +132,64 @@ func TestImageRef(t *testing.T) {
 		t.Errorf("a missing tarball gave %v", err)
 	}
 }
+
+// With encryption on, the agent container gets the TUN device and a
+// directory for wireguard-go's socket, once, as the chart renders them.
+func TestCustomizeAddsWireGuardMountsWithEncryption(t *testing.T) {
+	mounts := func(objs []*unstructured.Unstructured) (vols, paths []string) {
+		for _, o := range objs {
+			if o.GetKind() != "DaemonSet" || o.GetName() != DaemonSetName {
+				continue
+			}
+			vs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "volumes")
+			for _, v := range vs {
+				vols = append(vols, v.(map[string]any)["name"].(string))
+			}
+			cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			for _, c := range cs {
+				if c.(map[string]any)["name"] != AgentContainer {
+					continue
+				}
+				ms, _ := c.(map[string]any)["volumeMounts"].([]any)
+				for _, m := range ms {
+					paths = append(paths, m.(map[string]any)["mountPath"].(string))
+				}
+			}
+		}
+		return vols, paths
+	}
+	count := func(xs []string, x string) int {
+		n := 0
+		for _, y := range xs {
+			if y == x {
+				n++
+			}
+		}
+		return n
+	}
+	for _, c := range []struct {
+		enc  string
+		want int
+	}{{"none", 0}, {"wireguard", 1}} {
+		objs, err := Decode(shippedManifest(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 2; i++ { // customizing twice adds nothing twice
+			if err := Customize(objs, "", map[string]any{"encryption": c.enc}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		vols, paths := mounts(objs)
+		for _, p := range []string{"/dev/net/tun", "/var/run/wireguard"} {
+			if got := count(paths, p); got != c.want {
+				t.Errorf("encryption %s: %d mounts of %s, want %d (mounts %v)", c.enc, got, p, c.want, paths)
+			}
+		}
+		for _, v := range []string{"dev-net-tun", "wireguard-run"} {
+			if got := count(vols, v); got != c.want {
+				t.Errorf("encryption %s: %d volumes %s, want %d (volumes %v)", c.enc, got, v, c.want, vols)
+			}
+		}
+	}
+}

@@ -94,20 +94,27 @@ func AgentArgs(s Spec) []string {
 // agentConfigPath is where the node's agent reads its configuration file.
 const agentConfigPath = "/etc/trellis/config.yaml"
 
-// AgentConfig is the content of the node's agent configuration file.
-func AgentConfig(routingMode string) string {
-	return fmt.Sprintf("routingMode: %s\nclusterCIDRs: [%q]\n", routingMode, topology.ClusterCIDR)
+// AgentConfig is the content of the node's agent configuration file;
+// encryption "" leaves the agent's default (none).
+func AgentConfig(routingMode, encryption string) string {
+	c := fmt.Sprintf("routingMode: %s\nclusterCIDRs: [%q]\n", routingMode, topology.ClusterCIDR)
+	if encryption != "" {
+		c += fmt.Sprintf("encryption: %s\n", encryption)
+	}
+	return c
 }
 
 // WriteAgentConfig replaces node s's agent configuration file with one for
-// routingMode; the agent reads it at its next start (restart-agent).
-func WriteAgentConfig(s Spec, routingMode string) error {
+// routingMode and encryption and records both in the node's spec; the
+// agent reads the file at its next start (restart-agent).
+func WriteAgentConfig(s Spec, routingMode, encryption string) error {
 	hp := s.HostPath(agentConfigPath)
 	if hp == "" {
 		return fmt.Errorf("node %s: %s is not on a node-private path", s.Name, agentConfigPath)
 	}
-	if err := atomicfile.Write(hp, []byte(AgentConfig(routingMode)), 0o644); err != nil {
+	if err := atomicfile.Write(hp, []byte(AgentConfig(routingMode, encryption)), 0o644); err != nil {
 		return fmt.Errorf("node %s: writing the agent configuration: %w", s.Name, err)
 	}
-	return nil
+	s.RoutingMode, s.Encryption = routingMode, encryption
+	return SaveSpec(s)
 }

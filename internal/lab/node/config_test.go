@@ -39,11 +39,21 @@ func TestNodeConfigs(t *testing.T) {
 	}
 	// The configuration file is read by the agent's own loader.
 	c := config.Default()
-	if err := config.ParseFile([]byte(AgentConfig("native")), c); err != nil {
+	if err := config.ParseFile([]byte(AgentConfig("native", "")), c); err != nil {
 		t.Fatalf("agent config file: %v", err)
 	}
 	if c.RoutingMode != "native" || len(c.ClusterCIDRs) != 1 || c.ClusterCIDRs[0].String() != topology.ClusterCIDR {
 		t.Errorf("agent config file parsed as mode %q, cluster CIDRs %v", c.RoutingMode, c.ClusterCIDRs)
+	}
+	if c.EncryptionEnabled() {
+		t.Error("encryption on without the lab asking for it")
+	}
+	c = config.Default()
+	if err := config.ParseFile([]byte(AgentConfig("vxlan", "wireguard")), c); err != nil {
+		t.Fatalf("agent config file with encryption: %v", err)
+	}
+	if c.RoutingMode != "vxlan" || !c.EncryptionEnabled() {
+		t.Errorf("agent config file parsed as mode %q, encryption %q; want vxlan, wireguard", c.RoutingMode, c.Encryption)
 	}
 }
 

@@ -32,6 +32,9 @@ type Spec struct {
 	Images      []string          `json:"images"` // image tarballs to import
 	Bin         map[string]string `json:"bin"`
 	RoutingMode string            `json:"routingMode"`
+	// Encryption is the agent's encryption setting in the process install
+	// mode (none or wireguard; "" leaves the agent's default).
+	Encryption string `json:"encryption,omitempty"`
 	// AgentProcess: the supervisor runs trellis-agent as a process (the
 	// lab's process install mode); otherwise kubelet runs it as a pod.
 	AgentProcess bool `json:"agentProcess"`
@@ -46,6 +49,9 @@ var nodeMounts = []string{
 	"/etc/cni/net.d", "/opt/cni/bin", "/var/lib/kubelet", "/run/containerd", "/var/lib/containerd",
 	"/var/lib/trellis", "/var/log/trellis", "/var/log/pods", "/var/log/containers", "/var/lib/cni",
 	"/run/netns", "/opt/trellis", "/etc/trellis", "/run/trellis",
+	// wireguard-go's UAPI sockets (/var/run/wireguard/<device>.sock): every
+	// node's agent names its device alike, so each node needs its own.
+	"/run/wireguard",
 }
 
 // MountPoints lists the host paths node namespaces mount over.
@@ -101,7 +107,7 @@ func WriteFiles(p state.Paths, s Spec) error {
 		kubeProxyConfig:    []byte(KubeProxyConfig(s)),
 	}
 	if s.AgentProcess {
-		files[agentConfigPath] = []byte(AgentConfig(s.RoutingMode))
+		files[agentConfigPath] = []byte(AgentConfig(s.RoutingMode, s.Encryption))
 	}
 	copies := map[string]string{
 		kubeletKubeconfig:               p.KubeconfigFile("kubelet-" + s.Name + ".conf"),

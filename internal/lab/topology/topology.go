@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // Names and address ranges. Every lab network namespace starts with NetnsPrefix
@@ -31,11 +32,17 @@ const (
 // RoutingModes the Trellis agent accepts.
 var RoutingModes = []string{"native", "vxlan", "auto"}
 
+// Encryptions the Trellis agent accepts (its `encryption` setting).
+var Encryptions = []string{"none", "wireguard"}
+
 // Options is what `trellis-lab up` is asked for.
 type Options struct {
 	Nodes       int
 	Subnets     int
 	RoutingMode string
+	// Encryption is the agent's encryption setting: none or wireguard
+	// ("" in the state of a lab made before the setting existed: none).
+	Encryption  string `json:"encryption,omitempty"`
 	APIPort     int    // loopback port on the host forwarded to the API server
 	NetnsPrefix string `json:"netnsPrefix,omitempty"` // default NetnsPrefix
 }
@@ -58,6 +65,9 @@ func (o Options) Validate() error {
 	}
 	if !ok {
 		errs = append(errs, fmt.Errorf("--routing-mode must be one of %v, got %q", RoutingModes, o.RoutingMode))
+	}
+	if o.Encryption != "" && !slices.Contains(Encryptions, o.Encryption) {
+		errs = append(errs, fmt.Errorf("--encryption must be one of %v, got %q", Encryptions, o.Encryption))
 	}
 	if o.APIPort < 1024 || o.APIPort > 65535 {
 		errs = append(errs, fmt.Errorf("--api-port must be between 1024 and 65535, got %d", o.APIPort))
@@ -94,6 +104,14 @@ type Topology struct {
 	SwitchNetns  string       `json:"switchNetns"`
 	RouterNetns  string       `json:"routerNetns"`
 	ExternalGW   netip.Prefix `json:"externalRouterAddr"` // the router's end of the external link
+}
+
+// EncryptionOrDefault is o's encryption setting, "none" when unset.
+func (o Options) EncryptionOrDefault() string {
+	if o.Encryption == "" {
+		return "none"
+	}
+	return o.Encryption
 }
 
 // NodeName is the Kubernetes node name of node i (0-based).

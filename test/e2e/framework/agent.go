@@ -5,8 +5,13 @@ package framework
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,10 +110,62 @@ func (l *Lab) SetAgentMode(t testing.TB, node, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := labnode.WriteAgentConfig(spec, mode); err != nil {
+	if err := labnode.WriteAgentConfig(spec, mode, spec.Encryption); err != nil {
 		t.Fatal(err)
 	}
 	l.KillAgent(t, node)
+}
+
+// SetAgentConfig sets the agents' routing mode and encryption on every
+// node and restarts every agent so it reads them. DaemonSet: the ConfigMap
+// is patched and the agent pods of all nodes are replaced at once (waiting
+// until each is Ready); process mode: each node's configuration file is
+// rewritten and its agent killed. "" keeps a setting as it is.
+func (l *Lab) SetAgentConfig(t testing.TB, routingMode, encryption string) {
+	t.Helper()
+	if l.AgentPod() {
+		ov := map[string]any{}
+		if routingMode != "" {
+			ov["routingMode"] = routingMode
+		}
+		if encryption != "" {
+			ov["encryption"] = encryption
+		}
+		if err := install.SetConfig(context.Background(), l.CS, ov); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, len(l.Nodes()))
+		for i, n := range l.Nodes() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = install.RestartAgent(context.Background(), l.CS, n, 2*time.Minute)
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	for _, n := range l.Nodes() {
+		spec, err := labnode.LoadSpec(l.Paths.Node(n) + "/node.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mode, enc := spec.RoutingMode, spec.Encryption
+		if routingMode != "" {
+			mode = routingMode
+		}
+		if encryption != "" {
+			enc = encryption
+		}
+		if err := labnode.WriteAgentConfig(spec, mode, enc); err != nil {
+			t.Fatal(err)
+		}
+		l.KillAgent(t, n)
+	}
 }
 
 // AgentLogs returns the last lines of the agent's log on node
@@ -132,4 +189,30 @@ func (l *Lab) KillAgentCmd(node string) *exec.Cmd {
 		return exec.Command(l.Bin, "restart-agent", node, "--kill")
 	}
 	return exec.Command(l.Bin, "restart-agent", node)
+}
+
+// MarkOtherBoot makes node's dataplane marker (in its node state file) name
+// another boot, as a reboot leaves it: the lab's nodes share one kernel, so
+// their boot id cannot change. The plugin then wires no pod on node until
+// the agent has programmed the dataplane again.
+func (l *Lab) MarkOtherBoot(t testing.TB, node string) {
+	t.Helper()
+	path := filepath.Join(l.Paths.Node(node), "fs", "var-lib-trellis", "node-state.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	if dp, ok := st["dataplane"].(map[string]any); ok {
+		dp["bootID"] = "00000000-0000-0000-0000-00000000b007"
+	}
+	if data, err = json.Marshal(st); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -63,8 +63,8 @@ func envInt(name string, def int) int {
 	return def
 }
 
-// Setup brings a lab up (TRELLIS_LAB_NODES/SUBNETS/ROUTING/INSTALL, defaults
-// 3/2/auto/daemonset)
+// Setup brings a lab up (TRELLIS_LAB_NODES/SUBNETS/ROUTING/INSTALL/ENCRYPTION,
+// defaults 3/2/auto/daemonset/none)
 // or, with TRELLIS_LAB_REUSE=1, attaches to the running one.
 func Setup(ctx context.Context) (*Lab, error) {
 	if os.Geteuid() != 0 {
@@ -89,6 +89,10 @@ func Setup(ctx context.Context) (*Lab, error) {
 		}
 		if v := os.Getenv("TRELLIS_LAB_MANIFEST"); v != "" {
 			args = append(args, "--manifest", v)
+		}
+		// TRELLIS_LAB_ENCRYPTION: none (default) or wireguard.
+		if v := os.Getenv("TRELLIS_LAB_ENCRYPTION"); v != "" {
+			args = append(args, "--encryption", v)
 		}
 		// TRELLIS_LAB_CNI: trellis (default) or kube-router (test/e2e/peer).
 		if v := os.Getenv("TRELLIS_LAB_CNI"); v != "" {

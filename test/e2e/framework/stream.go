@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -30,6 +31,8 @@ import (
 type Stream struct {
 	tcpSent, tcpRecv atomic.Int64
 	udpSent, udpRecv atomic.Int64
+	retrans          atomic.Int64 // the TCP sender's retransmitted segments, at its end
+	udpLast, udpGap  atomic.Int64 // the last sequence number received, the longest run lost
 	tcpErr           error
 	stop             chan struct{}
 	wg               sync.WaitGroup
@@ -77,7 +80,10 @@ func (l *Lab) StartStream(t testing.TB, a, b string, port int) *Stream {
 	s.wg.Add(4)
 	go func() { // TCP writer: ~4 MB/s of a counting pattern
 		defer s.wg.Done()
-		defer conn.Close()
+		defer func() {
+			s.retrans.Store(totalRetrans(conn))
+			conn.Close()
+		}()
 		buf := make([]byte, 4096)
 		var off int64
 		tick := time.NewTicker(time.Millisecond)
@@ -149,20 +155,45 @@ func (l *Lab) StartStream(t testing.TB, a, b string, port int) *Stream {
 	go func() { // UDP receiver
 		defer s.wg.Done()
 		buf := make([]byte, 128)
+		s.udpLast.Store(-1)
 		for {
-			if _, err := udpIn.Read(buf); err != nil {
+			n, err := udpIn.Read(buf)
+			if err != nil {
 				return
 			}
 			s.udpRecv.Add(1)
+			if n >= 8 {
+				seq := int64(binary.BigEndian.Uint64(buf))
+				if gap := seq - s.udpLast.Load() - 1; gap > s.udpGap.Load() {
+					s.udpGap.Store(gap)
+				}
+				if seq > s.udpLast.Load() {
+					s.udpLast.Store(seq)
+				}
+			}
 		}
 	}()
 	return s
 }
 
-// Finish stops the stream and checks: no TCP error or reset, every byte
-// delivered, UDP loss under 1%. It returns the UDP loss in percent and
-// whether the TCP stream failed (an error or reset).
-func (s *Stream) Finish(t testing.TB, what string) (loss float64, tcpFailed bool) {
+// StreamResult is what a stream measured.
+type StreamResult struct {
+	TCPSent, TCPReceived int64
+	// TCPErr is the first TCP error (a reset, a corrupted byte), or nil.
+	TCPErr error
+	// Retransmits is the TCP sender's retransmitted segments (-1 unknown).
+	Retransmits          int64
+	UDPSent, UDPReceived int64
+	// UDPLoss is the share of datagrams lost, in percent.
+	UDPLoss float64
+	// UDPMaxGap is the longest run of datagrams lost in a row (one is sent
+	// every 2 ms: the longest outage is about 2 ms times this).
+	UDPMaxGap int64
+}
+
+// Stop stops the stream and returns what it measured, asserting nothing
+// but that it stopped.
+func (s *Stream) Stop(t testing.TB, what string) StreamResult {
 	t.Helper()
 	close(s.stop)
 	done := make(chan struct{})
@@ -172,19 +203,52 @@ func (s *Stream) Finish(t testing.TB, what string) (loss float64, tcpFailed bool
 	case <-time.After(30 * time.Second):
 		t.Fatalf("%s: stream did not finish", what)
 	}
-	if s.tcpErr != nil {
-		t.Errorf("%s: %v", what, s.tcpErr)
+	r := StreamResult{TCPSent: s.tcpSent.Load(), TCPReceived: s.tcpRecv.Load(), TCPErr: s.tcpErr,
+		Retransmits: s.retrans.Load(), UDPSent: s.udpSent.Load(), UDPReceived: s.udpRecv.Load(), UDPMaxGap: s.udpGap.Load()}
+	if last := s.udpLast.Load(); r.UDPSent-1-last > r.UDPMaxGap { // datagrams lost at the end
+		r.UDPMaxGap = r.UDPSent - 1 - last
 	}
-	if s.tcpRecv.Load() != s.tcpSent.Load() {
-		t.Errorf("%s: TCP received %d of %d bytes", what, s.tcpRecv.Load(), s.tcpSent.Load())
+	r.UDPLoss = 100 * float64(r.UDPSent-r.UDPReceived) / float64(max(r.UDPSent, 1))
+	return r
+}
+
+// Finish stops the stream and checks: no TCP error or reset, every byte
+// delivered, UDP loss under 1%. It returns the UDP loss in percent and
+// whether the TCP stream failed (an error or reset).
+func (s *Stream) Finish(t testing.TB, what string) (loss float64, tcpFailed bool) {
+	t.Helper()
+	r := s.Stop(t, what)
+	if r.TCPErr != nil {
+		t.Errorf("%s: %v", what, r.TCPErr)
 	}
-	sent, recv := s.udpSent.Load(), s.udpRecv.Load()
-	loss = 100 * float64(sent-recv) / float64(max(sent, 1))
-	t.Logf("%s: TCP %d bytes intact; UDP %d/%d datagrams (%.2f%% loss)", what, s.tcpRecv.Load(), recv, sent, loss)
-	if sent < 1000 || loss >= 1 {
-		t.Errorf("%s: UDP %d/%d datagrams arrived (%.2f%% loss), want under 1%%", what, recv, sent, loss)
+	if r.TCPReceived != r.TCPSent {
+		t.Errorf("%s: TCP received %d of %d bytes", what, r.TCPReceived, r.TCPSent)
 	}
-	return loss, s.tcpErr != nil || s.tcpRecv.Load() != s.tcpSent.Load()
+	t.Logf("%s: TCP %d bytes intact, %d segments retransmitted; UDP %d/%d datagrams (%.2f%% loss)", what, r.TCPReceived,
+		r.Retransmits, r.UDPReceived, r.UDPSent, r.UDPLoss)
+	if r.UDPSent < 1000 || r.UDPLoss >= 1 {
+		t.Errorf("%s: UDP %d/%d datagrams arrived (%.2f%% loss), want under 1%%", what, r.UDPReceived, r.UDPSent, r.UDPLoss)
+	}
+	return r.UDPLoss, r.TCPErr != nil || r.TCPReceived != r.TCPSent
+}
+
+// totalRetrans reads tcpi_total_retrans of a TCP connection (-1 if unknown).
+func totalRetrans(c net.Conn) int64 {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return -1
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	n := int64(-1)
+	_ = raw.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			n = int64(info.Total_retrans)
+		}
+	})
+	return n
 }
 
 // Pod returns the pod NS/POD.

@@ -4,11 +4,9 @@ package policy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -155,24 +153,7 @@ func simulateReboot(t *testing.T, node string) {
 	if out, err := exec.Command("ip", "netns", "exec", h.Netns, "nft", "delete", "table", "inet", "trellis-policy").CombinedOutput(); err != nil {
 		t.Fatalf("%s: nft delete table: %v: %s", node, err, out)
 	}
-	path := filepath.Join(l.Paths.Node(node), "fs", "var-lib-trellis", "node-state.json")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st map[string]any
-	if err := json.Unmarshal(data, &st); err != nil {
-		t.Fatal(err)
-	}
-	if dp, ok := st["dataplane"].(map[string]any); ok {
-		dp["bootID"] = "00000000-0000-0000-0000-00000000b007"
-	}
-	if data, err = json.Marshal(st); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	l.MarkOtherBoot(t, node)
 }
 
 // TestE2EPolicyFirstPacketAfterReboot: a node "reboots" (its pods gone, the
