@@ -131,6 +131,26 @@ func TestKernelWireGuardRestartReattaches(t *testing.T) {
 	}
 }
 
+// After a restart the peer still holds the session the old engine had and
+// sends on it; the new engine cannot decrypt that. Unless the new engine
+// starts a handshake itself, the peer only notices after WireGuard's own
+// timers (about 15 s), so traffic the peer starts is lost until then.
+func TestKernelWireGuardRestartReplacesPeersSession(t *testing.T) {
+	a, b := newWGPair(t)
+	connect(t, a, b)
+	dst := netip.AddrPortFrom(a.pod, 7003)
+	a.tcpEcho(t, dst)
+	b.waitReach(t, b.pod, dst, 10*time.Second) // b now holds a session with a
+	if err := a.m.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	a.start(t)
+	a.setPeers(t, b.peerOf(t))
+	// Only b sends: a answers what it receives and starts nothing else.
+	took := b.waitReach(t, b.pod, dst, 4*time.Second)
+	t.Logf("the peer's traffic reached the restarted engine %v after it was configured", took)
+}
+
 // Adding and removing another prefix of a peer does not interrupt a flow to
 // its first prefix; the added prefix is reachable, the removed one is not.
 func TestKernelWireGuardAllowedIPsPerPrefix(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/trellisnet/trellis/internal/wireguard"
@@ -48,13 +49,39 @@ func (m *Manager) SetPeers(ctx context.Context, dev string, peers []wireguard.Pe
 		nodes[p.PublicKey] = p.Node
 	}
 	m.nodes[dev] = nodes
-	if len(cfgs) == 0 {
-		return nil
+	if len(cfgs) > 0 {
+		if err := c.ConfigureDevice(dev, wgtypes.Config{Peers: cfgs}); err != nil {
+			return fmt.Errorf("configure peers of WireGuard device %s: %w", dev, err)
+		}
 	}
-	if err := c.ConfigureDevice(dev, wgtypes.Config{Peers: cfgs}); err != nil {
-		return fmt.Errorf("configure peers of WireGuard device %s: %w", dev, err)
-	}
+	m.greet(dev, peers)
 	return nil
+}
+
+// greet starts a handshake with every peer that the userspace engine this
+// Manager runs for dev has not greeted yet. After an agent restart the
+// peers still hold a session the new engine never had and keep sending on
+// it (the engine drops those packets) until WireGuard's own timers start a
+// new handshake, about 15 s later; a handshake from this side replaces the
+// session at once. Kernel devices keep their sessions across a restart and
+// need none. A failed initiation is retried by WireGuard's timers.
+func (m *Manager) greet(dev string, peers []wireguard.Peer) {
+	u := m.user[dev]
+	if u == nil || !u.running() {
+		return
+	}
+	if u.greeted == nil {
+		u.greeted = map[wgtypes.Key]bool{}
+	}
+	for _, p := range peers {
+		if u.greeted[p.PublicKey] {
+			continue
+		}
+		if wp := u.dev.LookupPeer(device.NoisePublicKey(p.PublicKey)); wp != nil {
+			u.greeted[p.PublicKey] = true
+			_ = wp.SendHandshakeInitiation(false)
+		}
+	}
 }
 
 // planPeers computes the peer changes that turn current into desired on a

@@ -11,6 +11,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // userspaceDevice is a wireguard-go device this Manager runs: the TUN
@@ -23,6 +24,10 @@ type userspaceDevice struct {
 
 	uapi     net.Listener
 	uapiDone chan struct{}
+
+	// greeted are the peers this engine has started a handshake with
+	// (Manager.greet); guarded by the Manager's mutex.
+	greeted map[wgtypes.Key]bool
 }
 
 // startUserspace opens (creating or re-attaching to) the persistent TUN
