@@ -95,20 +95,6 @@ func TestReadTellsIntactContentFromForeignChanges(t *testing.T) {
 	}
 }
 
-func TestParseKey(t *testing.T) {
-	for key, want := range map[string]string{"10.1.0.0/16": "10.1.0.0/16", "10.1.2.3": "10.1.2.3/32", "10.0.0.1-10.0.0.9": "", "fd00::1": ""} {
-		p, ok := parseKey([]string{key})
-		if got := ""; ok {
-			got = p.String()
-			if got != want {
-				t.Errorf("parseKey(%q) = %v, want %q", key, got, want)
-			}
-		} else if want != "" {
-			t.Errorf("parseKey(%q) failed, want %s", key, want)
-		}
-	}
-}
-
 type fakeWatch struct{ changes []nftwatch.Change }
 
 func (w fakeWatch) Run(_ context.Context, fn func(nftwatch.Change)) error {

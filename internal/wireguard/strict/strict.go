@@ -38,6 +38,8 @@ import (
 	"strconv"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/trellisnet/trellis/internal/nftwatch"
 )
 
 // Names of the objects in the table.
@@ -265,36 +267,14 @@ func Read(ctx context.Context, nft knftables.Interface) (Content, error) {
 		name string
 		into *[]netip.Prefix
 	}{{SetPods, &c.Pods}, {SetLocal, &c.Local}, {SetPods6, &c.Pods6}, {SetLocal6, &c.Local6}} {
-		els, err := nft.ListElements(ctx, "set", s.name)
-		if err != nil {
-			return c, fmt.Errorf("list nftables set %s: %w", s.name, err)
+		prefixes, ok, err := nftwatch.ReadPrefixSet(ctx, nft, s.name)
+		if err != nil || !ok {
+			return c, err // !ok: not an element the controller writes
 		}
-		for _, e := range els {
-			p, ok := parseKey(e.Key)
-			if !ok {
-				return c, nil // not an element write adds
-			}
-			*s.into = append(*s.into, p)
-		}
-		slices.SortFunc(*s.into, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+		*s.into = prefixes
 	}
 	c.Intact = true
 	return c, nil
-}
-
-// parseKey parses a set element's key as nft lists it: a prefix, or an
-// address for a host prefix.
-func parseKey(key []string) (netip.Prefix, bool) {
-	if len(key) != 1 {
-		return netip.Prefix{}, false
-	}
-	if p, err := netip.ParsePrefix(key[0]); err == nil {
-		return p, true
-	}
-	if a, err := netip.ParseAddr(key[0]); err == nil {
-		return netip.PrefixFrom(a, a.BitLen()), true
-	}
-	return netip.Prefix{}, false
 }
 
 // write rewrites the table to hold exactly d, in one transaction. The
