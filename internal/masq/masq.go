@@ -209,11 +209,5 @@ func write(ctx context.Context, nft knftables.Interface, d Desired) error {
 
 // Remove deletes the agent's table (masquerade disabled by configuration).
 func Remove(ctx context.Context, nft knftables.Interface) error {
-	tx := nft.NewTransaction()
-	tx.Delete(&knftables.Table{})
-	err := nft.Run(ctx, tx)
-	if err == nil || knftables.IsNotFound(err) {
-		return nil
-	}
-	return fmt.Errorf("remove nftables table %s: %w", TableName, err)
+	return nftwatch.RemoveTable(ctx, nft, TableName)
 }

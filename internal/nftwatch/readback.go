@@ -43,3 +43,15 @@ func ParseSetKey(key []string) (netip.Prefix, bool) {
 	}
 	return netip.Prefix{}, false
 }
+
+// RemoveTable deletes the guarded table nft is bound to (its feature turned
+// off); an absent table is fine. what names it in the error ("inet trellis-encrypt").
+func RemoveTable(ctx context.Context, nft knftables.Interface, what string) error {
+	tx := nft.NewTransaction()
+	tx.Delete(&knftables.Table{})
+	err := nft.Run(ctx, tx)
+	if err == nil || knftables.IsNotFound(err) {
+		return nil
+	}
+	return fmt.Errorf("remove nftables table %s: %w", what, err)
+}

@@ -317,11 +317,5 @@ func write(ctx context.Context, nft knftables.Interface, d Desired, replace bool
 // Remove deletes the table (encryption or strict mode turned off); an
 // absent table is fine.
 func Remove(ctx context.Context, nft knftables.Interface) error {
-	tx := nft.NewTransaction()
-	tx.Delete(&knftables.Table{})
-	err := nft.Run(ctx, tx)
-	if err == nil || knftables.IsNotFound(err) {
-		return nil
-	}
-	return fmt.Errorf("remove nftables table inet %s: %w", TableName, err)
+	return nftwatch.RemoveTable(ctx, nft, "inet "+TableName)
 }
