@@ -67,10 +67,26 @@ func (e ExecProber) Probe(ctx context.Context, from, to string, port int, proto 
 	}
 	cmd := []string{agnhost, "connect", net.JoinHostPort(addr, strconv.Itoa(port)),
 		"--protocol=" + proto, "--timeout=" + timeout.String()}
+	// An exec whose stream stalls (a loaded kubelet or runtime) has not
+	// probed anything: it is run again, at most execAttempts times in all,
+	// and only a verdict from agnhost itself is returned as one.
+	for attempt := 1; ; attempt++ {
+		ok, err := e.connectOnce(ctx, pod, container, cmd, timeout, from)
+		if err == nil || attempt == execAttempts || ctx.Err() != nil {
+			return ok, err
+		}
+	}
+}
+
+// execAttempts bounds the runs of one probe whose exec did not complete.
+const execAttempts = 3
+
+// connectOnce runs cmd once, bounded by timeout plus the exec's own setup.
+func (e ExecProber) connectOnce(ctx context.Context, pod *corev1.Pod, container string, cmd []string, timeout time.Duration, from string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err = e.exec(ctx, pod, container, cmd, &stdout, &stderr)
+	err := e.exec(ctx, pod, container, cmd, &stdout, &stderr)
 	return execVerdict(err, stderr.String(), from)
 }
 
