@@ -27,6 +27,10 @@ const (
 	ModeVXLAN RoutingMode = "vxlan"
 	// ModeAuto is native to same-subnet nodes and VXLAN to the others.
 	ModeAuto RoutingMode = "auto"
+	// ModeBGP distributes pod CIDRs through BGP only (docs/bgp.md): the
+	// routing controller installs no route to other nodes' pods; the
+	// routes learned from the fabric or the other nodes do.
+	ModeBGP RoutingMode = "bgp"
 )
 
 // Defaults.
@@ -246,9 +250,9 @@ func (c *Config) Validate() error {
 		add("nodeName: required (--node-name or env NODE_NAME)")
 	}
 	switch c.RoutingMode {
-	case ModeNative, ModeVXLAN, ModeAuto:
+	case ModeNative, ModeVXLAN, ModeAuto, ModeBGP:
 	default:
-		add("routingMode: %q is not one of native, vxlan, auto", c.RoutingMode)
+		add("routingMode: %q is not one of native, vxlan, auto, bgp", c.RoutingMode)
 	}
 	for i, p := range c.ClusterCIDRs {
 		if !p.IsValid() || !p.Addr().Is4() {

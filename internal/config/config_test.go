@@ -43,7 +43,7 @@ func TestMetricsBindAddress(t *testing.T) {
 
 func TestValidateReportsEveryProblem(t *testing.T) {
 	c := Default()
-	c.RoutingMode = "bgp"
+	c.RoutingMode = "ospf"
 	c.MTU = 100
 	c.VXLAN.Device = "a-very-long-device-name"
 	c.VXLAN.VNI = 1 << 24
