@@ -60,8 +60,3 @@ type Problem struct {
 	Object  string
 	Message string
 }
-
-// Compute is the pure desired state of this node's speaker (compute.go).
-// It never fails: what it cannot honour it leaves out and reports as a
-// Problem.
-var _ = func(in Input) (Desired, []Problem) { return Compute(in) }
