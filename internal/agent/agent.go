@@ -181,7 +181,7 @@ type deps struct {
 func run(ctx context.Context, cfg *config.Config, d deps) error {
 	logger := klog.FromContext(ctx)
 	m := metrics.New(metrics.Build{Version: d.version})
-	m.SetFeature(metrics.FeatureVXLAN, cfg.RoutingMode != config.ModeNative)
+	m.SetFeature(metrics.FeatureVXLAN, cfg.RoutingMode != config.ModeNative && cfg.RoutingMode != config.ModeBGP)
 	m.SetFeature(metrics.FeatureMasquerade, d.nft != nil && cfg.MasqueradeEnabled())
 	m.SetFeature(metrics.FeatureNetworkPolicy, d.policyNFT != nil && cfg.NetworkPolicyEnabled())
 	m.SetFeature(metrics.FeatureEncryption, cfg.EncryptionEnabled())
