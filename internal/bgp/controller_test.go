@@ -1,0 +1,469 @@
+package bgp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/textlogger"
+
+	v1alpha1 "github.com/trellisnet/trellis/internal/apis/bgp/v1alpha1"
+)
+
+// fakeSpeaker records what it was asked and reports what the test sets.
+type fakeSpeaker struct {
+	mu      sync.Mutex
+	applied []Desired
+	peers   []PeerState
+	learned []LearnedRoute
+	changes chan struct{}
+	stopped bool
+}
+
+func newFakeSpeaker() *fakeSpeaker { return &fakeSpeaker{changes: make(chan struct{}, 1)} }
+
+func (s *fakeSpeaker) Apply(_ context.Context, d Desired) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.applied = append(s.applied, d)
+	return nil
+}
+
+func (s *fakeSpeaker) Peers() []PeerState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]PeerState(nil), s.peers...)
+}
+
+func (s *fakeSpeaker) Learned() []LearnedRoute {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]LearnedRoute(nil), s.learned...)
+}
+
+func (s *fakeSpeaker) Changes() <-chan struct{} { return s.changes }
+
+func (s *fakeSpeaker) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+}
+
+func (s *fakeSpeaker) set(peers []PeerState, learned []LearnedRoute) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.peers, s.learned = peers, learned
+}
+
+func (s *fakeSpeaker) lastApplied() Desired {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applied[len(s.applied)-1]
+}
+
+// fakeKernel holds routes of the BGP protocol; foreign prefixes are
+// another owner's.
+type fakeKernel struct {
+	routes  map[netip.Prefix]KernelRoute
+	foreign map[netip.Prefix]bool
+	sweeps  []bool
+}
+
+func newFakeKernel(stale ...KernelRoute) *fakeKernel {
+	k := &fakeKernel{routes: map[netip.Prefix]KernelRoute{}, foreign: map[netip.Prefix]bool{}}
+	for _, r := range stale {
+		k.routes[r.Prefix] = r
+	}
+	return k
+}
+
+func (k *fakeKernel) List() ([]KernelRoute, error) {
+	var out []KernelRoute
+	for _, r := range k.routes {
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (k *fakeKernel) Apply(want []KernelRoute, sweep bool) ([]KernelRoute, error) {
+	k.sweeps = append(k.sweeps, sweep)
+	keep := map[netip.Prefix]bool{}
+	var foreign []KernelRoute
+	for _, r := range want {
+		if k.foreign[r.Prefix] {
+			foreign = append(foreign, r)
+			continue
+		}
+		k.routes[r.Prefix], keep[r.Prefix] = r, true
+	}
+	if sweep {
+		for p := range k.routes {
+			if !keep[p] {
+				delete(k.routes, p)
+			}
+		}
+	}
+	return foreign, nil
+}
+
+func (k *fakeKernel) has(p string) bool {
+	_, ok := k.routes[netip.MustParsePrefix(p)]
+	return ok
+}
+
+type fakeStatus struct {
+	mu      sync.Mutex
+	written []*v1alpha1.BGPNodeStatus
+}
+
+func (f *fakeStatus) ApplyNodeStatus(_ context.Context, st *v1alpha1.BGPNodeStatus) (*v1alpha1.BGPNodeStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.written = append(f.written, st.DeepCopy())
+	return st, nil
+}
+
+func (f *fakeStatus) last(t *testing.T) *v1alpha1.BGPNodeStatus {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.written) == 0 {
+		t.Fatal("no BGPNodeStatus written")
+	}
+	return f.written[len(f.written)-1]
+}
+
+var (
+	torAddr = netip.MustParseAddr("10.0.1.1")
+	torPeer = Neighbor{Address: torAddr, ASN: 65000, Source: "tor", Password: "s3cret-pw"}
+)
+
+// testEnv is a controller with fakes around it.
+type testEnv struct {
+	t       *testing.T
+	ctl     *Controller
+	speaker *fakeSpeaker
+	kernel  *fakeKernel
+	status  *fakeStatus
+	events  *record.FakeRecorder
+	logs    *bytes.Buffer
+	now     time.Time
+	served  bool
+	objects cache.Store
+	// compute is what Compute returns (the input it got is kept).
+	desired  Desired
+	problems []Problem
+	input    Input
+	stateDir string
+}
+
+func newEnv(t *testing.T, stale ...KernelRoute) *testEnv {
+	e := &testEnv{t: t, speaker: newFakeSpeaker(), kernel: newFakeKernel(stale...), status: &fakeStatus{},
+		events: record.NewFakeRecorder(100), logs: &bytes.Buffer{}, now: time.Unix(1000, 0), served: true, stateDir: t.TempDir()}
+	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = nodes.Add(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"},
+		Spec:   v1.NodeSpec{PodCIDRs: []string{"10.244.1.0/24"}},
+		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.1.11"}}}})
+	e.objects = cache.NewStore(cache.MetaNamespaceKeyFunc)
+	_ = e.objects.Add(&v1alpha1.BGPConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: v1alpha1.BGPConfigurationSpec{ASN: 64512}})
+	secrets := cache.NewStore(cache.MetaNamespaceKeyFunc)
+	_ = secrets.Add(&v1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: v1alpha1.PasswordSecretName},
+		Data: map[string][]byte{"tor": []byte("s3cret-pw")}})
+	e.desired = Desired{Enabled: true,
+		Global:    Global{ASN: 64512, RouterID: netip.MustParseAddr("10.0.1.11"), GracefulRestart: GracefulRestart{Enabled: true, RestartTime: 120 * time.Second}},
+		Neighbors: []Neighbor{torPeer},
+		Paths:     []Path{{Prefix: netip.MustParsePrefix("10.244.1.0/24"), Origin: "podCIDR"}},
+		Import:    ImportPolicy{Install: true, Reject: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, Cluster: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}},
+	}
+	ctl, err := New(Config{NodeName: "n1", Nodes: corelisters.NewNodeLister(nodes),
+		Sources: func() *Sources {
+			if !e.served {
+				return nil
+			}
+			return &Sources{Configurations: e.objects, Passwords: secrets}
+		},
+		NewSpeaker: func() Speaker { return e.speaker }, Kernel: e.kernel, Status: e.status,
+		StateFile: filepath.Join(e.stateDir, "bgp.json"), BootID: func() (string, error) { return "boot-1", nil },
+		Compute: func(in Input) (Desired, []Problem) {
+			e.input = in
+			return e.desired, e.problems
+		},
+		Recorder: e.events, Now: func() time.Time { return e.now }, StatusInterval: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ctl = ctl
+	return e
+}
+
+func (e *testEnv) sync() {
+	e.t.Helper()
+	logger := textlogger.NewLogger(textlogger.NewConfig(textlogger.Output(e.logs), textlogger.Verbosity(10)))
+	if err := e.ctl.Sync(klog.NewContext(context.Background(), logger)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func route(p, nh string) LearnedRoute {
+	return LearnedRoute{Prefix: netip.MustParsePrefix(p), NextHop: netip.MustParseAddr(nh), Neighbor: torAddr}
+}
+
+// After a restart, the stale kernel routes stay until the established
+// neighbour's End-of-RIB; then those the speaker did not learn again go,
+// and every later sync sweeps.
+func TestSweepWithheldUntilEndOfRIB(t *testing.T) {
+	stale := KernelRoute{Prefix: netip.MustParsePrefix("198.18.200.0/24"), NextHop: torAddr}
+	e := newEnv(t, stale)
+	e.speaker.set([]PeerState{{Address: torAddr, ASN: 65000, State: StateEstablished}}, []LearnedRoute{route("198.18.100.0/24", "10.0.1.1")})
+	e.sync()
+	if e.kernel.sweeps[0] || !e.kernel.has("198.18.200.0/24") || !e.kernel.has("198.18.100.0/24") {
+		t.Fatalf("before End-of-RIB: sweep %v, kernel %v; want the stale route kept and the learned one added", e.kernel.sweeps, e.kernel.routes)
+	}
+	e.now = e.now.Add(time.Hour) // time alone does not sweep an established neighbour's routes
+	e.sync()
+	if !e.kernel.has("198.18.200.0/24") {
+		t.Fatal("stale route swept before the established neighbour's End-of-RIB")
+	}
+	e.speaker.set([]PeerState{{Address: torAddr, ASN: 65000, State: StateEstablished, EndOfRIB: true}}, []LearnedRoute{route("198.18.100.0/24", "10.0.1.1")})
+	e.sync()
+	if e.kernel.has("198.18.200.0/24") || !e.kernel.has("198.18.100.0/24") {
+		t.Fatalf("after End-of-RIB: kernel %v, want the stale route swept", e.kernel.routes)
+	}
+	// A session reset later (no End-of-RIB yet) does not stop sweeping:
+	// the speaker's learned set is complete by then (GR keeps stale paths).
+	e.speaker.set([]PeerState{{Address: torAddr, ASN: 65000, State: StateEstablished}}, nil)
+	e.sync()
+	if e.kernel.has("198.18.100.0/24") {
+		t.Error("a withdrawn route stayed after convergence")
+	}
+}
+
+// A neighbour that does not come back holds the sweep for the restart
+// time since the speaker started, not longer.
+func TestSweepAfterRestartTimeForNeighbourNotBack(t *testing.T) {
+	e := newEnv(t, KernelRoute{Prefix: netip.MustParsePrefix("198.18.200.0/24"), NextHop: torAddr})
+	e.speaker.set([]PeerState{{Address: torAddr, ASN: 65000, State: StateActive}}, nil)
+	e.sync()
+	e.now = e.now.Add(119 * time.Second)
+	e.sync()
+	if !e.kernel.has("198.18.200.0/24") {
+		t.Fatal("stale route swept before the restart time")
+	}
+	e.now = e.now.Add(time.Second)
+	e.sync()
+	if e.kernel.has("198.18.200.0/24") {
+		t.Fatal("stale route kept after the restart time with the neighbour still down")
+	}
+}
+
+// The learned routes are judged again by the import policy: the own pod
+// CIDR and cluster addresses never reach the kernel.
+func TestImportPolicyEnforcedAgain(t *testing.T) {
+	e := newEnv(t)
+	e.speaker.set([]PeerState{{Address: torAddr, State: StateEstablished, EndOfRIB: true}},
+		[]LearnedRoute{route("10.244.1.0/24", "10.0.1.1"), route("10.244.9.0/24", "10.0.1.1"), route("198.18.100.0/24", "10.0.1.1")})
+	e.sync()
+	if e.kernel.has("10.244.1.0/24") || e.kernel.has("10.244.9.0/24") || !e.kernel.has("198.18.100.0/24") {
+		t.Errorf("kernel %v: want only 198.18.100.0/24", e.kernel.routes)
+	}
+}
+
+// The Restart State bit: only when this boot's agent ran BGP before
+// (kernel routes of protocol 159, or the state file with this boot's id).
+func TestRestartFlagOnlyOnRealRestart(t *testing.T) {
+	write := func(e *testEnv, boot string) {
+		data, _ := json.Marshal(stateRecord{BootID: boot, EstablishedAt: time.Unix(1, 0)})
+		if err := os.WriteFile(filepath.Join(e.stateDir, "bgp.json"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		setup func(*testEnv)
+		stale []KernelRoute
+		want  bool
+	}{
+		{"first start after boot", func(*testEnv) {}, nil, false},
+		{"state file of an earlier boot", func(e *testEnv) { write(e, "boot-0") }, nil, false},
+		{"state file of this boot", func(e *testEnv) { write(e, "boot-1") }, nil, true},
+		{"kernel routes survived", func(*testEnv) {}, []KernelRoute{{Prefix: netip.MustParsePrefix("198.18.0.0/24"), NextHop: torAddr}}, true},
+		{"graceful restart off", func(e *testEnv) { write(e, "boot-1"); e.desired.Global.GracefulRestart.Enabled = false }, nil, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, c.stale...)
+			c.setup(e)
+			e.sync()
+			if got := e.speaker.lastApplied().Global.GracefulRestart.Restarting; got != c.want {
+				t.Errorf("Restarting = %v, want %v", got, c.want)
+			}
+		})
+	}
+	// The first establishment records this boot for the next start.
+	e := newEnv(t)
+	e.sync()
+	if _, err := os.Stat(filepath.Join(e.stateDir, "bgp.json")); err == nil {
+		t.Fatal("state file written before any session established")
+	}
+	e.speaker.set([]PeerState{{Address: torAddr, State: StateEstablished}}, nil)
+	e.sync()
+	restarting, _, err := detectRestart(nil, filepath.Join(e.stateDir, "bgp.json"), "boot-1")
+	if err != nil || !restarting {
+		t.Errorf("after an establishment the next start is a restart: %v, %v", restarting, err)
+	}
+}
+
+// The node status names each session after its BGPPeer, carries the
+// counters, and says why a session is down and what is misconfigured.
+func TestStatusContent(t *testing.T) {
+	e := newEnv(t)
+	rr := Neighbor{Address: netip.MustParseAddr("10.0.1.12"), ASN: 64512, Source: "node/n2", Internal: true, BFD: BFD{Enabled: true}}
+	e.desired.Neighbors = []Neighbor{torPeer, rr}
+	e.problems = []Problem{{Reason: "GracefulRestartWithBFD", Object: "BGPPeer/tor", Message: "GoBGP flushes a neighbour's routes when BFD goes down"}}
+	since := time.Unix(900, 0)
+	e.speaker.set([]PeerState{
+		{Address: torAddr, ASN: 65000, State: StateActive, Reason: "PasswordMismatch", Message: "no answer to TCP-MD5 signed SYNs"},
+		{Address: rr.Address, ASN: 64512, State: StateEstablished, Since: since, Received: 3, Accepted: 2, Advertised: 1, BFD: "Up", GracefulRestart: "Negotiated"},
+	}, nil)
+	e.sync()
+	st := e.status.last(t)
+	s := st.Status
+	if st.Name != "n1" || s.ASN != 64512 || s.RouterID != "10.0.1.11" || s.Configured != 2 || s.Established != 1 {
+		t.Errorf("status %s: asn %d routerID %q configured %d established %d", st.Name, s.ASN, s.RouterID, s.Configured, s.Established)
+	}
+	if len(s.Peers) != 2 {
+		t.Fatalf("peers %+v", s.Peers)
+	}
+	tor, n2 := s.Peers[0], s.Peers[1]
+	if tor.Peer != "tor" || tor.State != "Active" || tor.Reason != "PasswordMismatch" || tor.BFD != "Off" {
+		t.Errorf("tor %+v", tor)
+	}
+	if n2.Peer != "node/n2" || n2.Since == nil || !n2.Since.Time.Equal(since) || n2.Received != 3 || n2.Accepted != 2 || n2.Advertised != 1 || n2.BFD != "Up" || n2.GracefulRestart != "Negotiated" {
+		t.Errorf("n2 %+v", n2)
+	}
+	cond := func(typ string) *metav1.Condition {
+		for i := range s.Conditions {
+			if s.Conditions[i].Type == typ {
+				return &s.Conditions[i]
+			}
+		}
+		t.Fatalf("no condition %s in %+v", typ, s.Conditions)
+		return nil
+	}
+	if c := cond(ConditionSessionsEstablished); c.Status != metav1.ConditionFalse || c.Reason != "PasswordMismatch" || !strings.Contains(c.Message, "tor (10.0.1.1)") {
+		t.Errorf("SessionsEstablished %+v", c)
+	}
+	if c := cond("GracefulRestartWithBFD"); c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "BGPPeer/tor") {
+		t.Errorf("problem condition %+v", c)
+	}
+	if c := cond(ConditionEnabled); c.Status != metav1.ConditionTrue {
+		t.Errorf("Enabled %+v", c)
+	}
+	// The same state again writes nothing; the tor's session coming up
+	// writes once more, keeping the unchanged conditions' transition time.
+	n := len(e.status.written)
+	e.now = e.now.Add(time.Minute)
+	e.sync()
+	if len(e.status.written) != n {
+		t.Errorf("an unchanged status was written again")
+	}
+	e.speaker.set([]PeerState{{Address: torAddr, ASN: 65000, State: StateEstablished}, {Address: rr.Address, State: StateEstablished}}, nil)
+	e.sync()
+	s = e.status.last(t).Status
+	if s.Established != 2 || cond(ConditionSessionsEstablished).Status != metav1.ConditionTrue {
+		t.Errorf("after the tor came up: %+v", s)
+	}
+	if c := cond(ConditionEnabled); !c.LastTransitionTime.Time.Equal(time.Unix(1000, 0)) {
+		t.Errorf("Enabled transition time %v moved", c.LastTransitionTime)
+	}
+	// Problems are logged and recorded as an Event once.
+	if got := strings.Count(e.logs.String(), "GracefulRestartWithBFD"); got != 1 {
+		t.Errorf("problem logged %d times, want once:\n%s", got, e.logs)
+	}
+	if len(e.events.Events) != 1 {
+		t.Errorf("%d events, want one", len(e.events.Events))
+	}
+}
+
+// Without the CRDs BGP is off: no speaker, no status, the kernel left
+// alone, said once. When they appear (the agent's recheck) it turns on.
+func TestCRDsAbsentOffAndSaidOnce(t *testing.T) {
+	e := newEnv(t, KernelRoute{Prefix: netip.MustParsePrefix("198.18.200.0/24"), NextHop: torAddr})
+	e.served = false
+	for range 3 {
+		e.sync()
+	}
+	if len(e.speaker.applied) != 0 || len(e.status.written) != 0 || len(e.kernel.sweeps) != 0 {
+		t.Errorf("CRDs absent: speaker %v, status %d, kernel applies %d; want nothing", e.speaker.applied, len(e.status.written), len(e.kernel.sweeps))
+	}
+	if got := strings.Count(e.logs.String(), "BGP is off"); got != 1 || !strings.Contains(e.logs.String(), "CRDs are not installed") {
+		t.Errorf("said %d times, want once:\n%s", got, e.logs)
+	}
+	e.served = true
+	e.sync()
+	if len(e.speaker.applied) != 1 || !e.speaker.lastApplied().Enabled {
+		t.Errorf("CRDs installed: speaker %v, want it started", e.speaker.applied)
+	}
+	// The BGPConfiguration deleted: the speaker stops, the routes go.
+	_ = e.objects.Delete(&v1alpha1.BGPConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "default"}})
+	e.now = e.now.Add(time.Second)
+	e.sync()
+	if e.speaker.lastApplied().Enabled || e.kernel.has("198.18.200.0/24") {
+		t.Errorf("configuration deleted: speaker %+v, kernel %v", e.speaker.lastApplied(), e.kernel.routes)
+	}
+	if c := e.status.last(t).Status.Conditions; len(c) != 1 || c[0].Reason != "NoConfiguration" {
+		t.Errorf("status conditions %+v", c)
+	}
+}
+
+// The password from the Secret reaches Compute and the speaker, and
+// nothing else: not the logs (at the highest verbosity), the node status
+// or the Events.
+func TestPasswordNeverInLogsOrStatus(t *testing.T) {
+	e := newEnv(t)
+	e.problems = []Problem{{Reason: "InvalidPeer", Object: "BGPPeer/tor", Message: "bad"}}
+	e.speaker.set([]PeerState{{Address: torAddr, State: StateActive, Reason: "PasswordMismatch"}}, nil)
+	e.sync()
+	if e.input.Passwords["tor"] != "s3cret-pw" {
+		t.Fatalf("Compute got passwords %v", e.input.Passwords)
+	}
+	if got := e.speaker.lastApplied().Neighbors[0].Password; got != "s3cret-pw" {
+		t.Fatalf("speaker got password %q", got)
+	}
+	if !strings.Contains(e.logs.String(), "Desired speaker state") {
+		t.Fatalf("the desired state was not logged at V(5); the test proves nothing:\n%s", e.logs)
+	}
+	st, _ := json.Marshal(e.status.last(t))
+	var events []string
+	for len(e.events.Events) > 0 {
+		events = append(events, <-e.events.Events)
+	}
+	for what, s := range map[string]string{"logs": e.logs.String(), "status": string(st), "events": strings.Join(events, "\n")} {
+		if strings.Contains(s, "s3cret-pw") {
+			t.Errorf("the password is in the %s:\n%s", what, s)
+		}
+	}
+}
+
+// No speaker built in: BGP off, a Warning Event and the reason, once.
+func TestSpeakerNotBuiltIn(t *testing.T) {
+	e := newEnv(t)
+	e.ctl.cfg.NewSpeaker = nil
+	e.sync()
+	e.sync()
+	if len(e.events.Events) != 1 || !strings.Contains(<-e.events.Events, "BGPSpeakerMissing") {
+		t.Error("want one BGPSpeakerMissing event")
+	}
+}
