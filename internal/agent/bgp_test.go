@@ -1,0 +1,104 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	fcache "k8s.io/client-go/tools/cache/testing"
+
+	v1alpha1 "github.com/trellisnet/trellis/internal/apis/bgp/v1alpha1"
+	"github.com/trellisnet/trellis/internal/bgp"
+	"github.com/trellisnet/trellis/internal/kubeclient"
+)
+
+type fakeBGPAPI struct {
+	mu     sync.Mutex
+	served bool
+	asked  int
+}
+
+func (f *fakeBGPAPI) Served(context.Context) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked++
+	return f.served, nil
+}
+
+func (f *fakeBGPAPI) set(served bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.served = served
+}
+
+func (f *fakeBGPAPI) ApplyNodeStatus(_ context.Context, st *v1alpha1.BGPNodeStatus) (*v1alpha1.BGPNodeStatus, error) {
+	return st, nil
+}
+
+// The BGP informers run only while the API group is served: CRDs
+// installed after the agent started turn BGP on without a restart, and
+// their removal turns it off.
+func TestBGPInformersFollowServedAPI(t *testing.T) {
+	cfgSrc := fcache.NewFakeControllerSource()
+	cfgSrc.Add(&v1alpha1.BGPConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: v1alpha1.BGPConfigurationSpec{ASN: 64512}})
+	lw := kubeclient.BGPListWatches{Configurations: cfgSrc, Peers: fcache.NewFakeControllerSource(),
+		Advertisements: fcache.NewFakeControllerSource(), Services: fcache.NewFakeControllerSource(), Passwords: fcache.NewFakeControllerSource()}
+	api := &fakeBGPAPI{}
+	infs := &bgpInformers{lw: lw, api: api, period: 10 * time.Millisecond}
+	ctl, err := bgp.New(bgp.Config{NodeName: "n1", Nodes: corelisters.NewNodeLister(cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})),
+		Sources: infs.Sources})
+	if err != nil {
+		t.Fatal(err)
+	}
+	infs.ctl = ctl
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); infs.run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("two discovery checks", func() bool { api.mu.Lock(); defer api.mu.Unlock(); return api.asked >= 2 })
+	if infs.Sources() != nil {
+		t.Fatal("sources while the API is not served")
+	}
+	api.set(true)
+	waitFor("sources", func() bool { return infs.Sources() != nil })
+	if objs := infs.Sources().Configurations.List(); len(objs) != 1 || objs[0].(*v1alpha1.BGPConfiguration).Name != "default" {
+		t.Errorf("configurations %v", objs)
+	}
+	api.set(false)
+	waitFor("sources gone", func() bool { return infs.Sources() == nil })
+}
+
+// Node heartbeats do not trigger the BGP controller; label changes do.
+func TestBGPNodeHandler(t *testing.T) {
+	n := 0
+	h := bgpNodeHandler(func() { n++ })
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2", ResourceVersion: "1", Labels: map[string]string{"a": "b"}}}
+	hb := node.DeepCopy()
+	hb.ResourceVersion = "2"
+	h.OnUpdate(node, hb)
+	if n != 0 {
+		t.Error("a heartbeat triggered a BGP sync")
+	}
+	lb := hb.DeepCopy()
+	lb.Labels["bgp.trellis.dev/asn"] = "64513"
+	h.OnUpdate(hb, lb)
+	if n != 1 {
+		t.Error("a label change did not trigger a BGP sync")
+	}
+}
