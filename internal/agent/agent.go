@@ -277,6 +277,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	}
 	var bgpWatch, bgpServed func(context.Context) error
 	if bgpCtl != nil {
+		status.bgp = bgpCtl
 		runners = append(runners, bgpCtl.Runner)
 		bgpWatch = bgpCtl.Watch
 		bgpServed = func(ctx context.Context) error { bgpInfs.run(ctx); return nil }

@@ -193,6 +193,19 @@ func (c *Controller) stop() {
 	}
 }
 
+// Summary is the last sync's outcome: whether the speaker runs (else
+// why not), and how many of its sessions are established.
+func (c *Controller) Summary() (enabled bool, offReason string, established, configured int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.last.peers {
+		if p.State == StateEstablished {
+			established++
+		}
+	}
+	return c.last.desired.Enabled, c.offReason, established, len(c.last.desired.Neighbors)
+}
+
 // Sync is one full-state sync.
 func (c *Controller) Sync(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithName("bgp")
