@@ -467,3 +467,39 @@ func TestSpeakerNotBuiltIn(t *testing.T) {
 		t.Error("want one BGPSpeakerMissing event")
 	}
 }
+
+// Whatever the speaker or Compute put in a reason, the conditions stay
+// valid for the API (an invalid one would fail the whole apply).
+func TestStatusConditionsValid(t *testing.T) {
+	st := buildStatus("n1", Desired{Enabled: true, Neighbors: []Neighbor{torPeer}}, "",
+		[]PeerState{{Address: torAddr, State: StateActive, Reason: "Hold timer expired"}},
+		[]Problem{{Reason: "", Message: "x"}, {Reason: "bad reason!", Message: "y"}}, nil, time.Unix(1, 0))
+	for _, c := range st.Status.Conditions {
+		if !conditionReasonRE.MatchString(c.Reason) || !conditionReasonRE.MatchString(c.Type) || c.LastTransitionTime.IsZero() {
+			t.Errorf("invalid condition %+v", c)
+		}
+	}
+	if st.Status.Peers[0].Reason != "Hold timer expired" {
+		t.Errorf("the peer's own reason is kept in its entry: %+v", st.Status.Peers[0])
+	}
+}
+
+// Status writes are rate-limited: a change within StatusInterval of the
+// last write waits for a later sync.
+func TestStatusRateLimited(t *testing.T) {
+	e := newEnv(t)
+	e.ctl.cfg.StatusInterval = 10 * time.Second
+	e.sync()
+	n := len(e.status.written)
+	e.speaker.set([]PeerState{{Address: torAddr, State: StateEstablished}}, nil)
+	e.now = e.now.Add(time.Second)
+	e.sync()
+	if len(e.status.written) != n {
+		t.Fatal("a change 1 s after the last write was written at once")
+	}
+	e.now = e.now.Add(10 * time.Second)
+	e.sync()
+	if len(e.status.written) != n+1 || e.status.last(t).Status.Established != 1 {
+		t.Errorf("the change was not written after the interval: %d writes", len(e.status.written))
+	}
+}

@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -54,7 +55,7 @@ func buildStatus(node string, d Desired, offReason string, peers []PeerState, pr
 			why := p.State
 			if p.Reason != "" {
 				why += ", " + p.Reason
-				if reason == "" {
+				if reason == "" && conditionReasonRE.MatchString(p.Reason) {
 					reason = p.Reason
 				}
 			}
@@ -101,6 +102,9 @@ func buildStatus(node string, d Desired, offReason string, peers []PeerState, pr
 func problemConditions(problems []Problem) []metav1.Condition {
 	byReason := map[string][]string{}
 	for _, p := range problems {
+		if !conditionReasonRE.MatchString(p.Reason) || len(p.Reason) > 316 {
+			p.Reason = "InvalidConfiguration"
+		}
 		msg := p.Message
 		if p.Object != "" {
 			msg = p.Object + ": " + msg
@@ -114,6 +118,10 @@ func problemConditions(problems []Problem) []metav1.Condition {
 	}
 	return out
 }
+
+// conditionReasonRE is the API's pattern of a condition reason (and, as
+// used here, type): anything else would make the whole apply fail.
+var conditionReasonRE = regexp.MustCompile(`^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`)
 
 func offReasonCode(reason string) string {
 	switch reason {
