@@ -53,14 +53,24 @@ type bgpInformers struct {
 	period time.Duration
 
 	mu      sync.Mutex
-	sources *bgp.Sources // nil: not served, or caches not synced yet
+	sources *bgp.Sources // nil: not served
+	// known: the last discovery answered and, served, the caches synced.
+	known bool
 }
 
-// Sources is the controller's view: the synced caches, or nil.
-func (b *bgpInformers) Sources() *bgp.Sources {
+// Sources is the controller's view: the synced caches (nil: not served),
+// and whether that is known yet.
+func (b *bgpInformers) Sources() (*bgp.Sources, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.sources
+	return b.sources, b.known
+}
+
+func (b *bgpInformers) set(src *bgp.Sources) {
+	b.mu.Lock()
+	b.sources, b.known = src, true
+	b.mu.Unlock()
+	b.ctl.Trigger()
 }
 
 // run asks whether the group is served now and every period; it starts
@@ -91,6 +101,10 @@ func (b *bgpInformers) run(ctx context.Context) {
 			continue
 		}
 		switch {
+		case !served && stop == nil:
+			if _, known := b.Sources(); !known {
+				b.set(nil)
+			}
 		case served && stop == nil:
 			infCtx, cancel := context.WithCancel(ctx)
 			stop = cancel
@@ -105,19 +119,13 @@ func (b *bgpInformers) run(ctx context.Context) {
 			if !cache.WaitForCacheSync(infCtx.Done(), infs...) {
 				return
 			}
-			b.mu.Lock()
-			b.sources = src
-			b.mu.Unlock()
-			b.ctl.Trigger()
+			b.set(src)
 		case !served && stop != nil:
 			logger.Info("The BGP API is no longer served (CRDs removed); BGP turns off")
 			stop()
 			wg.Wait()
 			stop = nil
-			b.mu.Lock()
-			b.sources = nil
-			b.mu.Unlock()
-			b.ctl.Trigger()
+			b.set(nil)
 		}
 	}
 }

@@ -71,17 +71,18 @@ func TestBGPInformersFollowServedAPI(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	sources := func() *bgp.Sources { s, _ := infs.Sources(); return s }
 	waitFor("two discovery checks", func() bool { api.mu.Lock(); defer api.mu.Unlock(); return api.asked >= 2 })
-	if infs.Sources() != nil {
-		t.Fatal("sources while the API is not served")
+	if src, known := infs.Sources(); src != nil || !known {
+		t.Fatalf("sources %v known %v while the API is not served; want nil, known", src, known)
 	}
 	api.set(true)
-	waitFor("sources", func() bool { return infs.Sources() != nil })
-	if objs := infs.Sources().Configurations.List(); len(objs) != 1 || objs[0].(*v1alpha1.BGPConfiguration).Name != "default" {
+	waitFor("sources", func() bool { return sources() != nil })
+	if objs := sources().Configurations.List(); len(objs) != 1 || objs[0].(*v1alpha1.BGPConfiguration).Name != "default" {
 		t.Errorf("configurations %v", objs)
 	}
 	api.set(false)
-	waitFor("sources gone", func() bool { return infs.Sources() == nil })
+	waitFor("sources gone", func() bool { return sources() == nil })
 }
 
 // Node heartbeats do not trigger the BGP controller; label changes do.

@@ -59,7 +59,7 @@ func agentRegistry(t *testing.T) *prometheus.Registry {
 		NFT: knftables.NewFake(knftables.InetFamily, strict.TableName), Registerer: m.Registry}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bgp.New(bgp.Config{NodeName: "n1", Nodes: nodes, Sources: func() *bgp.Sources { return nil }, Registerer: m.Registry}); err != nil {
+	if _, err := bgp.New(bgp.Config{NodeName: "n1", Nodes: nodes, Sources: func() (*bgp.Sources, bool) { return nil, false }, Registerer: m.Registry}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := conntrack.New(conntrack.Config{Kernel: &ctnetlink.Netlink{}, Registerer: m.Registry}); err != nil {

@@ -53,9 +53,11 @@ type Config struct {
 	ClusterCIDRs []netip.Prefix
 	// Nodes lists every Node.
 	Nodes corelisters.NodeLister
-	// Sources returns the BGP caches, synced; nil while the BGP API is
-	// not served (CRDs not installed): BGP is then off.
-	Sources func() *Sources
+	// Sources returns the BGP caches, synced, with known true; nil and
+	// known true when the BGP API is not served (CRDs not installed): BGP
+	// is then off. known false: not decided yet (the first discovery or
+	// the caches' first list still running); a sync then does nothing.
+	Sources func() (src *Sources, known bool)
 	// NewSpeaker creates the speaker on first use (nil: not built into
 	// this agent; BGP stays off and says so).
 	NewSpeaker func() Speaker
@@ -214,7 +216,11 @@ func (c *Controller) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("get own node %s: %w", c.cfg.NodeName, err)
 	}
-	src := c.cfg.Sources()
+	src, known := c.cfg.Sources()
+	if !known {
+		logger.V(2).Info("Waiting for the BGP API discovery and caches")
+		return nil
+	}
 	if src == nil {
 		return c.off(ctx, logger, self, offNotServed, nil, false)
 	}

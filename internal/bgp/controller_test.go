@@ -189,11 +189,11 @@ func newEnv(t *testing.T, stale ...KernelRoute) *testEnv {
 		Import:    ImportPolicy{Install: true, Reject: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, Cluster: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}},
 	}
 	ctl, err := New(Config{NodeName: "n1", Nodes: corelisters.NewNodeLister(nodes),
-		Sources: func() *Sources {
+		Sources: func() (*Sources, bool) {
 			if !e.served {
-				return nil
+				return nil, true
 			}
-			return &Sources{Configurations: e.objects, Passwords: secrets}
+			return &Sources{Configurations: e.objects, Passwords: secrets}, true
 		},
 		NewSpeaker: func() Speaker { return e.speaker }, Kernel: e.kernel, Status: e.status,
 		StateFile: filepath.Join(e.stateDir, "bgp.json"), BootID: func() (string, error) { return "boot-1", nil },
@@ -501,5 +501,16 @@ func TestStatusRateLimited(t *testing.T) {
 	e.sync()
 	if len(e.status.written) != n+1 || e.status.last(t).Status.Established != 1 {
 		t.Errorf("the change was not written after the interval: %d writes", len(e.status.written))
+	}
+}
+
+// Before the first discovery answer nothing happens and nothing is said:
+// an agent starting with the CRDs installed does not log them missing.
+func TestUnknownServedDoesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.ctl.cfg.Sources = func() (*Sources, bool) { return nil, false }
+	e.sync()
+	if len(e.speaker.applied) != 0 || len(e.kernel.sweeps) != 0 || len(e.status.written) != 0 || strings.Contains(e.logs.String(), "BGP is off") {
+		t.Errorf("undecided: speaker %v kernel %v status %d logs\n%s", e.speaker.applied, e.kernel.sweeps, len(e.status.written), e.logs)
 	}
 }
