@@ -45,30 +45,67 @@ type bgpAPI interface {
 // requests a second, answered from the API server's discovery cache.
 const bgpServedInterval = time.Minute
 
-// bgpInformers runs the BGP informers while the API group is served.
+// bgpInformers runs the BGP informers while the API group is served: the
+// BGP objects' as soon as it is, the Services' and the passwords
+// Secret's only once a BGPConfiguration "default" exists, so that an
+// agent in a cluster that installed the CRDs but does not use BGP caches
+// no Service.
 type bgpInformers struct {
 	lw     kubeclient.BGPListWatches
 	api    bgpAPI
 	ctl    *bgp.Controller
 	period time.Duration
+	// kick wakes run (a configuration appeared); created by run.
+	kick chan struct{}
 
-	mu      sync.Mutex
-	sources *bgp.Sources // nil: not served
+	mu sync.Mutex
+	// sources: the BGP objects' synced caches (nil: not served); extra:
+	// Services and Passwords, synced (nil: not started).
+	sources, extra *bgp.Sources
 	// known: the last discovery answered and, served, the caches synced.
 	known bool
 }
 
 // Sources is the controller's view: the synced caches (nil: not served),
-// and whether that is known yet.
+// and whether that is known yet. With a BGPConfiguration "default" it is
+// not known until the Services and the passwords are in cache too.
 func (b *bgpInformers) Sources() (*bgp.Sources, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.sources, b.known
+	if b.sources == nil {
+		return nil, b.known
+	}
+	if b.extra == nil {
+		if configured(b.sources.Configurations) {
+			b.wake()
+			return nil, false
+		}
+		return b.sources, true
+	}
+	src := *b.sources
+	src.Services, src.Passwords = b.extra.Services, b.extra.Passwords
+	return &src, true
 }
 
-func (b *bgpInformers) set(src *bgp.Sources) {
+func configured(s bgp.Store) bool {
+	for _, o := range s.List() {
+		if c, ok := o.(*v1alpha1.BGPConfiguration); ok && c.Name == v1alpha1.ConfigurationName {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *bgpInformers) wake() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (b *bgpInformers) set(src, extra *bgp.Sources) {
 	b.mu.Lock()
-	b.sources, b.known = src, true
+	b.sources, b.extra, b.known = src, extra, true
 	b.mu.Unlock()
 	b.ctl.Trigger()
 }
@@ -77,7 +114,13 @@ func (b *bgpInformers) set(src *bgp.Sources) {
 // the informers when it is, and stops them when it no longer is.
 func (b *bgpInformers) run(ctx context.Context) {
 	logger := klog.FromContext(ctx).WithName("bgp")
+	b.mu.Lock()
+	if b.kick == nil {
+		b.kick = make(chan struct{}, 1)
+	}
+	b.mu.Unlock()
 	var stop context.CancelFunc
+	var infCtx context.Context
 	var wg sync.WaitGroup
 	defer func() {
 		if stop != nil {
@@ -91,6 +134,9 @@ func (b *bgpInformers) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-b.kick:
+			b.startExtra(infCtx, &wg, logger)
+			continue
 		case <-t.C:
 		}
 		t.Reset(b.period)
@@ -103,43 +149,82 @@ func (b *bgpInformers) run(ctx context.Context) {
 		switch {
 		case !served && stop == nil:
 			if _, known := b.Sources(); !known {
-				b.set(nil)
+				b.set(nil, nil)
 			}
 		case served && stop == nil:
-			infCtx, cancel := context.WithCancel(ctx)
-			stop = cancel
-			src, infs, err := b.start(infCtx, &wg)
+			c, cancel := context.WithCancel(ctx)
+			infCtx, stop = c, cancel
+			src, synced, err := b.start(infCtx, &wg, []source{
+				{b.lw.Configurations, &v1alpha1.BGPConfiguration{}, func(s *bgp.Sources) *bgp.Store { return &s.Configurations }},
+				{b.lw.Peers, &v1alpha1.BGPPeer{}, func(s *bgp.Sources) *bgp.Store { return &s.Peers }},
+				{b.lw.Advertisements, &v1alpha1.BGPAdvertisement{}, func(s *bgp.Sources) *bgp.Store { return &s.Advertisements }},
+			})
 			if err != nil {
 				logger.Error(err, "Cannot watch the BGP objects")
-				cancel()
+				stop()
 				stop = nil
 				continue
 			}
 			logger.Info("The BGP API is served; watching the BGP objects")
-			if !cache.WaitForCacheSync(infCtx.Done(), infs...) {
+			if !cache.WaitForCacheSync(infCtx.Done(), synced...) {
+				stop()
 				return
 			}
-			b.set(src)
+			b.set(src, nil)
 		case !served && stop != nil:
 			logger.Info("The BGP API is no longer served (CRDs removed); BGP turns off")
 			stop()
 			wg.Wait()
 			stop = nil
-			b.set(nil)
+			b.set(nil, nil)
 		}
 	}
 }
 
-// start runs one informer per BGP source; each change triggers a sync.
-func (b *bgpInformers) start(ctx context.Context, wg *sync.WaitGroup) (*bgp.Sources, []cache.InformerSynced, error) {
+// startExtra starts the Services and passwords informers once a
+// configuration exists (and they are not running yet).
+func (b *bgpInformers) startExtra(ctx context.Context, wg *sync.WaitGroup, logger klog.Logger) {
+	b.mu.Lock()
+	src, extra := b.sources, b.extra
+	b.mu.Unlock()
+	if ctx == nil || src == nil || extra != nil || !configured(src.Configurations) {
+		return
+	}
+	extra, synced, err := b.start(ctx, wg, []source{
+		{b.lw.Services, &v1.Service{}, func(s *bgp.Sources) *bgp.Store { return &s.Services }},
+		{b.lw.Passwords, &v1.Secret{}, func(s *bgp.Sources) *bgp.Store { return &s.Passwords }},
+	})
+	if err != nil {
+		logger.Error(err, "Cannot watch the Services and the BGP passwords")
+		return
+	}
+	logger.Info("BGP is configured; watching Services and the Secret " + v1alpha1.PasswordSecretName)
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return
+	}
+	b.set(src, extra)
+}
+
+// source is one informer of start: where it lists from, its type, and
+// the Sources field its cache goes to.
+type source struct {
+	lw  cache.ListerWatcher
+	obj runtime.Object
+	to  func(*bgp.Sources) *bgp.Store
+}
+
+// start runs one informer per source; each change triggers a sync (and,
+// for the configurations, a check whether the Services are needed).
+func (b *bgpInformers) start(ctx context.Context, wg *sync.WaitGroup, sources []source) (*bgp.Sources, []cache.InformerSynced, error) {
 	var synced []cache.InformerSynced
-	add := func(lw cache.ListerWatcher, obj runtime.Object) (cache.Store, error) {
-		inf := cache.NewSharedIndexInformerWithOptions(newReconnecting(lw, reconnectInterval), obj, cache.SharedIndexInformerOptions{})
+	src := &bgp.Sources{}
+	for _, s := range sources {
+		inf := cache.NewSharedIndexInformerWithOptions(newReconnecting(s.lw, reconnectInterval), s.obj, cache.SharedIndexInformerOptions{})
 		if err := inf.SetTransform(trimForCache); err != nil {
-			return nil, fmt.Errorf("informer for %T: %w", obj, err)
+			return nil, nil, fmt.Errorf("informer for %T: %w", s.obj, err)
 		}
 		if _, err := inf.AddEventHandler(syncrunner.EventHandler(b.ctl.Trigger)); err != nil {
-			return nil, fmt.Errorf("event handler for %T: %w", obj, err)
+			return nil, nil, fmt.Errorf("event handler for %T: %w", s.obj, err)
 		}
 		synced = append(synced, inf.HasSynced)
 		wg.Add(1)
@@ -147,24 +232,7 @@ func (b *bgpInformers) start(ctx context.Context, wg *sync.WaitGroup) (*bgp.Sour
 			defer wg.Done()
 			inf.RunWithContext(ctx)
 		}()
-		return inf.GetStore(), nil
-	}
-	src := &bgp.Sources{}
-	var err error
-	for _, s := range []struct {
-		lw  cache.ListerWatcher
-		obj runtime.Object
-		to  *bgp.Store
-	}{
-		{b.lw.Configurations, &v1alpha1.BGPConfiguration{}, &src.Configurations},
-		{b.lw.Peers, &v1alpha1.BGPPeer{}, &src.Peers},
-		{b.lw.Advertisements, &v1alpha1.BGPAdvertisement{}, &src.Advertisements},
-		{b.lw.Services, &v1.Service{}, &src.Services},
-		{b.lw.Passwords, &v1.Secret{}, &src.Passwords},
-	} {
-		if *s.to, err = add(s.lw, s.obj); err != nil {
-			return nil, nil, err
-		}
+		*s.to(src) = inf.GetStore()
 	}
 	return src, synced, nil
 }

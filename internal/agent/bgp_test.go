@@ -78,8 +78,14 @@ func TestBGPInformersFollowServedAPI(t *testing.T) {
 	}
 	api.set(true)
 	waitFor("sources", func() bool { return sources() != nil })
-	if objs := sources().Configurations.List(); len(objs) != 1 || objs[0].(*v1alpha1.BGPConfiguration).Name != "default" {
+	src := sources()
+	if objs := src.Configurations.List(); len(objs) != 1 || objs[0].(*v1alpha1.BGPConfiguration).Name != "default" {
 		t.Errorf("configurations %v", objs)
+	}
+	// A configuration exists: the Services and the passwords are watched
+	// too, and the sources are only handed out with them.
+	if src.Services == nil || src.Passwords == nil {
+		t.Error("configured: sources without Services or passwords")
 	}
 	api.set(false)
 	waitFor("sources gone", func() bool { return sources() == nil })
@@ -102,4 +108,45 @@ func TestBGPNodeHandler(t *testing.T) {
 	if n != 1 {
 		t.Error("a label change did not trigger a BGP sync")
 	}
+}
+
+// Without a BGPConfiguration the agent caches no Service (and no Secret);
+// once one is created, it does.
+func TestBGPServicesWatchedOnlyWhenConfigured(t *testing.T) {
+	cfgSrc := fcache.NewFakeControllerSource()
+	svcSrc := fcache.NewFakeControllerSource()
+	svcSrc.Add(&v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "web"}})
+	lw := kubeclient.BGPListWatches{Configurations: cfgSrc, Peers: fcache.NewFakeControllerSource(),
+		Advertisements: fcache.NewFakeControllerSource(), Services: svcSrc, Passwords: fcache.NewFakeControllerSource()}
+	infs := &bgpInformers{lw: lw, api: &fakeBGPAPI{served: true}, period: time.Hour}
+	ctl, err := bgp.New(bgp.Config{NodeName: "n1", Nodes: corelisters.NewNodeLister(cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})),
+		Sources: infs.Sources})
+	if err != nil {
+		t.Fatal(err)
+	}
+	infs.ctl = ctl
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); infs.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	var src *bgp.Sources
+	for src == nil && time.Now().Before(deadline) {
+		src, _ = infs.Sources()
+		time.Sleep(5 * time.Millisecond)
+	}
+	if src == nil || src.Services != nil || src.Passwords != nil {
+		t.Fatalf("not configured: sources %+v; want the BGP objects only", src)
+	}
+	cfgSrc.Add(&v1alpha1.BGPConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "default"}})
+	for time.Now().Before(deadline) {
+		if src, known := infs.Sources(); known && src != nil && src.Services != nil {
+			if got := src.Services.List(); len(got) != 1 {
+				t.Errorf("services %v", got)
+			}
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("configured: the Services were never watched")
 }
