@@ -93,10 +93,15 @@ func (b *BGPClient) Served(ctx context.Context) (bool, error) {
 
 // ApplyNodeStatus server-side applies st (field manager trellis-agent,
 // forcing ownership of its fields) and returns the object the API server
-// holds. st names the node; its TypeMeta is filled in here.
+// holds. st names the node; its TypeMeta is filled in here, and a zero
+// ObservedAt becomes now (a zero metav1.Time encodes as null, which the
+// CRD's schema refuses).
 func (b *BGPClient) ApplyNodeStatus(ctx context.Context, st *bgpv1alpha1.BGPNodeStatus) (*bgpv1alpha1.BGPNodeStatus, error) {
 	in := st.DeepCopy()
 	in.TypeMeta = metav1.TypeMeta{APIVersion: bgpv1alpha1.SchemeGroupVersion.String(), Kind: "BGPNodeStatus"}
+	if in.Status.ObservedAt.IsZero() {
+		in.Status.ObservedAt = metav1.Now()
+	}
 	in.ResourceVersion, in.ManagedFields = "", nil
 	data, err := json.Marshal(in)
 	if err != nil {

@@ -166,6 +166,10 @@ func TestApplyNodeStatus(t *testing.T) {
 	if body["apiVersion"] != "bgp.trellis.dev/v1alpha1" || body["kind"] != "BGPNodeStatus" || meta["name"] != "n1" || meta["resourceVersion"] != nil {
 		t.Errorf("body %s", r.body)
 	}
+	// A zero observedAt would encode as null, which the CRD refuses.
+	if status, _ := body["status"].(map[string]any); status["observedAt"] == nil {
+		t.Errorf("body without observedAt: %s", r.body)
+	}
 	if st.Kind != "" || st.ResourceVersion != "7" {
 		t.Errorf("the caller's object was modified: %+v", st.ObjectMeta)
 	}
