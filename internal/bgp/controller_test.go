@@ -23,8 +23,8 @@ import (
 	v1alpha1 "github.com/trellisnet/trellis/internal/apis/bgp/v1alpha1"
 )
 
-// fakeSpeaker records what it was asked and reports what the test sets.
-type fakeSpeaker struct {
+// ctlSpeaker records what it was asked and reports what the test sets.
+type ctlSpeaker struct {
 	mu      sync.Mutex
 	applied []Desired
 	peers   []PeerState
@@ -33,64 +33,64 @@ type fakeSpeaker struct {
 	stopped bool
 }
 
-func newFakeSpeaker() *fakeSpeaker { return &fakeSpeaker{changes: make(chan struct{}, 1)} }
+func newCtlSpeaker() *ctlSpeaker { return &ctlSpeaker{changes: make(chan struct{}, 1)} }
 
-func (s *fakeSpeaker) Apply(_ context.Context, d Desired) error {
+func (s *ctlSpeaker) Apply(_ context.Context, d Desired) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.applied = append(s.applied, d)
 	return nil
 }
 
-func (s *fakeSpeaker) Peers() []PeerState {
+func (s *ctlSpeaker) Peers() []PeerState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]PeerState(nil), s.peers...)
 }
 
-func (s *fakeSpeaker) Learned() []LearnedRoute {
+func (s *ctlSpeaker) Learned() []LearnedRoute {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]LearnedRoute(nil), s.learned...)
 }
 
-func (s *fakeSpeaker) Changes() <-chan struct{} { return s.changes }
+func (s *ctlSpeaker) Changes() <-chan struct{} { return s.changes }
 
-func (s *fakeSpeaker) Stop() {
+func (s *ctlSpeaker) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopped = true
 }
 
-func (s *fakeSpeaker) set(peers []PeerState, learned []LearnedRoute) {
+func (s *ctlSpeaker) set(peers []PeerState, learned []LearnedRoute) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.peers, s.learned = peers, learned
 }
 
-func (s *fakeSpeaker) lastApplied() Desired {
+func (s *ctlSpeaker) lastApplied() Desired {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.applied[len(s.applied)-1]
 }
 
-// fakeKernel holds routes of the BGP protocol; foreign prefixes are
+// ctlKernel holds routes of the BGP protocol; foreign prefixes are
 // another owner's.
-type fakeKernel struct {
+type ctlKernel struct {
 	routes  map[netip.Prefix]KernelRoute
 	foreign map[netip.Prefix]bool
 	sweeps  []bool
 }
 
-func newFakeKernel(stale ...KernelRoute) *fakeKernel {
-	k := &fakeKernel{routes: map[netip.Prefix]KernelRoute{}, foreign: map[netip.Prefix]bool{}}
+func newCtlKernel(stale ...KernelRoute) *ctlKernel {
+	k := &ctlKernel{routes: map[netip.Prefix]KernelRoute{}, foreign: map[netip.Prefix]bool{}}
 	for _, r := range stale {
 		k.routes[r.Prefix] = r
 	}
 	return k
 }
 
-func (k *fakeKernel) List() ([]KernelRoute, error) {
+func (k *ctlKernel) List() ([]KernelRoute, error) {
 	var out []KernelRoute
 	for _, r := range k.routes {
 		out = append(out, r)
@@ -98,7 +98,7 @@ func (k *fakeKernel) List() ([]KernelRoute, error) {
 	return out, nil
 }
 
-func (k *fakeKernel) Apply(want []KernelRoute, sweep bool) ([]KernelRoute, error) {
+func (k *ctlKernel) Apply(want []KernelRoute, sweep bool) ([]KernelRoute, error) {
 	k.sweeps = append(k.sweeps, sweep)
 	keep := map[netip.Prefix]bool{}
 	var foreign []KernelRoute
@@ -119,24 +119,24 @@ func (k *fakeKernel) Apply(want []KernelRoute, sweep bool) ([]KernelRoute, error
 	return foreign, nil
 }
 
-func (k *fakeKernel) has(p string) bool {
+func (k *ctlKernel) has(p string) bool {
 	_, ok := k.routes[netip.MustParsePrefix(p)]
 	return ok
 }
 
-type fakeStatus struct {
+type ctlStatus struct {
 	mu      sync.Mutex
 	written []*v1alpha1.BGPNodeStatus
 }
 
-func (f *fakeStatus) ApplyNodeStatus(_ context.Context, st *v1alpha1.BGPNodeStatus) (*v1alpha1.BGPNodeStatus, error) {
+func (f *ctlStatus) ApplyNodeStatus(_ context.Context, st *v1alpha1.BGPNodeStatus) (*v1alpha1.BGPNodeStatus, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.written = append(f.written, st.DeepCopy())
 	return st, nil
 }
 
-func (f *fakeStatus) last(t *testing.T) *v1alpha1.BGPNodeStatus {
+func (f *ctlStatus) last(t *testing.T) *v1alpha1.BGPNodeStatus {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -147,17 +147,17 @@ func (f *fakeStatus) last(t *testing.T) *v1alpha1.BGPNodeStatus {
 }
 
 var (
-	torAddr = netip.MustParseAddr("10.0.1.1")
-	torPeer = Neighbor{Address: torAddr, ASN: 65000, Source: "tor", Password: "s3cret-pw"}
+	ctlTorAddr = netip.MustParseAddr("10.0.1.1")
+	ctlTorPeer = Neighbor{Address: ctlTorAddr, ASN: 65000, Source: "tor", Password: "s3cret-pw"}
 )
 
-// testEnv is a controller with fakes around it.
-type testEnv struct {
+// ctlEnv is a controller with fakes around it.
+type ctlEnv struct {
 	t       *testing.T
 	ctl     *Controller
-	speaker *fakeSpeaker
-	kernel  *fakeKernel
-	status  *fakeStatus
+	speaker *ctlSpeaker
+	kernel  *ctlKernel
+	status  *ctlStatus
 	events  *record.FakeRecorder
 	logs    *bytes.Buffer
 	now     time.Time
@@ -170,8 +170,8 @@ type testEnv struct {
 	stateDir string
 }
 
-func newEnv(t *testing.T, stale ...KernelRoute) *testEnv {
-	e := &testEnv{t: t, speaker: newFakeSpeaker(), kernel: newFakeKernel(stale...), status: &fakeStatus{},
+func newCtlEnv(t *testing.T, stale ...KernelRoute) *ctlEnv {
+	e := &ctlEnv{t: t, speaker: newCtlSpeaker(), kernel: newCtlKernel(stale...), status: &ctlStatus{},
 		events: record.NewFakeRecorder(100), logs: &bytes.Buffer{}, now: time.Unix(1000, 0), served: true, stateDir: t.TempDir()}
 	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	_ = nodes.Add(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"},
@@ -184,7 +184,7 @@ func newEnv(t *testing.T, stale ...KernelRoute) *testEnv {
 		Data: map[string][]byte{"tor": []byte("s3cret-pw")}})
 	e.desired = Desired{Enabled: true,
 		Global:    Global{ASN: 64512, RouterID: netip.MustParseAddr("10.0.1.11"), GracefulRestart: GracefulRestart{Enabled: true, RestartTime: 120 * time.Second}},
-		Neighbors: []Neighbor{torPeer},
+		Neighbors: []Neighbor{ctlTorPeer},
 		Paths:     []Path{{Prefix: netip.MustParsePrefix("10.244.1.0/24"), Origin: "podCIDR"}},
 		Import:    ImportPolicy{Install: true, Reject: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, Cluster: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}},
 	}
@@ -209,7 +209,7 @@ func newEnv(t *testing.T, stale ...KernelRoute) *testEnv {
 	return e
 }
 
-func (e *testEnv) sync() {
+func (e *ctlEnv) sync() {
 	e.t.Helper()
 	logger := textlogger.NewLogger(textlogger.NewConfig(textlogger.Output(e.logs), textlogger.Verbosity(10)))
 	if err := e.ctl.Sync(klog.NewContext(context.Background(), logger)); err != nil {
@@ -217,17 +217,17 @@ func (e *testEnv) sync() {
 	}
 }
 
-func route(p, nh string) LearnedRoute {
-	return LearnedRoute{Prefix: netip.MustParsePrefix(p), NextHop: netip.MustParseAddr(nh), Neighbor: torAddr}
+func learnedRoute(p, nh string) LearnedRoute {
+	return LearnedRoute{Prefix: netip.MustParsePrefix(p), NextHop: netip.MustParseAddr(nh), Neighbor: ctlTorAddr}
 }
 
 // After a restart, the stale kernel routes stay until the established
 // neighbour's End-of-RIB; then those the speaker did not learn again go,
 // and every later sync sweeps.
 func TestSweepWithheldUntilEndOfRIB(t *testing.T) {
-	stale := KernelRoute{Prefix: netip.MustParsePrefix("198.18.200.0/24"), NextHop: torAddr}
-	e := newEnv(t, stale)
-	e.speaker.set([]PeerState{{Address: torAddr, ASN: 65000, State: StateEstablished}}, []LearnedRoute{route("198.18.100.0/24", "10.0.1.1")})
+	stale := KernelRoute{Prefix: netip.MustParsePrefix("198.18.200.0/24"), NextHop: ctlTorAddr}
+	e := newCtlEnv(t, stale)
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, ASN: 65000, State: StateEstablished}}, []LearnedRoute{learnedRoute("198.18.100.0/24", "10.0.1.1")})
 	e.sync()
 	if e.kernel.sweeps[0] || !e.kernel.has("198.18.200.0/24") || !e.kernel.has("198.18.100.0/24") {
 		t.Fatalf("before End-of-RIB: sweep %v, kernel %v; want the stale route kept and the learned one added", e.kernel.sweeps, e.kernel.routes)
@@ -237,14 +237,14 @@ func TestSweepWithheldUntilEndOfRIB(t *testing.T) {
 	if !e.kernel.has("198.18.200.0/24") {
 		t.Fatal("stale route swept before the established neighbour's End-of-RIB")
 	}
-	e.speaker.set([]PeerState{{Address: torAddr, ASN: 65000, State: StateEstablished, EndOfRIB: true}}, []LearnedRoute{route("198.18.100.0/24", "10.0.1.1")})
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, ASN: 65000, State: StateEstablished, EndOfRIB: true}}, []LearnedRoute{learnedRoute("198.18.100.0/24", "10.0.1.1")})
 	e.sync()
 	if e.kernel.has("198.18.200.0/24") || !e.kernel.has("198.18.100.0/24") {
 		t.Fatalf("after End-of-RIB: kernel %v, want the stale route swept", e.kernel.routes)
 	}
 	// A session reset later (no End-of-RIB yet) does not stop sweeping:
 	// the speaker's learned set is complete by then (GR keeps stale paths).
-	e.speaker.set([]PeerState{{Address: torAddr, ASN: 65000, State: StateEstablished}}, nil)
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, ASN: 65000, State: StateEstablished}}, nil)
 	e.sync()
 	if e.kernel.has("198.18.100.0/24") {
 		t.Error("a withdrawn route stayed after convergence")
@@ -254,8 +254,8 @@ func TestSweepWithheldUntilEndOfRIB(t *testing.T) {
 // A neighbour that does not come back holds the sweep for the restart
 // time since the speaker started, not longer.
 func TestSweepAfterRestartTimeForNeighbourNotBack(t *testing.T) {
-	e := newEnv(t, KernelRoute{Prefix: netip.MustParsePrefix("198.18.200.0/24"), NextHop: torAddr})
-	e.speaker.set([]PeerState{{Address: torAddr, ASN: 65000, State: StateActive}}, nil)
+	e := newCtlEnv(t, KernelRoute{Prefix: netip.MustParsePrefix("198.18.200.0/24"), NextHop: ctlTorAddr})
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, ASN: 65000, State: StateActive}}, nil)
 	e.sync()
 	e.now = e.now.Add(119 * time.Second)
 	e.sync()
@@ -272,9 +272,9 @@ func TestSweepAfterRestartTimeForNeighbourNotBack(t *testing.T) {
 // The learned routes are judged again by the import policy: the own pod
 // CIDR and cluster addresses never reach the kernel.
 func TestImportPolicyEnforcedAgain(t *testing.T) {
-	e := newEnv(t)
-	e.speaker.set([]PeerState{{Address: torAddr, State: StateEstablished, EndOfRIB: true}},
-		[]LearnedRoute{route("10.244.1.0/24", "10.0.1.1"), route("10.244.9.0/24", "10.0.1.1"), route("198.18.100.0/24", "10.0.1.1")})
+	e := newCtlEnv(t)
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, State: StateEstablished, EndOfRIB: true}},
+		[]LearnedRoute{learnedRoute("10.244.1.0/24", "10.0.1.1"), learnedRoute("10.244.9.0/24", "10.0.1.1"), learnedRoute("198.18.100.0/24", "10.0.1.1")})
 	e.sync()
 	if e.kernel.has("10.244.1.0/24") || e.kernel.has("10.244.9.0/24") || !e.kernel.has("198.18.100.0/24") {
 		t.Errorf("kernel %v: want only 198.18.100.0/24", e.kernel.routes)
@@ -284,7 +284,7 @@ func TestImportPolicyEnforcedAgain(t *testing.T) {
 // The Restart State bit: only when this boot's agent ran BGP before
 // (kernel routes of protocol 159, or the state file with this boot's id).
 func TestRestartFlagOnlyOnRealRestart(t *testing.T) {
-	write := func(e *testEnv, boot string) {
+	write := func(e *ctlEnv, boot string) {
 		data, _ := json.Marshal(stateRecord{BootID: boot, EstablishedAt: time.Unix(1, 0)})
 		if err := os.WriteFile(filepath.Join(e.stateDir, "bgp.json"), data, 0o644); err != nil {
 			t.Fatal(err)
@@ -292,18 +292,18 @@ func TestRestartFlagOnlyOnRealRestart(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name  string
-		setup func(*testEnv)
+		setup func(*ctlEnv)
 		stale []KernelRoute
 		want  bool
 	}{
-		{"first start after boot", func(*testEnv) {}, nil, false},
-		{"state file of an earlier boot", func(e *testEnv) { write(e, "boot-0") }, nil, false},
-		{"state file of this boot", func(e *testEnv) { write(e, "boot-1") }, nil, true},
-		{"kernel routes survived", func(*testEnv) {}, []KernelRoute{{Prefix: netip.MustParsePrefix("198.18.0.0/24"), NextHop: torAddr}}, true},
-		{"graceful restart off", func(e *testEnv) { write(e, "boot-1"); e.desired.Global.GracefulRestart.Enabled = false }, nil, false},
+		{"first start after boot", func(*ctlEnv) {}, nil, false},
+		{"state file of an earlier boot", func(e *ctlEnv) { write(e, "boot-0") }, nil, false},
+		{"state file of this boot", func(e *ctlEnv) { write(e, "boot-1") }, nil, true},
+		{"kernel routes survived", func(*ctlEnv) {}, []KernelRoute{{Prefix: netip.MustParsePrefix("198.18.0.0/24"), NextHop: ctlTorAddr}}, true},
+		{"graceful restart off", func(e *ctlEnv) { write(e, "boot-1"); e.desired.Global.GracefulRestart.Enabled = false }, nil, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			e := newEnv(t, c.stale...)
+			e := newCtlEnv(t, c.stale...)
 			c.setup(e)
 			e.sync()
 			if got := e.speaker.lastApplied().Global.GracefulRestart.Restarting; got != c.want {
@@ -312,12 +312,12 @@ func TestRestartFlagOnlyOnRealRestart(t *testing.T) {
 		})
 	}
 	// The first establishment records this boot for the next start.
-	e := newEnv(t)
+	e := newCtlEnv(t)
 	e.sync()
 	if _, err := os.Stat(filepath.Join(e.stateDir, "bgp.json")); err == nil {
 		t.Fatal("state file written before any session established")
 	}
-	e.speaker.set([]PeerState{{Address: torAddr, State: StateEstablished}}, nil)
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, State: StateEstablished}}, nil)
 	e.sync()
 	restarting, _, err := detectRestart(nil, filepath.Join(e.stateDir, "bgp.json"), "boot-1")
 	if err != nil || !restarting {
@@ -328,13 +328,13 @@ func TestRestartFlagOnlyOnRealRestart(t *testing.T) {
 // The node status names each session after its BGPPeer, carries the
 // counters, and says why a session is down and what is misconfigured.
 func TestStatusContent(t *testing.T) {
-	e := newEnv(t)
+	e := newCtlEnv(t)
 	rr := Neighbor{Address: netip.MustParseAddr("10.0.1.12"), ASN: 64512, Source: "node/n2", Internal: true, BFD: BFD{Enabled: true}}
-	e.desired.Neighbors = []Neighbor{torPeer, rr}
+	e.desired.Neighbors = []Neighbor{ctlTorPeer, rr}
 	e.problems = []Problem{{Reason: "GracefulRestartWithBFD", Object: "BGPPeer/tor", Message: "GoBGP flushes a neighbour's routes when BFD goes down"}}
 	since := time.Unix(900, 0)
 	e.speaker.set([]PeerState{
-		{Address: torAddr, ASN: 65000, State: StateActive, Reason: "PasswordMismatch", Message: "no answer to TCP-MD5 signed SYNs"},
+		{Address: ctlTorAddr, ASN: 65000, State: StateActive, Reason: "PasswordMismatch", Message: "no answer to TCP-MD5 signed SYNs"},
 		{Address: rr.Address, ASN: 64512, State: StateEstablished, Since: since, Received: 3, Accepted: 2, Advertised: 1, BFD: "Up", GracefulRestart: "Negotiated"},
 	}, nil)
 	e.sync()
@@ -379,7 +379,7 @@ func TestStatusContent(t *testing.T) {
 	if len(e.status.written) != n {
 		t.Errorf("an unchanged status was written again")
 	}
-	e.speaker.set([]PeerState{{Address: torAddr, ASN: 65000, State: StateEstablished}, {Address: rr.Address, State: StateEstablished}}, nil)
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, ASN: 65000, State: StateEstablished}, {Address: rr.Address, State: StateEstablished}}, nil)
 	e.sync()
 	s = e.status.last(t).Status
 	if s.Established != 2 || cond(ConditionSessionsEstablished).Status != metav1.ConditionTrue {
@@ -400,7 +400,7 @@ func TestStatusContent(t *testing.T) {
 // Without the CRDs BGP is off: no speaker, no status, the kernel left
 // alone, said once. When they appear (the agent's recheck) it turns on.
 func TestCRDsAbsentOffAndSaidOnce(t *testing.T) {
-	e := newEnv(t, KernelRoute{Prefix: netip.MustParsePrefix("198.18.200.0/24"), NextHop: torAddr})
+	e := newCtlEnv(t, KernelRoute{Prefix: netip.MustParsePrefix("198.18.200.0/24"), NextHop: ctlTorAddr})
 	e.served = false
 	for range 3 {
 		e.sync()
@@ -432,9 +432,9 @@ func TestCRDsAbsentOffAndSaidOnce(t *testing.T) {
 // nothing else: not the logs (at the highest verbosity), the node status
 // or the Events.
 func TestPasswordNeverInLogsOrStatus(t *testing.T) {
-	e := newEnv(t)
+	e := newCtlEnv(t)
 	e.problems = []Problem{{Reason: "InvalidPeer", Object: "BGPPeer/tor", Message: "bad"}}
-	e.speaker.set([]PeerState{{Address: torAddr, State: StateActive, Reason: "PasswordMismatch"}}, nil)
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, State: StateActive, Reason: "PasswordMismatch"}}, nil)
 	e.sync()
 	if e.input.Passwords["tor"] != "s3cret-pw" {
 		t.Fatalf("Compute got passwords %v", e.input.Passwords)
@@ -459,7 +459,7 @@ func TestPasswordNeverInLogsOrStatus(t *testing.T) {
 
 // No speaker built in: BGP off, a Warning Event and the reason, once.
 func TestSpeakerNotBuiltIn(t *testing.T) {
-	e := newEnv(t)
+	e := newCtlEnv(t)
 	e.ctl.cfg.NewSpeaker = nil
 	e.sync()
 	e.sync()
@@ -471,8 +471,8 @@ func TestSpeakerNotBuiltIn(t *testing.T) {
 // Whatever the speaker or Compute put in a reason, the conditions stay
 // valid for the API (an invalid one would fail the whole apply).
 func TestStatusConditionsValid(t *testing.T) {
-	st := buildStatus("n1", Desired{Enabled: true, Neighbors: []Neighbor{torPeer}}, "",
-		[]PeerState{{Address: torAddr, State: StateActive, Reason: "Hold timer expired"}},
+	st := buildStatus("n1", Desired{Enabled: true, Neighbors: []Neighbor{ctlTorPeer}}, "",
+		[]PeerState{{Address: ctlTorAddr, State: StateActive, Reason: "Hold timer expired"}},
 		[]Problem{{Reason: "", Message: "x"}, {Reason: "bad reason!", Message: "y"}}, nil, time.Unix(1, 0))
 	for _, c := range st.Status.Conditions {
 		if !conditionReasonRE.MatchString(c.Reason) || !conditionReasonRE.MatchString(c.Type) || c.LastTransitionTime.IsZero() {
@@ -487,11 +487,11 @@ func TestStatusConditionsValid(t *testing.T) {
 // Status writes are rate-limited: a change within StatusInterval of the
 // last write waits for a later sync.
 func TestStatusRateLimited(t *testing.T) {
-	e := newEnv(t)
+	e := newCtlEnv(t)
 	e.ctl.cfg.StatusInterval = 10 * time.Second
 	e.sync()
 	n := len(e.status.written)
-	e.speaker.set([]PeerState{{Address: torAddr, State: StateEstablished}}, nil)
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, State: StateEstablished}}, nil)
 	e.now = e.now.Add(time.Second)
 	e.sync()
 	if len(e.status.written) != n {
@@ -507,7 +507,7 @@ func TestStatusRateLimited(t *testing.T) {
 // Before the first discovery answer nothing happens and nothing is said:
 // an agent starting with the CRDs installed does not log them missing.
 func TestUnknownServedDoesNothing(t *testing.T) {
-	e := newEnv(t)
+	e := newCtlEnv(t)
 	e.ctl.cfg.Sources = func() (*Sources, bool) { return nil, false }
 	e.sync()
 	if len(e.speaker.applied) != 0 || len(e.kernel.sweeps) != 0 || len(e.status.written) != 0 || strings.Contains(e.logs.String(), "BGP is off") {

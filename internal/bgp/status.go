@@ -81,7 +81,7 @@ func buildStatus(node string, d Desired, offReason string, peers []PeerState, pr
 	conds = append(conds, problemConditions(problems)...)
 	for i := range conds {
 		conds[i].LastTransitionTime = metav1.NewTime(now)
-		conds[i].Message = truncate(conds[i].Message, 32*1024)
+		conds[i].Message = truncateMessage(conds[i].Message, 32*1024)
 	}
 	// Keep the transition time of a condition whose status did not change.
 	var out []metav1.Condition
@@ -180,7 +180,7 @@ func sameStatus(a, b *v1alpha1.BGPNodeStatus) bool {
 	return equality.Semantic.DeepEqual(x, y)
 }
 
-func truncate(s string, n int) string {
+func truncateMessage(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
