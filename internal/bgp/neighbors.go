@@ -87,6 +87,7 @@ func (c *computation) neighbors(paths []Path, by advertised, grEnabled bool) []N
 	}
 	out := make([]Neighbor, 0, len(sessions))
 	for _, n := range sessions {
+		n.Export = inFamilies(n.Export, n.Families)
 		out = append(out, *n)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Address.Less(out[j].Address) })
@@ -358,5 +359,22 @@ func sortedPeers(ps []*v1alpha1.BGPPeer) []*v1alpha1.BGPPeer {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// inFamilies keeps the prefixes a session's families can carry: an IPv6
+// Service address is not sent on an IPv4-only session.
+func inFamilies(ps []netip.Prefix, fams []Family) []netip.Prefix {
+	var v4, v6 bool
+	for _, f := range fams {
+		v4 = v4 || f == IPv4Unicast
+		v6 = v6 || f == IPv6Unicast
+	}
+	var out []netip.Prefix
+	for _, p := range ps {
+		if (p.Addr().Is4() && v4) || (p.Addr().Is6() && v6) {
+			out = append(out, p)
+		}
+	}
 	return out
 }

@@ -74,7 +74,8 @@ type Neighbor struct {
 	RouteReflectorClient bool
 	ClusterID            netip.Addr
 	// Export are the prefixes of Paths this neighbour is sent (after the
-	// BGPPeer's advertisementSelector), sorted.
+	// BGPPeer's advertisementSelector, and only those its Families carry),
+	// sorted.
 	Export []netip.Prefix
 	// Internal: a session to another node of the cluster.
 	Internal bool
