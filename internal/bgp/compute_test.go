@@ -153,6 +153,19 @@ func goldenCases() map[string]Input {
 	in.Nodes, in.Config = rrNodes, rrConfig
 	cases["rr-client"] = in
 
+	// Two reflectors (node1, node3): they peer with each other as
+	// non-clients; a client peers with both. An invalid cluster ID falls
+	// back to the router ID.
+	rr2Nodes := []Node{rrNodes[0], node2, withLabels(node3, "bgp.trellis.dev/reflector", "true")}
+	rr2Config := rrConfig.DeepCopy()
+	rr2Config.Spec.RouteReflectors.ClusterID = "not-an-address"
+	in = baseInput(rr2Nodes[0], config.ModeNative)
+	in.Nodes, in.Config = rr2Nodes, rr2Config
+	cases["rr-two-reflectors"] = in
+	in = baseInput(node2, config.ModeNative)
+	in.Nodes, in.Config = rr2Nodes, rr2Config
+	cases["rr-two-reflectors-client"] = in
+
 	in = baseInput(node1, config.ModeNative)
 	in.Services = services
 	in.Peers = []*v1alpha1.BGPPeer{
