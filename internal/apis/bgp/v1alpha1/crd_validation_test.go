@@ -47,7 +47,7 @@ func loadCRD(t *testing.T, file string) *crdValidator {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(crdDir, file))
 	if err != nil {
-		t.Fatalf("read CRD (generate it with make generate): %v", err)
+		t.Fatalf("read CRD (generate: go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0 crd paths=./internal/apis/... output:crd:dir=deploy/helm/trellis/crds): %v", err)
 	}
 	var v1crd apiextensionsv1.CustomResourceDefinition
 	if err := yaml.UnmarshalStrict(data, &v1crd); err != nil {
