@@ -98,9 +98,10 @@ func expect(t *testing.T, what, got, want string) {
 	}
 }
 
-// routeWrites counts the route changes (RTM_NEWROUTE/RTM_DELROUTE
-// notifications) fn makes in n. A marker route added after fn, whose
-// notification ends the count, makes it exact.
+// routeWrites counts the changes of protocol-159 routes (RTM_NEWROUTE/
+// RTM_DELROUTE notifications) fn makes in n; the kernel's own (IPv6
+// addresses finishing DAD) are not counted. A marker route added after fn,
+// whose notification ends the count, makes it exact.
 func (n *node) routeWrites(t *testing.T, fn func()) int {
 	t.Helper()
 	ch := make(chan netlink.RouteUpdate, 4096)
@@ -124,7 +125,9 @@ func (n *node) routeWrites(t *testing.T, fn func()) int {
 			if u.Dst != nil && u.Dst.String() == "192.0.2.222/32" {
 				return count
 			}
-			count++
+			if u.Protocol == RouteProtocol {
+				count++
+			}
 		case <-timeout:
 			t.Fatalf("no notification of the marker route (after %d changes)", count)
 		}
@@ -234,7 +237,10 @@ func TestKernelRecursiveNextHop(t *testing.T) {
 		kr("2001:db8:300::/48", "2001:db8:1::20"), // IPv6 connected
 	}
 	_, err := n.tbl.Apply(want, true)
-	re := RouteErrors(err)
+	if !bgp.OnlyKernelRouteErrors(err) {
+		t.Errorf("Apply error %v: want per-route failures only", err)
+	}
+	re := bgp.KernelRouteErrors(err)
 	var failed []string
 	for _, e := range re {
 		failed = append(failed, e.Route.Prefix.String())
@@ -255,7 +261,7 @@ func TestKernelRecursiveNextHop(t *testing.T) {
 	// A default route makes 192.0.2.9 reachable through its gateway.
 	n.addRoute(t, "0.0.0.0/0", "10.0.1.254", unix.RTPROT_STATIC)
 	_, err = n.tbl.Apply(want, true)
-	if re := RouteErrors(err); len(re) != 2 || !strings.Contains(re[0].Error(), "own address") ||
+	if re := bgp.KernelRouteErrors(err); len(re) != 2 || !strings.Contains(re[0].Error(), "own address") ||
 		!strings.Contains(re[1].Error(), "only through the learned route 198.18.1.0/24") {
 		t.Errorf("errors after adding a default route: %v, want 2 (own address; learned route, not the default route)", err)
 	}

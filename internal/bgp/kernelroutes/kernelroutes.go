@@ -53,41 +53,6 @@ type Table struct {
 
 var _ bgp.KernelRoutes = (*Table)(nil)
 
-// RouteError is the failure of one wanted route; Apply joins them (with
-// errors.Join), so a caller can list them with errors.As on each.
-type RouteError struct {
-	Route bgp.KernelRoute
-	Err   error
-}
-
-func (e *RouteError) Error() string {
-	return fmt.Sprintf("route %s via %s: %v", e.Route.Prefix, e.Route.NextHop, e.Err)
-}
-
-func (e *RouteError) Unwrap() error { return e.Err }
-
-// RouteErrors lists the per-route failures in an error returned by Apply.
-func RouteErrors(err error) []*RouteError {
-	var out []*RouteError
-	var walk func(error)
-	walk = func(err error) {
-		var re *RouteError
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range j.Unwrap() {
-				walk(e)
-			}
-			return
-		}
-		if errors.As(err, &re) {
-			out = append(out, re)
-		}
-	}
-	if err != nil {
-		walk(err)
-	}
-	return out
-}
-
 // h returns the netlink handle wrapped by netlinksafe, whose dump methods
 // retry when the kernel interrupts a dump (NLM_F_DUMP_INTR).
 func (t *Table) h() netlinksafe.Handle {
@@ -126,8 +91,10 @@ func (t *Table) List() ([]bgp.KernelRoute, error) {
 // another owner holds (never replaced), and with sweep deletes the
 // RouteProtocol routes whose prefix is not in want. A wanted route that
 // cannot be installed (bad entry, unresolvable next hop, netlink error) is
-// a *RouteError in the joined error; whatever is installed at its prefix
-// stays, and every other route is still applied.
+// a *bgp.KernelRouteError in the joined error (bgp.KernelRouteErrors lists
+// them); whatever is installed at its prefix stays, and every other route
+// is still applied. Any other error (a failed dump or delete) fails the
+// apply as a whole.
 func (t *Table) Apply(want []bgp.KernelRoute, sweep bool) (foreign []bgp.KernelRoute, err error) {
 	valid, errs := normalize(want)
 	targets := t.resolveAll(valid)
@@ -145,7 +112,7 @@ func (t *Table) Apply(want []bgp.KernelRoute, sweep bool) (foreign []bgp.KernelR
 		t.Logger.V(2).Info("Programming learned route", "dst", w.route.Prefix, "nextHop", w.route.NextHop, "via", w.nl.Gw, "link", w.nl.LinkIndex)
 		nr := w.nl
 		if err := t.h().RouteReplace(&nr); err != nil {
-			errs = append(errs, &RouteError{Route: w.route, Err: fmt.Errorf("replace: %w", err)})
+			errs = append(errs, &bgp.KernelRouteError{Route: w.route, Err: fmt.Errorf("replace: %w", err)})
 		}
 	}
 	for _, d := range p.del {

@@ -46,7 +46,7 @@ func normalize(want []bgp.KernelRoute) ([]target, []error) {
 	seen := map[netip.Prefix]bool{}
 	for _, r := range want {
 		if !r.Prefix.IsValid() {
-			errs = append(errs, &RouteError{Route: r, Err: errors.New("invalid prefix")})
+			errs = append(errs, &bgp.KernelRouteError{Route: r, Err: errors.New("invalid prefix")})
 			continue
 		}
 		r.Prefix = r.Prefix.Masked()
@@ -54,7 +54,7 @@ func normalize(want []bgp.KernelRoute) ([]target, []error) {
 		nh := r.NextHop
 		switch {
 		case seen[r.Prefix]:
-			errs = append(errs, &RouteError{Route: r, Err: errors.New("prefix wanted twice; the first entry is kept")})
+			errs = append(errs, &bgp.KernelRouteError{Route: r, Err: errors.New("prefix wanted twice; the first entry is kept")})
 			continue
 		case !nh.IsValid() || nh.IsUnspecified():
 			t.err = errors.New("no next hop")
@@ -104,7 +104,7 @@ func plan(targets []target, table []netlink.Route, sweep bool) planned {
 			continue
 		}
 		if t.err != nil {
-			p.errs = append(p.errs, &RouteError{Route: t.route, Err: t.err})
+			p.errs = append(p.errs, &bgp.KernelRouteError{Route: t.route, Err: t.err})
 			continue
 		}
 		nr := kernelRoute(dst, t.gw, t.link)

@@ -145,7 +145,7 @@ func TestPlanFailedTargetKeepsInstalledRouteEvenOnSweep(t *testing.T) {
 	if got := writes(p.write); got != "198.18.2.0/24>10.0.1.1" {
 		t.Errorf("writes %q: the other route must still be applied", got)
 	}
-	re := RouteErrors(errors.Join(p.errs...))
+	re := bgp.KernelRouteErrors(errors.Join(p.errs...))
 	if len(re) != 1 || re[0].Route.Prefix != pfx("198.18.1.0/24") {
 		t.Errorf("errors %v, want one for 198.18.1.0/24", p.errs)
 	}
@@ -197,7 +197,7 @@ func TestNormalize(t *testing.T) {
 	if g, w := strings.Join(got, " "), "198.18.1.0/24 198.18.2.0/24! 198.18.3.0/24! 198.18.4.0/24! 2001:db8:5::/64! 2001:db8:6::/64"; g != w {
 		t.Errorf("targets %q, want %q", g, w)
 	}
-	if len(errs) != 2 || len(RouteErrors(errors.Join(errs...))) != 2 {
+	if len(errs) != 2 || len(bgp.KernelRouteErrors(errors.Join(errs...))) != 2 {
 		t.Errorf("errors %v, want the duplicate and the missing prefix", errs)
 	}
 }
