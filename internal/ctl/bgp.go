@@ -120,7 +120,8 @@ func (o *Options) runBGPStatus(ctx context.Context, nodes []string, f bgpStatusF
 		bad = append(bad, n.NotEstablished...)
 	}
 	if len(bad) > 0 {
-		return Failed("%d of %d BGP sessions not established: %s", len(bad), rep.Summary.Sessions, strings.Join(bad, ", "))
+		return Failed("%d of %d BGP sessions not established: %s", rep.Summary.Sessions-rep.Summary.Established,
+			rep.Summary.Sessions, strings.Join(bad, ", "))
 	}
 	return nil
 }

@@ -96,14 +96,14 @@ node2   tor    10.0.2.1   65000   Established   3m      5/4/2         Up    Nego
 func TestBGPStatusSessionDownIsExit1(t *testing.T) {
 	o, out := bgpOptions(t, []string{"node1", "node2", "node3"}, bgpConfig(),
 		nodeStatus("node1", 2, session("tor", "10.0.1.1", "Established", ""), session("node/node2", "10.0.1.12", "Active", "PasswordMismatch")),
-		nodeStatus("node2", 2, session("tor", "10.0.1.1", "Established", "")), // one configured session not listed
+		nodeStatus("node2", 3, session("tor", "10.0.1.1", "Established", "")), // two configured sessions not listed
 		nodeStatus("gone", 0))
 	err := o.runBGPStatus(context.Background(), nil, bgpStatusFlags{output: OutputWide, now: func() time.Time { return bgpNow }})
 	if ExitCode(err) != ExitFailed {
 		t.Fatalf("exit %d (%v), want 1", ExitCode(err), err)
 	}
-	for _, frag := range []string{"2 of 4 BGP sessions not established", "node1 → node/node2 (10.0.1.12): Active, PasswordMismatch",
-		"node2: 1 configured session(s) not reported"} {
+	for _, frag := range []string{"3 of 5 BGP sessions not established", "node1 → node/node2 (10.0.1.12): Active, PasswordMismatch",
+		"node2: 2 configured session(s) not reported"} {
 		if !strings.Contains(err.Error(), frag) {
 			t.Errorf("error %q lacks %q", err, frag)
 		}
@@ -114,7 +114,7 @@ func TestBGPStatusSessionDownIsExit1(t *testing.T) {
 		"gone    -", "node deleted; no session configured",
 		"node1 condition GracefulRestartWithBFD=True: BFDAndGracefulRestart GoBGP flushes",
 		"LOCAL ASN", "10s", // observed age in wide
-		"4 nodes, 4 sessions: 2 established, 2 not; 1 node(s) without a BGPNodeStatus",
+		"4 nodes, 5 sessions: 2 established, 3 not; 1 node(s) without a BGPNodeStatus",
 	} {
 		if !strings.Contains(s, frag) {
 			t.Errorf("output lacks %q:\n%s", frag, s)
