@@ -367,7 +367,11 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, ts time.Time) 
 		t.down = ts
 		return
 	}
-	if st.DisconnectReason != api.PeerState_DISCONNECT_REASON_UNSPECIFIED {
+	switch st.DisconnectReason {
+	case api.PeerState_DISCONNECT_REASON_UNSPECIFIED, api.PeerState_DISCONNECT_REASON_IDLE_TIMER_EXPIRED,
+		api.PeerState_DISCONNECT_REASON_DECONFIGURED:
+		// Not a failure: the FSM leaving Idle, or our own reconfiguration.
+	default:
 		t.reason = reasonName(st.DisconnectReason)
 		t.message = st.DisconnectMessage
 		t.down = ts

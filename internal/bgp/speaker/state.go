@@ -36,6 +36,7 @@ func (s *Speaker) Peers() []bgp.PeerState {
 		s.log.V(2).Info("list BGP neighbours", "err", err)
 		return nil
 	}
+	accepted := r.acceptedByNeighbor()
 	now := time.Now()
 	out := make([]bgp.PeerState, 0, len(list))
 	s.tmu.Lock()
@@ -48,11 +49,31 @@ func (s *Speaker) Peers() []bgp.PeerState {
 		if tr := s.track[a]; tr != nil {
 			t = *tr
 		}
-		out = append(out, peerState(p, t, now))
+		ps := peerState(p, t, now)
+		// GoBGP's own "accepted" counts before the global import policy.
+		ps.Accepted = accepted[a]
+		out = append(out, ps)
 	}
 	s.tmu.Unlock()
 	slices.SortFunc(out, func(x, y bgp.PeerState) int { return x.Address.Compare(y.Address) })
 	return out
+}
+
+// acceptedByNeighbor counts the paths in the RIB (after the import
+// policy) per neighbour.
+func (r *instance) acceptedByNeighbor() map[netip.Addr]uint32 {
+	n := map[netip.Addr]uint32{}
+	for _, f := range []gobgp.Family{gobgp.RF_IPv4_UC, gobgp.RF_IPv6_UC} {
+		_ = r.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: f},
+			func(_ gobgp.NLRI, paths []*apiutil.Path) {
+				for _, p := range paths {
+					if p.PeerAddress.IsValid() && !p.PeerAddress.IsUnspecified() && !p.Withdrawal {
+						n[p.PeerAddress.Unmap()]++
+					}
+				}
+			})
+	}
+	return n
 }
 
 // peerState translates GoBGP's view of one neighbour.
@@ -101,10 +122,13 @@ func peerState(p *api.Peer, t peerTrack, now time.Time) bgp.PeerState {
 		if down.IsZero() {
 			down = t.configured
 		}
-		if ps.Reason == "" && (ps.State == bgp.StateActive || ps.State == bgp.StateConnect || ps.State == bgp.StateIdle) &&
+		if ps.Reason != "MaxPrefixes" && (ps.State == bgp.StateActive || ps.State == bgp.StateConnect) &&
 			!down.IsZero() && now.Sub(down) > connectFailedAfter {
-			ps.Reason = "ConnectFailed"
-			ps.Message = connectFailedMessage(p)
+			msg := connectFailedMessage(p)
+			if ps.Reason != "" {
+				msg += fmt.Sprintf(" (the last session ended: %s: %s)", ps.Reason, ps.Message)
+			}
+			ps.Reason, ps.Message = "ConnectFailed", msg
 		}
 	}
 	return ps

@@ -1,0 +1,398 @@
+//go:build kernel
+
+package speaker
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trellisnet/trellis/internal/bgp"
+	"github.com/trellisnet/trellis/internal/netnstest"
+)
+
+const (
+	addrA = "10.99.0.1"
+	addrB = "10.99.0.2"
+)
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func addr(s string) netip.Addr  { return netip.MustParseAddr(s) }
+
+// node is one side's Desired: self peers with other, graceful restart
+// on (restart time rt), originating paths, exporting export to other.
+func node(self, other string, asn, otherASN uint32, rt time.Duration, paths []string, export []string) bgp.Desired {
+	d := bgp.Desired{
+		Enabled: true,
+		Global: bgp.Global{ASN: asn, RouterID: addr(self), ListenAddresses: []netip.Addr{addr(self)},
+			GracefulRestart: bgp.GracefulRestart{Enabled: rt > 0, RestartTime: rt}},
+		Neighbors: []bgp.Neighbor{{Address: addr(other), ASN: otherASN, Source: "test", ConnectRetry: time.Second}},
+		Import:    bgp.ImportPolicy{Install: true, MaxPrefixes: 1000},
+	}
+	for _, p := range paths {
+		d.Paths = append(d.Paths, bgp.Path{Prefix: pfx(p), Origin: "test"})
+	}
+	for _, p := range export {
+		d.Neighbors[0].Export = append(d.Neighbors[0].Export, pfx(p))
+	}
+	return d
+}
+
+func prefixes(ls []bgp.LearnedRoute) string {
+	var s []string
+	for _, l := range ls {
+		s = append(s, l.Prefix.String())
+	}
+	return strings.Join(s, " ")
+}
+
+// TestKernelSpeakerSessionPathsAndFilters: two speakers in two
+// namespaces establish an eBGP session and exchange paths; the export
+// filter keeps a path from the neighbour it is not exported to; the import
+// filter refuses the own pod CIDR, the cluster range and the default route;
+// Apply with the same Desired touches no session; a changed export list
+// and changed neighbour settings take effect live.
+func TestKernelSpeakerSessionPathsAndFilters(t *testing.T) {
+	na, nb := netnstest.NewLinkedNodes(t, addrA+"/24", addrB+"/24")
+	a := startSpeaker(t, na, "a")
+	b := startSpeaker(t, nb, "b")
+
+	// A: a node (AS 64512), pod CIDR 10.244.1.0/24, cluster 10.244.0.0/16;
+	// a Service IP it originates but does not export to B.
+	da := node(addrA, addrB, 64512, 65000, 0, []string{"10.244.1.0/24", "10.96.0.10/32"}, []string{"10.244.1.0/24"})
+	da.Import.Reject = []netip.Prefix{pfx("10.244.1.0/24")}
+	da.Import.Cluster = []netip.Prefix{pfx("10.244.0.0/16")}
+	da.Paths[0].Communities = []string{"64512:100", "64512:1:2"}
+	lp := uint32(200)
+	da.Paths[0].LocalPreference = &lp
+	// B: the "ToR" (AS 65000) originates a good prefix and three A must refuse.
+	db := node(addrB, addrA, 65000, 64512, 0,
+		[]string{"198.18.100.0/24", "10.244.1.128/25", "10.244.0.0/16", "10.244.7.0/24", "0.0.0.0/0"},
+		[]string{"198.18.100.0/24", "10.244.1.128/25", "10.244.0.0/16", "10.244.7.0/24", "0.0.0.0/0"})
+
+	start := time.Now()
+	a.Apply(da)
+	b.Apply(db)
+	stA, _ := established(t, a, addrB, 30*time.Second)
+	t.Logf("MEASURE time to establish: %v", time.Since(start).Round(time.Millisecond))
+
+	eventually(t, 15*time.Second, "B learns A's exported pod CIDR only", func() string {
+		got := b.Learned()
+		if prefixes(got) != "10.244.1.0/24" {
+			return learnedString(got)
+		}
+		if got[0].NextHop != addr(addrA) || got[0].Neighbor != addr(addrA) || got[0].Stale {
+			return "wrong next hop/neighbour/stale: " + learnedString(got)
+		}
+		return ""
+	})
+	eventually(t, 15*time.Second, "A learns only the allowed prefix", func() string {
+		got := a.Learned()
+		if prefixes(got) != "198.18.100.0/24" || got[0].NextHop != addr(addrB) {
+			return learnedString(got)
+		}
+		return ""
+	})
+	eventually(t, 10*time.Second, "A's counters", func() string {
+		p, _ := peerOf(a.Peers(), addrB)
+		if p.Received != 5 || p.Accepted != 1 || p.Advertised != 1 || p.ASN != 65000 || p.Reason != "" {
+			return fmt.Sprintf("%+v", p)
+		}
+		return ""
+	})
+
+	// The same Desired again: nothing changes, no session resets.
+	for range 3 {
+		a.Apply(da)
+		b.Apply(db)
+	}
+	time.Sleep(2 * time.Second)
+	p, _ := peerOf(a.Peers(), addrB)
+	if p.State != bgp.StateEstablished || !p.Since.Equal(stA.Since) {
+		t.Fatalf("re-Apply of the same Desired touched the session: before %+v after %+v", stA, p)
+	}
+	if got := prefixes(b.Learned()); got != "10.244.1.0/24" {
+		t.Fatalf("B after re-Apply: %s", got)
+	}
+
+	// Export the Service IP to B too: advertised without a reset.
+	da.Neighbors[0].Export = []netip.Prefix{pfx("10.96.0.10/32"), pfx("10.244.1.0/24")}
+	a.Apply(da)
+	eventually(t, 15*time.Second, "B learns the newly exported Service IP", func() string {
+		if got := prefixes(b.Learned()); got != "10.96.0.10/32 10.244.1.0/24" {
+			return got
+		}
+		return ""
+	})
+	// Withdraw the Service path.
+	da.Paths = da.Paths[:1]
+	a.Apply(da)
+	eventually(t, 15*time.Second, "B sees the Service IP withdrawn", func() string {
+		if got := prefixes(b.Learned()); got != "10.244.1.0/24" {
+			return got
+		}
+		return ""
+	})
+	p, _ = peerOf(a.Peers(), addrB)
+	if !p.Since.Equal(stA.Since) {
+		t.Fatalf("export change reset the session: %+v", p)
+	}
+
+	// Import policy change live: accept only 198.18.0.0/15 up to /24 — still
+	// the same; then only 203.0.113.0/24 — the learned route goes away.
+	da.Import.Accept = []bgp.PrefixMatch{{Prefix: pfx("203.0.113.0/24"), MaxLen: 32}}
+	a.Apply(da)
+	eventually(t, 15*time.Second, "A drops what the new import policy refuses", func() string {
+		if got := a.Learned(); len(got) != 0 {
+			return learnedString(got)
+		}
+		return ""
+	})
+	da.Import.Accept = []bgp.PrefixMatch{{Prefix: pfx("198.18.0.0/15"), MaxLen: 24}}
+	a.Apply(da)
+	eventually(t, 15*time.Second, "A learns again under the widened import policy", func() string {
+		if got := prefixes(a.Learned()); got != "198.18.100.0/24" {
+			return got
+		}
+		return ""
+	})
+
+	// A neighbour setting that needs a new OPEN (hold time) is applied live:
+	// the session comes back by itself.
+	da.Neighbors[0].HoldTime = 30 * time.Second
+	da.Neighbors[0].Keepalive = 10 * time.Second
+	a.Apply(da)
+	established(t, a, addrB, 30*time.Second)
+	eventually(t, 15*time.Second, "routes after the settings change", func() string {
+		if got := prefixes(a.Learned()); got != "198.18.100.0/24" {
+			return "A: " + got
+		}
+		if got := prefixes(b.Learned()); got != "10.244.1.0/24" {
+			return "B: " + got
+		}
+		return ""
+	})
+
+	// Removing the neighbour ends the session on both sides.
+	da.Neighbors = nil
+	a.Apply(da)
+	eventually(t, 15*time.Second, "neighbour removed", func() string {
+		if ps := a.Peers(); len(ps) != 0 {
+			return fmt.Sprintf("A still has %+v", ps)
+		}
+		if p, _ := peerOf(b.Peers(), addrA); p.State == bgp.StateEstablished {
+			return "B still established"
+		}
+		if got := b.Learned(); len(got) != 0 {
+			return "B still learns " + learnedString(got)
+		}
+		return ""
+	})
+}
+
+// TestKernelSpeakerMaxPrefixes: a neighbour sending more prefixes than
+// the limit is torn down (reason MaxPrefixes, nothing learned); raising
+// the limit brings it back.
+func TestKernelSpeakerMaxPrefixes(t *testing.T) {
+	na, nb := netnstest.NewLinkedNodes(t, addrA+"/24", addrB+"/24")
+	a := startSpeaker(t, na, "a")
+	b := startSpeaker(t, nb, "b")
+	var many []string
+	for i := range 10 {
+		many = append(many, fmt.Sprintf("198.18.%d.0/24", i))
+	}
+	da := node(addrA, addrB, 64512, 65000, 0, nil, nil)
+	da.Import.MaxPrefixes = 5
+	db := node(addrB, addrA, 65000, 64512, 0, many, many)
+	a.Apply(da)
+	b.Apply(db)
+	eventually(t, 30*time.Second, "A tears the session down at the limit", func() string {
+		p, _ := peerOf(a.Peers(), addrB)
+		if p.State == bgp.StateEstablished || p.Reason != "MaxPrefixes" {
+			return fmt.Sprintf("%+v", p)
+		}
+		return ""
+	})
+	if got := a.Learned(); len(got) != 0 {
+		t.Fatalf("A learned above the limit: %s", learnedString(got))
+	}
+	time.Sleep(3 * time.Second)
+	if p, _ := peerOf(a.Peers(), addrB); p.State == bgp.StateEstablished {
+		t.Fatalf("session came back by itself above the limit: %+v", p)
+	}
+	da.Import.MaxPrefixes = 100
+	a.Apply(da)
+	established(t, a, addrB, 30*time.Second)
+	eventually(t, 15*time.Second, "A learns all 10 under the raised limit", func() string {
+		if got := a.Learned(); len(got) != 10 {
+			return learnedString(got)
+		}
+		return ""
+	})
+}
+
+// TestKernelSpeakerMD5Mismatch: different TCP-MD5 passwords never
+// establish, and Peers says why; the right password establishes.
+func TestKernelSpeakerMD5Mismatch(t *testing.T) {
+	na, nb := netnstest.NewLinkedNodes(t, addrA+"/24", addrB+"/24")
+	a := startSpeaker(t, na, "a")
+	b := startSpeaker(t, nb, "b")
+	da := node(addrA, addrB, 64512, 65000, 0, nil, nil)
+	da.Neighbors[0].Password = "right-secret"
+	db := node(addrB, addrA, 65000, 64512, 0, nil, nil)
+	db.Neighbors[0].Password = "wrong-secret"
+	a.Apply(da)
+	b.Apply(db)
+	start := time.Now()
+	for time.Since(start) < 15*time.Second {
+		if p, _ := peerOf(a.Peers(), addrB); p.State == bgp.StateEstablished {
+			t.Fatalf("established with mismatched passwords: %+v", p)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	p, _ := peerOf(a.Peers(), addrB)
+	if p.Reason != "ConnectFailed" || !strings.Contains(p.Message, "password") {
+		t.Fatalf("no reason for the failing session: %+v", p)
+	}
+	if strings.Contains(p.Message, "right-secret") {
+		t.Fatalf("password in the message: %q", p.Message)
+	}
+	db.Neighbors[0].Password = "right-secret"
+	b.Apply(db)
+	established(t, a, addrB, 30*time.Second)
+	if p, _ := peerOf(a.Peers(), addrB); p.Reason != "" {
+		t.Fatalf("reason kept after establishing: %+v", p)
+	}
+}
+
+// TestKernelSpeakerGracefulRestart: Stop sends no NOTIFICATION, so the
+// neighbour keeps the routes, marked stale, for the restart time; a new
+// speaker started with Restarting refreshes them and the neighbour sees
+// its End-of-RIB; a speaker that stays away is withdrawn at the restart
+// time, not before.
+func TestKernelSpeakerGracefulRestart(t *testing.T) {
+	const rt = 12 * time.Second
+	na, nb := netnstest.NewLinkedNodes(t, addrA+"/24", addrB+"/24")
+	a := startSpeaker(t, na, "a")
+	b := startSpeaker(t, nb, "b")
+	da := node(addrA, addrB, 64512, 65000, rt, []string{"10.244.1.0/24"}, []string{"10.244.1.0/24"})
+	db := node(addrB, addrA, 65000, 64512, rt, []string{"198.18.100.0/24"}, []string{"198.18.100.0/24"})
+	a.Apply(da)
+	b.Apply(db)
+	established(t, b, addrA, 30*time.Second)
+	eventually(t, 15*time.Second, "exchange", func() string {
+		if got := prefixes(b.Learned()); got != "10.244.1.0/24" {
+			return "B: " + got
+		}
+		if got := prefixes(a.Learned()); got != "198.18.100.0/24" {
+			return "A: " + got
+		}
+		p, _ := peerOf(b.Peers(), addrA)
+		if p.GracefulRestart != "Negotiated" || !p.EndOfRIB {
+			return fmt.Sprintf("B's view: %+v", p)
+		}
+		return ""
+	})
+
+	a.Stop()
+	stopped := time.Now()
+	eventually(t, 10*time.Second, "B holds A's routes stale", func() string {
+		p, _ := peerOf(b.Peers(), addrA)
+		if p.State == bgp.StateEstablished || p.GracefulRestart != "PeerRestarting" {
+			return fmt.Sprintf("B's view: %+v", p)
+		}
+		if strings.Contains(p.Reason, "Notification") {
+			return "A sent a NOTIFICATION: " + p.Reason + " " + p.Message
+		}
+		got := b.Learned()
+		if len(got) != 1 || got[0].Prefix != pfx("10.244.1.0/24") || !got[0].Stale {
+			return learnedString(got)
+		}
+		return ""
+	})
+	time.Sleep(rt / 2)
+	if got := b.Learned(); len(got) != 1 || !got[0].Stale {
+		t.Fatalf("B dropped A's routes before the restart time (%v after Stop): %s", time.Since(stopped), learnedString(got))
+	}
+
+	// A comes back after a real restart: the Restart State bit.
+	a2 := startSpeaker(t, na, "a2")
+	da.Global.GracefulRestart.Restarting = true
+	a2.Apply(da)
+	established(t, b, addrA, 30*time.Second)
+	eventually(t, 20*time.Second, "B's routes from A refreshed, End-of-RIB seen", func() string {
+		got := b.Learned()
+		if len(got) != 1 || got[0].Stale {
+			return learnedString(got)
+		}
+		p, _ := peerOf(b.Peers(), addrA)
+		if !p.EndOfRIB || p.GracefulRestart != "Negotiated" {
+			return fmt.Sprintf("B's view: %+v", p)
+		}
+		return ""
+	})
+	eventually(t, 20*time.Second, "A2 learns B's routes and finishes its restart", func() string {
+		if got := prefixes(a2.Learned()); got != "198.18.100.0/24" {
+			return got
+		}
+		p, _ := peerOf(a2.Peers(), addrB)
+		if !p.EndOfRIB || p.GracefulRestart != "Negotiated" {
+			return fmt.Sprintf("A2's view: %+v", p)
+		}
+		return ""
+	})
+
+	// A stays away: withdrawn at the restart time.
+	a2.Stop()
+	stopped = time.Now()
+	eventually(t, 10*time.Second, "B holds stale again", func() string {
+		got := b.Learned()
+		if len(got) != 1 || !got[0].Stale {
+			return learnedString(got)
+		}
+		return ""
+	})
+	gone := eventually(t, rt+10*time.Second, "B withdraws A's routes at the restart time", func() string {
+		if got := b.Learned(); len(got) != 0 {
+			return learnedString(got)
+		}
+		return ""
+	})
+	if since := time.Since(stopped); since < rt-2*time.Second {
+		t.Fatalf("withdrawn %v after Stop, before the restart time %v", since, rt)
+	}
+	t.Logf("stale routes withdrawn %v after Stop (restart time %v)", time.Since(stopped).Round(100*time.Millisecond), rt)
+	_ = gone
+}
+
+// TestKernelSpeakerThousandRoutes measures the exchange of 1,000 routes.
+func TestKernelSpeakerThousandRoutes(t *testing.T) {
+	na, nb := netnstest.NewLinkedNodes(t, addrA+"/24", addrB+"/24")
+	a := startSpeaker(t, na, "a")
+	b := startSpeaker(t, nb, "b")
+	var many []string
+	for i := range 1000 {
+		many = append(many, fmt.Sprintf("198.%d.%d.0/24", 18+i/256, i%256))
+	}
+	da := node(addrA, addrB, 64512, 65000, 0, nil, nil)
+	db := node(addrB, addrA, 65000, 64512, 0, nil, nil)
+	a.Apply(da)
+	b.Apply(db)
+	established(t, a, addrB, 30*time.Second)
+	db = node(addrB, addrA, 65000, 64512, 0, many, many)
+	start := time.Now()
+	b.Apply(db)
+	applied := time.Since(start)
+	eventually(t, 60*time.Second, "A learns 1,000 routes", func() string {
+		if got := a.Learned(); len(got) != 1000 {
+			return fmt.Sprintf("%d learned", len(got))
+		}
+		return ""
+	})
+	t.Logf("MEASURE 1,000 routes: Apply on B %v, learned on A after %v", applied.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	if !a.WaitChange(time.Second) {
+		t.Fatal("Changes() not signalled after 1,000 best-path changes")
+	}
+}
