@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/trellisnet/trellis/internal/bgp"
 	"github.com/trellisnet/trellis/internal/netnstest"
 )
@@ -394,5 +396,63 @@ func TestKernelSpeakerThousandRoutes(t *testing.T) {
 	t.Logf("MEASURE 1,000 routes: Apply on B %v, learned on A after %v", applied.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	if !a.WaitChange(time.Second) {
 		t.Fatal("Changes() not signalled after 1,000 best-path changes")
+	}
+}
+
+// TestKernelSpeakerRouteReflector: three nodes of one AS; B reflects for
+// its clients A and C (which do not peer with each other). Each learns the
+// other's pod CIDR with the originator's address as next hop (iBGP: next
+// hop unchanged, never 0.0.0.0), and B learns both.
+func TestKernelSpeakerRouteReflector(t *testing.T) {
+	const addrC, addrB2 = "10.98.0.3", "10.98.0.2"
+	na, nb := netnstest.NewLinkedNodes(t, addrA+"/24", addrB+"/24")
+	nc := netnstest.NewNode(t, "10.97.0.3/24")
+	if err := nb.Handle.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ul1", MTU: 1500},
+		PeerName: "ul1c", PeerNamespace: netlink.NsFd(int(nc.NS.Fd()))}); err != nil {
+		t.Fatalf("veth B-C: %v", err)
+	}
+	nb.Configure(t, "ul1", addrB2+"/24")
+	nc.Configure(t, "ul1c", addrC+"/24")
+
+	pods := []netip.Prefix{pfx("10.244.1.0/24"), pfx("10.244.2.0/24"), pfx("10.244.3.0/24")}
+	mk := func(self string, own int, neighbors ...bgp.Neighbor) bgp.Desired {
+		d := bgp.Desired{Enabled: true,
+			Global: bgp.Global{ASN: 64512, RouterID: addr(self), GracefulRestart: bgp.GracefulRestart{Enabled: true, RestartTime: time.Minute}},
+			Paths:  []bgp.Path{{Prefix: pods[own], Origin: "podCIDR"}},
+			Import: bgp.ImportPolicy{Install: true, Reject: pods[own : own+1], Cluster: []netip.Prefix{pfx("10.244.0.0/16")}, MaxPrefixes: 100}}
+		for i, p := range pods {
+			if i != own {
+				d.Import.PodCIDRs = append(d.Import.PodCIDRs, p)
+			}
+		}
+		for _, n := range neighbors {
+			n.ASN, n.Internal, n.Source, n.ConnectRetry = 64512, true, "node/x", time.Second
+			n.Export = pods[own : own+1]
+			d.Neighbors = append(d.Neighbors, n)
+		}
+		return d
+	}
+	da := mk(addrA, 0, bgp.Neighbor{Address: addr(addrB)})
+	db := mk(addrB, 1, bgp.Neighbor{Address: addr(addrA), RouteReflectorClient: true, ClusterID: addr(addrB)},
+		bgp.Neighbor{Address: addr(addrC), RouteReflectorClient: true, ClusterID: addr(addrB)})
+	dc := mk(addrC, 2, bgp.Neighbor{Address: addr(addrB2)})
+	a := startSpeaker(t, na, "a")
+	b := startSpeaker(t, nb, "b")
+	c := startSpeaker(t, nc, "c")
+	a.Apply(da)
+	b.Apply(db)
+	c.Apply(dc)
+	want := map[*proc]string{
+		a: "10.244.2.0/24 via 10.99.0.2 from 10.99.0.2, 10.244.3.0/24 via 10.98.0.3 from 10.99.0.2",
+		b: "10.244.1.0/24 via 10.99.0.1 from 10.99.0.1, 10.244.3.0/24 via 10.98.0.3 from 10.98.0.3",
+		c: "10.244.1.0/24 via 10.99.0.1 from 10.98.0.2, 10.244.2.0/24 via 10.98.0.2 from 10.98.0.2",
+	}
+	for p, w := range want {
+		eventually(t, 30*time.Second, p.name+" learns the other pod CIDRs", func() string {
+			if got := learnedString(p.Learned()); got != "["+w+"]" {
+				return got
+			}
+			return ""
+		})
 	}
 }
