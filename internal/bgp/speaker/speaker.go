@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -41,6 +42,7 @@ var _ bgp.Speaker = (*Speaker)(nil)
 // instance is one started GoBGP server and what was given to it.
 type instance struct {
 	srv         *server.BgpServer
+	stopped     *atomic.Bool
 	cancelWatch context.CancelFunc
 	id          identity
 	global      bgp.Global
@@ -131,7 +133,8 @@ func (s *Speaker) start(ctx context.Context, g bgp.Global) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := server.NewBgpServer(server.LoggerOption(gobgpLogger(s.log), nil))
+	stopped := &atomic.Bool{}
+	srv := server.NewBgpServer(server.LoggerOption(gobgpLogger(s.log, stopped), nil))
 	go srv.Serve()
 	if err := srv.StartBgp(ctx, req); err != nil {
 		srv.Stop()
@@ -145,14 +148,13 @@ func (s *Speaker) start(ctx context.Context, g bgp.Global) (*instance, error) {
 	}, server.WatchPeer(), server.WatchBestPath(false), server.WatchEor(false))
 	if err != nil {
 		cancel()
-		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
 		srv.Stop()
 		return nil, fmt.Errorf("watch BGP events: %w", err)
 	}
 	s.log.Info("BGP speaker started", "asn", g.ASN, "routerID", g.RouterID, "port", req.Global.ListenPort,
 		"listen", req.Global.ListenAddresses)
 	return &instance{
-		srv: srv, cancelWatch: cancel, id: identityOf(g), global: g,
+		srv: srv, stopped: stopped, cancelWatch: cancel, id: identityOf(g), global: g,
 		peers: map[netip.Addr]*api.Peer{}, paths: map[netip.Prefix]pathKey{},
 	}, nil
 }
@@ -326,8 +328,8 @@ func (s *Speaker) stopLocked(graceful bool) {
 	if err := r.srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: graceful}); err != nil {
 		s.log.Error(err, "stop BGP")
 	}
-	// Stop also ends GoBGP's BFD server (it asks for StopBgp again, which
-	// only logs that BGP is no longer running).
+	// Stop also ends GoBGP's BFD server.
+	r.stopped.Store(true)
 	r.srv.Stop()
 	s.tmu.Lock()
 	s.track = map[netip.Addr]*peerTrack{}
