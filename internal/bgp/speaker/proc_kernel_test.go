@@ -220,6 +220,20 @@ func (p *proc) Stop() {
 	}
 }
 
+// RSS is the process's resident set size (VmRSS).
+func (p *proc) RSS() string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return err.Error()
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			return strings.TrimSpace(strings.TrimPrefix(l, "VmRSS:"))
+		}
+	}
+	return "?"
+}
+
 // Kill ends the process with SIGKILL (by its PID).
 func (p *proc) Kill() {
 	select {

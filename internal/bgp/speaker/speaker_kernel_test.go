@@ -394,6 +394,7 @@ func TestKernelSpeakerThousandRoutes(t *testing.T) {
 		return ""
 	})
 	t.Logf("MEASURE 1,000 routes: Apply on B %v, learned on A after %v", applied.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	t.Logf("MEASURE RSS with 1,000 routes (test binary as the speaker process): receiver %s, sender %s", a.RSS(), b.RSS())
 	if !a.WaitChange(time.Second) {
 		t.Fatal("Changes() not signalled after 1,000 best-path changes")
 	}
