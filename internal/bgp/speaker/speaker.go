@@ -45,6 +45,7 @@ type instance struct {
 	stopped     *atomic.Bool
 	cancelWatch context.CancelFunc
 	id          identity
+	started     time.Time
 	global      bgp.Global
 	// peers: the configuration each neighbour was added or last updated
 	// with (Restart State bit cleared, so that it never counts as a
@@ -154,7 +155,7 @@ func (s *Speaker) start(ctx context.Context, g bgp.Global) (*instance, error) {
 	s.log.Info("BGP speaker started", "asn", g.ASN, "routerID", g.RouterID, "port", req.Global.ListenPort,
 		"listen", req.Global.ListenAddresses)
 	return &instance{
-		srv: srv, stopped: stopped, cancelWatch: cancel, id: identityOf(g), global: g,
+		srv: srv, stopped: stopped, cancelWatch: cancel, id: identityOf(g), started: time.Now(), global: g,
 		peers: map[netip.Addr]*api.Peer{}, paths: map[netip.Prefix]pathKey{},
 	}, nil
 }
@@ -195,7 +196,8 @@ func (s *Speaker) applyPeers(ctx context.Context, r *instance, d bgp.Desired) []
 		old, ok := r.peers[n.Address]
 		switch {
 		case !ok:
-			add, _ := peerConfig(n, d.Global, d.Import.MaxPrefixes, d.Global.GracefulRestart.Restarting)
+			restarting := r.restarting(d.Global.GracefulRestart, time.Now())
+			add, _ := peerConfig(n, d.Global, d.Import.MaxPrefixes, restarting)
 			if err := r.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: add}); err != nil {
 				errs = append(errs, fmt.Errorf("add neighbour %v (AS %d): %w", n.Address, n.ASN, err))
 				continue
@@ -203,7 +205,7 @@ func (s *Speaker) applyPeers(ctx context.Context, r *instance, d bgp.Desired) []
 			r.peers[n.Address] = cfg
 			s.tracked(n.Address, true)
 			s.log.Info("BGP neighbour added", "neighbor", n.Address, "asn", n.ASN, "source", n.Source,
-				"restarting", d.Global.GracefulRestart.Restarting)
+				"restarting", restarting)
 		case !proto.Equal(old, cfg):
 			rsp, err := r.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: cfg})
 			if err != nil {
@@ -240,6 +242,18 @@ func (s *Speaker) applyPeers(ctx context.Context, r *instance, d bgp.Desired) []
 		s.log.Info("BGP neighbour removed", "neighbor", a)
 	}
 	return errs
+}
+
+// restarting: whether a neighbour added now gets the Restart State bit.
+// Only while the agent recovers: Restarting is set and this GoBGP started
+// less than the restart time ago. A neighbour added later (a node that
+// joined since) never knew the previous incarnation.
+func (r *instance) restarting(gr bgp.GracefulRestart, now time.Time) bool {
+	rt := gr.RestartTime
+	if rt <= 0 {
+		rt = 120 * time.Second
+	}
+	return gr.Enabled && gr.Restarting && now.Sub(r.started) < rt
 }
 
 func maxPrefixesRaised(old, cur *api.Peer) bool {

@@ -235,3 +235,25 @@ func TestIdentity(t *testing.T) {
 		}
 	}
 }
+
+func TestRestartingWindow(t *testing.T) {
+	start := time.Unix(1000, 0)
+	r := &instance{started: start}
+	gr := bgp.GracefulRestart{Enabled: true, RestartTime: time.Minute, Restarting: true}
+	for _, tc := range []struct {
+		gr   bgp.GracefulRestart
+		at   time.Duration
+		want bool
+	}{
+		{gr, 0, true},
+		{gr, 59 * time.Second, true},
+		{gr, 61 * time.Second, false},
+		{bgp.GracefulRestart{Enabled: true, RestartTime: time.Minute}, 0, false},
+		{bgp.GracefulRestart{Restarting: true, RestartTime: time.Minute}, 0, false},
+		{bgp.GracefulRestart{Enabled: true, Restarting: true}, 119 * time.Second, true},
+	} {
+		if got := r.restarting(tc.gr, start.Add(tc.at)); got != tc.want {
+			t.Errorf("%+v at +%v: %v, want %v", tc.gr, tc.at, got, tc.want)
+		}
+	}
+}
