@@ -457,3 +457,49 @@ func TestKernelSpeakerRouteReflector(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelSpeakerBFDDetectsFailure: with BFD (100 ms × 3) a cut link
+// takes the session down, and the neighbour's routes away, within about a
+// second, against the 90 s hold time; GoBGP does so even with graceful
+// restart negotiated (BFD down is not a graceful-restart event in GoBGP).
+func TestKernelSpeakerBFDDetectsFailure(t *testing.T) {
+	na, nb := netnstest.NewLinkedNodes(t, addrA+"/24", addrB+"/24")
+	a := startSpeaker(t, na, "a")
+	b := startSpeaker(t, nb, "b")
+	bfd := bgp.BFD{Enabled: true, MinRx: 100 * time.Millisecond, MinTx: 100 * time.Millisecond, DetectMultiplier: 3}
+	da := node(addrA, addrB, 64512, 65000, time.Minute, nil, nil)
+	da.Neighbors[0].BFD = bfd
+	db := node(addrB, addrA, 65000, 64512, time.Minute, []string{"198.18.100.0/24"}, []string{"198.18.100.0/24"})
+	db.Neighbors[0].BFD = bfd
+	a.Apply(da)
+	b.Apply(db)
+	eventually(t, 30*time.Second, "BFD up, GR negotiated, route learned", func() string {
+		p, _ := peerOf(a.Peers(), addrB)
+		if p.State != bgp.StateEstablished || p.BFD != "Up" || p.GracefulRestart != "Negotiated" {
+			return fmt.Sprintf("%+v", p)
+		}
+		if got := prefixes(a.Learned()); got != "198.18.100.0/24" {
+			return got
+		}
+		return ""
+	})
+	if out, err := nb.Exec("ip", "link", "set", "ul0", "down"); err != nil {
+		t.Fatalf("cut the link: %v %s", err, out)
+	}
+	cut := time.Now()
+	eventually(t, 10*time.Second, "A drops B's route after the cut", func() string {
+		if got := a.Learned(); len(got) != 0 {
+			return learnedString(got)
+		}
+		return ""
+	})
+	took := time.Since(cut)
+	p, _ := peerOf(a.Peers(), addrB)
+	t.Logf("MEASURE BFD: route withdrawn %v after the link cut; A's view %+v", took.Round(10*time.Millisecond), p)
+	if took > 3*time.Second {
+		t.Fatalf("withdrawal took %v with BFD 100 ms × 3", took)
+	}
+	if p.State == bgp.StateEstablished || p.BFD != "Down" || p.Reason != "BFDDown" {
+		t.Fatalf("after BFD down: %+v", p)
+	}
+}

@@ -118,6 +118,12 @@ func peerState(p *api.Peer, t peerTrack, now time.Time) bgp.PeerState {
 				ps.Message = "the neighbour sent more prefixes than import.maxPrefixes allows"
 			}
 		}
+		if ps.BFD == "Down" && ps.Reason == "NotificationSent" && strings.Contains(ps.Message, "administrative reset") {
+			// GoBGP resets the session when BFD expires or the neighbour
+			// signals BFD down.
+			ps.Reason = "BFDDown"
+			ps.Message = "BFD found the neighbour unreachable: the session was reset and its routes withdrawn (graceful restart does not cover a BFD-detected failure)"
+		}
 		down := t.down
 		if down.IsZero() {
 			down = t.configured
