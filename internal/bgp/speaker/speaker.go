@@ -2,6 +2,32 @@
 // gRPC listener, driven by bgp.Desired. Apply diffs the desired neighbours,
 // paths and policies against what it last gave GoBGP and changes only
 // that, so an unchanged Desired never touches a session.
+//
+// Behaviour worth knowing:
+//   - A changed ASN, router ID, listen port or listen addresses restarts
+//     GoBGP (with NOTIFICATION); disabling BGP stops it with NOTIFICATION;
+//     Stop closes the sessions without one, so neighbours with graceful
+//     restart keep this node's routes for the restart time.
+//   - A neighbour setting that GoBGP cannot change in place (password,
+//     ASN, timers in the OPEN, families, multihop, TTL security, passive,
+//     graceful restart) re-establishes that session; the export list, the
+//     import policy, BFD and the prefix limit apply without a reset.
+//   - Graceful restart is offered without the N bit: a NOTIFICATION (a
+//     deconfigured neighbour, the prefix limit) always withdraws at once.
+//     The Restart State bit is sent only for neighbours added while
+//     Global.GracefulRestart.Restarting is set and within the restart time
+//     of the speaker's start; GoBGP then holds this node's advertisements
+//     until every neighbour sent End-of-RIB, or the restart time passed.
+//   - GoBGP sends End-of-RIB only when graceful restart was negotiated, so
+//     PeerState.EndOfRIB stays false on a session with GracefulRestart Off.
+//   - GoBGP resets a session (NOTIFICATION, routes withdrawn) when BFD
+//     goes down, graceful restart negotiated or not: Reason BFDDown. A
+//     neighbour running GoBGP therefore drops this node's routes when a
+//     BFD-enabled agent restarts; BIRD keeps them with `bfd graceful`.
+//   - A neighbour above the prefix limit is shut down (Reason
+//     MaxPrefixes) until the limit is raised or its configuration changes.
+//   - GoBGP's BFD listens on UDP 3784 on every address (only while a
+//     neighbour has BFD), and answers configured neighbours only.
 package speaker
 
 import (
