@@ -8,10 +8,11 @@
 //     GoBGP (with NOTIFICATION); disabling BGP stops it with NOTIFICATION;
 //     Stop closes the sessions without one, so neighbours with graceful
 //     restart keep this node's routes for the restart time.
-//   - A neighbour setting that GoBGP cannot change in place (password,
-//     ASN, timers in the OPEN, families, multihop, TTL security, passive,
-//     graceful restart) re-establishes that session; the export list, the
-//     import policy, BFD and the prefix limit apply without a reset.
+//   - Changing a neighbour's password, ASN, allowOwnAS, families,
+//     multihop, TTL security, passive mode, timers, route-reflector role
+//     or graceful-restart settings re-establishes that session (with
+//     NOTIFICATION); its export list, the import policy, BFD and the
+//     prefix limit apply without a reset.
 //   - Graceful restart is offered without the N bit: a NOTIFICATION (a
 //     deconfigured neighbour, the prefix limit) always withdraws at once.
 //     The Restart State bit is sent only for neighbours added while
@@ -232,6 +233,24 @@ func (s *Speaker) applyPeers(ctx context.Context, r *instance, d bgp.Desired) []
 			s.tracked(n.Address, true)
 			s.log.Info("BGP neighbour added", "neighbor", n.Address, "asn", n.ASN, "source", n.Source,
 				"restarting", restarting)
+		case !proto.Equal(old, cfg) && needsReAdd(old, cfg):
+			// GoBGP's UpdatePeer keeps the route-reflector role, and
+			// applies timers only to the next session: re-add.
+			if err := r.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: n.Address.String()}); err != nil {
+				errs = append(errs, fmt.Errorf("delete neighbour %v to re-add it: %w", n.Address, err))
+				continue
+			}
+			delete(r.peers, n.Address)
+			restarting := r.restarting(d.Global.GracefulRestart, time.Now())
+			add, _ := peerConfig(n, d.Global, d.Import.MaxPrefixes, restarting)
+			if err := r.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: add}); err != nil {
+				errs = append(errs, fmt.Errorf("re-add neighbour %v (AS %d): %w", n.Address, n.ASN, err))
+				continue
+			}
+			r.peers[n.Address] = cfg
+			s.tracked(n.Address, true)
+			s.log.Info("BGP neighbour re-added (session reset: new timers or route-reflector role)", "neighbor", n.Address,
+				"asn", n.ASN, "source", n.Source)
 		case !proto.Equal(old, cfg):
 			rsp, err := r.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: cfg})
 			if err != nil {
@@ -280,6 +299,12 @@ func (r *instance) restarting(gr bgp.GracefulRestart, now time.Time) bool {
 		rt = 120 * time.Second
 	}
 	return gr.Enabled && gr.Restarting && now.Sub(r.started) < rt
+}
+
+// needsReAdd: a change GoBGP's UpdatePeer does not apply to the running
+// session.
+func needsReAdd(old, cur *api.Peer) bool {
+	return !proto.Equal(old.GetRouteReflector(), cur.GetRouteReflector()) || !proto.Equal(old.GetTimers(), cur.GetTimers())
 }
 
 func maxPrefixesRaised(old, cur *api.Peer) bool {

@@ -163,10 +163,17 @@ func TestKernelSpeakerSessionPathsAndFilters(t *testing.T) {
 
 	// A neighbour setting that needs a new OPEN (hold time) is applied live:
 	// the session comes back by itself.
+	before, _ := peerOf(a.Peers(), addrB)
 	da.Neighbors[0].HoldTime = 30 * time.Second
 	da.Neighbors[0].Keepalive = 10 * time.Second
 	a.Apply(da)
-	established(t, a, addrB, 30*time.Second)
+	eventually(t, 30*time.Second, "session re-established with the new timers", func() string {
+		p, _ := peerOf(a.Peers(), addrB)
+		if p.State != bgp.StateEstablished || !p.Since.After(before.Since) {
+			return fmt.Sprintf("%+v (before: since %v)", p, before.Since)
+		}
+		return ""
+	})
 	eventually(t, 15*time.Second, "routes after the settings change", func() string {
 		if got := prefixes(a.Learned()); got != "198.18.100.0/24" {
 			return "A: " + got

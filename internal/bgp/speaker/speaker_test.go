@@ -37,7 +37,7 @@ func (r *logRecorder) take() []string {
 	defer r.mu.Unlock()
 	var out []string
 	for _, m := range r.msgs {
-		for _, k := range []string{"neighbour added", "neighbour updated", "neighbour removed", "path advertised",
+		for _, k := range []string{"neighbour added", "neighbour re-added", "neighbour updated", "neighbour removed", "path advertised",
 			"path withdrawn", "policies set", "speaker started", "restarting the speaker", "stopping"} {
 			if strings.Contains(m, k) {
 				out = append(out, m)
@@ -121,9 +121,10 @@ func TestApplyDiffs(t *testing.T) {
 		t.Fatalf("re-Apply of the same Desired changed GoBGP: %q", got)
 	}
 
-	// One neighbour's timer, one path's community, one export list.
+	// One neighbour's allowOwnAS, one path's community, one export list.
+	// (No BFD here: GoBGP would send BFD packets to the neighbour.)
 	d.Neighbors = slices.Clone(d.Neighbors)
-	d.Neighbors[1].HoldTime = 30 * time.Second
+	d.Neighbors[1].AllowOwnAS = 1
 	d.Paths = slices.Clone(d.Paths)
 	d.Paths[1].Communities = []string{"64512:2"}
 	if err := s.Apply(ctx, d); err != nil {
@@ -140,6 +141,22 @@ func TestApplyDiffs(t *testing.T) {
 	}
 	if got := rec.take(); len(got) != 1 || countWith(got, "policies set") != 1 {
 		t.Fatalf("export change: %q", got)
+	}
+
+	// Timers and the route-reflector role: re-added.
+	d.Neighbors[0].HoldTime = 30 * time.Second
+	d.Neighbors[1].RouteReflectorClient = true
+	if err := s.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.take(); countWith(got, "neighbour re-added") != 2 || len(got) != 2 {
+		t.Fatalf("timers and reflector role: %q", got)
+	}
+	if err := s.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.take(); len(got) != 0 {
+		t.Fatalf("re-Apply after re-adding: %q", got)
 	}
 
 	// Remove a neighbour and a path.
