@@ -407,11 +407,13 @@ func TestKernelSpeakerThousandRoutes(t *testing.T) {
 	}
 }
 
-// TestKernelSpeakerRouteReflector: three nodes of one AS; B reflects for
-// its clients A and C (which do not peer with each other). Each learns the
-// other's pod CIDR with the originator's address as next hop (iBGP: next
-// hop unchanged, never 0.0.0.0), and B learns both.
-func TestKernelSpeakerRouteReflector(t *testing.T) {
+// TestKernelSpeakerMeshAndReflector: three nodes of one AS (A and C
+// reach each other through B). In a full mesh each learns the others' pod
+// CIDRs from their originators; switched live to B reflecting for its
+// clients A and C (which then no longer peer), each learns them through B
+// with the originator's next hop (iBGP: next hop unchanged, never
+// 0.0.0.0); and back to the full mesh.
+func TestKernelSpeakerMeshAndReflector(t *testing.T) {
 	const addrC, addrB2 = "10.98.0.3", "10.98.0.2"
 	na, nb := netnstest.NewLinkedNodes(t, addrA+"/24", addrB+"/24")
 	nc := netnstest.NewNode(t, "10.97.0.3/24")
@@ -421,6 +423,18 @@ func TestKernelSpeakerRouteReflector(t *testing.T) {
 	}
 	nb.Configure(t, "ul1", addrB2+"/24")
 	nc.Configure(t, "ul1c", addrC+"/24")
+	for _, c := range []struct {
+		n    *netnstest.Node
+		args []string
+	}{
+		{nb, []string{"sysctl", "-qw", "net.ipv4.ip_forward=1"}},
+		{na, []string{"ip", "route", "add", "10.98.0.0/24", "via", addrB}},
+		{nc, []string{"ip", "route", "add", "10.99.0.0/24", "via", addrB2}},
+	} {
+		if out, err := c.n.Exec(c.args...); err != nil {
+			t.Fatalf("%v: %v %s", c.args, err, out)
+		}
+	}
 
 	pods := []netip.Prefix{pfx("10.244.1.0/24"), pfx("10.244.2.0/24"), pfx("10.244.3.0/24")}
 	mk := func(self string, own int, neighbors ...bgp.Neighbor) bgp.Desired {
@@ -440,29 +454,50 @@ func TestKernelSpeakerRouteReflector(t *testing.T) {
 		}
 		return d
 	}
-	da := mk(addrA, 0, bgp.Neighbor{Address: addr(addrB)})
-	db := mk(addrB, 1, bgp.Neighbor{Address: addr(addrA), RouteReflectorClient: true, ClusterID: addr(addrB)},
-		bgp.Neighbor{Address: addr(addrC), RouteReflectorClient: true, ClusterID: addr(addrB)})
-	dc := mk(addrC, 2, bgp.Neighbor{Address: addr(addrB2)})
 	a := startSpeaker(t, na, "a")
 	b := startSpeaker(t, nb, "b")
 	c := startSpeaker(t, nc, "c")
-	a.Apply(da)
-	b.Apply(db)
-	c.Apply(dc)
-	want := map[*proc]string{
+	converge := func(phase string, want map[*proc]string) {
+		t.Helper()
+		start := time.Now()
+		for p, w := range want {
+			eventually(t, 45*time.Second, phase+": "+p.name+" learns the other pod CIDRs", func() string {
+				if got := learnedString(p.Learned()); got != "["+w+"]" {
+					return got
+				}
+				return ""
+			})
+		}
+		t.Logf("%s: converged in %v", phase, time.Since(start).Round(10*time.Millisecond))
+	}
+	mesh := func() {
+		a.Apply(mk(addrA, 0, bgp.Neighbor{Address: addr(addrB)}, bgp.Neighbor{Address: addr(addrC)}))
+		b.Apply(mk(addrB, 1, bgp.Neighbor{Address: addr(addrA)}, bgp.Neighbor{Address: addr(addrC)}))
+		c.Apply(mk(addrC, 2, bgp.Neighbor{Address: addr(addrA)}, bgp.Neighbor{Address: addr(addrB2)}))
+	}
+	meshWant := map[*proc]string{
+		a: "10.244.2.0/24 via 10.99.0.2 from 10.99.0.2, 10.244.3.0/24 via 10.98.0.3 from 10.98.0.3",
+		b: "10.244.1.0/24 via 10.99.0.1 from 10.99.0.1, 10.244.3.0/24 via 10.98.0.3 from 10.98.0.3",
+		c: "10.244.1.0/24 via 10.99.0.1 from 10.99.0.1, 10.244.2.0/24 via 10.98.0.2 from 10.98.0.2",
+	}
+	mesh()
+	converge("full mesh", meshWant)
+
+	a.Apply(mk(addrA, 0, bgp.Neighbor{Address: addr(addrB)}))
+	b.Apply(mk(addrB, 1, bgp.Neighbor{Address: addr(addrA), RouteReflectorClient: true, ClusterID: addr(addrB)},
+		bgp.Neighbor{Address: addr(addrC), RouteReflectorClient: true, ClusterID: addr(addrB)}))
+	c.Apply(mk(addrC, 2, bgp.Neighbor{Address: addr(addrB2)}))
+	converge("route reflector", map[*proc]string{
 		a: "10.244.2.0/24 via 10.99.0.2 from 10.99.0.2, 10.244.3.0/24 via 10.98.0.3 from 10.99.0.2",
 		b: "10.244.1.0/24 via 10.99.0.1 from 10.99.0.1, 10.244.3.0/24 via 10.98.0.3 from 10.98.0.3",
 		c: "10.244.1.0/24 via 10.99.0.1 from 10.98.0.2, 10.244.2.0/24 via 10.98.0.2 from 10.98.0.2",
+	})
+	if ps := a.Peers(); len(ps) != 1 {
+		t.Fatalf("A still peers with %+v", ps)
 	}
-	for p, w := range want {
-		eventually(t, 30*time.Second, p.name+" learns the other pod CIDRs", func() string {
-			if got := learnedString(p.Learned()); got != "["+w+"]" {
-				return got
-			}
-			return ""
-		})
-	}
+
+	mesh()
+	converge("full mesh again", meshWant)
 }
 
 // TestKernelSpeakerBFDDetectsFailure: with BFD (100 ms × 3) a cut link
