@@ -545,3 +545,34 @@ func TestKernelSpeakerBFDDetectsFailure(t *testing.T) {
 		t.Fatalf("after BFD down: %+v", p)
 	}
 }
+
+// TestKernelSpeakerIPv6: an IPv6 session carries IPv6 paths; the next hop
+// of a path originated with "::" is the session's own address.
+func TestKernelSpeakerIPv6(t *testing.T) {
+	na, nb := netnstest.NewLinkedNodes(t, addrA+"/24", addrB+"/24")
+	for n, a := range map[*netnstest.Node]string{na: "fd99::1/64", nb: "fd99::2/64"} {
+		if out, err := n.Exec("ip", "addr", "add", a, "dev", "ul0", "nodad"); err != nil {
+			t.Fatalf("address %s: %v %s", a, err, out)
+		}
+	}
+	a := startSpeaker(t, na, "a")
+	b := startSpeaker(t, nb, "b")
+	mk := func(self, self6, other6 string, asn, otherASN uint32, path string) bgp.Desired {
+		return bgp.Desired{Enabled: true,
+			Global: bgp.Global{ASN: asn, RouterID: addr(self), ListenAddresses: []netip.Addr{addr(self), addr(self6)}},
+			Neighbors: []bgp.Neighbor{{Address: addr(other6), ASN: otherASN, ConnectRetry: time.Second,
+				Families: []bgp.Family{bgp.IPv6Unicast}, Export: []netip.Prefix{pfx(path)}}},
+			Paths:  []bgp.Path{{Prefix: pfx(path), Communities: []string{"64512:7"}}},
+			Import: bgp.ImportPolicy{MaxPrefixes: 10}}
+	}
+	a.Apply(mk(addrA, "fd99::1", "fd99::2", 64512, 65000, "fd00:10:0:1::/64"))
+	b.Apply(mk(addrB, "fd99::2", "fd99::1", 65000, 64512, "2001:db8:100::/48"))
+	established(t, a, "fd99::2", 30*time.Second)
+	eventually(t, 15*time.Second, "IPv6 paths both ways", func() string {
+		la, lb := learnedString(a.Learned()), learnedString(b.Learned())
+		if la != "[2001:db8:100::/48 via fd99::2 from fd99::2]" || lb != "[fd00:10:0:1::/64 via fd99::1 from fd99::1]" {
+			return "A " + la + " B " + lb
+		}
+		return ""
+	})
+}
