@@ -138,7 +138,8 @@ func (s *Speaker) Apply(ctx context.Context, d bgp.Desired) error {
 	var errs []error
 	policyChanged, err := s.applyPolicies(ctx, r, d)
 	if err != nil {
-		errs = append(errs, err)
+		// No neighbour or path changes without the import filter in place.
+		return err
 	}
 	errs = append(errs, s.applyPeers(ctx, r, d)...)
 	errs = append(errs, s.applyPaths(r, d.Paths)...)
