@@ -354,8 +354,10 @@ func TestKernelSpeakerGracefulRestart(t *testing.T) {
 	})
 
 	// A stays away: withdrawn at the restart time.
+	t0 := time.Now()
 	a2.Stop()
 	stopped = time.Now()
+	t.Logf("Stop took %v", stopped.Sub(t0).Round(10*time.Millisecond))
 	eventually(t, 10*time.Second, "B holds stale again", func() string {
 		got := b.Learned()
 		if len(got) != 1 || !got[0].Stale {
