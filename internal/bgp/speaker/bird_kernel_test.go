@@ -46,7 +46,9 @@ func ensureBird(t *testing.T) {
 	if _, err := exec.LookPath("bird"); err == nil {
 		return
 	}
-	out, err := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "bird2").CombinedOutput()
+	install := exec.Command("sh", "-c", "apt-get update -qq && apt-get install -y -qq --no-install-recommends bird2")
+	install.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	out, err := install.CombinedOutput()
 	if err != nil {
 		t.Fatalf("install bird2: %v\n%s", err, out)
 	}
