@@ -73,7 +73,6 @@ type instance struct {
 	cancelWatch context.CancelFunc
 	id          identity
 	started     time.Time
-	global      bgp.Global
 	// peers: the configuration each neighbour was added or last updated
 	// with (Restart State bit cleared, so that it never counts as a
 	// change).
@@ -143,7 +142,6 @@ func (s *Speaker) Apply(ctx context.Context, d bgp.Desired) error {
 	}
 	errs = append(errs, s.applyPeers(ctx, r, d)...)
 	errs = append(errs, s.applyPaths(r, d.Paths)...)
-	r.global = d.Global
 	r.imp = d.Import
 	if policyChanged {
 		// Re-evaluate what was received and sent under the new policies
@@ -183,7 +181,7 @@ func (s *Speaker) start(ctx context.Context, g bgp.Global) (*instance, error) {
 	s.log.Info("BGP speaker started", "asn", g.ASN, "routerID", g.RouterID, "port", req.Global.ListenPort,
 		"listen", req.Global.ListenAddresses)
 	return &instance{
-		srv: srv, stopped: stopped, cancelWatch: cancel, id: identityOf(g), started: time.Now(), global: g,
+		srv: srv, stopped: stopped, cancelWatch: cancel, id: identityOf(g), started: time.Now(),
 		peers: map[netip.Addr]*api.Peer{}, paths: map[netip.Prefix]pathKey{},
 	}, nil
 }
