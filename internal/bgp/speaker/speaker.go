@@ -190,8 +190,7 @@ func (s *Speaker) start(ctx context.Context, g bgp.Global) (*instance, error) {
 // ones given.
 func (s *Speaker) applyPolicies(ctx context.Context, r *instance, d bgp.Desired) (changed bool, err error) {
 	want := policies(d)
-	if r.policies != nil && proto.Equal(&api.SetPoliciesRequest{DefinedSets: r.policies.DefinedSets, Policies: r.policies.Policies},
-		&api.SetPoliciesRequest{DefinedSets: want.DefinedSets, Policies: want.Policies}) {
+	if r.policies != nil && proto.Equal(r.policies, want) {
 		return false, nil
 	}
 	if err := r.srv.SetPolicies(ctx, want); err != nil {
