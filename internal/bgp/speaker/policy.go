@@ -21,9 +21,9 @@ const (
 // policies is GoBGP's import and export policy for d.
 //
 // Import (default reject) mirrors bgp.ImportPolicy.Allows, in its order:
-// locally originated paths pass; Reject (own pod CIDRs, and anything
-// overlapping them) is refused; PodCIDRs (exactly) are accepted; anything
-// overlapping Cluster is refused; then Accept (or, with Accept empty,
+// locally originated paths pass; Reject (own pod CIDRs and their
+// subnets) is refused; PodCIDRs (exactly) are accepted; anything inside
+// Cluster is refused; then Accept (or, with Accept empty,
 // everything but the default route) is accepted.
 //
 // Export (default reject): a neighbour gets the locally originated paths
@@ -76,9 +76,9 @@ func policies(d bgp.Desired) *api.SetPoliciesRequest {
 		}
 	}
 	add(&api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL}, accept)
-	addSets(addSet("import-reject", overlapping(ip.Reject)), reject)
+	addSets(addSet("import-reject", inside(ip.Reject)), reject)
 	addSets(addSet("import-podcidrs", exactly(ip.PodCIDRs)), accept)
-	addSets(addSet("import-cluster", overlapping(ip.Cluster)), reject)
+	addSets(addSet("import-cluster", inside(ip.Cluster)), reject)
 	if len(ip.Accept) == 0 {
 		addSets(addSet("import-default", exactly([]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")})), reject)
 		add(&api.Conditions{}, accept)
@@ -141,26 +141,18 @@ func exactly(ps []netip.Prefix) []*api.Prefix {
 	return out
 }
 
-// overlapping matches every prefix that overlaps one of ps (netip.Prefix
-// Overlaps): the prefix and its subnets, and each of its supernets.
-func overlapping(ps []netip.Prefix) []*api.Prefix {
+// inside matches every prefix inside one of ps (bgp.ImportPolicy.Allows'
+// rule): the prefix itself and its subnets, not a prefix covering it.
+func inside(ps []netip.Prefix) []*api.Prefix {
 	var out []*api.Prefix
-	seen := map[string]bool{}
-	push := func(p netip.Prefix, min, max int) {
-		k := fmt.Sprintf("%v %d %d", p, min, max)
-		if seen[k] {
-			return
-		}
-		seen[k] = true
-		out = append(out, &api.Prefix{IpPrefix: p.String(), MaskLengthMin: uint32(min), MaskLengthMax: uint32(max)})
-	}
+	seen := map[netip.Prefix]bool{}
 	for _, p := range ps {
 		p = p.Masked()
-		push(p, p.Bits(), p.Addr().BitLen())
-		for l := 0; l < p.Bits(); l++ {
-			s, _ := p.Addr().Prefix(l)
-			push(s, l, l)
+		if seen[p] {
+			continue
 		}
+		seen[p] = true
+		out = append(out, &api.Prefix{IpPrefix: p.String(), MaskLengthMin: uint32(p.Bits()), MaskLengthMax: uint32(p.Addr().BitLen())})
 	}
 	return out
 }
