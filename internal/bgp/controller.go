@@ -233,8 +233,13 @@ func (c *Controller) Sync(ctx context.Context) error {
 	routes := importable(d.Import, sp.Learned())
 	sweep := c.sweepAllowed(d, peers, now)
 	foreign, err := c.cfg.Kernel.Apply(routes, sweep)
-	if err != nil {
+	if err != nil && !OnlyKernelRouteErrors(err) {
 		return fmt.Errorf("install learned routes: %w", err)
+	}
+	// Routes that could not be installed (next hop unresolvable): the
+	// others are; report these, do not retry in a loop.
+	for _, re := range KernelRouteErrors(err) {
+		problems = append(problems, Problem{Reason: "RouteNotInstalled", Object: re.Route.Prefix.String(), Message: re.Error()})
 	}
 	for _, f := range foreign {
 		problems = append(problems, Problem{Reason: "ForeignRoute", Object: f.Prefix.String(), Message: fmt.Sprintf(
@@ -391,8 +396,8 @@ func (c *Controller) bootID() string {
 
 // sweepAllowed: stale BGP routes in the kernel (adopted from before a
 // restart) may be deleted once every Established neighbour sent its
-// End-of-RIB and every other neighbour had the restart time to come
-// back. After that first sweep the speaker's learned set is complete and
+// End-of-RIB and every other neighbour (and an established one without
+// graceful restart, which sends none) had the restart time to come back. After that first sweep the speaker's learned set is complete and
 // every sync sweeps.
 func (c *Controller) sweepAllowed(d Desired, peers []PeerState, now time.Time) bool {
 	c.mu.Lock()
@@ -416,10 +421,16 @@ func (c *Controller) sweepAllowed(d Desired, peers []PeerState, now time.Time) b
 	for _, n := range d.Neighbors {
 		p, ok := state[n.Address]
 		switch {
-		case ok && p.State == StateEstablished:
-			if !p.EndOfRIB {
+		case ok && p.State == StateEstablished && p.EndOfRIB:
+		case ok && p.State == StateEstablished && (p.GracefulRestart == "Off" || p.GracefulRestart == ""):
+			// Without graceful restart no End-of-RIB comes (GoBGP sends
+			// and reports it only when GR was negotiated): the restart
+			// time stands in for it.
+			if !waited {
 				return false
 			}
+		case ok && p.State == StateEstablished:
+			return false
 		case !waited:
 			return false
 		}

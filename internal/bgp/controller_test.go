@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -227,7 +228,7 @@ func learnedRoute(p, nh string) LearnedRoute {
 func TestSweepWithheldUntilEndOfRIB(t *testing.T) {
 	stale := KernelRoute{Prefix: netip.MustParsePrefix("198.18.200.0/24"), NextHop: ctlTorAddr}
 	e := newCtlEnv(t, stale)
-	e.speaker.set([]PeerState{{Address: ctlTorAddr, ASN: 65000, State: StateEstablished}}, []LearnedRoute{learnedRoute("198.18.100.0/24", "10.0.1.1")})
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, ASN: 65000, State: StateEstablished, GracefulRestart: "Negotiated"}}, []LearnedRoute{learnedRoute("198.18.100.0/24", "10.0.1.1")})
 	e.sync()
 	if e.kernel.sweeps[0] || !e.kernel.has("198.18.200.0/24") || !e.kernel.has("198.18.100.0/24") {
 		t.Fatalf("before End-of-RIB: sweep %v, kernel %v; want the stale route kept and the learned one added", e.kernel.sweeps, e.kernel.routes)
@@ -237,7 +238,7 @@ func TestSweepWithheldUntilEndOfRIB(t *testing.T) {
 	if !e.kernel.has("198.18.200.0/24") {
 		t.Fatal("stale route swept before the established neighbour's End-of-RIB")
 	}
-	e.speaker.set([]PeerState{{Address: ctlTorAddr, ASN: 65000, State: StateEstablished, EndOfRIB: true}}, []LearnedRoute{learnedRoute("198.18.100.0/24", "10.0.1.1")})
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, ASN: 65000, State: StateEstablished, GracefulRestart: "Negotiated", EndOfRIB: true}}, []LearnedRoute{learnedRoute("198.18.100.0/24", "10.0.1.1")})
 	e.sync()
 	if e.kernel.has("198.18.200.0/24") || !e.kernel.has("198.18.100.0/24") {
 		t.Fatalf("after End-of-RIB: kernel %v, want the stale route swept", e.kernel.routes)
@@ -513,4 +514,51 @@ func TestUnknownServedDoesNothing(t *testing.T) {
 	if len(e.speaker.applied) != 0 || len(e.kernel.sweeps) != 0 || len(e.status.written) != 0 || strings.Contains(e.logs.String(), "BGP is off") {
 		t.Errorf("undecided: speaker %v kernel %v status %d logs\n%s", e.speaker.applied, e.kernel.sweeps, len(e.status.written), e.logs)
 	}
+}
+
+// A session without graceful restart never sends End-of-RIB: its stale
+// routes go after the restart time, not never.
+func TestSweepWithoutGracefulRestart(t *testing.T) {
+	e := newCtlEnv(t, KernelRoute{Prefix: netip.MustParsePrefix("198.18.200.0/24"), NextHop: ctlTorAddr})
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, State: StateEstablished, GracefulRestart: "Off"}}, nil)
+	e.sync()
+	if !e.kernel.has("198.18.200.0/24") {
+		t.Fatal("swept at once")
+	}
+	e.now = e.now.Add(120 * time.Second)
+	e.sync()
+	if e.kernel.has("198.18.200.0/24") {
+		t.Fatal("stale route kept past the restart time on a session without graceful restart")
+	}
+}
+
+// A route the kernel side cannot install is a problem, not a failed sync.
+func TestRouteNotInstalledIsAProblem(t *testing.T) {
+	e := newCtlEnv(t)
+	k := &failingKernel{ctlKernel: e.kernel}
+	e.ctl.cfg.Kernel = k
+	e.speaker.set([]PeerState{{Address: ctlTorAddr, State: StateEstablished}}, []LearnedRoute{learnedRoute("198.18.100.0/24", "10.9.9.9")})
+	e.sync() // fails the test on a sync error
+	if c := e.status.last(t).Status.Conditions; !hasCondition(c, "RouteNotInstalled") {
+		t.Errorf("conditions %+v, want RouteNotInstalled", c)
+	}
+}
+
+type failingKernel struct{ *ctlKernel }
+
+func (k *failingKernel) Apply(want []KernelRoute, sweep bool) ([]KernelRoute, error) {
+	var errs []error
+	for _, r := range want {
+		errs = append(errs, &KernelRouteError{Route: r, Err: errors.New("next hop unreachable")})
+	}
+	return nil, errors.Join(errs...)
+}
+
+func hasCondition(cs []metav1.Condition, typ string) bool {
+	for _, c := range cs {
+		if c.Type == typ && c.Status == metav1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }

@@ -83,7 +83,8 @@ func storeList(s Store) []any {
 }
 
 func nodeFromAPI(n *v1.Node) Node {
-	return Node{Name: n.Name, Labels: n.Labels, InternalIP: routing.NodeIP(n), PodCIDRs: routing.PodCIDRs(n)}
+	return Node{Name: n.Name, Labels: n.Labels, InternalIP: routing.NodeIP(n), PodCIDRs: routing.PodCIDRs(n),
+		Created: n.CreationTimestamp.Time}
 }
 
 // serviceFromAPI reads the addresses advertisements may announce.
