@@ -16,6 +16,8 @@ import (
 
 	v1alpha1 "github.com/trellisnet/trellis/internal/apis/bgp/v1alpha1"
 	"github.com/trellisnet/trellis/internal/bgp"
+	"github.com/trellisnet/trellis/internal/bgp/kernelroutes"
+	"github.com/trellisnet/trellis/internal/bgp/speaker"
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/metrics"
@@ -276,11 +278,12 @@ func bgpNodeHandler(trigger func()) cache.ResourceEventHandler {
 	}
 }
 
-// newBGPDeps returns the BGP parts built into this agent: the speaker
-// (internal/bgp/speaker, GoBGP) and the kernel routes
-// (internal/bgp/kernelroutes, route protocol 159). Empty: BGP is not
-// built in; a configured BGP is then reported off with that reason.
+// newBGPDeps returns the BGP parts of this agent: the speaker
+// (internal/bgp/speaker, GoBGP embedded, created on BGP's first use) and
+// the kernel routes (internal/bgp/kernelroutes, route protocol 159).
 func newBGPDeps(logger klog.Logger) bgpDeps {
-	_ = logger // the speaker's logger
-	return bgpDeps{}
+	return bgpDeps{
+		newSpeaker: func() bgp.Speaker { return speaker.New(logger.WithName("bgp-speaker")) },
+		kernel:     &kernelroutes.Table{},
+	}
 }
