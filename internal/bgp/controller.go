@@ -227,7 +227,15 @@ func (c *Controller) Sync(ctx context.Context) error {
 	}
 	d.Global.GracefulRestart.Restarting = c.restarting
 	if err := sp.Apply(ctx, d); err != nil {
-		return fmt.Errorf("apply the speaker's configuration: %w", err)
+		// Said in the status too (e.g. the listener's port refused), then
+		// retried with backoff.
+		err = fmt.Errorf("apply the speaker's configuration: %w", err)
+		problems = append(problems, Problem{Reason: "SpeakerFailed", Object: "Node/" + c.cfg.NodeName, Message: err.Error()})
+		c.reportProblems(logger, self, problems)
+		if ferr := c.finish(ctx, logger, syncResult{desired: d, peers: sp.Peers(), problems: problems}, "", true); ferr != nil {
+			logger.Error(ferr, "Cannot report the speaker's failure in the node status")
+		}
+		return err
 	}
 	peers := sp.Peers()
 	routes := importable(d.Import, sp.Learned())

@@ -32,6 +32,7 @@ type ctlSpeaker struct {
 	learned []LearnedRoute
 	changes chan struct{}
 	stopped bool
+	err     error // Apply's
 }
 
 func newCtlSpeaker() *ctlSpeaker { return &ctlSpeaker{changes: make(chan struct{}, 1)} }
@@ -40,7 +41,7 @@ func (s *ctlSpeaker) Apply(_ context.Context, d Desired) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.applied = append(s.applied, d)
-	return nil
+	return s.err
 }
 
 func (s *ctlSpeaker) Peers() []PeerState {
@@ -561,4 +562,19 @@ func hasCondition(cs []metav1.Condition, typ string) bool {
 		}
 	}
 	return false
+}
+
+// A speaker that cannot start (its port refused) is said in the node
+// status and an Event, and the sync fails (retried).
+func TestSpeakerFailureInStatus(t *testing.T) {
+	e := newCtlEnv(t)
+	e.speaker.err = errors.New("listen tcp4 10.0.1.11:179: bind: permission denied")
+	logger := textlogger.NewLogger(textlogger.NewConfig(textlogger.Output(e.logs)))
+	if err := e.ctl.Sync(klog.NewContext(context.Background(), logger)); err == nil {
+		t.Fatal("sync succeeded with a failing speaker")
+	}
+	st := e.status.last(t)
+	if !hasCondition(st.Status.Conditions, "SpeakerFailed") {
+		t.Errorf("conditions %+v, want SpeakerFailed", st.Status.Conditions)
+	}
 }

@@ -135,8 +135,12 @@ func checkLeastPrivilege(t *testing.T, c corev1.Container) {
 	if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 		t.Errorf("%s: capabilities %+v must drop ALL", c.Name, sc.Capabilities)
 	}
+	allowed := []corev1.Capability{"NET_ADMIN", "BPF", "PERFMON"}
+	if c.Name == "agent" {
+		allowed = append(allowed, "NET_BIND_SERVICE") // the BGP speaker's port 179
+	}
 	for _, capa := range sc.Capabilities.Add {
-		if !slices.Contains([]corev1.Capability{"NET_ADMIN", "BPF", "PERFMON"}, capa) {
+		if !slices.Contains(allowed, capa) {
 			t.Errorf("%s: capability %s is not in the documented set", c.Name, capa)
 		}
 	}
