@@ -40,6 +40,10 @@ func TestMain(m *testing.M) {
 type request struct {
 	Op      string       `json:"op"`
 	Desired *bgp.Desired `json:"desired,omitempty"`
+	// Passwords carry the neighbours' TCP-MD5 keys by address: bgp.Secret
+	// marshals as "<redacted>", so Desired alone would give every
+	// neighbour the same key.
+	Passwords map[string]string `json:"passwords,omitempty"`
 	// WaitMillis: for "wait", how long to wait for a Changes signal.
 	WaitMillis int `json:"waitMillis,omitempty"`
 }
@@ -71,6 +75,9 @@ func helperMain() int {
 		}
 		switch req.Op {
 		case "apply":
+			for i, n := range req.Desired.Neighbors {
+				req.Desired.Neighbors[i].Password = bgp.Secret(req.Passwords[n.Address.String()])
+			}
 			if err := s.Apply(context.Background(), *req.Desired); err != nil {
 				rep.Err = err.Error()
 			}
@@ -170,7 +177,13 @@ func (p *proc) call(req request) (reply, error) {
 
 func (p *proc) Apply(d bgp.Desired) {
 	p.t.Helper()
-	rep, err := p.call(request{Op: "apply", Desired: &d})
+	pw := map[string]string{}
+	for _, n := range d.Neighbors {
+		if n.Password != "" {
+			pw[n.Address.String()] = string(n.Password)
+		}
+	}
+	rep, err := p.call(request{Op: "apply", Desired: &d, Passwords: pw})
 	if err != nil {
 		p.t.Fatal(err)
 	}
