@@ -33,14 +33,13 @@ func torSessions(ctx context.Context, p state.Paths) string {
 		return "not answering"
 	}
 	up, all := 0, 0
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		// Sessions are the protocols BIRD spawned per node: NAME_N.
-		if len(f) >= 2 && f[1] == "BGP" && strings.Contains(f[0], "_") && !strings.HasSuffix(f[0], "_md5") {
-			all++
-			if strings.Contains(line, "Established") {
-				up++
-			}
+	for name, pr := range tor.NodeSessions(tor.ParseProtocols(out)) {
+		if strings.Contains(name, "_md5_") {
+			continue
+		}
+		all++
+		if strings.HasPrefix(pr.Info, "Established") {
+			up++
 		}
 	}
 	return fmt.Sprintf("%d of %d node sessions established", up, all)
