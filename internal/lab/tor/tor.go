@@ -28,10 +28,9 @@ const (
 	// BIRDVersion is the BIRD the lab's configuration is written for
 	// (Debian 12's bird2).
 	BIRDVersion = "2.0.12"
-	// HoldTimeSeconds and KeepaliveSeconds: BGP's usual 90/30 (BIRD's
-	// own default hold time is 240 s).
-	HoldTimeSeconds  = 90
-	KeepaliveSeconds = 30
+	// HoldTimeSeconds is BGP's usual 90 (BIRD's own default is 240); a
+	// session takes the lower of both ends' hold times.
+	HoldTimeSeconds = 90
 	// RestartTimeSeconds is the graceful-restart time the ToR announces
 	// for itself; a node's routes are kept for the time the node announces.
 	RestartTimeSeconds = 120
@@ -52,7 +51,6 @@ type Config struct {
 	OriginNextHop      netip.Addr
 	AcceptPrefixes     []netip.Prefix
 	HoldTimeSeconds    int
-	KeepaliveSeconds   int
 	RestartTimeSeconds int
 	BFDIntervalMs      int
 	BFDMultiplier      int
@@ -80,7 +78,7 @@ func ConfigFor(t topology.Topology) (Config, error) {
 		BIRDVersion: BIRDVersion, RouterID: t.ExternalGW.Addr(), ASN: topology.ToRASN,
 		OriginPrefix: t.OriginPrefix, OriginNextHop: t.External.Addr,
 		AcceptPrefixes:  []netip.Prefix{netip.MustParsePrefix(topology.ClusterCIDR), t.ServicePrefix},
-		HoldTimeSeconds: HoldTimeSeconds, KeepaliveSeconds: KeepaliveSeconds, RestartTimeSeconds: RestartTimeSeconds,
+		HoldTimeSeconds: HoldTimeSeconds, RestartTimeSeconds: RestartTimeSeconds,
 		BFDIntervalMs: BFDIntervalMs, BFDMultiplier: BFDMultiplier, Password: Password,
 	}
 	for _, s := range t.Subnets {
