@@ -1,0 +1,193 @@
+//go:build kernel
+
+package tor
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trellisnet/trellis/internal/netnstest"
+)
+
+// bird runs BIRD in namespace n with configuration conf until t ends (or
+// stop is called: SIGKILL, as a crash) and returns its socket and log.
+type birdProc struct {
+	cmd       *exec.Cmd
+	sock, log string
+}
+
+func startBIRD(t *testing.T, n *netnstest.Node, name, conf string) *birdProc {
+	t.Helper()
+	dir := t.TempDir()
+	p := &birdProc{sock: filepath.Join(dir, "bird.ctl"), log: filepath.Join(dir, "bird.log")}
+	cf := filepath.Join(dir, "bird.conf")
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lf, err := os.Create(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lf.Close() })
+	p.cmd = exec.Command("ip", "netns", "exec", n.Name, "bird", "-f", "-c", cf, "-s", p.sock)
+	p.cmd.Stdout, p.cmd.Stderr = lf, lf
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %s's BIRD: %v", name, err)
+	}
+	t.Cleanup(p.stop)
+	deadline := time.Now().Add(5 * time.Second)
+	for p.birdc("show", "status") == "" {
+		if time.Now().After(deadline) {
+			data, _ := os.ReadFile(p.log)
+			t.Fatalf("%s's BIRD does not answer:\n%s", name, data)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return p
+}
+
+func (p *birdProc) stop() {
+	if p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	}
+}
+
+// birdc returns the output ("" when BIRD does not answer).
+func (p *birdProc) birdc(args ...string) string {
+	out, err := exec.Command("birdc", append([]string{"-s", p.sock}, args...)...).CombinedOutput()
+	if err != nil {
+		return ""
+	}
+	return string(out)
+}
+
+func (p *birdProc) logText() string {
+	data, _ := os.ReadFile(p.log)
+	return string(data)
+}
+
+// sessions are the ToR's spawned sessions and their Info column.
+func sessions(p *birdProc) map[string]string {
+	out := map[string]string{}
+	for n, pr := range NodeSessions(ParseProtocols(p.birdc("show", "protocols"))) {
+		out[n] = pr.Info
+	}
+	return out
+}
+
+// nodeConf is a BIRD standing in for a Trellis node (AS 64512, graceful
+// restart time 5 s): it announces a pod CIDR and a prefix the ToR must
+// refuse, and peers with the ToR's plain address and, with password, its
+// MD5 address.
+func nodeConf(password string) string {
+	return fmt.Sprintf(`router id 172.30.1.10;
+log stderr all;
+debug protocols { states, events };
+protocol device {}
+protocol static { ipv4; route 10.244.1.0/24 blackhole; route 192.0.2.0/24 blackhole; }
+template bgp t {
+	local 172.30.1.10 as 64512;
+	graceful restart on;
+	graceful restart time 5;
+	allow local as 1;
+	ipv4 { import all; export where source = RTS_STATIC; };
+}
+protocol bgp tor from t { neighbor 172.30.1.1 as 65000; }
+protocol bgp tor_md5 from t { neighbor 172.30.1.254 as 65000; password "%s"; }
+`, password)
+}
+
+// The pinned configuration, run by BIRD against a BIRD peer in throwaway
+// namespaces: the dynamic neighbour ranges accept the node on the plain and
+// the MD5 address, the import filter keeps only the node's pod CIDR, which
+// reaches the kernel; the node learns the originated prefix; a kill -9 of
+// the node is a graceful restart (routes held, then withdrawn after the
+// node's restart time); a wrong password never establishes.
+func TestKernelToRWithABIRDPeer(t *testing.T) {
+	if _, err := exec.LookPath("bird"); err != nil {
+		t.Fatalf("bird is not installed: install the Debian package bird2 (make deps): %v", err)
+	}
+	rt, nd := netnstest.NewLinkedNodes(t, "172.30.1.1/24", "172.30.1.10/24")
+	if out, err := rt.Exec("ip", "addr", "add", "172.30.1.254/24", "dev", "ul0"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	c := Config{BIRDVersion: BIRDVersion, RouterID: netip.MustParseAddr("172.30.1.1"), ASN: 65000,
+		OriginPrefix: netip.MustParsePrefix("172.30.251.0/24"), OriginNextHop: netip.MustParseAddr("172.30.1.20"),
+		AcceptPrefixes:  []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("172.30.252.0/24")},
+		HoldTimeSeconds: HoldTimeSeconds, RestartTimeSeconds: RestartTimeSeconds, BFDIntervalMs: BFDIntervalMs,
+		BFDMultiplier: BFDMultiplier, Password: Password,
+		Subnets: []Subnet{{Index: 1, Name: "subnet1", Interface: "ul0", Prefix: netip.MustParsePrefix("172.30.1.0/24"),
+			Address: netip.MustParseAddr("172.30.1.1"), MD5Address: netip.MustParseAddr("172.30.1.254")}}}
+	conf, err := Render(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	torBIRD := startBIRD(t, rt, "the ToR", string(conf))
+	node := startBIRD(t, nd, "the node", nodeConf(Password))
+
+	waitFor(t, 20*time.Second, "both sessions established", func() bool {
+		s := sessions(torBIRD)
+		return len(s) == 2 && s["subnet1_1"] == "Established" && s["subnet1_md5_1"] == "Established"
+	}, torBIRD)
+	pod := netip.MustParsePrefix("10.244.1.0/24")
+	waitFor(t, 10*time.Second, "the pod CIDR in the ToR's kernel via the node", func() bool {
+		out, _ := rt.Exec("ip", "-4", "route", "show", "exact", pod.String())
+		return strings.Contains(out, "via 172.30.1.10") && strings.Contains(out, "proto bird")
+	}, torBIRD)
+	best := BestNextHops(ParseRoutes(torBIRD.birdc("show", "route")))
+	if _, ok := best[netip.MustParsePrefix("192.0.2.0/24")]; ok {
+		t.Errorf("the ToR accepted 192.0.2.0/24, outside the pod and Service ranges")
+	}
+	waitFor(t, 10*time.Second, "the node learned the originated prefix", func() bool {
+		_, ok := BestNextHops(ParseRoutes(node.birdc("show", "route")))[netip.MustParsePrefix("172.30.251.0/24")]
+		return ok
+	}, torBIRD)
+
+	// kill -9 of the node: its routes are held for its restart time (5 s).
+	node.stop()
+	killed := time.Now()
+	time.Sleep(3 * time.Second)
+	if _, ok := BestNextHops(ParseRoutes(torBIRD.birdc("show", "route")))[pod]; !ok {
+		t.Errorf("the ToR dropped %s %s after the node's kill -9, before its restart time", pod, time.Since(killed).Round(time.Millisecond))
+	}
+	waitFor(t, 10*time.Second, "the pod CIDR withdrawn after the restart time", func() bool {
+		_, ok := BestNextHops(ParseRoutes(torBIRD.birdc("show", "route")))[pod]
+		return !ok
+	}, torBIRD)
+	took := time.Since(killed)
+	if took < 5*time.Second {
+		t.Errorf("withdrawn %s after the kill, before the 5 s restart time", took.Round(time.Millisecond))
+	}
+	if log := torBIRD.logText(); !strings.Contains(log, "subnet1_1: Neighbor graceful restart detected") {
+		t.Errorf("the ToR's log has no graceful restart:\n%s", log)
+	}
+
+	// The wrong password: the plain session comes back, the MD5 one never.
+	startBIRD(t, nd, "the node (wrong password)", nodeConf("not-"+Password))
+	waitFor(t, 20*time.Second, "the plain session established again", func() bool {
+		return sessions(torBIRD)["subnet1_1"] == "Established"
+	}, torBIRD)
+	time.Sleep(5 * time.Second)
+	if s := sessions(torBIRD)["subnet1_md5_1"]; s == "Established" {
+		t.Errorf("the MD5 session established with the wrong password")
+	}
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool, torBIRD *birdProc) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s\n%s\n%s\nlog:\n%s", what, within, torBIRD.birdc("show", "protocols"),
+				torBIRD.birdc("show", "route"), torBIRD.logText())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
