@@ -3,6 +3,7 @@
 package tor
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/netnstest"
 )
 
@@ -189,5 +191,63 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool, 
 				torBIRD.birdc("show", "route"), torBIRD.logText())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The lab's own network planned with --bgp (namespaces renamed so a running
+// lab is not disturbed) and BIRD on the rendered configuration in its router
+// namespace: BIRD listens on every subnet's gateway and MD5 address, the
+// route to the prefix behind the external host reaches the router's kernel,
+// and a node reaches the external host's address in it.
+func TestKernelToRInTheLabNetwork(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	topo, err := topology.Plan(topology.Options{Nodes: 3, Subnets: 2, RoutingMode: topology.RoutingModeBGP, BGP: true, APIPort: 16443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := fmt.Sprintf("tlt%d-", os.Getpid()%100000)
+	rename := func(s string) string { return prefix + strings.TrimPrefix(s, topology.NetnsPrefix) }
+	topo.SwitchNetns, topo.RouterNetns = rename(topo.SwitchNetns), rename(topo.RouterNetns)
+	topo.ControlPlane.Netns, topo.External.Netns = rename(topo.ControlPlane.Netns), rename(topo.External.Netns)
+	for i := range topo.Nodes {
+		topo.Nodes[i].Netns = rename(topo.Nodes[i].Netns)
+	}
+	t.Cleanup(func() {
+		if err := topology.DeleteNetns(context.Background(), topo.Netnses()); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	if err := topology.BuildNetwork(ctx, topo); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ConfigFor(topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := Render(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &netnstest.Node{Name: topo.RouterNetns}
+	torBIRD := startBIRD(t, rt, "the ToR", string(conf))
+	waitFor(t, 10*time.Second, "the origin route in the router's kernel", func() bool {
+		out, _ := rt.Exec("ip", "-4", "route", "show", "exact", topo.OriginPrefix.String())
+		return strings.Contains(out, "via "+topo.External.Addr.String()) && strings.Contains(out, "proto bird")
+	}, torBIRD)
+	out, err := rt.Exec("ss", "-Htln", "sport", "= :179")
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for _, s := range topo.Subnets {
+		for _, a := range []netip.Addr{s.Gateway, s.MD5Addr} {
+			if !strings.Contains(out, a.String()+":179") && !strings.Contains(out, a.String()+"%"+s.RouterIf+":179") {
+				t.Errorf("BIRD does not listen on %s:179:\n%s", a, out)
+			}
+		}
+	}
+	n := topo.Nodes[1]
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.Netns, "ping", "-c", "1", "-W", "2", topo.OriginAddr.String()).CombinedOutput(); err != nil {
+		t.Errorf("%s cannot reach %s behind the external host: %v: %s", n.Name, topo.OriginAddr, err, out)
 	}
 }
