@@ -85,6 +85,9 @@ func TestE2EBGPWrongPassword(t *testing.T) {
 	if st.Reason == "" {
 		t.Errorf("no reason in %s's BGPNodeStatus for %s: %+v", node, peer, st)
 	}
+	if why := strings.ToLower(st.Reason + " " + st.Message); !strings.Contains(why, "password") && !strings.Contains(why, "md5") {
+		t.Errorf("%s's BGPNodeStatus for %s does not point at the password: %s: %s", node, peer, st.Reason, st.Message)
+	}
 	figure(t, "wrong TCP-MD5 password: %s's session %s not established after 15 s, status %s reason %q", node, peer, st.State, st.Reason)
 
 	// The control: the right password, the same session establishes.

@@ -416,3 +416,16 @@ func dialFromPod(t *testing.T, pod, addr string) error {
 	}
 	return c.Close()
 }
+
+// torLogTime is the time on the first line of the ToR's log holding
+// marker (BIRD writes "2006-01-02 15:04:05.000 <LEVEL> ..." in local time).
+func torLogTime(log, marker string) (time.Time, bool) {
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, marker) || len(line) < 23 {
+			continue
+		}
+		ts, err := time.ParseInLocation("2006-01-02 15:04:05.000", line[:23], time.Local)
+		return ts, err == nil
+	}
+	return time.Time{}, false
+}
