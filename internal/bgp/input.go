@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"net/netip"
+	"time"
 
 	v1alpha1 "github.com/trellisnet/trellis/internal/apis/bgp/v1alpha1"
 	"github.com/trellisnet/trellis/internal/config"
@@ -38,6 +39,10 @@ type Node struct {
 	Labels     map[string]string
 	InternalIP netip.Addr
 	PodCIDRs   []netip.Prefix
+	// Created is the Node's creation time: when two nodes claim the same
+	// address or overlapping pod CIDRs, the earlier keeps them (zero:
+	// then by name).
+	Created time.Time
 }
 
 // Service is a Service as Compute reads it.

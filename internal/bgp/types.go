@@ -7,6 +7,7 @@
 package bgp
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -73,7 +74,8 @@ type Neighbor struct {
 	RouteReflectorClient bool
 	ClusterID            netip.Addr
 	// Export are the prefixes of Paths this neighbour is sent (after the
-	// BGPPeer's advertisementSelector), sorted.
+	// BGPPeer's advertisementSelector, and only those its Families carry),
+	// sorted.
 	Export []netip.Prefix
 	// Internal: a session to another node of the cluster.
 	Internal bool
@@ -108,13 +110,21 @@ type Path struct {
 
 // ImportPolicy is what this node accepts and installs. A learned prefix
 // is judged in this order (Allows):
-//  1. in Reject (this node's own pod CIDRs): refused;
+//  0. not a valid prefix, or an IPv4-mapped IPv6 one: refused;
+//  1. equal to or inside one of Reject (this node's own pod CIDRs):
+//     refused;
 //  2. equal to one of PodCIDRs (other nodes' pod CIDRs, routingMode bgp):
 //     accepted;
-//  3. inside Cluster (the cluster CIDRs, or covering them): refused —
-//     nobody outside the cluster speaks for pod addresses;
+//  3. equal to or inside one of Cluster (the cluster CIDRs and every
+//     node's pod CIDRs): refused — nobody outside the cluster speaks for
+//     pod addresses;
 //  4. Accept empty: accepted, except the default route; else accepted only
 //     when an Accept entry matches.
+//
+// A prefix covering a pod CIDR (a fabric aggregate, the default route) is
+// not refused by 1 and 3: the kernel's longest-prefix match keeps the more
+// specific pod routes in charge, and refusing it would make a listed
+// default route impossible to accept.
 type ImportPolicy struct {
 	// Install: learned routes go into the kernel.
 	Install  bool
@@ -128,19 +138,22 @@ type ImportPolicy struct {
 
 // Allows judges a learned prefix; reason names the rule that decided.
 func (ip ImportPolicy) Allows(p netip.Prefix) (ok bool, reason string) {
+	if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+		return false, "not a valid prefix"
+	}
 	p = p.Masked()
 	for _, r := range ip.Reject {
-		if r.Overlaps(p) {
+		if within(p, r) {
 			return false, "own pod CIDR " + r.String()
 		}
 	}
 	for _, c := range ip.PodCIDRs {
-		if c == p {
+		if c.IsValid() && c.Masked() == p {
 			return true, "pod CIDR of another node"
 		}
 	}
 	for _, c := range ip.Cluster {
-		if c.Overlaps(p) {
+		if within(p, c) {
 			return false, "inside cluster CIDR " + c.String()
 		}
 	}
@@ -158,7 +171,14 @@ func (ip ImportPolicy) Allows(p netip.Prefix) (ok bool, reason string) {
 	return false, "not in acceptedPrefixes"
 }
 
-// PrefixMatch matches Prefix and its subnets up to MaxLen bits.
+// within: p is o or one of its subnets.
+func within(p, o netip.Prefix) bool {
+	return o.IsValid() && o.Bits() <= p.Bits() && o.Contains(p.Addr())
+}
+
+// PrefixMatch matches Prefix and its subnets up to MaxLen bits (MaxLen
+// below Prefix's length: Prefix alone). An invalid Prefix (the zero
+// PrefixMatch) matches nothing.
 type PrefixMatch struct {
 	Prefix netip.Prefix
 	MaxLen int
@@ -166,6 +186,9 @@ type PrefixMatch struct {
 
 // Contains reports whether p is matched.
 func (m PrefixMatch) Contains(p netip.Prefix) bool {
+	if !m.Prefix.IsValid() || !p.IsValid() {
+		return false
+	}
 	maxLen := m.MaxLen
 	if maxLen < m.Prefix.Bits() {
 		maxLen = m.Prefix.Bits()
@@ -186,6 +209,10 @@ func (s Secret) String() string {
 
 // LogValue redacts in structured logs.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalJSON redacts: a Desired dumped as JSON (debug endpoints, test
+// output) never carries a password.
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
 
 // GoString redacts in %#v.
 func (s Secret) GoString() string { return fmt.Sprintf("bgp.Secret(%q)", s.String()) }

@@ -1,11 +1,13 @@
 // Package ctl is trellisctl, the operator's command-line tool: status,
-// connectivity test, bench, explain, drops and encryption rotate, against
-// any cluster reached through a kubeconfig, with kubectl's conventions
-// (--kubeconfig, --context, -o json|yaml|wide) and the exit codes in exit.go.
+// connectivity test, bench, explain, drops, encryption rotate and bgp
+// status, against any cluster reached through a kubeconfig, with kubectl's
+// conventions (--kubeconfig, --context, -o json|yaml|wide) and the exit
+// codes in exit.go.
 //
 // trellisctl reads the cluster through the API server only. Per-node facts
 // come from the agents' local API (internal/agentapi), reached by exec in
-// the agent's pod, so it needs no port on any node.
+// the agent's pod, so it needs no port on any node; BGP sessions come from
+// the BGPNodeStatus objects the agents write.
 package ctl
 
 import (
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -33,6 +36,7 @@ type Options struct {
 
 	config *rest.Config
 	cs     kubernetes.Interface
+	dyn    dynamic.Interface
 }
 
 // RESTConfig is the client configuration from --kubeconfig/--context, the
@@ -76,6 +80,27 @@ func (o *Options) Clientset() (kubernetes.Interface, error) {
 	return cs, nil
 }
 
+// Dynamic is the dynamic client for the selected cluster (the API groups
+// trellisctl has no typed client for: bgp.trellis.dev).
+func (o *Options) Dynamic() (dynamic.Interface, error) {
+	if o.dyn != nil {
+		return o.dyn, nil
+	}
+	cfg, err := o.RESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	d, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, Usage("kubeconfig: %v", err)
+	}
+	o.dyn = d
+	return d, nil
+}
+
+// SetDynamic makes o use the given dynamic client (tests).
+func (o *Options) SetDynamic(d dynamic.Interface) { o.dyn = d }
+
 // SetClients makes o use the given clients (tests).
 func (o *Options) SetClients(cfg *rest.Config, cs kubernetes.Interface) { o.config, o.cs = cfg, cs }
 
@@ -103,6 +128,7 @@ func NewRootCommand(version string, out, errOut io.Writer) (*cobra.Command, *Opt
 	root.AddCommand(benchCommand(o))
 	root.AddCommand(dropsCommand(o))
 	root.AddCommand(encryptionCommand(o))
+	root.AddCommand(bgpCommand(o))
 	return root, o
 }
 

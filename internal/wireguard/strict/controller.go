@@ -150,7 +150,13 @@ func (c *Controller) Sync(ctx context.Context) error {
 	foreign := c.written != nil && found.read && !found.Holds(*c.written)
 	c.guard.Report(klog.NewContext(ctx, klog.FromContext(ctx).WithName(RunnerName)), why, foreign, committed && err == nil)
 	if err != nil {
-		c.written = nil
+		// An nftables transaction is atomic: a failed sync left the
+		// table as it found it, so what the last good sync wrote stays
+		// the reference (forgetting it would let the next sync miss a
+		// foreign change that raced this one).
+		if committed {
+			c.written = &d
+		}
 		return err
 	}
 	c.written = &d

@@ -18,6 +18,12 @@ import (
 	"github.com/trellisnet/trellis/internal/wireguard"
 )
 
+// firstHandshake bounds the wait for a tunnel's first traffic: an
+// initiation that races the partner's configuration is retried after
+// WireGuard's REKEY_TIMEOUT (5 s plus jitter), so two retries must fit,
+// with room for a loaded CI machine.
+const firstHandshake = 20 * time.Second
+
 // Two nodes, a userspace device each, peers through SetPeers: TCP between
 // their pod addresses crosses the tunnel, and Status shows it.
 func TestKernelWireGuardTunnel(t *testing.T) {
@@ -25,7 +31,7 @@ func TestKernelWireGuardTunnel(t *testing.T) {
 	connect(t, a, b)
 	dst := netip.AddrPortFrom(b.pod, 7000)
 	b.tcpEcho(t, dst)
-	took := a.waitReach(t, a.pod, dst, 10*time.Second)
+	took := a.waitReach(t, a.pod, dst, firstHandshake)
 	t.Logf("first round trip through the tunnel after %v", took)
 
 	st, err := a.m.Status(a.dev.Name)
@@ -69,7 +75,7 @@ func TestKernelWireGuardTunnel(t *testing.T) {
 	}
 	a.setPeers(t, b.peerOf(t))
 	a.routeVia(t, b.podCIDR)
-	a.waitReach(t, a.pod, dst, 10*time.Second)
+	a.waitReach(t, a.pod, dst, firstHandshake)
 }
 
 // Close stops wireguard-go but leaves the TUN device, its address and
@@ -79,7 +85,7 @@ func TestKernelWireGuardRestartReattaches(t *testing.T) {
 	connect(t, a, b)
 	dst := netip.AddrPortFrom(b.pod, 7000)
 	b.tcpEcho(t, dst)
-	a.waitReach(t, a.pod, dst, 10*time.Second)
+	a.waitReach(t, a.pod, dst, firstHandshake)
 	before, _ := a.m.Status(a.dev.Name)
 	// A connection open across the restart: it pauses, it is not reset.
 	conn := a.tcpConn(t, a.pod, dst)
@@ -109,7 +115,7 @@ func TestKernelWireGuardRestartReattaches(t *testing.T) {
 	staleSocket(t, a.dev.Name)
 	a.start(t) // a new Manager, as after an agent restart
 	a.setPeers(t, b.peerOf(t))
-	took := a.waitReach(t, a.pod, dst, 10*time.Second)
+	took := a.waitReach(t, a.pod, dst, firstHandshake)
 	t.Logf("traffic resumed %v after the new Manager configured the device", took)
 	buf := make([]byte, len("during"))
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -140,7 +146,7 @@ func TestKernelWireGuardRestartReplacesPeersSession(t *testing.T) {
 	connect(t, a, b)
 	dst := netip.AddrPortFrom(a.pod, 7003)
 	a.tcpEcho(t, dst)
-	b.waitReach(t, b.pod, dst, 10*time.Second) // b now holds a session with a
+	b.waitReach(t, b.pod, dst, firstHandshake) // b now holds a session with a
 	if err := a.m.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -165,7 +171,7 @@ func TestKernelWireGuardAllowedIPsPerPrefix(t *testing.T) {
 	extraDst := netip.AddrPortFrom(extraPod, 7000)
 	b.tcpEcho(t, extraDst)
 	b.tcpEcho(t, netip.AddrPortFrom(b.pod, 7000))
-	a.waitReach(t, a.pod, netip.AddrPortFrom(b.pod, 7000), 10*time.Second)
+	a.waitReach(t, a.pod, netip.AddrPortFrom(b.pod, 7000), firstHandshake)
 	if err := a.tcpRoundTrip(a.pod, extraDst, time.Second); err == nil {
 		t.Fatal("reached 10.244.3.5 before the peer had that prefix")
 	}
@@ -203,7 +209,7 @@ func TestKernelWireGuardPeerRemovalAndKeyRotation(t *testing.T) {
 	connect(t, a, b)
 	dst := netip.AddrPortFrom(b.pod, 7000)
 	b.tcpEcho(t, dst)
-	a.waitReach(t, a.pod, dst, 10*time.Second)
+	a.waitReach(t, a.pod, dst, firstHandshake)
 
 	a.setPeers(t)
 	if err := a.tcpRoundTrip(a.pod, dst, 2*time.Second); err == nil {
@@ -213,7 +219,7 @@ func TestKernelWireGuardPeerRemovalAndKeyRotation(t *testing.T) {
 		t.Fatalf("peers after removing all: %+v", st.Peers)
 	}
 	a.setPeers(t, b.peerOf(t))
-	a.waitReach(t, a.pod, dst, 10*time.Second)
+	a.waitReach(t, a.pod, dst, firstHandshake)
 
 	oldKey := b.publicKey(t)
 	if _, err := wireguard.RotateKey(b.keyFile); err != nil {
@@ -237,7 +243,7 @@ func TestKernelWireGuardPeerRemovalAndKeyRotation(t *testing.T) {
 	if len(st.Peers) != 1 || st.Peers[0].PublicKey != newKey {
 		t.Fatalf("a's peers after the update = %+v; want only b's new key", st.Peers)
 	}
-	took := a.waitReach(t, a.pod, dst, 10*time.Second)
+	took := a.waitReach(t, a.pod, dst, firstHandshake)
 	t.Logf("traffic resumed %v after a learned b's new key", took)
 }
 

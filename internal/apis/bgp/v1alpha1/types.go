@@ -183,8 +183,10 @@ type BGPPeerSpec struct {
 	// NodeSelector picks the nodes that open this session; empty: all.
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
-	// PeerAddress of a router outside the cluster.
-	// +kubebuilder:validation:Format=ip
+	// PeerAddress of a router outside the cluster (IPv4 or IPv6). The API
+	// server has no "ip" string format, so a CEL rule checks it.
+	// +kubebuilder:validation:MaxLength=45
+	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="peerAddress must be an IPv4 or IPv6 address"
 	// +optional
 	PeerAddress string `json:"peerAddress,omitempty"`
 	// PeerASN of that router.
@@ -330,7 +332,9 @@ type BGPAdvertisementSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:Pattern=`^[0-9]+:[0-9]+(:[0-9]+)?$`
 	Communities []string `json:"communities,omitempty"`
-	// LocalPreference for iBGP peers.
+	// LocalPreference for iBGP peers (a 32-bit attribute).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967295
 	// +optional
 	LocalPreference *int64 `json:"localPreference,omitempty"`
 }
