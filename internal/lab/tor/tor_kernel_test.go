@@ -88,8 +88,16 @@ func sessions(p *birdProc) map[string]string {
 // restart time 5 s): it announces a pod CIDR and a prefix the ToR must
 // refuse, and peers with the ToR's plain address and, with password, its
 // MD5 address.
-func nodeConf(password string) string {
-	return fmt.Sprintf(`router id 172.30.1.10;
+func nodeConf(password string) string { return nodeConfBFD(password, false) }
+
+// nodeConfBFD is nodeConf, with BFD on the plain session when bfd is set.
+func nodeConfBFD(password string, bfd bool) string {
+	bfdConf, bfdOn := "", "off"
+	if bfd {
+		bfdConf, bfdOn = `protocol bfd { interface "ul0" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }
+`, "on"
+	}
+	return bfdConf + fmt.Sprintf(`router id 172.30.1.10;
 log stderr all;
 debug protocols { states, events };
 protocol device {}
@@ -101,9 +109,9 @@ template bgp t {
 	allow local as 1;
 	ipv4 { import all; export where source = RTS_STATIC; };
 }
-protocol bgp tor from t { neighbor 172.30.1.1 as 65000; }
+protocol bgp tor from t { neighbor 172.30.1.1 as 65000; bfd %s; }
 protocol bgp tor_md5 from t { neighbor 172.30.1.254 as 65000; password "%s"; }
-`, password)
+`, bfdOn, password)
 }
 
 // The pinned configuration, run by BIRD against a BIRD peer in throwaway
@@ -117,21 +125,7 @@ func TestKernelToRWithABIRDPeer(t *testing.T) {
 		t.Fatalf("bird is not installed: install the Debian package bird2 (make deps): %v", err)
 	}
 	rt, nd := netnstest.NewLinkedNodes(t, "172.30.1.1/24", "172.30.1.10/24")
-	if out, err := rt.Exec("ip", "addr", "add", "172.30.1.254/24", "dev", "ul0"); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	c := Config{BIRDVersion: BIRDVersion, RouterID: netip.MustParseAddr("172.30.1.1"), ASN: 65000,
-		OriginPrefix: netip.MustParsePrefix("172.30.251.0/24"), OriginNextHop: netip.MustParseAddr("172.30.1.20"),
-		AcceptPrefixes:  []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("172.30.252.0/24")},
-		HoldTimeSeconds: HoldTimeSeconds, RestartTimeSeconds: RestartTimeSeconds, BFDIntervalMs: BFDIntervalMs,
-		BFDMultiplier: BFDMultiplier, Password: Password,
-		Subnets: []Subnet{{Index: 1, Name: "subnet1", Interface: "ul0", Prefix: netip.MustParsePrefix("172.30.1.0/24"),
-			Address: netip.MustParseAddr("172.30.1.1"), MD5Address: netip.MustParseAddr("172.30.1.254")}}}
-	conf, err := Render(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	torBIRD := startBIRD(t, rt, "the ToR", string(conf))
+	torBIRD := startBIRD(t, rt, "the ToR", renderTestConf(t, rt))
 	node := startBIRD(t, nd, "the node", nodeConf(Password))
 
 	waitFor(t, 20*time.Second, "both sessions established", func() bool {
@@ -249,5 +243,55 @@ func TestKernelToRInTheLabNetwork(t *testing.T) {
 	n := topo.Nodes[1]
 	if out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.Netns, "ping", "-c", "1", "-W", "2", topo.OriginAddr.String()).CombinedOutput(); err != nil {
 		t.Errorf("%s cannot reach %s behind the external host: %v: %s", n.Name, topo.OriginAddr, err, out)
+	}
+}
+
+// renderTestConf renders the ToR's configuration for one subnet on rt's
+// ul0 (172.30.1.1, MD5 address 172.30.1.254, which it adds).
+func renderTestConf(t *testing.T, rt *netnstest.Node) string {
+	t.Helper()
+	if out, err := rt.Exec("ip", "addr", "add", "172.30.1.254/24", "dev", "ul0"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	c := Config{BIRDVersion: BIRDVersion, RouterID: netip.MustParseAddr("172.30.1.1"), ASN: 65000,
+		OriginPrefix: netip.MustParsePrefix("172.30.251.0/24"), OriginNextHop: netip.MustParseAddr("172.30.1.20"),
+		AcceptPrefixes:  []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("172.30.252.0/24")},
+		HoldTimeSeconds: HoldTimeSeconds, RestartTimeSeconds: RestartTimeSeconds, BFDIntervalMs: BFDIntervalMs,
+		BFDMultiplier: BFDMultiplier, Password: Password,
+		Subnets: []Subnet{{Index: 1, Name: "subnet1", Interface: "ul0", Prefix: netip.MustParsePrefix("172.30.1.0/24"),
+			Address: netip.MustParseAddr("172.30.1.1"), MD5Address: netip.MustParseAddr("172.30.1.254")}}}
+	conf, err := Render(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(conf)
+}
+
+// A node that runs BFD with the ToR and dies (kill -9 ends its BFD as well)
+// is dropped at once: BFD going down tears the session down, and BIRD does
+// not hold the routes for the graceful restart. The lab's BGPPeers keep
+// BFD off for that reason (docs/lab.md).
+func TestKernelToRDropsABFDPeerAtOnce(t *testing.T) {
+	rt, nd := netnstest.NewLinkedNodes(t, "172.30.1.1/24", "172.30.1.10/24")
+	torBIRD := startBIRD(t, rt, "the ToR", renderTestConf(t, rt))
+	node := startBIRD(t, nd, "the node", nodeConfBFD(Password, true))
+	pod := netip.MustParsePrefix("10.244.1.0/24")
+	waitFor(t, 20*time.Second, "session and BFD up, the pod CIDR on the ToR", func() bool {
+		_, ok := BestNextHops(ParseRoutes(torBIRD.birdc("show", "route")))[pod]
+		return ok && strings.Contains(torBIRD.birdc("show", "bfd", "sessions"), " Up ")
+	}, torBIRD)
+	node.stop()
+	killed := time.Now()
+	waitFor(t, 5*time.Second, "the pod CIDR withdrawn", func() bool {
+		_, ok := BestNextHops(ParseRoutes(torBIRD.birdc("show", "route")))[pod]
+		return !ok
+	}, torBIRD)
+	took := time.Since(killed)
+	t.Logf("a BFD peer's kill -9: withdrawn after %s", took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Errorf("withdrawn after %s, want about BFD's 300 ms", took.Round(time.Millisecond))
+	}
+	if log := torBIRD.logText(); !strings.Contains(log, "BFD session down") {
+		t.Errorf("the ToR's log does not name BFD:\n%s", log)
 	}
 }
