@@ -44,11 +44,15 @@ const (
 
 // Config is the data the template is rendered with.
 type Config struct {
-	BIRDVersion        string
-	RouterID           netip.Addr
-	ASN                uint32
-	OriginPrefix       netip.Prefix
-	OriginNextHop      netip.Addr
+	BIRDVersion   string
+	RouterID      netip.Addr
+	ASN           uint32
+	OriginPrefix  netip.Prefix
+	OriginNextHop netip.Addr
+	// PodPrefix holds every node's pod CIDRs (the cluster CIDR).
+	PodPrefix netip.Prefix
+	// AcceptPrefixes are what the nodes may announce: PodPrefix and the
+	// Service address range.
 	AcceptPrefixes     []netip.Prefix
 	HoldTimeSeconds    int
 	RestartTimeSeconds int
@@ -77,6 +81,7 @@ func ConfigFor(t topology.Topology) (Config, error) {
 	c := Config{
 		BIRDVersion: BIRDVersion, RouterID: t.ExternalGW.Addr(), ASN: topology.ToRASN,
 		OriginPrefix: t.OriginPrefix, OriginNextHop: t.External.Addr,
+		PodPrefix:       netip.MustParsePrefix(topology.ClusterCIDR),
 		AcceptPrefixes:  []netip.Prefix{netip.MustParsePrefix(topology.ClusterCIDR), t.ServicePrefix},
 		HoldTimeSeconds: HoldTimeSeconds, RestartTimeSeconds: RestartTimeSeconds,
 		BFDIntervalMs: BFDIntervalMs, BFDMultiplier: BFDMultiplier, Password: Password,

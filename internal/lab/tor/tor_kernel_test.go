@@ -255,6 +255,7 @@ func renderTestConf(t *testing.T, rt *netnstest.Node) string {
 	}
 	c := Config{BIRDVersion: BIRDVersion, RouterID: netip.MustParseAddr("172.30.1.1"), ASN: 65000,
 		OriginPrefix: netip.MustParsePrefix("172.30.251.0/24"), OriginNextHop: netip.MustParseAddr("172.30.1.20"),
+		PodPrefix:       netip.MustParsePrefix("10.244.0.0/16"),
 		AcceptPrefixes:  []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("172.30.252.0/24")},
 		HoldTimeSeconds: HoldTimeSeconds, RestartTimeSeconds: RestartTimeSeconds, BFDIntervalMs: BFDIntervalMs,
 		BFDMultiplier: BFDMultiplier, Password: Password,
