@@ -92,7 +92,7 @@ func TestE2EBGPWrongPassword(t *testing.T) {
 
 	// The control: the right password, the same session establishes.
 	setPassword(t, key, tor.Password)
-	took := eventually(t, 60*time.Second, peer+" established with the right password", func() bool {
+	took := eventually(t, 60*time.Second, peer+" established once the Secret holds the right password (a password changed in the Secret must apply live)", func() bool {
 		return peerStatus(t, node, peer).State == "Established" && md5Established(t, node)
 	})
 	figure(t, "right TCP-MD5 password: %s's session %s established %s after the Secret changed", node, peer, took.Round(time.Millisecond))
