@@ -5,8 +5,9 @@
 #   lane A  every suite under test/e2e but those of lane B (one lab per suite, in
 #           turn), then the agent suite in routing modes native and vxlan
 #   lane B  the API-server-outage suite (mostly waiting out a 5-minute outage),
-#           the trellisctl suite and the encryption suite (its own lab, brought
-#           up with --encryption wireguard)
+#           the trellisctl suite, the encryption suite (its own lab, brought
+#           up with --encryption wireguard) and the BGP suite (its own lab,
+#           brought up with --routing-mode bgp: BIRD as the nodes' ToR)
 #
 # Lane A writes to stdout as it runs; lane B to a log printed when it ends.
 # The exit status is non-zero when either lane fails. Environment: GO,
@@ -16,14 +17,14 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 E2E_TIMEOUT=${E2E_TIMEOUT:-30m}
 
-laneB=(./test/e2e/resilience/ ./test/e2e/ctl/ ./test/e2e/encryption/)
+laneB=(./test/e2e/resilience/ ./test/e2e/ctl/ ./test/e2e/encryption/ ./test/e2e/bgp/)
 if [ "${1:-}" = "--lane-b" ]; then
   echo "== lane B: ${laneB[*]}"
   TRELLIS_LAB_NAME=e2eb exec $GO test -count=1 -p 1 -tags e2e -timeout "$E2E_TIMEOUT" -run '^TestE2E' -v "${laneB[@]}"
 fi
 
 mapfile -t laneA < <($GO list -tags e2e ./test/e2e/... | sed 's#^github.com/trellisnet/trellis/#./#' |
-  grep -v -e '/framework$' -e '/resilience$' -e '/ctl$' -e '/encryption$')
+  grep -v -e '/framework$' -e '/resilience$' -e '/ctl$' -e '/encryption$' -e '/bgp$')
 logB=$(mktemp /tmp/trellis-e2e-laneB.XXXXXX.log)
 start=$SECONDS
 # Lane B in a session (process group) of its own, so that Ctrl-C or a CI

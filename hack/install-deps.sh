@@ -24,6 +24,9 @@ declare -A need=(
   # the eBPF fast path's object is rebuilt and checked by `make bpf-check`
   [clang]=clang
   [llvm-strip]=llvm
+  # the lab's top-of-rack router (trellis-lab up --bgp) and its CLI
+  [bird]=bird2
+  [birdc]=bird2
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -41,3 +44,8 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# bird2's package enables a BIRD service in the machine's own namespace; the
+# lab runs its own BIRD inside its router namespace and needs none outside.
+if [[ " ${missing[*]} " == *" bird2 "* ]] && [ -d /run/systemd/system ]; then
+  systemctl disable --now bird.service >/dev/null 2>&1 || true
+fi

@@ -5,6 +5,7 @@
 #   make demo-down           remove the lab
 #   make test-e2e-lanes      make test's tier 2: test-e2e and test-e2e-other-modes in two lanes on two labs at once
 #   make test-e2e-encryption the WireGuard encryption suite alone, on its own lab (--encryption wireguard)
+#   make test-e2e-bgp        the BGP suite alone, on its own lab (--routing-mode bgp: BIRD as the ToR)
 #   make test-e2e            tier 2: lab-based end-to-end tests, Trellis installed as the shipped DaemonSet
 #                            from `make image` (brings a lab up and down per suite)
 #   make conformance-netpol  upstream Kubernetes NetworkPolicy e2e specs against a lab
@@ -43,6 +44,13 @@ test-e2e: deps lab-build lab-binaries image
 .PHONY: test-e2e-encryption
 test-e2e-encryption: deps lab-build lab-binaries image
 	TRELLIS_LAB_NAME=wg $(E2E_ENV) $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestE2E' -v ./test/e2e/encryption/
+
+# The BGP suite alone (test/e2e/bgp, lab `bgp` brought up with --routing-mode
+# bgp, which runs BIRD as the nodes' ToR; part of test-e2e and of make test's
+# lane B).
+.PHONY: test-e2e-bgp
+test-e2e-bgp: deps lab-build lab-binaries image
+	TRELLIS_LAB_NAME=bgp $(E2E_ENV) $(GO) test -count=1 -tags e2e -timeout 15m -run '^TestE2E' -v ./test/e2e/bgp/
 
 # Part of `make test`: every lab e2e suite (test-e2e) plus the agent suite in
 # routing modes native and vxlan (test-e2e-other-modes), in two lanes on two

@@ -20,9 +20,30 @@ import (
 	"github.com/trellisnet/trellis/internal/lab/node"
 	"github.com/trellisnet/trellis/internal/lab/proc"
 	"github.com/trellisnet/trellis/internal/lab/state"
+	"github.com/trellisnet/trellis/internal/lab/topology"
+	"github.com/trellisnet/trellis/internal/lab/tor"
 )
 
 var errNoLab = errors.New("no lab is running (run `trellis-lab up`)")
+
+// torSessions summarises the ToR's BGP sessions with the nodes.
+func torSessions(ctx context.Context, p state.Paths) string {
+	out, err := tor.Birdc(ctx, p, "show", "protocols")
+	if err != nil {
+		return "not answering"
+	}
+	up, all := 0, 0
+	for name, pr := range tor.NodeSessions(tor.ParseProtocols(out)) {
+		if strings.Contains(name, "_md5_") {
+			continue
+		}
+		all++
+		if strings.HasPrefix(pr.Info, "Established") {
+			up++
+		}
+	}
+	return fmt.Sprintf("%d of %d node sessions established", up, all)
+}
 
 // Status prints the lab's processes, nodes, cluster DNS and any pod whose
 // sandbox (CNI ADD) failed.
@@ -34,6 +55,10 @@ func Status(ctx context.Context, p state.Paths, w io.Writer) error {
 	t := st.Topology
 	fmt.Fprintf(w, "lab: %d nodes, %d subnets, routing mode %s, encryption %s, phase %s, created %s\n", len(t.Nodes), len(t.Subnets),
 		t.Options.RoutingMode, t.Options.EncryptionOrDefault(), st.Phase, st.CreatedAt.Format("15:04:05"))
+	if t.Options.BGP {
+		fmt.Fprintf(w, "bgp: on; ToR AS %d (BIRD in %s: %s), nodes AS %d, internal peering %s\n", topology.ToRASN,
+			t.RouterNetns, torSessions(ctx, p), topology.NodeASN, t.Options.BGPPeeringOrDefault())
+	}
 	fmt.Fprintf(w, "kubeconfig: %s (API forwarded on 127.0.0.1:%d)\n", p.AdminKubeconfig(), t.Options.APIPort)
 	switch {
 	case st.Install.Mode == CNIKubeRouter:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +27,7 @@ import (
 	"github.com/trellisnet/trellis/internal/lab/proc"
 	"github.com/trellisnet/trellis/internal/lab/state"
 	"github.com/trellisnet/trellis/internal/lab/topology"
+	"github.com/trellisnet/trellis/internal/lab/tor"
 )
 
 // Env says where the lab finds its binaries.
@@ -108,7 +110,11 @@ func Preflight(o topology.Options) error {
 	if os.Geteuid() != 0 {
 		return errors.New("trellis-lab must run as root (it creates network namespaces and mounts)")
 	}
-	for tool, pkg := range requiredTools {
+	tools := maps.Clone(requiredTools)
+	if o.BGP {
+		maps.Copy(tools, tor.Tools)
+	}
+	for tool, pkg := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("missing tool %q: install the Debian package %s (or run `make deps`)", tool, pkg)
 		}
@@ -156,6 +162,9 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 		return err
 	}
 	peer := e.CNI == CNIKubeRouter
+	if peer && o.BGP {
+		return fmt.Errorf("--bgp peers Trellis's agents with the ToR: not with --cni %s", CNIKubeRouter)
+	}
 	if e.NoAgent || peer {
 		e.Install = install.Process
 	}
@@ -204,6 +213,13 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	e.logf("trellis-lab: network: %d nodes over %d subnets (%s)", o.Nodes, o.Subnets, time.Since(start).Round(time.Millisecond))
 	if err := topology.BuildNetwork(ctx, t); err != nil {
 		return fmt.Errorf("building the lab network: %w", err)
+	}
+	if o.BGP {
+		if err := tor.Start(ctx, p, st, labBin); err != nil {
+			return err
+		}
+		e.logf("trellis-lab: ToR (BIRD, AS %d) up in %s (%s); `trellis-lab tor -- show protocols`", topology.ToRASN,
+			t.RouterNetns, time.Since(start).Round(time.Millisecond))
 	}
 	if err := pki.GeneratePKI(p, t); err != nil {
 		return err
@@ -266,6 +282,12 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err := kube.WaitNodes(ctx, cs, names, 120*time.Second, func(n *corev1.Node) bool { return len(n.Spec.PodCIDRs) > 0 }); err != nil {
 		return fmt.Errorf("nodes did not register with a pod CIDR (see `trellis-lab logs NODE kubelet`): %w", err)
 	}
+	if o.BGP {
+		// Before the agents start: they find the BGP API and its objects.
+		if err := applyBGP(ctx, e, cs, cfg, t); err != nil {
+			return err
+		}
+	}
 	installCNI := installTrellis
 	if peer {
 		installCNI = installKubeRouter
@@ -294,6 +316,21 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 		return err
 	}
 	e.logf("trellis-lab: lab running in %s; kubeconfig: %s", time.Since(start).Round(time.Millisecond), p.AdminKubeconfig())
+	return nil
+}
+
+// applyBGP labels the nodes by subnet and applies the BGP CRDs and the
+// objects that peer every node with the ToR.
+func applyBGP(ctx context.Context, e Env, cs kubernetes.Interface, cfg *rest.Config, t topology.Topology) error {
+	a, err := kube.NewApplier(cfg)
+	if err != nil {
+		return err
+	}
+	if err := tor.Apply(ctx, cs, a, t, tor.CRDDir(e.Deploy)); err != nil {
+		return err
+	}
+	e.logf("trellis-lab: BGP: nodes in AS %d peer with the ToR (BGPPeers tor-1..%d), internal peering %s",
+		topology.NodeASN, len(t.Subnets), t.Options.BGPPeeringOrDefault())
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/trellisnet/trellis/internal/lab/proc"
 	"github.com/trellisnet/trellis/internal/lab/state"
 	"github.com/trellisnet/trellis/internal/lab/topology"
+	"github.com/trellisnet/trellis/internal/lab/tor"
 )
 
 // ExitError carries a specific exit status.
@@ -161,7 +162,7 @@ func New() *cobra.Command {
 	root.AddCommand(upCmd(g), downCmd(g), statusCmd(g), kubeconfigCmd(g), kubectlCmd(g), ctlCmd(g), execCmd(g),
 		probeCmd(g), dnsCmd(g), matrixCmd(g), restartAgentCmd(g), nodeCmd(g, "stop-node"), nodeCmd(g, "start-node"),
 		apiserverCmd(g, "stop-apiserver"), apiserverCmd(g, "start-apiserver"), logsCmd(g), benchCmd(g), memoryCmd(g),
-		upgradeCmd(g), rollbackCmd(g), uninstallCmd(g), agentConfigCmd(g), captureCmd(g))
+		upgradeCmd(g), rollbackCmd(g), uninstallCmd(g), agentConfigCmd(g), captureCmd(g), torCmd(g))
 	root.AddCommand(internalCmds()...)
 	return root
 }
@@ -199,12 +200,18 @@ func upCmd(g *globals) *cobra.Command {
 			if o.APIPort == 0 {
 				o.APIPort = state.DefaultAPIPort(g.name)
 			}
+			if o.RoutingMode == topology.RoutingModeBGP {
+				o.BGP = true // pod CIDRs travel by BGP only: the ToR carries them
+			}
 			return lab.Up(ctx, e, g.paths(), o)
 		},
 	}
 	c.Flags().IntVar(&o.Nodes, "nodes", 3, "number of nodes")
 	c.Flags().IntVar(&o.Subnets, "subnets", 2, "number of underlay subnets (L2 segments joined by a router)")
-	c.Flags().StringVar(&o.RoutingMode, "routing-mode", "auto", "Trellis agent routing mode: native, vxlan or auto")
+	c.Flags().StringVar(&o.RoutingMode, "routing-mode", "auto", "Trellis agent routing mode: native, vxlan, auto or bgp (pod CIDRs by BGP through the ToR only; implies --bgp)")
+	c.Flags().BoolVar(&o.BGP, "bgp", false, "run BIRD in the router namespace as the nodes' top-of-rack router (AS 65000) and peer every node with it (docs/lab.md)")
+	c.Flags().StringVar(&o.BGPPeering, "bgp-peering", "", "with --bgp: the BGPConfiguration's internalPeering between the nodes: None (default), FullMesh or RouteReflector (node1 reflects)")
+	c.Flags().IntVar(&o.BGPRestartTime, "bgp-restart-time", 0, "with --bgp: the graceful-restart time the nodes announce, in seconds (default: the API's, 120)")
 	c.Flags().StringVar(&o.Encryption, "encryption", "none", "Trellis agent encryption of pod traffic between nodes: none or wireguard (docs/encryption.md)")
 	c.Flags().IntVar(&o.APIPort, "api-port", 0, "loopback port forwarded to the API server (default 16443; named labs derive theirs from the name)")
 	c.Flags().BoolVar(&noAgent, "no-agent", false, "run the nodes without the Trellis agent (the lab writes a static CNI config; implies --install process)")
@@ -276,6 +283,35 @@ func passthrough(name string, args ...string) error {
 		return &ExitError{Code: ee.ExitCode()}
 	}
 	return err
+}
+
+// torCmd runs birdc against the lab's ToR (`up --bgp`).
+func torCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:                "tor -- ARGS",
+		Short:              "Run birdc against the lab's top-of-rack router (BIRD, up --bgp): tor -- show route, tor -- show protocols all",
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			name, rest, err := splitLabName(args)
+			if err != nil {
+				return &ExitError{Code: 2, Err: err}
+			}
+			if name != "" {
+				g.name = name
+				if err := state.ValidateName(g.name); err != nil {
+					return &ExitError{Code: 2, Err: err}
+				}
+			}
+			st, err := g.state()
+			if err != nil {
+				return err
+			}
+			if !st.Topology.Options.BGP {
+				return errors.New("the lab runs without a ToR: bring it up with --bgp")
+			}
+			return passthrough("birdc", append([]string{"-s", tor.Socket(g.paths())}, rest...)...)
+		},
+	}
 }
 
 func kubectlCmd(g *globals) *cobra.Command {

@@ -41,7 +41,7 @@ func TestBadLabNameRefused(t *testing.T) {
 func TestCommandsWithoutALabSayHow(t *testing.T) {
 	t.Setenv("TRELLIS_LAB_DIR", t.TempDir())
 	for _, args := range [][]string{{"kubeconfig"}, {"restart-agent", "node1"}, {"stop-apiserver"}, {"logs", "node1"},
-		{"probe", "x/p", "10.0.0.1", "80/tcp"}, {"matrix"}, {"bench-pods"}, {"capture"}} {
+		{"probe", "x/p", "10.0.0.1", "80/tcp"}, {"matrix"}, {"bench-pods"}, {"capture"}, {"tor", "--", "show", "route"}} {
 		err := run(args...)
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte("trellis-lab up")) {
 			t.Errorf("%v without a lab: %v", args, err)

@@ -19,6 +19,7 @@ import (
 	"github.com/trellisnet/trellis/internal/lab/node"
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/proc"
+	"github.com/trellisnet/trellis/internal/lab/tor"
 )
 
 func probeCmd(g *globals) *cobra.Command {
@@ -255,8 +256,8 @@ func logsCmd(g *globals) *cobra.Command {
 	var tail int
 	var previous bool
 	c := &cobra.Command{
-		Use:   "logs NODE|control-plane [COMPONENT]",
-		Short: "Print a component's log (node components: containerd, kubelet, kube-proxy, trellis-agent (its pod's log in DaemonSet mode), supervisor, cni)",
+		Use:   "logs NODE|control-plane|tor [COMPONENT]",
+		Short: "Print a component's log (node components: containerd, kubelet, kube-proxy, trellis-agent (its pod's log in DaemonSet mode), supervisor, cni; tor: the ToR's BIRD with up --bgp)",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := g.state()
@@ -269,7 +270,9 @@ func logsCmd(g *globals) *cobra.Command {
 				comp = args[1]
 			}
 			var file string
-			if args[0] == "control-plane" {
+			if args[0] == tor.ProcessName {
+				file = p.LogFile(tor.ProcessName)
+			} else if args[0] == "control-plane" {
 				if len(args) == 1 {
 					comp = "kube-apiserver"
 				}

@@ -80,10 +80,18 @@ func BuildNetwork(ctx context.Context, t Topology) error {
 		if err := ipn(ctx, sw, "link", "set", s.Bridge, "up"); err != nil {
 			return err
 		}
-		rIf := fmt.Sprintf("sub%d", s.Index+1)
+		rIf := s.RouterIf
+		if rIf == "" {
+			rIf = fmt.Sprintf("sub%d", s.Index+1)
+		}
 		if err := attach(ctx, t, rt, rIf, fmt.Sprintf("rt-%d", s.Index+1), s.Bridge,
 			netip.PrefixFrom(s.Gateway, s.Prefix.Bits()), netip.Addr{}); err != nil {
 			return err
+		}
+		if s.MD5Addr.IsValid() {
+			if err := ipn(ctx, rt, "addr", "add", netip.PrefixFrom(s.MD5Addr, s.Prefix.Bits()).String(), "dev", rIf); err != nil {
+				return err
+			}
 		}
 	}
 	hosts := append([]Host{t.ControlPlane}, t.Nodes...)
@@ -99,13 +107,19 @@ func BuildNetwork(ctx context.Context, t Topology) error {
 	if err := veth(ctx, ext.Netns, "eth0", rt, "external"); err != nil {
 		return err
 	}
-	for _, step := range [][]string{
+	steps := [][]string{
 		{ext.Netns, "addr", "add", netip.PrefixFrom(ext.Addr, ext.Prefix).String(), "dev", "eth0"},
 		{ext.Netns, "link", "set", "eth0", "up"},
 		{ext.Netns, "route", "add", "default", "via", ext.Gateway.String()},
 		{rt, "addr", "add", t.ExternalGW.String(), "dev", "external"},
 		{rt, "link", "set", "external", "up"},
-	} {
+	}
+	if t.OriginPrefix.IsValid() {
+		// The prefix behind the external host: on its loopback, so it
+		// answers every address of it. The ToR originates the route.
+		steps = append(steps, []string{ext.Netns, "addr", "add", netip.PrefixFrom(t.OriginAddr, t.OriginPrefix.Bits()).String(), "dev", "lo"})
+	}
+	for _, step := range steps {
 		if err := ipn(ctx, step[0], step[1:]...); err != nil {
 			return err
 		}

@@ -27,10 +27,33 @@ const (
 	// machine's own network (the lab checks for overlaps before creating it).
 	underlayBase   = "172.30.0.0/16"
 	externalSubnet = "172.30.250.0/24"
+	// originPrefix is the prefix behind the external host that the ToR
+	// originates with --bgp (the external host holds it on its loopback);
+	// servicePrefix is where the lab's Services get external and
+	// LoadBalancer addresses the nodes announce to the ToR. Both lie in
+	// underlayBase, so the overlap check covers them.
+	originPrefix  = "172.30.251.0/24"
+	servicePrefix = "172.30.252.0/24"
+	// md5Host is the router's second address on every subnet with --bgp:
+	// the ToR's TCP-MD5 sessions listen there.
+	md5Host = 254
 )
 
+// BGP numbers of the lab: the ToR's AS, the nodes' AS.
+const (
+	ToRASN  = 65000
+	NodeASN = 64512
+)
+
+// RoutingModeBGP is the routing mode in which pod CIDRs travel only by BGP.
+const RoutingModeBGP = "bgp"
+
 // RoutingModes the Trellis agent accepts.
-var RoutingModes = []string{"native", "vxlan", "auto"}
+var RoutingModes = []string{"native", "vxlan", "auto", RoutingModeBGP}
+
+// BGPPeerings are the values of --bgp-peering (the BGPConfiguration's
+// internalPeering).
+var BGPPeerings = []string{"None", "FullMesh", "RouteReflector"}
 
 // Encryptions the Trellis agent accepts (its `encryption` setting).
 var Encryptions = []string{"none", "wireguard"}
@@ -45,6 +68,14 @@ type Options struct {
 	Encryption  string `json:"encryption,omitempty"`
 	APIPort     int    // loopback port on the host forwarded to the API server
 	NetnsPrefix string `json:"netnsPrefix,omitempty"` // default NetnsPrefix
+	// BGP runs BIRD in the router namespace as the nodes' top-of-rack
+	// router and creates the BGP objects peering every node with it.
+	BGP bool `json:"bgp,omitempty"`
+	// BGPPeering is the BGPConfiguration's internalPeering ("" = None).
+	BGPPeering string `json:"bgpPeering,omitempty"`
+	// BGPRestartTime is the graceful-restart time the nodes announce, in
+	// seconds (0 = the API's default, 120).
+	BGPRestartTime int `json:"bgpRestartTime,omitempty"`
 }
 
 // Validate returns every problem with o, joined.
@@ -69,10 +100,33 @@ func (o Options) Validate() error {
 	if o.Encryption != "" && !slices.Contains(Encryptions, o.Encryption) {
 		errs = append(errs, fmt.Errorf("--encryption must be one of %v, got %q", Encryptions, o.Encryption))
 	}
+	if o.RoutingMode == RoutingModeBGP && !o.BGP {
+		errs = append(errs, errors.New("--routing-mode bgp needs the ToR: add --bgp"))
+	}
+	if o.BGP && o.Encryption != "" && o.Encryption != "none" {
+		errs = append(errs, fmt.Errorf("--bgp with --encryption %s: BGP and encryption together are not supported", o.Encryption))
+	}
+	if o.BGPPeering != "" && !slices.Contains(BGPPeerings, o.BGPPeering) {
+		errs = append(errs, fmt.Errorf("--bgp-peering must be one of %v, got %q", BGPPeerings, o.BGPPeering))
+	}
+	if (o.BGPPeering != "" || o.BGPRestartTime != 0) && !o.BGP {
+		errs = append(errs, errors.New("--bgp-peering and --bgp-restart-time need --bgp"))
+	}
+	if o.BGPRestartTime < 0 || o.BGPRestartTime > 4095 {
+		errs = append(errs, fmt.Errorf("--bgp-restart-time must be between 1 and 4095 seconds, got %d", o.BGPRestartTime))
+	}
 	if o.APIPort < 1024 || o.APIPort > 65535 {
 		errs = append(errs, fmt.Errorf("--api-port must be between 1024 and 65535, got %d", o.APIPort))
 	}
 	return errors.Join(errs...)
+}
+
+// BGPPeeringOrDefault is o's internal peering, "None" when unset.
+func (o Options) BGPPeeringOrDefault() string {
+	if o.BGPPeering == "" {
+		return "None"
+	}
+	return o.BGPPeering
 }
 
 // Subnet is one underlay L2 segment: a bridge in the switch namespace.
@@ -81,6 +135,11 @@ type Subnet struct {
 	Prefix  netip.Prefix `json:"prefix"`
 	Gateway netip.Addr   `json:"gateway"` // the router's address on it
 	Bridge  string       `json:"bridge"`
+	// RouterIf is the router's interface on the subnet.
+	RouterIf string `json:"routerIf,omitempty"`
+	// MD5Addr is the router's second address on the subnet with --bgp,
+	// where the ToR's TCP-MD5 sessions listen.
+	MD5Addr netip.Addr `json:"md5Addr,omitempty"`
 }
 
 // Host is a namespace attached to an underlay subnet (a node, the control
@@ -104,6 +163,13 @@ type Topology struct {
 	SwitchNetns  string       `json:"switchNetns"`
 	RouterNetns  string       `json:"routerNetns"`
 	ExternalGW   netip.Prefix `json:"externalRouterAddr"` // the router's end of the external link
+	// OriginPrefix (with --bgp) is the prefix behind the external host the
+	// ToR originates; OriginAddr is the external host's address in it.
+	OriginPrefix netip.Prefix `json:"originPrefix,omitempty"`
+	OriginAddr   netip.Addr   `json:"originAddr,omitempty"`
+	// ServicePrefix (with --bgp) is the range the lab's Services take
+	// external and LoadBalancer addresses from; the ToR accepts it.
+	ServicePrefix netip.Prefix `json:"servicePrefix,omitempty"`
 }
 
 // EncryptionOrDefault is o's encryption setting, "none" when unset.
@@ -130,9 +196,12 @@ func Plan(o Options) (Topology, error) {
 	t := Topology{Options: o, SwitchNetns: pfx + "switch", RouterNetns: pfx + "router"}
 	for s := 0; s < o.Subnets; s++ {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 30, byte(s + 1), 0}), 24)
-		t.Subnets = append(t.Subnets, Subnet{
-			Index: s, Prefix: p, Gateway: addrIn(p, 1), Bridge: fmt.Sprintf("br%d", s+1),
-		})
+		sn := Subnet{Index: s, Prefix: p, Gateway: addrIn(p, 1), Bridge: fmt.Sprintf("br%d", s+1),
+			RouterIf: fmt.Sprintf("sub%d", s+1)}
+		if o.BGP {
+			sn.MD5Addr = addrIn(p, md5Host)
+		}
+		t.Subnets = append(t.Subnets, sn)
 	}
 	sn0 := t.Subnets[0]
 	t.ControlPlane = Host{Name: "control-plane", Netns: pfx + "cp", Subnet: 0,
@@ -146,6 +215,11 @@ func Plan(o Options) (Topology, error) {
 	t.External = Host{Name: "external", Netns: pfx + "external", Subnet: -1,
 		Addr: addrIn(ext, 2), Prefix: 24, Gateway: addrIn(ext, 1)}
 	t.ExternalGW = netip.PrefixFrom(addrIn(ext, 1), 24)
+	if o.BGP {
+		t.OriginPrefix = netip.MustParsePrefix(originPrefix)
+		t.OriginAddr = addrIn(t.OriginPrefix, 1)
+		t.ServicePrefix = netip.MustParsePrefix(servicePrefix)
+	}
 	return t, nil
 }
 

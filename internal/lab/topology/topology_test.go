@@ -48,7 +48,7 @@ func TestPlanSpreadsNodesOverSubnets(t *testing.T) {
 }
 
 func TestOptionsValidateReportsAllProblems(t *testing.T) {
-	err := Options{Nodes: 0, Subnets: 9, RoutingMode: "bgp", APIPort: 80}.Validate()
+	err := Options{Nodes: 0, Subnets: 9, RoutingMode: "ospf", APIPort: 80}.Validate()
 	if err == nil {
 		t.Fatal("bad options accepted")
 	}
@@ -68,5 +68,61 @@ func TestOverlaps(t *testing.T) {
 	got := Overlaps(host)
 	if len(got) != 2 || got[0] != host[2] || got[1] != host[3] {
 		t.Errorf("Overlaps = %v, want [%s %s]", got, host[2], host[3])
+	}
+}
+
+func TestBGPOptions(t *testing.T) {
+	ok := Options{Nodes: 3, Subnets: 2, RoutingMode: RoutingModeBGP, BGP: true, BGPPeering: "RouteReflector", BGPRestartTime: 30, APIPort: 16443}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid BGP options refused: %v", err)
+	}
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{Nodes: 3, Subnets: 2, RoutingMode: RoutingModeBGP, APIPort: 16443}, "add --bgp"},
+		{Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", BGP: true, Encryption: "wireguard", APIPort: 16443}, "encryption"},
+		{Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", BGP: true, BGPPeering: "Mesh", APIPort: 16443}, "--bgp-peering"},
+		{Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", BGPPeering: "FullMesh", APIPort: 16443}, "need --bgp"},
+		{Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", BGP: true, BGPRestartTime: 5000, APIPort: 16443}, "--bgp-restart-time"},
+	} {
+		err := c.o.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: error %v, want one mentioning %q", c.o, err, c.want)
+		}
+	}
+}
+
+func TestPlanWithBGP(t *testing.T) {
+	topo, err := Plan(Options{Nodes: 3, Subnets: 2, RoutingMode: RoutingModeBGP, BGP: true, APIPort: 16443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topo.OriginPrefix.String() != "172.30.251.0/24" || topo.OriginAddr.String() != "172.30.251.1" {
+		t.Errorf("origin %s / %s", topo.OriginPrefix, topo.OriginAddr)
+	}
+	for _, s := range topo.Subnets {
+		if !s.Prefix.Contains(s.MD5Addr) || s.MD5Addr == s.Gateway {
+			t.Errorf("subnet %s: MD5 address %s", s.Prefix, s.MD5Addr)
+		}
+		for _, n := range topo.Nodes {
+			if n.Addr == s.MD5Addr {
+				t.Errorf("MD5 address %s is %s's", s.MD5Addr, n.Name)
+			}
+		}
+	}
+	// Every address the ToR adds lies in the lab's ranges: the overlap
+	// check covers them, and nothing routes outside the lab.
+	for _, p := range []netip.Prefix{topo.OriginPrefix, topo.ServicePrefix} {
+		if len(Overlaps([]netip.Prefix{p})) != 1 {
+			t.Errorf("%s is outside the lab's ranges", p)
+		}
+	}
+	plain, err := Plan(Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", APIPort: 16443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.OriginPrefix.IsValid() || plain.Subnets[0].MD5Addr.IsValid() {
+		t.Error("a lab without --bgp got the ToR's addresses")
 	}
 }

@@ -64,7 +64,7 @@ func envInt(name string, def int) int {
 }
 
 // Setup brings a lab up (TRELLIS_LAB_NODES/SUBNETS/ROUTING/INSTALL/ENCRYPTION,
-// defaults 3/2/auto/daemonset/none)
+// defaults 3/2/auto/daemonset/none; TRELLIS_LAB_BGP*: the ToR)
 // or, with TRELLIS_LAB_REUSE=1, attaches to the running one.
 func Setup(ctx context.Context) (*Lab, error) {
 	if os.Geteuid() != 0 {
@@ -93,6 +93,18 @@ func Setup(ctx context.Context) (*Lab, error) {
 		// TRELLIS_LAB_ENCRYPTION: none (default) or wireguard.
 		if v := os.Getenv("TRELLIS_LAB_ENCRYPTION"); v != "" {
 			args = append(args, "--encryption", v)
+		}
+		// TRELLIS_LAB_BGP=1: the ToR (--bgp; TRELLIS_LAB_ROUTING=bgp implies
+		// it), TRELLIS_LAB_BGP_PEERING: None, FullMesh or RouteReflector,
+		// TRELLIS_LAB_BGP_RESTART_TIME: the nodes' graceful-restart time (s).
+		if os.Getenv("TRELLIS_LAB_BGP") == "1" {
+			args = append(args, "--bgp")
+		}
+		if v := os.Getenv("TRELLIS_LAB_BGP_PEERING"); v != "" {
+			args = append(args, "--bgp-peering", v)
+		}
+		if v := os.Getenv("TRELLIS_LAB_BGP_RESTART_TIME"); v != "" {
+			args = append(args, "--bgp-restart-time", v)
 		}
 		// TRELLIS_LAB_CNI: trellis (default) or kube-router (test/e2e/peer).
 		if v := os.Getenv("TRELLIS_LAB_CNI"); v != "" {

@@ -43,9 +43,16 @@ type Stream struct {
 // UDP to port+1 on b.
 func (l *Lab) StartStream(t testing.TB, a, b string, port int) *Stream {
 	t.Helper()
+	return StartStreamNetns(t, a+" -> "+b, l.PodNetns(t, a), l.PodNetns(t, b), l.Pod(t, b).Status.PodIP, port)
+}
+
+// StartStreamNetns is StartStream between any two network namespaces
+// (paths such as /run/netns/NAME or a pod's): the sender in pa, the
+// receiver in pb listening on ipB (TCP port, UDP port+1). what names the
+// stream in errors.
+func StartStreamNetns(t testing.TB, what, pa, pb, ipB string, port int) *Stream {
+	t.Helper()
 	s := &Stream{stop: make(chan struct{})}
-	pa, pb := l.PodNetns(t, a), l.PodNetns(t, b)
-	ipB := l.Pod(t, b).Status.PodIP
 	tcpPort, udpPort := strconv.Itoa(port), strconv.Itoa(port+1)
 	var ln net.Listener
 	var udpIn *net.UDPConn
@@ -59,7 +66,7 @@ func (l *Lab) StartStream(t testing.TB, a, b string, port int) *Stream {
 	})
 	conn, err := topology.DialInNetns(pa, "tcp", net.JoinHostPort(ipB, tcpPort), 5*time.Second)
 	if err != nil {
-		t.Fatalf("TCP stream %s -> %s: %v", a, b, err)
+		t.Fatalf("TCP stream %s: %v", what, err)
 	}
 	srv, err := ln.Accept()
 	if err != nil {
