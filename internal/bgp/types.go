@@ -65,7 +65,7 @@ type Neighbor struct {
 	// TTLSecurity is GTSM's hop count (0: off).
 	TTLSecurity uint8
 	Passive     bool
-	// HoldTime, Keepalive, ConnectRetry (zero: GoBGP's defaults 90/30/5 s).
+	// HoldTime, Keepalive, ConnectRetry (zero: 90 s, 30 s and 5 s).
 	HoldTime, Keepalive, ConnectRetry time.Duration
 	BFD                               BFD
 	Families                          []Family

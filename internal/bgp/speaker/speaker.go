@@ -409,6 +409,14 @@ func (s *Speaker) tracked(a netip.Addr, add bool) {
 	}
 	now := time.Now()
 	s.track[a] = &peerTrack{configured: now, down: now}
+	s.signalWhenConnectFailed()
+}
+
+// signalWhenConnectFailed signals Changes once a session that is down now
+// may read ConnectFailed (Peers), so that its status says why without
+// waiting for another event.
+func (s *Speaker) signalWhenConnectFailed() {
+	time.AfterFunc(connectFailedAfter+100*time.Millisecond, s.signal)
 }
 
 // onPeer records why a session went down.
@@ -430,6 +438,7 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, ts time.Time) 
 		t.reason = "MaxPrefixes"
 		t.message = "the neighbour sent more prefixes than import.maxPrefixes allows; the session stays down until the limit or the neighbour's configuration changes"
 		t.down = ts
+		s.signalWhenConnectFailed()
 		return
 	}
 	switch st.DisconnectReason {
@@ -440,5 +449,6 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, ts time.Time) 
 		t.reason = reasonName(st.DisconnectReason)
 		t.message = st.DisconnectMessage
 		t.down = ts
+		s.signalWhenConnectFailed()
 	}
 }

@@ -249,6 +249,7 @@ func TestKernelSpeakerMD5Mismatch(t *testing.T) {
 	a := startSpeaker(t, na, "a")
 	b := startSpeaker(t, nb, "b")
 	da := node(addrA, addrB, 64512, 65000, 0, nil, nil)
+	da.Neighbors[0].Passive = true // b must dial with its corrected password, as a node dials a ToR
 	da.Neighbors[0].Password = "right-secret"
 	db := node(addrB, addrA, 65000, 64512, 0, nil, nil)
 	db.Neighbors[0].Password = "wrong-secret"

@@ -1,6 +1,7 @@
 package speaker
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -122,7 +123,7 @@ func peerConfig(n bgp.Neighbor, g bgp.Global, maxPrefixes uint32, restarting boo
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			HoldTime:          seconds(n.HoldTime),
 			KeepaliveInterval: seconds(n.Keepalive),
-			ConnectRetry:      seconds(n.ConnectRetry),
+			ConnectRetry:      seconds(cmp.Or(n.ConnectRetry, DefaultConnectRetry)),
 		}},
 	}
 	// Sessions leave from the address the speaker listens on (the node's
@@ -270,3 +271,9 @@ func parseCommunities(cs []string) ([]uint32, []*gobgp.LargeCommunity, error) {
 	}
 	return std, large, nil
 }
+
+// DefaultConnectRetry is the connect retry of a neighbour whose BGPPeer
+// sets none. GoBGP's own default (120 s) would leave a session to a
+// rebooted ToR, or one whose password was just corrected, down for up to
+// two minutes, with each dial hanging as long.
+const DefaultConnectRetry = 5 * time.Second

@@ -72,7 +72,7 @@ func TestPeerConfig(t *testing.T) {
 		p := &api.Peer{
 			Conf:      &api.PeerConf{NeighborAddress: addr, PeerAsn: asn},
 			Transport: &api.Transport{},
-			Timers:    &api.Timers{Config: &api.TimersConfig{}},
+			Timers:    &api.Timers{Config: &api.TimersConfig{ConnectRetry: 5}}, // DefaultConnectRetry
 		}
 		if mustAddr(addr).Is4() {
 			p.Transport.LocalAddress = "10.0.0.1"
