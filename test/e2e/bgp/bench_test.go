@@ -29,7 +29,8 @@ import (
 // brackets): TRELLIS_BENCH_BGP_ROUNDS [5] new-node rounds and BFD link cuts,
 // TRELLIS_BENCH_BGP_HOLD_ROUNDS [2] link cuts without BFD,
 // TRELLIS_BENCH_BGP_HOLD_TIME [9] their hold time in seconds,
-// TRELLIS_BENCH_BGP_PREFIXES [1000] prefixes the ToR announces,
+// TRELLIS_BENCH_BGP_PREFIXES [1000] prefixes the ToR announces (and
+// withdraws) TRELLIS_BENCH_BGP_PREFIX_ROUNDS [3] times,
 // TRELLIS_BENCH_BGP_SERVICES [500] Services with an external IP. The table
 // is printed at the end (lines starting `BENCH`).
 func TestBenchBGP(t *testing.T) {
@@ -42,7 +43,7 @@ func TestBenchBGP(t *testing.T) {
 	rows = append(rows, benchNewNode(t, rounds)...)
 	rows = append(rows, benchLinkCut(t, rounds, benchEnvInt("TRELLIS_BENCH_BGP_HOLD_ROUNDS", 2),
 		time.Duration(benchEnvInt("TRELLIS_BENCH_BGP_HOLD_TIME", 9))*time.Second)...)
-	rows = append(rows, benchScale(t, benchEnvInt("TRELLIS_BENCH_BGP_PREFIXES", 1000),
+	rows = append(rows, benchScale(t, benchEnvInt("TRELLIS_BENCH_BGP_PREFIX_ROUNDS", 3), benchEnvInt("TRELLIS_BENCH_BGP_PREFIXES", 1000),
 		benchEnvInt("TRELLIS_BENCH_BGP_SERVICES", 500))...)
 }
 
@@ -326,18 +327,21 @@ func benchExternalIP(i int) netip.Addr {
 }
 
 // benchToRConfig rewrites the ToR's rendered configuration for the scale
-// run (the pinned template stays as it is): a static protocol announcing
-// prefixes (0: none) and the Services' range 198.19.0.0/16 accepted from
-// the nodes; orig restores it. BIRD reloads it with `configure`.
-func benchToRConfig(t *testing.T, orig string, prefixes int) {
+// run (the pinned template stays as it is): the Services' range
+// 198.19.0.0/16 accepted from the nodes, and a static protocol announcing
+// prefixes (0: none); (orig, false, 0) restores it. BIRD reloads it with
+// `configure`.
+func benchToRConfig(t *testing.T, orig string, services bool, prefixes int) {
 	t.Helper()
 	conf := orig
-	if prefixes > 0 {
+	if services {
 		const filter = "filter from_nodes {\n\tif net ~ [ "
 		if !strings.Contains(conf, filter) {
 			t.Fatalf("the ToR's configuration has no %q to extend", filter)
 		}
 		conf = strings.Replace(conf, filter, filter+"198.19.0.0/16+, ", 1)
+	}
+	if prefixes > 0 {
 		var b strings.Builder
 		b.WriteString("\n# bench-bgp only: prefixes the ToR announces.\nprotocol static bench {\n\tipv4;\n")
 		for i := 0; i < prefixes; i++ {
@@ -361,9 +365,10 @@ func benchLearned(t *testing.T, node string) int {
 }
 
 // benchScale: the ToR announcing prefixes more routes, to all of them in
-// one node's kernel (and the agent's RSS before and after); then services
-// Services with one external IP each, to all of them on the ToR.
-func benchScale(t *testing.T, prefixes, services int) []benchRow {
+// one node's kernel, and withdrawing them, rounds times (the agent's RSS
+// before and after); then, with the prefixes held, services Services with
+// one external IP each, to all of them on the ToR.
+func benchScale(t *testing.T, rounds, prefixes, services int) []benchRow {
 	node := l.Nodes()[0]
 	path := tor.ConfigFile(l.Paths)
 	data, err := os.ReadFile(path)
@@ -375,7 +380,7 @@ func benchScale(t *testing.T, prefixes, services int) []benchRow {
 	restore := func() {
 		if !restored {
 			restored = true
-			benchToRConfig(t, orig, 0)
+			benchToRConfig(t, orig, false, 0)
 		}
 	}
 	t.Cleanup(restore)
@@ -384,21 +389,41 @@ func benchScale(t *testing.T, prefixes, services int) []benchRow {
 	t.Cleanup(func() {
 		mergePatch(t, configurations, "default", map[string]any{"spec": map[string]any{"import": map[string]any{"maxPrefixes": nil}}})
 	})
+	// The Services' range first, alone: a filter change makes BIRD
+	// re-import every session's routes.
+	benchToRConfig(t, orig, true, 0)
 	waitToR(t, 90*time.Second)
 	time.Sleep(3 * time.Second)
 	rssBefore := benchRSS(t, node)
 
-	begin := time.Now()
-	benchToRConfig(t, orig, prefixes)
-	var seen int
-	took := eventually(t, 120*time.Second, fmt.Sprintf("%d ToR prefixes in %s's kernel", prefixes, node), func() bool {
-		seen = benchLearned(t, node)
-		return seen >= prefixes
+	var add, del, cfg []time.Duration
+	var rssLearned int
+	for r := 0; r < rounds; r++ {
+		begin := time.Now()
+		benchToRConfig(t, orig, true, prefixes)
+		cfg = append(cfg, time.Since(begin))
+		var seen int
+		eventually(t, 120*time.Second, fmt.Sprintf("%d ToR prefixes in %s's kernel", prefixes, node), func() bool {
+			seen = benchLearned(t, node)
+			return seen >= prefixes
+		})
+		add = append(add, time.Since(begin))
+		time.Sleep(3 * time.Second)
+		rssLearned = max(rssLearned, benchRSS(t, node))
+		begin = time.Now()
+		benchToRConfig(t, orig, true, 0)
+		eventually(t, 120*time.Second, fmt.Sprintf("the %d ToR prefixes gone from %s's kernel", prefixes, node), func() bool {
+			return benchLearned(t, node) == 0
+		})
+		del = append(del, time.Since(begin))
+		figure(t, "round %d: %d ToR prefixes in %s's kernel (protocol 159) %s after `birdc configure` added them (it returned after %s), gone %s after it removed them; agent RSS %d → %d KiB",
+			r+1, seen, node, add[r].Round(time.Millisecond), cfg[r].Round(time.Millisecond), del[r].Round(time.Millisecond), rssBefore, rssLearned)
+	}
+	// Hold them for the Services' part.
+	benchToRConfig(t, orig, true, prefixes)
+	eventually(t, 120*time.Second, fmt.Sprintf("%d ToR prefixes in %s's kernel", prefixes, node), func() bool {
+		return benchLearned(t, node) >= prefixes
 	})
-	time.Sleep(3 * time.Second)
-	rssLearned := benchRSS(t, node)
-	figure(t, "%d ToR prefixes in %s's kernel (protocol 159) %s after `birdc configure` (%s since the file was written); agent RSS %d → %d KiB",
-		seen, node, took.Round(time.Millisecond), time.Since(begin).Round(time.Millisecond), rssBefore, rssLearned)
 
 	// Services with an external IP each, advertised by every node.
 	nsName := l.Namespace(t, "bgp-bench", nil)
@@ -455,8 +480,10 @@ func benchScale(t *testing.T, prefixes, services int) []benchRow {
 	restore()
 	eventually(t, 120*time.Second, "the ToR's extra prefixes gone from "+node, func() bool { return benchLearned(t, node) == 0 })
 	return []benchRow{
-		{fmt.Sprintf("ToR announces %d more prefixes → all in %s's kernel (protocol 159)", prefixes, node), []time.Duration{took},
-			fmt.Sprintf("agent RSS %.1f → %.1f MiB", float64(rssBefore)/1024, float64(rssLearned)/1024)},
+		{fmt.Sprintf("ToR announces %d more prefixes (`birdc configure`) → all in %s's kernel (protocol 159)", prefixes, node), add,
+			fmt.Sprintf("agent RSS %.1f → %.1f MiB (peak after)", float64(rssBefore)/1024, float64(rssLearned)/1024)},
+		{fmt.Sprintf("(context) `birdc configure` adding the %d static routes, until it returns", prefixes), cfg, "the ToR's own reconfiguration"},
+		{fmt.Sprintf("ToR stops announcing them → all gone from %s's kernel", node), del, ""},
 		{fmt.Sprintf("%d Services with an external IP → all %d /32s on the ToR, from the first create", services, services),
 			[]time.Duration{all.Sub(first)}, fmt.Sprintf("creating them took %s (8 clients)", created.Sub(first).Round(time.Millisecond))},
 		{"same, from the last create", []time.Duration{all.Sub(created)},
