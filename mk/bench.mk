@@ -16,3 +16,14 @@ bench-image: deps
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/trellis-bench ./images/bench
 	$(GO) run ./hack/build-image -image bench -bin $(BIN) -out $(BENCH_IMAGE_DIR) >/dev/null
+
+# BGP's convergence and scale figures (docs/benchmarks.md#bgp): TestBenchBGP in
+# test/e2e/bgp on its own lab brought up with --routing-mode bgp (BIRD as the
+# ToR), Trellis installed as the DaemonSet from `make image`; the table is
+# printed on the lines starting `BENCH`. BENCH_BGP_FLAGS: e.g.
+# TRELLIS_BENCH_BGP_ROUNDS=10 (see the test's comment for the others).
+BENCH_BGP_LAB ?= bgpbench
+.PHONY: bench-bgp
+bench-bgp: deps lab-build lab-binaries image
+	TRELLIS_LAB_NAME=$(BENCH_BGP_LAB) $(E2E_ENV) $(BENCH_BGP_FLAGS) \
+	  $(GO) test -count=1 -tags e2e -timeout 15m -run '^TestBenchBGP$$' -v ./test/e2e/bgp/
