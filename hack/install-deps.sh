@@ -19,6 +19,8 @@ declare -A need=(
   [sysctl]=procps
   [nsenter]=util-linux
   [ping]=iputils-ping
+  # internal/bgp/speaker's kernel test peers with BIRD 2
+  [bird]=bird2
   # the eBPF fast path's object is rebuilt and checked by `make bpf-check`
   [clang]=clang
   [llvm-strip]=llvm

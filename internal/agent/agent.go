@@ -81,7 +81,9 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	d := deps{version: version, api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme},
+	d := deps{version: version, api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme,
+		bgpLW: client.BGPListWatches(cfg.Namespace), bgp: client.BGP()},
+		bgp:    newBGPDeps(klog.FromContext(ctx)),
 		routes: &netlinkprog.Programmer{SysctlRoot: cfg.SysctlRoot}, sysctls: nodesetup.ProcSysctls{Root: cfg.SysctlRoot}, fastPath: &fastpath.Kernel{},
 		conntrack: &ctnetlink.Netlink{}}
 	// With masquerade disabled the controller still runs to remove a
@@ -136,6 +138,10 @@ type api struct {
 	nodes  nodesetup.NodePatcher
 	events record.EventSink
 	scheme *runtime.Scheme
+	// bgpLW and bgp are the BGP API group's sources, discovery and status
+	// writer (bgp nil: no BGP controller, tests).
+	bgpLW kubeclient.BGPListWatches
+	bgp   bgpAPI
 }
 
 // deps are the agent's connections to the outside world (the API server,
@@ -176,12 +182,14 @@ type deps struct {
 	// procStatus is the /proc status file capabilities are read from
 	// (empty: /proc/self/status).
 	procStatus string
+	// bgp is the BGP speaker and kernel routes (bgp.go).
+	bgp bgpDeps
 }
 
 func run(ctx context.Context, cfg *config.Config, d deps) error {
 	logger := klog.FromContext(ctx)
 	m := metrics.New(metrics.Build{Version: d.version})
-	m.SetFeature(metrics.FeatureVXLAN, cfg.RoutingMode != config.ModeNative)
+	m.SetFeature(metrics.FeatureVXLAN, cfg.RoutingMode != config.ModeNative && cfg.RoutingMode != config.ModeBGP)
 	m.SetFeature(metrics.FeatureMasquerade, d.nft != nil && cfg.MasqueradeEnabled())
 	m.SetFeature(metrics.FeatureNetworkPolicy, d.policyNFT != nil && cfg.NetworkPolicyEnabled())
 	m.SetFeature(metrics.FeatureEncryption, cfg.EncryptionEnabled())
@@ -261,6 +269,21 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	runners = append(runners, strictEnc.runners...)
 	if d.forward != nil {
 		runners = append(runners, newHostFWRunner(cfg, d.forward, nodeLister, recorder, runnerOpts))
+	}
+	// BGP (internal/bgp): its informers start once the BGP API is served.
+	bgpCtl, bgpInfs, err := newBGP(cfg, d, nodeLister, recorder, m, runnerOpts)
+	if err != nil {
+		return err
+	}
+	var bgpWatch, bgpServed func(context.Context) error
+	if bgpCtl != nil {
+		status.bgp = bgpCtl
+		runners = append(runners, bgpCtl.Runner)
+		bgpWatch = bgpCtl.Watch
+		bgpServed = func(ctx context.Context) error { bgpInfs.run(ctx); return nil }
+		if _, err := nodeInf.AddEventHandler(bgpNodeHandler(bgpCtl.Trigger)); err != nil {
+			return fmt.Errorf("add node event handler: %w", err)
+		}
 	}
 	if _, err := nodeInf.AddEventHandler(nodeHandler(cfg.NodeName, routeCtl.Runner, setupCtl.Runner, masqRunner)); err != nil {
 		return fmt.Errorf("add node event handler: %w", err)
@@ -397,6 +420,8 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		{policyWatch, "Cannot watch the policy table; every policy sync now reads it back"},
 		{masqWatch, "Cannot watch the masquerade table; only the periodic sync repairs it"},
 		{strictEnc.watch, "Cannot watch the strict encryption table; only the periodic sync repairs it"},
+		{bgpWatch, "Cannot watch the BGP speaker; only the periodic sync follows its sessions"},
+		{bgpServed, "Cannot follow whether the BGP API is served"},
 	} {
 		if w.run == nil {
 			continue

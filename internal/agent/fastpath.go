@@ -61,7 +61,7 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 	}
 	uplinks := func() []string {
 		names := []string{routes.Underlay().Device}
-		if cfg.RoutingMode != config.ModeNative {
+		if cfg.RoutingMode != config.ModeNative && cfg.RoutingMode != config.ModeBGP {
 			names = append(names, cfg.VXLAN.Device)
 		}
 		return names

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/bgp"
 	"github.com/trellisnet/trellis/internal/conntrack"
 	"github.com/trellisnet/trellis/internal/conntrack/ctnetlink"
 	"github.com/trellisnet/trellis/internal/drops"
@@ -56,6 +57,9 @@ func agentRegistry(t *testing.T) *prometheus.Registry {
 	}
 	if _, err := strict.New(strict.Config{NodeName: "n1", Nodes: nodes, Device: "trellis.wg",
 		NFT: knftables.NewFake(knftables.InetFamily, strict.TableName), Registerer: m.Registry}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bgp.New(bgp.Config{NodeName: "n1", Nodes: nodes, Sources: func() (*bgp.Sources, bool) { return nil, false }, Registerer: m.Registry}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := conntrack.New(conntrack.Config{Kernel: &ctnetlink.Netlink{}, Registerer: m.Registry}); err != nil {
@@ -130,7 +134,7 @@ func documented(t *testing.T) map[string][]string {
 	return out
 }
 
-var metricNameRE = regexp.MustCompile(`^trellis_(agent|routing|masq|policy|fastpath|conntrack|encryption)_[a-z0-9]+(_[a-z0-9]+)*$`)
+var metricNameRE = regexp.MustCompile(`^trellis_(agent|routing|masq|policy|fastpath|conntrack|encryption|bgp)_[a-z0-9]+(_[a-z0-9]+)*$`)
 
 // Every metric the agent registers is named trellis_<subsystem>_<name>
 // (or is trellis_build_info, trellis_feature_enabled, or one of
@@ -147,7 +151,7 @@ func TestMetricNamesFollowTheSchemeAndAreDocumented(t *testing.T) {
 			continue
 		}
 		if !metricNameRE.MatchString(name) && name != "trellis_build_info" && name != "trellis_feature_enabled" {
-			t.Errorf("metric %s does not follow trellis_<subsystem>_<name> (subsystems agent, routing, masq, policy, fastpath, conntrack, encryption)", name)
+			t.Errorf("metric %s does not follow trellis_<subsystem>_<name> (subsystems agent, routing, masq, policy, fastpath, conntrack, encryption, bgp)", name)
 		}
 		doc, ok := docs[name]
 		if !ok {

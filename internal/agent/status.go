@@ -8,6 +8,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 
 	"github.com/trellisnet/trellis/internal/agentapi"
+	"github.com/trellisnet/trellis/internal/bgp"
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/fastpath"
 	"github.com/trellisnet/trellis/internal/metrics"
@@ -37,6 +38,8 @@ type statusSource struct {
 	fastPathErr error
 	// wireGuard reads the WireGuard device (nil: encryption off).
 	wireGuard wireGuardStatus
+	// bgp is the BGP controller (nil: none).
+	bgp *bgp.Controller
 }
 
 func (s *statusSource) handler() http.Handler {
@@ -77,6 +80,11 @@ func (s *statusSource) status() agentapi.Status {
 	}
 	st.FastPath = s.fastPathStatus()
 	st.Encryption = encryptionStatus(s.cfg, s.wireGuard)
+	if s.bgp != nil {
+		b := &agentapi.BGP{}
+		b.Enabled, b.Reason, b.Established, b.Configured = s.bgp.Summary()
+		st.BGP = b
+	}
 	if s.probs != nil {
 		if p := s.probs.Active(); len(p) > 0 {
 			st.Problems = p

@@ -7,6 +7,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	bgpv1alpha1 "github.com/trellisnet/trellis/internal/apis/bgp/v1alpha1"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/routing"
 )
@@ -19,15 +20,21 @@ import (
 // managed fields).
 //
 // Who reads what (keep this list and the code in step):
-//   - Node (internal/routing, internal/masq, internal/nodesetup, nodeHandler):
-//     name, spec.podCIDR(s), status.addresses, the trellis.dev/ annotations,
-//     the NetworkUnavailable condition.
+//   - Node (internal/routing, internal/masq, internal/nodesetup, nodeHandler,
+//     internal/bgp): name, labels (BGP node selectors and the
+//     bgp.trellis.dev/asn label), spec.podCIDR(s), status.addresses, the
+//     trellis.dev/ annotations, the NetworkUnavailable condition.
 //   - Pod (internal/policy: PodFromAPI, dedupeByIP): namespace, name, labels,
 //     creation and deletion timestamps, spec.nodeName, spec.hostNetwork, the
 //     ports of spec.containers and of native sidecars (spec.initContainers
 //     with restartPolicy Always; named ports), status.phase, status.podIP(s).
 //   - Namespace (internal/policy): name, labels.
 //   - NetworkPolicy (internal/policy): namespace, name, spec.
+//   - Service (internal/bgp: bgp.Service): namespace, name, labels,
+//     spec.clusterIP(s), spec.externalIPs, status.loadBalancer.ingress[].ip.
+//   - Secret trellis-bgp-passwords (internal/bgp): namespace, name, data.
+//   - BGPConfiguration, BGPPeer, BGPAdvertisement (internal/bgp): name,
+//     labels (advertisement selectors), spec.
 //
 // Every object keeps its UID and resourceVersion (the informers and the
 // policy controller's update filter use them).
@@ -41,6 +48,16 @@ func trimForCache(obj any) (any, error) {
 		return &v1.Namespace{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil)}, nil
 	case *networkingv1.NetworkPolicy:
 		return &networkingv1.NetworkPolicy{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
+	case *v1.Service:
+		return trimService(o), nil
+	case *v1.Secret:
+		return &v1.Secret{ObjectMeta: trimMeta(&o.ObjectMeta, nil, nil), Data: o.Data}, nil
+	case *bgpv1alpha1.BGPConfiguration:
+		return &bgpv1alpha1.BGPConfiguration{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
+	case *bgpv1alpha1.BGPPeer:
+		return &bgpv1alpha1.BGPPeer{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
+	case *bgpv1alpha1.BGPAdvertisement:
+		return &bgpv1alpha1.BGPAdvertisement{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
 	}
 	return obj, nil // tombstones and anything else pass through
 }
@@ -66,7 +83,7 @@ func trimNode(n *v1.Node) *v1.Node {
 		}
 	}
 	out := &v1.Node{
-		ObjectMeta: trimMeta(&n.ObjectMeta, nil, ann),
+		ObjectMeta: trimMeta(&n.ObjectMeta, n.Labels, ann),
 		Spec:       v1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
 		Status:     v1.NodeStatus{Addresses: n.Status.Addresses},
 	}
@@ -74,6 +91,19 @@ func trimNode(n *v1.Node) *v1.Node {
 		if c.Type == v1.NodeNetworkUnavailable {
 			out.Status.Conditions = []v1.NodeCondition{c}
 			break
+		}
+	}
+	return out
+}
+
+func trimService(s *v1.Service) *v1.Service {
+	out := &v1.Service{
+		ObjectMeta: trimMeta(&s.ObjectMeta, s.Labels, nil),
+		Spec:       v1.ServiceSpec{ClusterIP: s.Spec.ClusterIP, ClusterIPs: s.Spec.ClusterIPs, ExternalIPs: s.Spec.ExternalIPs},
+	}
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if in.IP != "" {
+			out.Status.LoadBalancer.Ingress = append(out.Status.LoadBalancer.Ingress, v1.LoadBalancerIngress{IP: in.IP})
 		}
 	}
 	return out

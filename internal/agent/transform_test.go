@@ -39,7 +39,7 @@ func TestTrimForCacheKeepsWhatControllersRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &v1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "n", UID: "u1", ResourceVersion: "7",
+		ObjectMeta: metav1.ObjectMeta{Name: "n", UID: "u1", ResourceVersion: "7", Labels: n.Labels,
 			Annotations: map[string]string{routing.AnnotationVTEPMAC: "x", routing.AnnotationNodeIP: "10.0.0.9"}},
 		Spec:   v1.NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24"}},
 		Status: v1.NodeStatus{Addresses: n.Status.Addresses, Conditions: []v1.NodeCondition{unavailable}},
@@ -178,4 +178,32 @@ func policyWorld(r *rand.Rand) ([]*v1.Pod, []*v1.Namespace, []*networkingv1.Netw
 		})
 	}
 	return pods, nss, nps
+}
+
+// A Service keeps what bgp.Service reads, and only that.
+func TestTrimServiceForBGP(t *testing.T) {
+	s := &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "web", ResourceVersion: "4", Labels: map[string]string{"bgp": "yes"},
+			Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "big"}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: v1.ServiceSpec{ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"}, ExternalIPs: []string{"198.51.100.7"},
+			Ports: []v1.ServicePort{{Port: 80}}, Selector: map[string]string{"app": "web"}, Type: v1.ServiceTypeLoadBalancer},
+		Status: v1.ServiceStatus{LoadBalancer: v1.LoadBalancerStatus{Ingress: []v1.LoadBalancerIngress{{IP: "203.0.113.5", Ports: []v1.PortStatus{{Port: 80}}}, {Hostname: "lb.example"}}}},
+	}
+	got, err := trimForCache(s.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "web", ResourceVersion: "4", Labels: s.Labels},
+		Spec:       v1.ServiceSpec{ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"}, ExternalIPs: []string{"198.51.100.7"}},
+		Status:     v1.ServiceStatus{LoadBalancer: v1.LoadBalancerStatus{Ingress: []v1.LoadBalancerIngress{{IP: "203.0.113.5"}}}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("trimmed service\n got %+v\nwant %+v", got, want)
+	}
+	sec := &v1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "trellis-bgp-passwords", Annotations: map[string]string{"a": "b"}},
+		Data: map[string][]byte{"tor": []byte("pw")}}
+	if got, _ := trimForCache(sec); !reflect.DeepEqual(got, &v1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "trellis-bgp-passwords"}, Data: sec.Data}) {
+		t.Errorf("trimmed secret %+v", got)
+	}
 }

@@ -32,6 +32,9 @@ type Status struct {
 	Policy      Policy       `json:"policy"`
 	FastPath    FastPath     `json:"fastPath"`
 	Encryption  Encryption   `json:"encryption"`
+	// BGP is the BGP speaker's summary (nil: no BGP controller in this
+	// agent).
+	BGP *BGP `json:"bgp,omitempty"`
 	// Problems are the conditions keeping the node NotReady (reason:
 	// message), as reported in the Node's Events.
 	Problems  map[string]string `json:"problems,omitempty"`
@@ -170,4 +173,15 @@ type EncryptionPeer struct {
 	LastHandshake *time.Time `json:"lastHandshake,omitempty"`
 	RxBytes       int64      `json:"rxBytes"`
 	TxBytes       int64      `json:"txBytes"`
+}
+
+// BGP summarises the node's BGP speaker (the BGPNodeStatus has the
+// sessions).
+type BGP struct {
+	// Enabled: the speaker runs; else Reason says why not.
+	Enabled bool   `json:"enabled"`
+	Reason  string `json:"reason,omitempty"`
+	// Established of Configured sessions.
+	Established int `json:"established"`
+	Configured  int `json:"configured"`
 }

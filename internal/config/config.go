@@ -36,6 +36,8 @@ const (
 // Defaults.
 const (
 	DefaultRoutingMode = ModeAuto
+	// DefaultNamespace is the agent's namespace when env POD_NAMESPACE is unset.
+	DefaultNamespace = "kube-system"
 	// DefaultMetricsBindAddress is the node's loopback only: the kubelet's
 	// probes and a node-local scraper reach it, nothing off the node does.
 	// Give the node's address (or 0.0.0.0) for a Prometheus that scrapes
@@ -74,7 +76,10 @@ type VXLAN struct {
 
 // Config is the agent's complete configuration.
 type Config struct {
-	Kubeconfig         string         `json:"-"`
+	Kubeconfig string `json:"-"`
+	// Namespace is the agent's own namespace (env POD_NAMESPACE, default
+	// kube-system), where it reads the Secret trellis-bgp-passwords.
+	Namespace          string         `json:"-"`
 	NodeName           string         `json:"nodeName,omitempty"`
 	RoutingMode        RoutingMode    `json:"routingMode,omitempty"`
 	ClusterCIDRs       []netip.Prefix `json:"clusterCIDRs,omitempty"`
@@ -315,6 +320,9 @@ func (c *Config) Validate() error {
 		add("maxSyncInterval: %v must be at least minSyncInterval (%v)", c.MaxSyncInterval.Duration, c.MinSyncInterval.Duration)
 	}
 	errs = append(errs, c.validateEncryption()...)
+	if c.RoutingMode == ModeBGP && c.EncryptionEnabled() {
+		add("routingMode bgp with encryption %s: not supported (pod CIDRs learned through BGP are routed by the fabric, not through the WireGuard device); use routingMode native, vxlan or auto with encryption, or encryption none with bgp", c.Encryption)
+	}
 	return errors.Join(errs...)
 }
 

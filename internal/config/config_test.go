@@ -233,3 +233,45 @@ func TestEncryptionFlags(t *testing.T) {
 		}
 	}
 }
+
+// routingMode bgp is valid, but not with encryption: the message names
+// both settings and the ways out.
+func TestValidateBGPRefusesEncryption(t *testing.T) {
+	c := Default()
+	c.NodeName = "n1"
+	c.RoutingMode = ModeBGP
+	if err := c.Validate(); err != nil {
+		t.Fatalf("routingMode bgp: %v", err)
+	}
+	c.Encryption = EncryptionWireGuard
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "routingMode bgp with encryption wireguard: not supported") ||
+		!strings.Contains(err.Error(), "encryption none with bgp") {
+		t.Fatalf("routingMode bgp + encryption wireguard: Validate() = %v", err)
+	}
+}
+
+// The agent's namespace comes from the downward API (POD_NAMESPACE),
+// kube-system without it.
+func TestNamespaceFromEnv(t *testing.T) {
+	for env, want := range map[string]string{"trellis": "trellis", "": DefaultNamespace} {
+		var f Flags
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		f.AddFlags(fs)
+		if err := fs.Parse(nil); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := f.Complete(func(k string) string {
+			if k == "POD_NAMESPACE" {
+				return env
+			}
+			return "n1"
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Namespace != want {
+			t.Errorf("POD_NAMESPACE=%q: namespace %q, want %q", env, cfg.Namespace, want)
+		}
+	}
+}

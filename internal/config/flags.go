@@ -41,7 +41,7 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.ConfigFile, "config", "", "path to a YAML or JSON config file (flags override it)")
 	fs.StringVar(&f.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; in-cluster config when empty")
 	fs.StringVar(&f.NodeName, "node-name", "", "name of this node's Node object (default: env NODE_NAME)")
-	fs.StringVar(&f.RoutingMode, "routing-mode", string(DefaultRoutingMode), "native, vxlan or auto")
+	fs.StringVar(&f.RoutingMode, "routing-mode", string(DefaultRoutingMode), "native, vxlan, auto or bgp (pod CIDRs through BGP only: docs/bgp.md)")
 	fs.StringSliceVar(&f.ClusterCIDRs, "cluster-cidr", nil, "cluster pod CIDR(s), comma separated; traffic to them is not masqueraded")
 	fs.StringSliceVar(&f.NonMasqueradeCIDRs, "non-masquerade-cidr", nil, "extra destination CIDR(s) that are not masqueraded")
 	fs.IntVar(&f.MTU, "mtu", 0, "pod MTU; 0 detects it from the node IP's interface minus encapsulation overhead")
@@ -80,6 +80,12 @@ func (f *Flags) Complete(getenv func(string) string) (*Config, error) {
 	}
 	if c.NodeName == "" && getenv != nil {
 		c.NodeName = getenv("NODE_NAME")
+	}
+	if getenv != nil {
+		c.Namespace = getenv("POD_NAMESPACE")
+	}
+	if c.Namespace == "" {
+		c.Namespace = DefaultNamespace
 	}
 	if f.changed("routing-mode") || c.RoutingMode == "" {
 		c.RoutingMode = RoutingMode(f.RoutingMode)

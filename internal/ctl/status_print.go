@@ -19,6 +19,11 @@ func printStatus(w io.Writer, rep *StatusReport, wide bool) error {
 	if enc {
 		headers = append(headers[:11], append([]string{"ENCRYPTION"}, headers[11:]...)...)
 	}
+	bgp := showBGP(rep)
+	if bgp {
+		at := len(headers) - 2 // before LAST SYNC
+		headers = append(headers[:at], append([]string{"BGP"}, headers[at:]...)...)
+	}
 	if wide {
 		headers = append(headers, "RESTARTS", "SYNCS", "REASON")
 	}
@@ -27,6 +32,13 @@ func printStatus(w io.Writer, rep *StatusReport, wide bool) error {
 		row := statusRow(n, wide)
 		if enc {
 			row = append(row[:11], append([]string{encryptionCell(n.Agent)}, row[11:]...)...)
+		}
+		if bgp {
+			at := 11
+			if enc {
+				at = 12
+			}
+			row = append(row[:at], append([]string{bgpCell(n.Agent)}, row[at:]...)...)
 		}
 		t.Row(row...)
 	}

@@ -294,3 +294,34 @@ func TestStatusShowsEncryption(t *testing.T) {
 		t.Errorf("a cluster without encryption shows it:\n%s", out.String())
 	}
 }
+
+// A cluster running BGP gets a BGP column: established/configured
+// sessions, "off" on a node without a speaker; none without BGP.
+func TestStatusShowsBGP(t *testing.T) {
+	a, b := healthyStatus("a"), healthyStatus("b")
+	a.BGP = &agentapi.BGP{Enabled: true, Established: 1, Configured: 2}
+	b.BGP = &agentapi.BGP{Reason: "no BGPConfiguration named default"}
+	fetch := &fakeFetcher{status: map[string]*agentapi.Status{"a": a, "b": b}}
+	var objs []runtime.Object
+	for _, n := range []string{"a", "b"} {
+		objs = append(objs, clusterNode(n, ""), agentPod(n, corev1.PodRunning, true))
+	}
+	o, out := statusOptions(objs...)
+	if err := o.runStatus(context.Background(), fetch, statusFlags{agentTimeout: time.Second, parallel: 8}); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	lines := strings.Split(out.String(), "\n")
+	col := strings.Index(lines[0], " BGP ")
+	if col < 0 || !strings.HasPrefix(lines[1][col+1:], "1/2") || !strings.HasPrefix(lines[2][col+1:], "off") ||
+		strings.Index(lines[0], "LAST SYNC") < col {
+		t.Errorf("BGP column (before LAST SYNC) should read 1/2 and off:\n%s", out.String())
+	}
+	b.BGP, a.BGP = nil, nil
+	out.Reset()
+	if err := o.runStatus(context.Background(), fetch, statusFlags{agentTimeout: time.Second, parallel: 8}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "BGP") {
+		t.Errorf("a cluster without BGP shows it:\n%s", out.String())
+	}
+}

@@ -1,7 +1,8 @@
 // Package kubeclient is the agent's Kubernetes API access, limited to what
-// it uses: REST clients for core/v1 and networking/v1 over a scheme that
-// holds only those two groups, list/watch sources for the four kinds the
-// agent watches, the Node patch and the event sink.
+// it uses: REST clients for core/v1, networking/v1 and Trellis's own
+// bgp.trellis.dev/v1alpha1 over a scheme that holds only those groups,
+// list/watch sources for the kinds the agent watches, the Node patch, the
+// BGPNodeStatus apply (bgp.go) and the event sink.
 //
 // It exists to keep the agent small. client-go's clientset
 // (k8s.io/client-go/kubernetes), its informer factory and every typed
@@ -28,11 +29,14 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+
+	bgpv1alpha1 "github.com/trellisnet/trellis/internal/apis/bgp/v1alpha1"
 )
 
-// NewScheme returns a scheme with core/v1, networking/v1 and the
-// unversioned meta types (Status, options) registered, as
-// k8s.io/client-go/kubernetes/scheme does for every group.
+// NewScheme returns a scheme with core/v1, networking/v1,
+// bgp.trellis.dev/v1alpha1 and the unversioned meta types (Status,
+// options) registered, as k8s.io/client-go/kubernetes/scheme does for
+// every group.
 func NewScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
@@ -42,15 +46,21 @@ func NewScheme() (*runtime.Scheme, error) {
 	if err := networkingv1.AddToScheme(s); err != nil {
 		return nil, fmt.Errorf("register networking/v1: %w", err)
 	}
+	if err := bgpv1alpha1.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("register %s: %w", bgpv1alpha1.SchemeGroupVersion, err)
+	}
 	return s, nil
 }
 
 // Client talks to the API server for the agent.
 type Client struct {
-	// Scheme knows core/v1 and networking/v1 (for event references).
+	// Scheme knows core/v1, networking/v1 and bgp.trellis.dev/v1alpha1
+	// (for event references).
 	Scheme     *runtime.Scheme
 	core       rest.Interface
 	networking rest.Interface
+	// bgp speaks JSON: custom resources have no protobuf encoding.
+	bgp rest.Interface
 }
 
 // New returns a client for rc (which is not modified). Both REST clients
@@ -75,6 +85,9 @@ func New(rc *rest.Config) (*Client, error) {
 		// JSON does (JSON remains accepted, e.g. for error bodies).
 		c.ContentType = runtime.ContentTypeProtobuf
 		c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+		if gv.Group == bgpv1alpha1.GroupName {
+			c.ContentType, c.AcceptContentTypes = runtime.ContentTypeJSON, runtime.ContentTypeJSON
+		}
 		if c.UserAgent == "" {
 			c.UserAgent = rest.DefaultKubernetesUserAgent()
 		}
@@ -92,7 +105,11 @@ func New(rc *rest.Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{Scheme: s, core: core, networking: networking}, nil
+	bgp, err := restFor(bgpv1alpha1.SchemeGroupVersion, "/apis")
+	if err != nil {
+		return nil, err
+	}
+	return &Client{Scheme: s, core: core, networking: networking, bgp: bgp}, nil
 }
 
 // ListWatches are the sources of the agent's informers.

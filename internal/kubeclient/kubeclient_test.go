@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+
+	bgpv1alpha1 "github.com/trellisnet/trellis/internal/apis/bgp/v1alpha1"
 )
 
 // request is what the fake API server saw.
@@ -178,12 +180,12 @@ func TestNodePatchAndEventSink(t *testing.T) {
 	}
 }
 
-func TestSchemeHoldsOnlyCoreAndNetworking(t *testing.T) {
+func TestSchemeHoldsOnlyCoreNetworkingAndBGP(t *testing.T) {
 	s, err := NewScheme()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, gv := range []schema.GroupVersion{corev1.SchemeGroupVersion, networkingv1.SchemeGroupVersion} {
+	for _, gv := range []schema.GroupVersion{corev1.SchemeGroupVersion, networkingv1.SchemeGroupVersion, bgpv1alpha1.SchemeGroupVersion} {
 		if !s.IsVersionRegistered(gv) {
 			t.Errorf("%s not registered", gv)
 		}

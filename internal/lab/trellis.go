@@ -261,6 +261,16 @@ func Uninstall(ctx context.Context, e Env, p state.Paths, uninstallManifest stri
 	if err != nil {
 		return err
 	}
+	// As docs/install.md#uninstall does (kubectl delete -l
+	// app.kubernetes.io/part-of=trellis): the CRDs stay, and with them the
+	// operator's BGP objects.
+	kept := objs[:0:0]
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" {
+			kept = append(kept, o)
+		}
+	}
+	objs = kept
 	if err := a.Delete(ctx, objs); err != nil {
 		return err
 	}

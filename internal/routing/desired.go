@@ -29,6 +29,9 @@ const (
 	// PathWireGuard: through this node's WireGuard device (encryption on
 	// and the peer published a public key).
 	PathWireGuard Path = "wireguard"
+	// PathBGP: routingMode bgp; the route is BGP's, learned from the
+	// fabric (internal/bgp), not this controller's.
+	PathBGP Path = "bgp"
 )
 
 // Problem reasons (also metric label values and Event reasons).
@@ -217,7 +220,7 @@ func PodMTU(p Params, underlayMTU int) int {
 		return p.MTU
 	}
 	overhead := 0
-	if p.Mode != config.ModeNative {
+	if p.Mode != config.ModeNative && p.Mode != config.ModeBGP {
 		overhead = VXLANOverhead
 	}
 	if p.Encryption.Enabled {
@@ -258,9 +261,14 @@ func ipv4Prefixes(in []netip.Prefix) []netip.Prefix {
 
 // Compute returns the desired state for local given its peers. It is pure:
 // same input, same output, sorted for stable comparison.
+//
+// In routingMode bgp the other nodes' pod CIDRs are BGP's (internal/bgp
+// installs what the fabric announces): no route, FDB or neighbour entry
+// to them here, and no VXLAN device; only the own pod CIDRs' unreachable
+// routes stay.
 func Compute(local LocalNode, peers []Peer, p Params) *Desired {
 	d := &Desired{Peers: map[string]int{}}
-	if p.Mode == config.ModeNative {
+	if p.Mode == config.ModeNative || p.Mode == config.ModeBGP {
 		d.RemoveVXLAN = p.VXLAN.Device
 	} else {
 		if addr, ok := vtepAddr(local.PodCIDRs); ok {
@@ -283,6 +291,10 @@ func Compute(local LocalNode, peers []Peer, p Params) *Desired {
 	d.Problems = problems
 	d.Peers["none"] = len(problems)
 	for _, peer := range accepted {
+		if p.Mode == config.ModeBGP {
+			d.Peers[string(PathBGP)]++
+			continue
+		}
 		cidrs := ipv4Prefixes(peer.PodCIDRs)
 		if d.WireGuard != nil && peer.PublicKey != (wgtypes.Key{}) {
 			d.Peers[string(PathWireGuard)]++

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -35,7 +36,7 @@ func goldenCluster() (LocalNode, []Peer) {
 
 func TestComputeGolden(t *testing.T) {
 	local, peers := goldenCluster()
-	for _, mode := range []config.RoutingMode{config.ModeNative, config.ModeVXLAN, config.ModeAuto} {
+	for _, mode := range []config.RoutingMode{config.ModeNative, config.ModeVXLAN, config.ModeAuto, config.ModeBGP} {
 		t.Run(string(mode), func(t *testing.T) {
 			p := Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 4096, Port: 4789}}
 			checkGolden(t, "compute-"+string(mode)+".golden.json", Compute(local, peers, p))
@@ -64,6 +65,29 @@ func checkGolden(t *testing.T, name string, v any) {
 	}
 	if diff := cmp.Diff(string(want), string(got)); diff != "" {
 		t.Errorf("result differs from %s (-want +got):\n%s", path, diff)
+	}
+}
+
+// routingMode bgp: nothing to other nodes (BGP carries their pod CIDRs),
+// no VXLAN device (removed if an earlier mode left one), the own pod
+// CIDRs' unreachable route, every valid peer counted under path bgp, and
+// the pod MTU is the underlay's.
+func TestComputeBGPMode(t *testing.T) {
+	local, peers := goldenCluster()
+	p := Params{Mode: config.ModeBGP, VXLAN: config.VXLAN{Device: "vx"}}
+	d := Compute(local, peers, p)
+	if d.VXLAN != nil || d.RemoveVXLAN != "vx" || len(d.FDB) != 0 || len(d.Neighbors) != 0 {
+		t.Errorf("bgp: VXLAN %+v remove %q FDB %v neighbours %v; want none and removal of vx", d.VXLAN, d.RemoveVXLAN, d.FDB, d.Neighbors)
+	}
+	want := []Route{{Dst: netip.MustParsePrefix("10.244.1.0/24"), Unreachable: true, Node: "node1"}}
+	if !reflect.DeepEqual(want, d.Routes) {
+		t.Errorf("bgp routes %+v, want %+v", d.Routes, want)
+	}
+	if d.Peers[string(PathBGP)] != 2 {
+		t.Errorf("peers %v, want node2 and node3 under bgp", d.Peers)
+	}
+	if got := PodMTU(p, 1500); got != 1500 {
+		t.Errorf("bgp pod MTU %d, want the underlay's 1500", got)
 	}
 }
 

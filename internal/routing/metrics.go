@@ -19,7 +19,7 @@ type routingMetrics struct {
 const metricsPrefix = "trellis_routing_"
 
 // peerPaths are the values of trellis_routing_peers' path label.
-var peerPaths = []string{string(PathNative), string(PathVXLAN), string(PathWireGuard), "none"}
+var peerPaths = []string{string(PathNative), string(PathVXLAN), string(PathWireGuard), string(PathBGP), "none"}
 
 // routePaths are the values of trellis_routing_routes_programmed's path label.
 var routePaths = []Path{PathNative, PathVXLAN, PathWireGuard}
@@ -36,7 +36,7 @@ func newRoutingMetrics() *routingMetrics {
 		}, []string{"path"}),
 		peers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: metricsPrefix + "peers",
-			Help: "Remote nodes known, by path (native, vxlan, wireguard, none).",
+			Help: "Remote nodes known, by path (native, vxlan, wireguard, bgp, none).",
 		}, []string{"path"}),
 		peerProblems: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: metricsPrefix + "peer_problems",

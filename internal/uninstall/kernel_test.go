@@ -78,11 +78,14 @@ func TestKernelUninstallRemovesEverything(t *testing.T) {
 	_, theirs, _ := net.ParseCIDR("10.99.0.0/24")
 	gw := net.ParseIP("192.168.213.2")
 	_, ownPods, _ := net.ParseCIDR("10.244.1.0/24")
+	_, bgpLearned, _ := net.ParseCIDR("198.18.100.0/24")
 	for _, r := range []*netlink.Route{
 		{Dst: ours, Gw: gw, LinkIndex: ul0.Attrs().Index, Protocol: netlinkprog.RouteProtocol},
 		// The own pod CIDR's unreachable route.
 		{Dst: ownPods, Type: unix.RTN_UNREACHABLE, Protocol: netlinkprog.RouteProtocol},
 		{Dst: theirs, Gw: gw, LinkIndex: ul0.Attrs().Index, Protocol: unix.RTPROT_STATIC},
+		// A route BGP learned.
+		{Dst: bgpLearned, Gw: gw, LinkIndex: ul0.Attrs().Index, Protocol: bgpRouteProtocol},
 	} {
 		if err := h.RouteAdd(r); err != nil {
 			t.Fatalf("add route %s: %v", r.Dst, err)
@@ -140,7 +143,7 @@ func TestKernelUninstallRemovesEverything(t *testing.T) {
 	}
 	sawTheirs := false
 	for _, r := range routes {
-		if r.Protocol == netlinkprog.RouteProtocol {
+		if r.Protocol == netlinkprog.RouteProtocol || r.Protocol == bgpRouteProtocol {
 			t.Errorf("route left: %s", r)
 		}
 		if r.Dst != nil && r.Dst.String() == theirs.String() {

@@ -134,18 +134,25 @@ func removeConflists(ctx context.Context, dir string) (int, error) {
 	return n, errors.Join(errs...)
 }
 
+// bgpRouteProtocol tags the routes BGP learned (internal/bgp/kernelroutes).
+const bgpRouteProtocol = 159
+
+// removeRoutes deletes the routing controller's routes (protocol 158) and
+// the BGP-learned ones (159).
 func removeRoutes(h *netlink.Handle) (int, error) {
-	filter := &netlink.Route{Protocol: netlinkprog.RouteProtocol, Table: unix.RT_TABLE_UNSPEC}
-	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return 0, fmt.Errorf("list routes: %w", err)
-	}
 	n := 0
-	for i := range routes {
-		if err := h.RouteDel(&routes[i]); err != nil && !errors.Is(err, unix.ESRCH) {
-			return n, fmt.Errorf("delete route %s: %w", routes[i], err)
+	for _, proto := range []netlink.RouteProtocol{netlinkprog.RouteProtocol, bgpRouteProtocol} {
+		filter := &netlink.Route{Protocol: proto, Table: unix.RT_TABLE_UNSPEC}
+		routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return n, fmt.Errorf("list routes of protocol %d: %w", proto, err)
 		}
-		n++
+		for i := range routes {
+			if err := h.RouteDel(&routes[i]); err != nil && !errors.Is(err, unix.ESRCH) {
+				return n, fmt.Errorf("delete route %s: %w", routes[i], err)
+			}
+			n++
+		}
 	}
 	return n, nil
 }

@@ -23,6 +23,16 @@ import (
 // pod on node, read from the pod's own filesystem.
 func agentClient(t *testing.T, node string) *kubernetes.Clientset {
 	t.Helper()
+	cs, err := kubernetes.NewForConfig(agentConfig(t, node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// agentConfig is the client configuration of agentClient.
+func agentConfig(t *testing.T, node string) *rest.Config {
+	t.Helper()
 	pid, err := install.AgentPID(context.Background(), l.CS, node)
 	if err != nil || pid == 0 {
 		t.Fatalf("agent pod on %s: pid %d, %v", node, pid, err)
@@ -33,11 +43,7 @@ func agentClient(t *testing.T, node string) *kubernetes.Clientset {
 	}
 	cfg := rest.AnonymousClientConfig(l.Config)
 	cfg.BearerToken = strings.TrimSpace(string(tok))
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
+	return cfg
 }
 
 func patchNode(cs kubernetes.Interface, node, patch string, sub ...string) error {

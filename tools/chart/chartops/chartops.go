@@ -39,6 +39,9 @@ type Options struct {
 	Namespace string
 	// Set holds helm --set style overrides ("image.tag=abc", "config.mtu=1400").
 	Set []string
+	// IncludeCRDs renders the chart's crds/ directory too, first (helm
+	// template --include-crds); Install installs them regardless.
+	IncludeCRDs bool
 }
 
 func (o Options) withDefaults() Options {
@@ -85,6 +88,7 @@ func Render(o Options) (string, error) {
 	inst := action.NewInstall(quietConfig())
 	inst.DryRunStrategy, inst.KubeVersion = action.DryRunClient, kv
 	inst.ReleaseName, inst.Namespace, inst.Replace = o.Release, o.Namespace, true
+	inst.IncludeCRDs = o.IncludeCRDs
 	rel, err := inst.RunWithContext(context.Background(), ch, vals)
 	if err != nil {
 		return "", fmt.Errorf("render chart: %w", err)

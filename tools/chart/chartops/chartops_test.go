@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -83,6 +84,13 @@ func TestRenderDefaults(t *testing.T) {
 			kinds = append(kinds, "ClusterRole")
 		case *rbacv1.ClusterRoleBinding:
 			kinds = append(kinds, "ClusterRoleBinding")
+		case *rbacv1.Role:
+			kinds = append(kinds, "Role")
+			if v.Namespace != DefaultNamespace {
+				t.Errorf("Role in %q", v.Namespace)
+			}
+		case *rbacv1.RoleBinding:
+			kinds = append(kinds, "RoleBinding")
 		case *appsv1.DaemonSet:
 			kinds = append(kinds, "DaemonSet")
 			ds = v
@@ -95,8 +103,8 @@ func TestRenderDefaults(t *testing.T) {
 		}
 	}
 	slices.Sort(kinds)
-	if want := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "ServiceAccount",
-		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}; !slices.Equal(kinds, want) {
+	if want := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Role", "RoleBinding", "ServiceAccount",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicyBinding"}; !slices.Equal(kinds, want) {
 		t.Fatalf("kinds %v, want %v", kinds, want)
 	}
 	if ds.Namespace != DefaultNamespace || ds.Name != "trellis-agent" {
@@ -127,8 +135,12 @@ func checkLeastPrivilege(t *testing.T, c corev1.Container) {
 	if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 		t.Errorf("%s: capabilities %+v must drop ALL", c.Name, sc.Capabilities)
 	}
+	allowed := []corev1.Capability{"NET_ADMIN", "BPF", "PERFMON"}
+	if c.Name == "agent" {
+		allowed = append(allowed, "NET_BIND_SERVICE") // the BGP speaker's port 179
+	}
 	for _, capa := range sc.Capabilities.Add {
-		if !slices.Contains([]corev1.Capability{"NET_ADMIN", "BPF", "PERFMON"}, capa) {
+		if !slices.Contains(allowed, capa) {
 			t.Errorf("%s: capability %s is not in the documented set", c.Name, capa)
 		}
 	}
@@ -166,19 +178,7 @@ func TestRenderValues(t *testing.T) {
 // token's bound node with the object, is bound with Deny, fails closed,
 // and can be turned off.
 func TestRenderNodeWriteRestriction(t *testing.T) {
-	var vap *admissionv1.ValidatingAdmissionPolicy
-	var binding *admissionv1.ValidatingAdmissionPolicyBinding
-	for _, o := range render(t) {
-		switch v := o.(type) {
-		case *admissionv1.ValidatingAdmissionPolicy:
-			vap = v
-		case *admissionv1.ValidatingAdmissionPolicyBinding:
-			binding = v
-		}
-	}
-	if vap == nil || binding == nil {
-		t.Fatalf("policy %v, binding %v: want both", vap, binding)
-	}
+	vap, binding := policy(t, "trellis-agent-own-node")
 	if vap.Spec.FailurePolicy == nil || *vap.Spec.FailurePolicy != admissionv1.Fail {
 		t.Errorf("failurePolicy %v, want Fail", vap.Spec.FailurePolicy)
 	}
@@ -208,6 +208,107 @@ func TestRenderNodeWriteRestriction(t *testing.T) {
 		if _, ok := o.(*admissionv1.ValidatingAdmissionPolicy); ok {
 			t.Error("restrictNodeWrites=false still renders the policy")
 		}
+	}
+}
+
+// policy returns the named admission policy of the default render and its
+// binding.
+func policy(t *testing.T, name string) (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.ValidatingAdmissionPolicyBinding) {
+	t.Helper()
+	var vap *admissionv1.ValidatingAdmissionPolicy
+	var binding *admissionv1.ValidatingAdmissionPolicyBinding
+	for _, o := range render(t) {
+		switch v := o.(type) {
+		case *admissionv1.ValidatingAdmissionPolicy:
+			if v.Name == name {
+				vap = v
+			}
+		case *admissionv1.ValidatingAdmissionPolicyBinding:
+			if v.Name == name {
+				binding = v
+			}
+		}
+	}
+	if vap == nil || binding == nil {
+		t.Fatalf("policy %s: %v, binding %v: want both", name, vap, binding)
+	}
+	return vap, binding
+}
+
+// Each agent writes only the BGPNodeStatus named after its node (token's
+// bound node == object name), creates or updates it, deletes none, and
+// the policy fails closed.
+func TestRenderBGPStatusWriteRestriction(t *testing.T) {
+	vap, binding := policy(t, "trellis-agent-own-bgp-status")
+	if vap.Spec.FailurePolicy == nil || *vap.Spec.FailurePolicy != admissionv1.Fail {
+		t.Errorf("failurePolicy %v, want Fail", vap.Spec.FailurePolicy)
+	}
+	rules := vap.Spec.MatchConstraints.ResourceRules
+	if len(rules) != 1 || !slices.Equal(rules[0].APIGroups, []string{"bgp.trellis.dev"}) || !slices.Equal(rules[0].Resources, []string{"bgpnodestatuses"}) ||
+		!slices.Contains(rules[0].Operations, admissionv1.Delete) {
+		t.Errorf("resource rules %+v, want CREATE/UPDATE/DELETE of bgp.trellis.dev bgpnodestatuses", rules)
+	}
+	if len(vap.Spec.MatchConditions) != 1 || !strings.Contains(vap.Spec.MatchConditions[0].Expression, "'system:serviceaccount:"+DefaultNamespace+":trellis-agent'") {
+		t.Errorf("match conditions %+v", vap.Spec.MatchConditions)
+	}
+	if len(vap.Spec.Validations) != 1 || !strings.Contains(vap.Spec.Validations[0].Expression, "variables.boundNode == [object.metadata.name]") ||
+		strings.Contains(vap.Spec.Validations[0].Expression, "DELETE") {
+		t.Errorf("validations %+v, want create/update of the own node's object only", vap.Spec.Validations)
+	}
+	if binding.Spec.PolicyName != vap.Name || !slices.Equal(binding.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
+		t.Errorf("binding %+v, want Deny of %s", binding.Spec, vap.Name)
+	}
+}
+
+// deploy/trellis.yaml installs the BGP CRDs (one per kind, cluster-scoped,
+// served v1alpha1 with a schema), before everything else; the uninstall
+// manifest holds none (deleting it deletes no user object), and neither
+// does a plain render (helm installs crds/ itself and never deletes them).
+func TestManifestsCRDs(t *testing.T) {
+	files, err := Manifests(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sch := runtime.NewScheme()
+	if err := apiextensionsv1.AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	dec := serializer.NewCodecFactory(sch, serializer.EnableStrict).UniversalDeserializer()
+	var plurals []string
+	seenOther := false
+	for _, doc := range strings.Split(files[ManifestInstall], "\n---\n") {
+		if !strings.Contains(doc, "kind: CustomResourceDefinition") {
+			seenOther = seenOther || !onlyComments(doc)
+			continue
+		}
+		obj, _, err := dec.Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("decode CRD: %v", err)
+		}
+		crd := obj.(*apiextensionsv1.CustomResourceDefinition)
+		if seenOther {
+			t.Errorf("CRD %s after other objects: CRDs come first", crd.Name)
+		}
+		if crd.Spec.Group != "bgp.trellis.dev" || crd.Spec.Scope != apiextensionsv1.ClusterScoped || len(crd.Spec.Versions) != 1 ||
+			crd.Spec.Versions[0].Name != "v1alpha1" || !crd.Spec.Versions[0].Served || crd.Spec.Versions[0].Schema == nil {
+			t.Errorf("CRD %s: %+v", crd.Name, crd.Spec)
+		}
+		plurals = append(plurals, crd.Spec.Names.Plural)
+	}
+	if want := []string{"bgpadvertisements", "bgpconfigurations", "bgpnodestatuses", "bgppeers"}; !slices.Equal(plurals, want) {
+		t.Errorf("CRDs %v, want %v", plurals, want)
+	}
+	for _, name := range []string{ManifestUninstall, ManifestRBAC} {
+		if strings.Contains(files[name], "CustomResourceDefinition") {
+			t.Errorf("deploy/%s holds a CRD", name)
+		}
+	}
+	m, err := Render(Options{Chart: chartDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(m, "CustomResourceDefinition") {
+		t.Error("a render without IncludeCRDs holds a CRD")
 	}
 }
 
@@ -260,7 +361,8 @@ func TestShippedManifestsMatchChart(t *testing.T) {
 }
 
 // The RBAC golden file (deploy/rbac.yaml) grants exactly what the agent's
-// controllers use: no wildcards, no secrets, nothing namespaced but events.
+// controllers use: no wildcards, no Secret but the BGP passwords by name,
+// nothing namespaced but events and that Secret.
 func TestRBACGolden(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(deployDir, ManifestRBAC))
 	if err != nil {
@@ -274,17 +376,37 @@ func TestRBACGolden(t *testing.T) {
 		"networking.k8s.io/networkpolicies": {"list", "watch"},
 		"/events":                           {"create", "patch"},
 		"events.k8s.io/events":              {"create", "patch"},
+		"/services":                         {"get", "list", "watch"},
+		"bgp.trellis.dev/bgpconfigurations": {"get", "list", "watch"},
+		"bgp.trellis.dev/bgppeers":          {"get", "list", "watch"},
+		"bgp.trellis.dev/bgpadvertisements": {"get", "list", "watch"},
+		"bgp.trellis.dev/bgpnodestatuses":   {"create", "get", "list", "watch", "patch"},
+		// The one Secret, by name, in the agent's namespace (a Role).
+		DefaultNamespace + ":/secrets[trellis-bgp-passwords]": {"get", "list", "watch"},
 	}
 	got := map[string][]string{}
 	for _, o := range decode(t, string(data)) {
-		role, ok := o.(*rbacv1.ClusterRole)
-		if !ok {
+		var rules []rbacv1.PolicyRule
+		prefix := ""
+		switch role := o.(type) {
+		case *rbacv1.ClusterRole:
+			rules = role.Rules
+		case *rbacv1.Role:
+			rules, prefix = role.Rules, role.Namespace+":"
+		default:
 			continue
 		}
-		for _, r := range role.Rules {
+		for _, r := range rules {
+			if len(r.ResourceNames) > 0 {
+				for i := range r.Resources {
+					r.Resources[i] += "[" + strings.Join(r.ResourceNames, ",") + "]"
+				}
+			} else if prefix != "" {
+				t.Errorf("Role rule %+v without resourceNames", r)
+			}
 			for _, g := range r.APIGroups {
 				for _, res := range r.Resources {
-					got[g+"/"+res] = append(got[g+"/"+res], r.Verbs...)
+					got[prefix+g+"/"+res] = append(got[prefix+g+"/"+res], r.Verbs...)
 				}
 			}
 		}

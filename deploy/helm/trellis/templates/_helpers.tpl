@@ -13,14 +13,16 @@ app.kubernetes.io/part-of: trellis
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end -}}
 
-{{/* Capabilities of both DaemonSets (docs/install.md justifies each). */}}
+{{/* Capabilities of both DaemonSets (docs/install.md justifies each);
+     with (dict "bgp" true), the agent's: NET_BIND_SERVICE too, for the BGP
+     speaker's listener on port 179. */}}
 {{- define "trellis.securityContext" -}}
 privileged: false
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
-  add: ["NET_ADMIN", "BPF", "PERFMON"]
+  add: ["NET_ADMIN", "BPF", "PERFMON"{{ if and (kindIs "map" .) (hasKey . "bgp") }}, "NET_BIND_SERVICE"{{ end }}]
 {{- end -}}
 
 {{/* Host directories both DaemonSets mount. */}}
