@@ -19,14 +19,13 @@ declare -A need=(
   [sysctl]=procps
   [nsenter]=util-linux
   [ping]=iputils-ping
-  # internal/bgp/speaker's kernel test peers with BIRD 2
+  # BIRD 2: internal/bgp/speaker's kernel test peers with it; the lab's
+  # top-of-rack router (trellis-lab up --bgp) and its CLI
   [bird]=bird2
+  [birdc]=bird2
   # the eBPF fast path's object is rebuilt and checked by `make bpf-check`
   [clang]=clang
   [llvm-strip]=llvm
-  # the lab's top-of-rack router (trellis-lab up --bgp) and its CLI
-  [bird]=bird2
-  [birdc]=bird2
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -302,7 +302,11 @@ func (r *instance) restarting(gr bgp.GracefulRestart, now time.Time) bool {
 // needsReAdd: a change GoBGP's UpdatePeer does not apply to the running
 // session.
 func needsReAdd(old, cur *api.Peer) bool {
-	return !proto.Equal(old.GetRouteReflector(), cur.GetRouteReflector()) || !proto.Equal(old.GetTimers(), cur.GetTimers())
+	// A changed TCP-MD5 password, too: updated in place, GoBGP kept
+	// connecting with the old key (found in the lab: a password corrected
+	// in the Secret never brought the session up).
+	return !proto.Equal(old.GetRouteReflector(), cur.GetRouteReflector()) || !proto.Equal(old.GetTimers(), cur.GetTimers()) ||
+		old.GetConf().GetAuthPassword() != cur.GetConf().GetAuthPassword()
 }
 
 func maxPrefixesRaised(old, cur *api.Peer) bool {
@@ -409,14 +413,15 @@ func (s *Speaker) tracked(a netip.Addr, add bool) {
 	}
 	now := time.Now()
 	s.track[a] = &peerTrack{configured: now, down: now}
-	s.signalWhenConnectFailed()
+	s.signalAfterConnectFailed()
 }
 
-// signalWhenConnectFailed signals Changes once a session that is down now
-// may read ConnectFailed (Peers), so that its status says why without
-// waiting for another event.
-func (s *Speaker) signalWhenConnectFailed() {
-	time.AfterFunc(connectFailedAfter+100*time.Millisecond, s.signal)
+// signalAfterConnectFailed signals a change once a session that is down
+// now would be reported as failing to connect (Peers computes that from
+// the time): without it, the node status would show the reason only at
+// the next unrelated sync.
+func (s *Speaker) signalAfterConnectFailed() {
+	time.AfterFunc(connectFailedAfter+time.Second, s.signal)
 }
 
 // onPeer records why a session went down.
@@ -438,7 +443,6 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, ts time.Time) 
 		t.reason = "MaxPrefixes"
 		t.message = "the neighbour sent more prefixes than import.maxPrefixes allows; the session stays down until the limit or the neighbour's configuration changes"
 		t.down = ts
-		s.signalWhenConnectFailed()
 		return
 	}
 	switch st.DisconnectReason {
@@ -449,6 +453,6 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, ts time.Time) 
 		t.reason = reasonName(st.DisconnectReason)
 		t.message = st.DisconnectMessage
 		t.down = ts
-		s.signalWhenConnectFailed()
+		s.signalAfterConnectFailed()
 	}
 }

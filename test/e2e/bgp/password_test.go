@@ -65,13 +65,21 @@ func TestE2EBGPWrongPassword(t *testing.T) {
 		},
 	})
 	var st bgpv1.PeerStatus
-	eventually(t, 60*time.Second, node+"'s BGPNodeStatus: peer "+peer+" configured, not established, with a reason", func() bool {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
 		st = peerStatus(t, node, peer)
-		return st.Peer == peer && st.State != "" && st.State != "Established" && st.Reason != ""
-	})
+		if st.Peer == peer && st.State != "" && st.State != "Established" && st.Reason != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's BGPNodeStatus has no session %s that is not established with a reason within 60 s; last: %+v\nthe status: %+v",
+				node, peer, st, nodeStatus(t, node))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 	t.Logf("%s's session %s (%s) with the wrong password: state %s, reason %s: %s", node, peer, md5Addr, st.State, st.Reason, st.Message)
 	// It never establishes (watched for 15 s, several connect retries).
-	deadline := time.Now().Add(15 * time.Second)
+	deadline = time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		if s := peerStatus(t, node, peer); s.State == "Established" {
 			t.Fatalf("the session with the wrong password established: %+v", s)
