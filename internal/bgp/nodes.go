@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	v1alpha1 "github.com/trellisnet/trellis/internal/apis/bgp/v1alpha1"
+	"github.com/trellisnet/trellis/internal/nodeclaims"
 )
 
 // maxASN is the highest assignable 4-byte ASN (4294967295 is reserved,
@@ -65,17 +66,17 @@ func (c *computation) screenNodes() []Node {
 		}
 		return a.Name < b.Name
 	})
-	cl := claims{ips: map[netip.Addr]string{}}
-	cl.claim(local.Name+" (this node)", local.InternalIP, masked(local.PodCIDRs))
+	cl := nodeclaims.New("InternalIP")
+	cl.Claim(local.Name+" (this node)", local.InternalIP, masked(local.PodCIDRs))
 	var out []Node
 	for _, n := range cands {
-		if holder, what := cl.conflict(n.InternalIP, n.PodCIDRs); holder != "" {
+		if holder, what := cl.Conflict(n.InternalIP, n.PodCIDRs); holder != "" {
 			c.problem(ReasonNodeConflict, "Node/"+n.Name,
 				"node %s publishes %s, already held by node %s; no session with node %s and its pod CIDRs are ignored (the earlier node keeps them)",
 				n.Name, what, holder, n.Name)
 			continue
 		}
-		cl.claim(n.Name, n.InternalIP, n.PodCIDRs)
+		cl.Claim(n.Name, n.InternalIP, n.PodCIDRs)
 		out = append(out, n)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -114,52 +115,6 @@ func (c *computation) plausible(n Node) (Node, bool) {
 	}
 	n.PodCIDRs = cidrs
 	return n, true
-}
-
-// claims records which node holds which address and pod CIDR.
-type claims struct {
-	ips   map[netip.Addr]string
-	order []netip.Addr
-	cidrs []heldPrefix
-}
-
-type heldPrefix struct {
-	p     netip.Prefix
-	owner string
-}
-
-func (c *claims) claim(owner string, ip netip.Addr, cidrs []netip.Prefix) {
-	c.ips[ip] = owner
-	c.order = append(c.order, ip)
-	for _, p := range cidrs {
-		c.cidrs = append(c.cidrs, heldPrefix{p: p, owner: owner})
-	}
-}
-
-// conflict returns the holder of the first claim the data collides with
-// and what is disputed ("" when none).
-func (c *claims) conflict(ip netip.Addr, cidrs []netip.Prefix) (holder, what string) {
-	if h, ok := c.ips[ip]; ok {
-		return h, "InternalIP " + ip.String()
-	}
-	for _, held := range c.cidrs {
-		if held.p.Contains(ip) {
-			return held.owner, fmt.Sprintf("InternalIP %s inside pod CIDR %s", ip, held.p)
-		}
-		for _, p := range cidrs {
-			if p.Overlaps(held.p) {
-				return held.owner, fmt.Sprintf("pod CIDR %s overlapping %s", p, held.p)
-			}
-		}
-	}
-	for _, heldIP := range c.order {
-		for _, p := range cidrs {
-			if p.Contains(heldIP) {
-				return c.ips[heldIP], fmt.Sprintf("pod CIDR %s holding InternalIP %s", p, heldIP)
-			}
-		}
-	}
-	return "", ""
 }
 
 func masked(ps []netip.Prefix) []netip.Prefix {

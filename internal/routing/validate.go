@@ -9,6 +9,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/trellisnet/trellis/internal/nodeclaims"
 	"github.com/trellisnet/trellis/internal/wireguard"
 )
 
@@ -161,20 +162,13 @@ func joinPrefixes(ps []netip.Prefix) string {
 // claims records which node holds which VTEP MAC, node IP, pod CIDR and
 // WireGuard public key.
 type claims struct {
-	macs  map[string]string
-	keys  map[wgtypes.Key]string
-	ips   map[netip.Addr]string
-	order []netip.Addr // ips in claim order, for stable messages
-	cidrs []heldPrefix
-}
-
-type heldPrefix struct {
-	p     netip.Prefix
-	owner string
+	*nodeclaims.Claims
+	macs map[string]string
+	keys map[wgtypes.Key]string
 }
 
 func newClaims() *claims {
-	return &claims{macs: map[string]string{}, keys: map[wgtypes.Key]string{}, ips: map[netip.Addr]string{}}
+	return &claims{Claims: nodeclaims.New("node IP"), macs: map[string]string{}, keys: map[wgtypes.Key]string{}}
 }
 
 // claim records owner's data; a zero key claims nothing.
@@ -183,11 +177,7 @@ func (c *claims) claim(owner, mac string, ip netip.Addr, cidrs []netip.Prefix, k
 	if key != (wgtypes.Key{}) {
 		c.keys[key] = owner
 	}
-	c.ips[ip] = owner
-	c.order = append(c.order, ip)
-	for _, p := range cidrs {
-		c.cidrs = append(c.cidrs, heldPrefix{p: p, owner: owner})
-	}
+	c.Claim(owner, ip, cidrs)
 }
 
 // conflict returns the holder of the first claim the data collides with
@@ -199,25 +189,5 @@ func (c *claims) conflict(mac string, ip netip.Addr, cidrs []netip.Prefix, key w
 	if h, ok := c.keys[key]; ok && key != (wgtypes.Key{}) {
 		return h, "WireGuard public key " + wireguard.KeyID(key) + " (key id)"
 	}
-	if h, ok := c.ips[ip]; ok {
-		return h, "node IP " + ip.String()
-	}
-	for _, held := range c.cidrs {
-		if held.p.Contains(ip) {
-			return held.owner, fmt.Sprintf("node IP %s inside pod CIDR %s", ip, held.p)
-		}
-		for _, p := range cidrs {
-			if p.Overlaps(held.p) {
-				return held.owner, fmt.Sprintf("pod CIDR %s overlapping %s", p, held.p)
-			}
-		}
-	}
-	for _, heldIP := range c.order {
-		for _, p := range cidrs {
-			if p.Contains(heldIP) {
-				return c.ips[heldIP], fmt.Sprintf("pod CIDR %s holding node IP %s", p, heldIP)
-			}
-		}
-	}
-	return "", ""
+	return c.Conflict(ip, cidrs)
 }
