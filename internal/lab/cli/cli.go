@@ -292,17 +292,7 @@ func torCmd(g *globals) *cobra.Command {
 		Short:              "Run birdc against the lab's top-of-rack router (BIRD, up --bgp): tor -- show route, tor -- show protocols all",
 		DisableFlagParsing: true,
 		RunE: func(_ *cobra.Command, args []string) error {
-			name, rest, err := splitLabName(args)
-			if err != nil {
-				return &ExitError{Code: 2, Err: err}
-			}
-			if name != "" {
-				g.name = name
-				if err := state.ValidateName(g.name); err != nil {
-					return &ExitError{Code: 2, Err: err}
-				}
-			}
-			st, err := g.state()
+			st, rest, err := passthroughLab(g, args)
 			if err != nil {
 				return err
 			}
@@ -325,6 +315,26 @@ func ctlCmd(g *globals) *cobra.Command {
 		func(*state.State) string { return filepath.Join(g.binDir, "trellisctl") })
 }
 
+// passthroughLab reads the lab a passthrough command names ("--name X"
+// before "--", or the global one) and returns the arguments after "--".
+func passthroughLab(g *globals, args []string) (*state.State, []string, error) {
+	name, rest, err := splitLabName(args)
+	if err != nil {
+		return nil, nil, &ExitError{Code: 2, Err: err}
+	}
+	if name != "" {
+		g.name = name
+		if err := state.ValidateName(g.name); err != nil {
+			return nil, nil, &ExitError{Code: 2, Err: err}
+		}
+	}
+	st, err := g.state()
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, rest, nil
+}
+
 // passthroughCmd runs the tool bin names with the lab's admin kubeconfig
 // and the arguments after "--", exiting with the tool's exit code.
 func passthroughCmd(g *globals, use, short string, bin func(*state.State) string) *cobra.Command {
@@ -333,17 +343,7 @@ func passthroughCmd(g *globals, use, short string, bin func(*state.State) string
 		Short:              short,
 		DisableFlagParsing: true,
 		RunE: func(_ *cobra.Command, args []string) error {
-			name, rest, err := splitLabName(args)
-			if err != nil {
-				return &ExitError{Code: 2, Err: err}
-			}
-			if name != "" {
-				g.name = name
-				if err := state.ValidateName(g.name); err != nil {
-					return &ExitError{Code: 2, Err: err}
-				}
-			}
-			st, err := g.state()
+			st, rest, err := passthroughLab(g, args)
 			if err != nil {
 				return err
 			}
