@@ -302,9 +302,8 @@ func (r *instance) restarting(gr bgp.GracefulRestart, now time.Time) bool {
 // needsReAdd: a change GoBGP's UpdatePeer does not apply to the running
 // session.
 func needsReAdd(old, cur *api.Peer) bool {
-	// A changed TCP-MD5 password, too: updated in place, GoBGP kept
-	// connecting with the old key (found in the lab: a password corrected
-	// in the Secret never brought the session up).
+	// A changed TCP-MD5 password, too: the key belongs to the session's
+	// sockets, so a new password means a new session.
 	return !proto.Equal(old.GetRouteReflector(), cur.GetRouteReflector()) || !proto.Equal(old.GetTimers(), cur.GetTimers()) ||
 		old.GetConf().GetAuthPassword() != cur.GetConf().GetAuthPassword()
 }

@@ -27,7 +27,9 @@ func md5Established(t *testing.T, node string) bool {
 	for _, blk := range strings.Split(out, "\n\n") {
 		head := strings.Fields(blk)
 		if len(head) > 0 && strings.Contains(head[0], "_md5_") &&
-			strings.Contains(blk, "Neighbor address: "+h.Addr.String()+"\n") &&
+			// With the protocol's interface set, BIRD shows ADDR%IFACE.
+			(strings.Contains(blk, "Neighbor address: "+h.Addr.String()+"\n") ||
+				strings.Contains(blk, "Neighbor address: "+h.Addr.String()+"%")) &&
 			strings.Contains(blk, "Established") {
 			return true
 		}
