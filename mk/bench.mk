@@ -22,8 +22,14 @@ bench-image: deps
 # ToR), Trellis installed as the DaemonSet from `make image`; the table is
 # printed on the lines starting `BENCH`. BENCH_BGP_FLAGS: e.g.
 # TRELLIS_BENCH_BGP_ROUNDS=10 (see the test's comment for the others).
+# bench-bgp-mesh (run first by bench-bgp; alone it needs only root, no lab):
+# a FullMesh of 20 GoBGP speakers, each its own process in its own network
+# namespace on one bridge, TestBenchBGPFullMesh20 in internal/bgp/speaker.
 BENCH_BGP_LAB ?= bgpbench
-.PHONY: bench-bgp
-bench-bgp: deps lab-build lab-binaries image
+.PHONY: bench-bgp bench-bgp-mesh
+bench-bgp-mesh: deps
+	$(GO) test -count=1 -tags kernel -timeout 5m -run '^TestBenchBGPFullMesh20$$' -v ./internal/bgp/speaker/
+
+bench-bgp: deps bench-bgp-mesh lab-build lab-binaries image
 	TRELLIS_LAB_NAME=$(BENCH_BGP_LAB) $(E2E_ENV) $(BENCH_BGP_FLAGS) \
 	  $(GO) test -count=1 -tags e2e -timeout 15m -run '^TestBenchBGP$$' -v ./test/e2e/bgp/

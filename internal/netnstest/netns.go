@@ -3,6 +3,7 @@
 package netnstest
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -146,4 +147,42 @@ func DFUDP(t *testing.T, nsPath, addr string) *net.UDPConn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// NewBridgedNodes creates one namespace per address whose ul0 holds that
+// address, all on one L2 segment: a switch namespace (returned first)
+// holding bridge br0, with each node's ul0 a veth whose peer is a port of
+// br0. Everything is removed in t.Cleanup.
+func NewBridgedNodes(t *testing.T, addrs ...string) (*Node, []*Node) {
+	t.Helper()
+	sw := newNS(t)
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0", MTU: 1500}}
+	if err := sw.Handle.LinkAdd(br); err != nil {
+		t.Fatalf("add bridge br0: %v", err)
+	}
+	sw.setUp(t, "br0")
+	bridge, err := sw.Handle.LinkByName("br0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := make([]*Node, 0, len(addrs))
+	for i, a := range addrs {
+		n := newNS(t)
+		port := fmt.Sprintf("p%d", i)
+		if err := n.Handle.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ul0", MTU: 1500},
+			PeerName: port, PeerNamespace: netlink.NsFd(int(sw.NS.Fd()))}); err != nil {
+			t.Fatalf("add veth to the switch: %v", err)
+		}
+		l, err := sw.Handle.LinkByName(port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sw.Handle.LinkSetMaster(l, bridge); err != nil {
+			t.Fatalf("%s into br0: %v", port, err)
+		}
+		sw.setUp(t, port)
+		n.Configure(t, "ul0", a)
+		nodes = append(nodes, n)
+	}
+	return sw, nodes
 }
