@@ -285,8 +285,12 @@ func (c *computation) internal() []Neighbor {
 	spec := c.in.Config.Spec
 	obj := "BGPConfiguration/" + c.in.Config.Name
 	session := func(n Node) Neighbor {
+		// Of two nodes, only the one with the lower address connects;
+		// the other waits (passive). Two speakers dialling each other at
+		// once is a BGP connection collision, which GoBGP was seen to
+		// leave in OpenConfirm until the hold time (20-speaker mesh).
 		nb := Neighbor{Address: n.InternalIP, ASN: c.nodeASN(n, false), Source: "node/" + n.Name,
-			Families: defaultFamilies(), Internal: true}
+			Families: defaultFamilies(), Internal: true, Passive: c.in.Local.InternalIP.Compare(n.InternalIP) > 0}
 		if nb.ASN != c.localASN {
 			nb.Multihop = internalMultihop
 		}
