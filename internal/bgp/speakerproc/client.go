@@ -89,7 +89,9 @@ func New(cfg Config) *Client {
 
 // exec starts the trellis-bgp executable. Pdeathsig kills it with the
 // agent: a killed agent closes the sessions without NOTIFICATION, which the
-// peers' graceful restart covers.
+// peers' graceful restart covers. (Pdeathsig fires when the starting OS
+// thread ends; Go ends a thread only under a goroutine that exits while
+// locked to it, which Apply's caller is not.)
 func (c *Client) exec() (*conn, error) {
 	path := c.cfg.Path
 	if path == "" {
