@@ -1,6 +1,6 @@
 // Command build-image builds the Trellis image (linux/amd64) without a base
-// image, a daemon or a registry: /trellis-agent and /trellis-cni from the
-// build, and the host tools the agent runs (nft for knftables, ethtool for
+// image, a daemon or a registry: /trellis-agent, /trellis-bgp (the agent's
+// BGP speaker process) and /trellis-cni from the build, and the host tools the agent runs (nft for knftables, ethtool for
 // the VXLAN tx-checksum option) with exactly the libraries and loader they
 // need, taken from Debian packages (internal/imagebuild/debroot). It writes
 // an OCI image layout, a `docker save`-style tarball, the reference
@@ -52,7 +52,7 @@ type content struct {
 func (o *options) content() (content, error) {
 	switch o.image {
 	case "trellis":
-		return content{own: []string{"trellis-agent", "trellis-cni"}, entrypoint: []string{"/trellis-agent"}, tarball: "trellis-image.tar"}, nil
+		return content{own: []string{"trellis-agent", "trellis-bgp", "trellis-cni"}, entrypoint: []string{"/trellis-agent"}, tarball: "trellis-image.tar"}, nil
 	case "bench":
 		o.packages, o.tools = "iperf3", "/usr/bin/iperf3"
 		return content{own: []string{"trellis-bench"}, entrypoint: []string{"/trellis-bench"}, tag: dpbench.Image, tarball: "trellis-bench.tar"}, nil
@@ -62,7 +62,7 @@ func (o *options) content() (content, error) {
 
 func main() {
 	var o options
-	flag.StringVar(&o.bin, "bin", "bin", "directory holding trellis-agent and trellis-cni")
+	flag.StringVar(&o.bin, "bin", "bin", "directory holding trellis-agent, trellis-bgp and trellis-cni")
 	flag.StringVar(&o.debs, "debs", filepath.Join(envOr("TRELLIS_CACHE", "/var/cache/trellis"), "debs"), "cache of downloaded .deb files")
 	flag.StringVar(&o.out, "out", "bin/image", "output directory")
 	flag.StringVar(&o.repo, "repo", "ghcr.io/trellisnet/trellis", "image repository (the tag is the digest's first 12 hex digits)")

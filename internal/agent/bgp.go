@@ -17,7 +17,7 @@ import (
 	v1alpha1 "github.com/trellisnet/trellis/internal/apis/bgp/v1alpha1"
 	"github.com/trellisnet/trellis/internal/bgp"
 	"github.com/trellisnet/trellis/internal/bgp/kernelroutes"
-	"github.com/trellisnet/trellis/internal/bgp/speaker"
+	"github.com/trellisnet/trellis/internal/bgp/speakerproc"
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/kubeclient"
 	"github.com/trellisnet/trellis/internal/metrics"
@@ -26,7 +26,7 @@ import (
 )
 
 // bgpDeps are the BGP speaker and the kernel side of its learned routes
-// (internal/bgp/speaker, internal/bgp/kernelroutes). With newSpeaker or
+// (internal/bgp/speakerproc, internal/bgp/kernelroutes). With newSpeaker or
 // kernel nil the agent has no BGP built in: a configured BGP is reported
 // off ("no BGP speaker built in") and nothing else changes.
 type bgpDeps struct {
@@ -278,12 +278,16 @@ func bgpNodeHandler(trigger func()) cache.ResourceEventHandler {
 	}
 }
 
-// newBGPDeps returns the BGP parts of this agent: the speaker
-// (internal/bgp/speaker, GoBGP embedded, created on BGP's first use) and
-// the kernel routes (internal/bgp/kernelroutes, route protocol 159).
+// newBGPDeps returns the BGP parts of this agent: the speaker (GoBGP in
+// the child process trellis-bgp beside the agent's executable, started
+// while BGP is on: internal/bgp/speakerproc) and the kernel routes
+// (internal/bgp/kernelroutes, route protocol 159). The agent itself never
+// links GoBGP (cmd/trellis-agent/deps_test.go).
 func newBGPDeps(logger klog.Logger) bgpDeps {
 	return bgpDeps{
-		newSpeaker: func() bgp.Speaker { return speaker.New(logger.WithName("bgp-speaker")) },
-		kernel:     &kernelroutes.Table{},
+		newSpeaker: func() bgp.Speaker {
+			return speakerproc.New(speakerproc.Config{Log: logger.WithName("bgp-speaker")})
+		},
+		kernel: &kernelroutes.Table{},
 	}
 }

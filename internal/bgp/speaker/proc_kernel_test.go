@@ -19,6 +19,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/trellisnet/trellis/internal/bgp"
+	"github.com/trellisnet/trellis/internal/bgp/speakerproc"
 	"github.com/trellisnet/trellis/internal/netnstest"
 )
 
@@ -26,7 +27,8 @@ import (
 // sockets from goroutines on any thread: a speaker therefore runs in a
 // process of its own, started inside the node's namespace with
 // `ip netns exec` (this test binary again, in helper mode), and driven
-// over stdin/stdout with one JSON request and one JSON reply per line.
+// over stdin/stdout by the agent's protocol (internal/bgp/speakerproc:
+// one JSON request and reply per line, event lines for Changes).
 
 const helperEnv = "TRELLIS_BGP_SPEAKER_HELPER"
 
@@ -37,84 +39,31 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type request struct {
-	Op      string       `json:"op"`
-	Desired *bgp.Desired `json:"desired,omitempty"`
-	// Passwords carry the neighbours' TCP-MD5 keys by address: bgp.Secret
-	// marshals as "<redacted>", so Desired alone would give every
-	// neighbour the same key.
-	Passwords map[string]string `json:"passwords,omitempty"`
-	// WaitMillis: for "wait", how long to wait for a Changes signal.
-	WaitMillis int `json:"waitMillis,omitempty"`
-}
-
-type reply struct {
-	Err     string             `json:"err,omitempty"`
-	Peers   []bgp.PeerState    `json:"peers,omitempty"`
-	Learned []bgp.LearnedRoute `json:"learned,omitempty"`
-	Changed bool               `json:"changed,omitempty"`
-}
-
 func helperMain() int {
 	lvl := slog.LevelInfo
 	if os.Getenv(helperEnv+"_DEBUG") == "1" {
 		lvl = slog.Level(-4)
 	}
 	log := logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	s := New(log)
-	in := bufio.NewScanner(os.Stdin)
-	in.Buffer(make([]byte, 1<<20), 64<<20)
-	out := json.NewEncoder(os.Stdout)
-	for in.Scan() {
-		var req request
-		var rep reply
-		if err := json.Unmarshal(in.Bytes(), &req); err != nil {
-			rep.Err = err.Error()
-			_ = out.Encode(rep)
-			continue
-		}
-		switch req.Op {
-		case "apply":
-			for i, n := range req.Desired.Neighbors {
-				req.Desired.Neighbors[i].Password = bgp.Secret(req.Passwords[n.Address.String()])
-			}
-			if err := s.Apply(context.Background(), *req.Desired); err != nil {
-				rep.Err = err.Error()
-			}
-		case "peers":
-			rep.Peers = s.Peers()
-		case "learned":
-			rep.Learned = s.Learned()
-		case "wait":
-			select {
-			case <-s.Changes():
-				rep.Changed = true
-			case <-time.After(time.Duration(req.WaitMillis) * time.Millisecond):
-			}
-		case "stop":
-			s.Stop()
-			_ = out.Encode(rep)
-			return 0
-		default:
-			rep.Err = "unknown op " + req.Op
-		}
-		if err := out.Encode(rep); err != nil {
-			return 1
-		}
+	if err := speakerproc.Serve(context.Background(), os.Stdin, os.Stdout, New(log)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	return 0
 }
 
 // proc is a speaker running in a node's namespace.
 type proc struct {
-	t    *testing.T
-	name string
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	in   *json.Encoder
-	out  *bufio.Scanner
-	log  string
-	done chan struct{}
+	t       *testing.T
+	name    string
+	cmd     *exec.Cmd
+	mu      sync.Mutex
+	in      *json.Encoder
+	nextID  uint64
+	replies chan speakerproc.Reply
+	changed chan struct{}
+	log     string
+	done    chan struct{}
 }
 
 func startSpeaker(t *testing.T, n *netnstest.Node, name string) *proc {
@@ -138,10 +87,29 @@ func startSpeaker(t *testing.T, n *netnstest.Node, name string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start speaker %s: %v", name, err)
 	}
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	p := &proc{t: t, name: name, cmd: cmd, in: json.NewEncoder(stdin), out: sc, log: logPath, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
+	p := &proc{t: t, name: name, cmd: cmd, in: json.NewEncoder(stdin), replies: make(chan speakerproc.Reply, 1),
+		changed: make(chan struct{}, 1), log: logPath, done: make(chan struct{})}
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		for sc.Scan() {
+			var rep speakerproc.Reply
+			if err := json.Unmarshal(sc.Bytes(), &rep); err != nil {
+				rep = speakerproc.Reply{Err: fmt.Sprintf("bad reply line %q: %v", sc.Text(), err)}
+			}
+			if rep.Event == speakerproc.EventChanged {
+				select {
+				case p.changed <- struct{}{}:
+				default:
+				}
+				continue
+			}
+			p.replies <- rep
+		}
+	}()
+	go func() { <-readDone; _ = cmd.Wait(); logf.Close(); close(p.done) }()
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
@@ -159,31 +127,30 @@ func tail(s string, n int) string {
 	return s
 }
 
-func (p *proc) call(req request) (reply, error) {
+func (p *proc) call(req speakerproc.Request) (speakerproc.Reply, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.nextID++
+	req.ID = p.nextID
 	if err := p.in.Encode(req); err != nil {
-		return reply{}, fmt.Errorf("speaker %s: send %s: %w", p.name, req.Op, err)
+		return speakerproc.Reply{}, fmt.Errorf("speaker %s: send %s: %w", p.name, req.Op, err)
 	}
-	if !p.out.Scan() {
-		return reply{}, fmt.Errorf("speaker %s: no reply to %s (exited?): %v", p.name, req.Op, p.out.Err())
+	for {
+		select {
+		case rep := <-p.replies:
+			if rep.ID != req.ID && rep.ID != 0 {
+				continue // the late reply to an earlier request
+			}
+			return rep, nil
+		case <-p.done:
+			return speakerproc.Reply{}, fmt.Errorf("speaker %s: no reply to %s (exited)", p.name, req.Op)
+		}
 	}
-	var rep reply
-	if err := json.Unmarshal(p.out.Bytes(), &rep); err != nil {
-		return reply{}, fmt.Errorf("speaker %s: reply to %s: %w", p.name, req.Op, err)
-	}
-	return rep, nil
 }
 
 func (p *proc) Apply(d bgp.Desired) {
 	p.t.Helper()
-	pw := map[string]string{}
-	for _, n := range d.Neighbors {
-		if n.Password != "" {
-			pw[n.Address.String()] = string(n.Password)
-		}
-	}
-	rep, err := p.call(request{Op: "apply", Desired: &d, Passwords: pw})
+	rep, err := p.call(speakerproc.NewApply(0, d))
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -194,7 +161,7 @@ func (p *proc) Apply(d bgp.Desired) {
 
 func (p *proc) Peers() []bgp.PeerState {
 	p.t.Helper()
-	rep, err := p.call(request{Op: "peers"})
+	rep, err := p.call(speakerproc.Request{Op: speakerproc.OpPeers})
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -203,7 +170,7 @@ func (p *proc) Peers() []bgp.PeerState {
 
 func (p *proc) Learned() []bgp.LearnedRoute {
 	p.t.Helper()
-	rep, err := p.call(request{Op: "learned"})
+	rep, err := p.call(speakerproc.Request{Op: speakerproc.OpLearned})
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -213,17 +180,18 @@ func (p *proc) Learned() []bgp.LearnedRoute {
 // WaitChange reports whether Changes() was signalled within d.
 func (p *proc) WaitChange(d time.Duration) bool {
 	p.t.Helper()
-	rep, err := p.call(request{Op: "wait", WaitMillis: int(d / time.Millisecond)})
-	if err != nil {
-		p.t.Fatal(err)
+	select {
+	case <-p.changed:
+		return true
+	case <-time.After(d):
+		return false
 	}
-	return rep.Changed
 }
 
 // Stop calls Speaker.Stop and waits for the process to end.
 func (p *proc) Stop() {
 	p.t.Helper()
-	if _, err := p.call(request{Op: "stop"}); err != nil {
+	if _, err := p.call(speakerproc.Request{Op: speakerproc.OpStop}); err != nil {
 		p.t.Fatal(err)
 	}
 	select {
