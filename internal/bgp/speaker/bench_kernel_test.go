@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/trellisnet/trellis/internal/bgp"
+	"github.com/trellisnet/trellis/internal/bgp/speakerproc"
 	"github.com/trellisnet/trellis/internal/netnstest"
 )
 
@@ -224,7 +225,7 @@ func waitAll(t *testing.T, procs []*proc, start time.Time, timeout time.Duration
 						phase++
 						continue
 					case phase == 0:
-						rep, err := p.call(request{Op: "peers"})
+						rep, err := p.call(speakerproc.Request{Op: speakerproc.OpPeers})
 						if err != nil {
 							return err
 						}
@@ -234,7 +235,7 @@ func waitAll(t *testing.T, procs []*proc, start time.Time, timeout time.Duration
 							continue
 						}
 					default:
-						rep, err := p.call(request{Op: "learned"})
+						rep, err := p.call(speakerproc.Request{Op: speakerproc.OpLearned})
 						if err != nil {
 							return err
 						}
@@ -278,7 +279,7 @@ func rssKB(p *proc) (int, error) {
 
 // stop is Stop without the test: for use from goroutines.
 func (p *proc) stop() error {
-	if _, err := p.call(request{Op: "stop"}); err != nil {
+	if _, err := p.call(speakerproc.Request{Op: speakerproc.OpStop}); err != nil {
 		return err
 	}
 	select {
