@@ -122,23 +122,59 @@ func benchAgentStart(t *testing.T, pid int) time.Time {
 	return now.Add(-time.Duration((uptime - ticks/100) * float64(time.Second)))
 }
 
-// benchRSS is the VmRSS of node's agent.
-func benchRSS(t *testing.T, node string) (kib int) {
+// benchRSS is the VmRSS (KiB) of node's agent and of its child trellis-bgp,
+// the speaker (0 when it runs none).
+func benchRSS(t *testing.T, node string) benchMem {
 	t.Helper()
 	pid := l.AgentPID(t, node)
 	if pid == 0 {
 		t.Fatalf("no agent on %s", node)
 	}
+	m := benchMem{agent: benchProcRSS(t, pid)}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", child))
+		if err != nil {
+			continue
+		}
+		if benchStatusField(string(st), "PPid:") == strconv.Itoa(pid) && benchStatusField(string(st), "Name:") == "trellis-bgp" {
+			m.speaker = benchProcRSS(t, child)
+		}
+	}
+	return m
+}
+
+// benchMem is an agent's and its speaker's VmRSS in KiB.
+type benchMem struct{ agent, speaker int }
+
+func (m benchMem) String() string {
+	return fmt.Sprintf("agent %.1f MiB + trellis-bgp %.1f MiB", float64(m.agent)/1024, float64(m.speaker)/1024)
+}
+
+func benchProcRSS(t *testing.T, pid int) int {
+	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kib, _ = strconv.Atoi(f[1])
+	kib, _ := strconv.Atoi(benchStatusField(string(data), "VmRSS:"))
+	return kib
+}
+
+func benchStatusField(status, key string) string {
+	for _, line := range strings.Split(status, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == key {
+			return f[1]
 		}
 	}
-	return kib
+	return ""
 }
 
 // benchHasRoute reports whether node's kernel has a protocol-159 route for p.
@@ -397,7 +433,7 @@ func benchScale(t *testing.T, rounds, prefixes, services int) []benchRow {
 	rssBefore := benchRSS(t, node)
 
 	var add, del, cfg []time.Duration
-	var rssLearned int
+	var rssLearned benchMem
 	for r := 0; r < rounds; r++ {
 		begin := time.Now()
 		benchToRConfig(t, orig, true, prefixes)
@@ -409,14 +445,16 @@ func benchScale(t *testing.T, rounds, prefixes, services int) []benchRow {
 		})
 		add = append(add, time.Since(begin))
 		time.Sleep(3 * time.Second)
-		rssLearned = max(rssLearned, benchRSS(t, node))
+		if m := benchRSS(t, node); m.agent+m.speaker > rssLearned.agent+rssLearned.speaker {
+			rssLearned = m
+		}
 		begin = time.Now()
 		benchToRConfig(t, orig, true, 0)
 		eventually(t, 120*time.Second, fmt.Sprintf("the %d ToR prefixes gone from %s's kernel", prefixes, node), func() bool {
 			return benchLearned(t, node) == 0
 		})
 		del = append(del, time.Since(begin))
-		figure(t, "round %d: %d ToR prefixes in %s's kernel (protocol 159) %s after `birdc configure` added them (it returned after %s), gone %s after it removed them; agent RSS %d → %d KiB",
+		figure(t, "round %d: %d ToR prefixes in %s's kernel (protocol 159) %s after `birdc configure` added them (it returned after %s), gone %s after it removed them; RSS %v → %v",
 			r+1, seen, node, add[r].Round(time.Millisecond), cfg[r].Round(time.Millisecond), del[r].Round(time.Millisecond), rssBefore, rssLearned)
 	}
 	// Hold them for the Services' part.
@@ -473,7 +511,7 @@ func benchScale(t *testing.T, rounds, prefixes, services int) []benchRow {
 	all := time.Now()
 	time.Sleep(3 * time.Second)
 	rssServices := benchRSS(t, node)
-	figure(t, "%d Services created in %s; all %d /32s on the ToR %s after the first create, %s after the last; agent RSS %d KiB",
+	figure(t, "%d Services created in %s; all %d /32s on the ToR %s after the first create, %s after the last; RSS %v",
 		services, created.Sub(first).Round(time.Millisecond), onToR, all.Sub(first).Round(time.Millisecond),
 		all.Sub(created).Round(time.Millisecond), rssServices)
 
@@ -481,12 +519,12 @@ func benchScale(t *testing.T, rounds, prefixes, services int) []benchRow {
 	eventually(t, 120*time.Second, "the ToR's extra prefixes gone from "+node, func() bool { return benchLearned(t, node) == 0 })
 	return []benchRow{
 		{fmt.Sprintf("ToR announces %d more prefixes (`birdc configure`) → all in %s's kernel (protocol 159)", prefixes, node), add,
-			fmt.Sprintf("agent RSS %.1f → %.1f MiB (peak after)", float64(rssBefore)/1024, float64(rssLearned)/1024)},
+			fmt.Sprintf("RSS %v → %v (peak after)", rssBefore, rssLearned)},
 		{fmt.Sprintf("(context) `birdc configure` adding the %d static routes, until it returns", prefixes), cfg, "the ToR's own reconfiguration"},
 		{fmt.Sprintf("ToR stops announcing them → all gone from %s's kernel", node), del, ""},
 		{fmt.Sprintf("%d Services with an external IP → all %d /32s on the ToR, from the first create", services, services),
 			[]time.Duration{all.Sub(first)}, fmt.Sprintf("creating them took %s (8 clients)", created.Sub(first).Round(time.Millisecond))},
 		{"same, from the last create", []time.Duration{all.Sub(created)},
-			fmt.Sprintf("agent RSS %.1f MiB with %d learned + %d advertised", float64(rssServices)/1024, prefixes, services)},
+			fmt.Sprintf("RSS %v with %d learned + %d advertised", rssServices, prefixes, services)},
 	}
 }
