@@ -223,6 +223,17 @@ func (c Content) Holds(d Desired) bool {
 // Read lists the table. A missing table (or chain, set or counter) is not
 // an error: it reads as not Intact.
 func Read(ctx context.Context, nft knftables.Interface) (Content, error) {
+	c, err := readTable(ctx, nft)
+	if knftables.IsNotFound(err) {
+		// The table vanished between two of the listings: another
+		// process removed it while it was read. It holds nothing.
+		return Content{}, nil
+	}
+	return c, err
+}
+
+// readTable is Read, listing the table's parts one after the other.
+func readTable(ctx context.Context, nft knftables.Interface) (Content, error) {
 	var c Content
 	sets, err := nft.List(ctx, "sets")
 	if knftables.IsNotFound(err) {
