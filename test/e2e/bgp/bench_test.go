@@ -265,42 +265,6 @@ func benchNewNode(t *testing.T, rounds int) []benchRow {
 	}
 }
 
-// benchSetLink sets the switch's port of node up or down.
-func benchSetLink(t *testing.T, node, state string) {
-	t.Helper()
-	if _, err := inNetns(l.State.Topology.SwitchNetns, "ip", "link", "set", "dev", node, state); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// benchCut cuts node's link and returns how long the ToR kept its pod CIDR
-// (polled every 20 ms, up to limit); the link is restored after.
-func benchCut(t *testing.T, node string, limit time.Duration) time.Duration {
-	t.Helper()
-	h := nodeHost(t, node)
-	cidr := podCIDR(t, node)
-	cut := time.Now()
-	benchSetLink(t, node, "down")
-	defer benchSetLink(t, node, "up")
-	for {
-		out, err := tor.Birdc(context.Background(), l.Paths, "show", "route")
-		if err != nil {
-			t.Fatal(err)
-		}
-		gone := true
-		for _, a := range tor.BestNextHops(tor.ParseRoutes(out))[cidr] {
-			gone = gone && a != h.Addr
-		}
-		if gone {
-			return time.Since(cut)
-		}
-		if time.Since(cut) > limit {
-			t.Fatalf("%s still on the ToR via %s %s after %s's link was cut", cidr, h.Addr, limit, node)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // benchLinkCut: a node's link cut (its switch port down) to its pod CIDR
 // withdrawn on the ToR, with BFD on the node's BGPPeer (100 ms x 3) and
 // without (hold time hold on the BGPPeer's timers).
@@ -323,7 +287,7 @@ func benchLinkCut(t *testing.T, bfdRounds, holdRounds int, hold time.Duration) [
 	back(true)
 	var withBFD, withoutBFD []time.Duration
 	for r := 0; r < bfdRounds; r++ {
-		d := benchCut(t, node, 30*time.Second)
+		d := cutAndMeasure(t, node, 30*time.Second)
 		withBFD = append(withBFD, d)
 		figure(t, "link cut %d of %s with BFD: withdrawn from the ToR after %s", r+1, node, d.Round(time.Millisecond))
 		back(true)
@@ -334,7 +298,7 @@ func benchLinkCut(t *testing.T, bfdRounds, holdRounds int, hold time.Duration) [
 		return established(t, h.Addr) && !bfdUp(t, h.Addr) && holdTimer(t, h.Addr) == hold && torHas(t, cidr, h.Addr)
 	})
 	for r := 0; r < holdRounds; r++ {
-		d := benchCut(t, node, hold+30*time.Second)
+		d := cutAndMeasure(t, node, hold+30*time.Second)
 		withoutBFD = append(withoutBFD, d)
 		figure(t, "link cut %d of %s without BFD (hold time %s): withdrawn from the ToR after %s", r+1, node, hold, d.Round(time.Millisecond))
 		back(false)
