@@ -51,7 +51,7 @@ func (w scaleWorld) nodeCIDR(i int) netip.Prefix {
 
 func managed() []metav1.ManagedFieldsEntry {
 	return []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
-		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{"f:conditions":{},"f:podIP":{},"f:podIPs":{}}}`)}}}
+		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:status":{"f:conditions":{},"f:podIP":{},"f:podIPs":{}}}`)}}
 }
 
 func (w scaleWorld) node(i int) *v1.Node {
