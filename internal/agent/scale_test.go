@@ -9,12 +9,14 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -118,45 +120,86 @@ func (w scaleWorld) networkPolicy(i int) *networkingv1.NetworkPolicy {
 	}
 }
 
-// worldLW lists n objects made by make (built at each List, so the source
-// keeps nothing alive) and then watches nothing. It does not offer
-// watch-list semantics, so the reflector lists, as against an API server
-// without streaming lists.
+// worldLW serves n objects made by make (built as they are sent, so the
+// source keeps nothing alive): as a stream of watch events ending in the
+// initial-events bookmark, as an API server serves the reflector's
+// streaming list (the agent's client uses it), or, asked for a list, as
+// one list.
 type worldLW struct {
 	n    int
+	make func(i int) runtime.Object
 	list func(n int) runtime.Object
 }
 
 func (l worldLW) List(metav1.ListOptions) (runtime.Object, error) { return l.list(l.n), nil }
-func (l worldLW) Watch(metav1.ListOptions) (watch.Interface, error) {
-	return watch.NewFake(), nil
+
+func (l worldLW) Watch(o metav1.ListOptions) (watch.Interface, error) {
+	w := &streamWatch{ch: make(chan watch.Event, 128), stop: make(chan struct{})}
+	go func() {
+		defer close(w.ch)
+		if o.SendInitialEvents != nil && *o.SendInitialEvents {
+			for i := 0; i < l.n; i++ {
+				if !w.send(watch.Event{Type: watch.Added, Object: l.make(i)}) {
+					return
+				}
+			}
+			end := l.make(0)
+			m, _ := meta.Accessor(end)
+			m.SetResourceVersion("1")
+			m.SetAnnotations(map[string]string{metav1.InitialEventsAnnotationKey: "true"})
+			if !w.send(watch.Event{Type: watch.Bookmark, Object: end}) {
+				return
+			}
+		}
+		<-w.stop
+	}()
+	return w, nil
 }
-func (worldLW) IsWatchListSemanticsUnSupported() bool { return true }
+
+func (worldLW) IsWatchListSemanticsUnSupported() bool { return false }
+
+type streamWatch struct {
+	ch   chan watch.Event
+	stop chan struct{}
+	once sync.Once
+}
+
+func (w *streamWatch) send(e watch.Event) bool {
+	select {
+	case w.ch <- e:
+		return true
+	case <-w.stop:
+		return false
+	}
+}
+
+func (w *streamWatch) Stop()                          { w.once.Do(func() { close(w.stop) }) }
+func (w *streamWatch) ResultChan() <-chan watch.Event { return w.ch }
 
 func (w scaleWorld) listWatches() kubeclient.ListWatches {
 	return kubeclient.ListWatches{
-		Nodes: worldLW{w.nodes, func(n int) runtime.Object {
+		Nodes: worldLW{w.nodes, func(i int) runtime.Object { return w.node(i) }, func(n int) runtime.Object {
 			l := &v1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: make([]v1.Node, n)}
 			for i := range l.Items {
 				l.Items[i] = *w.node(i)
 			}
 			return l
 		}},
-		Pods: worldLW{w.pods, func(n int) runtime.Object {
+		Pods: worldLW{w.pods, func(i int) runtime.Object { return w.pod(i) }, func(n int) runtime.Object {
 			l := &v1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: make([]v1.Pod, n)}
 			for i := range l.Items {
 				l.Items[i] = *w.pod(i)
 			}
 			return l
 		}},
-		Namespaces: worldLW{w.namespaces, func(n int) runtime.Object {
+		Namespaces: worldLW{w.namespaces, func(i int) runtime.Object { return w.namespace(i) }, func(n int) runtime.Object {
 			l := &v1.NamespaceList{ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: make([]v1.Namespace, n)}
 			for i := range l.Items {
 				l.Items[i] = *w.namespace(i)
 			}
 			return l
 		}},
-		NetworkPolicies: worldLW{w.policies, func(n int) runtime.Object {
+		NetworkPolicies: worldLW{w.policies, func(i int) runtime.Object { return w.networkPolicy(i) }, func(n int) runtime.Object {
 			l := &networkingv1.NetworkPolicyList{ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: make([]networkingv1.NetworkPolicy, n)}
 			for i := range l.Items {
 				l.Items[i] = *w.networkPolicy(i)
@@ -179,7 +222,7 @@ func (discardNFT) Run(context.Context, *knftables.Transaction) error { return ni
 type scaleAgent struct {
 	infs     informerSet
 	routes   *routing.Controller
-	policy   *syncrunner.Runner
+	syncs    map[string]func(context.Context) error
 	informed time.Duration            // informers started → synced
 	first    map[string]time.Duration // each controller's first sync
 }
@@ -212,14 +255,24 @@ func startScaleAgent(ctx context.Context, t testing.TB, w scaleWorld) *scaleAgen
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.policy = pc.Runner
+	a.syncs = map[string]func(context.Context) error{"routing": a.routes.Sync, "policy": pc.Sync}
 	start := time.Now()
 	a.infs.start(ctx)
 	if err := a.infs.waitForSync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	a.informed = time.Since(start)
-	for name, sync := range map[string]func(context.Context) error{"routing": a.routes.Sync, "policy": pc.Sync} {
+	if f := os.Getenv("TRELLIS_SCALE_CPUPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); out.Close() }()
+	}
+	for name, sync := range a.syncs {
 		start := time.Now()
 		if err := sync(ctx); err != nil {
 			t.Fatalf("first %s sync: %v", name, err)
@@ -259,7 +312,9 @@ func scaleFromEnv(t testing.TB) scaleWorld {
 // desired state), measured by the difference between two cluster sizes so
 // that fixed costs cancel out. TRELLIS_SCALE=nodes/pods sets the larger
 // size (the smaller is a tenth of it); TRELLIS_SCALE_HEAPPROFILE=file
-// writes a heap profile at the larger size.
+// writes a heap profile at the larger size, TRELLIS_SCALE_CPUPROFILE=file
+// a CPU profile of the controllers' first syncs (at both sizes: the file
+// ends with the larger).
 func TestAgentHeapPerPod(t *testing.T) {
 	big := scaleFromEnv(t)
 	small := scaleWorld{nodes: max(1, big.nodes/10), pods: max(1, big.pods/10)}
@@ -299,3 +354,75 @@ func TestAgentHeapPerPod(t *testing.T) {
 
 // maxHeapPerPod bounds TestAgentHeapPerPod's margin.
 const maxHeapPerPod = 800
+
+// vmRSS is this process's resident set in bytes (/proc/self/status).
+func vmRSS(tb testing.TB) uint64 {
+	tb.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	tb.Fatal("no VmRSS in /proc/self/status")
+	return 0
+}
+
+// BenchmarkAgentAtScale reports what the agent's resident set grows by
+// with the cluster (TRELLIS_SCALE=nodes/pods, default 100/2000): the peak
+// of the process's VmRSS over the informers' streaming list, the first
+// syncs and 10 more rounds of full syncs (each as much garbage as a
+// sync at that size makes), 5 s later, minus the VmRSS before. Run it
+// alone, in its own process (-benchtime 1x): a GOGC or GOMEMLIMIT in the
+// environment applies as it would to the agent.
+func BenchmarkAgentAtScale(b *testing.B) {
+	w := scaleFromEnv(b)
+	for range b.N {
+		ctx, cancel := context.WithCancel(context.Background())
+		goruntime.GC()
+		rss0, heap0 := vmRSS(b), liveHeap()
+		peak := rss0
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for {
+				peak = max(peak, vmRSS(b))
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+		a := startScaleAgent(ctx, b, w)
+		for round := 0; round < 10; round++ {
+			for name, sync := range a.syncs {
+				if err := sync(ctx); err != nil {
+					b.Fatalf("%s sync: %v", name, err)
+				}
+			}
+		}
+		time.Sleep(5 * time.Second)
+		close(stop)
+		<-sampled
+		settled := vmRSS(b)
+		heap := liveHeap() - heap0
+		b.ReportMetric(float64(peak-rss0)/(1<<20), "peak-RSS-MiB")
+		b.ReportMetric(float64(settled-rss0)/(1<<20), "settled-RSS-MiB")
+		b.ReportMetric(float64(heap)/(1<<20), "heap-MiB")
+		b.ReportMetric(a.informed.Seconds(), "informers-s")
+		b.ReportMetric(a.first["routing"].Seconds(), "routing-first-s")
+		b.ReportMetric(a.first["policy"].Seconds(), "policy-first-s")
+		goruntime.KeepAlive(a)
+		cancel()
+		a.infs.wait()
+	}
+}
