@@ -250,6 +250,9 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	status := &statusSource{cfg: cfg, version: d.version, routes: routeCtl, probs: probs, nodes: nodeLister, wireGuard: d.wireGuard}
 	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
 	var policyWatch, masqWatch func(context.Context) error
+	// podRunner (the policy controller's) reads pods, namespaces and
+	// NetworkPolicies; every other runner reads only Nodes from the API.
+	var podRunner *syncrunner.Runner
 	var masqRunner *syncrunner.Runner
 	if d.nft != nil {
 		mc := masq.Config{NodeName: cfg.NodeName, Disabled: !cfg.MasqueradeEnabled(),
@@ -305,6 +308,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			return err
 		}
 		runners = append(runners, pc.Runner)
+		podRunner = pc.Runner
 		policyWatch = pc.Watch // started with the runners
 		status.policy = pc
 	}
@@ -398,8 +402,11 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	defer infs.wait()
 	defer stopInformers()
 	infs.start(informerCtx)
-	logger.Info("Waiting for informer caches to sync")
-	if err := infs.waitForSync(waitCtx); err != nil {
+	// The controllers that read only Nodes start once the Nodes are
+	// cached: a restarted agent programs its routes while the (much longer)
+	// lists of pods and the rest are still coming in. The policy controller
+	// starts when every cache has synced.
+	waitFailed := func(err error) error {
 		select {
 		case serveErr := <-errCh:
 			return serveErr
@@ -408,8 +415,11 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		wg.Wait()
 		return err
 	}
-	m.InformersSynced()
-	logger.Info("Informer caches synced; starting controllers", "routingMode", cfg.RoutingMode)
+	logger.Info("Waiting for the node cache to sync")
+	if err := waitForSync(waitCtx, nodeInf); err != nil {
+		return waitFailed(err)
+	}
+	logger.Info("Node cache synced; starting the controllers that read Nodes only", "routingMode", cfg.RoutingMode)
 	if d.policyNFT != nil || d.fastPath != nil || d.conntrack != nil {
 		wg.Add(1)
 		go func() {
@@ -440,12 +450,26 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			}
 		}()
 	}
-	for _, r := range runners {
+	startRunner := func(r *syncrunner.Runner) {
 		wg.Add(1)
-		go func(r *syncrunner.Runner) {
+		go func() {
 			defer wg.Done()
 			r.Run(ctx)
-		}(r)
+		}()
+	}
+	for _, r := range runners {
+		if r != podRunner {
+			startRunner(r)
+		}
+	}
+	logger.Info("Waiting for the other informer caches to sync")
+	if err := infs.waitForSync(waitCtx); err != nil {
+		return waitFailed(err)
+	}
+	m.InformersSynced()
+	logger.Info("Informer caches synced; starting the policy controller")
+	if podRunner != nil {
+		startRunner(podRunner)
 	}
 	var runErr error
 	select {

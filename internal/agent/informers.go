@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
@@ -56,14 +57,32 @@ func (s *informerSet) start(ctx context.Context) {
 
 // waitForSync blocks until every cache has synced or ctx is cancelled.
 func (s *informerSet) waitForSync(ctx context.Context) error {
-	synced := make([]cache.InformerSynced, len(s.all))
-	for i, inf := range s.all {
-		synced[i] = inf.HasSynced
+	return waitForSync(ctx, s.all...)
+}
+
+// syncPoll is how often waitForSync looks (client-go's
+// WaitForCacheSync looks every 100 ms, which a restart would wait for).
+const syncPoll = 5 * time.Millisecond
+
+// waitForSync blocks until the caches of infs have synced or ctx is
+// cancelled.
+func waitForSync(ctx context.Context, infs ...cache.SharedIndexInformer) error {
+	tick := time.NewTicker(syncPoll)
+	defer tick.Stop()
+	for {
+		synced := true
+		for _, inf := range infs {
+			synced = synced && inf.HasSynced()
+		}
+		if synced {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("informer caches did not sync: %w", ctx.Err())
+		case <-tick.C:
+		}
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
-		return fmt.Errorf("informer caches did not sync: %w", ctx.Err())
-	}
-	return nil
 }
 
 // wait blocks until the informers started by start have stopped.
