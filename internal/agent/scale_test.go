@@ -440,3 +440,37 @@ func cpuTime(tb testing.TB) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// waitForSync returns once the given informers have synced (not waiting
+// for others), and with an error when ctx ends first.
+func TestWaitForSyncWaitsForTheGivenCaches(t *testing.T) {
+	w := scaleWorld{nodes: 3, pods: 10, namespaces: 1, policies: 1}
+	lw := w.listWatches()
+	var infs informerSet
+	nodes, err := infs.add(lw.Nodes, &v1.Node{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	defer close(release) // after the informers stopped: lets the stuck source go
+	blocked := worldLW{n: 1, make: func(i int) runtime.Object { <-release; return w.pod(i) },
+		list: func(int) runtime.Object { <-release; return &v1.PodList{} }}
+	pods, err := infs.add(blocked, &v1.Pod{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); infs.wait() }()
+	infs.start(ctx)
+	if err := waitForSync(ctx, nodes); err != nil {
+		t.Fatalf("node cache: %v", err)
+	}
+	if n := len(nodes.GetStore().List()); n != 3 {
+		t.Errorf("node cache holds %d nodes after sync, want 3", n)
+	}
+	short, stop := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer stop()
+	if err := infs.waitForSync(short); err == nil || pods.HasSynced() {
+		t.Errorf("waitForSync of a cache that cannot sync = %v", err)
+	}
+}
