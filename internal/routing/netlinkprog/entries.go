@@ -24,6 +24,7 @@ func (n *Programmer) ListRoutes() ([]netlink.Route, error) {
 // (any protocol but RouteProtocol) is never replaced: the desired route is
 // skipped and reported in a *routing.ForeignRouteError.
 func (n *Programmer) syncRoutes(logger klog.Logger, d *routing.Desired) error {
+	n.ops.dumps.Add(1)
 	all, err := n.h().RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: n.table()}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
@@ -61,6 +62,7 @@ func (n *Programmer) syncRoutes(logger klog.Logger, d *routing.Desired) error {
 			continue
 		}
 		logger.V(2).Info("Programming route", "dst", r.Dst, "gw", r.Gw, "dev", r.Dev, "unreachable", r.Unreachable, "node", r.Node, "path", r.Path)
+		n.ops.writes.Add(1)
 		if err := n.h().RouteReplace(&nr); err != nil {
 			errs = append(errs, fmt.Errorf("replace route %s via %s dev %s: %w", r.Dst, r.Gw, r.Dev, err))
 		}
@@ -71,6 +73,7 @@ func (n *Programmer) syncRoutes(logger klog.Logger, d *routing.Desired) error {
 		}
 		logger.V(2).Info("Deleting route no longer wanted", "dst", dst)
 		r := r
+		n.ops.deletes.Add(1)
 		if err := n.h().RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("delete route %s: %w", dst, err))
 		}
@@ -131,6 +134,7 @@ func (n *Programmer) ListFDB(link netlink.Link) ([]netlink.Neigh, error) {
 }
 
 func (n *Programmer) syncFDB(logger klog.Logger, link netlink.Link, want []routing.FDBEntry) error {
+	n.ops.dumps.Add(1)
 	have, err := n.ListFDB(link)
 	if err != nil {
 		return fmt.Errorf("list FDB of %s: %w", link.Attrs().Name, err)
@@ -161,6 +165,7 @@ func (n *Programmer) syncFDB(logger klog.Logger, link netlink.Link, want []routi
 			LinkIndex: link.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
 			Flags: netlink.NTF_SELF, IP: net.IP(e.Dst.AsSlice()), HardwareAddr: mac,
 		}
+		n.ops.writes.Add(1)
 		if err := n.h().NeighSet(nb); err != nil {
 			errs = append(errs, fmt.Errorf("set FDB %s -> %s: %w", e.MAC, e.Dst, err))
 		}
@@ -172,6 +177,7 @@ func (n *Programmer) syncFDB(logger klog.Logger, link netlink.Link, want []routi
 		logger.V(2).Info("Deleting FDB entry no longer wanted", "mac", k.mac, "dst", k.dst)
 		e := e
 		e.Flags |= netlink.NTF_SELF
+		n.ops.deletes.Add(1)
 		if err := n.h().NeighDel(&e); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("delete FDB %s -> %s: %w", k.mac, k.dst, err))
 		}
@@ -185,6 +191,7 @@ func (n *Programmer) ListNeighbors(link netlink.Link) ([]netlink.Neigh, error) {
 }
 
 func (n *Programmer) syncNeighbors(logger klog.Logger, link netlink.Link, want []routing.Neighbor) error {
+	n.ops.dumps.Add(1)
 	have, err := n.ListNeighbors(link)
 	if err != nil {
 		return fmt.Errorf("list neighbours of %s: %w", link.Attrs().Name, err)
@@ -213,6 +220,7 @@ func (n *Programmer) syncNeighbors(logger klog.Logger, link netlink.Link, want [
 			LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
 			IP: net.IP(e.IP.AsSlice()), HardwareAddr: mac,
 		}
+		n.ops.writes.Add(1)
 		if err := n.h().NeighSet(nb); err != nil {
 			errs = append(errs, fmt.Errorf("set neighbour %s -> %s: %w", e.IP, e.MAC, err))
 		}
@@ -223,6 +231,7 @@ func (n *Programmer) syncNeighbors(logger klog.Logger, link netlink.Link, want [
 		}
 		logger.V(2).Info("Deleting neighbour no longer wanted", "ip", ip)
 		e := e
+		n.ops.deletes.Add(1)
 		if err := n.h().NeighDel(&e); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("delete neighbour %s: %w", ip, err))
 		}

@@ -46,6 +46,8 @@ type Programmer struct {
 	// WireGuard programs the WireGuard device and its peers (nil:
 	// encryption unsupported; a desired device is then an error).
 	WireGuard wireguard.Kernel
+
+	ops opCounters
 }
 
 var _ routing.Dataplane = (*Programmer)(nil)
