@@ -249,7 +249,20 @@ func vtepAddr(podCIDRs []netip.Prefix) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// ipv4Prefixes returns the valid IPv4 prefixes of in, masked: in itself
+// when it holds nothing else (the common case, no allocation; callers do
+// not modify the result).
 func ipv4Prefixes(in []netip.Prefix) []netip.Prefix {
+	clean := true
+	for _, p := range in {
+		if !p.IsValid() || !p.Addr().Is4() || p != p.Masked() {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return in
+	}
 	var out []netip.Prefix
 	for _, p := range in {
 		if p.IsValid() && p.Addr().Is4() {
@@ -391,11 +404,28 @@ func choosePath(local LocalNode, peer Peer, p Params, haveVXLAN bool) (Path, *Pr
 }
 
 func sortDesired(d *Desired) {
-	sort.Slice(d.Routes, func(i, j int) bool { return d.Routes[i].Dst.String() < d.Routes[j].Dst.String() })
+	sortRoutes(d.Routes)
 	sort.Slice(d.FDB, func(i, j int) bool { return d.FDB[i].MAC < d.FDB[j].MAC })
 	sort.Slice(d.Neighbors, func(i, j int) bool { return d.Neighbors[i].IP.Less(d.Neighbors[j].IP) })
 	sort.SliceStable(d.Problems, func(i, j int) bool { return d.Problems[i].Node < d.Problems[j].Node })
 	if d.WireGuard != nil {
 		sort.Slice(d.WireGuard.Peers, func(i, j int) bool { return d.WireGuard.Peers[i].Node < d.WireGuard.Peers[j].Node })
+	}
+}
+
+// sortRoutes orders routes by their destination's text, each formatted
+// once (formatting it in every comparison was a quarter of a sync at
+// 5,000 peers).
+func sortRoutes(rs []Route) {
+	keyed := make([]struct {
+		key string
+		r   Route
+	}, len(rs))
+	for i, r := range rs {
+		keyed[i].key, keyed[i].r = r.Dst.String(), r
+	}
+	sort.Slice(keyed, func(i, j int) bool { return keyed[i].key < keyed[j].key })
+	for i := range keyed {
+		rs[i] = keyed[i].r
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -33,11 +34,12 @@ import (
 func screenPeers(local LocalNode, peers []Peer, p Params) ([]Peer, []Problem) {
 	var problems []Problem
 	candidates := make([]Peer, 0, len(peers))
+	conn := connected(local)
 	for _, peer := range peers {
 		if peer.Name == local.Name {
 			continue
 		}
-		if prob := implausible(local, peer, p.ClusterCIDRs); prob != nil {
+		if prob := implausible(local, conn, peer, p.ClusterCIDRs); prob != nil {
 			problems = append(problems, *prob)
 			continue
 		}
@@ -75,7 +77,8 @@ func screenPeers(local LocalNode, peers []Peer, p Params) ([]Peer, []Problem) {
 }
 
 // implausible checks one peer's data on its own and against this node.
-func implausible(local LocalNode, peer Peer, clusterCIDRs []netip.Prefix) *Problem {
+// conns are this node's subnets (connected(local)).
+func implausible(local LocalNode, conns []netip.Prefix, peer Peer, clusterCIDRs []netip.Prefix) *Problem {
 	prob := func(reason, format string, a ...any) *Problem {
 		return &Problem{Node: peer.Name, Reason: reason, Message: fmt.Sprintf(format, a...)}
 	}
@@ -100,7 +103,7 @@ func implausible(local LocalNode, peer Peer, clusterCIDRs []netip.Prefix) *Probl
 		if c.Contains(local.NodeIP) {
 			return prob(ReasonPodCIDROverlapsNode, "node %s has pod CIDR %s holding this node's IP %s; not programmed", peer.Name, c, local.NodeIP)
 		}
-		for _, conn := range connected(local) {
+		for _, conn := range conns {
 			if c.Overlaps(conn) {
 				return prob(ReasonPodCIDROverlapsNode, "node %s has pod CIDR %s overlapping this node's connected subnet %s; not programmed",
 					peer.Name, c, conn)
@@ -112,7 +115,7 @@ func implausible(local LocalNode, peer Peer, clusterCIDRs []netip.Prefix) *Probl
 
 // connected is every IPv4 subnet this node is attached to.
 func connected(local LocalNode) []netip.Prefix {
-	out := ipv4Prefixes(local.Underlay.Connected)
+	out := slices.Clone(ipv4Prefixes(local.Underlay.Connected))
 	if local.Underlay.Prefix.IsValid() && local.Underlay.Prefix.Addr().Is4() {
 		out = append(out, local.Underlay.Prefix.Masked())
 	}
@@ -163,8 +166,9 @@ func joinPrefixes(ps []netip.Prefix) string {
 // WireGuard public key.
 type claims struct {
 	*nodeclaims.Claims
-	macs map[string]string
-	keys map[wgtypes.Key]string
+	macs  map[string]string
+	keys  map[wgtypes.Key]string
+	index claimIndex
 }
 
 func newClaims() *claims {
@@ -178,6 +182,7 @@ func (c *claims) claim(owner, mac string, ip netip.Addr, cidrs []netip.Prefix, k
 		c.keys[key] = owner
 	}
 	c.Claim(owner, ip, cidrs)
+	c.index.claim(ip, cidrs)
 }
 
 // conflict returns the holder of the first claim the data collides with
@@ -188,6 +193,9 @@ func (c *claims) conflict(mac string, ip netip.Addr, cidrs []netip.Prefix, key w
 	}
 	if h, ok := c.keys[key]; ok && key != (wgtypes.Key{}) {
 		return h, "WireGuard public key " + wireguard.KeyID(key) + " (key id)"
+	}
+	if !c.index.mayConflict(ip, cidrs) {
+		return "", ""
 	}
 	return c.Conflict(ip, cidrs)
 }

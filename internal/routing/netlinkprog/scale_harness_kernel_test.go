@@ -123,6 +123,17 @@ func (s *syncLog) len() int {
 	return s.count
 }
 
+// settle returns once no sync finished for quiet.
+func (s *syncLog) settle(quiet time.Duration) {
+	for {
+		n := s.len()
+		time.Sleep(quiet)
+		if s.len() == n {
+			return
+		}
+	}
+}
+
 // waitFor waits until at least n syncs finished.
 func (s *syncLog) waitFor(t *testing.T, n int, timeout time.Duration) {
 	t.Helper()
