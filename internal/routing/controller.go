@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -77,6 +78,8 @@ type Controller struct {
 	underlay Underlay
 	problems map[string]Problem
 	last     *Desired // what the last successful sync programmed
+	// cache holds the last desired state and what it was computed from.
+	cache computeCache
 	// lastFull is when the last sync through Kernel.Apply (listing the
 	// kernel) succeeded.
 	lastFull time.Time
@@ -164,17 +167,16 @@ func (c *Controller) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
-	peers := make([]Peer, 0, len(nodes))
-	for _, n := range nodes {
-		peers = append(peers, PeerFromNode(n))
-	}
-	d := Compute(local, peers, c.cfg.Params)
+	d := c.cache.desired(local, nodes, c.cfg.Params)
 	var foreign *ForeignRouteError
 	switch err := c.apply(ctx, d); {
 	case errors.As(err, &foreign):
-		// Everything else is programmed: report, do not retry.
-		d.Problems = append(d.Problems, foreign.Problems()...)
-		sortDesired(d)
+		// Everything else is programmed: report, do not retry. (d stays
+		// as computed: the cache extends it.)
+		withForeign := *d
+		withForeign.Problems = append(slices.Clone(d.Problems), foreign.Problems()...)
+		sort.SliceStable(withForeign.Problems, func(i, j int) bool { return withForeign.Problems[i].Node < withForeign.Problems[j].Node })
+		d = &withForeign
 	case err != nil:
 		return fmt.Errorf("apply routes: %w", err)
 	}

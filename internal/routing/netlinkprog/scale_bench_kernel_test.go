@@ -3,6 +3,7 @@
 package netlinkprog_test
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -12,6 +13,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/trellisnet/trellis/internal/config"
 )
@@ -84,7 +87,7 @@ func TestBenchRoutingScale(t *testing.T) {
 	if errs[0] != nil {
 		t.Fatalf("cold sync: %v", errs[0])
 	}
-	cold := took[0]
+	cold, coldCPU := took[0], h.syncs.cpuSince(0)[0]
 	opsCold := h.dp.Ops()
 	// The informer's initial adds may queue one more sync: let it pass so
 	// that every phase counts only its own syncs.
@@ -105,12 +108,31 @@ func TestBenchRoutingScale(t *testing.T) {
 	}
 	stop()
 	noop, errs := h.syncs.since(before)
+	noopCPU := h.syncs.cpuSince(before)
 	for _, err := range errs {
 		if err != nil {
 			t.Fatalf("no-op resync: %v", err)
 		}
 	}
 	opsNoop := h.dp.Ops().Sub(opsBefore)
+
+	// Full no-op applies: what the periodic full sync (every
+	// maxSyncInterval) costs the kernel side, listing everything.
+	var full, fullCPU []time.Duration
+	opsBefore = h.dp.Ops()
+	programmed := h.ctl.Programmed()
+	for range 5 {
+		err := h.node.NS.Do(func(ns.NetNS) error {
+			c0, t0 := threadCPU(), time.Now()
+			err := h.dp.Apply(context.Background(), programmed)
+			full, fullCPU = append(full, time.Since(t0)), append(fullCPU, threadCPU()-c0)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("full no-op apply: %v", err)
+		}
+	}
+	opsFull := h.dp.Ops().Sub(opsBefore)
 
 	// Single Node adds, informer event → every entry of the node observed
 	// in the kernel by netlink notifications.
@@ -136,7 +158,9 @@ func TestBenchRoutingScale(t *testing.T) {
 		}
 	}
 	stop()
+	h.syncs.settle(300 * time.Millisecond) // the last sync's end is seen after its entries
 	addSyncs, errs := h.syncs.since(before)
+	addCPU := h.syncs.cpuSince(before)
 	for _, err := range errs {
 		if err != nil {
 			t.Fatalf("sync during adds: %v", err)
@@ -149,16 +173,22 @@ func TestBenchRoutingScale(t *testing.T) {
 		fmt.Printf("%-44s %12s %12s %12s %8s\n", fmt.Sprintf("%s (n=%d)", name, len(ds)), ms(pct(ds, .5)), ms(pct(ds, .99)), ms(pct(ds, 1)), target)
 	}
 	fmt.Printf("%-44s %12s %12s %12s %8s\n", "cold start: first sync (all peers)", ms(cold), "", "", "≤ 1 s")
+	fmt.Printf("%-44s %12s\n", "  its CPU time", ms(coldCPU))
 	fmt.Printf("%-44s %12s\n", "cold start: Run → first sync done", ms(coldWall))
 	row("no-op resync: sync duration", noop, "cheap")
+	row("  its CPU time", noopCPU, "")
+	row("full no-op apply (kernel listed)", full, "")
+	row("  its CPU time", fullCPU, "")
 	row("Node add: informer event → in kernel", lat, "≤ 100ms")
 	row("  native peer (route)", latNative, "")
 	row("  VXLAN peer (FDB + neighbour + route)", latVXLAN, "")
 	row("  sync duration during adds", addSyncs, "")
+	row("  its CPU time", addCPU, "")
 	fmt.Printf("\nnetlink operations   %8s %8s %8s\n", "dumps", "writes", "deletes")
 	fmt.Printf("cold (1 sync)        %8d %8d %8d\n", opsCold.Dumps, opsCold.Writes, opsCold.Deletes)
 	perSync := func(v uint64, n int) string { return fmt.Sprintf("%.1f", float64(v)/float64(max(n, 1))) }
 	fmt.Printf("no-op, per sync      %8s %8s %8s\n", perSync(opsNoop.Dumps, len(noop)), perSync(opsNoop.Writes, len(noop)), perSync(opsNoop.Deletes, len(noop)))
+	fmt.Printf("full no-op apply     %8s %8s %8s\n", perSync(opsFull.Dumps, len(full)), perSync(opsFull.Writes, len(full)), perSync(opsFull.Deletes, len(full)))
 	fmt.Printf("add, per sync        %8s %8s %8s   (%d syncs for %d adds)\n", perSync(opsAdds.Dumps, len(addSyncs)),
 		perSync(opsAdds.Writes, len(addSyncs)), perSync(opsAdds.Deletes, len(addSyncs)), len(addSyncs), len(lat))
 	fmt.Printf("load average after: %s\n", loadavg())

@@ -94,13 +94,45 @@ func scaleEntriesOf(i int) scaleEntries {
 type syncLog struct {
 	mu    sync.Mutex
 	took  []time.Duration
+	cpu   []time.Duration // CPU time of the runner's thread in each sync
 	errs  []error
 	count int
 	ch    chan struct{}
+	// lastCPU is the runner thread's CPU time at the end of the last sync.
+	lastCPU time.Duration
+}
+
+// threadCPU is the calling thread's CPU time (user + system). The runner
+// runs on one locked thread (the namespace's), which does nothing else:
+// its CPU time between two syncs' ends is the later sync's, whatever the
+// machine's load.
+func threadCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startCPU is called on the runner's thread before it runs.
+func (s *syncLog) startCPU() {
+	s.mu.Lock()
+	s.lastCPU = threadCPU()
+	s.mu.Unlock()
+}
+
+// cpuSince returns the CPU time of the syncs from the n-th on.
+func (s *syncLog) cpuSince(n int) []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Duration(nil), s.cpu[n:]...)
 }
 
 func (s *syncLog) ObserveSync(_ string, took time.Duration, err error) {
+	now := threadCPU()
 	s.mu.Lock()
+	s.cpu = append(s.cpu, now-s.lastCPU)
+	s.lastCPU = now
 	s.took = append(s.took, took)
 	s.errs = append(s.errs, err)
 	s.count++
@@ -244,7 +276,11 @@ func (h *scaleHarness) start() {
 	h.started = time.Now()
 	go func() {
 		defer close(done)
-		_ = h.node.NS.Do(func(ns.NetNS) error { h.ctl.Run(ctx); return nil })
+		_ = h.node.NS.Do(func(ns.NetNS) error {
+			h.syncs.startCPU()
+			h.ctl.Run(ctx)
+			return nil
+		})
 	}()
 	h.wait = func() { cancel(); <-done }
 }
