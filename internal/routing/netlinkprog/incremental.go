@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"reflect"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -107,7 +106,9 @@ func (n *session) applyChanges(ctx context.Context, st *kernelState, d *routing.
 	if err != nil {
 		return err
 	}
-	if d.WireGuard != nil && !reflect.DeepEqual(d.WireGuard, st.wireGuard) {
+	if d.WireGuard != nil {
+		// Always: the device's private key is not in d (a rotation of this
+		// node's key triggers a sync that changes nothing else).
 		if err := n.applyWireGuard(ctx, logger, d.WireGuard); err != nil {
 			return err
 		}
