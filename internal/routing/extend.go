@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	v1 "k8s.io/api/core/v1"
+
+	"github.com/trellisnet/trellis/internal/wireguard"
 )
 
 // A sync computes the desired state from every Node: at 5,000 nodes that
@@ -13,10 +15,12 @@ import (
 // after every other: it claims its data last, so every earlier decision
 // stands and the state only grows by its entries. computeCache keeps the
 // last state, the screen holding the claims and the Node objects it was
-// computed from (the informer's pointers: an object that changed is a new
-// pointer), and extends the state when the only change is Nodes added
-// after all others; anything else (a Node updated or deleted, an older
-// one appearing, this node or its underlay changing) is a full Compute.
+// computed from, and extends the state when the only change is Nodes added
+// after all others (Nodes whose other updates left what PeerFromNode reads
+// as it was, such as kubelet's status updates, count as unchanged);
+// anything else (a Node's address, pod CIDRs or annotations changed, a
+// Node deleted, an older one appearing, this node or its underlay
+// changing) is a full Compute.
 
 type computeCache struct {
 	local  LocalNode
@@ -68,7 +72,7 @@ func (cc *computeCache) added(local LocalNode, nodes []*v1.Node) ([]Peer, bool) 
 		switch {
 		case !ok:
 			added = append(added, PeerFromNode(n))
-		case old != n:
+		case old != n && !samePeerData(old, n):
 			return nil, false
 		default:
 			known++
@@ -82,6 +86,18 @@ func (cc *computeCache) added(local LocalNode, nodes []*v1.Node) ([]Peer, bool) 
 		return nil, false
 	}
 	return added, true
+}
+
+// samePeerData: a and b (two versions of one Node) hold the same data for
+// PeerFromNode (a status update, such as kubelet's, changes none of it).
+func samePeerData(a, b *v1.Node) bool {
+	for _, k := range []string{AnnotationVTEPMAC, AnnotationNodeIP, wireguard.AnnotationPublicKey} {
+		if a.Annotations[k] != b.Annotations[k] {
+			return false
+		}
+	}
+	return a.CreationTimestamp.Equal(&b.CreationTimestamp) && a.Spec.PodCIDR == b.Spec.PodCIDR &&
+		slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) && slices.Equal(a.Status.Addresses, b.Status.Addresses)
 }
 
 // extend returns prev (computed by compute, whose claims s holds) with the

@@ -136,12 +136,21 @@ func TestComputeCacheExtendsOnlyNewestAdditions(t *testing.T) {
 	nodes = append(nodes, node(4, 4))
 	check("newest node added", true)
 	check("nothing changed", true)
+	beat := node(3, 3)
+	beat.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue}}
+	nodes[2] = beat
+	nodes = append(nodes, node(6, 6))
+	check("status-only update and newest node added", true)
 	nodes = append(nodes, node(5, 0))
 	check("node older than others added", false)
 	updated := node(2, 2)
 	updated.Status.Addresses[0].Address = "10.0.1.99"
 	nodes[1] = updated
-	check("node updated", false)
+	check("node address updated", false)
+	keyed := node(4, 4)
+	keyed.Annotations = map[string]string{AnnotationVTEPMAC: "0e:00:00:00:00:44"}
+	nodes[3] = keyed
+	check("node annotation updated", false)
 	nodes = nodes[:len(nodes)-1]
 	check("node deleted", false)
 }
