@@ -132,7 +132,9 @@ func (c *Controller) setReady(ready bool, reason string) {
 	}
 }
 
-// Sync is one full-state sync.
+// Sync is one full-state sync: the desired state for every Node (the last
+// one extended when the only change is Nodes that joined, see extend.go),
+// applied in full or as changes (see IncrementalDataplane).
 func (c *Controller) Sync(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithName("routing")
 	self, err := c.cfg.Nodes.Get(c.cfg.NodeName)
