@@ -1,0 +1,388 @@
+//go:build e2e
+
+// Package perpacket measures, on a lab, what NetworkPolicy costs per
+// packet: TCP throughput and connection rate from a client pod to a server
+// pod on another node, with both pods isolated by policies whose peer sets
+// hold the cluster's addresses ("isolated"), divided by the same with the
+// pods selected by no policy ("open"; the policy table with every other
+// policy and address stays in place). The two arms alternate, in the order
+// isolated-open, open-isolated, … so that a drifting machine (2 shared
+// cores) hits both alike, and each round gives one ratio per figure.
+//
+// The connection rate is dpbench's probe whose server closes first: the
+// client never holds a port in TIME_WAIT, so the rate does not depend on
+// how many connections the namespace made in the last minute (see
+// dpbench.ConnRateLoop and docs/scale.md, "Per-packet cost").
+//
+// make bench-policy and make bench-per-packet call Measure at 1,000
+// policies / 10,000 addresses; the scale bench calls it at its largest step.
+package perpacket
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/trellisnet/trellis/internal/dpbench"
+	"github.com/trellisnet/trellis/internal/scalebench"
+	"github.com/trellisnet/trellis/test/e2e/framework"
+)
+
+// Targets of the per-packet ratios (isolated ÷ open, medians).
+const (
+	ThroughputTarget = 0.97
+	ConnRateTarget   = 0.95
+)
+
+// Options of Measure. The zero value is the default run.
+type Options struct {
+	// Rounds per arm (default 10).
+	Rounds int
+	// Seconds of each throughput and connection-rate measurement
+	// (defaults 2 s and 3 s).
+	Throughput, ConnRate time.Duration
+	// IngressPeers are added to the server's ingress rule and EgressPeers
+	// to the client's egress rule, so that the isolated pods' packets are
+	// matched against sets holding these peers' addresses (for instance
+	// every API-only pod of the bench).
+	IngressPeers, EgressPeers []networkingv1.NetworkPolicyPeer
+	// CloseClientFirst measures the connection rate with the probe whose
+	// client closes first, the one that held client ports in TIME_WAIT and
+	// made the rate swing: kept to show that artefact, never for figures.
+	CloseClientFirst bool
+	// Logf receives a line per measurement (default t.Logf).
+	Logf func(format string, args ...any)
+}
+
+// Arm is one measurement of one arm.
+type Arm struct {
+	Isolated bool             `json:"isolated"`
+	Mbps     float64          `json:"mbps"`
+	Conn     dpbench.ConnRate `json:"conn"`
+	// Counter deltas over the measurement: the client and server pods'
+	// TCP counters and the two nodes' conntrack counters.
+	Client, Server, ClientNode, ServerNode dpbench.Counters `json:"-"`
+}
+
+// Result of Measure.
+type Result struct {
+	Isolated, Open []Arm
+	// Per-round ratios isolated ÷ open.
+	Throughput, ConnRate dpbench.Stats
+	// Load average (1 min) before and after.
+	LoadBefore, LoadAfter string
+}
+
+// Verdicts say whether the medians meet the targets.
+func (r Result) Verdicts() (throughput, connRate bool) {
+	return r.Throughput.Median >= ThroughputTarget, r.ConnRate.Median >= ConnRateTarget
+}
+
+func (r Result) String() string {
+	tv, cv := r.Verdicts()
+	return fmt.Sprintf("per-packet cost, isolated ÷ open, median (min–max) of %d interleaved rounds: throughput %.3f (%.3f–%.3f, target ≥ %.2f %s), connection rate %.3f (%.3f–%.3f, target ≥ %.2f %s); load average %s → %s",
+		len(r.Throughput.Samples), r.Throughput.Median, r.Throughput.Min, r.Throughput.Max, ThroughputTarget, verdict(tv),
+		r.ConnRate.Median, r.ConnRate.Min, r.ConnRate.Max, ConnRateTarget, verdict(cv), r.LoadBefore, r.LoadAfter)
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// Fill records the result in a scale bench step.
+func (r Result) Fill(s *scalebench.Step) {
+	s.ThroughputRatio = &scalebench.Spread{Median: r.Throughput.Median, Min: r.Throughput.Min, Max: r.Throughput.Max}
+	s.ConnRateRatio = &scalebench.Spread{Median: r.ConnRate.Median, Min: r.ConnRate.Min, Max: r.ConnRate.Max}
+	s.PerPacketRounds = len(r.Throughput.Samples)
+}
+
+// Measure runs the interleaved rounds on lab l: a namespace of its own with
+// a client pod on the first node and a server pod on the second, servers
+// inside the server pod's network namespace, the policies flipped between
+// arms (each flip waits until both nodes' tables show it). Any failed
+// connection fails t.
+func Measure(t testing.TB, l *framework.Lab, o Options) Result {
+	t.Helper()
+	if o.Rounds <= 0 {
+		o.Rounds = 10
+	}
+	if o.Throughput <= 0 {
+		o.Throughput = 2 * time.Second
+	}
+	if o.ConnRate <= 0 {
+		o.ConnRate = 3 * time.Second
+	}
+	if o.Logf == nil {
+		o.Logf = t.Logf
+	}
+	nodes := l.Nodes()
+	if len(nodes) < 2 {
+		t.Fatalf("per-packet cost needs two nodes, the lab has %d", len(nodes))
+	}
+	b := setup(t, l, nodes[0], nodes[1], o)
+	res := Result{LoadBefore: loadAverage()}
+	isolated := false
+	for round := 0; round < o.Rounds; round++ {
+		order := []bool{true, false}
+		if round%2 == 1 {
+			order = []bool{false, true}
+		}
+		var got [2]Arm
+		for _, iso := range order {
+			if iso != isolated {
+				b.isolate(t, iso)
+				isolated = iso
+			}
+			a := b.measure(t, iso, o)
+			o.Logf("round %d %s: %s", round+1, armName(iso), a)
+			if iso {
+				got[0] = a
+			} else {
+				got[1] = a
+			}
+		}
+		res.Isolated, res.Open = append(res.Isolated, got[0]), append(res.Open, got[1])
+	}
+	var tput, conn []float64
+	for i := range res.Isolated {
+		tput = append(tput, res.Isolated[i].Mbps/res.Open[i].Mbps)
+		conn = append(conn, res.Isolated[i].Conn.Rate()/res.Open[i].Conn.Rate())
+	}
+	res.Throughput, res.ConnRate = dpbench.Summarise(tput), dpbench.Summarise(conn)
+	res.LoadAfter = loadAverage()
+	o.Logf("%s", res)
+	return res
+}
+
+func armName(isolated bool) string {
+	if isolated {
+		return "isolated"
+	}
+	return "open    "
+}
+
+func (a Arm) String() string {
+	return fmt.Sprintf("throughput %.0f Mbit/s; connections %s; client %s; server %s; client node %s; server node %s",
+		a.Mbps, a.Conn, a.Client.Show(dpbench.ClientCounters...), a.Server.Show(dpbench.ServerCounters...),
+		a.ClientNode.Show(dpbench.NodeCounters...), a.ServerNode.Show(dpbench.NodeCounters...))
+}
+
+// bench is the measured pair and how to flip it.
+type bench struct {
+	l                          *framework.Lab
+	ns                         string
+	client, server             dpbench.Netns
+	clientNode, serverNode     dpbench.Netns
+	clientNodeNS, serverNodeNS string // netns names, for ip netns exec
+	clientIf, serverIf         string // host-side interfaces
+	serverIP                   string
+	policies                   map[string]networkingv1.NetworkPolicySpec
+}
+
+func setup(t testing.TB, l *framework.Lab, clientNode, serverNode string, o Options) *bench {
+	t.Helper()
+	nsName := l.Namespace(t, "perpacket", map[string]string{"perpacket": "real"})
+	refs := l.CreatePods(t, nsName, []framework.PodSpec{
+		{Name: "client", Node: clientNode, Labels: map[string]string{"perpacket": "client"}},
+		{Name: "server", Node: serverNode, Labels: map[string]string{"perpacket": "server"}}}, 2*time.Minute)
+	b := &bench{l: l, ns: nsName, client: dpbench.Netns(l.PodNetns(t, refs[0])), server: dpbench.Netns(l.PodNetns(t, refs[1]))}
+	b.serverIP = l.Pod(t, refs[1]).Status.PodIP
+	clientIP := l.Pod(t, refs[0]).Status.PodIP
+	for _, x := range []struct {
+		node   string
+		ip     string
+		netns  *dpbench.Netns
+		name   *string
+		hostIf *string
+	}{{clientNode, clientIP, &b.clientNode, &b.clientNodeNS, &b.clientIf}, {serverNode, b.serverIP, &b.serverNode, &b.serverNodeNS, &b.serverIf}} {
+		h, err := l.State.Topology.Node(x.node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*x.name, *x.netns = h.Netns, dpbench.Netns("/run/netns/"+h.Netns)
+		*x.hostIf = hostInterface(t, h.Netns, x.ip)
+	}
+	serve(t, b.server)
+
+	sel := func(k, v string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{k: v}}
+	}
+	b.policies = map[string]networkingv1.NetworkPolicySpec{
+		"perpacket-server-in": {PodSelector: *sel("perpacket", "server"), PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: append([]networkingv1.NetworkPolicyPeer{{PodSelector: sel("perpacket", "client")}}, o.IngressPeers...)}}},
+		"perpacket-client-out": {PodSelector: *sel("perpacket", "client"), PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			Egress: []networkingv1.NetworkPolicyEgressRule{{To: append([]networkingv1.NetworkPolicyPeer{{PodSelector: sel("perpacket", "server")}}, o.EgressPeers...)}}},
+	}
+	return b
+}
+
+// serve starts, inside the server pod's network namespace, a discard
+// server on 5201 (throughput) and dpbench's close-first server on 5202
+// (connection rate); they stop when t ends.
+func serve(t testing.TB, server dpbench.Netns) {
+	t.Helper()
+	var tput, conn net.Listener
+	framework.InNetns(t, string(server), func() error {
+		var err error
+		if tput, err = net.Listen("tcp4", ":5201"); err != nil {
+			return err
+		}
+		conn, err = net.Listen("tcp4", ":5202")
+		return err
+	})
+	t.Cleanup(func() { _ = tput.Close(); _ = conn.Close() })
+	go func() { _ = dpbench.ServeCloseFirst(conn) }()
+	go func() {
+		for {
+			c, err := tput.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 256<<10)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+}
+
+// isolate creates (true) or deletes (false) the two policies and waits
+// until the server's node has the server's interface in ingress-pods and
+// the client's node the client's in egress-pods (or neither), then lets
+// the agents' syncs settle for a second.
+func (b *bench) isolate(t testing.TB, on bool) {
+	t.Helper()
+	ctx := context.Background()
+	api := b.l.CS.NetworkingV1().NetworkPolicies(b.ns)
+	for name, spec := range b.policies {
+		var err error
+		if on {
+			_, err = api.Create(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: b.ns}, Spec: spec}, metav1.CreateOptions{})
+		} else {
+			err = api.Delete(ctx, name, metav1.DeleteOptions{})
+		}
+		if err != nil {
+			t.Fatalf("isolate %v: %s: %v", on, name, err)
+		}
+	}
+	waitMap(t, b.serverNodeNS, "ingress-pods", b.serverIf, on)
+	waitMap(t, b.clientNodeNS, "egress-pods", b.clientIf, on)
+	time.Sleep(time.Second)
+}
+
+func (b *bench) measure(t testing.TB, isolated bool, o Options) Arm {
+	t.Helper()
+	c0, s0, cn0, sn0 := b.counters(t)
+	a := Arm{Isolated: isolated, Mbps: throughput(t, b.client, b.serverIP, o.Throughput)}
+	var err error
+	a.Conn, err = dpbench.ConnRateLoop(b.client, net.JoinHostPort(b.serverIP, "5202"),
+		dpbench.ConnRateOptions{Duration: o.ConnRate, CloseClientFirst: o.CloseClientFirst})
+	if err != nil {
+		t.Fatalf("%s: connection rate: %v", armName(isolated), err)
+	}
+	c1, s1, cn1, sn1 := b.counters(t)
+	a.Client, a.Server, a.ClientNode, a.ServerNode = c1.Sub(c0), s1.Sub(s0), cn1.Sub(cn0), sn1.Sub(sn0)
+	// Gauges: show their level, not their change.
+	a.Client["TCP:tw"], a.Server["TCP:tw"] = c1["TCP:tw"], s1["TCP:tw"]
+	a.ClientNode["conntrack:count"], a.ServerNode["conntrack:count"] = cn1["conntrack:count"], sn1["conntrack:count"]
+	return a
+}
+
+func (b *bench) counters(t testing.TB) (client, server, clientNode, serverNode dpbench.Counters) {
+	t.Helper()
+	read := func(n dpbench.Netns, ct bool) dpbench.Counters {
+		c, err := dpbench.ReadCounters(n, ct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	return read(b.client, false), read(b.server, false), read(b.clientNode, true), read(b.serverNode, true)
+}
+
+// throughput writes to the discard server for d on one connection made in
+// the client's namespace and returns Mbit/s.
+func throughput(t testing.TB, client dpbench.Netns, serverIP string, d time.Duration) float64 {
+	t.Helper()
+	var c net.Conn
+	framework.InNetns(t, string(client), func() error {
+		var err error
+		c, err = net.DialTimeout("tcp4", net.JoinHostPort(serverIP, "5201"), 2*time.Second)
+		return err
+	})
+	defer c.Close()
+	buf := make([]byte, 128<<10)
+	var n int64
+	start := time.Now()
+	for time.Since(start) < d {
+		w, err := c.Write(buf)
+		n += int64(w)
+		if err != nil {
+			t.Fatalf("throughput write: %v", err)
+		}
+	}
+	return float64(n) * 8 / time.Since(start).Seconds() / 1e6
+}
+
+// hostInterface is the node's interface toward a local pod address (the
+// plugin's /32 host route).
+func hostInterface(t testing.TB, nodeNS, ip string) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", nodeNS, "ip", "-o", "route", "get", ip).Output()
+	if err != nil {
+		t.Fatalf("route to %s in %s: %v", ip, nodeNS, err)
+	}
+	f := strings.Fields(string(out))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "dev" {
+			return f[i+1]
+		}
+	}
+	t.Fatalf("route to %s in %s names no device: %s", ip, nodeNS, out)
+	return ""
+}
+
+// waitMap waits until the policy table's map (ingress-pods, egress-pods)
+// in nodeNS holds iface (present) or not.
+func waitMap(t testing.TB, nodeNS, set, iface string, present bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := exec.Command("ip", "netns", "exec", nodeNS, "nft", "list", "map", "inet", "trellis-policy", set).Output()
+		if err == nil && strings.Contains(string(out), iface) == present {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: map %s still %s %s after 30 s (%v)", nodeNS, set, map[bool]string{true: "lacks", false: "holds"}[present], iface, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func loadAverage() string {
+	out, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
