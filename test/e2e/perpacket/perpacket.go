@@ -3,11 +3,17 @@
 // Package perpacket measures, on a lab, what NetworkPolicy costs per
 // packet: TCP throughput and connection rate from a client pod to a server
 // pod on another node, with both pods isolated by policies whose peer sets
-// hold the cluster's addresses ("isolated"), divided by the same with the
+// hold the cluster's addresses ("isolated"), divided by the same between
 // pods selected by no policy ("open"; the policy table with every other
-// policy and address stays in place). The two arms alternate, in the order
-// isolated-open, open-isolated, … so that a drifting machine (2 shared
-// cores) hits both alike, and each round gives one ratio per figure.
+// policy and address stays in place).
+//
+// Two identical pairs of pods run side by side (clients on the first node,
+// servers on the second): pair a isolated and pair b open for the first
+// half of the rounds, then the other way round, so neither a pod's own
+// speed nor a policy change falls into a comparison. Within a round the
+// two arms are measured one right after the other (isolated first, then
+// open first in the next round), so a drifting machine (2 shared cores)
+// hits both alike; each round gives one ratio per figure.
 //
 // The connection rate is dpbench's probe whose server closes first: the
 // client never holds a port in TIME_WAIT, so the rate does not depend on
@@ -29,6 +35,7 @@ import (
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellisnet/trellis/internal/dpbench"
@@ -44,10 +51,10 @@ const (
 
 // Options of Measure. The zero value is the default run.
 type Options struct {
-	// Rounds per arm (default 10).
+	// Rounds (default 20); each measures both arms once.
 	Rounds int
-	// Seconds of each throughput and connection-rate measurement
-	// (defaults 2 s and 3 s).
+	// Length of each throughput and connection-rate measurement
+	// (defaults 1 s and 2 s).
 	Throughput, ConnRate time.Duration
 	// IngressPeers are added to the server's ingress rule and EgressPeers
 	// to the client's egress rule, so that the isolated pods' packets are
@@ -67,8 +74,9 @@ type Arm struct {
 	Isolated bool             `json:"isolated"`
 	Mbps     float64          `json:"mbps"`
 	Conn     dpbench.ConnRate `json:"conn"`
-	// Counter deltas over the measurement: the client and server pods'
-	// TCP counters and the two nodes' conntrack counters.
+	// Counter deltas over the connection-rate measurement: the client and
+	// server pods' TCP counters and the two nodes' conntrack counters
+	// (TIME_WAIT sockets and conntrack entries: their level at the end).
 	Client, Server, ClientNode, ServerNode dpbench.Counters `json:"-"`
 }
 
@@ -108,20 +116,20 @@ func (r Result) Fill(s *scalebench.Step) {
 }
 
 // Measure runs the interleaved rounds on lab l: a namespace of its own with
-// a client pod on the first node and a server pod on the second, servers
-// inside the server pod's network namespace, the policies flipped between
-// arms (each flip waits until both nodes' tables show it). Any failed
-// connection fails t.
+// two client pods on the first node and two server pods on the second,
+// servers inside the server pods' network namespaces, and the policies of
+// the isolated pair (the isolation is swapped once, halfway, and waited for
+// in both nodes' tables). Any failed connection fails t.
 func Measure(t testing.TB, l *framework.Lab, o Options) Result {
 	t.Helper()
 	if o.Rounds <= 0 {
-		o.Rounds = 10
+		o.Rounds = 20
 	}
 	if o.Throughput <= 0 {
-		o.Throughput = 2 * time.Second
+		o.Throughput = time.Second
 	}
 	if o.ConnRate <= 0 {
-		o.ConnRate = 3 * time.Second
+		o.ConnRate = 2 * time.Second
 	}
 	if o.Logf == nil {
 		o.Logf = t.Logf
@@ -130,29 +138,26 @@ func Measure(t testing.TB, l *framework.Lab, o Options) Result {
 	if len(nodes) < 2 {
 		t.Fatalf("per-packet cost needs two nodes, the lab has %d", len(nodes))
 	}
-	b := setup(t, l, nodes[0], nodes[1], o)
+	pairs := setup(t, l, nodes[0], nodes[1], o)
 	res := Result{LoadBefore: loadAverage()}
-	isolated := false
 	for round := 0; round < o.Rounds; round++ {
-		order := []bool{true, false}
-		if round%2 == 1 {
-			order = []bool{false, true}
+		iso, open := pairs[0], pairs[1]
+		if round >= o.Rounds/2 {
+			iso, open = open, iso
 		}
-		var got [2]Arm
-		for _, iso := range order {
-			if iso != isolated {
-				b.isolate(t, iso)
-				isolated = iso
-			}
-			a := b.measure(t, iso, o)
-			o.Logf("round %d %s: %s", round+1, armName(iso), a)
-			if iso {
-				got[0] = a
-			} else {
-				got[1] = a
-			}
+		if round == 0 || round == o.Rounds/2 {
+			open.isolate(t, false)
+			iso.isolate(t, true)
 		}
-		res.Isolated, res.Open = append(res.Isolated, got[0]), append(res.Open, got[1])
+		var a, b Arm
+		if round%2 == 0 {
+			a, b = iso.measure(t, true, o), open.measure(t, false, o)
+		} else {
+			b, a = open.measure(t, false, o), iso.measure(t, true, o)
+		}
+		o.Logf("round %d isolated (pair %s): %s", round+1, iso.name, a)
+		o.Logf("round %d open     (pair %s): %s", round+1, open.name, b)
+		res.Isolated, res.Open = append(res.Isolated, a), append(res.Open, b)
 	}
 	var tput, conn []float64
 	for i := range res.Isolated {
@@ -165,21 +170,15 @@ func Measure(t testing.TB, l *framework.Lab, o Options) Result {
 	return res
 }
 
-func armName(isolated bool) string {
-	if isolated {
-		return "isolated"
-	}
-	return "open    "
-}
-
 func (a Arm) String() string {
 	return fmt.Sprintf("throughput %.0f Mbit/s; connections %s; client %s; server %s; client node %s; server node %s",
 		a.Mbps, a.Conn, a.Client.Show(dpbench.ClientCounters...), a.Server.Show(dpbench.ServerCounters...),
 		a.ClientNode.Show(dpbench.NodeCounters...), a.ServerNode.Show(dpbench.NodeCounters...))
 }
 
-// bench is the measured pair and how to flip it.
-type bench struct {
+// pair is one client and one server pod and how to isolate them.
+type pair struct {
+	name                       string
 	l                          *framework.Lab
 	ns                         string
 	client, server             dpbench.Netns
@@ -190,22 +189,35 @@ type bench struct {
 	policies                   map[string]networkingv1.NetworkPolicySpec
 }
 
-func setup(t testing.TB, l *framework.Lab, clientNode, serverNode string, o Options) *bench {
+func setup(t testing.TB, l *framework.Lab, clientNode, serverNode string, o Options) [2]*pair {
 	t.Helper()
 	nsName := l.Namespace(t, "perpacket", map[string]string{"perpacket": "real"})
-	refs := l.CreatePods(t, nsName, []framework.PodSpec{
-		{Name: "client", Node: clientNode, Labels: map[string]string{"perpacket": "client"}},
-		{Name: "server", Node: serverNode, Labels: map[string]string{"perpacket": "server"}}}, 2*time.Minute)
-	b := &bench{l: l, ns: nsName, client: dpbench.Netns(l.PodNetns(t, refs[0])), server: dpbench.Netns(l.PodNetns(t, refs[1]))}
-	b.serverIP = l.Pod(t, refs[1]).Status.PodIP
-	clientIP := l.Pod(t, refs[0]).Status.PodIP
+	var specs []framework.PodSpec
+	for _, name := range []string{"a", "b"} {
+		specs = append(specs,
+			framework.PodSpec{Name: "client-" + name, Node: clientNode, Labels: map[string]string{"perpacket-pair": name, "perpacket": "client"}},
+			framework.PodSpec{Name: "server-" + name, Node: serverNode, Labels: map[string]string{"perpacket-pair": name, "perpacket": "server"}})
+	}
+	refs := l.CreatePods(t, nsName, specs, 2*time.Minute)
+	var pairs [2]*pair
+	for i, name := range []string{"a", "b"} {
+		pairs[i] = newPair(t, l, nsName, name, refs[2*i], refs[2*i+1], clientNode, serverNode, o)
+	}
+	return pairs
+}
+
+func newPair(t testing.TB, l *framework.Lab, nsName, name, clientRef, serverRef, clientNode, serverNode string, o Options) *pair {
+	t.Helper()
+	p := &pair{name: name, l: l, ns: nsName, client: dpbench.Netns(l.PodNetns(t, clientRef)), server: dpbench.Netns(l.PodNetns(t, serverRef))}
+	p.serverIP = l.Pod(t, serverRef).Status.PodIP
+	clientIP := l.Pod(t, clientRef).Status.PodIP
 	for _, x := range []struct {
 		node   string
 		ip     string
 		netns  *dpbench.Netns
 		name   *string
 		hostIf *string
-	}{{clientNode, clientIP, &b.clientNode, &b.clientNodeNS, &b.clientIf}, {serverNode, b.serverIP, &b.serverNode, &b.serverNodeNS, &b.serverIf}} {
+	}{{clientNode, clientIP, &p.clientNode, &p.clientNodeNS, &p.clientIf}, {serverNode, p.serverIP, &p.serverNode, &p.serverNodeNS, &p.serverIf}} {
 		h, err := l.State.Topology.Node(x.node)
 		if err != nil {
 			t.Fatal(err)
@@ -213,18 +225,18 @@ func setup(t testing.TB, l *framework.Lab, clientNode, serverNode string, o Opti
 		*x.name, *x.netns = h.Netns, dpbench.Netns("/run/netns/"+h.Netns)
 		*x.hostIf = hostInterface(t, h.Netns, x.ip)
 	}
-	serve(t, b.server)
+	serve(t, p.server)
 
-	sel := func(k, v string) *metav1.LabelSelector {
-		return &metav1.LabelSelector{MatchLabels: map[string]string{k: v}}
+	sel := func(role string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"perpacket-pair": name, "perpacket": role}}
 	}
-	b.policies = map[string]networkingv1.NetworkPolicySpec{
-		"perpacket-server-in": {PodSelector: *sel("perpacket", "server"), PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: append([]networkingv1.NetworkPolicyPeer{{PodSelector: sel("perpacket", "client")}}, o.IngressPeers...)}}},
-		"perpacket-client-out": {PodSelector: *sel("perpacket", "client"), PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
-			Egress: []networkingv1.NetworkPolicyEgressRule{{To: append([]networkingv1.NetworkPolicyPeer{{PodSelector: sel("perpacket", "server")}}, o.EgressPeers...)}}},
+	p.policies = map[string]networkingv1.NetworkPolicySpec{
+		"perpacket-" + name + "-server-in": {PodSelector: *sel("server"), PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: append([]networkingv1.NetworkPolicyPeer{{PodSelector: sel("client")}}, o.IngressPeers...)}}},
+		"perpacket-" + name + "-client-out": {PodSelector: *sel("client"), PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			Egress: []networkingv1.NetworkPolicyEgressRule{{To: append([]networkingv1.NetworkPolicyPeer{{PodSelector: sel("server")}}, o.EgressPeers...)}}},
 	}
-	return b
+	return p
 }
 
 // serve starts, inside the server pod's network namespace, a discard
@@ -262,11 +274,11 @@ func serve(t testing.TB, server dpbench.Netns) {
 	}()
 }
 
-// isolate creates (true) or deletes (false) the two policies and waits
-// until the server's node has the server's interface in ingress-pods and
-// the client's node the client's in egress-pods (or neither), then lets
-// the agents' syncs settle for a second.
-func (b *bench) isolate(t testing.TB, on bool) {
+// isolate creates (true) or deletes (false, when they exist) the pair's
+// two policies and waits until the server's node has the server's
+// interface in ingress-pods and the client's node the client's in
+// egress-pods (or neither), then lets the agents' syncs settle for a second.
+func (b *pair) isolate(t testing.TB, on bool) {
 	t.Helper()
 	ctx := context.Background()
 	api := b.l.CS.NetworkingV1().NetworkPolicies(b.ns)
@@ -276,6 +288,9 @@ func (b *bench) isolate(t testing.TB, on bool) {
 			_, err = api.Create(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: b.ns}, Spec: spec}, metav1.CreateOptions{})
 		} else {
 			err = api.Delete(ctx, name, metav1.DeleteOptions{})
+			if apierrors.IsNotFound(err) {
+				err = nil
+			}
 		}
 		if err != nil {
 			t.Fatalf("isolate %v: %s: %v", on, name, err)
@@ -286,15 +301,17 @@ func (b *bench) isolate(t testing.TB, on bool) {
 	time.Sleep(time.Second)
 }
 
-func (b *bench) measure(t testing.TB, isolated bool, o Options) Arm {
+// measure measures the pair's throughput, then its connection rate with the
+// kernel counters around it.
+func (b *pair) measure(t testing.TB, isolated bool, o Options) Arm {
 	t.Helper()
-	c0, s0, cn0, sn0 := b.counters(t)
 	a := Arm{Isolated: isolated, Mbps: throughput(t, b.client, b.serverIP, o.Throughput)}
+	c0, s0, cn0, sn0 := b.counters(t)
 	var err error
 	a.Conn, err = dpbench.ConnRateLoop(b.client, net.JoinHostPort(b.serverIP, "5202"),
 		dpbench.ConnRateOptions{Duration: o.ConnRate, CloseClientFirst: o.CloseClientFirst})
 	if err != nil {
-		t.Fatalf("%s: connection rate: %v", armName(isolated), err)
+		t.Fatalf("pair %s (isolated %v): connection rate: %v", b.name, isolated, err)
 	}
 	c1, s1, cn1, sn1 := b.counters(t)
 	a.Client, a.Server, a.ClientNode, a.ServerNode = c1.Sub(c0), s1.Sub(s0), cn1.Sub(cn0), sn1.Sub(sn0)
@@ -304,7 +321,7 @@ func (b *bench) measure(t testing.TB, isolated bool, o Options) Arm {
 	return a
 }
 
-func (b *bench) counters(t testing.TB) (client, server, clientNode, serverNode dpbench.Counters) {
+func (b *pair) counters(t testing.TB) (client, server, clientNode, serverNode dpbench.Counters) {
 	t.Helper()
 	read := func(n dpbench.Netns, ct bool) dpbench.Counters {
 		c, err := dpbench.ReadCounters(n, ct)

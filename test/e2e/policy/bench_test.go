@@ -160,13 +160,13 @@ func createScale(t *testing.T) string {
 
 // perPacket measures the per-packet cost (package perpacket) between pods
 // isolated by policies whose peers hold the fake namespace's pods of role a
-// (ingress) and b (egress), BENCH_PERPACKET_ROUNDS rounds per arm (default
-// 10). BENCH_PERPACKET_OLD_PROBE=N first runs N rounds with the probe whose
-// client closes first, to show the artefact it made. BENCH_PERPACKET_OUT=f.json
-// saves the result.
+// (ingress) and b (egress), BENCH_PERPACKET_ROUNDS rounds (default 20).
+// BENCH_PERPACKET_OLD_PROBE=N first runs N rounds with the probe whose
+// client closes first, to show the artefact it made.
+// BENCH_PERPACKET_OUT=f.json saves the result.
 func perPacket(t *testing.T, fake string) perpacket.Result {
 	t.Helper()
-	o := perpacket.Options{Rounds: envInt(t, "BENCH_PERPACKET_ROUNDS", 10),
+	o := perpacket.Options{Rounds: envInt(t, "BENCH_PERPACKET_ROUNDS", 20),
 		IngressPeers: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: labels("bench", "fake"), PodSelector: labels("role", "a")}},
 		EgressPeers:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: labels("bench", "fake"), PodSelector: labels("role", "b")}}}
 	if n := envInt(t, "BENCH_PERPACKET_OLD_PROBE", 0); n > 0 {
