@@ -47,7 +47,7 @@ type ConnRate struct {
 	Connections int           `json:"connections"`
 	Elapsed     time.Duration `json:"elapsed"`
 	// PerSecond counts the connections completed in each second of the loop
-	// (the last, partial second left out unless it is the only one).
+	// (a last second shorter than 0.9 s left out, unless it is the only one).
 	PerSecond []int `json:"perSecond"`
 	// Connect latencies (connect() call to established).
 	ConnectP50 time.Duration `json:"connectP50"`
@@ -148,8 +148,8 @@ func connRateLoop(addr string, o ConnRateOptions) (ConnRate, error) {
 		inSecond++
 	}
 	r.Elapsed = time.Since(start)
-	if len(r.PerSecond) == 0 {
-		r.PerSecond = []int{inSecond}
+	if len(r.PerSecond) == 0 || r.Elapsed-time.Duration(second)*time.Second >= 900*time.Millisecond {
+		r.PerSecond = append(r.PerSecond, inSecond)
 	}
 	slices.Sort(lat)
 	if n := len(lat); n > 0 {

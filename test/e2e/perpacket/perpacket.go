@@ -65,6 +65,9 @@ type Options struct {
 	// client closes first, the one that held client ports in TIME_WAIT and
 	// made the rate swing: kept to show that artefact, never for figures.
 	CloseClientFirst bool
+	// Trace, when set, first runs one connection-rate loop that long on
+	// the first pair (isolated) and logs its per-second counts and counters.
+	Trace time.Duration
 	// Logf receives a line per measurement (default t.Logf).
 	Logf func(format string, args ...any)
 }
@@ -148,6 +151,11 @@ func Measure(t testing.TB, l *framework.Lab, o Options) Result {
 		if round == 0 || round == o.Rounds/2 {
 			open.isolate(t, false)
 			iso.isolate(t, true)
+		}
+		if round == 0 && o.Trace > 0 {
+			tr := o
+			tr.ConnRate = o.Trace
+			o.Logf("trace, %s of connections (pair %s, isolated, client closes first %v): %s", o.Trace, iso.name, o.CloseClientFirst, iso.measure(t, true, tr))
 		}
 		var a, b Arm
 		if round%2 == 0 {
