@@ -11,9 +11,10 @@
 // servers on the second): pair a isolated and pair b open for the first
 // half of the rounds, then the other way round, so neither a pod's own
 // speed nor a policy change falls into a comparison. Within a round the
-// two arms are measured one right after the other (isolated first, then
-// open first in the next round), so a drifting machine (2 shared cores)
-// hits both alike; each round gives one ratio per figure.
+// two arms take turns in slices of 250 ms (isolated, open, open, isolated,
+// …; open first in the next round), so that the machine's drift and the
+// bursts of other work on its 2 shared cores hit both alike; each round
+// gives one ratio per figure.
 //
 // The connection rate is dpbench's probe whose server closes first: the
 // client never holds a port in TIME_WAIT, so the rate does not depend on
@@ -53,8 +54,9 @@ const (
 type Options struct {
 	// Rounds (default 20); each measures both arms once.
 	Rounds int
-	// Length of each throughput and connection-rate measurement
-	// (defaults 1 s and 2 s).
+	// Time each arm spends on throughput and on connections in a round
+	// (defaults 1 s and 2 s), in slices of 250 ms alternating between the
+	// arms.
 	Throughput, ConnRate time.Duration
 	// IngressPeers are added to the server's ingress rule and EgressPeers
 	// to the client's egress rule, so that the isolated pods' packets are
@@ -70,17 +72,6 @@ type Options struct {
 	Trace time.Duration
 	// Logf receives a line per measurement (default t.Logf).
 	Logf func(format string, args ...any)
-}
-
-// Arm is one measurement of one arm.
-type Arm struct {
-	Isolated bool             `json:"isolated"`
-	Mbps     float64          `json:"mbps"`
-	Conn     dpbench.ConnRate `json:"conn"`
-	// Counter deltas over the connection-rate measurement: the client and
-	// server pods' TCP counters and the two nodes' conntrack counters
-	// (TIME_WAIT sockets and conntrack entries: their level at the end).
-	Client, Server, ClientNode, ServerNode dpbench.Counters `json:"-"`
 }
 
 // Result of Measure.
@@ -143,45 +134,41 @@ func Measure(t testing.TB, l *framework.Lab, o Options) Result {
 	}
 	pairs := setup(t, l, nodes[0], nodes[1], o)
 	res := Result{LoadBefore: loadAverage()}
-	for round := 0; round < o.Rounds; round++ {
+	for r := 0; r < o.Rounds; r++ {
 		iso, open := pairs[0], pairs[1]
-		if round >= o.Rounds/2 {
+		if r >= o.Rounds/2 {
 			iso, open = open, iso
 		}
-		if round == 0 || round == o.Rounds/2 {
+		if r == 0 || r == o.Rounds/2 {
 			open.isolate(t, false)
 			iso.isolate(t, true)
 		}
-		if round == 0 && o.Trace > 0 {
-			tr := o
-			tr.ConnRate = o.Trace
-			o.Logf("trace, %s of connections (pair %s, isolated, client closes first %v): %s", o.Trace, iso.name, o.CloseClientFirst, iso.measure(t, true, tr))
+		if r == 0 && o.Trace > 0 {
+			r := iso.trace(t, o)
+			o.Logf("trace, %s of connections (pair %s, isolated, client closes first %v): %s", o.Trace, iso.name, o.CloseClientFirst, r)
 		}
 		var a, b Arm
-		if round%2 == 0 {
-			a, b = iso.measure(t, true, o), open.measure(t, false, o)
+		if r%2 == 0 {
+			a, b = round(t, iso, open, o)
 		} else {
-			b, a = open.measure(t, false, o), iso.measure(t, true, o)
+			b, a = round(t, open, iso, o)
 		}
-		o.Logf("round %d isolated (pair %s): %s", round+1, iso.name, a)
-		o.Logf("round %d open     (pair %s): %s", round+1, open.name, b)
+		a.Isolated = true
+		o.Logf("round %d isolated (pair %s): %s", r+1, iso.name, a)
+		o.Logf("round %d open     (pair %s): %s", r+1, open.name, b)
+		o.Logf("round %d nodes: client node %s; server node %s", r+1,
+			a.ClientNode.Show(dpbench.NodeCounters...), a.ServerNode.Show(dpbench.NodeCounters...))
 		res.Isolated, res.Open = append(res.Isolated, a), append(res.Open, b)
 	}
 	var tput, conn []float64
 	for i := range res.Isolated {
 		tput = append(tput, res.Isolated[i].Mbps/res.Open[i].Mbps)
-		conn = append(conn, res.Isolated[i].Conn.Rate()/res.Open[i].Conn.Rate())
+		conn = append(conn, res.Isolated[i].ConnPerSec/res.Open[i].ConnPerSec)
 	}
 	res.Throughput, res.ConnRate = dpbench.Summarise(tput), dpbench.Summarise(conn)
 	res.LoadAfter = loadAverage()
 	o.Logf("%s", res)
 	return res
-}
-
-func (a Arm) String() string {
-	return fmt.Sprintf("throughput %.0f Mbit/s; connections %s; client %s; server %s; client node %s; server node %s",
-		a.Mbps, a.Conn, a.Client.Show(dpbench.ClientCounters...), a.Server.Show(dpbench.ServerCounters...),
-		a.ClientNode.Show(dpbench.NodeCounters...), a.ServerNode.Show(dpbench.NodeCounters...))
 }
 
 // pair is one client and one server pod and how to isolate them.
@@ -309,60 +296,23 @@ func (b *pair) isolate(t testing.TB, on bool) {
 	time.Sleep(time.Second)
 }
 
-// measure measures the pair's throughput, then its connection rate with the
-// kernel counters around it.
-func (b *pair) measure(t testing.TB, isolated bool, o Options) Arm {
+// trace runs one connection-rate loop of o.Trace and returns it with the
+// pods' and nodes' counters over it.
+func (b *pair) trace(t testing.TB, o Options) string {
 	t.Helper()
-	a := Arm{Isolated: isolated, Mbps: throughput(t, b.client, b.serverIP, o.Throughput)}
-	c0, s0, cn0, sn0 := b.counters(t)
-	var err error
-	a.Conn, err = dpbench.ConnRateLoop(b.client, net.JoinHostPort(b.serverIP, "5202"),
-		dpbench.ConnRateOptions{Duration: o.ConnRate, CloseClientFirst: o.CloseClientFirst})
+	c0, s0 := b.podCounters(t)
+	cn0, sn0 := b.nodeCounters(t)
+	r, err := dpbench.ConnRateLoop(b.client, net.JoinHostPort(b.serverIP, "5202"),
+		dpbench.ConnRateOptions{Duration: o.Trace, CloseClientFirst: o.CloseClientFirst})
 	if err != nil {
-		t.Fatalf("pair %s (isolated %v): connection rate: %v", b.name, isolated, err)
+		t.Fatalf("pair %s: connection-rate trace: %v", b.name, err)
 	}
-	c1, s1, cn1, sn1 := b.counters(t)
-	a.Client, a.Server, a.ClientNode, a.ServerNode = c1.Sub(c0), s1.Sub(s0), cn1.Sub(cn0), sn1.Sub(sn0)
-	// Gauges: show their level, not their change.
-	a.Client["TCP:tw"], a.Server["TCP:tw"] = c1["TCP:tw"], s1["TCP:tw"]
-	a.ClientNode["conntrack:count"], a.ServerNode["conntrack:count"] = cn1["conntrack:count"], sn1["conntrack:count"]
-	return a
-}
-
-func (b *pair) counters(t testing.TB) (client, server, clientNode, serverNode dpbench.Counters) {
-	t.Helper()
-	read := func(n dpbench.Netns, ct bool) dpbench.Counters {
-		c, err := dpbench.ReadCounters(n, ct)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	return read(b.client, false), read(b.server, false), read(b.clientNode, true), read(b.serverNode, true)
-}
-
-// throughput writes to the discard server for d on one connection made in
-// the client's namespace and returns Mbit/s.
-func throughput(t testing.TB, client dpbench.Netns, serverIP string, d time.Duration) float64 {
-	t.Helper()
-	var c net.Conn
-	framework.InNetns(t, string(client), func() error {
-		var err error
-		c, err = net.DialTimeout("tcp4", net.JoinHostPort(serverIP, "5201"), 2*time.Second)
-		return err
-	})
-	defer c.Close()
-	buf := make([]byte, 128<<10)
-	var n int64
-	start := time.Now()
-	for time.Since(start) < d {
-		w, err := c.Write(buf)
-		n += int64(w)
-		if err != nil {
-			t.Fatalf("throughput write: %v", err)
-		}
-	}
-	return float64(n) * 8 / time.Since(start).Seconds() / 1e6
+	c1, s1 := b.podCounters(t)
+	cn1, sn1 := b.nodeCounters(t)
+	dc, ds, dcn, dsn := c1.Sub(c0), s1.Sub(s0), cn1.Sub(cn0), sn1.Sub(sn0)
+	dc["TCP:tw"], ds["TCP:tw"], dcn["conntrack:count"], dsn["conntrack:count"] = c1["TCP:tw"], s1["TCP:tw"], cn1["conntrack:count"], sn1["conntrack:count"]
+	return fmt.Sprintf("%s; client %s; server %s; client node %s; server node %s", r, dc.Show(dpbench.ClientCounters...),
+		ds.Show(dpbench.ServerCounters...), dcn.Show(dpbench.NodeCounters...), dsn.Show(dpbench.NodeCounters...))
 }
 
 // hostInterface is the node's interface toward a local pod address (the
