@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -211,13 +210,6 @@ func (w scaleWorld) listWatches() kubeclient.ListWatches {
 	}
 }
 
-// discardNFT is an nftables table that starts empty and accepts every
-// transaction without keeping it: the kernel's share stays out of the
-// agent's heap, as in production.
-type discardNFT struct{ *knftables.Fake }
-
-func (discardNFT) Run(context.Context, *knftables.Transaction) error { return nil }
-
 // scaleAgent is the part of the agent whose memory grows with the cluster:
 // its informers and the controllers reading them, with their desired state
 // computed once.
@@ -253,7 +245,7 @@ func startScaleAgent(ctx context.Context, t testing.TB, w scaleWorld) *scaleAgen
 	if _, err := nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { a.routes.Trigger() }}); err != nil {
 		t.Fatal(err)
 	}
-	pc, err := newPolicyController(cfg, lw, &a.infs, policyKernel{nft: discardNFT{knftables.NewFake(knftables.InetFamily, "trellis-policy")}},
+	pc, err := newPolicyController(cfg, lw, &a.infs, policyKernel{nft: &discardNFT{Fake: knftables.NewFake(knftables.InetFamily, "trellis-policy")}},
 		podlink.NewWatcher(podlink.WatchOptions{}), nil, m, syncrunner.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -415,7 +407,7 @@ func BenchmarkAgentAtScale(b *testing.B) {
 			}
 		}
 		if os.Getenv("TRELLIS_SCALE_FREEOS") != "" {
-			debug.FreeOSMemory() // what the agent does after its first syncs
+			debug.FreeOSMemory() // what is resident beyond the free heap
 		}
 		time.Sleep(5 * time.Second)
 		close(stop)
@@ -434,15 +426,6 @@ func BenchmarkAgentAtScale(b *testing.B) {
 		cancel()
 		a.infs.wait()
 	}
-}
-
-// cpuTime is the CPU time (user and system) this process has used.
-func cpuTime(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // waitForSync returns once the given informers have synced (not waiting
