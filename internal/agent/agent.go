@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -471,6 +472,11 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	if podRunner != nil {
 		startRunner(podRunner)
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		releaseAfterFirstSyncs(ctx, runners, firstSyncsPoll)
+	}()
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -584,4 +590,33 @@ func networkCondition(n *v1.Node) *v1.NodeCondition {
 		}
 	}
 	return nil
+}
+
+// firstSyncsPoll is how often releaseAfterFirstSyncs looks.
+const firstSyncsPoll = 100 * time.Millisecond
+
+// releaseAfterFirstSyncs returns the heap's free pages to the operating
+// system once, when every runner has synced successfully once (or ctx
+// ends). The initial lists decode every object in full and drop it at
+// once, and the first syncs compute everything from scratch: their
+// garbage leaves the heap's pages partly free, which the runtime's
+// scavenger otherwise returns only slowly (docs/scale.md, Memory).
+func releaseAfterFirstSyncs(ctx context.Context, runners []*syncrunner.Runner, poll time.Duration) bool {
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		done := true
+		for _, r := range runners {
+			done = done && !r.LastSuccess().IsZero()
+		}
+		if done {
+			debug.FreeOSMemory()
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
 }
