@@ -16,6 +16,7 @@ func PodFromAPI(p *corev1.Pod, iface string) Pod {
 		NodeName:    p.Spec.NodeName,
 		HostNetwork: p.Spec.HostNetwork,
 		Interface:   iface,
+		src:         p,
 	}
 	ips := p.Status.PodIPs
 	if len(ips) == 0 && p.Status.PodIP != "" {

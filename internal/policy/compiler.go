@@ -1,0 +1,482 @@
+package policy
+
+import (
+	"maps"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Compiler compiles one snapshot after another for one node, and reuses
+// what the previous compilation computed for what did not change: the
+// addresses each policy rule's peers admit (updated for the pods that
+// changed, not recomputed over every pod), the allow list of every group
+// whose rules admit the same addresses as before, the converted label
+// selectors, and the element lists of unchanged sets (the same *Set, so
+// ApplyWith skips them). Its output always equals Compile's on the same
+// snapshot.
+//
+// The objects of a snapshot must not be modified in place between two
+// compilations (informer objects never are): policies are recognised by
+// pointer, pods by namespace/name and content.
+type Compiler struct {
+	pods      map[podKey]*podState
+	nsLabels  map[string]labels.Set
+	policies  []*networkingv1.NetworkPolicy
+	selectors map[*metav1.LabelSelector]labels.Selector
+	rules     map[peerKey]*ruleState
+	groups    map[string]*cachedGroup
+	podAddrs  *Set
+	addrs     map[uint32]*addrEntry // pod-addrs: every selectable pod address
+	addrOrder []uint32              // addrs' keys, sorted
+	logGroup  uint16
+	ready     bool
+	version   uint64 // last rule version handed out
+}
+
+// NewCompiler returns a Compiler with nothing cached.
+func NewCompiler() *Compiler { return &Compiler{} }
+
+type podKey struct{ ns, name string }
+
+// podState is a pod as the last compilation saw it.
+type podState struct {
+	info podInfo // info.pod points at pod
+	pod  Pod
+	ok   bool     // non-hostNetwork with an IPv4 address: selectors can match it
+	elem []string // its pod-addrs element
+	seen bool
+}
+
+// ruleState is what one rule's peers admit, kept up to date across
+// compilations.
+type ruleState struct {
+	members map[uint32]int // addresses of the pods a selector peer matches (count of pods)
+	blocks  []ipRange      // what the rule's ipBlocks admit
+	ranges  []ipRange      // merged blocks and members: what the rule admits
+	version uint64         // bumped whenever ranges or an admitted pod changed
+	named   map[namedKey][]portBox
+	peers   []networkingv1.NetworkPolicyPeer
+	ns      string
+	used    bool
+	// peerPorts: the rule has named ports resolved on its peers (egress),
+	// so any pod it admits matters, through an ipBlock too.
+	peerPorts bool
+}
+
+// cachedGroup is a group's compiled content and the rule versions it was
+// computed from.
+type cachedGroup struct {
+	deps     []ruleDep
+	all      *Set
+	ports    *Set
+	chain    *Chain
+	group    Group
+	counters [2]string
+	used     bool
+}
+
+type ruleDep struct {
+	key     peerKey
+	version uint64
+}
+
+// addrEntry is one address of pod-addrs: how many pods hold it, and its
+// element.
+type addrEntry struct {
+	n    int
+	elem []string
+}
+
+// setDelta says that a set equals base with add added and del deleted:
+// ApplyWith writes just that when base is what the kernel holds.
+type setDelta struct {
+	base     *Set
+	add, del [][]string
+}
+
+// podChange is one pod that differs from the last compilation (old or
+// new is nil when it appeared or went).
+type podChange struct{ old, new *podState }
+
+// Compile computes the complete desired content of the policy table for
+// snap.NodeName, as the package's Compile does.
+func (c *Compiler) Compile(snap *Snapshot) *Desired {
+	changes, ok := c.update(snap)
+	if !ok {
+		*c = Compiler{}
+		changes, _ = c.update(snap)
+	}
+	ix := &index{snap: snap, nsLabels: c.nsLabels, selectors: c.selectors, comp: c,
+		peerCache: map[peerKey][]ipRange{}, namedCache: map[namedKey][]portBox{}}
+	c.updateRules(ix, changes)
+	d := staticObjects(snap.DenyLogGroup)
+	d.Sets[SetPodAddrs] = c.podAddrSet(changes)
+	addIsolatedGroups(d, ix)
+	for _, g := range c.groups {
+		g.used = false
+	}
+	seenGroups := map[string]bool{}
+	for _, p := range localPods(snap) {
+		ip, _ := firstIPv4(p)
+		d.Sets[SetPodIfaces].Elements = append(d.Sets[SetPodIfaces].Elements,
+			[]string{quote(p.Interface), u32ToAddr(ip).String()})
+		for _, dir := range []direction{ingress, egress} {
+			pols := ix.selectingPolicies(p, dir)
+			if len(pols) == 0 {
+				continue
+			}
+			name := c.group(d, ix, p, dir, pols, seenGroups)
+			m := MapIngressPods
+			if dir == egress {
+				m = MapEgressPods
+			}
+			d.Maps[m].Elements = append(d.Maps[m].Elements, MapElement{Key: []string{quote(p.Interface)}, Value: "goto " + name})
+		}
+	}
+	maps.DeleteFunc(c.groups, func(_ string, g *cachedGroup) bool { return !g.used })
+	maps.DeleteFunc(c.rules, func(_ peerKey, r *ruleState) bool { return !r.used })
+	for _, r := range c.rules {
+		r.used = false
+	}
+	c.ready = true
+	return d
+}
+
+// update records snap's namespaces, policies and pods, and returns the pods
+// that changed. It reports false when the snapshot names a pod twice (the
+// caller then starts afresh, where nothing is compared).
+func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
+	nsLabels := make(map[string]labels.Set, len(snap.Namespaces))
+	for _, ns := range snap.Namespaces {
+		nsLabels[ns.Name] = labels.Set(ns.Labels)
+	}
+	if !c.ready || snap.DenyLogGroup != c.logGroup || !maps.EqualFunc(nsLabels, c.nsLabels, func(a, b labels.Set) bool { return maps.Equal(a, b) }) {
+		// Namespace labels feed every namespaceSelector: start afresh.
+		*c = Compiler{}
+	}
+	c.nsLabels, c.logGroup = nsLabels, snap.DenyLogGroup
+	if c.pods == nil {
+		c.pods, c.rules, c.groups = map[podKey]*podState{}, map[peerKey]*ruleState{}, map[string]*cachedGroup{}
+	}
+	// Selectors of policies no longer present are dropped.
+	if !slices.Equal(c.policies, snap.Policies) || c.selectors == nil {
+		sels := map[*metav1.LabelSelector]labels.Selector{}
+		for _, np := range snap.Policies {
+			for _, ls := range policySelectors(np) {
+				if s, ok := c.selectors[ls]; ok {
+					sels[ls] = s
+				}
+			}
+		}
+		c.selectors = sels
+		c.policies = slices.Clone(snap.Policies)
+	}
+	for _, st := range c.pods {
+		st.seen = false
+	}
+	var changes []podChange
+	for i := range snap.Pods {
+		p := &snap.Pods[i]
+		k := podKey{p.Namespace, p.Name}
+		old := c.pods[k]
+		if old != nil && old.seen {
+			return nil, false
+		}
+		if old != nil && ((p.src != nil && old.pod.src == p.src && old.pod.Interface == p.Interface) || samePod(&old.pod, p)) {
+			old.seen = true
+			continue
+		}
+		st := newPodState(p)
+		c.pods[k] = st
+		changes = append(changes, podChange{old: old, new: st})
+	}
+	for k, st := range c.pods {
+		if !st.seen {
+			delete(c.pods, k)
+			changes = append(changes, podChange{old: st})
+		}
+	}
+	return changes, true
+}
+
+func newPodState(p *Pod) *podState {
+	st := &podState{pod: *p, seen: true}
+	st.info.pod = &st.pod
+	if ip, ok := firstIPv4(p); ok && !p.HostNetwork {
+		st.ok, st.info.ip = true, ip
+		st.elem = []string{u32ToAddr(ip).String()}
+	}
+	return st
+}
+
+// converted returns the conversion of API pod p the last compilation saw
+// (without its interface), if p is the same object.
+func (c *Compiler) converted(p *corev1.Pod) (Pod, bool) {
+	st := c.pods[podKey{p.Namespace, p.Name}]
+	if st == nil || st.pod.src != p {
+		return Pod{}, false
+	}
+	out := st.pod
+	out.Interface = ""
+	return out, true
+}
+
+// samePod reports whether a and b compile alike.
+func samePod(a, b *Pod) bool {
+	return a.NodeName == b.NodeName && a.HostNetwork == b.HostNetwork && a.Interface == b.Interface &&
+		slices.Equal(a.IPs, b.IPs) && slices.Equal(a.Ports, b.Ports) && maps.Equal(a.Labels, b.Labels)
+}
+
+// updateRules brings every cached rule up to date with the changed pods:
+// a rule one of whose selector peers matched or matches a changed pod, or
+// whose ranges held or hold its address, gets a new version.
+func (c *Compiler) updateRules(ix *index, changes []podChange) {
+	if len(changes) == 0 {
+		return
+	}
+	for k, r := range c.rules {
+		touched, members := false, false
+		for _, ch := range changes {
+			for _, st := range []*podState{ch.old, ch.new} {
+				if st == nil || !st.ok {
+					continue
+				}
+				matches := ix.ruleMatches(r, &st.info)
+				if matches {
+					members = true
+					if st == ch.old {
+						r.members[st.info.ip]--
+						if r.members[st.info.ip] <= 0 {
+							delete(r.members, st.info.ip)
+						}
+					} else {
+						r.members[st.info.ip]++
+					}
+				}
+				if matches || (r.peerPorts && inRanges(r.ranges, st.info.ip)) {
+					touched = true
+				}
+			}
+		}
+		if members {
+			r.ranges = r.merged()
+		}
+		if touched {
+			c.version++
+			r.version = c.version
+			r.named = nil
+			ix.peerCache[k] = r.ranges
+		}
+	}
+}
+
+// ruleMatches reports whether one of r's selector peers matches q.
+func (ix *index) ruleMatches(r *ruleState, q *podInfo) bool {
+	for i := range r.peers {
+		if r.peers[i].IPBlock == nil && ix.podMatchesPeer(r.ns, &r.peers[i], q) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *ruleState) merged() []ipRange {
+	rs := slices.Clone(r.blocks)
+	for ip := range r.members {
+		rs = append(rs, ipRange{ip, ip})
+	}
+	return mergeRanges(rs)
+}
+
+// rule returns the state of rule k, computing it over every pod when it is
+// new.
+func (c *Compiler) rule(ix *index, k peerKey, peers []networkingv1.NetworkPolicyPeer) *ruleState {
+	if r, ok := c.rules[k]; ok {
+		r.used = true
+		return r
+	}
+	r := &ruleState{members: map[uint32]int{}, peers: peers, ns: k.np.Namespace, used: true,
+		peerPorts: k.dir == egress && hasNamedPort(k.np.Spec.Egress[k.rule].Ports)}
+	if len(peers) == 0 {
+		r.blocks = []ipRange{allIPv4}
+	}
+	for i := range peers {
+		if peers[i].IPBlock != nil {
+			r.blocks = append(r.blocks, ipBlockRanges(peers[i].IPBlock)...)
+		}
+	}
+	for _, q := range ix.podList() {
+		if ix.ruleMatches(r, q) {
+			r.members[q.ip]++
+		}
+	}
+	r.ranges = r.merged()
+	c.version++
+	r.version = c.version
+	c.rules[k] = r
+	return r
+}
+
+// podAddrSet is the pod-addrs set (every selectable pod address, sorted):
+// the previous one when no address came or went, else a new one that
+// records its difference from the previous one.
+func (c *Compiler) podAddrSet(changes []podChange) *Set {
+	if c.addrs == nil {
+		c.addrs = map[uint32]*addrEntry{}
+	}
+	var add, del []uint32
+	for _, ch := range changes {
+		if ch.old != nil && ch.old.ok {
+			e := c.addrs[ch.old.info.ip]
+			if e.n--; e.n == 0 {
+				delete(c.addrs, ch.old.info.ip)
+				del = append(del, ch.old.info.ip)
+			}
+		}
+		if ch.new != nil && ch.new.ok {
+			e := c.addrs[ch.new.info.ip]
+			if e == nil {
+				e = &addrEntry{elem: ch.new.elem}
+				c.addrs[ch.new.info.ip] = e
+				add = append(add, ch.new.info.ip)
+			}
+			e.n++
+		}
+	}
+	if c.podAddrs != nil && len(add) == 0 && len(del) == 0 {
+		return c.podAddrs
+	}
+	// An address may have gone and come back within the changes.
+	net := map[uint32]int{}
+	for _, ip := range add {
+		net[ip]++
+	}
+	for _, ip := range del {
+		net[ip]--
+	}
+	delta := &setDelta{base: c.podAddrs}
+	if len(net) > 64 || c.podAddrs == nil {
+		c.addrOrder = slices.Sorted(maps.Keys(c.addrs))
+	}
+	for _, ip := range slices.Sorted(maps.Keys(net)) {
+		switch n := net[ip]; {
+		case n > 0:
+			delta.add = append(delta.add, c.addrs[ip].elem)
+			if len(net) <= 64 && c.podAddrs != nil {
+				i, _ := slices.BinarySearch(c.addrOrder, ip)
+				c.addrOrder = slices.Insert(c.addrOrder, i, ip)
+			}
+		case n < 0:
+			delta.del = append(delta.del, []string{u32ToAddr(ip).String()})
+			if len(net) <= 64 && c.podAddrs != nil {
+				if i, ok := slices.BinarySearch(c.addrOrder, ip); ok {
+					c.addrOrder = slices.Delete(c.addrOrder, i, i+1)
+				}
+			}
+		}
+	}
+	s := &Set{Type: "ipv4_addr", Elements: make([][]string, 0, len(c.addrOrder))}
+	for _, ip := range c.addrOrder {
+		s.Elements = append(s.Elements, c.addrs[ip].elem)
+	}
+	if delta.base != nil {
+		s.delta = delta
+	}
+	c.podAddrs = s
+	return s
+}
+
+// group adds the group of local pod p in dir to d (computing its allow
+// list only when it is new or one of its rules changed) and returns its
+// name.
+func (c *Compiler) group(d *Desired, ix *index, p *Pod, dir direction, pols []*networkingv1.NetworkPolicy, seen map[string]bool) string {
+	keys := policyKeys(pols)
+	name := groupName(dir, keys, namedPortsOf(p, dir, pols), ix.snap.DenyLogGroup)
+	if seen[name] {
+		return name
+	}
+	seen[name] = true
+	deps := ruleDeps(ix, dir, pols)
+	g := c.groups[name]
+	if g == nil || !slices.Equal(g.deps, deps) {
+		al := ix.allowFor(p, dir, pols)
+		g = newCachedGroup(name, dir, al, keys, ix.snap.DenyLogGroup)
+		g.deps = ruleDeps(ix, dir, pols) // allowFor may have created rules
+		c.groups[name] = g
+	}
+	g.used = true
+	g.addTo(d, name)
+	return name
+}
+
+func hasNamedPort(ports []networkingv1.NetworkPolicyPort) bool {
+	for _, p := range ports {
+		if p.Port != nil && p.Port.Type == intstr.String {
+			return true
+		}
+	}
+	return false
+}
+
+// policySelectors are the label selectors of np (pod selector and peers').
+func policySelectors(np *networkingv1.NetworkPolicy) []*metav1.LabelSelector {
+	out := []*metav1.LabelSelector{&np.Spec.PodSelector}
+	add := func(peers []networkingv1.NetworkPolicyPeer) {
+		for i := range peers {
+			if peers[i].PodSelector != nil {
+				out = append(out, peers[i].PodSelector)
+			}
+			if peers[i].NamespaceSelector != nil {
+				out = append(out, peers[i].NamespaceSelector)
+			}
+		}
+	}
+	for _, r := range np.Spec.Ingress {
+		add(r.From)
+	}
+	for _, r := range np.Spec.Egress {
+		add(r.To)
+	}
+	return out
+}
+
+// ruleDeps lists the rules of pols in dir with their current versions
+// (0 for a rule not computed yet).
+func ruleDeps(ix *index, dir direction, pols []*networkingv1.NetworkPolicy) []ruleDep {
+	var out []ruleDep
+	for _, np := range pols {
+		n := len(np.Spec.Ingress)
+		if dir == egress {
+			n = len(np.Spec.Egress)
+		}
+		for i := 0; i < n; i++ {
+			k := peerKey{np: np, dir: dir, rule: i}
+			var v uint64
+			if r, ok := ix.comp.rules[k]; ok {
+				v = r.version
+				r.used = true
+			}
+			out = append(out, ruleDep{k, v})
+		}
+	}
+	return out
+}
+
+// podList is every pod selectors can match (built on first use).
+func (ix *index) podList() []*podInfo {
+	if ix.pods != nil || ix.comp == nil {
+		return ix.pods
+	}
+	ix.pods = make([]*podInfo, 0, len(ix.comp.pods))
+	for i := range ix.snap.Pods {
+		if st := ix.comp.pods[podKey{ix.snap.Pods[i].Namespace, ix.snap.Pods[i].Name}]; st.ok {
+			ix.pods = append(ix.pods, &st.info)
+		}
+	}
+	return ix.pods
+}
