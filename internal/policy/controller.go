@@ -398,6 +398,7 @@ func groupsDeleted(prev, d *Desired) bool {
 	}
 	return false
 }
+
 // dedupeByIP drops finished pods and resolves address reuse: when several
 // pod-network pods claim one address (a deleted pod's object outliving its
 // sandbox while the address is already reused), only the pod not being
