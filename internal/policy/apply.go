@@ -335,6 +335,17 @@ func diffGroupSet(ctx context.Context, nft knftables.Interface, tx *knftables.Tr
 	if prev == s {
 		return nil
 	}
+	if s.delta != nil && s.delta.base == prev {
+		for _, k := range s.delta.del {
+			tx.Delete(&knftables.Element{Set: name, Key: k})
+			st.ElementsDeleted++
+		}
+		for _, k := range s.delta.add {
+			tx.Add(&knftables.Element{Set: name, Key: k})
+			st.ElementsAdded++
+		}
+		return nil
+	}
 	want := make(map[string]bool, len(s.Elements))
 	for _, k := range s.Elements {
 		want[elementKey(k)] = true

@@ -247,6 +247,15 @@ func (ix *index) cachedPeers(k peerKey, peers []networkingv1.NetworkPolicyPeer) 
 func (ix *index) addRule(al *allowList, k peerKey, peers []networkingv1.NetworkPolicyPeer,
 	ports []networkingv1.NetworkPolicyPort, p *Pod) {
 	peerRanges := ix.cachedPeers(k, peers)
+	addRuleRanges(al, k, peerRanges, ports, p, func(name string, proto uint8) []portBox {
+		return ix.namedPortBoxes(k, peerRanges, name, proto)
+	})
+}
+
+// addRuleRanges adds the contribution of one rule whose peers admit
+// peerRanges; named resolves a named egress port on the peers.
+func addRuleRanges(al *allowList, k peerKey, peerRanges []ipRange, ports []networkingv1.NetworkPolicyPort, p *Pod,
+	named func(name string, proto uint8) []portBox) {
 	if len(ports) == 0 {
 		al.all = append(al.all, peerRanges...)
 		return
@@ -273,7 +282,7 @@ func (ix *index) addRule(al *allowList, k peerKey, peers []networkingv1.NetworkP
 				al.ports = appendBoxes(al.ports, peerRanges, proto, n, n)
 			}
 		default: // named port on egress, resolved on each destination pod
-			al.ports = append(al.ports, ix.namedPortBoxes(k, peerRanges, pp.Port.StrVal, proto)...)
+			al.ports = append(al.ports, named(pp.Port.StrVal, proto)...)
 		}
 	}
 }

@@ -36,6 +36,7 @@ type Compiler struct {
 	logGroup  uint16
 	ready     bool
 	version   uint64 // last rule version handed out
+	gen       uint64 // compilations so far
 }
 
 // NewCompiler returns a Compiler with nothing cached.
@@ -59,6 +60,11 @@ type ruleState struct {
 	blocks  []ipRange      // what the rule's ipBlocks admit
 	ranges  []ipRange      // merged blocks and members: what the rule admits
 	version uint64         // bumped whenever ranges or an admitted pod changed
+	// prevVersion, changed and changedGen: the version before the
+	// compilation changedGen changed the rule, at the addresses changed.
+	prevVersion uint64
+	changed     []uint32
+	changedGen  uint64
 	named   map[namedKey][]portBox
 	peers   []networkingv1.NetworkPolicyPeer
 	ns      string
@@ -71,6 +77,7 @@ type ruleState struct {
 // cachedGroup is a group's compiled content and the rule versions it was
 // computed from.
 type cachedGroup struct {
+	al       allowList
 	deps     []ruleDep
 	all      *Set
 	ports    *Set
@@ -90,6 +97,7 @@ type ruleDep struct {
 type addrEntry struct {
 	n    int
 	elem []string
+	pods []*podState
 }
 
 // setDelta says that a set equals base with add added and del deleted:
@@ -111,6 +119,7 @@ func (c *Compiler) Compile(snap *Snapshot) *Desired {
 		*c = Compiler{}
 		changes, _ = c.update(snap)
 	}
+	c.gen++
 	ix := &index{snap: snap, nsLabels: c.nsLabels, selectors: c.selectors, comp: c,
 		peerCache: map[peerKey][]ipRange{}, namedCache: map[namedKey][]portBox{}}
 	c.updateRules(ix, changes)
@@ -239,38 +248,38 @@ func (c *Compiler) updateRules(ix *index, changes []podChange) {
 	if len(changes) == 0 {
 		return
 	}
-	for k, r := range c.rules {
-		touched, members := false, false
+	for _, r := range c.rules {
+		var touched, moved []uint32
 		for _, ch := range changes {
 			for _, st := range []*podState{ch.old, ch.new} {
 				if st == nil || !st.ok {
 					continue
 				}
+				ip := st.info.ip
 				matches := ix.ruleMatches(r, &st.info)
 				if matches {
-					members = true
+					moved = append(moved, ip)
 					if st == ch.old {
-						r.members[st.info.ip]--
-						if r.members[st.info.ip] <= 0 {
-							delete(r.members, st.info.ip)
+						if r.members[ip]--; r.members[ip] <= 0 {
+							delete(r.members, ip)
 						}
 					} else {
-						r.members[st.info.ip]++
+						r.members[ip]++
 					}
 				}
-				if matches || (r.peerPorts && inRanges(r.ranges, st.info.ip)) {
-					touched = true
+				if matches || (r.peerPorts && inRanges(r.ranges, ip)) {
+					touched = append(touched, ip)
 				}
 			}
 		}
-		if members {
-			r.ranges = r.merged()
+		for _, ip := range moved {
+			r.ranges = setPoint(r.ranges, ip, r.members[ip] > 0 || inRanges(r.blocks, ip))
 		}
-		if touched {
+		if len(touched) > 0 {
 			c.version++
-			r.version = c.version
+			r.prevVersion, r.version = r.version, c.version
+			r.changed, r.changedGen = touched, c.gen
 			r.named = nil
-			ix.peerCache[k] = r.ranges
 		}
 	}
 }
@@ -333,6 +342,7 @@ func (c *Compiler) podAddrSet(changes []podChange) *Set {
 	for _, ch := range changes {
 		if ch.old != nil && ch.old.ok {
 			e := c.addrs[ch.old.info.ip]
+			e.pods = slices.DeleteFunc(e.pods, func(st *podState) bool { return st == ch.old })
 			if e.n--; e.n == 0 {
 				delete(c.addrs, ch.old.info.ip)
 				del = append(del, ch.old.info.ip)
@@ -346,6 +356,7 @@ func (c *Compiler) podAddrSet(changes []podChange) *Set {
 				add = append(add, ch.new.info.ip)
 			}
 			e.n++
+			e.pods = append(e.pods, ch.new)
 		}
 	}
 	if c.podAddrs != nil && len(add) == 0 && len(del) == 0 {
@@ -403,7 +414,20 @@ func (c *Compiler) group(d *Desired, ix *index, p *Pod, dir direction, pols []*n
 	seen[name] = true
 	deps := ruleDeps(ix, dir, pols)
 	g := c.groups[name]
-	if g == nil || !slices.Equal(g.deps, deps) {
+	if g != nil && !slices.Equal(g.deps, deps) {
+		if xs, ok := c.changedSince(g.deps, deps); ok {
+			al, delAll, addAll, delBox, addBox := ix.updatedAt(g.al, p, dir, pols, xs)
+			ng := newCachedGroup(name, dir, al, keys, ix.snap.DenyLogGroup)
+			ng.all.delta = netDelta(g.all, rangeElems(delAll), rangeElems(addAll))
+			ng.ports.delta = netDelta(g.ports, boxElems(delBox), boxElems(addBox))
+			ng.deps = deps
+			c.groups[name] = ng
+			g = ng
+		} else {
+			g = nil
+		}
+	}
+	if g == nil {
 		al := ix.allowFor(p, dir, pols)
 		g = newCachedGroup(name, dir, al, keys, ix.snap.DenyLogGroup)
 		g.deps = ruleDeps(ix, dir, pols) // allowFor may have created rules
@@ -421,6 +445,73 @@ func hasNamedPort(ports []networkingv1.NetworkPolicyPort) bool {
 		}
 	}
 	return false
+}
+
+// changedSince returns the addresses at which the rules of a group changed
+// since it was computed (deps then, now), when they changed only for pods
+// changing in this compilation, at no more than maxWindowed addresses.
+func (c *Compiler) changedSince(then, now []ruleDep) ([]uint32, bool) {
+	if len(then) != len(now) {
+		return nil, false
+	}
+	var xs []uint32
+	for i := range then {
+		if then[i].key != now[i].key {
+			return nil, false
+		}
+		if then[i].version == now[i].version {
+			continue
+		}
+		r := c.rules[now[i].key]
+		if r == nil || r.changedGen != c.gen || r.prevVersion != then[i].version {
+			return nil, false
+		}
+		xs = append(xs, r.changed...)
+	}
+	slices.Sort(xs)
+	xs = slices.Compact(xs)
+	return xs, len(xs) <= maxWindowed
+}
+
+// netDelta is the difference between base and the set after deleting del
+// and adding add, in that order, element by element.
+func netDelta(base *Set, del, add [][]string) *setDelta {
+	n := map[string]int{}
+	key := map[string][]string{}
+	for _, k := range del {
+		n[elementKey(k)]--
+		key[elementKey(k)] = k
+	}
+	for _, k := range add {
+		n[elementKey(k)]++
+		key[elementKey(k)] = k
+	}
+	d := &setDelta{base: base}
+	for _, ks := range sortedKeys(n) {
+		switch {
+		case n[ks] < 0:
+			d.del = append(d.del, key[ks])
+		case n[ks] > 0:
+			d.add = append(d.add, key[ks])
+		}
+	}
+	return d
+}
+
+func rangeElems(rs []ipRange) [][]string {
+	out := make([][]string, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, []string{formatRange(r)})
+	}
+	return out
+}
+
+func boxElems(bs []portBox) [][]string {
+	out := make([][]string, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, []string{formatRange(b.src), protoNames[b.proto], formatPorts(b.lo, b.hi)})
+	}
+	return out
 }
 
 // policySelectors are the label selectors of np (pod selector and peers').

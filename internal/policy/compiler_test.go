@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"maps"
 	"math/rand"
@@ -21,6 +22,8 @@ func ifaceOf(p *corev1.Pod) podlink.Interface {
 	return podlink.Interface{Name: ifaceFor(p), Addrs: []netip.Addr{netip.MustParseAddr(p.Status.PodIP)},
 		Alias: podlink.Alias{PodNamespace: p.Namespace, PodName: p.Name}}
 }
+
+var churnSeeds = flag.Int("policy.churn-seeds", 80, "random change sequences TestCompilerMatchesCompile runs")
 
 // churn is a cluster whose objects are replaced, never modified, as an
 // informer's are: the input of a Compiler across a sequence of changes.
@@ -147,7 +150,7 @@ func tableOf(t *testing.T, d *policy.Desired) string {
 // from scratch, and applying its output by diffing against its previous
 // output (what the controller does) gives the table built from scratch.
 func TestCompilerMatchesCompile(t *testing.T) {
-	for seed := int64(1); seed <= 80; seed++ {
+	for seed := int64(1); seed <= int64(*churnSeeds); seed++ {
 		c := newChurn(seed)
 		comp := policy.NewCompiler()
 		kernel := knftables.NewFake(knftables.InetFamily, policy.TableName)

@@ -126,6 +126,7 @@ func newCachedGroup(name string, dir direction, al allowList, policies []string,
 	}
 	allow, deny := name+"-allow", name+"-deny"
 	return &cachedGroup{
+		al:       al,
 		group:    Group{Direction: dirName, Policies: policies, AllowCounter: allow, DenyCounter: deny},
 		counters: [2]string{allow, deny},
 		all:      &Set{Type: "ipv4_addr", Interval: true, Group: true, Elements: allElems},
