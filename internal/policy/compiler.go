@@ -65,10 +65,10 @@ type ruleState struct {
 	prevVersion uint64
 	changed     []uint32
 	changedGen  uint64
-	named   map[namedKey][]portBox
-	peers   []networkingv1.NetworkPolicyPeer
-	ns      string
-	used    bool
+	named       map[namedKey][]portBox
+	peers       []networkingv1.NetworkPolicyPeer
+	ns          string
+	used        bool
 	// peerPorts: the rule has named ports resolved on its peers (egress),
 	// so any pod it admits matters, through an ipBlock too.
 	peerPorts bool
