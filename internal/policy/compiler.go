@@ -37,6 +37,7 @@ type Compiler struct {
 	ready     bool
 	version   uint64 // last rule version handed out
 	gen       uint64 // compilations so far
+	seq       uint64 // updates so far
 }
 
 // NewCompiler returns a Compiler with nothing cached.
@@ -50,7 +51,7 @@ type podState struct {
 	pod  Pod
 	ok   bool     // non-hostNetwork with an IPv4 address: selectors can match it
 	elem []string // its pod-addrs element
-	seen bool
+	seen uint64   // the last update that saw it
 }
 
 // ruleState is what one rule's peers admit, kept up to date across
@@ -185,27 +186,28 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 		c.selectors = sels
 		c.policies = slices.Clone(snap.Policies)
 	}
-	for _, st := range c.pods {
-		st.seen = false
-	}
+	c.seq++
 	var changes []podChange
 	for i := range snap.Pods {
 		p := &snap.Pods[i]
 		k := podKey{p.Namespace, p.Name}
 		old := c.pods[k]
-		if old != nil && old.seen {
+		if old != nil && old.seen == c.seq {
 			return nil, false
 		}
 		if old != nil && ((p.src != nil && old.pod.src == p.src && old.pod.Interface == p.Interface) || samePod(&old.pod, p)) {
-			old.seen = true
+			old.seen = c.seq
 			continue
 		}
-		st := newPodState(p)
+		st := newPodState(p, c.seq)
 		c.pods[k] = st
 		changes = append(changes, podChange{old: old, new: st})
 	}
+	if len(c.pods) == len(snap.Pods) {
+		return changes, true // every pod known was seen: none went
+	}
 	for k, st := range c.pods {
-		if !st.seen {
+		if st.seen != c.seq {
 			delete(c.pods, k)
 			changes = append(changes, podChange{old: st})
 		}
@@ -213,8 +215,8 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 	return changes, true
 }
 
-func newPodState(p *Pod) *podState {
-	st := &podState{pod: *p, seen: true}
+func newPodState(p *Pod, seq uint64) *podState {
+	st := &podState{pod: *p, seen: seq}
 	st.info.pod = &st.pod
 	if ip, ok := firstIPv4(p); ok && !p.HostNetwork {
 		st.ok, st.info.ip = true, ip
