@@ -25,6 +25,7 @@ import (
 // pointer, pods by namespace/name and content.
 type Compiler struct {
 	pods      map[podKey]*podState
+	bySrc     map[*corev1.Pod]*podState // pods by the API object they were converted from
 	nsLabels  map[string]labels.Set
 	policies  []*networkingv1.NetworkPolicy
 	selectors map[*metav1.LabelSelector]labels.Selector
@@ -172,6 +173,7 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 	c.nsLabels, c.logGroup = nsLabels, snap.DenyLogGroup
 	if c.pods == nil {
 		c.pods, c.rules, c.groups = map[podKey]*podState{}, map[peerKey]*ruleState{}, map[string]*cachedGroup{}
+		c.bySrc = map[*corev1.Pod]*podState{}
 	}
 	// Selectors of policies no longer present are dropped.
 	if !slices.Equal(c.policies, snap.Policies) || c.selectors == nil {
@@ -190,6 +192,12 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 	var changes []podChange
 	for i := range snap.Pods {
 		p := &snap.Pods[i]
+		if p.src != nil { // the same API object: found by pointer, cheaper than by name
+			if old := c.bySrc[p.src]; old != nil && old.seen != c.seq && old.pod.Interface == p.Interface {
+				old.seen = c.seq
+				continue
+			}
+		}
 		k := podKey{p.Namespace, p.Name}
 		old := c.pods[k]
 		if old != nil && old.seen == c.seq {
@@ -201,6 +209,10 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 		}
 		st := newPodState(p, c.seq)
 		c.pods[k] = st
+		c.forget(old)
+		if p.src != nil {
+			c.bySrc[p.src] = st
+		}
 		changes = append(changes, podChange{old: old, new: st})
 	}
 	if len(c.pods) == len(snap.Pods) {
@@ -209,6 +221,7 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 	for k, st := range c.pods {
 		if st.seen != c.seq {
 			delete(c.pods, k)
+			c.forget(st)
 			changes = append(changes, podChange{old: st})
 		}
 	}
@@ -228,13 +241,20 @@ func newPodState(p *Pod, seq uint64) *podState {
 // converted returns the conversion of API pod p the last compilation saw
 // (without its interface), if p is the same object.
 func (c *Compiler) converted(p *corev1.Pod) (Pod, bool) {
-	st := c.pods[podKey{p.Namespace, p.Name}]
-	if st == nil || st.pod.src != p {
+	st := c.bySrc[p]
+	if st == nil {
 		return Pod{}, false
 	}
 	out := st.pod
 	out.Interface = ""
 	return out, true
+}
+
+// forget drops the pointer index entry of a pod state that goes.
+func (c *Compiler) forget(st *podState) {
+	if st != nil && st.pod.src != nil && c.bySrc[st.pod.src] == st {
+		delete(c.bySrc, st.pod.src)
+	}
 }
 
 // samePod reports whether a and b compile alike.
