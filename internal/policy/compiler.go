@@ -4,11 +4,12 @@ import (
 	"maps"
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/trellisnet/trellis/internal/slim"
 )
 
 // Compiler compiles one snapshot after another for one node, and reuses
@@ -25,15 +26,16 @@ import (
 // pointer, pods by namespace/name and content.
 type Compiler struct {
 	pods      map[podKey]*podState
-	bySrc     map[*corev1.Pod]*podState // pods by the API object they were converted from
+	bySrc     map[*slim.Pod]*podState // pods by the API object they were converted from
 	nsLabels  map[string]labels.Set
 	policies  []*networkingv1.NetworkPolicy
 	selectors map[*metav1.LabelSelector]labels.Selector
 	rules     map[peerKey]*ruleState
 	groups    map[string]*cachedGroup
 	podAddrs  *Set
-	addrs     map[uint32]*addrEntry // pod-addrs: every selectable pod address
-	addrOrder []uint32              // addrs' keys, sorted
+	addrs     map[uint32]*podState   // pod-addrs: every selectable pod address, and a pod holding it
+	addrMore  map[uint32][]*podState // the other pods holding an address (stale objects, rare)
+	addrOrder []uint32               // addrs' keys, sorted
 	logGroup  uint16
 	ready     bool
 	version   uint64 // last rule version handed out
@@ -46,21 +48,38 @@ func NewCompiler() *Compiler { return &Compiler{} }
 
 type podKey struct{ ns, name string }
 
-// podState is a pod as the last compilation saw it.
+// podState is a pod as the last compilation saw it: the cached pod it
+// was converted from (or, for a snapshot built otherwise, a copy) and its
+// interface. Kept small: there is one per pod of the cluster.
 type podState struct {
-	info podInfo // info.pod points at pod
-	pod  Pod
-	ok   bool     // non-hostNetwork with an IPv4 address: selectors can match it
-	elem []string // its pod-addrs element
-	seen uint64   // the last update that saw it
+	src  *slim.Pod
+	own  *Pod   // when src is nil, or the pod has an interface (local pods)
+	ip   uint32 // its IPv4 address, when ok
+	ok   bool   // non-hostNetwork with an IPv4 address: selectors can match it
+	seen uint64 // the last update that saw it
+}
+
+// view is the pod as the compiler reads it.
+func (st *podState) view() Pod {
+	if st.own != nil {
+		return *st.own
+	}
+	return PodFromCache(st.src, "")
+}
+
+// iface is the pod's interface ("" unless local).
+func (st *podState) iface() string {
+	if st.own != nil {
+		return st.own.Interface
+	}
+	return ""
 }
 
 // ruleState is what one rule's peers admit, kept up to date across
 // compilations.
 type ruleState struct {
-	members map[uint32]int // addresses of the pods a selector peer matches (count of pods)
 	blocks  []ipRange      // what the rule's ipBlocks admit
-	ranges  []ipRange      // merged blocks and members: what the rule admits
+	ranges  []ipRange      // merged blocks and the pods a selector peer matches: what the rule admits
 	version uint64         // bumped whenever ranges or an admitted pod changed
 	// prevVersion, changed and changedGen: the version before the
 	// compilation changedGen changed the rule, at the addresses changed.
@@ -94,14 +113,6 @@ type ruleDep struct {
 	version uint64
 }
 
-// addrEntry is one address of pod-addrs: how many pods hold it, and its
-// element.
-type addrEntry struct {
-	n    int
-	elem []string
-	pods []*podState
-}
-
 // setDelta says that a set equals base with add added and del deleted:
 // ApplyWith writes just that when base is what the kernel holds.
 type setDelta struct {
@@ -124,9 +135,9 @@ func (c *Compiler) Compile(snap *Snapshot) *Desired {
 	c.gen++
 	ix := &index{snap: snap, nsLabels: c.nsLabels, selectors: c.selectors, comp: c,
 		peerCache: map[peerKey][]ipRange{}, namedCache: map[namedKey][]portBox{}}
-	c.updateRules(ix, changes)
 	d := staticObjects(snap.DenyLogGroup)
-	d.Sets[SetPodAddrs] = c.podAddrSet(changes)
+	d.Sets[SetPodAddrs] = c.podAddrSet(changes) // first: the rules read c.addrs
+	c.updateRules(ix, changes)
 	addIsolatedGroups(d, ix)
 	for _, g := range c.groups {
 		g.used = false
@@ -173,7 +184,7 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 	c.nsLabels, c.logGroup = nsLabels, snap.DenyLogGroup
 	if c.pods == nil {
 		c.pods, c.rules, c.groups = map[podKey]*podState{}, map[peerKey]*ruleState{}, map[string]*cachedGroup{}
-		c.bySrc = map[*corev1.Pod]*podState{}
+		c.bySrc = map[*slim.Pod]*podState{}
 	}
 	// Selectors of policies no longer present are dropped.
 	if !slices.Equal(c.policies, snap.Policies) || c.selectors == nil {
@@ -193,7 +204,7 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 	for i := range snap.Pods {
 		p := &snap.Pods[i]
 		if p.src != nil { // the same API object: found by pointer, cheaper than by name
-			if old := c.bySrc[p.src]; old != nil && old.seen != c.seq && old.pod.Interface == p.Interface {
+			if old := c.bySrc[p.src]; old != nil && old.seen != c.seq && old.iface() == p.Interface {
 				old.seen = c.seq
 				continue
 			}
@@ -203,7 +214,7 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 		if old != nil && old.seen == c.seq {
 			return nil, false
 		}
-		if old != nil && ((p.src != nil && old.pod.src == p.src && old.pod.Interface == p.Interface) || samePod(&old.pod, p)) {
+		if old != nil && ((p.src != nil && old.src == p.src && old.iface() == p.Interface) || samePod(old.view(), p)) {
 			old.seen = c.seq
 			continue
 		}
@@ -229,36 +240,26 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 }
 
 func newPodState(p *Pod, seq uint64) *podState {
-	st := &podState{pod: *p, seen: seq}
-	st.info.pod = &st.pod
+	st := &podState{src: p.src, seen: seq}
+	if p.src == nil || p.Interface != "" {
+		cp := *p
+		st.own = &cp
+	}
 	if ip, ok := firstIPv4(p); ok && !p.HostNetwork {
-		st.ok, st.info.ip = true, ip
-		st.elem = []string{u32ToAddr(ip).String()}
+		st.ok, st.ip = true, ip
 	}
 	return st
 }
 
-// converted returns the conversion of API pod p the last compilation saw
-// (without its interface), if p is the same object.
-func (c *Compiler) converted(p *corev1.Pod) (Pod, bool) {
-	st := c.bySrc[p]
-	if st == nil {
-		return Pod{}, false
-	}
-	out := st.pod
-	out.Interface = ""
-	return out, true
-}
-
 // forget drops the pointer index entry of a pod state that goes.
 func (c *Compiler) forget(st *podState) {
-	if st != nil && st.pod.src != nil && c.bySrc[st.pod.src] == st {
-		delete(c.bySrc, st.pod.src)
+	if st != nil && st.src != nil && c.bySrc[st.src] == st {
+		delete(c.bySrc, st.src)
 	}
 }
 
 // samePod reports whether a and b compile alike.
-func samePod(a, b *Pod) bool {
+func samePod(a Pod, b *Pod) bool {
 	return a.NodeName == b.NodeName && a.HostNetwork == b.HostNetwork && a.Interface == b.Interface &&
 		slices.Equal(a.IPs, b.IPs) && slices.Equal(a.Ports, b.Ports) && maps.Equal(a.Labels, b.Labels)
 }
@@ -277,17 +278,10 @@ func (c *Compiler) updateRules(ix *index, changes []podChange) {
 				if st == nil || !st.ok {
 					continue
 				}
-				ip := st.info.ip
-				matches := ix.ruleMatches(r, &st.info)
+				ip, v := st.ip, st.view()
+				matches := ix.ruleMatches(r, &podInfo{pod: &v, ip: ip})
 				if matches {
 					moved = append(moved, ip)
-					if st == ch.old {
-						if r.members[ip]--; r.members[ip] <= 0 {
-							delete(r.members, ip)
-						}
-					} else {
-						r.members[ip]++
-					}
 				}
 				if matches || (r.peerPorts && inRanges(r.ranges, ip)) {
 					touched = append(touched, ip)
@@ -295,7 +289,7 @@ func (c *Compiler) updateRules(ix *index, changes []podChange) {
 			}
 		}
 		for _, ip := range moved {
-			r.ranges = setPoint(r.ranges, ip, r.members[ip] > 0 || inRanges(r.blocks, ip))
+			r.ranges = setPoint(r.ranges, ip, inRanges(r.blocks, ip) || c.anyMatches(ix, r, ip))
 		}
 		if len(touched) > 0 {
 			c.version++
@@ -316,12 +310,16 @@ func (ix *index) ruleMatches(r *ruleState, q *podInfo) bool {
 	return false
 }
 
-func (r *ruleState) merged() []ipRange {
-	rs := slices.Clone(r.blocks)
-	for ip := range r.members {
-		rs = append(rs, ipRange{ip, ip})
+// anyMatches reports whether a pod holding ip now matches one of r's
+// selector peers.
+func (c *Compiler) anyMatches(ix *index, r *ruleState, ip uint32) bool {
+	for _, st := range c.podsAt(ip) {
+		v := st.view()
+		if ix.ruleMatches(r, &podInfo{pod: &v, ip: ip}) {
+			return true
+		}
 	}
-	return mergeRanges(rs)
+	return false
 }
 
 // rule returns the state of rule k, computing it over every pod when it is
@@ -331,7 +329,7 @@ func (c *Compiler) rule(ix *index, k peerKey, peers []networkingv1.NetworkPolicy
 		r.used = true
 		return r
 	}
-	r := &ruleState{members: map[uint32]int{}, peers: peers, ns: k.np.Namespace, used: true,
+	r := &ruleState{peers: peers, ns: k.np.Namespace, used: true,
 		peerPorts: k.dir == egress && hasNamedPort(k.np.Spec.Egress[k.rule].Ports)}
 	if len(peers) == 0 {
 		r.blocks = []ipRange{allIPv4}
@@ -341,12 +339,13 @@ func (c *Compiler) rule(ix *index, k peerKey, peers []networkingv1.NetworkPolicy
 			r.blocks = append(r.blocks, ipBlockRanges(peers[i].IPBlock)...)
 		}
 	}
+	rs := slices.Clone(r.blocks)
 	for _, q := range ix.podList() {
 		if ix.ruleMatches(r, q) {
-			r.members[q.ip]++
+			rs = append(rs, ipRange{q.ip, q.ip})
 		}
 	}
-	r.ranges = r.merged()
+	r.ranges = mergeRanges(rs)
 	c.version++
 	r.version = c.version
 	c.rules[k] = r
@@ -358,27 +357,15 @@ func (c *Compiler) rule(ix *index, k peerKey, peers []networkingv1.NetworkPolicy
 // records its difference from the previous one.
 func (c *Compiler) podAddrSet(changes []podChange) *Set {
 	if c.addrs == nil {
-		c.addrs = map[uint32]*addrEntry{}
+		c.addrs, c.addrMore = map[uint32]*podState{}, map[uint32][]*podState{}
 	}
 	var add, del []uint32
 	for _, ch := range changes {
-		if ch.old != nil && ch.old.ok {
-			e := c.addrs[ch.old.info.ip]
-			e.pods = slices.DeleteFunc(e.pods, func(st *podState) bool { return st == ch.old })
-			if e.n--; e.n == 0 {
-				delete(c.addrs, ch.old.info.ip)
-				del = append(del, ch.old.info.ip)
-			}
+		if old := ch.old; old != nil && old.ok && c.removeAddr(old) {
+			del = append(del, old.ip)
 		}
-		if ch.new != nil && ch.new.ok {
-			e := c.addrs[ch.new.info.ip]
-			if e == nil {
-				e = &addrEntry{elem: ch.new.elem}
-				c.addrs[ch.new.info.ip] = e
-				add = append(add, ch.new.info.ip)
-			}
-			e.n++
-			e.pods = append(e.pods, ch.new)
+		if st := ch.new; st != nil && st.ok && c.addAddr(st) {
+			add = append(add, st.ip)
 		}
 	}
 	if c.podAddrs != nil && len(add) == 0 && len(del) == 0 {
@@ -392,36 +379,78 @@ func (c *Compiler) podAddrSet(changes []podChange) *Set {
 	for _, ip := range del {
 		net[ip]--
 	}
-	delta := &setDelta{base: c.podAddrs}
+	elem := func(ip uint32) []string { return []string{u32ToAddr(ip).String()} }
+	s := &Set{Type: "ipv4_addr"}
 	if len(net) > 64 || c.podAddrs == nil {
 		c.addrOrder = slices.Sorted(maps.Keys(c.addrs))
+		s.Elements = make([][]string, 0, len(c.addrOrder))
+		for _, ip := range c.addrOrder {
+			s.Elements = append(s.Elements, elem(ip))
+		}
+		c.podAddrs = s
+		return s
 	}
+	// The elements are kept in the order of addrOrder: splice both.
+	delta := &setDelta{base: c.podAddrs}
+	s.Elements = slices.Clone(c.podAddrs.Elements)
 	for _, ip := range slices.Sorted(maps.Keys(net)) {
+		i, found := slices.BinarySearch(c.addrOrder, ip)
 		switch n := net[ip]; {
-		case n > 0:
-			delta.add = append(delta.add, c.addrs[ip].elem)
-			if len(net) <= 64 && c.podAddrs != nil {
-				i, _ := slices.BinarySearch(c.addrOrder, ip)
-				c.addrOrder = slices.Insert(c.addrOrder, i, ip)
-			}
-		case n < 0:
-			delta.del = append(delta.del, []string{u32ToAddr(ip).String()})
-			if len(net) <= 64 && c.podAddrs != nil {
-				if i, ok := slices.BinarySearch(c.addrOrder, ip); ok {
-					c.addrOrder = slices.Delete(c.addrOrder, i, i+1)
-				}
-			}
+		case n > 0 && !found:
+			e := elem(ip)
+			delta.add = append(delta.add, e)
+			c.addrOrder = slices.Insert(c.addrOrder, i, ip)
+			s.Elements = slices.Insert(s.Elements, i, e)
+		case n < 0 && found:
+			delta.del = append(delta.del, s.Elements[i])
+			c.addrOrder = slices.Delete(c.addrOrder, i, i+1)
+			s.Elements = slices.Delete(s.Elements, i, i+1)
 		}
 	}
-	s := &Set{Type: "ipv4_addr", Elements: make([][]string, 0, len(c.addrOrder))}
-	for _, ip := range c.addrOrder {
-		s.Elements = append(s.Elements, c.addrs[ip].elem)
-	}
-	if delta.base != nil {
-		s.delta = delta
-	}
+	s.delta = delta
 	c.podAddrs = s
 	return s
+}
+
+// podsAt are the pods holding ip.
+func (c *Compiler) podsAt(ip uint32) []*podState {
+	st := c.addrs[ip]
+	if st == nil {
+		return nil
+	}
+	return append([]*podState{st}, c.addrMore[ip]...)
+}
+
+// addAddr records that st holds its address, and reports whether the
+// address is new.
+func (c *Compiler) addAddr(st *podState) bool {
+	if c.addrs[st.ip] == nil {
+		c.addrs[st.ip] = st
+		return true
+	}
+	c.addrMore[st.ip] = append(c.addrMore[st.ip], st)
+	return false
+}
+
+// removeAddr forgets that st holds its address, and reports whether no
+// pod holds it any more.
+func (c *Compiler) removeAddr(st *podState) bool {
+	more := c.addrMore[st.ip]
+	if c.addrs[st.ip] == st {
+		if len(more) == 0 {
+			delete(c.addrs, st.ip)
+			return true
+		}
+		c.addrs[st.ip], more = more[0], more[1:]
+	} else {
+		more = slices.DeleteFunc(more, func(o *podState) bool { return o == st })
+	}
+	if len(more) == 0 {
+		delete(c.addrMore, st.ip)
+	} else {
+		c.addrMore[st.ip] = more
+	}
+	return false
 }
 
 // group adds the group of local pod p in dir to d (computing its allow
@@ -585,11 +614,15 @@ func (ix *index) podList() []*podInfo {
 	if ix.pods != nil || ix.comp == nil {
 		return ix.pods
 	}
-	ix.pods = make([]*podInfo, 0, len(ix.comp.pods))
+	infos := make([]podInfo, 0, len(ix.comp.addrs))
 	for i := range ix.snap.Pods {
 		if st := ix.comp.pods[podKey{ix.snap.Pods[i].Namespace, ix.snap.Pods[i].Name}]; st.ok {
-			ix.pods = append(ix.pods, &st.info)
+			infos = append(infos, podInfo{pod: &ix.snap.Pods[i], ip: st.ip})
 		}
+	}
+	ix.pods = make([]*podInfo, len(infos))
+	for i := range infos {
+		ix.pods[i] = &infos[i]
 	}
 	return ix.pods
 }

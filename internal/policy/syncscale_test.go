@@ -19,6 +19,7 @@ import (
 	"github.com/trellisnet/trellis/internal/nftwatch"
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
+	"github.com/trellisnet/trellis/internal/slim"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
@@ -77,8 +78,9 @@ func localIface(p *corev1.Pod, i int) podlink.Interface {
 		Alias: podlink.Alias{PodNamespace: p.Namespace, PodName: p.Name, PodUID: string(p.UID)}}
 }
 
-// informers returns informers whose indexers hold s (not started: the
-// controller's listers read them, its handlers see nothing).
+// informers returns informers whose indexers hold s, pods as the agent's
+// informer transform keeps them (not started: the controller's listers
+// read them, its handlers see nothing).
 func (s *apiScale) informers() policy.Informers {
 	inf := policy.Informers{
 		Pods:            cache.NewSharedIndexInformer(nil, &corev1.Pod{}, 0, cache.Indexers{}),
@@ -86,7 +88,7 @@ func (s *apiScale) informers() policy.Informers {
 		NetworkPolicies: cache.NewSharedIndexInformer(nil, &networkingv1.NetworkPolicy{}, 0, cache.Indexers{}),
 	}
 	for _, p := range s.pods {
-		_ = inf.Pods.GetIndexer().Add(p)
+		_ = inf.Pods.GetIndexer().Add(slim.PodOf(p, nil))
 	}
 	for _, ns := range s.nss {
 		_ = inf.Namespaces.GetIndexer().Add(ns)
@@ -168,7 +170,7 @@ func BenchmarkControllerSync(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				p := scalePod(r, pods+i, pods/100)
 				p.Spec.NodeName = "elsewhere"
-				if err := inf.Pods.GetIndexer().Add(p); err != nil {
+				if err := inf.Pods.GetIndexer().Add(slim.PodOf(p, nil)); err != nil {
 					b.Fatal(err)
 				}
 				if err := c.Sync(ctx); err != nil {

@@ -10,8 +10,9 @@ package policy
 import (
 	"net/netip"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/trellisnet/trellis/internal/slim"
 )
 
 // Names of the table and its static objects.
@@ -77,17 +78,14 @@ type Pod struct {
 	// NodeName and the agent has found its interface; empty otherwise.
 	Interface string
 	Ports     []ContainerPort
-	// src is the API object PodFromAPI converted (nil for others): an
-	// unchanged object needs no new conversion or comparison.
-	src *corev1.Pod
+	// src is the cached pod PodFromCache converted (nil for others): the
+	// Compiler finds an unchanged pod by it without comparing it.
+	src *slim.Pod
 }
 
-// ContainerPort is one container port of a pod (named or not).
-type ContainerPort struct {
-	Name     string
-	Protocol corev1.Protocol
-	Port     int32
-}
+// ContainerPort is one container port of a pod: the agent's cached
+// slim.Port, shared with its cache (only named ports are kept there).
+type ContainerPort = slim.Port
 
 // Desired is the complete content of the policy table.
 type Desired struct {

@@ -123,8 +123,9 @@ func (c *Compiler) namedWithin(ranges []ipRange, w ipRange, name string, proto u
 		if !inRanges(ranges, ip) {
 			continue
 		}
-		for _, st := range c.addrs[ip].pods {
-			if n, ok := namedPort(&st.pod, name, proto); ok {
+		for _, st := range c.podsAt(ip) {
+			v := st.view()
+			if n, ok := namedPort(&v, name, proto); ok {
 				out = append(out, portBox{src: ipRange{ip, ip}, proto: proto, lo: n, hi: n})
 			}
 		}
