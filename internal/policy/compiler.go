@@ -78,9 +78,9 @@ func (st *podState) iface() string {
 // ruleState is what one rule's peers admit, kept up to date across
 // compilations.
 type ruleState struct {
-	blocks  []ipRange      // what the rule's ipBlocks admit
-	ranges  []ipRange      // merged blocks and the pods a selector peer matches: what the rule admits
-	version uint64         // bumped whenever ranges or an admitted pod changed
+	blocks  []ipRange // what the rule's ipBlocks admit
+	ranges  []ipRange // merged blocks and the pods a selector peer matches: what the rule admits
+	version uint64    // bumped whenever ranges or an admitted pod changed
 	// prevVersion, changed and changedGen: the version before the
 	// compilation changedGen changed the rule, at the addresses changed.
 	prevVersion uint64
