@@ -26,7 +26,6 @@ import (
 // pointer, pods by namespace/name and content.
 type Compiler struct {
 	pods      map[podKey]*podState
-	bySrc     map[*slim.Pod]*podState // pods by the API object they were converted from
 	nsLabels  map[string]labels.Set
 	policies  []*networkingv1.NetworkPolicy
 	selectors map[*metav1.LabelSelector]labels.Selector
@@ -184,7 +183,6 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 	c.nsLabels, c.logGroup = nsLabels, snap.DenyLogGroup
 	if c.pods == nil {
 		c.pods, c.rules, c.groups = map[podKey]*podState{}, map[peerKey]*ruleState{}, map[string]*cachedGroup{}
-		c.bySrc = map[*slim.Pod]*podState{}
 	}
 	// Selectors of policies no longer present are dropped.
 	if !slices.Equal(c.policies, snap.Policies) || c.selectors == nil {
@@ -203,12 +201,6 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 	var changes []podChange
 	for i := range snap.Pods {
 		p := &snap.Pods[i]
-		if p.src != nil { // the same API object: found by pointer, cheaper than by name
-			if old := c.bySrc[p.src]; old != nil && old.seen != c.seq && old.iface() == p.Interface {
-				old.seen = c.seq
-				continue
-			}
-		}
 		k := podKey{p.Namespace, p.Name}
 		old := c.pods[k]
 		if old != nil && old.seen == c.seq {
@@ -220,10 +212,6 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 		}
 		st := newPodState(p, c.seq)
 		c.pods[k] = st
-		c.forget(old)
-		if p.src != nil {
-			c.bySrc[p.src] = st
-		}
 		changes = append(changes, podChange{old: old, new: st})
 	}
 	if len(c.pods) == len(snap.Pods) {
@@ -232,7 +220,6 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 	for k, st := range c.pods {
 		if st.seen != c.seq {
 			delete(c.pods, k)
-			c.forget(st)
 			changes = append(changes, podChange{old: st})
 		}
 	}
@@ -249,13 +236,6 @@ func newPodState(p *Pod, seq uint64) *podState {
 		st.ok, st.ip = true, ip
 	}
 	return st
-}
-
-// forget drops the pointer index entry of a pod state that goes.
-func (c *Compiler) forget(st *podState) {
-	if st != nil && st.src != nil && c.bySrc[st.src] == st {
-		delete(c.bySrc, st.src)
-	}
 }
 
 // samePod reports whether a and b compile alike.
