@@ -372,6 +372,7 @@ func (c *Compiler) podAddrSet(changes []podChange) *Set {
 	}
 	// The elements are kept in the order of addrOrder: splice both.
 	delta := &setDelta{base: c.podAddrs}
+	c.podAddrs.delta = nil // one step back is all ApplyWith uses: no chain of old sets
 	s.Elements = slices.Clone(c.podAddrs.Elements)
 	for _, ip := range slices.Sorted(maps.Keys(net)) {
 		i, found := slices.BinarySearch(c.addrOrder, ip)
@@ -518,6 +519,7 @@ func netDelta(base *Set, del, add [][]string) *setDelta {
 		key[elementKey(k)] = k
 	}
 	d := &setDelta{base: base}
+	base.delta = nil // one step back is all ApplyWith uses: no chain of old sets
 	for _, ks := range sortedKeys(n) {
 		switch {
 		case n[ks] < 0:
