@@ -18,7 +18,7 @@ func TestCompilerKeepsNoChainOfOldSets(t *testing.T) {
 			From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{}}}}}}}
 	snap := &Snapshot{NodeName: "n1", Policies: []*networkingv1.NetworkPolicy{np},
 		Namespaces: []Namespace{{Name: "x"}},
-		Pods: []Pod{{Namespace: "x", Name: "local", NodeName: "n1", Interface: "trl0", IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}}}
+		Pods:       []Pod{{Namespace: "x", Name: "local", NodeName: "n1", Interface: "trl0", IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}}}
 	c := NewCompiler()
 	var d *Desired
 	for i := 0; i < 50; i++ {
