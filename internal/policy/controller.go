@@ -91,6 +91,8 @@ type Controller struct {
 	lastVerify   time.Time // last sync that read back every group set
 	lastApplied  *Desired  // what the last successful sync committed (nil: read the kernel)
 	ifaceKey     *string   // the addressed pod interfaces last seen by InterfacesChanged
+	compiler     *Compiler // reuses the work of the previous sync (runner goroutine only)
+	lastPhases   SyncPhases
 }
 
 // New returns a policy controller and adds its event handlers to
@@ -122,6 +124,7 @@ func New(cfg Config) (*Controller, error) {
 		nss:      corelisters.NewNamespaceLister(inf.Namespaces.GetIndexer()),
 		policies: netlisters.NewNetworkPolicyLister(inf.NetworkPolicies.GetIndexer()),
 		metrics:  newControllerMetrics(), counters: newPacketCounters(cfg.NFT, cfg.CounterCacheFor),
+		compiler: NewCompiler(),
 	}
 	if err := c.setUp(); err != nil {
 		return nil, err
@@ -197,7 +200,8 @@ func (c *Controller) Sync(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithName("policy")
 	if c.cfg.Disabled {
 		// Small: rewritten whole every time, whatever it held before.
-		return c.apply(ctx, logger, AntiSpoofOnly(c.cfg.DenyLogGroup), true)
+		_, err := c.apply(ctx, logger, AntiSpoofOnly(c.cfg.DenyLogGroup), true)
+		return err
 	}
 	c.mu.Lock()
 	since := c.pendingSince
@@ -218,22 +222,63 @@ func (c *Controller) Sync(ctx context.Context) error {
 	return nil
 }
 
+// SyncPhases is where the time of one sync went.
+type SyncPhases struct {
+	// Snapshot lists the informers' caches and the pod interfaces and
+	// converts them; Compile computes the desired table; Counters reads
+	// the packet counters of groups about to go; Diff reads the table back
+	// (when verifying) and builds the transaction; Commit is nftables
+	// running it; Observe updates the gauges.
+	Snapshot, Compile, Counters, Diff, Commit, Observe time.Duration
+	// Operations is the transaction's size.
+	Operations int
+}
+
 func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
+	var ph SyncPhases
+	mark := time.Now()
+	lap := func(d *time.Duration) {
+		now := time.Now()
+		*d, mark = now.Sub(mark), now
+	}
 	snap, err := c.snapshot()
 	if err != nil {
 		return err
 	}
-	d := Compile(snap)
-	// Count what the current groups saw before some of them are deleted.
-	if err := c.counters.harvest(ctx); err != nil {
-		logger.V(2).Info("Could not read policy counters", "err", err)
+	lap(&ph.Snapshot)
+	d := c.compiler.Compile(snap)
+	lap(&ph.Compile)
+	// Count what the current groups saw before some of them are deleted
+	// (two nft calls: only when a group goes, or nothing is known).
+	if c.lastApplied == nil || groupsDeleted(c.lastApplied, d) {
+		if err := c.counters.harvest(ctx); err != nil {
+			logger.V(2).Info("Could not read policy counters", "err", err)
+		}
 	}
-	if err := c.apply(ctx, logger, d, false); err != nil {
+	lap(&ph.Counters)
+	st, err := c.apply(ctx, logger, d, false)
+	if err != nil {
 		return err
 	}
+	lap(&ph.Diff)
+	ph.Diff -= st.Commit
+	ph.Commit, ph.Operations = st.Commit, st.Operations
 	c.counters.setGroups(d)
 	c.metrics.observe(snap, d)
+	lap(&ph.Observe)
+	c.mu.Lock()
+	c.lastPhases = ph
+	c.mu.Unlock()
+	logger.V(4).Info("Policy sync phases", "snapshot", ph.Snapshot, "compile", ph.Compile, "counters", ph.Counters,
+		"diff", ph.Diff, "commit", ph.Commit, "observe", ph.Observe, "operations", ph.Operations)
 	return nil
+}
+
+// LastPhases is where the time of the last successful sync went.
+func (c *Controller) LastPhases() SyncPhases {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastPhases
 }
 
 // apply commits d. It rewrites the table completely when asked to (always)
@@ -241,19 +286,19 @@ func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
 // table back (the first sync, after a failed one, whenever the guard is not
 // watching, and once per Sync.MaxInterval: drift repair) or, in between,
 // diffs against what the last sync committed (each read is an nft call).
-func (c *Controller) apply(ctx context.Context, logger klog.Logger, d *Desired, always bool) error {
+func (c *Controller) apply(ctx context.Context, logger klog.Logger, d *Desired, always bool) (ApplyStats, error) {
 	taintedAt, why := c.guard.take()
 	rewrite := always || !taintedAt.IsZero()
 	verify := rewrite || !c.guard.trusted() || time.Since(c.lastVerify) >= c.cfg.Sync.MaxInterval
-	opts := ApplyOptions{Rewrite: rewrite, TrustGroupSets: !verify}
-	if !verify {
-		opts.Previous = c.lastApplied
-	}
+	// Verifying reads the table back, but the group sets (ranges, which
+	// cannot be listed) are still diffed against the last commit, after a
+	// check of their element count.
+	opts := ApplyOptions{Rewrite: rewrite, TrustGroupSets: !verify, Previous: c.lastApplied, ReadBack: verify}
 	st, err := ApplyWith(ctx, c.nft, d, opts)
 	if err != nil {
 		c.lastApplied = nil
 		c.guard.restore(taintedAt, why)
-		return err
+		return st, err
 	}
 	c.lastApplied = d
 	if c.metrics != nil {
@@ -276,7 +321,7 @@ func (c *Controller) apply(ctx context.Context, logger klog.Logger, d *Desired, 
 	}
 	logger.V(4).Info("Policy table synced", "rewrite", rewrite, "operations", st.Operations, "elementsAdded", st.ElementsAdded,
 		"elementsDeleted", st.ElementsDeleted, "chainsCreated", st.ChainsCreated, "objectsDeleted", st.ObjectsDeleted)
-	return nil
+	return st, nil
 }
 
 // guardedNFT is an nftables interface whose commits the guard attributes.
@@ -357,6 +402,16 @@ func SnapshotFromCache(nodeName string, pods []*slim.Pod, nss []*corev1.Namespac
 		snap.Pods = append(snap.Pods, sp)
 	}
 	return snap
+}
+
+// groupsDeleted reports whether a group of prev is not in d.
+func groupsDeleted(prev, d *Desired) bool {
+	for name := range prev.Groups {
+		if _, ok := d.Groups[name]; !ok {
+			return true
+		}
+	}
+	return false
 }
 
 // dedupeByIP drops finished pods and resolves address reuse: when several

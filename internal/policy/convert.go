@@ -17,7 +17,7 @@ func PodFromAPI(p *corev1.Pod, iface string) Pod { return PodFromCache(slim.PodO
 // first, then native sidecars (slim.Pod keeps them in that order).
 func PodFromCache(p *slim.Pod, iface string) Pod {
 	return Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, IPs: p.IPs, NodeName: p.NodeName,
-		HostNetwork: p.HostNetwork, Interface: iface, Ports: p.Ports}
+		HostNetwork: p.HostNetwork, Interface: iface, Ports: p.Ports, src: p}
 }
 
 // IsSidecar reports whether an init container is a native sidecar

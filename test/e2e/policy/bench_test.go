@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/trellisnet/trellis/internal/lab/images"
@@ -33,9 +34,17 @@ import (
 
 // Scale of TestBenchPolicy (make bench-policy).
 const (
-	benchPods     = 10000
 	benchPolicies = 1000
 )
+
+// benchPods is the number of API-only pod addresses (TRELLIS_BENCH_POLICY_PODS,
+// default 10,000).
+var benchPods = func() int {
+	if n, err := strconv.Atoi(os.Getenv("TRELLIS_BENCH_POLICY_PODS")); err == nil && n > 0 {
+		return n
+	}
+	return 10000
+}()
 
 // TestBenchPolicy (make bench-policy, not part of make test): programming
 // latency, per-packet cost and agent memory with benchPolicies policies and
@@ -101,17 +110,35 @@ func TestBenchPolicy(t *testing.T) {
 		if err := l.CS.NetworkingV1().NetworkPolicies(real).Delete(ctx, "toggle", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitFlip(t, client, serverIP, false, 10*time.Second)
-		deny = append(deny, time.Since(at))
+		deny = append(deny, waitFlipSince(t, at, client, serverIP, false))
 		at = time.Now()
 		benchCreate(t, real, "toggle", allowSpec)
-		waitFlip(t, client, serverIP, true, 10*time.Second)
-		allow = append(allow, time.Since(at))
+		allow = append(allow, waitFlipSince(t, at, client, serverIP, true))
 	}
 	t.Logf("programming latency (API call -> observed by probes, %d flips each): deny p50 %s p99 %s; allow p50 %s p99 %s",
 		len(deny), pct(deny, 50), pct(deny, 99), pct(allow, 50), pct(allow, 99))
+
+	// A peer set change driven by a pod, not a policy: the client's label
+	// takes it out of the allow policy's peers and back.
+	var out, in []time.Duration
+	relabel := func(role string) {
+		patch := []byte(`{"metadata":{"labels":{"role":"` + role + `"}}}`)
+		if _, err := l.CS.CoreV1().Pods(real).Patch(ctx, "client", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		at := time.Now()
+		relabel("client-off")
+		out = append(out, waitFlipSince(t, at, client, serverIP, false))
+		at = time.Now()
+		relabel("client")
+		in = append(in, waitFlipSince(t, at, client, serverIP, true))
+	}
+	t.Logf("peer set change (client pod relabelled out of / into the allow policy's peers -> observed by probes, %d each): out p50 %s p99 %s; in p50 %s p99 %s",
+		len(out), pct(out, 50), pct(out, 99), pct(in, 50), pct(in, 99))
 	for n := range rss1 {
-		t.Logf("agent %s RSS %d KiB -> %d KiB: %.2f KiB per pod", n, rss0[n], rss1[n], float64(rss1[n]-rss0[n])/benchPods)
+		t.Logf("agent %s RSS %d KiB -> %d KiB: %.2f KiB per pod", n, rss0[n], rss1[n], float64(rss1[n]-rss0[n])/float64(benchPods))
 	}
 }
 
@@ -138,7 +165,8 @@ func createScale(t *testing.T) string {
 		if err != nil {
 			return err
 		}
-		ip := fmt.Sprintf("10.245.%d.%d", (i+1)/256, (i+1)%256)
+		n := 10<<24 | 245<<16 + i + 1 // 10.245.0.1 on
+		ip := fmt.Sprintf("%d.%d.%d.%d", n>>24, n>>16&255, n>>8&255, n&255)
 		got.Status.PodIP, got.Status.PodIPs = ip, []corev1.PodIP{{IP: ip}}
 		_, err = l.CS.CoreV1().Pods(fake).UpdateStatus(ctx, got, metav1.UpdateOptions{})
 		return err
@@ -299,24 +327,50 @@ func sink(t *testing.T, netnsPath string) func() {
 
 // waitFlip probes client -> server:5202 every few ms until its outcome is
 // want and returns how long that took.
+// waitFlip probes client -> server until the verdict is want and returns
+// when the first probe that saw it started (the moment its SYN left, which
+// the table already judged the new way): a connection is proof of
+// "allowed"; "denied" needs two probes in a row that time out (a timeout
+// under load is not proof alone). Allowed-probes wait 20 ms, so an allow
+// is seen within about 25 ms of the table flipping; denied-probes 50 ms.
 func waitFlip(t *testing.T, client, serverIP string, want bool, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
+	timeout := 50 * time.Millisecond
+	if want {
+		timeout = 20 * time.Millisecond
+	}
+	var firstDenied time.Duration
 	for time.Since(start) < within {
-		c, err := topology.DialInNetns(client, "tcp4", net.JoinHostPort(serverIP, "5202"), 50*time.Millisecond)
+		at := time.Since(start)
+		c, err := topology.DialInNetns(client, "tcp4", net.JoinHostPort(serverIP, "5202"), timeout)
 		if err == nil {
 			c.Close()
-		}
-		if (err == nil) == want {
-			return time.Since(start)
 		}
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !strings.Contains(err.Error(), "timeout") {
 			t.Fatalf("probe: %v", err)
 		}
+		switch {
+		case err == nil && want:
+			return at
+		case err != nil && !want && firstDenied > 0:
+			return firstDenied
+		case err != nil && !want:
+			firstDenied = at
+			continue
+		}
+		firstDenied = 0
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatalf("client -> server did not become %v within %s", want, within)
 	return 0
+}
+
+// waitFlipSince is waitFlip's observation measured from at (the API call).
+func waitFlipSince(t *testing.T, at time.Time, client, serverIP string, want bool) time.Duration {
+	t.Helper()
+	probing := time.Now()
+	return probing.Sub(at) + waitFlip(t, client, serverIP, want, 10*time.Second)
 }
 
 func pct(ds []time.Duration, p int) time.Duration {
