@@ -25,7 +25,7 @@ func (n *Programmer) ListRoutes() ([]netlink.Route, error) {
 // skipped and reported in a *routing.ForeignRouteError. It returns the
 // routes now programmed by destination; st.links caches device indexes and
 // st.foreign receives the skipped destinations.
-func (n *session) syncRoutes(logger klog.Logger, d *routing.Desired, st *kernelState) (map[netip.Prefix]ownRoute, error) {
+func (n *session) syncRoutes(logger klog.Logger, d *routing.Desired, st *kernelState) (map[netip.Prefix]routeSpec, error) {
 	n.ops.dumps.Add(1)
 	all, err := n.h().RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: n.table()}, netlink.RT_FILTER_TABLE)
 	if err != nil {
@@ -43,7 +43,7 @@ func (n *session) syncRoutes(logger klog.Logger, d *routing.Desired, st *kernelS
 			foreign[ipNetToPrefix(r.Dst)] = r
 		}
 	}
-	programmed := make(map[netip.Prefix]ownRoute, len(d.Routes))
+	programmed := make(map[netip.Prefix]routeSpec, len(d.Routes))
 	want := make(map[netip.Prefix]bool, len(d.Routes))
 	st.foreign = map[netip.Prefix]bool{}
 	var errs []error
@@ -62,7 +62,7 @@ func (n *session) syncRoutes(logger klog.Logger, d *routing.Desired, st *kernelS
 			errs = append(errs, err)
 			continue
 		}
-		programmed[r.Dst] = ownRoute{spec: specOf(r), nr: nr}
+		programmed[r.Dst] = specOf(r)
 		if cur, ok := byDst[r.Dst]; ok && routeEqual(cur, nr) {
 			continue
 		}

@@ -23,16 +23,16 @@ type kernelState struct {
 	removeVXLAN     string
 	removeWireGuard string
 	fdb             map[fdbKey]bool
-	neighbors       map[netip.Addr]string     // VTEP address → MAC
-	routes          map[netip.Prefix]ownRoute // programmed, by destination
-	foreign         map[netip.Prefix]bool     // desired destinations another owner holds
-	links           map[string]int            // device indexes by name
+	neighbors       map[netip.Addr]string      // VTEP address → MAC
+	routes          map[netip.Prefix]routeSpec // programmed, by destination
+	foreign         map[netip.Prefix]bool      // desired destinations another owner holds
+	links           map[string]int             // device indexes by name
 }
 
 var _ routing.IncrementalDataplane = (*Programmer)(nil)
 
-// ownRoute is a route the Programmer installed: as desired and as sent.
-type ownRoute struct {
+// newRoute is a route to add: as desired and as sent.
+type newRoute struct {
 	spec routeSpec
 	nr   netlink.Route
 }
@@ -47,6 +47,20 @@ type routeSpec struct {
 
 func specOf(r routing.Route) routeSpec {
 	return routeSpec{gw: r.Gw, dev: r.Dev, onLink: r.OnLink, unreachable: r.Unreachable}
+}
+
+// routeToDelete is the agent's route at dst as RouteDel needs it: no
+// next hop (the kernel matches any), the protocol, type and scope it was
+// added with.
+func (n *session) routeToDelete(dst netip.Prefix, spec routeSpec) netlink.Route {
+	nr := netlink.Route{Dst: prefixToIPNet(dst), Protocol: RouteProtocol, Table: n.table(), Scope: netlink.SCOPE_UNIVERSE}
+	switch {
+	case spec.unreachable:
+		nr.Type = unix.RTN_UNREACHABLE
+	case !spec.gw.IsValid():
+		nr.Scope = netlink.SCOPE_LINK
+	}
+	return nr
 }
 
 // errFallBack: the change needs Apply (listing the kernel) after all.
@@ -94,8 +108,8 @@ func (st *kernelState) sameDevices(d *routing.Desired) bool {
 
 // routeChanges are the route writes that take st to d.
 type routeChanges struct {
-	add     []ownRoute
-	del     []netlink.Route
+	add     []newRoute
+	del     []netip.Prefix
 	blocked []routing.Route
 	want    map[netip.Prefix]bool
 }
@@ -133,14 +147,14 @@ func (n *session) applyChanges(ctx context.Context, st *kernelState, d *routing.
 		if err != nil {
 			return fmt.Errorf("add route %s: %w", r.nr.Dst, err)
 		}
-		st.routes[ipNetToPrefix(r.nr.Dst)] = r
+		st.routes[ipNetToPrefix(r.nr.Dst)] = r.spec
 	}
-	for _, r := range rc.del {
-		logger.V(2).Info("Deleting route no longer wanted", "dst", r.Dst)
-		if err := n.deleteRoute(r); err != nil {
+	for _, dst := range rc.del {
+		logger.V(2).Info("Deleting route no longer wanted", "dst", dst)
+		if err := n.deleteRoute(n.routeToDelete(dst, st.routes[dst])); err != nil {
 			return err
 		}
-		delete(st.routes, ipNetToPrefix(r.Dst))
+		delete(st.routes, dst)
 	}
 	for dst := range st.foreign {
 		if !rc.want[dst] {
@@ -171,7 +185,7 @@ func (n *session) planRoutes(st *kernelState, d *routing.Desired) (*routeChanges
 		}
 		cur, ok := st.routes[r.Dst]
 		if ok {
-			if cur.spec != specOf(r) {
+			if cur != specOf(r) {
 				return nil, errFallBack
 			}
 			continue
@@ -180,11 +194,11 @@ func (n *session) planRoutes(st *kernelState, d *routing.Desired) (*routeChanges
 		if err != nil {
 			return nil, err
 		}
-		rc.add = append(rc.add, ownRoute{spec: specOf(r), nr: nr})
+		rc.add = append(rc.add, newRoute{spec: specOf(r), nr: nr})
 	}
-	for dst, r := range st.routes {
+	for dst := range st.routes {
 		if !rc.want[dst] {
-			rc.del = append(rc.del, r.nr)
+			rc.del = append(rc.del, dst)
 		}
 	}
 	return rc, nil

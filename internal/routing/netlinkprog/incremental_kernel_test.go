@@ -122,3 +122,23 @@ func TestKernelApplyChangesRepairsDeletedDevice(t *testing.T) {
 	})
 	eq(t, "fdb", n.fdb(t), map[string]string{mac3: "10.0.2.13"})
 }
+
+// ApplyChanges deletes routes of every kind it adds: through a gateway,
+// straight into a device (link scope, as into the WireGuard device) and
+// unreachable.
+func TestKernelApplyChangesDeletesEveryKindOfRoute(t *testing.T) {
+	n := newTestNode(t)
+	base := n.desired(t, config.ModeAuto, peerSame)
+	with := *base
+	with.Routes = append(append([]routing.Route(nil), base.Routes...),
+		routing.Route{Dst: netip.MustParsePrefix("10.244.8.0/24"), Unreachable: true, Node: "node8"},
+		routing.Route{Dst: netip.MustParsePrefix("10.244.9.0/24"), Dev: "ul0", Path: routing.PathWireGuard, Node: "node9"})
+	n.apply(t, &with)
+	if got := n.routes(t); got["10.244.8.0/24"] != "unreachable" || got["10.244.9.0/24"] != "<nil> ul0" {
+		t.Fatalf("routes %v, want the extra unreachable and link-scope routes", got)
+	}
+	if ops := n.applyChanges(t, base); ops != (Ops{Deletes: 2}) {
+		t.Errorf("two routes removed: %+v operations, want exactly 2 deletes", ops)
+	}
+	eq(t, "routes", n.routes(t), map[string]string{"10.244.1.0/24": "unreachable", "10.244.2.0/24": "10.0.1.12 ul0"})
+}
