@@ -57,7 +57,7 @@ const (
 	scaleGuardMinRounds = 3
 	scaleGuardMaxRounds = 6
 	// Restarts of the controllers timed in each round (their mean counts).
-	scaleGuardResyncs = 5
+	scaleGuardResyncs = 10
 )
 
 // scaleFigures are what the guard compares.

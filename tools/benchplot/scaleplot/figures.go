@@ -30,6 +30,8 @@ type Figure struct {
 	YLabel string
 	Series []Series
 	Target Target
+	// WithPolicies names the steps' NetworkPolicy count in the title.
+	WithPolicies bool
 }
 
 // Figures are the scale bench's figures, in the order docs/benchmarks.md
@@ -73,9 +75,9 @@ func Figures() []Figure {
 				{"pod add p50", func(s *scalebench.Step) *float64 { return s.PodAddP50Ms }},
 				{"pod add p99", func(s *scalebench.Step) *float64 { return s.PodAddP99Ms }},
 			},
-			Target: Target{Label: "target: p99 ≤ 250 ms", Value: 250}},
+			Target: Target{Label: "target: p99 ≤ 250 ms", Value: 250}, WithPolicies: true},
 		{File: "scale-tx-ops.png", Title: "nftables operations per policy transaction (one change)", YLabel: "operations",
 			Series: []Series{{"ops per change", func(s *scalebench.Step) *float64 { return s.TxOpsPerChange }}},
-			Target: Target{Label: "target: flat (the first step's value)", FromFirst: true}},
+			Target: Target{Label: "target: flat (the first step's value)", FromFirst: true}, WithPolicies: true},
 	}
 }

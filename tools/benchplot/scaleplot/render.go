@@ -59,6 +59,9 @@ func Write(r *scalebench.Result, dir string) ([]string, error) {
 func (f Figure) plot(steps []scalebench.Step) (*plot.Plot, bool, error) {
 	p := plot.New()
 	p.Title.Text = f.Title
+	if f.WithPolicies {
+		p.Title.Text += policyCount(steps)
+	}
 	p.X.Label.Text = "pods (nodes), log scale"
 	p.Y.Label.Text = f.YLabel
 	p.X.Scale = plot.LogScale{}
@@ -158,6 +161,25 @@ func stepTicks(steps []scalebench.Step) plot.Ticker {
 			Label: thousands(s.Pods) + "\n(" + thousands(s.Nodes) + " nodes)"})
 	}
 	return ts
+}
+
+// policyCount is ", N policies" (or ", N–M policies" when the steps
+// differ), empty when no step has any.
+func policyCount(steps []scalebench.Step) string {
+	lo, hi := math.MaxInt, 0
+	for _, s := range steps {
+		if s.Pods > 0 && s.Policies > 0 {
+			lo, hi = min(lo, s.Policies), max(hi, s.Policies)
+		}
+	}
+	switch {
+	case hi == 0:
+		return ""
+	case lo == hi:
+		return ", " + thousands(lo) + " policies"
+	default:
+		return ", " + thousands(lo) + "–" + thousands(hi) + " policies"
+	}
 }
 
 // thousands formats n with a comma every three digits.

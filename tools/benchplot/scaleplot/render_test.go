@@ -80,6 +80,21 @@ func TestFigureNamesAreUnique(t *testing.T) {
 	}
 }
 
+func TestPolicyCount(t *testing.T) {
+	for _, c := range []struct {
+		policies []int
+		want     string
+	}{{[]int{0, 0}, ""}, {[]int{1000, 1000}, ", 1,000 policies"}, {[]int{100, 0, 1000}, ", 100–1,000 policies"}} {
+		var steps []scalebench.Step
+		for _, n := range c.policies {
+			steps = append(steps, scalebench.Step{Nodes: 1, Pods: 10, Policies: n})
+		}
+		if got := policyCount(steps); got != c.want {
+			t.Errorf("policyCount(%v) = %q; want %q", c.policies, got, c.want)
+		}
+	}
+}
+
 func TestThousands(t *testing.T) {
 	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 100000: "100,000", 1234567: "1,234,567", -2000: "-2,000"} {
 		if got := thousands(n); got != want {
