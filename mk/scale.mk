@@ -28,10 +28,10 @@ bench-scale: deps lab-build lab-binaries image
 	  $(GO) test -count=1 -tags e2e -timeout 80m -run '^TestBenchScale$$' -v ./test/e2e/scale/
 	@$(MAKE) --no-print-directory bench-scale-plot
 
-# The plotter is its own Go module (gonum/plot stays out of Trellis's go.mod).
+# The plotter (tools/benchplot, its own Go module: make bench-plot).
 bench-scale-plot:
 	@if [ -f tools/benchplot/go.mod ]; then \
-	  cd tools/benchplot && $(GO) run . -in $(BENCH_SCALE_OUT)/result.json -out $(BENCH_SCALE_IMG); \
+	  $(MAKE) --no-print-directory bench-plot BENCH_SCALE_RESULT=$(BENCH_SCALE_OUT)/result.json BENCH_PLOT_DIR=$(BENCH_SCALE_IMG); \
 	else \
 	  echo "bench-scale-plot: tools/benchplot is not in this tree: no plots (the result is in $(BENCH_SCALE_OUT)/result.json)"; \
 	fi

@@ -417,13 +417,15 @@ func measureStep(t *testing.T, step *scalebench.Step, w *world, set settings, no
 	logf("node add → route on %s: p50 %s ms p99 %s ms over %d (load average %s)", node, show(step.NodeAddP50Ms), show(step.NodeAddP99Ms), step.NodeAddSamples, loadAvg())
 
 	// Pod add → in the policy table, and the transaction size.
-	if ds, ops, err := podAdds(ctx, w, nsName, set.samples); err != nil {
+	if ds, ops, lines, err := podAdds(ctx, w, nsName, set.samples); err != nil {
 		note("pod adds: %v", err)
 	} else {
 		step.PodAddP50Ms, step.PodAddP99Ms, step.PodAddSamples = f64(Percentile(ds, 50)), f64(Percentile(ds, 99)), len(ds)
 		step.TxOpsPerChange = ops
 		if ops == nil {
-			note("nftables operations per change: the agent exports no %s (histogram of operations per committed policy transaction)", mTxOps)
+			note("nftables operations per pod add: the agent exports no %s (histogram of operations per committed policy transaction); `nft monitor` printed %.1f lines (objects touched) per transaction that added a pod", mTxOps, lines)
+		} else {
+			note("nftables operations per pod add: %.1f (%s); `nft monitor` printed %.1f lines per such transaction", *ops, mTxOps, lines)
 		}
 	}
 	step.Pods = step.Pods + step.PodAddSamples

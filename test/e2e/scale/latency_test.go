@@ -7,11 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -83,58 +81,69 @@ func nodeAdds(ctx context.Context, w *world, nsName string, n int) ([]time.Durat
 	return out, nil
 }
 
-var ipv4 = regexp.MustCompile(`\b\d+\.\d+\.\d+\.\d+\b`)
-
-// nftMonitor follows `nft monitor` in a node's namespace and tells when an
-// address first appears in an added set element.
+// nftMonitor follows `nft monitor` in a node's namespace: each committed
+// nftables generation, when it was committed and how many objects its
+// transaction touched (the lines nft printed for it; set elements that nft
+// 1.0.6 cannot decode, because the transaction also re-declared their set,
+// count one per warning).
 type nftMonitor struct {
-	cmd     *exec.Cmd
-	mu      sync.Mutex
-	waiting map[string]chan time.Time
+	cmd  *exec.Cmd
+	gens chan generation
+}
+
+type generation struct {
+	at    time.Time
+	lines int
 }
 
 func startNftMonitor(nsName string) (*nftMonitor, error) {
-	m := &nftMonitor{waiting: map[string]chan time.Time{}}
-	m.cmd = exec.Command("ip", "netns", "exec", nsName, "nft", "monitor", "elements")
-	out, err := m.cmd.StdoutPipe()
+	m := &nftMonitor{gens: make(chan generation, 1024)}
+	m.cmd = exec.Command("ip", "netns", "exec", nsName, "nft", "monitor")
+	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	m.cmd.Stderr = os.Stderr
+	m.cmd.Stdout, m.cmd.Stderr = w, w
 	if err := m.cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
 		return nil, fmt.Errorf("nft monitor in %s: %w", nsName, err)
 	}
+	w.Close()
 	go func() {
-		sc := bufio.NewScanner(out)
+		defer r.Close()
+		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 1<<20), 16<<20)
+		lines := 0
 		for sc.Scan() {
 			line := sc.Text()
-			if !strings.HasPrefix(line, "add element") {
-				continue
-			}
-			now := time.Now()
-			m.mu.Lock()
-			for _, ip := range ipv4.FindAllString(line, -1) {
-				if ch, ok := m.waiting[ip]; ok {
-					ch <- now
-					delete(m.waiting, ip)
+			switch {
+			case strings.HasPrefix(line, "# new generation"):
+				select {
+				case m.gens <- generation{at: time.Now(), lines: lines}:
+				default: // nobody listens: drop
 				}
+				lines = 0
+			case strings.HasPrefix(line, "W: Unable to cache"):
+			default:
+				lines++
 			}
-			m.mu.Unlock()
 		}
-		_, _ = io.Copy(io.Discard, out)
+		close(m.gens)
 	}()
 	time.Sleep(300 * time.Millisecond) // the monitor subscribes
 	return m, nil
 }
 
-// expect returns a channel that receives the time ip is first added.
-func (m *nftMonitor) expect(ip string) chan time.Time {
-	ch := make(chan time.Time, 1)
-	m.mu.Lock()
-	m.waiting[ip] = ch
-	m.mu.Unlock()
-	return ch
+// drain forgets the generations committed so far.
+func (m *nftMonitor) drain() {
+	for {
+		select {
+		case <-m.gens:
+		default:
+			return
+		}
+	}
 }
 
 func (m *nftMonitor) stop() {
@@ -144,54 +153,73 @@ func (m *nftMonitor) stop() {
 	}
 }
 
+// hasElement reports whether a set of the node's policy table holds ip.
+func hasElement(nsName, set, ip string) bool {
+	return exec.Command("ip", "netns", "exec", nsName, "nft", "get", "element", "inet", "trellis-policy", set, "{ "+ip+" }").Run() == nil
+}
+
 // podAdds creates n API-only pods, role=a (a peer of the measured node's
 // server, so each changes a peer set there), and times each from its
-// status update (the moment it gets an address) to the address being
-// added to a set of the node's policy table. Returns the latencies and
-// the mean nftables operations per committed policy transaction over the
-// samples (nil when the agent does not export mTxOps).
-func podAdds(ctx context.Context, w *world, nsName string, n int) ([]time.Duration, *float64, error) {
+// status update (the moment it gets an address) to the commit of the
+// nftables generation that put the address into the node's policy table
+// (set pod-addrs; one transaction changes every set). Returns the
+// latencies, the mean nftables operations per committed policy
+// transaction over the samples (nil when the agent does not export
+// mTxOps) and the mean lines `nft monitor` printed for those generations.
+func podAdds(ctx context.Context, w *world, nsName string, n int) ([]time.Duration, *float64, float64, error) {
 	mon, err := startNftMonitor(nsName)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	defer mon.stop()
 	before, _ := scrape(netnsPath(nsName))
 	var out []time.Duration
+	lines := 0
 	for k := 0; k < n; k++ {
 		slot, err := w.place.Place(1, 0)
 		if err != nil {
-			return out, nil, err
+			return out, nil, 0, err
 		}
 		g, s := slot[0][0], slot[0][1]
 		j := w.pods
 		p := ghostPod(j, g, "a")
 		p.Name, p.Namespace = fmt.Sprintf("add-%06d", j), ghostNS(k%w.nsCount)
-		ip := GhostPodIP(g, s)
+		ip := GhostPodIP(g, s).String()
 		var at time.Time
-		var seen chan time.Time
-		if err := createPod(ctx, w.cs, p, ip, GhostAddr(g, w.subnet), func() { seen, at = mon.expect(ip.String()), time.Now() }); err != nil {
-			return out, nil, err
+		if err := createPod(ctx, w.cs, p, GhostPodIP(g, s), GhostAddr(g, w.subnet), func() { mon.drain(); at = time.Now() }); err != nil {
+			return out, nil, 0, err
 		}
 		w.pods++
-		select {
-		case t := <-seen:
-			out = append(out, t.Sub(at))
-		case <-time.After(10 * time.Second):
-			return out, nil, fmt.Errorf("pod %s/%s (%s): not added to the policy table of %s within 10s", p.Namespace, p.Name, ip, nsName)
+		deadline := time.After(10 * time.Second)
+	wait:
+		for {
+			select {
+			case gen, ok := <-mon.gens:
+				if !ok {
+					return out, nil, 0, fmt.Errorf("nft monitor in %s ended", nsName)
+				}
+				if hasElement(nsName, "pod-addrs", ip) {
+					out = append(out, gen.at.Sub(at))
+					lines += gen.lines
+					break wait
+				}
+			case <-deadline:
+				return out, nil, 0, fmt.Errorf("pod %s/%s (%s): not in set pod-addrs of %s within 10s", p.Namespace, p.Name, ip, nsName)
+			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	meanLines := float64(lines) / float64(max(1, len(out)))
 	after, _ := scrape(netnsPath(nsName))
 	s0, ok0 := before.get(mTxOps + "_sum")
 	c0, _ := before.get(mTxOps + "_count")
 	s1, ok1 := after.get(mTxOps + "_sum")
 	c1, _ := after.get(mTxOps + "_count")
 	if !ok0 || !ok1 || c1 <= c0 {
-		return out, nil, nil
+		return out, nil, meanLines, nil
 	}
 	ops := (s1 - s0) / (c1 - c0)
-	return out, &ops, nil
+	return out, &ops, meanLines, nil
 }
 
 // policyProbe is the real client and server pods and the policies that

@@ -4,6 +4,7 @@ package scale
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/lab/install"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 )
@@ -31,6 +33,17 @@ type restartResult struct {
 	routingFirst *float64  // informers synced → routing's first sync (metric)
 	routesAt     time.Time // cold: when the kernel held every route again
 	source       string    // where the figures came from
+}
+
+// alive reports whether pid runs (a zombie does not).
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z'
 }
 
 // controllers returns the controllers the agent reports syncs of.
@@ -59,35 +72,40 @@ func restartAgent(t *testing.T, node, nsName string, cold bool) (restartResult, 
 	}
 	want := controllers(m0)
 	old := l.AgentPID(t, node)
-	pod, err := install.AgentPod(ctx, l.CS, node)
-	if err != nil {
-		return r, err
-	}
-	if err := l.CS.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
-		return r, fmt.Errorf("delete the agent pod %s: %w", pod.Name, err)
-	}
-	for syscall.Kill(old, 0) == nil {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", old)); err != nil {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 	var flushed time.Time
 	var routes <-chan time.Time
 	if cold {
+		// Killed (kubelet restarts the container in the same pod), the
+		// node flushed the moment the process is gone.
 		n, err := routeCount(nsName)
 		if err != nil {
 			return r, err
 		}
-		for _, args := range [][]string{{"route", "flush", "proto", "158"}, {"link", "del", "trellis.vxlan"}} {
-			out, err := exec.Command("ip", append([]string{"-n", nsName}, args...)...).CombinedOutput()
-			if err != nil && !strings.Contains(string(out), "Cannot find device") {
-				return r, fmt.Errorf("ip %v in %s: %v: %s", args, nsName, err, out)
-			}
+		nh, closeNS, err := nsHandle(nsName)
+		if err != nil {
+			return r, err
+		}
+		defer closeNS()
+		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+			return r, fmt.Errorf("kill the agent %d: %w", old, err)
+		}
+		for alive(old) {
+			time.Sleep(time.Millisecond)
+		}
+		if err := flushNode(nh); err != nil {
+			return r, fmt.Errorf("flush %s: %w", nsName, err)
 		}
 		flushed = time.Now()
 		if routes, err = watchRoutes(nsName, n, 3*time.Minute); err != nil {
 			return r, err
+		}
+	} else {
+		pod, err := install.AgentPod(ctx, l.CS, node)
+		if err != nil {
+			return r, err
+		}
+		if err := l.CS.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
+			return r, fmt.Errorf("delete the agent pod %s: %w", pod.Name, err)
 		}
 	}
 	deadline := time.Now().Add(3 * time.Minute)
@@ -253,6 +271,40 @@ func watchRoutes(nsName string, n int, within time.Duration) (<-chan time.Time, 
 		}
 	}()
 	return out, nil
+}
+
+// nsHandle opens a netlink handle in a node's namespace.
+func nsHandle(nsName string) (*netlink.Handle, func(), error) {
+	h, err := vns.GetFromPath(netnsPath(nsName))
+	if err != nil {
+		return nil, nil, err
+	}
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		h.Close()
+		return nil, nil, err
+	}
+	return nh, func() { nh.Close(); h.Close() }, nil
+}
+
+// flushNode removes the VXLAN device (with its routes, FDB and neighbour
+// entries) and every other Trellis route.
+func flushNode(nh *netlink.Handle) error {
+	if link, err := nh.LinkByName(config.DefaultVXLANDevice); err == nil {
+		if err := nh.LinkDel(link); err != nil {
+			return fmt.Errorf("delete %s: %w", config.DefaultVXLANDevice, err)
+		}
+	}
+	rs, err := (&netlinkprog.Programmer{Handle: nh}).ListRoutes()
+	if err != nil {
+		return err
+	}
+	for i := range rs {
+		if err := nh.RouteDel(&rs[i]); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("delete route %s: %w", rs[i].Dst, err)
+		}
+	}
+	return nil
 }
 
 // routeCount is the number of Trellis routes on the node.
