@@ -48,7 +48,7 @@ func loadSettings(t *testing.T) settings {
 	repo := filepath.Join(filepath.Dir(file), "..", "..", "..")
 	var s settings
 	var err error
-	if s.steps, err = ParseSteps(envOr("BENCH_SCALE_STEPS", "100/2000,1000/20000,5000/100000")); err != nil {
+	if s.steps, err = ParseSteps(envOr("BENCH_SCALE_STEPS", "100/2000,1000/20000,2000/40000,5000/100000")); err != nil {
 		t.Fatalf("BENCH_SCALE_STEPS: %v", err)
 	}
 	ints := map[string]*int{"BENCH_SCALE_SAMPLES": &s.samples, "BENCH_SCALE_FLIPS": &s.flips}
@@ -60,7 +60,7 @@ func loadSettings(t *testing.T) settings {
 	}
 	durs := map[string]*time.Duration{"BENCH_SCALE_IDLE": &s.idle, "BENCH_SCALE_CREATE_TIMEOUT": &s.createTimeout, "BENCH_SCALE_BUDGET": &s.budget}
 	for name, dst := range durs {
-		def := map[string]string{"BENCH_SCALE_IDLE": "60s", "BENCH_SCALE_CREATE_TIMEOUT": "15m", "BENCH_SCALE_BUDGET": "45m"}[name]
+		def := map[string]string{"BENCH_SCALE_IDLE": "60s", "BENCH_SCALE_CREATE_TIMEOUT": "15m", "BENCH_SCALE_BUDGET": "40m"}[name]
 		if *dst, err = time.ParseDuration(envOr(name, def)); err != nil || *dst <= 0 {
 			t.Fatalf("%s: want a duration, got %q", name, os.Getenv(name))
 		}
@@ -83,6 +83,19 @@ func machine() string {
 	kernel, _ := exec.Command("uname", "-r").Output()
 	return fmt.Sprintf("%d cores, %s memory, kernel %s, load average at start %s",
 		runtime.NumCPU(), mem, strings.TrimSpace(string(kernel)), loadAvg())
+}
+
+// controlPlaneCPU is the CPU seconds the API server and etcd have used.
+func controlPlaneCPU() map[string]float64 {
+	out := map[string]float64{}
+	for _, p := range l.State.Processes {
+		if p.Name == "kube-apiserver" || p.Name == "etcd" {
+			if ticks, _, err := procStat(p.PID); err == nil {
+				out[p.Name] = float64(ticks) / clockTicks
+			}
+		}
+	}
+	return out
 }
 
 // controlPlaneRSS names the API server's and etcd's resident sets.
@@ -140,7 +153,7 @@ func TestBenchScale(t *testing.T) {
 	}
 	defer pp.stopSink()
 	realPods := countAddressedPods(t)
-	pid := l.AgentPID(t, node)
+	pid := agentPID(node)
 	prevRSS, err := rssMiB(pid)
 	if err != nil {
 		t.Fatal(err)
@@ -172,9 +185,15 @@ func TestBenchScale(t *testing.T) {
 		step := scalebench.Step{Nodes: size.Nodes, Policies: ghostPolicies + realPolicies}
 		logf("step %d: growing to %d nodes / %d pods", k+1, size.Nodes, size.Pods)
 		cctx, cancel := context.WithTimeout(ctx, set.createTimeout)
+		cpu0, pods0 := controlPlaneCPU(), w.pods
 		err := w.growTo(cctx, ghosts, ghostPods, ghostPolicies, func(s string) { logf("%s", s) })
 		cancel()
 		step.CreateSeconds = time.Since(stepStart).Seconds()
+		if cpu1 := controlPlaneCPU(); err == nil && w.pods > pods0 {
+			api, etcd := cpu1["kube-apiserver"]-cpu0["kube-apiserver"], cpu1["etcd"]-cpu0["etcd"]
+			step.Notes = append(step.Notes, fmt.Sprintf("creation: %d pods (2 API writes each: create, status) at %.0f/s; kube-apiserver %.0f s of CPU, etcd %.0f s, i.e. %.1f ms of API server CPU per pod (load average %s)",
+				w.pods-pods0, float64(w.pods-pods0)/step.CreateSeconds, api, etcd, api*1000/float64(w.pods-pods0), loadAvg()))
+		}
 		if err != nil {
 			res.Stopped = fmt.Sprintf("at %d nodes / %d pods, after %s of creation: the API server did not hold: %v (%s; load average %s)",
 				size.Nodes, size.Pods, time.Since(stepStart).Round(time.Second), err, controlPlaneRSS(), loadAvg())
@@ -322,7 +341,7 @@ func settle(t *testing.T, step *scalebench.Step, node, nsName string, peers, pod
 		step.Notes = append(step.Notes, err.Error())
 	}
 	logf("policy set pod-addrs holds %d addresses after %s", n, time.Since(start).Round(time.Millisecond))
-	pid := l.AgentPID(t, node)
+	pid := agentPID(node)
 	for i := 0; i < 60; i++ {
 		t0, _, err0 := procStat(pid)
 		time.Sleep(2 * time.Second)
@@ -381,7 +400,7 @@ func measureStep(t *testing.T, step *scalebench.Step, w *world, set settings, no
 	settle(t, step, node, nsName, step.Nodes-1, w.pods, logf)
 
 	// Memory.
-	pid := l.AgentPID(t, node)
+	pid := agentPID(node)
 	if rss, err := rssMiB(pid); err == nil {
 		step.RSSMiB = f64(rss)
 	} else {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -75,7 +76,10 @@ func retry(ctx context.Context, f func() error) error {
 		if err = f(); err == nil {
 			return nil
 		}
-		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) {
+		// A namespace's default ServiceAccount comes a moment after the
+		// namespace (kube-controller-manager): that refusal is transient.
+		if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) ||
+			(apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "serviceaccount")) {
 			return err
 		}
 		select {
@@ -140,11 +144,11 @@ func createNode(ctx context.Context, cs kubernetes.Interface, n *corev1.Node) er
 
 // ghostPod is ghost pod j on ghost g with address ip.
 func ghostPod(j, g int, role string) *corev1.Pod {
-	zero := int64(0)
+	zero, no := int64(0), false
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("g%06d", j), Namespace: ghostNS(j / podsPerNS),
 			Labels: map[string]string{"app": fmt.Sprintf("app%d", j%apps), "role": role, ghostLabel: "ghost"}},
-		Spec: corev1.PodSpec{NodeName: ghostName(g), TerminationGracePeriodSeconds: &zero,
+		Spec: corev1.PodSpec{NodeName: ghostName(g), TerminationGracePeriodSeconds: &zero, AutomountServiceAccountToken: &no,
 			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 			Containers: []corev1.Container{{Name: "c", Image: images.AgnhostImage,
 				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP}}}}},

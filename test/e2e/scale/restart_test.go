@@ -21,6 +21,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/lab/install"
+	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 )
 
@@ -35,15 +36,23 @@ type restartResult struct {
 	source       string    // where the figures came from
 }
 
-// alive reports whether pid runs (a zombie does not).
-func alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// agentPID is the trellis-agent process of node's agent pod (0 if none
+// runs).
+func agentPID(node string) int {
+	pod, err := install.AgentPod(context.Background(), l.CS, node)
 	if err != nil {
-		return false
+		return 0
 	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z'
+	pids, err := probe.ContainerPIDs(pod, install.AgentContainer)
+	if err != nil {
+		return 0
+	}
+	for _, pid := range pids {
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "trellis-agent" {
+			return pid
+		}
+	}
+	return 0
 }
 
 // controllers returns the controllers the agent reports syncs of.
@@ -71,12 +80,15 @@ func restartAgent(t *testing.T, node, nsName string, cold bool) (restartResult, 
 		return r, err
 	}
 	want := controllers(m0)
-	old := l.AgentPID(t, node)
+	old := agentPID(node)
+	if old == 0 {
+		return r, fmt.Errorf("no agent process on %s", node)
+	}
 	var flushed time.Time
 	var routes <-chan time.Time
 	if cold {
-		// Killed (kubelet restarts the container in the same pod), the
-		// node flushed the moment the process is gone.
+		// Frozen (so that it repairs nothing), the node flushed, then
+		// killed: kubelet restarts the container in the same pod.
 		n, err := routeCount(nsName)
 		if err != nil {
 			return r, err
@@ -86,18 +98,20 @@ func restartAgent(t *testing.T, node, nsName string, cold bool) (restartResult, 
 			return r, err
 		}
 		defer closeNS()
-		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
-			return r, fmt.Errorf("kill the agent %d: %w", old, err)
-		}
-		for alive(old) {
-			time.Sleep(time.Millisecond)
+		if err := syscall.Kill(old, syscall.SIGSTOP); err != nil {
+			return r, fmt.Errorf("stop the agent %d: %w", old, err)
 		}
 		if err := flushNode(nh); err != nil {
+			_ = syscall.Kill(old, syscall.SIGCONT)
 			return r, fmt.Errorf("flush %s: %w", nsName, err)
 		}
 		flushed = time.Now()
 		if routes, err = watchRoutes(nsName, n, 3*time.Minute); err != nil {
+			_ = syscall.Kill(old, syscall.SIGCONT)
 			return r, err
+		}
+		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+			return r, fmt.Errorf("kill the agent %d: %w", old, err)
 		}
 	} else {
 		pod, err := install.AgentPod(ctx, l.CS, node)
@@ -115,7 +129,7 @@ func restartAgent(t *testing.T, node, nsName string, cold bool) (restartResult, 
 			return r, fmt.Errorf("no new agent on %s within 3 minutes", node)
 		}
 		time.Sleep(20 * time.Millisecond)
-		pid = l.AgentPID(t, node)
+		pid = agentPID(node)
 	}
 	_, r.started, err = procStat(pid)
 	if err != nil {
