@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/lab/topology"
 )
@@ -47,18 +49,15 @@ func procStat(pid int) (ticks int64, started time.Time, err error) {
 	return ut + st, boot.Add(time.Duration(startTicks) * time.Second / clockTicks), nil
 }
 
+// bootTime is when the machine booted, to the microsecond (the
+// btime of /proc/stat is whole seconds: up to a second early).
 func bootTime() (time.Time, error) {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
+	var ts unix.Timespec
+	now := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
 		return time.Time{}, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "btime "); ok {
-			s, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return time.Unix(s, 0), err
-		}
-	}
-	return time.Time{}, fmt.Errorf("no btime in /proc/stat")
+	return now.Add(-time.Duration(ts.Nano())), nil
 }
 
 // rssMiB reads a process's resident set (VmRSS) in MiB.
