@@ -63,7 +63,7 @@ func prepareInstall(e Env) (state.Install, error) {
 // agents talk to the API server at its own address, as the install guide
 // recommends, not through kube-proxy's Service rules.
 func labOverrides(t topology.Topology) map[string]any {
-	return map[string]any{"routingMode": t.Options.RoutingMode, "clusterCIDRs": []any{topology.ClusterCIDR},
+	return map[string]any{"routingMode": t.Options.RoutingMode, "clusterCIDRs": []any{t.Options.ClusterCIDROrDefault()},
 		"apiServer": apiServerURL(t), "encryption": t.Options.EncryptionOrDefault()}
 }
 

@@ -184,12 +184,12 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err != nil {
 		return err
 	}
-	if ov := topology.Overlaps(hp); len(ov) > 0 {
-		return fmt.Errorf("the machine's network %v overlaps the lab's ranges %v", ov, topology.LabRanges())
-	}
 	t, err := topology.Plan(o)
 	if err != nil {
 		return err
+	}
+	if ov := o.Overlaps(hp); len(ov) > 0 {
+		return fmt.Errorf("the machine's network %v overlaps the lab's ranges %v", ov, o.LabRanges())
 	}
 	st := &state.State{Topology: t, CreatedAt: time.Now().UTC(), Phase: "network", Netns: t.Netnses(), Binaries: bin, Install: inst}
 	if err := st.Save(p); err != nil {
@@ -268,6 +268,7 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	for _, n := range t.Nodes {
 		spec := node.NewSpec(p, n, bin, imageFiles, o.RoutingMode, agentProcess)
 		spec.Encryption = o.Encryption
+		spec.ClusterCIDR = o.ClusterCIDR
 		if err := node.Start(p, st, labBin, spec, true); err != nil {
 			return err
 		}

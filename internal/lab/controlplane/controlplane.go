@@ -58,7 +58,7 @@ func Components(p state.Paths, t topology.Topology, bin map[string]string) []Com
 		"--authentication-kubeconfig=" + p.KubeconfigFile("controller-manager.conf"),
 		"--authorization-kubeconfig=" + p.KubeconfigFile("controller-manager.conf"),
 		"--bind-address=127.0.0.1",
-		"--allocate-node-cidrs=true", "--cluster-cidr=" + topology.ClusterCIDR, "--node-cidr-mask-size=24",
+		"--allocate-node-cidrs=true", "--cluster-cidr=" + t.Options.ClusterCIDROrDefault(), fmt.Sprintf("--node-cidr-mask-size=%d", t.Options.NodeCIDRMaskOrDefault()),
 		"--service-cluster-ip-range=" + topology.ServiceCIDR,
 		"--use-service-account-credentials=true",
 		"--service-account-private-key-file=" + p.PKIFile("sa.key"),

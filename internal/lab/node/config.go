@@ -80,7 +80,7 @@ clusterCIDR: %s
 metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 0.0.0.0:10256
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
-`, nodeLabDir, s.Name, topology.ClusterCIDR)
+`, nodeLabDir, s.Name, s.clusterCIDR())
 }
 
 // AgentArgs is exactly the command line a DaemonSet would run the agent with;
@@ -94,10 +94,24 @@ func AgentArgs(s Spec) []string {
 // agentConfigPath is where the node's agent reads its configuration file.
 const agentConfigPath = "/etc/trellis/config.yaml"
 
-// AgentConfig is the content of the node's agent configuration file;
-// encryption "" leaves the agent's default (none).
+// clusterCIDR is the cluster's pod range the node's components are told.
+func (s Spec) clusterCIDR() string {
+	if s.ClusterCIDR == "" {
+		return topology.ClusterCIDR
+	}
+	return s.ClusterCIDR
+}
+
+// AgentConfig is the content of an agent configuration file in a lab with
+// the default cluster CIDR; encryption "" leaves the agent's default (none).
 func AgentConfig(routingMode, encryption string) string {
-	c := fmt.Sprintf("routingMode: %s\nclusterCIDRs: [%q]\n", routingMode, topology.ClusterCIDR)
+	return Spec{}.AgentConfig(routingMode, encryption)
+}
+
+// AgentConfig is the content of node s's agent configuration file;
+// encryption "" leaves the agent's default (none).
+func (s Spec) AgentConfig(routingMode, encryption string) string {
+	c := fmt.Sprintf("routingMode: %s\nclusterCIDRs: [%q]\n", routingMode, s.clusterCIDR())
 	if encryption != "" {
 		c += fmt.Sprintf("encryption: %s\n", encryption)
 	}
@@ -112,7 +126,7 @@ func WriteAgentConfig(s Spec, routingMode, encryption string) error {
 	if hp == "" {
 		return fmt.Errorf("node %s: %s is not on a node-private path", s.Name, agentConfigPath)
 	}
-	if err := atomicfile.Write(hp, []byte(AgentConfig(routingMode, encryption)), 0o644); err != nil {
+	if err := atomicfile.Write(hp, []byte(s.AgentConfig(routingMode, encryption)), 0o644); err != nil {
 		return fmt.Errorf("node %s: writing the agent configuration: %w", s.Name, err)
 	}
 	s.RoutingMode, s.Encryption = routingMode, encryption

@@ -35,6 +35,8 @@ type Spec struct {
 	// Encryption is the agent's encryption setting in the process install
 	// mode (none or wireguard; "" leaves the agent's default).
 	Encryption string `json:"encryption,omitempty"`
+	// ClusterCIDR is the cluster's pod range ("" = topology.ClusterCIDR).
+	ClusterCIDR string `json:"clusterCIDR,omitempty"`
 	// AgentProcess: the supervisor runs trellis-agent as a process (the
 	// lab's process install mode); otherwise kubelet runs it as a pod.
 	AgentProcess bool `json:"agentProcess"`
@@ -107,7 +109,7 @@ func WriteFiles(p state.Paths, s Spec) error {
 		kubeProxyConfig:    []byte(KubeProxyConfig(s)),
 	}
 	if s.AgentProcess {
-		files[agentConfigPath] = []byte(AgentConfig(s.RoutingMode, s.Encryption))
+		files[agentConfigPath] = []byte(s.AgentConfig(s.RoutingMode, s.Encryption))
 	}
 	copies := map[string]string{
 		kubeletKubeconfig:               p.KubeconfigFile("kubelet-" + s.Name + ".conf"),

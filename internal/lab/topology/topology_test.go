@@ -65,9 +65,47 @@ func TestOptionsValidateReportsAllProblems(t *testing.T) {
 func TestOverlaps(t *testing.T) {
 	host := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("192.0.2.0/24"),
 		netip.MustParsePrefix("10.96.5.0/24"), netip.MustParsePrefix("172.16.0.0/12")}
-	got := Overlaps(host)
+	got := Options{}.Overlaps(host)
 	if len(got) != 2 || got[0] != host[2] || got[1] != host[3] {
 		t.Errorf("Overlaps = %v, want [%s %s]", got, host[2], host[3])
+	}
+	// A wider cluster CIDR is a wider lab range.
+	wide := Options{ClusterCIDR: "10.244.0.0/14"}
+	if got := wide.Overlaps([]netip.Prefix{netip.MustParsePrefix("10.246.1.0/24")}); len(got) != 1 {
+		t.Errorf("Overlaps with cluster CIDR %s = %v, want 10.246.1.0/24", wide.ClusterCIDR, got)
+	}
+	if got := (Options{}).Overlaps([]netip.Prefix{netip.MustParsePrefix("10.246.1.0/24")}); len(got) != 0 {
+		t.Errorf("Overlaps with the default cluster CIDR = %v, want none", got)
+	}
+}
+
+func TestClusterCIDROptions(t *testing.T) {
+	base := Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", APIPort: 16443}
+	ok := base
+	ok.ClusterCIDR, ok.NodeCIDRMask = "10.244.0.0/14", 24
+	if err := ok.Validate(); err != nil {
+		t.Errorf("cluster CIDR %s /%d refused: %v", ok.ClusterCIDR, ok.NodeCIDRMask, err)
+	}
+	for _, c := range []struct {
+		cidr string
+		mask int
+		want string
+	}{
+		{"10.244.0.1/14", 24, "--cluster-cidr"},
+		{"192.168.0.0/16", 24, "--cluster-cidr"},
+		{"10.0.0.0/8", 24, "--cluster-cidr"},
+		{"fd00::/64", 80, "--cluster-cidr"},
+		{"10.244.0.0/16", 16, "--node-cidr-mask"},
+		{"10.244.0.0/16", 29, "--node-cidr-mask"},
+		{"10.128.0.0/9", 28, "16 bits"},
+		{"10.244.0.0/24", 25, "fewer than --nodes"},
+	} {
+		o := base
+		o.ClusterCIDR, o.NodeCIDRMask = c.cidr, c.mask
+		err := o.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("cluster CIDR %s /%d: error %v, want one mentioning %q", c.cidr, c.mask, err, c.want)
+		}
 	}
 }
 
@@ -114,7 +152,7 @@ func TestPlanWithBGP(t *testing.T) {
 	// Every address the ToR adds lies in the lab's ranges: the overlap
 	// check covers them, and nothing routes outside the lab.
 	for _, p := range []netip.Prefix{topo.OriginPrefix, topo.ServicePrefix} {
-		if len(Overlaps([]netip.Prefix{p})) != 1 {
+		if len(topo.Options.Overlaps([]netip.Prefix{p})) != 1 {
 			t.Errorf("%s is outside the lab's ranges", p)
 		}
 	}
