@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/sysctl"
@@ -82,13 +84,13 @@ func setupPod(podNS ns.NetNS, al podlink.Alias, mtu int, addrs []netip.Addr) (*p
 			return pl, fmt.Errorf("set group on %s: %w", hostName, err)
 		}
 	}
-	// The host side owns its routes: no router advertisements. Best effort:
-	// a kernel without IPv6 has no such file.
-	_ = sysctl.Set("net/ipv6/conf/"+hostName+"/accept_ra", "0")
+	if err := hostSideIPv6(hostName, hasIPv6(addrs)); err != nil {
+		return pl, err
+	}
 	if err := netlink.LinkSetUp(host); err != nil {
 		return pl, fmt.Errorf("set %s up: %w", hostName, err)
 	}
-	if err := configurePodSide(podH, ifName, pl, addrs); err != nil {
+	if err := configurePodSide(podNS.Path(), podH, ifName, pl, addrs); err != nil {
 		return pl, err
 	}
 	for _, a := range addrs {
@@ -133,14 +135,29 @@ func createVeth(podH *netlink.Handle, hostName, ifName string, mtu int, alias st
 	return nil
 }
 
-func configurePodSide(podH *netlink.Handle, ifName string, pl *podLink, addrs []netip.Addr) error {
+// configurePodSide gives the pod end its addresses, brings it up, and adds
+// per address family the gateway's permanent neighbour and the default
+// route through it. With an IPv6 address, duplicate address detection is
+// off on the pod end first (see podSideIPv6).
+func configurePodSide(podNSPath string, podH *netlink.Handle, ifName string, pl *podLink, addrs []netip.Addr) error {
 	pod, err := podH.LinkByName(ifName)
 	if err != nil {
 		return fmt.Errorf("look up %s in pod namespace: %w", ifName, err)
 	}
 	pl.podIndex, pl.podMAC = pod.Attrs().Index, pod.Attrs().HardwareAddr
+	if hasIPv6(addrs) {
+		if err := podSideIPv6(podNSPath, ifName); err != nil {
+			return err
+		}
+	}
 	for _, a := range addrs {
-		if err := podH.AddrAdd(pod, &netlink.Addr{IPNet: hostPrefix(a)}); err != nil {
+		addr := &netlink.Addr{IPNet: hostPrefix(a)}
+		if a.Is6() {
+			// Usable at once: never tentative (accept_dad=0 covers the
+			// link-local address the kernel adds; this the pod's own).
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := podH.AddrAdd(pod, addr); err != nil {
 			return fmt.Errorf("add address %s to %s: %w", a, ifName, err)
 		}
 	}
@@ -193,15 +210,48 @@ var ErrForeignLink = errors.New("host interface exists and is not Trellis's")
 // families of addrs, as the reference ptp plugin does: routed pods reach
 // nothing, not even each other, without it. The agent sets it too; this
 // covers the plugin used alone and a runtime calling before the agent ran.
-func enableForwarding(addrs []netip.Addr) error {
-	for _, a := range addrs {
-		key := "net/ipv4/ip_forward"
-		if a.Is6() {
-			key = "net/ipv6/conf/all/forwarding"
+// IPv6 forwarding keeps the node's router advertisements working
+// (sysctl.EnableIPv6Forwarding: accept_ra 1 becomes 2 first, pod
+// interfaces left out); raised names the interfaces whose accept_ra it
+// raised.
+func enableForwarding(addrs []netip.Addr) (raised []string, err error) {
+	if slices.ContainsFunc(addrs, netip.Addr.Is4) {
+		if err := sysctl.Set("net/ipv4/ip_forward", "1"); err != nil {
+			return nil, err
 		}
-		if err := sysctl.Set(key, "1"); err != nil {
-			return err
+	}
+	if hasIPv6(addrs) {
+		return sysctl.EnableIPv6Forwarding(podlink.IsHostName)
+	}
+	return nil, nil
+}
+
+func hasIPv6(addrs []netip.Addr) bool { return slices.ContainsFunc(addrs, netip.Addr.Is6) }
+
+// hostSideIPv6 sets the host end's IPv6 sysctls before it comes up: no
+// router advertisements (a pod must not be able to give the node a default
+// route), and no duplicate address detection, so its link-local address,
+// the source of the node's neighbour solicitations towards the pod, is
+// usable at once (while it is tentative the kernel sends none, and replies
+// to the pod wait). Required when the pod has an IPv6 address; otherwise
+// best effort (a kernel without IPv6 has no such files).
+func hostSideIPv6(hostName string, required bool) error {
+	for _, kv := range [][2]string{{"accept_ra", "0"}, {"accept_dad", "0"}} {
+		err := sysctl.Set("net/ipv6/conf/"+hostName+"/"+kv[0], kv[1])
+		if err != nil && required {
+			return fmt.Errorf("host interface %s: %w", hostName, err)
 		}
+	}
+	return nil
+}
+
+// podSideIPv6 turns duplicate address detection off on the pod end (inside
+// the pod's namespace, before it comes up): the pod's link-local address is
+// usable at once. The address is unique by construction (IPAM), and the
+// link has two ends, both ours.
+func podSideIPv6(podNSPath, ifName string) error {
+	if err := sysctl.SetAt(podNSPath, "net/ipv6/conf/"+ifName+"/accept_dad", "0"); err != nil {
+		return fmt.Errorf("pod interface %s: %w", ifName, err)
 	}
 	return nil
 }
@@ -228,7 +278,18 @@ func gatewayFor(a netip.Addr) netip.Addr {
 	return GatewayV6
 }
 
-// GatewayV6 is the IPv6 counterpart of GatewayV4 (a link-local address).
+// GatewayV6 is the link-local next hop of every pod's IPv6 default route,
+// the counterpart of GatewayV4, and like it configured nowhere: the pod
+// holds a permanent neighbour entry mapping it to the host-side veth's MAC.
+//
+// Why a fixed link-local address: an IPv6 next hop should be link-local
+// (routers are addressed by their link-local address, RFC 4861), and each
+// veth is a link of its own, so the same address serves every pod and no
+// global address is spent on gateways. fe80::1 can never be a kernel-made
+// address on either end: those are EUI-64 (with ff:fe in the middle) or
+// random. With the neighbour permanent, the pod never solicits the gateway,
+// so nothing has to answer for fe80::1 on the host side (no proxy NDP, no
+// address on trl…), exactly like 169.254.1.1 needs no proxy ARP.
 var GatewayV6 = netip.MustParseAddr("fe80::1")
 
 func family(a netip.Addr) int {
