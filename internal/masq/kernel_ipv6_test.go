@@ -16,12 +16,15 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/knftables"
 
 	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/netnstest"
+	"github.com/trellisnet/trellis/internal/nftwatch"
+	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
 // An IPv6 pod wired by trellis-cni in node namespace a: its traffic to an
@@ -168,4 +171,98 @@ func waitNotTentative(t *testing.T, n *netnstest.Node, link string) {
 			t.Fatalf("%s still has tentative addresses: %v", link, addrs)
 		}
 	}
+}
+
+// A dual-stack node's two tables are guarded alike: after nft flush
+// ruleset both are back within 1 s (one foreign change counted per table),
+// after deleting only the IPv6 table only it is rewritten.
+func TestKernelMasqueradeDualStackTablesRepaired(t *testing.T) {
+	n := netnstest.NewNode(t, "10.0.1.11/24")
+	var w4, w6 *nftwatch.Watch
+	var nft4, nft6 knftables.Interface
+	if err := n.NS.Do(func(ns.NetNS) error {
+		var err error
+		if w4, err = nftwatch.Open(unix.NFPROTO_IPV4, TableName); err != nil {
+			return err
+		}
+		if w6, err = nftwatch.Open(unix.NFPROTO_IPV6, TableName); err != nil {
+			return err
+		}
+		if nft4, err = NewNFT(); err != nil {
+			return err
+		}
+		nft6, err = NewNFTFamily(knftables.IPv6Family)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w4.Close)
+	t.Cleanup(w6.Close)
+	c, err := New(Config{NodeName: "n1", NFT: nft4, Watch: w4, NFT6: nft6, Watch6: w6,
+		Nodes: nodesWith(t, map[string][]string{"n1": {"10.244.1.0/24", "fd00:10:244:1::/64"}, "n2": {"10.244.2.0/24", "fd00:10:244:2::/64"}}),
+		Sync:  syncrunner.Options{MinInterval: 100 * time.Millisecond, MaxInterval: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := func(family string) string {
+		out, err := n.Exec("nft", "list", "table", family, TableName)
+		if err != nil {
+			return "(no table)"
+		}
+		return counterValues.ReplaceAllString(out, "packets _ bytes _")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer netnstest.RunGuarded(ctx, t, n.NS, c.Run, c.Watch)()
+	defer cancel()
+	waitBoth := func(limit time.Duration) (string, string, bool) {
+		for start := time.Now(); time.Since(start) < limit; time.Sleep(5 * time.Millisecond) {
+			v4, v6 := list("ip"), list("ip6")
+			if strings.Contains(v4, "10.244.1.0/24") && strings.Contains(v6, "fd00:10:244:1::/64") {
+				return v4, v6, true
+			}
+		}
+		return list("ip"), list("ip6"), false
+	}
+	want4, want6, ok := waitBoth(5 * time.Second)
+	if !ok {
+		t.Fatalf("first sync: tables\n%s\n%s", want4, want6)
+	}
+	foreign := func() float64 { return testutil.ToFloat64(c.guard.Changes.WithLabelValues(nftwatch.ReasonForeign)) }
+	const flushes = 3
+	for i := range flushes {
+		time.Sleep(150 * time.Millisecond)
+		if out, err := n.Exec("nft", "flush", "ruleset"); err != nil {
+			t.Fatalf("nft flush ruleset: %v %s", err, out)
+		}
+		if v4, v6, ok := waitBoth(time.Second); !ok || v4 != want4 || v6 != want6 {
+			t.Fatalf("flush %d: tables not back within 1 s:\n%s\n%s", i, v4, v6)
+		}
+	}
+	// Both tables come back at once; the count follows within the sync.
+	for deadline := time.Now().Add(time.Second); foreign() != 2*flushes && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := foreign(); got != 2*flushes {
+		t.Errorf("foreign changes = %v after %d flushes of two tables, want %d", got, flushes, 2*flushes)
+	}
+	before4 := handlesOf(t, n, "ip")
+	time.Sleep(150 * time.Millisecond)
+	if out, err := n.Exec("nft", "delete", "table", "ip6", TableName); err != nil {
+		t.Fatalf("nft delete table ip6: %v %s", err, out)
+	}
+	if v4, v6, ok := waitBoth(time.Second); !ok || v6 != want6 {
+		t.Fatalf("IPv6 table not back within 1 s:\n%s\n%s", v4, v6)
+	}
+	if after := handlesOf(t, n, "ip"); after != before4 {
+		t.Errorf("deleting the IPv6 table rewrote the IPv4 one:\n%s\nwas\n%s", after, before4)
+	}
+}
+
+func handlesOf(t *testing.T, n *netnstest.Node, family string) string {
+	t.Helper()
+	out, err := n.Exec("nft", "-a", "list", "table", family, TableName)
+	if err != nil {
+		t.Fatalf("nft -a list %s: %v %s", family, err, out)
+	}
+	return counterValues.ReplaceAllString(out, "packets _ bytes _")
 }
