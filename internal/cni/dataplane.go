@@ -230,17 +230,21 @@ func hasIPv6(addrs []netip.Addr) bool { return slices.ContainsFunc(addrs, netip.
 
 // hostSideIPv6 sets the host end's IPv6 sysctls before it comes up: no
 // router advertisements (a pod must not be able to give the node a default
-// route), and no duplicate address detection, so its link-local address,
-// the source of the node's neighbour solicitations towards the pod, is
-// usable at once (while it is tentative the kernel sends none, and replies
-// to the pod wait). Required when the pod has an IPv6 address; otherwise
-// best effort (a kernel without IPv6 has no such files).
-func hostSideIPv6(hostName string, required bool) error {
-	for _, kv := range [][2]string{{"accept_ra", "0"}, {"accept_dad", "0"}} {
-		err := sysctl.Set("net/ipv6/conf/"+hostName+"/"+kv[0], kv[1])
-		if err != nil && required {
-			return fmt.Errorf("host interface %s: %w", hostName, err)
-		}
+// route; best effort without an IPv6 address: a kernel without IPv6 has no
+// such file), and, when the pod has an IPv6 address, no duplicate address
+// detection, so the host end's link-local address, the source of the
+// node's neighbour solicitations towards the pod, is usable at once (while
+// it is tentative the kernel sends none, and traffic to the pod waits).
+func hostSideIPv6(hostName string, ipv6 bool) error {
+	conf := "net/ipv6/conf/" + hostName + "/"
+	if err := sysctl.Set(conf+"accept_ra", "0"); err != nil && ipv6 {
+		return fmt.Errorf("host interface %s: %w", hostName, err)
+	}
+	if !ipv6 {
+		return nil
+	}
+	if err := sysctl.Set(conf+"accept_dad", "0"); err != nil {
+		return fmt.Errorf("host interface %s: %w", hostName, err)
 	}
 	return nil
 }
