@@ -212,8 +212,8 @@ var ErrForeignLink = errors.New("host interface exists and is not Trellis's")
 // covers the plugin used alone and a runtime calling before the agent ran.
 // IPv6 forwarding keeps the node's router advertisements working
 // (sysctl.EnableIPv6Forwarding: accept_ra 1 becomes 2 first, pod
-// interfaces left out); raised names the interfaces whose accept_ra it
-// raised.
+// interfaces and overlays left out); raised names the interfaces whose
+// accept_ra it raised.
 func enableForwarding(addrs []netip.Addr) (raised []string, err error) {
 	if slices.ContainsFunc(addrs, netip.Addr.Is4) {
 		if err := sysctl.Set("net/ipv4/ip_forward", "1"); err != nil {
@@ -221,9 +221,38 @@ func enableForwarding(addrs []netip.Addr) (raised []string, err error) {
 		}
 	}
 	if hasIPv6(addrs) {
-		return sysctl.EnableIPv6Forwarding(podlink.IsHostName)
+		return sysctl.EnableIPv6Forwarding(noRAInterface())
 	}
 	return nil, nil
+}
+
+// noRAKinds are the link kinds whose accept_ra is never raised: overlays
+// between nodes (the agent's VXLAN device: another node sending RAs into
+// it would become this node's router).
+var noRAKinds = []string{"vxlan", "geneve", "wireguard"}
+
+// noRAInterface returns a test for the interfaces EnableIPv6Forwarding
+// must leave alone: pod interfaces by name, and the noRAKinds. The links
+// are listed on the first call only (only when forwarding is still off).
+func noRAInterface() func(name string) bool {
+	var kinds map[string]string
+	return func(name string) bool {
+		if podlink.IsHostName(name) {
+			return true
+		}
+		if kinds == nil {
+			kinds = map[string]string{}
+			links, err := netlinksafe.LinkList()
+			if err != nil {
+				return true // unknown: leave it as it is
+			}
+			for _, l := range links {
+				kinds[l.Attrs().Name] = l.Type()
+			}
+		}
+		kind, ok := kinds[name]
+		return !ok || slices.Contains(noRAKinds, kind)
+	}
 }
 
 func hasIPv6(addrs []netip.Addr) bool { return slices.ContainsFunc(addrs, netip.Addr.Is6) }

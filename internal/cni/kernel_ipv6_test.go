@@ -117,13 +117,19 @@ func tentative(t *testing.T, n ns.NetNS, link string) []string {
 // A node that learns its default route by router advertisement keeps it
 // when ADD turns IPv6 forwarding on, and keeps learning from RAs: the
 // uplink's accept_ra goes from 1 to 2 before forwarding goes on. The pod's
-// host side never accepts RAs. Control: the same node with forwarding
-// turned on naively loses the route.
+// host side, an overlay between nodes (VXLAN) and "default" (devices made
+// later) are not raised. Control: the same node with forwarding turned on
+// naively loses the route.
 func TestKernelIPv6ForwardingKeepsRADefaultRoute(t *testing.T) {
 	f := newFixture(t, confOpts{subnets: []string{"fd00:8a::/120"}})
 	router := newRouter(t, f.node, "up0")
+	if err := f.node.Do(func(ns.NetNS) error {
+		return netlink.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vx0"}, VxlanId: 42, Port: 4789})
+	}); err != nil {
+		t.Fatalf("add a VXLAN device: %v", err)
+	}
 	sysNode := sysctl.Netns{NS: f.node}
-	for key, want := range map[string]string{"net/ipv6/conf/all/forwarding": "0", "net/ipv6/conf/up0/accept_ra": "1"} {
+	for key, want := range map[string]string{"net/ipv6/conf/all/forwarding": "0", "net/ipv6/conf/up0/accept_ra": "1", "net/ipv6/conf/vx0/accept_ra": "1"} {
 		if v, err := sysNode.Get(key); err != nil || v != want {
 			t.Fatalf("fresh node: %s = %q (%v), want %q", key, v, err, want)
 		}
@@ -134,7 +140,8 @@ func TestKernelIPv6ForwardingKeepsRADefaultRoute(t *testing.T) {
 	p := f.newPodNS()
 	f.mustAdd(p)
 	for key, want := range map[string]string{
-		"net/ipv6/conf/all/forwarding": "1", "net/ipv6/conf/up0/accept_ra": "2", "net/ipv6/conf/default/accept_ra": "2",
+		"net/ipv6/conf/all/forwarding": "1", "net/ipv6/conf/up0/accept_ra": "2", "net/ipv6/conf/default/accept_ra": "1",
+		"net/ipv6/conf/vx0/accept_ra": "1",
 		"net/ipv6/conf/" + podlink.HostName(p.id, "eth0") + "/accept_ra": "0",
 	} {
 		if v, err := sysNode.Get(key); err != nil || v != want {

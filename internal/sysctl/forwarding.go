@@ -26,11 +26,13 @@ const (
 
 // EnableIPv6Forwarding turns IPv6 forwarding on (net.ipv6.conf.all.forwarding=1)
 // without breaking router advertisements: first every interface whose
-// accept_ra is 1, and "default" (interfaces made later), gets accept_ra=2.
-// skip (nil: none) names interfaces to leave alone (pod interfaces, which
-// must never accept an RA from a pod). It does nothing when forwarding is
-// already on: whoever turned it on chose the RA settings. It returns the
-// names whose accept_ra it raised, sorted.
+// accept_ra is 1 gets accept_ra=2. skip (nil: none) names interfaces to
+// leave alone (pod interfaces and overlays, which must never accept an RA
+// from a pod or another node). "default", the value of interfaces made
+// later, is left as it is: a device created afterwards (an overlay, say)
+// must not start accepting RAs. It does nothing when forwarding is already
+// on: whoever turned it on chose the RA settings. It returns the names
+// whose accept_ra it raised, sorted.
 func (p Proc) EnableIPv6Forwarding(skip func(name string) bool) ([]string, error) {
 	cur, err := p.Get(ipv6AllForwarding)
 	if err != nil {
@@ -46,7 +48,7 @@ func (p Proc) EnableIPv6Forwarding(skip func(name string) bool) ([]string, error
 	var raised []string
 	for _, e := range entries {
 		name := e.Name()
-		if name == "all" || name == "lo" || (skip != nil && skip(name)) {
+		if name == "all" || name == "default" || name == "lo" || (skip != nil && skip(name)) {
 			continue
 		}
 		key := ipv6Conf + "/" + name + "/accept_ra"

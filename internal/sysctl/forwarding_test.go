@@ -38,11 +38,11 @@ func TestEnableIPv6ForwardingRaisesAcceptRA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"default", "eth0"}; !reflect.DeepEqual(raised, want) {
+	if want := []string{"eth0"}; !reflect.DeepEqual(raised, want) {
 		t.Errorf("raised %v, want %v", raised, want)
 	}
 	for key, want := range map[string]string{
-		"net/ipv6/conf/all/forwarding": "1", "net/ipv6/conf/all/accept_ra": "1", "net/ipv6/conf/default/accept_ra": "2",
+		"net/ipv6/conf/all/forwarding": "1", "net/ipv6/conf/all/accept_ra": "1", "net/ipv6/conf/default/accept_ra": "1",
 		"net/ipv6/conf/lo/accept_ra": "1", "net/ipv6/conf/eth0/accept_ra": "2", "net/ipv6/conf/eth1/accept_ra": "0",
 		"net/ipv6/conf/eth2/accept_ra": "2", "net/ipv6/conf/trl0123/accept_ra": "1",
 	} {
