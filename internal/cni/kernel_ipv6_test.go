@@ -141,7 +141,7 @@ func TestKernelIPv6ForwardingKeepsRADefaultRoute(t *testing.T) {
 	f.mustAdd(p)
 	for key, want := range map[string]string{
 		"net/ipv6/conf/all/forwarding": "1", "net/ipv6/conf/up0/accept_ra": "2", "net/ipv6/conf/default/accept_ra": "1",
-		"net/ipv6/conf/vx0/accept_ra": "1",
+		"net/ipv6/conf/vx0/accept_ra":                                    "1",
 		"net/ipv6/conf/" + podlink.HostName(p.id, "eth0") + "/accept_ra": "0",
 	} {
 		if v, err := sysNode.Get(key); err != nil || v != want {
