@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -94,11 +95,50 @@ func setupPod(podNS ns.NetNS, al podlink.Alias, mtu int, addrs []netip.Addr) (*p
 		return pl, err
 	}
 	for _, a := range addrs {
+		if a.Is6() {
+			if err := netlink.NeighSet(podNeighbour(pl, a)); err != nil {
+				return pl, fmt.Errorf("add neighbour %s on %s: %w", a, hostName, err)
+			}
+		}
 		if err := netlink.RouteReplace(podlink.HostRoute(pl.hostIndex, a)); err != nil {
 			return pl, fmt.Errorf("add host route %s dev %s: %w", a, hostName, err)
 		}
 	}
+	waitRunning(podH, pl, operUpWait)
 	return pl, nil
+}
+
+// operUpWait bounds waitRunning.
+const operUpWait = time.Second
+
+// waitRunning waits, at most limit, until both ends of the veth are
+// operationally up. The kernel applies a carrier change (and gives the
+// device its real queue) from a work queue; until then a packet sent on it
+// is dropped, and a pod's first connection would wait a second for TCP's
+// retransmission. Usually both are up at the first look; on a loaded node
+// it can take milliseconds. Past the limit ADD goes on: the pod works once
+// the kernel catches up.
+func waitRunning(podH *netlink.Handle, pl *podLink, limit time.Duration) {
+	up := func(l netlink.Link, err error) bool { return err == nil && l.Attrs().OperState == netlink.OperUp }
+	for deadline := time.Now().Add(limit); ; time.Sleep(2 * time.Millisecond) {
+		if up(podH.LinkByIndex(pl.podIndex)) && up(netlink.LinkByIndex(pl.hostIndex)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+	}
+}
+
+// podNeighbour is the host side's permanent neighbour entry for the pod's
+// IPv6 address a: the mirror of the pod's gateway entry. Without it the
+// node would solicit the pod's address from its link-local address on the
+// host end, which the kernel makes only once the link has carrier and
+// marks usable from a work queue: a first packet to a brand-new pod could
+// wait a second for a solicitation retry. With it, the node never solicits
+// a pod (it is removed with the interface).
+func podNeighbour(pl *podLink, a netip.Addr) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: pl.hostIndex, IP: a.AsSlice(), HardwareAddr: pl.podMAC, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V6}
 }
 
 // createVeth makes the veth pair inside the pod's namespace (podH), gives

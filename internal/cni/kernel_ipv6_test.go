@@ -24,11 +24,15 @@ import (
 	"github.com/trellisnet/trellis/internal/sysctl"
 )
 
-// An IPv6 pod is usable as soon as ADD returns: its address (and the
-// link-local ones on both ends of the veth) is not tentative, and the first
-// connection between two pods, and from the host to a pod, completes at
-// once (duplicate address detection would hold the addresses for about a
-// second, and a first packet lost to it costs TCP a 1 s retransmission).
+// An IPv6 pod is usable as soon as ADD returns: its address is not
+// tentative, the node holds a permanent neighbour entry for it (no
+// solicitation, whatever the state of the host end's link-local address),
+// and the first connection between two pods, and from the host to a pod,
+// completes at once (duplicate address detection would hold the addresses
+// for about a second, and a first packet lost to it costs TCP a 1 s
+// retransmission). The link-local addresses of both ends skip DAD too:
+// none stays tentative (the kernel clears the flag from a work queue, so
+// it may show for a moment). CHECK catches a missing host neighbour.
 func TestKernelIPv6UsableAtOnce(t *testing.T) {
 	f := newFixture(t, confOpts{subnets: []string{"fd00:89::/120"}})
 	a, b := f.newPodNS(), f.newPodNS()
@@ -37,11 +41,11 @@ func TestKernelIPv6UsableAtOnce(t *testing.T) {
 	f.mustAdd(a)
 	f.mustAdd(b)
 	for _, p := range []*pod{a, b} {
-		if tent := tentative(t, p.ns, "eth0"); len(tent) != 0 {
-			t.Fatalf("pod %s right after ADD: tentative addresses %v", p.id, tent)
+		if tent := tentative(t, p.ns, "eth0"); slices.Contains(tent, p.addr.String()) {
+			t.Fatalf("pod %s right after ADD: its address %s is tentative", p.id, p.addr)
 		}
-		if tent := tentative(t, f.node, podlink.HostName(p.id, "eth0")); len(tent) != 0 {
-			t.Fatalf("host side of %s right after ADD: tentative addresses %v", p.id, tent)
+		if !hostNeighbour(t, f.node, podlink.HostName(p.id, "eth0"), p.addr) {
+			t.Fatalf("host side of %s right after ADD: no permanent neighbour for %s", p.id, p.addr)
 		}
 	}
 	for _, c := range []struct {
@@ -57,6 +61,36 @@ func TestKernelIPv6UsableAtOnce(t *testing.T) {
 		if d := time.Since(start); d > 900*time.Millisecond {
 			t.Fatalf("%s right after ADD took %v: something waited (DAD, a lost first packet)", c.what, d)
 		}
+	}
+
+	for _, p := range []*pod{a, b} {
+		for _, l := range []struct {
+			n    ns.NetNS
+			link string
+		}{{p.ns, "eth0"}, {f.node, podlink.HostName(p.id, "eth0")}} {
+			for deadline := time.Now().Add(300 * time.Millisecond); ; time.Sleep(10 * time.Millisecond) {
+				tent := tentative(t, l.n, l.link)
+				if len(tent) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s of %s: addresses %v still tentative 300 ms after ADD (DAD runs)", l.link, p.id, tent)
+				}
+			}
+		}
+	}
+	hostIf := podlink.HostName(a.id, "eth0")
+	if err := f.node.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(hostIf)
+		if err != nil {
+			return err
+		}
+		return netlink.NeighDel(&netlink.Neigh{LinkIndex: l.Attrs().Index, IP: a.addr.AsSlice(), Family: netlink.FAMILY_V6})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.runner.Check(context.Background(), a.id, a.ns.Path(), "eth0"); err == nil || !strings.Contains(err.Error(), "host neighbour "+a.addr.String()) {
+		t.Fatalf("CHECK without the host neighbour: want failure naming it, got %v", err)
 	}
 
 	// Control: the same kind of link made without the plugin's settings
@@ -89,6 +123,28 @@ func TestKernelIPv6UsableAtOnce(t *testing.T) {
 	if tent := tentative(t, c.ns, "ctl0"); !slices.Contains(tent, "fd00:89::99") {
 		t.Fatalf("control: a plain link's address is not tentative (%v): the check proves nothing", tent)
 	}
+}
+
+// hostNeighbour reports whether link in n holds a permanent neighbour
+// entry for a.
+func hostNeighbour(t *testing.T, n ns.NetNS, link string, a netip.Addr) bool {
+	t.Helper()
+	var ok bool
+	err := n.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(link)
+		if err != nil {
+			return err
+		}
+		neighs, err := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_V6)
+		ok = slices.ContainsFunc(neighs, func(x netlink.Neigh) bool {
+			return x.IP.Equal(a.AsSlice()) && x.State == netlink.NUD_PERMANENT
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }
 
 // tentative lists the tentative IPv6 addresses of link in n.
