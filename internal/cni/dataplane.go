@@ -119,7 +119,9 @@ const operUpWait = time.Second
 // it can take milliseconds. Past the limit ADD goes on: the pod works once
 // the kernel catches up.
 func waitRunning(podH *netlink.Handle, pl *podLink, limit time.Duration) {
-	up := func(l netlink.Link, err error) bool { return err == nil && l.Attrs().OperState == netlink.OperUp }
+	// IFF_RUNNING: what linkwatch sets once it applied the carrier (oper
+	// state up, or unknown for a driver that reports none).
+	up := func(l netlink.Link, err error) bool { return err == nil && l.Attrs().Flags&net.FlagRunning != 0 }
 	for deadline := time.Now().Add(limit); ; time.Sleep(2 * time.Millisecond) {
 		if up(podH.LinkByIndex(pl.podIndex)) && up(netlink.LinkByIndex(pl.hostIndex)) {
 			return
