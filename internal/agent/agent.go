@@ -238,7 +238,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		return blockNotReady(ctx, cfg, m, probs)
 	}
 
-	var infs informerSet
+	infs := informerSet{transform: newTransform(cfg.NodeName).apply}
 	nodeInf, err := infs.add(d.api.lw.Nodes, &v1.Node{})
 	if err != nil {
 		return err

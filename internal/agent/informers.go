@@ -13,11 +13,14 @@ import (
 // informerSet holds the agent's shared informers, one per watched kind,
 // built from internal/kubeclient's list/watch sources rather than
 // client-go's informer factory (which links every API group). Each trims
-// objects with trimForCache before they enter its cache.
+// objects (transform, trimForCache by default) before they enter its cache.
 type informerSet struct {
-	all    []cache.SharedIndexInformer
-	byType map[reflect.Type]cache.SharedIndexInformer // for find
-	wg     sync.WaitGroup
+	// transform replaces each object before it enters a cache
+	// (nil: trimForCache).
+	transform cache.TransformFunc
+	all       []cache.SharedIndexInformer
+	byType    map[reflect.Type]cache.SharedIndexInformer // for find
+	wg        sync.WaitGroup
 }
 
 // add creates an informer for the objects lw returns (no periodic resync:
@@ -25,7 +28,11 @@ type informerSet struct {
 // server refuses connections, lw is tried again every second (reconnecting).
 func (s *informerSet) add(lw cache.ListerWatcher, obj runtime.Object) (cache.SharedIndexInformer, error) {
 	inf := cache.NewSharedIndexInformerWithOptions(newReconnecting(lw, reconnectInterval), obj, cache.SharedIndexInformerOptions{})
-	if err := inf.SetTransform(trimForCache); err != nil {
+	tf := s.transform
+	if tf == nil {
+		tf = trimForCache
+	}
+	if err := inf.SetTransform(tf); err != nil {
 		return nil, fmt.Errorf("informer for %T: %w", obj, err)
 	}
 	s.all = append(s.all, inf)

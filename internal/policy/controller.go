@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/nftwatch"
 	"github.com/trellisnet/trellis/internal/podlink"
+	"github.com/trellisnet/trellis/internal/slim"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
@@ -76,7 +78,7 @@ type Config struct {
 type Controller struct {
 	*syncrunner.Runner
 	cfg      Config
-	pods     corelisters.PodLister
+	pods     cache.Store // *slim.Pod (the agent's informer transform) or *corev1.Pod
 	nss      corelisters.NamespaceLister
 	policies netlisters.NetworkPolicyLister
 	metrics  *controllerMetrics
@@ -116,7 +118,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Sync.MaxInterval = time.Minute
 	}
 	c := &Controller{
-		cfg: cfg, pods: corelisters.NewPodLister(inf.Pods.GetIndexer()),
+		cfg: cfg, pods: inf.Pods.GetStore(),
 		nss:      corelisters.NewNamespaceLister(inf.Namespaces.GetIndexer()),
 		policies: netlisters.NewNetworkPolicyLister(inf.NetworkPolicies.GetIndexer()),
 		metrics:  newControllerMetrics(), counters: newPacketCounters(cfg.NFT, cfg.CounterCacheFor),
@@ -296,33 +298,59 @@ func (c *Controller) snapshot() (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list namespaces: %w", err)
 	}
-	pods, err := c.pods.List(labels.Everything())
-	if err != nil {
-		return nil, fmt.Errorf("list pods: %w", err)
-	}
+	pods := cachedPods(c.pods.List())
 	nps, err := c.policies.List(labels.Everything())
 	if err != nil {
 		return nil, fmt.Errorf("list networkpolicies: %w", err)
 	}
-	snap := SnapshotFromAPI(c.cfg.NodeName, pods, nss, nps, ifaces)
+	snap := SnapshotFromCache(c.cfg.NodeName, pods, nss, nps, ifaces)
 	snap.DenyLogGroup = c.cfg.DenyLogGroup
 	return snap, nil
 }
 
-// SnapshotFromAPI builds the compiler's input from API objects as the
-// controller's listers return them and the local pod interfaces: local pods
+// cachedPods returns the pods of a pod informer's store: the agent's
+// informers hold slim.Pods; an informer without its transform holds API
+// pods, converted here.
+func cachedPods(objs []any) []*slim.Pod {
+	out := make([]*slim.Pod, 0, len(objs))
+	for _, o := range objs {
+		switch p := o.(type) {
+		case *slim.Pod:
+			out = append(out, p)
+		case *corev1.Pod:
+			out = append(out, slim.PodOf(p, nil))
+		}
+	}
+	return out
+}
+
+// SnapshotFromAPI builds the compiler's input from API objects:
+// SnapshotFromCache of the pods' slim copies.
+func SnapshotFromAPI(nodeName string, pods []*corev1.Pod, nss []*corev1.Namespace, nps []*networkingv1.NetworkPolicy,
+	ifaces []podlink.Interface) *Snapshot {
+	sp := make([]*slim.Pod, len(pods))
+	for i, p := range pods {
+		sp[i] = slim.PodOf(p, nil)
+	}
+	return SnapshotFromCache(nodeName, sp, nss, nps, ifaces)
+}
+
+// SnapshotFromCache builds the compiler's input from the objects as the
+// controller's informers hold them and the local pod interfaces: local pods
 // whose status has no address yet take it from the interface naming them,
 // finished pods are dropped, contested addresses resolved (dedupeByIP), and
 // each local pod-network pod is matched to its host interface (localIfaces).
-func SnapshotFromAPI(nodeName string, pods []*corev1.Pod, nss []*corev1.Namespace, nps []*networkingv1.NetworkPolicy,
+func SnapshotFromCache(nodeName string, pods []*slim.Pod, nss []*corev1.Namespace, nps []*networkingv1.NetworkPolicy,
 	ifaces []podlink.Interface) *Snapshot {
 	snap := &Snapshot{NodeName: nodeName, Policies: nps}
 	for _, ns := range nss {
 		snap.Namespaces = append(snap.Namespaces, NamespaceFromAPI(ns))
 	}
 	local := newLocalIfaces(nodeName, ifaces)
-	for _, p := range dedupeByIP(local.withAddresses(pods)) {
-		sp := PodFromAPI(p, "")
+	deduped := dedupeByIP(local.withAddresses(pods))
+	snap.Pods = make([]Pod, 0, len(deduped))
+	for _, p := range deduped {
+		sp := PodFromCache(p, "")
 		if local.local(p) {
 			sp.Interface = local.interfaceOf(p, sp)
 		}
@@ -336,23 +364,23 @@ func SnapshotFromAPI(nodeName string, pods []*corev1.Pod, nss []*corev1.Namespac
 // sandbox while the address is already reused), only the pod not being
 // deleted and created last keeps it — on every node alike, so a stale
 // pod's labels never grant anything to the new pod's address.
-func dedupeByIP(pods []*corev1.Pod) []*corev1.Pod {
-	best := map[string]*corev1.Pod{}
-	var out []*corev1.Pod
+func dedupeByIP(pods []*slim.Pod) []*slim.Pod {
+	best := make(map[netip.Addr]*slim.Pod, len(pods))
+	out := make([]*slim.Pod, 0, len(pods))
 	for _, p := range pods {
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		if p.Finished() {
 			continue // finished: its address may already belong to a new pod
 		}
-		if p.Spec.HostNetwork || p.Status.PodIP == "" {
+		if p.HostNetwork || len(p.IPs) == 0 {
 			out = append(out, p)
 			continue
 		}
-		if cur, ok := best[p.Status.PodIP]; !ok || newer(p, cur) {
-			best[p.Status.PodIP] = p
+		if cur, ok := best[p.IPs[0]]; !ok || newer(p, cur) {
+			best[p.IPs[0]] = p
 		}
 	}
 	for _, p := range pods {
-		if !p.Spec.HostNetwork && p.Status.PodIP != "" && best[p.Status.PodIP] == p {
+		if !p.HostNetwork && len(p.IPs) > 0 && best[p.IPs[0]] == p {
 			out = append(out, p)
 		}
 	}
@@ -360,12 +388,12 @@ func dedupeByIP(pods []*corev1.Pod) []*corev1.Pod {
 }
 
 // newer reports whether a should own a contested address rather than b.
-func newer(a, b *corev1.Pod) bool {
-	if (a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil) {
-		return a.DeletionTimestamp == nil
+func newer(a, b *slim.Pod) bool {
+	if (a.Deleted == 0) != (b.Deleted == 0) {
+		return a.Deleted == 0
 	}
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return b.CreationTimestamp.Before(&a.CreationTimestamp)
+	if a.Created != b.Created {
+		return b.Created < a.Created
 	}
 	return a.Namespace+"/"+a.Name > b.Namespace+"/"+b.Name
 }

@@ -10,8 +10,9 @@ package policy
 import (
 	"net/netip"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/trellisnet/trellis/internal/slim"
 )
 
 // Names of the table and its static objects.
@@ -79,12 +80,9 @@ type Pod struct {
 	Ports     []ContainerPort
 }
 
-// ContainerPort is one container port of a pod (named or not).
-type ContainerPort struct {
-	Name     string
-	Protocol corev1.Protocol
-	Port     int32
-}
+// ContainerPort is one container port of a pod: the agent's cached
+// slim.Port, shared with its cache (only named ports are kept there).
+type ContainerPort = slim.Port
 
 // Desired is the complete content of the policy table.
 type Desired struct {
