@@ -209,13 +209,6 @@ func (w scaleWorld) listWatches() kubeclient.ListWatches {
 	}
 }
 
-// discardNFT is an nftables table that starts empty and accepts every
-// transaction without keeping it: the kernel's share stays out of the
-// agent's heap, as in production.
-type discardNFT struct{ *knftables.Fake }
-
-func (discardNFT) Run(context.Context, *knftables.Transaction) error { return nil }
-
 // scaleAgent is the part of the agent whose memory grows with the cluster:
 // its informers and the controllers reading them, with their desired state
 // computed once.
@@ -250,7 +243,7 @@ func startScaleAgent(ctx context.Context, t testing.TB, w scaleWorld) *scaleAgen
 	if _, err := nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { a.routes.Trigger() }}); err != nil {
 		t.Fatal(err)
 	}
-	pc, err := newPolicyController(cfg, lw, &a.infs, policyKernel{nft: discardNFT{knftables.NewFake(knftables.InetFamily, "trellis-policy")}},
+	pc, err := newPolicyController(cfg, lw, &a.infs, policyKernel{nft: &discardNFT{Fake: knftables.NewFake(knftables.InetFamily, "trellis-policy")}},
 		podlink.NewWatcher(podlink.WatchOptions{}), nil, m, syncrunner.Options{})
 	if err != nil {
 		t.Fatal(err)

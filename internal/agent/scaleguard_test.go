@@ -210,7 +210,7 @@ func withinSlack(got, base scaleFigures) bool {
 // restarts of the controllers over the same caches.
 func measureScaleRound(t *testing.T, c *scaleCluster) scaleFigures {
 	t.Helper()
-	before := liveHeap()
+	before := int64(liveHeap())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -240,7 +240,7 @@ func measureScaleRound(t *testing.T, c *scaleCluster) scaleFigures {
 	agent.syncAll(ctx, t, c)
 	// The fake holds what the kernel would: not the agent's memory.
 	agent.masqNFT.Table = nil
-	heap := liveHeap() - before
+	heap := int64(liveHeap()) - before
 	runtime.KeepAlive(agent)
 
 	// The resync, timed: fresh controllers (as after a restart) over the
@@ -355,15 +355,6 @@ func mustAdd(t *testing.T, s *informerSet, lw cache.ListerWatcher, obj k8sruntim
 		t.Fatal(err)
 	}
 	return inf
-}
-
-// liveHeap is the heap still reachable after a full collection.
-func liveHeap() int64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return int64(m.HeapAlloc)
 }
 
 // cpuTime is the process's user + system CPU time: unlike wall time it
