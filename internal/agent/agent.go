@@ -102,6 +102,11 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 	switch {
 	case err == nil:
 		d.nft, d.forward = nft, hostfw.Exec{}
+		// IPv6 masquerade's table; a host whose nft or kernel cannot
+		// have one runs without it (its nodes have no IPv6 pods either).
+		if d.nft6, err = masq.NewNFTFamily(knftables.IPv6Family); err != nil {
+			klog.FromContext(ctx).Error(err, "No IPv6 masquerade table on this host")
+		}
 	case cfg.MasqueradeEnabled() && !lacksCaps():
 		return err
 	}
@@ -120,6 +125,14 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 		}
 		if d.masqWatch != nil {
 			defer d.masqWatch.Close()
+		}
+		if d.nft6 != nil {
+			if d.masqWatch6, err = newTableWatch(unix.NFPROTO_IPV6, masq.TableName); err != nil && !lacksCaps() {
+				return err
+			}
+			if d.masqWatch6 != nil {
+				defer d.masqWatch6.Close()
+			}
 		}
 	}
 	d.strict = openStrictKernel(cfg.EncryptionStrictEnabled())
@@ -167,6 +180,8 @@ type deps struct {
 	fastPath *fastpath.Kernel
 	// nft is the masquerade table's interface; nil disables the controller.
 	nft knftables.Interface
+	// nft6 is the IPv6 masquerade table's; nil leaves IPv6 alone.
+	nft6 knftables.Interface
 	// forward edits iptables' FORWARD chain when its policy is DROP
 	// (internal/hostfw); nil leaves it alone (tests).
 	forward hostfw.NFT
@@ -182,6 +197,8 @@ type deps struct {
 	// masqWatch does the same for the masquerade table; nil leaves its
 	// repair to the periodic sync.
 	masqWatch *nftwatch.Watch
+	// masqWatch6 is masqWatch for the IPv6 masquerade table.
+	masqWatch6 *nftwatch.Watch
 	// strict is encryption's strict table (encryption_strict.go).
 	strict strictKernel
 	// procStatus is the /proc status file capabilities are read from
@@ -261,6 +278,12 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			Nodes: nodeLister, NFT: d.nft, Sync: runnerOpts, Registerer: m.Registry}
 		if d.masqWatch != nil {
 			mc.Watch = d.masqWatch
+		}
+		if d.nft6 != nil {
+			mc.NFT6, mc.DisabledIPv6 = d.nft6, !cfg.MasqueradeIPv6Enabled()
+			if d.masqWatch6 != nil {
+				mc.Watch6 = d.masqWatch6
+			}
 		}
 		masqCtl, err := masq.New(mc)
 		if err != nil {
