@@ -172,9 +172,21 @@ func TestKernelAgentConvergesGarbageCollectsAndSurvivesRestart(t *testing.T) {
 // served.
 func checkResyncMetricsAndPprof(ctx context.Context, t *testing.T, sock string) {
 	t.Helper()
+	// The condition the caller waited for is written during node setup's
+	// first sync; its gauge is set when that sync returns, a moment later.
 	var out bytes.Buffer
-	if err := agentapi.Get(ctx, sock, "/v1/metrics", &out); err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out.Reset()
+		if err := agentapi.Get(ctx, sock, "/v1/metrics", &out); err != nil {
+			t.Fatal(err)
+		}
+		m := out.String()
+		if (strings.Contains(m, `trellis_agent_initial_sync_seconds{controller="nodesetup"}`) &&
+			strings.Contains(m, `trellis_agent_initial_sync_seconds{controller="routing"}`)) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	value := func(series string) float64 {
 		for _, l := range strings.Split(out.String(), "\n") {

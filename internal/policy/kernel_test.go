@@ -46,7 +46,10 @@ func TestKernelPolicyTableApplies(t *testing.T) {
 			if _, err := policy.Apply(ctx, nft, d); err != nil {
 				t.Fatalf("seed %d: apply: %v", seed, err)
 			}
-			st, err := policy.Apply(ctx, nft, d)
+			// Group sets are named by what their allow list depends on, not
+			// by content: the re-apply passes the committed state and reads
+			// every other set and map back from the kernel.
+			st, err := policy.ApplyWith(ctx, nft, d, policy.ApplyOptions{Previous: d, ReadBack: true})
 			if err != nil {
 				t.Fatalf("seed %d: re-apply: %v", seed, err)
 			}
@@ -116,6 +119,14 @@ func TestKernelPolicyScale(t *testing.T) {
 				t.Errorf("the watch lost notifications %d times (saw %d transactions, want >= 9) at this scale", lost, seen)
 			}
 		}()
+		// Group sets are named by what their allow list depends on, not by
+		// their content, so a sync without the last committed state
+		// rewrites them: the verifying and trusted syncs pass it (last).
+		var last *policy.Desired
+		verify := func() policy.ApplyOptions { return policy.ApplyOptions{Previous: last, ReadBack: true} }
+		trusted := func() policy.ApplyOptions {
+			return policy.ApplyOptions{Previous: last, ReadBack: true, TrustGroupSets: true}
+		}
 		timed := func(what string, opts policy.ApplyOptions, s *policy.Snapshot) policy.ApplyStats {
 			start := time.Now()
 			d := policy.Compile(s)
@@ -123,19 +134,20 @@ func TestKernelPolicyScale(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", what, err)
 			}
+			last = d
 			t.Logf("%-28s %8v  (%d operations, %d groups)", what, time.Since(start).Round(time.Millisecond), st.Operations, len(d.Groups))
 			return st
 		}
 		timed("first programming", policy.ApplyOptions{}, snap)
-		if st := timed("no-op resync, verify sets", policy.ApplyOptions{}, snap); st.ElementsAdded+st.ElementsDeleted != 0 {
+		if st := timed("no-op resync, verify sets", verify(), snap); st.ElementsAdded+st.ElementsDeleted != 0 {
 			t.Fatalf("no-op resync changed elements: %+v", st)
 		}
-		if st := timed("no-op resync, trusted", policy.ApplyOptions{TrustGroupSets: true}, snap); st.ElementsAdded+st.ElementsDeleted != 0 {
+		if st := timed("no-op resync, trusted", trusted(), snap); st.ElementsAdded+st.ElementsDeleted != 0 {
 			t.Fatalf("trusted no-op resync changed elements: %+v", st)
 		}
 		changed := *snap
 		changed.Policies = append([]*networkingv1.NetworkPolicy(nil), snap.Policies[1:]...)
-		timed("one policy deleted, trusted", policy.ApplyOptions{TrustGroupSets: true}, &changed)
+		timed("one policy deleted, trusted", trusted(), &changed)
 		// The controller's steady state: diff against the last committed
 		// state, no read-back.
 		prev := policy.Compile(&changed)
@@ -144,12 +156,12 @@ func TestKernelPolicyScale(t *testing.T) {
 		}
 		timed("one policy back, from previous", policy.ApplyOptions{TrustGroupSets: true, Previous: prev}, snap)
 		// The kernel must hold exactly what a verifying sync computes.
-		if st := timed("no-op resync, verify sets", policy.ApplyOptions{}, snap); st.ElementsAdded+st.ElementsDeleted+st.ChainsCreated+st.ObjectsDeleted != 0 {
+		if st := timed("no-op resync, verify sets", verify(), snap); st.ElementsAdded+st.ElementsDeleted+st.ChainsCreated+st.ObjectsDeleted != 0 {
 			t.Fatalf("a sync from the previous state left the kernel different: %+v", st)
 		}
 		// The table guard's repair: the whole table rewritten atomically.
 		timed("full rewrite (repair)", policy.ApplyOptions{Rewrite: true}, snap)
-		if st := timed("no-op resync, verify sets", policy.ApplyOptions{}, snap); st.ElementsAdded+st.ElementsDeleted+st.ChainsCreated+st.ObjectsDeleted != 0 {
+		if st := timed("no-op resync, verify sets", verify(), snap); st.ElementsAdded+st.ElementsDeleted+st.ChainsCreated+st.ObjectsDeleted != 0 {
 			t.Fatalf("a full rewrite left the kernel different from a verifying sync: %+v", st)
 		}
 		return nil
