@@ -136,8 +136,19 @@ func TestKernelAgentConvergesGarbageCollectsAndSurvivesRestart(t *testing.T) {
 	}
 	took = eventually(t, time.Second, "GC of deleted node3", func() bool { return routeTo(t, dp, "10.244.3.0/24") == "" })
 	t.Logf("route to a deleted node gone after %v", took)
-	if els, err := nft.ListElements(ctx, "set", masq.SetNoMasqDst); err != nil || len(els) != 3 {
-		t.Errorf("masquerade exempt set %v (%v), want the 3 remaining pod CIDRs", els, err)
+	// The masquerade controller syncs on its own, a moment after routing.
+	var exempt []string
+	var exemptErr error
+	ok := pollUntil(2*time.Second, func() bool {
+		els, err := nft.ListElements(ctx, "set", masq.SetNoMasqDst)
+		exempt, exemptErr = nil, err
+		for _, e := range els {
+			exempt = append(exempt, strings.Join(e.Key, " . "))
+		}
+		return err == nil && len(els) == 3
+	})
+	if !ok {
+		t.Errorf("masquerade exempt set %v (%v), want the 3 remaining pod CIDRs", exempt, exemptErr)
 	}
 
 	// Stop: nothing is removed. Meanwhile node2 changes address; the
@@ -217,5 +228,20 @@ func checkResyncMetricsAndPprof(ctx context.Context, t *testing.T, sock string) 
 	}
 	if b := out.Bytes(); len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
 		t.Errorf("heap profile is not gzip-compressed (%d bytes)", len(b))
+	}
+}
+
+// pollUntil calls cond every 20 ms until it holds or d has passed, and
+// says whether it held.
+func pollUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
