@@ -213,6 +213,7 @@ func upCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&o.BGPPeering, "bgp-peering", "", "with --bgp: the BGPConfiguration's internalPeering between the nodes: None (default), FullMesh or RouteReflector (node1 reflects)")
 	c.Flags().IntVar(&o.BGPRestartTime, "bgp-restart-time", 0, "with --bgp: the graceful-restart time the nodes announce, in seconds (default: the API's, 120)")
 	c.Flags().StringVar(&o.Encryption, "encryption", "none", "Trellis agent encryption of pod traffic between nodes: none or wireguard (docs/encryption.md)")
+	c.Flags().StringVar(&o.IPFamily, "ip-family", topology.IPv4, "the cluster's IP family: ipv4, ipv6 or dual (IPv4 primary); with IPv6 the underlay carries both families (docs/lab.md)")
 	c.Flags().IntVar(&o.APIPort, "api-port", 0, "loopback port forwarded to the API server (default 16443; named labs derive theirs from the name)")
 	c.Flags().BoolVar(&noAgent, "no-agent", false, "run the nodes without the Trellis agent (the lab writes a static CNI config; implies --install process)")
 	c.Flags().StringVar(&mode, "install", "daemonset", "how Trellis is installed: daemonset (the shipped manifest), helm (the chart) or process (agent processes, the dev loop)")
