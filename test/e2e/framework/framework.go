@@ -106,6 +106,10 @@ func Setup(ctx context.Context) (*Lab, error) {
 		if v := os.Getenv("TRELLIS_LAB_BGP_RESTART_TIME"); v != "" {
 			args = append(args, "--bgp-restart-time", v)
 		}
+		// TRELLIS_LAB_IP_FAMILY: ipv4 (default), ipv6 or dual.
+		if v := os.Getenv("TRELLIS_LAB_IP_FAMILY"); v != "" {
+			args = append(args, "--ip-family", v)
+		}
 		// TRELLIS_LAB_CNI: trellis (default) or kube-router (test/e2e/peer).
 		if v := os.Getenv("TRELLIS_LAB_CNI"); v != "" {
 			args = append(args, "--cni", v)
