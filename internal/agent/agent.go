@@ -70,6 +70,7 @@ func RESTConfig(kubeconfig, apiServer string) (*rest.Config, error) {
 // removes datapath state: routes, devices and rules stay for the next run.
 // version is the binary's release, exported in trellis_build_info.
 func Run(ctx context.Context, cfg *config.Config, version string) error {
+	start := time.Now()
 	logger := klog.FromContext(ctx).WithValues("node", cfg.NodeName)
 	ctx = klog.NewContext(ctx, logger)
 	rc, err := RESTConfig(cfg.Kubeconfig, cfg.APIServer)
@@ -81,7 +82,7 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	d := deps{version: version, api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme,
+	d := deps{start: start, version: version, api: api{lw: client.ListWatches(), nodes: client.Nodes(), events: client.EventSink(), scheme: client.Scheme,
 		bgpLW: client.BGPListWatches(cfg.Namespace), bgp: client.BGP()},
 		bgp:    newBGPDeps(klog.FromContext(ctx)),
 		routes: &netlinkprog.Programmer{SysctlRoot: cfg.SysctlRoot}, sysctls: nodesetup.ProcSysctls{Root: cfg.SysctlRoot}, fastPath: &fastpath.Kernel{},
@@ -147,6 +148,9 @@ type api struct {
 // deps are the agent's connections to the outside world (the API server,
 // netlink, sysctls, nftables), replaceable in tests.
 type deps struct {
+	// start is when the agent started, the origin of the informer and
+	// initial sync gauges (zero: when run is called).
+	start time.Time
 	// version is the binary's release (trellis_build_info).
 	version string
 	api     api
@@ -188,7 +192,7 @@ type deps struct {
 
 func run(ctx context.Context, cfg *config.Config, d deps) error {
 	logger := klog.FromContext(ctx)
-	m := metrics.New(metrics.Build{Version: d.version})
+	m := metrics.New(metrics.Build{Version: d.version, Start: d.start})
 	m.SetFeature(metrics.FeatureVXLAN, cfg.RoutingMode != config.ModeNative && cfg.RoutingMode != config.ModeBGP)
 	m.SetFeature(metrics.FeatureMasquerade, d.nft != nil && cfg.MasqueradeEnabled())
 	m.SetFeature(metrics.FeatureNetworkPolicy, d.policyNFT != nil && cfg.NetworkPolicyEnabled())
@@ -377,6 +381,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	api.Handle("/v1/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	api.Handle(agentapi.TracePath, livetrace.Handler(livetrace.Config{NodeName: cfg.NodeName, Interfaces: pods, List: livetrace.ListIf(d.policyNFT != nil)}))
 	api.Handle(agentapi.DropsPath, dropsAPI)
+	agentapi.RegisterPprof(api)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -403,6 +408,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		wg.Wait()
 		return err
 	}
+	m.InformersSynced()
 	logger.Info("Informer caches synced; starting controllers", "routingMode", cfg.RoutingMode)
 	if d.policyNFT != nil || d.fastPath != nil || d.conntrack != nil {
 		wg.Add(1)

@@ -3,7 +3,10 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/knftables"
 
+	"github.com/trellisnet/trellis/internal/agentapi"
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/masq"
 	"github.com/trellisnet/trellis/internal/netnstest"
@@ -117,8 +121,11 @@ func TestKernelAgentConvergesGarbageCollectsAndSurvivesRestart(t *testing.T) {
 		return false
 	})
 
-	// A new node gets a route; a deleted node's route goes within a second.
+	// The resync gauges and the heap profile on the local API socket.
 	ctx := context.Background()
+	checkResyncMetricsAndPprof(ctx, t, agentapi.SocketPath(cfg.NodeStateFile))
+
+	// A new node gets a route; a deleted node's route goes within a second.
 	if _, err := client.CoreV1().Nodes().Create(ctx, node("node4", "10.0.1.14", "10.244.4.0/24"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -156,5 +163,43 @@ func TestKernelAgentConvergesGarbageCollectsAndSurvivesRestart(t *testing.T) {
 	}
 	if vx2, err := dp.Handle.LinkByName("trellis.vxlan"); err != nil || vx2.Attrs().Index != vx.Attrs().Index {
 		t.Errorf("VXLAN device recreated across restart (%v)", err)
+	}
+}
+
+// checkResyncMetricsAndPprof reads /v1/metrics and /debug/pprof/heap from
+// the agent's socket: the informer sync and the routing and node setup
+// controllers' initial sync gauges are set, in that order, and the heap
+// profile is served.
+func checkResyncMetricsAndPprof(ctx context.Context, t *testing.T, sock string) {
+	t.Helper()
+	var out bytes.Buffer
+	if err := agentapi.Get(ctx, sock, "/v1/metrics", &out); err != nil {
+		t.Fatal(err)
+	}
+	value := func(series string) float64 {
+		for _, l := range strings.Split(out.String(), "\n") {
+			if rest, ok := strings.CutPrefix(l, series+" "); ok {
+				v, err := strconv.ParseFloat(rest, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", l, err)
+				}
+				return v
+			}
+		}
+		t.Fatalf("/v1/metrics lacks %s", series)
+		return 0
+	}
+	informer := value("trellis_agent_informer_sync_seconds")
+	for _, c := range []string{"routing", "nodesetup"} {
+		if v := value(`trellis_agent_initial_sync_seconds{controller="` + c + `"}`); v < informer || v > 30 {
+			t.Errorf("initial sync of %s = %v s, want after the informers' %v s and within the test", c, v, informer)
+		}
+	}
+	out.Reset()
+	if err := agentapi.Get(ctx, sock, agentapi.PprofPath+"heap", &out); err != nil {
+		t.Fatal(err)
+	}
+	if b := out.Bytes(); len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("heap profile is not gzip-compressed (%d bytes)", len(b))
 	}
 }

@@ -77,3 +77,27 @@ func TestGetReportsAgentErrors(t *testing.T) {
 		t.Errorf("Get on a missing socket = %v", err)
 	}
 }
+
+// The heap profile is served on the socket in pprof's protobuf format
+// (gzip-compressed), and the index lists the named profiles.
+func TestPprofServesTheHeapProfile(t *testing.T) {
+	mux := http.NewServeMux()
+	RegisterPprof(mux)
+	sock := serve(t, mux)
+	var heap bytes.Buffer
+	if err := Get(context.Background(), sock, PprofPath+"heap", &heap); err != nil {
+		t.Fatal(err)
+	}
+	if b := heap.Bytes(); len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("heap profile is not gzip-compressed protobuf (%d bytes, starts %q)", heap.Len(), heap.Bytes()[:min(8, heap.Len())])
+	}
+	var index bytes.Buffer
+	if err := Get(context.Background(), sock, PprofPath, &index); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"heap", "goroutine", "allocs"} {
+		if !strings.Contains(index.String(), p) {
+			t.Errorf("the pprof index does not list %s", p)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,9 @@ const (
 type Build struct {
 	// Version is the release (set at link time; "dev" when built without).
 	Version string
+	// Start is when the agent started (the origin of the informer and
+	// initial sync gauges); zero means when New is called.
+	Start time.Time
 }
 
 // Metrics is the set of agent metrics.
@@ -46,7 +50,18 @@ type Metrics struct {
 	SyncErrors      *prometheus.CounterVec
 	Syncs           *prometheus.CounterVec
 	LastSuccessSync *prometheus.GaugeVec
-	features        *prometheus.GaugeVec
+	// InformerSync is the time from Build.Start until every informer
+	// cache synced (set by InformersSynced): the API list.
+	// It has no labels; a vector so that it is absent until set.
+	InformerSync *prometheus.GaugeVec
+	// InitialSync is the time from Build.Start until each controller's
+	// first successful sync (set by ObserveSync).
+	InitialSync *prometheus.GaugeVec
+	features    *prometheus.GaugeVec
+
+	start       time.Time
+	mu          sync.Mutex
+	firstSynced map[string]bool
 }
 
 // New creates and registers the metrics in a fresh registry.
@@ -54,7 +69,11 @@ func New(b Build) *Metrics {
 	if b.Version == "" {
 		b.Version = "dev"
 	}
+	if b.Start.IsZero() {
+		b.Start = time.Now()
+	}
 	m := &Metrics{
+		start: b.Start, firstSynced: map[string]bool{},
 		Registry: prometheus.NewRegistry(),
 		features: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "trellis_feature_enabled",
@@ -77,6 +96,14 @@ func New(b Build) *Metrics {
 			Namespace: namespace, Name: "last_successful_sync_timestamp_seconds",
 			Help: "Unix time of the last successful sync, per controller.",
 		}, []string{"controller"}),
+		InformerSync: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "informer_sync_seconds",
+			Help: "Seconds from the agent's start until every informer cache synced (the API list); absent before.",
+		}, nil),
+		InitialSync: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "initial_sync_seconds",
+			Help: "Seconds from the agent's start until the controller's first successful sync, per controller.",
+		}, []string{"controller"}),
 	}
 	for _, f := range []string{FeatureFastPath, FeatureNetworkPolicy, FeatureMasquerade, FeatureVXLAN, FeatureEncryption} {
 		m.features.WithLabelValues(f)
@@ -87,7 +114,7 @@ func New(b Build) *Metrics {
 		ConstLabels: prometheus.Labels{"version": b.Version, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	m.Registry.MustRegister(m.SyncDuration, m.SyncErrors, m.Syncs, m.LastSuccessSync, m.features, buildInfo,
+	m.Registry.MustRegister(m.SyncDuration, m.SyncErrors, m.Syncs, m.LastSuccessSync, m.InformerSync, m.InitialSync, m.features, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -110,6 +137,20 @@ func (m *Metrics) ObserveSync(name string, took time.Duration, err error) {
 		return
 	}
 	m.LastSuccessSync.WithLabelValues(name).SetToCurrentTime()
+	m.mu.Lock()
+	first := !m.firstSynced[name]
+	m.firstSynced[name] = true
+	m.mu.Unlock()
+	if first {
+		m.InitialSync.WithLabelValues(name).Set(time.Since(m.start).Seconds())
+	}
+}
+
+// InformersSynced records trellis_agent_informer_sync_seconds: every
+// informer cache has synced now. Before the first call a scrape shows no
+// value rather than a misleading 0.
+func (m *Metrics) InformersSynced() {
+	m.InformerSync.WithLabelValues().Set(time.Since(m.start).Seconds())
 }
 
 // Check is a named health or readiness check; nil means OK.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestHandlerServesMetricsAndChecks(t *testing.T) {
@@ -43,5 +45,39 @@ func TestHandlerServesMetricsAndChecks(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
 	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "routing: routes not programmed yet") {
 		t.Errorf("/readyz = %d %q, want 503 naming the failing check", rec.Code, rec.Body.String())
+	}
+}
+
+// The initial sync gauge holds the time from the start to a controller's
+// first successful sync (failures and later syncs do not move it); the
+// informer gauge is absent until the caches synced.
+func TestInitialAndInformerSyncSeconds(t *testing.T) {
+	start := time.Now().Add(-3 * time.Second)
+	m := New(Build{Start: start})
+	if n := testutil.CollectAndCount(m.InformerSync); n != 0 {
+		t.Fatalf("informer sync gauge has %d series before the caches synced, want none", n)
+	}
+	m.ObserveSync("policy", time.Millisecond, errors.New("x"))
+	if n := testutil.CollectAndCount(m.InitialSync); n != 0 {
+		t.Fatalf("a failed sync set the initial sync gauge (%d series)", n)
+	}
+	m.InformersSynced()
+	informer := testutil.ToFloat64(m.InformerSync.WithLabelValues())
+	if informer < 3 || informer > 60 {
+		t.Errorf("informer sync = %v s, want about 3 s after the start", informer)
+	}
+	m.ObserveSync("policy", time.Millisecond, nil)
+	first := testutil.ToFloat64(m.InitialSync.WithLabelValues("policy"))
+	if first < informer {
+		t.Errorf("initial sync of policy = %v s, before the informers synced (%v s)", first, informer)
+	}
+	time.Sleep(20 * time.Millisecond)
+	m.ObserveSync("policy", time.Millisecond, nil)
+	if again := testutil.ToFloat64(m.InitialSync.WithLabelValues("policy")); again != first {
+		t.Errorf("a second sync moved the initial sync gauge from %v to %v", first, again)
+	}
+	m.ObserveSync("routing", time.Millisecond, nil)
+	if r := testutil.ToFloat64(m.InitialSync.WithLabelValues("routing")); r <= first {
+		t.Errorf("initial sync of routing = %v s, want after policy's %v s", r, first)
 	}
 }

@@ -254,6 +254,9 @@ func (c *Controller) apply(ctx context.Context, logger klog.Logger, d *Desired, 
 		return err
 	}
 	c.lastApplied = d
+	if c.metrics != nil {
+		c.metrics.txOps.Observe(float64(st.Operations))
+	}
 	if verify {
 		c.lastVerify = time.Now()
 	}

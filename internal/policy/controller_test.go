@@ -175,18 +175,29 @@ func TestControllerFollowsTheAPI(t *testing.T) {
 	if got := counterValue(t, reg, "x", "deny-web", "ingress", "deny"); got != 7 {
 		t.Fatalf("after the policy's group was deleted, deny counter = %v, want 7", got)
 	}
-	var samples uint64
+	var samples, txCount uint64
+	var txSum float64
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "trellis_policy_programming_latency_seconds" {
+		switch mf.GetName() {
+		case "trellis_policy_programming_latency_seconds":
 			samples = mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		case "trellis_policy_transaction_operations":
+			txCount = mf.GetMetric()[0].GetHistogram().GetSampleCount()
+			txSum = mf.GetMetric()[0].GetHistogram().GetSampleSum()
 		}
 	}
 	if samples < 4 {
 		t.Fatalf("latency histogram has %d samples, want >= 4 (one per change)", samples)
+	}
+	// One observation per committed transaction, each holding at least the
+	// table and its static objects.
+	if txCount < 4 || txSum < float64(txCount)*10 {
+		t.Fatalf("transaction operations histogram: %d transactions, %v operations; want >= 4 transactions of >= 10 operations",
+			txCount, txSum)
 	}
 	cancel()
 	<-done

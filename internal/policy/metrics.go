@@ -15,6 +15,7 @@ const metricsNamespace = "trellis_policy"
 
 type controllerMetrics struct {
 	latency   prometheus.Histogram
+	txOps     prometheus.Histogram
 	selected  *prometheus.GaugeVec
 	isolated  *prometheus.GaugeVec
 	groups    *prometheus.GaugeVec
@@ -50,6 +51,11 @@ func newControllerMetrics() *controllerMetrics {
 			Help:    "Time from the first API change (pod, namespace, networkpolicy) seen to the policy table holding it.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
+		txOps: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "transaction_operations",
+			Help:    "nftables operations in each committed policy table transaction.",
+			Buckets: prometheus.ExponentialBucketsRange(1, 100000, 16),
+		}),
 		selected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: metricsNamespace, Name: "selected_local_pods",
 			Help: "Local pods a NetworkPolicy selects, per policy and direction.",
@@ -72,7 +78,7 @@ func newControllerMetrics() *controllerMetrics {
 
 func (m *controllerMetrics) register(r prometheus.Registerer) error {
 	var errs []error
-	for _, c := range []prometheus.Collector{m.latency, m.selected, m.isolated, m.groups, m.elements} {
+	for _, c := range []prometheus.Collector{m.latency, m.txOps, m.selected, m.isolated, m.groups, m.elements} {
 		if err := r.Register(c); err != nil {
 			errs = append(errs, err)
 		}
