@@ -282,9 +282,7 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	for _, n := range t.Nodes {
 		spec := node.NewSpec(p, n, bin, imageFiles, o.RoutingMode, agentProcess)
 		spec.Encryption = o.Encryption
-		if t.HasIPv6() {
-			spec.Cluster = node.ClusterOf(t, n)
-		}
+		spec.Cluster = node.ClusterOf(t, n)
 		if err := node.Start(p, st, labBin, spec, true); err != nil {
 			return err
 		}

@@ -26,7 +26,7 @@ const (
 	ServiceCIDR6  = "fd74:7265:6c02::/112"
 	APIServiceIP6 = "fd74:7265:6c02::1"
 	ClusterDNSIP6 = "fd74:7265:6c02::a"
-	// labRange6 holds the three.
+	// labRange6 holds the three (Topology.LabRanges lists them one by one).
 	labRange6 = "fd74:7265:6c00::/46"
 	// externalSubnet6's number matches externalSubnet's third octet.
 	externalSubnet6 = 250

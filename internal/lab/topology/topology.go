@@ -315,12 +315,15 @@ func LabRanges() []netip.Prefix {
 		netip.MustParsePrefix(ServiceCIDR)}
 }
 
-// LabRanges are the address ranges t uses: LabRanges, and with IPv6 the
-// ULA /46 of the IPv6 underlay, pods and Services.
+// LabRanges are the address ranges t uses: the underlay of each family and
+// every family's cluster and Service CIDRs.
 func (t Topology) LabRanges() []netip.Prefix {
-	out := LabRanges()
+	out := []netip.Prefix{netip.MustParsePrefix(underlayBase)}
 	if t.HasIPv6() {
-		out = append(out, netip.MustParsePrefix(labRange6))
+		out = append(out, netip.MustParsePrefix(underlayBase6))
+	}
+	for _, f := range t.ClusterFamilies() {
+		out = append(out, f.ClusterCIDR, f.ServiceCIDR)
 	}
 	return out
 }

@@ -177,7 +177,15 @@ func TestPlanIPFamilies(t *testing.T) {
 		if topo.HasIPv6() != c.hasIPv6 || (len(topo.ClusterCIDRs4()) > 0) != c.agentV4s {
 			t.Errorf("%q: HasIPv6 %v, IPv4 cluster CIDRs %v", c.family, topo.HasIPv6(), topo.ClusterCIDRs4())
 		}
+		for _, p := range append(topo.ClusterCIDRs(), topo.ServiceCIDRs()...) {
+			if len(topo.Overlaps([]netip.Prefix{p})) != 1 {
+				t.Errorf("%q: %s is not among the lab's ranges %v", c.family, p, topo.LabRanges())
+			}
+		}
 		if !c.hasIPv6 {
+			if fmt.Sprint(topo.LabRanges()) != fmt.Sprint(LabRanges()) {
+				t.Errorf("%q: lab ranges %v, want the IPv4 lab's %v", c.family, topo.LabRanges(), LabRanges())
+			}
 			if topo.Nodes[0].Addr6.IsValid() || topo.Subnets[0].Prefix6.IsValid() || topo.ExternalGW6.IsValid() {
 				t.Errorf("%q: an IPv4 lab got IPv6 underlay addresses", c.family)
 			}
