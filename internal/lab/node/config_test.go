@@ -112,4 +112,13 @@ func TestNodeConfigsPerIPFamily(t *testing.T) {
 		AgentConfig("auto", "") != "routingMode: auto\nclusterCIDRs: [\"10.244.0.0/16\"]\n" {
 		t.Errorf("IPv4 lab's node configuration changed:\n%s", KubeProxyConfig(s))
 	}
+	// up gives every node its Cluster; in an IPv4 lab that renders the
+	// same files as a spec without one.
+	withCluster := s
+	withCluster.Cluster = ClusterOf(topo, topo.Nodes[0])
+	if KubeletConfig(withCluster) != KubeletConfig(s) || KubeProxyConfig(withCluster) != KubeProxyConfig(s) ||
+		agentConfig(withCluster.cluster().AgentClusterCIDRs, "auto", "") != AgentConfig("auto", "") ||
+		strings.Join(withCluster.cluster().NodeIPs, ",") != s.Addr {
+		t.Errorf("an IPv4 lab's Cluster renders differently:\n%s\n%s", KubeletConfig(withCluster), KubeProxyConfig(withCluster))
+	}
 }
