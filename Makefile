@@ -40,7 +40,7 @@ test-unit:
 test-kernel: deps build
 	$(GO) test -count=1 -p 1 -tags kernel -run '^TestKernel' ./...
 
-test: deps bpf-check generate-check lint test-unit test-chart image-repro test-kernel test-e2e-lanes
+test: deps bpf-check generate-check lint test-unit test-chart test-benchplot image-repro test-kernel test-e2e-lanes
 
 # The main job: a real cluster in network namespaces, networked by Trellis
 # (mk/lab.mk). `make demo-down` removes it; `make demo-cni` shows the plugin alone.

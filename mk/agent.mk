@@ -50,3 +50,12 @@ test-e2e-other-modes: deps lab-build lab-binaries image
 	  TRELLIS_LAB_NAME=$$m TRELLIS_LAB_ROUTING=$$m $(E2E_ENV) \
 	    $(GO) test -count=1 -tags e2e -timeout 20m -run '^TestE2E' -skip 'TestE2EAgentMemoryAt100Nodes2000Pods' -v ./test/e2e/agent/ || exit 1; \
 	done
+
+# The routing controller at 5,000 peers (tier 1, root, no lab): a node
+# namespace (uplink + VXLAN device), the real controller and netlinkprog fed
+# by informers on a fake API; cold programming, no-op resync, ≥ 50 single
+# Node adds (informer event → entries seen by netlink), p50/p99.
+# BENCH_ROUTING_FLAGS: -routing.peers=N -routing.adds=N -routing.cpuprofile=DIR
+.PHONY: bench-routing-scale
+bench-routing-scale: deps
+	bash -o pipefail -c "$(GO) test -count=1 -tags kernel -timeout 20m -run '^TestBenchRoutingScale$$' -v ./internal/routing/netlinkprog/ -args $(BENCH_ROUTING_FLAGS) 2>&1 | grep -v '^[IW][0-9]'"

@@ -10,5 +10,6 @@ bench-cni: deps build
 	  -ref-bin "$$(hack/build-pinned.sh --print-dir ptp):$$(hack/build-pinned.sh --print-dir host-local)" $(BENCH_CNI_FLAGS)
 
 # The plugin alone on one host: two pods wired through libcni, traffic, DEL.
+# DEMO_CNI_FLAGS=-ip-family=dual (or ipv6) gives the pods IPv6 addresses too.
 demo-cni: deps build
-	$(GO) run ./hack/cni-demo -bin $(BIN)
+	$(GO) run ./hack/cni-demo -bin $(BIN) $(DEMO_CNI_FLAGS)

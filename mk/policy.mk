@@ -6,6 +6,7 @@
 #   make bench-policy-compile   compile/apply timings at 10k pods / 1k policies on real nftables (root)
 #   make test-e2e-policy        tier 2 truth tables (x/y/z × a/b/c, 80/81 TCP+UDP) on a lab, expected from the oracle
 #   make bench-policy           lab benchmark: 1k policies / 10k pod IPs, programming latency, per-packet cost, agent RSS
+#   make bench-per-packet       lab benchmark: the per-packet cost alone at 1k policies / 10k pod IPs, 20 interleaved rounds
 #   make bench-pending          lab benchmark: CNI ADD returning → the new pod programmed in the policy table (p50/p99/max)
 #   make bench-policy-repair    foreign nft flush ruleset → policy table complete and enforcing again (p50/p99 over 20, root)
 
@@ -48,6 +49,16 @@ test-e2e-policy: deps lab-build lab-binaries
 .PHONY: bench-policy
 bench-policy: deps lab-build lab-binaries
 	TRELLIS_LAB_BIN=$(LAB) $(GO) test -count=1 -tags e2e -timeout 30m -run '^TestBenchPolicy$$' -v ./test/e2e/policy/
+
+# Benchmark on a lab (not part of make test): the per-packet cost alone at
+# 1,000 policies / 10,000 pod addresses, TCP throughput and connection rate
+# isolated ÷ not isolated over interleaved rounds (test/e2e/perpacket).
+# BENCH_PERPACKET_ROUNDS=N rounds (default 20); BENCH_PERPACKET_OUT=f.json
+# saves the samples; BENCH_PERPACKET_OLD_PROBE=N first runs N rounds of the
+# probe whose client closes first (the artefact, docs/scale.md).
+.PHONY: bench-per-packet
+bench-per-packet: deps lab-build lab-binaries
+	TRELLIS_LAB_BIN=$(LAB) $(GO) test -count=1 -tags e2e -timeout 15m -run '^TestBenchPerPacket$$' -v ./test/e2e/policy/
 
 # Benchmark on a lab (not part of make test): the pending window of a new pod
 # in a default-deny namespace, CNI ADD returning → its interface programmed

@@ -19,8 +19,14 @@ import (
 
 func main() {
 	bin := flag.String("bin", "bin", "directory holding trellis-cni")
+	family := flag.String("ip-family", "ipv4", "pod addresses: ipv4, ipv6 or dual")
 	flag.Parse()
-	if err := run(*bin); err != nil {
+	subnets, ok := familySubnets[*family]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "cni-demo: -ip-family %q is not one of ipv4, ipv6, dual\n", *family)
+		os.Exit(2)
+	}
+	if err := run(*bin, subnets); err != nil {
 		fmt.Fprintln(os.Stderr, "cni-demo:", err)
 		os.Exit(1)
 	}
@@ -29,9 +35,16 @@ func main() {
 const (
 	node    = "trellis-demo-node"
 	nodeIP  = "192.0.2.1"
-	subnet  = "10.244.7.0/24"
+	nodeIP6 = "2001:db8::1"
 	network = "trellis-demo"
 )
+
+// familySubnets are the pod subnets of each -ip-family.
+var familySubnets = map[string][]string{
+	"ipv4": {"10.244.7.0/24"},
+	"ipv6": {"fd00:10:244:7::/120"},
+	"dual": {"10.244.7.0/24", "fd00:10:244:7::/120"},
+}
 
 var pods = []string{"trellis-demo-pod-a", "trellis-demo-pod-b"}
 
@@ -60,7 +73,7 @@ func cleanup(work string) {
 	_ = os.RemoveAll(work)
 }
 
-func run(bin string) error {
+func run(bin string, subnets []string) error {
 	abs, err := filepath.Abs(bin)
 	if err != nil {
 		return err
@@ -72,7 +85,7 @@ func run(bin string) error {
 	cleanup(work) // leftovers of an interrupted demo
 	defer cleanup(work)
 
-	step("A node: network namespace %s with address %s (forwarding on)", node, nodeIP)
+	step("A node: network namespace %s with addresses %s and %s (IPv4 forwarding on; ADD turns IPv6 forwarding on)", node, nodeIP, nodeIP6)
 	nodeNS, err := cnirunner.NewNetNS(node)
 	if err != nil {
 		return err
@@ -84,11 +97,14 @@ func run(bin string) error {
 	if _, err := sh("ip", "-n", node, "addr", "add", nodeIP+"/32", "dev", "lo"); err != nil {
 		return fmt.Errorf("node address: %w", err)
 	}
+	if _, err := sh("ip", "-n", node, "addr", "add", nodeIP6+"/128", "dev", "lo", "nodad"); err != nil {
+		return fmt.Errorf("node address: %w", err)
+	}
 	conflist, _ := json.MarshalIndent(map[string]any{
 		"cniVersion": "1.1.0", "name": network,
 		"plugins": []any{map[string]any{
 			"type": "trellis-cni", "mtu": 1500,
-			"ipam":    map[string]any{"subnets": []string{subnet}, "dataDir": filepath.Join(work, "ipam")},
+			"ipam":    map[string]any{"subnets": subnets, "dataDir": filepath.Join(work, "ipam")},
 			"logFile": filepath.Join(work, "cni.log"),
 		}},
 	}, "", "  ")
@@ -98,7 +114,7 @@ func run(bin string) error {
 		return err
 	}
 	ctx := context.Background()
-	addrs := map[string]string{}
+	addrs := map[string][]string{}
 	for _, p := range pods {
 		step("CNI ADD for %s (through libcni, as containerd calls it)", p)
 		pn, err := cnirunner.NewNetNS(p)
@@ -116,22 +132,37 @@ func run(bin string) error {
 			IPs []struct{ Address string } `json:"ips"`
 		}
 		_ = json.Unmarshal(out, &parsed)
-		addrs[p] = strings.Split(parsed.IPs[0].Address, "/")[0]
+		for _, ip := range parsed.IPs {
+			addrs[p] = append(addrs[p], strings.Split(ip.Address, "/")[0])
+		}
 		if err := show("ip", "-n", p, "-br", "addr", "show", "eth0"); err != nil {
 			return err
 		}
 		if err := show("ip", "-n", p, "route"); err != nil {
 			return err
 		}
+		if err := show("ip", "-n", p, "-6", "route"); err != nil {
+			return err
+		}
+		if err := show("ip", "-n", p, "neigh"); err != nil {
+			return err
+		}
 	}
-	step("The node's side: one interface and one /32 route per pod, no bridge")
+	step("The node's side: one interface and one host route (/32, /128) per pod address, no bridge")
 	_ = show("ip", "-n", node, "-br", "link", "show", "type", "veth")
 	_ = show("ip", "-n", node, "route")
+	_ = show("ip", "-n", node, "-6", "route", "show", "proto", "boot")
 
-	step("Traffic: pod a -> pod b, pod a -> node, pod b -> pod a")
-	for _, c := range [][2]string{{pods[0], addrs[pods[1]]}, {pods[0], nodeIP}, {pods[1], addrs[pods[0]]}} {
-		if err := show("ip", "netns", "exec", c[0], "ping", "-c", "2", "-i", "0.2", "-W", "1", c[1]); err != nil {
-			return fmt.Errorf("ping from %s to %s failed: %w", c[0], c[1], err)
+	step("Traffic in each family: pod a -> pod b, pod a -> node, pod b -> pod a")
+	for i, a := range addrs[pods[0]] {
+		host := nodeIP
+		if strings.Contains(a, ":") {
+			host = nodeIP6
+		}
+		for _, c := range [][2]string{{pods[0], addrs[pods[1]][i]}, {pods[0], host}, {pods[1], a}} {
+			if err := show("ip", "netns", "exec", c[0], "ping", "-c", "2", "-i", "0.2", "-W", "1", c[1]); err != nil {
+				return fmt.Errorf("ping from %s to %s failed: %w", c[0], c[1], err)
+			}
 		}
 	}
 	step("CHECK: the plugin verifies both attachments")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -101,6 +102,11 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 	switch {
 	case err == nil:
 		d.nft, d.forward = nft, hostfw.Exec{}
+		// IPv6 masquerade's table; a host whose nft or kernel cannot
+		// have one runs without it (its nodes have no IPv6 pods either).
+		if d.nft6, err = masq.NewNFTFamily(knftables.IPv6Family); err != nil {
+			klog.FromContext(ctx).Error(err, "No IPv6 masquerade table on this host")
+		}
 	case cfg.MasqueradeEnabled() && !lacksCaps():
 		return err
 	}
@@ -119,6 +125,14 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 		}
 		if d.masqWatch != nil {
 			defer d.masqWatch.Close()
+		}
+		if d.nft6 != nil {
+			if d.masqWatch6, err = newTableWatch(unix.NFPROTO_IPV6, masq.TableName); err != nil && !lacksCaps() {
+				return err
+			}
+			if d.masqWatch6 != nil {
+				defer d.masqWatch6.Close()
+			}
 		}
 	}
 	d.strict = openStrictKernel(cfg.EncryptionStrictEnabled())
@@ -166,6 +180,8 @@ type deps struct {
 	fastPath *fastpath.Kernel
 	// nft is the masquerade table's interface; nil disables the controller.
 	nft knftables.Interface
+	// nft6 is the IPv6 masquerade table's; nil leaves IPv6 alone.
+	nft6 knftables.Interface
 	// forward edits iptables' FORWARD chain when its policy is DROP
 	// (internal/hostfw); nil leaves it alone (tests).
 	forward hostfw.NFT
@@ -181,6 +197,8 @@ type deps struct {
 	// masqWatch does the same for the masquerade table; nil leaves its
 	// repair to the periodic sync.
 	masqWatch *nftwatch.Watch
+	// masqWatch6 is masqWatch for the IPv6 masquerade table.
+	masqWatch6 *nftwatch.Watch
 	// strict is encryption's strict table (encryption_strict.go).
 	strict strictKernel
 	// procStatus is the /proc status file capabilities are read from
@@ -221,7 +239,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		return blockNotReady(ctx, cfg, m, probs)
 	}
 
-	var infs informerSet
+	infs := informerSet{transform: newTransform(cfg.NodeName).apply}
 	nodeInf, err := infs.add(d.api.lw.Nodes, &v1.Node{})
 	if err != nil {
 		return err
@@ -250,6 +268,9 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	status := &statusSource{cfg: cfg, version: d.version, routes: routeCtl, probs: probs, nodes: nodeLister, wireGuard: d.wireGuard}
 	runners := []*syncrunner.Runner{routeCtl.Runner, setupCtl.Runner}
 	var policyWatch, masqWatch func(context.Context) error
+	// podRunner (the policy controller's) reads pods, namespaces and
+	// NetworkPolicies; every other runner reads only Nodes from the API.
+	var podRunner *syncrunner.Runner
 	var masqRunner *syncrunner.Runner
 	if d.nft != nil {
 		mc := masq.Config{NodeName: cfg.NodeName, Disabled: !cfg.MasqueradeEnabled(),
@@ -257,6 +278,12 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			Nodes: nodeLister, NFT: d.nft, Sync: runnerOpts, Registerer: m.Registry}
 		if d.masqWatch != nil {
 			mc.Watch = d.masqWatch
+		}
+		if d.nft6 != nil {
+			mc.NFT6, mc.DisabledIPv6 = d.nft6, !cfg.MasqueradeIPv6Enabled()
+			if d.masqWatch6 != nil {
+				mc.Watch6 = d.masqWatch6
+			}
 		}
 		masqCtl, err := masq.New(mc)
 		if err != nil {
@@ -305,6 +332,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			return err
 		}
 		runners = append(runners, pc.Runner)
+		podRunner = pc.Runner
 		policyWatch = pc.Watch // started with the runners
 		status.policy = pc
 	}
@@ -398,8 +426,11 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	defer infs.wait()
 	defer stopInformers()
 	infs.start(informerCtx)
-	logger.Info("Waiting for informer caches to sync")
-	if err := infs.waitForSync(waitCtx); err != nil {
+	// The controllers that read only Nodes start once the Nodes are
+	// cached: a restarted agent programs its routes while the (much longer)
+	// lists of pods and the rest are still coming in. The policy controller
+	// starts when every cache has synced.
+	waitFailed := func(err error) error {
 		select {
 		case serveErr := <-errCh:
 			return serveErr
@@ -408,8 +439,11 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 		wg.Wait()
 		return err
 	}
-	m.InformersSynced()
-	logger.Info("Informer caches synced; starting controllers", "routingMode", cfg.RoutingMode)
+	logger.Info("Waiting for the node cache to sync")
+	if err := waitForSync(waitCtx, nodeInf); err != nil {
+		return waitFailed(err)
+	}
+	logger.Info("Node cache synced; starting the controllers that read Nodes only", "routingMode", cfg.RoutingMode)
 	if d.policyNFT != nil || d.fastPath != nil || d.conntrack != nil {
 		wg.Add(1)
 		go func() {
@@ -440,13 +474,32 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 			}
 		}()
 	}
-	for _, r := range runners {
+	startRunner := func(r *syncrunner.Runner) {
 		wg.Add(1)
-		go func(r *syncrunner.Runner) {
+		go func() {
 			defer wg.Done()
 			r.Run(ctx)
-		}(r)
+		}()
 	}
+	for _, r := range runners {
+		if r != podRunner {
+			startRunner(r)
+		}
+	}
+	logger.Info("Waiting for the other informer caches to sync")
+	if err := infs.waitForSync(waitCtx); err != nil {
+		return waitFailed(err)
+	}
+	m.InformersSynced()
+	logger.Info("Informer caches synced; starting the policy controller")
+	if podRunner != nil {
+		startRunner(podRunner)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		releaseAfterFirstSyncs(ctx, runners, firstSyncsPoll)
+	}()
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -560,4 +613,33 @@ func networkCondition(n *v1.Node) *v1.NodeCondition {
 		}
 	}
 	return nil
+}
+
+// firstSyncsPoll is how often releaseAfterFirstSyncs looks.
+const firstSyncsPoll = 100 * time.Millisecond
+
+// releaseAfterFirstSyncs returns the heap's free pages to the operating
+// system once, when every runner has synced successfully once (or ctx
+// ends). The initial lists decode every object in full and drop it at
+// once, and the first syncs compute everything from scratch: their
+// garbage leaves the heap's pages partly free, which the runtime's
+// scavenger otherwise returns only slowly (docs/scale.md, Memory).
+func releaseAfterFirstSyncs(ctx context.Context, runners []*syncrunner.Runner, poll time.Duration) bool {
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		done := true
+		for _, r := range runners {
+			done = done && !r.LastSuccess().IsZero()
+		}
+		if done {
+			debug.FreeOSMemory()
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
 }

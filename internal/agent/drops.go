@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"slices"
 
 	v1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
@@ -19,6 +21,7 @@ import (
 	"github.com/trellisnet/trellis/internal/metrics"
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
+	"github.com/trellisnet/trellis/internal/slim"
 )
 
 // newDrops builds the deny-log reader (internal/drops) and returns the
@@ -83,16 +86,11 @@ func (r *dropResolver) PodByIP(a netip.Addr) string {
 	if r.pods == nil {
 		return ""
 	}
-	s := a.String()
+	a = a.Unmap()
 	for _, o := range r.pods.GetStore().List() {
-		p, ok := o.(*v1.Pod)
-		if !ok || p.Spec.HostNetwork {
-			continue
-		}
-		for _, ip := range p.Status.PodIPs {
-			if ip.IP == s {
-				return p.Namespace + "/" + p.Name
-			}
+		p, ok := o.(*slim.Pod)
+		if ok && !p.HostNetwork && slices.Contains(p.IPs, a) {
+			return p.Namespace + "/" + p.Name
 		}
 	}
 	return ""
@@ -106,10 +104,11 @@ func (r *dropResolver) Policies(pod, direction string) []string {
 	if err != nil || !ok {
 		return nil
 	}
-	p, ok := o.(*v1.Pod)
+	sp, ok := o.(*slim.Pod)
 	if !ok {
 		return nil
 	}
+	p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: sp.Namespace, Name: sp.Name, Labels: sp.Labels}}
 	var nps []*networkingv1.NetworkPolicy
 	for _, o := range r.policies.GetStore().List() {
 		if np, ok := o.(*networkingv1.NetworkPolicy); ok && np.Namespace == p.Namespace {

@@ -8,8 +8,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	bgpv1alpha1 "github.com/trellisnet/trellis/internal/apis/bgp/v1alpha1"
-	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/slim"
 )
 
 // trimForCache replaces each object, before it enters an informer cache,
@@ -17,17 +17,20 @@ import (
 // the decoded original becomes garbage at once. The agent's memory then
 // grows with what it uses, not with what kubelet, kubectl or other
 // controllers write (images, container specs, last-applied annotations,
-// managed fields).
+// managed fields). Pods, by far the most numerous, become slim.Pods
+// (internal/slim), a fraction of a trimmed core/v1 Pod's size.
 //
 // Who reads what (keep this list and the code in step):
 //   - Node (internal/routing, internal/masq, internal/nodesetup, nodeHandler,
 //     internal/bgp): name, labels (BGP node selectors and the
 //     bgp.trellis.dev/asn label), spec.podCIDR(s), status.addresses, the
 //     trellis.dev/ annotations, the NetworkUnavailable condition.
-//   - Pod (internal/policy: PodFromAPI, dedupeByIP): namespace, name, labels,
-//     creation and deletion timestamps, spec.nodeName, spec.hostNetwork, the
-//     ports of spec.containers and of native sidecars (spec.initContainers
-//     with restartPolicy Always; named ports), status.phase, status.podIP(s).
+//   - Pod as *slim.Pod (internal/policy: SnapshotFromCache, the deny log's
+//     resolver): namespace, name, labels, creation and deletion timestamps,
+//     spec.nodeName, spec.hostNetwork, the named ports of spec.containers
+//     and of native sidecars, status.phase, status.podIP(s); UID and the
+//     mirror pod annotation on this node's pods only (matched against the
+//     pod interfaces' aliases).
 //   - Namespace (internal/policy): name, labels.
 //   - NetworkPolicy (internal/policy): namespace, name, spec.
 //   - Service (internal/bgp: bgp.Service): namespace, name, labels,
@@ -36,43 +39,68 @@ import (
 //   - BGPConfiguration, BGPPeer, BGPAdvertisement (internal/bgp): name,
 //     labels (advertisement selectors), spec.
 //
-// Every object keeps its UID and resourceVersion (the informers and the
-// policy controller's update filter use them).
-func trimForCache(obj any) (any, error) {
+// Every object keeps its resourceVersion (the informers and the
+// controllers' update filter use it) and, but for pods of other nodes, its
+// UID.
+//
+// trimForCache shares nothing between objects and keeps every pod's UID;
+// the agent's informers use a transform from newTransform.
+func trimForCache(obj any) (any, error) { return transform{}.apply(obj) }
+
+// transform is the informers' transform: trimForCache's, sharing strings
+// and label sets through in (nil: not shared) and keeping pod UIDs only
+// on the node self ("": on every node).
+type transform struct {
+	in   *slim.Interner
+	self string
+}
+
+func newTransform(self string) transform { return transform{in: slim.NewInterner(), self: self} }
+
+func (t transform) apply(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *v1.Node:
-		return trimNode(o), nil
+		return t.trimNode(o), nil
 	case *v1.Pod:
-		return trimPod(o), nil
+		return t.slimPod(o), nil
 	case *v1.Namespace:
-		return &v1.Namespace{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil)}, nil
+		return &v1.Namespace{ObjectMeta: t.trimMeta(&o.ObjectMeta, o.Labels, nil)}, nil
 	case *networkingv1.NetworkPolicy:
-		return &networkingv1.NetworkPolicy{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
+		return &networkingv1.NetworkPolicy{ObjectMeta: t.trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
 	case *v1.Service:
-		return trimService(o), nil
+		return t.trimService(o), nil
 	case *v1.Secret:
-		return &v1.Secret{ObjectMeta: trimMeta(&o.ObjectMeta, nil, nil), Data: o.Data}, nil
+		return &v1.Secret{ObjectMeta: t.trimMeta(&o.ObjectMeta, nil, nil), Data: o.Data}, nil
 	case *bgpv1alpha1.BGPConfiguration:
-		return &bgpv1alpha1.BGPConfiguration{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
+		return &bgpv1alpha1.BGPConfiguration{ObjectMeta: t.trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
 	case *bgpv1alpha1.BGPPeer:
-		return &bgpv1alpha1.BGPPeer{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
+		return &bgpv1alpha1.BGPPeer{ObjectMeta: t.trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
 	case *bgpv1alpha1.BGPAdvertisement:
-		return &bgpv1alpha1.BGPAdvertisement{ObjectMeta: trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
+		return &bgpv1alpha1.BGPAdvertisement{ObjectMeta: t.trimMeta(&o.ObjectMeta, o.Labels, nil), Spec: o.Spec}, nil
 	}
-	return obj, nil // tombstones and anything else pass through
+	return obj, nil // slim objects, tombstones and anything else pass through
+}
+
+// slimPod converts p; a pod of another node keeps no UID.
+func (t transform) slimPod(p *v1.Pod) *slim.Pod {
+	out := slim.PodOf(p, t.in)
+	if t.self != "" && out.NodeName != t.self {
+		out.UID, out.MirrorUID = "", ""
+	}
+	return out
 }
 
 // trimMeta keeps identity, versions, timestamps and the given labels and
 // annotations.
-func trimMeta(m *metav1.ObjectMeta, labels, annotations map[string]string) metav1.ObjectMeta {
+func (t transform) trimMeta(m *metav1.ObjectMeta, labels, annotations map[string]string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{
-		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		Name: m.Name, Namespace: t.in.String(m.Namespace), UID: m.UID, ResourceVersion: m.ResourceVersion,
 		CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp,
-		Labels: labels, Annotations: annotations,
+		Labels: t.in.Labels(labels), Annotations: annotations,
 	}
 }
 
-func trimNode(n *v1.Node) *v1.Node {
+func (t transform) trimNode(n *v1.Node) *v1.Node {
 	var ann map[string]string
 	for k, v := range n.Annotations {
 		if strings.HasPrefix(k, routing.AnnotationPrefix) {
@@ -83,7 +111,7 @@ func trimNode(n *v1.Node) *v1.Node {
 		}
 	}
 	out := &v1.Node{
-		ObjectMeta: trimMeta(&n.ObjectMeta, n.Labels, ann),
+		ObjectMeta: t.trimMeta(&n.ObjectMeta, n.Labels, ann),
 		Spec:       v1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
 		Status:     v1.NodeStatus{Addresses: n.Status.Addresses},
 	}
@@ -96,43 +124,15 @@ func trimNode(n *v1.Node) *v1.Node {
 	return out
 }
 
-func trimService(s *v1.Service) *v1.Service {
+func (t transform) trimService(s *v1.Service) *v1.Service {
 	out := &v1.Service{
-		ObjectMeta: trimMeta(&s.ObjectMeta, s.Labels, nil),
+		ObjectMeta: t.trimMeta(&s.ObjectMeta, s.Labels, nil),
 		Spec:       v1.ServiceSpec{ClusterIP: s.Spec.ClusterIP, ClusterIPs: s.Spec.ClusterIPs, ExternalIPs: s.Spec.ExternalIPs},
 	}
 	for _, in := range s.Status.LoadBalancer.Ingress {
 		if in.IP != "" {
 			out.Status.LoadBalancer.Ingress = append(out.Status.LoadBalancer.Ingress, v1.LoadBalancerIngress{IP: in.IP})
 		}
-	}
-	return out
-}
-
-func trimPod(p *v1.Pod) *v1.Pod {
-	out := &v1.Pod{
-		ObjectMeta: trimMeta(&p.ObjectMeta, p.Labels, nil),
-		Spec:       v1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
-		Status:     v1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
-	}
-	for i := range p.Spec.Containers {
-		if c := &p.Spec.Containers[i]; len(c.Ports) > 0 {
-			out.Spec.Containers = append(out.Spec.Containers, v1.Container{Name: c.Name, Ports: trimPorts(c.Ports)})
-		}
-	}
-	for i := range p.Spec.InitContainers {
-		if c := &p.Spec.InitContainers[i]; len(c.Ports) > 0 && policy.IsSidecar(c) {
-			out.Spec.InitContainers = append(out.Spec.InitContainers,
-				v1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy, Ports: trimPorts(c.Ports)})
-		}
-	}
-	return out
-}
-
-func trimPorts(in []v1.ContainerPort) []v1.ContainerPort {
-	out := make([]v1.ContainerPort, len(in))
-	for i, cp := range in {
-		out[i] = v1.ContainerPort{Name: cp.Name, Protocol: cp.Protocol, ContainerPort: cp.ContainerPort}
 	}
 	return out
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/policy"
 	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/internal/slim"
 )
 
 func TestTrimForCacheKeepsWhatControllersRead(t *testing.T) {
@@ -83,7 +84,18 @@ func TestTrimmedObjectsCompileToTheSamePolicy(t *testing.T) {
 			}
 		}
 		full := policy.Compile(policy.SnapshotFromAPI("n1", pods, nss, nps, ifaces))
-		trimmed := policy.Compile(policy.SnapshotFromAPI("n1", trimAll(t, pods), trimAll(t, nss), trimAll(t, nps), ifaces))
+		// As the agent's informers hold them: slim pods of shared strings
+		// and label sets, UIDs only on n1.
+		tf := newTransform("n1")
+		var cached []*slim.Pod
+		for _, p := range pods {
+			o, err := tf.apply(p.DeepCopy())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cached = append(cached, o.(*slim.Pod))
+		}
+		trimmed := policy.Compile(policy.SnapshotFromCache("n1", cached, trimAll(t, nss), trimAll(t, nps), ifaces))
 		if !reflect.DeepEqual(full, trimmed) {
 			t.Fatalf("seed %d: trimming changed the compiled policy\nfull    %+v\ntrimmed %+v", seed, full, trimmed)
 		}

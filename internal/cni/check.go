@@ -87,6 +87,21 @@ func checkHostSide(host netlink.Link, addrs []netip.Addr) error {
 	return nil
 }
 
+// checkHostNeighbour checks the host side's permanent neighbour entry of
+// an IPv6 pod address (podNeighbour) against the pod end's MAC.
+func checkHostNeighbour(host netlink.Link, a netip.Addr, podMAC net.HardwareAddr) error {
+	neighs, err := netlink.NeighList(host.Attrs().Index, netlink.FAMILY_V6)
+	if err != nil {
+		return checkFailed("list neighbours of %s: %v", host.Attrs().Name, err)
+	}
+	if !slices.ContainsFunc(neighs, func(n netlink.Neigh) bool {
+		return n.IP.Equal(a.AsSlice()) && n.State == netlink.NUD_PERMANENT && n.HardwareAddr.String() == podMAC.String()
+	}) {
+		return checkFailed("host neighbour %s -> %s on %s is missing", a, podMAC, host.Attrs().Name)
+	}
+	return nil
+}
+
 func checkPodSide(netnsPath, ifName string, host netlink.Link, addrs []netip.Addr) error {
 	h, err := nsHandle(netnsPath)
 	if err != nil {
@@ -126,6 +141,11 @@ func checkPodSide(netnsPath, ifName string, host netlink.Link, addrs []netip.Add
 			return n.IP.Equal(gw.AsSlice()) && n.HardwareAddr.String() == host.Attrs().HardwareAddr.String()
 		}) {
 			return checkFailed("pod neighbour %s -> %s on %s is missing", gw, host.Attrs().HardwareAddr, ifName)
+		}
+		if a.Is6() {
+			if err := checkHostNeighbour(host, a, pod.Attrs().HardwareAddr); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

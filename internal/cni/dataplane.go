@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/trellisnet/trellis/internal/podlink"
 	"github.com/trellisnet/trellis/internal/sysctl"
@@ -82,21 +85,62 @@ func setupPod(podNS ns.NetNS, al podlink.Alias, mtu int, addrs []netip.Addr) (*p
 			return pl, fmt.Errorf("set group on %s: %w", hostName, err)
 		}
 	}
-	// The host side owns its routes: no router advertisements. Best effort:
-	// a kernel without IPv6 has no such file.
-	_ = sysctl.Set("net/ipv6/conf/"+hostName+"/accept_ra", "0")
+	if err := hostSideIPv6(hostName, hasIPv6(addrs)); err != nil {
+		return pl, err
+	}
 	if err := netlink.LinkSetUp(host); err != nil {
 		return pl, fmt.Errorf("set %s up: %w", hostName, err)
 	}
-	if err := configurePodSide(podH, ifName, pl, addrs); err != nil {
+	if err := configurePodSide(podNS.Path(), podH, ifName, pl, addrs); err != nil {
 		return pl, err
 	}
 	for _, a := range addrs {
+		if a.Is6() {
+			if err := netlink.NeighSet(podNeighbour(pl, a)); err != nil {
+				return pl, fmt.Errorf("add neighbour %s on %s: %w", a, hostName, err)
+			}
+		}
 		if err := netlink.RouteReplace(podlink.HostRoute(pl.hostIndex, a)); err != nil {
 			return pl, fmt.Errorf("add host route %s dev %s: %w", a, hostName, err)
 		}
 	}
+	waitRunning(podH, pl, operUpWait)
 	return pl, nil
+}
+
+// operUpWait bounds waitRunning.
+const operUpWait = time.Second
+
+// waitRunning waits, at most limit, until both ends of the veth are
+// operationally up. The kernel applies a carrier change (and gives the
+// device its real queue) from a work queue; until then a packet sent on it
+// is dropped, and a pod's first connection would wait a second for TCP's
+// retransmission. Usually both are up at the first look; on a loaded node
+// it can take milliseconds. Past the limit ADD goes on: the pod works once
+// the kernel catches up.
+func waitRunning(podH *netlink.Handle, pl *podLink, limit time.Duration) {
+	// IFF_RUNNING: what linkwatch sets once it applied the carrier (oper
+	// state up, or unknown for a driver that reports none).
+	up := func(l netlink.Link, err error) bool { return err == nil && l.Attrs().Flags&net.FlagRunning != 0 }
+	for deadline := time.Now().Add(limit); ; time.Sleep(2 * time.Millisecond) {
+		if up(podH.LinkByIndex(pl.podIndex)) && up(netlink.LinkByIndex(pl.hostIndex)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+	}
+}
+
+// podNeighbour is the host side's permanent neighbour entry for the pod's
+// IPv6 address a: the mirror of the pod's gateway entry. Without it the
+// node would solicit the pod's address from its link-local address on the
+// host end, which the kernel makes only once the link has carrier and
+// marks usable from a work queue: a first packet to a brand-new pod could
+// wait a second for a solicitation retry. With it, the node never solicits
+// a pod (it is removed with the interface).
+func podNeighbour(pl *podLink, a netip.Addr) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: pl.hostIndex, IP: a.AsSlice(), HardwareAddr: pl.podMAC, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V6}
 }
 
 // createVeth makes the veth pair inside the pod's namespace (podH), gives
@@ -133,14 +177,29 @@ func createVeth(podH *netlink.Handle, hostName, ifName string, mtu int, alias st
 	return nil
 }
 
-func configurePodSide(podH *netlink.Handle, ifName string, pl *podLink, addrs []netip.Addr) error {
+// configurePodSide gives the pod end its addresses, brings it up, and adds
+// per address family the gateway's permanent neighbour and the default
+// route through it. With an IPv6 address, duplicate address detection is
+// off on the pod end first (see podSideIPv6).
+func configurePodSide(podNSPath string, podH *netlink.Handle, ifName string, pl *podLink, addrs []netip.Addr) error {
 	pod, err := podH.LinkByName(ifName)
 	if err != nil {
 		return fmt.Errorf("look up %s in pod namespace: %w", ifName, err)
 	}
 	pl.podIndex, pl.podMAC = pod.Attrs().Index, pod.Attrs().HardwareAddr
+	if hasIPv6(addrs) {
+		if err := podSideIPv6(podNSPath, ifName); err != nil {
+			return err
+		}
+	}
 	for _, a := range addrs {
-		if err := podH.AddrAdd(pod, &netlink.Addr{IPNet: hostPrefix(a)}); err != nil {
+		addr := &netlink.Addr{IPNet: hostPrefix(a)}
+		if a.Is6() {
+			// Usable at once: never tentative (accept_dad=0 covers the
+			// link-local address the kernel adds; this the pod's own).
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := podH.AddrAdd(pod, addr); err != nil {
 			return fmt.Errorf("add address %s to %s: %w", a, ifName, err)
 		}
 	}
@@ -193,15 +252,81 @@ var ErrForeignLink = errors.New("host interface exists and is not Trellis's")
 // families of addrs, as the reference ptp plugin does: routed pods reach
 // nothing, not even each other, without it. The agent sets it too; this
 // covers the plugin used alone and a runtime calling before the agent ran.
-func enableForwarding(addrs []netip.Addr) error {
-	for _, a := range addrs {
-		key := "net/ipv4/ip_forward"
-		if a.Is6() {
-			key = "net/ipv6/conf/all/forwarding"
+// IPv6 forwarding keeps the node's router advertisements working
+// (sysctl.EnableIPv6Forwarding: accept_ra 1 becomes 2 first, pod
+// interfaces and overlays left out); raised names the interfaces whose
+// accept_ra it raised.
+func enableForwarding(addrs []netip.Addr) (raised []string, err error) {
+	if slices.ContainsFunc(addrs, netip.Addr.Is4) {
+		if err := sysctl.Set("net/ipv4/ip_forward", "1"); err != nil {
+			return nil, err
 		}
-		if err := sysctl.Set(key, "1"); err != nil {
-			return err
+	}
+	if hasIPv6(addrs) {
+		return sysctl.EnableIPv6Forwarding(noRAInterface())
+	}
+	return nil, nil
+}
+
+// noRAKinds are the link kinds whose accept_ra is never raised: overlays
+// between nodes (the agent's VXLAN device: another node sending RAs into
+// it would become this node's router).
+var noRAKinds = []string{"vxlan", "geneve", "wireguard"}
+
+// noRAInterface returns a test for the interfaces EnableIPv6Forwarding
+// must leave alone: pod interfaces by name, and the noRAKinds. The links
+// are listed on the first call only (only when forwarding is still off).
+func noRAInterface() func(name string) bool {
+	var kinds map[string]string
+	return func(name string) bool {
+		if podlink.IsHostName(name) {
+			return true
 		}
+		if kinds == nil {
+			kinds = map[string]string{}
+			links, err := netlinksafe.LinkList()
+			if err != nil {
+				return true // unknown: leave it as it is
+			}
+			for _, l := range links {
+				kinds[l.Attrs().Name] = l.Type()
+			}
+		}
+		kind, ok := kinds[name]
+		return !ok || slices.Contains(noRAKinds, kind)
+	}
+}
+
+func hasIPv6(addrs []netip.Addr) bool { return slices.ContainsFunc(addrs, netip.Addr.Is6) }
+
+// hostSideIPv6 sets the host end's IPv6 sysctls before it comes up: no
+// router advertisements (a pod must not be able to give the node a default
+// route; best effort without an IPv6 address: a kernel without IPv6 has no
+// such file), and, when the pod has an IPv6 address, no duplicate address
+// detection, so the host end's link-local address, the source of the
+// node's neighbour solicitations towards the pod, is usable at once (while
+// it is tentative the kernel sends none, and traffic to the pod waits).
+func hostSideIPv6(hostName string, ipv6 bool) error {
+	conf := "net/ipv6/conf/" + hostName + "/"
+	if err := sysctl.Set(conf+"accept_ra", "0"); err != nil && ipv6 {
+		return fmt.Errorf("host interface %s: %w", hostName, err)
+	}
+	if !ipv6 {
+		return nil
+	}
+	if err := sysctl.Set(conf+"accept_dad", "0"); err != nil {
+		return fmt.Errorf("host interface %s: %w", hostName, err)
+	}
+	return nil
+}
+
+// podSideIPv6 turns duplicate address detection off on the pod end (inside
+// the pod's namespace, before it comes up): the pod's link-local address is
+// usable at once. The address is unique by construction (IPAM), and the
+// link has two ends, both ours.
+func podSideIPv6(podNSPath, ifName string) error {
+	if err := sysctl.SetAt(podNSPath, "net/ipv6/conf/"+ifName+"/accept_dad", "0"); err != nil {
+		return fmt.Errorf("pod interface %s: %w", ifName, err)
 	}
 	return nil
 }
@@ -228,7 +353,18 @@ func gatewayFor(a netip.Addr) netip.Addr {
 	return GatewayV6
 }
 
-// GatewayV6 is the IPv6 counterpart of GatewayV4 (a link-local address).
+// GatewayV6 is the link-local next hop of every pod's IPv6 default route,
+// the counterpart of GatewayV4, and like it configured nowhere: the pod
+// holds a permanent neighbour entry mapping it to the host-side veth's MAC.
+//
+// Why a fixed link-local address: an IPv6 next hop should be link-local
+// (routers are addressed by their link-local address, RFC 4861), and each
+// veth is a link of its own, so the same address serves every pod and no
+// global address is spent on gateways. fe80::1 can never be a kernel-made
+// address on either end: those are EUI-64 (with ff:fe in the middle) or
+// random. With the neighbour permanent, the pod never solicits the gateway,
+// so nothing has to answer for fe80::1 on the host side (no proxy NDP, no
+// address on trl…), exactly like 169.254.1.1 needs no proxy ARP.
 var GatewayV6 = netip.MustParseAddr("fe80::1")
 
 func family(a netip.Addr) int {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/ipam"
@@ -61,10 +62,12 @@ type fixture struct {
 	t        *testing.T
 	node     ns.NetNS
 	hostAddr netip.Addr
-	dataDir  string
-	stateDir string
-	runner   *cnirunner.Runner
-	version  string
+	// hostAddr6 is the node's own IPv6 address (on loopback).
+	hostAddr6 netip.Addr
+	dataDir   string
+	stateDir  string
+	runner    *cnirunner.Runner
+	version   string
 }
 
 type confOpts struct {
@@ -99,7 +102,7 @@ func newFixture(t *testing.T, o confOpts) *fixture {
 	if err := cnirunner.Sysctl(node, "net/ipv4/ip_forward", forward); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, node: node, hostAddr: netip.MustParseAddr("192.0.2.1"), version: o.version}
+	f := &fixture{t: t, node: node, hostAddr: netip.MustParseAddr("192.0.2.1"), hostAddr6: netip.MustParseAddr("2001:db8::1"), version: o.version}
 	f.dataDir = t.TempDir()
 	f.stateDir = t.TempDir()
 	err = node.Do(func(ns.NetNS) error {
@@ -108,7 +111,17 @@ func newFixture(t *testing.T, o confOpts) *fixture {
 		if err != nil {
 			return err
 		}
-		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: f.hostAddr.AsSlice(), Mask: net.CIDRMask(32, 32)}})
+		// An uplink, as a node has one: pod interfaces never get the
+		// node's first interface indexes, where a host end could share
+		// its pod end's index (the kernel then takes the pair for a
+		// plain device and applies its carrier change up to 1 s late).
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ul0"}, PeerName: "ul0p"}); err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: podlink.HostPrefix(f.hostAddr)}); err != nil {
+			return err
+		}
+		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: podlink.HostPrefix(f.hostAddr6), Flags: unix.IFA_F_NODAD})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +151,21 @@ type pod struct {
 	id   string
 	ns   ns.NetNS
 	name string
-	addr netip.Addr
+	// addr is the result's first address; addrs all of them, in order.
+	addr  netip.Addr
+	addrs []netip.Addr
+}
+
+// addrOf returns the pod's address of the family of like.
+func (p *pod) addrOf(t *testing.T, like netip.Addr) netip.Addr {
+	t.Helper()
+	for _, a := range p.addrs {
+		if a.Is4() == like.Is4() {
+			return a
+		}
+	}
+	t.Fatalf("pod %s has no address of the family of %s (has %v)", p.id, like, p.addrs)
+	return netip.Addr{}
 }
 
 func (f *fixture) newPodNS() *pod {
@@ -172,11 +199,15 @@ func (f *fixture) add(p *pod) error {
 	if err := json.Unmarshal(data, &out); err != nil || len(out.IPs) == 0 {
 		return fmt.Errorf("result without ips: %s", data)
 	}
-	pfx, err := netip.ParsePrefix(out.IPs[0].Address)
-	if err != nil {
-		return err
+	p.addrs = nil
+	for _, ip := range out.IPs {
+		pfx, err := netip.ParsePrefix(ip.Address)
+		if err != nil {
+			return err
+		}
+		p.addrs = append(p.addrs, pfx.Addr())
 	}
-	p.addr = pfx.Addr()
+	p.addr = p.addrs[0]
 	return nil
 }
 
@@ -236,14 +267,15 @@ func (f *fixture) hostLinks() []string {
 	return names
 }
 
-// podRoutes counts /32 host routes to pod addresses in the node namespace.
+// podRoutes lists the host routes to pod addresses (10.x/32, fd00:x/128)
+// in the node namespace.
 func (f *fixture) podRoutes() []string {
 	f.t.Helper()
 	var out []string
 	err := f.node.Do(func(ns.NetNS) error {
-		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+		routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
 		for _, r := range routes {
-			if r.Dst != nil && strings.HasPrefix(r.Dst.String(), "10.") {
+			if r.Dst != nil && (strings.HasPrefix(r.Dst.String(), "10.") || strings.HasPrefix(r.Dst.String(), "fd00:")) {
 				out = append(out, r.Dst.String())
 			}
 		}

@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,69 +16,117 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/trellisnet/trellis/internal/cni"
 	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/podlink"
 )
 
-// Every spec version the plugin claims: ADD wires two pods that reach each
-// other and the host over TCP and UDP; CHECK passes, then fails once the
-// pod's route is removed by hand; DEL twice succeeds and leaves nothing.
-func TestKernelAddCheckDelAllVersions(t *testing.T) {
-	for _, v := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
-		t.Run(v, func(t *testing.T) {
-			f := newFixture(t, confOpts{version: v, subnets: []string{"10.88.0.0/24"}})
-			a, b := f.newPodNS(), f.newPodNS()
-			f.mustAdd(a)
-			f.mustAdd(b)
-			if a.addr == b.addr || !strings.HasPrefix(a.addr.String(), "10.88.0.") {
-				t.Fatalf("addresses %s and %s", a.addr, b.addr)
-			}
-			// The contract as the agent reads it: group, alias naming the
-			// attachment and the pod, the address as a host route.
-			hi := f.hostIface(a)
-			if hi.Group != podlink.GroupForNamespace("trellis") {
-				t.Fatalf("host interface group %d, want the namespace's %d", hi.Group, podlink.GroupForNamespace("trellis"))
-			}
-			want := podlink.Alias{Network: "trellis-test", ContainerID: a.id, IfName: "eth0", PodNamespace: "trellis", PodName: a.id, PodUID: "uid-" + a.id}
-			if hi.Alias != want || len(hi.Addrs) != 1 || hi.Addrs[0] != a.addr {
-				t.Fatalf("host interface as read by podlink: alias %+v addrs %v, want %+v and [%s]", hi.Alias, hi.Addrs, want, a.addr)
-			}
-			serveEcho(t, b.ns, 8080)
-			serveEcho(t, f.node, 8081)
-			mustReach(t, a.ns, b.addr, 8080, "pod a -> pod b")
-			mustReach(t, a.ns, f.hostAddr, 8081, "pod a -> host")
-			serveEcho(t, a.ns, 8082)
-			mustReach(t, f.node, a.addr, 8082, "host -> pod a")
+// ipFamilies are the conflists of the spec-version matrix: IPv4 only,
+// IPv6 only and dual-stack.
+var ipFamilies = []struct {
+	name    string
+	subnets []string
+}{
+	{"ipv4", []string{"10.88.0.0/24"}},
+	{"ipv6", []string{"fd00:88::/120"}},
+	{"dual", []string{"10.88.0.0/24", "fd00:88::/120"}},
+}
 
-			if v != "0.3.0" && v != "0.3.1" {
-				if err := f.runner.Check(context.Background(), a.id, a.ns.Path(), "eth0"); err != nil {
-					t.Fatalf("CHECK on a healthy pod: %v", err)
-				}
-				removeDefaultRoute(t, a.ns)
-				err := f.runner.Check(context.Background(), a.id, a.ns.Path(), "eth0")
-				if err == nil || !strings.Contains(err.Error(), "default route") {
-					t.Fatalf("CHECK after removing the route: want failure naming the default route, got %v", err)
-				}
-			}
-			for _, p := range []*pod{a, b} {
-				for i := range 2 {
-					if err := f.del(p); err != nil {
-						t.Fatalf("DEL #%d of %s: %v", i+1, p.id, err)
-					}
-				}
-			}
-			if l, al, r := f.hostLinks(), f.allocations(), f.podRoutes(); len(l)+len(al)+len(r) != 0 {
-				t.Fatalf("after DEL: links %v, allocations %v, routes %v", l, al, r)
-			}
-		})
+// Every spec version the plugin claims, for each IP family: ADD wires two
+// pods that reach each other and the host over TCP and UDP in every
+// family; CHECK passes, then fails once the pod's default route of one
+// family is removed by hand; DEL twice succeeds and leaves nothing.
+func TestKernelAddCheckDelAllVersions(t *testing.T) {
+	for _, fam := range ipFamilies {
+		for _, v := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+			t.Run(fam.name+"/"+v, func(t *testing.T) { addCheckDel(t, v, fam.subnets) })
+		}
 	}
 }
 
-func removeDefaultRoute(t *testing.T, n ns.NetNS) {
+func addCheckDel(t *testing.T, v string, subnets []string) {
+	f := newFixture(t, confOpts{version: v, subnets: subnets})
+	a, b := f.newPodNS(), f.newPodNS()
+	f.mustAdd(a)
+	f.mustAdd(b)
+	if len(a.addrs) != len(subnets) || len(b.addrs) != len(subnets) {
+		t.Fatalf("addresses %v and %v, want one per subnet of %v", a.addrs, b.addrs, subnets)
+	}
+	for i, s := range subnets {
+		pfx := netip.MustParsePrefix(s)
+		if a.addrs[i] == b.addrs[i] || !pfx.Contains(a.addrs[i]) || !pfx.Contains(b.addrs[i]) {
+			t.Fatalf("addresses %s and %s, want two distinct ones in %s", a.addrs[i], b.addrs[i], s)
+		}
+	}
+	// The contract as the agent reads it: group, alias naming the
+	// attachment and the pod, every address as a host route.
+	hi := f.hostIface(a)
+	if hi.Group != podlink.GroupForNamespace("trellis") {
+		t.Fatalf("host interface group %d, want the namespace's %d", hi.Group, podlink.GroupForNamespace("trellis"))
+	}
+	want := podlink.Alias{Network: "trellis-test", ContainerID: a.id, IfName: "eth0", PodNamespace: "trellis", PodName: a.id, PodUID: "uid-" + a.id}
+	if got, wantAddrs := hi.Addrs, sortedAddrs(a.addrs); hi.Alias != want || !slices.Equal(got, wantAddrs) {
+		t.Fatalf("host interface as read by podlink: alias %+v addrs %v, want %+v and %v", hi.Alias, got, want, wantAddrs)
+	}
+	serveEcho(t, b.ns, 8080)
+	serveEcho(t, f.node, 8081)
+	serveEcho(t, a.ns, 8082)
+	for _, addr := range a.addrs {
+		host := f.hostAddr
+		if addr.Is6() {
+			host = f.hostAddr6
+		}
+		mustReach(t, a.ns, b.addrOf(t, addr), 8080, "pod a -> pod b")
+		mustReach(t, a.ns, host, 8081, "pod a -> host")
+		mustReach(t, f.node, addr, 8082, "host -> pod a")
+	}
+
+	if v != "0.3.0" && v != "0.3.1" {
+		if err := f.runner.Check(context.Background(), a.id, a.ns.Path(), "eth0"); err != nil {
+			t.Fatalf("CHECK on a healthy pod: %v", err)
+		}
+		last := a.addrs[len(a.addrs)-1] // dual: the IPv6 one
+		removeDefaultRoute(t, a.ns, last)
+		err := f.runner.Check(context.Background(), a.id, a.ns.Path(), "eth0")
+		if err == nil || !strings.Contains(err.Error(), "default route via "+gatewayOf(last)) {
+			t.Fatalf("CHECK after removing the %s default route: want failure naming it, got %v", gatewayOf(last), err)
+		}
+	}
+	for _, p := range []*pod{a, b} {
+		for i := range 2 {
+			if err := f.del(p); err != nil {
+				t.Fatalf("DEL #%d of %s: %v", i+1, p.id, err)
+			}
+		}
+	}
+	if l, al, r := f.hostLinks(), f.allocations(), f.podRoutes(); len(l)+len(al)+len(r) != 0 {
+		t.Fatalf("after DEL: links %v, allocations %v, routes %v", l, al, r)
+	}
+}
+
+func gatewayOf(a netip.Addr) string {
+	if a.Is4() {
+		return cni.GatewayV4.String()
+	}
+	return cni.GatewayV6.String()
+}
+
+func sortedAddrs(in []netip.Addr) []netip.Addr {
+	out := slices.Clone(in)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// removeDefaultRoute removes the pod's default route of like's family.
+func removeDefaultRoute(t *testing.T, n ns.NetNS, like netip.Addr) {
 	t.Helper()
+	fam, def := netlink.FAMILY_V4, "0.0.0.0/0"
+	if like.Is6() {
+		fam, def = netlink.FAMILY_V6, "::/0"
+	}
 	err := n.Do(func(ns.NetNS) error {
-		_, def, _ := net.ParseCIDR("0.0.0.0/0")
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: def}, netlink.RT_FILTER_DST)
+		_, dst, _ := net.ParseCIDR(def)
+		routes, err := netlink.RouteListFiltered(fam, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
 		if err != nil {
 			return err
 		}

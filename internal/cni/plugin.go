@@ -115,7 +115,11 @@ func cmdAdd(args *skel.CmdArgs, cl *callLog) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := enableForwarding(addrs); err != nil {
+	raised, err := enableForwarding(addrs)
+	if len(raised) > 0 {
+		cl.add("acceptRA2", raised)
+	}
+	if err != nil {
 		return types.NewError(types.ErrInternal, "cannot enable IP forwarding on this host, so the pod could reach nothing: "+err.Error(), "")
 	}
 	return types.PrintResult(buildResult(args, pl, addrs), conf.CNIVersion)

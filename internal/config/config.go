@@ -85,8 +85,12 @@ type Config struct {
 	ClusterCIDRs       []netip.Prefix `json:"clusterCIDRs,omitempty"`
 	NonMasqueradeCIDRs []netip.Prefix `json:"nonMasqueradeCIDRs,omitempty"`
 	Masquerade         *bool          `json:"masquerade,omitempty"`
-	MTU                int            `json:"mtu,omitempty"`
-	MetricsBindAddress string         `json:"metricsBindAddress,omitempty"`
+	// MasqueradeIPv6 masquerades the node's IPv6 pod traffic leaving the
+	// cluster (table ip6 trellis-masq, present only while the node has an
+	// IPv6 pod CIDR). Default: the value of Masquerade.
+	MasqueradeIPv6     *bool  `json:"masqueradeIPv6,omitempty"`
+	MTU                int    `json:"mtu,omitempty"`
+	MetricsBindAddress string `json:"metricsBindAddress,omitempty"`
 	// APIServer, when set, is the API server's URL (https://host:port)
 	// the agent uses in a pod instead of the in-cluster Service address
 	// (kubernetes.default, reached through kube-proxy): kube-proxy needs
@@ -168,6 +172,15 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 
 // MasqueradeEnabled reports whether masquerading is on (default true).
 func (c *Config) MasqueradeEnabled() bool { return c.Masquerade == nil || *c.Masquerade }
+
+// MasqueradeIPv6Enabled reports whether IPv6 masquerading is on (default:
+// as masquerade).
+func (c *Config) MasqueradeIPv6Enabled() bool {
+	if c.MasqueradeIPv6 != nil {
+		return *c.MasqueradeIPv6
+	}
+	return c.MasqueradeEnabled()
+}
 
 // NetworkPolicyEnabled reports whether NetworkPolicy is enforced (default true).
 func (c *Config) NetworkPolicyEnabled() bool { return c.NetworkPolicy == nil || *c.NetworkPolicy }
@@ -267,8 +280,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, p := range c.NonMasqueradeCIDRs {
-		if !p.IsValid() || !p.Addr().Is4() {
-			add("nonMasqueradeCIDRs[%d]: %v is not a valid IPv4 prefix", i, p)
+		if !p.IsValid() || p.Addr().Is4In6() {
+			add("nonMasqueradeCIDRs[%d]: %v is not a valid IPv4 or IPv6 prefix", i, p)
 		}
 	}
 	if c.APIServer != "" {

@@ -275,3 +275,32 @@ func TestNamespaceFromEnv(t *testing.T) {
 		}
 	}
 }
+
+// masqueradeIPv6 follows masquerade unless set; nonMasqueradeCIDRs take
+// prefixes of both families (each masquerade table uses its own).
+func TestMasqueradeIPv6Setting(t *testing.T) {
+	f, tr := false, true
+	for _, c := range []struct {
+		masq, masq6 *bool
+		want        bool
+	}{{nil, nil, true}, {&f, nil, false}, {&f, &tr, true}, {nil, &f, false}, {&tr, &f, false}} {
+		cfg := &Config{Masquerade: c.masq, MasqueradeIPv6: c.masq6}
+		if got := cfg.MasqueradeIPv6Enabled(); got != c.want {
+			t.Errorf("masquerade %v masqueradeIPv6 %v: IPv6 enabled %v, want %v", c.masq, c.masq6, got, c.want)
+		}
+	}
+	cfg := &Config{}
+	if err := ParseFile([]byte("masqueradeIPv6: false\nnonMasqueradeCIDRs: [\"192.168.0.0/16\", \"fd00:beef::/48\"]\n"), cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.NodeName = "n1"
+	d := Default()
+	d.NodeName, d.MasqueradeIPv6, d.NonMasqueradeCIDRs = "n1", cfg.MasqueradeIPv6, cfg.NonMasqueradeCIDRs
+	if err := d.Validate(); err != nil || d.MasqueradeIPv6Enabled() || !d.MasqueradeEnabled() {
+		t.Fatalf("dual nonMasqueradeCIDRs with masqueradeIPv6 false: %v (IPv6 %v, IPv4 %v)", err, d.MasqueradeIPv6Enabled(), d.MasqueradeEnabled())
+	}
+	d.NonMasqueradeCIDRs = append(d.NonMasqueradeCIDRs, netip.MustParsePrefix("::ffff:10.0.0.0/104"))
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "nonMasqueradeCIDRs[2]") {
+		t.Errorf("IPv4-mapped prefix accepted: %v", err)
+	}
+}

@@ -63,3 +63,25 @@ func TestLabOverridesPerIPFamily(t *testing.T) {
 		}
 	}
 }
+
+// --cluster-cidr is the agent's clusterCIDRs in an IPv4 and a dual lab.
+func TestLabOverridesClusterCIDROption(t *testing.T) {
+	for _, family := range []string{topology.IPv4, topology.Dual} {
+		topo, err := topology.Plan(topology.Options{Nodes: 2, Subnets: 1, RoutingMode: "auto", APIPort: 16443, IPFamily: family,
+			ClusterCIDR: "10.244.0.0/14", NodeCIDRMask: 27})
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := install.MergeConfig("routingMode: auto\nclusterCIDRs: [10.0.0.0/8]\n", labOverrides(topo))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := config.Default()
+		if err := config.ParseFile([]byte(doc), cfg); err != nil {
+			t.Fatalf("%s: the agent refuses its configuration: %v\n%s", family, err, doc)
+		}
+		if len(cfg.ClusterCIDRs) != 1 || cfg.ClusterCIDRs[0].String() != "10.244.0.0/14" {
+			t.Errorf("%s: agent cluster CIDRs %v, want [10.244.0.0/14]", family, cfg.ClusterCIDRs)
+		}
+	}
+}

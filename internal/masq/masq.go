@@ -1,10 +1,12 @@
 // Package masq SNATs pod traffic leaving the cluster to the node's address,
-// in the agent's own nftables table (TableName). The ruleset is static: the
-// pod source prefixes and the exempt destinations live in interval sets, so
-// per-packet cost does not grow with the number of nodes. A sync commits
-// nothing when the table already holds what it should, else one atomic
-// transaction; restarts never remove the table. The Controller
-// (controller.go) feeds the table from the Node lister.
+// in the agent's own nftables table (TableName), one per IP family: ip
+// trellis-masq for IPv4 and ip6 trellis-masq for IPv6, the same code run
+// once per family. The ruleset is static: the pod source prefixes and the
+// exempt destinations live in interval sets, so per-packet cost does not
+// grow with the number of nodes. A sync commits nothing when the table
+// already holds what it should, else one atomic transaction; restarts never
+// remove the table. The Controller (controller.go) feeds the tables from
+// the Node lister.
 package masq
 
 import (
@@ -27,43 +29,65 @@ const (
 	SetNoMasqDst  = "no-masquerade-dst"
 )
 
-// Desired is what the masquerade table should hold.
+// Desired is what the masquerade table of one IP family should hold.
 type Desired struct {
+	// Family is the table's family: knftables.IPv4Family (also when
+	// empty) or knftables.IPv6Family. Prefixes of the other family are
+	// ignored.
+	Family knftables.Family
 	// PodSources are the prefixes whose traffic may be masqueraded (this node's pod CIDRs).
 	PodSources []netip.Prefix
 	// NoMasquerade are destinations never masqueraded (cluster and pod CIDRs, nonMasqueradeCIDRs).
 	NoMasquerade []netip.Prefix
 }
 
-// Compute builds the desired state: sources are this node's IPv4 pod CIDRs;
-// exempt destinations are the cluster CIDRs, every node's pod CIDRs and the
-// configured nonMasqueradeCIDRs, with prefixes covered by others removed.
+// Compute builds the desired IPv4 state (ComputeFamily for IPv4).
 func Compute(localPodCIDRs, clusterCIDRs, allPodCIDRs, nonMasq []netip.Prefix) Desired {
+	return ComputeFamily(knftables.IPv4Family, localPodCIDRs, clusterCIDRs, allPodCIDRs, nonMasq)
+}
+
+// ComputeFamily builds the desired state of family's table from prefixes of
+// any family: sources are this node's pod CIDRs of that family; exempt
+// destinations are its cluster CIDRs, every node's pod CIDRs and the
+// configured nonMasqueradeCIDRs, with prefixes covered by others removed.
+func ComputeFamily(family knftables.Family, localPodCIDRs, clusterCIDRs, allPodCIDRs, nonMasq []netip.Prefix) Desired {
 	var exempt []netip.Prefix
 	exempt = append(exempt, clusterCIDRs...)
 	exempt = append(exempt, allPodCIDRs...)
 	exempt = append(exempt, nonMasq...)
-	return Desired{PodSources: Collapse(localPodCIDRs), NoMasquerade: Collapse(exempt)}
+	family = familyOrIPv4(family)
+	return Desired{Family: family, PodSources: CollapseFamily(family, localPodCIDRs), NoMasquerade: CollapseFamily(family, exempt)}
 }
 
-// Collapse returns the IPv4 prefixes of in, masked, sorted, without
-// duplicates and without prefixes contained in another one (interval sets
-// refuse overlapping elements).
-func Collapse(in []netip.Prefix) []netip.Prefix {
-	var v4 []netip.Prefix
+func familyOrIPv4(f knftables.Family) knftables.Family {
+	if f == "" {
+		return knftables.IPv4Family
+	}
+	return f
+}
+
+// Collapse is CollapseFamily for IPv4.
+func Collapse(in []netip.Prefix) []netip.Prefix { return CollapseFamily(knftables.IPv4Family, in) }
+
+// CollapseFamily returns the prefixes of in of family (IPv4 or IPv6),
+// masked, sorted, without duplicates and without prefixes contained in
+// another one (interval sets refuse overlapping elements).
+func CollapseFamily(family knftables.Family, in []netip.Prefix) []netip.Prefix {
+	want6 := family == knftables.IPv6Family
+	var keep []netip.Prefix
 	for _, p := range in {
-		if p.IsValid() && p.Addr().Is4() {
-			v4 = append(v4, p.Masked())
+		if p.IsValid() && p.Addr().Is6() == want6 && !p.Addr().Is4In6() {
+			keep = append(keep, p.Masked())
 		}
 	}
-	sort.Slice(v4, func(i, j int) bool {
-		if v4[i].Bits() != v4[j].Bits() {
-			return v4[i].Bits() < v4[j].Bits()
+	sort.Slice(keep, func(i, j int) bool {
+		if keep[i].Bits() != keep[j].Bits() {
+			return keep[i].Bits() < keep[j].Bits()
 		}
-		return v4[i].Addr().Less(v4[j].Addr())
+		return keep[i].Addr().Less(keep[j].Addr())
 	})
 	var out []netip.Prefix
-	for _, p := range v4 {
+	for _, p := range keep {
 		covered := false
 		for _, q := range out {
 			if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
@@ -79,11 +103,15 @@ func Collapse(in []netip.Prefix) []netip.Prefix {
 	return out
 }
 
-// NewNFT returns the knftables interface for the agent's table.
-func NewNFT() (knftables.Interface, error) {
-	nft, err := knftables.New(knftables.IPv4Family, TableName)
+// NewNFT returns the knftables interface for the agent's IPv4 table.
+func NewNFT() (knftables.Interface, error) { return NewNFTFamily(knftables.IPv4Family) }
+
+// NewNFTFamily returns the knftables interface for the agent's table of
+// family (knftables.IPv4Family or knftables.IPv6Family).
+func NewNFTFamily(family knftables.Family) (knftables.Interface, error) {
+	nft, err := knftables.New(family, TableName)
 	if err != nil {
-		return nil, fmt.Errorf("nftables for table %s: %w", TableName, err)
+		return nil, fmt.Errorf("nftables for table %s %s: %w", family, TableName, err)
 	}
 	return nft, nil
 }
@@ -122,9 +150,11 @@ type Content struct {
 	read bool
 }
 
-// Holds reports whether the table's content is exactly d.
+// Holds reports whether the table's content is exactly d (the table being
+// of d's family: a listing does not tell).
 func (c Content) Holds(d Desired) bool {
-	return c.Intact && slices.Equal(c.PodSources, Collapse(d.PodSources)) && slices.Equal(c.NoMasquerade, Collapse(d.NoMasquerade))
+	f := familyOrIPv4(d.Family)
+	return c.Intact && slices.Equal(c.PodSources, CollapseFamily(f, d.PodSources)) && slices.Equal(c.NoMasquerade, CollapseFamily(f, d.NoMasquerade))
 }
 
 // Read lists the table. A missing table (or chain or set) is not an
@@ -183,10 +213,14 @@ func readTable(ctx context.Context, nft knftables.Interface) (Content, error) {
 // are flushed and re-filled inside the same transaction, which the kernel
 // applies atomically, so no packet ever sees a partial state.
 func write(ctx context.Context, nft knftables.Interface, d Desired) error {
+	addrType, ip := "ipv4_addr", "ip"
+	if d.Family == knftables.IPv6Family {
+		addrType, ip = "ipv6_addr", "ip6"
+	}
 	tx := nft.NewTransaction()
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("trellis-agent: masquerade of pod traffic leaving the cluster")})
 	for _, name := range []string{SetPodSources, SetNoMasqDst} {
-		s := &knftables.Set{Name: name, Type: "ipv4_addr", Flags: []knftables.SetFlag{knftables.IntervalFlag}}
+		s := &knftables.Set{Name: name, Type: addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
 		tx.Add(s)
 		tx.Flush(s)
 	}
@@ -205,8 +239,8 @@ func write(ctx context.Context, nft knftables.Interface, d Desired) error {
 	tx.Add(&knftables.Rule{
 		Chain: ChainName,
 		Rule: knftables.Concat(
-			"ip saddr", "@"+SetPodSources,
-			"ip daddr !=", "@"+SetNoMasqDst,
+			ip, "saddr", "@"+SetPodSources,
+			ip, "daddr !=", "@"+SetNoMasqDst,
 			"fib daddr type != local",
 			"counter masquerade",
 		),

@@ -82,9 +82,14 @@ func HostPrefix(a netip.Addr) *net.IPNet {
 
 // hostRouteAddr returns the pod address a route carries when it is a host
 // route of the contract (any interface; the caller checks the link).
+// IPv6 routes have no scope: the kernel ignores the one HostRoute asks for
+// and reports every IPv6 route as scope universe, so only IPv4 host routes
+// are told by their scope.
 func hostRouteAddr(r *netlink.Route) (netip.Addr, bool) {
-	if r.Dst == nil || r.Gw != nil || r.Scope != netlink.SCOPE_LINK ||
-		(r.Table != 0 && r.Table != unix.RT_TABLE_MAIN) {
+	if r.Dst == nil || r.Gw != nil || (r.Table != 0 && r.Table != unix.RT_TABLE_MAIN) {
+		return netip.Addr{}, false
+	}
+	if r.Scope != netlink.SCOPE_LINK && (r.Dst.IP.To4() != nil || r.Scope != netlink.SCOPE_UNIVERSE) {
 		return netip.Addr{}, false
 	}
 	ones, bits := r.Dst.Mask.Size()

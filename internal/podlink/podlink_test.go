@@ -113,12 +113,18 @@ func TestHostRouteConvention(t *testing.T) {
 	if got, ok := hostRouteAddr(HostRoute(7, v6)); !ok || got != v6 {
 		t.Fatalf("IPv6 host route → %v %v", got, ok)
 	}
+	// As the kernel reports it: IPv6 routes have no scope.
+	if got, ok := hostRouteAddr(&netlink.Route{Dst: HostPrefix(v6), Scope: netlink.SCOPE_UNIVERSE, Table: unix.RT_TABLE_MAIN}); !ok || got != v6 {
+		t.Fatalf("IPv6 host route as the kernel lists it → %v %v", got, ok)
+	}
 	_, subnet, _ := net.ParseCIDR("10.244.1.0/24")
 	for name, r := range map[string]*netlink.Route{
 		"subnet":        {Dst: subnet, Scope: netlink.SCOPE_LINK},
 		"via a gateway": {Dst: HostPrefix(a), Scope: netlink.SCOPE_UNIVERSE, Gw: net.ParseIP("10.0.0.1")},
 		"other table":   {Dst: HostPrefix(a), Scope: netlink.SCOPE_LINK, Table: 100},
 		"no dst":        {Scope: netlink.SCOPE_LINK},
+		"IPv4 universe": {Dst: HostPrefix(a), Scope: netlink.SCOPE_UNIVERSE},
+		"IPv6 via gw":   {Dst: HostPrefix(v6), Gw: net.ParseIP("fe80::1")},
 	} {
 		if got, ok := hostRouteAddr(r); ok {
 			t.Errorf("%s taken for a host route: %v", name, got)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/knftables"
 )
@@ -17,6 +18,9 @@ type ApplyStats struct {
 	// ChainsCreated and ObjectsDeleted count group chains created and stale
 	// chains/sets/maps deleted.
 	ChainsCreated, ObjectsDeleted int
+	// Commit is the time nftables took to run the transaction (the rest
+	// of ApplyWith is reading the table and building the transaction).
+	Commit time.Duration
 }
 
 // existing is what the table holds before the sync.
@@ -34,10 +38,12 @@ func Apply(ctx context.Context, nft knftables.Interface, d *Desired) (ApplyStats
 
 // ApplyOptions tune ApplyWith.
 type ApplyOptions struct {
-	// TrustGroupSets skips reading back the group sets that already exist
-	// (one nft call each). Their content is implied by their name, so only
-	// drift made by someone else goes unnoticed; the controller verifies
-	// them on its first sync and then periodically.
+	// TrustGroupSets skips reading back the element count of the group
+	// sets that already exist (one nft call each) when Previous is set:
+	// they are then diffed against Previous alone, so only drift made by
+	// someone else goes unnoticed; the controller verifies them on its
+	// first sync and then periodically. Without Previous, existing group
+	// sets are rewritten whatever this says.
 	TrustGroupSets bool
 	// Previous, when set, is the Desired that the last successful Apply
 	// committed to this table: the objects it holds and the elements of
@@ -46,6 +52,10 @@ type ApplyOptions struct {
 	// address of the cluster). Same trade as TrustGroupSets: a change made
 	// by someone else is repaired by the next sync without it.
 	Previous *Desired
+	// ReadBack, with Previous, still reads the table's objects and the
+	// elements of every set and map but the group sets back from the
+	// kernel (drift repair); Previous then serves the group sets only.
+	ReadBack bool
 	// Rewrite replaces the whole table in the transaction (add, delete and
 	// add it again, then everything d holds), reading nothing back and
 	// trusting nothing: the way to repair a change made by someone else.
@@ -67,7 +77,7 @@ func ApplyWith(ctx context.Context, nft knftables.Interface, d *Desired, opts Ap
 		opts.Previous, opts.TrustGroupSets = nil, false
 		tx.Add(table)
 		tx.Delete(&knftables.Table{})
-	case opts.Previous != nil:
+	case opts.Previous != nil && !opts.ReadBack:
 		ex = existingFrom(opts.Previous)
 	default:
 		if ex, err = listExisting(ctx, nft); err != nil {
@@ -97,7 +107,10 @@ func ApplyWith(ctx context.Context, nft knftables.Interface, d *Desired, opts Ap
 	}
 	deleteStale(tx, d, ex, &st)
 	st.Operations = tx.NumOperations()
-	if err := nft.Run(ctx, tx); err != nil {
+	start := time.Now()
+	err = nft.Run(ctx, tx)
+	st.Commit = time.Since(start)
+	if err != nil {
 		return st, fmt.Errorf("apply policy table (%d operations): %w", st.Operations, err)
 	}
 	return st, nil
@@ -186,19 +199,36 @@ func canonicalDevgroups(setType string, key []string) []string {
 
 func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Transaction,
 	d *Desired, ex *existing, opts ApplyOptions, st *ApplyStats) error {
+	fromPrevious := opts.Previous != nil && !opts.ReadBack
 	for _, name := range sortedKeys(d.Sets) {
-		if d.Sets[name].ContentAddressed {
-			if opts.TrustGroupSets && ex.sets[name] {
-				continue
-			}
-			if err := fillContentAddressed(ctx, nft, tx, name, d.Sets[name], ex, st); err != nil {
+		s := d.Sets[name]
+		var prev *Set
+		if opts.Previous != nil {
+			prev = opts.Previous.Sets[name]
+		}
+		if s.Group {
+			if err := diffGroupSet(ctx, nft, tx, name, s, prev, ex, opts, st); err != nil {
 				return err
 			}
 			continue
 		}
+		if fromPrevious && prev == s {
+			continue // the compiler reused the set: nothing changed
+		}
+		if fromPrevious && prev != nil && s.delta != nil && s.delta.base == prev {
+			for _, k := range s.delta.del {
+				tx.Delete(&knftables.Element{Set: name, Key: k})
+				st.ElementsDeleted++
+			}
+			for _, k := range s.delta.add {
+				tx.Add(&knftables.Element{Set: name, Key: k})
+				st.ElementsAdded++
+			}
+			continue
+		}
 		have := map[string][]string{}
-		if prev := opts.Previous; prev != nil && prev.Sets[name] != nil {
-			for _, k := range prev.Sets[name].Elements {
+		if fromPrevious && prev != nil {
+			for _, k := range prev.Elements {
 				have[elementKey(k)] = k
 			}
 		} else if ex.sets[name] {
@@ -207,11 +237,11 @@ func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Tr
 				return fmt.Errorf("list elements of set %s: %w", name, err)
 			}
 			for _, e := range elems {
-				have[elementKey(canonicalDevgroups(d.Sets[name].Type, e.Key))] = e.Key
+				have[elementKey(canonicalDevgroups(s.Type, e.Key))] = e.Key
 			}
 		}
-		want := map[string]bool{}
-		for _, k := range d.Sets[name].Elements {
+		want := make(map[string]bool, len(s.Elements))
+		for _, k := range s.Elements {
 			ks := elementKey(k)
 			want[ks] = true
 			if _, ok := have[ks]; !ok {
@@ -232,7 +262,7 @@ func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Tr
 			value string
 		}
 		have := map[string]kv{}
-		if prev := opts.Previous; prev != nil && prev.Maps[name] != nil {
+		if prev := opts.Previous; fromPrevious && prev.Maps[name] != nil {
 			for _, e := range prev.Maps[name].Elements {
 				have[elementKey(e.Key)] = kv{e.Key, e.Value}
 			}
@@ -270,25 +300,71 @@ func diffElements(ctx context.Context, nft knftables.Interface, tx *knftables.Tr
 	return nil
 }
 
-// fillContentAddressed writes a group set when it is new, and rewrites it
-// (flush + add inside the transaction, so no window) when its element count
-// shows that someone else changed it.
-func fillContentAddressed(ctx context.Context, nft knftables.Interface, tx *knftables.Transaction,
-	name string, s *Set, ex *existing, st *ApplyStats) error {
-	if ex.sets[name] {
+// diffGroupSet writes a group set: all of it when it is new; only the
+// changed elements when the kernel holds prev (the Desired last committed;
+// with verification, its element count is checked first); and, when prev
+// is unknown or the count shows someone else changed it, all of it again
+// after a flush, atomically inside the transaction.
+func diffGroupSet(ctx context.Context, nft knftables.Interface, tx *knftables.Transaction,
+	name string, s, prev *Set, ex *existing, opts ApplyOptions, st *ApplyStats) error {
+	fill := func() {
+		for _, k := range s.Elements {
+			tx.Add(&knftables.Element{Set: name, Key: k})
+			st.ElementsAdded++
+		}
+	}
+	if !ex.sets[name] {
+		fill()
+		return nil
+	}
+	if prev != nil && !opts.TrustGroupSets {
 		elems, err := nft.ListElements(ctx, "set", name)
 		if err != nil {
 			return fmt.Errorf("list elements of set %s: %w", name, err)
 		}
-		if len(elems) == len(s.Elements) {
-			return nil
+		if len(elems) != len(prev.Elements) {
+			prev = nil
 		}
+	}
+	if prev == nil {
 		tx.Flush(&knftables.Set{Name: name})
-		st.ElementsDeleted += len(elems)
+		st.ElementsDeleted++
+		fill()
+		return nil
+	}
+	if prev == s {
+		return nil
+	}
+	if s.delta != nil && s.delta.base == prev {
+		for _, k := range s.delta.del {
+			tx.Delete(&knftables.Element{Set: name, Key: k})
+			st.ElementsDeleted++
+		}
+		for _, k := range s.delta.add {
+			tx.Add(&knftables.Element{Set: name, Key: k})
+			st.ElementsAdded++
+		}
+		return nil
+	}
+	want := make(map[string]bool, len(s.Elements))
+	for _, k := range s.Elements {
+		want[elementKey(k)] = true
+	}
+	have := make(map[string]bool, len(prev.Elements))
+	// Deletes first: a range may be replaced by one overlapping it.
+	for _, k := range prev.Elements {
+		ks := elementKey(k)
+		have[ks] = true
+		if !want[ks] {
+			tx.Delete(&knftables.Element{Set: name, Key: k})
+			st.ElementsDeleted++
+		}
 	}
 	for _, k := range s.Elements {
-		tx.Add(&knftables.Element{Set: name, Key: k})
-		st.ElementsAdded++
+		if !have[elementKey(k)] {
+			tx.Add(&knftables.Element{Set: name, Key: k})
+			st.ElementsAdded++
+		}
 	}
 	return nil
 }

@@ -40,6 +40,8 @@ type index struct {
 	// only, not on the local pod being compiled.
 	peerCache  map[peerKey][]ipRange
 	namedCache map[namedKey][]portBox
+	// comp, when set, keeps the rules' peers across compilations.
+	comp *Compiler
 }
 
 type peerKey struct {
@@ -57,46 +59,16 @@ type podInfo struct {
 }
 
 // Compile computes the complete desired content of the policy table for
-// snap.NodeName. It has no side effects.
+// snap.NodeName. It has no side effects. (The controller keeps a Compiler,
+// which gives the same result reusing its previous work.)
 func Compile(snap *Snapshot) *Desired {
-	ix := newIndex(snap)
-	d := staticObjects(snap.DenyLogGroup)
-	groups := map[string]bool{}
-	addPendingSets(d, ix)
-	for _, p := range localPods(snap) {
-		ip, _ := firstIPv4(p)
-		iface := p.Interface
-		d.Sets[SetPodIfaces].Elements = append(d.Sets[SetPodIfaces].Elements,
-			[]string{quote(iface), u32ToAddr(ip).String()})
-		for _, dir := range []direction{ingress, egress} {
-			pols := ix.selectingPolicies(p, dir)
-			if len(pols) == 0 {
-				continue // not isolated in this direction
-			}
-			al := ix.allowFor(p, dir, pols)
-			name := addGroup(d, dir, al, policyKeys(pols), snap.DenyLogGroup, groups)
-			m := MapIngressPods
-			if dir == egress {
-				m = MapEgressPods
-			}
-			d.Maps[m].Elements = append(d.Maps[m].Elements,
-				MapElement{Key: []string{quote(iface)}, Value: "goto " + name})
-		}
-	}
-	return d
+	return NewCompiler().Compile(snap)
 }
 
-// addPendingSets fills the sets that decide the fate of pending interfaces:
-// every known pod address, and per direction the device groups of
-// namespaces that some policy of that direction could select a new pod in.
-func addPendingSets(d *Desired, ix *index) {
-	seen := map[uint32]bool{}
-	for _, q := range ix.pods {
-		if !seen[q.ip] {
-			seen[q.ip] = true
-			d.Sets[SetPodAddrs].Elements = append(d.Sets[SetPodAddrs].Elements, []string{u32ToAddr(q.ip).String()})
-		}
-	}
+// addIsolatedGroups fills, per direction, the device groups of namespaces
+// that some policy of that direction could select a new pod in (with
+// pod-addrs, the sets that decide the fate of pending interfaces).
+func addIsolatedGroups(d *Desired, ix *index) {
 	for _, dir := range []direction{ingress, egress} {
 		set := d.Sets[SetIngressIsolatedGroups]
 		if dir == egress {
@@ -260,6 +232,11 @@ func (ix *index) cachedPeers(k peerKey, peers []networkingv1.NetworkPolicyPeer) 
 	if r, ok := ix.peerCache[k]; ok {
 		return r
 	}
+	if ix.comp != nil && k.peer == 0 {
+		r := ix.comp.rule(ix, k, peers).ranges
+		ix.peerCache[k] = r
+		return r
+	}
 	r := ix.peerRanges(k.np.Namespace, peers)
 	ix.peerCache[k] = r
 	return r
@@ -270,6 +247,15 @@ func (ix *index) cachedPeers(k peerKey, peers []networkingv1.NetworkPolicyPeer) 
 func (ix *index) addRule(al *allowList, k peerKey, peers []networkingv1.NetworkPolicyPeer,
 	ports []networkingv1.NetworkPolicyPort, p *Pod) {
 	peerRanges := ix.cachedPeers(k, peers)
+	addRuleRanges(al, k, peerRanges, ports, p, func(name string, proto uint8) []portBox {
+		return ix.namedPortBoxes(k, peerRanges, name, proto)
+	})
+}
+
+// addRuleRanges adds the contribution of one rule whose peers admit
+// peerRanges; named resolves a named egress port on the peers.
+func addRuleRanges(al *allowList, k peerKey, peerRanges []ipRange, ports []networkingv1.NetworkPolicyPort, p *Pod,
+	named func(name string, proto uint8) []portBox) {
 	if len(ports) == 0 {
 		al.all = append(al.all, peerRanges...)
 		return
@@ -296,7 +282,7 @@ func (ix *index) addRule(al *allowList, k peerKey, peers []networkingv1.NetworkP
 				al.ports = appendBoxes(al.ports, peerRanges, proto, n, n)
 			}
 		default: // named port on egress, resolved on each destination pod
-			al.ports = append(al.ports, ix.namedPortBoxes(k, peerRanges, pp.Port.StrVal, proto)...)
+			al.ports = append(al.ports, named(pp.Port.StrVal, proto)...)
 		}
 	}
 }
@@ -309,8 +295,16 @@ func (ix *index) namedPortBoxes(pk peerKey, peerRanges []ipRange, name string, p
 	if b, ok := ix.namedCache[k]; ok {
 		return b
 	}
+	var r *ruleState
+	if ix.comp != nil && pk.peer == 0 {
+		if r = ix.comp.rules[pk]; r != nil {
+			if b, ok := r.named[k]; ok {
+				return b
+			}
+		}
+	}
 	var out []portBox
-	for _, q := range ix.pods {
+	for _, q := range ix.podList() {
 		if !inRanges(peerRanges, q.ip) {
 			continue
 		}
@@ -319,6 +313,12 @@ func (ix *index) namedPortBoxes(pk peerKey, peerRanges []ipRange, name string, p
 		}
 	}
 	ix.namedCache[k] = out
+	if r != nil {
+		if r.named == nil {
+			r.named = map[namedKey][]portBox{}
+		}
+		r.named[k] = out
+	}
 	return out
 }
 

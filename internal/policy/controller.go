@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/nftwatch"
 	"github.com/trellisnet/trellis/internal/podlink"
+	"github.com/trellisnet/trellis/internal/slim"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
@@ -76,7 +78,7 @@ type Config struct {
 type Controller struct {
 	*syncrunner.Runner
 	cfg      Config
-	pods     corelisters.PodLister
+	pods     cache.Store // *slim.Pod (the agent's informer transform) or *corev1.Pod
 	nss      corelisters.NamespaceLister
 	policies netlisters.NetworkPolicyLister
 	metrics  *controllerMetrics
@@ -89,6 +91,8 @@ type Controller struct {
 	lastVerify   time.Time // last sync that read back every group set
 	lastApplied  *Desired  // what the last successful sync committed (nil: read the kernel)
 	ifaceKey     *string   // the addressed pod interfaces last seen by InterfacesChanged
+	compiler     *Compiler // reuses the work of the previous sync (runner goroutine only)
+	lastPhases   SyncPhases
 }
 
 // New returns a policy controller and adds its event handlers to
@@ -116,10 +120,11 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Sync.MaxInterval = time.Minute
 	}
 	c := &Controller{
-		cfg: cfg, pods: corelisters.NewPodLister(inf.Pods.GetIndexer()),
+		cfg: cfg, pods: inf.Pods.GetStore(),
 		nss:      corelisters.NewNamespaceLister(inf.Namespaces.GetIndexer()),
 		policies: netlisters.NewNetworkPolicyLister(inf.NetworkPolicies.GetIndexer()),
 		metrics:  newControllerMetrics(), counters: newPacketCounters(cfg.NFT, cfg.CounterCacheFor),
+		compiler: NewCompiler(),
 	}
 	if err := c.setUp(); err != nil {
 		return nil, err
@@ -195,7 +200,8 @@ func (c *Controller) Sync(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithName("policy")
 	if c.cfg.Disabled {
 		// Small: rewritten whole every time, whatever it held before.
-		return c.apply(ctx, logger, AntiSpoofOnly(c.cfg.DenyLogGroup), true)
+		_, err := c.apply(ctx, logger, AntiSpoofOnly(c.cfg.DenyLogGroup), true)
+		return err
 	}
 	c.mu.Lock()
 	since := c.pendingSince
@@ -216,22 +222,63 @@ func (c *Controller) Sync(ctx context.Context) error {
 	return nil
 }
 
+// SyncPhases is where the time of one sync went.
+type SyncPhases struct {
+	// Snapshot lists the informers' caches and the pod interfaces and
+	// converts them; Compile computes the desired table; Counters reads
+	// the packet counters of groups about to go; Diff reads the table back
+	// (when verifying) and builds the transaction; Commit is nftables
+	// running it; Observe updates the gauges.
+	Snapshot, Compile, Counters, Diff, Commit, Observe time.Duration
+	// Operations is the transaction's size.
+	Operations int
+}
+
 func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
+	var ph SyncPhases
+	mark := time.Now()
+	lap := func(d *time.Duration) {
+		now := time.Now()
+		*d, mark = now.Sub(mark), now
+	}
 	snap, err := c.snapshot()
 	if err != nil {
 		return err
 	}
-	d := Compile(snap)
-	// Count what the current groups saw before some of them are deleted.
-	if err := c.counters.harvest(ctx); err != nil {
-		logger.V(2).Info("Could not read policy counters", "err", err)
+	lap(&ph.Snapshot)
+	d := c.compiler.Compile(snap)
+	lap(&ph.Compile)
+	// Count what the current groups saw before some of them are deleted
+	// (two nft calls: only when a group goes, or nothing is known).
+	if c.lastApplied == nil || groupsDeleted(c.lastApplied, d) {
+		if err := c.counters.harvest(ctx); err != nil {
+			logger.V(2).Info("Could not read policy counters", "err", err)
+		}
 	}
-	if err := c.apply(ctx, logger, d, false); err != nil {
+	lap(&ph.Counters)
+	st, err := c.apply(ctx, logger, d, false)
+	if err != nil {
 		return err
 	}
+	lap(&ph.Diff)
+	ph.Diff -= st.Commit
+	ph.Commit, ph.Operations = st.Commit, st.Operations
 	c.counters.setGroups(d)
 	c.metrics.observe(snap, d)
+	lap(&ph.Observe)
+	c.mu.Lock()
+	c.lastPhases = ph
+	c.mu.Unlock()
+	logger.V(4).Info("Policy sync phases", "snapshot", ph.Snapshot, "compile", ph.Compile, "counters", ph.Counters,
+		"diff", ph.Diff, "commit", ph.Commit, "observe", ph.Observe, "operations", ph.Operations)
 	return nil
+}
+
+// LastPhases is where the time of the last successful sync went.
+func (c *Controller) LastPhases() SyncPhases {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastPhases
 }
 
 // apply commits d. It rewrites the table completely when asked to (always)
@@ -239,19 +286,19 @@ func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
 // table back (the first sync, after a failed one, whenever the guard is not
 // watching, and once per Sync.MaxInterval: drift repair) or, in between,
 // diffs against what the last sync committed (each read is an nft call).
-func (c *Controller) apply(ctx context.Context, logger klog.Logger, d *Desired, always bool) error {
+func (c *Controller) apply(ctx context.Context, logger klog.Logger, d *Desired, always bool) (ApplyStats, error) {
 	taintedAt, why := c.guard.take()
 	rewrite := always || !taintedAt.IsZero()
 	verify := rewrite || !c.guard.trusted() || time.Since(c.lastVerify) >= c.cfg.Sync.MaxInterval
-	opts := ApplyOptions{Rewrite: rewrite, TrustGroupSets: !verify}
-	if !verify {
-		opts.Previous = c.lastApplied
-	}
+	// Verifying reads the table back, but the group sets (ranges, which
+	// cannot be listed) are still diffed against the last commit, after a
+	// check of their element count.
+	opts := ApplyOptions{Rewrite: rewrite, TrustGroupSets: !verify, Previous: c.lastApplied, ReadBack: verify}
 	st, err := ApplyWith(ctx, c.nft, d, opts)
 	if err != nil {
 		c.lastApplied = nil
 		c.guard.restore(taintedAt, why)
-		return err
+		return st, err
 	}
 	c.lastApplied = d
 	if c.metrics != nil {
@@ -274,7 +321,7 @@ func (c *Controller) apply(ctx context.Context, logger klog.Logger, d *Desired, 
 	}
 	logger.V(4).Info("Policy table synced", "rewrite", rewrite, "operations", st.Operations, "elementsAdded", st.ElementsAdded,
 		"elementsDeleted", st.ElementsDeleted, "chainsCreated", st.ChainsCreated, "objectsDeleted", st.ObjectsDeleted)
-	return nil
+	return st, nil
 }
 
 // guardedNFT is an nftables interface whose commits the guard attributes.
@@ -296,33 +343,59 @@ func (c *Controller) snapshot() (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list namespaces: %w", err)
 	}
-	pods, err := c.pods.List(labels.Everything())
-	if err != nil {
-		return nil, fmt.Errorf("list pods: %w", err)
-	}
+	pods := cachedPods(c.pods.List())
 	nps, err := c.policies.List(labels.Everything())
 	if err != nil {
 		return nil, fmt.Errorf("list networkpolicies: %w", err)
 	}
-	snap := SnapshotFromAPI(c.cfg.NodeName, pods, nss, nps, ifaces)
+	snap := SnapshotFromCache(c.cfg.NodeName, pods, nss, nps, ifaces)
 	snap.DenyLogGroup = c.cfg.DenyLogGroup
 	return snap, nil
 }
 
-// SnapshotFromAPI builds the compiler's input from API objects as the
-// controller's listers return them and the local pod interfaces: local pods
+// cachedPods returns the pods of a pod informer's store: the agent's
+// informers hold slim.Pods; an informer without its transform holds API
+// pods, converted here.
+func cachedPods(objs []any) []*slim.Pod {
+	out := make([]*slim.Pod, 0, len(objs))
+	for _, o := range objs {
+		switch p := o.(type) {
+		case *slim.Pod:
+			out = append(out, p)
+		case *corev1.Pod:
+			out = append(out, slim.PodOf(p, nil))
+		}
+	}
+	return out
+}
+
+// SnapshotFromAPI builds the compiler's input from API objects:
+// SnapshotFromCache of the pods' slim copies.
+func SnapshotFromAPI(nodeName string, pods []*corev1.Pod, nss []*corev1.Namespace, nps []*networkingv1.NetworkPolicy,
+	ifaces []podlink.Interface) *Snapshot {
+	sp := make([]*slim.Pod, len(pods))
+	for i, p := range pods {
+		sp[i] = slim.PodOf(p, nil)
+	}
+	return SnapshotFromCache(nodeName, sp, nss, nps, ifaces)
+}
+
+// SnapshotFromCache builds the compiler's input from the objects as the
+// controller's informers hold them and the local pod interfaces: local pods
 // whose status has no address yet take it from the interface naming them,
 // finished pods are dropped, contested addresses resolved (dedupeByIP), and
 // each local pod-network pod is matched to its host interface (localIfaces).
-func SnapshotFromAPI(nodeName string, pods []*corev1.Pod, nss []*corev1.Namespace, nps []*networkingv1.NetworkPolicy,
+func SnapshotFromCache(nodeName string, pods []*slim.Pod, nss []*corev1.Namespace, nps []*networkingv1.NetworkPolicy,
 	ifaces []podlink.Interface) *Snapshot {
 	snap := &Snapshot{NodeName: nodeName, Policies: nps}
 	for _, ns := range nss {
 		snap.Namespaces = append(snap.Namespaces, NamespaceFromAPI(ns))
 	}
 	local := newLocalIfaces(nodeName, ifaces)
-	for _, p := range dedupeByIP(local.withAddresses(pods)) {
-		sp := PodFromAPI(p, "")
+	deduped := dedupeByIP(local.withAddresses(pods))
+	snap.Pods = make([]Pod, 0, len(deduped))
+	for _, p := range deduped {
+		sp := PodFromCache(p, "")
 		if local.local(p) {
 			sp.Interface = local.interfaceOf(p, sp)
 		}
@@ -331,28 +404,38 @@ func SnapshotFromAPI(nodeName string, pods []*corev1.Pod, nss []*corev1.Namespac
 	return snap
 }
 
+// groupsDeleted reports whether a group of prev is not in d.
+func groupsDeleted(prev, d *Desired) bool {
+	for name := range prev.Groups {
+		if _, ok := d.Groups[name]; !ok {
+			return true
+		}
+	}
+	return false
+}
+
 // dedupeByIP drops finished pods and resolves address reuse: when several
 // pod-network pods claim one address (a deleted pod's object outliving its
 // sandbox while the address is already reused), only the pod not being
 // deleted and created last keeps it — on every node alike, so a stale
 // pod's labels never grant anything to the new pod's address.
-func dedupeByIP(pods []*corev1.Pod) []*corev1.Pod {
-	best := map[string]*corev1.Pod{}
-	var out []*corev1.Pod
+func dedupeByIP(pods []*slim.Pod) []*slim.Pod {
+	best := make(map[netip.Addr]*slim.Pod, len(pods))
+	out := make([]*slim.Pod, 0, len(pods))
 	for _, p := range pods {
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		if p.Finished() {
 			continue // finished: its address may already belong to a new pod
 		}
-		if p.Spec.HostNetwork || p.Status.PodIP == "" {
+		if p.HostNetwork || len(p.IPs) == 0 {
 			out = append(out, p)
 			continue
 		}
-		if cur, ok := best[p.Status.PodIP]; !ok || newer(p, cur) {
-			best[p.Status.PodIP] = p
+		if cur, ok := best[p.IPs[0]]; !ok || newer(p, cur) {
+			best[p.IPs[0]] = p
 		}
 	}
 	for _, p := range pods {
-		if !p.Spec.HostNetwork && p.Status.PodIP != "" && best[p.Status.PodIP] == p {
+		if !p.HostNetwork && len(p.IPs) > 0 && best[p.IPs[0]] == p {
 			out = append(out, p)
 		}
 	}
@@ -360,12 +443,12 @@ func dedupeByIP(pods []*corev1.Pod) []*corev1.Pod {
 }
 
 // newer reports whether a should own a contested address rather than b.
-func newer(a, b *corev1.Pod) bool {
-	if (a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil) {
-		return a.DeletionTimestamp == nil
+func newer(a, b *slim.Pod) bool {
+	if (a.Deleted == 0) != (b.Deleted == 0) {
+		return a.Deleted == 0
 	}
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return b.CreationTimestamp.Before(&a.CreationTimestamp)
+	if a.Created != b.Created {
+		return b.Created < a.Created
 	}
 	return a.Namespace+"/"+a.Name > b.Namespace+"/"+b.Name
 }

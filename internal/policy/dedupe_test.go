@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/trellisnet/trellis/internal/slim"
 )
 
 func TestDedupeByIPKeepsTheLivePod(t *testing.T) {
@@ -26,7 +28,11 @@ func TestDedupeByIPKeepsTheLivePod(t *testing.T) {
 	newest := mk("newest", "10.0.0.6", 20, false, corev1.PodRunning)
 	done := mk("done", "10.0.0.7", 30, false, corev1.PodSucceeded)
 	other := mk("other", "10.0.0.8", 30, false, corev1.PodRunning)
-	got := dedupeByIP([]*corev1.Pod{old, fresh, older, newest, done, other})
+	var pods []*slim.Pod
+	for _, p := range []*corev1.Pod{old, fresh, older, newest, done, other} {
+		pods = append(pods, slim.PodOf(p, nil))
+	}
+	got := dedupeByIP(pods)
 	names := map[string]bool{}
 	for _, p := range got {
 		names[p.Name] = true

@@ -3,11 +3,11 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/trellisnet/trellis/internal/podlink"
+	"github.com/trellisnet/trellis/internal/slim"
 )
 
 // InterfaceLister returns the local pod interfaces as the plugin wrote them
@@ -68,20 +68,16 @@ func newLocalIfaces(nodeName string, ifaces []podlink.Interface) *localIfaces {
 	return l
 }
 
-func (l *localIfaces) local(p *corev1.Pod) bool {
-	return p.Spec.NodeName == l.nodeName && !p.Spec.HostNetwork
+func (l *localIfaces) local(p *slim.Pod) bool {
+	return p.NodeName == l.nodeName && !p.HostNetwork
 }
-
-// mirrorAnnotation holds, on the mirror pod of a static pod, the UID the
-// kubelet (and so the runtime, in K8S_POD_UID) knows the pod by.
-const mirrorAnnotation = "kubernetes.io/config.mirror"
 
 // named returns the interfaces whose alias names p (this incarnation: same
 // UID when the alias has one).
-func (l *localIfaces) named(p *corev1.Pod) []podlink.Interface {
+func (l *localIfaces) named(p *slim.Pod) []podlink.Interface {
 	var out []podlink.Interface
 	for _, i := range l.byPod[p.Namespace+"/"+p.Name] {
-		if u := i.Alias.PodUID; u == "" || u == string(p.UID) || u == p.Annotations[mirrorAnnotation] {
+		if u := i.Alias.PodUID; u == "" || u == string(p.UID) || u == p.MirrorUID {
 			out = append(out, i)
 		}
 	}
@@ -97,18 +93,18 @@ func (l *localIfaces) named(p *corev1.Pod) []podlink.Interface {
 // knows it only after the kubelet's status update has gone round through
 // the API server — a sandbox the kubelet re-creates while the API server
 // is away gets a new address the status will not show until it is back.
-func (l *localIfaces) withAddresses(pods []*corev1.Pod) []*corev1.Pod {
-	var out []*corev1.Pod
+func (l *localIfaces) withAddresses(pods []*slim.Pod) []*slim.Pod {
+	var out []*slim.Pod
 	copied := false
 	for idx, p := range pods {
 		if l.local(p) {
 			if named := l.named(p); len(named) == 1 && kernelKnowsBetter(p, named[0]) {
 				if ips := podIPs(named[0]); len(ips) > 0 {
 					if !copied {
-						out, copied = append([]*corev1.Pod(nil), pods...), true
+						out, copied = append([]*slim.Pod(nil), pods...), true
 					}
 					cp := *p
-					cp.Status.PodIP, cp.Status.PodIPs = ips[0].IP, ips
+					cp.IPs = ips
 					out[idx] = &cp
 				}
 			}
@@ -123,33 +119,27 @@ func (l *localIfaces) withAddresses(pods []*corev1.Pod) []*corev1.Pod {
 // kernelKnowsBetter reports whether the addresses of interface i, which
 // names pod p, replace those of p's status: p has none yet, or i's alias
 // carries p's UID and its IPv4 addresses differ from the status's.
-func kernelKnowsBetter(p *corev1.Pod, i podlink.Interface) bool {
-	if p.Status.PodIP == "" && len(p.Status.PodIPs) == 0 {
+func kernelKnowsBetter(p *slim.Pod, i podlink.Interface) bool {
+	if len(p.IPs) == 0 {
 		return true
 	}
 	if i.Alias.PodUID == "" || i.Alias.PodUID != string(p.UID) {
 		return false
 	}
-	status := map[string]bool{}
-	for _, ip := range p.Status.PodIPs {
-		status[ip.IP] = true
-	}
-	if len(p.Status.PodIPs) == 0 {
-		status[p.Status.PodIP] = true
-	}
-	for _, ip := range podIPs(i) {
-		if !status[ip.IP] {
+	for _, a := range podIPs(i) {
+		if !slices.Contains(p.IPs, a) {
 			return true
 		}
 	}
 	return false
 }
 
-func podIPs(i podlink.Interface) []corev1.PodIP {
-	var out []corev1.PodIP
+// podIPs are the interface's IPv4 addresses.
+func podIPs(i podlink.Interface) []netip.Addr {
+	var out []netip.Addr
 	for _, a := range i.Addrs {
 		if a.Is4() {
-			out = append(out, corev1.PodIP{IP: a.String()})
+			out = append(out, a.Unmap())
 		}
 	}
 	return out
@@ -161,7 +151,7 @@ func podIPs(i podlink.Interface) []corev1.PodIP {
 // of them. An interface naming another pod is never paired with this one,
 // even if the addresses agree (the API's view of an address may be stale;
 // the alias is not).
-func (l *localIfaces) interfaceOf(p *corev1.Pod, sp Pod) string {
+func (l *localIfaces) interfaceOf(p *slim.Pod, sp Pod) string {
 	for _, i := range l.named(p) {
 		for _, a := range sp.IPs {
 			for _, ia := range i.Addrs {

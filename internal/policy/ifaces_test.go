@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/trellisnet/trellis/internal/podlink"
+	"github.com/trellisnet/trellis/internal/slim"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
@@ -95,7 +96,7 @@ func TestSnapshotPodUID(t *testing.T) {
 		t.Fatalf("new incarnation took the old one's interface: %+v", a)
 	}
 	mirror := apiPod("kube-system", "static", "api-uid", "")
-	mirror.Annotations = map[string]string{mirrorAnnotation: "config-uid"}
+	mirror.Annotations = map[string]string{slim.MirrorAnnotation: "config-uid"}
 	got = pairing(t, []*corev1.Pod{mirror}, []podlink.Interface{iface("trlssss", "10.244.1.7", named("kube-system", "static", "config-uid"))})
 	if got["kube-system/static"].Interface != "trlssss" {
 		t.Fatalf("mirror pod not paired: %+v", got["kube-system/static"])

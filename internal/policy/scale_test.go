@@ -85,7 +85,7 @@ func TestScaleCompileAndApply(t *testing.T) {
 	}
 	apply := time.Since(start)
 	start = time.Now()
-	st, err := policy.Apply(context.Background(), fake, policy.Compile(snap))
+	st, err := policy.ApplyWith(context.Background(), fake, policy.Compile(snap), policy.ApplyOptions{Previous: d, TrustGroupSets: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
+	"strconv"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/trellisnet/trellis/internal/podlink"
 )
@@ -52,20 +53,16 @@ func denyRules(logGroup uint16, match, reason, counter string) []string {
 	}
 }
 
-// addGroup adds the chain, sets and counters of one group (content-addressed
-// by direction, allow list and selecting policies) and returns its name.
-func addGroup(d *Desired, dir direction, al allowList, policies []string, logGroup uint16, seen map[string]bool) string {
-	allElems := make([][]string, 0, len(al.all))
-	for _, r := range al.all {
-		allElems = append(allElems, []string{formatRange(r)})
-	}
-	portElems := make([][]string, 0, len(al.ports))
-	for _, b := range al.ports {
-		portElems = append(portElems, []string{formatRange(b.src), protoNames[b.proto], formatPorts(b.lo, b.hi)})
-	}
-	prefix, field, dirName := "ing-", "ip saddr", "ingress"
+// groupName names the group of a local pod in one direction: a hash of
+// what its allow list is a function of (direction, the selecting
+// policies, the pod's own resolution of their ingress named ports, the
+// deny log), not of the allow list itself. Pods with the same name
+// have the same allow list; when a peer set changes, the group keeps its
+// name and only the changed elements of its sets are written.
+func groupName(dir direction, policies, namedPorts []string, logGroup uint16) string {
+	prefix := "ing-"
 	if dir == egress {
-		prefix, field, dirName = "eg-", "ip daddr", "egress"
+		prefix = "eg-"
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\nlog %d\n", layoutVersion, prefix, logGroup)
@@ -75,27 +72,79 @@ func addGroup(d *Desired, dir direction, al allowList, policies []string, logGro
 	for _, p := range policies {
 		fmt.Fprintf(h, "policy %s\n", p)
 	}
-	for _, e := range allElems {
-		fmt.Fprintf(h, "a %s\n", strings.Join(e, " . "))
+	for _, n := range namedPorts {
+		fmt.Fprintf(h, "port %s\n", n)
 	}
-	for _, e := range portElems {
-		fmt.Fprintf(h, "p %s\n", strings.Join(e, " . "))
+	return prefix + hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// namedPortsOf is how pod p resolves the named ports of pols' ingress rules
+// ("name/proto=port", or "=none"), sorted: ingress named ports resolve on
+// the selected pod, so pods resolving them differently need different
+// groups. Egress named ports resolve on the peers: nil.
+func namedPortsOf(p *Pod, dir direction, pols []*networkingv1.NetworkPolicy) []string {
+	if dir != ingress {
+		return nil
 	}
-	name := prefix + hex.EncodeToString(h.Sum(nil))[:16]
-	if seen[name] {
-		return name
+	var out []string
+	for _, np := range pols {
+		for _, r := range np.Spec.Ingress {
+			for _, pp := range r.Ports {
+				if pp.Port == nil || pp.Port.Type != intstr.String {
+					continue
+				}
+				proto, ok := protoNumber(pp.Protocol)
+				if !ok {
+					continue
+				}
+				v := "none"
+				if n, ok := namedPort(p, pp.Port.StrVal, proto); ok {
+					v = strconv.Itoa(int(n))
+				}
+				out = append(out, fmt.Sprintf("%s/%d=%s", pp.Port.StrVal, proto, v))
+			}
+		}
 	}
-	seen[name] = true
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// newCachedGroup renders the chain, sets and counters of group name with
+// allow list al.
+func newCachedGroup(name string, dir direction, al allowList, policies []string, logGroup uint16) *cachedGroup {
+	allElems := make([][]string, 0, len(al.all))
+	for _, r := range al.all {
+		allElems = append(allElems, []string{formatRange(r)})
+	}
+	portElems := make([][]string, 0, len(al.ports))
+	for _, b := range al.ports {
+		portElems = append(portElems, []string{formatRange(b.src), protoNames[b.proto], formatPorts(b.lo, b.hi)})
+	}
+	field, dirName := "ip saddr", "ingress"
+	if dir == egress {
+		field, dirName = "ip daddr", "egress"
+	}
 	allow, deny := name+"-allow", name+"-deny"
-	d.Counters[allow], d.Counters[deny] = true, true
-	d.Groups[name] = Group{Direction: dirName, Policies: policies, AllowCounter: allow, DenyCounter: deny}
-	d.Sets[name+"-all"] = &Set{Type: "ipv4_addr", Interval: true, ContentAddressed: true, Elements: allElems}
-	d.Sets[name+"-ports"] = &Set{Type: "ipv4_addr . inet_proto . inet_service", Interval: true, ContentAddressed: true, Elements: portElems}
-	d.Chains[name] = &Chain{Rules: append([]string{
-		field + " @" + name + "-all counter name " + quote(allow) + " return",
-		field + " . meta l4proto . th dport @" + name + "-ports counter name " + quote(allow) + " return",
-	}, denyRules(logGroup, "", dirName+" "+name, deny)...)}
-	return name
+	return &cachedGroup{
+		al:       al,
+		group:    Group{Direction: dirName, Policies: policies, AllowCounter: allow, DenyCounter: deny},
+		counters: [2]string{allow, deny},
+		all:      &Set{Type: "ipv4_addr", Interval: true, Group: true, Elements: allElems},
+		ports:    &Set{Type: "ipv4_addr . inet_proto . inet_service", Interval: true, Group: true, Elements: portElems},
+		chain: &Chain{Rules: append([]string{
+			field + " @" + name + "-all counter name " + quote(allow) + " return",
+			field + " . meta l4proto . th dport @" + name + "-ports counter name " + quote(allow) + " return",
+		}, denyRules(logGroup, "", dirName+" "+name, deny)...)},
+	}
+}
+
+// addTo puts the group's objects into d.
+func (g *cachedGroup) addTo(d *Desired, name string) {
+	d.Counters[g.counters[0]], d.Counters[g.counters[1]] = true, true
+	d.Groups[name] = g.group
+	d.Sets[name+"-all"] = g.all
+	d.Sets[name+"-ports"] = g.ports
+	d.Chains[name] = g.chain
 }
 
 // AntiSpoofOnly is the table when NetworkPolicy enforcement is off: the

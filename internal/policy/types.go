@@ -10,8 +10,9 @@ package policy
 import (
 	"net/netip"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/trellisnet/trellis/internal/slim"
 )
 
 // Names of the table and its static objects.
@@ -40,7 +41,7 @@ const (
 
 	// layoutVersion is mixed into group hashes: bump it when the rules a group
 	// chain holds change, so old chains are replaced rather than reused.
-	layoutVersion = "v1"
+	layoutVersion = "v2"
 )
 
 // Snapshot is everything the compiler needs, as plain data.
@@ -77,14 +78,14 @@ type Pod struct {
 	// NodeName and the agent has found its interface; empty otherwise.
 	Interface string
 	Ports     []ContainerPort
+	// src is the cached pod PodFromCache converted (nil for others): the
+	// Compiler finds an unchanged pod by it without comparing it.
+	src *slim.Pod
 }
 
-// ContainerPort is one container port of a pod (named or not).
-type ContainerPort struct {
-	Name     string
-	Protocol corev1.Protocol
-	Port     int32
-}
+// ContainerPort is one container port of a pod: the agent's cached
+// slim.Port, shared with its cache (only named ports are kept there).
+type ContainerPort = slim.Port
 
 // Desired is the complete content of the policy table.
 type Desired struct {
@@ -122,12 +123,16 @@ type Set struct {
 	Type     string
 	Interval bool
 	Elements [][]string
-	// ContentAddressed sets (those of group chains) hold exactly what their
-	// name implies: Apply fills them when it creates them and afterwards only
-	// checks their element count, rewriting them (atomically, inside the
-	// transaction) if someone else changed them. knftables cannot list range
-	// elements back, so an element-by-element diff is impossible for them.
-	ContentAddressed bool
+	// Group sets (those of group chains) hold ranges, which knftables cannot
+	// list back: Apply diffs them element by element against the Desired it
+	// committed last (ApplyOptions.Previous), checking their element count
+	// in the kernel when it verifies, and rewrites them (flush and add,
+	// atomically inside the transaction) when it has no previous state or
+	// the count shows that someone else changed them.
+	Group bool
+	// delta, when set, is how the set differs from the one a Compiler
+	// compiled before it.
+	delta *setDelta
 }
 
 // Map is one map; Elements maps a key (fields joined by " . ") to a value.

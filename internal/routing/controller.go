@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
@@ -28,6 +30,20 @@ type Dataplane interface {
 	// Apply makes the kernel hold exactly d (for what the agent owns):
 	// adopt matching state, add missing, delete unwanted, never flush.
 	Apply(ctx context.Context, d *Desired) error
+}
+
+// IncrementalDataplane is a Dataplane that can also apply a desired state
+// from its record of what it programmed last, without listing the kernel:
+// a sync for one changed Node then costs that Node's entries only. The
+// controller calls Apply for its first sync and at least every
+// Config.Sync.MaxInterval (repairing what others changed), ApplyChanges
+// otherwise.
+type IncrementalDataplane interface {
+	Dataplane
+	// ApplyChanges makes the kernel hold d, writing only what differs from
+	// what the dataplane programmed last; with no record of that (first
+	// call, after a failure) it is Apply.
+	ApplyChanges(ctx context.Context, d *Desired) error
 }
 
 // Config wires a Controller.
@@ -62,6 +78,11 @@ type Controller struct {
 	underlay Underlay
 	problems map[string]Problem
 	last     *Desired // what the last successful sync programmed
+	// cache holds the last desired state and what it was computed from.
+	cache computeCache
+	// lastFull is when the last sync through Kernel.Apply (listing the
+	// kernel) succeeded.
+	lastFull time.Time
 }
 
 // New returns a routing controller.
@@ -111,7 +132,9 @@ func (c *Controller) setReady(ready bool, reason string) {
 	}
 }
 
-// Sync is one full-state sync.
+// Sync is one full-state sync: the desired state for every Node (the last
+// one extended when the only change is Nodes that joined, see extend.go),
+// applied in full or as changes (see IncrementalDataplane).
 func (c *Controller) Sync(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithName("routing")
 	self, err := c.cfg.Nodes.Get(c.cfg.NodeName)
@@ -146,17 +169,16 @@ func (c *Controller) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
-	peers := make([]Peer, 0, len(nodes))
-	for _, n := range nodes {
-		peers = append(peers, PeerFromNode(n))
-	}
-	d := Compute(local, peers, c.cfg.Params)
+	d := c.cache.desired(local, nodes, c.cfg.Params)
 	var foreign *ForeignRouteError
-	switch err := c.cfg.Kernel.Apply(ctx, d); {
+	switch err := c.apply(ctx, d); {
 	case errors.As(err, &foreign):
-		// Everything else is programmed: report, do not retry.
-		d.Problems = append(d.Problems, foreign.Problems()...)
-		sortDesired(d)
+		// Everything else is programmed: report, do not retry. (d stays
+		// as computed: the cache extends it.)
+		withForeign := *d
+		withForeign.Problems = append(slices.Clone(d.Problems), foreign.Problems()...)
+		sort.SliceStable(withForeign.Problems, func(i, j int) bool { return withForeign.Problems[i].Node < withForeign.Problems[j].Node })
+		d = &withForeign
 	case err != nil:
 		return fmt.Errorf("apply routes: %w", err)
 	}
@@ -164,6 +186,22 @@ func (c *Controller) Sync(ctx context.Context) error {
 	c.report(logger, self, d)
 	c.setReady(true, "")
 	return nil
+}
+
+// apply programs d: through ApplyChanges when the kernel offers it and a
+// full Apply succeeded within Config.Sync.MaxInterval, else through Apply.
+func (c *Controller) apply(ctx context.Context, d *Desired) error {
+	inc, ok := c.cfg.Kernel.(IncrementalDataplane)
+	now := time.Now()
+	if ok && !c.lastFull.IsZero() && now.Sub(c.lastFull) < c.cfg.Sync.MaxInterval {
+		return inc.ApplyChanges(ctx, d)
+	}
+	err := c.cfg.Kernel.Apply(ctx, d)
+	var foreign *ForeignRouteError
+	if err == nil || errors.As(err, &foreign) {
+		c.lastFull = now
+	}
+	return err
 }
 
 // ForeignRouteError is returned by a Dataplane that programmed everything

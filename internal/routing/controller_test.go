@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/trellisnet/trellis/internal/config"
+	"github.com/trellisnet/trellis/internal/syncrunner"
 )
 
 type fakeDP struct {
@@ -144,4 +146,57 @@ func remoteRoutes(d *Desired) []Route {
 		}
 	}
 	return out
+}
+
+// incrementalDP records which of Apply and ApplyChanges each sync used.
+type incrementalDP struct {
+	fakeDP
+	calls []string
+}
+
+func (f *incrementalDP) Apply(ctx context.Context, d *Desired) error {
+	f.calls = append(f.calls, "full")
+	return f.fakeDP.Apply(ctx, d)
+}
+
+func (f *incrementalDP) ApplyChanges(ctx context.Context, d *Desired) error {
+	f.calls = append(f.calls, "changes")
+	return f.fakeDP.Apply(ctx, d)
+}
+
+// The first sync lists the kernel (Apply); later ones apply changes only,
+// until a full Apply is older than MaxInterval; a failed full Apply is
+// repeated.
+func TestControllerAppliesChangesBetweenFullSyncs(t *testing.T) {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, n := range []*v1.Node{apiNode("node1", "10.0.1.11", "10.244.1.0/24"), apiNode("node2", "10.0.1.12", "10.244.2.0/24")} {
+		if err := idx.Add(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		maxInt time.Duration
+		fail   bool
+		want   string
+	}{
+		{"within MaxInterval", time.Hour, false, "full changes changes"},
+		{"MaxInterval elapsed every time", time.Nanosecond, false, "full full full"},
+		{"full apply failing", time.Hour, true, "full full full"},
+	} {
+		dp := &incrementalDP{}
+		dp.err = map[bool]error{true: errors.New("no")}[tc.fail]
+		c, err := New(Config{NodeName: "node1", Params: Params{Mode: config.ModeAuto, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 1, Port: 4789}},
+			Nodes: corelisters.NewNodeLister(idx), Kernel: dp, Sync: syncrunner.Options{MaxInterval: tc.maxInt}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			_ = c.Sync(context.Background())
+			time.Sleep(time.Millisecond)
+		}
+		if got := strings.Join(dp.calls, " "); got != tc.want {
+			t.Errorf("%s: calls %q, want %q", tc.name, got, tc.want)
+		}
+	}
 }

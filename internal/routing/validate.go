@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -28,54 +28,92 @@ import (
 // never take over, or knock out, an existing node's traffic. This node's
 // own data is claimed before every peer and always wins.
 
-// screenPeers returns the peers that may be programmed and the problems of
-// the others. The local node (by name) is neither returned nor reported.
-func screenPeers(local LocalNode, peers []Peer, p Params) ([]Peer, []Problem) {
+// screenPeers returns the peers that may be programmed, the problems of
+// the others, and the screen holding their claims. The local node (by
+// name) is neither returned nor reported.
+func screenPeers(local LocalNode, peers []Peer, p Params) ([]Peer, []Problem, *screen) {
 	var problems []Problem
-	candidates := make([]Peer, 0, len(peers))
-	for _, peer := range peers {
+	s := newScreen(local, p)
+	// Pointers into peers: sorting them moves 8 bytes, not a Peer.
+	candidates := make([]*Peer, 0, len(peers))
+	for i := range peers {
+		peer := &peers[i]
 		if peer.Name == local.Name {
 			continue
 		}
-		if prob := implausible(local, peer, p.ClusterCIDRs); prob != nil {
+		if prob := implausible(local, s.conns, *peer, p.ClusterCIDRs); prob != nil {
 			problems = append(problems, *prob)
 			continue
 		}
 		candidates = append(candidates, peer)
 	}
-	sort.Slice(candidates, func(i, j int) bool {
-		a, b := candidates[i], candidates[j]
-		if !a.Created.Equal(b.Created) {
-			return a.Created.Before(b.Created)
-		}
-		return a.Name < b.Name
-	})
-	c := newClaims()
-	key := func(k wgtypes.Key) wgtypes.Key {
-		if !p.Encryption.Enabled {
-			return wgtypes.Key{} // keys are not used: never a conflict
-		}
-		return k
-	}
-	c.claim(local.Name+" (this node)", VTEPMAC(local.Name), local.NodeIP, ipv4Prefixes(local.PodCIDRs), key(local.PublicKey))
+	slices.SortFunc(candidates, func(a, b *Peer) int { return comparePeers(*a, *b) })
 	accepted := make([]Peer, 0, len(candidates))
-	for _, peer := range candidates {
-		mac := effectiveMAC(peer)
-		cidrs := ipv4Prefixes(peer.PodCIDRs)
-		if holder, what := c.conflict(mac, peer.NodeIP, cidrs, key(peer.PublicKey)); holder != "" {
-			problems = append(problems, Problem{Node: peer.Name, Reason: ReasonConflict, Message: fmt.Sprintf(
-				"node %s publishes %s, already held by node %s; node %s is not programmed (the earlier node keeps it)",
-				peer.Name, what, holder, peer.Name)})
+	for _, pp := range candidates {
+		if prob := s.claim(*pp); prob != nil {
+			problems = append(problems, *prob)
 			continue
 		}
-		c.claim(peer.Name, mac, peer.NodeIP, cidrs, key(peer.PublicKey))
-		accepted = append(accepted, peer)
+		accepted = append(accepted, *pp)
 	}
-	return accepted, problems
+	return accepted, problems, s
+}
+
+// comparePeers orders peers by creation, then name: the order in which
+// they claim their data.
+func comparePeers(a, b Peer) int {
+	if c := a.Created.Compare(b.Created); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// screen holds what this node and the peers accepted so far claim.
+type screen struct {
+	local LocalNode
+	p     Params
+	conns []netip.Prefix
+	c     *claims
+}
+
+func newScreen(local LocalNode, p Params) *screen {
+	s := &screen{local: local, p: p, conns: connected(local), c: newClaims()}
+	s.c.claim(local.Name+" (this node)", VTEPMAC(local.Name), local.NodeIP, ipv4Prefixes(local.PodCIDRs), s.key(local.PublicKey))
+	return s
+}
+
+func (s *screen) key(k wgtypes.Key) wgtypes.Key {
+	if !s.p.Encryption.Enabled {
+		return wgtypes.Key{} // keys are not used: never a conflict
+	}
+	return k
+}
+
+// claim records a plausible peer's data, or returns the problem of a peer
+// whose data collides with an earlier claim.
+func (s *screen) claim(peer Peer) *Problem {
+	mac := effectiveMAC(peer)
+	cidrs := ipv4Prefixes(peer.PodCIDRs)
+	if holder, what := s.c.conflict(mac, peer.NodeIP, cidrs, s.key(peer.PublicKey)); holder != "" {
+		return &Problem{Node: peer.Name, Reason: ReasonConflict, Message: fmt.Sprintf(
+			"node %s publishes %s, already held by node %s; node %s is not programmed (the earlier node keeps it)",
+			peer.Name, what, holder, peer.Name)}
+	}
+	s.c.claim(peer.Name, mac, peer.NodeIP, cidrs, s.key(peer.PublicKey))
+	return nil
+}
+
+// admit screens one more peer, later than every peer screened so far.
+func (s *screen) admit(peer Peer) *Problem {
+	if prob := implausible(s.local, s.conns, peer, s.p.ClusterCIDRs); prob != nil {
+		return prob
+	}
+	return s.claim(peer)
 }
 
 // implausible checks one peer's data on its own and against this node.
-func implausible(local LocalNode, peer Peer, clusterCIDRs []netip.Prefix) *Problem {
+// conns are this node's subnets (connected(local)).
+func implausible(local LocalNode, conns []netip.Prefix, peer Peer, clusterCIDRs []netip.Prefix) *Problem {
 	prob := func(reason, format string, a ...any) *Problem {
 		return &Problem{Node: peer.Name, Reason: reason, Message: fmt.Sprintf(format, a...)}
 	}
@@ -100,7 +138,7 @@ func implausible(local LocalNode, peer Peer, clusterCIDRs []netip.Prefix) *Probl
 		if c.Contains(local.NodeIP) {
 			return prob(ReasonPodCIDROverlapsNode, "node %s has pod CIDR %s holding this node's IP %s; not programmed", peer.Name, c, local.NodeIP)
 		}
-		for _, conn := range connected(local) {
+		for _, conn := range conns {
 			if c.Overlaps(conn) {
 				return prob(ReasonPodCIDROverlapsNode, "node %s has pod CIDR %s overlapping this node's connected subnet %s; not programmed",
 					peer.Name, c, conn)
@@ -112,7 +150,7 @@ func implausible(local LocalNode, peer Peer, clusterCIDRs []netip.Prefix) *Probl
 
 // connected is every IPv4 subnet this node is attached to.
 func connected(local LocalNode) []netip.Prefix {
-	out := ipv4Prefixes(local.Underlay.Connected)
+	out := slices.Clone(ipv4Prefixes(local.Underlay.Connected))
 	if local.Underlay.Prefix.IsValid() && local.Underlay.Prefix.Addr().Is4() {
 		out = append(out, local.Underlay.Prefix.Masked())
 	}
@@ -163,8 +201,9 @@ func joinPrefixes(ps []netip.Prefix) string {
 // WireGuard public key.
 type claims struct {
 	*nodeclaims.Claims
-	macs map[string]string
-	keys map[wgtypes.Key]string
+	macs  map[string]string
+	keys  map[wgtypes.Key]string
+	index claimIndex
 }
 
 func newClaims() *claims {
@@ -178,6 +217,7 @@ func (c *claims) claim(owner, mac string, ip netip.Addr, cidrs []netip.Prefix, k
 		c.keys[key] = owner
 	}
 	c.Claim(owner, ip, cidrs)
+	c.index.claim(ip, cidrs)
 }
 
 // conflict returns the holder of the first claim the data collides with
@@ -188,6 +228,9 @@ func (c *claims) conflict(mac string, ip netip.Addr, cidrs []netip.Prefix, key w
 	}
 	if h, ok := c.keys[key]; ok && key != (wgtypes.Key{}) {
 		return h, "WireGuard public key " + wireguard.KeyID(key) + " (key id)"
+	}
+	if !c.index.mayConflict(ip, cidrs) {
+		return "", ""
 	}
 	return c.Conflict(ip, cidrs)
 }

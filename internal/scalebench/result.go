@@ -63,5 +63,20 @@ type Step struct {
 	// (mean over the samples): must not grow with the number of pods.
 	TxOpsPerChange *float64 `json:"txOpsPerChange,omitempty"`
 
+	// Per-packet cost: TCP throughput and connection rate between two real
+	// pods isolated by policies whose peer sets hold the step's addresses ÷
+	// the same pods selected by no policy, over PerPacketRounds interleaved
+	// rounds (the spread of the per-round ratios).
+	ThroughputRatio *Spread `json:"throughputRatio,omitempty"`
+	ConnRateRatio   *Spread `json:"connRateRatio,omitempty"`
+	PerPacketRounds int     `json:"perPacketRounds,omitempty"`
+
 	Notes []string `json:"notes,omitempty"`
+}
+
+// Spread is the median, minimum and maximum of a figure's samples.
+type Spread struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
 }

@@ -11,7 +11,13 @@ import (
 // flags returns the flags of component name in a lab of family.
 func flags(t *testing.T, family, name string) string {
 	t.Helper()
-	topo, err := topology.Plan(topology.Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", APIPort: 16443, IPFamily: family})
+	return flagsOf(t, topology.Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", APIPort: 16443, IPFamily: family}, name)
+}
+
+// flagsOf returns the flags of component name in a lab with options o.
+func flagsOf(t *testing.T, o topology.Options, name string) string {
+	t.Helper()
+	topo, err := topology.Plan(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +57,28 @@ func TestControlPlaneFlagsPerIPFamily(t *testing.T) {
 		for _, w := range c.notWant {
 			if strings.Contains(got, w) {
 				t.Errorf("%q %s has %q: %s", c.family, c.component, w, got)
+			}
+		}
+	}
+}
+
+// --cluster-cidr and --node-cidr-mask set the IPv4 family's range and node
+// mask: the single-family flags in an IPv4 lab, the IPv4 ones in a dual lab.
+func TestControlPlaneClusterCIDROption(t *testing.T) {
+	for _, c := range []struct {
+		family string
+		want   []string
+	}{
+		{"", []string{"--cluster-cidr=10.244.0.0/14 --node-cidr-mask-size=27 --service-cluster-ip-range=10.96.0.0/16 "}},
+		{topology.Dual, []string{"--cluster-cidr=10.244.0.0/14,fd74:7265:6c01::/48 ",
+			"--node-cidr-mask-size-ipv4=27 ", "--node-cidr-mask-size-ipv6=64 "}},
+	} {
+		o := topology.Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", APIPort: 16443, IPFamily: c.family,
+			ClusterCIDR: "10.244.0.0/14", NodeCIDRMask: 27}
+		got := flagsOf(t, o, "kube-controller-manager")
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%q /14 /27: kube-controller-manager lacks %q: %s", c.family, w, got)
 			}
 		}
 	}

@@ -122,3 +122,26 @@ func TestNodeConfigsPerIPFamily(t *testing.T) {
 		t.Errorf("an IPv4 lab's Cluster renders differently:\n%s\n%s", KubeletConfig(withCluster), KubeProxyConfig(withCluster))
 	}
 }
+
+// --cluster-cidr reaches kube-proxy and the agent's clusterCIDRs through
+// the node's Cluster, in an IPv4 and a dual lab.
+func TestNodeConfigsClusterCIDROption(t *testing.T) {
+	for _, c := range []struct{ family, proxyCIDR string }{
+		{topology.IPv4, "clusterCIDR: 10.244.0.0/14\n"},
+		{topology.Dual, "clusterCIDR: 10.244.0.0/14,fd74:7265:6c01::/48\n"},
+	} {
+		topo, err := topology.Plan(topology.Options{Nodes: 2, Subnets: 1, RoutingMode: "auto", APIPort: 16443, IPFamily: c.family,
+			ClusterCIDR: "10.244.0.0/14", NodeCIDRMask: 27})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewSpec(state.Paths{Root: "/x"}, topo.Nodes[0], nil, nil, "auto", true)
+		s.Cluster = ClusterOf(topo, topo.Nodes[0])
+		if !strings.Contains(KubeProxyConfig(s), c.proxyCIDR) {
+			t.Errorf("%s: kube-proxy config lacks %q:\n%s", c.family, c.proxyCIDR, KubeProxyConfig(s))
+		}
+		if got, want := agentConfig(s.cluster().AgentClusterCIDRs, "auto", ""), "routingMode: auto\nclusterCIDRs: [\"10.244.0.0/14\"]\n"; got != want {
+			t.Errorf("%s: agent config %q, want %q", c.family, got, want)
+		}
+	}
+}

@@ -89,9 +89,20 @@ func clusterFamilies(o Options) []ClusterFamily {
 	case IPv6:
 		return []ClusterFamily{DefaultFamily6()}
 	case Dual:
-		return []ClusterFamily{DefaultFamily4(), DefaultFamily6()}
+		return []ClusterFamily{family4(o), DefaultFamily6()}
 	}
-	return []ClusterFamily{DefaultFamily4()}
+	return []ClusterFamily{family4(o)}
+}
+
+// family4 is the IPv4 cluster addressing for o: --cluster-cidr and
+// --node-cidr-mask (validated by Plan) over the defaults.
+func family4(o Options) ClusterFamily {
+	f := DefaultFamily4()
+	if p, err := netip.ParsePrefix(o.ClusterCIDROrDefault()); err == nil {
+		f.ClusterCIDR = p
+	}
+	f.NodeMaskSize = o.NodeCIDRMaskOrDefault()
+	return f
 }
 
 // ClusterFamilies is t's cluster addressing, primary family first (the

@@ -79,6 +79,58 @@ type Options struct {
 	// IPFamily is the cluster's: ipv4 ("" too), ipv6 or dual. With IPv6
 	// the underlay carries both families; the cluster only its own.
 	IPFamily string `json:"ipFamily,omitempty"`
+	// ClusterCIDR is the cluster's pod range ("" = ClusterCIDR) and
+	// NodeCIDRMask the size of each real node's pod CIDR in it (0 =
+	// DefaultNodeCIDRMask). A wider range leaves room for API-only Nodes
+	// with pod CIDRs of their own (the scale bench's thousands).
+	ClusterCIDR  string `json:"clusterCIDR,omitempty"`
+	NodeCIDRMask int    `json:"nodeCIDRMask,omitempty"`
+}
+
+// DefaultNodeCIDRMask is the prefix length of a node's pod CIDR.
+const DefaultNodeCIDRMask = 24
+
+// clusterRange is where a lab's cluster CIDR may lie: private, away from
+// the underlay (172.30.0.0/16) and the Service range (10.96.0.0/16).
+var clusterRange = netip.MustParsePrefix("10.128.0.0/9")
+
+// ClusterCIDROrDefault is o's cluster CIDR, ClusterCIDR when unset.
+func (o Options) ClusterCIDROrDefault() string {
+	if o.ClusterCIDR == "" {
+		return ClusterCIDR
+	}
+	return o.ClusterCIDR
+}
+
+// NodeCIDRMaskOrDefault is o's node pod CIDR size, DefaultNodeCIDRMask
+// when unset.
+func (o Options) NodeCIDRMaskOrDefault() int {
+	if o.NodeCIDRMask == 0 {
+		return DefaultNodeCIDRMask
+	}
+	return o.NodeCIDRMask
+}
+
+// validCluster checks --cluster-cidr and --node-cidr-mask.
+func (o Options) validCluster() []error {
+	var errs []error
+	p, err := netip.ParsePrefix(o.ClusterCIDROrDefault())
+	if err != nil || !p.Addr().Is4() || p != p.Masked() {
+		return []error{fmt.Errorf("--cluster-cidr must be an IPv4 network address with its prefix length, got %q", o.ClusterCIDR)}
+	}
+	if p.Bits() < clusterRange.Bits() || !clusterRange.Contains(p.Addr()) {
+		errs = append(errs, fmt.Errorf("--cluster-cidr must lie inside %s (lab-only), got %s", clusterRange, p))
+	}
+	m := o.NodeCIDRMaskOrDefault()
+	switch {
+	case m <= p.Bits() || m > 28:
+		errs = append(errs, fmt.Errorf("--node-cidr-mask must be longer than the cluster CIDR's /%d and at most 28, got %d", p.Bits(), m))
+	case m-p.Bits() > 16:
+		errs = append(errs, fmt.Errorf("--node-cidr-mask %d is more than 16 bits longer than the cluster CIDR's /%d (kube-controller-manager's limit)", m, p.Bits()))
+	case 1<<(m-p.Bits()) < o.Nodes:
+		errs = append(errs, fmt.Errorf("--cluster-cidr %s holds %d node CIDRs of /%d, fewer than --nodes %d", p, 1<<(m-p.Bits()), m, o.Nodes))
+	}
+	return errs
 }
 
 // Validate returns every problem with o, joined.
@@ -123,6 +175,10 @@ func (o Options) Validate() error {
 	}
 	if o.BGP && o.IPFamilyOrDefault() != IPv4 {
 		errs = append(errs, fmt.Errorf("--bgp with --ip-family %s: the lab's ToR and BGP objects are IPv4-only", o.IPFamily))
+	}
+	errs = append(errs, o.validCluster()...)
+	if o.IPFamilyOrDefault() == IPv6 && (o.ClusterCIDROrDefault() != ClusterCIDR || o.NodeCIDRMaskOrDefault() != DefaultNodeCIDRMask) {
+		errs = append(errs, errors.New("--cluster-cidr and --node-cidr-mask set the IPv4 cluster range: not with --ip-family ipv6"))
 	}
 	if o.APIPort < 1024 || o.APIPort > 65535 {
 		errs = append(errs, fmt.Errorf("--api-port must be between 1024 and 65535, got %d", o.APIPort))
@@ -308,8 +364,8 @@ func addrIn(p netip.Prefix, host byte) netip.Addr {
 	return netip.AddrFrom4(a)
 }
 
-// LabRanges are the address ranges an IPv4 lab uses; none may overlap the
-// machine's own addresses or routes.
+// LabRanges are the address ranges an IPv4 lab with the default cluster CIDR
+// uses; none may overlap the machine's own addresses or routes.
 func LabRanges() []netip.Prefix {
 	return []netip.Prefix{netip.MustParsePrefix(underlayBase), netip.MustParsePrefix(ClusterCIDR),
 		netip.MustParsePrefix(ServiceCIDR)}
@@ -328,7 +384,8 @@ func (t Topology) LabRanges() []netip.Prefix {
 	return out
 }
 
-// Overlaps returns the host prefixes that overlap any IPv4 lab range.
+// Overlaps returns the host prefixes that overlap any range of an IPv4 lab
+// with the default cluster CIDR.
 func Overlaps(host []netip.Prefix) []netip.Prefix { return overlaps(host, LabRanges()) }
 
 // Overlaps returns the host prefixes that overlap any of t's ranges.

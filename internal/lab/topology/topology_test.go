@@ -70,6 +70,73 @@ func TestOverlaps(t *testing.T) {
 	if len(got) != 2 || got[0] != host[2] || got[1] != host[3] {
 		t.Errorf("Overlaps = %v, want [%s %s]", got, host[2], host[3])
 	}
+	// A wider cluster CIDR is a wider lab range, in every family with IPv4.
+	for _, family := range []string{IPv4, Dual} {
+		wide, err := Plan(Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", APIPort: 16443, IPFamily: family,
+			ClusterCIDR: "10.244.0.0/14", NodeCIDRMask: 27})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := wide.Overlaps([]netip.Prefix{netip.MustParsePrefix("10.246.1.0/24")}); len(got) != 1 {
+			t.Errorf("%s: Overlaps with cluster CIDR %s = %v, want 10.246.1.0/24", family, wide.Options.ClusterCIDR, got)
+		}
+		if f := wide.Primary(); f.ClusterCIDR.String() != "10.244.0.0/14" || f.NodeMaskSize != 27 {
+			t.Errorf("%s: IPv4 family %s /%d, want 10.244.0.0/14 /27", family, f.ClusterCIDR, f.NodeMaskSize)
+		}
+	}
+	plain, err := Plan(Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", APIPort: 16443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := plain.Overlaps([]netip.Prefix{netip.MustParsePrefix("10.246.1.0/24")}); len(got) != 0 {
+		t.Errorf("Overlaps with the default cluster CIDR = %v, want none", got)
+	}
+}
+
+func TestClusterCIDROptions(t *testing.T) {
+	base := Options{Nodes: 3, Subnets: 2, RoutingMode: "auto", APIPort: 16443}
+	ok := base
+	ok.ClusterCIDR, ok.NodeCIDRMask = "10.244.0.0/14", 24
+	if err := ok.Validate(); err != nil {
+		t.Errorf("cluster CIDR %s /%d refused: %v", ok.ClusterCIDR, ok.NodeCIDRMask, err)
+	}
+	for _, c := range []struct {
+		cidr string
+		mask int
+		want string
+	}{
+		{"10.244.0.1/14", 24, "--cluster-cidr"},
+		{"192.168.0.0/16", 24, "--cluster-cidr"},
+		{"10.0.0.0/8", 24, "--cluster-cidr"},
+		{"fd00::/64", 80, "--cluster-cidr"},
+		{"10.244.0.0/16", 16, "--node-cidr-mask"},
+		{"10.244.0.0/16", 29, "--node-cidr-mask"},
+		{"10.128.0.0/9", 28, "16 bits"},
+		{"10.244.0.0/24", 25, "fewer than --nodes"},
+	} {
+		o := base
+		o.ClusterCIDR, o.NodeCIDRMask = c.cidr, c.mask
+		err := o.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("cluster CIDR %s /%d: error %v, want one mentioning %q", c.cidr, c.mask, err, c.want)
+		}
+	}
+	// The flags set the IPv4 range: an IPv6-only lab refuses them, a dual
+	// one takes them.
+	six := ok
+	six.IPFamily = IPv6
+	if err := six.Validate(); err == nil || !strings.Contains(err.Error(), "--ip-family ipv6") {
+		t.Errorf("--cluster-cidr with --ip-family ipv6: error %v", err)
+	}
+	six.ClusterCIDR, six.NodeCIDRMask = ClusterCIDR, DefaultNodeCIDRMask
+	if err := six.Validate(); err != nil {
+		t.Errorf("IPv6 lab with the default (flag) cluster CIDR refused: %v", err)
+	}
+	dual := ok
+	dual.IPFamily = Dual
+	if err := dual.Validate(); err != nil {
+		t.Errorf("dual lab with cluster CIDR %s refused: %v", dual.ClusterCIDR, err)
+	}
 }
 
 func TestBGPOptions(t *testing.T) {
@@ -115,7 +182,7 @@ func TestPlanWithBGP(t *testing.T) {
 	// Every address the ToR adds lies in the lab's ranges: the overlap
 	// check covers them, and nothing routes outside the lab.
 	for _, p := range []netip.Prefix{topo.OriginPrefix, topo.ServicePrefix} {
-		if len(Overlaps([]netip.Prefix{p})) != 1 {
+		if len(topo.Overlaps([]netip.Prefix{p})) != 1 {
 			t.Errorf("%s is outside the lab's ranges", p)
 		}
 	}

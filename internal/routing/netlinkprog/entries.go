@@ -22,11 +22,14 @@ func (n *Programmer) ListRoutes() ([]netlink.Route, error) {
 // syncRoutes makes the table hold exactly d's routes among those tagged
 // RouteProtocol. A route another owner holds at a desired destination
 // (any protocol but RouteProtocol) is never replaced: the desired route is
-// skipped and reported in a *routing.ForeignRouteError.
-func (n *Programmer) syncRoutes(logger klog.Logger, d *routing.Desired) error {
+// skipped and reported in a *routing.ForeignRouteError. It returns the
+// routes now programmed by destination; st.links caches device indexes and
+// st.foreign receives the skipped destinations.
+func (n *session) syncRoutes(logger klog.Logger, d *routing.Desired, st *kernelState) (map[netip.Prefix]routeSpec, error) {
+	n.ops.dumps.Add(1)
 	all, err := n.h().RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: n.table()}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return fmt.Errorf("list routes: %w", err)
+		return nil, fmt.Errorf("list routes: %w", err)
 	}
 	byDst := map[netip.Prefix]netlink.Route{}
 	foreign := map[netip.Prefix]netlink.Route{}
@@ -40,8 +43,9 @@ func (n *Programmer) syncRoutes(logger klog.Logger, d *routing.Desired) error {
 			foreign[ipNetToPrefix(r.Dst)] = r
 		}
 	}
-	links := map[string]int{}
-	want := map[netip.Prefix]bool{}
+	programmed := make(map[netip.Prefix]routeSpec, len(d.Routes))
+	want := make(map[netip.Prefix]bool, len(d.Routes))
+	st.foreign = map[netip.Prefix]bool{}
 	var errs []error
 	var blocked []routing.Route
 	for _, r := range d.Routes {
@@ -50,17 +54,20 @@ func (n *Programmer) syncRoutes(logger klog.Logger, d *routing.Desired) error {
 			logger.Info("Not programming a route: another owner's route holds the destination",
 				"dst", r.Dst, "node", r.Node, "foreignProtocol", int(f.Protocol), "foreignRoute", f.String())
 			blocked = append(blocked, r)
+			st.foreign[r.Dst] = true
 			continue
 		}
-		nr, err := n.kernelRoute(r, links)
+		nr, err := n.kernelRoute(r, st.links)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		programmed[r.Dst] = specOf(r)
 		if cur, ok := byDst[r.Dst]; ok && routeEqual(cur, nr) {
 			continue
 		}
 		logger.V(2).Info("Programming route", "dst", r.Dst, "gw", r.Gw, "dev", r.Dev, "unreachable", r.Unreachable, "node", r.Node, "path", r.Path)
+		n.ops.writes.Add(1)
 		if err := n.h().RouteReplace(&nr); err != nil {
 			errs = append(errs, fmt.Errorf("replace route %s via %s dev %s: %w", r.Dst, r.Gw, r.Dev, err))
 		}
@@ -70,23 +77,33 @@ func (n *Programmer) syncRoutes(logger klog.Logger, d *routing.Desired) error {
 			continue
 		}
 		logger.V(2).Info("Deleting route no longer wanted", "dst", dst)
-		r := r
-		if err := n.h().RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("delete route %s: %w", dst, err))
+		if err := n.deleteRoute(r); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return err
+		return nil, err
 	}
 	if len(blocked) > 0 {
-		return &routing.ForeignRouteError{Routes: blocked}
+		return programmed, &routing.ForeignRouteError{Routes: blocked}
+	}
+	return programmed, nil
+}
+
+// deleteRoute deletes one of the agent's routes (the kernel matches the
+// protocol too: another owner's route at the destination stays).
+func (n *session) deleteRoute(r netlink.Route) error {
+	r.Protocol = RouteProtocol
+	n.ops.deletes.Add(1)
+	if err := n.h().RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("delete route %s: %w", r.Dst, err)
 	}
 	return nil
 }
 
 // kernelRoute is r as a netlink route tagged RouteProtocol; links caches
 // device indexes by name.
-func (n *Programmer) kernelRoute(r routing.Route, links map[string]int) (netlink.Route, error) {
+func (n *session) kernelRoute(r routing.Route, links map[string]int) (netlink.Route, error) {
 	nr := netlink.Route{Dst: prefixToIPNet(r.Dst), Protocol: RouteProtocol, Table: n.table(), Scope: netlink.SCOPE_UNIVERSE}
 	if r.Unreachable {
 		nr.Type = unix.RTN_UNREACHABLE
@@ -130,20 +147,28 @@ func (n *Programmer) ListFDB(link netlink.Link) ([]netlink.Neigh, error) {
 	return neighList(n.h(), link.Attrs().Index, unix.AF_BRIDGE)
 }
 
-func (n *Programmer) syncFDB(logger klog.Logger, link netlink.Link, want []routing.FDBEntry) error {
-	have, err := n.ListFDB(link)
+// fdbKey is one static FDB entry: a VTEP MAC and the node IP behind it.
+type fdbKey struct {
+	mac string
+	dst netip.Addr
+}
+
+// syncFDB makes link's FDB hold exactly want and returns it as a set.
+func (n *session) syncFDB(logger klog.Logger, link netlink.Link, want []routing.FDBEntry) (map[fdbKey]bool, error) {
+	n.ops.dumps.Add(1)
+	have, err := neighList(n.h(), link.Attrs().Index, unix.AF_BRIDGE)
 	if err != nil {
-		return fmt.Errorf("list FDB of %s: %w", link.Attrs().Name, err)
+		return nil, fmt.Errorf("list FDB of %s: %w", link.Attrs().Name, err)
 	}
-	type key struct{ mac, dst string }
-	haveSet := map[key]netlink.Neigh{}
+	haveSet := map[fdbKey]netlink.Neigh{}
 	for _, e := range have {
-		if e.IP == nil {
+		ip, ok := netip.AddrFromSlice(e.IP)
+		if !ok {
 			continue
 		}
-		haveSet[key{e.HardwareAddr.String(), e.IP.String()}] = e
+		haveSet[fdbKey{e.HardwareAddr.String(), ip.Unmap()}] = e
 	}
-	wantSet := map[key]bool{}
+	wantSet := make(map[fdbKey]bool, len(want))
 	var errs []error
 	for _, e := range want {
 		mac, err := net.ParseMAC(e.MAC)
@@ -151,18 +176,14 @@ func (n *Programmer) syncFDB(logger klog.Logger, link netlink.Link, want []routi
 			errs = append(errs, fmt.Errorf("FDB entry for %s: %w", e.Node, err))
 			continue
 		}
-		k := key{mac.String(), e.Dst.String()}
+		k := fdbKey{mac.String(), e.Dst}
 		wantSet[k] = true
 		if cur, ok := haveSet[k]; ok && cur.State&netlink.NUD_PERMANENT != 0 {
 			continue
 		}
 		logger.V(2).Info("Programming FDB entry", "mac", e.MAC, "dst", e.Dst, "node", e.Node)
-		nb := &netlink.Neigh{
-			LinkIndex: link.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
-			Flags: netlink.NTF_SELF, IP: net.IP(e.Dst.AsSlice()), HardwareAddr: mac,
-		}
-		if err := n.h().NeighSet(nb); err != nil {
-			errs = append(errs, fmt.Errorf("set FDB %s -> %s: %w", e.MAC, e.Dst, err))
+		if err := n.setFDB(link.Attrs().Index, k); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for k, e := range haveSet {
@@ -170,13 +191,36 @@ func (n *Programmer) syncFDB(logger klog.Logger, link netlink.Link, want []routi
 			continue
 		}
 		logger.V(2).Info("Deleting FDB entry no longer wanted", "mac", k.mac, "dst", k.dst)
-		e := e
-		e.Flags |= netlink.NTF_SELF
-		if err := n.h().NeighDel(&e); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("delete FDB %s -> %s: %w", k.mac, k.dst, err))
+		if err := n.deleteFDB(e); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return wantSet, errors.Join(errs...)
+}
+
+func (n *session) setFDB(linkIndex int, k fdbKey) error {
+	mac, err := net.ParseMAC(k.mac)
+	if err != nil {
+		return fmt.Errorf("FDB entry %s: %w", k.mac, err)
+	}
+	nb := &netlink.Neigh{
+		LinkIndex: linkIndex, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
+		Flags: netlink.NTF_SELF, IP: net.IP(k.dst.AsSlice()), HardwareAddr: mac,
+	}
+	n.ops.writes.Add(1)
+	if err := n.h().NeighSet(nb); err != nil {
+		return fmt.Errorf("set FDB %s -> %s: %w", k.mac, k.dst, err)
+	}
+	return nil
+}
+
+func (n *session) deleteFDB(e netlink.Neigh) error {
+	e.Flags |= netlink.NTF_SELF
+	n.ops.deletes.Add(1)
+	if err := n.h().NeighDel(&e); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete FDB %s -> %s: %w", e.HardwareAddr, e.IP, err)
+	}
+	return nil
 }
 
 // ListNeighbors returns the IPv4 neighbour entries on link.
@@ -184,10 +228,13 @@ func (n *Programmer) ListNeighbors(link netlink.Link) ([]netlink.Neigh, error) {
 	return neighList(n.h(), link.Attrs().Index, netlink.FAMILY_V4)
 }
 
-func (n *Programmer) syncNeighbors(logger klog.Logger, link netlink.Link, want []routing.Neighbor) error {
-	have, err := n.ListNeighbors(link)
+// syncNeighbors makes link's IPv4 neighbours exactly want (permanent) and
+// returns them as VTEP address → MAC.
+func (n *session) syncNeighbors(logger klog.Logger, link netlink.Link, want []routing.Neighbor) (map[netip.Addr]string, error) {
+	n.ops.dumps.Add(1)
+	have, err := neighList(n.h(), link.Attrs().Index, netlink.FAMILY_V4)
 	if err != nil {
-		return fmt.Errorf("list neighbours of %s: %w", link.Attrs().Name, err)
+		return nil, fmt.Errorf("list neighbours of %s: %w", link.Attrs().Name, err)
 	}
 	haveByIP := map[netip.Addr]netlink.Neigh{}
 	for _, e := range have {
@@ -196,7 +243,7 @@ func (n *Programmer) syncNeighbors(logger klog.Logger, link netlink.Link, want [
 			haveByIP[ip.Unmap()] = e
 		}
 	}
-	wantIP := map[netip.Addr]bool{}
+	wantIP := make(map[netip.Addr]string, len(want))
 	var errs []error
 	for _, e := range want {
 		mac, err := net.ParseMAC(e.MAC)
@@ -204,30 +251,45 @@ func (n *Programmer) syncNeighbors(logger klog.Logger, link netlink.Link, want [
 			errs = append(errs, fmt.Errorf("neighbour for %s: %w", e.Node, err))
 			continue
 		}
-		wantIP[e.IP] = true
+		wantIP[e.IP] = mac.String()
 		if cur, ok := haveByIP[e.IP]; ok && cur.State&netlink.NUD_PERMANENT != 0 && cur.HardwareAddr.String() == mac.String() {
 			continue
 		}
 		logger.V(2).Info("Programming neighbour", "ip", e.IP, "mac", e.MAC, "node", e.Node)
-		nb := &netlink.Neigh{
-			LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-			IP: net.IP(e.IP.AsSlice()), HardwareAddr: mac,
-		}
-		if err := n.h().NeighSet(nb); err != nil {
-			errs = append(errs, fmt.Errorf("set neighbour %s -> %s: %w", e.IP, e.MAC, err))
+		if err := n.setNeighbor(link.Attrs().Index, e.IP, mac); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for ip, e := range haveByIP {
-		if wantIP[ip] {
+		if _, ok := wantIP[ip]; ok {
 			continue
 		}
 		logger.V(2).Info("Deleting neighbour no longer wanted", "ip", ip)
-		e := e
-		if err := n.h().NeighDel(&e); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("delete neighbour %s: %w", ip, err))
+		if err := n.deleteNeighbor(e); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return wantIP, errors.Join(errs...)
+}
+
+func (n *session) setNeighbor(linkIndex int, ip netip.Addr, mac net.HardwareAddr) error {
+	nb := &netlink.Neigh{
+		LinkIndex: linkIndex, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: net.IP(ip.AsSlice()), HardwareAddr: mac,
+	}
+	n.ops.writes.Add(1)
+	if err := n.h().NeighSet(nb); err != nil {
+		return fmt.Errorf("set neighbour %s -> %s: %w", ip, mac, err)
+	}
+	return nil
+}
+
+func (n *session) deleteNeighbor(e netlink.Neigh) error {
+	n.ops.deletes.Add(1)
+	if err := n.h().NeighDel(&e); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete neighbour %s: %w", e.IP, err)
+	}
+	return nil
 }
 
 func ipNetToPrefix(n *net.IPNet) netip.Prefix {

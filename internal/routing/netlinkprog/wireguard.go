@@ -16,7 +16,7 @@ var ErrNoWireGuard = errors.New("encryption is on but this dataplane has no Wire
 
 // applyWireGuard makes the device and its peers match d.WireGuard, before
 // any route through the device is installed.
-func (n *Programmer) applyWireGuard(ctx context.Context, logger klog.Logger, wg *routing.WireGuard) error {
+func (n *session) applyWireGuard(ctx context.Context, logger klog.Logger, wg *routing.WireGuard) error {
 	if n.WireGuard == nil {
 		return ErrNoWireGuard
 	}
@@ -35,7 +35,7 @@ func (n *Programmer) applyWireGuard(ctx context.Context, logger klog.Logger, wg 
 // agent started with encryption off does not build it) the device is
 // deleted with netlink, and only when it is a WireGuard or TUN device:
 // another kind of link that happens to have the name is left alone.
-func (n *Programmer) removeWireGuard(ctx context.Context, logger klog.Logger, name string) error {
+func (n *session) removeWireGuard(ctx context.Context, logger klog.Logger, name string) error {
 	if n.WireGuard != nil {
 		if err := n.WireGuard.RemoveDevice(ctx, name); err != nil {
 			return fmt.Errorf("remove WireGuard device %s: %w", name, err)

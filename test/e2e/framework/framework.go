@@ -110,6 +110,15 @@ func Setup(ctx context.Context) (*Lab, error) {
 		if v := os.Getenv("TRELLIS_LAB_IP_FAMILY"); v != "" {
 			args = append(args, "--ip-family", v)
 		}
+		// TRELLIS_LAB_CLUSTER_CIDR, TRELLIS_LAB_NODE_CIDR_MASK: the cluster's
+		// pod range and each real node's pod CIDR size (test/e2e/scale
+		// widens them for its API-only Nodes).
+		if v := os.Getenv("TRELLIS_LAB_CLUSTER_CIDR"); v != "" {
+			args = append(args, "--cluster-cidr", v)
+		}
+		if v := os.Getenv("TRELLIS_LAB_NODE_CIDR_MASK"); v != "" {
+			args = append(args, "--node-cidr-mask", v)
+		}
 		// TRELLIS_LAB_CNI: trellis (default) or kube-router (test/e2e/peer).
 		if v := os.Getenv("TRELLIS_LAB_CNI"); v != "" {
 			args = append(args, "--cni", v)
