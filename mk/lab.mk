@@ -6,6 +6,7 @@
 #   make test-e2e-lanes      make test's tier 2: test-e2e and test-e2e-other-modes in two lanes on two labs at once
 #   make test-e2e-encryption the WireGuard encryption suite alone, on its own lab (--encryption wireguard)
 #   make test-e2e-bgp        the BGP suite alone, on its own lab (--routing-mode bgp: BIRD as the ToR)
+#   make test-e2e-dualstack  the dual-stack lab (--ip-family dual) checked on its own (not in make test)
 #   make test-e2e            tier 2: lab-based end-to-end tests, Trellis installed as the shipped DaemonSet
 #                            from `make image` (brings a lab up and down per suite)
 #   make conformance-netpol  upstream Kubernetes NetworkPolicy e2e specs against a lab
@@ -51,6 +52,16 @@ test-e2e-encryption: deps lab-build lab-binaries image
 .PHONY: test-e2e-bgp
 test-e2e-bgp: deps lab-build lab-binaries image
 	TRELLIS_LAB_NAME=bgp $(E2E_ENV) $(GO) test -count=1 -tags e2e -timeout 15m -run '^TestE2E' -v ./test/e2e/bgp/
+
+# The dual-stack lab itself (test/e2e/dualstack, lab `dual` brought up with
+# --ip-family dual; not part of make test): Nodes with an InternalIP and a pod
+# CIDR per family, a dual-stack Service and kube-proxy's tables for both
+# families, IPv6 across the underlay; what pods get is printed on OBSERVED lines.
+# DUALSTACK_FAMILY=ipv6 runs it against an IPv6-only lab.
+DUALSTACK_FAMILY ?= dual
+.PHONY: test-e2e-dualstack
+test-e2e-dualstack: deps lab-build lab-binaries image
+	TRELLIS_LAB_NAME=dual TRELLIS_LAB_IP_FAMILY=$(DUALSTACK_FAMILY) $(E2E_ENV) $(GO) test -count=1 -tags e2e,dualstack -timeout 15m -run '^TestE2E' -v ./test/e2e/dualstack/
 
 # Part of `make test`: every lab e2e suite (test-e2e) plus the agent suite in
 # routing modes native and vxlan (test-e2e-other-modes), in two lanes on two

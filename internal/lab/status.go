@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -55,6 +56,9 @@ func Status(ctx context.Context, p state.Paths, w io.Writer) error {
 	t := st.Topology
 	fmt.Fprintf(w, "lab: %d nodes, %d subnets, routing mode %s, encryption %s, phase %s, created %s\n", len(t.Nodes), len(t.Subnets),
 		t.Options.RoutingMode, t.Options.EncryptionOrDefault(), st.Phase, st.CreatedAt.Format("15:04:05"))
+	if t.HasIPv6() {
+		fmt.Fprintf(w, "IP family: %s (pods %s, Services %s)\n", t.Options.IPFamily, joinPrefixes(t.ClusterCIDRs()), joinPrefixes(t.ServiceCIDRs()))
+	}
 	if t.Options.BGP {
 		fmt.Fprintf(w, "bgp: on; ToR AS %d (BIRD in %s: %s), nodes AS %d, internal peering %s\n", topology.ToRASN,
 			t.RouterNetns, torSessions(ctx, p), topology.NodeASN, t.Options.BGPPeeringOrDefault())
@@ -122,11 +126,17 @@ func Status(ctx context.Context, p state.Paths, w io.Writer) error {
 	fmt.Fprintln(tw, "\nNODE\tREADY\tADDRESS\tPOD CIDR\tSUBNET\tAGENT POD")
 	for _, n := range nodes.Items {
 		h, _ := t.Node(n.Name)
-		sub := ""
+		sub, addr := "", h.Addr.String()
 		if h.Subnet >= 0 && h.Subnet < len(t.Subnets) {
 			sub = t.Subnets[h.Subnet].Prefix.String()
+			if p6 := t.Subnets[h.Subnet].Prefix6; p6.IsValid() {
+				sub += "," + p6.String()
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\n", n.Name, kube.NodeReady(&n), h.Addr, strings.Join(n.Spec.PodCIDRs, ","), sub, agents[n.Name])
+		if t.HasIPv6() {
+			addr = joinAddrs(t.HostIPs(h))
+		}
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\n", n.Name, kube.NodeReady(&n), addr, strings.Join(n.Spec.PodCIDRs, ","), sub, agents[n.Name])
 	}
 	tw.Flush()
 	if dns, err := clusterdns.Describe(ctx, cs); err != nil && apierrors.IsNotFound(err) {
@@ -188,4 +198,20 @@ func agentPodStates(ctx context.Context, cs kubernetes.Interface) map[string]str
 		out[p.Spec.NodeName] = s
 	}
 	return out
+}
+
+func joinAddrs(as []netip.Addr) string {
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.String())
+	}
+	return strings.Join(out, ",")
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return strings.Join(out, ",")
 }

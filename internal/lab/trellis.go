@@ -63,13 +63,17 @@ func prepareInstall(e Env) (state.Install, error) {
 // agents talk to the API server at its own address, as the install guide
 // recommends, not through kube-proxy's Service rules.
 func labOverrides(t topology.Topology) map[string]any {
-	return map[string]any{"routingMode": t.Options.RoutingMode, "clusterCIDRs": []any{t.Options.ClusterCIDROrDefault()},
+	cidrs := []any{}
+	for _, p := range t.ClusterCIDRs4() { // the agent takes IPv4 prefixes only
+		cidrs = append(cidrs, p.String())
+	}
+	return map[string]any{"routingMode": t.Options.RoutingMode, "clusterCIDRs": cidrs,
 		"apiServer": apiServerURL(t), "encryption": t.Options.EncryptionOrDefault()}
 }
 
 // apiServerURL is the API server's address as the nodes reach it.
 func apiServerURL(t topology.Topology) string {
-	return fmt.Sprintf("https://%s", net.JoinHostPort(t.ControlPlane.Addr.String(), strconv.Itoa(topology.APIPort)))
+	return fmt.Sprintf("https://%s", net.JoinHostPort(t.PrimaryIP(t.ControlPlane).String(), strconv.Itoa(topology.APIPort)))
 }
 
 // installTrellis applies the shipped manifest (or installs the chart)

@@ -33,3 +33,55 @@ func TestLabOverridesCarryEncryption(t *testing.T) {
 		t.Errorf("--encryption ipsec: %v, want an error naming the flag", err)
 	}
 }
+
+// The agent, IPv4-only, gets the lab's IPv4 cluster CIDR (none in an
+// IPv6 lab) and the API server at its primary-family address, and accepts
+// the result.
+func TestLabOverridesPerIPFamily(t *testing.T) {
+	for _, c := range []struct {
+		family, apiServer string
+		cidrs             int
+	}{
+		{topology.IPv4, "https://172.30.1.2:6443", 1},
+		{topology.Dual, "https://172.30.1.2:6443", 1},
+		{topology.IPv6, "https://[fd74:7265:6c00:1::2]:6443", 0},
+	} {
+		topo, err := topology.Plan(topology.Options{Nodes: 2, Subnets: 1, RoutingMode: "auto", APIPort: 16443, IPFamily: c.family})
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := install.MergeConfig("routingMode: auto\nclusterCIDRs: [10.0.0.0/8]\n", labOverrides(topo))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := config.Default()
+		if err := config.ParseFile([]byte(doc), cfg); err != nil {
+			t.Fatalf("%s: the agent refuses its configuration: %v\n%s", c.family, err, doc)
+		}
+		if len(cfg.ClusterCIDRs) != c.cidrs || cfg.APIServer != c.apiServer {
+			t.Errorf("%s: cluster CIDRs %v, API server %s; want %d, %s", c.family, cfg.ClusterCIDRs, cfg.APIServer, c.cidrs, c.apiServer)
+		}
+	}
+}
+
+// --cluster-cidr is the agent's clusterCIDRs in an IPv4 and a dual lab.
+func TestLabOverridesClusterCIDROption(t *testing.T) {
+	for _, family := range []string{topology.IPv4, topology.Dual} {
+		topo, err := topology.Plan(topology.Options{Nodes: 2, Subnets: 1, RoutingMode: "auto", APIPort: 16443, IPFamily: family,
+			ClusterCIDR: "10.244.0.0/14", NodeCIDRMask: 27})
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := install.MergeConfig("routingMode: auto\nclusterCIDRs: [10.0.0.0/8]\n", labOverrides(topo))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := config.Default()
+		if err := config.ParseFile([]byte(doc), cfg); err != nil {
+			t.Fatalf("%s: the agent refuses its configuration: %v\n%s", family, err, doc)
+		}
+		if len(cfg.ClusterCIDRs) != 1 || cfg.ClusterCIDRs[0].String() != "10.244.0.0/14" {
+			t.Errorf("%s: agent cluster CIDRs %v, want [10.244.0.0/14]", family, cfg.ClusterCIDRs)
+		}
+	}
+}

@@ -165,6 +165,9 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if peer && o.BGP {
 		return fmt.Errorf("--bgp peers Trellis's agents with the ToR: not with --cni %s", CNIKubeRouter)
 	}
+	if peer && o.IPFamilyOrDefault() != topology.IPv4 {
+		return fmt.Errorf("--cni %s: the lab runs it IPv4-only, not with --ip-family %s", CNIKubeRouter, o.IPFamily)
+	}
 	if e.NoAgent || peer {
 		e.Install = install.Process
 	}
@@ -180,16 +183,23 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 			return err
 		}
 	}
-	hp, err := topology.HostPrefixes(ctx)
-	if err != nil {
-		return err
-	}
 	t, err := topology.Plan(o)
 	if err != nil {
 		return err
 	}
-	if ov := o.Overlaps(hp); len(ov) > 0 {
-		return fmt.Errorf("the machine's network %v overlaps the lab's ranges %v", ov, o.LabRanges())
+	hp, err := topology.HostPrefixes(ctx)
+	if err != nil {
+		return err
+	}
+	if t.HasIPv6() {
+		hp6, err := topology.HostPrefixes6(ctx)
+		if err != nil {
+			return err
+		}
+		hp = append(hp, hp6...)
+	}
+	if ov := t.Overlaps(hp); len(ov) > 0 {
+		return fmt.Errorf("the machine's network %v overlaps the lab's ranges %v", ov, t.LabRanges())
 	}
 	st := &state.State{Topology: t, CreatedAt: time.Now().UTC(), Phase: "network", Netns: t.Netnses(), Binaries: bin, Install: inst}
 	if err := st.Save(p); err != nil {
@@ -210,7 +220,11 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	if err := st.Save(p); err != nil {
 		return err
 	}
-	e.logf("trellis-lab: network: %d nodes over %d subnets (%s)", o.Nodes, o.Subnets, time.Since(start).Round(time.Millisecond))
+	family := ""
+	if o.IPFamilyOrDefault() != topology.IPv4 {
+		family = ", IP family " + o.IPFamily
+	}
+	e.logf("trellis-lab: network: %d nodes over %d subnets%s (%s)", o.Nodes, o.Subnets, family, time.Since(start).Round(time.Millisecond))
 	if err := topology.BuildNetwork(ctx, t); err != nil {
 		return fmt.Errorf("building the lab network: %w", err)
 	}
@@ -268,7 +282,7 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	for _, n := range t.Nodes {
 		spec := node.NewSpec(p, n, bin, imageFiles, o.RoutingMode, agentProcess)
 		spec.Encryption = o.Encryption
-		spec.ClusterCIDR = o.ClusterCIDR
+		spec.Cluster = node.ClusterOf(t, n)
 		if err := node.Start(p, st, labBin, spec, true); err != nil {
 			return err
 		}
@@ -346,7 +360,7 @@ func deployClusterDNS(ctx context.Context, e Env, cs kubernetes.Interface, cfg *
 		return err
 	}
 	wait := st.AgentError == ""
-	if err := clusterdns.Deploy(ctx, a, cs, wait, 3*time.Minute); err != nil {
+	if err := clusterdns.Deploy(ctx, a, cs, st.Topology.ClusterDNSIPs(), wait, 3*time.Minute); err != nil {
 		return err
 	}
 	if !wait {

@@ -213,6 +213,7 @@ func upCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&o.BGPPeering, "bgp-peering", "", "with --bgp: the BGPConfiguration's internalPeering between the nodes: None (default), FullMesh or RouteReflector (node1 reflects)")
 	c.Flags().IntVar(&o.BGPRestartTime, "bgp-restart-time", 0, "with --bgp: the graceful-restart time the nodes announce, in seconds (default: the API's, 120)")
 	c.Flags().StringVar(&o.Encryption, "encryption", "none", "Trellis agent encryption of pod traffic between nodes: none or wireguard (docs/encryption.md)")
+	c.Flags().StringVar(&o.IPFamily, "ip-family", topology.IPv4, "the cluster's IP family: ipv4, ipv6 or dual (IPv4 primary); with IPv6 the underlay carries both families (docs/lab.md)")
 	c.Flags().StringVar(&o.ClusterCIDR, "cluster-cidr", topology.ClusterCIDR, "the cluster's pod range, inside 10.128.0.0/9 (wider than the default to leave room for API-only Nodes, e.g. the scale bench's 10.244.0.0/14)")
 	c.Flags().IntVar(&o.NodeCIDRMask, "node-cidr-mask", topology.DefaultNodeCIDRMask, "prefix length of each node's pod CIDR that kube-controller-manager allocates in --cluster-cidr")
 	c.Flags().IntVar(&o.APIPort, "api-port", 0, "loopback port forwarded to the API server (default 16443; named labs derive theirs from the name)")

@@ -10,6 +10,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -43,11 +44,15 @@ type Applier interface {
 	Apply(ctx context.Context, objs []*unstructured.Unstructured) error
 }
 
-// Deploy applies the manifest and, with wait, waits until every CoreDNS
-// replica is ready and the Deployment reports Available.
-func Deploy(ctx context.Context, a Applier, cs kubernetes.Interface, wait bool, timeout time.Duration) error {
+// Deploy applies the manifest with the kube-dns Service at clusterIPs
+// (primary family first; see WithClusterIPs) and, with wait, waits until
+// every CoreDNS replica is ready and the Deployment reports Available.
+func Deploy(ctx context.Context, a Applier, cs kubernetes.Interface, clusterIPs []netip.Addr, wait bool, timeout time.Duration) error {
 	objs, err := Objects()
 	if err != nil {
+		return err
+	}
+	if err := WithClusterIPs(objs, clusterIPs); err != nil {
 		return err
 	}
 	if err := a.Apply(ctx, objs); err != nil {
@@ -67,6 +72,38 @@ func Deploy(ctx context.Context, a Applier, cs kubernetes.Interface, wait bool, 
 			timeout, last, Namespace, Deployment, err)
 	}
 	return nil
+}
+
+// WithClusterIPs gives the kube-dns Service among objs the addresses ips,
+// one per IP family, primary first: a single-stack Service of that family,
+// or a dual-stack one (RequireDualStack, both ClusterIPs). The manifest's
+// own single address (10.96.0.10) leaves the Service as written.
+func WithClusterIPs(objs []*unstructured.Unstructured, ips []netip.Addr) error {
+	for _, o := range objs {
+		if o.GetKind() != "Service" || o.GetName() != Service {
+			continue
+		}
+		cur, _, _ := unstructured.NestedString(o.Object, "spec", "clusterIP")
+		if len(ips) == 0 || (len(ips) == 1 && ips[0].String() == cur) {
+			return nil
+		}
+		var addrs, families []any
+		for _, a := range ips {
+			addrs = append(addrs, a.String())
+			families = append(families, map[bool]string{true: "IPv4", false: "IPv6"}[a.Is4()])
+		}
+		policy := "SingleStack"
+		if len(ips) > 1 {
+			policy = "RequireDualStack"
+		}
+		for field, v := range map[string]any{"clusterIP": addrs[0], "clusterIPs": addrs, "ipFamilies": families, "ipFamilyPolicy": policy} {
+			if err := unstructured.SetNestedField(o.Object, v, "spec", field); err != nil {
+				return fmt.Errorf("setting the %s Service's %s: %w", Service, field, err)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("the cluster DNS manifest has no Service %s", Service)
 }
 
 // Summary is the cluster DNS as the API server sees it.
@@ -111,6 +148,9 @@ func Describe(ctx context.Context, cs kubernetes.Interface) (Summary, error) {
 		return s, fmt.Errorf("reading service %s/%s: %w", Namespace, Service, err)
 	}
 	s.ClusterIP = svc.Spec.ClusterIP
+	if len(svc.Spec.ClusterIPs) > 1 {
+		s.ClusterIP = strings.Join(svc.Spec.ClusterIPs, ",")
+	}
 	pods, err := ReadyPods(ctx, cs)
 	if err != nil {
 		return s, err

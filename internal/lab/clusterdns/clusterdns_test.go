@@ -179,3 +179,50 @@ func TestRBACIsReadOnlyAndCoversThePlugin(t *testing.T) {
 		t.Errorf("binding %+v does not tie %s to the deployment's service account %s/%s", crb, cr.Name, sa.Namespace, sa.Name)
 	}
 }
+
+// kube-dns has one ClusterIP per family of the lab, primary first, and
+// the IPv4 lab's Service stays as the manifest writes it.
+func TestServiceClusterIPsPerIPFamily(t *testing.T) {
+	for _, family := range topology.IPFamilies {
+		topo, err := topology.Plan(topology.Options{Nodes: 1, Subnets: 1, RoutingMode: "auto", APIPort: 16443, IPFamily: family})
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := Objects()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WithClusterIPs(objs, topo.ClusterDNSIPs()); err != nil {
+			t.Fatal(err)
+		}
+		var svc corev1.Service
+		for _, u := range objs {
+			if u.GetKind() == "Service" {
+				if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, &svc, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		want := []string{}
+		for _, a := range topo.ClusterDNSIPs() {
+			want = append(want, a.String())
+		}
+		switch family {
+		case topology.IPv4:
+			if svc.Spec.ClusterIP != topology.ClusterDNSIP || svc.Spec.ClusterIPs != nil || svc.Spec.IPFamilyPolicy != nil {
+				t.Errorf("ipv4: the Service changed: %+v", svc.Spec)
+			}
+		case topology.Dual:
+			if !slices.Equal(svc.Spec.ClusterIPs, want) || svc.Spec.ClusterIP != want[0] ||
+				svc.Spec.IPFamilyPolicy == nil || *svc.Spec.IPFamilyPolicy != corev1.IPFamilyPolicyRequireDualStack ||
+				!slices.Equal(svc.Spec.IPFamilies, []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}) {
+				t.Errorf("dual: %+v", svc.Spec)
+			}
+		case topology.IPv6:
+			if !slices.Equal(svc.Spec.ClusterIPs, want) || svc.Spec.ClusterIP != "fd74:7265:6c02::a" ||
+				!slices.Equal(svc.Spec.IPFamilies, []corev1.IPFamily{corev1.IPv6Protocol}) {
+				t.Errorf("ipv6: %+v", svc.Spec)
+			}
+		}
+	}
+}

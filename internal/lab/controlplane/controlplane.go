@@ -6,6 +6,8 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/trellisnet/trellis/internal/lab/kube"
@@ -25,7 +27,12 @@ type Component struct {
 // Components returns etcd, kube-apiserver, kube-controller-manager
 // and kube-scheduler with their flags. bin maps a binary name to its path.
 func Components(p state.Paths, t topology.Topology, bin map[string]string) []Component {
-	cp := t.ControlPlane.Addr.String()
+	cp := t.PrimaryIP(t.ControlPlane).String()
+	serviceCIDRs := joinPrefixes(t.ServiceCIDRs())
+	bindAddr := "0.0.0.0"
+	if t.HasIPv6() {
+		bindAddr = "::" // both families
+	}
 	ns := t.ControlPlane.Netns
 	etcd := Component{Name: "etcd", Group: p.CgroupRoot() + "/control-plane", Netns: ns, Argv: []string{bin["etcd"],
 		"--name=trellis-lab", "--data-dir=" + p.Etcd(),
@@ -38,8 +45,8 @@ func Components(p state.Paths, t topology.Topology, bin map[string]string) []Com
 	}}
 	api := Component{Name: "kube-apiserver", Group: p.CgroupRoot() + "/control-plane", Netns: ns, Argv: []string{bin["kube-apiserver"],
 		"--etcd-servers=http://127.0.0.1:2379",
-		"--advertise-address=" + cp, "--bind-address=0.0.0.0", fmt.Sprintf("--secure-port=%d", topology.APIPort),
-		"--service-cluster-ip-range=" + topology.ServiceCIDR,
+		"--advertise-address=" + cp, "--bind-address=" + bindAddr, fmt.Sprintf("--secure-port=%d", topology.APIPort),
+		"--service-cluster-ip-range=" + serviceCIDRs,
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true",
 		"--client-ca-file=" + p.PKIFile("ca.crt"),
@@ -53,19 +60,21 @@ func Components(p state.Paths, t topology.Topology, bin map[string]string) []Com
 		"--endpoint-reconciler-type=lease",
 		"--profiling=false", "--v=1",
 	}}
-	kcm := Component{Name: "kube-controller-manager", Group: p.CgroupRoot() + "/control-plane", Netns: ns, Argv: []string{bin["kube-controller-manager"],
+	kcm := Component{Name: "kube-controller-manager", Group: p.CgroupRoot() + "/control-plane", Netns: ns}
+	kcm.Argv = append([]string{bin["kube-controller-manager"],
 		"--kubeconfig=" + p.KubeconfigFile("controller-manager.conf"),
 		"--authentication-kubeconfig=" + p.KubeconfigFile("controller-manager.conf"),
 		"--authorization-kubeconfig=" + p.KubeconfigFile("controller-manager.conf"),
 		"--bind-address=127.0.0.1",
-		"--allocate-node-cidrs=true", "--cluster-cidr=" + t.Options.ClusterCIDROrDefault(), fmt.Sprintf("--node-cidr-mask-size=%d", t.Options.NodeCIDRMaskOrDefault()),
-		"--service-cluster-ip-range=" + topology.ServiceCIDR,
+		"--allocate-node-cidrs=true", "--cluster-cidr=" + joinPrefixes(t.ClusterCIDRs())}, nodeMaskFlags(t)...)
+	kcm.Argv = append(kcm.Argv,
+		"--service-cluster-ip-range="+serviceCIDRs,
 		"--use-service-account-credentials=true",
-		"--service-account-private-key-file=" + p.PKIFile("sa.key"),
-		"--root-ca-file=" + p.PKIFile("ca.crt"),
-		"--cluster-signing-cert-file=" + p.PKIFile("ca.crt"), "--cluster-signing-key-file=" + p.PKIFile("ca.key"),
+		"--service-account-private-key-file="+p.PKIFile("sa.key"),
+		"--root-ca-file="+p.PKIFile("ca.crt"),
+		"--cluster-signing-cert-file="+p.PKIFile("ca.crt"), "--cluster-signing-key-file="+p.PKIFile("ca.key"),
 		"--leader-elect=false", "--profiling=false", "--v=1",
-	}}
+	)
 	sched := Component{Name: "kube-scheduler", Group: p.CgroupRoot() + "/control-plane", Netns: ns, Argv: []string{bin["kube-scheduler"],
 		"--kubeconfig=" + p.KubeconfigFile("scheduler.conf"),
 		"--authentication-kubeconfig=" + p.KubeconfigFile("scheduler.conf"),
@@ -117,4 +126,28 @@ func Start(ctx context.Context, p state.Paths, st *state.State, labBin string) e
 		}
 	}
 	return nil
+}
+
+// joinPrefixes is ps comma separated, as the components' flags take them.
+func joinPrefixes(ps []netip.Prefix) string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return strings.Join(out, ",")
+}
+
+// nodeMaskFlags are kube-controller-manager's node mask sizes: one
+// --node-cidr-mask-size for a single family, and one flag per family in a
+// dual-stack cluster (which refuses the single one).
+func nodeMaskFlags(t topology.Topology) []string {
+	fams := t.ClusterFamilies()
+	if len(fams) == 1 {
+		return []string{fmt.Sprintf("--node-cidr-mask-size=%d", fams[0].NodeMaskSize)}
+	}
+	var out []string
+	for _, f := range fams {
+		out = append(out, fmt.Sprintf("--node-cidr-mask-size-%s=%d", f.Name(), f.NodeMaskSize))
+	}
+	return out
 }

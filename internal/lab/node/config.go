@@ -2,6 +2,8 @@ package node
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/trellisnet/trellis/internal/atomicfile"
 	"github.com/trellisnet/trellis/internal/lab/images"
@@ -66,7 +68,7 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
 podPidsLimit: -1
 maxPods: 250
-`, s.Addr, caPath, containerdSock, s.Group, topology.ClusterDNSIP, topology.ClusterDomain)
+`, s.cluster().NodeIPs[0], caPath, containerdSock, s.Group, s.cluster().ClusterDNS, topology.ClusterDomain)
 }
 
 // KubeProxyConfig renders kube-proxy's configuration (nftables mode).
@@ -80,7 +82,7 @@ clusterCIDR: %s
 metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 0.0.0.0:10256
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
-`, nodeLabDir, s.Name, s.clusterCIDR())
+`, nodeLabDir, s.Name, strings.Join(s.cluster().ClusterCIDRs, ","))
 }
 
 // AgentArgs is exactly the command line a DaemonSet would run the agent with;
@@ -94,24 +96,19 @@ func AgentArgs(s Spec) []string {
 // agentConfigPath is where the node's agent reads its configuration file.
 const agentConfigPath = "/etc/trellis/config.yaml"
 
-// clusterCIDR is the cluster's pod range the node's components are told.
-func (s Spec) clusterCIDR() string {
-	if s.ClusterCIDR == "" {
-		return topology.ClusterCIDR
-	}
-	return s.ClusterCIDR
-}
-
-// AgentConfig is the content of an agent configuration file in a lab with
-// the default cluster CIDR; encryption "" leaves the agent's default (none).
+// AgentConfig is the content of the node's agent configuration file in an
+// IPv4 lab; encryption "" leaves the agent's default (none).
 func AgentConfig(routingMode, encryption string) string {
-	return Spec{}.AgentConfig(routingMode, encryption)
+	return agentConfig([]string{topology.ClusterCIDR}, routingMode, encryption)
 }
 
-// AgentConfig is the content of node s's agent configuration file;
-// encryption "" leaves the agent's default (none).
-func (s Spec) AgentConfig(routingMode, encryption string) string {
-	c := fmt.Sprintf("routingMode: %s\nclusterCIDRs: [%q]\n", routingMode, s.clusterCIDR())
+// agentConfig is the agent's configuration file with clusterCIDRs.
+func agentConfig(clusterCIDRs []string, routingMode, encryption string) string {
+	quoted := make([]string, 0, len(clusterCIDRs))
+	for _, c := range clusterCIDRs {
+		quoted = append(quoted, strconv.Quote(c))
+	}
+	c := fmt.Sprintf("routingMode: %s\nclusterCIDRs: [%s]\n", routingMode, strings.Join(quoted, ", "))
 	if encryption != "" {
 		c += fmt.Sprintf("encryption: %s\n", encryption)
 	}
@@ -126,7 +123,7 @@ func WriteAgentConfig(s Spec, routingMode, encryption string) error {
 	if hp == "" {
 		return fmt.Errorf("node %s: %s is not on a node-private path", s.Name, agentConfigPath)
 	}
-	if err := atomicfile.Write(hp, []byte(s.AgentConfig(routingMode, encryption)), 0o644); err != nil {
+	if err := atomicfile.Write(hp, []byte(agentConfig(s.cluster().AgentClusterCIDRs, routingMode, encryption)), 0o644); err != nil {
 		return fmt.Errorf("node %s: writing the agent configuration: %w", s.Name, err)
 	}
 	s.RoutingMode, s.Encryption = routingMode, encryption

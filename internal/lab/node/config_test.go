@@ -67,3 +67,81 @@ func TestNamedLabKubeletCgroupRoot(t *testing.T) {
 		t.Errorf("kubelet cgroup root not per lab:\n%s", KubeletConfig(s))
 	}
 }
+
+func TestNodeConfigsPerIPFamily(t *testing.T) {
+	for _, c := range []struct {
+		family, nodeIP, address, proxyCIDR, dns string
+		agentCIDRs                              int
+	}{
+		{topology.IPv6, "--node-ip=fd74:7265:6c00:1::10", "address: fd74:7265:6c00:1::10", "clusterCIDR: fd74:7265:6c01::/48",
+			"clusterDNS: [fd74:7265:6c02::a]", 0},
+		{topology.Dual, "--node-ip=172.30.1.10,fd74:7265:6c00:1::10", "address: 172.30.1.10",
+			"clusterCIDR: 10.244.0.0/16,fd74:7265:6c01::/48", "clusterDNS: [10.96.0.10]", 1},
+	} {
+		topo, err := topology.Plan(topology.Options{Nodes: 2, Subnets: 1, RoutingMode: "auto", APIPort: 16443, IPFamily: c.family})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewSpec(state.Paths{Root: "/x"}, topo.Nodes[0], nil, nil, "auto", true)
+		s.Cluster = ClusterOf(topo, topo.Nodes[0])
+		if got := "--node-ip=" + strings.Join(s.cluster().NodeIPs, ","); got != c.nodeIP {
+			t.Errorf("%s: kubelet %s, want %s", c.family, got, c.nodeIP)
+		}
+		for doc, want := range map[string]string{KubeletConfig(s): c.address, KubeProxyConfig(s): c.proxyCIDR} {
+			if !strings.Contains(doc, want+"\n") {
+				t.Errorf("%s: config lacks %q:\n%s", c.family, want, doc)
+			}
+		}
+		if !strings.Contains(KubeletConfig(s), c.dns+"\n") {
+			t.Errorf("%s: kubelet config lacks %q", c.family, c.dns)
+		}
+		// The agent (IPv4-only) gets the IPv4 cluster CIDR only, and
+		// accepts its file.
+		cfg := config.Default()
+		if err := config.ParseFile([]byte(agentConfig(s.cluster().AgentClusterCIDRs, "auto", "")), cfg); err != nil {
+			t.Fatalf("%s: the agent refuses its configuration: %v", c.family, err)
+		}
+		if len(cfg.ClusterCIDRs) != c.agentCIDRs {
+			t.Errorf("%s: agent cluster CIDRs %v", c.family, cfg.ClusterCIDRs)
+		}
+	}
+	// An IPv4 lab's spec carries no Cluster and renders as before.
+	topo, _ := topology.Plan(topology.Options{Nodes: 1, Subnets: 1, RoutingMode: "auto", APIPort: 16443})
+	s := NewSpec(state.Paths{Root: "/x"}, topo.Nodes[0], nil, nil, "auto", true)
+	if !strings.Contains(KubeProxyConfig(s), "clusterCIDR: 10.244.0.0/16\n") || s.cluster().NodeIPs[0] != "172.30.1.10" ||
+		AgentConfig("auto", "") != "routingMode: auto\nclusterCIDRs: [\"10.244.0.0/16\"]\n" {
+		t.Errorf("IPv4 lab's node configuration changed:\n%s", KubeProxyConfig(s))
+	}
+	// up gives every node its Cluster; in an IPv4 lab that renders the
+	// same files as a spec without one.
+	withCluster := s
+	withCluster.Cluster = ClusterOf(topo, topo.Nodes[0])
+	if KubeletConfig(withCluster) != KubeletConfig(s) || KubeProxyConfig(withCluster) != KubeProxyConfig(s) ||
+		agentConfig(withCluster.cluster().AgentClusterCIDRs, "auto", "") != AgentConfig("auto", "") ||
+		strings.Join(withCluster.cluster().NodeIPs, ",") != s.Addr {
+		t.Errorf("an IPv4 lab's Cluster renders differently:\n%s\n%s", KubeletConfig(withCluster), KubeProxyConfig(withCluster))
+	}
+}
+
+// --cluster-cidr reaches kube-proxy and the agent's clusterCIDRs through
+// the node's Cluster, in an IPv4 and a dual lab.
+func TestNodeConfigsClusterCIDROption(t *testing.T) {
+	for _, c := range []struct{ family, proxyCIDR string }{
+		{topology.IPv4, "clusterCIDR: 10.244.0.0/14\n"},
+		{topology.Dual, "clusterCIDR: 10.244.0.0/14,fd74:7265:6c01::/48\n"},
+	} {
+		topo, err := topology.Plan(topology.Options{Nodes: 2, Subnets: 1, RoutingMode: "auto", APIPort: 16443, IPFamily: c.family,
+			ClusterCIDR: "10.244.0.0/14", NodeCIDRMask: 27})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewSpec(state.Paths{Root: "/x"}, topo.Nodes[0], nil, nil, "auto", true)
+		s.Cluster = ClusterOf(topo, topo.Nodes[0])
+		if !strings.Contains(KubeProxyConfig(s), c.proxyCIDR) {
+			t.Errorf("%s: kube-proxy config lacks %q:\n%s", c.family, c.proxyCIDR, KubeProxyConfig(s))
+		}
+		if got, want := agentConfig(s.cluster().AgentClusterCIDRs, "auto", ""), "routingMode: auto\nclusterCIDRs: [\"10.244.0.0/14\"]\n"; got != want {
+			t.Errorf("%s: agent config %q, want %q", c.family, got, want)
+		}
+	}
+}

@@ -35,11 +35,47 @@ type Spec struct {
 	// Encryption is the agent's encryption setting in the process install
 	// mode (none or wireguard; "" leaves the agent's default).
 	Encryption string `json:"encryption,omitempty"`
-	// ClusterCIDR is the cluster's pod range ("" = topology.ClusterCIDR).
-	ClusterCIDR string `json:"clusterCIDR,omitempty"`
 	// AgentProcess: the supervisor runs trellis-agent as a process (the
 	// lab's process install mode); otherwise kubelet runs it as a pod.
 	AgentProcess bool `json:"agentProcess"`
+	// Cluster is the cluster's addressing as the node's components see
+	// it (nil: the IPv4 lab's, Addr as the node IP).
+	Cluster *Cluster `json:"cluster,omitempty"`
+}
+
+// Cluster is what a node's components are told of the cluster's
+// addressing, per IP family, primary family first.
+type Cluster struct {
+	NodeIPs      []string `json:"nodeIPs"`      // kubelet --node-ip: the Node's InternalIPs
+	ClusterCIDRs []string `json:"clusterCIDRs"` // kube-proxy's clusterCIDR
+	ClusterDNS   string   `json:"clusterDNS"`   // kubelet's clusterDNS: kube-dns's primary ClusterIP
+	// AgentClusterCIDRs are the Trellis agent's clusterCIDRs: the IPv4
+	// ones only (the agent refuses IPv6 prefixes), none in an IPv6 lab.
+	AgentClusterCIDRs []string `json:"agentClusterCIDRs"`
+}
+
+// ClusterOf is node n's view of t's cluster addressing.
+func ClusterOf(t topology.Topology, n topology.Host) *Cluster {
+	c := &Cluster{ClusterDNS: t.Primary().ClusterDNSIP.String(), AgentClusterCIDRs: []string{}}
+	for _, a := range t.HostIPs(n) {
+		c.NodeIPs = append(c.NodeIPs, a.String())
+	}
+	for _, p := range t.ClusterCIDRs() {
+		c.ClusterCIDRs = append(c.ClusterCIDRs, p.String())
+	}
+	for _, p := range t.ClusterCIDRs4() {
+		c.AgentClusterCIDRs = append(c.AgentClusterCIDRs, p.String())
+	}
+	return c
+}
+
+// cluster is s.Cluster or the IPv4 lab's.
+func (s Spec) cluster() Cluster {
+	if s.Cluster != nil {
+		return *s.Cluster
+	}
+	return Cluster{NodeIPs: []string{s.Addr}, ClusterCIDRs: []string{topology.ClusterCIDR}, ClusterDNS: topology.ClusterDNSIP,
+		AgentClusterCIDRs: []string{topology.ClusterCIDR}}
 }
 
 // ContainerdSocket is the node's containerd socket (in the node's mount
@@ -109,7 +145,7 @@ func WriteFiles(p state.Paths, s Spec) error {
 		kubeProxyConfig:    []byte(KubeProxyConfig(s)),
 	}
 	if s.AgentProcess {
-		files[agentConfigPath] = []byte(s.AgentConfig(s.RoutingMode, s.Encryption))
+		files[agentConfigPath] = []byte(agentConfig(s.cluster().AgentClusterCIDRs, s.RoutingMode, s.Encryption))
 	}
 	copies := map[string]string{
 		kubeletKubeconfig:               p.KubeconfigFile("kubelet-" + s.Name + ".conf"),

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -60,7 +61,7 @@ func Run(ctx context.Context, s Spec) error {
 	}
 	children := []child{
 		{name: "kubelet", argv: []string{s.Bin["kubelet"], "--config=" + kubeletConfigPath, "--kubeconfig=" + kubeletKubeconfig,
-			"--node-ip=" + s.Addr, "--hostname-override=" + s.Name, "--v=1"}},
+			"--node-ip=" + strings.Join(s.cluster().NodeIPs, ","), "--hostname-override=" + s.Name, "--v=1"}},
 		{name: "kube-proxy", argv: []string{s.Bin["kube-proxy"], "--config=" + kubeProxyConfig, "--v=1"}},
 	}
 	if _, err := os.Stat(agentInstallDir + "/trellis-agent"); err == nil && s.AgentProcess {

@@ -39,6 +39,14 @@ func GeneratePKI(p state.Paths, t topology.Topology) error {
 		return nil
 	}
 	apiIPs := []net.IP{net.ParseIP(topology.APIServiceIP), net.IP(t.ControlPlane.Addr.AsSlice()), net.ParseIP("127.0.0.1")}
+	if t.HasIPv6() {
+		// The kubernetes Service's address of every family and the API
+		// server's IPv6 underlay address.
+		apiIPs = []net.IP{net.IP(t.ControlPlane.Addr.AsSlice()), net.IP(t.ControlPlane.Addr6.AsSlice()), net.ParseIP("127.0.0.1")}
+		for _, a := range t.APIServiceIPs() {
+			apiIPs = append(apiIPs, net.IP(a.AsSlice()))
+		}
+	}
 	if err := issue("apiserver", CertSpec{CommonName: "kube-apiserver", Server: true, IPs: apiIPs,
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc." + topology.ClusterDomain}}); err != nil {

@@ -88,6 +88,11 @@ func BuildNetwork(ctx context.Context, t Topology) error {
 			netip.PrefixFrom(s.Gateway, s.Prefix.Bits()), netip.Addr{}); err != nil {
 			return err
 		}
+		if s.Prefix6.IsValid() {
+			if err := addAddr6(ctx, rt, rIf, netip.PrefixFrom(s.Gateway6, s.Prefix6.Bits()), netip.Addr{}); err != nil {
+				return err
+			}
+		}
 		if s.MD5Addr.IsValid() {
 			if err := ipn(ctx, rt, "addr", "add", netip.PrefixFrom(s.MD5Addr, s.Prefix.Bits()).String(), "dev", rIf); err != nil {
 				return err
@@ -100,6 +105,11 @@ func BuildNetwork(ctx context.Context, t Topology) error {
 		if err := attach(ctx, t, h.Netns, "eth0", h.Name, s.Bridge,
 			netip.PrefixFrom(h.Addr, h.Prefix), h.Gateway); err != nil {
 			return err
+		}
+		if h.Addr6.IsValid() {
+			if err := addAddr6(ctx, h.Netns, "eth0", netip.PrefixFrom(h.Addr6, s.Prefix6.Bits()), h.Gateway6); err != nil {
+				return err
+			}
 		}
 	}
 	// The external host hangs off the router on its own point-to-point subnet.
@@ -124,6 +134,14 @@ func BuildNetwork(ctx context.Context, t Topology) error {
 			return err
 		}
 	}
+	if ext.Addr6.IsValid() {
+		if err := addAddr6(ctx, ext.Netns, "eth0", netip.PrefixFrom(ext.Addr6, t.ExternalGW6.Bits()), ext.Gateway6); err != nil {
+			return err
+		}
+		if err := addAddr6(ctx, rt, "external", t.ExternalGW6, netip.Addr{}); err != nil {
+			return err
+		}
+	}
 	if err := sysctl(ctx, rt, "net.ipv4.ip_forward", "1"); err != nil {
 		return err
 	}
@@ -131,6 +149,38 @@ func BuildNetwork(ctx context.Context, t Topology) error {
 		if err := sysctl(ctx, n.Netns, "net.ipv4.ip_forward", "1"); err != nil {
 			return err
 		}
+	}
+	if t.HasIPv6() {
+		// The router forwards IPv6 between the lab's subnets and the
+		// external link, its only routes (connected ones): there is no
+		// default route, so nothing leaves the lab. Nodes forward for
+		// their pods, as with IPv4.
+		for _, ns := range append([]string{rt}, nodeNetnses(t)...) {
+			if err := sysctl(ctx, ns, "net.ipv6.conf.all.forwarding", "1"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func nodeNetnses(t Topology) []string {
+	out := make([]string, 0, len(t.Nodes))
+	for _, n := range t.Nodes {
+		out = append(out, n.Netns)
+	}
+	return out
+}
+
+// addAddr6 adds addr to ifName in ns without duplicate address detection
+// (the lab plans every address; DAD would only hold it tentative for a
+// second or two) and, if gw is valid, the IPv6 default route via gw.
+func addAddr6(ctx context.Context, ns, ifName string, addr netip.Prefix, gw netip.Addr) error {
+	if err := ipn(ctx, ns, "-6", "addr", "add", addr.String(), "dev", ifName, "nodad"); err != nil {
+		return err
+	}
+	if gw.IsValid() {
+		return ipn(ctx, ns, "-6", "route", "add", "default", "via", gw.String(), "dev", ifName)
 	}
 	return nil
 }
@@ -162,17 +212,32 @@ func attach(ctx context.Context, t Topology, ns, ifName, swName, bridge string, 
 // HostPrefixes returns the IPv4 addresses and routes of the machine's own
 // network namespace, to check the lab ranges against.
 func HostPrefixes(ctx context.Context) ([]netip.Prefix, error) {
+	return hostPrefixes(ctx, "-4", netip.Addr.Is4, func(a netip.Addr) bool { return a.Is4() && !a.IsLoopback() })
+}
+
+// HostPrefixes6 returns the machine's global IPv6 addresses and routes
+// (not loopback, link-local or multicast).
+func HostPrefixes6(ctx context.Context) ([]netip.Prefix, error) {
+	global := func(a netip.Addr) bool {
+		return a.Is6() && !a.Is4In6() && !a.IsLoopback() && !a.IsLinkLocalUnicast() && !a.IsMulticast()
+	}
+	return hostPrefixes(ctx, "-6", global, global)
+}
+
+// hostPrefixes parses `ip FAMILY addr` and `ip FAMILY route` for the
+// prefixes whose address keepPrefix accepts and the addresses keepAddr does.
+func hostPrefixes(ctx context.Context, family string, keepPrefix, keepAddr func(netip.Addr) bool) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, args := range [][]string{{"-4", "-o", "addr", "show"}, {"-4", "route", "show", "table", "all"}} {
+	for _, args := range [][]string{{family, "-o", "addr", "show"}, {family, "route", "show", "table", "all"}} {
 		b, err := exec.CommandContext(ctx, "ip", args...).Output()
 		if err != nil {
 			return nil, fmt.Errorf("ip %s: %w", strings.Join(args, " "), err)
 		}
 		for _, f := range strings.Fields(string(b)) {
-			if p, err := netip.ParsePrefix(f); err == nil && p.Addr().Is4() {
+			if p, err := netip.ParsePrefix(f); err == nil && keepPrefix(p.Addr()) {
 				out = append(out, p.Masked())
-			} else if a, err := netip.ParseAddr(f); err == nil && a.Is4() && !a.IsLoopback() {
-				out = append(out, netip.PrefixFrom(a, 32))
+			} else if a, err := netip.ParseAddr(f); err == nil && keepAddr(a) {
+				out = append(out, netip.PrefixFrom(a, a.BitLen()))
 			}
 		}
 	}

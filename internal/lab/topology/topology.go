@@ -76,6 +76,9 @@ type Options struct {
 	// BGPRestartTime is the graceful-restart time the nodes announce, in
 	// seconds (0 = the API's default, 120).
 	BGPRestartTime int `json:"bgpRestartTime,omitempty"`
+	// IPFamily is the cluster's: ipv4 ("" too), ipv6 or dual. With IPv6
+	// the underlay carries both families; the cluster only its own.
+	IPFamily string `json:"ipFamily,omitempty"`
 	// ClusterCIDR is the cluster's pod range ("" = ClusterCIDR) and
 	// NodeCIDRMask the size of each real node's pod CIDR in it (0 =
 	// DefaultNodeCIDRMask). A wider range leaves room for API-only Nodes
@@ -167,7 +170,16 @@ func (o Options) Validate() error {
 	if o.BGPRestartTime < 0 || o.BGPRestartTime > 4095 {
 		errs = append(errs, fmt.Errorf("--bgp-restart-time must be between 1 and 4095 seconds, got %d", o.BGPRestartTime))
 	}
+	if o.IPFamily != "" && !slices.Contains(IPFamilies, o.IPFamily) {
+		errs = append(errs, fmt.Errorf("--ip-family must be one of %v, got %q", IPFamilies, o.IPFamily))
+	}
+	if o.BGP && o.IPFamilyOrDefault() != IPv4 {
+		errs = append(errs, fmt.Errorf("--bgp with --ip-family %s: the lab's ToR and BGP objects are IPv4-only", o.IPFamily))
+	}
 	errs = append(errs, o.validCluster()...)
+	if o.IPFamilyOrDefault() == IPv6 && (o.ClusterCIDROrDefault() != ClusterCIDR || o.NodeCIDRMaskOrDefault() != DefaultNodeCIDRMask) {
+		errs = append(errs, errors.New("--cluster-cidr and --node-cidr-mask set the IPv4 cluster range: not with --ip-family ipv6"))
+	}
 	if o.APIPort < 1024 || o.APIPort > 65535 {
 		errs = append(errs, fmt.Errorf("--api-port must be between 1024 and 65535, got %d", o.APIPort))
 	}
@@ -193,6 +205,10 @@ type Subnet struct {
 	// MD5Addr is the router's second address on the subnet with --bgp,
 	// where the ToR's TCP-MD5 sessions listen.
 	MD5Addr netip.Addr `json:"md5Addr,omitempty"`
+	// Prefix6 and Gateway6 are the subnet's IPv6 /64 and the router's
+	// address on it, in a lab with IPv6.
+	Prefix6  netip.Prefix `json:"prefix6,omitzero"`
+	Gateway6 netip.Addr   `json:"gateway6,omitzero"`
 }
 
 // Host is a namespace attached to an underlay subnet (a node, the control
@@ -204,6 +220,10 @@ type Host struct {
 	Addr    netip.Addr `json:"addr"`
 	Prefix  int        `json:"prefixLen"`
 	Gateway netip.Addr `json:"gateway"`
+	// Addr6 and Gateway6 are the host's IPv6 address (in a /64) and its
+	// default gateway, in a lab with IPv6.
+	Addr6    netip.Addr `json:"addr6,omitzero"`
+	Gateway6 netip.Addr `json:"gateway6,omitzero"`
 }
 
 // Topology is the complete desired shape of a lab: pure data.
@@ -223,6 +243,12 @@ type Topology struct {
 	// ServicePrefix (with --bgp) is the range the lab's Services take
 	// external and LoadBalancer addresses from; the ToR accepts it.
 	ServicePrefix netip.Prefix `json:"servicePrefix,omitempty"`
+	// Families is the cluster's addressing per IP family, primary first
+	// (ClusterFamilies reads it).
+	Families []ClusterFamily `json:"families,omitempty"`
+	// ExternalGW6 is the router's end of the external link in a lab with
+	// IPv6.
+	ExternalGW6 netip.Prefix `json:"externalRouterAddr6,omitzero"`
 }
 
 // EncryptionOrDefault is o's encryption setting, "none" when unset.
@@ -246,7 +272,7 @@ func Plan(o Options) (Topology, error) {
 	if pfx == "" {
 		pfx = NetnsPrefix
 	}
-	t := Topology{Options: o, SwitchNetns: pfx + "switch", RouterNetns: pfx + "router"}
+	t := Topology{Options: o, SwitchNetns: pfx + "switch", RouterNetns: pfx + "router", Families: clusterFamilies(o)}
 	for s := 0; s < o.Subnets; s++ {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 30, byte(s + 1), 0}), 24)
 		sn := Subnet{Index: s, Prefix: p, Gateway: addrIn(p, 1), Bridge: fmt.Sprintf("br%d", s+1),
@@ -268,6 +294,9 @@ func Plan(o Options) (Topology, error) {
 	t.External = Host{Name: "external", Netns: pfx + "external", Subnet: -1,
 		Addr: addrIn(ext, 2), Prefix: 24, Gateway: addrIn(ext, 1)}
 	t.ExternalGW = netip.PrefixFrom(addrIn(ext, 1), 24)
+	if t.HasIPv6() {
+		planIPv6(&t)
+	}
 	if o.BGP {
 		t.OriginPrefix = netip.MustParsePrefix(originPrefix)
 		t.OriginAddr = addrIn(t.OriginPrefix, 1)
@@ -299,9 +328,34 @@ func (t Topology) Netnses() []string {
 	return out
 }
 
-// APIServerURL is the API server's address inside the lab.
+// planIPv6 gives every subnet, host and the external link of t its IPv6
+// address: the same host number as in IPv4 in the subnet's /64.
+func planIPv6(t *Topology) {
+	for i := range t.Subnets {
+		s := &t.Subnets[i]
+		s.Prefix6 = subnet6(s.Index + 1)
+		s.Gateway6 = addrIn6(s.Prefix6, 1)
+	}
+	set := func(h *Host) {
+		if h.Subnet < 0 {
+			return
+		}
+		s := t.Subnets[h.Subnet]
+		h.Addr6, h.Gateway6 = addrIn6(s.Prefix6, h.Addr.As4()[3]), s.Gateway6
+	}
+	set(&t.ControlPlane)
+	for i := range t.Nodes {
+		set(&t.Nodes[i])
+	}
+	ext := subnet6(externalSubnet6)
+	t.External.Addr6, t.External.Gateway6 = addrIn6(ext, 2), addrIn6(ext, 1)
+	t.ExternalGW6 = netip.PrefixFrom(addrIn6(ext, 1), 64)
+}
+
+// APIServerURL is the API server's address inside the lab, in the primary
+// family.
 func (t Topology) APIServerURL() string {
-	return fmt.Sprintf("https://%s", netip.AddrPortFrom(t.ControlPlane.Addr, APIPort))
+	return fmt.Sprintf("https://%s", netip.AddrPortFrom(t.PrimaryIP(t.ControlPlane), APIPort))
 }
 
 func addrIn(p netip.Prefix, host byte) netip.Addr {
@@ -310,21 +364,40 @@ func addrIn(p netip.Prefix, host byte) netip.Addr {
 	return netip.AddrFrom4(a)
 }
 
-// LabRanges are the address ranges a lab with options o uses (o must be
-// valid); none may overlap the machine's own addresses or routes.
-func (o Options) LabRanges() []netip.Prefix {
-	return []netip.Prefix{netip.MustParsePrefix(underlayBase), netip.MustParsePrefix(o.ClusterCIDROrDefault()),
+// LabRanges are the address ranges an IPv4 lab with the default cluster CIDR
+// uses; none may overlap the machine's own addresses or routes.
+func LabRanges() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix(underlayBase), netip.MustParsePrefix(ClusterCIDR),
 		netip.MustParsePrefix(ServiceCIDR)}
 }
 
-// Overlaps returns the host prefixes that overlap any of o's lab ranges.
-func (o Options) Overlaps(host []netip.Prefix) []netip.Prefix {
+// LabRanges are the address ranges t uses: the underlay of each family and
+// every family's cluster and Service CIDRs.
+func (t Topology) LabRanges() []netip.Prefix {
+	out := []netip.Prefix{netip.MustParsePrefix(underlayBase)}
+	if t.HasIPv6() {
+		out = append(out, netip.MustParsePrefix(underlayBase6))
+	}
+	for _, f := range t.ClusterFamilies() {
+		out = append(out, f.ClusterCIDR, f.ServiceCIDR)
+	}
+	return out
+}
+
+// Overlaps returns the host prefixes that overlap any range of an IPv4 lab
+// with the default cluster CIDR.
+func Overlaps(host []netip.Prefix) []netip.Prefix { return overlaps(host, LabRanges()) }
+
+// Overlaps returns the host prefixes that overlap any of t's ranges.
+func (t Topology) Overlaps(host []netip.Prefix) []netip.Prefix { return overlaps(host, t.LabRanges()) }
+
+func overlaps(host, lab []netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
 	for _, h := range host {
 		if h.Bits() == 0 {
 			continue // a default route overlaps everything and is not a collision
 		}
-		for _, l := range o.LabRanges() {
+		for _, l := range lab {
 			if h.Overlaps(l) {
 				out = append(out, h)
 				break

@@ -81,8 +81,8 @@ func ConfigFor(t topology.Topology) (Config, error) {
 	c := Config{
 		BIRDVersion: BIRDVersion, RouterID: t.ExternalGW.Addr(), ASN: topology.ToRASN,
 		OriginPrefix: t.OriginPrefix, OriginNextHop: t.External.Addr,
-		PodPrefix:       netip.MustParsePrefix(t.Options.ClusterCIDROrDefault()),
-		AcceptPrefixes:  []netip.Prefix{netip.MustParsePrefix(t.Options.ClusterCIDROrDefault()), t.ServicePrefix},
+		PodPrefix:       t.Primary().ClusterCIDR, // --bgp labs are IPv4-only
+		AcceptPrefixes:  []netip.Prefix{t.Primary().ClusterCIDR, t.ServicePrefix},
 		HoldTimeSeconds: HoldTimeSeconds, RestartTimeSeconds: RestartTimeSeconds,
 		BFDIntervalMs: BFDIntervalMs, BFDMultiplier: BFDMultiplier, Password: Password,
 	}

@@ -106,6 +106,10 @@ func Setup(ctx context.Context) (*Lab, error) {
 		if v := os.Getenv("TRELLIS_LAB_BGP_RESTART_TIME"); v != "" {
 			args = append(args, "--bgp-restart-time", v)
 		}
+		// TRELLIS_LAB_IP_FAMILY: ipv4 (default), ipv6 or dual.
+		if v := os.Getenv("TRELLIS_LAB_IP_FAMILY"); v != "" {
+			args = append(args, "--ip-family", v)
+		}
 		// TRELLIS_LAB_CLUSTER_CIDR, TRELLIS_LAB_NODE_CIDR_MASK: the cluster's
 		// pod range and each real node's pod CIDR size (test/e2e/scale
 		// widens them for its API-only Nodes).
