@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -60,9 +61,14 @@ func newFastPathRunner(ctx context.Context, cfg *config.Config, k *fastpath.Kern
 		return nil, nil, nil, fmt.Errorf("register fast-path metrics: %w", err)
 	}
 	uplinks := func() []string {
-		names := []string{routes.Underlay().Device}
+		var names []string
+		for _, ul := range routes.Underlays() {
+			if !slices.Contains(names, ul.Device) {
+				names = append(names, ul.Device)
+			}
+		}
 		if cfg.RoutingMode != config.ModeNative && cfg.RoutingMode != config.ModeBGP {
-			names = append(names, cfg.VXLAN.Device)
+			names = append(names, cfg.VXLAN.Device, cfg.VXLAN.Device6)
 		}
 		return names
 	}

@@ -54,6 +54,7 @@ const (
 	// ("unsupported CNI result version"); the plugin serves both.
 	DefaultCNIConfVersion  = "1.0.0"
 	DefaultVXLANDevice     = "trellis.vxlan"
+	DefaultVXLANDevice6    = "trellis.vxlan6"
 	DefaultVXLANVNI        = 4096
 	DefaultVXLANPort       = 4789
 	DefaultSysctlRoot      = "/proc/sys"
@@ -63,8 +64,12 @@ const (
 
 // VXLAN configures the overlay device.
 type VXLAN struct {
-	// Device is the name of the VXLAN interface (at most 15 characters).
+	// Device is the name of the VXLAN interface over the IPv4 underlay (at
+	// most 15 characters); it carries IPv4 and IPv6 pod traffic.
 	Device string `json:"device,omitempty"`
+	// Device6 is the name of the VXLAN interface over the IPv6 underlay,
+	// used by nodes without an IPv4 node IP and to reach such nodes.
+	Device6 string `json:"device6,omitempty"`
 	// VNI is the VXLAN network identifier (1..16777215).
 	VNI int `json:"vni,omitempty"`
 	// Port is the UDP destination port.
@@ -214,6 +219,7 @@ func (c *Config) ApplyDefaults() {
 	setStr(&c.CNILogLevel, DefaultCNILogLevel)
 	setStr(&c.CNIConfVersion, DefaultCNIConfVersion)
 	setStr(&c.VXLAN.Device, DefaultVXLANDevice)
+	setStr(&c.VXLAN.Device6, DefaultVXLANDevice6)
 	setStr(&c.SysctlRoot, DefaultSysctlRoot)
 	if c.VXLAN.VNI == 0 {
 		c.VXLAN.VNI = DefaultVXLANVNI
@@ -273,8 +279,8 @@ func (c *Config) Validate() error {
 		add("routingMode: %q is not one of native, vxlan, auto, bgp", c.RoutingMode)
 	}
 	for i, p := range c.ClusterCIDRs {
-		if !p.IsValid() || !p.Addr().Is4() {
-			add("clusterCIDRs[%d]: %v is not a valid IPv4 prefix", i, p)
+		if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			add("clusterCIDRs[%d]: %v is not a valid IPv4 or IPv6 prefix", i, p)
 		} else if p.Masked() != p {
 			add("clusterCIDRs[%d]: %v has host bits set (did you mean %v?)", i, p, p.Masked())
 		}
@@ -311,6 +317,11 @@ func (c *Config) Validate() error {
 	}
 	if n := len(c.VXLAN.Device); n == 0 || n > 15 {
 		add("vxlan.device: %q must be 1..15 characters", c.VXLAN.Device)
+	}
+	if n := len(c.VXLAN.Device6); n == 0 || n > 15 {
+		add("vxlan.device6: %q must be 1..15 characters", c.VXLAN.Device6)
+	} else if c.VXLAN.Device6 == c.VXLAN.Device {
+		add("vxlan.device6: %q is also vxlan.device; the IPv4- and IPv6-underlay devices need two names", c.VXLAN.Device6)
 	}
 	if c.VXLAN.VNI < 1 || c.VXLAN.VNI > 1<<24-1 {
 		add("vxlan.vni: %d is outside 1..16777215", c.VXLAN.VNI)

@@ -30,6 +30,7 @@ type Flags struct {
 	FastPath           bool
 	SysctlRoot         string
 	VXLANDevice        string
+	VXLANDevice6       string
 	Encryption         string
 	EncryptionStrict   bool
 	WireGuardEngine    string
@@ -42,7 +43,7 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; in-cluster config when empty")
 	fs.StringVar(&f.NodeName, "node-name", "", "name of this node's Node object (default: env NODE_NAME)")
 	fs.StringVar(&f.RoutingMode, "routing-mode", string(DefaultRoutingMode), "native, vxlan, auto or bgp (pod CIDRs through BGP only: docs/bgp.md)")
-	fs.StringSliceVar(&f.ClusterCIDRs, "cluster-cidr", nil, "cluster pod CIDR(s), comma separated; traffic to them is not masqueraded")
+	fs.StringSliceVar(&f.ClusterCIDRs, "cluster-cidr", nil, "cluster pod CIDR(s) of either family, comma separated: every Node's pod CIDR of a family must lie inside them (when one of that family is given); traffic to them is not masqueraded")
 	fs.StringSliceVar(&f.NonMasqueradeCIDRs, "non-masquerade-cidr", nil, "extra destination CIDR(s) that are not masqueraded")
 	fs.IntVar(&f.MTU, "mtu", 0, "pod MTU; 0 detects it from the node IP's interface minus encapsulation overhead")
 	fs.StringVar(&f.MetricsBindAddress, "metrics-bind-address", DefaultMetricsBindAddress, "HOST:PORT for /metrics, /healthz and /readyz; empty disables")
@@ -53,7 +54,8 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.NetworkPolicy, "network-policy", true, "enforce NetworkPolicy; false removes the policy table")
 	fs.IntVar(&f.PolicyDenyLogGroup, "policy-deny-log-group", 0, "nflog group that packets denied by NetworkPolicy are logged to (prefix \"trellis-deny\"); 0 disables")
 	fs.StringVar(&f.SysctlRoot, "sysctl-root", DefaultSysctlRoot, "directory holding net/... sysctls (a writable host mount of /proc/sys/net's parent when not privileged)")
-	fs.StringVar(&f.VXLANDevice, "vxlan-device", DefaultVXLANDevice, "name of the VXLAN device (config key vxlan.device)")
+	fs.StringVar(&f.VXLANDevice, "vxlan-device", DefaultVXLANDevice, "name of the VXLAN device over the IPv4 underlay (config key vxlan.device)")
+	fs.StringVar(&f.VXLANDevice6, "vxlan-device6", DefaultVXLANDevice6, "name of the VXLAN device over the IPv6 underlay (config key vxlan.device6)")
 	fs.BoolVar(&f.FastPath, "fast-path", true, "attach the eBPF fast path for established pod TCP flows; false detaches it")
 	fs.StringVar(&f.Encryption, "encryption", string(EncryptionNone), "encryption of pod traffic between nodes: none or wireguard")
 	fs.BoolVar(&f.EncryptionStrict, "encryption-strict", true, "with encryption on, drop pod traffic to other nodes that would leave unencrypted")
@@ -140,6 +142,7 @@ func (f *Flags) Complete(getenv func(string) string) (*Config, error) {
 	override("node-state-file", &c.NodeStateFile, f.NodeStateFile)
 	override("sysctl-root", &c.SysctlRoot, f.SysctlRoot)
 	override("vxlan-device", &c.VXLAN.Device, f.VXLANDevice)
+	override("vxlan-device6", &c.VXLAN.Device6, f.VXLANDevice6)
 	if f.changed("metrics-bind-address") && f.MetricsBindAddress == "" {
 		c.MetricsBindAddress = "-"
 	}

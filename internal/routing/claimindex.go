@@ -3,65 +3,77 @@ package routing
 import "net/netip"
 
 // claimIndex answers, in time independent of the number of claims,
-// whether an IPv4 node IP or pod CIDRs collide with anything claimed so
-// far. nodeclaims.Conflict answers the same question (and names the
-// earliest holder) by scanning every claim, so screening n peers with it
-// alone costs n²: 80 % of a routing sync at 5,000 nodes. The index lets
-// screenPeers skip that scan for the peers that collide with nothing
-// (all of them, in a healthy cluster); the scan still names the holder
-// when there is a collision.
+// whether a node IP or pod CIDRs (of either family) collide with anything
+// claimed so far. nodeclaims.Conflict answers the same question (and
+// names the earliest holder) by scanning every claim, so screening n
+// peers with it alone costs n²: 80 % of a routing sync at 5,000 nodes.
+// The index lets screenPeers skip that scan for the peers that collide
+// with nothing (all of them, in a healthy cluster); the scan still names
+// the holder when there is a collision.
 //
-// Claimed pod CIDRs and node IPs are kept in two binary tries over the
-// address bits (one node per bit, in an arena): a prefix overlaps a
-// claimed prefix when a marked node lies on its path (a claim containing
-// it) or its own node exists (a claim inside it, since nodes are only
-// created by claims below them).
+// Claimed pod CIDRs and node IPs are kept in binary tries over the
+// address bits (one node per bit, in an arena), one pair per family (an
+// address of one family never collides with a prefix of the other): a
+// prefix overlaps a claimed prefix when a marked node lies on its path (a
+// claim containing it) or its own node exists (a claim inside it, since
+// nodes are only created by claims below them).
 type claimIndex struct {
+	v4, v6 familyIndex
+}
+
+// familyIndex holds one family's claims.
+type familyIndex struct {
 	cidrs, ips bitTrie
-	// slow: something not IPv4 was claimed; the index answers "maybe".
-	slow bool
 }
 
+func (x *claimIndex) family(a netip.Addr) *familyIndex {
+	if a.Is4() {
+		return &x.v4
+	}
+	return &x.v6
+}
+
+// claim records a node IP (ignored when invalid) and pod CIDRs.
 func (x *claimIndex) claim(ip netip.Addr, cidrs []netip.Prefix) {
-	if !ip.Is4() {
-		x.slow = true
-	} else {
-		x.ips.insert(netip.PrefixFrom(ip, 32))
+	if ip.IsValid() {
+		x.family(ip).ips.insert(netip.PrefixFrom(ip, ip.BitLen()))
 	}
 	for _, p := range cidrs {
-		if !p.Addr().Is4() {
-			x.slow = true
-			continue
+		if p.IsValid() {
+			x.family(p.Addr()).cidrs.insert(p.Masked())
 		}
-		x.cidrs.insert(p.Masked())
 	}
 }
 
-// mayConflict is false only when ip and cidrs collide with no claim (the
-// checks of nodeclaims.Claims.Conflict): the same node IP, the node IP
-// inside a claimed pod CIDR, overlapping pod CIDRs, a pod CIDR holding a
-// claimed node IP.
+// mayConflict is false only when ip (ignored when invalid) and cidrs
+// collide with no claim (the checks of nodeclaims.Claims.Conflict): the
+// same node IP, the node IP inside a claimed pod CIDR, overlapping pod
+// CIDRs, a pod CIDR holding a claimed node IP.
 func (x *claimIndex) mayConflict(ip netip.Addr, cidrs []netip.Prefix) bool {
-	if x.slow || !ip.Is4() {
-		return true
+	if ip.Is4In6() {
+		return true // never claimed as such: let the scan decide
 	}
-	host := netip.PrefixFrom(ip, 32)
-	if x.ips.covers(host) || x.cidrs.covers(host) {
-		return true
+	if ip.IsValid() {
+		f, host := x.family(ip), netip.PrefixFrom(ip, ip.BitLen())
+		if f.ips.covers(host) || f.cidrs.covers(host) {
+			return true
+		}
 	}
 	for _, p := range cidrs {
-		if !p.Addr().Is4() {
+		if !p.IsValid() || p.Addr().Is4In6() {
 			return true
 		}
 		p = p.Masked()
-		if x.cidrs.covers(p) || x.cidrs.holdsWithin(p) || x.ips.holdsWithin(p) {
+		f := x.family(p.Addr())
+		if f.cidrs.covers(p) || f.cidrs.holdsWithin(p) || f.ips.holdsWithin(p) {
 			return true
 		}
 	}
 	return false
 }
 
-// bitTrie is a binary trie of IPv4 prefixes; node 0 is the root (/0).
+// bitTrie is a binary trie of prefixes of one family; node 0 is the root
+// (/0).
 type bitTrie struct {
 	nodes []trieNode
 }
@@ -71,13 +83,24 @@ type trieNode struct {
 	marked bool     // a claimed prefix ends here
 }
 
-func bit(a [4]byte, i int) int { return int(a[i/8]>>(7-i%8)) & 1 }
+// addrBits are an address's bytes (IPv4: the first 4 of 16).
+func addrBits(a netip.Addr) [16]byte {
+	if a.Is4() {
+		var b [16]byte
+		b4 := a.As4()
+		copy(b[:], b4[:])
+		return b
+	}
+	return a.As16()
+}
+
+func bit(a [16]byte, i int) int { return int(a[i/8]>>(7-i%8)) & 1 }
 
 func (t *bitTrie) insert(p netip.Prefix) {
 	if len(t.nodes) == 0 {
 		t.nodes = append(t.nodes, trieNode{})
 	}
-	a, cur := p.Addr().As4(), int32(0)
+	a, cur := addrBits(p.Addr()), int32(0)
 	for i := range p.Bits() {
 		b := bit(a, i)
 		next := t.nodes[cur].child[b]
@@ -96,7 +119,7 @@ func (t *bitTrie) covers(p netip.Prefix) bool {
 	if len(t.nodes) == 0 {
 		return false
 	}
-	a, cur := p.Addr().As4(), int32(0)
+	a, cur := addrBits(p.Addr()), int32(0)
 	for i := 0; ; i++ {
 		if t.nodes[cur].marked {
 			return true
@@ -115,7 +138,7 @@ func (t *bitTrie) holdsWithin(p netip.Prefix) bool {
 	if len(t.nodes) == 0 {
 		return false
 	}
-	a, cur := p.Addr().As4(), int32(0)
+	a, cur := addrBits(p.Addr()), int32(0)
 	for i := range p.Bits() {
 		if cur = t.nodes[cur].child[bit(a, i)]; cur == 0 {
 			return false

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
+	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/syncrunner"
 	"github.com/trellisnet/trellis/internal/wireguard"
 )
@@ -76,8 +77,10 @@ type Controller struct {
 	ready    bool
 	reason   string
 	underlay Underlay
-	problems map[string]Problem
-	last     *Desired // what the last successful sync programmed
+	// underlay6 is the IPv6 node IP's underlay (zero: not used).
+	underlay6 Underlay
+	problems  map[string]Problem
+	last      *Desired // what the last successful sync programmed
 	// cache holds the last desired state and what it was computed from.
 	cache computeCache
 	// lastFull is when the last sync through Kernel.Apply (listing the
@@ -107,11 +110,47 @@ func (c *Controller) Ready() (bool, string) {
 	return c.ready, c.reason
 }
 
-// Underlay returns the underlay found by the last sync (zero before).
+// Underlay returns the IPv4 node IP's underlay found by the last sync
+// (zero before, or on a node without an IPv4 node IP).
 func (c *Controller) Underlay() Underlay {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.underlay
+}
+
+// Underlays returns the underlays found by the last sync, IPv4's first;
+// only those in use (at most one per family).
+func (c *Controller) Underlays() []Underlay {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Underlay
+	for _, ul := range []Underlay{c.underlay, c.underlay6} {
+		if ul.Device != "" {
+			out = append(out, ul)
+		}
+	}
+	return out
+}
+
+// unroutableFamily is why this node cannot route one of its pod CIDRs'
+// families at all ("" when it can): in routingMode native, a family needs
+// a node IP of that family (the next hop of the peers' routes); VXLAN
+// carries any inner family over whichever node IP the node has.
+func unroutableFamily(local LocalNode, fams families, p Params) string {
+	if p.Mode != config.ModeNative {
+		return ""
+	}
+	for _, v6 := range []bool{false, true} {
+		has := fams.v4
+		if v6 {
+			has = fams.v6
+		}
+		if has && !local.nodeIP(v6).IsValid() {
+			return fmt.Sprintf("own Node has an %s pod CIDR but no %s InternalIP: routingMode native cannot route it (use auto or vxlan)",
+				familyName(v6), familyName(v6))
+		}
+	}
+	return ""
 }
 
 // Programmed returns the desired state the last successful sync applied
@@ -146,23 +185,43 @@ func (c *Controller) Sync(ctx context.Context) error {
 		return fmt.Errorf("get own node %s: %w", c.cfg.NodeName, err)
 	}
 	ownKey, _ := wireguard.PublicKeyFromNode(self)
-	local := LocalNode{Name: self.Name, NodeIP: NodeIP(self), PodCIDRs: PodCIDRs(self), PublicKey: ownKey}
-	if !local.NodeIP.IsValid() {
-		c.setReady(false, "own Node has no IPv4 InternalIP")
-		return fmt.Errorf("node %s has no IPv4 address", c.cfg.NodeName)
+	local := LocalNode{Name: self.Name, NodeIP: NodeIP(self), NodeIP6: NodeIP6(self), PodCIDRs: PodCIDRs(self), PublicKey: ownKey}
+	if !UsesIPv6Underlay(local.NodeIP, local.NodeIP6, local.PodCIDRs) {
+		local.NodeIP6 = netip.Addr{}
 	}
-	if len(ipv4Prefixes(local.PodCIDRs)) == 0 {
+	if !local.NodeIP.IsValid() && !local.NodeIP6.IsValid() {
+		c.setReady(false, "own Node has no InternalIP (IPv4 or IPv6)")
+		return fmt.Errorf("node %s has no IPv4 or IPv6 address", c.cfg.NodeName)
+	}
+	fams := familiesOf(local.PodCIDRs)
+	if !fams.v4 && !fams.v6 {
 		c.setReady(false, "own Node has no pod CIDR yet")
-		return fmt.Errorf("node %s has no IPv4 pod CIDR yet (spec.podCIDRs empty)", c.cfg.NodeName)
+		return fmt.Errorf("node %s has no pod CIDR yet (spec.podCIDRs empty)", c.cfg.NodeName)
 	}
-	ul, err := c.cfg.Kernel.Underlay(local.NodeIP)
-	if err != nil {
-		c.setReady(false, "cannot find the node IP's interface")
-		return fmt.Errorf("find underlay interface: %w", err)
+	if why := unroutableFamily(local, fams, c.cfg.Params); why != "" {
+		c.setReady(false, why)
+		return fmt.Errorf("node %s: %s", c.cfg.NodeName, why)
 	}
-	local.Underlay = ul
+	// Every family the node has is needed: an underlay missing in either
+	// leaves the node not ready.
+	for _, v6 := range []bool{false, true} {
+		ip := local.nodeIP(v6)
+		if !ip.IsValid() {
+			continue
+		}
+		ul, err := c.cfg.Kernel.Underlay(ip)
+		if err != nil {
+			c.setReady(false, "cannot find the "+familyName(v6)+" node IP's interface")
+			return fmt.Errorf("find %s underlay interface: %w", familyName(v6), err)
+		}
+		if v6 {
+			local.Underlay6 = ul
+		} else {
+			local.Underlay = ul
+		}
+	}
 	c.mu.Lock()
-	c.underlay = ul
+	c.underlay, c.underlay6 = local.Underlay, local.Underlay6
 	c.mu.Unlock()
 
 	nodes, err := c.cfg.Nodes.List(labels.Everything())

@@ -105,15 +105,17 @@ func samePeerData(a, b *v1.Node) bool {
 // after every peer of prev. It equals Compute over all the peers.
 func extend(prev *Desired, s *screen, local LocalNode, added []Peer, p Params) *Desired {
 	d := prev.clone()
+	local = local.normalised()
 	for _, peer := range added {
-		if prob := s.admit(peer); prob != nil {
+		peer, prob := s.admit(peer)
+		if prob != nil {
 			d.Problems = append(d.Problems, *prob)
 			d.Peers["none"]++
 			continue
 		}
 		d.addPeer(local, peer, p)
 	}
-	sortDesired(d)
+	d.finish(p)
 	return d
 }
 
@@ -121,6 +123,7 @@ func extend(prev *Desired, s *screen, local LocalNode, added []Peer, p Params) *
 func (d *Desired) clone() *Desired {
 	c := *d
 	c.Routes, c.FDB, c.Neighbors, c.Problems = slices.Clone(d.Routes), slices.Clone(d.FDB), slices.Clone(d.Neighbors), slices.Clone(d.Problems)
+	c.FDB6, c.Neighbors6 = slices.Clone(d.FDB6), slices.Clone(d.Neighbors6)
 	c.Peers = maps.Clone(d.Peers)
 	if d.WireGuard != nil {
 		wg := *d.WireGuard

@@ -41,6 +41,7 @@ func screenPeers(local LocalNode, peers []Peer, p Params) ([]Peer, []Problem, *s
 		if peer.Name == local.Name {
 			continue
 		}
+		*peer = local.usable(*peer)
 		if prob := implausible(local, s.conns, *peer, p.ClusterCIDRs); prob != nil {
 			problems = append(problems, *prob)
 			continue
@@ -72,13 +73,14 @@ func comparePeers(a, b Peer) int {
 type screen struct {
 	local LocalNode
 	p     Params
+	fams  families // routedFamilies(local)
 	conns []netip.Prefix
 	c     *claims
 }
 
 func newScreen(local LocalNode, p Params) *screen {
-	s := &screen{local: local, p: p, conns: connected(local), c: newClaims()}
-	s.c.claim(local.Name+" (this node)", VTEPMAC(local.Name), local.NodeIP, ipv4Prefixes(local.PodCIDRs), s.key(local.PublicKey))
+	s := &screen{local: local, p: p, fams: routedFamilies(local), conns: connected(local), c: newClaims()}
+	s.c.claim(local.Name+" (this node)", VTEPMAC(local.Name), local.NodeIP, local.NodeIP6, s.fams.prefixes(local.PodCIDRs), s.key(local.PublicKey))
 	return s
 }
 
@@ -93,50 +95,60 @@ func (s *screen) key(k wgtypes.Key) wgtypes.Key {
 // whose data collides with an earlier claim.
 func (s *screen) claim(peer Peer) *Problem {
 	mac := effectiveMAC(peer)
-	cidrs := ipv4Prefixes(peer.PodCIDRs)
-	if holder, what := s.c.conflict(mac, peer.NodeIP, cidrs, s.key(peer.PublicKey)); holder != "" {
+	cidrs := s.fams.prefixes(peer.PodCIDRs)
+	if holder, what := s.c.conflict(mac, peer.NodeIP, peer.NodeIP6, cidrs, s.key(peer.PublicKey)); holder != "" {
 		return &Problem{Node: peer.Name, Reason: ReasonConflict, Message: fmt.Sprintf(
 			"node %s publishes %s, already held by node %s; node %s is not programmed (the earlier node keeps it)",
 			peer.Name, what, holder, peer.Name)}
 	}
-	s.c.claim(peer.Name, mac, peer.NodeIP, cidrs, s.key(peer.PublicKey))
+	s.c.claim(peer.Name, mac, peer.NodeIP, peer.NodeIP6, cidrs, s.key(peer.PublicKey))
 	return nil
 }
 
-// admit screens one more peer, later than every peer screened so far.
-func (s *screen) admit(peer Peer) *Problem {
+// admit screens one more peer, later than every peer screened so far; it
+// returns the peer as screened (node IPs this node cannot use cleared).
+func (s *screen) admit(peer Peer) (Peer, *Problem) {
+	peer = s.local.usable(peer)
 	if prob := implausible(s.local, s.conns, peer, s.p.ClusterCIDRs); prob != nil {
-		return prob
+		return peer, prob
 	}
-	return s.claim(peer)
+	return peer, s.claim(peer)
 }
 
-// implausible checks one peer's data on its own and against this node.
-// conns are this node's subnets (connected(local)).
+// implausible checks one peer's data (as local.usable returns it) on its
+// own and against this node. conns are this node's subnets
+// (connected(local)).
 func implausible(local LocalNode, conns []netip.Prefix, peer Peer, clusterCIDRs []netip.Prefix) *Problem {
 	prob := func(reason, format string, a ...any) *Problem {
 		return &Problem{Node: peer.Name, Reason: reason, Message: fmt.Sprintf(format, a...)}
 	}
-	cidrs := ipv4Prefixes(peer.PodCIDRs)
+	fams := routedFamilies(local)
+	cidrs := fams.prefixes(peer.PodCIDRs)
 	if len(cidrs) == 0 {
-		return prob(ReasonNoPodCIDR, "node %s has no IPv4 pod CIDR yet", peer.Name)
+		return prob(ReasonNoPodCIDR, "node %s has no %s pod CIDR yet", peer.Name, fams.word())
 	}
-	if !peer.NodeIP.IsValid() || !peer.NodeIP.Is4() {
-		return prob(ReasonNoNodeIP, "node %s has no IPv4 InternalIP", peer.Name)
+	if !peer.NodeIP.IsValid() && !peer.NodeIP6.IsValid() {
+		ips := local.nodeIPs()
+		if !ips.v4 && !ips.v6 {
+			ips.v4 = true
+		}
+		return prob(ReasonNoNodeIP, "node %s has no %s InternalIP", peer.Name, ips.word())
 	}
 	if peer.VTEPMAC != "" && !unicastMAC(peer.VTEPMAC) {
 		return prob(ReasonBadVTEPMAC, "node %s published an invalid VTEP MAC %q (not a unicast MAC)", peer.Name, peer.VTEPMAC)
 	}
 	for _, c := range cidrs {
-		if len(clusterCIDRs) > 0 && !insideAny(c, clusterCIDRs) {
+		if bounds := sameFamily(clusterCIDRs, c.Addr()); len(bounds) > 0 && !insideAny(c, bounds) {
 			return prob(ReasonPodCIDROutsideCluster, "node %s has pod CIDR %s outside the cluster CIDRs %s; not programmed",
 				peer.Name, c, joinPrefixes(clusterCIDRs))
 		}
 		if c.Bits() == 0 {
 			return prob(ReasonPodCIDROverlapsNode, "node %s has pod CIDR %s, a default route; not programmed", peer.Name, c)
 		}
-		if c.Contains(local.NodeIP) {
-			return prob(ReasonPodCIDROverlapsNode, "node %s has pod CIDR %s holding this node's IP %s; not programmed", peer.Name, c, local.NodeIP)
+		for _, ip := range []netip.Addr{local.NodeIP, local.NodeIP6} {
+			if c.Contains(ip) {
+				return prob(ReasonPodCIDROverlapsNode, "node %s has pod CIDR %s holding this node's IP %s; not programmed", peer.Name, c, ip)
+			}
 		}
 		for _, conn := range conns {
 			if c.Overlaps(conn) {
@@ -148,11 +160,29 @@ func implausible(local LocalNode, conns []netip.Prefix, peer Peer, clusterCIDRs 
 	return nil
 }
 
-// connected is every IPv4 subnet this node is attached to.
+// connected is every subnet this node is attached to, in the families of
+// its node IPs.
 func connected(local LocalNode) []netip.Prefix {
 	out := slices.Clone(ipv4Prefixes(local.Underlay.Connected))
 	if local.Underlay.Prefix.IsValid() && local.Underlay.Prefix.Addr().Is4() {
 		out = append(out, local.Underlay.Prefix.Masked())
+	}
+	if local.NodeIP6.IsValid() {
+		out = append(out, onlyIPv6.prefixes(local.Underlay6.Connected)...)
+		if local.Underlay6.Prefix.IsValid() && local.Underlay6.Prefix.Addr().Is6() {
+			out = append(out, local.Underlay6.Prefix.Masked())
+		}
+	}
+	return out
+}
+
+// sameFamily returns the prefixes of ps of a's family (nil when none).
+func sameFamily(ps []netip.Prefix, a netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.IsValid() && p.Addr().Is4() == a.Is4() {
+			out = append(out, p)
+		}
 	}
 	return out
 }
@@ -204,33 +234,72 @@ type claims struct {
 	macs  map[string]string
 	keys  map[wgtypes.Key]string
 	index claimIndex
+	// cidrsOnly are pod CIDRs claimed without a node IP.
+	cidrsOnly []heldCIDRs
+}
+
+type heldCIDRs struct {
+	owner string
+	cidrs []netip.Prefix
 }
 
 func newClaims() *claims {
 	return &claims{Claims: nodeclaims.New("node IP"), macs: map[string]string{}, keys: map[wgtypes.Key]string{}}
 }
 
-// claim records owner's data; a zero key claims nothing.
-func (c *claims) claim(owner, mac string, ip netip.Addr, cidrs []netip.Prefix, key wgtypes.Key) {
+// claim records owner's data (node IPs of either family, invalid: none);
+// a zero key claims nothing.
+func (c *claims) claim(owner, mac string, ip4, ip6 netip.Addr, cidrs []netip.Prefix, key wgtypes.Key) {
 	c.macs[mac] = owner
 	if key != (wgtypes.Key{}) {
 		c.keys[key] = owner
 	}
-	c.Claim(owner, ip, cidrs)
-	c.index.claim(ip, cidrs)
+	var ips []netip.Addr
+	for _, ip := range []netip.Addr{ip4, ip6} {
+		if ip.IsValid() {
+			ips = append(ips, ip)
+		}
+	}
+	// nodeclaims takes one address with the pod CIDRs: the first valid
+	// one; the second is claimed alone. An invalid address is never
+	// claimed (it would collide with every peer lacking that family).
+	for i, ip := range ips {
+		if i == 0 {
+			c.Claim(owner, ip, cidrs)
+		} else {
+			c.Claim(owner, ip, nil)
+		}
+	}
+	if len(ips) == 0 && len(cidrs) > 0 {
+		c.cidrsOnly = append(c.cidrsOnly, heldCIDRs{owner: owner, cidrs: cidrs})
+	}
+	c.index.claim(ip4, cidrs)
+	c.index.claim(ip6, nil)
 }
 
 // conflict returns the holder of the first claim the data collides with
 // and a description of the disputed item ("" when none).
-func (c *claims) conflict(mac string, ip netip.Addr, cidrs []netip.Prefix, key wgtypes.Key) (holder, what string) {
+func (c *claims) conflict(mac string, ip4, ip6 netip.Addr, cidrs []netip.Prefix, key wgtypes.Key) (holder, what string) {
 	if h, ok := c.macs[mac]; ok {
 		return h, "VTEP MAC " + mac
 	}
 	if h, ok := c.keys[key]; ok && key != (wgtypes.Key{}) {
 		return h, "WireGuard public key " + wireguard.KeyID(key) + " (key id)"
 	}
-	if !c.index.mayConflict(ip, cidrs) {
+	if !c.index.mayConflict(ip4, cidrs) && !c.index.mayConflict(ip6, nil) {
 		return "", ""
 	}
-	return c.Conflict(ip, cidrs)
+	for _, h := range c.cidrsOnly {
+		for _, p := range cidrs {
+			for _, q := range h.cidrs {
+				if p.Overlaps(q) {
+					return h.owner, fmt.Sprintf("pod CIDR %s overlapping %s", p, q)
+				}
+			}
+		}
+	}
+	if h, what := c.Conflict(ip4, cidrs); h != "" {
+		return h, what
+	}
+	return c.Conflict(ip6, nil)
 }

@@ -99,7 +99,10 @@ func (n *session) ensureVXLAN(logger klog.Logger, want *routing.VXLANDevice) (ne
 			return nil, fmt.Errorf("set MAC of %s: %w", want.Name, err)
 		}
 	}
-	if err := n.ensureAddr(existing, want.Addr); err != nil {
+	if err := n.ensureAddr(existing, want.Addr, netlink.FAMILY_V4); err != nil {
+		return nil, err
+	}
+	if err := n.ensureAddr(existing, want.Addr6, netlink.FAMILY_V6); err != nil {
 		return nil, err
 	}
 	if attrs.Flags&net.FlagUp == 0 {
@@ -130,9 +133,13 @@ func vxlanCompatible(l netlink.Link, want *netlink.Vxlan) bool {
 		v.SrcAddr.Equal(want.SrcAddr) && v.VtepDevIndex == want.VtepDevIndex
 }
 
-// ensureAddr makes addr the only IPv4 address on link.
-func (n *session) ensureAddr(link netlink.Link, addr netip.Prefix) error {
-	have, err := addrList(n.h(), link, netlink.FAMILY_V4)
+// ensureAddr makes addr the only address of family on link (invalid
+// addr: none). IPv6 link-local addresses (the kernel's own) are left
+// alone; an IPv6 address is added without duplicate address detection,
+// usable at once (it is the network address of this node's pod CIDR,
+// held by no other interface).
+func (n *session) ensureAddr(link netlink.Link, addr netip.Prefix, family int) error {
+	have, err := addrList(n.h(), link, family)
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
 	}
@@ -140,7 +147,10 @@ func (n *session) ensureAddr(link netlink.Link, addr netip.Prefix) error {
 	for _, a := range have {
 		p, _ := netip.AddrFromSlice(a.IP)
 		ones, _ := a.Mask.Size()
-		if netip.PrefixFrom(p.Unmap(), ones) == addr {
+		if family == netlink.FAMILY_V6 && p.IsLinkLocalUnicast() {
+			continue
+		}
+		if addr.IsValid() && netip.PrefixFrom(p.Unmap(), ones) == addr {
 			found = true
 			continue
 		}
@@ -148,10 +158,13 @@ func (n *session) ensureAddr(link netlink.Link, addr netip.Prefix) error {
 			return fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, link.Attrs().Name, err)
 		}
 	}
-	if found {
+	if found || !addr.IsValid() {
 		return nil
 	}
 	a := &netlink.Addr{IPNet: prefixToIPNet(addr)}
+	if addr.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
 	if err := n.h().AddrReplace(link, a); err != nil {
 		return fmt.Errorf("add %s to %s: %w", addr, link.Attrs().Name, err)
 	}

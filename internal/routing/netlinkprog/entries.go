@@ -15,9 +15,23 @@ import (
 
 // ListRoutes returns the IPv4 routes in the table tagged RouteProtocol.
 func (n *Programmer) ListRoutes() ([]netlink.Route, error) {
-	filter := &netlink.Route{Protocol: RouteProtocol, Table: n.table()}
-	return n.h().RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	return n.listRoutes(netlink.FAMILY_V4)
 }
+
+// ListRoutes6 returns the IPv6 routes in the table tagged RouteProtocol.
+func (n *Programmer) ListRoutes6() ([]netlink.Route, error) {
+	return n.listRoutes(netlink.FAMILY_V6)
+}
+
+func (n *Programmer) listRoutes(family int) ([]netlink.Route, error) {
+	filter := &netlink.Route{Protocol: RouteProtocol, Table: n.table()}
+	return n.h().RouteListFiltered(family, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+}
+
+// IPv6 routes carry a metric: the kernel gives 1024 to a route added
+// without one. Routes are added with it explicitly, so that what is read
+// back compares equal to what is desired (IPv4 routes keep none).
+const ipv6RouteMetric = 1024
 
 // syncRoutes makes the table hold exactly d's routes among those tagged
 // RouteProtocol. A route another owner holds at a desired destination
@@ -30,6 +44,18 @@ func (n *session) syncRoutes(logger klog.Logger, d *routing.Desired, st *kernelS
 	all, err := n.h().RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: n.table()}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	want6 := wantsIPv6(d)
+	if want6 || n.had6 {
+		// IPv6 is listed only when a desired route is IPv6 or an earlier
+		// apply of this Programmer programmed one: an IPv4 node's sync
+		// costs what it always did.
+		n.ops.dumps.Add(1)
+		all6, err := n.h().RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: n.table()}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return nil, fmt.Errorf("list IPv6 routes: %w", err)
+		}
+		all = append(all, all6...)
 	}
 	byDst := map[netip.Prefix]netlink.Route{}
 	foreign := map[netip.Prefix]netlink.Route{}
@@ -82,8 +108,10 @@ func (n *session) syncRoutes(logger klog.Logger, d *routing.Desired, st *kernelS
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
+		n.had6 = n.had6 || want6
 		return nil, err
 	}
+	n.had6 = want6
 	if len(blocked) > 0 {
 		return programmed, &routing.ForeignRouteError{Routes: blocked}
 	}
@@ -105,6 +133,10 @@ func (n *session) deleteRoute(r netlink.Route) error {
 // device indexes by name.
 func (n *session) kernelRoute(r routing.Route, links map[string]int) (netlink.Route, error) {
 	nr := netlink.Route{Dst: prefixToIPNet(r.Dst), Protocol: RouteProtocol, Table: n.table(), Scope: netlink.SCOPE_UNIVERSE}
+	v6 := r.Dst.Addr().Is6()
+	if v6 {
+		nr.Priority = ipv6RouteMetric
+	}
 	if r.Unreachable {
 		nr.Type = unix.RTN_UNREACHABLE
 		return nr, nil
@@ -119,8 +151,9 @@ func (n *session) kernelRoute(r routing.Route, links map[string]int) (netlink.Ro
 		links[r.Dev] = idx
 	}
 	nr.Gw, nr.LinkIndex = net.IP(r.Gw.AsSlice()), idx
-	if !r.Gw.IsValid() {
-		// Straight into the device (WireGuard): a link-scope route.
+	if !r.Gw.IsValid() && !v6 {
+		// Straight into the device (WireGuard): a link-scope route (IPv6
+		// routes have no scope).
 		nr.Scope = netlink.SCOPE_LINK
 	}
 	if r.OnLink {
@@ -130,6 +163,11 @@ func (n *session) kernelRoute(r routing.Route, links map[string]int) (netlink.Ro
 }
 
 func routeEqual(a, b netlink.Route) bool {
+	if routeType(a) == unix.RTN_UNREACHABLE && routeType(b) == unix.RTN_UNREACHABLE {
+		// The kernel puts an IPv6 unreachable route on lo: no device to
+		// compare.
+		return a.Priority == b.Priority
+	}
 	return a.LinkIndex == b.LinkIndex && a.Gw.Equal(b.Gw) && routeType(a) == routeType(b) &&
 		(a.Flags&int(netlink.FLAG_ONLINK)) == (b.Flags&int(netlink.FLAG_ONLINK)) &&
 		a.Priority == b.Priority && a.Scope == b.Scope
@@ -228,13 +266,37 @@ func (n *Programmer) ListNeighbors(link netlink.Link) ([]netlink.Neigh, error) {
 	return neighList(n.h(), link.Attrs().Index, netlink.FAMILY_V4)
 }
 
-// syncNeighbors makes link's IPv4 neighbours exactly want (permanent) and
-// returns them as VTEP address → MAC.
-func (n *session) syncNeighbors(logger klog.Logger, link netlink.Link, want []routing.Neighbor) (map[netip.Addr]string, error) {
+// ListNeighbors6 returns the IPv6 neighbour entries on link.
+func (n *Programmer) ListNeighbors6(link netlink.Link) ([]netlink.Neigh, error) {
+	return neighList(n.h(), link.Attrs().Index, netlink.FAMILY_V6)
+}
+
+// syncNeighbors makes link's neighbours exactly want (permanent) and
+// returns them as VTEP address → MAC. IPv4 neighbours are always managed;
+// IPv6 ones when the device has an IPv6 VTEP address or a desired IPv6
+// neighbour (else the kernel's own, link-local ones, are left alone).
+func (n *session) syncNeighbors(logger klog.Logger, link netlink.Link, want []routing.Neighbor, v6 bool) (map[netip.Addr]string, error) {
 	n.ops.dumps.Add(1)
 	have, err := neighList(n.h(), link.Attrs().Index, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("list neighbours of %s: %w", link.Attrs().Name, err)
+	}
+	if !v6 {
+		for _, e := range want {
+			v6 = v6 || e.IP.Is6()
+		}
+	}
+	if v6 {
+		n.ops.dumps.Add(1)
+		have6, err := neighList(n.h(), link.Attrs().Index, netlink.FAMILY_V6)
+		if err != nil {
+			return nil, fmt.Errorf("list IPv6 neighbours of %s: %w", link.Attrs().Name, err)
+		}
+		for _, e := range have6 {
+			if ip, ok := netip.AddrFromSlice(e.IP); ok && !ip.IsLinkLocalUnicast() && !ip.IsMulticast() {
+				have = append(have, e)
+			}
+		}
 	}
 	haveByIP := map[netip.Addr]netlink.Neigh{}
 	for _, e := range have {
@@ -274,7 +336,7 @@ func (n *session) syncNeighbors(logger klog.Logger, link netlink.Link, want []ro
 
 func (n *session) setNeighbor(linkIndex int, ip netip.Addr, mac net.HardwareAddr) error {
 	nb := &netlink.Neigh{
-		LinkIndex: linkIndex, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		LinkIndex: linkIndex, Family: neighFamily(ip), State: netlink.NUD_PERMANENT,
 		IP: net.IP(ip.AsSlice()), HardwareAddr: mac,
 	}
 	n.ops.writes.Add(1)
@@ -290,6 +352,24 @@ func (n *session) deleteNeighbor(e netlink.Neigh) error {
 		return fmt.Errorf("delete neighbour %s: %w", e.IP, err)
 	}
 	return nil
+}
+
+// neighFamily is the neighbour table family of ip.
+func neighFamily(ip netip.Addr) int {
+	if ip.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+// wantsIPv6 reports whether d has anything IPv6 for the route table.
+func wantsIPv6(d *routing.Desired) bool {
+	for _, r := range d.Routes {
+		if r.Dst.Addr().Is6() {
+			return true
+		}
+	}
+	return false
 }
 
 func ipNetToPrefix(n *net.IPNet) netip.Prefix {

@@ -17,16 +17,23 @@ import (
 // kernelState is what the Programmer's last successful Apply or
 // ApplyChanges left in the kernel.
 type kernelState struct {
-	wireGuard       *routing.WireGuard
-	vxlan           *routing.VXLANDevice
-	vxlanIndex      int
-	removeVXLAN     string
-	removeWireGuard string
-	fdb             map[fdbKey]bool
-	neighbors       map[netip.Addr]string      // VTEP address → MAC
-	routes          map[netip.Prefix]routeSpec // programmed, by destination
-	foreign         map[netip.Prefix]bool      // desired destinations another owner holds
-	links           map[string]int             // device indexes by name
+	wireGuard *routing.WireGuard
+	// overlay is the VXLAN device over IPv4, overlay6 over IPv6.
+	overlay, overlay6 overlayState
+	removeVXLAN       string
+	removeVXLAN6      string
+	removeWireGuard   string
+	routes            map[netip.Prefix]routeSpec // programmed, by destination
+	foreign           map[netip.Prefix]bool      // desired destinations another owner holds
+	links             map[string]int             // device indexes by name
+}
+
+// overlayState is one VXLAN device as programmed (dev nil: none).
+type overlayState struct {
+	dev       *routing.VXLANDevice
+	index     int
+	fdb       map[fdbKey]bool
+	neighbors map[netip.Addr]string // VTEP address → MAC
 }
 
 var _ routing.IncrementalDataplane = (*Programmer)(nil)
@@ -57,7 +64,7 @@ func (n *session) routeToDelete(dst netip.Prefix, spec routeSpec) netlink.Route 
 	switch {
 	case spec.unreachable:
 		nr.Type = unix.RTN_UNREACHABLE
-	case !spec.gw.IsValid():
+	case !spec.gw.IsValid() && !dst.Addr().Is6():
 		nr.Scope = netlink.SCOPE_LINK
 	}
 	return nr
@@ -101,9 +108,9 @@ func (n *Programmer) ApplyChanges(ctx context.Context, d *routing.Desired) error
 
 // sameDevices: d wants the devices st holds (and removes the same ones).
 func (st *kernelState) sameDevices(d *routing.Desired) bool {
-	sameVXLAN := (d.VXLAN == nil) == (st.vxlan == nil) && (d.VXLAN == nil || *d.VXLAN == *st.vxlan)
-	return sameVXLAN && (d.WireGuard == nil) == (st.wireGuard == nil) &&
-		d.RemoveVXLAN == st.removeVXLAN && d.RemoveWireGuard == st.removeWireGuard
+	same := func(a, b *routing.VXLANDevice) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
+	return same(d.VXLAN, st.overlay.dev) && same(d.VXLAN6, st.overlay6.dev) && (d.WireGuard == nil) == (st.wireGuard == nil) &&
+		d.RemoveVXLAN == st.removeVXLAN && d.RemoveVXLAN6 == st.removeVXLAN6 && d.RemoveWireGuard == st.removeWireGuard
 }
 
 // routeChanges are the route writes that take st to d.
@@ -116,6 +123,7 @@ type routeChanges struct {
 
 func (n *session) applyChanges(ctx context.Context, st *kernelState, d *routing.Desired) error {
 	logger := klog.FromContext(ctx).WithName("netlinkprog")
+	n.had6 = n.had6 || wantsIPv6(d)
 	rc, err := n.planRoutes(st, d)
 	if err != nil {
 		return err
@@ -129,10 +137,18 @@ func (n *session) applyChanges(ctx context.Context, st *kernelState, d *routing.
 		st.wireGuard = d.WireGuard
 	}
 	if d.VXLAN != nil {
-		if err := n.changeFDB(logger, st, d.FDB); err != nil {
+		if err := n.changeFDB(logger, &st.overlay, d.FDB); err != nil {
 			return err
 		}
-		if err := n.changeNeighbors(logger, st, d.Neighbors); err != nil {
+		if err := n.changeNeighbors(logger, &st.overlay, d.Neighbors); err != nil {
+			return err
+		}
+	}
+	if d.VXLAN6 != nil {
+		if err := n.changeFDB(logger, &st.overlay6, d.FDB6); err != nil {
+			return err
+		}
+		if err := n.changeNeighbors(logger, &st.overlay6, d.Neighbors6); err != nil {
 			return err
 		}
 	}
@@ -204,7 +220,7 @@ func (n *session) planRoutes(st *kernelState, d *routing.Desired) (*routeChanges
 	return rc, nil
 }
 
-func (n *session) changeFDB(logger klog.Logger, st *kernelState, want []routing.FDBEntry) error {
+func (n *session) changeFDB(logger klog.Logger, st *overlayState, want []routing.FDBEntry) error {
 	wantSet := make(map[fdbKey]bool, len(want))
 	for _, e := range want {
 		// Desired MACs are in net.HardwareAddr's form already (one that
@@ -224,7 +240,7 @@ func (n *session) changeFDB(logger klog.Logger, st *kernelState, want []routing.
 			continue
 		}
 		logger.V(2).Info("Programming FDB entry", "mac", e.MAC, "dst", e.Dst, "node", e.Node)
-		if err := n.setFDB(st.vxlanIndex, k); err != nil {
+		if err := n.setFDB(st.index, k); err != nil {
 			return err
 		}
 		st.fdb[k] = true
@@ -235,7 +251,7 @@ func (n *session) changeFDB(logger klog.Logger, st *kernelState, want []routing.
 		}
 		mac, _ := net.ParseMAC(k.mac)
 		logger.V(2).Info("Deleting FDB entry no longer wanted", "mac", k.mac, "dst", k.dst)
-		if err := n.deleteFDB(netlink.Neigh{LinkIndex: st.vxlanIndex, Family: unix.AF_BRIDGE,
+		if err := n.deleteFDB(netlink.Neigh{LinkIndex: st.index, Family: unix.AF_BRIDGE,
 			IP: net.IP(k.dst.AsSlice()), HardwareAddr: mac}); err != nil {
 			return err
 		}
@@ -244,7 +260,7 @@ func (n *session) changeFDB(logger klog.Logger, st *kernelState, want []routing.
 	return nil
 }
 
-func (n *session) changeNeighbors(logger klog.Logger, st *kernelState, want []routing.Neighbor) error {
+func (n *session) changeNeighbors(logger klog.Logger, st *overlayState, want []routing.Neighbor) error {
 	wantIP := make(map[netip.Addr]bool, len(want))
 	for _, e := range want {
 		wantIP[e.IP] = true
@@ -256,7 +272,7 @@ func (n *session) changeNeighbors(logger klog.Logger, st *kernelState, want []ro
 			return fmt.Errorf("neighbour for %s: %w", e.Node, err)
 		}
 		logger.V(2).Info("Programming neighbour", "ip", e.IP, "mac", e.MAC, "node", e.Node)
-		if err := n.setNeighbor(st.vxlanIndex, e.IP, mac); err != nil {
+		if err := n.setNeighbor(st.index, e.IP, mac); err != nil {
 			return err
 		}
 		st.neighbors[e.IP] = mac.String()
@@ -266,7 +282,7 @@ func (n *session) changeNeighbors(logger klog.Logger, st *kernelState, want []ro
 			continue
 		}
 		logger.V(2).Info("Deleting neighbour no longer wanted", "ip", ip)
-		if err := n.deleteNeighbor(netlink.Neigh{LinkIndex: st.vxlanIndex, Family: netlink.FAMILY_V4,
+		if err := n.deleteNeighbor(netlink.Neigh{LinkIndex: st.index, Family: neighFamily(ip),
 			IP: net.IP(ip.AsSlice())}); err != nil {
 			return err
 		}

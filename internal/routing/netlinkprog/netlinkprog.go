@@ -49,6 +49,9 @@ type Programmer struct {
 	// state is what the last Apply or ApplyChanges left in the kernel
 	// (nil: unknown, after a failure or before the first).
 	state *kernelState
+	// had6: an IPv6 route may be programmed (a full apply then lists the
+	// IPv6 table even when none is desired any more).
+	had6 bool
 }
 
 var _ routing.Dataplane = (*Programmer)(nil)
@@ -69,9 +72,14 @@ func (n *Programmer) table() int {
 	return n.Table
 }
 
-// Underlay finds the interface that holds nodeIP.
+// Underlay finds the interface that holds nodeIP; Connected are the
+// subnets of every address of nodeIP's family on the node.
 func (n *Programmer) Underlay(nodeIP netip.Addr) (routing.Underlay, error) {
-	addrs, err := addrList(n.h(), nil, netlink.FAMILY_V4)
+	family := netlink.FAMILY_V4
+	if nodeIP.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	addrs, err := addrList(n.h(), nil, family)
 	if err != nil {
 		return routing.Underlay{}, fmt.Errorf("list addresses: %w", err)
 	}
@@ -117,23 +125,31 @@ func (n *Programmer) applyFull(ctx context.Context, d *routing.Desired) error {
 	}
 	defer done()
 	logger := klog.FromContext(ctx).WithName("netlinkprog")
-	st := &kernelState{links: map[string]int{}, removeVXLAN: d.RemoveVXLAN, removeWireGuard: d.RemoveWireGuard}
+	st := &kernelState{links: map[string]int{}, removeVXLAN: d.RemoveVXLAN, removeVXLAN6: d.RemoveVXLAN6, removeWireGuard: d.RemoveWireGuard}
 	if d.WireGuard != nil {
 		if err := s.applyWireGuard(ctx, logger, d.WireGuard); err != nil {
 			return err
 		}
 		st.wireGuard = d.WireGuard
 	}
-	if d.VXLAN != nil {
-		vx, err := s.ensureVXLAN(logger, d.VXLAN)
+	for _, o := range []struct {
+		dev       *routing.VXLANDevice
+		fdb       []routing.FDBEntry
+		neighbors []routing.Neighbor
+		st        *overlayState
+	}{{d.VXLAN, d.FDB, d.Neighbors, &st.overlay}, {d.VXLAN6, d.FDB6, d.Neighbors6, &st.overlay6}} {
+		if o.dev == nil {
+			continue
+		}
+		vx, err := s.ensureVXLAN(logger, o.dev)
 		if err != nil {
 			return err
 		}
-		st.vxlan, st.vxlanIndex = d.VXLAN, vx.Attrs().Index
-		if st.fdb, err = s.syncFDB(logger, vx, d.FDB); err != nil {
+		o.st.dev, o.st.index = o.dev, vx.Attrs().Index
+		if o.st.fdb, err = s.syncFDB(logger, vx, o.fdb); err != nil {
 			return err
 		}
-		if st.neighbors, err = s.syncNeighbors(logger, vx, d.Neighbors); err != nil {
+		if o.st.neighbors, err = s.syncNeighbors(logger, vx, o.neighbors, o.dev.Addr6.IsValid()); err != nil {
 			return err
 		}
 	}
@@ -143,8 +159,11 @@ func (n *Programmer) applyFull(ctx context.Context, d *routing.Desired) error {
 		return routesErr
 	}
 	st.routes = routes
-	if d.RemoveVXLAN != "" {
-		if err := s.deleteVXLAN(logger, d.RemoveVXLAN); err != nil {
+	for _, name := range []string{d.RemoveVXLAN, d.RemoveVXLAN6} {
+		if name == "" {
+			continue
+		}
+		if err := s.deleteVXLAN(logger, name); err != nil {
 			return err
 		}
 	}
