@@ -44,11 +44,11 @@ func newRoutingMetrics() *routingMetrics {
 		}, []string{"reason"}),
 		fdbEntries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metricsPrefix + "vxlan_fdb_entries",
-			Help: "Static VXLAN FDB entries programmed.",
+			Help: "Static VXLAN FDB entries programmed (both VXLAN devices).",
 		}),
 		neighbors: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metricsPrefix + "vxlan_neighbor_entries",
-			Help: "Static VXLAN neighbour entries programmed.",
+			Help: "Static VXLAN neighbour entries programmed (both devices, both families).",
 		}),
 	}
 	// Every label value is exported from the start (0 until a sync says otherwise).
@@ -94,6 +94,6 @@ func (m *routingMetrics) observe(d *Desired) {
 	for _, r := range problemReasons {
 		m.peerProblems.WithLabelValues(r).Set(float64(byReason[r]))
 	}
-	m.fdbEntries.Set(float64(len(d.FDB)))
-	m.neighbors.Set(float64(len(d.Neighbors)))
+	m.fdbEntries.Set(float64(len(d.FDB) + len(d.FDB6)))
+	m.neighbors.Set(float64(len(d.Neighbors) + len(d.Neighbors6)))
 }
