@@ -402,3 +402,34 @@ func TestKernelPacketsIPv6OverIPv4VXLANFullSizeDF(t *testing.T) {
 func TestKernelPacketsDualNativeIPv6FullSizeDF(t *testing.T) {
 	testIPv6Datagrams(t, config.ModeNative, dua, dub, 1500, "")
 }
+
+// On a dual-stack node, ApplyChanges for a dual-stack VXLAN peer that
+// joins writes exactly its entries (one FDB entry, a neighbour and a route
+// per family) and lists nothing; its departure deletes them the same way.
+func TestKernelApplyChangesDualStackPeer(t *testing.T) {
+	nn := netnstest.NewNode(t, "10.0.1.11/24")
+	addNoDAD(t, nn.Handle, "ul0", "fd74:7265:6c00:1::11/64")
+	n := &testNode{h: nn.Handle, dp: &Programmer{Handle: nn.Handle, NetnsPath: nn.NS.Path()}}
+	local := localFor(t, n.dp, dualLocal)
+	p := routing.Params{Mode: config.ModeAuto, VXLAN: vxlanParams}
+	n.apply(t, routing.Compute(local, []routing.Peer{dualSame}, p))
+
+	if ops := n.applyChanges(t, routing.Compute(local, []routing.Peer{dualSame, dualOther}, p)); ops != (Ops{Writes: 5}) {
+		t.Errorf("dual-stack VXLAN peer added: %+v operations, want exactly 5 writes", ops)
+	}
+	mac3 := routing.VTEPMAC("node3")
+	eq(t, "IPv6 routes", n.routes6(t), map[string]string{
+		"fd00:10:244:1::/64": "unreachable",
+		"fd00:10:244:2::/64": "fd74:7265:6c00:1::12 ul0",
+		"fd00:10:244:3::/64": "fd00:10:244:3:: trellis.vxlan onlink",
+	})
+	eq(t, "IPv6 neighbours", n.neighbors6(t, "trellis.vxlan"), map[string]string{"fd00:10:244:3::": mac3})
+	if ops := n.applyChanges(t, routing.Compute(local, []routing.Peer{dualSame}, p)); ops != (Ops{Deletes: 5}) {
+		t.Errorf("dual-stack VXLAN peer removed: %+v operations, want exactly 5 deletes", ops)
+	}
+	eq(t, "IPv6 neighbours after removal", n.neighbors6(t, "trellis.vxlan"), map[string]string{})
+	eq(t, "IPv6 routes after removal", n.routes6(t), map[string]string{
+		"fd00:10:244:1::/64": "unreachable",
+		"fd00:10:244:2::/64": "fd74:7265:6c00:1::12 ul0",
+	})
+}
