@@ -64,7 +64,7 @@ func prepareInstall(e Env) (state.Install, error) {
 // recommends, not through kube-proxy's Service rules.
 func labOverrides(t topology.Topology) map[string]any {
 	cidrs := []any{}
-	for _, p := range t.ClusterCIDRs4() { // the agent takes IPv4 prefixes only
+	for _, p := range t.ClusterCIDRs() { // every family: the agent routes no family they do not bound
 		cidrs = append(cidrs, p.String())
 	}
 	return map[string]any{"routingMode": t.Options.RoutingMode, "clusterCIDRs": cidrs,

@@ -34,17 +34,16 @@ func TestLabOverridesCarryEncryption(t *testing.T) {
 	}
 }
 
-// The agent, IPv4-only, gets the lab's IPv4 cluster CIDR (none in an
-// IPv6 lab) and the API server at its primary-family address, and accepts
-// the result.
+// The agent gets the lab's cluster CIDRs of every family and the API
+// server at its primary-family address, and accepts the result.
 func TestLabOverridesPerIPFamily(t *testing.T) {
 	for _, c := range []struct {
 		family, apiServer string
 		cidrs             int
 	}{
 		{topology.IPv4, "https://172.30.1.2:6443", 1},
-		{topology.Dual, "https://172.30.1.2:6443", 1},
-		{topology.IPv6, "https://[fd74:7265:6c00:1::2]:6443", 0},
+		{topology.Dual, "https://172.30.1.2:6443", 2},
+		{topology.IPv6, "https://[fd74:7265:6c00:1::2]:6443", 1},
 	} {
 		topo, err := topology.Plan(topology.Options{Nodes: 2, Subnets: 1, RoutingMode: "auto", APIPort: 16443, IPFamily: c.family})
 		if err != nil {
@@ -80,8 +79,9 @@ func TestLabOverridesClusterCIDROption(t *testing.T) {
 		if err := config.ParseFile([]byte(doc), cfg); err != nil {
 			t.Fatalf("%s: the agent refuses its configuration: %v\n%s", family, err, doc)
 		}
-		if len(cfg.ClusterCIDRs) != 1 || cfg.ClusterCIDRs[0].String() != "10.244.0.0/14" {
-			t.Errorf("%s: agent cluster CIDRs %v, want [10.244.0.0/14]", family, cfg.ClusterCIDRs)
+		if len(cfg.ClusterCIDRs) == 0 || cfg.ClusterCIDRs[0].String() != "10.244.0.0/14" ||
+			(family == topology.Dual) != (len(cfg.ClusterCIDRs) == 2 && cfg.ClusterCIDRs[1].String() == "fd74:7265:6c01::/48") {
+			t.Errorf("%s: agent cluster CIDRs %v, want 10.244.0.0/14 (and, dual, fd74:7265:6c01::/48)", family, cfg.ClusterCIDRs)
 		}
 	}
 }

@@ -198,6 +198,10 @@ func (c *Controller) Sync(ctx context.Context) error {
 		c.setReady(false, "own Node has no pod CIDR yet")
 		return fmt.Errorf("node %s has no pod CIDR yet (spec.podCIDRs empty)", c.cfg.NodeName)
 	}
+	if why := unconfiguredFamily(fams, c.cfg.Params.ClusterCIDRs); why != "" {
+		c.setReady(false, why)
+		return fmt.Errorf("node %s: %s", c.cfg.NodeName, why)
+	}
 	if why := unroutableFamily(local, fams, c.cfg.Params); why != "" {
 		c.setReady(false, why)
 		return fmt.Errorf("node %s: %s", c.cfg.NodeName, why)

@@ -127,3 +127,21 @@ func TestNodeIPsPerFamily(t *testing.T) {
 		t.Errorf("annotation: NodeIP %s NodeIP6 %s", NodeIP(ann), NodeIP6(ann))
 	}
 }
+
+// clusterCIDRs without an IPv6 prefix leave a node with an IPv6 pod CIDR
+// not ready, saying what to add.
+func TestControllerNotReadyWithoutClusterCIDROfAFamily(t *testing.T) {
+	dual := apiNodeFamilies("node1", []string{"10.0.1.11", "fd74:7265:6c00:1::11"}, []string{"10.244.1.0/24", "fd00:10:244:1::/64"})
+	c, _, _, _, _ := newTestController(t, config.ModeAuto, dual)
+	c.cfg.Params.ClusterCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
+	if err := c.Sync(context.Background()); err == nil {
+		t.Error("Sync succeeded")
+	}
+	if ok, reason := c.Ready(); ok || !strings.Contains(reason, "clusterCIDRs hold no IPv6 prefix") {
+		t.Errorf("Ready = %v %q", ok, reason)
+	}
+	c.cfg.Params.ClusterCIDRs = append(c.cfg.Params.ClusterCIDRs, netip.MustParsePrefix("fd00:10:244::/48"))
+	if err := c.Sync(context.Background()); err != nil {
+		t.Errorf("Sync with both families' cluster CIDRs: %v", err)
+	}
+}

@@ -301,7 +301,7 @@ func Compute(local LocalNode, peers []Peer, p Params) *Desired {
 // compute is Compute, also returning the screen holding the claims (for
 // extend).
 func compute(local LocalNode, peers []Peer, p Params) (*Desired, *screen) {
-	local = local.normalised()
+	local = local.routable(p)
 	d := &Desired{Peers: map[string]int{}}
 	if p.Mode == config.ModeNative || p.Mode == config.ModeBGP {
 		d.RemoveVXLAN = p.VXLAN.Device

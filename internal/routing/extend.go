@@ -105,7 +105,7 @@ func samePeerData(a, b *v1.Node) bool {
 // after every peer of prev. It equals Compute over all the peers.
 func extend(prev *Desired, s *screen, local LocalNode, added []Peer, p Params) *Desired {
 	d := prev.clone()
-	local = local.normalised()
+	local = local.routable(p)
 	for _, peer := range added {
 		peer, prob := s.admit(peer)
 		if prob != nil {

@@ -142,6 +142,13 @@ func (l LocalNode) normalised() LocalNode {
 	return l
 }
 
+// routable returns local as Compute uses it: its pod CIDRs of the
+// families the cluster CIDRs allow, then normalised.
+func (l LocalNode) routable(p Params) LocalNode {
+	l.PodCIDRs = configuredFamilies(p.ClusterCIDRs).prefixes(l.PodCIDRs)
+	return l.normalised()
+}
+
 // usable returns peer with the node IPs this node cannot use cleared: a
 // family in which this node has no node IP is no underlay between them.
 func (l LocalNode) usable(peer Peer) Peer {
@@ -177,4 +184,34 @@ func vtepAddrOf(podCIDRs []netip.Prefix, v6 bool) (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// configuredFamilies are the families the configured cluster CIDRs allow:
+// those they hold a prefix of; both when none are configured (no bound at
+// all, as without cluster CIDRs in IPv4). A family the cluster CIDRs do
+// not mention is not routed (fail closed): its pod CIDRs would be bounded
+// by nothing, and a Node could claim any range of that family (an IPv6
+// pod CIDR of 2000::/3 would make it this node's IPv6 router).
+func configuredFamilies(clusterCIDRs []netip.Prefix) families {
+	if len(clusterCIDRs) == 0 {
+		return families{v4: true, v6: true}
+	}
+	return familiesOf(clusterCIDRs)
+}
+
+// unconfiguredFamily is why this node, with pod CIDRs of fams, cannot
+// route one of them under the cluster CIDRs ("" when it can).
+func unconfiguredFamily(fams families, clusterCIDRs []netip.Prefix) string {
+	allowed := configuredFamilies(clusterCIDRs)
+	for _, v6 := range []bool{false, true} {
+		has, ok := fams.v4, allowed.v4
+		if v6 {
+			has, ok = fams.v6, allowed.v6
+		}
+		if has && !ok {
+			return "own Node has an " + familyName(v6) + " pod CIDR but clusterCIDRs hold no " + familyName(v6) +
+				" prefix: add the cluster's " + familyName(v6) + " pod CIDR to clusterCIDRs (the agent routes no family they do not bound)"
+		}
+	}
+	return ""
 }

@@ -291,7 +291,7 @@ func TestComputeRejectsConflictingIPv6Peers(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cidrs := cluster
 			if c.name == "IPv6 default route" || c.name == "IPv6 pod CIDR holding this node's IPv6 IP" {
-				cidrs = cluster[:1] // IPv4 bound only: IPv6 unbounded
+				cidrs = nil // no bound at all
 			}
 			d := Compute(local, c.peers, Params{Mode: config.ModeAuto, VXLAN: goldenVXLAN, ClusterCIDRs: cidrs})
 			for _, peer := range c.peers {
@@ -336,4 +336,37 @@ func sameDesired(a, b *Desired) bool {
 	return eqDev(a.VXLAN, b.VXLAN) && eqDev(a.VXLAN6, b.VXLAN6) && a.RemoveVXLAN == b.RemoveVXLAN && a.RemoveVXLAN6 == b.RemoveVXLAN6 &&
 		slices.Equal(a.Routes, b.Routes) && slices.Equal(a.FDB, b.FDB) && slices.Equal(a.FDB6, b.FDB6) &&
 		slices.Equal(a.Neighbors, b.Neighbors) && slices.Equal(a.Neighbors6, b.Neighbors6) && slices.Equal(a.Problems, b.Problems)
+}
+
+// Cluster CIDRs that hold no prefix of a family leave that family
+// unrouted (fail closed: nothing would bound a Node's pod CIDR of it): an
+// IPv4-bounded dual-stack node routes IPv4 only, even to a peer claiming
+// 2000::/3.
+func TestComputeFamilyWithoutClusterCIDRIsNotRouted(t *testing.T) {
+	local, peers := goldenClusterDual()
+	peers = append(peers, Peer{Name: "wide", NodeIP: addr("10.0.1.30"), NodeIP6: addr("fd74:7265:6c00:1::30"),
+		PodCIDRs: []netip.Prefix{pfx("10.244.30.0/24"), pfx("2000::/3")}})
+	d := Compute(local, peers, Params{Mode: config.ModeAuto, VXLAN: goldenVXLAN, ClusterCIDRs: []netip.Prefix{pfx("10.244.0.0/16")}})
+	for _, r := range d.Routes {
+		if r.Dst.Addr().Is6() {
+			t.Errorf("IPv6 route %+v with IPv4-only cluster CIDRs", r)
+		}
+	}
+	if r := routesOf(d, "wide"); len(r) != 1 {
+		t.Errorf("wide: routes %+v, want its IPv4 pod CIDR only", r)
+	}
+	if d.VXLAN == nil || d.VXLAN.Addr6.IsValid() {
+		t.Errorf("VXLAN %+v: want no IPv6 VTEP address", d.VXLAN)
+	}
+	both := []netip.Prefix{pfx("10.244.0.0/16"), pfx("fd00:10:244::/48")}
+	d = Compute(local, peers, Params{Mode: config.ModeAuto, VXLAN: goldenVXLAN, ClusterCIDRs: both})
+	if r := routesOf(d, "wide"); len(r) != 0 || !hasProblem(d, "wide", ReasonPodCIDROutsideCluster) {
+		t.Errorf("wide with an IPv6 cluster CIDR: routes %+v problems %+v; want rejected", r, d.Problems)
+	}
+	if r := routesOf(d, "node2"); len(r) != 2 {
+		t.Errorf("node2: routes %+v, want both families", r)
+	}
+	if why := unconfiguredFamily(familiesOf(local.PodCIDRs), []netip.Prefix{pfx("10.244.0.0/16")}); why == "" {
+		t.Error("an IPv6 pod CIDR without an IPv6 cluster CIDR is not reported")
+	}
 }

@@ -74,9 +74,9 @@ func TestNodeConfigsPerIPFamily(t *testing.T) {
 		agentCIDRs                              int
 	}{
 		{topology.IPv6, "--node-ip=fd74:7265:6c00:1::10", "address: fd74:7265:6c00:1::10", "clusterCIDR: fd74:7265:6c01::/48",
-			"clusterDNS: [fd74:7265:6c02::a]", 0},
+			"clusterDNS: [fd74:7265:6c02::a]", 1},
 		{topology.Dual, "--node-ip=172.30.1.10,fd74:7265:6c00:1::10", "address: 172.30.1.10",
-			"clusterCIDR: 10.244.0.0/16,fd74:7265:6c01::/48", "clusterDNS: [10.96.0.10]", 1},
+			"clusterCIDR: 10.244.0.0/16,fd74:7265:6c01::/48", "clusterDNS: [10.96.0.10]", 2},
 	} {
 		topo, err := topology.Plan(topology.Options{Nodes: 2, Subnets: 1, RoutingMode: "auto", APIPort: 16443, IPFamily: c.family})
 		if err != nil {
@@ -95,8 +95,8 @@ func TestNodeConfigsPerIPFamily(t *testing.T) {
 		if !strings.Contains(KubeletConfig(s), c.dns+"\n") {
 			t.Errorf("%s: kubelet config lacks %q", c.family, c.dns)
 		}
-		// The agent (IPv4-only) gets the IPv4 cluster CIDR only, and
-		// accepts its file.
+		// The agent gets the cluster CIDRs of every family, and accepts
+		// its file.
 		cfg := config.Default()
 		if err := config.ParseFile([]byte(agentConfig(s.cluster().AgentClusterCIDRs, "auto", "")), cfg); err != nil {
 			t.Fatalf("%s: the agent refuses its configuration: %v", c.family, err)
@@ -126,9 +126,9 @@ func TestNodeConfigsPerIPFamily(t *testing.T) {
 // --cluster-cidr reaches kube-proxy and the agent's clusterCIDRs through
 // the node's Cluster, in an IPv4 and a dual lab.
 func TestNodeConfigsClusterCIDROption(t *testing.T) {
-	for _, c := range []struct{ family, proxyCIDR string }{
-		{topology.IPv4, "clusterCIDR: 10.244.0.0/14\n"},
-		{topology.Dual, "clusterCIDR: 10.244.0.0/14,fd74:7265:6c01::/48\n"},
+	for _, c := range []struct{ family, proxyCIDR, agentCIDRs string }{
+		{topology.IPv4, "clusterCIDR: 10.244.0.0/14\n", `["10.244.0.0/14"]`},
+		{topology.Dual, "clusterCIDR: 10.244.0.0/14,fd74:7265:6c01::/48\n", `["10.244.0.0/14", "fd74:7265:6c01::/48"]`},
 	} {
 		topo, err := topology.Plan(topology.Options{Nodes: 2, Subnets: 1, RoutingMode: "auto", APIPort: 16443, IPFamily: c.family,
 			ClusterCIDR: "10.244.0.0/14", NodeCIDRMask: 27})
@@ -140,7 +140,7 @@ func TestNodeConfigsClusterCIDROption(t *testing.T) {
 		if !strings.Contains(KubeProxyConfig(s), c.proxyCIDR) {
 			t.Errorf("%s: kube-proxy config lacks %q:\n%s", c.family, c.proxyCIDR, KubeProxyConfig(s))
 		}
-		if got, want := agentConfig(s.cluster().AgentClusterCIDRs, "auto", ""), "routingMode: auto\nclusterCIDRs: [\"10.244.0.0/14\"]\n"; got != want {
+		if got, want := agentConfig(s.cluster().AgentClusterCIDRs, "auto", ""), "routingMode: auto\nclusterCIDRs: "+c.agentCIDRs+"\n"; got != want {
 			t.Errorf("%s: agent config %q, want %q", c.family, got, want)
 		}
 	}

@@ -49,8 +49,8 @@ type Cluster struct {
 	NodeIPs      []string `json:"nodeIPs"`      // kubelet --node-ip: the Node's InternalIPs
 	ClusterCIDRs []string `json:"clusterCIDRs"` // kube-proxy's clusterCIDR
 	ClusterDNS   string   `json:"clusterDNS"`   // kubelet's clusterDNS: kube-dns's primary ClusterIP
-	// AgentClusterCIDRs are the Trellis agent's clusterCIDRs: the IPv4
-	// ones only (the agent refuses IPv6 prefixes), none in an IPv6 lab.
+	// AgentClusterCIDRs are the Trellis agent's clusterCIDRs: the cluster
+	// CIDRs of every family (the agent routes no family they do not bound).
 	AgentClusterCIDRs []string `json:"agentClusterCIDRs"`
 }
 
@@ -63,7 +63,7 @@ func ClusterOf(t topology.Topology, n topology.Host) *Cluster {
 	for _, p := range t.ClusterCIDRs() {
 		c.ClusterCIDRs = append(c.ClusterCIDRs, p.String())
 	}
-	for _, p := range t.ClusterCIDRs4() {
+	for _, p := range t.ClusterCIDRs() {
 		c.AgentClusterCIDRs = append(c.AgentClusterCIDRs, p.String())
 	}
 	return c
