@@ -273,14 +273,16 @@ func (n *Programmer) ListNeighbors6(link netlink.Link) ([]netlink.Neigh, error) 
 
 // syncNeighbors makes link's neighbours exactly want (permanent) and
 // returns them as VTEP address → MAC. IPv4 neighbours are always managed;
-// IPv6 ones when the device has an IPv6 VTEP address or a desired IPv6
-// neighbour (else the kernel's own, link-local ones, are left alone).
+// IPv6 ones (never link-local or multicast: the kernel's own) when the
+// device has an IPv6 VTEP address, an IPv6 neighbour is desired, or this
+// Programmer programmed IPv6 before.
 func (n *session) syncNeighbors(logger klog.Logger, link netlink.Link, want []routing.Neighbor, v6 bool) (map[netip.Addr]string, error) {
 	n.ops.dumps.Add(1)
 	have, err := neighList(n.h(), link.Attrs().Index, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("list neighbours of %s: %w", link.Attrs().Name, err)
 	}
+	v6 = v6 || n.had6 // an earlier apply may have left IPv6 neighbours
 	if !v6 {
 		for _, e := range want {
 			v6 = v6 || e.IP.Is6()

@@ -216,6 +216,7 @@ func TestKernelApplyDualStackAuto(t *testing.T) {
 		"10.244.3.0/24": "10.244.3.0 trellis.vxlan onlink",
 	})
 	eq(t, "VTEP addresses of an IPv4 node", n.globalAddrs(t, "trellis.vxlan"), map[string]string{"10.244.1.0/32": "nodad=false"})
+	eq(t, "IPv6 neighbours of an IPv4 node", n.neighbors6(t, "trellis.vxlan"), map[string]string{})
 }
 
 // pairOfNodes wires two node namespaces on one L2 segment through the
