@@ -126,11 +126,54 @@ type podChange struct{ old, new *podState }
 // Compile computes the complete desired content of the policy table for
 // snap.NodeName, as the package's Compile does.
 func (c *Compiler) Compile(snap *Snapshot) *Desired {
+	if snap.partial {
+		// Only the controller builds partial snapshots, through compilePartial.
+		full := *snap
+		full.partial, full.removed = false, nil
+		snap = &full
+	}
 	changes, ok := c.update(snap)
 	if !ok {
 		*c = Compiler{}
 		changes, _ = c.update(snap)
 	}
+	return c.compile(snap, changes)
+}
+
+// compilePartial compiles a partial snapshot (Snapshot.partial): only the
+// pods it names are compared with what the last compilation saw. It
+// reports false, compiling nothing, when a partial snapshot is not enough:
+// nothing was compiled before, or what every pod's matching depends on
+// changed (namespace labels, the deny log group); the caller then
+// compiles a complete snapshot.
+func (c *Compiler) compilePartial(snap *Snapshot) (*Desired, bool) {
+	if !c.ready || snap.DenyLogGroup != c.logGroup || !sameNamespaceLabels(snap.Namespaces, c.nsLabels) {
+		return nil, false
+	}
+	changes, ok := c.update(snap)
+	if !ok {
+		*c = Compiler{}
+		return nil, false
+	}
+	return c.compile(snap, changes), true
+}
+
+// sameNamespaceLabels reports whether nss carry exactly the labels of have.
+func sameNamespaceLabels(nss []Namespace, have map[string]labels.Set) bool {
+	if len(nss) != len(have) {
+		return false
+	}
+	for _, ns := range nss {
+		l, ok := have[ns.Name]
+		if !ok || !maps.Equal(l, labels.Set(ns.Labels)) {
+			return false
+		}
+	}
+	return true
+}
+
+// compile computes the table from the updated state and the pods that changed.
+func (c *Compiler) compile(snap *Snapshot, changes []podChange) *Desired {
 	c.gen++
 	ix := &index{snap: snap, nsLabels: c.nsLabels, selectors: c.selectors, comp: c,
 		peerCache: map[peerKey][]ipRange{}, namedCache: map[namedKey][]portBox{}}
@@ -208,11 +251,23 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 		}
 		if old != nil && ((p.src != nil && old.src == p.src && old.iface() == p.Interface) || samePod(old.view(), p)) {
 			old.seen = c.seq
+			if p.src != nil {
+				old.src = p.src // the object last seen (podView.prev)
+			}
 			continue
 		}
 		st := newPodState(p, c.seq)
 		c.pods[k] = st
 		changes = append(changes, podChange{old: old, new: st})
+	}
+	if snap.partial {
+		for _, k := range snap.removed {
+			if st := c.pods[k]; st != nil && st.seen != c.seq {
+				delete(c.pods, k)
+				changes = append(changes, podChange{old: st})
+			}
+		}
+		return changes, true
 	}
 	if len(c.pods) == len(snap.Pods) {
 		return changes, true // every pod known was seen: none went
@@ -597,6 +652,23 @@ func (ix *index) podList() []*podInfo {
 		return ix.pods
 	}
 	infos := make([]podInfo, 0, len(ix.comp.addrs))
+	if ix.snap.partial {
+		// The snapshot names only the pods that changed: every pod the
+		// compiler knows, as it last saw it.
+		views := make([]Pod, 0, len(ix.comp.pods))
+		for _, st := range ix.comp.pods {
+			if st.ok {
+				views = append(views, st.view())
+				infos = append(infos, podInfo{ip: st.ip})
+			}
+		}
+		ix.pods = make([]*podInfo, len(infos))
+		for i := range infos {
+			infos[i].pod = &views[i]
+			ix.pods[i] = &infos[i]
+		}
+		return ix.pods
+	}
 	for i := range ix.snap.Pods {
 		if st := ix.comp.pods[podKey{ix.snap.Pods[i].Namespace, ix.snap.Pods[i].Name}]; st.ok {
 			infos = append(infos, podInfo{pod: &ix.snap.Pods[i], ip: st.ip})

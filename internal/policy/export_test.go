@@ -9,3 +9,8 @@ func (c *Controller) GuardLive() bool {
 	defer c.guard.mu.Unlock()
 	return c.guard.live
 }
+
+// PodEvent tells c what its pod informer's event handler would: obj was
+// added, updated or deleted (tests that change an informer's indexer
+// directly, without running the informer).
+func (c *Controller) PodEvent(obj any) { c.podChanged(obj) }

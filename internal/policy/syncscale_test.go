@@ -170,9 +170,11 @@ func BenchmarkControllerSync(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				p := scalePod(r, pods+i, pods/100)
 				p.Spec.NodeName = "elsewhere"
-				if err := inf.Pods.GetIndexer().Add(slim.PodOf(p, nil)); err != nil {
+				sp := slim.PodOf(p, nil)
+				if err := inf.Pods.GetIndexer().Add(sp); err != nil {
 					b.Fatal(err)
 				}
+				c.PodEvent(sp)
 				if err := c.Sync(ctx); err != nil {
 					b.Fatal(err)
 				}
