@@ -35,6 +35,9 @@ type Compiler struct {
 	addrs     map[uint32]*podState   // pod-addrs: every selectable pod address, and a pod holding it
 	addrMore  map[uint32][]*podState // the other pods holding an address (stale objects, rare)
 	addrOrder []uint32               // addrs' keys, sorted
+	// prevNames is the group each local pod's interface was in, per
+	// direction ("ing"/"eg-" prefix + interface), at the last compilation.
+	prevNames map[string]string
 	logGroup  uint16
 	ready     bool
 	version   uint64 // last rule version handed out
@@ -97,6 +100,7 @@ type ruleState struct {
 // cachedGroup is a group's compiled content and the rule versions it was
 // computed from.
 type cachedGroup struct {
+	key      string // what the group is (groupName of its dependencies); its kernel name may be another
 	al       allowList
 	deps     []ruleDep
 	all      *Set
@@ -185,6 +189,14 @@ func (c *Compiler) compile(snap *Snapshot, changes []podChange) *Desired {
 		g.used = false
 	}
 	seenGroups := map[string]bool{}
+	type membership struct {
+		p    *Pod
+		dir  direction
+		pols []*networkingv1.NetworkPolicy
+		key  string
+	}
+	var members []membership
+	byKey := map[string][]string{}
 	for _, p := range localPods(snap) {
 		ip, _ := firstIPv4(p)
 		d.Sets[SetPodIfaces].Elements = append(d.Sets[SetPodIfaces].Elements,
@@ -194,14 +206,24 @@ func (c *Compiler) compile(snap *Snapshot, changes []podChange) *Desired {
 			if len(pols) == 0 {
 				continue
 			}
-			name := c.group(d, ix, p, dir, pols, seenGroups)
-			m := MapIngressPods
-			if dir == egress {
-				m = MapEgressPods
-			}
-			d.Maps[m].Elements = append(d.Maps[m].Elements, MapElement{Key: []string{quote(p.Interface)}, Value: "goto " + name})
+			key := groupName(dir, policyKeys(pols), namedPortsOf(p, dir, pols), ix.snap.DenyLogGroup)
+			members = append(members, membership{p: p, dir: dir, pols: pols, key: key})
+			byKey[key] = append(byKey[key], p.Interface)
 		}
 	}
+	names := c.nameGroups(byKey)
+	prevNames := make(map[string]string, len(members))
+	for _, mb := range members {
+		p, dir := mb.p, mb.dir
+		name := c.group(d, ix, p, dir, mb.pols, mb.key, names[mb.key], seenGroups)
+		prevNames[mb.key[:3]+p.Interface] = name
+		m := MapIngressPods
+		if dir == egress {
+			m = MapEgressPods
+		}
+		d.Maps[m].Elements = append(d.Maps[m].Elements, MapElement{Key: []string{quote(p.Interface)}, Value: "goto " + name})
+	}
+	c.prevNames = prevNames
 	maps.DeleteFunc(c.groups, func(_ string, g *cachedGroup) bool { return !g.used })
 	maps.DeleteFunc(c.rules, func(_ peerKey, r *ruleState) bool { return !r.used })
 	for _, r := range c.rules {
@@ -492,22 +514,24 @@ func (c *Compiler) removeAddr(st *podState) bool {
 // group adds the group of local pod p in dir to d (computing its allow
 // list only when it is new or one of its rules changed) and returns its
 // name.
-func (c *Compiler) group(d *Desired, ix *index, p *Pod, dir direction, pols []*networkingv1.NetworkPolicy, seen map[string]bool) string {
+func (c *Compiler) group(d *Desired, ix *index, p *Pod, dir direction, pols []*networkingv1.NetworkPolicy, key, name string, seen map[string]bool) string {
 	keys := policyKeys(pols)
-	name := groupName(dir, keys, namedPortsOf(p, dir, pols), ix.snap.DenyLogGroup)
 	if seen[name] {
 		return name
 	}
 	seen[name] = true
 	deps := ruleDeps(ix, dir, pols)
 	g := c.groups[name]
+	if g != nil && g.key != key {
+		g = nil // the name now holds another group's content: computed afresh, written as a difference
+	}
 	if g != nil && !slices.Equal(g.deps, deps) {
 		if xs, ok := c.changedSince(g.deps, deps); ok {
 			al, delAll, addAll, delBox, addBox := ix.updatedAt(g.al, p, dir, pols, xs)
 			ng := newCachedGroup(name, dir, al, keys, ix.snap.DenyLogGroup)
 			ng.all.delta = netDelta(g.all, rangeElems(delAll), rangeElems(addAll))
 			ng.ports.delta = netDelta(g.ports, boxElems(delBox), boxElems(addBox))
-			ng.deps = deps
+			ng.deps, ng.key = deps, key
 			c.groups[name] = ng
 			g = ng
 		} else {
@@ -518,11 +542,55 @@ func (c *Compiler) group(d *Desired, ix *index, p *Pod, dir direction, pols []*n
 		al := ix.allowFor(p, dir, pols)
 		g = newCachedGroup(name, dir, al, keys, ix.snap.DenyLogGroup)
 		g.deps = ruleDeps(ix, dir, pols) // allowFor may have created rules
+		g.key = key
 		c.groups[name] = g
 	}
 	g.used = true
 	g.addTo(d, name)
 	return name
+}
+
+// nameGroups gives each group (by its key, groupName of what it depends
+// on) its name in the kernel: the name most of its pods' interfaces were in
+// at the last compilation, when no other group took it first, so that a
+// policy created or deleted, or a pod joining or leaving a group, changes
+// the group's sets element by element instead of writing a renamed group
+// whole; else its key (what Compile, with no history, always uses), or,
+// when another group inherited that, a name derived from it.
+func (c *Compiler) nameGroups(byKey map[string][]string) map[string]string {
+	names := make(map[string]string, len(byKey))
+	taken := map[string]bool{}
+	keys := slices.Sorted(maps.Keys(byKey))
+	if len(c.prevNames) > 0 {
+		for _, key := range keys {
+			votes := map[string]int{}
+			for _, iface := range byKey[key] {
+				if n, ok := c.prevNames[key[:3]+iface]; ok && !taken[n] {
+					votes[n]++
+				}
+			}
+			best := ""
+			for n, v := range votes {
+				if best == "" || v > votes[best] || (v == votes[best] && n < best) {
+					best = n
+				}
+			}
+			if best != "" {
+				names[key], taken[best] = best, true
+			}
+		}
+	}
+	for _, key := range keys {
+		if _, ok := names[key]; ok {
+			continue
+		}
+		n := key
+		for i := 2; taken[n]; i++ {
+			n = derivedGroupName(key, i)
+		}
+		names[key], taken[n] = n, true
+	}
+	return names
 }
 
 func hasNamedPort(ports []networkingv1.NetworkPolicyPort) bool {

@@ -213,7 +213,7 @@ func sortedTable(t *testing.T, d *Desired) string {
 	if _, err := Apply(context.Background(), f, d); err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(f.Dump(), "\n")
+	lines := strings.Split(CanonicalGroupNames(f.Dump()), "\n")
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
 }
