@@ -93,6 +93,16 @@ func (n *session) syncRoutes(logger klog.Logger, d *routing.Desired, st *kernelS
 			continue
 		}
 		logger.V(2).Info("Programming route", "dst", r.Dst, "gw", r.Gw, "dev", r.Dev, "unreachable", r.Unreachable, "node", r.Node, "path", r.Path)
+		if cur, ok := byDst[r.Dst]; ok && r.OnLink && r.Dst.Addr().Is6() {
+			// The kernel checks an IPv6 on-link gateway against the
+			// table: the route being replaced (its destination holds the
+			// VTEP address) would fail that check through another
+			// device (EINVAL). Delete it first.
+			if err := n.deleteRoute(cur); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
 		n.ops.writes.Add(1)
 		if err := n.h().RouteReplace(&nr); err != nil {
 			errs = append(errs, fmt.Errorf("replace route %s via %s dev %s: %w", r.Dst, r.Gw, r.Dev, err))

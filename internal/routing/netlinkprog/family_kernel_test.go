@@ -434,3 +434,27 @@ func TestKernelApplyChangesDualStackPeer(t *testing.T) {
 		"fd00:10:244:2::/64": "fd74:7265:6c00:1::12 ul0",
 	})
 }
+
+// Switching a dual-stack node from native to VXLAN replaces each native
+// IPv6 route by an on-link one through the VXLAN device (the kernel
+// refuses to replace it in place: its gateway check finds the route being
+// replaced), and back.
+func TestKernelApplyDualStackNativeToVXLANAndBack(t *testing.T) {
+	nn := netnstest.NewNode(t, "10.0.1.11/24")
+	addNoDAD(t, nn.Handle, "ul0", "fd74:7265:6c00:1::11/64")
+	n := &testNode{h: nn.Handle, dp: &Programmer{Handle: nn.Handle, NetnsPath: nn.NS.Path()}}
+	local := localFor(t, n.dp, dualLocal)
+	native := map[string]string{
+		"fd00:10:244:1::/64": "unreachable",
+		"fd00:10:244:2::/64": "fd74:7265:6c00:1::12 ul0",
+	}
+	n.apply(t, routing.Compute(local, []routing.Peer{dualSame}, routing.Params{Mode: config.ModeNative, VXLAN: vxlanParams}))
+	eq(t, "native IPv6 routes", n.routes6(t), native)
+	n.apply(t, routing.Compute(local, []routing.Peer{dualSame}, routing.Params{Mode: config.ModeVXLAN, VXLAN: vxlanParams}))
+	eq(t, "VXLAN IPv6 routes", n.routes6(t), map[string]string{
+		"fd00:10:244:1::/64": "unreachable",
+		"fd00:10:244:2::/64": "fd00:10:244:2:: trellis.vxlan onlink",
+	})
+	n.apply(t, routing.Compute(local, []routing.Peer{dualSame}, routing.Params{Mode: config.ModeNative, VXLAN: vxlanParams}))
+	eq(t, "native IPv6 routes again", n.routes6(t), native)
+}
