@@ -303,7 +303,7 @@ func (c *Controller) ipv6(ctx context.Context, node *v1.Node, podCIDRs []netip.P
 		}
 		return nil
 	}
-	if why := IPv6Unsupported(c.cfg); why != "" {
+	if why := c.cfg.IPv6Unsupported(); why != "" {
 		msg := fmt.Sprintf("Node %s has the IPv6 pod CIDR of %v, and %s", node.Name, podCIDRs, why)
 		if c.reporter != nil {
 			c.reporter.Report(ctx, ReasonIPv6Unsupported, msg)

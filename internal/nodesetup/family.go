@@ -7,7 +7,6 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 
-	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/routing"
 )
 
@@ -32,27 +31,6 @@ const ConditionReasonIPv6Unsupported = "TrellisIPv6Unsupported"
 // hasIPv6 reports whether one of cidrs is an IPv6 prefix.
 func hasIPv6(cidrs []netip.Prefix) bool {
 	return slices.ContainsFunc(cidrs, func(p netip.Prefix) bool { return p.Addr().Is6() && !p.Addr().Is4In6() })
-}
-
-// IPv6Unsupported says why a node with IPv6 pod CIDRs cannot be served
-// under cfg, or "" when it can. Encryption needs strict mode, whose table
-// drops IPv6 pod traffic to other nodes that does not leave through the
-// WireGuard device: without it, that traffic could leave in plaintext.
-// routingMode bgp advertises IPv4 pod CIDRs only (its node-to-node
-// sessions carry ipv4-unicast), so other nodes would have no route to the
-// node's IPv6 pods. config.Validate refuses the same combinations when
-// clusterCIDRs name an IPv6 prefix; this catches the Nodes that have one
-// anyway.
-func IPv6Unsupported(cfg *config.Config) string {
-	switch {
-	case cfg.EncryptionEnabled() && !cfg.EncryptionStrictEnabled():
-		return "encryption wireguard without encryptionStrict cannot keep IPv6 pod traffic between nodes from leaving in plaintext; " +
-			"set encryptionStrict: true (IPv6 pod traffic to other nodes is then encrypted or dropped), or remove the Node's IPv6 pod CIDR"
-	case cfg.RoutingMode == config.ModeBGP:
-		return "routingMode bgp advertises IPv4 pod CIDRs only: other nodes would have no route to this node's IPv6 pods; " +
-			"use routingMode native, vxlan or auto for IPv6, or remove the Node's IPv6 pod CIDR"
-	}
-	return ""
 }
 
 // nodeAddress returns the address node setup works with: routing.NodeIP

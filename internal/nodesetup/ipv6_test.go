@@ -195,7 +195,7 @@ func TestIPv6WithStrictEncryption(t *testing.T) {
 	if fw.calls != 1 {
 		t.Errorf("IPv6 forwarding calls %d, want 1", fw.calls)
 	}
-	if why := IPv6Unsupported(f.cfg); why != "" {
+	if why := f.cfg.IPv6Unsupported(); why != "" {
 		t.Errorf("IPv6Unsupported = %q with strict encryption", why)
 	}
 }
