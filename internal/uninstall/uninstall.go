@@ -3,7 +3,7 @@
 // plugin binary, the node state file, the fast path's tc filters (and with
 // them its programs), every nftables table whose name starts with
 // "trellis", every route tagged with Trellis's route protocol, the VXLAN
-// device, the WireGuard device and the node's WireGuard key file, the accepts Trellis appended to iptables' and ip6tables' FORWARD chains on hosts
+// devices (over the IPv4 and the IPv6 underlay), the WireGuard device and the node's WireGuard key file, the accepts Trellis appended to iptables' and ip6tables' FORWARD chains on hosts
 // whose FORWARD policy is DROP (internal/hostfw), and the sysctls Trellis
 // changed and recorded (restored to their previous values). It is idempotent: a second run finds nothing and
 // succeeds. Pods wired before keep their veths, addresses and host routes
@@ -40,6 +40,8 @@ type Options struct {
 	CNIBinDir     string
 	NodeStateFile string
 	VXLANDevice   string
+	// VXLANDevice6 is the VXLAN device over the IPv6 underlay ("": none).
+	VXLANDevice6 string
 	// WireGuardDevice is the WireGuard device (a WireGuard or TUN link);
 	// WireGuardKeyFile the node's private key.
 	WireGuardDevice  string
@@ -86,6 +88,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	step("routes with protocol trellis", func() (int, error) { return removeRoutes(h) })
 	step("VXLAN device "+o.VXLANDevice, func() (int, error) { return removeLink(h, o.VXLANDevice, "vxlan") })
+	if o.VXLANDevice6 != "" {
+		step("VXLAN device "+o.VXLANDevice6, func() (int, error) { return removeLink(h, o.VXLANDevice6, "vxlan") })
+	}
 	if o.WireGuardDevice != "" {
 		step("WireGuard device "+o.WireGuardDevice, func() (int, error) { return removeLink(h, o.WireGuardDevice, "wireguard", "tuntap") })
 	}
