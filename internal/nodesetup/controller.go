@@ -304,7 +304,7 @@ func (c *Controller) ipv6(ctx context.Context, node *v1.Node, podCIDRs []netip.P
 		return nil
 	}
 	if why := c.cfg.IPv6Unsupported(); why != "" {
-		msg := fmt.Sprintf("Node %s has the IPv6 pod CIDR of %v, and %s", node.Name, podCIDRs, why)
+		msg := fmt.Sprintf("Node %s has an IPv6 pod CIDR (spec.podCIDRs %v), and %s", node.Name, podCIDRs, why)
 		if c.reporter != nil {
 			c.reporter.Report(ctx, ReasonIPv6Unsupported, msg)
 		}
