@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 		bgpLW: client.BGPListWatches(cfg.Namespace), bgp: client.BGP()},
 		bgp:    newBGPDeps(klog.FromContext(ctx)),
 		routes: &netlinkprog.Programmer{SysctlRoot: cfg.SysctlRoot}, sysctls: nodesetup.ProcSysctls{Root: cfg.SysctlRoot}, fastPath: &fastpath.Kernel{},
-		conntrack: &ctnetlink.Netlink{}}
+		forwarding6: recordedIPv6Forwarding(cfg), conntrack: &ctnetlink.Netlink{}}
 	// With masquerade disabled the controller still runs to remove a
 	// table left by an earlier configuration; without nft there is none.
 	// Without the capabilities it needs, nft itself fails (EPERM): run
@@ -171,6 +171,9 @@ type deps struct {
 	// encryption off).
 	wireGuard wireGuardStatus
 	sysctls   nodesetup.Sysctls
+	// forwarding6 turns IPv6 forwarding on (node setup, on a node with an
+	// IPv6 pod CIDR); nil fails such a node's node setup (tests).
+	forwarding6 nodesetup.IPv6Forwarder
 	// fastPath programs the eBPF fast path; nil leaves it alone (tests).
 	fastPath *fastpath.Kernel
 	// nft is the masquerade table's interface; nil disables the controller.
@@ -253,7 +256,7 @@ func run(ctx context.Context, cfg *config.Config, d deps) error {
 	// The base dataplane's status follows the policy controller's syncs.
 	dpStatus := newDataplaneStatus(d.policyNFT != nil, runnerOpts.Observer)
 	setupCtl, err = nodesetup.New(nodesetup.Config{Agent: cfg, NodeAPI: d.api.nodes, Nodes: nodeLister,
-		Routes: routeCtl, Dataplane: dpStatus, Underlay: d.routes, Sysctls: d.sysctls, Sync: runnerOpts,
+		Routes: routeCtl, Dataplane: dpStatus, Underlay: d.routes, Sysctls: d.sysctls, IPv6Forwarding: d.forwarding6, Sync: runnerOpts,
 		Keys: keyStore(ctx, cfg), OnKeyRotated: routeCtl.Trigger, DeviceKey: deviceKey(cfg, d.wireGuard)})
 	if err != nil {
 		return err

@@ -55,12 +55,17 @@ func newDrops(cfg *config.Config, infs *informerSet, pods *podlink.Watcher, reco
 
 // dropResolver names the pods of a drop from the agent's caches.
 type dropResolver struct {
-	ifaces   *podlink.Watcher
+	ifaces   podInterfaces             // the pod-interface watch (*podlink.Watcher)
 	pods     cache.SharedIndexInformer // nil without enforcement
 	policies cache.SharedIndexInformer // nil without enforcement
 }
 
 var _ drops.Resolver = (*dropResolver)(nil)
+
+// podInterfaces lists the local pod interfaces (podlink.Watcher).
+type podInterfaces interface {
+	PodInterfaces() ([]podlink.Interface, error)
+}
 
 func (r *dropResolver) Interface(ifindex uint32) (string, string) {
 	list, err := r.ifaces.PodInterfaces()
@@ -74,8 +79,12 @@ func (r *dropResolver) Interface(ifindex uint32) (string, string) {
 		if p := i.Alias.Pod(); p != "" {
 			return i.Name, p
 		}
-		if a, ok := i.IPv4(); ok {
-			return i.Name, r.PodByIP(a)
+		// By address otherwise: any of the interface's pod addresses,
+		// of either family.
+		for _, a := range i.Addrs {
+			if pod := r.PodByIP(a); pod != "" {
+				return i.Name, pod
+			}
 		}
 		return i.Name, ""
 	}

@@ -263,38 +263,9 @@ func enableForwarding(addrs []netip.Addr) (raised []string, err error) {
 		}
 	}
 	if hasIPv6(addrs) {
-		return sysctl.EnableIPv6Forwarding(noRAInterface())
+		return sysctl.EnableIPv6Forwarding(podlink.NoRAInterface())
 	}
 	return nil, nil
-}
-
-// noRAKinds are the link kinds whose accept_ra is never raised: overlays
-// between nodes (the agent's VXLAN device: another node sending RAs into
-// it would become this node's router).
-var noRAKinds = []string{"vxlan", "geneve", "wireguard"}
-
-// noRAInterface returns a test for the interfaces EnableIPv6Forwarding
-// must leave alone: pod interfaces by name, and the noRAKinds. The links
-// are listed on the first call only (only when forwarding is still off).
-func noRAInterface() func(name string) bool {
-	var kinds map[string]string
-	return func(name string) bool {
-		if podlink.IsHostName(name) {
-			return true
-		}
-		if kinds == nil {
-			kinds = map[string]string{}
-			links, err := netlinksafe.LinkList()
-			if err != nil {
-				return true // unknown: leave it as it is
-			}
-			for _, l := range links {
-				kinds[l.Attrs().Name] = l.Type()
-			}
-		}
-		kind, ok := kinds[name]
-		return !ok || slices.Contains(noRAKinds, kind)
-	}
 }
 
 func hasIPv6(addrs []netip.Addr) bool { return slices.ContainsFunc(addrs, netip.Addr.Is6) }

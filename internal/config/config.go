@@ -344,6 +344,7 @@ func (c *Config) Validate() error {
 		add("maxSyncInterval: %v must be at least minSyncInterval (%v)", c.MaxSyncInterval.Duration, c.MinSyncInterval.Duration)
 	}
 	errs = append(errs, c.validateEncryption()...)
+	errs = append(errs, c.validateIPv6()...)
 	if c.RoutingMode == ModeBGP && c.EncryptionEnabled() {
 		add("routingMode bgp with encryption %s: not supported (pod CIDRs learned through BGP are routed by the fabric, not through the WireGuard device); use routingMode native, vxlan or auto with encryption, or encryption none with bgp", c.Encryption)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -94,15 +95,17 @@ func VerdictText(d agentapi.Drop, wide bool) string {
 		if d.Interface != "" {
 			extra = append(extra, "interface "+d.Interface)
 		}
-		extra = append(extra, d.Src.IP+portSuffix(d.Src.Port)+" > "+d.Dst.IP+portSuffix(d.Dst.Port), d.Time.UTC().Format(time.RFC3339Nano))
+		extra = append(extra, hostPort(d.Src.IP, d.Src.Port)+" > "+hostPort(d.Dst.IP, d.Dst.Port), d.Time.UTC().Format(time.RFC3339Nano))
 		s += " [" + strings.Join(extra, "; ") + "]"
 	}
 	return s
 }
 
-func portSuffix(p uint16) string {
-	if p == 0 {
-		return ""
+// hostPort is ip, with ":port" when port is not 0 (an IPv6 address then
+// in brackets: [fd00::1]:80).
+func hostPort(ip string, port uint16) string {
+	if port == 0 {
+		return ip
 	}
-	return ":" + strconv.Itoa(int(p))
+	return net.JoinHostPort(ip, strconv.Itoa(int(port)))
 }

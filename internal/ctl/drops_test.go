@@ -83,9 +83,15 @@ func TestDropPrinter(t *testing.T) {
 	_ = p.print(d)
 	d.Verdict = "unencrypted"
 	_ = p.print(d)
+	d.Src.IP, d.Dst.IP, d.Protocol = "fd00:10:244:1::5", "fd00:10:244:2::7", "ICMPv6"
+	d.Src.Port, d.Dst.Port = 0, 0
+	_ = p.print(d)
+	d.Protocol, d.Dst.Port = "TCP", 443
+	_ = p.print(d)
 	out := tab.String()
 	for _, want := range []string{"TIME", "NODE", "shop/web-1", "shop/db-0", "5432", "TCP", "ingress",
 		"isolated for ingress", "policies: shop/db-only-from-api", "group ing-0123", "10.244.1.5:40000 > 10.244.2.7:5432", "anti-spoofing",
+		"fd00:10:244:1::5 > fd00:10:244:2::7;", "fd00:10:244:1::5 > [fd00:10:244:2::7]:443;",
 		"would have left unencrypted"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)

@@ -1,6 +1,6 @@
 // Package drops reads the node's deny log: the nflog group the policy
 // table (internal/policy) sends every dropped packet to. It decodes each
-// record (prefix, interfaces, IPv4 and transport headers), names the pods
+// record (prefix, interfaces, IPv4 or IPv6 and transport headers), names the pods
 // at both ends, keeps the last drops in a bounded ring and serves them as
 // JSON lines on the agent's local API (agentapi.DropsPath).
 package drops
@@ -14,7 +14,7 @@ import (
 	"strings"
 )
 
-// Packet is what the deny log tells of a dropped IPv4 packet.
+// Packet is what the deny log tells of a dropped IPv4 or IPv6 packet.
 type Packet struct {
 	Src, Dst         netip.Addr
 	Proto            uint8
@@ -29,7 +29,7 @@ const (
 	protoSCTP = 132
 )
 
-// ProtocolName is TCP, UDP, SCTP, ICMP or the protocol number.
+// ProtocolName is TCP, UDP, SCTP, ICMP, ICMPv6 or the protocol number.
 func ProtocolName(p uint8) string {
 	switch p {
 	case protoICMP:
@@ -40,6 +40,8 @@ func ProtocolName(p uint8) string {
 		return "UDP"
 	case protoSCTP:
 		return "SCTP"
+	case protoICMPv6:
+		return "ICMPv6"
 	}
 	return strconv.Itoa(int(p))
 }

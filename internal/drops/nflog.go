@@ -34,7 +34,8 @@ const (
 )
 
 // copyRange is how many bytes of each logged packet the kernel copies to
-// the reader: the longest IPv4 header and the transport ports.
+// the reader: the longest IPv4 header and the transport ports (an IPv6
+// header and the ports fit too, with up to 20 bytes of extension headers).
 const copyRange = 64
 
 // Record is one nflog message: the rule's prefix, the interfaces and the

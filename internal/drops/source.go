@@ -76,7 +76,7 @@ func NewSource(cfg Config) (*Source, error) {
 		lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "trellis_policy_deny_log_lost_total",
 			Help: "Times deny-log records were lost because the agent's socket buffer was full."}),
 		undecoded: prometheus.NewCounter(prometheus.CounterOpts{Name: "trellis_policy_deny_log_undecoded_total",
-			Help: "Deny-log records the agent could not decode (not a trellis-deny prefix, not IPv4)."}),
+			Help: "Deny-log records the agent could not decode (not a trellis-deny prefix, not IPv4 or IPv6)."}),
 	}
 	if cfg.Group == 0 {
 		s.unavailable = "the deny log is off on this node (agent config policyDenyLog: 0)"
@@ -180,13 +180,13 @@ func (s *Source) add(rec *Record) {
 }
 
 // Decode turns a record into a Drop naming its pods; ok is false for a
-// record that is not a trellis deny or not IPv4.
+// record that is not a trellis deny or not IPv4 or IPv6.
 func (s *Source) Decode(rec *Record) (agentapi.Drop, bool) {
 	pre, err := ParsePrefix(rec.Prefix)
 	if err != nil {
 		return agentapi.Drop{}, false
 	}
-	pkt, err := DecodeIPv4(rec.Payload)
+	pkt, err := DecodePacket(rec.Payload)
 	if err != nil {
 		return agentapi.Drop{}, false
 	}

@@ -1,5 +1,6 @@
-// Package hostfw keeps pod forwarding working on hosts whose iptables
-// FORWARD policy is DROP (Docker sets it). In nftables every base chain at
+// Package hostfw keeps pod forwarding working on hosts whose iptables or
+// ip6tables FORWARD policy is DROP (Docker sets it, for IPv6 too when its
+// ip6tables support is on). In nftables every base chain at
 // a hook gets its say: a drop in iptables' `ip filter FORWARD` chain is
 // final whatever Trellis's own tables accept, so pods on such a host cannot
 // reach pods behind another interface. When that chain exists with policy
@@ -7,6 +8,10 @@
 // traffic from and one for traffic to each pod CIDR:
 //
 //	ip saddr 10.244.0.0/16 counter accept comment "trellis: pod forwarding from 10.244.0.0/16"
+//
+// IPv6 pod CIDRs get the same accepts (ip6 saddr, ip6 daddr) in
+// ip6tables' chain, `ip6 filter FORWARD`; each family's chain is read and
+// synced on its own, and a family without pod CIDRs gets nothing.
 //
 // The rules have the shape `iptables -A FORWARD -s CIDR -j ACCEPT -m
 // comment` gives under iptables-nft, so iptables (and Docker) keep reading
@@ -30,12 +35,25 @@ import (
 	"strings"
 )
 
-// The iptables filter table's FORWARD chain, as iptables-nft names it.
+// The iptables filter table's FORWARD chain, as iptables-nft names it
+// (Family; ip6tables-nft's is in Family6).
 const (
-	Family = "ip"
-	Table  = "filter"
-	Chain  = "FORWARD"
+	Family  = "ip"
+	Family6 = "ip6"
+	Table   = "filter"
+	Chain   = "FORWARD"
 )
+
+// Families are the chains' families, IPv4 first.
+var Families = []string{Family, Family6}
+
+// familyOf is the nftables family of p's chain.
+func familyOf(p netip.Prefix) string {
+	if p.Addr().Is4() || p.Addr().Is4In6() {
+		return Family
+	}
+	return Family6
+}
 
 // CommentPrefix starts the comment of every rule Trellis adds.
 const CommentPrefix = "trellis: pod forwarding "
@@ -62,8 +80,8 @@ func (Exec) Run(ctx context.Context, args ...string) ([]byte, error) {
 	return out, nil
 }
 
-// Rule is one accept Trellis wants: from (Dir "from", ip saddr) or to
-// (Dir "to", ip daddr) a pod CIDR.
+// Rule is one accept Trellis wants: from (Dir "from", ip/ip6 saddr) or to
+// (Dir "to", ip/ip6 daddr) a pod CIDR, in the chain of the CIDR's family.
 type Rule struct {
 	Dir  string
 	CIDR netip.Prefix
@@ -76,18 +94,24 @@ func (r Rule) nft() string {
 	if r.Dir == "to" {
 		field = "daddr"
 	}
-	return fmt.Sprintf("ip %s %s counter accept comment %q", field, r.CIDR, r.comment())
+	return fmt.Sprintf("%s %s %s counter accept comment %q", familyOf(r.CIDR), field, r.CIDR, r.comment())
 }
 
-// Desired is the accepts a FORWARD chain with policy policyDrop needs for
-// the pod CIDRs (IPv4 only: the chain is iptables' IPv4 one).
+// Desired is the accepts iptables' IPv4 FORWARD chain with policy
+// policyDrop needs for the pod CIDRs (DesiredFamily for Family).
 func Desired(policyDrop bool, cidrs []netip.Prefix) []Rule {
+	return DesiredFamily(Family, policyDrop, cidrs)
+}
+
+// DesiredFamily is the accepts the FORWARD chain of family (Family or
+// Family6) with policy policyDrop needs for the pod CIDRs of that family.
+func DesiredFamily(family string, policyDrop bool, cidrs []netip.Prefix) []Rule {
 	if !policyDrop {
 		return nil
 	}
 	var out []Rule
 	for _, c := range cidrs {
-		if c.Addr().Is4() {
+		if c.IsValid() && !c.Addr().Is4In6() && familyOf(c) == family {
 			out = append(out, Rule{"from", c.Masked()}, Rule{"to", c.Masked()})
 		}
 	}
@@ -105,10 +129,13 @@ type ChainState struct {
 	Ours map[Rule]int
 }
 
-// Read lists the FORWARD chain.
-func Read(ctx context.Context, nft NFT) (ChainState, error) {
+// Read lists iptables' IPv4 FORWARD chain (ReadFamily for Family).
+func Read(ctx context.Context, nft NFT) (ChainState, error) { return ReadFamily(ctx, nft, Family) }
+
+// ReadFamily lists the FORWARD chain of family (Family or Family6).
+func ReadFamily(ctx context.Context, nft NFT, family string) (ChainState, error) {
 	st := ChainState{Ours: map[Rule]int{}}
-	out, err := nft.Run(ctx, "-j", "list", "chain", Family, Table, Chain)
+	out, err := nft.Run(ctx, "-j", "list", "chain", family, Table, Chain)
 	if err != nil {
 		if strings.Contains(err.Error(), "No such file or directory") {
 			return st, nil // no iptables-nft filter table: nothing to do
@@ -128,7 +155,7 @@ func Read(ctx context.Context, nft NFT) (ChainState, error) {
 		} `json:"nftables"`
 	}
 	if err := json.Unmarshal(out, &doc); err != nil {
-		return st, fmt.Errorf("parse nft listing of %s %s %s: %w", Family, Table, Chain, err)
+		return st, fmt.Errorf("parse nft listing of %s %s %s: %w", family, Table, Chain, err)
 	}
 	for _, o := range doc.Nftables {
 		switch {
@@ -154,19 +181,41 @@ func parseComment(c string) (Rule, bool) {
 	return Rule{dir, p}, true
 }
 
-// Sync makes Trellis's accepts in the FORWARD chain what Desired says for
-// its current policy: it appends the missing ones and deletes its own that
-// are no longer wanted. It returns the state it found and how many rules
-// it added and removed.
+// Sync makes Trellis's accepts in both families' FORWARD chains what
+// DesiredFamily says for their current policies (SyncFamily for each,
+// IPv4 first). The state it returns is the IPv4 chain's, with Exists and
+// PolicyDrop true when either chain's is; added and removed count both.
+// A family's failure does not keep the other from being synced.
 func Sync(ctx context.Context, nft NFT, cidrs []netip.Prefix) (st ChainState, added, removed int, err error) {
-	st, err = Read(ctx, nft)
+	var errs []error
+	for i, family := range Families {
+		fst, a, r, ferr := SyncFamily(ctx, nft, family, cidrs)
+		added, removed = added+a, removed+r
+		if ferr != nil {
+			errs = append(errs, fmt.Errorf("%s %s %s: %w", family, Table, Chain, ferr))
+		}
+		if i == 0 {
+			st = fst
+			continue
+		}
+		st.Exists, st.PolicyDrop = st.Exists || fst.Exists, st.PolicyDrop || fst.PolicyDrop
+	}
+	return st, added, removed, errors.Join(errs...)
+}
+
+// SyncFamily makes Trellis's accepts in the FORWARD chain of family what
+// DesiredFamily says for its current policy: it appends the missing ones
+// and deletes its own that are no longer wanted. It returns the state it
+// found and how many rules it added and removed.
+func SyncFamily(ctx context.Context, nft NFT, family string, cidrs []netip.Prefix) (st ChainState, added, removed int, err error) {
+	st, err = ReadFamily(ctx, nft, family)
 	if err != nil || !st.Exists {
 		return st, 0, 0, err
 	}
-	want := Desired(st.PolicyDrop, cidrs)
+	want := DesiredFamily(family, st.PolicyDrop, cidrs)
 	for r, h := range st.Ours {
 		if !slices.Contains(want, r) {
-			if _, err := nft.Run(ctx, "delete", "rule", Family, Table, Chain, "handle", strconv.Itoa(h)); err != nil {
+			if _, err := nft.Run(ctx, "delete", "rule", family, Table, Chain, "handle", strconv.Itoa(h)); err != nil {
 				return st, added, removed, err
 			}
 			removed++
@@ -176,7 +225,7 @@ func Sync(ctx context.Context, nft NFT, cidrs []netip.Prefix) (st ChainState, ad
 		if _, ok := st.Ours[r]; ok {
 			continue
 		}
-		if _, err := nft.Run(ctx, "add rule "+Family+" "+Table+" "+Chain+" "+r.nft()); err != nil {
+		if _, err := nft.Run(ctx, "add rule "+family+" "+Table+" "+Chain+" "+r.nft()); err != nil {
 			return st, added, removed, err
 		}
 		added++
@@ -184,7 +233,7 @@ func Sync(ctx context.Context, nft NFT, cidrs []netip.Prefix) (st ChainState, ad
 	return st, added, removed, nil
 }
 
-// Remove deletes every rule of Trellis's from the FORWARD chain (uninstall)
+// Remove deletes every rule of Trellis's from both FORWARD chains (uninstall)
 // and returns how many it deleted.
 func Remove(ctx context.Context, nft NFT) (int, error) {
 	_, _, removed, err := Sync(ctx, nft, nil)

@@ -92,6 +92,10 @@ type Config struct {
 	Dataplane DataplaneStatus
 	Underlay  UnderlayFinder
 	Sysctls   Sysctls
+	// IPv6Forwarding turns IPv6 forwarding on while this Node has an IPv6
+	// pod CIDR (RecordedIPv6Forwarding in the agent; nil: such a Node's
+	// syncs fail).
+	IPv6Forwarding IPv6Forwarder
 	// Keys is this node's WireGuard key (required with encryption on).
 	Keys KeyStore
 	// OnKeyRotated (nil: none) is called after the key was rotated, before
@@ -116,6 +120,10 @@ type Controller struct {
 	dp       DataplaneStatus
 	underlay UnderlayFinder
 	sysctls  Sysctls
+	fwd6     IPv6Forwarder
+	// raised6 is what the last IPv6 forwarding change reported (logged
+	// once).
+	raised6  []string
 	reporter Reporter
 	keys     KeyStore
 	// onKeyRotated is Config.OnKeyRotated; rotatedFor is the rotation
@@ -158,7 +166,7 @@ func New(cfg Config) (*Controller, error) {
 		return nil, errors.New("node-setup controller: Keys is required with encryption on")
 	}
 	c := &Controller{cfg: cfg.Agent, nodes: cfg.NodeAPI, lister: cfg.Nodes, routes: cfg.Routes, dp: cfg.Dataplane, underlay: cfg.Underlay,
-		sysctls: cfg.Sysctls, keys: cfg.Keys, onKeyRotated: cfg.OnKeyRotated,
+		sysctls: cfg.Sysctls, fwd6: cfg.IPv6Forwarding, keys: cfg.Keys, onKeyRotated: cfg.OnKeyRotated,
 		deviceKey: cfg.DeviceKey, keyWait: deviceKeyWait, now: time.Now, bootID: podlink.BootID}
 	c.Runner = syncrunner.New("nodesetup", c.Sync, cfg.Sync)
 	return c, nil
@@ -182,10 +190,10 @@ func (c *Controller) Sync(ctx context.Context) error {
 		return err
 	}
 	podCIDRs := routing.PodCIDRs(node)
-	nodeIP := routing.NodeIP(node)
+	nodeIP := nodeAddress(node)
 	if !nodeIP.IsValid() {
-		_ = c.writeState(podCIDRs, 0, false, "Node has no IPv4 InternalIP")
-		return fmt.Errorf("node %s has no IPv4 InternalIP", node.Name)
+		_ = c.writeState(podCIDRs, 0, false, "Node has no InternalIP")
+		return fmt.Errorf("node %s has no InternalIP", node.Name)
 	}
 	ul, err := c.underlay.Underlay(nodeIP)
 	if err != nil {
@@ -208,6 +216,9 @@ func (c *Controller) Sync(ctx context.Context) error {
 	}
 	if c.reporter != nil {
 		c.reporter.Clear(ReasonNoPodCIDR)
+	}
+	if err := c.ipv6(ctx, node, podCIDRs, mtu); err != nil {
+		return err
 	}
 	choice, err := ChooseConflist(c.cfg.CNIConfDir)
 	if err != nil {
@@ -276,6 +287,44 @@ func (c *Controller) Sync(ctx context.Context) error {
 		if err := c.setNetworkUnavailable(ctx, node, dpReason); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// ipv6 makes the node ready for its IPv6 pod CIDR, when it has one: it
+// refuses a configuration that cannot serve it (IPv6Unsupported: the node
+// state file closes the plugin's gate, NetworkUnavailable=True, the problem
+// is reported) and turns IPv6 forwarding on. A node without an IPv6 pod
+// CIDR is left as it is.
+func (c *Controller) ipv6(ctx context.Context, node *v1.Node, podCIDRs []netip.Prefix, mtu int) error {
+	if !hasIPv6(podCIDRs) {
+		if c.reporter != nil {
+			c.reporter.Clear(ReasonIPv6Unsupported)
+		}
+		return nil
+	}
+	if why := c.cfg.IPv6Unsupported(); why != "" {
+		msg := fmt.Sprintf("Node %s has an IPv6 pod CIDR (spec.podCIDRs %v), and %s", node.Name, podCIDRs, why)
+		if c.reporter != nil {
+			c.reporter.Report(ctx, ReasonIPv6Unsupported, msg)
+		}
+		err := errors.Join(fmt.Errorf("node %s: %s", node.Name, why),
+			c.writeState(podCIDRs, mtu, false, "IPv6 pod CIDR not supported with this configuration: "+why),
+			c.setNetworkCondition(ctx, node, v1.ConditionTrue, ConditionReasonIPv6Unsupported, "Trellis agent cannot serve this node's IPv6 pod CIDR: "+why))
+		return err
+	}
+	if c.reporter != nil {
+		c.reporter.Clear(ReasonIPv6Unsupported)
+	}
+	raised, err := enableIPv6Forwarding(c.fwd6)
+	if err != nil {
+		_ = c.writeState(podCIDRs, mtu, false, err.Error())
+		return err
+	}
+	if len(raised) > 0 && !reflect.DeepEqual(raised, c.raised6) {
+		klog.FromContext(ctx).WithName("nodesetup").Info("Turned IPv6 forwarding on; raised accept_ra to 2 first so the node keeps its router advertisements",
+			"interfaces", raised)
+		c.raised6 = raised
 	}
 	return nil
 }

@@ -24,6 +24,13 @@ const (
 	acceptRAWhenRouter = "2"
 )
 
+// GetSetter reads and sets sysctls (Proc, or a wrapper recording the
+// previous values).
+type GetSetter interface {
+	Get(path string) (string, error)
+	Set(path, value string) error
+}
+
 // EnableIPv6Forwarding turns IPv6 forwarding on (net.ipv6.conf.all.forwarding=1)
 // without breaking router advertisements: first every interface whose
 // accept_ra is 1 gets accept_ra=2. skip (nil: none) names interfaces to
@@ -34,25 +41,51 @@ const (
 // on: whoever turned it on chose the RA settings. It returns the names
 // whose accept_ra it raised, sorted.
 func (p Proc) EnableIPv6Forwarding(skip func(name string) bool) ([]string, error) {
-	cur, err := p.Get(ipv6AllForwarding)
+	return EnableIPv6ForwardingWith(p, p, skip)
+}
+
+// IPv6Interfaces lists the names under net/ipv6/conf ("all" and "default"
+// among them).
+func (p Proc) IPv6Interfaces() ([]string, error) {
+	entries, err := os.ReadDir(p.file(ipv6Conf))
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", ipv6Conf, err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names, nil
+}
+
+// InterfaceLister lists the names under net/ipv6/conf (Proc).
+type InterfaceLister interface {
+	IPv6Interfaces() ([]string, error)
+}
+
+// EnableIPv6ForwardingWith is Proc.EnableIPv6Forwarding reading and
+// setting through s (the agent passes a recorder, so that uninstall puts
+// the previous values back) and listing the interfaces through l: the one
+// implementation of the procedure, for the plugin and the agent.
+func EnableIPv6ForwardingWith(s GetSetter, l InterfaceLister, skip func(name string) bool) ([]string, error) {
+	cur, err := s.Get(ipv6AllForwarding)
 	if err != nil {
 		return nil, err
 	}
 	if cur == "1" {
 		return nil, nil
 	}
-	entries, err := os.ReadDir(p.file(ipv6Conf))
+	names, err := l.IPv6Interfaces()
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", ipv6Conf, err)
+		return nil, err
 	}
 	var raised []string
-	for _, e := range entries {
-		name := e.Name()
+	for _, name := range names {
 		if name == "all" || name == "default" || name == "lo" || (skip != nil && skip(name)) {
 			continue
 		}
 		key := ipv6Conf + "/" + name + "/accept_ra"
-		v, err := p.Get(key)
+		v, err := s.Get(key)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // the interface went away meanwhile
 		}
@@ -62,8 +95,8 @@ func (p Proc) EnableIPv6Forwarding(skip func(name string) bool) ([]string, error
 		if v != "1" {
 			continue
 		}
-		if err := p.Set(key, acceptRAWhenRouter); err != nil {
-			if _, serr := os.Stat(p.file(key)); errors.Is(serr, fs.ErrNotExist) {
+		if err := s.Set(key, acceptRAWhenRouter); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 			return raised, err
@@ -71,7 +104,7 @@ func (p Proc) EnableIPv6Forwarding(skip func(name string) bool) ([]string, error
 		raised = append(raised, name)
 	}
 	sort.Strings(raised)
-	return raised, p.Set(ipv6AllForwarding, "1")
+	return raised, s.Set(ipv6AllForwarding, "1")
 }
 
 // EnableIPv6Forwarding is Proc.EnableIPv6Forwarding in the calling thread's

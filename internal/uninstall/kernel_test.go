@@ -65,6 +65,12 @@ func TestKernelUninstallRemovesEverything(t *testing.T) {
 	if err := h.LinkAdd(vx); err != nil {
 		t.Fatalf("add VXLAN device: %v", err)
 	}
+	// The VXLAN device over the IPv6 underlay.
+	const vxlan6 = "trellis.vxlan6"
+	if err := h.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: vxlan6}, VxlanId: config.DefaultVXLANVNI + 1,
+		Port: config.DefaultVXLANPort, VtepDevIndex: ul0.Attrs().Index}); err != nil {
+		t.Fatalf("add IPv6-underlay VXLAN device: %v", err)
+	}
 	// The userspace engine's persistent TUN device and the key file.
 	if out, err := exec.Command("ip", "-n", node.Name, "tuntap", "add", "dev", config.DefaultWireGuardDevice, "mode", "tun").CombinedOutput(); err != nil {
 		t.Fatalf("add TUN device: %v: %s", err, out)
@@ -123,7 +129,7 @@ func TestKernelUninstallRemovesEverything(t *testing.T) {
 	}
 
 	opts := Options{CNIConfDir: confDir, CNIBinDir: binDir, NodeStateFile: filepath.Join(stateDir, "node-state.json"),
-		VXLANDevice: config.DefaultVXLANDevice, WireGuardDevice: config.DefaultWireGuardDevice, WireGuardKeyFile: keyFile, Sysctls: sys, RecordFile: record, Handle: h, Tables: NFT{}}
+		VXLANDevice: config.DefaultVXLANDevice, VXLANDevice6: vxlan6, WireGuardDevice: config.DefaultWireGuardDevice, WireGuardKeyFile: keyFile, Sysctls: sys, RecordFile: record, Handle: h, Tables: NFT{}}
 	for run := 1; run <= 2; run++ {
 		if err := node.NS.Do(func(ns.NetNS) error { return Run(context.Background(), opts) }); err != nil {
 			t.Fatalf("run %d: %v", run, err)
@@ -152,6 +158,9 @@ func TestKernelUninstallRemovesEverything(t *testing.T) {
 	}
 	if !sawTheirs {
 		t.Error("uninstall removed a route that is not Trellis's")
+	}
+	if _, err := h.LinkByName(vxlan6); err == nil {
+		t.Error("IPv6-underlay VXLAN device left")
 	}
 	if _, err := h.LinkByName(config.DefaultVXLANDevice); err == nil {
 		t.Error("VXLAN device left")

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/trellisnet/trellis/internal/atomicfile"
 )
@@ -75,7 +77,10 @@ func readRecord(file string) (map[string]string, error) {
 }
 
 // Restore sets every recorded sysctl back to its previous value and removes
-// the record. It returns how many it restored.
+// the record. It returns how many it restored. Forwarding switches go back
+// first (restoreOrder), then per-interface values such as accept_ra, so
+// that no interface is left with accept_ra 1 while forwarding is still on;
+// a per-interface value of an interface that is gone is skipped.
 func Restore(s Sysctls, file string) (int, error) {
 	rec, err := readRecord(file)
 	if err != nil {
@@ -85,14 +90,46 @@ func Restore(s Sysctls, file string) (int, error) {
 	for p := range rec {
 		paths = append(paths, p)
 	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		if err := s.Set(p, rec[p]); err != nil {
-			return 0, fmt.Errorf("restore %s=%s: %w", p, rec[p], err)
+	sort.Slice(paths, func(i, j int) bool {
+		if a, b := restoreOrder(paths[i]), restoreOrder(paths[j]); a != b {
+			return a < b
 		}
+		return paths[i] < paths[j]
+	})
+	n := 0
+	for _, p := range paths {
+		err := s.Set(p, rec[p])
+		if err != nil && perInterface(p) && errors.Is(err, fs.ErrNotExist) {
+			continue // the interface went away: nothing to put back
+		}
+		if err != nil {
+			return n, fmt.Errorf("restore %s=%s: %w", p, rec[p], err)
+		}
+		n++
 	}
 	if _, err := removeFile(file); err != nil {
-		return 0, err
+		return n, err
 	}
-	return len(paths), nil
+	return n, nil
+}
+
+// restoreOrder ranks a sysctl path for Restore: the forwarding switches
+// (net/ipv4/ip_forward, net/ipv6/conf/all/forwarding) before the rest.
+func restoreOrder(path string) int {
+	if path == "net/ipv4/ip_forward" || strings.HasSuffix(path, "/all/forwarding") {
+		return 0
+	}
+	return 1
+}
+
+// perInterface reports whether path is a value of one interface
+// (net/ipv4/conf/<if>/..., net/ipv6/conf/<if>/...), which goes with it.
+func perInterface(path string) bool {
+	for _, pre := range []string{"net/ipv4/conf/", "net/ipv6/conf/"} {
+		if rest, ok := strings.CutPrefix(path, pre); ok {
+			name, _, _ := strings.Cut(rest, "/")
+			return name != "all" && name != "default"
+		}
+	}
+	return false
 }

@@ -3,7 +3,7 @@
 // plugin binary, the node state file, the fast path's tc filters (and with
 // them its programs), every nftables table whose name starts with
 // "trellis", every route tagged with Trellis's route protocol, the VXLAN
-// device, the WireGuard device and the node's WireGuard key file, the accepts Trellis appended to iptables' FORWARD chain on hosts
+// devices (over the IPv4 and the IPv6 underlay), the WireGuard device and the node's WireGuard key file, the accepts Trellis appended to iptables' and ip6tables' FORWARD chains on hosts
 // whose FORWARD policy is DROP (internal/hostfw), and the sysctls Trellis
 // changed and recorded (restored to their previous values). It is idempotent: a second run finds nothing and
 // succeeds. Pods wired before keep their veths, addresses and host routes
@@ -40,6 +40,8 @@ type Options struct {
 	CNIBinDir     string
 	NodeStateFile string
 	VXLANDevice   string
+	// VXLANDevice6 is the VXLAN device over the IPv6 underlay ("": none).
+	VXLANDevice6 string
 	// WireGuardDevice is the WireGuard device (a WireGuard or TUN link);
 	// WireGuardKeyFile the node's private key.
 	WireGuardDevice  string
@@ -52,7 +54,7 @@ type Options struct {
 	Handle *netlink.Handle
 	// Tables lists and deletes nftables tables.
 	Tables Tables
-	// Forward edits iptables' FORWARD chain (hostfw.Exec; nil: left alone).
+	// Forward edits iptables' and ip6tables' FORWARD chains (hostfw.Exec; nil: left alone).
 	Forward hostfw.NFT
 }
 
@@ -82,10 +84,13 @@ func Run(ctx context.Context, o Options) error {
 	step("fast path tc filters and programs", func() (int, error) { return (&fastpath.Kernel{Handle: o.Handle}).DetachAll() })
 	step("nftables tables "+TablePrefix+"*", func() (int, error) { return removeTables(ctx, o.Tables) })
 	if o.Forward != nil {
-		step("accepts in ip filter FORWARD", func() (int, error) { return hostfw.Remove(ctx, o.Forward) })
+		step("accepts in ip and ip6 filter FORWARD", func() (int, error) { return hostfw.Remove(ctx, o.Forward) })
 	}
 	step("routes with protocol trellis", func() (int, error) { return removeRoutes(h) })
 	step("VXLAN device "+o.VXLANDevice, func() (int, error) { return removeLink(h, o.VXLANDevice, "vxlan") })
+	if o.VXLANDevice6 != "" {
+		step("VXLAN device "+o.VXLANDevice6, func() (int, error) { return removeLink(h, o.VXLANDevice6, "vxlan") })
+	}
 	if o.WireGuardDevice != "" {
 		step("WireGuard device "+o.WireGuardDevice, func() (int, error) { return removeLink(h, o.WireGuardDevice, "wireguard", "tuntap") })
 	}
