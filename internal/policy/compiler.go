@@ -2,6 +2,7 @@ package policy
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -31,10 +32,9 @@ type Compiler struct {
 	selectors map[*metav1.LabelSelector]labels.Selector
 	rules     map[peerKey]*ruleState
 	groups    map[string]*cachedGroup
-	podAddrs  *Set
-	addrs     map[uint32]*podState   // pod-addrs: every selectable pod address, and a pod holding it
-	addrMore  map[uint32][]*podState // the other pods holding an address (stale objects, rare)
-	addrOrder []uint32               // addrs' keys, sorted
+	addrs     map[netip.Addr]*podState   // pod-addrs(6): every selectable pod address, and a pod holding it
+	addrMore  map[netip.Addr][]*podState // the other pods holding an address (stale objects, rare)
+	fams      [2]addrFamily              // per family (IPv4, IPv6): addrs' keys sorted, and the set
 	logGroup  uint16
 	ready     bool
 	version   uint64 // last rule version handed out
@@ -47,14 +47,32 @@ func NewCompiler() *Compiler { return &Compiler{} }
 
 type podKey struct{ ns, name string }
 
+// addrFamily is the pod-addrs set of one family and its addresses, sorted.
+type addrFamily struct {
+	order []netip.Addr
+	set   *Set
+}
+
+// famIndex is 0 for IPv4, 1 for IPv6.
+func famIndex(a netip.Addr) int {
+	if a.Is4() {
+		return 0
+	}
+	return 1
+}
+
+// addrIndex is the addrFamily of a's family.
+func (c *Compiler) addrIndex(a netip.Addr) *addrFamily { return &c.fams[famIndex(a)] }
+
 // podState is a pod as the last compilation saw it: the cached pod it
 // was converted from (or, for a snapshot built otherwise, a copy) and its
 // interface. Kept small: there is one per pod of the cluster.
 type podState struct {
-	src  *slim.Pod
-	own  *Pod   // when src is nil, or the pod has an interface (local pods)
-	ip   uint32 // its IPv4 address, when ok
-	ok   bool   // non-hostNetwork with an IPv4 address: selectors can match it
+	src *slim.Pod
+	own *Pod // when src is nil, or the pod has an interface (local pods)
+	// ips are its addresses when it is not hostNetwork (selectors can
+	// match it then): both families for a dual-stack pod, one endpoint.
+	ips  []netip.Addr
 	seen uint64 // the last update that saw it
 }
 
@@ -83,7 +101,7 @@ type ruleState struct {
 	// prevVersion, changed and changedGen: the version before the
 	// compilation changedGen changed the rule, at the addresses changed.
 	prevVersion uint64
-	changed     []uint32
+	changed     []netip.Addr
 	changedGen  uint64
 	named       map[namedKey][]portBox
 	peers       []networkingv1.NetworkPolicyPeer
@@ -99,8 +117,10 @@ type ruleState struct {
 type cachedGroup struct {
 	al       allowList
 	deps     []ruleDep
-	all      *Set
-	ports    *Set
+	all      *Set // IPv4 addresses, any port
+	ports    *Set // IPv4 address . protocol . port
+	all6     *Set
+	ports6   *Set
 	chain    *Chain
 	group    Group
 	counters [2]string
@@ -135,7 +155,7 @@ func (c *Compiler) Compile(snap *Snapshot) *Desired {
 	ix := &index{snap: snap, nsLabels: c.nsLabels, selectors: c.selectors, comp: c,
 		peerCache: map[peerKey][]ipRange{}, namedCache: map[namedKey][]portBox{}}
 	d := staticObjects(snap.DenyLogGroup)
-	d.Sets[SetPodAddrs] = c.podAddrSet(changes) // first: the rules read c.addrs
+	d.Sets[SetPodAddrs], d.Sets[SetPodAddrs6] = c.podAddrSets(changes) // first: the rules read c.addrs
 	c.updateRules(ix, changes)
 	addIsolatedGroups(d, ix)
 	for _, g := range c.groups {
@@ -143,9 +163,13 @@ func (c *Compiler) Compile(snap *Snapshot) *Desired {
 	}
 	seenGroups := map[string]bool{}
 	for _, p := range localPods(snap) {
-		ip, _ := firstIPv4(p)
-		d.Sets[SetPodIfaces].Elements = append(d.Sets[SetPodIfaces].Elements,
-			[]string{quote(p.Interface), u32ToAddr(ip).String()})
+		for _, ip := range p.IPs {
+			set := d.Sets[SetPodIfaces]
+			if ip.Is6() {
+				set = d.Sets[SetPodIfaces6]
+			}
+			set.Elements = append(set.Elements, []string{quote(p.Interface), ip.String()})
+		}
 		for _, dir := range []direction{ingress, egress} {
 			pols := ix.selectingPolicies(p, dir)
 			if len(pols) == 0 {
@@ -232,8 +256,8 @@ func newPodState(p *Pod, seq uint64) *podState {
 		cp := *p
 		st.own = &cp
 	}
-	if ip, ok := firstIPv4(p); ok && !p.HostNetwork {
-		st.ok, st.ip = true, ip
+	if !p.HostNetwork && len(p.IPs) > 0 {
+		st.ips = p.IPs // shared with the pod, never modified
 	}
 	return st
 }
@@ -252,19 +276,21 @@ func (c *Compiler) updateRules(ix *index, changes []podChange) {
 		return
 	}
 	for _, r := range c.rules {
-		var touched, moved []uint32
+		var touched, moved []netip.Addr
 		for _, ch := range changes {
 			for _, st := range []*podState{ch.old, ch.new} {
-				if st == nil || !st.ok {
+				if st == nil || len(st.ips) == 0 {
 					continue
 				}
-				ip, v := st.ip, st.view()
-				matches := ix.ruleMatches(r, &podInfo{pod: &v, ip: ip})
-				if matches {
-					moved = append(moved, ip)
-				}
-				if matches || (r.peerPorts && inRanges(r.ranges, ip)) {
-					touched = append(touched, ip)
+				v := st.view()
+				matches := ix.ruleMatches(r, &podInfo{pod: &v, ip: st.ips[0]})
+				for _, ip := range st.ips {
+					if matches {
+						moved = append(moved, ip)
+					}
+					if matches || (r.peerPorts && inRanges(r.ranges, ip)) {
+						touched = append(touched, ip)
+					}
 				}
 			}
 		}
@@ -292,7 +318,7 @@ func (ix *index) ruleMatches(r *ruleState, q *podInfo) bool {
 
 // anyMatches reports whether a pod holding ip now matches one of r's
 // selector peers.
-func (c *Compiler) anyMatches(ix *index, r *ruleState, ip uint32) bool {
+func (c *Compiler) anyMatches(ix *index, r *ruleState, ip netip.Addr) bool {
 	for _, st := range c.podsAt(ip) {
 		v := st.view()
 		if ix.ruleMatches(r, &podInfo{pod: &v, ip: ip}) {
@@ -312,7 +338,7 @@ func (c *Compiler) rule(ix *index, k peerKey, peers []networkingv1.NetworkPolicy
 	r := &ruleState{peers: peers, ns: k.np.Namespace, used: true,
 		peerPorts: k.dir == egress && hasNamedPort(k.np.Spec.Egress[k.rule].Ports)}
 	if len(peers) == 0 {
-		r.blocks = []ipRange{allIPv4}
+		r.blocks = allAddrs()
 	}
 	for i := range peers {
 		if peers[i].IPBlock != nil {
@@ -332,69 +358,92 @@ func (c *Compiler) rule(ix *index, k peerKey, peers []networkingv1.NetworkPolicy
 	return r
 }
 
-// podAddrSet is the pod-addrs set (every selectable pod address, sorted):
-// the previous one when no address came or went, else a new one that
-// records its difference from the previous one.
-func (c *Compiler) podAddrSet(changes []podChange) *Set {
+// podAddrSets are the pod-addrs and pod-addrs6 sets (every selectable pod
+// address of the family, sorted): for each family, the previous set when
+// no address of it came or went, else a new one that records its
+// difference from the previous one.
+func (c *Compiler) podAddrSets(changes []podChange) (*Set, *Set) {
 	if c.addrs == nil {
-		c.addrs, c.addrMore = map[uint32]*podState{}, map[uint32][]*podState{}
-	}
-	var add, del []uint32
-	for _, ch := range changes {
-		if old := ch.old; old != nil && old.ok && c.removeAddr(old) {
-			del = append(del, old.ip)
-		}
-		if st := ch.new; st != nil && st.ok && c.addAddr(st) {
-			add = append(add, st.ip)
-		}
-	}
-	if c.podAddrs != nil && len(add) == 0 && len(del) == 0 {
-		return c.podAddrs
+		c.addrs, c.addrMore = map[netip.Addr]*podState{}, map[netip.Addr][]*podState{}
 	}
 	// An address may have gone and come back within the changes.
-	net := map[uint32]int{}
-	for _, ip := range add {
-		net[ip]++
+	var net [2]map[netip.Addr]int
+	count := func(ip netip.Addr, n int) {
+		f := famIndex(ip)
+		if net[f] == nil {
+			net[f] = map[netip.Addr]int{}
+		}
+		net[f][ip] += n
 	}
-	for _, ip := range del {
-		net[ip]--
+	for _, ch := range changes {
+		if old := ch.old; old != nil {
+			for _, ip := range old.ips {
+				if c.removeAddr(old, ip) {
+					count(ip, -1)
+				}
+			}
+		}
+		if st := ch.new; st != nil {
+			for _, ip := range st.ips {
+				if c.addAddr(st, ip) {
+					count(ip, 1)
+				}
+			}
+		}
 	}
-	elem := func(ip uint32) []string { return []string{u32ToAddr(ip).String()} }
-	s := &Set{Type: "ipv4_addr"}
-	if len(net) > 64 || c.podAddrs == nil {
-		c.addrOrder = slices.Sorted(maps.Keys(c.addrs))
-		s.Elements = make([][]string, 0, len(c.addrOrder))
-		for _, ip := range c.addrOrder {
+	v4 := c.updateAddrSet(&c.fams[0], net[0], "ipv4_addr", func(a netip.Addr) bool { return a.Is4() })
+	v6 := c.updateAddrSet(&c.fams[1], net[1], "ipv6_addr", func(a netip.Addr) bool { return a.Is6() })
+	return v4, v6
+}
+
+// updateAddrSet brings one family's pod-addrs set up to date with the net
+// change of its addresses.
+func (c *Compiler) updateAddrSet(f *addrFamily, net map[netip.Addr]int, typ string, inFamily func(netip.Addr) bool) *Set {
+	if f.set != nil && len(net) == 0 {
+		return f.set
+	}
+	elem := func(ip netip.Addr) []string { return []string{ip.String()} }
+	s := &Set{Type: typ}
+	if len(net) > 64 || f.set == nil {
+		f.order = f.order[:0]
+		for ip := range c.addrs {
+			if inFamily(ip) {
+				f.order = append(f.order, ip)
+			}
+		}
+		slices.SortFunc(f.order, netip.Addr.Compare)
+		s.Elements = make([][]string, 0, len(f.order))
+		for _, ip := range f.order {
 			s.Elements = append(s.Elements, elem(ip))
 		}
-		c.podAddrs = s
+		f.set = s
 		return s
 	}
-	// The elements are kept in the order of addrOrder: splice both.
-	delta := &setDelta{base: c.podAddrs}
-	c.podAddrs.delta = nil // one step back is all ApplyWith uses: no chain of old sets
-	s.Elements = slices.Clone(c.podAddrs.Elements)
-	for _, ip := range slices.Sorted(maps.Keys(net)) {
-		i, found := slices.BinarySearch(c.addrOrder, ip)
+	// The elements are kept in the order of f.order: splice both.
+	delta := &setDelta{base: f.set}
+	f.set.delta = nil // one step back is all ApplyWith uses: no chain of old sets
+	s.Elements = slices.Clone(f.set.Elements)
+	for _, ip := range slices.SortedFunc(maps.Keys(net), netip.Addr.Compare) {
+		i, found := slices.BinarySearchFunc(f.order, ip, netip.Addr.Compare)
 		switch n := net[ip]; {
 		case n > 0 && !found:
 			e := elem(ip)
 			delta.add = append(delta.add, e)
-			c.addrOrder = slices.Insert(c.addrOrder, i, ip)
+			f.order = slices.Insert(f.order, i, ip)
 			s.Elements = slices.Insert(s.Elements, i, e)
 		case n < 0 && found:
 			delta.del = append(delta.del, s.Elements[i])
-			c.addrOrder = slices.Delete(c.addrOrder, i, i+1)
+			f.order = slices.Delete(f.order, i, i+1)
 			s.Elements = slices.Delete(s.Elements, i, i+1)
 		}
 	}
 	s.delta = delta
-	c.podAddrs = s
+	f.set = s
 	return s
 }
 
 // podsAt are the pods holding ip.
-func (c *Compiler) podsAt(ip uint32) []*podState {
+func (c *Compiler) podsAt(ip netip.Addr) []*podState {
 	st := c.addrs[ip]
 	if st == nil {
 		return nil
@@ -402,34 +451,34 @@ func (c *Compiler) podsAt(ip uint32) []*podState {
 	return append([]*podState{st}, c.addrMore[ip]...)
 }
 
-// addAddr records that st holds its address, and reports whether the
+// addAddr records that st holds address ip, and reports whether the
 // address is new.
-func (c *Compiler) addAddr(st *podState) bool {
-	if c.addrs[st.ip] == nil {
-		c.addrs[st.ip] = st
+func (c *Compiler) addAddr(st *podState, ip netip.Addr) bool {
+	if c.addrs[ip] == nil {
+		c.addrs[ip] = st
 		return true
 	}
-	c.addrMore[st.ip] = append(c.addrMore[st.ip], st)
+	c.addrMore[ip] = append(c.addrMore[ip], st)
 	return false
 }
 
-// removeAddr forgets that st holds its address, and reports whether no
-// pod holds it any more.
-func (c *Compiler) removeAddr(st *podState) bool {
-	more := c.addrMore[st.ip]
-	if c.addrs[st.ip] == st {
+// removeAddr forgets that st holds address ip, and reports whether no pod
+// holds it any more.
+func (c *Compiler) removeAddr(st *podState, ip netip.Addr) bool {
+	more := c.addrMore[ip]
+	if c.addrs[ip] == st {
 		if len(more) == 0 {
-			delete(c.addrs, st.ip)
+			delete(c.addrs, ip)
 			return true
 		}
-		c.addrs[st.ip], more = more[0], more[1:]
+		c.addrs[ip], more = more[0], more[1:]
 	} else {
 		more = slices.DeleteFunc(more, func(o *podState) bool { return o == st })
 	}
 	if len(more) == 0 {
-		delete(c.addrMore, st.ip)
+		delete(c.addrMore, ip)
 	} else {
-		c.addrMore[st.ip] = more
+		c.addrMore[ip] = more
 	}
 	return false
 }
@@ -450,8 +499,14 @@ func (c *Compiler) group(d *Desired, ix *index, p *Pod, dir direction, pols []*n
 		if xs, ok := c.changedSince(g.deps, deps); ok {
 			al, delAll, addAll, delBox, addBox := ix.updatedAt(g.al, p, dir, pols, xs)
 			ng := newCachedGroup(name, dir, al, keys, ix.snap.DenyLogGroup)
-			ng.all.delta = netDelta(g.all, rangeElems(delAll), rangeElems(addAll))
-			ng.ports.delta = netDelta(g.ports, boxElems(delBox), boxElems(addBox))
+			delAll4, delAll6 := splitRanges(delAll)
+			addAll4, addAll6 := splitRanges(addAll)
+			delBox4, delBox6 := splitBoxes(delBox)
+			addBox4, addBox6 := splitBoxes(addBox)
+			ng.all.delta = netDelta(g.all, rangeElems(delAll4), rangeElems(addAll4))
+			ng.all6.delta = netDelta(g.all6, rangeElems(delAll6), rangeElems(addAll6))
+			ng.ports.delta = netDelta(g.ports, boxElems(delBox4), boxElems(addBox4))
+			ng.ports6.delta = netDelta(g.ports6, boxElems(delBox6), boxElems(addBox6))
 			ng.deps = deps
 			c.groups[name] = ng
 			g = ng
@@ -482,11 +537,11 @@ func hasNamedPort(ports []networkingv1.NetworkPolicyPort) bool {
 // changedSince returns the addresses at which the rules of a group changed
 // since it was computed (deps then, now), when they changed only for pods
 // changing in this compilation, at no more than maxWindowed addresses.
-func (c *Compiler) changedSince(then, now []ruleDep) ([]uint32, bool) {
+func (c *Compiler) changedSince(then, now []ruleDep) ([]netip.Addr, bool) {
 	if len(then) != len(now) {
 		return nil, false
 	}
-	var xs []uint32
+	var xs []netip.Addr
 	for i := range then {
 		if then[i].key != now[i].key {
 			return nil, false
@@ -500,7 +555,7 @@ func (c *Compiler) changedSince(then, now []ruleDep) ([]uint32, bool) {
 		}
 		xs = append(xs, r.changed...)
 	}
-	slices.Sort(xs)
+	slices.SortFunc(xs, netip.Addr.Compare)
 	xs = slices.Compact(xs)
 	return xs, len(xs) <= maxWindowed
 }
@@ -598,8 +653,9 @@ func (ix *index) podList() []*podInfo {
 	}
 	infos := make([]podInfo, 0, len(ix.comp.addrs))
 	for i := range ix.snap.Pods {
-		if st := ix.comp.pods[podKey{ix.snap.Pods[i].Namespace, ix.snap.Pods[i].Name}]; st.ok {
-			infos = append(infos, podInfo{pod: &ix.snap.Pods[i], ip: st.ip})
+		st := ix.comp.pods[podKey{ix.snap.Pods[i].Namespace, ix.snap.Pods[i].Name}]
+		for _, ip := range st.ips {
+			infos = append(infos, podInfo{pod: &ix.snap.Pods[i], ip: ip})
 		}
 	}
 	ix.pods = make([]*podInfo, len(infos))
