@@ -29,8 +29,8 @@ type world struct {
 	// families are the address families of a random world's pods (see
 	// worldFamilies).
 	families string
-	cluster oracle.Cluster
-	fakes   map[string]*knftables.Fake
+	cluster  oracle.Cluster
+	fakes    map[string]*knftables.Fake
 	// denyLogGroup is passed to the compiler (nflog of drops).
 	denyLogGroup uint16
 }
@@ -39,7 +39,7 @@ const underlayIface = "eth0"
 
 func newWorld() *world {
 	return &world{
-		nodes:  []string{"n1", "n2"},
+		nodes:   []string{"n1", "n2"},
 		nodeIP:  map[string]string{"n1": "192.168.0.1", "n2": "192.168.0.2"},
 		nodeIP6: map[string]string{"n1": "fd00:192::1", "n2": "fd00:192::2"},
 	}
