@@ -72,6 +72,7 @@ type podState struct {
 	own *Pod // when src is nil, or the pod has an interface (local pods)
 	// ips are its addresses when it is not hostNetwork (selectors can
 	// match it then): both families for a dual-stack pod, one endpoint.
+	// Shared with the pod, never modified.
 	ips  []netip.Addr
 	seen uint64 // the last update that saw it
 }
@@ -252,12 +253,12 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 
 func newPodState(p *Pod, seq uint64) *podState {
 	st := &podState{src: p.src, seen: seq}
+	if !p.HostNetwork {
+		st.ips = p.IPs
+	}
 	if p.src == nil || p.Interface != "" {
 		cp := *p
 		st.own = &cp
-	}
-	if !p.HostNetwork && len(p.IPs) > 0 {
-		st.ips = p.IPs // shared with the pod, never modified
 	}
 	return st
 }
@@ -364,16 +365,27 @@ func (c *Compiler) rule(ix *index, k peerKey, peers []networkingv1.NetworkPolicy
 // difference from the previous one.
 func (c *Compiler) podAddrSets(changes []podChange) (*Set, *Set) {
 	if c.addrs == nil {
-		c.addrs, c.addrMore = map[netip.Addr]*podState{}, map[netip.Addr][]*podState{}
+		c.addrs, c.addrMore = make(map[netip.Addr]*podState, len(changes)), map[netip.Addr][]*podState{}
 	}
-	// An address may have gone and come back within the changes.
+	// An address may have gone and come back within the changes. A family
+	// whose set is rebuilt whole (none yet, or many changes) needs no count.
 	var net [2]map[netip.Addr]int
+	var whole [2]bool
+	for f := range whole {
+		whole[f] = c.fams[f].set == nil
+	}
 	count := func(ip netip.Addr, n int) {
 		f := famIndex(ip)
+		if whole[f] {
+			return
+		}
 		if net[f] == nil {
 			net[f] = map[netip.Addr]int{}
 		}
 		net[f][ip] += n
+		if len(net[f]) > maxSpliced {
+			whole[f], net[f] = true, nil
+		}
 	}
 	for _, ch := range changes {
 		if old := ch.old; old != nil {
@@ -391,20 +403,24 @@ func (c *Compiler) podAddrSets(changes []podChange) (*Set, *Set) {
 			}
 		}
 	}
-	v4 := c.updateAddrSet(&c.fams[0], net[0], "ipv4_addr", func(a netip.Addr) bool { return a.Is4() })
-	v6 := c.updateAddrSet(&c.fams[1], net[1], "ipv6_addr", func(a netip.Addr) bool { return a.Is6() })
+	v4 := c.updateAddrSet(&c.fams[0], net[0], whole[0], "ipv4_addr", func(a netip.Addr) bool { return a.Is4() })
+	v6 := c.updateAddrSet(&c.fams[1], net[1], whole[1], "ipv6_addr", func(a netip.Addr) bool { return a.Is6() })
 	return v4, v6
 }
 
+// maxSpliced is the most address changes of one family spliced into the
+// previous pod-addrs set; beyond it the set is rebuilt whole.
+const maxSpliced = 64
+
 // updateAddrSet brings one family's pod-addrs set up to date with the net
 // change of its addresses.
-func (c *Compiler) updateAddrSet(f *addrFamily, net map[netip.Addr]int, typ string, inFamily func(netip.Addr) bool) *Set {
-	if f.set != nil && len(net) == 0 {
+func (c *Compiler) updateAddrSet(f *addrFamily, net map[netip.Addr]int, whole bool, typ string, inFamily func(netip.Addr) bool) *Set {
+	if !whole && len(net) == 0 {
 		return f.set
 	}
 	elem := func(ip netip.Addr) []string { return []string{ip.String()} }
 	s := &Set{Type: typ}
-	if len(net) > 64 || f.set == nil {
+	if whole {
 		f.order = f.order[:0]
 		for ip := range c.addrs {
 			if inFamily(ip) {
