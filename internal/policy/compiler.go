@@ -32,9 +32,8 @@ type Compiler struct {
 	selectors map[*metav1.LabelSelector]labels.Selector
 	rules     map[peerKey]*ruleState
 	groups    map[string]*cachedGroup
-	addrs     map[netip.Addr]*podState   // pod-addrs(6): every selectable pod address, and a pod holding it
-	addrMore  map[netip.Addr][]*podState // the other pods holding an address (stale objects, rare)
-	fams      [2]addrFamily              // per family (IPv4, IPv6): addrs' keys sorted, and the set
+	addrMore  map[netip.Addr][]*podState // the pods holding an address besides its holder (stale objects, rare)
+	fams      [2]addrFamily              // per family (IPv4, IPv6): every selectable pod address and the pod-addrs set
 	logGroup  uint16
 	ready     bool
 	version   uint64 // last rule version handed out
@@ -47,10 +46,13 @@ func NewCompiler() *Compiler { return &Compiler{} }
 
 type podKey struct{ ns, name string }
 
-// addrFamily is the pod-addrs set of one family and its addresses, sorted.
+// addrFamily is the address index of one family: every selectable pod
+// address, sorted, with a pod holding it (the others in addrMore), and the
+// pod-addrs set, whose elements follow order.
 type addrFamily struct {
-	order []netip.Addr
-	set   *Set
+	order   []netip.Addr
+	holders []*podState
+	set     *Set
 }
 
 // famIndex is 0 for IPv4, 1 for IPv6.
@@ -156,7 +158,7 @@ func (c *Compiler) Compile(snap *Snapshot) *Desired {
 	ix := &index{snap: snap, nsLabels: c.nsLabels, selectors: c.selectors, comp: c,
 		peerCache: map[peerKey][]ipRange{}, namedCache: map[namedKey][]portBox{}}
 	d := staticObjects(snap.DenyLogGroup)
-	d.Sets[SetPodAddrs], d.Sets[SetPodAddrs6] = c.podAddrSets(changes) // first: the rules read c.addrs
+	d.Sets[SetPodAddrs], d.Sets[SetPodAddrs6] = c.podAddrSets(changes) // first: the rules read the address index
 	c.updateRules(ix, changes)
 	addIsolatedGroups(d, ix)
 	for _, g := range c.groups {
@@ -362,94 +364,118 @@ func (c *Compiler) rule(ix *index, k peerKey, peers []networkingv1.NetworkPolicy
 // podAddrSets are the pod-addrs and pod-addrs6 sets (every selectable pod
 // address of the family, sorted): for each family, the previous set when
 // no address of it came or went, else a new one that records its
-// difference from the previous one.
+// difference from the previous one (rebuilt whole when there is none yet
+// or many addresses changed).
 func (c *Compiler) podAddrSets(changes []podChange) (*Set, *Set) {
-	if c.addrs == nil {
-		c.addrs, c.addrMore = make(map[netip.Addr]*podState, len(changes)), map[netip.Addr][]*podState{}
+	if c.addrMore == nil {
+		c.addrMore = map[netip.Addr][]*podState{}
 	}
-	// An address may have gone and come back within the changes. A family
-	// whose set is rebuilt whole (none yet, or many changes) needs no count.
-	var net [2]map[netip.Addr]int
-	var whole [2]bool
-	for f := range whole {
-		whole[f] = c.fams[f].set == nil
-	}
-	count := func(ip netip.Addr, n int) {
-		f := famIndex(ip)
-		if whole[f] {
-			return
-		}
-		if net[f] == nil {
-			net[f] = map[netip.Addr]int{}
-		}
-		net[f][ip] += n
-		if len(net[f]) > maxSpliced {
-			whole[f], net[f] = true, nil
-		}
-	}
+	var n [2]int
 	for _, ch := range changes {
-		if old := ch.old; old != nil {
-			for _, ip := range old.ips {
-				if c.removeAddr(old, ip) {
-					count(ip, -1)
-				}
-			}
-		}
-		if st := ch.new; st != nil {
-			for _, ip := range st.ips {
-				if c.addAddr(st, ip) {
-					count(ip, 1)
+		for _, st := range []*podState{ch.old, ch.new} {
+			if st != nil {
+				for _, ip := range st.ips {
+					n[famIndex(ip)]++
 				}
 			}
 		}
 	}
-	v4 := c.updateAddrSet(&c.fams[0], net[0], whole[0], "ipv4_addr", func(a netip.Addr) bool { return a.Is4() })
-	v6 := c.updateAddrSet(&c.fams[1], net[1], whole[1], "ipv6_addr", func(a netip.Addr) bool { return a.Is6() })
-	return v4, v6
+	var sets [2]*Set
+	for fi := range c.fams {
+		f := &c.fams[fi]
+		switch {
+		case f.set == nil || n[fi] > maxSpliced:
+			sets[fi] = c.rebuildAddrs(f, fi)
+		case n[fi] == 0:
+			sets[fi] = f.set
+		default:
+			sets[fi] = c.spliceAddrs(f, fi, changes)
+		}
+	}
+	return sets[0], sets[1]
 }
 
 // maxSpliced is the most address changes of one family spliced into the
 // previous pod-addrs set; beyond it the set is rebuilt whole.
 const maxSpliced = 64
 
-// updateAddrSet brings one family's pod-addrs set up to date with the net
-// change of its addresses.
-func (c *Compiler) updateAddrSet(f *addrFamily, net map[netip.Addr]int, whole bool, typ string, inFamily func(netip.Addr) bool) *Set {
-	if !whole && len(net) == 0 {
-		return f.set
+var addrSetTypes = [2]string{"ipv4_addr", "ipv6_addr"}
+
+// rebuildAddrs rebuilds family fi's address index and set from every pod.
+func (c *Compiler) rebuildAddrs(f *addrFamily, fi int) *Set {
+	type held struct {
+		ip netip.Addr
+		st *podState
 	}
-	elem := func(ip netip.Addr) []string { return []string{ip.String()} }
-	s := &Set{Type: typ}
-	if whole {
-		f.order = f.order[:0]
-		for ip := range c.addrs {
-			if inFamily(ip) {
-				f.order = append(f.order, ip)
+	var all []held
+	for _, st := range c.pods {
+		for _, ip := range st.ips {
+			if famIndex(ip) == fi {
+				all = append(all, held{ip, st})
 			}
 		}
-		slices.SortFunc(f.order, netip.Addr.Compare)
-		s.Elements = make([][]string, 0, len(f.order))
-		for _, ip := range f.order {
-			s.Elements = append(s.Elements, elem(ip))
-		}
-		f.set = s
-		return s
 	}
-	// The elements are kept in the order of f.order: splice both.
+	slices.SortFunc(all, func(a, b held) int { return a.ip.Compare(b.ip) })
+	maps.DeleteFunc(c.addrMore, func(ip netip.Addr, _ []*podState) bool { return famIndex(ip) == fi })
+	f.order, f.holders = slices.Grow(f.order[:0], len(all)), slices.Grow(f.holders[:0], len(all))
+	for i, h := range all {
+		if i > 0 && all[i-1].ip == h.ip {
+			c.addrMore[h.ip] = append(c.addrMore[h.ip], h.st)
+			continue
+		}
+		f.order, f.holders = append(f.order, h.ip), append(f.holders, h.st)
+	}
+	s := &Set{Type: addrSetTypes[fi], Elements: make([][]string, 0, len(f.order))}
+	for _, ip := range f.order {
+		s.Elements = append(s.Elements, []string{ip.String()})
+	}
+	f.set = s
+	return s
+}
+
+// spliceAddrs applies the changed pods' addresses of family fi to its
+// index, and returns its set with the addresses that came or went
+// spliced in (the previous set when none did).
+func (c *Compiler) spliceAddrs(f *addrFamily, fi int, changes []podChange) *Set {
+	net := map[netip.Addr]int{} // an address may go and come back within the changes
+	for _, ch := range changes {
+		if old := ch.old; old != nil {
+			for _, ip := range old.ips {
+				switch {
+				case famIndex(ip) != fi:
+				case ch.new != nil && slices.Contains(ch.new.ips, ip):
+					c.replaceAddr(f, old, ch.new, ip)
+				case c.removeAddr(f, old, ip):
+					net[ip]--
+				}
+			}
+		}
+		if st := ch.new; st != nil {
+			for _, ip := range st.ips {
+				if famIndex(ip) == fi && (ch.old == nil || !slices.Contains(ch.old.ips, ip)) && c.addAddr(f, st, ip) {
+					net[ip]++
+				}
+			}
+		}
+	}
+	if len(net) == 0 {
+		return f.set
+	}
+	// The elements follow f.order. Spliced in address order, every element
+	// before the one at hand is final, so its index in the final order is
+	// its index in the elements too.
 	delta := &setDelta{base: f.set}
 	f.set.delta = nil // one step back is all ApplyWith uses: no chain of old sets
-	s.Elements = slices.Clone(f.set.Elements)
+	s := &Set{Type: addrSetTypes[fi], Elements: slices.Clone(f.set.Elements)}
 	for _, ip := range slices.SortedFunc(maps.Keys(net), netip.Addr.Compare) {
 		i, found := slices.BinarySearchFunc(f.order, ip, netip.Addr.Compare)
 		switch n := net[ip]; {
-		case n > 0 && !found:
-			e := elem(ip)
+		case n > 0 && found:
+			e := []string{ip.String()}
 			delta.add = append(delta.add, e)
-			f.order = slices.Insert(f.order, i, ip)
 			s.Elements = slices.Insert(s.Elements, i, e)
-		case n < 0 && found:
+		case n < 0 && !found:
 			delta.del = append(delta.del, s.Elements[i])
-			f.order = slices.Delete(f.order, i, i+1)
 			s.Elements = slices.Delete(s.Elements, i, i+1)
 		}
 	}
@@ -460,34 +486,56 @@ func (c *Compiler) updateAddrSet(f *addrFamily, net map[netip.Addr]int, whole bo
 
 // podsAt are the pods holding ip.
 func (c *Compiler) podsAt(ip netip.Addr) []*podState {
-	st := c.addrs[ip]
-	if st == nil {
+	f := c.addrIndex(ip)
+	i, found := slices.BinarySearchFunc(f.order, ip, netip.Addr.Compare)
+	if !found {
 		return nil
 	}
-	return append([]*podState{st}, c.addrMore[ip]...)
+	return append([]*podState{f.holders[i]}, c.addrMore[ip]...)
 }
 
 // addAddr records that st holds address ip, and reports whether the
 // address is new.
-func (c *Compiler) addAddr(st *podState, ip netip.Addr) bool {
-	if c.addrs[ip] == nil {
-		c.addrs[ip] = st
-		return true
+func (c *Compiler) addAddr(f *addrFamily, st *podState, ip netip.Addr) bool {
+	i, found := slices.BinarySearchFunc(f.order, ip, netip.Addr.Compare)
+	if found {
+		c.addrMore[ip] = append(c.addrMore[ip], st)
+		return false
 	}
-	c.addrMore[ip] = append(c.addrMore[ip], st)
-	return false
+	f.order, f.holders = slices.Insert(f.order, i, ip), slices.Insert(f.holders, i, st)
+	return true
+}
+
+// replaceAddr records that new holds address ip in place of old.
+func (c *Compiler) replaceAddr(f *addrFamily, old, new *podState, ip netip.Addr) {
+	i, found := slices.BinarySearchFunc(f.order, ip, netip.Addr.Compare)
+	if !found {
+		return
+	}
+	if f.holders[i] == old {
+		f.holders[i] = new
+		return
+	}
+	more := c.addrMore[ip]
+	if j := slices.Index(more, old); j >= 0 {
+		more[j] = new
+	}
 }
 
 // removeAddr forgets that st holds address ip, and reports whether no pod
 // holds it any more.
-func (c *Compiler) removeAddr(st *podState, ip netip.Addr) bool {
+func (c *Compiler) removeAddr(f *addrFamily, st *podState, ip netip.Addr) bool {
+	i, found := slices.BinarySearchFunc(f.order, ip, netip.Addr.Compare)
+	if !found {
+		return false
+	}
 	more := c.addrMore[ip]
-	if c.addrs[ip] == st {
+	if f.holders[i] == st {
 		if len(more) == 0 {
-			delete(c.addrs, ip)
+			f.order, f.holders = slices.Delete(f.order, i, i+1), slices.Delete(f.holders, i, i+1)
 			return true
 		}
-		c.addrs[ip], more = more[0], more[1:]
+		f.holders[i], more = more[0], more[1:]
 	} else {
 		more = slices.DeleteFunc(more, func(o *podState) bool { return o == st })
 	}
@@ -667,7 +715,7 @@ func (ix *index) podList() []*podInfo {
 	if ix.pods != nil || ix.comp == nil {
 		return ix.pods
 	}
-	infos := make([]podInfo, 0, len(ix.comp.addrs))
+	infos := make([]podInfo, 0, len(ix.comp.fams[0].order)+len(ix.comp.fams[1].order))
 	for i := range ix.snap.Pods {
 		st := ix.comp.pods[podKey{ix.snap.Pods[i].Namespace, ix.snap.Pods[i].Name}]
 		for _, ip := range st.ips {

@@ -123,6 +123,18 @@ func (c *churn) step() string {
 			c.logGroup = uint16(g.r.Intn(2)) * 100
 			return "deny log group changed"
 		}
+		if g.r.Intn(3) == 0 { // many pods at once: pod-addrs is rebuilt, not spliced
+			for i := 0; i < 70; i++ {
+				c.next++
+				node := g.pick("n1", "n2")
+				tmp := newWorld()
+				tmp.addPod(g.pick("x", "y", "z"), fmt.Sprintf("q%d", c.next), node, g.podIPs(c.w.families, node, c.next%250+1), false,
+					map[string]string{"pod": g.pick("a", "b", "c")})
+				p := tmp.cluster.Pods[0]
+				c.pods = append(c.pods, &p)
+			}
+			return "70 pods added"
+		}
 		return "nothing changed"
 	}
 }
