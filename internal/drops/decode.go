@@ -1,6 +1,6 @@
 // Package drops reads the node's deny log: the nflog group the policy
 // table (internal/policy) sends every dropped packet to. It decodes each
-// record (prefix, interfaces, IPv4 or IPv6 and transport headers), names the pods
+// record (prefix, interfaces, IPv4 and transport headers), names the pods
 // at both ends, keeps the last drops in a bounded ring and serves them as
 // JSON lines on the agent's local API (agentapi.DropsPath).
 package drops
@@ -14,7 +14,7 @@ import (
 	"strings"
 )
 
-// Packet is what the deny log tells of a dropped IPv4 or IPv6 packet.
+// Packet is what the deny log tells of a dropped IPv4 packet.
 type Packet struct {
 	Src, Dst         netip.Addr
 	Proto            uint8
@@ -23,20 +23,17 @@ type Packet struct {
 
 // IP protocol numbers with ports or names.
 const (
-	protoICMP   = 1
-	protoTCP    = 6
-	protoUDP    = 17
-	protoICMPv6 = 58
-	protoSCTP   = 132
+	protoICMP = 1
+	protoTCP  = 6
+	protoUDP  = 17
+	protoSCTP = 132
 )
 
-// ProtocolName is TCP, UDP, SCTP, ICMP, ICMPv6 or the protocol number.
+// ProtocolName is TCP, UDP, SCTP, ICMP or the protocol number.
 func ProtocolName(p uint8) string {
 	switch p {
 	case protoICMP:
 		return "ICMP"
-	case protoICMPv6:
-		return "ICMPv6"
 	case protoTCP:
 		return "TCP"
 	case protoUDP:
@@ -45,62 +42,6 @@ func ProtocolName(p uint8) string {
 		return "SCTP"
 	}
 	return strconv.Itoa(int(p))
-}
-
-// DecodeIP reads an IPv4 or an IPv6 packet (DecodeIPv4, DecodeIPv6), by
-// the version in its first byte.
-func DecodeIP(b []byte) (Packet, error) {
-	if len(b) > 0 && b[0]>>4 == 6 {
-		return DecodeIPv6(b)
-	}
-	return DecodeIPv4(b)
-}
-
-// DecodeIPv6 reads the IPv6 header at the start of b, walks the extension
-// headers the ports may sit behind (hop-by-hop, routing, destination
-// options, fragment) and, for TCP, UDP and SCTP first fragments, reads the
-// ports. b may be cut short (the reader's copy range): the ports are then
-// zero.
-func DecodeIPv6(b []byte) (Packet, error) {
-	var p Packet
-	if len(b) < 40 {
-		return p, fmt.Errorf("IPv6 header cut at %d bytes", len(b))
-	}
-	if b[0]>>4 != 6 {
-		return p, fmt.Errorf("IP version %d, not 6", b[0]>>4)
-	}
-	p.Src = netip.AddrFrom16([16]byte(b[8:24]))
-	p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
-	next, off, first := b[6], 40, true
-	for {
-		switch next {
-		case 0, 43, 60: // hop-by-hop, routing, destination options
-			if len(b) < off+2 {
-				p.Proto = next
-				return p, nil
-			}
-			next, off = b[off], off+8+int(b[off+1])*8
-			continue
-		case 44: // fragment
-			if len(b) < off+8 {
-				p.Proto = next
-				return p, nil
-			}
-			first = first && binary.BigEndian.Uint16(b[off+2:])&0xfff8 == 0
-			next, off = b[off], off+8
-			continue
-		}
-		break
-	}
-	p.Proto = next
-	switch p.Proto {
-	case protoTCP, protoUDP, protoSCTP:
-		if first && len(b) >= off+4 {
-			p.SrcPort = binary.BigEndian.Uint16(b[off:])
-			p.DstPort = binary.BigEndian.Uint16(b[off+2:])
-		}
-	}
-	return p, nil
 }
 
 // DecodeIPv4 reads the IPv4 header at the start of b and, for TCP, UDP and

@@ -58,65 +58,6 @@ func TestDecodeIPv4(t *testing.T) {
 	}
 }
 
-// ipv6 builds an IPv6 header followed by extension headers ext (each
-// given as its next-header value; 8 bytes each, fragment offset frag) and
-// the ports.
-func ipv6(src, dst string, proto uint8, sport, dport uint16, frag uint16, ext ...uint8) []byte {
-	b := make([]byte, 40+8*len(ext)+8)
-	b[0] = 0x60
-	s, d := netip.MustParseAddr(src).As16(), netip.MustParseAddr(dst).As16()
-	copy(b[8:], s[:])
-	copy(b[24:], d[:])
-	chain := append(append([]uint8(nil), ext...), proto)
-	b[6] = chain[0]
-	for i, h := range ext {
-		off := 40 + 8*i
-		b[off] = chain[i+1]
-		if h == 44 {
-			binary.BigEndian.PutUint16(b[off+2:], frag<<3)
-		}
-	}
-	binary.BigEndian.PutUint16(b[40+8*len(ext):], sport)
-	binary.BigEndian.PutUint16(b[40+8*len(ext)+2:], dport)
-	return b
-}
-
-func TestDecodeIPv6(t *testing.T) {
-	p, err := DecodeIP(ipv6("fd00:244:1::5", "fd00:244:2::7", protoTCP, 41000, 80, 0))
-	want := Packet{Src: netip.MustParseAddr("fd00:244:1::5"), Dst: netip.MustParseAddr("fd00:244:2::7"), Proto: protoTCP, SrcPort: 41000, DstPort: 80}
-	if err != nil || p != want {
-		t.Fatalf("got %+v, %v, want %+v", p, err, want)
-	}
-	// Extension headers move the ports; a first fragment has them.
-	if p, err := DecodeIP(ipv6("fd00::1", "fd00::2", protoUDP, 53, 5353, 0, 0, 60, 44)); err != nil || p.Proto != protoUDP || p.SrcPort != 53 || p.DstPort != 5353 {
-		t.Fatalf("with extension headers: %+v, %v", p, err)
-	}
-	// A later fragment's "ports" are payload; ICMPv6 has none.
-	if p, _ := DecodeIP(ipv6("fd00::1", "fd00::2", protoTCP, 1, 2, 100, 44)); p.Proto != protoTCP || p.DstPort != 0 {
-		t.Fatalf("later fragment got %+v", p)
-	}
-	if p, _ := DecodeIP(ipv6("fd00::1", "fd00::2", protoICMPv6, 128, 0, 0)); p.SrcPort != 0 || ProtocolName(p.Proto) != "ICMPv6" {
-		t.Fatalf("ICMPv6: %+v", p)
-	}
-	if _, err := DecodeIPv6(make([]byte, 39)); err == nil {
-		t.Error("a cut IPv6 header was accepted")
-	}
-	if p, err := DecodeIP(ipv4("10.0.0.1", "10.0.0.2", protoTCP, 1, 80, 5)); err != nil || p.DstPort != 80 {
-		t.Errorf("DecodeIP of IPv4: %+v, %v", p, err)
-	}
-}
-
-func FuzzDecodeIPv6(f *testing.F) {
-	f.Add(ipv6("fd00::1", "fd00::2", protoTCP, 1, 2, 0, 0, 44))
-	f.Add([]byte{0x60})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := DecodeIPv6(b)
-		if err == nil && (!p.Src.Is6() || !p.Dst.Is6()) {
-			t.Fatalf("accepted without IPv6 addresses: %+v", p)
-		}
-	})
-}
-
 func FuzzDecodeIPv4(f *testing.F) {
 	f.Add(ipv4("10.0.0.1", "10.0.0.2", protoTCP, 1, 2, 5))
 	f.Add([]byte{0x4f})

@@ -180,13 +180,13 @@ func (s *Source) add(rec *Record) {
 }
 
 // Decode turns a record into a Drop naming its pods; ok is false for a
-// record that is not a trellis deny or not an IP packet.
+// record that is not a trellis deny or not IPv4.
 func (s *Source) Decode(rec *Record) (agentapi.Drop, bool) {
 	pre, err := ParsePrefix(rec.Prefix)
 	if err != nil {
 		return agentapi.Drop{}, false
 	}
-	pkt, err := DecodeIP(rec.Payload)
+	pkt, err := DecodeIPv4(rec.Payload)
 	if err != nil {
 		return agentapi.Drop{}, false
 	}
