@@ -1,12 +1,14 @@
 package policy_test
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/trellisnet/trellis/internal/policy"
+	"github.com/trellisnet/trellis/internal/policy/nfttrace"
 )
 
 // TestDualStackPodIsOneEndpoint: a local dual-stack pod is selected once
@@ -52,5 +54,46 @@ func TestDualStackPodIsOneEndpoint(t *testing.T) {
 	w.program(t)
 	if mm := w.mismatches(t, defaultProbes); len(mm) > 0 {
 		t.Fatalf("tracer and oracle disagree: %v", mm)
+	}
+}
+
+// TestICMPv6ThatIPv6NeedsIsAlwaysAccepted: a pod isolated in both
+// directions with nothing admitted still exchanges neighbour discovery with
+// its node and gets Packet Too Big from anywhere; other ICMPv6 (echo) is
+// policed.
+func TestICMPv6ThatIPv6NeedsIsAlwaysAccepted(t *testing.T) {
+	w := newWorld()
+	w.addNamespace("x", nil)
+	w.addPod("x", "a", "n1", "fd00:244:1::a", false, map[string]string{"pod": "a"})
+	w.addPolicy(np("x", "deny", networkingv1.NetworkPolicySpec{PodSelector: *sel("pod", "a"), PolicyTypes: both}))
+	w.program(t)
+	a := &w.cluster.Pods[0]
+	iface := ifaceFor(a)
+	podAddr, far := netip.MustParseAddr("fd00:244:1::a"), netip.MustParseAddr("2001:db8::1")
+	for _, c := range []struct {
+		what string
+		pkt  nfttrace.Packet
+		want nfttrace.Verdict
+	}{
+		{"neighbour solicitation from the pod to its node", nfttrace.Packet{Hook: "input", IIF: iface, SrcRoute: iface,
+			Src: podAddr, Dst: netip.MustParseAddr("ff02::1:ff00:1"), Proto: 58, ICMPType: 135, CTState: "untracked"}, nfttrace.Accept},
+		{"neighbour advertisement from the pod to its node", nfttrace.Packet{Hook: "input", IIF: iface, SrcRoute: iface,
+			Src: podAddr, Dst: netip.MustParseAddr("fe80::2"), Proto: 58, ICMPType: 136, CTState: "untracked"}, nfttrace.Accept},
+		{"packet too big towards the pod", nfttrace.Packet{Hook: "forward", IIF: underlayIface, OIF: iface, SrcRoute: underlayIface,
+			Src: far, Dst: podAddr, Proto: 58, ICMPType: 2, CTState: "new"}, nfttrace.Accept},
+		{"packet too big from the pod", nfttrace.Packet{Hook: "forward", IIF: iface, OIF: underlayIface, SrcRoute: iface,
+			Src: podAddr, Dst: far, Proto: 58, ICMPType: 2, CTState: "new"}, nfttrace.Accept},
+		{"echo request towards the pod", nfttrace.Packet{Hook: "forward", IIF: underlayIface, OIF: iface, SrcRoute: underlayIface,
+			Src: far, Dst: podAddr, Proto: 58, ICMPType: 128, CTState: "new"}, nfttrace.Drop},
+		{"neighbour solicitation from a spoofed source", nfttrace.Packet{Hook: "input", IIF: iface, SrcRoute: underlayIface,
+			Src: netip.MustParseAddr("fd00:244:1::b"), Dst: netip.MustParseAddr("ff02::1:ff00:1"), Proto: 58, ICMPType: 135, CTState: "untracked"}, nfttrace.Drop},
+	} {
+		got, err := nfttrace.Trace(w.fakes["n1"], c.pkt)
+		if err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
+		if got != c.want {
+			t.Errorf("%s: %s, want %s", c.what, got, c.want)
+		}
 	}
 }
