@@ -73,12 +73,8 @@ func (c *Compiler) addrIndex(a netip.Addr) *addrFamily { return &c.fams[famIndex
 // was converted from (or, for a snapshot built otherwise, a copy) and its
 // interface. Kept small: there is one per pod of the cluster.
 type podState struct {
-	src *slim.Pod
-	own *Pod // when src is nil, or the pod has an interface (local pods)
-	// ips are its addresses when it is not hostNetwork (selectors can
-	// match it then): both families for a dual-stack pod, one endpoint.
-	// Shared with the pod, never modified.
-	ips  []netip.Addr
+	src  *slim.Pod
+	own  *Pod   // when src is nil, or the pod has an interface (local pods)
 	seen uint64 // the last update that saw it
 }
 
@@ -88,6 +84,22 @@ func (st *podState) view() Pod {
 		return *st.own
 	}
 	return PodFromCache(st.src, "")
+}
+
+// ips are the pod's addresses when it is not hostNetwork (selectors can
+// match it then): both families for a dual-stack pod, one endpoint. Read
+// from the pod, not kept: there is one podState per pod of the cluster.
+func (st *podState) ips() []netip.Addr {
+	if p := st.own; p != nil {
+		if p.HostNetwork {
+			return nil
+		}
+		return p.IPs
+	}
+	if st.src.HostNetwork {
+		return nil
+	}
+	return st.src.IPs
 }
 
 // iface is the pod's interface ("" unless local).
@@ -332,9 +344,6 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 
 func newPodState(p *Pod, seq uint64) *podState {
 	st := &podState{src: p.src, seen: seq}
-	if !p.HostNetwork {
-		st.ips = p.IPs
-	}
 	if p.src == nil || p.Interface != "" {
 		cp := *p
 		st.own = &cp
@@ -359,12 +368,12 @@ func (c *Compiler) updateRules(ix *index, changes []podChange) {
 		var touched, moved []netip.Addr
 		for _, ch := range changes {
 			for _, st := range []*podState{ch.old, ch.new} {
-				if st == nil || len(st.ips) == 0 {
+				if st == nil || len(st.ips()) == 0 {
 					continue
 				}
 				v := st.view()
-				matches := ix.ruleMatches(r, &podInfo{pod: &v, ip: st.ips[0]})
-				for _, ip := range st.ips {
+				matches := ix.ruleMatches(r, &podInfo{pod: &v, ip: st.ips()[0]})
+				for _, ip := range st.ips() {
 					if matches {
 						moved = append(moved, ip)
 					}
@@ -451,7 +460,7 @@ func (c *Compiler) podAddrSets(changes []podChange) (*Set, *Set) {
 	for _, ch := range changes {
 		for _, st := range []*podState{ch.old, ch.new} {
 			if st != nil {
-				for _, ip := range st.ips {
+				for _, ip := range st.ips() {
 					n[famIndex(ip)]++
 				}
 			}
@@ -486,7 +495,7 @@ func (c *Compiler) rebuildAddrs(f *addrFamily, fi int) *Set {
 	}
 	var all []held
 	for _, st := range c.pods {
-		for _, ip := range st.ips {
+		for _, ip := range st.ips() {
 			if famIndex(ip) == fi {
 				all = append(all, held{ip, st})
 			}
@@ -517,10 +526,10 @@ func (c *Compiler) spliceAddrs(f *addrFamily, fi int, changes []podChange) *Set 
 	net := map[netip.Addr]int{} // an address may go and come back within the changes
 	for _, ch := range changes {
 		if old := ch.old; old != nil {
-			for _, ip := range old.ips {
+			for _, ip := range old.ips() {
 				switch {
 				case famIndex(ip) != fi:
-				case ch.new != nil && slices.Contains(ch.new.ips, ip):
+				case ch.new != nil && slices.Contains(ch.new.ips(), ip):
 					c.replaceAddr(f, old, ch.new, ip)
 				case c.removeAddr(f, old, ip):
 					net[ip]--
@@ -528,8 +537,8 @@ func (c *Compiler) spliceAddrs(f *addrFamily, fi int, changes []podChange) *Set 
 			}
 		}
 		if st := ch.new; st != nil {
-			for _, ip := range st.ips {
-				if famIndex(ip) == fi && (ch.old == nil || !slices.Contains(ch.old.ips, ip)) && c.addAddr(f, st, ip) {
+			for _, ip := range st.ips() {
+				if famIndex(ip) == fi && (ch.old == nil || !slices.Contains(ch.old.ips(), ip)) && c.addAddr(f, st, ip) {
 					net[ip]++
 				}
 			}
@@ -845,9 +854,9 @@ func (ix *index) podList() []*podInfo {
 		views := make([]Pod, 0, len(ix.comp.pods))
 		var owner []int
 		for _, st := range ix.comp.pods {
-			if len(st.ips) > 0 {
+			if len(st.ips()) > 0 {
 				views = append(views, st.view())
-				for _, ip := range st.ips {
+				for _, ip := range st.ips() {
 					infos = append(infos, podInfo{ip: ip})
 					owner = append(owner, len(views)-1)
 				}
@@ -862,7 +871,7 @@ func (ix *index) podList() []*podInfo {
 	}
 	for i := range ix.snap.Pods {
 		st := ix.comp.pods[podKey{ix.snap.Pods[i].Namespace, ix.snap.Pods[i].Name}]
-		for _, ip := range st.ips {
+		for _, ip := range st.ips() {
 			infos = append(infos, podInfo{pod: &ix.snap.Pods[i], ip: ip})
 		}
 	}
