@@ -870,11 +870,17 @@ func (ix *index) podList() []*podInfo {
 		return ix.pods
 	}
 	for i := range ix.snap.Pods {
-		st := ix.comp.pods[podKey{ix.snap.Pods[i].Namespace, ix.snap.Pods[i].Name}]
-		for _, ip := range st.ips() {
-			infos = append(infos, podInfo{pod: &ix.snap.Pods[i], ip: ip})
+		p := &ix.snap.Pods[i] // the compiler's state of it was just made from it
+		if p.HostNetwork {
+			continue
+		}
+		for _, ip := range p.IPs {
+			infos = append(infos, podInfo{pod: p, ip: ip})
 		}
 	}
+	// In address order, a rule's matching pods come sorted: merging them
+	// into ranges sorts nothing.
+	slices.SortFunc(infos, func(a, b podInfo) int { return a.ip.Compare(b.ip) })
 	ix.pods = make([]*podInfo, len(infos))
 	for i := range infos {
 		ix.pods[i] = &infos[i]
