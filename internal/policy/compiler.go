@@ -466,13 +466,16 @@ func (c *Compiler) podAddrSets(changes []podChange) (*Set, *Set) {
 			}
 		}
 	}
+	var rebuild [2]bool
+	for fi := range c.fams {
+		rebuild[fi] = c.fams[fi].set == nil || n[fi] > maxSpliced
+	}
+	c.rebuildAddrs(rebuild)
 	var sets [2]*Set
 	for fi := range c.fams {
 		f := &c.fams[fi]
 		switch {
-		case f.set == nil || n[fi] > maxSpliced:
-			sets[fi] = c.rebuildAddrs(f, fi)
-		case n[fi] == 0:
+		case rebuild[fi], n[fi] == 0:
 			sets[fi] = f.set
 		default:
 			sets[fi] = c.spliceAddrs(f, fi, changes)
@@ -487,36 +490,57 @@ const maxSpliced = 64
 
 var addrSetTypes = [2]string{"ipv4_addr", "ipv6_addr"}
 
-// rebuildAddrs rebuilds family fi's address index and set from every pod.
-func (c *Compiler) rebuildAddrs(f *addrFamily, fi int) *Set {
+// rebuildAddrs rebuilds the address index and set of the families
+// marked, from every pod (one pass to size them, one to fill them).
+func (c *Compiler) rebuildAddrs(which [2]bool) {
+	if !which[0] && !which[1] {
+		return
+	}
 	type held struct {
 		ip netip.Addr
 		st *podState
 	}
-	var all []held
+	var n [2]int
 	for _, st := range c.pods {
 		for _, ip := range st.ips() {
-			if famIndex(ip) == fi {
-				all = append(all, held{ip, st})
+			n[famIndex(ip)]++
+		}
+	}
+	var all [2][]held
+	for fi := range all {
+		if which[fi] {
+			all[fi] = make([]held, 0, n[fi])
+		}
+	}
+	for _, st := range c.pods {
+		for _, ip := range st.ips() {
+			if fi := famIndex(ip); which[fi] {
+				all[fi] = append(all[fi], held{ip, st})
 			}
 		}
 	}
-	slices.SortFunc(all, func(a, b held) int { return a.ip.Compare(b.ip) })
-	maps.DeleteFunc(c.addrMore, func(ip netip.Addr, _ []*podState) bool { return famIndex(ip) == fi })
-	f.order, f.holders = slices.Grow(f.order[:0], len(all)), slices.Grow(f.holders[:0], len(all))
-	for i, h := range all {
-		if i > 0 && all[i-1].ip == h.ip {
-			c.addrMore[h.ip] = append(c.addrMore[h.ip], h.st)
+	maps.DeleteFunc(c.addrMore, func(ip netip.Addr, _ []*podState) bool { return which[famIndex(ip)] })
+	for fi := range all {
+		if !which[fi] {
 			continue
 		}
-		f.order, f.holders = append(f.order, h.ip), append(f.holders, h.st)
+		f, hs := &c.fams[fi], all[fi]
+		slices.SortFunc(hs, func(a, b held) int { return a.ip.Compare(b.ip) })
+		f.order, f.holders = slices.Grow(f.order[:0], len(hs)), slices.Grow(f.holders[:0], len(hs))
+		for i, h := range hs {
+			if i > 0 && hs[i-1].ip == h.ip {
+				c.addrMore[h.ip] = append(c.addrMore[h.ip], h.st)
+				continue
+			}
+			f.order, f.holders = append(f.order, h.ip), append(f.holders, h.st)
+		}
+		clear(f.holders[len(f.holders):cap(f.holders)]) // no stale pod kept alive by a reused array
+		s := &Set{Type: addrSetTypes[fi], Elements: make([][]string, 0, len(f.order))}
+		for _, ip := range f.order {
+			s.Elements = append(s.Elements, []string{ip.String()})
+		}
+		f.set = s
 	}
-	s := &Set{Type: addrSetTypes[fi], Elements: make([][]string, 0, len(f.order))}
-	for _, ip := range f.order {
-		s.Elements = append(s.Elements, []string{ip.String()})
-	}
-	f.set = s
-	return s
 }
 
 // spliceAddrs applies the changed pods' addresses of family fi to its

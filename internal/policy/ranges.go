@@ -126,8 +126,12 @@ func mergeRanges(rs []ipRange) []ipRange {
 	if len(rs) == 0 {
 		return nil
 	}
-	s := slices.Clone(rs)
-	slices.SortFunc(s, func(a, b ipRange) int { return a.lo.Compare(b.lo) })
+	byLo := func(a, b ipRange) int { return a.lo.Compare(b.lo) }
+	s := rs
+	if !slices.IsSortedFunc(s, byLo) {
+		s = slices.Clone(rs)
+		slices.SortFunc(s, byLo)
+	}
 	out := []ipRange{s[0]}
 	for _, x := range s[1:] {
 		last := &out[len(out)-1]
