@@ -2,7 +2,7 @@ package agentapi
 
 // TracePath is the endpoint that traces one new connection through the
 // node's live NetworkPolicy table (internal/policy/livetrace). Query:
-// src, dst (IPv4 addresses), proto (TCP, UDP, SCTP), port, and host=1 when
+// src, dst (IP addresses of one family), proto (TCP, UDP, SCTP), port, and host=1 when
 // dst is this node's own host network (the packet then takes the input
 // hook instead of forward). At least one of src and dst must be a pod
 // interface of this node.

@@ -155,6 +155,9 @@ func (o *Options) explain(ctx context.Context, srcArg, dstArg string, proto core
 	if err != nil {
 		return nil, err
 	}
+	if src, dst, err = sameFamily(src, dst, srcArg, dstArg); err != nil {
+		return nil, err
+	}
 	if src.Pod == nil && dst.Pod == nil {
 		return nil, Usage("neither %s nor %s is a pod: Trellis polices pods only", srcArg, dstArg)
 	}
@@ -183,9 +186,6 @@ func endpointInfo(e policy.Endpoint) EndpointInfo {
 func resolveEndpoint(ctx context.Context, o *Options, st *clusterState, snap *policy.Snapshot, arg string) (policy.Endpoint, error) {
 	if a, err := netip.ParseAddr(arg); err == nil {
 		a = a.Unmap()
-		if !a.Is4() {
-			return policy.Endpoint{}, Usage("%s: only IPv4 is policed by this version", arg)
-		}
 		ep := policy.Endpoint{Addr: a}
 		for i := range snap.Pods {
 			p := &snap.Pods[i]
@@ -213,15 +213,10 @@ func resolveEndpoint(ctx context.Context, o *Options, st *clusterState, snap *po
 		if p.Namespace != ns || p.Name != name {
 			continue
 		}
-		for _, a := range p.IPs {
-			if a.Is4() {
-				return policy.Endpoint{Pod: p, Addr: a}, nil
-			}
-		}
 		if len(p.IPs) == 0 {
 			return policy.Endpoint{}, Usage("pod %s has no IP yet", arg)
 		}
-		return policy.Endpoint{}, Usage("pod %s has no IPv4 address: only IPv4 is policed by this version", arg)
+		return policy.Endpoint{Pod: p, Addr: p.IPs[0]}, nil // its primary address; see sameFamily
 	}
 	switch {
 	case found.Status.Phase == corev1.PodSucceeded || found.Status.Phase == corev1.PodFailed:
@@ -230,6 +225,41 @@ func resolveEndpoint(ctx context.Context, o *Options, st *clusterState, snap *po
 		return policy.Endpoint{}, Usage("pod %s has no IP yet", arg)
 	}
 	return policy.Endpoint{}, Usage("pod %s: its address %s is claimed by a newer pod", arg, found.Status.PodIP)
+}
+
+// sameFamily makes a connection of one family out of two endpoints: an end
+// given by pod name (primary address first) takes its address of the other
+// end's family when the families differ, the source first.
+func sameFamily(src, dst policy.Endpoint, srcArg, dstArg string) (policy.Endpoint, policy.Endpoint, error) {
+	if src.Addr.Is4() == dst.Addr.Is4() {
+		return src, dst, nil
+	}
+	byName := func(arg string) bool { _, err := netip.ParseAddr(arg); return err != nil }
+	if byName(dstArg) {
+		if a, ok := addrOfFamily(dst.Pod, src.Addr.Is4()); ok {
+			dst.Addr = a
+			return src, dst, nil
+		}
+	}
+	if byName(srcArg) {
+		if a, ok := addrOfFamily(src.Pod, dst.Addr.Is4()); ok {
+			src.Addr = a
+			return src, dst, nil
+		}
+	}
+	return src, dst, Usage("%s (%s) and %s (%s) have no address family in common", srcArg, src.Addr, dstArg, dst.Addr)
+}
+
+func addrOfFamily(p *policy.Pod, v4 bool) (netip.Addr, bool) {
+	if p == nil {
+		return netip.Addr{}, false
+	}
+	for _, a := range p.IPs {
+		if a.Is4() == v4 {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 func hasAddr(p *policy.Pod, a netip.Addr) bool {

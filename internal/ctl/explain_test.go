@@ -23,15 +23,23 @@ func explainCluster() []runtime.Object {
 	ns := func(n string) *corev1.Namespace {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{"kubernetes.io/metadata.name": n}}}
 	}
-	pod := func(name, ip string, lbl map[string]string) *corev1.Pod {
-		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: name, Labels: lbl},
+	pod := func(name, ips string, lbl map[string]string) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: name, Labels: lbl},
 			Spec:   corev1.PodSpec{NodeName: "n1"},
-			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}}
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+		if ips != "" {
+			for _, ip := range strings.Split(ips, ",") {
+				p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: ip})
+			}
+			p.Status.PodIP = p.Status.PodIPs[0].IP
+		}
+		return p
 	}
 	port := intstr.FromInt32(80)
 	return []runtime.Object{ns("app"),
-		pod("web", "10.244.1.2", map[string]string{"app": "web"}),
-		pod("db", "10.244.1.3", map[string]string{"app": "db"}),
+		pod("web", "10.244.1.2,fd00:244:1::2", map[string]string{"app": "web"}),
+		pod("db", "10.244.1.3,fd00:244:1::3", map[string]string{"app": "db"}),
+		pod("six", "fd00:244:1::9", map[string]string{"app": "six"}),
 		pod("new", "", nil),
 		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db-in"},
 			Spec: networkingv1.NetworkPolicySpec{
@@ -77,6 +85,10 @@ func TestExplainCommand(t *testing.T) {
 		{[]string{"app/web", "app/db", "80/ICMP"}, ExitUsage, "bad protocol"},
 		{[]string{"app/web", "app/db", "0"}, ExitUsage, "bad port"},
 		{[]string{"192.0.2.1", "192.0.2.2", "80"}, ExitUsage, "neither"},
+		{[]string{"app/web", "fd00:244:1::3", "80"}, ExitOK, "policy app/db-in admits it"},
+		{[]string{"app/six", "app/db", "80"}, ExitFailed, "no rule admits TCP/80 from fd00:244:1::9"},
+		{[]string{"2001:db8::1", "app/db", "80"}, ExitFailed, "2001:db8::1 (external)"},
+		{[]string{"192.0.2.1", "app/six", "80"}, ExitUsage, "no address family in common"},
 	} {
 		code, out, errS := runExplain(t, tc.args...)
 		if code != tc.code || !strings.Contains(out+errS, tc.contains) {

@@ -212,7 +212,7 @@ func TestPerPacketPathIsConstant(t *testing.T) {
 	for _, w := range []*world{small, big} {
 		tbl := w.fakes["n1"].Table
 		for name, c := range tbl.Chains {
-			if len(c.Rules) > 5 {
+			if len(c.Rules) > 7 { // both families: a few rules each
 				t.Errorf("chain %s has %d rules", name, len(c.Rules))
 			}
 		}

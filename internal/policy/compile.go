@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"net/netip"
 	"sort"
 	"strconv"
 
@@ -31,8 +32,9 @@ type allowList struct {
 type index struct {
 	snap     *Snapshot
 	nsLabels map[string]labels.Set
-	// pods are the non-hostNetwork pods with an IPv4 address: the only pods
-	// that selectors can match.
+	// pods are the addresses of the non-hostNetwork pods, one entry per
+	// address (a dual-stack pod has two): the only pods that selectors can
+	// match.
 	pods []*podInfo
 	// selectors caches converted label selectors by identity.
 	selectors map[*metav1.LabelSelector]labels.Selector
@@ -53,9 +55,10 @@ type peerKey struct {
 	peer int
 }
 
+// podInfo is one address of a selectable pod.
 type podInfo struct {
 	pod *Pod
-	ip  uint32
+	ip  netip.Addr
 }
 
 // Compile computes the complete desired content of the policy table for
@@ -101,7 +104,7 @@ func (ix *index) isolatedGroups(dir direction) map[uint32]bool {
 }
 
 // localPods are the pods the table enforces for: non-hostNetwork pods of
-// this node with an IPv4 address and a known interface. An interface
+// this node with an address (of either family) and a known interface. An interface
 // claimed by several pods goes to the first (the caller resolves such
 // conflicts; see dedupeByIP), so the table never holds conflicting keys.
 func localPods(snap *Snapshot) []*Pod {
@@ -109,7 +112,7 @@ func localPods(snap *Snapshot) []*Pod {
 	seen := map[string]bool{}
 	for i := range snap.Pods {
 		p := &snap.Pods[i]
-		if _, ok := firstIPv4(p); !ok || p.HostNetwork || p.NodeName != snap.NodeName || p.Interface == "" || seen[p.Interface] {
+		if len(p.IPs) == 0 || p.HostNetwork || p.NodeName != snap.NodeName || p.Interface == "" || seen[p.Interface] {
 			continue
 		}
 		seen[p.Interface] = true
@@ -130,20 +133,11 @@ func newIndex(snap *Snapshot) *index {
 		if p.HostNetwork {
 			continue
 		}
-		if ip, ok := firstIPv4(p); ok {
-			ix.pods = append(ix.pods, &podInfo{pod: p, ip: ip})
+		for _, a := range p.IPs {
+			ix.pods = append(ix.pods, &podInfo{pod: p, ip: a})
 		}
 	}
 	return ix
-}
-
-func firstIPv4(p *Pod) (uint32, bool) {
-	for _, a := range p.IPs {
-		if a.Is4() {
-			return addrToU32(a), true
-		}
-	}
-	return 0, false
 }
 
 func quote(s string) string { return `"` + s + `"` }
@@ -337,9 +331,9 @@ func appendBoxes(out []portBox, rs []ipRange, proto uint8, lo, hi uint16) []port
 }
 
 // inRanges reports whether ip is in rs (sorted and disjoint).
-func inRanges(rs []ipRange, ip uint32) bool {
-	i := sort.Search(len(rs), func(i int) bool { return rs[i].hi >= ip })
-	return i < len(rs) && rs[i].lo <= ip
+func inRanges(rs []ipRange, ip netip.Addr) bool {
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].hi.Compare(ip) >= 0 })
+	return i < len(rs) && rs[i].lo.Compare(ip) <= 0
 }
 
 func protoNumber(p *corev1.Protocol) (uint8, bool) {
@@ -373,11 +367,12 @@ func namedPort(p *Pod, name string, proto uint8) (uint16, bool) {
 	return 0, false
 }
 
-// peerRanges returns the union of the addresses a rule's peers admit. An
-// empty peer list admits every address.
+// peerRanges returns the union of the addresses a rule's peers admit (a
+// pod a selector matches with every address it has). An empty peer list
+// admits every address of both families.
 func (ix *index) peerRanges(ns string, peers []networkingv1.NetworkPolicyPeer) []ipRange {
 	if len(peers) == 0 {
-		return []ipRange{allIPv4}
+		return allAddrs()
 	}
 	var out []ipRange
 	for i := range peers {
@@ -412,27 +407,23 @@ func (ix *index) podMatchesPeer(ns string, peer *networkingv1.NetworkPolicyPeer,
 	return ix.sel(peer.PodSelector).Matches(labels.Set(q.pod.Labels))
 }
 
-// ipBlockRanges is cidr minus except, IPv4 only (an IPv6 block admits no
-// IPv4 address); a block with an unparsable cidr or except admits nothing
-// (an except that cannot be read must not widen what the block admits).
+// ipBlockRanges is cidr minus except, in the cidr's family (an IPv6 block
+// admits no IPv4 address and the reverse; an except of the other family
+// removes nothing); a block with an unparsable cidr or except admits
+// nothing (an except that cannot be read must not widen what the block
+// admits).
 func ipBlockRanges(b *networkingv1.IPBlock) []ipRange {
 	p, err := parsePrefix(b.CIDR)
 	if err != nil {
 		return nil
 	}
-	r, ok := prefixRange(p)
-	if !ok {
-		return nil
-	}
-	out := []ipRange{r}
+	out := []ipRange{prefixRange(p)}
 	for _, e := range b.Except {
 		ep, err := parsePrefix(e)
 		if err != nil {
 			return nil
 		}
-		if er, ok := prefixRange(ep); ok {
-			out = subtract(out, er)
-		}
+		out = subtract(out, prefixRange(ep))
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -31,10 +32,8 @@ type Compiler struct {
 	selectors map[*metav1.LabelSelector]labels.Selector
 	rules     map[peerKey]*ruleState
 	groups    map[string]*cachedGroup
-	podAddrs  *Set
-	addrs     map[uint32]*podState   // pod-addrs: every selectable pod address, and a pod holding it
-	addrMore  map[uint32][]*podState // the other pods holding an address (stale objects, rare)
-	addrOrder []uint32               // addrs' keys, sorted
+	addrMore  map[netip.Addr][]*podState // the pods holding an address besides its holder (stale objects, rare)
+	fams      [2]addrFamily              // per family (IPv4, IPv6): every selectable pod address and the pod-addrs set
 	// prevNames is the group each local pod's interface was in, per
 	// direction ("ing"/"eg-" prefix + interface), at the last compilation.
 	prevNames map[string]string
@@ -50,14 +49,32 @@ func NewCompiler() *Compiler { return &Compiler{} }
 
 type podKey struct{ ns, name string }
 
+// addrFamily is the address index of one family: every selectable pod
+// address, sorted, with a pod holding it (the others in addrMore), and the
+// pod-addrs set, whose elements follow order.
+type addrFamily struct {
+	order   []netip.Addr
+	holders []*podState
+	set     *Set
+}
+
+// famIndex is 0 for IPv4, 1 for IPv6.
+func famIndex(a netip.Addr) int {
+	if a.Is4() {
+		return 0
+	}
+	return 1
+}
+
+// addrIndex is the addrFamily of a's family.
+func (c *Compiler) addrIndex(a netip.Addr) *addrFamily { return &c.fams[famIndex(a)] }
+
 // podState is a pod as the last compilation saw it: the cached pod it
 // was converted from (or, for a snapshot built otherwise, a copy) and its
 // interface. Kept small: there is one per pod of the cluster.
 type podState struct {
 	src  *slim.Pod
 	own  *Pod   // when src is nil, or the pod has an interface (local pods)
-	ip   uint32 // its IPv4 address, when ok
-	ok   bool   // non-hostNetwork with an IPv4 address: selectors can match it
 	seen uint64 // the last update that saw it
 }
 
@@ -67,6 +84,22 @@ func (st *podState) view() Pod {
 		return *st.own
 	}
 	return PodFromCache(st.src, "")
+}
+
+// ips are the pod's addresses when it is not hostNetwork (selectors can
+// match it then): both families for a dual-stack pod, one endpoint. Read
+// from the pod, not kept: there is one podState per pod of the cluster.
+func (st *podState) ips() []netip.Addr {
+	if p := st.own; p != nil {
+		if p.HostNetwork {
+			return nil
+		}
+		return p.IPs
+	}
+	if st.src.HostNetwork {
+		return nil
+	}
+	return st.src.IPs
 }
 
 // iface is the pod's interface ("" unless local).
@@ -86,7 +119,7 @@ type ruleState struct {
 	// prevVersion, changed and changedGen: the version before the
 	// compilation changedGen changed the rule, at the addresses changed.
 	prevVersion uint64
-	changed     []uint32
+	changed     []netip.Addr
 	changedGen  uint64
 	named       map[namedKey][]portBox
 	peers       []networkingv1.NetworkPolicyPeer
@@ -103,8 +136,10 @@ type cachedGroup struct {
 	key      string // what the group is (groupName of its dependencies); its kernel name may be another
 	al       allowList
 	deps     []ruleDep
-	all      *Set
-	ports    *Set
+	all      *Set // IPv4 addresses, any port
+	ports    *Set // IPv4 address . protocol . port
+	all6     *Set
+	ports6   *Set
 	chain    *Chain
 	group    Group
 	counters [2]string
@@ -182,7 +217,7 @@ func (c *Compiler) compile(snap *Snapshot, changes []podChange) *Desired {
 	ix := &index{snap: snap, nsLabels: c.nsLabels, selectors: c.selectors, comp: c,
 		peerCache: map[peerKey][]ipRange{}, namedCache: map[namedKey][]portBox{}}
 	d := staticObjects(snap.DenyLogGroup)
-	d.Sets[SetPodAddrs] = c.podAddrSet(changes) // first: the rules read c.addrs
+	d.Sets[SetPodAddrs], d.Sets[SetPodAddrs6] = c.podAddrSets(changes) // first: the rules read the address index
 	c.updateRules(ix, changes)
 	addIsolatedGroups(d, ix)
 	for _, g := range c.groups {
@@ -198,9 +233,13 @@ func (c *Compiler) compile(snap *Snapshot, changes []podChange) *Desired {
 	var members []membership
 	byKey := map[string][]string{}
 	for _, p := range localPods(snap) {
-		ip, _ := firstIPv4(p)
-		d.Sets[SetPodIfaces].Elements = append(d.Sets[SetPodIfaces].Elements,
-			[]string{quote(p.Interface), u32ToAddr(ip).String()})
+		for _, ip := range p.IPs {
+			set := d.Sets[SetPodIfaces]
+			if ip.Is6() {
+				set = d.Sets[SetPodIfaces6]
+			}
+			set.Elements = append(set.Elements, []string{quote(p.Interface), ip.String()})
+		}
 		for _, dir := range []direction{ingress, egress} {
 			pols := ix.selectingPolicies(p, dir)
 			if len(pols) == 0 {
@@ -309,9 +348,6 @@ func newPodState(p *Pod, seq uint64) *podState {
 		cp := *p
 		st.own = &cp
 	}
-	if ip, ok := firstIPv4(p); ok && !p.HostNetwork {
-		st.ok, st.ip = true, ip
-	}
 	return st
 }
 
@@ -329,19 +365,21 @@ func (c *Compiler) updateRules(ix *index, changes []podChange) {
 		return
 	}
 	for _, r := range c.rules {
-		var touched, moved []uint32
+		var touched, moved []netip.Addr
 		for _, ch := range changes {
 			for _, st := range []*podState{ch.old, ch.new} {
-				if st == nil || !st.ok {
+				if st == nil || len(st.ips()) == 0 {
 					continue
 				}
-				ip, v := st.ip, st.view()
-				matches := ix.ruleMatches(r, &podInfo{pod: &v, ip: ip})
-				if matches {
-					moved = append(moved, ip)
-				}
-				if matches || (r.peerPorts && inRanges(r.ranges, ip)) {
-					touched = append(touched, ip)
+				v := st.view()
+				matches := ix.ruleMatches(r, &podInfo{pod: &v, ip: st.ips()[0]})
+				for _, ip := range st.ips() {
+					if matches {
+						moved = append(moved, ip)
+					}
+					if matches || (r.peerPorts && inRanges(r.ranges, ip)) {
+						touched = append(touched, ip)
+					}
 				}
 			}
 		}
@@ -369,7 +407,7 @@ func (ix *index) ruleMatches(r *ruleState, q *podInfo) bool {
 
 // anyMatches reports whether a pod holding ip now matches one of r's
 // selector peers.
-func (c *Compiler) anyMatches(ix *index, r *ruleState, ip uint32) bool {
+func (c *Compiler) anyMatches(ix *index, r *ruleState, ip netip.Addr) bool {
 	for _, st := range c.podsAt(ip) {
 		v := st.view()
 		if ix.ruleMatches(r, &podInfo{pod: &v, ip: ip}) {
@@ -389,7 +427,7 @@ func (c *Compiler) rule(ix *index, k peerKey, peers []networkingv1.NetworkPolicy
 	r := &ruleState{peers: peers, ns: k.np.Namespace, used: true,
 		peerPorts: k.dir == egress && hasNamedPort(k.np.Spec.Egress[k.rule].Ports)}
 	if len(peers) == 0 {
-		r.blocks = []ipRange{allIPv4}
+		r.blocks = allAddrs()
 	}
 	for i := range peers {
 		if peers[i].IPBlock != nil {
@@ -409,104 +447,212 @@ func (c *Compiler) rule(ix *index, k peerKey, peers []networkingv1.NetworkPolicy
 	return r
 }
 
-// podAddrSet is the pod-addrs set (every selectable pod address, sorted):
-// the previous one when no address came or went, else a new one that
-// records its difference from the previous one.
-func (c *Compiler) podAddrSet(changes []podChange) *Set {
-	if c.addrs == nil {
-		c.addrs, c.addrMore = map[uint32]*podState{}, map[uint32][]*podState{}
+// podAddrSets are the pod-addrs and pod-addrs6 sets (every selectable pod
+// address of the family, sorted): for each family, the previous set when
+// no address of it came or went, else a new one that records its
+// difference from the previous one (rebuilt whole when there is none yet
+// or many addresses changed).
+func (c *Compiler) podAddrSets(changes []podChange) (*Set, *Set) {
+	if c.addrMore == nil {
+		c.addrMore = map[netip.Addr][]*podState{}
 	}
-	var add, del []uint32
+	var n [2]int
 	for _, ch := range changes {
-		if old := ch.old; old != nil && old.ok && c.removeAddr(old) {
-			del = append(del, old.ip)
+		for _, st := range []*podState{ch.old, ch.new} {
+			if st != nil {
+				for _, ip := range st.ips() {
+					n[famIndex(ip)]++
+				}
+			}
 		}
-		if st := ch.new; st != nil && st.ok && c.addAddr(st) {
-			add = append(add, st.ip)
+	}
+	var rebuild [2]bool
+	for fi := range c.fams {
+		rebuild[fi] = c.fams[fi].set == nil || n[fi] > maxSpliced
+	}
+	c.rebuildAddrs(rebuild)
+	var sets [2]*Set
+	for fi := range c.fams {
+		f := &c.fams[fi]
+		switch {
+		case rebuild[fi], n[fi] == 0:
+			sets[fi] = f.set
+		default:
+			sets[fi] = c.spliceAddrs(f, fi, changes)
 		}
 	}
-	if c.podAddrs != nil && len(add) == 0 && len(del) == 0 {
-		return c.podAddrs
+	return sets[0], sets[1]
+}
+
+// maxSpliced is the most address changes of one family spliced into the
+// previous pod-addrs set; beyond it the set is rebuilt whole.
+const maxSpliced = 64
+
+var addrSetTypes = [2]string{"ipv4_addr", "ipv6_addr"}
+
+// rebuildAddrs rebuilds the address index and set of the families
+// marked, from every pod (one pass to size them, one to fill them).
+func (c *Compiler) rebuildAddrs(which [2]bool) {
+	if !which[0] && !which[1] {
+		return
 	}
-	// An address may have gone and come back within the changes.
-	net := map[uint32]int{}
-	for _, ip := range add {
-		net[ip]++
+	type held struct {
+		ip netip.Addr
+		st *podState
 	}
-	for _, ip := range del {
-		net[ip]--
-	}
-	elem := func(ip uint32) []string { return []string{u32ToAddr(ip).String()} }
-	s := &Set{Type: "ipv4_addr"}
-	if len(net) > 64 || c.podAddrs == nil {
-		c.addrOrder = slices.Sorted(maps.Keys(c.addrs))
-		s.Elements = make([][]string, 0, len(c.addrOrder))
-		for _, ip := range c.addrOrder {
-			s.Elements = append(s.Elements, elem(ip))
+	var n [2]int
+	for _, st := range c.pods {
+		for _, ip := range st.ips() {
+			n[famIndex(ip)]++
 		}
-		c.podAddrs = s
-		return s
 	}
-	// The elements are kept in the order of addrOrder: splice both.
-	delta := &setDelta{base: c.podAddrs}
-	c.podAddrs.delta = nil // one step back is all ApplyWith uses: no chain of old sets
-	s.Elements = slices.Clone(c.podAddrs.Elements)
-	for _, ip := range slices.Sorted(maps.Keys(net)) {
-		i, found := slices.BinarySearch(c.addrOrder, ip)
+	var all [2][]held
+	for fi := range all {
+		if which[fi] {
+			all[fi] = make([]held, 0, n[fi])
+		}
+	}
+	for _, st := range c.pods {
+		for _, ip := range st.ips() {
+			if fi := famIndex(ip); which[fi] {
+				all[fi] = append(all[fi], held{ip, st})
+			}
+		}
+	}
+	maps.DeleteFunc(c.addrMore, func(ip netip.Addr, _ []*podState) bool { return which[famIndex(ip)] })
+	for fi := range all {
+		if !which[fi] {
+			continue
+		}
+		f, hs := &c.fams[fi], all[fi]
+		slices.SortFunc(hs, func(a, b held) int { return a.ip.Compare(b.ip) })
+		f.order, f.holders = slices.Grow(f.order[:0], len(hs)), slices.Grow(f.holders[:0], len(hs))
+		for i, h := range hs {
+			if i > 0 && hs[i-1].ip == h.ip {
+				c.addrMore[h.ip] = append(c.addrMore[h.ip], h.st)
+				continue
+			}
+			f.order, f.holders = append(f.order, h.ip), append(f.holders, h.st)
+		}
+		clear(f.holders[len(f.holders):cap(f.holders)]) // no stale pod kept alive by a reused array
+		s := &Set{Type: addrSetTypes[fi], Elements: make([][]string, 0, len(f.order))}
+		for _, ip := range f.order {
+			s.Elements = append(s.Elements, []string{ip.String()})
+		}
+		f.set = s
+	}
+}
+
+// spliceAddrs applies the changed pods' addresses of family fi to its
+// index, and returns its set with the addresses that came or went
+// spliced in (the previous set when none did).
+func (c *Compiler) spliceAddrs(f *addrFamily, fi int, changes []podChange) *Set {
+	net := map[netip.Addr]int{} // an address may go and come back within the changes
+	for _, ch := range changes {
+		if old := ch.old; old != nil {
+			for _, ip := range old.ips() {
+				switch {
+				case famIndex(ip) != fi:
+				case ch.new != nil && slices.Contains(ch.new.ips(), ip):
+					c.replaceAddr(f, old, ch.new, ip)
+				case c.removeAddr(f, old, ip):
+					net[ip]--
+				}
+			}
+		}
+		if st := ch.new; st != nil {
+			for _, ip := range st.ips() {
+				if famIndex(ip) == fi && (ch.old == nil || !slices.Contains(ch.old.ips(), ip)) && c.addAddr(f, st, ip) {
+					net[ip]++
+				}
+			}
+		}
+	}
+	if len(net) == 0 {
+		return f.set
+	}
+	// The elements follow f.order. Spliced in address order, every element
+	// before the one at hand is final, so its index in the final order is
+	// its index in the elements too.
+	delta := &setDelta{base: f.set}
+	f.set.delta = nil // one step back is all ApplyWith uses: no chain of old sets
+	s := &Set{Type: addrSetTypes[fi], Elements: slices.Clone(f.set.Elements)}
+	for _, ip := range slices.SortedFunc(maps.Keys(net), netip.Addr.Compare) {
+		i, found := slices.BinarySearchFunc(f.order, ip, netip.Addr.Compare)
 		switch n := net[ip]; {
-		case n > 0 && !found:
-			e := elem(ip)
+		case n > 0 && found:
+			e := []string{ip.String()}
 			delta.add = append(delta.add, e)
-			c.addrOrder = slices.Insert(c.addrOrder, i, ip)
 			s.Elements = slices.Insert(s.Elements, i, e)
-		case n < 0 && found:
+		case n < 0 && !found:
 			delta.del = append(delta.del, s.Elements[i])
-			c.addrOrder = slices.Delete(c.addrOrder, i, i+1)
 			s.Elements = slices.Delete(s.Elements, i, i+1)
 		}
 	}
 	s.delta = delta
-	c.podAddrs = s
+	f.set = s
 	return s
 }
 
 // podsAt are the pods holding ip.
-func (c *Compiler) podsAt(ip uint32) []*podState {
-	st := c.addrs[ip]
-	if st == nil {
+func (c *Compiler) podsAt(ip netip.Addr) []*podState {
+	f := c.addrIndex(ip)
+	i, found := slices.BinarySearchFunc(f.order, ip, netip.Addr.Compare)
+	if !found {
 		return nil
 	}
-	return append([]*podState{st}, c.addrMore[ip]...)
+	return append([]*podState{f.holders[i]}, c.addrMore[ip]...)
 }
 
-// addAddr records that st holds its address, and reports whether the
+// addAddr records that st holds address ip, and reports whether the
 // address is new.
-func (c *Compiler) addAddr(st *podState) bool {
-	if c.addrs[st.ip] == nil {
-		c.addrs[st.ip] = st
-		return true
+func (c *Compiler) addAddr(f *addrFamily, st *podState, ip netip.Addr) bool {
+	i, found := slices.BinarySearchFunc(f.order, ip, netip.Addr.Compare)
+	if found {
+		c.addrMore[ip] = append(c.addrMore[ip], st)
+		return false
 	}
-	c.addrMore[st.ip] = append(c.addrMore[st.ip], st)
-	return false
+	f.order, f.holders = slices.Insert(f.order, i, ip), slices.Insert(f.holders, i, st)
+	return true
 }
 
-// removeAddr forgets that st holds its address, and reports whether no
-// pod holds it any more.
-func (c *Compiler) removeAddr(st *podState) bool {
-	more := c.addrMore[st.ip]
-	if c.addrs[st.ip] == st {
+// replaceAddr records that new holds address ip in place of old.
+func (c *Compiler) replaceAddr(f *addrFamily, old, new *podState, ip netip.Addr) {
+	i, found := slices.BinarySearchFunc(f.order, ip, netip.Addr.Compare)
+	if !found {
+		return
+	}
+	if f.holders[i] == old {
+		f.holders[i] = new
+		return
+	}
+	more := c.addrMore[ip]
+	if j := slices.Index(more, old); j >= 0 {
+		more[j] = new
+	}
+}
+
+// removeAddr forgets that st holds address ip, and reports whether no pod
+// holds it any more.
+func (c *Compiler) removeAddr(f *addrFamily, st *podState, ip netip.Addr) bool {
+	i, found := slices.BinarySearchFunc(f.order, ip, netip.Addr.Compare)
+	if !found {
+		return false
+	}
+	more := c.addrMore[ip]
+	if f.holders[i] == st {
 		if len(more) == 0 {
-			delete(c.addrs, st.ip)
+			f.order, f.holders = slices.Delete(f.order, i, i+1), slices.Delete(f.holders, i, i+1)
 			return true
 		}
-		c.addrs[st.ip], more = more[0], more[1:]
+		f.holders[i], more = more[0], more[1:]
 	} else {
 		more = slices.DeleteFunc(more, func(o *podState) bool { return o == st })
 	}
 	if len(more) == 0 {
-		delete(c.addrMore, st.ip)
+		delete(c.addrMore, ip)
 	} else {
-		c.addrMore[st.ip] = more
+		c.addrMore[ip] = more
 	}
 	return false
 }
@@ -529,8 +675,14 @@ func (c *Compiler) group(d *Desired, ix *index, p *Pod, dir direction, pols []*n
 		if xs, ok := c.changedSince(g.deps, deps); ok {
 			al, delAll, addAll, delBox, addBox := ix.updatedAt(g.al, p, dir, pols, xs)
 			ng := newCachedGroup(name, dir, al, keys, ix.snap.DenyLogGroup)
-			ng.all.delta = netDelta(g.all, rangeElems(delAll), rangeElems(addAll))
-			ng.ports.delta = netDelta(g.ports, boxElems(delBox), boxElems(addBox))
+			delAll4, delAll6 := splitRanges(delAll)
+			addAll4, addAll6 := splitRanges(addAll)
+			delBox4, delBox6 := splitBoxes(delBox)
+			addBox4, addBox6 := splitBoxes(addBox)
+			ng.all.delta = netDelta(g.all, rangeElems(delAll4), rangeElems(addAll4))
+			ng.all6.delta = netDelta(g.all6, rangeElems(delAll6), rangeElems(addAll6))
+			ng.ports.delta = netDelta(g.ports, boxElems(delBox4), boxElems(addBox4))
+			ng.ports6.delta = netDelta(g.ports6, boxElems(delBox6), boxElems(addBox6))
 			ng.deps, ng.key = deps, key
 			c.groups[name] = ng
 			g = ng
@@ -605,11 +757,11 @@ func hasNamedPort(ports []networkingv1.NetworkPolicyPort) bool {
 // changedSince returns the addresses at which the rules of a group changed
 // since it was computed (deps then, now), when they changed only for pods
 // changing in this compilation, at no more than maxWindowed addresses.
-func (c *Compiler) changedSince(then, now []ruleDep) ([]uint32, bool) {
+func (c *Compiler) changedSince(then, now []ruleDep) ([]netip.Addr, bool) {
 	if len(then) != len(now) {
 		return nil, false
 	}
-	var xs []uint32
+	var xs []netip.Addr
 	for i := range then {
 		if then[i].key != now[i].key {
 			return nil, false
@@ -623,7 +775,7 @@ func (c *Compiler) changedSince(then, now []ruleDep) ([]uint32, bool) {
 		}
 		xs = append(xs, r.changed...)
 	}
-	slices.Sort(xs)
+	slices.SortFunc(xs, netip.Addr.Compare)
 	xs = slices.Compact(xs)
 	return xs, len(xs) <= maxWindowed
 }
@@ -719,29 +871,40 @@ func (ix *index) podList() []*podInfo {
 	if ix.pods != nil || ix.comp == nil {
 		return ix.pods
 	}
-	infos := make([]podInfo, 0, len(ix.comp.addrs))
+	infos := make([]podInfo, 0, len(ix.comp.fams[0].order)+len(ix.comp.fams[1].order))
 	if ix.snap.partial {
 		// The snapshot names only the pods that changed: every pod the
-		// compiler knows, as it last saw it.
+		// compiler knows, as it last saw it (one entry per address).
 		views := make([]Pod, 0, len(ix.comp.pods))
+		var owner []int
 		for _, st := range ix.comp.pods {
-			if st.ok {
+			if len(st.ips()) > 0 {
 				views = append(views, st.view())
-				infos = append(infos, podInfo{ip: st.ip})
+				for _, ip := range st.ips() {
+					infos = append(infos, podInfo{ip: ip})
+					owner = append(owner, len(views)-1)
+				}
 			}
 		}
 		ix.pods = make([]*podInfo, len(infos))
 		for i := range infos {
-			infos[i].pod = &views[i]
+			infos[i].pod = &views[owner[i]]
 			ix.pods[i] = &infos[i]
 		}
 		return ix.pods
 	}
 	for i := range ix.snap.Pods {
-		if st := ix.comp.pods[podKey{ix.snap.Pods[i].Namespace, ix.snap.Pods[i].Name}]; st.ok {
-			infos = append(infos, podInfo{pod: &ix.snap.Pods[i], ip: st.ip})
+		p := &ix.snap.Pods[i] // the compiler's state of it was just made from it
+		if p.HostNetwork {
+			continue
+		}
+		for _, ip := range p.IPs {
+			infos = append(infos, podInfo{pod: p, ip: ip})
 		}
 	}
+	// In address order, a rule's matching pods come sorted: merging them
+	// into ranges sorts nothing.
+	slices.SortFunc(infos, func(a, b podInfo) int { return a.ip.Compare(b.ip) })
 	ix.pods = make([]*podInfo, len(infos))
 	for i := range infos {
 		ix.pods[i] = &infos[i]

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,7 +21,12 @@ import (
 
 // ifaceOf is the interface the plugin would give pod p.
 func ifaceOf(p *corev1.Pod) podlink.Interface {
-	return podlink.Interface{Name: ifaceFor(p), Addrs: []netip.Addr{netip.MustParseAddr(p.Status.PodIP)},
+	var addrs []netip.Addr
+	for _, ip := range p.Status.PodIPs {
+		addrs = append(addrs, netip.MustParseAddr(ip.IP))
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare) // as podlink.List sorts them
+	return podlink.Interface{Name: ifaceFor(p), Addrs: addrs,
 		Alias: podlink.Alias{PodNamespace: p.Namespace, PodName: p.Name}}
 }
 
@@ -64,7 +70,7 @@ func (c *churn) step() string {
 	case k < 3 || len(c.pods) == 0: // a pod appears (sometimes reusing an address)
 		c.next++
 		node := g.pick("n1", "n2")
-		ip := fmt.Sprintf("10.244.%d.%d", map[string]int{"n1": 1, "n2": 2}[node], c.next%250+1)
+		ip := g.podIPs(c.w.families, node, c.next%250+1)
 		lbl := map[string]string{"pod": g.pick("a", "b", "c")}
 		if g.r.Intn(2) == 0 {
 			lbl["app"] = g.pick("web", "db")
@@ -118,6 +124,18 @@ func (c *churn) step() string {
 			c.logGroup = uint16(g.r.Intn(2)) * 100
 			return "deny log group changed"
 		}
+		if g.r.Intn(3) == 0 { // many pods at once: pod-addrs is rebuilt, not spliced
+			for i := 0; i < 70; i++ {
+				c.next++
+				node := g.pick("n1", "n2")
+				tmp := newWorld()
+				tmp.addPod(g.pick("x", "y", "z"), fmt.Sprintf("q%d", c.next), node, g.podIPs(c.w.families, node, c.next%250+1), false,
+					map[string]string{"pod": g.pick("a", "b", "c")})
+				p := tmp.cluster.Pods[0]
+				c.pods = append(c.pods, &p)
+			}
+			return "70 pods added"
+		}
 		return "nothing changed"
 	}
 }
@@ -153,7 +171,8 @@ func tableOf(t *testing.T, d *policy.Desired) string {
 }
 
 // TestCompilerMatchesCompile: a Compiler fed one change after another
-// (pods, policies, namespaces, the deny log) compiles what Compile compiles
+// (pods of IPv4, IPv6 and dual-stack worlds, policies, namespaces, the deny
+// log) compiles what Compile compiles
 // from scratch, and applying its output by diffing against its previous
 // output (what the controller does) gives the table built from scratch.
 func TestCompilerMatchesCompile(t *testing.T) {

@@ -17,8 +17,8 @@ import (
 // an address that is no pod's (Pod nil).
 type Endpoint struct {
 	Pod *Pod
-	// Addr is the address the other end's node sees: the pod's IPv4
-	// address, or the external address.
+	// Addr is the address the other end's node sees: the pod's address of
+	// the connection's family, or the external address.
 	Addr netip.Addr
 	// Pending: the pod's interface exists on its node but the agent has not
 	// programmed it yet (it is then absent from the snapshot's pods).
@@ -127,7 +127,7 @@ func (ix *index) explainSide(dir direction, self, other Endpoint, proto corev1.P
 	}
 	s.Isolated = true
 	al := ix.allowFor(p, dir, pols)
-	s.Allowed = al.admits(addrToU32(other.Addr), proto, port)
+	s.Allowed = al.admits(other.Addr, proto, port)
 	for i, np := range pols {
 		s.Policies[i].Admitting = ix.admittingRules(np, dir, p, other.Addr, proto, port)
 	}
@@ -156,7 +156,7 @@ func (ix *index) explainPending(dir direction, self Endpoint, s Side) Side {
 
 // admits reports whether the allow list holds the connection's peer
 // address, protocol and port.
-func (al allowList) admits(ip uint32, proto corev1.Protocol, port uint16) bool {
+func (al allowList) admits(ip netip.Addr, proto corev1.Protocol, port uint16) bool {
 	if inRanges(al.all, ip) {
 		return true
 	}
@@ -165,7 +165,7 @@ func (al allowList) admits(ip uint32, proto corev1.Protocol, port uint16) bool {
 		return false
 	}
 	for _, b := range al.ports {
-		if b.proto == n && b.src.lo <= ip && ip <= b.src.hi && b.lo <= port && port <= b.hi {
+		if b.proto == n && b.src.contains(ip) && b.lo <= port && port <= b.hi {
 			return true
 		}
 	}
@@ -177,7 +177,7 @@ func (al allowList) admits(ip uint32, proto corev1.Protocol, port uint16) bool {
 func (ix *index) admittingRules(np *networkingv1.NetworkPolicy, dir direction, p *Pod, other netip.Addr,
 	proto corev1.Protocol, port uint16) []RuleMatch {
 	var out []RuleMatch
-	ip := addrToU32(other)
+	ip := other
 	n := len(np.Spec.Ingress)
 	if dir == egress {
 		n = len(np.Spec.Egress)

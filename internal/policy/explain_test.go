@@ -12,12 +12,18 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/trellisnet/trellis/internal/policy"
+	"github.com/trellisnet/trellis/internal/policy/oracle"
 )
 
 // endpoint is the explain input for one pod of the world, looked up in the
-// snapshot the agents compile from (pending pods are not in it).
-func (w *world) endpoint(snap *policy.Snapshot, p *corev1.Pod) policy.Endpoint {
-	ep := policy.Endpoint{Addr: netip.MustParseAddr(p.Status.PodIP)}
+// snapshot the agents compile from (pending pods are not in it), with its
+// address of family fam ("" for its primary address).
+func (w *world) endpoint(snap *policy.Snapshot, p *corev1.Pod, fam ...oracle.Family) policy.Endpoint {
+	ip := p.Status.PodIP
+	if len(fam) > 0 {
+		ip = oracle.PodIP(p, fam[0])
+	}
+	ep := policy.Endpoint{Addr: netip.MustParseAddr(ip)}
 	if pp, ok := w.cluster.Pending[p.Namespace+"/"+p.Name]; ok {
 		sp := policy.PodFromAPI(p, "")
 		ep.Pod, ep.Pending, ep.NamespaceUnknown = &sp, true, pp.NamespaceUnknown
@@ -33,7 +39,7 @@ func (w *world) endpoint(snap *policy.Snapshot, p *corev1.Pod) policy.Endpoint {
 
 // TestPropertyExplainMatchesOracle: on every world of the policy property
 // test, Explain's verdict equals the reference evaluator's for every pod
-// pair, protocol and port, and its provenance is consistent with it (an
+// pair, family both have, protocol and port, and its provenance is consistent with it (an
 // isolated side is allowed exactly when some selecting policy names an
 // admitting rule).
 func TestPropertyExplainMatchesOracle(t *testing.T) {
@@ -48,25 +54,30 @@ func TestPropertyExplainMatchesOracle(t *testing.T) {
 					continue
 				}
 				src, dst := &w.cluster.Pods[i], &w.cluster.Pods[j]
-				for _, pr := range propertyProbes {
-					ex := policy.Explain(snap, w.endpoint(snap, src), w.endpoint(snap, dst), pr.proto, uint16(pr.port))
-					want := w.cluster.Allowed(src, dst, pr.proto, pr.port)
-					checked++
-					if ex.Allowed != want {
-						t.Fatalf("seed %d: %s/%s -> %s/%s %s/%d: explain=%v oracle=%v\nexplanation: %+v\n%s",
-							seed, src.Namespace, src.Name, dst.Namespace, dst.Name, pr.proto, pr.port, ex.Allowed, want, ex, describe(w))
+				for _, fam := range []oracle.Family{oracle.IPv4, oracle.IPv6} {
+					if oracle.PodIP(src, fam) == "" || oracle.PodIP(dst, fam) == "" {
+						continue
 					}
-					for _, s := range []policy.Side{ex.Egress, ex.Ingress} {
-						admitted := false
-						for _, pm := range s.Policies {
-							admitted = admitted || len(pm.Admitting) > 0
+					for _, pr := range propertyProbes {
+						ex := policy.Explain(snap, w.endpoint(snap, src, fam), w.endpoint(snap, dst, fam), pr.proto, uint16(pr.port))
+						want := w.cluster.AllowedIn(fam, src, dst, pr.proto, pr.port)
+						checked++
+						if ex.Allowed != want {
+							t.Fatalf("seed %d: %s/%s -> %s/%s %s %s/%d: explain=%v oracle=%v\nexplanation: %+v\n%s",
+								seed, src.Namespace, src.Name, dst.Namespace, dst.Name, fam, pr.proto, pr.port, ex.Allowed, want, ex, describe(w))
 						}
-						if admitted {
-							withRule++
-						}
-						if s.Isolated && len(s.Policies) > 0 && admitted != s.Allowed {
-							t.Fatalf("seed %d: %s/%s -> %s/%s %s/%d %s: allowed=%v but admitting rules found=%v: %+v",
-								seed, src.Namespace, src.Name, dst.Namespace, dst.Name, pr.proto, pr.port, s.Direction, s.Allowed, admitted, s)
+						for _, s := range []policy.Side{ex.Egress, ex.Ingress} {
+							admitted := false
+							for _, pm := range s.Policies {
+								admitted = admitted || len(pm.Admitting) > 0
+							}
+							if admitted {
+								withRule++
+							}
+							if s.Isolated && len(s.Policies) > 0 && admitted != s.Allowed {
+								t.Fatalf("seed %d: %s/%s -> %s/%s %s/%d %s: allowed=%v but admitting rules found=%v: %+v",
+									seed, src.Namespace, src.Name, dst.Namespace, dst.Name, pr.proto, pr.port, s.Direction, s.Allowed, admitted, s)
+							}
 						}
 					}
 				}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,8 +25,12 @@ import (
 type world struct {
 	nodes   []string
 	nodeIP  map[string]string
-	cluster oracle.Cluster
-	fakes   map[string]*knftables.Fake
+	nodeIP6 map[string]string
+	// families are the address families of a random world's pods (see
+	// worldFamilies).
+	families string
+	cluster  oracle.Cluster
+	fakes    map[string]*knftables.Fake
 	// denyLogGroup is passed to the compiler (nflog of drops).
 	denyLogGroup uint16
 }
@@ -34,8 +39,9 @@ const underlayIface = "eth0"
 
 func newWorld() *world {
 	return &world{
-		nodes:  []string{"n1", "n2"},
-		nodeIP: map[string]string{"n1": "192.168.0.1", "n2": "192.168.0.2"},
+		nodes:   []string{"n1", "n2"},
+		nodeIP:  map[string]string{"n1": "192.168.0.1", "n2": "192.168.0.2"},
+		nodeIP6: map[string]string{"n1": "fd00:192::1", "n2": "fd00:192::2"},
 	}
 }
 
@@ -52,16 +58,29 @@ func (w *world) addNamespace(name string, lbl map[string]string) {
 	w.cluster.Namespaces = append(w.cluster.Namespaces, corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}})
 }
 
-// addPod adds a pod; for hostNetwork pods ip is ignored (node address).
-func (w *world) addPod(ns, name, node, ip string, hostNet bool, lbl map[string]string, ports ...corev1.ContainerPort) {
+// addPod adds a pod; ips is its address, or its addresses separated by
+// a comma (a dual-stack pod: "10.244.1.2,fd00:244:1::2"). For hostNetwork
+// pods the node's addresses of the same families replace them.
+func (w *world) addPod(ns, name, node, ips string, hostNet bool, lbl map[string]string, ports ...corev1.ContainerPort) {
+	list := strings.Split(ips, ",")
 	if hostNet {
-		ip = w.nodeIP[node]
+		for i, ip := range list {
+			if strings.Contains(ip, ":") {
+				list[i] = w.nodeIP6[node]
+			} else {
+				list[i] = w.nodeIP[node]
+			}
+		}
+	}
+	st := corev1.PodStatus{PodIP: list[0]}
+	for _, ip := range list {
+		st.PodIPs = append(st.PodIPs, corev1.PodIP{IP: ip})
 	}
 	w.cluster.Pods = append(w.cluster.Pods, corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: lbl},
 		Spec: corev1.PodSpec{NodeName: node, HostNetwork: hostNet,
 			Containers: []corev1.Container{{Name: "c", Ports: ports}}},
-		Status: corev1.PodStatus{PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}},
+		Status: st,
 	})
 }
 
@@ -132,15 +151,24 @@ func (w *world) program(t testing.TB) {
 var protoNum = map[corev1.Protocol]uint8{corev1.ProtocolTCP: 6, corev1.ProtocolUDP: 17, corev1.ProtocolSCTP: 132, oracle.ProtocolICMP: 1}
 
 // traced answers whether a new connection src→dst passes every hook on its
-// way, the way the routed data path takes it.
+// way, the way the routed data path takes it (primary addresses).
 func (w *world) traced(src, dst *corev1.Pod, proto corev1.Protocol, port int32) (bool, error) {
+	return w.tracedIn("", src, dst, proto, port)
+}
+
+// tracedIn is traced for a connection of family fam ("" for the primary
+// addresses).
+func (w *world) tracedIn(fam oracle.Family, src, dst *corev1.Pod, proto corev1.Protocol, port int32) (bool, error) {
 	type step struct {
 		node string
 		pkt  nfttrace.Packet
 	}
 	base := nfttrace.Packet{
-		Src: netip.MustParseAddr(src.Status.PodIP), Dst: netip.MustParseAddr(dst.Status.PodIP),
+		Src: netip.MustParseAddr(oracle.PodIP(src, fam)), Dst: netip.MustParseAddr(oracle.PodIP(dst, fam)),
 		Proto: protoNum[proto], DPort: uint16(port), CTState: "new",
+	}
+	if base.Src.Is6() && proto == oracle.ProtocolICMP {
+		base.Proto, base.ICMPType = 58, 128 // echo request
 	}
 	at := func(node, hook, iif, oif string) step {
 		p := base
@@ -207,8 +235,9 @@ var defaultProbes = []probe{
 	{corev1.ProtocolSCTP, 81}, {oracle.ProtocolICMP, 0},
 }
 
-// mismatches compares tracer and oracle over every ordered pod pair and
-// probe, returning a readable list of disagreements.
+// mismatches compares tracer and oracle over every ordered pod pair, every
+// family both pods have an address in, and every probe, returning a
+// readable list of disagreements.
 func (w *world) mismatches(t testing.TB, probes []probe) []string {
 	t.Helper()
 	var out []string
@@ -218,15 +247,20 @@ func (w *world) mismatches(t testing.TB, probes []probe) []string {
 				continue
 			}
 			src, dst := &w.cluster.Pods[i], &w.cluster.Pods[j]
-			for _, pr := range probes {
-				want := w.cluster.Allowed(src, dst, pr.proto, pr.port)
-				got, err := w.traced(src, dst, pr.proto, pr.port)
-				if err != nil {
-					t.Fatalf("%s/%s -> %s/%s %s/%d: %v", src.Namespace, src.Name, dst.Namespace, dst.Name, pr.proto, pr.port, err)
+			for _, fam := range []oracle.Family{oracle.IPv4, oracle.IPv6} {
+				if oracle.PodIP(src, fam) == "" || oracle.PodIP(dst, fam) == "" {
+					continue
 				}
-				if got != want {
-					out = append(out, fmt.Sprintf("%s/%s(%s) -> %s/%s(%s) %s/%d: tracer=%v oracle=%v",
-						src.Namespace, src.Name, src.Status.PodIP, dst.Namespace, dst.Name, dst.Status.PodIP, pr.proto, pr.port, got, want))
+				for _, pr := range probes {
+					want := w.cluster.AllowedIn(fam, src, dst, pr.proto, pr.port)
+					got, err := w.tracedIn(fam, src, dst, pr.proto, pr.port)
+					if err != nil {
+						t.Fatalf("%s/%s -> %s/%s %s %s/%d: %v", src.Namespace, src.Name, dst.Namespace, dst.Name, fam, pr.proto, pr.port, err)
+					}
+					if got != want {
+						out = append(out, fmt.Sprintf("%s/%s(%s) -> %s/%s(%s) %s/%d: tracer=%v oracle=%v",
+							src.Namespace, src.Name, oracle.PodIP(src, fam), dst.Namespace, dst.Name, oracle.PodIP(dst, fam), pr.proto, pr.port, got, want))
+					}
 				}
 			}
 		}

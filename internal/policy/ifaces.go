@@ -60,9 +60,7 @@ func newLocalIfaces(nodeName string, ifaces []podlink.Interface) *localIfaces {
 			l.byPod[pod] = append(l.byPod[pod], i)
 		}
 		for _, a := range i.Addrs {
-			if a.Is4() {
-				l.byAddr[a] = i
-			}
+			l.byAddr[a.Unmap()] = i
 		}
 	}
 	return l
@@ -85,7 +83,7 @@ func (l *localIfaces) named(p *slim.Pod) []podlink.Interface {
 }
 
 // withAddresses returns pods where each local pod with exactly one
-// interface naming it with an IPv4 address carries that interface's
+// interface naming it with an address carries that interface's
 // addresses (a copy; the listers' objects are never modified) when its
 // status has no address yet, or when the interface names this very
 // incarnation (its UID) and its addresses differ from the status's. The
@@ -118,7 +116,7 @@ func (l *localIfaces) withAddresses(pods []*slim.Pod) []*slim.Pod {
 
 // kernelKnowsBetter reports whether the addresses of interface i, which
 // names pod p, replace those of p's status: p has none yet, or i's alias
-// carries p's UID and its IPv4 addresses differ from the status's.
+// carries p's UID and its addresses differ from the status's.
 func kernelKnowsBetter(p *slim.Pod, i podlink.Interface) bool {
 	if len(p.IPs) == 0 {
 		return true
@@ -134,13 +132,12 @@ func kernelKnowsBetter(p *slim.Pod, i podlink.Interface) bool {
 	return false
 }
 
-// podIPs are the interface's IPv4 addresses.
+// podIPs are the interface's addresses (both families; podlink lists no
+// link-local one).
 func podIPs(i podlink.Interface) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range i.Addrs {
-		if a.Is4() {
-			out = append(out, a.Unmap())
-		}
+		out = append(out, a.Unmap())
 	}
 	return out
 }

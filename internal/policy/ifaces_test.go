@@ -146,3 +146,19 @@ func TestInterfacesChangedTriggersOnAddressedInterfaces(t *testing.T) {
 		}
 	}
 }
+
+// Dual-stack and IPv6-only pods: a new pod takes both addresses of the
+// interface naming it; an old interface without a pod in its alias pairs
+// with a pod by its IPv6 address too.
+func TestSnapshotPairsBothFamilies(t *testing.T) {
+	dual := podlink.Interface{Index: 1, Name: "trldual", Alias: named("x", "d", "u1"),
+		Addrs: []netip.Addr{netip.MustParseAddr("10.244.1.5"), netip.MustParseAddr("fd00:244:1::5")}}
+	six := iface("trlsix", "fd00:244:1::6", podlink.Alias{})
+	got := pairing(t, []*corev1.Pod{apiPod("x", "d", "u1", ""), apiPod("x", "s", "u2", "fd00:244:1::6")}, []podlink.Interface{dual, six})
+	if d := got["x/d"]; d.Interface != "trldual" || len(d.IPs) != 2 || d.IPs[1] != netip.MustParseAddr("fd00:244:1::5") {
+		t.Errorf("x/d = %+v, want trldual with both addresses", d)
+	}
+	if s := got["x/s"]; s.Interface != "trlsix" {
+		t.Errorf("x/s = %+v, want trlsix (paired by its IPv6 address)", s)
+	}
+}

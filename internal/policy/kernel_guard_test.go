@@ -94,7 +94,7 @@ func (k *kernelNode) udpArrives(src string, from netip.Addr, dstNS ns.NetNS, dst
 	var ln net.PacketConn
 	if err := dstNS.Do(func(ns.NetNS) error {
 		var err error
-		ln, err = net.ListenPacket("udp4", netip.AddrPortFrom(dst, 0).String())
+		ln, err = net.ListenPacket("udp", netip.AddrPortFrom(dst, 0).String())
 		return err
 	}); err != nil {
 		k.t.Fatal(err)
@@ -102,7 +102,7 @@ func (k *kernelNode) udpArrives(src string, from netip.Addr, dstNS ns.NetNS, dst
 	defer ln.Close()
 	to := ln.LocalAddr().(*net.UDPAddr)
 	if err := k.pods[src].Do(func(ns.NetNS) error {
-		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: from.AsSlice()}, to)
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: from.AsSlice()}, to)
 		if err != nil {
 			return err
 		}

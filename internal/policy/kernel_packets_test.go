@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -59,6 +60,20 @@ func newKernelNode(t *testing.T) *kernelNode {
 		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("192.168.0.1"), Mask: net.CIDRMask(32, 32)}}); err != nil {
 			return err
 		}
+		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("fd00:192::1"), Mask: net.CIDRMask(128, 128)}}); err != nil {
+			return err
+		}
+		// As the plugin sets the host ends of IPv6 pods: no duplicate
+		// address detection, so their link-local addresses (the source of
+		// the node's neighbour solicitations) are usable at once.
+		for _, f := range []string{"ipv6/conf/all/accept_dad", "ipv6/conf/default/accept_dad"} {
+			if err := writeSysctl("/proc/sys/net/"+f, "0"); err != nil {
+				return err
+			}
+		}
+		if err := writeSysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1"); err != nil {
+			return err
+		}
 		return writeSysctl("/proc/sys/net/ipv4/ip_forward", "1")
 	}); err != nil {
 		t.Fatal(err)
@@ -78,11 +93,16 @@ func newNS(t *testing.T) ns.NetNS {
 
 func writeSysctl(path, v string) error { return os.WriteFile(path, []byte(v), 0o644) }
 
-func (k *kernelNode) addPod(name, iface string, ip netip.Addr) {
+func (k *kernelNode) addPod(name, iface string, ips ...netip.Addr) {
 	t := k.t
 	podNS := newNS(t)
 	k.pods[name] = podNS
 	var hostMAC net.HardwareAddr
+	if err := podNS.Do(func(ns.NetNS) error {
+		return writeSysctl("/proc/sys/net/ipv6/conf/default/accept_dad", "0") // the pod end's link-local address
+	}); err != nil {
+		t.Fatal(err)
+	}
 	err := k.node.Do(func(ns.NetNS) error {
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: iface}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(podNS.Fd()))}
 		if err := netlink.LinkAdd(veth); err != nil {
@@ -101,8 +121,13 @@ func (k *kernelNode) addPod(name, iface string, ip netip.Addr) {
 			return err
 		}
 		hostMAC = l.Attrs().HardwareAddr
-		return netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK,
-			Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}})
+		for _, ip := range ips {
+			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK,
+				Dst: hostPrefix(ip)}); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -117,15 +142,26 @@ func (k *kernelNode) addPod(name, iface string, ip netip.Addr) {
 				_ = netlink.LinkSetUp(ll)
 			}
 		}
-		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
-			return err
+		for _, ip := range ips {
+			if err := netlink.AddrAdd(l, podAddr(ip)); err != nil {
+				return err
+			}
+			// The plugin's gateways: 169.254.1.1 and fe80::1, permanent
+			// neighbours mapping to the host end.
+			gw, fam, def := net.ParseIP("169.254.1.1"), netlink.FAMILY_V4, &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+			if ip.Is6() {
+				gw, fam, def = net.ParseIP("fe80::1"), netlink.FAMILY_V6, &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+			}
+			if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: fam, State: netlink.NUD_PERMANENT,
+				IP: gw, HardwareAddr: hostMAC}); err != nil {
+				return fmt.Errorf("gateway neighbour: %w", err)
+			}
+			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: def, Gw: gw,
+				Flags: int(netlink.FLAG_ONLINK)}); err != nil {
+				return fmt.Errorf("default route via %s: %w", gw, err)
+			}
 		}
-		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-			IP: net.ParseIP("169.254.1.1"), HardwareAddr: hostMAC}); err != nil {
-			return fmt.Errorf("gateway neighbour: %w", err)
-		}
-		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP("169.254.1.1"),
-			Flags: int(netlink.FLAG_ONLINK)})
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +174,7 @@ func (k *kernelNode) listen(name string, port int, handle func(net.Conn)) {
 	var ln net.Listener
 	err := k.pods[name].Do(func(ns.NetNS) error {
 		var err error
-		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)) // both families
 		return err
 	})
 	if err != nil {
@@ -185,7 +221,7 @@ func (k *kernelNode) connect(src string, from netip.Addr, dst netip.Addr, port i
 		if from.IsValid() {
 			d.LocalAddr = &net.TCPAddr{IP: from.AsSlice()}
 		}
-		c, err := d.Dial("tcp4", netip.AddrPortFrom(dst, uint16(port)).String())
+		c, err := d.Dial("tcp", netip.AddrPortFrom(dst, uint16(port)).String())
 		if err == nil {
 			ok = true
 			c.Close()
@@ -375,10 +411,24 @@ func (k *kernelNode) addAddr(name string, a netip.Addr) {
 		if err != nil {
 			return err
 		}
-		return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}})
+		return netlink.AddrAdd(l, podAddr(a))
 	}); err != nil {
 		k.t.Fatal(err)
 	}
+}
+
+// hostPrefix is the /32 or /128 of a.
+func hostPrefix(a netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
+}
+
+// podAddr is a pod address as the plugin adds it (IPv6: never tentative).
+func podAddr(a netip.Addr) *netlink.Addr {
+	addr := &netlink.Addr{IPNet: hostPrefix(a)}
+	if a.Is6() {
+		addr.Flags = unix.IFA_F_NODAD
+	}
+	return addr
 }
 
 // serveEcho echoes what each connection sends.

@@ -34,11 +34,13 @@ type viewChurn struct {
 	next   int
 	links  int // interfaces made so far (names are unique, as in a kernel)
 	dirty  map[podKey]struct{}
+	// family: 0 IPv4 pods, 1 dual-stack pods, 2 IPv6 pods (by seed).
+	family int
 }
 
 func newViewChurn(seed int64) *viewChurn {
 	c := &viewChurn{r: rand.New(rand.NewSource(seed)), store: cache.NewStore(cache.MetaNamespaceKeyFunc),
-		ifaces: map[string]podlink.Interface{}, dirty: map[podKey]struct{}{}}
+		ifaces: map[string]podlink.Interface{}, dirty: map[podKey]struct{}{}, family: int(seed % 3)}
 	for _, ns := range []string{"x", "y"} {
 		c.nss = append(c.nss, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"ns": ns}}})
 	}
@@ -61,7 +63,8 @@ func viewPolicy(ns, app, role string) *networkingv1.NetworkPolicy {
 			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": app}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
 			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{peer,
-				{IPBlock: &networkingv1.IPBlock{CIDR: "10.9.0.0/16", Except: []string{"10.9.1.0/24"}}}}}},
+				{IPBlock: &networkingv1.IPBlock{CIDR: "10.9.0.0/16", Except: []string{"10.9.1.0/24"}}},
+				{IPBlock: &networkingv1.IPBlock{CIDR: "fd00:9::/32", Except: []string{"fd00:9:1::/48"}}}}}},
 			Egress: []networkingv1.NetworkPolicyEgressRule{{
 				To:    []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": role}}}},
 				Ports: []networkingv1.NetworkPolicyPort{{Port: &port}}}},
@@ -70,8 +73,41 @@ func viewPolicy(ns, app, role string) *networkingv1.NetworkPolicy {
 
 func (c *viewChurn) pick(s ...string) string { return s[c.r.Intn(len(s))] }
 
-// addr is one of few addresses, so that pods contest them.
-func (c *viewChurn) addr() string { return fmt.Sprintf("10.9.%d.%d", c.r.Intn(2), c.r.Intn(12)+1) }
+// addr is one of few addresses, so that pods contest them: of the churn's
+// families, comma-separated when there are two.
+func (c *viewChurn) addr() string {
+	n, h := c.r.Intn(2), c.r.Intn(12)+1
+	v4, v6 := fmt.Sprintf("10.9.%d.%d", n, h), fmt.Sprintf("fd00:9:%d::%x", n, h)
+	switch c.family {
+	case 1:
+		return v4 + "," + v6
+	case 2:
+		return v6
+	}
+	return v4
+}
+
+// setIPs sets the pod's status addresses from addr's form.
+func setIPs(p *corev1.Pod, ips string) {
+	p.Status.PodIP, p.Status.PodIPs = "", nil
+	if ips == "" {
+		return
+	}
+	for _, ip := range strings.Split(ips, ",") {
+		p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: ip})
+	}
+	p.Status.PodIP = p.Status.PodIPs[0].IP
+}
+
+// addrsOf parses addr's form.
+func addrsOf(ips string) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range strings.Split(ips, ",") {
+		out = append(out, netip.MustParseAddr(ip))
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
 
 func (c *viewChurn) put(p *corev1.Pod) {
 	sp := slim.PodOf(p, nil)
@@ -80,13 +116,17 @@ func (c *viewChurn) put(p *corev1.Pod) {
 	}
 	c.dirty[podKey{p.Namespace, p.Name}] = struct{}{}
 	if p.Spec.NodeName == "n1" && !p.Spec.HostNetwork {
-		ip := p.Status.PodIP
+		var ips []string
+		for _, a := range p.Status.PodIPs {
+			ips = append(ips, a.IP)
+		}
+		ip := strings.Join(ips, ",")
 		if ip == "" || c.r.Intn(4) == 0 {
 			ip = c.addr() // the kernel knows another address, or one the status does not show yet
 		}
 		c.links++
 		c.ifaces[p.Namespace+"/"+p.Name] = podlink.Interface{Name: fmt.Sprintf("trl%011d", c.links), Index: c.links,
-			Addrs: []netip.Addr{netip.MustParseAddr(ip)},
+			Addrs: addrsOf(ip),
 			Alias: podlink.Alias{PodNamespace: p.Namespace, PodName: p.Name, PodUID: string(p.UID)}}
 	}
 }
@@ -103,9 +143,9 @@ func (c *viewChurn) addPod() string {
 	case 0: // no address yet
 	case 1:
 		p.Spec.HostNetwork = true
-		p.Status.PodIP = "192.168.0.1"
+		setIPs(p, "192.168.0.1")
 	default:
-		p.Status.PodIP = c.addr()
+		setIPs(p, c.addr())
 	}
 	c.put(p)
 	return "add " + p.Namespace + "/" + p.Name + " " + p.Status.PodIP
@@ -128,6 +168,9 @@ func (c *viewChurn) some() *corev1.Pod {
 	for _, port := range sp.Ports {
 		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "c",
 			Ports: []corev1.ContainerPort{{Name: port.Name, ContainerPort: port.Port, Protocol: port.Protocol}}})
+	}
+	for _, a := range sp.IPs {
+		p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: a.String()})
 	}
 	if len(sp.IPs) > 0 {
 		p.Status.PodIP = sp.IPs[0].String()
@@ -168,7 +211,7 @@ func (c *viewChurn) step() string {
 			what = "deleting"
 		case 3:
 			if !p.Spec.HostNetwork {
-				p.Status.PodIP = c.addr()
+				setIPs(p, c.addr())
 			}
 			what = "address"
 		default:
@@ -178,7 +221,7 @@ func (c *viewChurn) step() string {
 		return what + " " + p.Namespace + "/" + p.Name
 	case k < 9: // a local interface changes without any pod event
 		for key, i := range c.ifaces {
-			i.Addrs = []netip.Addr{netip.MustParseAddr(c.addr())}
+			i.Addrs = addrsOf(c.addr())
 			c.ifaces[key] = i
 			return "interface of " + key
 		}

@@ -26,8 +26,34 @@ type gen struct{ r *rand.Rand }
 
 func (g gen) pick(xs ...string) string { return xs[g.r.Intn(len(xs))] }
 
+// Families of a random world: IPv4 only, IPv6 only, dual-stack (every pod
+// has both), or mixed (each pod one family or both).
+var worldFamilies = []string{"ipv4", "ipv6", "dual", "mixed"}
+
+// podIPs are a pod's addresses in a world of families fam: 10.244.N.h
+// and fd00:244:N::h on node nN.
+func (g gen) podIPs(fam, node string, h int) string {
+	n := map[string]int{"n1": 1, "n2": 2}[node]
+	v4, v6 := fmt.Sprintf("10.244.%d.%d", n, h), fmt.Sprintf("fd00:244:%d::%x", n, h)
+	if fam == "mixed" {
+		fam = g.pick("ipv4", "ipv6", "dual")
+	}
+	switch fam {
+	case "ipv6":
+		return v6
+	case "dual":
+		if g.r.Intn(2) == 0 {
+			return v6 + "," + v4 // IPv6 primary
+		}
+		return v4 + "," + v6
+	}
+	return v4
+}
+
 func (g gen) world() *world {
 	w := newWorld()
+	fam := worldFamilies[g.r.Intn(len(worldFamilies))]
+	w.families = fam
 	for _, ns := range []string{"x", "y", "z"} {
 		w.addNamespace(ns, map[string]string{"team": g.pick("red", "blue")})
 	}
@@ -47,7 +73,7 @@ func (g gen) world() *world {
 		if g.r.Intn(3) == 0 {
 			ports = append(ports, corev1.ContainerPort{Name: "metrics", ContainerPort: 81, Protocol: corev1.ProtocolTCP})
 		}
-		ip := fmt.Sprintf("10.244.%d.%d", map[string]int{"n1": 1, "n2": 2}[node], 2+i*3)
+		ip := g.podIPs(fam, node, 2+i*3)
 		hostNet := g.r.Intn(8) == 0
 		w.addPod(ns, fmt.Sprintf("p%d", i), node, ip, hostNet, lbl, ports...)
 		if !hostNet && g.r.Intn(5) == 0 {
@@ -103,6 +129,12 @@ var blocks = []networkingv1.IPBlock{
 	{CIDR: "192.168.0.2/32"},
 	{CIDR: "10.244.2.5/30"},
 	{CIDR: "fd00::/8"},
+	{CIDR: "fd00:244:1::/64", Except: []string{"fd00:244:1::8/125", "fd00:244:1::14/128"}},
+	{CIDR: "::/0", Except: []string{"fd00:244:2::/65"}},
+	{CIDR: "fd00:192::/64"},
+	{CIDR: "fd00:192::2/128"},
+	{CIDR: "fd00:244:2::5/126"},
+	{CIDR: "fd00:244::/46", Except: []string{"fd00:244:1::/48"}},
 }
 
 func (g gen) peers() []networkingv1.NetworkPolicyPeer {

@@ -1,19 +1,25 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"math/bits"
 	"net/netip"
-	"sort"
+	"slices"
 	"strconv"
 
 	netutils "k8s.io/utils/net"
 )
 
-// ipRange is an inclusive range of IPv4 addresses as integers.
-type ipRange struct{ lo, hi uint32 }
+// ipRange is an inclusive range of addresses of one family. Ranges sort by
+// netip.Addr.Compare, which puts every IPv4 address before every IPv6 one,
+// so a sorted list of ranges holds the IPv4 ranges first.
+type ipRange struct{ lo, hi netip.Addr }
 
-// portRange is an inclusive range of ports for one IP protocol number.
+// portRange is an inclusive range of ports.
+type portRange struct{ lo, hi uint16 }
+
+// portBox is a range of addresses of one family × one protocol × a port range.
 type portBox struct {
 	src   ipRange
 	proto uint8
@@ -21,44 +27,95 @@ type portBox struct {
 	hi    uint16
 }
 
-var allIPv4 = ipRange{0, ^uint32(0)}
+var (
+	allIPv4 = ipRange{netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255})}
+	allIPv6 = ipRange{netip.IPv6Unspecified(), netip.AddrFrom16([16]byte{
+		255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255})}
+)
 
-func addrToU32(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-}
+// allAddrs is every address of both families (a rule without peers).
+func allAddrs() []ipRange { return []ipRange{allIPv4, allIPv6} }
 
-func u32ToAddr(v uint32) netip.Addr {
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-}
+func (r ipRange) contains(a netip.Addr) bool { return r.lo.Compare(a) <= 0 && a.Compare(r.hi) <= 0 }
 
-// prefixRange returns the range of an IPv4 prefix; ok is false for IPv6.
-func prefixRange(p netip.Prefix) (ipRange, bool) {
-	if !p.Addr().Is4() {
-		return ipRange{}, false
+// adjacent reports whether b directly follows a (same family, a+1 == b).
+func adjacent(a, b netip.Addr) bool { n := a.Next(); return n.IsValid() && n == b }
+
+func minAddr(a, b netip.Addr) netip.Addr {
+	if a.Compare(b) <= 0 {
+		return a
 	}
+	return b
+}
+
+func maxAddr(a, b netip.Addr) netip.Addr {
+	if a.Compare(b) >= 0 {
+		return a
+	}
+	return b
+}
+
+// lastAddr is the last address of prefix p (masked).
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr()
+	if a.Is4() {
+		b := a.As4()
+		setHostBits(b[:], p.Bits())
+		return netip.AddrFrom4(b)
+	}
+	b := a.As16()
+	setHostBits(b[:], p.Bits())
+	return netip.AddrFrom16(b)
+}
+
+func setHostBits(b []byte, ones int) {
+	for i := range b {
+		switch {
+		case ones >= 8*(i+1):
+		case ones <= 8*i:
+			b[i] = 0xff
+		default:
+			b[i] |= 0xff >> (ones - 8*i)
+		}
+	}
+}
+
+// prefixRange returns the range of a prefix.
+func prefixRange(p netip.Prefix) ipRange {
 	p = p.Masked()
-	lo := addrToU32(p.Addr())
-	size := 32 - p.Bits()
-	if size == 32 {
-		return allIPv4, true
+	return ipRange{p.Addr(), lastAddr(p)}
+}
+
+// commonBits is the length of the longest common prefix of a and b (same family).
+func commonBits(a, b netip.Addr) int {
+	x, y := a.As16(), b.As16()
+	n := 0
+	for i := range x {
+		if d := x[i] ^ y[i]; d != 0 {
+			n += bits.LeadingZeros8(d)
+			break
+		}
+		n += 8
 	}
-	return ipRange{lo, lo | (uint32(1)<<size - 1)}, true
+	if a.Is4() {
+		n -= 96
+	}
+	return n
 }
 
 // subtract removes r from every range in rs.
 func subtract(rs []ipRange, r ipRange) []ipRange {
 	var out []ipRange
 	for _, x := range rs {
-		if r.hi < x.lo || r.lo > x.hi {
+		if r.hi.Compare(x.lo) < 0 || r.lo.Compare(x.hi) > 0 {
 			out = append(out, x)
 			continue
 		}
-		if r.lo > x.lo {
-			out = append(out, ipRange{x.lo, r.lo - 1})
+		if r.lo.Compare(x.lo) > 0 {
+			out = append(out, ipRange{x.lo, r.lo.Prev()})
 		}
-		if r.hi < x.hi {
-			out = append(out, ipRange{r.hi + 1, x.hi})
+		if r.hi.Compare(x.hi) < 0 {
+			out = append(out, ipRange{r.hi.Next(), x.hi})
 		}
 	}
 	return out
@@ -69,15 +126,38 @@ func mergeRanges(rs []ipRange) []ipRange {
 	if len(rs) == 0 {
 		return nil
 	}
-	s := append([]ipRange(nil), rs...)
-	sort.Slice(s, func(i, j int) bool { return s[i].lo < s[j].lo })
+	byLo := func(a, b ipRange) int { return a.lo.Compare(b.lo) }
+	s := rs
+	if !slices.IsSortedFunc(s, byLo) {
+		s = slices.Clone(rs)
+		slices.SortFunc(s, byLo)
+	}
 	out := []ipRange{s[0]}
 	for _, x := range s[1:] {
 		last := &out[len(out)-1]
-		if last.hi == ^uint32(0) || x.lo <= last.hi+1 {
-			if x.hi > last.hi {
+		if x.lo.Compare(last.hi) <= 0 || adjacent(last.hi, x.lo) {
+			if x.hi.Compare(last.hi) > 0 {
 				last.hi = x.hi
 			}
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// mergePorts is mergeRanges for port ranges.
+func mergePorts(rs []portRange) []portRange {
+	if len(rs) == 0 {
+		return nil
+	}
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b portRange) int { return cmp.Compare(a.lo, b.lo) })
+	out := []portRange{s[0]}
+	for _, x := range s[1:] {
+		last := &out[len(out)-1]
+		if uint32(x.lo) <= uint32(last.hi)+1 {
+			last.hi = max(last.hi, x.hi)
 			continue
 		}
 		out = append(out, x)
@@ -89,16 +169,50 @@ func mergeRanges(rs []ipRange) []ipRange {
 // address, a prefix when the range is exactly one, otherwise "lo-hi".
 func formatRange(r ipRange) string {
 	if r.lo == r.hi {
-		return u32ToAddr(r.lo).String()
+		return r.lo.String()
 	}
-	size := uint64(r.hi) - uint64(r.lo) + 1
-	if size&(size-1) == 0 {
-		hostBits := bits.TrailingZeros64(size)
-		if r.lo&(uint32(size-1)) == 0 {
-			return fmt.Sprintf("%s/%d", u32ToAddr(r.lo), 32-hostBits)
+	if n := commonBits(r.lo, r.hi); n < r.lo.BitLen() {
+		if p := netip.PrefixFrom(r.lo, n); p.Masked().Addr() == r.lo && lastAddr(p) == r.hi {
+			return p.String()
 		}
 	}
-	return u32ToAddr(r.lo).String() + "-" + u32ToAddr(r.hi).String()
+	return r.lo.String() + "-" + r.hi.String()
+}
+
+// splitFamilies splits ranges sorted by address into the IPv4 and the
+// IPv6 ones.
+func splitFamilies(rs []ipRange) (v4, v6 []ipRange) {
+	i, _ := slices.BinarySearchFunc(rs, true, func(r ipRange, _ bool) int {
+		if r.lo.Is4() {
+			return -1
+		}
+		return 1
+	})
+	return rs[:i], rs[i:]
+}
+
+// splitRanges splits ranges into the IPv4 and the IPv6 ones, keeping order.
+func splitRanges(rs []ipRange) (v4, v6 []ipRange) {
+	for _, r := range rs {
+		if r.lo.Is4() {
+			v4 = append(v4, r)
+		} else {
+			v6 = append(v6, r)
+		}
+	}
+	return v4, v6
+}
+
+// splitBoxes splits boxes into the IPv4 and the IPv6 ones, keeping order.
+func splitBoxes(bs []portBox) (v4, v6 []portBox) {
+	for _, b := range bs {
+		if b.src.lo.Is4() {
+			v4 = append(v4, b)
+		} else {
+			v6 = append(v6, b)
+		}
+	}
+	return v4, v6
 }
 
 func formatPorts(lo, hi uint16) string {
@@ -112,7 +226,8 @@ var protoNames = map[uint8]string{6: "tcp", 17: "udp", 132: "sctp"}
 
 // disjointBoxes turns possibly overlapping (address range × proto × port
 // range) boxes into disjoint ones covering the same union, because nftables
-// rejects overlapping elements in interval sets. Output is sorted.
+// rejects overlapping elements in interval sets. Output is sorted by
+// protocol, then address (IPv4 first).
 func disjointBoxes(in []portBox) []portBox {
 	byProto := map[uint8][]portBox{}
 	for _, b := range in {
@@ -122,7 +237,7 @@ func disjointBoxes(in []portBox) []portBox {
 	for p := range byProto {
 		protos = append(protos, int(p))
 	}
-	sort.Ints(protos)
+	slices.Sort(protos)
 	var out []portBox
 	for _, p := range protos {
 		out = append(out, disjointForProto(uint8(p), byProto[uint8(p)])...)
@@ -130,24 +245,62 @@ func disjointBoxes(in []portBox) []portBox {
 	return out
 }
 
+// sweepPos is a position on the address axis: an address, or (end) just
+// past the last address of its family.
+type sweepPos struct {
+	a   netip.Addr
+	end bool
+}
+
+func (p sweepPos) compare(q sweepPos) int {
+	if c := p.a.Compare(q.a); c != 0 {
+		return c
+	}
+	switch {
+	case p.end == q.end:
+		return 0
+	case p.end:
+		return 1
+	}
+	return -1
+}
+
+// after is the position just past a.
+func after(a netip.Addr) sweepPos {
+	if n := a.Next(); n.IsValid() {
+		return sweepPos{a: n}
+	}
+	return sweepPos{a: a, end: true}
+}
+
+// before is the last address before position p (p is not a family's first
+// address).
+func (p sweepPos) before() netip.Addr {
+	if p.end {
+		return p.a
+	}
+	return p.a.Prev()
+}
+
 func disjointForProto(proto uint8, boxes []portBox) []portBox {
 	// Sweep along the address axis: at every box boundary the set of active
-	// port ranges changes; between boundaries it is constant.
+	// port ranges changes; between boundaries it is constant. Every box lies
+	// within one family, so the active set is empty between families.
 	type event struct {
-		at    uint64
-		ports ipRange // port range reuses ipRange as [lo,hi]
+		at    sweepPos
+		ports portRange
 		delta int
 	}
 	events := make([]event, 0, 2*len(boxes))
 	for _, b := range boxes {
-		pr := ipRange{uint32(b.lo), uint32(b.hi)}
-		events = append(events, event{uint64(b.src.lo), pr, 1}, event{uint64(b.src.hi) + 1, pr, -1})
+		pr := portRange{b.lo, b.hi}
+		events = append(events, event{sweepPos{a: b.src.lo}, pr, 1}, event{after(b.src.hi), pr, -1})
 	}
-	sort.Slice(events, func(i, j int) bool { return events[i].at < events[j].at })
-	active := map[ipRange]int{}
+	slices.SortStableFunc(events, func(x, y event) int { return x.at.compare(y.at) })
+	active := map[portRange]int{}
 	type seg struct {
 		r     ipRange
-		ports []ipRange
+		ports []portRange
 	}
 	var segs []seg
 	for i := 0; i < len(events); {
@@ -161,13 +314,13 @@ func disjointForProto(proto uint8, boxes []portBox) []portBox {
 		if len(active) == 0 || i == len(events) {
 			continue
 		}
-		r := ipRange{uint32(at), uint32(events[i].at - 1)}
-		ports := make([]ipRange, 0, len(active))
+		r := ipRange{at.a, events[i].at.before()}
+		ports := make([]portRange, 0, len(active))
 		for pr := range active {
 			ports = append(ports, pr)
 		}
-		ports = mergeRanges(ports)
-		if n := len(segs); n > 0 && uint64(segs[n-1].r.hi)+1 == uint64(r.lo) && equalRanges(segs[n-1].ports, ports) {
+		ports = mergePorts(ports)
+		if n := len(segs); n > 0 && adjacent(segs[n-1].r.hi, r.lo) && slices.Equal(segs[n-1].ports, ports) {
 			segs[n-1].r.hi = r.hi
 			continue
 		}
@@ -176,22 +329,10 @@ func disjointForProto(proto uint8, boxes []portBox) []portBox {
 	var out []portBox
 	for _, s := range segs {
 		for _, p := range s.ports {
-			out = append(out, portBox{src: s.r, proto: proto, lo: uint16(p.lo), hi: uint16(p.hi)})
+			out = append(out, portBox{src: s.r, proto: proto, lo: p.lo, hi: p.hi})
 		}
 	}
 	return out
-}
-
-func equalRanges(a, b []ipRange) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // parsePrefix parses a CIDR as the API server does (host bits may be set,

@@ -120,30 +120,31 @@ func namedPortsOf(p *Pod, dir direction, pols []*networkingv1.NetworkPolicy) []s
 }
 
 // newCachedGroup renders the chain, sets and counters of group name with
-// allow list al.
+// allow list al: one pair of sets per family (-all, -ports for IPv4, -all6,
+// -ports6 for IPv6), present whatever the addresses, so that the chain,
+// content-addressed by name, is the same for every allow list.
 func newCachedGroup(name string, dir direction, al allowList, policies []string, logGroup uint16) *cachedGroup {
-	allElems := make([][]string, 0, len(al.all))
-	for _, r := range al.all {
-		allElems = append(allElems, []string{formatRange(r)})
-	}
-	portElems := make([][]string, 0, len(al.ports))
-	for _, b := range al.ports {
-		portElems = append(portElems, []string{formatRange(b.src), protoNames[b.proto], formatPorts(b.lo, b.hi)})
-	}
-	field, dirName := "ip saddr", "ingress"
+	all4, all6 := splitFamilies(al.all)
+	ports4, ports6 := splitBoxes(al.ports)
+	field4, field6, dirName := "ip saddr", "ip6 saddr", "ingress"
 	if dir == egress {
-		field, dirName = "ip daddr", "egress"
+		field4, field6, dirName = "ip daddr", "ip6 daddr", "egress"
 	}
 	allow, deny := name+"-allow", name+"-deny"
+	accept := " counter name " + quote(allow) + " return"
 	return &cachedGroup{
 		al:       al,
 		group:    Group{Direction: dirName, Policies: policies, AllowCounter: allow, DenyCounter: deny},
 		counters: [2]string{allow, deny},
-		all:      &Set{Type: "ipv4_addr", Interval: true, Group: true, Elements: allElems},
-		ports:    &Set{Type: "ipv4_addr . inet_proto . inet_service", Interval: true, Group: true, Elements: portElems},
+		all:      &Set{Type: "ipv4_addr", Interval: true, Group: true, Elements: rangeElems(all4)},
+		ports:    &Set{Type: "ipv4_addr . inet_proto . inet_service", Interval: true, Group: true, Elements: boxElems(ports4)},
+		all6:     &Set{Type: "ipv6_addr", Interval: true, Group: true, Elements: rangeElems(all6)},
+		ports6:   &Set{Type: "ipv6_addr . inet_proto . inet_service", Interval: true, Group: true, Elements: boxElems(ports6)},
 		chain: &Chain{Rules: append([]string{
-			field + " @" + name + "-all counter name " + quote(allow) + " return",
-			field + " . meta l4proto . th dport @" + name + "-ports counter name " + quote(allow) + " return",
+			field4 + " @" + name + "-all" + accept,
+			field4 + " . meta l4proto . th dport @" + name + "-ports" + accept,
+			field6 + " @" + name + "-all6" + accept,
+			field6 + " . meta l4proto . th dport @" + name + "-ports6" + accept,
 		}, denyRules(logGroup, "", dirName+" "+name, deny)...)},
 	}
 }
@@ -154,6 +155,8 @@ func (g *cachedGroup) addTo(d *Desired, name string) {
 	d.Groups[name] = g.group
 	d.Sets[name+"-all"] = g.all
 	d.Sets[name+"-ports"] = g.ports
+	d.Sets[name+"-all6"] = g.all6
+	d.Sets[name+"-ports6"] = g.ports6
 	d.Chains[name] = g.chain
 }
 
@@ -176,14 +179,27 @@ func AntiSpoofOnly(logGroup uint16) *Desired {
 // conntrack state, through the anti-spoofing chain.
 const antiSpoofJump = `iifname "` + podlink.Wildcard + `" jump ` + ChainAntiSpoof
 
-// antiSpoofChain is the strict reverse-path check: the plugin's /32 host
-// route makes the route to a pod's address leave through exactly its own
-// interface, so this holds for pending pods too.
+// antiSpoofChain is the strict reverse-path check, in both families: the
+// plugin's /32 and /128 host routes make the route to a pod's address
+// leave through exactly its own interface, so this holds for pending pods
+// too. An IPv6 link-local source passes on the interface it came in by
+// (the kernel's fe80::/64 route of every veth): the pod's neighbour
+// discovery uses it, and the kernel never forwards a link-local source, so
+// only the node itself can receive one. Everything else (another family,
+// the unspecified address, someone else's address) is dropped.
 func antiSpoofChain(logGroup uint16) *Chain {
 	return &Chain{Static: true, Rules: append([]string{
 		`meta nfproto ipv4 fib saddr . iif oif exists return`,
+		`meta nfproto ipv6 fib saddr . iif oif exists return`,
 	}, denyRules(logGroup, "", "spoofed", "")...)}
 }
+
+// icmpv6Always accepts (after anti-spoofing) the ICMPv6 messages IPv6
+// cannot work without, whatever the policies: neighbour discovery (router
+// and neighbour solicitation and advertisement, redirect: types 133-137,
+// link-local, never forwarded) and Packet Too Big (type 2: path MTU
+// discovery; IPv6 routers never fragment).
+const icmpv6Always = `icmpv6 type { packet-too-big, nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept`
 
 // staticObjects returns the chains, sets and maps present in every table.
 //
@@ -197,6 +213,7 @@ func staticObjects(logGroup uint16) *Desired {
 		Chains: map[string]*Chain{
 			ChainForward: {Hook: "forward", Static: true, Rules: []string{
 				antiSpoofJump,
+				icmpv6Always,
 				`ct state established,related accept`,
 				// Hairpin: a pod reaching itself (e.g. through its own
 				// Service, DNATed back to it) is never subject to policy.
@@ -206,26 +223,33 @@ func staticObjects(logGroup uint16) *Desired {
 			}},
 			ChainInput: {Hook: "input", Static: true, Rules: []string{
 				antiSpoofJump,
+				icmpv6Always,
 				`ct state established,related accept`,
 				`iifname "` + podlink.Wildcard + `" jump ` + ChainEgress,
 			}},
 			ChainAntiSpoof: antiSpoofChain(logGroup),
 			ChainEgress: {Static: true, Rules: slices.Concat([]string{
 				`iifname vmap @` + MapEgressPods,
-				`iifname . ip saddr @` + SetPodIfaces + ` return`},
+				`iifname . ip saddr @` + SetPodIfaces + ` return`,
+				`iifname . ip6 saddr @` + SetPodIfaces6 + ` return`},
 				denyRules(logGroup, `ip saddr @`+SetPodAddrs, "pending known-address", ""),
+				denyRules(logGroup, `ip6 saddr @`+SetPodAddrs6, "pending known-address", ""),
 				denyRules(logGroup, `iifgroup @`+SetEgressIsolatedGroups, "pending egress", ""),
 			)},
 			ChainIngress: {Static: true, Rules: slices.Concat([]string{
 				`oifname vmap @` + MapIngressPods,
-				`oifname . ip daddr @` + SetPodIfaces + ` return`},
+				`oifname . ip daddr @` + SetPodIfaces + ` return`,
+				`oifname . ip6 daddr @` + SetPodIfaces6 + ` return`},
 				denyRules(logGroup, `ip daddr @`+SetPodAddrs, "pending known-address", ""),
+				denyRules(logGroup, `ip6 daddr @`+SetPodAddrs6, "pending known-address", ""),
 				denyRules(logGroup, `oifgroup @`+SetIngressIsolatedGroups, "pending ingress", ""),
 			)},
 		},
 		Sets: map[string]*Set{
 			SetPodIfaces:             {Type: "ifname . ipv4_addr"},
+			SetPodIfaces6:            {Type: "ifname . ipv6_addr"},
 			SetPodAddrs:              {Type: "ipv4_addr"},
+			SetPodAddrs6:             {Type: "ipv6_addr"},
 			SetIngressIsolatedGroups: {Type: "devgroup"},
 			SetEgressIsolatedGroups:  {Type: "devgroup"},
 		},

@@ -25,11 +25,16 @@ const (
 	ChainEgress    = "pod-egress"
 	ChainIngress   = "pod-ingress"
 
-	SetPodIfaces = "pod-ifaces"
-	// SetPodAddrs holds every pod address the agent knows (all nodes): a
-	// pending interface using one is an address the agent has not caught up
-	// with (reuse of a stale address), dropped until programmed.
-	SetPodAddrs = "pod-addrs"
+	// SetPodIfaces and SetPodIfaces6 hold (interface, address) of every
+	// programmed local pod, per family.
+	SetPodIfaces  = "pod-ifaces"
+	SetPodIfaces6 = "pod-ifaces6"
+	// SetPodAddrs (IPv4) and SetPodAddrs6 (IPv6) hold every pod address the
+	// agent knows (all nodes): a pending interface using one is an address
+	// the agent has not caught up with (reuse of a stale address), dropped
+	// until programmed.
+	SetPodAddrs  = "pod-addrs"
+	SetPodAddrs6 = "pod-addrs6"
 	// SetIngressIsolatedGroups / SetEgressIsolatedGroups hold the device
 	// groups (podlink.GroupForNamespace) of namespaces where a policy of that
 	// direction exists, plus group 0 (namespace unknown) when one exists
@@ -41,7 +46,7 @@ const (
 
 	// layoutVersion is mixed into group hashes: bump it when the rules a group
 	// chain holds change, so old chains are replaced rather than reused.
-	layoutVersion = "v2"
+	layoutVersion = "v3"
 )
 
 // Snapshot is everything the compiler needs, as plain data.
@@ -76,7 +81,8 @@ type Pod struct {
 	Namespace string
 	Name      string
 	Labels    map[string]string
-	// IPs are the pod's addresses; only IPv4 ones are used by this instance.
+	// IPs are the pod's addresses, of either family or both (a dual-stack
+	// pod is one endpoint with two addresses).
 	IPs      []netip.Addr
 	NodeName string
 	// HostNetwork pods are never isolated and match peers only via ipBlock.

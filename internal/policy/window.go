@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"net/netip"
 	"slices"
 	"sort"
 
@@ -21,27 +22,27 @@ const maxWindowed = 64
 
 // setPoint returns the sorted, disjoint, non-adjacent ranges rs with
 // address x covered (on) or not.
-func setPoint(rs []ipRange, x uint32, on bool) []ipRange {
-	i := sort.Search(len(rs), func(i int) bool { return rs[i].hi >= x })
-	covered := i < len(rs) && rs[i].lo <= x
+func setPoint(rs []ipRange, x netip.Addr, on bool) []ipRange {
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].hi.Compare(x) >= 0 })
+	covered := i < len(rs) && rs[i].lo.Compare(x) <= 0
 	switch {
 	case on && !covered:
 		merged := ipRange{x, x}
 		lo, hi := i, i
-		if i > 0 && x > 0 && rs[i-1].hi == x-1 {
+		if i > 0 && adjacent(rs[i-1].hi, x) {
 			merged.lo, lo = rs[i-1].lo, i-1
 		}
-		if i < len(rs) && x < ^uint32(0) && rs[i].lo == x+1 {
+		if i < len(rs) && adjacent(x, rs[i].lo) {
 			merged.hi, hi = rs[i].hi, i+1
 		}
 		return slices.Replace(rs, lo, hi, merged)
 	case !on && covered:
 		var parts []ipRange
-		if r := rs[i]; r.lo < x {
-			parts = append(parts, ipRange{r.lo, x - 1})
+		if r := rs[i]; r.lo.Compare(x) < 0 {
+			parts = append(parts, ipRange{r.lo, x.Prev()})
 		}
-		if r := rs[i]; r.hi > x {
-			parts = append(parts, ipRange{x + 1, r.hi})
+		if r := rs[i]; r.hi.Compare(x) > 0 {
+			parts = append(parts, ipRange{x.Next(), r.hi})
 		}
 		return slices.Replace(rs, i, i+1, parts...)
 	}
@@ -50,22 +51,22 @@ func setPoint(rs []ipRange, x uint32, on bool) []ipRange {
 
 // clip returns the parts of sorted disjoint rs inside w.
 func clip(rs []ipRange, w ipRange) []ipRange {
-	i := sort.Search(len(rs), func(i int) bool { return rs[i].hi >= w.lo })
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].hi.Compare(w.lo) >= 0 })
 	var out []ipRange
-	for ; i < len(rs) && rs[i].lo <= w.hi; i++ {
-		out = append(out, ipRange{max(rs[i].lo, w.lo), min(rs[i].hi, w.hi)})
+	for ; i < len(rs) && rs[i].lo.Compare(w.hi) <= 0; i++ {
+		out = append(out, ipRange{maxAddr(rs[i].lo, w.lo), minAddr(rs[i].hi, w.hi)})
 	}
 	return out
 }
 
 // spanAround is the span around x whose elements (address ranges, sorted and
 // disjoint) may change when x does: from the start of the one holding
-// x-1 (or x) to the end of the one holding x+1 (or x).
-func spanAround(spans []ipRange, x uint32) ipRange {
+// x-1 (or x) to the end of the one holding x+1 (or x), within x's family.
+func spanAround(spans []ipRange, x netip.Addr) ipRange {
 	w := ipRange{x, x}
-	holding := func(a uint32) (ipRange, bool) {
-		i := sort.Search(len(spans), func(i int) bool { return spans[i].hi >= a })
-		if i < len(spans) && spans[i].lo <= a {
+	holding := func(a netip.Addr) (ipRange, bool) {
+		i := sort.Search(len(spans), func(i int) bool { return spans[i].hi.Compare(a) >= 0 })
+		if i < len(spans) && spans[i].lo.Compare(a) <= 0 {
 			return spans[i], true
 		}
 		return ipRange{}, false
@@ -73,14 +74,14 @@ func spanAround(spans []ipRange, x uint32) ipRange {
 	if r, ok := holding(x); ok {
 		w = r
 	}
-	if x > 0 {
-		if r, ok := holding(x - 1); ok {
-			w.lo = min(w.lo, r.lo)
+	if p := x.Prev(); p.IsValid() {
+		if r, ok := holding(p); ok {
+			w.lo = minAddr(w.lo, r.lo)
 		}
 	}
-	if x < ^uint32(0) {
-		if r, ok := holding(x + 1); ok {
-			w.hi = max(w.hi, r.hi)
+	if n := x.Next(); n.IsValid() {
+		if r, ok := holding(n); ok {
+			w.hi = maxAddr(w.hi, r.hi)
 		}
 	}
 	return w
@@ -117,9 +118,10 @@ func (ix *index) allowWithin(p *Pod, dir direction, pols []*networkingv1.Network
 // ranges admit.
 func (c *Compiler) namedWithin(ranges []ipRange, w ipRange, name string, proto uint8) []portBox {
 	var out []portBox
-	i, _ := slices.BinarySearch(c.addrOrder, w.lo)
-	for ; i < len(c.addrOrder) && c.addrOrder[i] <= w.hi; i++ {
-		ip := c.addrOrder[i]
+	order := c.addrIndex(w.lo).order
+	i, _ := slices.BinarySearchFunc(order, w.lo, netip.Addr.Compare)
+	for ; i < len(order) && order[i].Compare(w.hi) <= 0; i++ {
+		ip := order[i]
 		if !inRanges(ranges, ip) {
 			continue
 		}
@@ -135,9 +137,9 @@ func (c *Compiler) namedWithin(ranges []ipRange, w ipRange, name string, proto u
 
 // spliceAll replaces the ranges of all inside w by repl.
 func spliceAll(all []ipRange, w ipRange, repl []ipRange) ([]ipRange, []ipRange) {
-	i := sort.Search(len(all), func(i int) bool { return all[i].hi >= w.lo })
+	i := sort.Search(len(all), func(i int) bool { return all[i].hi.Compare(w.lo) >= 0 })
 	j := i
-	for j < len(all) && all[j].lo <= w.hi {
+	for j < len(all) && all[j].lo.Compare(w.hi) <= 0 {
 		j++
 	}
 	removed := slices.Clone(all[i:j])
@@ -149,10 +151,10 @@ func spliceAll(all []ipRange, w ipRange, repl []ipRange) ([]ipRange, []ipRange) 
 func spliceBoxes(boxes []portBox, proto uint8, w ipRange, repl []portBox) ([]portBox, []portBox) {
 	i := sort.Search(len(boxes), func(i int) bool {
 		b := boxes[i]
-		return b.proto > proto || (b.proto == proto && b.src.hi >= w.lo)
+		return b.proto > proto || (b.proto == proto && b.src.hi.Compare(w.lo) >= 0)
 	})
 	j := i
-	for j < len(boxes) && boxes[j].proto == proto && boxes[j].src.lo <= w.hi {
+	for j < len(boxes) && boxes[j].proto == proto && boxes[j].src.lo.Compare(w.hi) <= 0 {
 		j++
 	}
 	removed := slices.Clone(boxes[i:j])
@@ -172,7 +174,7 @@ func protoSpans(boxes []portBox, proto uint8) []ipRange {
 
 // updatedAt returns al updated for the changed addresses xs, and the
 // elements removed and added.
-func (ix *index) updatedAt(al allowList, p *Pod, dir direction, pols []*networkingv1.NetworkPolicy, xs []uint32) (allowList, []ipRange, []ipRange, []portBox, []portBox) {
+func (ix *index) updatedAt(al allowList, p *Pod, dir direction, pols []*networkingv1.NetworkPolicy, xs []netip.Addr) (allowList, []ipRange, []ipRange, []portBox, []portBox) {
 	var delAll, addAll []ipRange
 	var delBox, addBox []portBox
 	for _, x := range xs {

@@ -78,11 +78,15 @@ func parseQuery(r *http.Request) (query, error) {
 	v := r.URL.Query()
 	var q query
 	var err error
-	if q.src, err = netip.ParseAddr(v.Get("src")); err != nil || !q.src.Is4() {
-		return q, fmt.Errorf("src %q: want an IPv4 address", v.Get("src"))
+	if q.src, err = netip.ParseAddr(v.Get("src")); err != nil {
+		return q, fmt.Errorf("src %q: want an IP address", v.Get("src"))
 	}
-	if q.dst, err = netip.ParseAddr(v.Get("dst")); err != nil || !q.dst.Is4() {
-		return q, fmt.Errorf("dst %q: want an IPv4 address", v.Get("dst"))
+	if q.dst, err = netip.ParseAddr(v.Get("dst")); err != nil {
+		return q, fmt.Errorf("dst %q: want an IP address", v.Get("dst"))
+	}
+	q.src, q.dst = q.src.Unmap(), q.dst.Unmap()
+	if q.src.Is4() != q.dst.Is4() {
+		return q, fmt.Errorf("src %s and dst %s: want addresses of one family", q.src, q.dst)
 	}
 	var ok bool
 	if q.proto, ok = protoNumbers[strings.ToUpper(v.Get("proto"))]; !ok {

@@ -17,7 +17,8 @@ type ifaces []podlink.Interface
 func (i ifaces) PodInterfaces() ([]podlink.Interface, error) { return i, nil }
 
 // listing is a small policy table as `nft list table` prints it: pod a
-// (trla, 10.244.1.2) may receive only TCP/80 from 10.244.1.3.
+// (trla, 10.244.1.2 and fd00:244:1::2) may receive only TCP/80 from pod b
+// (10.244.1.3 and fd00:244:1::3).
 const listing = `table inet trellis-policy {
 	comment "Trellis NetworkPolicy (managed by trellis-agent)"
 	counter ing-1-allow {
@@ -33,12 +34,18 @@ const listing = `table inet trellis-policy {
 		flags interval
 		elements = { 10.244.1.3 . tcp . 80 }
 	}
+	set ing-1-ports6 {
+		type ipv6_addr . inet_proto . inet_service
+		flags interval
+		elements = { fd00:244:1::3 . tcp . 80 }
+	}
 	map ingress-pods {
 		type ifname : verdict
 		elements = { "trla" : goto ing-1 }
 	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+		icmpv6 type { packet-too-big, nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept
 		ct state established,related accept
 		oifname "trl*" jump pod-ingress
 	}
@@ -47,6 +54,7 @@ const listing = `table inet trellis-policy {
 	}
 	chain ing-1 {
 		ip saddr . meta l4proto . th dport @ing-1-ports counter name "ing-1-allow" return
+		ip6 saddr . meta l4proto . th dport @ing-1-ports6 counter name "ing-1-allow" return
 		counter packets 0 bytes 0 drop
 	}
 }
@@ -55,8 +63,8 @@ const listing = `table inet trellis-policy {
 func TestHandlerTracesTheListedTable(t *testing.T) {
 	cfg := Config{NodeName: "n1",
 		Interfaces: ifaces{
-			{Name: "trla", Group: 7, Addrs: []netip.Addr{netip.MustParseAddr("10.244.1.2")}},
-			{Name: "trlb", Group: 7, Addrs: []netip.Addr{netip.MustParseAddr("10.244.1.3")}},
+			{Name: "trla", Group: 7, Addrs: []netip.Addr{netip.MustParseAddr("10.244.1.2"), netip.MustParseAddr("fd00:244:1::2")}},
+			{Name: "trlb", Group: 7, Addrs: []netip.Addr{netip.MustParseAddr("10.244.1.3"), netip.MustParseAddr("fd00:244:1::3")}},
 		},
 		List: func(context.Context) (string, error) { return listing, nil }}
 	h := Handler(cfg)
@@ -69,6 +77,9 @@ func TestHandlerTracesTheListedTable(t *testing.T) {
 		{"src=10.244.1.3&dst=10.244.1.2&proto=UDP&port=80", "drop", true},
 		{"src=192.0.2.1&dst=10.244.1.2&proto=TCP&port=80", "drop", false},
 		{"src=10.244.1.2&dst=10.244.1.3&proto=TCP&port=80", "accept", true},
+		{"src=fd00:244:1::3&dst=fd00:244:1::2&proto=TCP&port=80", "accept", true},
+		{"src=fd00:244:1::3&dst=fd00:244:1::2&proto=TCP&port=81", "drop", true},
+		{"src=2001:db8::1&dst=fd00:244:1::2&proto=TCP&port=80", "drop", false},
 	} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", agentapi.TracePath+"?"+tc.query, nil))
@@ -81,7 +92,7 @@ func TestHandlerTracesTheListedTable(t *testing.T) {
 		}
 	}
 	for _, q := range []string{"src=192.0.2.1&dst=192.0.2.2&proto=TCP&port=80", "src=x&dst=10.244.1.2&proto=TCP&port=80",
-		"src=10.244.1.3&dst=10.244.1.2&proto=ICMP&port=80"} {
+		"src=10.244.1.3&dst=10.244.1.2&proto=ICMP&port=80", "src=fd00:244:1::3&dst=10.244.1.2&proto=TCP&port=80"} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", agentapi.TracePath+"?"+q, nil))
 		if rec.Code == 200 {

@@ -6,6 +6,7 @@
 //	matches:    iifname|oifname "literal" (trailing * = prefix),
 //	            ct state a,b,
 //	            meta nfproto ipv4|ipv6,
+//	            icmpv6 type NAME | { NAME, ... } (the names nft lists),
 //	            fib saddr . iif oif exists|missing (strict reverse path:
 //	            Packet.SrcRoute == Packet.IIF),
 //	            fib daddr . iif oif exists|missing (the route to Dst, which
@@ -16,16 +17,17 @@
 //	            (always under the limit),
 //	            accept, drop, return, jump CHAIN, goto CHAIN
 //	EXPR:       iifname, oifname, iifgroup, oifgroup, ip saddr, ip daddr,
-//	            meta l4proto, th dport
+//	            ip6 saddr, ip6 daddr, meta l4proto, th dport
 //
 // Set and map element fields may be single values, prefixes (a/n) or ranges
-// (lo-hi) of ipv4_addr, inet_proto and inet_service, devgroup numbers
+// (lo-hi) of ipv4_addr, ipv6_addr, inet_proto and inet_service, devgroup numbers
 // ("default" = 0), or ifname strings.
 package nfttrace
 
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -43,8 +45,11 @@ type Packet struct {
 	// a strict fib reverse-path lookup finds).
 	SrcRoute string
 	Src, Dst netip.Addr
-	// Proto is the IP protocol number (6 TCP, 17 UDP, 132 SCTP, 1 ICMP).
+	// Proto is the IP protocol number (6 TCP, 17 UDP, 132 SCTP, 1 ICMP,
+	// 58 ICMPv6).
 	Proto uint8
+	// ICMPType is the ICMPv6 type when Proto is 58.
+	ICMPType uint8
 	// DPort is the destination port (ignored for protocols without ports).
 	DPort uint16
 	// CTState is the conntrack state: "new", "established", ...
@@ -226,6 +231,15 @@ func runRule(t *knftables.FakeTable, rule string, pkt *Packet) (verdict, error) 
 				return verdict{}, nil
 			}
 			i += 6
+		case "icmpv6":
+			types, n, err := icmpv6Types(toks[i:])
+			if err != nil {
+				return verdict{}, err
+			}
+			if !pkt.Src.Is6() || pkt.Proto != 58 || !slices.Contains(types, pkt.ICMPType) {
+				return verdict{}, nil
+			}
+			i += n
 		case "ct":
 			if i+2 >= len(toks) || toks[i+1] != "state" {
 				return verdict{}, fmt.Errorf("unsupported ct expression")
@@ -283,6 +297,44 @@ func runRule(t *knftables.FakeTable, rule string, pkt *Packet) (verdict, error) 
 		}
 	}
 	return verdict{}, nil
+}
+
+// icmpv6TypeNumbers are the ICMPv6 type names nft uses.
+var icmpv6TypeNumbers = map[string]uint8{
+	"destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "parameter-problem": 4,
+	"echo-request": 128, "echo-reply": 129, "mld-listener-query": 130, "mld-listener-report": 131,
+	"mld-listener-done": 132, "nd-router-solicit": 133, "nd-router-advert": 134,
+	"nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137, "mld2-listener-report": 143,
+}
+
+// icmpv6Types parses "icmpv6 type NAME" or "icmpv6 type { NAME, ... }" at
+// the start of toks: the types and the tokens used.
+func icmpv6Types(toks []string) ([]uint8, int, error) {
+	if len(toks) < 3 || toks[1] != "type" {
+		return nil, 0, fmt.Errorf("unsupported icmpv6 expression")
+	}
+	one := func(name string) (uint8, error) {
+		if n, ok := icmpv6TypeNumbers[strings.TrimSuffix(name, ",")]; ok {
+			return n, nil
+		}
+		return 0, fmt.Errorf("unknown icmpv6 type %q", name)
+	}
+	if toks[2] != "{" {
+		n, err := one(toks[2])
+		return []uint8{n}, 3, err
+	}
+	var out []uint8
+	for i := 3; i < len(toks); i++ {
+		if toks[i] == "}" {
+			return out, i + 1, nil
+		}
+		n, err := one(toks[i])
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, n)
+	}
+	return nil, 0, fmt.Errorf("icmpv6 type set without }")
 }
 
 func contains(list []string, s string) bool {

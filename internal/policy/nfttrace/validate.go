@@ -24,7 +24,7 @@ func Validate(fake *knftables.Fake) error {
 	return nil
 }
 
-type box struct{ lo, hi []uint64 }
+type box struct{ lo, hi []num }
 
 func validateSet(s *knftables.FakeSet) error {
 	types := strings.Split(s.Type, " . ")
@@ -72,7 +72,7 @@ func validateSet(s *knftables.FakeSet) error {
 
 func overlaps(a, b box) bool {
 	for i := range a.lo {
-		if a.hi[i] < b.lo[i] || b.hi[i] < a.lo[i] {
+		if a.hi[i].cmp(b.lo[i]) < 0 || b.hi[i].cmp(a.lo[i]) < 0 {
 			return false
 		}
 	}

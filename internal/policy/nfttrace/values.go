@@ -1,6 +1,7 @@
 package nfttrace
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -9,11 +10,32 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// value is one evaluated expression: a string (ifname) or a number.
+// value is one evaluated expression: a string (ifname) or a number (an
+// address is a 128-bit number; addr names its type then).
 type value struct {
 	str   string
-	num   uint64
+	num   num
 	isStr bool
+	addr  string // "ipv4_addr" or "ipv6_addr" for an address
+}
+
+// num is an unsigned 128-bit number.
+type num struct{ hi, lo uint64 }
+
+func small(v uint64) num { return num{lo: v} }
+
+func (a num) cmp(b num) int {
+	switch {
+	case a.hi < b.hi:
+		return -1
+	case a.hi > b.hi:
+		return 1
+	case a.lo < b.lo:
+		return -1
+	case a.lo > b.lo:
+		return 1
+	}
+	return 0
 }
 
 // parseExprs parses "EXPR [. EXPR]..." at the start of toks and evaluates it.
@@ -34,18 +56,20 @@ func parseExprs(toks []string, pkt *Packet) ([]value, int, error) {
 			v, i = value{str: pkt.IIF, isStr: true}, i+1
 		case toks[i] == "oifname":
 			v, i = value{str: pkt.OIF, isStr: true}, i+1
-		case toks[i] == "ip" && i+1 < len(toks) && toks[i+1] == "saddr":
-			v, ok, i = addrValue(pkt.Src), pkt.Src.Is4(), i+2
-		case toks[i] == "ip" && i+1 < len(toks) && toks[i+1] == "daddr":
-			v, ok, i = addrValue(pkt.Dst), pkt.Dst.Is4(), i+2
+		case (toks[i] == "ip" || toks[i] == "ip6") && i+1 < len(toks) && (toks[i+1] == "saddr" || toks[i+1] == "daddr"):
+			a := pkt.Src
+			if toks[i+1] == "daddr" {
+				a = pkt.Dst
+			}
+			v, ok, i = addrValue(a), a.Is4() == (toks[i] == "ip"), i+2
 		case toks[i] == "iifgroup":
-			v, i = value{num: uint64(pkt.IIFGroup)}, i+1
+			v, i = value{num: small(uint64(pkt.IIFGroup))}, i+1
 		case toks[i] == "oifgroup":
-			v, i = value{num: uint64(pkt.OIFGroup)}, i+1
+			v, i = value{num: small(uint64(pkt.OIFGroup))}, i+1
 		case toks[i] == "meta" && i+1 < len(toks) && toks[i+1] == "l4proto":
-			v, i = value{num: uint64(pkt.Proto)}, i+2
+			v, i = value{num: small(uint64(pkt.Proto))}, i+2
 		case toks[i] == "th" && i+1 < len(toks) && toks[i+1] == "dport":
-			v, i = value{num: uint64(pkt.DPort)}, i+2
+			v, i = value{num: small(uint64(pkt.DPort))}, i+2
 			ok = pkt.Proto == 6 || pkt.Proto == 17 || pkt.Proto == 132
 		default:
 			return nil, 0, fmt.Errorf("unsupported expression at %q", toks[i])
@@ -65,11 +89,20 @@ func parseExprs(toks []string, pkt *Packet) ([]value, int, error) {
 }
 
 func addrValue(a netip.Addr) value {
-	if !a.Is4() {
-		return value{}
+	if a.Is4() {
+		return value{num: addrNum(a), addr: "ipv4_addr"}
 	}
-	b := a.As4()
-	return value{num: uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3])}
+	return value{num: addrNum(a), addr: "ipv6_addr"}
+}
+
+// addrNum is an address as a number (IPv4: 32 bits).
+func addrNum(a netip.Addr) num {
+	if a.Is4() {
+		b := a.As4()
+		return small(uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3]))
+	}
+	b := a.As16()
+	return num{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
 }
 
 // matchOperand matches vals against "@set" or a literal.
@@ -158,75 +191,97 @@ func matchKey(types []string, interval bool, key []string, vals []value) (bool, 
 		if lo != hi && !interval {
 			return false, fmt.Errorf("range %q in a set without the interval flag", key[i])
 		}
-		if vals[i].isStr || vals[i].num < lo || vals[i].num > hi {
+		if (typ == "ipv4_addr" || typ == "ipv6_addr" || vals[i].addr != "") && vals[i].addr != typ {
+			return false, fmt.Errorf("%s field compared with %q", typ, vals[i].addr)
+		}
+		if vals[i].isStr || vals[i].num.cmp(lo) < 0 || vals[i].num.cmp(hi) > 0 {
 			return false, nil
 		}
 	}
 	return true, nil
 }
 
-var protoByName = map[string]uint64{"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1}
+var protoByName = map[string]uint64{"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "ipv6-icmp": 58}
 
 // parseField parses one element field of the given type into [lo, hi].
-func parseField(typ, s string) (uint64, uint64, error) {
+func parseField(typ, s string) (num, num, error) {
 	switch typ {
-	case "ipv4_addr":
+	case "ipv4_addr", "ipv6_addr":
+		is4 := typ == "ipv4_addr"
 		if strings.Contains(s, "/") {
 			p, err := netip.ParsePrefix(s)
-			if err != nil || !p.Addr().Is4() || p.Masked() != p {
-				return 0, 0, fmt.Errorf("bad ipv4 prefix %q", s)
+			if err != nil || p.Addr().Is4() != is4 || p.Masked() != p {
+				return num{}, num{}, fmt.Errorf("bad %s prefix %q", typ, s)
 			}
-			lo := addrValue(p.Addr()).num
-			return lo, lo + (uint64(1) << (32 - p.Bits())) - 1, nil
+			return addrNum(p.Addr()), addrNum(lastAddr(p)), nil
 		}
-		return parseRange(s, func(x string) (uint64, error) {
+		return parseRange(s, func(x string) (num, error) {
 			a, err := netip.ParseAddr(x)
-			if err != nil || !a.Is4() {
-				return 0, fmt.Errorf("bad ipv4 address %q", x)
+			if err != nil || a.Is4() != is4 || a.Zone() != "" {
+				return num{}, fmt.Errorf("bad %s address %q", typ, x)
 			}
-			return addrValue(a).num, nil
+			return addrNum(a), nil
 		})
 	case "inet_proto":
-		return parseRange(s, func(x string) (uint64, error) {
+		return parseRange(s, func(x string) (num, error) {
 			if n, ok := protoByName[x]; ok {
-				return n, nil
+				return small(n), nil
 			}
 			return parseUint(x, 255)
 		})
 	case "devgroup":
 		if s == "default" {
-			return 0, 0, nil
+			return num{}, num{}, nil
 		}
-		return parseRange(s, func(x string) (uint64, error) { return parseUint(x, 1<<32-1) })
+		return parseRange(s, func(x string) (num, error) { return parseUint(x, 1<<32-1) })
 	case "inet_service":
-		return parseRange(s, func(x string) (uint64, error) { return parseUint(x, 65535) })
+		return parseRange(s, func(x string) (num, error) { return parseUint(x, 65535) })
 	}
-	return 0, 0, fmt.Errorf("unsupported field type %q", typ)
+	return num{}, num{}, fmt.Errorf("unsupported field type %q", typ)
 }
 
-func parseRange(s string, one func(string) (uint64, error)) (uint64, uint64, error) {
+// lastAddr is the last address of prefix p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := range b {
+		switch ones := p.Bits(); {
+		case ones >= 8*(i+1):
+		case ones <= 8*i:
+			b[i] = 0xff
+		default:
+			b[i] |= 0xff >> (ones - 8*i)
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+func parseRange(s string, one func(string) (num, error)) (num, num, error) {
 	a, b, isRange := strings.Cut(s, "-")
+	if isRange && a == "ipv6" { // the protocol name "ipv6-icmp"
+		a, b, isRange = s, "", false
+	}
 	lo, err := one(a)
 	if err != nil {
-		return 0, 0, err
+		return num{}, num{}, err
 	}
 	if !isRange {
 		return lo, lo, nil
 	}
 	hi, err := one(b)
 	if err != nil {
-		return 0, 0, err
+		return num{}, num{}, err
 	}
-	if hi < lo {
-		return 0, 0, fmt.Errorf("empty range %q", s)
+	if hi.cmp(lo) < 0 {
+		return num{}, num{}, fmt.Errorf("empty range %q", s)
 	}
 	return lo, hi, nil
 }
 
-func parseUint(s string, max uint64) (uint64, error) {
+func parseUint(s string, max uint64) (num, error) {
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || n > max {
-		return 0, fmt.Errorf("bad number %q", s)
+		return num{}, fmt.Errorf("bad number %q", s)
 	}
-	return n, nil
+	return small(n), nil
 }

@@ -41,14 +41,53 @@ type Cluster struct {
 	HostSource func(src, dst *corev1.Pod) string
 }
 
-// sourceIP is the address dst sees for a connection from src.
-func (c *Cluster) sourceIP(src, dst *corev1.Pod) string {
+// sourceIP is the address dst sees for a connection from src in family
+// fam. HostSource is consulted for the family of the address it returns.
+func (c *Cluster) sourceIP(src, dst *corev1.Pod, fam Family) string {
 	if src.Spec.HostNetwork && src.Spec.NodeName != dst.Spec.NodeName && c.HostSource != nil {
-		if ip := c.HostSource(src, dst); ip != "" {
+		if ip := c.HostSource(src, dst); ip != "" && (fam == "" || familyOf(ip) == fam) {
 			return ip
 		}
 	}
-	return src.Status.PodIP
+	return PodIP(src, fam)
+}
+
+// Family is an address family: IPv4, IPv6, or "" for a pod's primary
+// address (status.podIP).
+type Family string
+
+const (
+	IPv4 Family = "IPv4"
+	IPv6 Family = "IPv6"
+)
+
+func familyOf(ip string) Family {
+	a := net.ParseIP(ip)
+	switch {
+	case a == nil:
+		return ""
+	case a.To4() != nil:
+		return IPv4
+	}
+	return IPv6
+}
+
+// PodIP is p's address of family fam (status.podIPs; status.podIP for ""),
+// "" when it has none. A dual-stack pod is one endpoint with an address in
+// each family; a connection uses the addresses of one.
+func PodIP(p *corev1.Pod, fam Family) string {
+	if fam == "" {
+		return p.Status.PodIP
+	}
+	for _, ip := range p.Status.PodIPs {
+		if familyOf(ip.IP) == fam {
+			return ip.IP
+		}
+	}
+	if len(p.Status.PodIPs) == 0 && familyOf(p.Status.PodIP) == fam {
+		return p.Status.PodIP
+	}
+	return ""
 }
 
 // PendingPod describes one pending pod.
@@ -78,10 +117,20 @@ func (c *Cluster) pendingIsolated(p *corev1.Pod, pp PendingPod, typ networkingv1
 // proto and destination port is allowed: src's egress policies must allow it
 // and dst's ingress policies must allow it.
 func (c *Cluster) Allowed(src, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
-	return c.egressAllowed(src, dst, proto, port) && c.ingressAllowed(src, dst, proto, port)
+	return c.AllowedIn("", src, dst, proto, port)
 }
 
-func (c *Cluster) egressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
+// AllowedIn is Allowed for a connection of family fam (IPv4 or IPv6; ""
+// uses the pods' primary addresses): the peers are matched by their
+// addresses of that family. Both pods must have one (false otherwise).
+func (c *Cluster) AllowedIn(fam Family, src, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
+	if fam != "" && (PodIP(src, fam) == "" || PodIP(dst, fam) == "") {
+		return false
+	}
+	return c.egressAllowed(src, dst, fam, proto, port) && c.ingressAllowed(src, dst, fam, proto, port)
+}
+
+func (c *Cluster) egressAllowed(src, dst *corev1.Pod, fam Family, proto corev1.Protocol, port int32) bool {
 	if src.Spec.HostNetwork {
 		return true // host-network pods are not isolated
 	}
@@ -96,7 +145,7 @@ func (c *Cluster) egressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, por
 		}
 		isolated = true
 		for _, rule := range np.Spec.Egress {
-			if c.peersMatch(np.Namespace, rule.To, dst, dst.Status.PodIP) && c.portsMatch(rule.Ports, dst, proto, port) {
+			if c.peersMatch(np.Namespace, rule.To, dst, PodIP(dst, fam)) && c.portsMatch(rule.Ports, dst, proto, port) {
 				return true
 			}
 		}
@@ -104,7 +153,7 @@ func (c *Cluster) egressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, por
 	return !isolated
 }
 
-func (c *Cluster) ingressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
+func (c *Cluster) ingressAllowed(src, dst *corev1.Pod, fam Family, proto corev1.Protocol, port int32) bool {
 	if dst.Spec.HostNetwork {
 		return true
 	}
@@ -123,7 +172,7 @@ func (c *Cluster) ingressAllowed(src, dst *corev1.Pod, proto corev1.Protocol, po
 		}
 		isolated = true
 		for _, rule := range np.Spec.Ingress {
-			if c.peersMatch(np.Namespace, rule.From, src, c.sourceIP(src, dst)) && c.portsMatch(rule.Ports, dst, proto, port) {
+			if c.peersMatch(np.Namespace, rule.From, src, c.sourceIP(src, dst, fam)) && c.portsMatch(rule.Ports, dst, proto, port) {
 				return true
 			}
 		}

@@ -147,3 +147,49 @@ func TestOracleHostSourceByPath(t *testing.T) {
 		t.Error("without HostSource the node IP is the source")
 	}
 }
+
+// TestOracleFamilies: a connection uses the addresses of one family; a
+// dual-stack pod matches an ipBlock by its address of that family only,
+// and a pod without an address of the family has no such connection.
+func TestOracleFamilies(t *testing.T) {
+	dual := func(name, v4, v6 string) corev1.Pod {
+		p := pod("x", name, v4, "n1", map[string]string{"app": name}, false)
+		p.Status.PodIPs = []corev1.PodIP{{IP: v4}, {IP: v6}}
+		return p
+	}
+	a := dual("a", "10.0.1.1", "fd00:1::1")
+	b := dual("b", "10.0.1.2", "fd00:1::2")
+	six := pod("x", "six", "fd00:1::6", "n1", map[string]string{"app": "six"}, false)
+	block := func(cidr string, except ...string) networkingv1.NetworkPolicy {
+		return networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "in"},
+			Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "b"}},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+					{IPBlock: &networkingv1.IPBlock{CIDR: cidr, Except: except}}}}}}}
+	}
+	tcp := corev1.ProtocolTCP
+	for _, tc := range []struct {
+		name string
+		pol  networkingv1.NetworkPolicy
+		fam  Family
+		want bool
+	}{
+		{"IPv6 block admits over IPv6", block("fd00:1::/64"), IPv6, true},
+		{"IPv6 block admits nothing over IPv4", block("fd00:1::/64"), IPv4, false},
+		{"IPv6 except", block("fd00:1::/64", "fd00:1::/127"), IPv6, false},
+		{"IPv4 block over IPv4", block("10.0.0.0/8"), IPv4, true},
+		{"IPv4 block admits nothing over IPv6", block("10.0.0.0/8"), IPv6, false},
+		{"primary address", block("10.0.0.0/8"), "", true},
+	} {
+		cl := &Cluster{Pods: []corev1.Pod{a, b, six}, Policies: []networkingv1.NetworkPolicy{tc.pol}}
+		if got := cl.AllowedIn(tc.fam, &a, &b, tcp, 80); got != tc.want {
+			t.Errorf("%s: a -> b %q = %v, want %v", tc.name, tc.fam, got, tc.want)
+		}
+	}
+	cl := &Cluster{Pods: []corev1.Pod{a, b, six}}
+	if cl.AllowedIn(IPv4, &six, &a, tcp, 80) {
+		t.Error("an IPv6-only pod has an IPv4 connection")
+	}
+	if !cl.AllowedIn(IPv6, &six, &a, tcp, 80) || PodIP(&a, IPv6) != "fd00:1::1" || PodIP(&six, IPv4) != "" {
+		t.Error("IPv6 connection or PodIP wrong")
+	}
+}
