@@ -363,3 +363,34 @@ func TestKernelFastPathIPv6LeavesMasqueradedFlowsToConntrack(t *testing.T) {
 		t.Errorf("node a: %d packets of a masqueraded IPv6 flow took the fast path", n)
 	}
 }
+
+// IPv6 connections the operator marks in conntrack stay on the full path
+// on the node that exempts the mark, as IPv4's do (the inet family marks
+// both).
+func TestKernelFastPathIPv6ExemptsMarkedConnections(t *testing.T) {
+	a, b, _, b6 := topology6(t)
+	run(t, "ip", "netns", "exec", a.nsName, "nft", "add table inet operator; "+
+		"add chain inet operator marks { type filter hook forward priority 0; policy accept; }; "+
+		"add rule inet operator marks meta nfproto ipv6 ct mark set ct mark or 0x100")
+	a.reconfigure(t, 0x100, nil)
+	b.serve(t, 8080)
+	a0, b0 := a.stats6(t), b.stats6(t)
+	a.send(t, hostPort(b6, 8080), 8<<20)
+	a1, b1 := a.stats6(t), b.stats6(t)
+	t.Logf("node a, IPv6: %v", a1)
+	if n := delta(a1, a0, StatFromPodRedirect) + delta(a1, a0, StatToPodRedirect); n != 0 {
+		t.Errorf("node a redirected %d IPv6 packets of a connection whose conntrack mark it exempts", n)
+	}
+	if delta(a1, a0, StatPassMark) == 0 {
+		t.Error("node a counted no IPv6 packet as passed for its mark")
+	}
+	if delta(b1, b0, StatToPodRedirect) == 0 {
+		t.Error("node b (no mark in its conntrack) fast-pathed no IPv6 packet: the control failed")
+	}
+	// The rule marks IPv6 only: an IPv4 connection on the same node keeps the fast path.
+	a4 := a.stats(t)
+	a.send(t, b.podIP.String()+":8080", 4<<20)
+	if a5 := a.stats(t); delta(a5, a4, StatFromPodRedirect) == 0 {
+		t.Errorf("node a: an unmarked IPv4 connection was not fast-pathed: %v", a5)
+	}
+}
