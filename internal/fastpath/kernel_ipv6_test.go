@@ -20,6 +20,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/masq"
+	"github.com/trellisnet/trellis/internal/nodesetup"
 )
 
 // The IPv6 side of the test topology: node i has fd00:9::i/64 on the
@@ -392,5 +393,95 @@ func TestKernelFastPathIPv6ExemptsMarkedConnections(t *testing.T) {
 	a.send(t, b.podIP.String()+":8080", 4<<20)
 	if a5 := a.stats(t); delta(a5, a4, StatFromPodRedirect) == 0 {
 		t.Errorf("node a: an unmarked IPv4 connection was not fast-pathed: %v", a5)
+	}
+}
+
+// vxlanOverIPv6 replaces the native routes between the nodes of topology6
+// by a VXLAN device over the IPv6 underlay ("trellis.vxlan6", point to
+// point to the peer's IPv6 address) carrying both inner families: each
+// peer's pod prefixes via a gateway with a permanent neighbour holding the
+// peer device's MAC (IPv4: 10.99.0.<i> onlink; IPv6: the peer device's
+// EUI-64 link-local address). The uplink's MTU is raised so that the
+// device keeps the pods' 1500. Both nodes' fast path then counts the device
+// as an uplink.
+func vxlanOverIPv6(t *testing.T, nodes ...*testNode) {
+	t.Helper()
+	const dev = "trellis.vxlan6"
+	for i, n := range nodes {
+		peer := 1 - i
+		run(t, "ip", "-n", n.nsName, "link", "set", "ul0", "mtu", "9000")
+		run(t, "ip", "-n", n.nsName, "link", "add", dev, "type", "vxlan", "id", "77", "dstport", "4789",
+			"local", v6NodeIPs[i].String(), "remote", v6NodeIPs[peer].String(), "dev", "ul0")
+		run(t, "ip", "-n", n.nsName, "link", "set", dev, "mtu", "1500", "up")
+	}
+	for i, n := range nodes {
+		peer := nodes[1-i]
+		l, err := peer.h.LinkByName(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mac := l.Attrs().HardwareAddr
+		ll := netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 8: mac[0] ^ 2, 9: mac[1], 10: mac[2], 11: 0xff, 12: 0xfe,
+			13: mac[3], 14: mac[4], 15: mac[5]})
+		gw4 := fmt.Sprintf("10.99.0.%d", 2-i)
+		p4, p6 := netip.PrefixFrom(peer.podIP, 24).Masked().String(), netip.PrefixFrom(v6PodIPs[1-i], 64).Masked().String()
+		for _, c := range [][]string{
+			{"route", "del", p4},
+			{"-6", "route", "del", p6},
+			{"neigh", "replace", gw4, "lladdr", mac.String(), "dev", dev, "nud", "permanent"},
+			{"route", "add", p4, "via", gw4, "dev", dev, "onlink"},
+			{"-6", "neigh", "replace", ll.String(), "lladdr", mac.String(), "dev", dev, "nud", "permanent"},
+			{"-6", "route", "add", p6, "via", ll.String(), "dev", dev},
+		} {
+			run(t, append([]string{"ip", "-n", n.nsName}, c...)...)
+		}
+		var err2 error
+		n.ctl, err2 = New(Config{Kernel: &Kernel{Handle: n.h}, Programs: n.progs, Sysctls: nodesetup.NetnsSysctls{NS: n.ns},
+			Uplinks: func() []string { return []string{"ul0", dev} }})
+		if err2 != nil {
+			t.Fatal(err2)
+		}
+		if err := n.ctl.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// linkTxBytes is the bytes interface name of n has sent.
+func (n *testNode) linkTxBytes(t *testing.T, name string) uint64 {
+	t.Helper()
+	l, err := n.h.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().Statistics.TxBytes
+}
+
+// Over a VXLAN device with an IPv6 underlay, established IPv4 and IPv6 pod
+// flows are fast-pathed both ways (the device is an uplink: bpf_redirect
+// into it encapsulates as the full path would), data intact, and the
+// traffic crosses the device.
+func TestKernelFastPathVXLANOverIPv6Underlay(t *testing.T) {
+	a, b, _, b6 := topology6(t)
+	vxlanOverIPv6(t, a, b)
+	b.serve(t, 8080)
+	for _, c := range []struct {
+		family, dst string
+		read        func(*testNode, *testing.T) map[Stat]uint64
+	}{
+		{"IPv4", b.podIP.String() + ":8080", (*testNode).stats},
+		{"IPv6", hostPort(b6, 8080), (*testNode).stats6},
+	} {
+		a0, b0, tx0 := c.read(a, t), c.read(b, t), a.linkTxBytes(t, "trellis.vxlan6")
+		a.send(t, c.dst, 16<<20)
+		a1, b1, tx1 := c.read(a, t), c.read(b, t), a.linkTxBytes(t, "trellis.vxlan6")
+		t.Logf("%s: node a %v, node b %v, %d bytes out of a's VXLAN device", c.family, a1, b1, tx1-tx0)
+		if tx1-tx0 < 16<<20 {
+			t.Errorf("%s: the flow did not cross the VXLAN device (%d bytes sent)", c.family, tx1-tx0)
+		}
+		if delta(a1, a0, StatFromPodRedirect) == 0 || delta(b1, b0, StatToPodRedirect) == 0 ||
+			delta(b1, b0, StatFromPodRedirect) == 0 || delta(a1, a0, StatToPodRedirect) == 0 {
+			t.Errorf("%s over the IPv6-underlay VXLAN: a direction was not fast-pathed", c.family)
+		}
 	}
 }
