@@ -10,7 +10,8 @@ test-agent: deps
 	$(GO) test -count=1 $(AGENT_PKGS)
 	$(GO) test -count=1 -p 1 -tags kernel -run '^TestKernel' $(AGENT_PKGS)
 
-# Cross-node datapath vs baselines in one run (see docs/agent.md#benchmarks).
+# Cross-node datapath vs baselines in one run (see docs/agent.md#benchmarks), IPv4 and
+# IPv6 (about 13 min; add -family ipv4 or -family ipv6 to BENCH_DATAPLANE_FLAGS for one).
 BENCH_DATAPLANE_FLAGS ?= -runs 7 -seconds 5 -congestion default,cubic
 .PHONY: bench-dataplane
 bench-dataplane: deps build

@@ -15,7 +15,7 @@
 
 BPF_DIR := internal/fastpath
 BPF2GO_FLAGS := -cc clang -strip llvm-strip -target bpfel -go-package fastpath \
-  -type iface -type settings -type flow_key -type flow_val
+  -type iface -type settings -type flow_key -type flow_key6 -type flow_val
 BPF_CFLAGS := -Wall -Werror -I/usr/include/$(shell uname -m)-linux-gnu
 # bpf2go's generated names: fastpath_bpfel.{o,go}.
 BPF_OUT := fastpath_bpfel.o fastpath_bpfel.go

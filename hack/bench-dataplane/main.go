@@ -7,6 +7,12 @@
 //	vxlan  pod->pod  vs node->node over a hand-built kernel VXLAN (throughput)
 //	1-byte TCP request/response rate pod->pod vs node->node        (native)
 //
+// each for IPv4 and IPv6 (-family): with IPv6 the pods are dual-stack (an
+// address of each family from trellis-cni), the nodes have an IPv6 address
+// on the wire, the hand-built VXLAN carries IPv6 too, and the IPv6 rows
+// compare IPv6 pod traffic with IPv6 node traffic. VXLAN runs over the IPv4
+// underlay for both families.
+//
 // Each figure is measured -runs times, baseline and Trellis interleaved;
 // medians, min-max and the ratio of medians are printed.
 package main
@@ -15,6 +21,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -36,6 +43,17 @@ type options struct {
 	hold     time.Duration
 	cc       string
 	pin      bool
+	families string
+}
+
+// family reports whether IP family f ("ipv4", "ipv6") is selected by -family.
+func (o options) family(f string) bool {
+	for _, x := range strings.Split(o.families, ",") {
+		if strings.TrimSpace(x) == f {
+			return true
+		}
+	}
+	return false
 }
 
 // want reports whether figure (native, rr, vxlan) is selected by -only.
@@ -57,11 +75,16 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "measurements per figure")
 	flag.IntVar(&o.seconds, "seconds", 4, "duration of each measurement")
 	flag.StringVar(&o.only, "only", "", "comma-separated figures to measure: native, rr, vxlan (default all)")
+	flag.StringVar(&o.families, "family", "ipv4,ipv6", "comma-separated IP families to measure each figure in: ipv4, ipv6")
 	flag.StringVar(&o.cc, "congestion", "default", "comma-separated TCP congestion controls to measure the throughput figures with (iperf3 -C); \"default\" is the kernel's (net.ipv4.tcp_congestion_control)")
 	flag.BoolVar(&o.pin, "pin", false, "pin the iperf3 client to CPU 0 and the server to CPU 1")
 	flag.DurationVar(&o.hold, "hold", 0, "after measuring, keep the namespaces this long for inspection (ip netns list | grep trl-bd)")
 	flag.BoolVar(&o.fastPath, "fastpath", true, "attach the eBPF fast path (internal/fastpath) on both nodes, as the agent does by default")
 	flag.Parse()
+	if !o.family("ipv4") && !o.family("ipv6") {
+		fmt.Fprintln(os.Stderr, "bench-dataplane: -family selects neither ipv4 nor ipv6")
+		os.Exit(2)
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-dataplane:", err)
 		os.Exit(1)
@@ -71,10 +94,12 @@ func main() {
 // node is one node namespace with its pods.
 type node struct {
 	*benchnet.Node
-	podCIDR netip.Prefix
-	dp      *netlinkprog.Programmer
-	pods    map[string]string // mode -> pod netns name
-	podIPs  map[string]string // mode -> pod IP
+	podCIDR  netip.Prefix
+	podCIDR6 netip.Prefix // with -family ipv6
+	dp       *netlinkprog.Programmer
+	pods     map[string]string // mode -> pod netns name
+	podIPs   map[string]string // mode -> pod IP
+	podIPs6  map[string]string // mode -> pod IPv6 address
 }
 
 type bench struct {
@@ -100,6 +125,12 @@ func run(o options) (err error) {
 	if err := b.setupNodes(); err != nil {
 		return err
 	}
+	v6 := o.family("ipv6")
+	if v6 {
+		if err := b.pair.EnableIPv6(); err != nil {
+			return err
+		}
+	}
 	if err := b.setupBaselineVXLAN(); err != nil {
 		return err
 	}
@@ -114,22 +145,41 @@ func run(o options) (err error) {
 	a, z := b.nodes[0], b.nodes[1]
 	results := []dpbench.Row{}
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	// One pass per selected family; IPv4's rows keep their names, IPv6's
+	// are prefixed "IPv6".
+	type fam struct {
+		prefix, nodeDst, vxlanDst string
+		podIPs                    func(*node) map[string]string
+	}
+	var fams []fam
+	if o.family("ipv4") {
+		fams = append(fams, fam{"", z.IP.String(), "10.93.0.2", func(n *node) map[string]string { return n.podIPs }})
+	}
+	if v6 {
+		fams = append(fams, fam{"IPv6 ", z.IP6.String(), "fd00:93::2", func(n *node) map[string]string { return n.podIPs6 }})
+	}
 	if err := b.program(config.ModeNative); err != nil {
 		return err
 	}
-	if o.want("native") {
-		rows, err := b.throughput("native pod->pod ÷ node->node", a.NSName, z.NSName, z.IP.String(),
-			a.pods["native"], z.pods["native"], z.podIPs["native"], logf)
+	for _, f := range fams {
+		if !o.want("native") {
+			break
+		}
+		rows, err := b.throughput(f.prefix+"native pod->pod ÷ node->node", a.NSName, z.NSName, f.nodeDst,
+			a.pods["native"], z.pods["native"], f.podIPs(z)["native"], logf)
 		if err != nil {
 			return err
 		}
 		results = append(results, rows...)
 	}
-	if o.want("rr") {
-		r, err := dpbench.Compare("TCP 1-byte request/response pod ÷ node, per s", 0.90, o.runs, logf,
-			func() (float64, error) { return dpbench.RR(netns(a.NSName), netns(z.NSName), z.IP.String(), o.seconds) },
+	for _, f := range fams {
+		if !o.want("rr") {
+			break
+		}
+		r, err := dpbench.Compare(f.prefix+"TCP 1-byte request/response pod ÷ node, per s", 0.90, o.runs, logf,
+			func() (float64, error) { return dpbench.RR(netns(a.NSName), netns(z.NSName), f.nodeDst, o.seconds) },
 			func() (float64, error) {
-				return dpbench.RR(netns(a.pods["native"]), netns(z.pods["native"]), z.podIPs["native"], o.seconds)
+				return dpbench.RR(netns(a.pods["native"]), netns(z.pods["native"]), f.podIPs(z)["native"], o.seconds)
 			})
 		if err != nil {
 			return err
@@ -140,12 +190,14 @@ func run(o options) (err error) {
 		if err := b.program(config.ModeVXLAN); err != nil {
 			return err
 		}
-		rows, err := b.throughput("vxlan pod->pod ÷ hand-built VXLAN node->node", a.NSName, z.NSName, "10.93.0.2",
-			a.pods["vxlan"], z.pods["vxlan"], z.podIPs["vxlan"], logf)
-		if err != nil {
-			return err
+		for _, f := range fams {
+			rows, err := b.throughput(f.prefix+"vxlan pod->pod ÷ hand-built VXLAN node->node", a.NSName, z.NSName, f.vxlanDst,
+				a.pods["vxlan"], z.pods["vxlan"], f.podIPs(z)["vxlan"], logf)
+			if err != nil {
+				return err
+			}
+			results = append(results, rows...)
 		}
-		results = append(results, rows...)
 	}
 	report(o, results)
 	if o.hold > 0 {
@@ -161,6 +213,13 @@ func run(o options) (err error) {
 			return err
 		}
 		fmt.Printf("fast path counters on %s: %v\n", n.Name, st)
+		if v6 {
+			st6, err := n.Programs.ReadStatsIPv6()
+			if err != nil {
+				return err
+			}
+			fmt.Printf("fast path counters on %s, IPv6 only: %v\n", n.Name, st6)
+		}
 	}
 	return nil
 }
@@ -173,15 +232,20 @@ func (b *bench) setupNodes() error {
 	b.pair = pair
 	b.clean = append(b.clean, pair.Close)
 	for i, bn := range pair.Nodes {
-		b.nodes = append(b.nodes, &node{Node: bn,
+		n := &node{Node: bn,
 			podCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 91, byte(i + 1), 0}), 24),
 			dp:      &netlinkprog.Programmer{Handle: bn.Handle, NetnsPath: bn.Path()},
-			pods:    map[string]string{}, podIPs: map[string]string{}})
+			pods:    map[string]string{}, podIPs: map[string]string{}, podIPs6: map[string]string{}}
+		if b.o.family("ipv6") {
+			n.podCIDR6 = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x91, 0, byte(i + 1)}), 64)
+		}
+		b.nodes = append(b.nodes, n)
 	}
 	return nil
 }
 
-// setupBaselineVXLAN builds a plain kernel VXLAN between the nodes by hand.
+// setupBaselineVXLAN builds a plain kernel VXLAN between the nodes by hand
+// (over the IPv4 underlay; with IPv6, carrying fd00:93::/64 too).
 func (b *bench) setupBaselineVXLAN() error {
 	for i, n := range b.nodes {
 		peer := b.nodes[1-i]
@@ -190,6 +254,9 @@ func (b *bench) setupBaselineVXLAN() error {
 				"local", n.IP.String(), "remote", peer.IP.String(), "dev", benchnet.Uplink},
 			{"ip", "-n", n.NSName, "link", "set", "hvx0", "mtu", "1450", "up"},
 			{"ip", "-n", n.NSName, "addr", "add", fmt.Sprintf("10.93.0.%d/24", i+1), "dev", "hvx0"},
+		}
+		if b.o.family("ipv6") {
+			cmds = append(cmds, []string{"ip", "-n", n.NSName, "-6", "addr", "add", fmt.Sprintf("fd00:93::%d/64", i+1), "dev", "hvx0", "nodad"})
 		}
 		for _, c := range cmds {
 			if err := benchnet.Sh(c...); err != nil {
@@ -200,14 +267,22 @@ func (b *bench) setupBaselineVXLAN() error {
 	return nil
 }
 
-// addPods wires one pod per node with trellis-cni (ADD through libcni).
+// addPods wires one pod per node with trellis-cni (ADD through libcni),
+// dual-stack with -family ipv6.
 func (b *bench) addPods(mode string, mtu int) error {
 	for _, n := range b.nodes {
-		podNS, ip, err := b.pair.AddPod(n.Node, "trl-bdp", mode, n.podCIDR, mtu)
+		subnets := []netip.Prefix{n.podCIDR}
+		if n.podCIDR6.IsValid() {
+			subnets = append(subnets, n.podCIDR6)
+		}
+		podNS, ips, err := b.pair.AddPodSubnets(n.Node, "trl-bdp", mode, subnets, mtu)
 		if err != nil {
 			return err
 		}
-		n.pods[mode], n.podIPs[mode] = podNS, ip
+		n.pods[mode], n.podIPs[mode] = podNS, ips[0].String()
+		if len(ips) > 1 {
+			n.podIPs6[mode] = ips[1].String()
+		}
 	}
 	return nil
 }
@@ -229,7 +304,52 @@ func (b *bench) program(mode config.RoutingMode) error {
 			return fmt.Errorf("program %s on %s: %w", mode, n.Name, err)
 		}
 	}
+	if err := b.programIPv6(mode); err != nil {
+		return err
+	}
 	return b.pair.SyncFastPath(context.Background())
+}
+
+// programIPv6 adds the routes to the peer's IPv6 pod CIDR for mode, by hand
+// in the agent's model (internal/routing computes IPv4 routes only in this
+// benchmark): native, via the peer's IPv6 address on the wire; VXLAN, on the
+// agent's VXLAN device (IPv4 underlay) via the peer VTEP's link-local
+// address (EUI-64 of its MAC; a link-local next hop needs no onlink, which
+// IPv6 refuses while another device's route covers the gateway), with a
+// permanent neighbour entry holding the peer's VTEP MAC (whose FDB entry the
+// agent's IPv4 programming made).
+func (b *bench) programIPv6(mode config.RoutingMode) error {
+	for i, n := range b.nodes {
+		peer := b.nodes[1-i]
+		if !n.podCIDR6.IsValid() {
+			continue
+		}
+		dst := peer.podCIDR6.String()
+		var cmds [][]string
+		switch mode {
+		case config.ModeNative:
+			cmds = [][]string{{"ip", "-n", n.NSName, "-6", "route", "replace", dst, "via", peer.IP6.String(), "dev", benchnet.Uplink}}
+		case config.ModeVXLAN:
+			vx, err := peer.Handle.LinkByName("trellis.vxlan")
+			if err != nil {
+				return fmt.Errorf("VXLAN device on %s: %w", peer.Name, err)
+			}
+			mac := vx.Attrs().HardwareAddr
+			gw := eui64LinkLocal(mac).String()
+			cmds = [][]string{
+				{"ip", "-n", n.NSName, "-6", "neigh", "replace", gw, "lladdr", mac.String(), "dev", "trellis.vxlan", "nud", "permanent"},
+				{"ip", "-n", n.NSName, "-6", "route", "replace", dst, "via", gw, "dev", "trellis.vxlan"},
+			}
+		default:
+			return fmt.Errorf("IPv6 routes for mode %s: not in this benchmark", mode)
+		}
+		for _, c := range cmds {
+			if err := benchnet.Sh(c...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // throughput measures iperf3 node->node (baseline) against pod->pod, once
@@ -268,12 +388,31 @@ func (b *bench) throughput(name, baseNS, baseDstNS, baseDst, podNS, podDstNS, po
 func (b *bench) setupMasquerade() error {
 	var all []netip.Prefix
 	local := map[*benchnet.Node][]netip.Prefix{}
+	cluster := []netip.Prefix{netip.MustParsePrefix("10.91.0.0/16")}
 	for _, n := range b.nodes {
 		all = append(all, n.podCIDR)
 		local[n.Node] = []netip.Prefix{n.podCIDR}
+		if n.podCIDR6.IsValid() {
+			all = append(all, n.podCIDR6)
+			local[n.Node] = append(local[n.Node], n.podCIDR6)
+		}
+	}
+	if b.o.family("ipv6") {
+		cluster = append(cluster, netip.MustParsePrefix("fd00:91::/32"))
 	}
 	return b.pair.Masquerade(func(n *benchnet.Node) []netip.Prefix { return local[n] },
-		[]netip.Prefix{netip.MustParsePrefix("10.91.0.0/16")}, all, b.o.fastPath, []string{benchnet.Uplink, "trellis.vxlan"})
+		cluster, all, b.o.fastPath, []string{benchnet.Uplink, "trellis.vxlan"})
+}
+
+// eui64LinkLocal is the link-local address of an interface with MAC mac
+// (modified EUI-64, RFC 4291 appendix A).
+func eui64LinkLocal(mac net.HardwareAddr) netip.Addr {
+	a := [16]byte{0: 0xfe, 1: 0x80}
+	if len(mac) == 6 {
+		a[8], a[9], a[10], a[11], a[12] = mac[0]^0x02, mac[1], mac[2], 0xff, 0xfe
+		a[13], a[14], a[15] = mac[3], mac[4], mac[5]
+	}
+	return netip.AddrFrom16(a)
 }
 
 func netns(name string) dpbench.Netns { return dpbench.Netns("/run/netns/" + name) }
@@ -287,6 +426,13 @@ func report(o options, rows []dpbench.Row) {
 	if o.pin {
 		pin = "iperf3 client on CPU 0, server on CPU 1"
 	}
-	fmt.Printf("\nbench-dataplane: %d runs x %ds each, two node namespaces on one veth, pods by trellis-cni, routes by internal/dataplane, masquerade table on both nodes, fast path %s, %s\n\n", o.runs, o.seconds, fp, pin)
+	fam := "IPv4"
+	switch {
+	case o.family("ipv4") && o.family("ipv6"):
+		fam = "IPv4 and IPv6 (dual-stack pods; IPv6 routes by hand in the agent's model, VXLAN over the IPv4 underlay)"
+	case o.family("ipv6"):
+		fam = "IPv6 (dual-stack pods; IPv6 routes by hand in the agent's model, VXLAN over the IPv4 underlay)"
+	}
+	fmt.Printf("\nbench-dataplane: %d runs x %ds each, two node namespaces on one veth, pods by trellis-cni, routes by internal/dataplane, masquerade table on both nodes, fast path %s, %s, %s\n\n", o.runs, o.seconds, fp, pin, fam)
 	dpbench.Report(os.Stdout, rows)
 }

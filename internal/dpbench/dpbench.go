@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -103,12 +104,16 @@ func ParseIperf(out []byte) (float64, error) {
 }
 
 // RR counts 1-byte TCP request/response round trips per second from src
-// to an echo server bound to dst inside dstNS.
+// to an echo server bound to dst (an IPv4 or IPv6 address) inside dstNS.
 func RR(src, dstNS Netns, dst string, secs int) (float64, error) {
+	network := "tcp4"
+	if a, err := netip.ParseAddr(dst); err == nil && a.Is6() && !a.Is4In6() {
+		network = "tcp6"
+	}
 	var ln net.Listener
 	if err := ns.WithNetNSPath(string(dstNS), func(ns.NetNS) error {
 		var err error
-		ln, err = net.Listen("tcp4", net.JoinHostPort(dst, "0"))
+		ln, err = net.Listen(network, net.JoinHostPort(dst, "0"))
 		return err
 	}); err != nil {
 		return 0, err
@@ -118,7 +123,7 @@ func RR(src, dstNS Netns, dst string, secs int) (float64, error) {
 	var c net.Conn
 	if err := ns.WithNetNSPath(string(src), func(ns.NetNS) error {
 		var err error
-		c, err = net.DialTimeout("tcp4", ln.Addr().String(), 3*time.Second)
+		c, err = net.DialTimeout(network, ln.Addr().String(), 3*time.Second)
 		return err
 	}); err != nil {
 		return 0, err

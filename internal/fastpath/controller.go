@@ -187,6 +187,10 @@ func (c *Controller) Sync(ctx context.Context) error {
 		return err
 	}
 	changed += n
+	if n, err = SyncMap(c.progs.PodAddr6, d.PodAddrs6); err != nil {
+		return err
+	}
+	changed += n
 	if attached+detached+changed > 0 {
 		logger.V(2).Info("Fast path synced", "attached", attached, "detached", detached, "mapChanges", changed,
 			"interfaces", len(d.Attach))

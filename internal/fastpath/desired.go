@@ -15,6 +15,9 @@ type Link struct {
 	// PodIPv4 is the pod address routed to a pod interface (the plugin's
 	// /32 host route); invalid when there is none (yet).
 	PodIPv4 netip.Addr
+	// PodIPv6 is the pod's IPv6 address routed to it (the /128 host
+	// route); invalid when there is none.
+	PodIPv6 netip.Addr
 }
 
 // Attachment is one program on one interface's tc ingress.
@@ -29,7 +32,9 @@ type State struct {
 	Ifaces map[uint32]Iface
 	// PodAddrs maps each local pod's IPv4 address to its interface.
 	PodAddrs map[[4]byte]uint32
-	Attach   []Attachment
+	// PodAddrs6 maps each local pod's IPv6 address to its interface.
+	PodAddrs6 map[[16]byte]uint32
+	Attach    []Attachment
 }
 
 // Generation is an interface's incarnation in the ifaces map (the Gen
@@ -46,8 +51,8 @@ func Generation(name string) uint32 {
 }
 
 // Desired computes the interface table and the attachments: every pod
-// interface gets trellis_from_pod (and, once its address is known, an entry
-// saying which source address it owns); every uplink present gets
+// interface gets trellis_from_pod (and, once an address is known, an entry
+// saying which source address of each family it owns); every uplink present gets
 // trellis_to_pod and an entry allowing it as an egress. Each entry carries
 // its interface's Generation.
 //
@@ -65,15 +70,25 @@ func Desired(links []Link, uplinks []string, encrypted bool) State {
 			up[u] = true
 		}
 	}
-	s := State{Ifaces: map[uint32]Iface{}, PodAddrs: map[[4]byte]uint32{}}
+	s := State{Ifaces: map[uint32]Iface{}, PodAddrs: map[[4]byte]uint32{}, PodAddrs6: map[[16]byte]uint32{}}
 	for _, l := range links {
 		switch {
 		case l.Pod:
 			s.Attach = append(s.Attach, Attachment{Index: l.Index, Name: l.Name, Program: ProgFromPod})
-			if l.PodIPv4.Is4() {
-				s.Ifaces[uint32(l.Index)] = Iface{Kind: KindPod, Ipv4: be32(l.PodIPv4), Gen: Generation(l.Name)}
+			v4, v6 := l.PodIPv4.Is4(), podIPv6(l.PodIPv6)
+			if !v4 && !v6 {
+				break
+			}
+			e := Iface{Kind: KindPod, Gen: Generation(l.Name)}
+			if v4 {
+				e.Ipv4 = be32(l.PodIPv4)
 				s.PodAddrs[l.PodIPv4.As4()] = uint32(l.Index)
 			}
+			if v6 {
+				e.Ipv6 = l.PodIPv6.As16()
+				s.PodAddrs6[l.PodIPv6.As16()] = uint32(l.Index)
+			}
+			s.Ifaces[uint32(l.Index)] = e
 		case up[l.Name]:
 			s.Attach = append(s.Attach, Attachment{Index: l.Index, Name: l.Name, Program: ProgToPod})
 			if !encrypted {
@@ -83,4 +98,11 @@ func Desired(links []Link, uplinks []string, encrypted bool) State {
 	}
 	sort.Slice(s.Attach, func(i, j int) bool { return s.Attach[i].Index < s.Attach[j].Index })
 	return s
+}
+
+// podIPv6 reports whether a is an IPv6 address a pod may own on the fast
+// path: a global (or unique local) unicast address. A link-local address is
+// never a pod's routed address, and an IPv4-mapped one is IPv4's.
+func podIPv6(a netip.Addr) bool {
+	return a.Is6() && !a.Is4In6() && a.IsGlobalUnicast()
 }

@@ -16,20 +16,29 @@ func TestDesired(t *testing.T) {
 		{Index: 5, Name: "trlbbbbbbbbbbb", Pod: true}, // address route not there yet
 		{Index: 7, Name: "trellis.vxlan"},
 		{Index: 8, Name: "cni0"},
-		{Index: 4, Name: "trlcccccccccc6", Pod: true, PodIPv4: netip.MustParseAddr("fd00::7")}, // IPv6 only: no entry
+		{Index: 4, Name: "trlcccccccccc6", Pod: true, PodIPv6: netip.MustParseAddr("fd00::7")}, // IPv6 only
+		{Index: 6, Name: "trldddddddddd6", Pod: true, PodIPv4: netip.MustParseAddr("10.244.1.9"),
+			PodIPv6: netip.MustParseAddr("fd00::9")}, // dual-stack: one entry, both addresses
+		{Index: 3, Name: "trleeeeeeeeeee", Pod: true, PodIPv6: netip.MustParseAddr("fe80::1")}, // link-local: no entry
 	}
 	got := Desired(links, []string{"eth0", "trellis.vxlan", "", "absent0"}, false)
 	want := State{
 		Ifaces: map[uint32]Iface{
 			9: {Kind: KindPod, Ipv4: be32(netip.MustParseAddr("10.244.1.7")), Gen: Generation("trl0123456789a")},
+			4: {Kind: KindPod, Ipv6: netip.MustParseAddr("fd00::7").As16(), Gen: Generation("trlcccccccccc6")},
+			6: {Kind: KindPod, Ipv4: be32(netip.MustParseAddr("10.244.1.9")), Ipv6: netip.MustParseAddr("fd00::9").As16(),
+				Gen: Generation("trldddddddddd6")},
 			2: {Kind: KindUplink, Gen: Generation("eth0")},
 			7: {Kind: KindUplink, Gen: Generation("trellis.vxlan")},
 		},
-		PodAddrs: map[[4]byte]uint32{{10, 244, 1, 7}: 9},
+		PodAddrs:  map[[4]byte]uint32{{10, 244, 1, 7}: 9, {10, 244, 1, 9}: 6},
+		PodAddrs6: map[[16]byte]uint32{netip.MustParseAddr("fd00::7").As16(): 4, netip.MustParseAddr("fd00::9").As16(): 6},
 		Attach: []Attachment{
 			{Index: 2, Name: "eth0", Program: ProgToPod},
+			{Index: 3, Name: "trleeeeeeeeeee", Program: ProgFromPod},
 			{Index: 4, Name: "trlcccccccccc6", Program: ProgFromPod},
 			{Index: 5, Name: "trlbbbbbbbbbbb", Program: ProgFromPod},
+			{Index: 6, Name: "trldddddddddd6", Program: ProgFromPod},
 			{Index: 7, Name: "trellis.vxlan", Program: ProgToPod},
 			{Index: 9, Name: "trl0123456789a", Program: ProgFromPod},
 		},
@@ -38,7 +47,7 @@ func TestDesired(t *testing.T) {
 		t.Errorf("Desired =\n%+v\nwant\n%+v", got, want)
 	}
 	// No uplinks (routing not synced yet): pods only.
-	if got := Desired(links, nil, false); len(got.Attach) != 3 || len(got.Ifaces) != 1 {
+	if got := Desired(links, nil, false); len(got.Attach) != 5 || len(got.Ifaces) != 3 {
 		t.Errorf("without uplinks: %+v", got)
 	}
 }
@@ -118,12 +127,13 @@ func TestObjectContents(t *testing.T) {
 			t.Errorf("object lacks program %s", p)
 		}
 	}
-	for _, m := range []string{"ifaces", "pod_addrs", "flows", "config", "stats"} {
+	for _, m := range []string{"ifaces", "pod_addrs", "pod_addrs6", "flows", "flows6", "config", "stats"} {
 		if spec.Maps[m] == nil {
 			t.Errorf("object lacks map %s", m)
 		}
 	}
-	if got := spec.Maps["stats"].MaxEntries; got != uint32(numStats) {
-		t.Errorf("stats map has %d entries, the Go side knows %d counters", got, numStats)
+	// One counter per Stat and family (IPv6 at numStats + the Stat).
+	if got := spec.Maps["stats"].MaxEntries; got != 2*uint32(numStats) {
+		t.Errorf("stats map has %d entries, the Go side knows %d counters per family", got, numStats)
 	}
 }

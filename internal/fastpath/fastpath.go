@@ -1,5 +1,5 @@
 // Package fastpath is Trellis's eBPF fast path: established, non-NATed pod
-// TCP flows skip the host's forwarding path. Two tc programs (bpf/fastpath.c,
+// TCP flows, IPv4 and IPv6, skip the host's forwarding path. Two tc programs (bpf/fastpath.c,
 // compiled by `make bpf` with bpf2go into fastpath_bpfel.o, with the Go
 // side of its maps and structs in fastpath_bpfel.go) run on the ingress of every
 // pod's host-side interface and of the node's uplinks (underlay device,
@@ -37,7 +37,8 @@ const (
 	KindUplink uint32 = 2
 )
 
-// Stat indexes the per-CPU counters (bpf/fastpath.c STAT_*).
+// Stat indexes the per-CPU counters (bpf/fastpath.c STAT_*): IPv4 packets
+// are counted at the Stat, IPv6 packets at numStats + the Stat (STAT_V6).
 type Stat uint32
 
 // Counters kept by the programs.
@@ -92,14 +93,16 @@ func be32(a netip.Addr) uint32 {
 
 // Programs are the loaded fast-path programs and maps.
 type Programs struct {
-	objs    fastpathObjects
-	FromPod *ebpf.Program
-	ToPod   *ebpf.Program
-	Ifaces  *ebpf.Map
-	PodAddr *ebpf.Map
-	Flows   *ebpf.Map // the flow cache (bpf/fastpath.c), read by tests
-	Config  *ebpf.Map
-	Stats   *ebpf.Map
+	objs     fastpathObjects
+	FromPod  *ebpf.Program
+	ToPod    *ebpf.Program
+	Ifaces   *ebpf.Map
+	PodAddr  *ebpf.Map // local pods' IPv4 addresses
+	PodAddr6 *ebpf.Map // local pods' IPv6 addresses
+	Flows    *ebpf.Map // the IPv4 flow cache (bpf/fastpath.c), read by tests
+	Flows6   *ebpf.Map // the IPv6 flow cache
+	Config   *ebpf.Map
+	Stats    *ebpf.Map
 }
 
 // Load loads the programs into the kernel (verifier, CO-RE relocation
@@ -119,7 +122,8 @@ func Load() (*Programs, error) {
 		return nil, fmt.Errorf("fast path: load BPF programs: %w", err)
 	}
 	return &Programs{objs: objs, FromPod: objs.TrellisFromPod, ToPod: objs.TrellisToPod, Ifaces: objs.Ifaces,
-		PodAddr: objs.PodAddrs, Flows: objs.Flows, Config: objs.Config, Stats: objs.Stats}, nil
+		PodAddr: objs.PodAddrs, PodAddr6: objs.PodAddrs6, Flows: objs.Flows, Flows6: objs.Flows6, Config: objs.Config,
+		Stats: objs.Stats}, nil
 }
 
 // Close releases the programs and maps held by this process. Programs
@@ -150,23 +154,51 @@ func (p *Programs) SetSettings(s Settings) error {
 	return nil
 }
 
-// ReadStats sums the per-CPU counters.
+// ReadStats sums the per-CPU counters of both families.
 func (p *Programs) ReadStats() (map[Stat]uint64, error) { return ReadStats(p.Stats) }
 
+// ReadStatsIPv6 sums the per-CPU counters of IPv6 packets only.
+func (p *Programs) ReadStatsIPv6() (map[Stat]uint64, error) { return ReadStatsIPv6(p.Stats) }
+
 // ReadStats sums the per-CPU counters of a stats map (also one found by ID
-// after the agent that loaded it exited).
+// after the agent that loaded it exited), both families.
 func ReadStats(m *ebpf.Map) (map[Stat]uint64, error) {
 	out := make(map[Stat]uint64, numStats)
 	for s := Stat(0); s < numStats; s++ {
-		var per []uint64
-		if err := m.Lookup(uint32(s), &per); err != nil {
+		v4, err := readStat(m, uint32(s))
+		if err != nil {
 			return nil, fmt.Errorf("fast path: read counter %s: %w", s, err)
 		}
-		var sum uint64
-		for _, v := range per {
-			sum += v
+		v6, err := readStat(m, uint32(numStats+s))
+		if err != nil {
+			return nil, fmt.Errorf("fast path: read IPv6 counter %s: %w", s, err)
 		}
-		out[s] = sum
+		out[s] = v4 + v6
 	}
 	return out, nil
+}
+
+// ReadStatsIPv6 is ReadStats for IPv6 packets only.
+func ReadStatsIPv6(m *ebpf.Map) (map[Stat]uint64, error) {
+	out := make(map[Stat]uint64, numStats)
+	for s := Stat(0); s < numStats; s++ {
+		v, err := readStat(m, uint32(numStats+s))
+		if err != nil {
+			return nil, fmt.Errorf("fast path: read IPv6 counter %s: %w", s, err)
+		}
+		out[s] = v
+	}
+	return out, nil
+}
+
+func readStat(m *ebpf.Map, index uint32) (uint64, error) {
+	var per []uint64
+	if err := m.Lookup(index, &per); err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, v := range per {
+		sum += v
+	}
+	return sum, nil
 }

@@ -22,6 +22,15 @@ type fastpathFlowKey struct {
 	In    uint32
 }
 
+type fastpathFlowKey6 struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Sport uint16
+	Dport uint16
+	In    uint32
+}
+
 type fastpathFlowVal struct {
 	_      structs.HostLayout
 	Until  uint64
@@ -39,6 +48,15 @@ type fastpathIface struct {
 	Kind uint32
 	Ipv4 uint32
 	Gen  uint32
+	Ipv6 [16]uint8
+}
+
+type fastpathIn6Addr struct {
+	_    structs.HostLayout
+	In6U struct {
+		_       structs.HostLayout
+		U6Addr8 [16]uint8
+	}
 }
 
 type fastpathSettings struct {
@@ -53,8 +71,10 @@ type fastpathSettings struct {
 const (
 	fastpathMapConfig          = "config"
 	fastpathMapFlows           = "flows"
+	fastpathMapFlows6          = "flows6"
 	fastpathMapIfaces          = "ifaces"
 	fastpathMapPodAddrs        = "pod_addrs"
+	fastpathMapPodAddrs6       = "pod_addrs6"
 	fastpathMapStats           = "stats"
 	fastpathProgTrellisFromPod = "trellis_from_pod"
 	fastpathProgTrellisToPod   = "trellis_to_pod"
@@ -110,11 +130,13 @@ type fastpathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fastpathMapSpecs struct {
-	Config   *ebpf.MapSpec `ebpf:"config"`
-	Flows    *ebpf.MapSpec `ebpf:"flows"`
-	Ifaces   *ebpf.MapSpec `ebpf:"ifaces"`
-	PodAddrs *ebpf.MapSpec `ebpf:"pod_addrs"`
-	Stats    *ebpf.MapSpec `ebpf:"stats"`
+	Config    *ebpf.MapSpec `ebpf:"config"`
+	Flows     *ebpf.MapSpec `ebpf:"flows"`
+	Flows6    *ebpf.MapSpec `ebpf:"flows6"`
+	Ifaces    *ebpf.MapSpec `ebpf:"ifaces"`
+	PodAddrs  *ebpf.MapSpec `ebpf:"pod_addrs"`
+	PodAddrs6 *ebpf.MapSpec `ebpf:"pod_addrs6"`
+	Stats     *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // fastpathVariableSpecs contains global variables before they are loaded into the kernel.
@@ -143,19 +165,23 @@ func (o *fastpathObjects) Close() error {
 //
 // It can be passed to loadFastpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fastpathMaps struct {
-	Config   *ebpf.Map `ebpf:"config"`
-	Flows    *ebpf.Map `ebpf:"flows"`
-	Ifaces   *ebpf.Map `ebpf:"ifaces"`
-	PodAddrs *ebpf.Map `ebpf:"pod_addrs"`
-	Stats    *ebpf.Map `ebpf:"stats"`
+	Config    *ebpf.Map `ebpf:"config"`
+	Flows     *ebpf.Map `ebpf:"flows"`
+	Flows6    *ebpf.Map `ebpf:"flows6"`
+	Ifaces    *ebpf.Map `ebpf:"ifaces"`
+	PodAddrs  *ebpf.Map `ebpf:"pod_addrs"`
+	PodAddrs6 *ebpf.Map `ebpf:"pod_addrs6"`
+	Stats     *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *fastpathMaps) Close() error {
 	return _FastpathClose(
 		m.Config,
 		m.Flows,
+		m.Flows6,
 		m.Ifaces,
 		m.PodAddrs,
+		m.PodAddrs6,
 		m.Stats,
 	)
 }

@@ -3,6 +3,7 @@ package fastpath
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -71,10 +72,22 @@ func (k *Kernel) Links() ([]Link, error) {
 		link := Link{Index: a.Index, Name: a.Name, Pod: podlink.IsHostName(a.Name)}
 		if p, ok := byIndex[a.Index]; ok && p.Name == a.Name {
 			link.PodIPv4, _ = p.IPv4()
+			link.PodIPv6 = firstIPv6(p.Addrs)
 		}
 		out = append(out, link)
 	}
 	return out, nil
+}
+
+// firstIPv6 returns the first of addrs a pod may own on the fast path
+// (podIPv6), or the invalid Addr.
+func firstIPv6(addrs []netip.Addr) netip.Addr {
+	for _, a := range addrs {
+		if podIPv6(a) {
+			return a
+		}
+	}
+	return netip.Addr{}
 }
 
 // Attached reports, per interface index, the BPF program ID of the fast

@@ -18,12 +18,13 @@ const tcActRedirect = 7
 
 // runOnce runs prog once on pkt as if received on interface ingress of n
 // (BPF_PROG_TEST_RUN in n's namespace) and checks its return value and that
-// exactly counter want moved, by one (numStats: none).
+// exactly counter want moved, by one (numStats: none), in the family of pkt
+// (its EtherType) and in no other.
 func (n *testNode) runOnce(t *testing.T, prog *ebpf.Program, ingress int, name string, pkt []byte, wantRet int32, want Stat) {
 	t.Helper()
 	var ctx [11]uint32 // struct __sk_buff up to ifindex: ingress_ifindex is field 9
 	ctx[9] = uint32(ingress)
-	before := n.stats(t)
+	before, before6 := n.stats(t), n.stats6(t)
 	var ret uint32
 	err := n.ns.Do(func(ns.NetNS) (err error) {
 		ret, err = prog.Run(&ebpf.RunOptions{Data: pkt, Context: ctx})
@@ -32,17 +33,24 @@ func (n *testNode) runOnce(t *testing.T, prog *ebpf.Program, ingress int, name s
 	if err != nil {
 		t.Fatalf("%s: test run: %v", name, err)
 	}
-	after := n.stats(t)
+	after, after6 := n.stats(t), n.stats6(t)
 	if int32(ret) != wantRet {
 		t.Errorf("%s: program returned %d, want %d", name, int32(ret), wantRet)
 	}
+	v6 := binary.BigEndian.Uint16(pkt[12:]) == unix.ETH_P_IPV6
 	for s := Stat(0); s < numStats; s++ {
-		w := uint64(0)
+		w, w6 := uint64(0), uint64(0)
 		if s == want {
 			w = 1
+			if v6 {
+				w6 = 1
+			}
 		}
 		if got := delta(after, before, s); got != w {
 			t.Errorf("%s: counter %s moved by %d, want %d", name, s, got, w)
+		}
+		if got := delta(after6, before6, s); got != w6 {
+			t.Errorf("%s: IPv6 counter %s moved by %d, want %d", name, s, got, w6)
 		}
 	}
 }

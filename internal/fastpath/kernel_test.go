@@ -81,6 +81,13 @@ func topology(t *testing.T) (a, b *testNode) {
 		if err := cnirunner.Sysctl(n.ns, "net/ipv4/ip_forward", "1"); err != nil {
 			t.Fatal(err)
 		}
+		// IPv6 (topology6): interfaces made from now on are usable at once
+		// (no duplicate address detection), as the plugin makes pods'.
+		for _, netns := range []ns.NetNS{n.ns, n.pod} {
+			if err := cnirunner.Sysctl(netns, "net/ipv6/conf/default/accept_dad", "0"); err != nil {
+				t.Fatal(err)
+			}
+		}
 		nodes = append(nodes, n)
 	}
 	a, b = nodes[0], nodes[1]
@@ -157,13 +164,23 @@ func (n *testNode) stats(t *testing.T) map[Stat]uint64 {
 	return st
 }
 
+// stats6 reads the counters of IPv6 packets only.
+func (n *testNode) stats6(t *testing.T) map[Stat]uint64 {
+	t.Helper()
+	st, err := n.progs.ReadStatsIPv6()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // serve accepts connections in n's pod on port and answers each with the
 // sha256 of everything it received.
 func (n *testNode) serve(t *testing.T, port int) {
 	t.Helper()
 	var l net.Listener
 	err := n.pod.Do(func(ns.NetNS) (err error) {
-		l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
 		return err
 	})
 	if err != nil {
@@ -197,7 +214,7 @@ func (n *testNode) send(t *testing.T, dst string, size int) {
 	}
 	var c net.Conn
 	err := n.pod.Do(func(ns.NetNS) (err error) {
-		c, err = net.DialTimeout("tcp4", dst, 5*time.Second)
+		c, err = net.DialTimeout("tcp", dst, 5*time.Second)
 		return err
 	})
 	if err != nil {

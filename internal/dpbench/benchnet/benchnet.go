@@ -1,5 +1,6 @@
 // Package benchnet builds the data-path benchmarks' network: two node
-// namespaces joined by one veth ("ul0", 10.0.9.1/24 and 10.0.9.2/24), pods
+// namespaces joined by one veth ("ul0", 10.0.9.1/24 and 10.0.9.2/24, and
+// with EnableIPv6 fd00:9::1/64 and fd00:9::2/64), pods
 // wired by the real trellis-cni through libcni, and the agent's masquerade
 // table and eBPF fast path on each node (hack/bench-dataplane,
 // hack/bench-encryption). It is kept apart from internal/dpbench, whose
@@ -13,12 +14,14 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
+	"sigs.k8s.io/knftables"
 
 	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/fastpath"
@@ -36,6 +39,9 @@ type Node struct {
 	NS           ns.NetNS
 	// IP is the node's address on the uplink (/24).
 	IP netip.Addr
+	// IP6 is the node's IPv6 address on the uplink (/64), set by
+	// EnableIPv6.
+	IP6 netip.Addr
 	// Handle is a netlink handle in the node's namespace.
 	Handle *netlink.Handle
 	// FastPath and Programs are set by Masquerade with the fast path on.
@@ -121,40 +127,84 @@ func (p *Pair) Close() {
 	p.clean = nil
 }
 
+// EnableIPv6 gives each node its IPv6 address on the uplink
+// (fd00:9::<i>/64, usable at once: no duplicate address detection) and turns
+// IPv6 forwarding on.
+func (p *Pair) EnableIPv6() error {
+	for i, n := range p.Nodes {
+		n.IP6 = netip.AddrFrom16([16]byte{0xfd, 0, 0, 9, 15: byte(i + 1)})
+		if err := cnirunner.Sysctl(n.NS, "net/ipv6/conf/all/forwarding", "1"); err != nil {
+			return err
+		}
+		if err := Sh("ip", "-n", n.NSName, "-6", "addr", "add", n.IP6.String()+"/64", "dev", Uplink, "nodad"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // AddPod wires a pod in a new namespace <podNSPrefix>-<node>-<kind>-<tag>
 // on node n with trellis-cni (ADD through libcni), its address from subnet,
 // and returns the namespace's name and the pod's IP. Pods of one node and
 // subnet share one IPAM store, so their addresses differ whatever their kind.
 func (p *Pair) AddPod(n *Node, podNSPrefix, kind string, subnet netip.Prefix, mtu int) (podNS, ip string, err error) {
-	podNS = fmt.Sprintf("%s-%s-%s-%s", podNSPrefix, n.Name, kind, p.tag)
-	if _, err := cnirunner.NewNetNS(podNS); err != nil {
+	podNS, ips, err := p.AddPodSubnets(n, podNSPrefix, kind, []netip.Prefix{subnet}, mtu)
+	if err != nil {
 		return "", "", err
 	}
+	return podNS, ips[0].String(), nil
+}
+
+// AddPodSubnets is AddPod with an address from each of subnets (one per
+// family: a dual-stack pod); it returns the pod's addresses in the order
+// of subnets.
+func (p *Pair) AddPodSubnets(n *Node, podNSPrefix, kind string, subnets []netip.Prefix, mtu int) (podNS string, ips []netip.Addr, err error) {
+	podNS = fmt.Sprintf("%s-%s-%s-%s", podNSPrefix, n.Name, kind, p.tag)
+	if _, err := cnirunner.NewNetNS(podNS); err != nil {
+		return "", nil, err
+	}
 	p.Defer(func() { _ = cnirunner.DeleteNetNS(podNS) })
+	var names []string
+	for _, s := range subnets {
+		names = append(names, s.String())
+	}
+	store := strings.ReplaceAll(strings.Join(names, "+"), "/", "_")
 	list, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "trellis", "plugins": []any{map[string]any{
 		"type": "trellis-cni", "mtu": mtu,
-		"ipam":    map[string]any{"subnets": []string{subnet.String()}, "dataDir": filepath.Join(p.Work, n.Name+"-ipam-"+strings.ReplaceAll(subnet.String(), "/", "_"))},
+		"ipam":    map[string]any{"subnets": names, "dataDir": filepath.Join(p.Work, n.Name+"-ipam-"+store)},
 		"logFile": filepath.Join(p.Work, n.Name+"-cni.log"),
 	}}})
 	r, err := cnirunner.New(list, []string{p.Bin}, filepath.Join(p.Work, n.Name+"-cache"), n.NS)
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
 	res, err := r.Add(context.Background(), podNS, "/run/netns/"+podNS, "eth0")
 	if err != nil {
-		return "", "", fmt.Errorf("CNI ADD %s: %w", podNS, err)
+		return "", nil, fmt.Errorf("CNI ADD %s: %w", podNS, err)
 	}
 	p.Defer(func() { _ = r.Del(context.Background(), podNS, "/run/netns/"+podNS, "eth0") })
 	cur, err := current.NewResultFromResult(res)
-	if err != nil || len(cur.IPs) == 0 {
-		return "", "", fmt.Errorf("CNI ADD %s: no IP in result (%v)", podNS, err)
+	if err != nil {
+		return "", nil, fmt.Errorf("CNI ADD %s: %w", podNS, err)
 	}
-	return podNS, cur.IPs[0].Address.IP.String(), nil
+	for _, s := range subnets {
+		for _, c := range cur.IPs {
+			if a, ok := netip.AddrFromSlice(c.Address.IP); ok && s.Contains(a.Unmap()) {
+				ips = append(ips, a.Unmap())
+				break
+			}
+		}
+	}
+	if len(ips) != len(subnets) {
+		return "", nil, fmt.Errorf("CNI ADD %s: result %v lacks an address of one of %v", podNS, cur.IPs, names)
+	}
+	return podNS, ips, nil
 }
 
 // Masquerade installs the agent's masquerade table on both nodes (so
 // conntrack runs there, as on every agent node): local gives each node's
-// own pod CIDRs, cluster the cluster CIDRs, all every node's pod CIDRs.
+// own pod CIDRs, cluster the cluster CIDRs, all every node's pod CIDRs;
+// when they hold IPv6 prefixes, the IPv6 table too.
 // With fastPath it also loads the fast path on each node, with uplinks as
 // its uplink devices, as the agent's fastpath controller does; SyncFastPath
 // attaches it.
@@ -165,7 +215,17 @@ func (p *Pair) Masquerade(local func(*Node) []netip.Prefix, cluster, all []netip
 			if err != nil {
 				return err
 			}
-			return masq.Apply(context.Background(), nft, masq.Compute(local(n), cluster, all, nil))
+			if err := masq.Apply(context.Background(), nft, masq.Compute(local(n), cluster, all, nil)); err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(local(n), func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+				return nil
+			}
+			nft6, err := masq.NewNFTFamily(knftables.IPv6Family)
+			if err != nil {
+				return err
+			}
+			return masq.Apply(context.Background(), nft6, masq.ComputeFamily(knftables.IPv6Family, local(n), cluster, all, nil))
 		})
 		if err != nil {
 			return fmt.Errorf("masquerade table on %s: %w", n.Name, err)

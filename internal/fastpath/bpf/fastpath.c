@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
-// Trellis fast path: established, non-NATed pod TCP flows skip the host's
-// forwarding path (netfilter, routing decisions, one veth backlog hop).
+// Trellis fast path: established, non-NATed pod TCP flows (IPv4 and IPv6)
+// skip the host's forwarding path (netfilter, routing decisions, one veth
+// backlog hop).
 //
 // trellis_from_pod  tc ingress of a pod's host-side interface (trl...):
 //                   packets the pod sends.
@@ -19,11 +20,18 @@
 // FIB (bpf_fib_lookup), so routing is the agent's and the plugin's routes.
 // Anything unusual returns TC_ACT_UNSPEC: the packet continues on the
 // normal path (and to any later tc filter).
+//
+// Both families take the same steps (the IPv6 functions end in 6): IPv6
+// segments with extension headers (fragments included) take the full path,
+// and the hop limit is checked and decremented as IPv4's TTL (no header
+// checksum). ICMPv6 (neighbour discovery, Packet Too Big) is never touched.
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in6.h>
 #include <linux/in.h>
 #include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
@@ -33,6 +41,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define AF_INET 2
+#define AF_INET6 10
 #define BPF_F_CURRENT_NETNS (-1)
 
 // Conntrack, as far as this program reads it (CO-RE: offsets come from the
@@ -80,12 +89,14 @@ extern int bpf_ct_change_timeout(struct nf_conn *ct, __u32 timeout) __ksym;
 
 struct iface {
 	__u32 kind;
-	__be32 ipv4; // the pod's address (IFACE_POD)
+	__be32 ipv4; // the pod's IPv4 address (IFACE_POD); 0: none
 	// The interface's incarnation (the agent derives it from the interface
 	// name, which names the pod's container): interface indexes are reused,
 	// and a flow-cache entry holds only while the interfaces it was decided
 	// for are still the ones of the same incarnation.
 	__u32 gen;
+	// The pod's IPv6 address (IFACE_POD), network order; all zero: none.
+	__u8 ipv6[16] __attribute__((aligned(4)));
 };
 
 struct {
@@ -105,6 +116,14 @@ struct {
 	__type(value, __u32);
 } pod_addrs SEC(".maps");
 
+// The same for local pods' IPv6 addresses.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct in6_addr);
+	__type(value, __u32);
+} pod_addrs6 SEC(".maps");
+
 struct settings { // the one value of the config map
 	// Conntrack timeout refreshed on every fast-pathed packet, in ms
 	// (nf_conntrack_tcp_timeout_established); 0 disables the fast path.
@@ -122,7 +141,8 @@ struct {
 	__type(value, struct settings);
 } config SEC(".maps");
 
-// Counters (per CPU), indexed as internal/fastpath's Stat constants.
+// Counters (per CPU), indexed as internal/fastpath's Stat constants: IPv4
+// packets at the index, IPv6 packets at STAT_V6 + the index.
 enum {
 	STAT_FROM_POD_REDIRECT = 0, // pod -> uplink
 	STAT_FROM_POD_LOCAL,        // pod -> pod on the same node
@@ -135,10 +155,11 @@ enum {
 	STAT_PASS_MARK,             // conntrack mark exempted by the operator
 	STAT_MAX,
 };
+#define STAT_V6 STAT_MAX
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, STAT_MAX);
+	__uint(max_entries, 2 * STAT_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
 } stats SEC(".maps");
@@ -192,23 +213,18 @@ static __always_inline int parse_pulled(struct __sk_buff *skb, struct pkt *p)
 	return parse(skb, p);
 }
 
-// conntrack_ok returns -1 when the connection may take the fast path, else
-// the counter saying why not. It refreshes the entry's timeout as the slow
-// path would.
-static __always_inline int conntrack_ok(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __be16 sport,
-					__be16 dport)
+// ct_check returns -1 when the connection of tuple t (tuple_sz: the size of
+// its ipv4 or ipv6 member, which tells conntrack the family) may take the
+// fast path, else the counter saying why not. It refreshes the entry's
+// timeout as the slow path would.
+static __always_inline int ct_check(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tuple_sz)
 {
-	struct bpf_sock_tuple t = {};
-	t.ipv4.saddr = saddr;
-	t.ipv4.daddr = daddr;
-	t.ipv4.sport = sport;
-	t.ipv4.dport = dport;
 	struct bpf_ct_opts___trellis opts = {.netns_id = BPF_F_CURRENT_NETNS, .l4proto = IPPROTO_TCP};
 	__u32 zero = 0;
 	struct settings *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg || !cfg->ct_timeout_ms)
 		return STAT_PASS_NO_CONNTRACK;
-	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &opts, sizeof(opts));
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, t, tuple_sz, &opts, sizeof(opts));
 	if (!ct)
 		return STAT_PASS_NO_CONNTRACK;
 	int why = -1;
@@ -225,6 +241,17 @@ static __always_inline int conntrack_ok(struct __sk_buff *skb, __be32 saddr, __b
 		bpf_ct_change_timeout(ct, cfg->ct_timeout_ms);
 	bpf_ct_release(ct);
 	return why;
+}
+
+static __always_inline int conntrack_ok(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __be16 sport,
+					__be16 dport)
+{
+	struct bpf_sock_tuple t = {};
+	t.ipv4.saddr = saddr;
+	t.ipv4.daddr = daddr;
+	t.ipv4.sport = sport;
+	t.ipv4.dport = dport;
+	return ct_check(skb, &t, sizeof(t.ipv4));
 }
 
 static __always_inline int lookup(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib)
@@ -293,9 +320,11 @@ static __always_inline void forget(struct pkt *p, __u32 in)
 	bpf_map_delete_elem(&flows, &k);
 }
 
-static __always_inline int do_redirect(__u32 out, __u32 stat)
+// do_redirect counts the redirect (stat, at offset off: 0 or STAT_V6) and
+// redirects to out.
+static __always_inline int do_redirect(__u32 out, __u32 stat, __u32 off)
 {
-	count(stat);
+	count(off + stat);
 	if (stat == STAT_FROM_POD_REDIRECT)
 		return bpf_redirect(out, 0);
 	return bpf_redirect_peer(out, 0);
@@ -326,7 +355,7 @@ static __always_inline int cached(struct pkt *p, __u32 in, __u32 in_gen)
 	if (!dst || dst->gen != v->out_gen)
 		return -1;
 	rewrite(p, v->smac, v->dmac);
-	return do_redirect(out, v->stat);
+	return do_redirect(out, v->stat, 0);
 }
 
 static __always_inline int remember_and_redirect(struct pkt *p, __u32 in, __u32 in_gen, __u32 out,
@@ -342,7 +371,7 @@ static __always_inline int remember_and_redirect(struct pkt *p, __u32 in, __u32 
 	__builtin_memcpy(v.smac, fib->smac, ETH_ALEN);
 	__builtin_memcpy(v.dmac, fib->dmac, ETH_ALEN);
 	bpf_map_update_elem(&flows, &k, &v, BPF_ANY);
-	return do_redirect(out, stat);
+	return do_redirect(out, stat, 0);
 }
 
 // prepare checks conntrack and, when the packet may take the fast path,
@@ -360,8 +389,7 @@ static __always_inline int prepare(struct __sk_buff *skb, struct pkt *p, struct 
 	return 0;
 }
 
-SEC("tc")
-int trellis_from_pod(struct __sk_buff *skb)
+static __always_inline int from_pod4(struct __sk_buff *skb)
 {
 	struct pkt p;
 	__u32 in = skb->ingress_ifindex;
@@ -371,7 +399,7 @@ int trellis_from_pod(struct __sk_buff *skb)
 	if (r)
 		return TC_ACT_UNSPEC;
 	struct iface *src = bpf_map_lookup_elem(&ifaces, &in);
-	if (!src || src->kind != IFACE_POD || src->ipv4 != p.ip->saddr)
+	if (!src || src->kind != IFACE_POD || !src->ipv4 || src->ipv4 != p.ip->saddr)
 		return count(STAT_PASS_SOURCE);
 	if (p.ip->ttl <= 1)
 		return count(STAT_PASS_ROUTE);
@@ -393,8 +421,7 @@ int trellis_from_pod(struct __sk_buff *skb)
 	return remember_and_redirect(&p, in, in_gen, out, out_gen, stat, &fib);
 }
 
-SEC("tc")
-int trellis_to_pod(struct __sk_buff *skb)
+static __always_inline int to_pod4(struct __sk_buff *skb)
 {
 	struct pkt p;
 	__u32 in = skb->ingress_ifindex;
@@ -423,4 +450,252 @@ int trellis_to_pod(struct __sk_buff *skb)
 	if (prepare(skb, &p, &fib))
 		return TC_ACT_UNSPEC;
 	return remember_and_redirect(&p, in, 0, out, out_gen, STAT_TO_POD_REDIRECT, &fib);
+}
+
+// IPv6: the same steps as above.
+
+struct pkt6 {
+	struct ethhdr *eth;
+	struct ipv6hdr *ip;
+	struct tcphdr *tcp;
+};
+
+#define HDR6_LEN (sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct tcphdr))
+
+// parse6 finds an IPv6 TCP segment right after the fixed header (no
+// extension header, hence no fragment) whose flags carry no SYN, FIN or RST.
+static __always_inline int parse6(struct __sk_buff *skb, struct pkt6 *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (data + HDR6_LEN > end)
+		return -1;
+	p->eth = data;
+	p->ip = data + sizeof(struct ethhdr);
+	p->tcp = data + sizeof(struct ethhdr) + sizeof(struct ipv6hdr);
+	if (p->eth->h_proto != bpf_htons(ETH_P_IPV6) || p->ip->version != 6 || p->ip->nexthdr != IPPROTO_TCP)
+		return -1;
+	if (p->tcp->syn || p->tcp->fin || p->tcp->rst)
+		return 1;
+	return 0;
+}
+
+static __always_inline int parse6_pulled(struct __sk_buff *skb, struct pkt6 *p)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IPV6))
+		return -1;
+	int r = parse6(skb, p);
+	if (r >= 0)
+		return r;
+	if ((void *)(long)skb->data + HDR6_LEN <= (void *)(long)skb->data_end)
+		return -1; // headers were there: not a candidate
+	if (bpf_skb_pull_data(skb, HDR6_LEN))
+		return -1;
+	return parse6(skb, p);
+}
+
+// addr6_is reports whether the 16 bytes at a (4-byte aligned) hold b.
+static __always_inline int addr6_is(const __u8 *a, const struct in6_addr *b)
+{
+	const __u32 *w = (const __u32 *)a;
+	return w[0] == b->in6_u.u6_addr32[0] && w[1] == b->in6_u.u6_addr32[1] && w[2] == b->in6_u.u6_addr32[2] &&
+	       w[3] == b->in6_u.u6_addr32[3];
+}
+
+static __always_inline int addr6_zero(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+	return !(w[0] | w[1] | w[2] | w[3]);
+}
+
+static __always_inline int conntrack_ok6(struct __sk_buff *skb, struct pkt6 *p)
+{
+	struct bpf_sock_tuple t = {};
+	__builtin_memcpy(t.ipv6.saddr, &p->ip->saddr, sizeof(t.ipv6.saddr));
+	__builtin_memcpy(t.ipv6.daddr, &p->ip->daddr, sizeof(t.ipv6.daddr));
+	t.ipv6.sport = p->tcp->source;
+	t.ipv6.dport = p->tcp->dest;
+	return ct_check(skb, &t, sizeof(t.ipv6));
+}
+
+static __always_inline int lookup6(struct __sk_buff *skb, struct pkt6 *p, struct bpf_fib_lookup *fib)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = AF_INET6;
+	fib->l4_protocol = IPPROTO_TCP;
+	fib->sport = p->tcp->source;
+	fib->dport = p->tcp->dest;
+	// Traffic class and flow label, as the kernel's own lookup uses them.
+	fib->flowinfo = *(__be32 *)p->ip & bpf_htonl(0x0FFFFFFF);
+	__builtin_memcpy(fib->ipv6_src, &p->ip->saddr, sizeof(fib->ipv6_src));
+	__builtin_memcpy(fib->ipv6_dst, &p->ip->daddr, sizeof(fib->ipv6_dst));
+	fib->ifindex = skb->ingress_ifindex;
+	// tot_len 0: the kernel checks the egress MTU against the skb (GSO
+	// aware); a segment too big takes the full path, which sends the
+	// ICMPv6 Packet Too Big.
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
+// The IPv6 flow cache: as flows, keyed by the IPv6 addresses.
+struct flow_key6 {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u32 in;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key6);
+	__type(value, struct flow_val);
+} flows6 SEC(".maps");
+
+static __always_inline void flow_key6(struct flow_key6 *k, struct pkt6 *p, __u32 in)
+{
+	__builtin_memcpy(k->saddr, &p->ip->saddr, sizeof(k->saddr));
+	__builtin_memcpy(k->daddr, &p->ip->daddr, sizeof(k->daddr));
+	k->sport = p->tcp->source;
+	k->dport = p->tcp->dest;
+	k->in = in;
+}
+
+static __always_inline void forget6(struct pkt6 *p, __u32 in)
+{
+	struct flow_key6 k = {};
+	flow_key6(&k, p, in);
+	bpf_map_delete_elem(&flows6, &k);
+}
+
+static __always_inline void rewrite6(struct pkt6 *p, const __u8 *smac, const __u8 *dmac)
+{
+	__builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
+	p->ip->hop_limit--;
+}
+
+static __always_inline int cached6(struct pkt6 *p, __u32 in, __u32 in_gen)
+{
+	struct flow_key6 k = {};
+	flow_key6(&k, p, in);
+	struct flow_val *v = bpf_map_lookup_elem(&flows6, &k);
+	if (!v || bpf_ktime_get_coarse_ns() > v->until || v->in_gen != in_gen)
+		return -1;
+	__u32 out = v->out;
+	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
+	if (!dst || dst->gen != v->out_gen)
+		return -1;
+	rewrite6(p, v->smac, v->dmac);
+	return do_redirect(out, v->stat, STAT_V6);
+}
+
+static __always_inline int remember_and_redirect6(struct pkt6 *p, __u32 in, __u32 in_gen, __u32 out,
+						  __u32 out_gen, __u32 stat, struct bpf_fib_lookup *fib)
+{
+	struct flow_key6 k = {};
+	flow_key6(&k, p, in);
+	struct flow_val v = {.until = bpf_ktime_get_coarse_ns() + FLOW_TTL_NS,
+			     .out = out,
+			     .stat = stat,
+			     .in_gen = in_gen,
+			     .out_gen = out_gen};
+	__builtin_memcpy(v.smac, fib->smac, ETH_ALEN);
+	__builtin_memcpy(v.dmac, fib->dmac, ETH_ALEN);
+	bpf_map_update_elem(&flows6, &k, &v, BPF_ANY);
+	return do_redirect(out, stat, STAT_V6);
+}
+
+static __always_inline int prepare6(struct __sk_buff *skb, struct pkt6 *p, struct bpf_fib_lookup *fib)
+{
+	int why = conntrack_ok6(skb, p);
+	if (why >= 0)
+		return count(STAT_V6 + why) | 1;
+	// Re-derive the packet pointers for the verifier after the kfunc calls.
+	if (parse6(skb, p))
+		return 1;
+	rewrite6(p, fib->smac, fib->dmac);
+	return 0;
+}
+
+static __always_inline int from_pod6(struct __sk_buff *skb)
+{
+	struct pkt6 p;
+	__u32 in = skb->ingress_ifindex;
+	int r = parse6_pulled(skb, &p);
+	if (r == 1)
+		forget6(&p, in);
+	if (r)
+		return TC_ACT_UNSPEC;
+	// A pod's link-local source (fe80::) is never its pod address: such
+	// segments take the full path.
+	struct iface *src = bpf_map_lookup_elem(&ifaces, &in);
+	if (!src || src->kind != IFACE_POD || addr6_zero(src->ipv6) || !addr6_is(src->ipv6, &p.ip->saddr))
+		return count(STAT_V6 + STAT_PASS_SOURCE);
+	if (p.ip->hop_limit <= 1)
+		return count(STAT_V6 + STAT_PASS_ROUTE);
+	__u32 in_gen = src->gen;
+	r = cached6(&p, in, in_gen);
+	if (r >= 0)
+		return r;
+	struct bpf_fib_lookup fib;
+	if (lookup6(skb, &p, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
+		return count(STAT_V6 + STAT_PASS_ROUTE);
+	__u32 out = fib.ifindex;
+	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
+	if (!dst || out == in)
+		return count(STAT_V6 + STAT_PASS_ROUTE);
+	__u32 stat = dst->kind == IFACE_POD ? STAT_FROM_POD_LOCAL : STAT_FROM_POD_REDIRECT;
+	__u32 out_gen = dst->gen;
+	if (prepare6(skb, &p, &fib))
+		return TC_ACT_UNSPEC;
+	return remember_and_redirect6(&p, in, in_gen, out, out_gen, stat, &fib);
+}
+
+static __always_inline int to_pod6(struct __sk_buff *skb)
+{
+	struct pkt6 p;
+	__u32 in = skb->ingress_ifindex;
+	int r = parse6_pulled(skb, &p);
+	if (r == 1)
+		forget6(&p, in);
+	if (r)
+		return TC_ACT_UNSPEC;
+	struct in6_addr daddr;
+	__builtin_memcpy(&daddr, &p.ip->daddr, sizeof(daddr));
+	__u32 *pod = bpf_map_lookup_elem(&pod_addrs6, &daddr);
+	if (!pod)
+		return TC_ACT_UNSPEC; // not for a local pod
+	if (p.ip->hop_limit <= 1)
+		return TC_ACT_UNSPEC;
+	r = cached6(&p, in, 0);
+	if (r >= 0)
+		return r;
+	struct bpf_fib_lookup fib;
+	if (lookup6(skb, &p, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
+		return count(STAT_V6 + STAT_PASS_ROUTE);
+	__u32 out = fib.ifindex;
+	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
+	if (out != *pod || !dst || dst->kind != IFACE_POD || !addr6_is(dst->ipv6, &p.ip->daddr))
+		return count(STAT_V6 + STAT_PASS_ROUTE);
+	__u32 out_gen = dst->gen;
+	if (prepare6(skb, &p, &fib))
+		return TC_ACT_UNSPEC;
+	return remember_and_redirect6(&p, in, 0, out, out_gen, STAT_TO_POD_REDIRECT, &fib);
+}
+
+SEC("tc")
+int trellis_from_pod(struct __sk_buff *skb)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return from_pod6(skb);
+	return from_pod4(skb);
+}
+
+SEC("tc")
+int trellis_to_pod(struct __sk_buff *skb)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return to_pod6(skb);
+	return to_pod4(skb);
 }
