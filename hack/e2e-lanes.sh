@@ -7,11 +7,15 @@
 #   lane B  the API-server-outage suite (mostly waiting out a 5-minute outage),
 #           the trellisctl suite, the encryption suite (its own lab, brought
 #           up with --encryption wireguard) and the BGP suite (its own lab,
-#           brought up with --routing-mode bgp: BIRD as the nodes' ToR)
+#           brought up with --routing-mode bgp: BIRD as the nodes' ToR), then
+#           the suites of a cluster with IPv6 (hack/e2e-dualstack.sh): a
+#           dual-stack lab in routing modes auto, native and vxlan, and an
+#           IPv6-only lab in mode auto
 #
 # Lane A writes to stdout as it runs; lane B to a log printed when it ends.
 # The exit status is non-zero when either lane fails. Environment: GO,
-# E2E_TIMEOUT, E2E_LAB_NAME and the TRELLIS_LAB_* settings of the harness.
+# E2E_TIMEOUT, E2E_LAB_NAME, E2E_DUALSTACK (0: leave the IPv6 labs out) and
+# the TRELLIS_LAB_* settings of the harness.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
@@ -20,7 +24,15 @@ E2E_TIMEOUT=${E2E_TIMEOUT:-30m}
 laneB=(./test/e2e/resilience/ ./test/e2e/ctl/ ./test/e2e/encryption/ ./test/e2e/bgp/)
 if [ "${1:-}" = "--lane-b" ]; then
   echo "== lane B: ${laneB[*]}"
-  TRELLIS_LAB_NAME=e2eb exec $GO test -count=1 -p 1 -tags e2e -timeout "$E2E_TIMEOUT" -run '^TestE2E' -v "${laneB[@]}"
+  rc=0
+  TRELLIS_LAB_NAME=e2eb $GO test -count=1 -p 1 -tags e2e -timeout "$E2E_TIMEOUT" -run '^TestE2E' -v "${laneB[@]}" || rc=1
+  if [ "${E2E_DUALSTACK:-1}" != 0 ]; then
+    s=$SECONDS
+    GO=$GO DS_LAB_NAME=e2edual hack/e2e-dualstack.sh dual auto native vxlan || rc=1
+    GO=$GO DS_LAB_NAME=e2eipv6 hack/e2e-dualstack.sh ipv6 auto || rc=1
+    echo "== lane B: the IPv6 labs took $((SECONDS - s)) s"
+  fi
+  exit $rc
 fi
 
 mapfile -t laneA < <($GO list -tags e2e ./test/e2e/... | sed 's#^github.com/trellisnet/trellis/#./#' |
