@@ -1,6 +1,7 @@
 # trellis-lab: a real Kubernetes cluster on this machine. See docs/lab.md.
 #
 #   make lab-binaries        pinned Kubernetes/etcd/CoreDNS/CNI binaries into $(TRELLIS_CACHE) (cold ~20 min, warm instant)
+#   make lab-build           the lab CLI, the pause binary, the bench and agnhost test images
 #   make demo-lab            3 nodes over 2 subnets, agnhost pods, connectivity matrix; leaves the lab running
 #   make demo-down           remove the lab
 #   make test-e2e-lanes      make test's tier 2: test-e2e and test-e2e-other-modes in two lanes on two labs at once
@@ -34,9 +35,19 @@ lab-binaries:
 
 # The lab CLI, the pause image binary (static, for the pod sandbox image) and
 # the benchmark image every node imports (mk/bench.mk).
-lab-build: build bench-image
+lab-build: build bench-image agnhost-image
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/trellis-pause ./images/pause
+
+# The test image every node imports (registry.k8s.io/e2e-test-images/agnhost's
+# name): the pinned agnhost build with the tools the upstream e2e specs run in
+# it through a shell (curl, nc, sh, sleep, grep: Debian's curl and
+# netcat-openbsd with their libraries, busybox-static), built like the bench
+# image (hack/build-image -image agnhost) into bin/agnhost-image/agnhost.tar.
+.PHONY: agnhost-image
+agnhost-image: deps lab-binaries
+	$(GO) run ./hack/build-image -image agnhost -agnhost "$$(hack/build-pinned.sh --print-dir agnhost)/agnhost" \
+	  -out $(BIN)/agnhost-image >/dev/null
 
 # Tier 2. The harness brings a lab up unless TRELLIS_LAB_REUSE=1 names a running one,
 # and takes it down at the end.
