@@ -20,9 +20,9 @@
 // lab's raw-packet probe (probe.ProbeSCTP: a crafted INIT sent from the source
 // pod, verdict = seen on the destination pod's interface), in the truth
 // table cases that opt in (no policies, default deny ingress, SCTP not
-// admitted by a TCP rule, an SCTP rule admits SCTP and not TCP), over IPv4
-// only (the raw probe builds IPv4 packets); the full SCTP semantics are
-// also covered at tier 0 (property test) and tier 1.
+// admitted by a TCP rule, an SCTP rule admits SCTP and not TCP), over every
+// family of the lab; the full SCTP semantics are also covered at tier 0
+// (property test) and tier 1.
 package policy
 
 import (

@@ -136,8 +136,7 @@ func (m *model) addrOf(fam, short string) string {
 }
 
 // tables are the truth tables expect probes: every probe of m.probes over
-// every family of the lab (family "" in a single-family lab). SCTP is
-// probed over IPv4 only: the lab's raw-packet SCTP probe builds IPv4.
+// every family of the lab (family "" in a single-family lab).
 func (m *model) tables() []probeSpec {
 	if len(m.fams) == 1 {
 		return m.probes
@@ -145,9 +144,6 @@ func (m *model) tables() []probeSpec {
 	var out []probeSpec
 	for _, f := range m.fams {
 		for _, pr := range m.probes {
-			if pr.proto == corev1.ProtocolSCTP && f.IPv6 {
-				continue
-			}
 			out = append(out, probeSpec{pr.port, pr.proto, f.Name()})
 		}
 	}
