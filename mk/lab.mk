@@ -7,8 +7,8 @@
 #   make test-e2e-lanes      make test's tier 2: test-e2e and test-e2e-other-modes in two lanes on two labs at once
 #   make test-e2e-encryption the WireGuard encryption suite alone, on its own lab (--encryption wireguard)
 #   make test-e2e-bgp        the BGP suite alone, on its own lab (--routing-mode bgp: BIRD as the ToR)
-#   make test-e2e-dualstack  the dual-stack suites (test/e2e/dualstack, and test/e2e/policy over both families)
-#                            in dual-stack labs, one per routing mode (part of make test's lane B)
+#   make test-e2e-dualstack  the suites of a cluster with IPv6 (test/e2e/dualstack, test/e2e/policy over both
+#                            families) in a dual-stack (DUALSTACK_FAMILY=ipv6: IPv6-only) lab (in make test's lane B)
 #   make test-e2e            tier 2: lab-based end-to-end tests, Trellis installed as the shipped DaemonSet
 #                            from `make image` (brings a lab up and down per suite)
 #   make conformance-netpol  upstream Kubernetes NetworkPolicy e2e specs against a lab
@@ -67,17 +67,17 @@ test-e2e-encryption: deps lab-build lab-binaries image
 test-e2e-bgp: deps lab-build lab-binaries image
 	TRELLIS_LAB_NAME=bgp $(E2E_ENV) $(GO) test -count=1 -tags e2e -timeout 15m -run '^TestE2E' -v ./test/e2e/bgp/
 
-# The suites of a cluster with IPv6 (hack/e2e-dualstack.sh): a lab per routing
-# mode in DUALSTACK_MODES brought up with --ip-family DUALSTACK_FAMILY (dual or
-# ipv6); in the first mode the whole dual-stack suite (test/e2e/dualstack: the
-# lab, pod addresses, truth tables, node and pod, Services, masquerade, full-size
-# UDP, each per family) and the NetworkPolicy truth tables and random test over
-# every family (test/e2e/policy), in the others the routing-dependent tests.
+# The suites of a cluster with IPv6 (hack/e2e-dualstack.sh) on one lab brought
+# up with --ip-family DUALSTACK_FAMILY (dual or ipv6): the dual-stack suite
+# (test/e2e/dualstack: the lab, pod addresses, truth tables, node and pod,
+# Services, masquerade, full-size UDP, each per family; the routed tests again
+# in the other two routing modes) and the NetworkPolicy truth tables and random
+# test over every family (test/e2e/policy). Part of make test's lane B, for
+# dual and ipv6.
 DUALSTACK_FAMILY ?= dual
-DUALSTACK_MODES ?= auto native vxlan
 .PHONY: test-e2e-dualstack
 test-e2e-dualstack: deps lab-build lab-binaries image
-	GO=$(GO) DS_LAB_NAME=$(DUALSTACK_FAMILY) $(E2E_ENV) hack/e2e-dualstack.sh $(DUALSTACK_FAMILY) $(DUALSTACK_MODES)
+	GO=$(GO) DS_LAB_NAME=$(DUALSTACK_FAMILY) $(E2E_ENV) hack/e2e-dualstack.sh $(DUALSTACK_FAMILY)
 
 # Part of `make test`: every lab e2e suite (test-e2e) plus the agent suite in
 # routing modes native and vxlan (test-e2e-other-modes), in two lanes on two

@@ -2,7 +2,9 @@
 
 // Package dualstack is the lab e2e suite of a cluster with IPv6: brought up
 // with `trellis-lab up --ip-family dual` (or ipv6, TRELLIS_LAB_IP_FAMILY),
-// in the routing mode of TRELLIS_LAB_ROUTING (native, vxlan or auto). It
+// in the routing mode of TRELLIS_LAB_ROUTING (native, vxlan or auto; the
+// routed tests run again in the two other modes, the agents reconfigured
+// live: TestE2EDualStackRoutingModes). It
 // checks the lab (every Node has an InternalIP and a pod CIDR per family, a
 // dual-stack Service gets a ClusterIP per family, the underlay carries IPv6
 // and routes nothing out of the lab) and Trellis over every family of the
@@ -55,7 +57,17 @@ func requireAgent(t *testing.T) topology.Topology {
 	return tp
 }
 
-func mode() string { return lab.State.Topology.Options.RoutingMode }
+// agentMode is the agents' routing mode while TestE2EDualStackRoutingModes
+// runs the routed tests in a mode other than the lab's; "" the lab's.
+var agentMode string
+
+// mode is the routing mode the agents run in.
+func mode() string {
+	if agentMode != "" {
+		return agentMode
+	}
+	return lab.State.Topology.Options.RoutingMode
+}
 
 // reachable says whether pods on nodes a and b are expected to connect in
 // the lab's routing mode, in every family (the families share the underlay
