@@ -35,6 +35,9 @@ type Compiler struct {
 	addrs     map[uint32]*podState   // pod-addrs: every selectable pod address, and a pod holding it
 	addrMore  map[uint32][]*podState // the other pods holding an address (stale objects, rare)
 	addrOrder []uint32               // addrs' keys, sorted
+	// prevNames is the group each local pod's interface was in, per
+	// direction ("ing"/"eg-" prefix + interface), at the last compilation.
+	prevNames map[string]string
 	logGroup  uint16
 	ready     bool
 	version   uint64 // last rule version handed out
@@ -97,6 +100,7 @@ type ruleState struct {
 // cachedGroup is a group's compiled content and the rule versions it was
 // computed from.
 type cachedGroup struct {
+	key      string // what the group is (groupName of its dependencies); its kernel name may be another
 	al       allowList
 	deps     []ruleDep
 	all      *Set
@@ -126,11 +130,54 @@ type podChange struct{ old, new *podState }
 // Compile computes the complete desired content of the policy table for
 // snap.NodeName, as the package's Compile does.
 func (c *Compiler) Compile(snap *Snapshot) *Desired {
+	if snap.partial {
+		// Only the controller builds partial snapshots, through compilePartial.
+		full := *snap
+		full.partial, full.removed = false, nil
+		snap = &full
+	}
 	changes, ok := c.update(snap)
 	if !ok {
 		*c = Compiler{}
 		changes, _ = c.update(snap)
 	}
+	return c.compile(snap, changes)
+}
+
+// compilePartial compiles a partial snapshot (Snapshot.partial): only the
+// pods it names are compared with what the last compilation saw. It
+// reports false, compiling nothing, when a partial snapshot is not enough:
+// nothing was compiled before, or what every pod's matching depends on
+// changed (namespace labels, the deny log group); the caller then
+// compiles a complete snapshot.
+func (c *Compiler) compilePartial(snap *Snapshot) (*Desired, bool) {
+	if !c.ready || snap.DenyLogGroup != c.logGroup || !sameNamespaceLabels(snap.Namespaces, c.nsLabels) {
+		return nil, false
+	}
+	changes, ok := c.update(snap)
+	if !ok {
+		*c = Compiler{}
+		return nil, false
+	}
+	return c.compile(snap, changes), true
+}
+
+// sameNamespaceLabels reports whether nss carry exactly the labels of have.
+func sameNamespaceLabels(nss []Namespace, have map[string]labels.Set) bool {
+	if len(nss) != len(have) {
+		return false
+	}
+	for _, ns := range nss {
+		l, ok := have[ns.Name]
+		if !ok || !maps.Equal(l, labels.Set(ns.Labels)) {
+			return false
+		}
+	}
+	return true
+}
+
+// compile computes the table from the updated state and the pods that changed.
+func (c *Compiler) compile(snap *Snapshot, changes []podChange) *Desired {
 	c.gen++
 	ix := &index{snap: snap, nsLabels: c.nsLabels, selectors: c.selectors, comp: c,
 		peerCache: map[peerKey][]ipRange{}, namedCache: map[namedKey][]portBox{}}
@@ -142,6 +189,14 @@ func (c *Compiler) Compile(snap *Snapshot) *Desired {
 		g.used = false
 	}
 	seenGroups := map[string]bool{}
+	type membership struct {
+		p    *Pod
+		dir  direction
+		pols []*networkingv1.NetworkPolicy
+		key  string
+	}
+	var members []membership
+	byKey := map[string][]string{}
 	for _, p := range localPods(snap) {
 		ip, _ := firstIPv4(p)
 		d.Sets[SetPodIfaces].Elements = append(d.Sets[SetPodIfaces].Elements,
@@ -151,14 +206,24 @@ func (c *Compiler) Compile(snap *Snapshot) *Desired {
 			if len(pols) == 0 {
 				continue
 			}
-			name := c.group(d, ix, p, dir, pols, seenGroups)
-			m := MapIngressPods
-			if dir == egress {
-				m = MapEgressPods
-			}
-			d.Maps[m].Elements = append(d.Maps[m].Elements, MapElement{Key: []string{quote(p.Interface)}, Value: "goto " + name})
+			key := groupName(dir, policyKeys(pols), namedPortsOf(p, dir, pols), ix.snap.DenyLogGroup)
+			members = append(members, membership{p: p, dir: dir, pols: pols, key: key})
+			byKey[key] = append(byKey[key], p.Interface)
 		}
 	}
+	names := c.nameGroups(byKey)
+	prevNames := make(map[string]string, len(members))
+	for _, mb := range members {
+		p, dir := mb.p, mb.dir
+		name := c.group(d, ix, p, dir, mb.pols, mb.key, names[mb.key], seenGroups)
+		prevNames[mb.key[:3]+p.Interface] = name
+		m := MapIngressPods
+		if dir == egress {
+			m = MapEgressPods
+		}
+		d.Maps[m].Elements = append(d.Maps[m].Elements, MapElement{Key: []string{quote(p.Interface)}, Value: "goto " + name})
+	}
+	c.prevNames = prevNames
 	maps.DeleteFunc(c.groups, func(_ string, g *cachedGroup) bool { return !g.used })
 	maps.DeleteFunc(c.rules, func(_ peerKey, r *ruleState) bool { return !r.used })
 	for _, r := range c.rules {
@@ -208,11 +273,23 @@ func (c *Compiler) update(snap *Snapshot) ([]podChange, bool) {
 		}
 		if old != nil && ((p.src != nil && old.src == p.src && old.iface() == p.Interface) || samePod(old.view(), p)) {
 			old.seen = c.seq
+			if p.src != nil {
+				old.src = p.src // the object last seen (podView.prev)
+			}
 			continue
 		}
 		st := newPodState(p, c.seq)
 		c.pods[k] = st
 		changes = append(changes, podChange{old: old, new: st})
+	}
+	if snap.partial {
+		for _, k := range snap.removed {
+			if st := c.pods[k]; st != nil && st.seen != c.seq {
+				delete(c.pods, k)
+				changes = append(changes, podChange{old: st})
+			}
+		}
+		return changes, true
 	}
 	if len(c.pods) == len(snap.Pods) {
 		return changes, true // every pod known was seen: none went
@@ -437,22 +514,24 @@ func (c *Compiler) removeAddr(st *podState) bool {
 // group adds the group of local pod p in dir to d (computing its allow
 // list only when it is new or one of its rules changed) and returns its
 // name.
-func (c *Compiler) group(d *Desired, ix *index, p *Pod, dir direction, pols []*networkingv1.NetworkPolicy, seen map[string]bool) string {
+func (c *Compiler) group(d *Desired, ix *index, p *Pod, dir direction, pols []*networkingv1.NetworkPolicy, key, name string, seen map[string]bool) string {
 	keys := policyKeys(pols)
-	name := groupName(dir, keys, namedPortsOf(p, dir, pols), ix.snap.DenyLogGroup)
 	if seen[name] {
 		return name
 	}
 	seen[name] = true
 	deps := ruleDeps(ix, dir, pols)
 	g := c.groups[name]
+	if g != nil && g.key != key {
+		g = nil // the name now holds another group's content: computed afresh, written as a difference
+	}
 	if g != nil && !slices.Equal(g.deps, deps) {
 		if xs, ok := c.changedSince(g.deps, deps); ok {
 			al, delAll, addAll, delBox, addBox := ix.updatedAt(g.al, p, dir, pols, xs)
 			ng := newCachedGroup(name, dir, al, keys, ix.snap.DenyLogGroup)
 			ng.all.delta = netDelta(g.all, rangeElems(delAll), rangeElems(addAll))
 			ng.ports.delta = netDelta(g.ports, boxElems(delBox), boxElems(addBox))
-			ng.deps = deps
+			ng.deps, ng.key = deps, key
 			c.groups[name] = ng
 			g = ng
 		} else {
@@ -463,11 +542,55 @@ func (c *Compiler) group(d *Desired, ix *index, p *Pod, dir direction, pols []*n
 		al := ix.allowFor(p, dir, pols)
 		g = newCachedGroup(name, dir, al, keys, ix.snap.DenyLogGroup)
 		g.deps = ruleDeps(ix, dir, pols) // allowFor may have created rules
+		g.key = key
 		c.groups[name] = g
 	}
 	g.used = true
 	g.addTo(d, name)
 	return name
+}
+
+// nameGroups gives each group (by its key, groupName of what it depends
+// on) its name in the kernel: the name most of its pods' interfaces were in
+// at the last compilation, when no other group took it first, so that a
+// policy created or deleted, or a pod joining or leaving a group, changes
+// the group's sets element by element instead of writing a renamed group
+// whole; else its key (what Compile, with no history, always uses), or,
+// when another group inherited that, a name derived from it.
+func (c *Compiler) nameGroups(byKey map[string][]string) map[string]string {
+	names := make(map[string]string, len(byKey))
+	taken := map[string]bool{}
+	keys := slices.Sorted(maps.Keys(byKey))
+	if len(c.prevNames) > 0 {
+		for _, key := range keys {
+			votes := map[string]int{}
+			for _, iface := range byKey[key] {
+				if n, ok := c.prevNames[key[:3]+iface]; ok && !taken[n] {
+					votes[n]++
+				}
+			}
+			best := ""
+			for n, v := range votes {
+				if best == "" || v > votes[best] || (v == votes[best] && n < best) {
+					best = n
+				}
+			}
+			if best != "" {
+				names[key], taken[best] = best, true
+			}
+		}
+	}
+	for _, key := range keys {
+		if _, ok := names[key]; ok {
+			continue
+		}
+		n := key
+		for i := 2; taken[n]; i++ {
+			n = derivedGroupName(key, i)
+		}
+		names[key], taken[n] = n, true
+	}
+	return names
 }
 
 func hasNamedPort(ports []networkingv1.NetworkPolicyPort) bool {
@@ -597,6 +720,23 @@ func (ix *index) podList() []*podInfo {
 		return ix.pods
 	}
 	infos := make([]podInfo, 0, len(ix.comp.addrs))
+	if ix.snap.partial {
+		// The snapshot names only the pods that changed: every pod the
+		// compiler knows, as it last saw it.
+		views := make([]Pod, 0, len(ix.comp.pods))
+		for _, st := range ix.comp.pods {
+			if st.ok {
+				views = append(views, st.view())
+				infos = append(infos, podInfo{ip: st.ip})
+			}
+		}
+		ix.pods = make([]*podInfo, len(infos))
+		for i := range infos {
+			infos[i].pod = &views[i]
+			ix.pods[i] = &infos[i]
+		}
+		return ix.pods
+	}
 	for i := range ix.snap.Pods {
 		if st := ix.comp.pods[podKey{ix.snap.Pods[i].Namespace, ix.snap.Pods[i].Name}]; st.ok {
 			infos = append(infos, podInfo{pod: &ix.snap.Pods[i], ip: st.ip})

@@ -33,10 +33,6 @@ type Informers struct {
 	Pods, Namespaces, NetworkPolicies cache.SharedIndexInformer
 }
 
-func (i Informers) all() []cache.SharedIndexInformer {
-	return []cache.SharedIndexInformer{i.Pods, i.Namespaces, i.NetworkPolicies}
-}
-
 // Config wires a Controller.
 type Config struct {
 	// Disabled turns NetworkPolicy enforcement off: every sync writes the
@@ -66,7 +62,9 @@ type Config struct {
 	Events record.EventRecorder
 	// Sync tunes the controller's runner (MinInterval and MaxInterval
 	// default to 100ms and 1m); Sync.MaxInterval is also the period of the
-	// full read-back of the table (drift repair).
+	// full read-back of the table (drift repair) and of the snapshot rebuilt
+	// from the whole pod cache, or longer when either would take more than
+	// 0.1 % of a core (backgroundShare).
 	Sync syncrunner.Options
 	// CounterCacheFor is how long a metrics scrape reuses the last read of
 	// the kernel's policy counters (<= 0: DefaultCounterCacheFor).
@@ -89,10 +87,31 @@ type Controller struct {
 	mu           sync.Mutex
 	pendingSince time.Time // first API change not yet programmed
 	lastVerify   time.Time // last sync that read back every group set
+	verifyTook   time.Duration
 	lastApplied  *Desired  // what the last successful sync committed (nil: read the kernel)
 	ifaceKey     *string   // the addressed pod interfaces last seen by InterfacesChanged
 	compiler     *Compiler // reuses the work of the previous sync (runner goroutine only)
 	lastPhases   SyncPhases
+	// dirtyPods are the pods changed since the last snapshot (from the pod
+	// informer's events); view, the snapshot's pods kept across syncs
+	// (runner goroutine only); lastFull, when the view was last rebuilt
+	// from the whole cache.
+	dirtyPods map[podKey]struct{}
+	view      *podView
+	lastFull  time.Time
+	fullTook  time.Duration
+}
+
+// backgroundShare is the share of one core that the periodic safety nets
+// (the full read-back of the table, the snapshot rebuilt from the whole
+// cache) may take: each runs every Sync.MaxInterval, or less often when
+// it costs more than this share of that interval (a table of 100,000
+// addresses takes hundreds of milliseconds to read back).
+const backgroundShare = 0.001
+
+// every is how often a safety net that last took took runs.
+func (c *Controller) every(took time.Duration) time.Duration {
+	return max(c.cfg.Sync.MaxInterval, time.Duration(float64(took)/backgroundShare))
 }
 
 // New returns a policy controller and adds its event handlers to
@@ -124,16 +143,26 @@ func New(cfg Config) (*Controller, error) {
 		nss:      corelisters.NewNamespaceLister(inf.Namespaces.GetIndexer()),
 		policies: netlisters.NewNetworkPolicyLister(inf.NetworkPolicies.GetIndexer()),
 		metrics:  newControllerMetrics(), counters: newPacketCounters(cfg.NFT, cfg.CounterCacheFor),
-		compiler: NewCompiler(),
+		dirtyPods: map[podKey]struct{}{},
 	}
+	c.compiler = NewCompiler()
+	c.view = newPodView(cfg.NodeName, c.compiler)
 	if err := c.setUp(); err != nil {
 		return nil, err
 	}
 	handler := syncrunner.EventHandler(c.changed)
-	for _, i := range inf.all() {
+	for _, i := range []cache.SharedIndexInformer{inf.Namespaces, inf.NetworkPolicies} {
 		if _, err := i.AddEventHandler(handler); err != nil {
 			return nil, fmt.Errorf("policy controller: add event handler: %w", err)
 		}
+	}
+	podHandler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.podChanged,
+		UpdateFunc: func(_, obj any) { c.podChanged(obj) },
+		DeleteFunc: c.podChanged,
+	}
+	if _, err := inf.Pods.AddEventHandler(podHandler); err != nil {
+		return nil, fmt.Errorf("policy controller: add event handler: %w", err)
 	}
 	if cfg.Registerer != nil {
 		if err := c.metrics.register(cfg.Registerer); err != nil {
@@ -193,6 +222,16 @@ func (c *Controller) changed() {
 	c.Trigger()
 }
 
+// podChanged records a pod event: the pod is read again at the next sync.
+func (c *Controller) podChanged(obj any) {
+	if k, ok := keyOf(obj); ok {
+		c.mu.Lock()
+		c.dirtyPods[k] = struct{}{}
+		c.mu.Unlock()
+	}
+	c.changed()
+}
+
 // Sync is one full-state sync: snapshot from the listers and the kernel's
 // interfaces, compile, apply in one transaction (or, Disabled, remove the
 // table).
@@ -241,13 +280,12 @@ func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
 		now := time.Now()
 		*d, mark = now.Sub(mark), now
 	}
-	snap, err := c.snapshot()
+	snap, d, err := c.compile()
 	if err != nil {
 		return err
 	}
-	lap(&ph.Snapshot)
-	d := c.compiler.Compile(snap)
-	lap(&ph.Compile)
+	ph.Snapshot, ph.Compile = snap.took, snap.compileTook
+	mark = time.Now()
 	// Count what the current groups saw before some of them are deleted
 	// (two nft calls: only when a group goes, or nothing is known).
 	if c.lastApplied == nil || groupsDeleted(c.lastApplied, d) {
@@ -264,7 +302,7 @@ func (c *Controller) sync(ctx context.Context, logger klog.Logger) error {
 	ph.Diff -= st.Commit
 	ph.Commit, ph.Operations = st.Commit, st.Operations
 	c.counters.setGroups(d)
-	c.metrics.observe(snap, d)
+	c.metrics.observe(snap.Snapshot, d)
 	lap(&ph.Observe)
 	c.mu.Lock()
 	c.lastPhases = ph
@@ -284,16 +322,17 @@ func (c *Controller) LastPhases() SyncPhases {
 // apply commits d. It rewrites the table completely when asked to (always)
 // or when the guard saw a change by someone else; otherwise it reads the
 // table back (the first sync, after a failed one, whenever the guard is not
-// watching, and once per Sync.MaxInterval: drift repair) or, in between,
+// watching, and once per Sync.MaxInterval or longer, see every: drift repair) or, in between,
 // diffs against what the last sync committed (each read is an nft call).
 func (c *Controller) apply(ctx context.Context, logger klog.Logger, d *Desired, always bool) (ApplyStats, error) {
 	taintedAt, why := c.guard.take()
 	rewrite := always || !taintedAt.IsZero()
-	verify := rewrite || !c.guard.trusted() || time.Since(c.lastVerify) >= c.cfg.Sync.MaxInterval
+	verify := rewrite || !c.guard.trusted() || time.Since(c.lastVerify) >= c.every(c.verifyTook)
 	// Verifying reads the table back, but the group sets (ranges, which
 	// cannot be listed) are still diffed against the last commit, after a
 	// check of their element count.
 	opts := ApplyOptions{Rewrite: rewrite, TrustGroupSets: !verify, Previous: c.lastApplied, ReadBack: verify}
+	applyStart := time.Now()
 	st, err := ApplyWith(ctx, c.nft, d, opts)
 	if err != nil {
 		c.lastApplied = nil
@@ -306,6 +345,7 @@ func (c *Controller) apply(ctx context.Context, logger klog.Logger, d *Desired, 
 	}
 	if verify {
 		c.lastVerify = time.Now()
+		c.verifyTook = c.lastVerify.Sub(applyStart)
 	}
 	if !taintedAt.IsZero() && !why.Lost {
 		took := time.Since(taintedAt)
@@ -334,39 +374,64 @@ func (g guardedNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
 	return g.guard.commit(ctx, func() error { return g.Interface.Run(ctx, tx) })
 }
 
-func (c *Controller) snapshot() (*Snapshot, error) {
+// timedSnapshot is a snapshot with how long building and compiling it took.
+type timedSnapshot struct {
+	*Snapshot
+	took, compileTook time.Duration
+}
+
+// compile builds the snapshot and compiles it. Between complete rebuilds
+// (the first sync, after a failed one, once per Sync.MaxInterval, and
+// whenever the Compiler needs every pod) the snapshot holds only the pods
+// whose events came since the last sync, and the local ones.
+func (c *Controller) compile() (timedSnapshot, *Desired, error) {
+	start := time.Now()
 	ifaces, err := c.cfg.Interfaces.PodInterfaces()
 	if err != nil {
-		return nil, fmt.Errorf("list pod interfaces: %w", err)
+		return timedSnapshot{}, nil, fmt.Errorf("list pod interfaces: %w", err)
 	}
 	nss, err := c.nss.List(labels.Everything())
 	if err != nil {
-		return nil, fmt.Errorf("list namespaces: %w", err)
+		return timedSnapshot{}, nil, fmt.Errorf("list namespaces: %w", err)
 	}
-	pods := cachedPods(c.pods.List())
 	nps, err := c.policies.List(labels.Everything())
 	if err != nil {
-		return nil, fmt.Errorf("list networkpolicies: %w", err)
+		return timedSnapshot{}, nil, fmt.Errorf("list networkpolicies: %w", err)
 	}
-	snap := SnapshotFromCache(c.cfg.NodeName, pods, nss, nps, ifaces)
-	snap.DenyLogGroup = c.cfg.DenyLogGroup
-	return snap, nil
-}
-
-// cachedPods returns the pods of a pod informer's store: the agent's
-// informers hold slim.Pods; an informer without its transform holds API
-// pods, converted here.
-func cachedPods(objs []any) []*slim.Pod {
-	out := make([]*slim.Pod, 0, len(objs))
-	for _, o := range objs {
-		switch p := o.(type) {
-		case *slim.Pod:
-			out = append(out, p)
-		case *corev1.Pod:
-			out = append(out, slim.PodOf(p, nil))
+	c.mu.Lock()
+	dirty := c.dirtyPods
+	c.dirtyPods = map[podKey]struct{}{}
+	c.mu.Unlock()
+	full := c.lastApplied == nil || time.Since(c.lastFull) >= c.every(c.fullTook)
+	for {
+		snap := &Snapshot{NodeName: c.cfg.NodeName, Policies: nps, DenyLogGroup: c.cfg.DenyLogGroup}
+		for _, ns := range nss {
+			snap.Namespaces = append(snap.Namespaces, NamespaceFromAPI(ns))
 		}
+		pods, removed, err := c.view.update(c.pods, dirty, full, ifaces)
+		if err != nil {
+			c.view = newPodView(c.cfg.NodeName, c.compiler) // rebuilt whole at the next sync
+			c.lastApplied = nil
+			return timedSnapshot{}, nil, fmt.Errorf("read pods: %w", err)
+		}
+		snap.Pods = pods
+		ts := timedSnapshot{Snapshot: snap, took: time.Since(start)}
+		if full {
+			mark := time.Now()
+			d := c.compiler.Compile(snap)
+			c.lastFull = time.Now()
+			ts.compileTook = c.lastFull.Sub(mark)
+			c.fullTook = c.lastFull.Sub(start)
+			return ts, d, nil
+		}
+		snap.partial, snap.removed = true, removed
+		mark := time.Now()
+		if d, ok := c.compiler.compilePartial(snap); ok {
+			ts.compileTook = time.Since(mark)
+			return ts, d, nil
+		}
+		full, dirty = true, nil // the Compiler needs every pod
 	}
-	return out
 }
 
 // SnapshotFromAPI builds the compiler's input from API objects:

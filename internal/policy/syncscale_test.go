@@ -144,7 +144,17 @@ func (q *quietWatch) Run(ctx context.Context, fn func(nftwatch.Change)) error {
 //	go test -run '^$' -bench ControllerSync -cpuprofile cpu.out ./internal/policy/
 func BenchmarkControllerSync(b *testing.B) {
 	for _, pods := range []int{10000, 100000} {
-		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
+		for _, change := range []string{"pod", "policy"} {
+			b.Run(fmt.Sprintf("pods=%d/change=%s", pods, change), func(b *testing.B) { benchmarkControllerSync(b, pods, change) })
+		}
+	}
+}
+
+// benchmarkControllerSync: one pod added elsewhere (change=pod), or one
+// policy's ingress peer changed (change=policy), then a sync.
+func benchmarkControllerSync(b *testing.B, pods int, change string) {
+	{
+		{
 			s := newAPIScale(pods, 1000)
 			inf := s.informers()
 			nft := &countingNFT{Fake: knftables.NewFake(knftables.InetFamily, policy.TableName)}
@@ -168,10 +178,20 @@ func BenchmarkControllerSync(b *testing.B) {
 			var sum policy.SyncPhases
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				p := scalePod(r, pods+i, pods/100)
-				p.Spec.NodeName = "elsewhere"
-				if err := inf.Pods.GetIndexer().Add(slim.PodOf(p, nil)); err != nil {
-					b.Fatal(err)
+				if change == "policy" {
+					np := s.policies[i%len(s.policies)].DeepCopy()
+					np.Spec.Ingress[0].From[0].PodSelector.MatchLabels["tier"] = fmt.Sprintf("tier%d", i%3)
+					if err := inf.NetworkPolicies.GetIndexer().Update(np); err != nil {
+						b.Fatal(err)
+					}
+				} else {
+					p := scalePod(r, pods+i, pods/100)
+					p.Spec.NodeName = "elsewhere"
+					sp := slim.PodOf(p, nil)
+					if err := inf.Pods.GetIndexer().Add(sp); err != nil {
+						b.Fatal(err)
+					}
+					c.PodEvent(sp)
 				}
 				if err := c.Sync(ctx); err != nil {
 					b.Fatal(err)
@@ -188,6 +208,6 @@ func BenchmarkControllerSync(b *testing.B) {
 			b.ReportMetric(float64(sum.Diff)/n, "ms-diff")
 			b.ReportMetric(float64(sum.Observe)/n, "ms-observe")
 			b.ReportMetric(float64(nft.ops[len(nft.ops)-1]), "ops/sync")
-		})
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -76,6 +77,15 @@ func groupName(dir direction, policies, namedPorts []string, logGroup uint16) st
 		fmt.Fprintf(h, "port %s\n", n)
 	}
 	return prefix + hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// derivedGroupName is the i-th name derived from group name key, for a
+// group whose own name another group inherited (Compiler.nameGroups): the
+// same prefix and length.
+func derivedGroupName(key string, i int) string {
+	prefix, _, _ := strings.Cut(key, "-")
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s#%d", key, i)))
+	return prefix + "-" + hex.EncodeToString(sum[:])[:16]
 }
 
 // namedPortsOf is how pod p resolves the named ports of pols' ingress rules

@@ -56,6 +56,13 @@ type Snapshot struct {
 	// ("trellis-deny ingress ing-…", "trellis-deny spoofed",
 	// "trellis-deny pending …"); the interface in the log names the pod.
 	DenyLogGroup uint16
+
+	// partial: Pods holds only the pods that may differ from the snapshot
+	// the same Compiler compiled last, every local pod among them, and
+	// removed names the pods gone since (the controller's podView builds
+	// such snapshots; see Compiler.compilePartial). Compile never takes one.
+	partial bool
+	removed []podKey
 }
 
 // Namespace is a namespace's name and labels.

@@ -27,7 +27,9 @@ import (
 
 const clockTicks = 100 // USER_HZ on Linux
 
-// procStat returns a process's CPU time (user+system, in ticks) and its
+// procStat returns a process's CPU time (user+system, in ticks), with
+// that of the children it has waited for (the agent runs nft for every
+// policy and masquerade transaction: their CPU is the agent's), and its
 // start time.
 func procStat(pid int) (ticks int64, started time.Time, err error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -41,12 +43,14 @@ func procStat(pid int) (ticks int64, started time.Time, err error) {
 	}
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
+	cut, _ := strconv.ParseInt(f[13], 10, 64)
+	cst, _ := strconv.ParseInt(f[14], 10, 64)
 	startTicks, _ := strconv.ParseInt(f[19], 10, 64)
 	boot, err := bootTime()
 	if err != nil {
 		return 0, time.Time{}, err
 	}
-	return ut + st, boot.Add(time.Duration(startTicks) * time.Second / clockTicks), nil
+	return ut + st + cut + cst, boot.Add(time.Duration(startTicks) * time.Second / clockTicks), nil
 }
 
 // bootTime is when the machine booted, to the microsecond (the
