@@ -8,7 +8,7 @@
 #   make test-e2e-encryption the WireGuard encryption suite alone, on its own lab (--encryption wireguard)
 #   make test-e2e-bgp        the BGP suite alone, on its own lab (--routing-mode bgp: BIRD as the ToR)
 #   make test-e2e-dualstack  the suites of a cluster with IPv6 (test/e2e/dualstack, test/e2e/policy over both
-#                            families) in a dual-stack (DUALSTACK_FAMILY=ipv6: IPv6-only) lab (in make test's lane B)
+#                            families) in a dual-stack (DUALSTACK_FAMILY=ipv6: IPv6-only) lab (both in make test)
 #   make test-e2e            tier 2: lab-based end-to-end tests, Trellis installed as the shipped DaemonSet
 #                            from `make image` (brings a lab up and down per suite)
 #   make conformance-netpol  upstream Kubernetes NetworkPolicy e2e specs against a lab
@@ -72,8 +72,8 @@ test-e2e-bgp: deps lab-build lab-binaries image
 # (test/e2e/dualstack: the lab, pod addresses, truth tables, node and pod,
 # Services, masquerade, full-size UDP, each per family; the routed tests again
 # in the other two routing modes) and the NetworkPolicy truth tables and random
-# test over every family (test/e2e/policy). Part of make test's lane B, for
-# dual and ipv6.
+# test over every family (test/e2e/policy). Part of make test: ipv6 in lane A,
+# dual in lane B (hack/e2e-lanes.sh).
 DUALSTACK_FAMILY ?= dual
 .PHONY: test-e2e-dualstack
 test-e2e-dualstack: deps lab-build lab-binaries image
