@@ -41,8 +41,8 @@ lab-build: build bench-image agnhost-image
 
 # The test image every node imports (registry.k8s.io/e2e-test-images/agnhost's
 # name): the pinned agnhost build with the tools the upstream e2e specs run in
-# it through a shell (curl, nc, sh, sleep, grep: Debian's curl and
-# netcat-openbsd with their libraries, busybox-static), built like the bench
+# it through a shell (curl, nc, sh, sleep, grep: Debian's curl, netcat-openbsd
+# and dash with their libraries, busybox-static), built like the bench
 # image (hack/build-image -image agnhost) into bin/agnhost-image/agnhost.tar.
 .PHONY: agnhost-image
 agnhost-image: deps lab-binaries

@@ -14,9 +14,9 @@
 // -image agnhost builds the lab's test image (images.AgnhostImage, the name
 // the upstream e2e specs use): /agnhost (-agnhost, the pinned build) and the
 // tools the upstream specs run in it through a shell, as in the upstream
-// image: Debian's curl and netcat-openbsd (nc, with UDP) with their
-// libraries, and busybox-static for sh, sleep, grep and the other basics;
-// into agnhost.tar.
+// image: Debian's curl, netcat-openbsd (nc, with UDP) and dash (/bin/sh)
+// with their libraries, and busybox-static for sleep, grep and the other
+// basics; into agnhost.tar.
 //
 // Reproducible: the same binaries and packages give the same digest
 // (timestamps are SOURCE_DATE_EPOCH or 0). -lock reuses the package set of
@@ -64,7 +64,7 @@ type content struct {
 
 // busyboxApplets are linked to busybox-static in the agnhost image: what the
 // upstream specs' shell commands use, and the basics of a debugging shell.
-var busyboxApplets = []string{"sh", "ash", "sleep", "grep", "egrep", "cat", "echo", "ls", "env", "sed", "awk", "head", "tail",
+var busyboxApplets = []string{"ash", "sleep", "grep", "egrep", "cat", "echo", "ls", "env", "sed", "awk", "head", "tail",
 	"wc", "tr", "cut", "printf", "test", "[", "true", "false", "hostname", "ps", "kill", "mkdir", "rm", "cp", "mv", "date",
 	"id", "timeout", "wget", "nslookup", "ip", "ping", "ping6", "sort", "uniq", "xargs", "touch", "seq"}
 
@@ -79,8 +79,11 @@ func (o *options) content() (content, error) {
 		if o.agnhost == "" {
 			return content{}, errors.New("-image agnhost needs -agnhost (the agnhost binary: hack/build-pinned.sh --print-dir agnhost)")
 		}
-		o.packages, o.tools = "curl,netcat-openbsd,busybox-static", "/usr/bin/curl,/bin/nc.openbsd,/bin/busybox"
-		links := []imagebuild.Entry{{Path: "/bin/nc", Kind: imagebuild.Symlink, Target: "nc.openbsd"}}
+		// /bin/sh is dash, not busybox's ash: ash runs its own applets
+		// before the PATH (its nc has no -u), dash runs /bin/nc.
+		o.packages, o.tools = "curl,netcat-openbsd,busybox-static,dash", "/usr/bin/curl,/bin/nc.openbsd,/bin/busybox,/bin/dash"
+		links := []imagebuild.Entry{{Path: "/bin/nc", Kind: imagebuild.Symlink, Target: "nc.openbsd"},
+			{Path: "/bin/sh", Kind: imagebuild.Symlink, Target: "dash"}}
 		for _, a := range busyboxApplets {
 			links = append(links, imagebuild.Entry{Path: "/bin/" + a, Kind: imagebuild.Symlink, Target: "busybox"})
 		}
