@@ -1,17 +1,21 @@
 # trellis-lab: a real Kubernetes cluster on this machine. See docs/lab.md.
 #
 #   make lab-binaries        pinned Kubernetes/etcd/CoreDNS/CNI binaries into $(TRELLIS_CACHE) (cold ~20 min, warm instant)
+#   make lab-build           the lab CLI, the pause binary, the bench and agnhost test images
 #   make demo-lab            3 nodes over 2 subnets, agnhost pods, connectivity matrix; leaves the lab running
 #   make demo-down           remove the lab
 #   make test-e2e-lanes      make test's tier 2: test-e2e and test-e2e-other-modes in two lanes on two labs at once
 #   make test-e2e-encryption the WireGuard encryption suite alone, on its own lab (--encryption wireguard)
 #   make test-e2e-bgp        the BGP suite alone, on its own lab (--routing-mode bgp: BIRD as the ToR)
-#   make test-e2e-dualstack  the dual-stack lab (--ip-family dual) checked on its own (not in make test)
+#   make test-e2e-dualstack  the suites of a cluster with IPv6 (test/e2e/dualstack, test/e2e/policy over both
+#                            families) in a dual-stack (DUALSTACK_FAMILY=ipv6: IPv6-only) lab (both in make test)
 #   make test-e2e            tier 2: lab-based end-to-end tests, Trellis installed as the shipped DaemonSet
 #                            from `make image` (brings a lab up and down per suite)
 #   make conformance-netpol  upstream Kubernetes NetworkPolicy e2e specs against a lab
+#                            (CONFORMANCE_IP_FAMILY=ipv4, ipv6 or dual: the lab's IP family)
+#   make conformance-dualstack  upstream [Feature:IPv6DualStack] e2e specs against a dual-stack lab
 
-.PHONY: lab-binaries lab-build test-e2e demo-lab demo-down conformance-netpol
+.PHONY: lab-binaries lab-build test-e2e demo-lab demo-down conformance-netpol conformance-dualstack
 
 LAB := $(BIN)/trellis-lab
 LAB_NODES ?= 3
@@ -31,9 +35,19 @@ lab-binaries:
 
 # The lab CLI, the pause image binary (static, for the pod sandbox image) and
 # the benchmark image every node imports (mk/bench.mk).
-lab-build: build bench-image
+lab-build: build bench-image agnhost-image
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/trellis-pause ./images/pause
+
+# The test image every node imports (registry.k8s.io/e2e-test-images/agnhost's
+# name): the pinned agnhost build with the tools the upstream e2e specs run in
+# it through a shell (curl, nc, sh, sleep, grep: Debian's curl, netcat-openbsd
+# and dash with their libraries, busybox-static), built like the bench
+# image (hack/build-image -image agnhost) into bin/agnhost-image/agnhost.tar.
+.PHONY: agnhost-image
+agnhost-image: deps lab-binaries
+	$(GO) run ./hack/build-image -image agnhost -agnhost "$$(hack/build-pinned.sh --print-dir agnhost)/agnhost" \
+	  -out $(BIN)/agnhost-image >/dev/null
 
 # Tier 2. The harness brings a lab up unless TRELLIS_LAB_REUSE=1 names a running one,
 # and takes it down at the end.
@@ -53,15 +67,17 @@ test-e2e-encryption: deps lab-build lab-binaries image
 test-e2e-bgp: deps lab-build lab-binaries image
 	TRELLIS_LAB_NAME=bgp $(E2E_ENV) $(GO) test -count=1 -tags e2e -timeout 15m -run '^TestE2E' -v ./test/e2e/bgp/
 
-# The dual-stack lab itself (test/e2e/dualstack, lab `dual` brought up with
-# --ip-family dual; not part of make test): Nodes with an InternalIP and a pod
-# CIDR per family, a dual-stack Service and kube-proxy's tables for both
-# families, IPv6 across the underlay; what pods get is printed on OBSERVED lines.
-# DUALSTACK_FAMILY=ipv6 runs it against an IPv6-only lab.
+# The suites of a cluster with IPv6 (hack/e2e-dualstack.sh) on one lab brought
+# up with --ip-family DUALSTACK_FAMILY (dual or ipv6): the dual-stack suite
+# (test/e2e/dualstack: the lab, pod addresses, truth tables, node and pod,
+# Services, masquerade, full-size UDP, each per family; the routed tests again
+# in the other two routing modes) and the NetworkPolicy truth tables and random
+# test over every family (test/e2e/policy). Part of make test: ipv6 in lane A,
+# dual in lane B (hack/e2e-lanes.sh).
 DUALSTACK_FAMILY ?= dual
 .PHONY: test-e2e-dualstack
 test-e2e-dualstack: deps lab-build lab-binaries image
-	TRELLIS_LAB_NAME=dual TRELLIS_LAB_IP_FAMILY=$(DUALSTACK_FAMILY) $(E2E_ENV) $(GO) test -count=1 -tags e2e,dualstack -timeout 15m -run '^TestE2E' -v ./test/e2e/dualstack/
+	GO=$(GO) DS_LAB_NAME=$(DUALSTACK_FAMILY) $(E2E_ENV) hack/e2e-dualstack.sh $(DUALSTACK_FAMILY)
 
 # Part of `make test`: every lab e2e suite (test-e2e) plus the agent suite in
 # routing modes native and vxlan (test-e2e-other-modes), in two lanes on two
@@ -77,7 +93,15 @@ demo-lab: deps lab-build lab-binaries image
 demo-down:
 	@if [ -x $(LAB) ]; then $(LAB) down; else echo "no trellis-lab binary; nothing to do"; fi
 
-# Upstream NetworkPolicy specs from e2e.test v1.37.2 (SCTP skipped: no SCTP sockets here).
+# Upstream NetworkPolicy specs from e2e.test v1.37.2 (SCTP skipped: no SCTP
+# sockets here) against a lab of CONFORMANCE_IP_FAMILY (ipv4, ipv6 or dual).
+CONFORMANCE_IP_FAMILY ?= ipv4
 conformance-netpol: deps lab-build lab-binaries image
 	@hack/build-pinned.sh e2e.test
-	@hack/lab-conformance-netpol.sh $(LAB) "$$(hack/build-pinned.sh --print-dir e2e.test)/e2e.test"
+	@CONFORMANCE_IP_FAMILY=$(CONFORMANCE_IP_FAMILY) hack/lab-conformance.sh netpol $(LAB) "$$(hack/build-pinned.sh --print-dir e2e.test)/e2e.test"
+
+# Upstream dual-stack specs ([Feature:IPv6DualStack], test/e2e/network/dual_stack.go)
+# from the same e2e.test against a dual-stack lab (SCTP skipped).
+conformance-dualstack: deps lab-build lab-binaries image
+	@hack/build-pinned.sh e2e.test
+	@CONFORMANCE_IP_FAMILY=dual hack/lab-conformance.sh dualstack $(LAB) "$$(hack/build-pinned.sh --print-dir e2e.test)/e2e.test"

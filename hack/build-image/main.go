@@ -11,6 +11,13 @@
 // /trellis-bench (images/bench), tagged with the fixed dpbench.Image, into
 // trellis-bench.tar.
 //
+// -image agnhost builds the lab's test image (images.AgnhostImage, the name
+// the upstream e2e specs use): /agnhost (-agnhost, the pinned build) and the
+// tools the upstream specs run in it through a shell, as in the upstream
+// image: Debian's curl, netcat-openbsd (nc, with UDP) and dash (/bin/sh)
+// with their libraries, and busybox-static for sleep, grep and the other
+// basics; into agnhost.tar.
+//
 // Reproducible: the same binaries and packages give the same digest
 // (timestamps are SOURCE_DATE_EPOCH or 0). -lock reuses the package set of
 // an earlier build (packages.txt) instead of asking apt for the candidates.
@@ -21,8 +28,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,21 +42,31 @@ import (
 	"github.com/trellisnet/trellis/internal/dpbench"
 	"github.com/trellisnet/trellis/internal/imagebuild"
 	"github.com/trellisnet/trellis/internal/imagebuild/debroot"
+	"github.com/trellisnet/trellis/internal/lab/images"
 )
 
 type options struct {
 	bin, debs, out, repo, lock string
 	packages, tools            string
-	image                      string
+	image, agnhost             string
 }
 
 // content is what goes into an image besides the Debian tools.
 type content struct {
-	own        []string // binaries from -bin, at /NAME
+	own        []string          // binaries from -bin, at /NAME
+	files      map[string]string // more binaries: path in the image -> host path
+	links      []imagebuild.Entry
 	entrypoint []string
+	cmd        []string
 	tag        string // a fixed reference; "" is repo:<12 hex of the digest>
 	tarball    string
 }
+
+// busyboxApplets are linked to busybox-static in the agnhost image: what the
+// upstream specs' shell commands use, and the basics of a debugging shell.
+var busyboxApplets = []string{"ash", "sleep", "grep", "egrep", "cat", "echo", "ls", "env", "sed", "awk", "head", "tail",
+	"wc", "tr", "cut", "printf", "test", "[", "true", "false", "hostname", "ps", "kill", "mkdir", "rm", "cp", "mv", "date",
+	"id", "timeout", "wget", "nslookup", "ip", "ping", "ping6", "sort", "uniq", "xargs", "touch", "seq"}
 
 func (o *options) content() (content, error) {
 	switch o.image {
@@ -56,8 +75,22 @@ func (o *options) content() (content, error) {
 	case "bench":
 		o.packages, o.tools = "iperf3", "/usr/bin/iperf3"
 		return content{own: []string{"trellis-bench"}, entrypoint: []string{"/trellis-bench"}, tag: dpbench.Image, tarball: "trellis-bench.tar"}, nil
+	case "agnhost":
+		if o.agnhost == "" {
+			return content{}, errors.New("-image agnhost needs -agnhost (the agnhost binary: hack/build-pinned.sh --print-dir agnhost)")
+		}
+		// /bin/sh is dash, not busybox's ash: ash runs its own applets
+		// before the PATH (its nc has no -u), dash runs /bin/nc.
+		o.packages, o.tools = "curl,netcat-openbsd,busybox-static,dash", "/usr/bin/curl,/bin/nc.openbsd,/bin/busybox,/bin/dash"
+		links := []imagebuild.Entry{{Path: "/bin/nc", Kind: imagebuild.Symlink, Target: "nc.openbsd"},
+			{Path: "/bin/sh", Kind: imagebuild.Symlink, Target: "dash"}}
+		for _, a := range busyboxApplets {
+			links = append(links, imagebuild.Entry{Path: "/bin/" + a, Kind: imagebuild.Symlink, Target: "busybox"})
+		}
+		return content{files: map[string]string{"/agnhost": o.agnhost}, links: links, entrypoint: []string{"/agnhost"},
+			cmd: []string{"pause"}, tag: images.AgnhostImage, tarball: "agnhost.tar"}, nil
 	}
-	return content{}, fmt.Errorf("-image %q: want trellis or bench", o.image)
+	return content{}, fmt.Errorf("-image %q: want trellis, bench or agnhost", o.image)
 }
 
 func main() {
@@ -68,7 +101,8 @@ func main() {
 	flag.StringVar(&o.repo, "repo", "ghcr.io/trellisnet/trellis", "image repository (the tag is the digest's first 12 hex digits)")
 	flag.StringVar(&o.packages, "packages", "nftables,ethtool", "Debian packages holding the tools (their Depends are added)")
 	flag.StringVar(&o.tools, "tools", "/usr/sbin/nft,/sbin/ethtool", "the tools' paths in the packages")
-	flag.StringVar(&o.image, "image", "trellis", "which image: trellis (the agent) or bench (iperf3 and trellis-bench, overrides -packages and -tools)")
+	flag.StringVar(&o.image, "image", "trellis", "which image: trellis (the agent), bench (iperf3 and trellis-bench) or agnhost (the lab's test image); bench and agnhost override -packages and -tools")
+	flag.StringVar(&o.agnhost, "agnhost", "", "-image agnhost: the agnhost binary")
 	flag.StringVar(&o.lock, "lock", "", "packages.txt of an earlier build: use exactly those package versions")
 	flag.Parse()
 	if err := run(context.Background(), o); err != nil {
@@ -117,13 +151,25 @@ func run(ctx context.Context, o options) error {
 		}
 		own = append(own, imagebuild.Entry{Path: "/" + b, Data: data, Executable: true})
 	}
+	names := append([]string{}, c.own...)
+	for _, in := range slices.Sorted(maps.Keys(c.files)) {
+		host := c.files[in]
+		data, err := os.ReadFile(host)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", host, err)
+		}
+		own = append(own, imagebuild.Entry{Path: in, Data: data, Executable: true})
+		names = append(names, strings.TrimPrefix(in, "/"))
+	}
 	own = append(own, imagebuild.Entry{Path: "/tmp", Kind: imagebuild.Dir})
+	tools = append(tools, c.links...)
 	img, err := imagebuild.Build(imagebuild.Spec{
 		Layers: []imagebuild.Layer{
 			{Name: "host tools from Debian: " + o.packages, Entries: tools},
-			{Name: strings.Join(c.own, ", "), Entries: own},
+			{Name: strings.Join(names, ", "), Entries: own},
 		},
 		Entrypoint: c.entrypoint,
+		Cmd:        c.cmd,
 		Env:        []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
 		Labels:     map[string]string{"org.opencontainers.image.source": "https://github.com/trellisnet/trellis"},
 		Created:    created,

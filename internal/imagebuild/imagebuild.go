@@ -57,6 +57,7 @@ type Layer struct {
 type Spec struct {
 	Layers     []Layer
 	Entrypoint []string
+	Cmd        []string
 	Env        []string
 	Labels     map[string]string
 	// Created is the timestamp of the image, its history and every file
@@ -92,7 +93,7 @@ func Build(s Spec) (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.Architecture, cf.OS = "amd64", "linux"
 	cf.Created = v1.Time{Time: s.Created}
-	cf.Config.Entrypoint = s.Entrypoint
+	cf.Config.Entrypoint, cf.Config.Cmd = s.Entrypoint, s.Cmd
 	cf.Config.Env = s.Env
 	cf.Config.Labels = s.Labels
 	img, err = mutate.ConfigFile(img, cf)

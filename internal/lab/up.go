@@ -60,6 +60,11 @@ var pinned = map[string]string{
 // BenchImageTar is the benchmark image's tarball under BinDir (mk/bench.mk).
 const BenchImageTar = "bench-image/trellis-bench.tar"
 
+// AgnhostImageTar is the test image's tarball under BinDir (mk/lab.mk's
+// agnhost-image: agnhost with a shell, curl and nc, as the upstream e2e
+// specs expect it).
+const AgnhostImageTar = "agnhost-image/agnhost.tar"
+
 // requiredTools maps a command the lab runs to the Debian package with it.
 var requiredTools = map[string]string{
 	"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "containerd": "containerd",
@@ -95,6 +100,11 @@ func (e Env) Binaries() (map[string]string, error) {
 		bin["bench-image"] = p
 	} else {
 		return nil, fmt.Errorf("%s not found (run `make lab-build` or `make bench-image`)", p)
+	}
+	if p := filepath.Join(e.BinDir, AgnhostImageTar); fileExists(p) {
+		bin["agnhost-image"] = p
+	} else {
+		return nil, fmt.Errorf("%s not found (run `make lab-build`)", p)
 	}
 	if p := filepath.Join(e.BinDir, "trellis-agent"); fileExists(p) && !e.NoAgent && !e.Install.Pod() {
 		bin["trellis-agent"] = p
@@ -260,14 +270,14 @@ func Up(ctx context.Context, e Env, p state.Paths, o topology.Options) error {
 	}
 	imgDir := filepath.Join(e.Cache, "lab-images")
 	var imageFiles []string
-	for _, s := range images.LabImages(bin["agnhost"], bin["trellis-pause"], bin["coredns"]) {
+	for _, s := range images.LabImages(bin["trellis-pause"], bin["coredns"]) {
 		img, err := images.BuildImage(imgDir, s)
 		if err != nil {
 			return err
 		}
 		imageFiles = append(imageFiles, img)
 	}
-	imageFiles = append(imageFiles, bin["bench-image"])
+	imageFiles = append(imageFiles, bin["agnhost-image"], bin["bench-image"])
 	if inst.ImageTar != "" {
 		imageFiles = append(imageFiles, inst.ImageTar)
 	}

@@ -1,6 +1,7 @@
-// Package images builds the images every lab node imports into its
-// containerd (agnhost, the sandbox image and CoreDNS) from static binaries, without a
-// registry, and names them as the pods and containerd expect.
+// Package images builds the single-binary images every lab node imports
+// into its containerd (the sandbox image and CoreDNS) from static binaries,
+// without a registry, and names them, and the agnhost test image built by
+// hack/build-image, as the pods and containerd expect.
 package images
 
 import (
@@ -41,11 +42,12 @@ type ImageSpec struct {
 	Cmd        []string
 }
 
-// LabImages are the images every node imports, from the static binaries of
-// agnhost, the pause program and CoreDNS.
-func LabImages(agnhost, pause, coredns string) []ImageSpec {
+// LabImages are the single-binary images every node imports, from the
+// static binaries of the pause program and CoreDNS. The agnhost image, with
+// the tools the upstream specs run in it, is built from Debian packages
+// (hack/build-image -image agnhost) and imported beside them.
+func LabImages(pause, coredns string) []ImageSpec {
 	return []ImageSpec{
-		{Tags: []string{AgnhostImage}, Binary: agnhost, InImage: "/agnhost", Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}},
 		{Tags: []string{PauseImage}, Binary: pause, InImage: "/pause", Entrypoint: []string{"/pause"}},
 		{Tags: []string{CoreDNSImage}, Binary: coredns, InImage: "/coredns", Entrypoint: []string{"/coredns"}},
 	}

@@ -14,7 +14,7 @@ import (
 
 // This kernel has no SCTP sockets, though conntrack and nftables understand
 // SCTP. An SCTP probe is therefore a crafted SCTP INIT sent from the source
-// pod through a raw IP socket; the verdict is whether it arrived at the
+// pod through a raw IP (or IPv6) socket; the verdict is whether it arrived at the
 // destination pod's interface, seen with a packet socket there.
 
 const ipProtoSCTP = 132
@@ -38,17 +38,25 @@ func SCTPInit(srcPort, dstPort uint16, tag uint32) []byte {
 	return b
 }
 
-// MatchSCTPInit reports whether an IPv4 packet is an SCTP INIT to dst:port
-// carrying tag.
+// MatchSCTPInit reports whether an IPv4 or IPv6 packet is an SCTP INIT to
+// dst:port carrying tag (IPv6: SCTP right after the fixed header, as the
+// probe sends it).
 func MatchSCTPInit(pkt []byte, dst netip.Addr, port uint16, tag uint32) bool {
-	if len(pkt) < 20 || pkt[0]>>4 != 4 || pkt[9] != ipProtoSCTP {
+	var s []byte
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4 && dst.Is4():
+		if pkt[9] != ipProtoSCTP || netip.AddrFrom4([4]byte(pkt[16:20])) != dst {
+			return false
+		}
+		s = pkt[int(pkt[0]&0x0f)*4:]
+	case len(pkt) >= 40 && pkt[0]>>4 == 6 && dst.Is6():
+		if pkt[6] != ipProtoSCTP || netip.AddrFrom16([16]byte(pkt[24:40])) != dst {
+			return false
+		}
+		s = pkt[40:]
+	default:
 		return false
 	}
-	if netip.AddrFrom4([4]byte(pkt[16:20])) != dst {
-		return false
-	}
-	ihl := int(pkt[0]&0x0f) * 4
-	s := pkt[ihl:]
 	if len(s) < 32 || binary.BigEndian.Uint16(s[2:]) != port || s[12] != 1 {
 		return false
 	}
@@ -58,13 +66,18 @@ func MatchSCTPInit(pkt []byte, dst netip.Addr, port uint16, tag uint32) bool {
 // ProbeSCTP sends an SCTP INIT from the namespace srcNS to dst:port and
 // reports whether it arrived on an interface of the namespace dstNS.
 func ProbeSCTP(srcNS, dstNS string, dst netip.Addr, port uint16, timeout time.Duration) (bool, error) {
-	if !dst.Is4() {
-		return false, errors.New("SCTP probe: IPv4 only")
+	if !dst.IsValid() || dst.Is4In6() || dst.Zone() != "" {
+		return false, fmt.Errorf("SCTP probe: %v is not an IPv4 or IPv6 address", dst)
+	}
+	family, ethType := unix.AF_INET6, unix.ETH_P_IPV6
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: dst.As16()}
+	if dst.Is4() {
+		family, ethType, sa = unix.AF_INET, unix.ETH_P_IP, &unix.SockaddrInet4{Addr: dst.As4()}
 	}
 	var fd int
 	err := ns.WithNetNSPath(dstNS, func(ns.NetNS) error {
 		var err error
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(htons(unix.ETH_P_IP)))
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(htons(uint16(ethType))))
 		return err
 	})
 	if err != nil {
@@ -78,12 +91,11 @@ func ProbeSCTP(srcNS, dstNS string, dst netip.Addr, port uint16, timeout time.Du
 	tag := uint32(time.Now().UnixNano())
 	pkt := SCTPInit(uint16(30000+tag%20000), port, tag)
 	err = ns.WithNetNSPath(srcNS, func(ns.NetNS) error {
-		s, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, ipProtoSCTP)
+		s, err := unix.Socket(family, unix.SOCK_RAW, ipProtoSCTP)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(s)
-		sa := &unix.SockaddrInet4{Addr: dst.As4()}
 		return unix.Sendto(s, pkt, 0, sa)
 	})
 	if errors.Is(err, unix.EPERM) {

@@ -15,7 +15,8 @@ import (
 )
 
 // TestKernelSCTPProbe sends the crafted INIT between two namespaces joined by
-// a veth: it must arrive, and must not once nftables drops SCTP on the way.
+// a veth, over IPv4 and IPv6: it must arrive, and must not once nftables
+// drops SCTP on the way.
 func TestKernelSCTPProbe(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("TestKernelSCTPProbe needs root (network namespaces)")
@@ -28,22 +29,28 @@ func TestKernelSCTPProbe(t *testing.T) {
 		{"ip", "link", "add", "name", "eth0", "netns", a, "type", "veth", "peer", "name", "eth0", "netns", b},
 		{"ip", "-n", a, "addr", "add", "192.168.77.1/24", "dev", "eth0"},
 		{"ip", "-n", b, "addr", "add", "192.168.77.2/24", "dev", "eth0"},
+		{"ip", "-n", a, "addr", "add", "fd00:77::1/64", "dev", "eth0", "nodad"},
+		{"ip", "-n", b, "addr", "add", "fd00:77::2/64", "dev", "eth0", "nodad"},
 		{"ip", "-n", a, "link", "set", "eth0", "up"}, {"ip", "-n", b, "link", "set", "eth0", "up"},
 	} {
 		if err := proc.Run(ctx, step[0], step[1:]...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	dst := netip.MustParseAddr("192.168.77.2")
-	ok, err := ProbeSCTP("/run/netns/"+a, "/run/netns/"+b, dst, 80, 2*time.Second)
-	if err != nil || !ok {
-		t.Fatalf("INIT did not arrive: ok=%v err=%v", ok, err)
+	dsts := []netip.Addr{netip.MustParseAddr("192.168.77.2"), netip.MustParseAddr("fd00:77::2")}
+	for _, dst := range dsts {
+		ok, err := ProbeSCTP("/run/netns/"+a, "/run/netns/"+b, dst, 80, 2*time.Second)
+		if err != nil || !ok {
+			t.Fatalf("INIT to %s did not arrive: ok=%v err=%v", dst, ok, err)
+		}
 	}
 	if err := topology.InNetns(ctx, a, "nft", "add table inet t; add chain inet t out { type filter hook output priority 0; meta l4proto sctp drop; }"); err != nil {
 		t.Fatal(err)
 	}
-	ok, err = ProbeSCTP("/run/netns/"+a, "/run/netns/"+b, dst, 80, time.Second)
-	if err != nil || ok {
-		t.Fatalf("INIT arrived through a drop rule: ok=%v err=%v", ok, err)
+	for _, dst := range dsts {
+		ok, err := ProbeSCTP("/run/netns/"+a, "/run/netns/"+b, dst, 80, time.Second)
+		if err != nil || ok {
+			t.Fatalf("INIT to %s arrived through a drop rule: ok=%v err=%v", dst, ok, err)
+		}
 	}
 }

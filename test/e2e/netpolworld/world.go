@@ -8,6 +8,7 @@ package netpolworld
 import (
 	"fmt"
 	"math/rand"
+	"net/netip"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -66,6 +67,42 @@ type Gen struct {
 	R    *rand.Rand
 	Pods []string
 	IP   map[string]string
+	// Blocks, when set, are the ipBlocks' address families (one drawn per
+	// block when there are several); unset: 10.244.0.0/16 except a pod's
+	// IP/32.
+	Blocks []Block
+}
+
+// Block is one IP family's ipBlock vocabulary: a block is CIDR (the
+// family's cluster CIDR) except a pod's address (IP, as a host prefix) or,
+// one in four, the whole family (0.0.0.0/0, ::/0) except the pod's
+// address widened to /Wide (the size of a node's pod CIDR).
+type Block struct {
+	CIDR netip.Prefix
+	IP   map[string]string
+	Wide int
+}
+
+// ipBlock draws one block excepting pod p.
+func (g Gen) ipBlock(p string) *networkingv1.IPBlock {
+	if len(g.Blocks) == 0 {
+		return &networkingv1.IPBlock{CIDR: "10.244.0.0/16", Except: []string{g.IP[p] + "/32"}}
+	}
+	b := g.Blocks[0]
+	if len(g.Blocks) > 1 {
+		b = g.Blocks[g.R.Intn(len(g.Blocks))]
+	}
+	a := netip.MustParseAddr(b.IP[p])
+	host := netip.PrefixFrom(a, a.BitLen()).String()
+	if g.R.Intn(4) == 0 {
+		all := netip.IPv4Unspecified()
+		if a.Is6() {
+			all = netip.IPv6Unspecified()
+		}
+		return &networkingv1.IPBlock{CIDR: netip.PrefixFrom(all, 0).String(),
+			Except: []string{netip.PrefixFrom(a, b.Wide).Masked().String()}}
+	}
+	return &networkingv1.IPBlock{CIDR: b.CIDR.String(), Except: []string{host}}
 }
 
 // Pick returns one of xs.
@@ -99,8 +136,7 @@ func (g Gen) peers() []networkingv1.NetworkPolicyPeer {
 			out = append(out, networkingv1.NetworkPolicyPeer{NamespaceSelector: matchLabels("ns", g.Pick("x", "y", "z")), PodSelector: g.podSel()})
 		default:
 			p := g.Pods[g.R.Intn(len(g.Pods))]
-			out = append(out, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "10.244.0.0/16",
-				Except: []string{g.IP[p] + "/32"}}})
+			out = append(out, networkingv1.NetworkPolicyPeer{IPBlock: g.ipBlock(p)})
 		}
 	}
 	return out

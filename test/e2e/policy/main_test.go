@@ -7,12 +7,22 @@
 // probed from inside the pods and compared with the reference evaluator
 // (internal/policy/oracle) evaluated on the live API objects.
 //
+// IP families: the truth tables are probed over every family of the lab, a
+// table per family (in a dual-stack lab, `--ip-family dual`, each pod at its
+// IPv4 and at its IPv6 address; the oracle sees each pod with that family's
+// address, which is what ipBlocks match). ipBlock cases carry a block per
+// family; with two families one case uses a block of one family only. The
+// random test draws ipBlocks of every family when the lab has IPv6.
+// hack/e2e-dualstack.sh runs the truth tables and the random test in a
+// dual-stack and an IPv6-only lab.
+//
 // SCTP: this kernel has no SCTP sockets, so SCTP 80/81 is probed with the
 // lab's raw-packet probe (probe.ProbeSCTP: a crafted INIT sent from the source
 // pod, verdict = seen on the destination pod's interface), in the truth
 // table cases that opt in (no policies, default deny ingress, SCTP not
-// admitted by a TCP rule, an SCTP rule admits SCTP and not TCP); the full
-// SCTP semantics are also covered at tier 0 (property test) and tier 1.
+// admitted by a TCP rule, an SCTP rule admits SCTP and not TCP), over every
+// family of the lab; the full SCTP semantics are also covered at tier 0
+// (property test) and tier 1.
 package policy
 
 import (

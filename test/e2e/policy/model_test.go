@@ -19,29 +19,40 @@ import (
 
 	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab/probe"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/policy/oracle"
+	"github.com/trellisnet/trellis/test/e2e/framework"
 	"github.com/trellisnet/trellis/test/e2e/netpolworld"
 )
 
-// probeSpec is one served port.
+// probeSpec is one served port, probed over one IP family: fam is the
+// family's name ("ipv4", "ipv6"), "" for the lab's primary family (the only
+// one in a single-family lab).
 type probeSpec struct {
 	port  int
 	proto corev1.Protocol
+	fam   string
 }
 
 func (p probeSpec) String() string {
-	return fmt.Sprintf("%d/%s", p.port, strings.ToLower(string(p.proto)))
+	s := fmt.Sprintf("%d/%s", p.port, strings.ToLower(string(p.proto)))
+	if p.fam != "" {
+		s += " over " + p.fam
+	}
+	return s
 }
 
 // served are the ports the pods serve (agnhost, TCP and UDP sockets) and
 // the default probe set of a truth table.
-var served = []probeSpec{{80, corev1.ProtocolTCP}, {81, corev1.ProtocolTCP}, {80, corev1.ProtocolUDP}, {81, corev1.ProtocolUDP}}
+var served = []probeSpec{{port: 80, proto: corev1.ProtocolTCP}, {port: 81, proto: corev1.ProtocolTCP},
+	{port: 80, proto: corev1.ProtocolUDP}, {port: 81, proto: corev1.ProtocolUDP}}
 
 // withSCTP adds SCTP 80 and 81, probed with the lab's raw-packet probe (a
 // crafted INIT sent from the source pod, verdict = seen on the destination
 // pod's interface): this kernel has no SCTP sockets, so nothing serves SCTP
 // and none is needed. Opt-in per case to keep the suite's runtime small.
-var withSCTP = append(append([]probeSpec{}, served...), probeSpec{80, corev1.ProtocolSCTP}, probeSpec{81, corev1.ProtocolSCTP})
+var withSCTP = append(append([]probeSpec{}, served...), probeSpec{port: 80, proto: corev1.ProtocolSCTP},
+	probeSpec{port: 81, proto: corev1.ProtocolSCTP})
 
 // model is the x/y/z × a/b/c world: short names ("x/a") map to the real
 // generated namespaces.
@@ -50,7 +61,11 @@ type model struct {
 	pods  []string          // short names, sorted
 	ref   map[string]string // "x/a" -> "x-7h2k9/a"
 	netns map[string]string // "x/a" -> netns path of the pod
-	ip    map[string]string // "x/a" -> pod IP
+	ip    map[string]string // "x/a" -> pod IP (the primary family's)
+	// fams are the lab's IP families, primary first; addr[f.Name()] maps
+	// "x/a" to the pod's address of family f.
+	fams []topology.ClusterFamily
+	addr map[string]map[string]string
 	// probes is the probe set of expect: served, or withSCTP for the
 	// cases that set it (reset to served after each case).
 	probes []probeSpec
@@ -64,7 +79,8 @@ func newModel(t *testing.T) *model {
 	if len(nodes) < 3 {
 		t.Fatalf("the policy e2e model needs 3 nodes, lab has %v", nodes)
 	}
-	m := &model{probes: served, ns: map[string]string{}, ref: map[string]string{}, netns: map[string]string{}, ip: map[string]string{}}
+	m := &model{probes: served, ns: map[string]string{}, ref: map[string]string{}, netns: map[string]string{}, ip: map[string]string{},
+		fams: l.Families(), addr: map[string]map[string]string{}}
 	ctx := context.Background()
 	for _, n := range []string{"x", "y", "z"} {
 		m.ns[n] = l.Namespace(t, "netpol-"+n, map[string]string{"ns": n})
@@ -90,8 +106,87 @@ func newModel(t *testing.T) *model {
 			t.Fatal(err)
 		}
 		m.netns[short], m.ip[short] = path, p.Status.PodIP
+		for _, f := range m.fams {
+			a, ok := framework.FamilyAddr(p, f)
+			if !ok {
+				t.Fatalf("pod %s has no %s address (podIPs %v)", short, f.Name(), p.Status.PodIPs)
+			}
+			if m.addr[f.Name()] == nil {
+				m.addr[f.Name()] = map[string]string{}
+			}
+			m.addr[f.Name()][short] = a.String()
+		}
 	}
 	return m
+}
+
+// family resolves a probe's family name ("" is the primary family).
+func (m *model) family(name string) topology.ClusterFamily {
+	for _, f := range m.fams {
+		if f.Name() == name {
+			return f
+		}
+	}
+	return m.fams[0]
+}
+
+// addrOf is pod short's address in the family named fam ("" primary).
+func (m *model) addrOf(fam, short string) string {
+	return m.addr[m.family(fam).Name()][short]
+}
+
+// tables are the truth tables expect probes: every probe of m.probes over
+// every family of the lab (family "" in a single-family lab).
+func (m *model) tables() []probeSpec {
+	if len(m.fams) == 1 {
+		return m.probes
+	}
+	var out []probeSpec
+	for _, f := range m.fams {
+		for _, pr := range m.probes {
+			out = append(out, probeSpec{pr.port, pr.proto, f.Name()})
+		}
+	}
+	return out
+}
+
+// blocks returns one ipBlock peer per family of the lab, block(f) each.
+func (m *model) blocks(block func(f topology.ClusterFamily) *networkingv1.IPBlock) []networkingv1.NetworkPolicyPeer {
+	var out []networkingv1.NetworkPolicyPeer
+	for _, f := range m.fams {
+		out = append(out, networkingv1.NetworkPolicyPeer{IPBlock: block(f)})
+	}
+	return out
+}
+
+// hostPrefix is pod short's address of family f as a host prefix (/32, /128).
+func (m *model) hostPrefix(f topology.ClusterFamily, short string) string {
+	a := netip.MustParseAddr(m.addr[f.Name()][short])
+	return netip.PrefixFrom(a, a.BitLen()).String()
+}
+
+// nodePodCIDR is the pod CIDR of family f of the node pod short runs on.
+func (m *model) nodePodCIDR(t *testing.T, short string, f topology.ClusterFamily) string {
+	t.Helper()
+	node, err := l.CS.CoreV1().Nodes().Get(context.Background(), m.get(t, short).Spec.NodeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range node.Spec.PodCIDRs {
+		if p, err := netip.ParsePrefix(c); err == nil && p.Addr().Is6() == f.IPv6 {
+			return p.String()
+		}
+	}
+	t.Fatalf("node %s has no %s pod CIDR (%v)", node.Name, f.Name(), node.Spec.PodCIDRs)
+	return ""
+}
+
+// allAddresses is 0.0.0.0/0 or ::/0.
+func allAddresses(f topology.ClusterFamily) string {
+	if f.IPv6 {
+		return netip.PrefixFrom(netip.IPv6Unspecified(), 0).String()
+	}
+	return netip.PrefixFrom(netip.IPv4Unspecified(), 0).String()
 }
 
 func (m *model) get(t *testing.T, short string) *corev1.Pod {
@@ -139,13 +234,38 @@ func (m *model) cluster(t *testing.T) (*oracle.Cluster, map[string]*corev1.Pod) 
 	return c, byShort
 }
 
-// expected computes the truth table of every probe from the oracle. A pod
-// reaching itself never leaves its namespace: always allowed.
+// familyView is c with every pod's PodIP (and PodIPs) its address of family
+// f, the address a connection over f comes from and goes to: what the
+// oracle matches ipBlocks against. byShort is re-pointed into the view.
+func familyView(c *oracle.Cluster, byShort map[string]*corev1.Pod, f topology.ClusterFamily) (*oracle.Cluster, map[string]*corev1.Pod) {
+	v := *c
+	v.Pods = make([]corev1.Pod, len(c.Pods))
+	index := map[*corev1.Pod]int{}
+	for i := range c.Pods {
+		index[&c.Pods[i]] = i
+		p := c.Pods[i].DeepCopy()
+		p.Status.PodIP, p.Status.PodIPs = "", nil
+		if a, ok := framework.FamilyAddr(&c.Pods[i], f); ok {
+			p.Status.PodIP, p.Status.PodIPs = a.String(), []corev1.PodIP{{IP: a.String()}}
+		}
+		v.Pods[i] = *p
+	}
+	out := map[string]*corev1.Pod{}
+	for short, p := range byShort {
+		out[short] = &v.Pods[index[p]]
+	}
+	return &v, out
+}
+
+// expected computes the truth table of every probe (m.tables) from the
+// oracle, over each probe's family. A pod reaching itself never leaves its
+// namespace: always allowed.
 func (m *model) expected(t *testing.T) map[probeSpec]*connectivity.Matrix {
 	t.Helper()
-	c, pods := m.cluster(t)
+	all, allPods := m.cluster(t)
 	out := map[probeSpec]*connectivity.Matrix{}
-	for _, pr := range m.probes {
+	for _, pr := range m.tables() {
+		c, pods := familyView(all, allPods, m.family(pr.fam))
 		mx := connectivity.NewMatrix(m.pods, true)
 		for _, a := range m.pods {
 			for _, b := range m.pods {
@@ -188,14 +308,15 @@ func (m *model) probeCells(cells []cell) (map[cell]bool, error) {
 }
 
 func (m *model) probe(c cell, timeout time.Duration) (bool, error) {
+	to := m.addrOf(c.pr.fam, c.to)
 	if c.pr.proto == corev1.ProtocolSCTP {
-		dst, err := netip.ParseAddr(m.ip[c.to])
+		dst, err := netip.ParseAddr(to)
 		if err != nil {
 			return false, err
 		}
 		return probe.ProbeSCTP(m.netns[c.from], m.netns[c.to], dst, uint16(c.pr.port), timeout)
 	}
-	err := probe.ProbeFromNetns(m.netns[c.from], probe.Target{Addr: m.ip[c.to], Port: c.pr.port,
+	err := probe.ProbeFromNetns(m.netns[c.from], probe.Target{Addr: to, Port: c.pr.port,
 		Proto: strings.ToLower(string(c.pr.proto))}, timeout)
 	return err == nil, nil
 }
@@ -213,7 +334,7 @@ func (m *model) expect(t *testing.T, within time.Duration) {
 	t.Helper()
 	exp := m.expected(t)
 	var all []cell
-	for _, pr := range m.probes {
+	for _, pr := range m.tables() {
 		for _, a := range m.pods {
 			for _, b := range m.pods {
 				if a != b {
@@ -246,7 +367,7 @@ func (m *model) expect(t *testing.T, within time.Duration) {
 		}
 		if time.Since(start) > within {
 			var b strings.Builder
-			for _, pr := range m.probes {
+			for _, pr := range m.tables() {
 				o := connectivity.NewMatrix(m.pods, true)
 				for _, c := range all {
 					if c.pr == pr {

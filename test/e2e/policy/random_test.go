@@ -19,7 +19,8 @@ var (
 
 // TestE2EPolicyRandom is the property test run against the lab: random
 // policy sets applied through the API, the whole matrix probed, observed
-// equal to the oracle's expectation. The seed is printed for a rerun.
+// equal to the oracle's expectation, over every IP family of the lab (with
+// ipBlocks of each). The seed is printed for a rerun.
 func TestE2EPolicyRandom(t *testing.T) {
 	requireAgent(t)
 	seed := *randSeed
@@ -29,6 +30,13 @@ func TestE2EPolicyRandom(t *testing.T) {
 	t.Logf("seed %d (rerun: -policy.seed=%d -policy.cases=%d)", seed, seed, *randCases)
 	m := newModel(t)
 	g := netpolworld.Gen{R: rand.New(rand.NewSource(seed)), Pods: m.pods, IP: m.ip}
+	if len(m.fams) > 1 || m.fams[0].IPv6 {
+		// ipBlocks of every family of the lab (an IPv4 lab keeps the
+		// original vocabulary, so that its seeds replay).
+		for _, f := range m.fams {
+			g.Blocks = append(g.Blocks, netpolworld.Block{CIDR: f.ClusterCIDR, IP: m.addr[f.Name()], Wide: f.NodeMaskSize})
+		}
+	}
 	for c := 0; c < *randCases; c++ {
 		t.Run(fmt.Sprintf("case-%d", c), func(t *testing.T) {
 			t.Cleanup(func() { m.removeAll(t) })

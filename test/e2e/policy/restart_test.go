@@ -29,7 +29,10 @@ func TestE2EPolicyAgentKill9(t *testing.T) {
 	m.expect(t, converge)
 	exp := m.expected(t)
 	var cells []cell
-	for _, pr := range []probeSpec{{80, corev1.ProtocolTCP}, {81, corev1.ProtocolUDP}} {
+	for _, pr := range m.tables() {
+		if (pr.port != 80 || pr.proto != corev1.ProtocolTCP) && (pr.port != 81 || pr.proto != corev1.ProtocolUDP) {
+			continue // 80/tcp and 81/udp, over every family
+		}
 		for _, a := range m.pods {
 			for _, b := range m.pods {
 				if a != b {

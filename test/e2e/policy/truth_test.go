@@ -10,6 +10,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
 
 const converge = 10 * time.Second
@@ -128,15 +130,24 @@ func TestE2EPolicyTruthTables(t *testing.T) {
 		}, false},
 		{"ipBlock with except", func(t *testing.T) {
 			m.create(t, "x", "cidr", networkingv1.NetworkPolicySpec{PodSelector: podA,
-				Ingress: from(networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{
-					CIDR: "10.244.0.0/16", Except: []string{m.ip["y/b"] + "/32", m.ip["z/c"] + "/32"}}})})
+				Ingress: from(m.blocks(func(f topology.ClusterFamily) *networkingv1.IPBlock {
+					return &networkingv1.IPBlock{CIDR: f.ClusterCIDR.String(), Except: []string{m.hostPrefix(f, "y/b"), m.hostPrefix(f, "z/c")}}
+				})...)})
 		}, false},
 		{"egress to a namespace, and egress ipBlock", func(t *testing.T) {
 			m.create(t, "x", "to-y", networkingv1.NetworkPolicySpec{PodSelector: podA, PolicyTypes: egressOnly,
 				Egress: []networkingv1.NetworkPolicyEgressRule{
 					{To: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: labels("ns", "y")}}},
-					{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: m.ip["z/b"] + "/32"}}}},
+					{To: m.blocks(func(f topology.ClusterFamily) *networkingv1.IPBlock {
+						return &networkingv1.IPBlock{CIDR: m.hostPrefix(f, "z/b")}
+					})},
 				}})
+		}, false},
+		{"ipBlock of every address except a node's pod CIDR", func(t *testing.T) {
+			m.create(t, "x", "not-node-of-a", networkingv1.NetworkPolicySpec{PodSelector: *labels("pod", "b"),
+				Ingress: from(m.blocks(func(f topology.ClusterFamily) *networkingv1.IPBlock {
+					return &networkingv1.IPBlock{CIDR: allAddresses(f), Except: []string{m.nodePodCIDR(t, "x/a", f)}}
+				})...)})
 		}, false},
 		{"policy update takes effect", func(t *testing.T) {
 			m.create(t, "x", "moving", networkingv1.NetworkPolicySpec{PodSelector: podA,
@@ -168,6 +179,23 @@ func TestE2EPolicyTruthTables(t *testing.T) {
 			m.expect(t, converge)
 			m.remove(t, "z", "deny-all")
 		}, false},
+	}
+	if len(m.fams) > 1 {
+		// Only in a lab with two families: a block of one family admits
+		// that family's connections and not the other's.
+		last := m.fams[len(m.fams)-1]
+		cases = append(cases, struct {
+			name string
+			run  func(t *testing.T)
+			sctp bool
+		}{"an ipBlock of one family admits that family only", func(t *testing.T) {
+			m.create(t, "x", "one-family", networkingv1.NetworkPolicySpec{PodSelector: podA,
+				Ingress: from(networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: last.ClusterCIDR.String(),
+					Except: []string{m.hostPrefix(last, "y/c")}}})})
+			m.create(t, "y", "egress-one-family", networkingv1.NetworkPolicySpec{PodSelector: *labels("pod", "b"), PolicyTypes: egressOnly,
+				Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{
+					CIDR: allAddresses(last)}}}}}})
+		}, false})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,20 +1,9 @@
 //go:build e2e && dualstack
 
-// Package dualstack checks a lab brought up with IPv6 (`trellis-lab up
-// --ip-family dual`, or ipv6 with TRELLIS_LAB_IP_FAMILY=ipv6): every Node
-// has an InternalIP and a pod CIDR per family, a dual-stack Service gets a
-// ClusterIP per family and kube-proxy programs each, kube-dns answers at
-// one per family, and the underlay carries IPv6 between the nodes, the
-// control plane and the external host, with nothing routed out of the lab.
-// What pods get from the (IPv4-only) agent is logged on OBSERVED lines.
-// It brings its own lab up and is not part of `make test`; run it with
-// `make test-e2e-dualstack`.
 package dualstack
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -28,22 +17,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/lab/kube"
 	"github.com/trellisnet/trellis/internal/lab/topology"
-	"github.com/trellisnet/trellis/test/e2e/framework"
 )
-
-var lab *framework.Lab
-
-func TestMain(m *testing.M) { framework.Main(m, &lab, 5*time.Minute) }
-
-// topo is the lab's plan; the suite needs IPv6 in it.
-func topo(t *testing.T) topology.Topology {
-	t.Helper()
-	tp := lab.State.Topology
-	if !tp.HasIPv6() {
-		t.Fatalf("the lab has no IPv6 (IP family %q): bring it up with --ip-family dual or ipv6 (TRELLIS_LAB_IP_FAMILY)", tp.Options.IPFamily)
-	}
-	return tp
-}
 
 // Every Node has one InternalIP per family, the lab's planned underlay
 // addresses in the family order, and one pod CIDR per family: a /24 out of
@@ -178,59 +152,4 @@ func TestE2EDualStackUnderlay(t *testing.T) {
 		}
 	}
 	t.Logf("ping -6 between %d hosts (control plane, external, nodes) in every direction", len(hosts))
-}
-
-// Pods: what they get from the agent, logged on OBSERVED lines. The agent is
-// IPv4-only; the assertions are the cluster's: pods become Ready on two nodes
-// and, where the cluster has IPv4, reach each other over it.
-func TestE2EDualStackPods(t *testing.T) {
-	tp := topo(t)
-	ns := lab.Namespace(t, "dualpods", nil)
-	nodes := lab.Nodes()
-	pods := lab.CreatePods(t, ns, []framework.PodSpec{{Name: "a", Node: nodes[0]}, {Name: "b", Node: nodes[1]}}, 90*time.Second)
-	var addrs [2][]netip.Addr
-	for i, ref := range pods {
-		p := lab.Pod(t, ref)
-		for _, ip := range p.Status.PodIPs {
-			addrs[i] = append(addrs[i], netip.MustParseAddr(ip.IP))
-		}
-		fmt.Printf("OBSERVED %s on %s: podIPs %v\n", ref, p.Spec.NodeName, addrs[i])
-	}
-	dial := func(from string, to netip.Addr) error {
-		var err error
-		framework.InNetns(t, lab.PodNetns(t, from), func() error {
-			var c net.Conn
-			c, err = net.DialTimeout("tcp", net.JoinHostPort(to.String(), "80"), 2*time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return nil
-		})
-		return err
-	}
-	for _, to := range addrs[1] {
-		err := dial(pods[0], to)
-		fmt.Printf("OBSERVED %s → %s %s:80/tcp (across nodes): %v\n", pods[0], pods[1], to, errOr(err, "answered"))
-		if to.Is4() && err != nil {
-			t.Errorf("%s → %s over IPv4 (%s): %v", pods[0], pods[1], to, err)
-		}
-	}
-	for _, to := range addrs[0] {
-		n, _ := tp.Node(nodes[0])
-		out, err := exec.Command("ip", "netns", "exec", n.Netns, "ping", "-n", "-c", "1", "-W", "2", to.String()).CombinedOutput()
-		fmt.Printf("OBSERVED %s → %s %s (ping from its own node): %v\n", nodes[0], pods[0], to, errOr(err, "answered"))
-		if to.Is4() && err != nil {
-			t.Errorf("%s → its pod %s: %v\n%s", nodes[0], to, err, out)
-		}
-	}
-	if len(tp.ClusterCIDRs4()) > 0 && (len(addrs[0]) == 0 || !addrs[0][0].Is4()) {
-		t.Errorf("pod %s has no IPv4 address first: %v", pods[0], addrs[0])
-	}
-}
-
-func errOr(err error, ok string) string {
-	if err != nil {
-		return err.Error()
-	}
-	return ok
 }
