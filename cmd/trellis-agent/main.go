@@ -80,6 +80,7 @@ func runUninstall(ctx context.Context, cfg *config.Config) error {
 	err := uninstall.Run(ctx, uninstall.Options{
 		CNIConfDir: cfg.CNIConfDir, CNIBinDir: cfg.CNIBinDir, NodeStateFile: cfg.NodeStateFile,
 		VXLANDevice:     cfg.VXLAN.Device,
+		VXLANDevice6:    cfg.VXLAN.Device6,
 		WireGuardDevice: cfg.WireGuard.Device, WireGuardKeyFile: cfg.WireGuard.KeyFile,
 		Sysctls:    nodesetup.ProcSysctls{Root: cfg.SysctlRoot},
 		RecordFile: uninstall.RecordPath(filepath.Dir(cfg.NodeStateFile)),

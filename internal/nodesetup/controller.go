@@ -190,7 +190,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 		return err
 	}
 	podCIDRs := routing.PodCIDRs(node)
-	nodeIP := nodeAddress(node)
+	nodeIP := routing.UnderlayIP(node)
 	if !nodeIP.IsValid() {
 		_ = c.writeState(podCIDRs, 0, false, "Node has no InternalIP")
 		return fmt.Errorf("node %s has no InternalIP", node.Name)
@@ -200,7 +200,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 		_ = c.writeState(podCIDRs, 0, false, "node IP interface not found")
 		return fmt.Errorf("find node IP interface: %w", err)
 	}
-	mtu := routing.PodMTU(routing.ParamsFromConfig(c.cfg), ul.MTU)
+	mtu := routing.PodMTUFor(routing.ParamsFromConfig(c.cfg), ul)
 	if err := c.publishAnnotations(ctx, node, nodeIP); err != nil {
 		return err
 	}

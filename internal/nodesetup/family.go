@@ -4,10 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-
-	v1 "k8s.io/api/core/v1"
-
-	"github.com/trellisnet/trellis/internal/routing"
 )
 
 // IPv6Forwarder turns IPv6 forwarding on for the node (net.ipv6.conf.all.
@@ -31,27 +27,6 @@ const ConditionReasonIPv6Unsupported = "TrellisIPv6Unsupported"
 // hasIPv6 reports whether one of cidrs is an IPv6 prefix.
 func hasIPv6(cidrs []netip.Prefix) bool {
 	return slices.ContainsFunc(cidrs, func(p netip.Prefix) bool { return p.Addr().Is6() && !p.Addr().Is4In6() })
-}
-
-// nodeAddress returns the address node setup works with: routing.NodeIP
-// (the IPv4 InternalIP, else ExternalIP, else the published annotation),
-// else, on a node without IPv4, its first IPv6 InternalIP (else
-// ExternalIP).
-func nodeAddress(n *v1.Node) netip.Addr {
-	if ip := routing.NodeIP(n); ip.IsValid() {
-		return ip.Unmap()
-	}
-	for _, t := range []v1.NodeAddressType{v1.NodeInternalIP, v1.NodeExternalIP} {
-		for _, a := range n.Status.Addresses {
-			if a.Type != t {
-				continue
-			}
-			if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is6() && !ip.Is4In6() && !ip.IsLinkLocalUnicast() {
-				return ip
-			}
-		}
-	}
-	return netip.Addr{}
 }
 
 // enableIPv6Forwarding turns IPv6 forwarding on through f (nil: an error,

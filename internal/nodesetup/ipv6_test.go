@@ -199,3 +199,18 @@ func TestIPv6WithStrictEncryption(t *testing.T) {
 		t.Errorf("IPv6Unsupported = %q with strict encryption", why)
 	}
 }
+
+// The pods of an IPv6-only node in VXLAN mode get the MTU of VXLAN over an
+// IPv6 underlay: 70 bytes of headers, not IPv4's 50.
+func TestIPv6OnlyNodeVXLANMTU(t *testing.T) {
+	f := newFixture(t, v6OnlyNode(), config.ModeVXLAN)
+	f.withForwarder()
+	f.routes.ready = true
+	if err := f.c.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := podlink.ReadNodeState(f.cfg.NodeStateFile)
+	if err != nil || st.MTU != 1430 {
+		t.Errorf("node state %+v, %v: want MTU 1500-70 = 1430", st, err)
+	}
+}
