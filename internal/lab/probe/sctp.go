@@ -90,23 +90,33 @@ func ProbeSCTP(srcNS, dstNS string, dst netip.Addr, port uint16, timeout time.Du
 	}
 	tag := uint32(time.Now().UnixNano())
 	pkt := SCTPInit(uint16(30000+tag%20000), port, tag)
-	err = ns.WithNetNSPath(srcNS, func(ns.NetNS) error {
-		s, err := unix.Socket(family, unix.SOCK_RAW, ipProtoSCTP)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(s)
-		return unix.Sendto(s, pkt, 0, sa)
-	})
-	if errors.Is(err, unix.EPERM) {
-		return false, nil // dropped by a filter on the way out of the source
+	send := func() error {
+		return ns.WithNetNSPath(srcNS, func(ns.NetNS) error {
+			s, err := unix.Socket(family, unix.SOCK_RAW, ipProtoSCTP)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(s)
+			return unix.Sendto(s, pkt, 0, sa)
+		})
 	}
-	if err != nil {
-		return false, fmt.Errorf("SCTP probe: sending INIT: %w", err)
-	}
+	// Like an SCTP stack, the probe sends its INIT again while no copy has
+	// arrived (every resend): a first packet can be lost to neighbour
+	// resolution or a link coming up.
+	const resend = 250 * time.Millisecond
 	buf := make([]byte, 2048)
 	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	for next := time.Now(); time.Now().Before(deadline); {
+		if !time.Now().Before(next) {
+			err := send()
+			if errors.Is(err, unix.EPERM) {
+				return false, nil // dropped by a filter on the way out of the source
+			}
+			if err != nil {
+				return false, fmt.Errorf("SCTP probe: sending INIT: %w", err)
+			}
+			next = time.Now().Add(resend)
+		}
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
 			continue // timeout slice or EINTR
