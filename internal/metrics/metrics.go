@@ -57,7 +57,11 @@ type Metrics struct {
 	// InitialSync is the time from Build.Start until each controller's
 	// first successful sync (set by ObserveSync).
 	InitialSync *prometheus.GaugeVec
-	features    *prometheus.GaugeVec
+	// InitialSyncDuration is how long each controller's first successful
+	// sync took (set by ObserveSync): on a cold node, programming
+	// everything from nothing.
+	InitialSyncDuration *prometheus.GaugeVec
+	features            *prometheus.GaugeVec
 
 	start       time.Time
 	mu          sync.Mutex
@@ -104,6 +108,10 @@ func New(b Build) *Metrics {
 			Namespace: namespace, Name: "initial_sync_seconds",
 			Help: "Seconds from the agent's start until the controller's first successful sync, per controller.",
 		}, []string{"controller"}),
+		InitialSyncDuration: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "initial_sync_duration_seconds",
+			Help: "How long the controller's first successful sync took, per controller (on a cold node: programming everything).",
+		}, []string{"controller"}),
 	}
 	for _, f := range []string{FeatureFastPath, FeatureNetworkPolicy, FeatureMasquerade, FeatureVXLAN, FeatureEncryption} {
 		m.features.WithLabelValues(f)
@@ -114,7 +122,7 @@ func New(b Build) *Metrics {
 		ConstLabels: prometheus.Labels{"version": b.Version, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	m.Registry.MustRegister(m.SyncDuration, m.SyncErrors, m.Syncs, m.LastSuccessSync, m.InformerSync, m.InitialSync, m.features, buildInfo,
+	m.Registry.MustRegister(m.SyncDuration, m.SyncErrors, m.Syncs, m.LastSuccessSync, m.InformerSync, m.InitialSync, m.InitialSyncDuration, m.features, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -143,6 +151,7 @@ func (m *Metrics) ObserveSync(name string, took time.Duration, err error) {
 	m.mu.Unlock()
 	if first {
 		m.InitialSync.WithLabelValues(name).Set(time.Since(m.start).Seconds())
+		m.InitialSyncDuration.WithLabelValues(name).Set(took.Seconds())
 	}
 }
 

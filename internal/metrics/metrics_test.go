@@ -16,6 +16,7 @@ func TestHandlerServesMetricsAndChecks(t *testing.T) {
 	m.SetFeature(FeatureVXLAN, true)
 	m.ObserveSync("routing", 3*time.Millisecond, nil)
 	m.ObserveSync("routing", time.Millisecond, errors.New("x"))
+	m.ObserveSync("routing", 5*time.Millisecond, nil)
 	notReady := errors.New("routes not programmed yet")
 	h := m.Handler(nil, []Check{{Name: "routing", Fn: func() error { return notReady }}})
 
@@ -24,9 +25,10 @@ func TestHandlerServesMetricsAndChecks(t *testing.T) {
 	body, _ := io.ReadAll(rec.Body)
 	for _, want := range []string{
 		`trellis_agent_sync_errors_total{controller="routing"} 1`,
-		`trellis_agent_syncs_total{controller="routing"} 2`,
+		`trellis_agent_syncs_total{controller="routing"} 3`,
+		`trellis_agent_initial_sync_duration_seconds{controller="routing"} 0.003`,
 		`trellis_agent_last_successful_sync_timestamp_seconds{controller="routing"}`,
-		`trellis_agent_sync_duration_seconds_count{controller="routing"} 2`,
+		`trellis_agent_sync_duration_seconds_count{controller="routing"} 3`,
 		`trellis_feature_enabled{feature="vxlan"} 1`,
 		`trellis_feature_enabled{feature="fastpath"} 0`,
 		`trellis_feature_enabled{feature="encryption"} 0`,

@@ -154,12 +154,13 @@ func (m metrics) get(series string) (float64, bool) { v, ok := m[series]; return
 
 // Metric names the bench reads (docs/metrics.md).
 const (
-	mHeapInuse      = "go_memstats_heap_inuse_bytes"
-	mInformerSync   = "trellis_agent_informer_sync_seconds"
-	mInitialSync    = "trellis_agent_initial_sync_seconds"
-	mLastSuccess    = "trellis_agent_last_successful_sync_timestamp_seconds"
-	mTxOps          = "trellis_policy_transaction_operations"
-	logInformerSync = "Informer caches synced"
+	mHeapInuse       = "go_memstats_heap_inuse_bytes"
+	mInformerSync    = "trellis_agent_informer_sync_seconds"
+	mInitialSync     = "trellis_agent_initial_sync_seconds"
+	mInitialSyncTook = "trellis_agent_initial_sync_duration_seconds"
+	mLastSuccess     = "trellis_agent_last_successful_sync_timestamp_seconds"
+	mTxOps           = "trellis_policy_transaction_operations"
+	logInformerSync  = "Informer caches synced"
 )
 
 var klogHeader = regexp.MustCompile(`\b[IWE](\d{4} \d{2}:\d{2}:\d{2}\.\d{6})`)

@@ -472,14 +472,23 @@ func measureStep(t *testing.T, step *scalebench.Step, w *world, set settings, no
 	// Cold start: no Trellis route, no VXLAN device.
 	if r, err := restartAgent(t, node, nsName, true); err != nil {
 		note("cold start: %v", err)
-	} else if !r.synced.IsZero() {
-		step.RoutingColdSeconds = f64(r.routesAt.Sub(r.synced).Seconds())
-		note("cold start (every Trellis route and the VXLAN device removed while the agent was down): every route back %.2f s after the informers synced (%.2f s after the process started); routing's first sync %s s after the list; full resync %s s (load average %s)",
-			*step.RoutingColdSeconds, r.routesAt.Sub(r.started).Seconds(), show(r.routingFirst), show(r.resync), loadAvg())
+	} else if r.routingTook != nil {
+		step.RoutingColdSeconds = r.routingTook
+		note("cold start (every Trellis route and the VXLAN device removed while the agent was down): routing's first sync, programming every peer, took %.2f s (%s); every route back %.2f s after the process started, %s s after the informers synced (routing waits for the Nodes only, not the pods); full resync %s s (load average %s)",
+			*r.routingTook, mInitialSyncTook, r.routesAt.Sub(r.started).Seconds(), showSince(r.routesAt, r.synced), show(r.resync), loadAvg())
 	} else {
-		note("cold start: every route back %.2f s after the process started; informer sync time unknown (%s)", r.routesAt.Sub(r.started).Seconds(), r.source)
+		note("cold start: every route back %.2f s after the process started, %s s after the informers synced; the agent exports no %s (%s)",
+			r.routesAt.Sub(r.started).Seconds(), showSince(r.routesAt, r.synced), mInitialSyncTook, r.source)
 	}
 	note("load average at the end of the step: %s", loadAvg())
+}
+
+// showSince is a − b in seconds, or "?" when b is unknown.
+func showSince(a, b time.Time) string {
+	if b.IsZero() {
+		return "?"
+	}
+	return fmt.Sprintf("%.2f", a.Sub(b).Seconds())
 }
 
 func show(v *float64) string {

@@ -32,6 +32,7 @@ type restartResult struct {
 	resync       *float64  // informers synced → every controller synced once
 	synced       time.Time // absolute: informers synced (zero if unknown)
 	routingFirst *float64  // informers synced → routing's first sync (metric)
+	routingTook  *float64  // how long routing's first sync took (metric)
 	routesAt     time.Time // cold: when the kernel held every route again
 	source       string    // where the figures came from
 }
@@ -182,6 +183,9 @@ func restartAgent(t *testing.T, node, nsName string, cold bool) (restartResult, 
 			if v, ok := initial["routing"]; ok {
 				rt := v - inf
 				r.routingFirst = &rt
+			}
+			if v, ok := last.byLabel(mInitialSyncTook, "controller")["routing"]; ok {
+				r.routingTook = &v
 			}
 			r.source = mInformerSync + " and " + mInitialSync
 			return r, nil
