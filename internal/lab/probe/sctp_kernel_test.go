@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -38,9 +39,25 @@ func TestKernelSCTPProbe(t *testing.T) {
 		}
 	}
 	dsts := []netip.Addr{netip.MustParseAddr("192.168.77.2"), netip.MustParseAddr("fd00:77::2")}
+	// The link first: right after `link set up` a veth pair can take more
+	// than the probe's 2 s to pass IPv6 (neighbour solicitations sent while
+	// the peer came up are lost and retried a second later); a ping that
+	// gets through shows the path is up before the probe is judged.
+	for _, dst := range dsts {
+		deadline := time.Now().Add(10 * time.Second)
+		for topology.InNetns(ctx, a, "ping", "-c1", "-W1", dst.String()) != nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s does not answer ping from %s after 10 s", dst, a)
+			}
+		}
+	}
 	for _, dst := range dsts {
 		ok, err := ProbeSCTP("/run/netns/"+a, "/run/netns/"+b, dst, 80, 2*time.Second)
 		if err != nil || !ok {
+			for _, n := range []string{a, b} {
+				out, _ := exec.Command("sh", "-c", "ip -n "+n+" -d addr; ip -n "+n+" -6 route; ip -n "+n+" -6 neigh; ip netns exec "+n+" sysctl net.ipv6.conf.eth0.disable_ipv6 net.ipv6.conf.all.disable_ipv6").CombinedOutput()
+				t.Logf("%s:\n%s", n, out)
+			}
 			t.Fatalf("INIT to %s did not arrive: ok=%v err=%v", dst, ok, err)
 		}
 	}
