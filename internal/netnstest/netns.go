@@ -118,14 +118,19 @@ func (n *Node) Exec(args ...string) (string, error) {
 }
 
 // DFUDP opens a UDP socket inside the namespace at nsPath bound to addr
-// ("IP:port", port 0 for any) with DF set (path MTU discovery "do":
-// oversize datagrams fail with EMSGSIZE instead of being fragmented). It is
-// closed in t.Cleanup.
+// ("IP:port" or "[IPv6]:port", port 0 for any) with path MTU discovery
+// "do" (IPv4: DF set; both families: oversize datagrams fail with EMSGSIZE
+// instead of being fragmented). It is closed in t.Cleanup.
 func DFUDP(t *testing.T, nsPath, addr string) *net.UDPConn {
 	t.Helper()
 	var conn *net.UDPConn
 	err := ns.WithNetNSPath(nsPath, func(ns.NetNS) error {
-		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+		ap := netip.MustParseAddrPort(addr)
+		network, level, opt, val := "udp4", unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO
+		if ap.Addr().Is6() {
+			network, level, opt, val = "udp6", unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO
+		}
+		c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(ap))
 		if err != nil {
 			return err
 		}
@@ -136,7 +141,7 @@ func DFUDP(t *testing.T, nsPath, addr string) *net.UDPConn {
 		}
 		var serr error
 		if err := raw.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+			serr = unix.SetsockoptInt(int(fd), level, opt, val)
 		}); err != nil {
 			return err
 		}

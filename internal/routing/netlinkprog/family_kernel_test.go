@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -307,36 +306,6 @@ func podAddr(c netip.Prefix) netip.Addr {
 	return a
 }
 
-// dfUDP6 is netnstest.DFUDP for IPv6: a UDP socket bound to addr in the
-// namespace at nsPath, path MTU discovery "do" (no fragmentation).
-func dfUDP6(t *testing.T, nsPath string, addr netip.AddrPort) *net.UDPConn {
-	t.Helper()
-	var conn *net.UDPConn
-	err := ns.WithNetNSPath(nsPath, func(ns.NetNS) error {
-		c, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(addr))
-		if err != nil {
-			return err
-		}
-		conn = c
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO)
-		}); err != nil {
-			return err
-		}
-		return serr
-	})
-	if err != nil {
-		t.Fatalf("DF UDP6 socket %s in %s: %v", addr, nsPath, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
-}
-
 // testIPv6Datagrams sends the largest IPv6 datagram a pod with the pod MTU
 // may send with DF (IPv6 40 + UDP 8) between the two pods, both ways,
 // without fragments, and checks one byte more is refused at the sender.
@@ -354,8 +323,8 @@ func testIPv6Datagrams(t *testing.T, mode config.RoutingMode, a, b routing.Peer,
 		t.Fatalf("%s has no IPv6 pod CIDR", p.Name)
 		return netip.Prefix{}
 	}
-	ca := dfUDP6(t, na.NS.Path(), netip.AddrPortFrom(podAddr(v6CIDR(a)), 7001))
-	cb := dfUDP6(t, nb.NS.Path(), netip.AddrPortFrom(podAddr(v6CIDR(b)), 7002))
+	ca := netnstest.DFUDP(t, na.NS.Path(), netip.AddrPortFrom(podAddr(v6CIDR(a)), 7001).String())
+	cb := netnstest.DFUDP(t, nb.NS.Path(), netip.AddrPortFrom(podAddr(v6CIDR(b)), 7002).String())
 	if err := roundTrip(ca, cb, 100); err != nil {
 		t.Fatalf("%s: small IPv6 datagram failed: %v", mode, err)
 	}
