@@ -482,29 +482,45 @@ func groupsDeleted(prev, d *Desired) bool {
 // dedupeByIP drops finished pods and resolves address reuse: when several
 // pod-network pods claim one address (a deleted pod's object outliving its
 // sandbox while the address is already reused), only the pod not being
-// deleted and created last keeps it — on every node alike, so a stale
-// pod's labels never grant anything to the new pod's address.
+// deleted and created last owns it — on every node alike, so a stale pod's
+// labels never grant anything to the new pod's address. Every address of a
+// pod is contested on its own (a dual-stack pod's IPv6 address may be
+// reused while its IPv4 one is not), and a pod is kept only when it owns
+// all of its addresses: a pod that lost one has lost its sandbox (the
+// plugin releases a pod's addresses together), so none of its addresses
+// speaks for it any more.
 func dedupeByIP(pods []*slim.Pod) []*slim.Pod {
 	best := make(map[netip.Addr]*slim.Pod, len(pods))
 	out := make([]*slim.Pod, 0, len(pods))
 	for _, p := range pods {
-		if p.Finished() {
-			continue // finished: its address may already belong to a new pod
-		}
-		if p.HostNetwork || len(p.IPs) == 0 {
-			out = append(out, p)
+		if !claims(p) {
+			if !p.Finished() { // finished: its address may already belong to a new pod
+				out = append(out, p)
+			}
 			continue
 		}
-		if cur, ok := best[p.IPs[0]]; !ok || newer(p, cur) {
-			best[p.IPs[0]] = p
+		for _, ip := range p.IPs {
+			if cur, ok := best[ip]; !ok || (cur != p && newer(p, cur)) {
+				best[ip] = p
+			}
 		}
 	}
 	for _, p := range pods {
-		if !p.HostNetwork && len(p.IPs) > 0 && best[p.IPs[0]] == p {
+		if claims(p) && ownsAll(best, p) {
 			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// ownsAll reports whether owner names p at every address of p.
+func ownsAll(owner map[netip.Addr]*slim.Pod, p *slim.Pod) bool {
+	for _, ip := range p.IPs {
+		if owner[ip] != p {
+			return false
+		}
+	}
+	return true
 }
 
 // newer reports whether a should own a contested address rather than b.

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -46,6 +47,58 @@ func TestDedupeByIPKeepsTheLivePod(t *testing.T) {
 			t.Fatalf("kept %v, want %v", names, want)
 		}
 	}
+}
+
+// TestDedupeByIPContestsEveryFamily: a dual-stack pod whose IPv6 address
+// went to a newer pod (its IPv4 one not reused) loses its place, so its
+// labels grant nothing to the new pod's IPv6 address; the new pod keeps
+// both of its addresses.
+func TestDedupeByIPContestsEveryFamily(t *testing.T) {
+	mk := func(name string, created int64, deleting bool, ips ...string) *slim.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: name,
+			CreationTimestamp: metav1.NewTime(time.Unix(created, 0)), Labels: map[string]string{"app": name}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+		for _, ip := range ips {
+			p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: ip})
+		}
+		p.Status.PodIP = ips[0]
+		if deleting {
+			del := metav1.NewTime(time.Unix(created+1, 0))
+			p.DeletionTimestamp = &del
+		}
+		return slim.PodOf(p, nil)
+	}
+	for _, tc := range []struct {
+		name string
+		pods []*slim.Pod
+		want []string
+	}{
+		{"secondary address reused", []*slim.Pod{
+			mk("stale", 10, true, "10.0.0.5", "fd00::5"),
+			mk("fresh", 20, false, "10.0.0.9", "fd00::5"),
+		}, []string{"fresh"}},
+		{"primary address reused", []*slim.Pod{
+			mk("fresh", 20, false, "10.0.0.5", "fd00::9"),
+			mk("stale", 10, false, "10.0.0.5", "fd00::5"),
+		}, []string{"fresh"}},
+		{"IPv6-primary pod against a dual one", []*slim.Pod{
+			mk("stale", 10, true, "fd00::5", "10.0.0.5"),
+			mk("fresh", 20, false, "10.0.0.9", "fd00::5"),
+			mk("other", 5, false, "10.0.0.7", "fd00::7"),
+		}, []string{"fresh", "other"}},
+		{"one address listed twice", []*slim.Pod{
+			mk("twice", 10, false, "10.0.0.5", "10.0.0.5"),
+		}, []string{"twice"}},
+	} {
+		var got []string
+		for _, p := range dedupeByIP(tc.pods) {
+			got = append(got, p.Name)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: kept %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
 }
 
 func TestCompileNeverEmitsConflictingInterfaceKeys(t *testing.T) {

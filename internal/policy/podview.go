@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,9 +32,10 @@ type podView struct {
 	// losers are the pods kept out for losing their address to another
 	// (dedupeByIP); finished pods, also kept out, claim nothing.
 	losers map[podKey]*slim.Pod
-	// owner is the pod kept at each claimed first address (dedupeByIP's
-	// choice); rivals, for an address claimed more than once, every
-	// claimant, the owner included.
+	// owner is the pod that owns each claimed address (dedupeByIP's
+	// choice; a pod is in the snapshot when it owns all of its addresses);
+	// rivals, for an address claimed more than once, every claimant, the
+	// owner included.
 	owner  map[netip.Addr]*slim.Pod
 	rivals map[netip.Addr][]*slim.Pod
 	// local are the pods of this node (reread on every sync).
@@ -107,7 +109,7 @@ func asSlim(obj any) *slim.Pod {
 	return nil
 }
 
-// claims reports whether p claims its first address (dedupeByIP's
+// claims reports whether p claims its addresses (dedupeByIP's
 // candidates).
 func claims(p *slim.Pod) bool {
 	return p != nil && !p.Finished() && !p.HostNetwork && len(p.IPs) > 0
@@ -118,7 +120,7 @@ func (v *podView) included(p *slim.Pod) bool {
 	if p == nil || p.Finished() {
 		return false
 	}
-	return !claims(p) || v.owner[p.IPs[0]] == p
+	return !claims(p) || ownsAll(v.owner, p)
 }
 
 // update reads the pods named by dirty (all of them when full), and every
@@ -214,10 +216,17 @@ func (v *podView) rebuild(src podSource, local *localIfaces) []Pod {
 	return pods
 }
 
-// claim records p as a claimant of its first address; the pods whose
+// claim records p as a claimant of each of its addresses; the pods whose
 // place in the snapshot may change are added to touched.
 func (v *podView) claim(p *slim.Pod, touched map[podKey]touchedPod) {
-	ip := p.IPs[0]
+	for i, ip := range p.IPs {
+		if !slices.Contains(p.IPs[:i], ip) {
+			v.claimIP(ip, p, touched)
+		}
+	}
+}
+
+func (v *podView) claimIP(ip netip.Addr, p *slim.Pod, touched map[podKey]touchedPod) {
 	if rs, ok := v.rivals[ip]; ok {
 		v.rivals[ip] = append(rs, p)
 	} else if cur := v.owner[ip]; cur != nil {
@@ -229,9 +238,16 @@ func (v *podView) claim(p *slim.Pod, touched map[podKey]touchedPod) {
 	v.elect(ip, touched)
 }
 
-// unclaim forgets p as a claimant of its first address.
+// unclaim forgets p as a claimant of each of its addresses.
 func (v *podView) unclaim(p *slim.Pod, touched map[podKey]touchedPod) {
-	ip := p.IPs[0]
+	for i, ip := range p.IPs {
+		if !slices.Contains(p.IPs[:i], ip) {
+			v.unclaimIP(ip, p, touched)
+		}
+	}
+}
+
+func (v *podView) unclaimIP(ip netip.Addr, p *slim.Pod, touched map[podKey]touchedPod) {
 	rs, ok := v.rivals[ip]
 	if !ok {
 		if v.owner[ip] == p {

@@ -74,10 +74,16 @@ func viewPolicy(ns, app, role string) *networkingv1.NetworkPolicy {
 func (c *viewChurn) pick(s ...string) string { return s[c.r.Intn(len(s))] }
 
 // addr is one of few addresses, so that pods contest them: of the churn's
-// families, comma-separated when there are two.
+// families, comma-separated when there are two. A dual-stack pod's two
+// addresses are drawn apart, so one family's address is reused while the
+// other's is not.
 func (c *viewChurn) addr() string {
 	n, h := c.r.Intn(2), c.r.Intn(12)+1
-	v4, v6 := fmt.Sprintf("10.9.%d.%d", n, h), fmt.Sprintf("fd00:9:%d::%x", n, h)
+	n6, h6 := n, h
+	if c.family == 1 {
+		n6, h6 = c.r.Intn(2), c.r.Intn(12)+1
+	}
+	v4, v6 := fmt.Sprintf("10.9.%d.%d", n, h), fmt.Sprintf("fd00:9:%d::%x", n6, h6)
 	switch c.family {
 	case 1:
 		return v4 + "," + v6
