@@ -21,10 +21,11 @@
 // Anything unusual returns TC_ACT_UNSPEC: the packet continues on the
 // normal path (and to any later tc filter).
 //
-// Both families take the same steps (the IPv6 functions end in 6): IPv6
-// segments with extension headers (fragments included) take the full path,
-// and the hop limit is checked and decremented as IPv4's TTL (no header
-// checksum). ICMPv6 (neighbour discovery, Packet Too Big) is never touched.
+// Both families take the same steps (each step takes the family as a
+// constant): IPv6 segments with extension headers (fragments included) take
+// the full path, and the hop limit is checked and decremented as IPv4's TTL
+// (no header checksum). ICMPv6 (neighbour discovery, Packet Too Big) is
+// never touched.
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -172,45 +173,117 @@ static __always_inline int count(__u32 k)
 	return TC_ACT_UNSPEC;
 }
 
+// A TCP segment as the fast path reads it. Every function below takes the
+// family as v6, a constant at each of its callers (the programs at the end
+// call the steps once per family), so that each family compiles to straight
+// code: ip is set for IPv4, ip6 for IPv6.
 struct pkt {
 	struct ethhdr *eth;
 	struct iphdr *ip;
+	struct ipv6hdr *ip6;
 	struct tcphdr *tcp;
 };
 
-#define HDR_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr))
+#define HDR4_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr))
+#define HDR6_LEN (sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct tcphdr))
+#define HDR_LEN(v6) ((v6) ? HDR6_LEN : HDR4_LEN)
+// The family's offset in the stats map.
+#define STAT_OFF(v6) ((v6) ? STAT_V6 : 0)
 
-// parse finds an IPv4 TCP segment without IP options or fragmentation whose
-// flags carry no SYN, FIN or RST (those always take the full path).
-static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+// parse finds a TCP segment whose flags carry no SYN, FIN or RST (those
+// always take the full path; 1): IPv4 without IP options or fragmentation,
+// IPv6 right after the fixed header (no extension header, hence no
+// fragment). -1: not a candidate.
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p, const int v6)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	if (data + HDR_LEN > end)
+	if (data + HDR_LEN(v6) > end)
 		return -1;
 	p->eth = data;
-	p->ip = data + sizeof(struct ethhdr);
-	p->tcp = data + sizeof(struct ethhdr) + sizeof(struct iphdr);
-	if (p->eth->h_proto != bpf_htons(ETH_P_IP) || p->ip->version != 4 || p->ip->ihl != 5 ||
-	    p->ip->protocol != IPPROTO_TCP || (p->ip->frag_off & bpf_htons(0x3fff)))
-		return -1;
+	if (v6) {
+		p->ip6 = data + sizeof(struct ethhdr);
+		p->tcp = data + sizeof(struct ethhdr) + sizeof(struct ipv6hdr);
+		if (p->eth->h_proto != bpf_htons(ETH_P_IPV6) || p->ip6->version != 6 || p->ip6->nexthdr != IPPROTO_TCP)
+			return -1;
+	} else {
+		p->ip = data + sizeof(struct ethhdr);
+		p->tcp = data + sizeof(struct ethhdr) + sizeof(struct iphdr);
+		if (p->eth->h_proto != bpf_htons(ETH_P_IP) || p->ip->version != 4 || p->ip->ihl != 5 ||
+		    p->ip->protocol != IPPROTO_TCP || (p->ip->frag_off & bpf_htons(0x3fff)))
+			return -1;
+	}
 	if (p->tcp->syn || p->tcp->fin || p->tcp->rst)
 		return 1;
 	return 0;
 }
 
-static __always_inline int parse_pulled(struct __sk_buff *skb, struct pkt *p)
+// parse_pulled is parse, pulling the headers into the linear part first
+// when they are not there yet.
+static __always_inline int parse_pulled(struct __sk_buff *skb, struct pkt *p, const int v6)
 {
-	if (skb->protocol != bpf_htons(ETH_P_IP))
+	if (skb->protocol != bpf_htons(v6 ? ETH_P_IPV6 : ETH_P_IP))
 		return -1;
-	int r = parse(skb, p);
+	int r = parse(skb, p, v6);
 	if (r >= 0)
 		return r;
-	if ((void *)(long)skb->data + HDR_LEN <= (void *)(long)skb->data_end)
+	if ((void *)(long)skb->data + HDR_LEN(v6) <= (void *)(long)skb->data_end)
 		return -1; // headers were there: not a candidate
-	if (bpf_skb_pull_data(skb, HDR_LEN))
+	if (bpf_skb_pull_data(skb, HDR_LEN(v6)))
 		return -1;
-	return parse(skb, p);
+	return parse(skb, p, v6);
+}
+
+// addr6_is reports whether the 16 bytes at a (4-byte aligned) hold b.
+static __always_inline int addr6_is(const __u8 *a, const struct in6_addr *b)
+{
+	const __u32 *w = (const __u32 *)a;
+	return w[0] == b->in6_u.u6_addr32[0] && w[1] == b->in6_u.u6_addr32[1] && w[2] == b->in6_u.u6_addr32[2] &&
+	       w[3] == b->in6_u.u6_addr32[3];
+}
+
+static __always_inline int addr6_zero(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+	return !(w[0] | w[1] | w[2] | w[3]);
+}
+
+// hops_left is the packet's TTL (IPv4) or hop limit (IPv6).
+static __always_inline __u8 hops_left(struct pkt *p, const int v6)
+{
+	return v6 ? p->ip6->hop_limit : p->ip->ttl;
+}
+
+// src_is reports whether the packet's source is the address of pod
+// interface i. A pod's link-local IPv6 source (fe80::) never is: such
+// segments take the full path.
+static __always_inline int src_is(struct iface *i, struct pkt *p, const int v6)
+{
+	if (v6)
+		return !addr6_zero(i->ipv6) && addr6_is(i->ipv6, &p->ip6->saddr);
+	return i->ipv4 && i->ipv4 == p->ip->saddr;
+}
+
+// dst_is reports whether the packet's destination is the address of pod
+// interface i.
+static __always_inline int dst_is(struct iface *i, struct pkt *p, const int v6)
+{
+	if (v6)
+		return addr6_is(i->ipv6, &p->ip6->daddr);
+	return i->ipv4 == p->ip->daddr;
+}
+
+// local_pod is the host interface of the local pod the packet is addressed
+// to (pod_addrs, pod_addrs6); NULL: none.
+static __always_inline __u32 *local_pod(struct pkt *p, const int v6)
+{
+	if (v6) {
+		struct in6_addr daddr;
+		__builtin_memcpy(&daddr, &p->ip6->daddr, sizeof(daddr));
+		return bpf_map_lookup_elem(&pod_addrs6, &daddr);
+	}
+	__be32 daddr = p->ip->daddr;
+	return bpf_map_lookup_elem(&pod_addrs, &daddr);
 }
 
 // ct_check returns -1 when the connection of tuple t (tuple_sz: the size of
@@ -243,45 +316,70 @@ static __always_inline int ct_check(struct __sk_buff *skb, struct bpf_sock_tuple
 	return why;
 }
 
-static __always_inline int conntrack_ok(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __be16 sport,
-					__be16 dport)
+// conntrack_ok is ct_check of the packet's connection.
+static __always_inline int conntrack_ok(struct __sk_buff *skb, struct pkt *p, const int v6)
 {
 	struct bpf_sock_tuple t = {};
-	t.ipv4.saddr = saddr;
-	t.ipv4.daddr = daddr;
-	t.ipv4.sport = sport;
-	t.ipv4.dport = dport;
+	if (v6) {
+		__builtin_memcpy(t.ipv6.saddr, &p->ip6->saddr, sizeof(t.ipv6.saddr));
+		__builtin_memcpy(t.ipv6.daddr, &p->ip6->daddr, sizeof(t.ipv6.daddr));
+		t.ipv6.sport = p->tcp->source;
+		t.ipv6.dport = p->tcp->dest;
+		return ct_check(skb, &t, sizeof(t.ipv6));
+	}
+	t.ipv4.saddr = p->ip->saddr;
+	t.ipv4.daddr = p->ip->daddr;
+	t.ipv4.sport = p->tcp->source;
+	t.ipv4.dport = p->tcp->dest;
 	return ct_check(skb, &t, sizeof(t.ipv4));
 }
 
-static __always_inline int lookup(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib)
+static __always_inline int lookup(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib, const int v6)
 {
 	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->family = AF_INET;
 	fib->l4_protocol = IPPROTO_TCP;
 	fib->sport = p->tcp->source;
 	fib->dport = p->tcp->dest;
-	fib->tos = p->ip->tos;
-	fib->ipv4_src = p->ip->saddr;
-	fib->ipv4_dst = p->ip->daddr;
 	fib->ifindex = skb->ingress_ifindex;
-	// tot_len 0: the kernel checks the egress MTU against the skb (GSO aware).
+	if (v6) {
+		fib->family = AF_INET6;
+		// Traffic class and flow label, as the kernel's own lookup uses them.
+		fib->flowinfo = *(__be32 *)p->ip6 & bpf_htonl(0x0FFFFFFF);
+		__builtin_memcpy(fib->ipv6_src, &p->ip6->saddr, sizeof(fib->ipv6_src));
+		__builtin_memcpy(fib->ipv6_dst, &p->ip6->daddr, sizeof(fib->ipv6_dst));
+	} else {
+		fib->family = AF_INET;
+		fib->tos = p->ip->tos;
+		fib->ipv4_src = p->ip->saddr;
+		fib->ipv4_dst = p->ip->daddr;
+	}
+	// tot_len 0: the kernel checks the egress MTU against the skb (GSO
+	// aware); a segment too big takes the full path, which sends the ICMP
+	// error (Fragmentation Needed, Packet Too Big).
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
 
 // The flow cache: a connection's verdict (conntrack established and not
 // NATed, route, neighbour MACs) per direction and ingress interface, reused
-// for FLOW_TTL_NS before conntrack and the FIB are asked again. FIN and RST
-// (which always take the full path) drop the entry at once. An entry holds
-// only while its output interface (and, from a pod, its input interface)
-// has an ifaces entry of the incarnation it was decided for: an index the
-// kernel reused for a new pod's interface, or one whose entry the agent
-// deleted, sends the packet to the full checks.
+// for FLOW_TTL_NS before conntrack and the FIB are asked again; flows for
+// IPv4, flows6 for IPv6. FIN and RST (which always take the full path) drop
+// the entry at once. An entry holds only while its output interface (and,
+// from a pod, its input interface) has an ifaces entry of the incarnation
+// it was decided for: an index the kernel reused for a new pod's interface,
+// or one whose entry the agent deleted, sends the packet to the full checks.
 #define FLOW_TTL_NS (100ULL * 1000 * 1000)
 
 struct flow_key {
 	__be32 saddr;
 	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u32 in;
+};
+
+struct flow_key6 {
+	__u8 saddr[16];
+	__u8 daddr[16];
 	__be16 sport;
 	__be16 dport;
 	__u32 in;
@@ -304,20 +402,44 @@ struct {
 	__type(value, struct flow_val);
 } flows SEC(".maps");
 
-static __always_inline void flow_key(struct flow_key *k, struct pkt *p, __u32 in)
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key6);
+	__type(value, struct flow_val);
+} flows6 SEC(".maps");
+
+#define FLOWS(v6) ((v6) ? (void *)&flows6 : (void *)&flows)
+
+// A flow key of either family (zeroed whole, so the hash sees no stray
+// bytes).
+union flow_keys {
+	struct flow_key k4;
+	struct flow_key6 k6;
+};
+
+static __always_inline void flow_key(union flow_keys *k, struct pkt *p, __u32 in, const int v6)
 {
-	k->saddr = p->ip->saddr;
-	k->daddr = p->ip->daddr;
-	k->sport = p->tcp->source;
-	k->dport = p->tcp->dest;
-	k->in = in;
+	if (v6) {
+		__builtin_memcpy(k->k6.saddr, &p->ip6->saddr, sizeof(k->k6.saddr));
+		__builtin_memcpy(k->k6.daddr, &p->ip6->daddr, sizeof(k->k6.daddr));
+		k->k6.sport = p->tcp->source;
+		k->k6.dport = p->tcp->dest;
+		k->k6.in = in;
+		return;
+	}
+	k->k4.saddr = p->ip->saddr;
+	k->k4.daddr = p->ip->daddr;
+	k->k4.sport = p->tcp->source;
+	k->k4.dport = p->tcp->dest;
+	k->k4.in = in;
 }
 
-static __always_inline void forget(struct pkt *p, __u32 in)
+static __always_inline void forget(struct pkt *p, __u32 in, const int v6)
 {
-	struct flow_key k = {};
-	flow_key(&k, p, in);
-	bpf_map_delete_elem(&flows, &k);
+	union flow_keys k = {};
+	flow_key(&k, p, in, v6);
+	bpf_map_delete_elem(FLOWS(v6), &k);
 }
 
 // do_redirect counts the redirect (stat, at offset off: 0 or STAT_V6) and
@@ -330,10 +452,16 @@ static __always_inline int do_redirect(__u32 out, __u32 stat, __u32 off)
 	return bpf_redirect_peer(out, 0);
 }
 
-static __always_inline void rewrite(struct pkt *p, const __u8 *smac, const __u8 *dmac)
+// rewrite sets the MACs of the next hop and takes one hop off the TTL
+// (with IPv4's header checksum) or the hop limit.
+static __always_inline void rewrite(struct pkt *p, const __u8 *smac, const __u8 *dmac, const int v6)
 {
 	__builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
+	if (v6) {
+		p->ip6->hop_limit--;
+		return;
+	}
 	__u32 check = p->ip->check;
 	check += bpf_htons(0x0100);
 	p->ip->check = (__u16)(check + (check >= 0xFFFF));
@@ -343,26 +471,26 @@ static __always_inline void rewrite(struct pkt *p, const __u8 *smac, const __u8 
 // cached redirects the packet by its flow's cached verdict; -1: no fresh
 // entry for the current incarnations of the interfaces (in_gen: the input
 // interface's, as the caller looked it up; 0 from an uplink).
-static __always_inline int cached(struct pkt *p, __u32 in, __u32 in_gen)
+static __always_inline int cached(struct pkt *p, __u32 in, __u32 in_gen, const int v6)
 {
-	struct flow_key k = {};
-	flow_key(&k, p, in);
-	struct flow_val *v = bpf_map_lookup_elem(&flows, &k);
+	union flow_keys k = {};
+	flow_key(&k, p, in, v6);
+	struct flow_val *v = bpf_map_lookup_elem(FLOWS(v6), &k);
 	if (!v || bpf_ktime_get_coarse_ns() > v->until || v->in_gen != in_gen)
 		return -1;
 	__u32 out = v->out;
 	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
 	if (!dst || dst->gen != v->out_gen)
 		return -1;
-	rewrite(p, v->smac, v->dmac);
-	return do_redirect(out, v->stat, 0);
+	rewrite(p, v->smac, v->dmac, v6);
+	return do_redirect(out, v->stat, STAT_OFF(v6));
 }
 
-static __always_inline int remember_and_redirect(struct pkt *p, __u32 in, __u32 in_gen, __u32 out,
-						 __u32 out_gen, __u32 stat, struct bpf_fib_lookup *fib)
+static __always_inline int remember_and_redirect(struct pkt *p, __u32 in, __u32 in_gen, __u32 out, __u32 out_gen,
+						 __u32 stat, struct bpf_fib_lookup *fib, const int v6)
 {
-	struct flow_key k = {};
-	flow_key(&k, p, in);
+	union flow_keys k = {};
+	flow_key(&k, p, in, v6);
 	struct flow_val v = {.until = bpf_ktime_get_coarse_ns() + FLOW_TTL_NS,
 			     .out = out,
 			     .stat = stat,
@@ -370,332 +498,99 @@ static __always_inline int remember_and_redirect(struct pkt *p, __u32 in, __u32 
 			     .out_gen = out_gen};
 	__builtin_memcpy(v.smac, fib->smac, ETH_ALEN);
 	__builtin_memcpy(v.dmac, fib->dmac, ETH_ALEN);
-	bpf_map_update_elem(&flows, &k, &v, BPF_ANY);
-	return do_redirect(out, stat, 0);
+	bpf_map_update_elem(FLOWS(v6), &k, &v, BPF_ANY);
+	return do_redirect(out, stat, STAT_OFF(v6));
 }
 
 // prepare checks conntrack and, when the packet may take the fast path,
 // rewrites it for its next hop (MACs from the FIB, TTL). Non-zero: leave the
 // packet to the full path (counted).
-static __always_inline int prepare(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib)
+static __always_inline int prepare(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib, const int v6)
 {
-	int why = conntrack_ok(skb, p->ip->saddr, p->ip->daddr, p->tcp->source, p->tcp->dest);
+	int why = conntrack_ok(skb, p, v6);
 	if (why >= 0)
-		return count(why) | 1;
+		return count(STAT_OFF(v6) + why) | 1;
 	// Re-derive the packet pointers for the verifier after the kfunc calls.
-	if (parse(skb, p))
+	if (parse(skb, p, v6))
 		return 1;
-	rewrite(p, fib->smac, fib->dmac);
+	rewrite(p, fib->smac, fib->dmac, v6);
 	return 0;
 }
 
-static __always_inline int from_pod4(struct __sk_buff *skb)
+static __always_inline int from_pod(struct __sk_buff *skb, const int v6)
 {
 	struct pkt p;
 	__u32 in = skb->ingress_ifindex;
-	int r = parse_pulled(skb, &p);
+	int r = parse_pulled(skb, &p, v6);
 	if (r == 1)
-		forget(&p, in);
+		forget(&p, in, v6);
 	if (r)
 		return TC_ACT_UNSPEC;
 	struct iface *src = bpf_map_lookup_elem(&ifaces, &in);
-	if (!src || src->kind != IFACE_POD || !src->ipv4 || src->ipv4 != p.ip->saddr)
-		return count(STAT_PASS_SOURCE);
-	if (p.ip->ttl <= 1)
-		return count(STAT_PASS_ROUTE);
+	if (!src || src->kind != IFACE_POD || !src_is(src, &p, v6))
+		return count(STAT_OFF(v6) + STAT_PASS_SOURCE);
+	if (hops_left(&p, v6) <= 1)
+		return count(STAT_OFF(v6) + STAT_PASS_ROUTE);
 	__u32 in_gen = src->gen;
-	r = cached(&p, in, in_gen);
+	r = cached(&p, in, in_gen, v6);
 	if (r >= 0)
 		return r;
 	struct bpf_fib_lookup fib;
-	if (lookup(skb, &p, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
-		return count(STAT_PASS_ROUTE);
+	if (lookup(skb, &p, &fib, v6) != BPF_FIB_LKUP_RET_SUCCESS)
+		return count(STAT_OFF(v6) + STAT_PASS_ROUTE);
 	__u32 out = fib.ifindex;
 	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
 	if (!dst || out == in)
-		return count(STAT_PASS_ROUTE);
+		return count(STAT_OFF(v6) + STAT_PASS_ROUTE);
 	__u32 stat = dst->kind == IFACE_POD ? STAT_FROM_POD_LOCAL : STAT_FROM_POD_REDIRECT;
 	__u32 out_gen = dst->gen;
-	if (prepare(skb, &p, &fib))
+	if (prepare(skb, &p, &fib, v6))
 		return TC_ACT_UNSPEC;
-	return remember_and_redirect(&p, in, in_gen, out, out_gen, stat, &fib);
+	return remember_and_redirect(&p, in, in_gen, out, out_gen, stat, &fib, v6);
 }
 
-static __always_inline int to_pod4(struct __sk_buff *skb)
+static __always_inline int to_pod(struct __sk_buff *skb, const int v6)
 {
 	struct pkt p;
 	__u32 in = skb->ingress_ifindex;
-	int r = parse_pulled(skb, &p);
+	int r = parse_pulled(skb, &p, v6);
 	if (r == 1)
-		forget(&p, in);
+		forget(&p, in, v6);
 	if (r)
 		return TC_ACT_UNSPEC;
-	__be32 daddr = p.ip->daddr;
-	__u32 *pod = bpf_map_lookup_elem(&pod_addrs, &daddr);
+	__u32 *pod = local_pod(&p, v6);
 	if (!pod)
 		return TC_ACT_UNSPEC; // not for a local pod
-	if (p.ip->ttl <= 1)
+	if (hops_left(&p, v6) <= 1)
 		return TC_ACT_UNSPEC;
-	r = cached(&p, in, 0);
+	r = cached(&p, in, 0, v6);
 	if (r >= 0)
 		return r;
 	struct bpf_fib_lookup fib;
-	if (lookup(skb, &p, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
-		return count(STAT_PASS_ROUTE);
+	if (lookup(skb, &p, &fib, v6) != BPF_FIB_LKUP_RET_SUCCESS)
+		return count(STAT_OFF(v6) + STAT_PASS_ROUTE);
 	__u32 out = fib.ifindex;
 	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
-	if (out != *pod || !dst || dst->kind != IFACE_POD || dst->ipv4 != p.ip->daddr)
-		return count(STAT_PASS_ROUTE);
+	if (out != *pod || !dst || dst->kind != IFACE_POD || !dst_is(dst, &p, v6))
+		return count(STAT_OFF(v6) + STAT_PASS_ROUTE);
 	__u32 out_gen = dst->gen;
-	if (prepare(skb, &p, &fib))
+	if (prepare(skb, &p, &fib, v6))
 		return TC_ACT_UNSPEC;
-	return remember_and_redirect(&p, in, 0, out, out_gen, STAT_TO_POD_REDIRECT, &fib);
-}
-
-// IPv6: the same steps as above.
-
-struct pkt6 {
-	struct ethhdr *eth;
-	struct ipv6hdr *ip;
-	struct tcphdr *tcp;
-};
-
-#define HDR6_LEN (sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct tcphdr))
-
-// parse6 finds an IPv6 TCP segment right after the fixed header (no
-// extension header, hence no fragment) whose flags carry no SYN, FIN or RST.
-static __always_inline int parse6(struct __sk_buff *skb, struct pkt6 *p)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	if (data + HDR6_LEN > end)
-		return -1;
-	p->eth = data;
-	p->ip = data + sizeof(struct ethhdr);
-	p->tcp = data + sizeof(struct ethhdr) + sizeof(struct ipv6hdr);
-	if (p->eth->h_proto != bpf_htons(ETH_P_IPV6) || p->ip->version != 6 || p->ip->nexthdr != IPPROTO_TCP)
-		return -1;
-	if (p->tcp->syn || p->tcp->fin || p->tcp->rst)
-		return 1;
-	return 0;
-}
-
-static __always_inline int parse6_pulled(struct __sk_buff *skb, struct pkt6 *p)
-{
-	if (skb->protocol != bpf_htons(ETH_P_IPV6))
-		return -1;
-	int r = parse6(skb, p);
-	if (r >= 0)
-		return r;
-	if ((void *)(long)skb->data + HDR6_LEN <= (void *)(long)skb->data_end)
-		return -1; // headers were there: not a candidate
-	if (bpf_skb_pull_data(skb, HDR6_LEN))
-		return -1;
-	return parse6(skb, p);
-}
-
-// addr6_is reports whether the 16 bytes at a (4-byte aligned) hold b.
-static __always_inline int addr6_is(const __u8 *a, const struct in6_addr *b)
-{
-	const __u32 *w = (const __u32 *)a;
-	return w[0] == b->in6_u.u6_addr32[0] && w[1] == b->in6_u.u6_addr32[1] && w[2] == b->in6_u.u6_addr32[2] &&
-	       w[3] == b->in6_u.u6_addr32[3];
-}
-
-static __always_inline int addr6_zero(const __u8 *a)
-{
-	const __u32 *w = (const __u32 *)a;
-	return !(w[0] | w[1] | w[2] | w[3]);
-}
-
-static __always_inline int conntrack_ok6(struct __sk_buff *skb, struct pkt6 *p)
-{
-	struct bpf_sock_tuple t = {};
-	__builtin_memcpy(t.ipv6.saddr, &p->ip->saddr, sizeof(t.ipv6.saddr));
-	__builtin_memcpy(t.ipv6.daddr, &p->ip->daddr, sizeof(t.ipv6.daddr));
-	t.ipv6.sport = p->tcp->source;
-	t.ipv6.dport = p->tcp->dest;
-	return ct_check(skb, &t, sizeof(t.ipv6));
-}
-
-static __always_inline int lookup6(struct __sk_buff *skb, struct pkt6 *p, struct bpf_fib_lookup *fib)
-{
-	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->family = AF_INET6;
-	fib->l4_protocol = IPPROTO_TCP;
-	fib->sport = p->tcp->source;
-	fib->dport = p->tcp->dest;
-	// Traffic class and flow label, as the kernel's own lookup uses them.
-	fib->flowinfo = *(__be32 *)p->ip & bpf_htonl(0x0FFFFFFF);
-	__builtin_memcpy(fib->ipv6_src, &p->ip->saddr, sizeof(fib->ipv6_src));
-	__builtin_memcpy(fib->ipv6_dst, &p->ip->daddr, sizeof(fib->ipv6_dst));
-	fib->ifindex = skb->ingress_ifindex;
-	// tot_len 0: the kernel checks the egress MTU against the skb (GSO
-	// aware); a segment too big takes the full path, which sends the
-	// ICMPv6 Packet Too Big.
-	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
-}
-
-// The IPv6 flow cache: as flows, keyed by the IPv6 addresses.
-struct flow_key6 {
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__be16 sport;
-	__be16 dport;
-	__u32 in;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct flow_key6);
-	__type(value, struct flow_val);
-} flows6 SEC(".maps");
-
-static __always_inline void flow_key6(struct flow_key6 *k, struct pkt6 *p, __u32 in)
-{
-	__builtin_memcpy(k->saddr, &p->ip->saddr, sizeof(k->saddr));
-	__builtin_memcpy(k->daddr, &p->ip->daddr, sizeof(k->daddr));
-	k->sport = p->tcp->source;
-	k->dport = p->tcp->dest;
-	k->in = in;
-}
-
-static __always_inline void forget6(struct pkt6 *p, __u32 in)
-{
-	struct flow_key6 k = {};
-	flow_key6(&k, p, in);
-	bpf_map_delete_elem(&flows6, &k);
-}
-
-static __always_inline void rewrite6(struct pkt6 *p, const __u8 *smac, const __u8 *dmac)
-{
-	__builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
-	p->ip->hop_limit--;
-}
-
-static __always_inline int cached6(struct pkt6 *p, __u32 in, __u32 in_gen)
-{
-	struct flow_key6 k = {};
-	flow_key6(&k, p, in);
-	struct flow_val *v = bpf_map_lookup_elem(&flows6, &k);
-	if (!v || bpf_ktime_get_coarse_ns() > v->until || v->in_gen != in_gen)
-		return -1;
-	__u32 out = v->out;
-	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
-	if (!dst || dst->gen != v->out_gen)
-		return -1;
-	rewrite6(p, v->smac, v->dmac);
-	return do_redirect(out, v->stat, STAT_V6);
-}
-
-static __always_inline int remember_and_redirect6(struct pkt6 *p, __u32 in, __u32 in_gen, __u32 out,
-						  __u32 out_gen, __u32 stat, struct bpf_fib_lookup *fib)
-{
-	struct flow_key6 k = {};
-	flow_key6(&k, p, in);
-	struct flow_val v = {.until = bpf_ktime_get_coarse_ns() + FLOW_TTL_NS,
-			     .out = out,
-			     .stat = stat,
-			     .in_gen = in_gen,
-			     .out_gen = out_gen};
-	__builtin_memcpy(v.smac, fib->smac, ETH_ALEN);
-	__builtin_memcpy(v.dmac, fib->dmac, ETH_ALEN);
-	bpf_map_update_elem(&flows6, &k, &v, BPF_ANY);
-	return do_redirect(out, stat, STAT_V6);
-}
-
-static __always_inline int prepare6(struct __sk_buff *skb, struct pkt6 *p, struct bpf_fib_lookup *fib)
-{
-	int why = conntrack_ok6(skb, p);
-	if (why >= 0)
-		return count(STAT_V6 + why) | 1;
-	// Re-derive the packet pointers for the verifier after the kfunc calls.
-	if (parse6(skb, p))
-		return 1;
-	rewrite6(p, fib->smac, fib->dmac);
-	return 0;
-}
-
-static __always_inline int from_pod6(struct __sk_buff *skb)
-{
-	struct pkt6 p;
-	__u32 in = skb->ingress_ifindex;
-	int r = parse6_pulled(skb, &p);
-	if (r == 1)
-		forget6(&p, in);
-	if (r)
-		return TC_ACT_UNSPEC;
-	// A pod's link-local source (fe80::) is never its pod address: such
-	// segments take the full path.
-	struct iface *src = bpf_map_lookup_elem(&ifaces, &in);
-	if (!src || src->kind != IFACE_POD || addr6_zero(src->ipv6) || !addr6_is(src->ipv6, &p.ip->saddr))
-		return count(STAT_V6 + STAT_PASS_SOURCE);
-	if (p.ip->hop_limit <= 1)
-		return count(STAT_V6 + STAT_PASS_ROUTE);
-	__u32 in_gen = src->gen;
-	r = cached6(&p, in, in_gen);
-	if (r >= 0)
-		return r;
-	struct bpf_fib_lookup fib;
-	if (lookup6(skb, &p, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
-		return count(STAT_V6 + STAT_PASS_ROUTE);
-	__u32 out = fib.ifindex;
-	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
-	if (!dst || out == in)
-		return count(STAT_V6 + STAT_PASS_ROUTE);
-	__u32 stat = dst->kind == IFACE_POD ? STAT_FROM_POD_LOCAL : STAT_FROM_POD_REDIRECT;
-	__u32 out_gen = dst->gen;
-	if (prepare6(skb, &p, &fib))
-		return TC_ACT_UNSPEC;
-	return remember_and_redirect6(&p, in, in_gen, out, out_gen, stat, &fib);
-}
-
-static __always_inline int to_pod6(struct __sk_buff *skb)
-{
-	struct pkt6 p;
-	__u32 in = skb->ingress_ifindex;
-	int r = parse6_pulled(skb, &p);
-	if (r == 1)
-		forget6(&p, in);
-	if (r)
-		return TC_ACT_UNSPEC;
-	struct in6_addr daddr;
-	__builtin_memcpy(&daddr, &p.ip->daddr, sizeof(daddr));
-	__u32 *pod = bpf_map_lookup_elem(&pod_addrs6, &daddr);
-	if (!pod)
-		return TC_ACT_UNSPEC; // not for a local pod
-	if (p.ip->hop_limit <= 1)
-		return TC_ACT_UNSPEC;
-	r = cached6(&p, in, 0);
-	if (r >= 0)
-		return r;
-	struct bpf_fib_lookup fib;
-	if (lookup6(skb, &p, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
-		return count(STAT_V6 + STAT_PASS_ROUTE);
-	__u32 out = fib.ifindex;
-	struct iface *dst = bpf_map_lookup_elem(&ifaces, &out);
-	if (out != *pod || !dst || dst->kind != IFACE_POD || !addr6_is(dst->ipv6, &p.ip->daddr))
-		return count(STAT_V6 + STAT_PASS_ROUTE);
-	__u32 out_gen = dst->gen;
-	if (prepare6(skb, &p, &fib))
-		return TC_ACT_UNSPEC;
-	return remember_and_redirect6(&p, in, 0, out, out_gen, STAT_TO_POD_REDIRECT, &fib);
+	return remember_and_redirect(&p, in, 0, out, out_gen, STAT_TO_POD_REDIRECT, &fib, v6);
 }
 
 SEC("tc")
 int trellis_from_pod(struct __sk_buff *skb)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return from_pod6(skb);
-	return from_pod4(skb);
+		return from_pod(skb, 1);
+	return from_pod(skb, 0);
 }
 
 SEC("tc")
 int trellis_to_pod(struct __sk_buff *skb)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return to_pod6(skb);
-	return to_pod4(skb);
+		return to_pod(skb, 1);
+	return to_pod(skb, 0);
 }
