@@ -21,7 +21,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -287,69 +286,51 @@ func (b *bench) addPods(mode string, mtu int) error {
 	return nil
 }
 
-// program applies the agent's desired state for mode on both nodes.
+// program applies the agent's desired state for mode on both nodes: the
+// routes of both families from internal/routing, as the agent computes
+// them for dual-stack nodes (native IPv6 via the peer's IPv6 node address
+// on the wire; VXLAN carrying IPv6 over the IPv4 underlay).
 func (b *bench) program(mode config.RoutingMode) error {
+	cidrs := func(n *node) []netip.Prefix {
+		if n.podCIDR6.IsValid() {
+			return []netip.Prefix{n.podCIDR, n.podCIDR6}
+		}
+		return []netip.Prefix{n.podCIDR}
+	}
 	var peers []routing.Peer
 	for _, n := range b.nodes {
-		peers = append(peers, routing.Peer{Name: n.Name, NodeIP: n.IP, PodCIDRs: []netip.Prefix{n.podCIDR}})
+		peers = append(peers, routing.Peer{Name: n.Name, NodeIP: n.IP, NodeIP6: n.nodeIP6(), PodCIDRs: cidrs(n)})
 	}
+	params := routing.Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", Device6: "trellis.vxlan6", VNI: 4096, Port: 4789}}
 	for _, n := range b.nodes {
-		ul, err := n.dp.Underlay(n.IP)
-		if err != nil {
+		local := routing.LocalNode{Name: n.Name, NodeIP: n.IP, NodeIP6: n.nodeIP6(), PodCIDRs: cidrs(n)}
+		var err error
+		if local.Underlay, err = n.dp.Underlay(n.IP); err != nil {
 			return err
 		}
-		local := routing.LocalNode{Name: n.Name, NodeIP: n.IP, Underlay: ul, PodCIDRs: []netip.Prefix{n.podCIDR}}
-		d := routing.Compute(local, peers, routing.Params{Mode: mode, VXLAN: config.VXLAN{Device: "trellis.vxlan", VNI: 4096, Port: 4789}})
+		if local.NodeIP6.IsValid() {
+			if local.Underlay6, err = n.dp.Underlay(local.NodeIP6); err != nil {
+				return err
+			}
+		}
+		d := routing.Compute(local, peers, params)
+		if len(d.Problems) > 0 {
+			return fmt.Errorf("program %s on %s: %v", mode, n.Name, d.Problems)
+		}
 		if err := n.dp.Apply(context.Background(), d); err != nil {
 			return fmt.Errorf("program %s on %s: %w", mode, n.Name, err)
 		}
 	}
-	if err := b.programIPv6(mode); err != nil {
-		return err
-	}
 	return b.pair.SyncFastPath(context.Background())
 }
 
-// programIPv6 adds the routes to the peer's IPv6 pod CIDR for mode, by hand
-// in the agent's model (internal/routing computes IPv4 routes only in this
-// benchmark): native, via the peer's IPv6 address on the wire; VXLAN, on the
-// agent's VXLAN device (IPv4 underlay) via the peer VTEP's link-local
-// address (EUI-64 of its MAC; a link-local next hop needs no onlink, which
-// IPv6 refuses while another device's route covers the gateway), with a
-// permanent neighbour entry holding the peer's VTEP MAC (whose FDB entry the
-// agent's IPv4 programming made).
-func (b *bench) programIPv6(mode config.RoutingMode) error {
-	for i, n := range b.nodes {
-		peer := b.nodes[1-i]
-		if !n.podCIDR6.IsValid() {
-			continue
-		}
-		dst := peer.podCIDR6.String()
-		var cmds [][]string
-		switch mode {
-		case config.ModeNative:
-			cmds = [][]string{{"ip", "-n", n.NSName, "-6", "route", "replace", dst, "via", peer.IP6.String(), "dev", benchnet.Uplink}}
-		case config.ModeVXLAN:
-			vx, err := peer.Handle.LinkByName("trellis.vxlan")
-			if err != nil {
-				return fmt.Errorf("VXLAN device on %s: %w", peer.Name, err)
-			}
-			mac := vx.Attrs().HardwareAddr
-			gw := eui64LinkLocal(mac).String()
-			cmds = [][]string{
-				{"ip", "-n", n.NSName, "-6", "neigh", "replace", gw, "lladdr", mac.String(), "dev", "trellis.vxlan", "nud", "permanent"},
-				{"ip", "-n", n.NSName, "-6", "route", "replace", dst, "via", gw, "dev", "trellis.vxlan"},
-			}
-		default:
-			return fmt.Errorf("IPv6 routes for mode %s: not in this benchmark", mode)
-		}
-		for _, c := range cmds {
-			if err := benchnet.Sh(c...); err != nil {
-				return err
-			}
-		}
+// nodeIP6 is the node's IPv6 address on the wire (with -family ipv6;
+// invalid otherwise).
+func (n *node) nodeIP6() netip.Addr {
+	if !n.podCIDR6.IsValid() {
+		return netip.Addr{}
 	}
-	return nil
+	return n.IP6
 }
 
 // throughput measures iperf3 node->node (baseline) against pod->pod, once
@@ -404,17 +385,6 @@ func (b *bench) setupMasquerade() error {
 		cluster, all, b.o.fastPath, []string{benchnet.Uplink, "trellis.vxlan"})
 }
 
-// eui64LinkLocal is the link-local address of an interface with MAC mac
-// (modified EUI-64, RFC 4291 appendix A).
-func eui64LinkLocal(mac net.HardwareAddr) netip.Addr {
-	a := [16]byte{0: 0xfe, 1: 0x80}
-	if len(mac) == 6 {
-		a[8], a[9], a[10], a[11], a[12] = mac[0]^0x02, mac[1], mac[2], 0xff, 0xfe
-		a[13], a[14], a[15] = mac[3], mac[4], mac[5]
-	}
-	return netip.AddrFrom16(a)
-}
-
 func netns(name string) dpbench.Netns { return dpbench.Netns("/run/netns/" + name) }
 
 func report(o options, rows []dpbench.Row) {
@@ -429,9 +399,9 @@ func report(o options, rows []dpbench.Row) {
 	fam := "IPv4"
 	switch {
 	case o.family("ipv4") && o.family("ipv6"):
-		fam = "IPv4 and IPv6 (dual-stack pods; IPv6 routes by hand in the agent's model, VXLAN over the IPv4 underlay)"
+		fam = "IPv4 and IPv6 (dual-stack pods; routes of both families by internal/routing, VXLAN over the IPv4 underlay)"
 	case o.family("ipv6"):
-		fam = "IPv6 (dual-stack pods; IPv6 routes by hand in the agent's model, VXLAN over the IPv4 underlay)"
+		fam = "IPv6 (dual-stack pods; routes of both families by internal/routing, VXLAN over the IPv4 underlay)"
 	}
 	fmt.Printf("\nbench-dataplane: %d runs x %ds each, two node namespaces on one veth, pods by trellis-cni, routes by internal/dataplane, masquerade table on both nodes, fast path %s, %s, %s\n\n", o.runs, o.seconds, fp, pin, fam)
 	dpbench.Report(os.Stdout, rows)
