@@ -26,36 +26,55 @@ func (n *testNode) reconfigure(t *testing.T, exempt uint32, off func() bool) {
 }
 
 // Connections the operator marks in conntrack (here: every forwarded
-// connection on node a) stay on the full path on the node that exempts the
-// mark, so its netfilter rules see every packet; node b, whose conntrack
-// holds no mark, still fast-paths the same connection (the control).
-func TestKernelFastPathExemptsMarkedConnections(t *testing.T) {
-	a, b := topology(t)
-	run(t, "ip", "netns", "exec", a.nsName, "nft", "add table ip operator; "+
-		"add chain ip operator marks { type filter hook forward priority 0; policy accept; }; "+
-		"add rule ip operator marks ct mark set ct mark or 0x100")
+// connection of the family on node a; IPv6 through an inet table that marks
+// IPv6 only) stay on the full path on the node that exempts the mark, so
+// its netfilter rules see every packet; node b, whose conntrack holds no
+// mark, still fast-paths the same connection (the control).
+func TestKernelFastPathExemptsMarkedConnections(t *testing.T) { exemptsMarkedConnections(t, ipv4) }
+func TestKernelFastPathIPv6ExemptsMarkedConnections(t *testing.T) {
+	exemptsMarkedConnections(t, ipv6)
+}
+
+func exemptsMarkedConnections(t *testing.T, f family) {
+	a, b := f.topology(t)
+	table, match := "ip", ""
+	if f.v6 {
+		table, match = "inet", "meta nfproto ipv6 "
+	}
+	run(t, "ip", "netns", "exec", a.nsName, "nft", "add table "+table+" operator; "+
+		"add chain "+table+" operator marks { type filter hook forward priority 0; policy accept; }; "+
+		"add rule "+table+" operator marks "+match+"ct mark set ct mark or 0x100")
 	a.reconfigure(t, 0x300, nil)
 	b.serve(t, 8080)
-	a0, b0 := a.stats(t), b.stats(t)
-	a.send(t, b.podIP.String()+":8080", 8<<20)
-	a1, b1 := a.stats(t), b.stats(t)
-	t.Logf("node a: %v", a1)
-	t.Logf("node b: %v", b1)
+	dst := hostPort(f.pod(b), 8080)
+	a0, b0 := f.stats(t, a), f.stats(t, b)
+	a.send(t, dst, 8<<20)
+	a1, b1 := f.stats(t, a), f.stats(t, b)
+	t.Logf("node a, %s: %v", f.name, a1)
+	t.Logf("node b, %s: %v", f.name, b1)
 	if n := delta(a1, a0, StatFromPodRedirect) + delta(a1, a0, StatToPodRedirect); n != 0 {
-		t.Errorf("node a redirected %d packets of a connection whose conntrack mark it exempts", n)
+		t.Errorf("node a redirected %d %s packets of a connection whose conntrack mark it exempts", n, f.name)
 	}
 	if delta(a1, a0, StatPassMark) == 0 {
-		t.Error("node a counted no packet as passed for its mark")
+		t.Errorf("node a counted no %s packet as passed for its mark", f.name)
 	}
 	if delta(b1, b0, StatToPodRedirect) == 0 || delta(b1, b0, StatFromPodRedirect) == 0 {
-		t.Error("node b (no mark in its conntrack) took no packet of the connection on the fast path: the control failed")
+		t.Errorf("node b (no mark in its conntrack) took no %s packet of the connection on the fast path: the control failed", f.name)
+	}
+	if f.v6 {
+		// The rule marks IPv6 only: an IPv4 connection on the same node keeps the fast path.
+		a4 := a.stats(t)
+		a.send(t, hostPort(b.podIP, 8080), 4<<20)
+		if a5 := a.stats(t); delta(a5, a4, StatFromPodRedirect) == 0 {
+			t.Errorf("node a: an unmarked IPv4 connection was not fast-pathed: %v", a5)
+		}
 	}
 	// The mask matters: a mark outside it is not exempt.
 	a.reconfigure(t, 0x200, nil)
-	a0 = a.stats(t)
-	a.send(t, b.podIP.String()+":8080", 8<<20)
-	if a1 = a.stats(t); delta(a1, a0, StatFromPodRedirect) == 0 || delta(a1, a0, StatPassMark) != 0 {
-		t.Errorf("mark 0x100 outside the exempt mask 0x200: node a %v", a1)
+	a0 = f.stats(t, a)
+	a.send(t, dst, 8<<20)
+	if a1 = f.stats(t, a); delta(a1, a0, StatFromPodRedirect) == 0 || delta(a1, a0, StatPassMark) != 0 {
+		t.Errorf("%s mark 0x100 outside the exempt mask 0x200: node a %v", f.name, a1)
 	}
 }
 

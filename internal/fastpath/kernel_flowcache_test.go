@@ -5,6 +5,7 @@ package fastpath
 import (
 	"encoding/binary"
 	"math"
+	"net/netip"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -87,31 +88,47 @@ func (n *testNode) deleteIface(t *testing.T, index int) {
 	}
 }
 
-// putFlow writes a flow-cache entry for the test packets (40000 -> 8080)
-// that stays fresh for the whole test.
-func (n *testNode) putFlow(t *testing.T, src, dst [4]byte, in int, v fastpathFlowVal) {
+// putFlow writes a flow-cache entry of src's family for the test packets
+// (40000 -> 8080) that stays fresh for the whole test.
+func (n *testNode) putFlow(t *testing.T, src, dst netip.Addr, in int, v fastpathFlowVal) {
 	t.Helper()
-	k := fastpathFlowKey{Saddr: binary.NativeEndian.Uint32(src[:]), Daddr: binary.NativeEndian.Uint32(dst[:]),
-		Sport: 0x409c /* 40000, network order */, Dport: 0x901f /* 8080 */, In: uint32(in)}
 	v.Until = math.MaxUint64
-	if err := n.progs.Flows.Put(k, v); err != nil {
+	const sport, dport = 0x409c /* 40000, network order */, 0x901f /* 8080 */
+	var err error
+	if src.Is4() {
+		s, d := src.As4(), dst.As4()
+		err = n.progs.Flows.Put(fastpathFlowKey{Saddr: binary.NativeEndian.Uint32(s[:]), Daddr: binary.NativeEndian.Uint32(d[:]),
+			Sport: sport, Dport: dport, In: uint32(in)}, v)
+	} else {
+		err = n.progs.Flows6.Put(fastpathFlowKey6{Saddr: src.As16(), Daddr: dst.As16(), Sport: sport, Dport: dport, In: uint32(in)}, v)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 }
 
 // Interface indexes are reused (a new pod's host interface often gets a
-// just-deleted pod's): a cached verdict redirects only to (and, from a pod,
-// for) the interface incarnations it was decided for. Once the output or
-// input interface's ifaces entry is gone or names another generation, the
-// packet takes the full checks (here: no conntrack entry, or no allowed
-// egress).
+// just-deleted pod's): a cached verdict, of either family, redirects only
+// to (and, from a pod, for) the interface incarnations it was decided for.
+// Once the output or input interface's ifaces entry is gone or names
+// another generation, the packet takes the full checks (here: no conntrack
+// entry, or no allowed egress).
 func TestKernelFastPathFlowCacheFollowsInterfaceIncarnation(t *testing.T) {
-	a, b := topology(t)
+	flowCacheFollowsInterfaceIncarnation(t, ipv4)
+}
+
+func TestKernelFastPathIPv6FlowCacheFollowsInterfaceIncarnation(t *testing.T) {
+	flowCacheFollowsInterfaceIncarnation(t, ipv6)
+}
+
+func flowCacheFollowsInterfaceIncarnation(t *testing.T, f family) {
+	a, b := f.topology(t)
+	src, dst := f.pod(a), f.pod(b)
 	// Resolve the neighbours both ways (the full checks need them).
 	b.serve(t, 8080)
-	a.send(t, b.podIP.String()+":8080", 1024)
+	a.send(t, hostPort(dst, 8080), 1024)
 	const ack = 0x10
-	pkt := func() []byte { return packet(a.podIP.As4(), b.podIP.As4(), 64, unix.IPPROTO_TCP, ack) }
+	pkt := func() []byte { return packet(src, dst, 64, unix.IPPROTO_TCP, ack) }
 
 	// The agent writes each interface's generation from its name.
 	aPodIdx, aUlIdx, bPodIdx, bUlIdx := a.index(t, a.podIface), a.index(t, "ul0"), b.index(t, b.podIface), b.index(t, "ul0")
@@ -127,7 +144,10 @@ func TestKernelFastPathFlowCacheFollowsInterfaceIncarnation(t *testing.T) {
 
 	// trellis_to_pod on b's uplink: a cached verdict into b's pod.
 	bPodEntry := b.iface(t, bPodIdx)
-	b.putFlow(t, a.podIP.As4(), b.podIP.As4(), bUlIdx,
+	if f.v6 && (bPodEntry.Ipv6 != dst.As16() || bPodEntry.Ipv4 != be32(b.podIP)) {
+		t.Fatalf("node b: ifaces entry of the pod %+v lacks one of its addresses %s, %s", bPodEntry, b.podIP, dst)
+	}
+	b.putFlow(t, src, dst, bUlIdx,
 		fastpathFlowVal{Out: uint32(bPodIdx), Stat: uint32(StatToPodRedirect), OutGen: bPodEntry.Gen})
 	b.runOnce(t, b.progs.ToPod, bUlIdx, "to_pod: cached, same incarnation", pkt(), tcActRedirect, StatToPodRedirect)
 	other := bPodEntry
@@ -141,7 +161,7 @@ func TestKernelFastPathFlowCacheFollowsInterfaceIncarnation(t *testing.T) {
 
 	// trellis_from_pod on a's pod interface: a cached verdict to a's uplink.
 	aPodEntry, aUlEntry := a.iface(t, aPodIdx), a.iface(t, aUlIdx)
-	a.putFlow(t, a.podIP.As4(), b.podIP.As4(), aPodIdx, fastpathFlowVal{Out: uint32(aUlIdx),
+	a.putFlow(t, src, dst, aPodIdx, fastpathFlowVal{Out: uint32(aUlIdx),
 		Stat: uint32(StatFromPodRedirect), InGen: aPodEntry.Gen, OutGen: aUlEntry.Gen})
 	a.runOnce(t, a.progs.FromPod, aPodIdx, "from_pod: cached, same incarnations", pkt(), tcActRedirect, StatFromPodRedirect)
 	otherPod := aPodEntry

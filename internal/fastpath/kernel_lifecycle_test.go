@@ -4,6 +4,7 @@ package fastpath
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -139,72 +140,100 @@ func TestKernelFastPathLifecycle(t *testing.T) {
 	}
 }
 
-// packet builds an Ethernet/IPv4/TCP frame (checksums are not checked by
-// the program).
-func packet(src, dst [4]byte, ttl uint8, proto uint8, tcpFlags uint8) []byte {
-	p := make([]byte, 14+20+20)
-	binary.BigEndian.PutUint16(p[12:], unix.ETH_P_IP)
-	ip := p[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], 40)
-	ip[8], ip[9] = ttl, proto
-	copy(ip[12:], src[:])
-	copy(ip[16:], dst[:])
-	tcp := ip[20:]
-	binary.BigEndian.PutUint16(tcp[0:], 40000)
-	binary.BigEndian.PutUint16(tcp[2:], 8080)
-	tcp[12] = 5 << 4
-	tcp[13] = tcpFlags
+// packet builds an Ethernet frame of src's family (IPv4, or IPv6 for any
+// other address, an IPv4-mapped one included) with a TCP header, or, for
+// another protocol or next header, the same 20 bytes after the fixed IP
+// header (checksums are not checked by the program).
+func packet(src, dst netip.Addr, ttl uint8, proto uint8, tcpFlags uint8) []byte {
+	var p, l4 []byte
+	if src.Is4() {
+		p = make([]byte, 14+20+20)
+		binary.BigEndian.PutUint16(p[12:], unix.ETH_P_IP)
+		ip := p[14:]
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], 40)
+		ip[8], ip[9] = ttl, proto
+		s, d := src.As4(), dst.As4()
+		copy(ip[12:], s[:])
+		copy(ip[16:], d[:])
+		l4 = ip[20:]
+	} else {
+		p = make([]byte, 14+40+20)
+		binary.BigEndian.PutUint16(p[12:], unix.ETH_P_IPV6)
+		ip := p[14:]
+		ip[0] = 0x60
+		binary.BigEndian.PutUint16(ip[4:], 20)
+		ip[6], ip[7] = proto, ttl
+		s, d := src.As16(), dst.As16()
+		copy(ip[8:], s[:])
+		copy(ip[24:], d[:])
+		l4 = ip[40:]
+	}
+	binary.BigEndian.PutUint16(l4[0:], 40000)
+	binary.BigEndian.PutUint16(l4[2:], 8080)
+	l4[12] = 5 << 4
+	l4[13] = tcpFlags
 	return p
 }
 
-// The program's decisions on single packets (BPF_PROG_TEST_RUN, in node
+// The programs' decisions on single packets (BPF_PROG_TEST_RUN, in node
 // a's namespace, as if received from the pod's interface): only a
-// well-formed segment from the pod's own address, with an established
-// conntrack entry, may be redirected; everything else continues on the
-// full path and is counted by reason.
-func TestKernelFastPathDecisions(t *testing.T) {
-	a, b := topology(t)
-	podLink, err := a.h.LinkByName(a.podIface)
-	if err != nil {
-		t.Fatal(err)
-	}
+// well-formed segment from the pod's own address (IPv6: right after the
+// fixed header), with an established conntrack entry, may be redirected;
+// everything else continues on the full path and is counted by reason, in
+// its family.
+func TestKernelFastPathDecisions(t *testing.T)     { decisions(t, ipv4) }
+func TestKernelFastPathIPv6Decisions(t *testing.T) { decisions(t, ipv6) }
+
+func decisions(t *testing.T, f family) {
+	a, b := f.topology(t)
+	podIdx, ulIdx := a.index(t, a.podIface), b.index(t, "ul0")
 	// Resolve node b's MAC on a (the FIB lookup needs the neighbour).
 	b.serve(t, 8080)
-	a.send(t, b.podIP.String()+":8080", 1024)
+	a.send(t, hostPort(f.pod(b), 8080), 1024)
 	const ack, syn = 0x10, 0x02
-	spoofed := [4]byte{10, 91, 1, 99}
-	cases := []struct {
+	const hopByHop, icmpv6 = 0, 58
+	src, dst := f.pod(a), f.pod(b)
+	hops := "TTL"
+	if f.v6 {
+		hops = "hop limit"
+	}
+	type decision struct {
 		name string
 		pkt  []byte
 		want Stat // numStats: no counter moves
-	}{
-		{"segment of an unknown connection", packet(a.podIP.As4(), b.podIP.As4(), 64, unix.IPPROTO_TCP, ack), StatPassNoConntrack},
-		{"spoofed source address", packet(spoofed, b.podIP.As4(), 64, unix.IPPROTO_TCP, ack), StatPassSource},
-		{"TTL expiring here", packet(a.podIP.As4(), b.podIP.As4(), 1, unix.IPPROTO_TCP, ack), StatPassRoute},
-		{"no route", packet(a.podIP.As4(), [4]byte{192, 0, 2, 1}, 64, unix.IPPROTO_TCP, ack), StatPassRoute},
-		{"SYN", packet(a.podIP.As4(), b.podIP.As4(), 64, unix.IPPROTO_TCP, syn), numStats},
-		{"UDP", packet(a.podIP.As4(), b.podIP.As4(), 64, unix.IPPROTO_UDP, 0), numStats},
 	}
-	for _, c := range cases {
-		a.decide(t, a.progs.FromPod, podLink.Attrs().Index, c.name, c.pkt, c.want)
+	fromPod := []decision{
+		{"segment of an unknown connection", packet(src, dst, 64, unix.IPPROTO_TCP, ack), StatPassNoConntrack},
+		{"spoofed source address", packet(f.pick("10.91.1.99", "fd00:91:1::99"), dst, 64, unix.IPPROTO_TCP, ack), StatPassSource},
+		{hops + " expiring here", packet(src, dst, 1, unix.IPPROTO_TCP, ack), StatPassRoute},
+		{"no route", packet(src, f.pick("192.0.2.1", "2001:db8::1"), 64, unix.IPPROTO_TCP, ack), StatPassRoute},
+		{"SYN", packet(src, dst, 64, unix.IPPROTO_TCP, syn), numStats},
+		{"UDP", packet(src, dst, 64, unix.IPPROTO_UDP, 0), numStats},
+	}
+	if f.v6 {
+		fromPod = append(fromPod,
+			decision{"the pod's IPv4-mapped address", packet(netip.AddrFrom16(a.podIP.As16()), dst, 64, unix.IPPROTO_TCP, ack), StatPassSource},
+			decision{"link-local source", packet(netip.MustParseAddr("fe80::2"), dst, 64, unix.IPPROTO_TCP, ack), StatPassSource},
+			decision{"ICMPv6", packet(src, dst, 64, icmpv6, 0), numStats},
+			decision{"extension header", packet(src, dst, 64, hopByHop, ack), numStats},
+		)
+	}
+	for _, c := range fromPod {
+		a.decide(t, a.progs.FromPod, podIdx, c.name, c.pkt, c.want)
 	}
 	// trellis_to_pod on node b's uplink: only packets for a local pod are
 	// looked at; everything else leaves after one hash lookup, uncounted.
-	ul, err := b.h.LinkByName("ul0")
-	if err != nil {
-		t.Fatal(err)
+	toPod := []decision{
+		{"to_pod: segment of an unknown connection", packet(src, dst, 64, unix.IPPROTO_TCP, ack), StatPassNoConntrack},
+		{"to_pod: for the node itself", packet(f.node(a), f.node(b), 64, unix.IPPROTO_TCP, ack), numStats},
+		{"to_pod: for an address no pod has", packet(src, f.pick("10.91.2.99", "fd00:91:2::99"), 64, unix.IPPROTO_TCP, ack), numStats},
 	}
-	for _, c := range []struct {
-		name string
-		pkt  []byte
-		want Stat
-	}{
-		{"to_pod: segment of an unknown connection", packet(a.podIP.As4(), b.podIP.As4(), 64, unix.IPPROTO_TCP, ack), StatPassNoConntrack},
-		{"to_pod: for the node itself", packet(a.ip.As4(), b.ip.As4(), 64, unix.IPPROTO_TCP, ack), numStats},
-		{"to_pod: for an address no pod has", packet(a.podIP.As4(), [4]byte{10, 91, 2, 99}, 64, unix.IPPROTO_TCP, ack), numStats},
-	} {
-		b.decide(t, b.progs.ToPod, ul.Attrs().Index, c.name, c.pkt, c.want)
+	if f.v6 {
+		toPod = append(toPod, decision{"to_pod: hop limit expiring here", packet(src, dst, 1, unix.IPPROTO_TCP, ack), numStats})
+	}
+	for _, c := range toPod {
+		b.decide(t, b.progs.ToPod, ulIdx, c.name, c.pkt, c.want)
 	}
 }
 

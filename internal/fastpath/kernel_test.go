@@ -17,9 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
+	"sigs.k8s.io/knftables"
 
 	"github.com/trellisnet/trellis/internal/cnirunner"
 	"github.com/trellisnet/trellis/internal/masq"
@@ -27,11 +29,13 @@ import (
 )
 
 // testNode is a node namespace with one pod wired like trellis-cni does
-// (routed veth, /32, default via 169.254.1.1 onlink).
+// (routed veth, /32, default via 169.254.1.1 onlink). ip6 and podIP6 are
+// set by topology6 (addPod6) only.
 type testNode struct {
 	name, nsName, podNS string
 	ns, pod             ns.NetNS
 	ip, podIP           netip.Addr
+	ip6, podIP6         netip.Addr
 	podIface            string
 	h                   *netlink.Handle
 	progs               *Programs
@@ -101,20 +105,27 @@ func topology(t *testing.T) (a, b *testNode) {
 		run(t, "ip", "-n", n.nsName, "link", "set", "ul0", "up")
 		run(t, "ip", "-n", n.nsName, "route", "add", netip.PrefixFrom(peer.podIP, 24).Masked().String(), "via", peer.ip.String())
 		n.addPod(t)
-		err := n.ns.Do(func(ns.NetNS) error {
-			nft, err := masq.NewNFT()
-			if err != nil {
-				return err
-			}
-			pods := []netip.Prefix{netip.MustParsePrefix("10.91.0.0/16")}
-			return masq.Apply(context.Background(), nft, masq.Compute([]netip.Prefix{netip.PrefixFrom(n.podIP, 24).Masked()}, pods, pods, nil))
-		})
-		if err != nil {
-			t.Fatalf("masquerade table on %s: %v", n.name, err)
-		}
+		n.masquerade(t, knftables.IPv4Family, netip.PrefixFrom(n.podIP, 24).Masked(), netip.MustParsePrefix("10.91.0.0/16"))
 		n.load(t)
 	}
 	return a, b
+}
+
+// masquerade applies the agent's masquerade table of family in n: local is
+// n's pod prefix, pods every pod's (cluster and all pod CIDRs).
+func (n *testNode) masquerade(t *testing.T, family knftables.Family, local, pods netip.Prefix) {
+	t.Helper()
+	err := n.ns.Do(func(ns.NetNS) error {
+		nft, err := masq.NewNFTFamily(family)
+		if err != nil {
+			return err
+		}
+		all := []netip.Prefix{pods}
+		return masq.Apply(context.Background(), nft, masq.ComputeFamily(family, []netip.Prefix{local}, all, all, nil))
+	})
+	if err != nil {
+		t.Fatalf("%s masquerade table on %s: %v", family, n.name, err)
+	}
 }
 
 func (n *testNode) addPod(t *testing.T) {
@@ -178,9 +189,16 @@ func (n *testNode) stats6(t *testing.T) map[Stat]uint64 {
 // sha256 of everything it received.
 func (n *testNode) serve(t *testing.T, port int) {
 	t.Helper()
+	serveIn(t, n.pod, fmt.Sprintf(":%d", port))
+}
+
+// serveIn accepts connections in netns on addr and answers each with the
+// sha256 of everything it received.
+func serveIn(t *testing.T, netns ns.NetNS, addr string) {
+	t.Helper()
 	var l net.Listener
-	err := n.pod.Do(func(ns.NetNS) (err error) {
-		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
+	err := netns.Do(func(ns.NetNS) (err error) {
+		l, err = net.Listen("tcp", addr)
 		return err
 	})
 	if err != nil {
@@ -235,16 +253,102 @@ func (n *testNode) send(t *testing.T, dst string, size int) {
 
 func delta(after, before map[Stat]uint64, s Stat) uint64 { return after[s] - before[s] }
 
-// Established pod flows across nodes are redirected both ways, data intact;
-// the handshake and teardown are left to the full path.
-func TestKernelFastPathRedirectsEstablishedFlows(t *testing.T) {
-	a, b := topology(t)
+// family is one IP family of the test topology: each scenario below is
+// written once and run for both, by a test of its own per family.
+type family struct {
+	name string // "IPv4" or "IPv6"
+	v6   bool
+}
+
+var (
+	ipv4 = family{name: "IPv4"}
+	ipv6 = family{name: "IPv6", v6: true}
+)
+
+// topology builds the test topology with f's addresses on the pods:
+// topology, or topology6.
+func (f family) topology(t *testing.T) (a, b *testNode) {
+	t.Helper()
+	if f.v6 {
+		a, b, _, _ = topology6(t)
+		return a, b
+	}
+	return topology(t)
+}
+
+// pick is the address of f among v4 and v6.
+func (f family) pick(v4, v6 string) netip.Addr {
+	if f.v6 {
+		return netip.MustParseAddr(v6)
+	}
+	return netip.MustParseAddr(v4)
+}
+
+// pod is n's pod address of f; node is n's uplink address of f.
+func (f family) pod(n *testNode) netip.Addr {
+	if f.v6 {
+		return n.podIP6
+	}
+	return n.podIP
+}
+
+func (f family) node(n *testNode) netip.Addr {
+	if f.v6 {
+		return n.ip6
+	}
+	return n.ip
+}
+
+// stats reads n's counters for f: the totals for IPv4 (as the IPv4 tests
+// always have), the IPv6 counters (ReadStatsIPv6) for IPv6.
+func (f family) stats(t *testing.T, n *testNode) map[Stat]uint64 {
+	t.Helper()
+	if f.v6 {
+		return n.stats6(t)
+	}
+	return n.stats(t)
+}
+
+// flowEntries counts n's flow-cache entries of f.
+func (f family) flowEntries(t *testing.T, n *testNode) int {
+	t.Helper()
+	if f.v6 {
+		return countEntries(t, n.progs.Flows6.Iterate(), new(fastpathFlowKey6))
+	}
+	return countEntries(t, n.progs.Flows.Iterate(), new(fastpathFlowKey))
+}
+
+func countEntries(t *testing.T, it *ebpf.MapIterator, k any) int {
+	t.Helper()
+	var (
+		v     fastpathFlowVal
+		count int
+	)
+	for it.Next(k, &v) {
+		count++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return count
+}
+
+// Established pod flows across nodes are redirected both ways, data intact,
+// and counted in their family; the handshake goes to the full path; FIN
+// drops the flow-cache entries.
+func TestKernelFastPathRedirectsEstablishedFlows(t *testing.T) { redirectsEstablishedFlows(t, ipv4) }
+func TestKernelFastPathIPv6RedirectsEstablishedFlows(t *testing.T) {
+	redirectsEstablishedFlows(t, ipv6)
+}
+
+func redirectsEstablishedFlows(t *testing.T, f family) {
+	a, b := f.topology(t)
 	b.serve(t, 8080)
-	a0, b0 := a.stats(t), b.stats(t)
-	a.send(t, b.podIP.String()+":8080", 16<<20)
-	a1, b1 := a.stats(t), b.stats(t)
-	t.Logf("node a: %v", a1)
-	t.Logf("node b: %v", b1)
+	a0, b0, at0, bt0 := f.stats(t, a), f.stats(t, b), a.stats(t), b.stats(t)
+	a.send(t, hostPort(f.pod(b), 8080), 16<<20)
+	a1, b1, at1, bt1 := f.stats(t, a), f.stats(t, b), a.stats(t), b.stats(t)
+	t.Logf("node a, %s: %v", f.name, a1)
+	t.Logf("node b, %s: %v", f.name, b1)
 	for _, c := range []struct {
 		node string
 		got  uint64
@@ -256,76 +360,91 @@ func TestKernelFastPathRedirectsEstablishedFlows(t *testing.T) {
 		{"a", delta(a1, a0, StatToPodRedirect), "ACKs b→a entering a's pod"},
 	} {
 		if c.got == 0 {
-			t.Errorf("node %s: no packet of the %s took the fast path", c.node, c.what)
+			t.Errorf("node %s: no %s packet of the %s took the fast path", c.node, f.name, c.what)
 		}
 	}
 	// The SYN-ACK's ACK and the first data segments precede ASSURED.
 	if delta(a1, a0, StatPassNotEstablished) == 0 {
-		t.Error("node a: no packet went to the full path before the connection was established")
+		t.Errorf("node a: no %s packet went to the full path before the connection was established", f.name)
+	}
+	if f.v6 {
+		// Only IPv6 flowed: the totals moved exactly as the IPv6 counters.
+		for s := Stat(0); s < numStats; s++ {
+			if delta(at1, at0, s) != delta(a1, a0, s) || delta(bt1, bt0, s) != delta(b1, b0, s) {
+				t.Errorf("counter %s: totals moved by %d/%d, IPv6 by %d/%d (nodes a/b): IPv6 packets counted as IPv4",
+					s, delta(at1, at0, s), delta(bt1, bt0, s), delta(a1, a0, s), delta(b1, b0, s))
+			}
+		}
 	}
 	for _, n := range []*testNode{a, b} {
-		st := n.stats(t)
+		st := f.stats(t, n)
 		if st[StatPassSource] != 0 || st[StatPassNAT] != 0 {
-			t.Errorf("node %s: unexpected source/NAT fallbacks: %v", n.name, st)
+			t.Errorf("node %s: unexpected %s source/NAT fallbacks: %v", n.name, f.name, st)
 		}
 		// The connection is closed: FIN dropped its flow-cache entries
 		// (one per direction and node) as it passed.
-		if left := flowEntries(t, n); left != 0 {
-			t.Errorf("node %s: %d flow-cache entries left after the connection closed", n.name, left)
+		if left := f.flowEntries(t, n); left != 0 {
+			t.Errorf("node %s: %d %s flow-cache entries left after the connection closed", n.name, left, f.name)
+		}
+	}
+	if f.v6 {
+		// IPv4 still takes it beside IPv6.
+		a2 := a.stats(t)
+		a.send(t, hostPort(b.podIP, 8080), 4<<20)
+		if a3, a36 := a.stats(t), a.stats6(t); delta(a3, a2, StatFromPodRedirect) == 0 || delta(a36, a1, StatFromPodRedirect) != 0 {
+			t.Errorf("node a: an IPv4 flow beside IPv6 was not fast-pathed as IPv4 (totals %v, IPv6 %v)", a3, a36)
 		}
 	}
 }
 
-func flowEntries(t *testing.T, n *testNode) int {
-	t.Helper()
-	var (
-		k     fastpathFlowKey
-		v     fastpathFlowVal
-		count int
-	)
-	it := n.progs.Flows.Iterate()
-	for it.Next(&k, &v) {
-		count++
-	}
-	if err := it.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return count
+// A connection NATed on a node (here a DNAT like kube-proxy's to a Service
+// address of the family) never takes the fast path on that node: un-NAT
+// needs conntrack.
+func TestKernelFastPathLeavesNATedFlowsToConntrack(t *testing.T) {
+	leavesNATedFlowsToConntrack(t, ipv4)
+}
+func TestKernelFastPathIPv6LeavesNATedFlowsToConntrack(t *testing.T) {
+	leavesNATedFlowsToConntrack(t, ipv6)
 }
 
-// A connection NATed on a node (here a DNAT like kube-proxy's to a Service
-// VIP) never takes the fast path on that node: un-NAT needs conntrack.
-func TestKernelFastPathLeavesNATedFlowsToConntrack(t *testing.T) {
-	a, b := topology(t)
+func leavesNATedFlowsToConntrack(t *testing.T, f family) {
+	a, b := f.topology(t)
 	b.serve(t, 8080)
+	nftFamily, vip := "ip", f.pick("10.96.0.10", "fd00:96::10")
+	if f.v6 {
+		nftFamily = "ip6"
+	}
 	nft := exec.Command("ip", "netns", "exec", a.nsName, "nft", "-f", "-")
-	nft.Stdin = strings.NewReader(fmt.Sprintf(`table ip trellis-fptest {
-	chain pre { type nat hook prerouting priority dstnat; ip daddr 10.96.0.10 tcp dport 80 dnat to %s:8080; }
-}`, b.podIP))
+	nft.Stdin = strings.NewReader(fmt.Sprintf(`table %[1]s trellis-fptest {
+	chain pre { type nat hook prerouting priority dstnat; %[1]s daddr %[2]s tcp dport 80 dnat to %[3]s; }
+}`, nftFamily, vip, hostPort(f.pod(b), 8080)))
 	if out, err := nft.CombinedOutput(); err != nil {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
-	a0 := a.stats(t)
-	a.send(t, "10.96.0.10:80", 4<<20)
-	a1 := a.stats(t)
-	t.Logf("node a: %v", a1)
+	a0 := f.stats(t, a)
+	a.send(t, hostPort(vip, 80), 4<<20)
+	a1 := f.stats(t, a)
+	t.Logf("node a, %s: %v", f.name, a1)
 	if delta(a1, a0, StatPassNAT) == 0 {
-		t.Error("node a: the DNATed flow was never seen as NATed")
+		t.Errorf("node a: the DNATed %s flow was never seen as NATed", f.name)
 	}
 	if n := delta(a1, a0, StatFromPodRedirect) + delta(a1, a0, StatToPodRedirect); n != 0 {
-		t.Errorf("node a: %d packets of a DNATed flow took the fast path", n)
+		t.Errorf("node a: %d packets of a DNATed %s flow took the fast path", n, f.name)
 	}
 	// Without NAT, the same pair is fast-pathed.
-	a.send(t, b.podIP.String()+":8080", 4<<20)
-	if a2 := a.stats(t); delta(a2, a1, StatFromPodRedirect) == 0 {
-		t.Error("node a: plain flow after the NATed one was not fast-pathed")
+	a.send(t, hostPort(f.pod(b), 8080), 4<<20)
+	if a2 := f.stats(t, a); delta(a2, a1, StatFromPodRedirect) == 0 {
+		t.Errorf("node a: plain %s flow after the NATed one was not fast-pathed", f.name)
 	}
 }
 
 // Two pods on one node: established traffic between them goes straight
 // from one pod's interface into the other pod (bpf_redirect_peer).
-func TestKernelFastPathSameNode(t *testing.T) {
-	a, _ := topology(t)
+func TestKernelFastPathSameNode(t *testing.T)     { sameNode(t, ipv4) }
+func TestKernelFastPathIPv6SameNode(t *testing.T) { sameNode(t, ipv6) }
+
+func sameNode(t *testing.T, f family) {
+	a, _ := f.topology(t)
 	p2 := &testNode{name: "a-pod2", nsName: a.nsName, ns: a.ns, h: a.h, progs: a.progs, ctl: a.ctl,
 		podNS: a.podNS + "b", podIP: netip.MustParseAddr("10.91.1.3"), podIface: "trlfptest3"}
 	var err error
@@ -333,19 +452,26 @@ func TestKernelFastPathSameNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p2.pod.Close(); _ = cnirunner.DeleteNetNS(p2.podNS) })
+	// As topology does for every pod namespace (IPv6: no duplicate address detection).
+	if err := cnirunner.Sysctl(p2.pod, "net/ipv6/conf/default/accept_dad", "0"); err != nil {
+		t.Fatal(err)
+	}
 	p2.addPod(t)
+	if f.v6 {
+		p2.addPod6(t, netip.MustParseAddr("fd00:91:1::3"))
+	}
 	if err := a.ctl.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	p2.serve(t, 8080)
-	s0 := a.stats(t)
-	a.send(t, p2.podIP.String()+":8080", 8<<20)
-	s1 := a.stats(t)
-	t.Logf("node a: %v", s1)
+	s0 := f.stats(t, a)
+	a.send(t, hostPort(f.pod(p2), 8080), 8<<20)
+	s1 := f.stats(t, a)
+	t.Logf("node a, %s: %v", f.name, s1)
 	if delta(s1, s0, StatFromPodLocal) == 0 {
-		t.Error("no packet between two pods of one node took the fast path")
+		t.Errorf("no %s packet between two pods of one node took the fast path", f.name)
 	}
 	if delta(s1, s0, StatFromPodRedirect)+delta(s1, s0, StatToPodRedirect) != 0 {
-		t.Error("same-node traffic was counted as crossing an uplink")
+		t.Errorf("same-node %s traffic was counted as crossing an uplink", f.name)
 	}
 }
