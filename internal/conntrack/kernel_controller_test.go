@@ -31,9 +31,13 @@ func ip4(s string) net.IP {
 	return net.ParseIP(s)
 }
 
-// udpFlow is a UDP entry with the given original and reply tuples.
+// udpFlow is a UDP entry with the given original and reply tuples, of
+// the family of osrc.
 func udpFlow(osrc string, osport uint16, odst string, odport uint16, rsrc string, rsport uint16, rdst string, rdport uint16) *netlink.ConntrackFlow {
 	f := &netlink.ConntrackFlow{FamilyType: netlink.FAMILY_V4, TimeOut: 300}
+	if netip.MustParseAddr(osrc).Is6() {
+		f.FamilyType = netlink.FAMILY_V6
+	}
 	f.Forward = netlink.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: ip4(osrc), SrcPort: osport, DstIP: ip4(odst), DstPort: odport}
 	f.Reverse = netlink.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: ip4(rsrc), SrcPort: rsport, DstIP: ip4(rdst), DstPort: rdport}
 	return f
@@ -57,17 +61,13 @@ func handleNode(t *testing.T, prefix string) (ns.NetNS, netns.NsHandle, *netlink
 	return node, nsh, h
 }
 
-// The agent's side: the real podlink watch of a node namespace feeds the
-// controller, which deletes the conntrack entries of an address whose pod
-// interface is deleted, and of an address whose host route moves to
-// another interface, in either direction and through NAT, and leaves every
-// other entry alone.
-func TestKernelControllerForgetsReleasedAndMovedAddresses(t *testing.T) {
-	node, nsh, h := handleNode(t, "trl-ctw-")
-	// Three pod interfaces (veth, both ends in the node: only the host side
-	// matters here); a and b carry one pod address each.
+// podIfaces adds pod interfaces named names to the node of h (veth, both
+// ends in the node: only the host side matters here), up, and returns
+// their indexes by name.
+func podIfaces(t *testing.T, h *netlink.Handle, names ...string) map[string]int {
+	t.Helper()
 	index := map[string]int{}
-	for _, name := range []string{"trlcta", "trlctb", "trlctc"} {
+	for _, name := range names {
 		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "p" + name}); err != nil {
 			t.Fatal(err)
 		}
@@ -80,30 +80,40 @@ func TestKernelControllerForgetsReleasedAndMovedAddresses(t *testing.T) {
 		}
 		index[name] = l.Attrs().Index
 	}
-	a, b := netip.MustParseAddr("10.252.0.2"), netip.MustParseAddr("10.252.0.3")
-	other := netip.MustParseAddr("10.252.0.9")
-	for link, addr := range map[string]netip.Addr{"trlcta": a, "trlctb": b} {
-		if err := h.RouteAdd(podlink.HostRoute(index[link], addr)); err != nil {
-			t.Fatal(err)
+	return index
+}
+
+// hostRoute is a pod address and the interface of its host route.
+type hostRoute struct {
+	link string
+	addr netip.Addr
+}
+
+func addHostRoutes(t *testing.T, h *netlink.Handle, index map[string]int, routes ...hostRoute) {
+	t.Helper()
+	for _, r := range routes {
+		if err := h.RouteAdd(podlink.HostRoute(index[r.link], r.addr)); err != nil {
+			t.Fatalf("host route %v: %v", r.addr, err)
 		}
 	}
-	for _, f := range []*netlink.ConntrackFlow{
-		udpFlow("10.252.0.2", 1000, "10.9.9.9", 53, "10.9.9.9", 53, "10.252.0.2", 1000),   // a sends out
-		udpFlow("10.9.9.9", 2000, "10.96.0.10", 80, "10.252.0.2", 8080, "10.9.9.9", 2000), // to a Service, DNATed to a
-		udpFlow("10.9.9.9", 3000, "10.252.0.3", 80, "10.252.0.3", 80, "10.9.9.9", 3000),   // a peer sends to b
-		udpFlow("10.252.0.3", 4000, "10.8.8.8", 53, "10.8.8.8", 53, "192.0.2.1", 61000),   // b sends out, masqueraded
-		udpFlow("10.252.0.9", 5000, "10.9.9.9", 53, "10.9.9.9", 53, "10.252.0.9", 5000),   // another pod
-	} {
-		if err := h.ConntrackCreate(netlink.ConntrackTable, netlink.FAMILY_V4, f); err != nil {
+}
+
+// createFlows adds flows, each in its family, to the conntrack table of
+// the node of h.
+func createFlows(t *testing.T, h *netlink.Handle, flows ...*netlink.ConntrackFlow) {
+	t.Helper()
+	for _, f := range flows {
+		if err := h.ConntrackCreate(netlink.ConntrackTable, netlink.InetFamily(f.FamilyType), f); err != nil {
 			t.Fatalf("create conntrack entry %v: %v", f, err)
 		}
 	}
-	count := func(addr netip.Addr) int { return len(entriesNaming(t, node, addr)) }
-	if count(a) != 2 || count(b) != 2 || count(other) != 1 {
-		t.Fatalf("entries before: a %d, b %d, other %d; want 2, 2, 1", count(a), count(b), count(other))
-	}
+}
 
-	reg := prometheus.NewRegistry()
+// runController runs a controller fed by the real podlink watch of the
+// node nsh (the agent's side) until the test ends; it returns once the
+// watch has listed the pod interfaces.
+func runController(t *testing.T, nsh netns.NsHandle, reg prometheus.Registerer) *conntrack.Controller {
+	t.Helper()
 	ctl, err := conntrack.New(conntrack.Config{Kernel: &ctnetlink.Netlink{Netns: &nsh}, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
@@ -117,8 +127,7 @@ func TestKernelControllerForgetsReleasedAndMovedAddresses(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
+	t.Cleanup(func() { cancel(); wg.Wait() })
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = w.Run(ctx) }()
 	go func() { defer wg.Done(); ctl.Run(ctx) }()
@@ -127,6 +136,35 @@ func TestKernelControllerForgetsReleasedAndMovedAddresses(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the watch never listed the pod interfaces")
 	}
+	return ctl
+}
+
+// The agent's side: the real podlink watch of a node namespace feeds the
+// controller, which deletes the conntrack entries of an address whose pod
+// interface is deleted, and of an address whose host route moves to
+// another interface, in either direction and through NAT, and leaves every
+// other entry alone.
+func TestKernelControllerForgetsReleasedAndMovedAddresses(t *testing.T) {
+	node, nsh, h := handleNode(t, "trl-ctw-")
+	// Three pod interfaces; a and b carry one pod address each.
+	index := podIfaces(t, h, "trlcta", "trlctb", "trlctc")
+	a, b := netip.MustParseAddr("10.252.0.2"), netip.MustParseAddr("10.252.0.3")
+	other := netip.MustParseAddr("10.252.0.9")
+	addHostRoutes(t, h, index, hostRoute{"trlcta", a}, hostRoute{"trlctb", b})
+	createFlows(t, h,
+		udpFlow("10.252.0.2", 1000, "10.9.9.9", 53, "10.9.9.9", 53, "10.252.0.2", 1000),   // a sends out
+		udpFlow("10.9.9.9", 2000, "10.96.0.10", 80, "10.252.0.2", 8080, "10.9.9.9", 2000), // to a Service, DNATed to a
+		udpFlow("10.9.9.9", 3000, "10.252.0.3", 80, "10.252.0.3", 80, "10.9.9.9", 3000),   // a peer sends to b
+		udpFlow("10.252.0.3", 4000, "10.8.8.8", 53, "10.8.8.8", 53, "192.0.2.1", 61000),   // b sends out, masqueraded
+		udpFlow("10.252.0.9", 5000, "10.9.9.9", 53, "10.9.9.9", 53, "10.252.0.9", 5000),   // another pod
+	)
+	count := func(addr netip.Addr) int { return len(entriesNaming(t, node, addr)) }
+	if count(a) != 2 || count(b) != 2 || count(other) != 1 {
+		t.Fatalf("entries before: a %d, b %d, other %d; want 2, 2, 1", count(a), count(b), count(other))
+	}
+
+	reg := prometheus.NewRegistry()
+	ctl := runController(t, nsh, reg)
 
 	// a's interface goes (the pod is deleted).
 	start := time.Now()
@@ -182,11 +220,7 @@ func TestKernelForgetCostWithALargeTable(t *testing.T) {
 		}
 	}
 	// And one IPv6 entry: both families in one call.
-	v6 := udpFlow("fd00:253::2", 1000, "fd00:9::9", 53, "fd00:9::9", 53, "fd00:253::2", 1000)
-	v6.FamilyType = netlink.FAMILY_V6
-	if err := h.ConntrackCreate(netlink.ConntrackTable, netlink.FAMILY_V6, v6); err != nil {
-		t.Fatal(err)
-	}
+	createFlows(t, h, udpFlow("fd00:253::2", 1000, "fd00:9::9", 53, "fd00:9::9", 53, "fd00:253::2", 1000))
 	victim, victim6 := netip.MustParseAddr("10.253.7.9"), netip.MustParseAddr("fd00:253::2")
 	k := &ctnetlink.Netlink{Netns: &nsh}
 	start := time.Now()
