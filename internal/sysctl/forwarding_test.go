@@ -1,29 +1,16 @@
 package sysctl
 
 import (
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
-)
 
-func writeTree(t *testing.T, root string, files map[string]string) {
-	t.Helper()
-	for path, v := range files {
-		f := filepath.Join(root, path)
-		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f, []byte(v+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+	"github.com/trellisnet/trellis/internal/sysctl/sysctltest"
+)
 
 func TestEnableIPv6ForwardingRaisesAcceptRA(t *testing.T) {
 	root := t.TempDir()
-	writeTree(t, root, map[string]string{
+	sysctltest.WriteTree(t, root, map[string]string{
 		"net/ipv6/conf/all/forwarding":    "0",
 		"net/ipv6/conf/all/accept_ra":     "1",
 		"net/ipv6/conf/default/accept_ra": "1",
@@ -55,7 +42,7 @@ func TestEnableIPv6ForwardingRaisesAcceptRA(t *testing.T) {
 // Forwarding already on: somebody chose the RA settings; nothing changes.
 func TestEnableIPv6ForwardingAlreadyOnChangesNothing(t *testing.T) {
 	root := t.TempDir()
-	writeTree(t, root, map[string]string{
+	sysctltest.WriteTree(t, root, map[string]string{
 		"net/ipv6/conf/all/forwarding": "1",
 		"net/ipv6/conf/eth0/accept_ra": "1",
 	})

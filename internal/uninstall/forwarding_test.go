@@ -8,20 +8,8 @@ import (
 	"testing"
 
 	"github.com/trellisnet/trellis/internal/sysctl"
+	"github.com/trellisnet/trellis/internal/sysctl/sysctltest"
 )
-
-func writeSysctlTree(t *testing.T, root string, files map[string]string) {
-	t.Helper()
-	for path, v := range files {
-		f := filepath.Join(root, path)
-		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f, []byte(v+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
 
 // orderedSysctls records the order of Set calls.
 type orderedSysctls struct {
@@ -49,7 +37,7 @@ func TestIPv6ForwardingRecordedAndRestored(t *testing.T) {
 		"net/ipv6/conf/eth2/accept_ra":    "0",
 		"net/ipv6/conf/trl0a/accept_ra":   "1",
 	}
-	writeSysctlTree(t, root, before)
+	sysctltest.WriteTree(t, root, before)
 	proc := sysctl.Proc{Root: root}
 	file := RecordPath(t.TempDir())
 	raised, err := sysctl.EnableIPv6ForwardingWith(Recorder{Sysctls: proc, File: file}, proc,
@@ -98,7 +86,7 @@ func TestIPv6ForwardingRecordedAndRestored(t *testing.T) {
 func TestRestoreKeepsRecordOnFailure(t *testing.T) {
 	root := t.TempDir()
 	proc := sysctl.Proc{Root: root}
-	writeSysctlTree(t, root, map[string]string{"net/ipv6/conf/all/forwarding": "0"})
+	sysctltest.WriteTree(t, root, map[string]string{"net/ipv6/conf/all/forwarding": "0"})
 	file := RecordPath(t.TempDir())
 	if err := (Recorder{Sysctls: proc, File: file}).Set("net/ipv6/conf/all/forwarding", "1"); err != nil {
 		t.Fatal(err)
