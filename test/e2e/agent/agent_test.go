@@ -4,13 +4,11 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"sort"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,10 +20,10 @@ import (
 	"github.com/trellisnet/trellis/internal/connectivity"
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/topology"
-	"github.com/trellisnet/trellis/internal/netnstest"
 	"github.com/trellisnet/trellis/internal/nodesetup"
 	"github.com/trellisnet/trellis/internal/routing"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
+	"github.com/trellisnet/trellis/test/e2e/framework"
 )
 
 // Every node: NetworkUnavailable=False from the agent, the annotations
@@ -47,8 +45,8 @@ func TestE2EAgentNodesReadyAndRouted(t *testing.T) {
 		if !ok {
 			t.Errorf("node %s: no NetworkUnavailable=False/%s condition: %+v", n.Name, nodesetup.ConditionReason, n.Status.Conditions)
 		}
-		if n.Annotations[routing.AnnotationNodeIP] != nodeHost(t, n.Name).Addr.String() {
-			t.Errorf("node %s: annotation %s=%q, want %s", n.Name, routing.AnnotationNodeIP, n.Annotations[routing.AnnotationNodeIP], nodeHost(t, n.Name).Addr)
+		if n.Annotations[routing.AnnotationNodeIP] != l.NodeHost(t, n.Name).Addr.String() {
+			t.Errorf("node %s: annotation %s=%q, want %s", n.Name, routing.AnnotationNodeIP, n.Annotations[routing.AnnotationNodeIP], l.NodeHost(t, n.Name).Addr)
 		}
 		if mode() != "native" && n.Annotations[routing.AnnotationVTEPMAC] == "" {
 			t.Errorf("node %s: no %s annotation in mode %s", n.Name, routing.AnnotationVTEPMAC, mode())
@@ -80,7 +78,7 @@ func TestE2EAgentNodesReadyAndRouted(t *testing.T) {
 func TestE2EAgentPodTruthTable(t *testing.T) {
 	requireAgent(t)
 	nodes := l.Nodes()
-	pods := createPods(t, "agent-tt", append([]string{nodes[0]}, nodes...))
+	pods := l.PodPerNode(t, "agent-tt", append([]string{nodes[0]}, nodes...))
 	expected := connectivity.NewMatrix(pods, true)
 	for _, a := range pods {
 		for _, b := range pods {
@@ -95,18 +93,18 @@ func TestE2EAgentPodTruthTable(t *testing.T) {
 func TestE2EAgentPodToNodeAndNodeToPod(t *testing.T) {
 	requireAgent(t)
 	nodes := l.Nodes()
-	pods := createPods(t, "agent-pn", nodes)
+	pods := l.PodPerNode(t, "agent-pn", nodes)
 	for _, p := range pods {
 		src := l.NodeOf(t, p)
 		for _, n := range nodes {
-			addr := nodeHost(t, n).Addr.String()
+			addr := l.NodeHost(t, n).Addr.String()
 			// Pod -> node works in every mode: node addresses are outside
 			// the cluster CIDR, so cross-subnet traffic is masqueraded.
 			if err := probe.ProbeFromNetns(podNetns(t, p), probe.Target{Addr: addr, Port: 10250, Proto: "tcp"}, 3*time.Second); err != nil {
 				t.Errorf("pod %s (on %s) -> node %s %s:10250: %v", p, src, n, addr, err)
 			}
 			podIP := getPod(t, p).Status.PodIP
-			err := probe.ProbeFromNetns(netnsPath(nodeHost(t, n).Netns), probe.Target{Addr: podIP, Port: 80, Proto: "tcp"}, 3*time.Second)
+			err := probe.ProbeFromNetns(framework.NetnsPath(l.NodeHost(t, n).Netns), probe.Target{Addr: podIP, Port: 80, Proto: "tcp"}, 3*time.Second)
 			if want := reachable(n, src); (err == nil) != want {
 				t.Errorf("node %s -> pod %s (on %s) %s:80: err %v, want reachable=%v", n, p, src, podIP, err, want)
 			}
@@ -122,7 +120,7 @@ func TestE2EAgentServiceClusterIPCrossNode(t *testing.T) {
 	if mode() == "native" {
 		backendNode = nodes[2] // same subnet as nodes[0]
 	}
-	pods := createPods(t, "agent-svc", []string{nodes[0], backendNode})
+	pods := l.PodPerNode(t, "agent-svc", []string{nodes[0], backendNode})
 	nsName, backend, _ := connectivity.SplitPodRef(pods[1])
 	ctx := context.Background()
 	svc, err := l.CS.CoreV1().Services(nsName).Create(ctx, &corev1.Service{
@@ -145,10 +143,10 @@ func TestE2EAgentServiceClusterIPCrossNode(t *testing.T) {
 func TestE2EAgentMasqueradeToExternal(t *testing.T) {
 	requireAgent(t)
 	nodes := l.Nodes()
-	pods := createPods(t, "agent-masq", nodes)
+	pods := l.PodPerNode(t, "agent-masq", nodes)
 	ext := l.State.Topology.External
 	var ln net.Listener
-	inNetns(t, netnsPath(ext.Netns), func() error {
+	inNetns(t, framework.NetnsPath(ext.Netns), func() error {
 		var err error
 		ln, err = net.Listen("tcp4", net.JoinHostPort(ext.Addr.String(), "18080"))
 		return err
@@ -176,7 +174,7 @@ func TestE2EAgentMasqueradeToExternal(t *testing.T) {
 		}
 		src := <-got
 		conn.Close()
-		if want := nodeHost(t, node).Addr.String(); src != want {
+		if want := l.NodeHost(t, node).Addr.String(); src != want {
 			t.Errorf("pod %s (on %s) -> external: source %s, want the node address %s", p, node, src, want)
 		}
 	}
@@ -184,60 +182,19 @@ func TestE2EAgentMasqueradeToExternal(t *testing.T) {
 
 // Full-size UDP datagrams with DF set pass between pods on every path in
 // both directions (no fragmentation, no black hole); one byte more is
-// refused at the sender.
+// refused at the sender (framework.FullSizeUDP).
 func TestE2EAgentLargeUDPWithDF(t *testing.T) {
 	requireAgent(t)
 	nodes := l.Nodes()
-	pods := createPods(t, "agent-mtu", nodes)
+	pods := l.PodPerNode(t, "agent-mtu", nodes)
 	for i, a := range pods {
 		for j, b := range pods {
 			if i == j || !reachable(l.NodeOf(t, a), l.NodeOf(t, b)) {
 				continue
 			}
-			pa, pb := podNetns(t, a), podNetns(t, b)
-			mtu := linkMTU(t, pa, "eth0")
-			ca := netnstest.DFUDP(t, pa, getPod(t, a).Status.PodIP+":0")
-			cb := netnstest.DFUDP(t, pb, getPod(t, b).Status.PodIP+":0")
-			if err := udpRoundTrip(ca, cb, mtu-28); err != nil {
-				t.Errorf("%s (%s) <-> %s (%s), %d-byte DF datagrams (pod MTU %d): %v", a, l.NodeOf(t, a), b, l.NodeOf(t, b), mtu-28, mtu, err)
-			}
-			if _, err := ca.WriteToUDP(make([]byte, mtu-27), cb.LocalAddr().(*net.UDPAddr)); !errors.Is(err, syscall.EMSGSIZE) {
-				t.Errorf("%s -> %s oversize DF datagram: %v, want EMSGSIZE", a, b, err)
-			}
+			framework.FullSizeUDP(t, fmt.Sprintf("%s (%s) <-> %s (%s)", a, l.NodeOf(t, a), b, l.NodeOf(t, b)),
+				podNetns(t, a), podAddr(t, a), podNetns(t, b), podAddr(t, b))
 		}
-	}
-}
-
-func udpRoundTrip(a, b *net.UDPConn, size int) error {
-	msg := make([]byte, size)
-	for i := range msg {
-		msg[i] = byte(i)
-	}
-	buf := make([]byte, 65536)
-	for attempt := 0; ; attempt++ {
-		_, err := a.WriteToUDP(msg, b.LocalAddr().(*net.UDPAddr))
-		if err != nil {
-			return fmt.Errorf("send: %w", err)
-		}
-		_ = b.SetReadDeadline(time.Now().Add(time.Second))
-		n, from, err := b.ReadFromUDP(buf)
-		if err != nil {
-			if attempt < 3 {
-				continue
-			}
-			return fmt.Errorf("no %d-byte datagram arrived: %w", size, err)
-		}
-		if n != size {
-			return fmt.Errorf("received %d bytes, sent %d", n, size)
-		}
-		if _, err := b.WriteToUDP(buf[:n], from); err != nil {
-			return fmt.Errorf("reply: %w", err)
-		}
-		_ = a.SetReadDeadline(time.Now().Add(time.Second))
-		if n, _, err = a.ReadFromUDP(buf); err != nil || n != size {
-			return fmt.Errorf("reply: %d bytes, %v", n, err)
-		}
-		return nil
 	}
 }
 
@@ -256,7 +213,7 @@ func TestE2EAgentNodeAddDeleteConvergence(t *testing.T) {
 		name := fmt.Sprintf("e2e-ghost-%d", i)
 		cidr := netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", 200+i))
 		// Same subnet as the first node, so every mode routes it there.
-		base := nodeHost(t, l.Nodes()[0]).Addr.As4()
+		base := l.NodeHost(t, l.Nodes()[0]).Addr.As4()
 		addr := netip.AddrFrom4([4]byte{base[0], base[1], base[2], byte(200 + i)})
 		node := &corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: name},

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/trellisnet/trellis/internal/dpbench"
+	"github.com/trellisnet/trellis/test/e2e/framework"
 )
 
 // TestBenchDataplaneLab is the lab half of the dataplane benchmark (not
@@ -31,11 +32,11 @@ func TestBenchDataplaneLab(t *testing.T) {
 		secs = v
 	}
 	nodes := l.Nodes()
-	n1, n2, n3 := nodeHost(t, nodes[0]), nodeHost(t, nodes[1]), nodeHost(t, nodes[2]) // n1, n3 share a subnet
-	pods := createPods(t, "agent-bench", []string{nodes[0], nodes[2], nodes[1]})
+	n1, n2, n3 := l.NodeHost(t, nodes[0]), l.NodeHost(t, nodes[1]), l.NodeHost(t, nodes[2]) // n1, n3 share a subnet
+	pods := l.PodPerNode(t, "agent-bench", []string{nodes[0], nodes[2], nodes[1]})
 	p1, p3, p2 := dpbench.Netns(podNetns(t, pods[0])), dpbench.Netns(podNetns(t, pods[1])), dpbench.Netns(podNetns(t, pods[2]))
 	ip3, ip2 := getPod(t, pods[1]).Status.PodIP, getPod(t, pods[2]).Status.PodIP
-	ns1, ns2, ns3 := dpbench.Netns(netnsPath(n1.Netns)), dpbench.Netns(netnsPath(n2.Netns)), dpbench.Netns(netnsPath(n3.Netns))
+	ns1, ns2, ns3 := dpbench.Netns(framework.NetnsPath(n1.Netns)), dpbench.Netns(framework.NetnsPath(n2.Netns)), dpbench.Netns(framework.NetnsPath(n3.Netns))
 
 	// Hand-built VXLAN between node1 and node2 (across the router).
 	for i, h := range [][2]string{{n1.Netns, n2.Addr.String()}, {n2.Netns, n1.Addr.String()}} {

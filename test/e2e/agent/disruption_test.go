@@ -48,7 +48,7 @@ func crossPair() (string, string) {
 func TestE2EAgentKill9DuringStream(t *testing.T) {
 	requireAgent(t)
 	na, nb := crossPair()
-	pods := createPods(t, "agent-kill", []string{na, nb})
+	pods := l.PodPerNode(t, "agent-kill", []string{na, nb})
 	nodeB, _ := l.CS.CoreV1().Nodes().Get(context.Background(), nb, metav1.GetOptions{})
 	cidrB := routing.PodCIDRs(nodeB)[0]
 	dpA := nodeDataplane(t, na)
@@ -131,7 +131,7 @@ func TestE2EAgentModeChangeConverges(t *testing.T) {
 	var s *stream
 	var pods []string
 	if a != "" {
-		pods = createPods(t, "agent-mode", []string{a, b})
+		pods = l.PodPerNode(t, "agent-mode", []string{a, b})
 		s = startStream(t, pods[0], pods[1])
 	}
 	t.Cleanup(func() {
@@ -169,7 +169,7 @@ func TestE2EAgentModeChangeConverges(t *testing.T) {
 		return true
 	})
 	t.Logf("mode %s -> %s converged %v after the restarts", mode(), target, took)
-	all := createPods(t, "agent-mode-tt", nodes)
+	all := l.PodPerNode(t, "agent-mode-tt", nodes)
 	l.ExpectMatrix(t, all, 80, "tcp", connectivity.NewMatrix(all, true))
 	if s != nil {
 		s.Finish(t, fmt.Sprintf("stream %s -> %s across the mode change", pods[0], pods[1]))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/trellisnet/trellis/internal/config"
 	"github.com/trellisnet/trellis/internal/lab/topology"
+	"github.com/trellisnet/trellis/test/e2e/framework"
 )
 
 // fastPathCounters scrapes trellis_fastpath_packets_total from the agent on
@@ -22,7 +23,7 @@ import (
 func fastPathCounters(t *testing.T, node string) map[string]float64 {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(config.DefaultMetricsBindAddress)
-	nsPath := netnsPath(nodeHost(t, node).Netns)
+	nsPath := framework.NetnsPath(l.NodeHost(t, node).Netns)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return topology.DialInNetns(nsPath, network, addr, 5*time.Second)
@@ -67,7 +68,7 @@ func fastPathCounters(t *testing.T, node string) map[string]float64 {
 func TestE2EAgentFastPathCarriesPodTraffic(t *testing.T) {
 	requireAgent(t)
 	na, nb := crossPair()
-	pods := createPods(t, "agent-fastpath", []string{na, nb})
+	pods := l.PodPerNode(t, "agent-fastpath", []string{na, nb})
 	a0, b0 := fastPathCounters(t, na), fastPathCounters(t, nb)
 	s := startStream(t, pods[0], pods[1])
 	time.Sleep(3 * time.Second)

@@ -17,6 +17,7 @@ import (
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/policy/oracle"
 	"github.com/trellisnet/trellis/internal/routing"
+	"github.com/trellisnet/trellis/test/e2e/framework"
 )
 
 // A node's host traffic to a pod on another node, under an ingress policy
@@ -28,7 +29,7 @@ func TestE2EAgentHostToRemotePodIPBlock(t *testing.T) {
 	requireAgent(t)
 	ctx := context.Background()
 	nodes := l.Nodes()
-	refs := createPods(t, "agent-hostsrc", nodes)
+	refs := l.PodPerNode(t, "agent-hostsrc", nodes)
 	ns := strings.SplitN(refs[0], "/", 2)[0]
 	var blocks []networkingv1.NetworkPolicyPeer
 	for _, s := range l.State.Topology.Subnets {
@@ -54,7 +55,7 @@ func TestE2EAgentHostToRemotePodIPBlock(t *testing.T) {
 			vtep[n] = cidrs[0].Masked().Addr().String()
 		}
 		hosts[n] = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: n}, Spec: corev1.PodSpec{NodeName: n, HostNetwork: true},
-			Status: corev1.PodStatus{PodIP: nodeHost(t, n).Addr.String()}}
+			Status: corev1.PodStatus{PodIP: l.NodeHost(t, n).Addr.String()}}
 	}
 	overVXLAN := func(a, b string) bool { return mode() == "vxlan" || (mode() == "auto" && !l.SameSubnet(a, b)) }
 	cl.HostSource = func(src, dst *corev1.Pod) string {
@@ -84,7 +85,7 @@ func TestE2EAgentHostToRemotePodIPBlock(t *testing.T) {
 		got, diffs := map[pair]bool{}, []string(nil)
 		for _, n := range nodes {
 			for _, r := range refs {
-				err := probe.ProbeFromNetns(netnsPath(nodeHost(t, n).Netns),
+				err := probe.ProbeFromNetns(framework.NetnsPath(l.NodeHost(t, n).Netns),
 					probe.Target{Addr: pods[r].Status.PodIP, Port: 80, Proto: "tcp"}, time.Second)
 				k := pair{n, r}
 				got[k] = err == nil

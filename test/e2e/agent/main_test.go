@@ -6,9 +6,7 @@
 package agent
 
 import (
-	"fmt"
 	"net/netip"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,7 +14,6 @@ import (
 	vns "github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/trellisnet/trellis/internal/lab/topology"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
 	"github.com/trellisnet/trellis/test/e2e/framework"
 )
@@ -43,21 +40,10 @@ func mode() string { return l.State.Topology.Options.RoutingMode }
 // pod subnets) on nodes a and b: native cannot cross subnets.
 func reachable(a, b string) bool { return mode() != "native" || a == b || l.SameSubnet(a, b) }
 
-func nodeHost(t *testing.T, name string) topology.Host {
-	t.Helper()
-	h, err := l.State.Topology.Node(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
-
-func netnsPath(netnsName string) string { return filepath.Join("/var/run/netns", netnsName) }
-
 // nodeDataplane opens a netlink handle inside a node's network namespace.
 func nodeDataplane(t *testing.T, node string) *netlinkprog.Programmer {
 	t.Helper()
-	h, err := vns.GetFromPath(netnsPath(nodeHost(t, node).Netns))
+	h, err := vns.GetFromPath(framework.NetnsPath(l.NodeHost(t, node).Netns))
 	if err != nil {
 		t.Fatalf("open netns of %s: %v", node, err)
 	}
@@ -67,7 +53,7 @@ func nodeDataplane(t *testing.T, node string) *netlinkprog.Programmer {
 		t.Fatalf("netlink in %s: %v", node, err)
 	}
 	t.Cleanup(nh.Close)
-	return &netlinkprog.Programmer{Handle: nh, NetnsPath: netnsPath(nodeHost(t, node).Netns)}
+	return &netlinkprog.Programmer{Handle: nh, NetnsPath: framework.NetnsPath(l.NodeHost(t, node).Netns)}
 }
 
 // hasRoute reports whether node holds a Trellis route to dst.
@@ -87,42 +73,22 @@ func hasRoute(t *testing.T, dp *netlinkprog.Programmer, dst netip.Prefix) bool {
 
 func getPod(t *testing.T, ref string) *corev1.Pod { t.Helper(); return l.Pod(t, ref) }
 
+// podAddr is a running pod's primary address (Status.PodIP).
+func podAddr(t *testing.T, ref string) netip.Addr {
+	t.Helper()
+	ip := getPod(t, ref).Status.PodIP
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		t.Fatalf("pod %s: address %q: %v", ref, ip, err)
+	}
+	return a
+}
+
 // podNetns returns the netns path of a running pod.
 func podNetns(t *testing.T, ref string) string { t.Helper(); return l.PodNetns(t, ref) }
 
 // inNetns runs f with the calling goroutine in the namespace at path.
 func inNetns(t *testing.T, path string, f func() error) { t.Helper(); framework.InNetns(t, path, f) }
-
-// linkMTU returns the MTU of ifname inside the netns at path.
-func linkMTU(t *testing.T, path, ifname string) int {
-	t.Helper()
-	h, err := vns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nh.Close()
-	link, err := nh.LinkByName(ifname)
-	if err != nil {
-		t.Fatalf("%s in %s: %v", ifname, path, err)
-	}
-	return link.Attrs().MTU
-}
-
-// createPods puts one agnhost pod on each given node and returns NS/POD refs.
-func createPods(t *testing.T, base string, nodes []string) []string {
-	t.Helper()
-	nsName := l.Namespace(t, base, nil)
-	var specs []framework.PodSpec
-	for i, n := range nodes {
-		specs = append(specs, framework.PodSpec{Name: fmt.Sprintf("p%d-%s", i, n), Node: n})
-	}
-	return l.CreatePods(t, nsName, specs, 120*time.Second)
-}
 
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()

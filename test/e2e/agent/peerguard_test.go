@@ -36,7 +36,7 @@ func TestE2EAgentRejectsNodeClaimingAnotherNodesVTEPMAC(t *testing.T) {
 	}
 	const name = "e2e-evil"
 	cidr := netip.MustParsePrefix("10.244.230.0/24")
-	base := nodeHost(t, nodes[0]).Addr.As4()
+	base := l.NodeHost(t, nodes[0]).Addr.As4()
 	addr := netip.AddrFrom4([4]byte{base[0], base[1], base[2], 230})
 	evil := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{routing.AnnotationVTEPMAC: mac}},
@@ -81,7 +81,7 @@ func TestE2EAgentRejectsNodeClaimingAnotherNodesVTEPMAC(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, e := range fdb {
-			if e.HardwareAddr.String() == mac && e.IP != nil && e.IP.String() != nodeHost(t, victim).Addr.String() {
+			if e.HardwareAddr.String() == mac && e.IP != nil && e.IP.String() != l.NodeHost(t, victim).Addr.String() {
 				t.Errorf("node %s: FDB sends %s's MAC %s to %s", n, victim, mac, e.IP)
 			}
 		}

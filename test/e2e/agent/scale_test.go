@@ -106,7 +106,7 @@ func TestE2EAgentMemoryAt100Nodes2000Pods(t *testing.T) {
 	ctx := context.Background()
 	node := l.Nodes()[0]
 	before := agentMem(t, node)
-	base := nodeHost(t, node).Addr.As4()
+	base := l.NodeHost(t, node).Addr.As4()
 	t.Cleanup(func() {
 		_ = parallel(ghosts, func(i int) error {
 			return l.CS.CoreV1().Nodes().Delete(context.Background(), fmt.Sprintf("e2e-scale-%d", i), metav1.DeleteOptions{})

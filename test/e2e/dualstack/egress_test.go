@@ -18,14 +18,14 @@ import (
 // default.
 func TestE2EDualStackMasqueradeToExternal(t *testing.T) {
 	tp := requireAgent(t)
-	pods := createPods(t, "ds-masq", lab.Nodes())
+	pods := lab.PodPerNode(t, "ds-masq", lab.Nodes())
 	ext := tp.External
 	eachFamily(t, func(t *testing.T, f topology.ClusterFamily) {
 		dst := netip.AddrPortFrom(framework.HostAddr(ext, f), nodePort)
-		peers := listen(t, netnsPath(ext.Netns), dst)
+		peers := listen(t, framework.NetnsPath(ext.Netns), dst)
 		for _, p := range pods {
 			node := lab.NodeOf(t, p)
-			want := framework.HostAddr(nodeHost(t, node), f)
+			want := framework.HostAddr(lab.NodeHost(t, node), f)
 			var c net.Conn
 			var err error
 			framework.InNetns(t, lab.PodNetns(t, p), func() error {

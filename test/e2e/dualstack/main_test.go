@@ -20,8 +20,6 @@
 package dualstack
 
 import (
-	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -81,29 +79,6 @@ func eachFamily(t *testing.T, f func(t *testing.T, fam topology.ClusterFamily)) 
 		t.Run(fam.Name(), func(t *testing.T) { f(t, fam) })
 	}
 }
-
-// createPods puts one agnhost pod on each given node (named p<i>-<node>)
-// in a new namespace and returns their NS/POD refs.
-func createPods(t *testing.T, base string, nodes []string) []string {
-	t.Helper()
-	ns := lab.Namespace(t, base, nil)
-	var specs []framework.PodSpec
-	for i, n := range nodes {
-		specs = append(specs, framework.PodSpec{Name: fmt.Sprintf("p%d-%s", i, n), Node: n})
-	}
-	return lab.CreatePods(t, ns, specs, 2*time.Minute)
-}
-
-func nodeHost(t *testing.T, name string) topology.Host {
-	t.Helper()
-	h, err := lab.State.Topology.Node(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
-
-func netnsPath(name string) string { return filepath.Join("/var/run/netns", name) }
 
 func eventually(t *testing.T, within time.Duration, what string, cond func() error) time.Duration {
 	t.Helper()

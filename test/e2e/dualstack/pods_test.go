@@ -23,7 +23,7 @@ import (
 func TestE2EDualStackPodAddresses(t *testing.T) {
 	tp := requireAgent(t)
 	fams := tp.ClusterFamilies()
-	pods := createPods(t, "ds-addr", lab.Nodes())
+	pods := lab.PodPerNode(t, "ds-addr", lab.Nodes())
 	for _, ref := range pods {
 		p := lab.Pod(t, ref)
 		node, err := lab.CS.CoreV1().Nodes().Get(context.Background(), p.Spec.NodeName, metav1.GetOptions{})
@@ -64,7 +64,7 @@ func TestE2EDualStackPodAddresses(t *testing.T) {
 func TestE2EDualStackPodTruthTables(t *testing.T) {
 	requireAgent(t)
 	nodes := lab.Nodes()
-	pods := createPods(t, "ds-tt", append([]string{nodes[0]}, nodes...))
+	pods := lab.PodPerNode(t, "ds-tt", append([]string{nodes[0]}, nodes...))
 	eachFamily(t, func(t *testing.T, f topology.ClusterFamily) {
 		expected := connectivity.NewMatrix(pods, true)
 		for _, a := range pods {
@@ -86,18 +86,18 @@ func TestE2EDualStackPodTruthTables(t *testing.T) {
 func TestE2EDualStackNodeAndPod(t *testing.T) {
 	requireAgent(t)
 	nodes := lab.Nodes()
-	pods := createPods(t, "ds-np", nodes)
+	pods := lab.PodPerNode(t, "ds-np", nodes)
 	eachFamily(t, func(t *testing.T, f topology.ClusterFamily) {
 		for _, n := range nodes {
-			h := nodeHost(t, n)
-			listen(t, netnsPath(h.Netns), netip.AddrPortFrom(framework.HostAddr(h, f), nodePort))
+			h := lab.NodeHost(t, n)
+			listen(t, framework.NetnsPath(h.Netns), netip.AddrPortFrom(framework.HostAddr(h, f), nodePort))
 		}
 		for _, p := range pods {
 			on := lab.NodeOf(t, p)
 			podAddr := lab.PodAddr(t, p, f)
 			for _, n := range nodes {
-				h := nodeHost(t, n)
-				err := probe.ProbeFromNetns(netnsPath(h.Netns), probe.Target{Addr: podAddr.String(), Port: 80, Proto: "tcp"}, 3*time.Second)
+				h := lab.NodeHost(t, n)
+				err := probe.ProbeFromNetns(framework.NetnsPath(h.Netns), probe.Target{Addr: podAddr.String(), Port: 80, Proto: "tcp"}, 3*time.Second)
 				if want := reachable(n, on); (err == nil) != want {
 					t.Errorf("node %s -> pod %s (on %s) [%s]:80: %v, want reachable=%v", n, p, on, podAddr, err, want)
 				}

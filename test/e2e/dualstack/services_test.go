@@ -29,7 +29,7 @@ func TestE2EDualStackServices(t *testing.T) {
 	if mode() == "native" {
 		backendNode = nodes[2] // the first node's subnet
 	}
-	pods := createPods(t, "ds-svc", []string{nodes[0], backendNode})
+	pods := lab.PodPerNode(t, "ds-svc", []string{nodes[0], backendNode})
 	ns, backend, _ := connectivity.SplitPodRef(pods[1])
 	type svcCase struct {
 		name   string

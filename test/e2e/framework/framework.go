@@ -29,6 +29,7 @@ import (
 	"github.com/trellisnet/trellis/internal/lab/kube"
 	"github.com/trellisnet/trellis/internal/lab/probe"
 	"github.com/trellisnet/trellis/internal/lab/state"
+	"github.com/trellisnet/trellis/internal/lab/topology"
 )
 
 // Lab is a running lab as seen by tests.
@@ -249,6 +250,32 @@ func (l *Lab) CreatePods(t testing.TB, ns string, specs []PodSpec, timeout time.
 	}
 	return names
 }
+
+// PodPerNode puts one agnhost pod on each given node (named p<i>-<node>)
+// in a new namespace named after base, waits up to 2 minutes until all are
+// Ready and returns their NS/POD refs.
+func (l *Lab) PodPerNode(t testing.TB, base string, nodes []string) []string {
+	t.Helper()
+	ns := l.Namespace(t, base, nil)
+	var specs []PodSpec
+	for i, n := range nodes {
+		specs = append(specs, PodSpec{Name: fmt.Sprintf("p%d-%s", i, n), Node: n})
+	}
+	return l.CreatePods(t, ns, specs, 2*time.Minute)
+}
+
+// NodeHost is the lab's host of node name (its namespace and addresses).
+func (l *Lab) NodeHost(t testing.TB, name string) topology.Host {
+	t.Helper()
+	h, err := l.State.Topology.Node(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// NetnsPath is the path of the named network namespace.
+func NetnsPath(name string) string { return filepath.Join("/var/run/netns", name) }
 
 // WaitPodsReady waits until n pods in ns are Ready; on timeout the error
 // names the pods that are not, with their last sandbox error if any.
