@@ -93,15 +93,15 @@ demo-lab: deps lab-build lab-binaries image
 demo-down:
 	@if [ -x $(LAB) ]; then $(LAB) down; else echo "no trellis-lab binary; nothing to do"; fi
 
-# Upstream NetworkPolicy specs from e2e.test v1.37.2 (SCTP skipped: no SCTP
-# sockets here) against a lab of CONFORMANCE_IP_FAMILY (ipv4, ipv6 or dual).
+# Upstream NetworkPolicy specs from e2e.test v1.37.2 ([Feature:SCTPConnectivity]
+# skipped: no SCTP sockets here) against a lab of CONFORMANCE_IP_FAMILY (ipv4, ipv6 or dual).
 CONFORMANCE_IP_FAMILY ?= ipv4
 conformance-netpol: deps lab-build lab-binaries image
 	@hack/build-pinned.sh e2e.test
 	@CONFORMANCE_IP_FAMILY=$(CONFORMANCE_IP_FAMILY) hack/lab-conformance.sh netpol $(LAB) "$$(hack/build-pinned.sh --print-dir e2e.test)/e2e.test"
 
 # Upstream dual-stack specs ([Feature:IPv6DualStack], test/e2e/network/dual_stack.go)
-# from the same e2e.test against a dual-stack lab (SCTP skipped).
+# from the same e2e.test against a dual-stack lab ([Feature:SCTPConnectivity] skipped).
 conformance-dualstack: deps lab-build lab-binaries image
 	@hack/build-pinned.sh e2e.test
 	@CONFORMANCE_IP_FAMILY=dual hack/lab-conformance.sh dualstack $(LAB) "$$(hack/build-pinned.sh --print-dir e2e.test)/e2e.test"

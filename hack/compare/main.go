@@ -56,7 +56,7 @@ func run() error {
 	flag.StringVar(&peerName, "peer-lab", "kr", "lab name of the kube-router lab")
 	flag.StringVar(&trellisVersion, "trellis-version", "", "Trellis version shown in the table (default: git describe)")
 	flag.StringVar(&o.NetpolFocus, "netpol-focus", "Netpol", "ginkgo focus of the NetworkPolicy specs")
-	flag.StringVar(&o.NetpolSkip, "netpol-skip", "SCTP", "ginkgo skip of the NetworkPolicy specs")
+	flag.StringVar(&o.NetpolSkip, "netpol-skip", `\[Feature:SCTPConnectivity\]`, "ginkgo skip of the NetworkPolicy specs")
 	flag.DurationVar(&o.NetpolTimeout, "netpol-timeout", 30*time.Minute, "bound on one lab's NetworkPolicy specs")
 	flag.DurationVar(&o.CtlTimeout, "ctl-timeout", 10*time.Minute, "bound on one trellisctl command")
 	flag.DurationVar(&o.Latency.Interval, "probe-interval", 10*time.Millisecond, "time between latency probe starts")
