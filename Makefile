@@ -40,11 +40,7 @@ test-unit:
 test-kernel: deps build
 	$(GO) test -count=1 -p 1 -tags kernel -run '^TestKernel' ./...
 
-# Every tier: those needing no lab in order, while the pinned lab binaries build
-# beside them (hack/make-test.sh), then the lab tier. Prints the time of each.
-TEST_NO_LAB := bpf-check generate-check lint test-unit test-chart test-benchplot image-repro test-kernel
-test: deps
-	@MAKE="$(MAKE)" BIN="$(BIN)" hack/make-test.sh $(TEST_NO_LAB) -- test-e2e-lanes
+test: deps bpf-check generate-check lint test-unit test-chart test-benchplot image-repro test-kernel test-e2e-lanes
 
 # The main job: a real cluster in network namespaces, networked by Trellis
 # (mk/lab.mk). `make demo-down` removes it; `make demo-cni` shows the plugin alone.
