@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	vns "github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
@@ -43,17 +41,8 @@ func reachable(a, b string) bool { return mode() != "native" || a == b || l.Same
 // nodeDataplane opens a netlink handle inside a node's network namespace.
 func nodeDataplane(t *testing.T, node string) *netlinkprog.Programmer {
 	t.Helper()
-	h, err := vns.GetFromPath(framework.NetnsPath(l.NodeHost(t, node).Netns))
-	if err != nil {
-		t.Fatalf("open netns of %s: %v", node, err)
-	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
-	if err != nil {
-		t.Fatalf("netlink in %s: %v", node, err)
-	}
-	t.Cleanup(nh.Close)
-	return &netlinkprog.Programmer{Handle: nh, NetnsPath: framework.NetnsPath(l.NodeHost(t, node).Netns)}
+	path := framework.NetnsPath(l.NodeHost(t, node).Netns)
+	return &netlinkprog.Programmer{Handle: framework.NetlinkAt(t, path), NetnsPath: path}
 }
 
 // hasRoute reports whether node holds a Trellis route to dst.

@@ -17,20 +17,27 @@ import (
 	"github.com/trellisnet/trellis/internal/netnstest"
 )
 
-// LinkMTU returns the MTU of ifname inside the network namespace at path.
-func LinkMTU(t testing.TB, path, ifname string) int {
+// NetlinkAt opens a netlink handle inside the network namespace at path,
+// closed when t ends.
+func NetlinkAt(t testing.TB, path string) *netlink.Handle {
 	t.Helper()
 	h, err := vns.GetFromPath(path)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("open netns %s: %v", path, err)
 	}
 	defer h.Close()
 	nh, err := netlink.NewHandleAt(h)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("netlink in %s: %v", path, err)
 	}
-	defer nh.Close()
-	link, err := nh.LinkByName(ifname)
+	t.Cleanup(nh.Close)
+	return nh
+}
+
+// LinkMTU returns the MTU of ifname inside the network namespace at path.
+func LinkMTU(t testing.TB, path, ifname string) int {
+	t.Helper()
+	link, err := NetlinkAt(t, path).LinkByName(ifname)
 	if err != nil {
 		t.Fatalf("%s in %s: %v", ifname, path, err)
 	}

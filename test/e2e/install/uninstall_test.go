@@ -10,11 +10,11 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	labnode "github.com/trellisnet/trellis/internal/lab/node"
 	"github.com/trellisnet/trellis/internal/routing/netlinkprog"
+	"github.com/trellisnet/trellis/test/e2e/framework"
 )
 
 // nodeLeftovers lists what Trellis left on node: nftables tables named
@@ -36,16 +36,7 @@ func nodeLeftovers(t *testing.T, node string) []string {
 			left = append(left, "nftables table "+f[1]+" "+f[2])
 		}
 	}
-	nsh, err := vns.GetFromPath(filepath.Join("/var/run/netns", h.Netns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	nh, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nh.Close()
+	nh := framework.NetlinkAt(t, framework.NetnsPath(h.Netns))
 	routes, err := nh.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: netlinkprog.RouteProtocol, Table: unix.RT_TABLE_UNSPEC},
 		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil {
@@ -125,20 +116,10 @@ func TestE2EInstallUninstallLeavesNothing(t *testing.T) {
 			t.Errorf("pod %s had %s before the uninstall, now %q", p, addrs[p], got.Status.PodIP)
 		}
 		ok := false
-		nsh, err := vns.GetFromPath(l.PodNetns(t, p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nh, err := netlink.NewHandleAt(nsh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		as, _ := nh.AddrList(nil, netlink.FAMILY_V4)
+		as, _ := framework.NetlinkAt(t, l.PodNetns(t, p)).AddrList(nil, netlink.FAMILY_V4)
 		for _, a := range as {
 			ok = ok || a.IP.String() == addrs[p]
 		}
-		nh.Close()
-		nsh.Close()
 		if !ok {
 			t.Errorf("pod %s lost its address %s in its network namespace", p, addrs[p])
 		}
