@@ -122,6 +122,9 @@ func TestE2EBGPKill9GracefulRestart(t *testing.T) {
 		return strings.Contains(log, name+": Neighbor graceful restart done")
 	})
 	time.Sleep(2 * time.Second)
+	// Enough datagrams for "all arrived" to mean something on a loaded machine.
+	in.WaitDatagrams(t, 1000, 30*time.Second)
+	out.WaitDatagrams(t, 1000, 30*time.Second)
 	w.halt()
 	finishLossless(t, in, "external -> "+pod+" across kill -9 of "+node+"'s agent")
 	finishLossless(t, out, pod+" -> external across kill -9 of "+node+"'s agent")

@@ -219,6 +219,23 @@ func (s *Stream) Stop(t testing.TB, what string) StreamResult {
 	return r
 }
 
+// minDatagrams is the fewest UDP datagrams Finish measures a loss over.
+const minDatagrams = 1000
+
+// WaitDatagrams waits until the stream has sent at least n UDP datagrams.
+// A stream sends one every 2 ms, but a loaded machine misses ticks: a test
+// that needs a sample of a given size waits for it rather than sleeping.
+func (s *Stream) WaitDatagrams(t testing.TB, n int64, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for s.udpSent.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream sent %d UDP datagrams in %s, want %d", s.udpSent.Load(), limit, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // Finish stops the stream and checks: no TCP error or reset, every byte
 // delivered, UDP loss under 1%. It returns the UDP loss in percent and
 // whether the TCP stream failed (an error or reset).
@@ -233,7 +250,11 @@ func (s *Stream) Finish(t testing.TB, what string) (loss float64, tcpFailed bool
 	}
 	t.Logf("%s: TCP %d bytes intact, %d segments retransmitted; UDP %d/%d datagrams (%.2f%% loss)", what, r.TCPReceived,
 		r.Retransmits, r.UDPReceived, r.UDPSent, r.UDPLoss)
-	if r.UDPSent < 1000 || r.UDPLoss >= 1 {
+	switch {
+	case r.UDPSent < minDatagrams:
+		t.Errorf("%s: only %d UDP datagrams sent, too few to measure a 1%% loss (want at least %d: run the stream longer, "+
+			"or wait with WaitDatagrams)", what, r.UDPSent, minDatagrams)
+	case r.UDPLoss >= 1:
 		t.Errorf("%s: UDP %d/%d datagrams arrived (%.2f%% loss), want under 1%%", what, r.UDPReceived, r.UDPSent, r.UDPLoss)
 	}
 	return r.UDPLoss, r.TCPErr != nil || r.TCPReceived != r.TCPSent
