@@ -34,7 +34,7 @@ done
 version[agnhost]=$K8S_VERSION; pkg[agnhost]=k8s.io/kubernetes/test/images/agnhost; module[agnhost]=k8s
 version[e2e.test]=$K8S_VERSION; pkg[e2e.test]=k8s.io/kubernetes/test/e2e; module[e2e.test]=k8s-test
 version[etcd]=$ETCD_VERSION; pkg[etcd]=go.etcd.io/etcd/server/v3; module[etcd]=etcd
-version[coredns]=$COREDNS_VERSION; pkg[coredns]=github.com/coredns/coredns; module[coredns]=coredns
+version[coredns]=$COREDNS_VERSION; pkg[coredns]=github.com/trellisnet/trellis/tools/coredns/coredns; module[coredns]=coredns
 for c in loopback ptp bridge; do
   version[$c]=$CNI_PLUGINS_VERSION; pkg[$c]=github.com/containernetworking/plugins/plugins/main/$c; module[$c]=cni
 done

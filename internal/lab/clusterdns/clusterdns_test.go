@@ -226,3 +226,38 @@ func TestServiceClusterIPsPerIPFamily(t *testing.T) {
 		}
 	}
 }
+
+// The lab's CoreDNS links only some plugins (tools/coredns/coredns): every
+// directive of the Corefile must be one of them, or CoreDNS refuses to start
+// ("unknown directive") and the lab has no cluster DNS.
+func TestCorefileUsesOnlyLinkedPlugins(t *testing.T) {
+	_, _, _, cm, _, _ := typed(t)
+	src, err := os.ReadFile(filepath.Join("..", "..", "..", "tools", "coredns", "coredns", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := map[string]bool{}
+	for _, m := range regexp.MustCompile(`"github.com/coredns/coredns/plugin/(\w+)"`).FindAllSubmatch(src, -1) {
+		linked[string(m[1])] = true
+	}
+	// Directive names that differ from their plugin's package.
+	pkgOf := map[string]string{"prometheus": "metrics"}
+	depth, directives := 0, 0
+	for _, line := range strings.Split(cm.Data["Corefile"], "\n") {
+		fields := strings.Fields(line)
+		if depth == 1 && len(fields) > 0 && fields[0] != "}" {
+			directives++
+			pkg := fields[0]
+			if p, ok := pkgOf[pkg]; ok {
+				pkg = p
+			}
+			if !linked[pkg] {
+				t.Errorf("the Corefile uses %s, which tools/coredns/coredns/main.go does not link (package plugin/%s)", fields[0], pkg)
+			}
+		}
+		depth += strings.Count(line, "{") - strings.Count(line, "}")
+	}
+	if directives == 0 {
+		t.Fatalf("found no directive in the Corefile:\n%s", cm.Data["Corefile"])
+	}
+}
