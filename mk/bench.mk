@@ -17,7 +17,7 @@ bench-image: deps
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/trellis-bench ./images/bench
 	$(GO) run ./hack/build-image -image bench -bin $(BIN) -out $(BENCH_IMAGE_DIR) >/dev/null
 
-# BGP's convergence and scale figures (docs/benchmarks.md#bgp): TestBenchBGP in
+# BGP's convergence and scale figures (docs/benchmarks-bgp.md): TestBenchBGP in
 # test/e2e/bgp on its own lab brought up with --routing-mode bgp (BIRD as the
 # ToR), Trellis installed as the DaemonSet from `make image`; the table is
 # printed on the lines starting `BENCH`. BENCH_BGP_FLAGS: e.g.

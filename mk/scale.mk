@@ -1,4 +1,4 @@
-# The scale bench (docs/benchmarks.md#scale): one real agent in a cluster
+# The scale bench (docs/benchmarks-scale.md): one real agent in a cluster
 # grown with API-only Nodes, Pods, Namespaces and NetworkPolicies.
 #
 #   make bench-scale       TestBenchScale in test/e2e/scale on its own lab `scale` (3 nodes, 2 subnets,

@@ -35,7 +35,7 @@ import (
 // Pods from an in-memory API server, with fake kernels. It fails when the
 // heap per pod or the CPU time of a full resync (÷ that of referenceWork,
 // timed beside it) grows more than scaleGuardSlack over the baseline in
-// testdata. docs/benchmarks.md says why it measures so. Re-record the
+// testdata. docs/benchmarks-scale.md says why it measures so. Re-record the
 // baseline after a change that moves them on purpose:
 //
 //	go test ./internal/agent -run '^TestScaleGuard$' -count=1 -record-scale-baseline

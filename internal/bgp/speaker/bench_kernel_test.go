@@ -18,7 +18,7 @@ import (
 )
 
 // TestBenchBGPFullMesh20 is the FullMesh figure of `make bench-bgp-mesh`
-// (docs/benchmarks.md#bgp--make-bench-bgp): 20 speakers, each its own
+// (docs/benchmarks-bgp.md#bgp--make-bench-bgp): 20 speakers, each its own
 // process in its own namespace, all on one bridge in one /24, iBGP AS 64512,
 // every one peering with the 19 others (what bgp.Compute gives a node for
 // internalPeering FullMesh: listen on the own address, graceful restart
@@ -37,7 +37,7 @@ import (
 // nothing is learned anywhere) and announces it again (until all 19 are
 // learned everywhere). RSS is VmRSS of the 20 helper processes once
 // converged (the helper is this test binary, so its RSS includes the
-// test code; the agent's is in docs/benchmarks.md). The speakers are
+// test code; the agent's is in docs/benchmarks-bgp.md). The speakers are
 // stopped (Speaker.Stop) at the end of each round. Not named TestKernel*: `make test-kernel` does not run it.
 func TestBenchBGPFullMesh20(t *testing.T) {
 	const (

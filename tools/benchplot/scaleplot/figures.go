@@ -34,7 +34,7 @@ type Figure struct {
 	WithPolicies bool
 }
 
-// Figures are the scale bench's figures, in the order docs/benchmarks.md
+// Figures are the scale bench's figures, in the order docs/benchmarks-scale.md
 // shows them. The targets are the issue's: memory at 5,000 nodes / 100,000
 // pods, the margin, idle CPU, the full resync (the list is reported beside
 // it, without a target), routing and policy programming, and a transaction
