@@ -8,6 +8,10 @@ SHELL := /bin/bash
 
 export PATH := /usr/local/go/bin:$(PATH)
 export GOTOOLCHAIN := local
+# Everything compiles with -trimpath, as the shipped binaries must (a
+# reproducible image): one compilation of each package then serves make build,
+# lint and every test tier, instead of one with paths and one without.
+export GOFLAGS := $(strip $(GOFLAGS) -trimpath)
 GO ?= go
 BIN := $(CURDIR)/bin
 # Machine-wide cache of pinned third-party binaries (Kubernetes, etcd, CNI

@@ -13,9 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,11 +43,30 @@ type Lab struct {
 	owned  bool // brought up by this harness: take it down at the end
 }
 
-// repoBin finds bin/trellis-lab relative to this source file when
-// TRELLIS_LAB_BIN is not set.
+// RepoRoot is the repository's top directory: the nearest directory at or
+// above the working directory (go test runs a test in its package's) whose
+// go.mod declares the main module. Found from the working directory rather
+// than from the source file's path, which -trimpath (as make builds) removes.
+func RepoRoot() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "."
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if mod, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil &&
+			strings.HasPrefix(string(mod), "module github.com/trellisnet/trellis\n") {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return dir
+		}
+	}
+}
+
+// repoBin finds bin/trellis-lab in the repository when TRELLIS_LAB_BIN is
+// not set.
 func repoBin() string {
-	_, file, _, _ := runtime.Caller(0)
-	repo := filepath.Join(filepath.Dir(file), "..", "..", "..")
+	repo := RepoRoot()
 	if b := os.Getenv("TRELLIS_LAB_BIN"); b != "" {
 		if !filepath.IsAbs(b) {
 			b = filepath.Join(repo, b) // relative to the repository, not the test's directory

@@ -44,8 +44,7 @@ func envOr(name, def string) string {
 
 func loadSettings(t *testing.T) settings {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	repo := filepath.Join(filepath.Dir(file), "..", "..", "..")
+	repo := framework.RepoRoot()
 	var s settings
 	var err error
 	if s.steps, err = ParseSteps(envOr("BENCH_SCALE_STEPS", "100/2000,1000/20000,2000/40000,5000/100000")); err != nil {
